@@ -1,0 +1,60 @@
+# thinvol - the front door.  Meson does the building; this file names the
+# jobs.  `make run` and `make test` are the README's quick start.
+
+BUILD      ?= build
+ASAN_BUILD ?= build-asan
+MESON      ?= meson
+NINJA      ?= ninja
+
+.PHONY: all deps build build-asan test test-fast test-asan run bench \
+	bench-full format clean distclean
+
+all: build
+
+deps:
+	@scripts/install-deps
+
+$(BUILD)/build.ninja:
+	$(MESON) setup $(BUILD) >/dev/null
+
+$(ASAN_BUILD)/build.ninja:
+	$(MESON) setup $(ASAN_BUILD) -Db_sanitize=address,undefined \
+		-Db_lundef=false -Dbuildtype=debug -Doptimization=1 >/dev/null
+
+# Reconfigure when a test appears (meson does not notice new files).
+build: deps $(BUILD)/build.ninja
+	@$(MESON) setup --reconfigure $(BUILD) >/dev/null
+	@$(NINJA) -C $(BUILD)
+
+build-asan: deps $(ASAN_BUILD)/build.ninja
+	@$(MESON) setup --reconfigure $(ASAN_BUILD) >/dev/null
+	@$(NINJA) -C $(ASAN_BUILD)
+
+# The whole suite, in the normal build and under ASan+UBSan.
+test: build build-asan
+	@scripts/run-tests $(BUILD) $(ASAN_BUILD)
+
+# The normal build only (quicker, for development).
+test-fast: build
+	@scripts/run-tests $(BUILD)
+
+test-asan: build-asan
+	@scripts/run-tests $(ASAN_BUILD)
+
+run: build
+	@scripts/run-default $(BUILD)
+
+bench: build
+	@bench/run $(BUILD)
+
+bench-full: build
+	@BENCH_FULL=1 bench/run $(BUILD)
+
+format:
+	clang-format -i $$(git ls-files '*.c' '*.h')
+
+clean:
+	rm -rf $(BUILD) $(ASAN_BUILD)
+
+distclean: clean
+	rm -rf var

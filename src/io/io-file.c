@@ -1,0 +1,422 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * io-file.c - a regular file or a block device.  Contract in io.h.
+ *
+ * Reads and writes are pread/pwrite loops (short transfers and EINTR are
+ * retried); flush is fdatasync.  pread/pwrite/fallocate/ioctl on one fd are
+ * safe from several threads, so this backend needs no lock of its own.
+ *
+ * Zeroing, in order of preference (each step falls back to the next when
+ * the kernel or the filesystem says "not supported"):
+ *
+ *   regular file   discard:      PUNCH_HOLE          -> write zeroes
+ *                  write_zeroes: ZERO_RANGE -> PUNCH_HOLE -> write zeroes
+ *   block device   discard:      PUNCH_HOLE -> BLKZEROOUT -> write zeroes
+ *                  write_zeroes: BLKZEROOUT          -> write zeroes
+ *
+ * Why not BLKDISCARD on a block device: the contract says a discarded range
+ * reads as zeroes, and BLKDISCARD promises nothing about what a later read
+ * returns (the kernel no longer even reports discard_zeroes_data).  On a
+ * block device fallocate(PUNCH_HOLE|KEEP_SIZE) is "zero this range, and
+ * you may unmap it to do so, but never by writing zeroes"
+ * (BLKDEV_ZERO_NOFALLBACK): exactly a discard that guarantees zeroes, and
+ * it still deallocates on thin-provisioned storage or a loop device over a
+ * sparse file.  Where the device cannot do that, BLKZEROOUT zeroes the
+ * range (possibly by writing), and writing zeroes ourselves is the last
+ * resort.  -EINVAL from the ioctls (an alignment the device rejects) also
+ * falls back to writing, which handles any range the caller may use.
+ *
+ * The zero buffer used by the last resort is at most 1 MiB and aligned for
+ * O_DIRECT.
+ */
+#include "io/io.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <linux/falloc.h>
+#include <linux/fs.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "util/checked.h"
+#include "util/log.h"
+
+#define ZERO_BUF_MAX (1024u * 1024u)
+#define DIRECT_ALIGN 4096u
+
+struct io_file {
+	struct io_dev dev; /* first: io_dev pointers convert back */
+	int fd;
+};
+
+static const struct io_ops file_ops;
+
+static struct io_file *to_file(struct io_dev *dev)
+{
+	return (struct io_file *)((char *)dev - offsetof(struct io_file, dev));
+}
+
+/* The fallback-worthy answers of fallocate and the zeroing ioctls. */
+static bool unsupported(int err, bool blockdev)
+{
+	return err == -EOPNOTSUPP || err == -ENOSYS || err == -ENOTTY ||
+	       (blockdev && err == -EINVAL);
+}
+
+static int file_read(struct io_dev *dev, void *buf, size_t len, uint64_t off)
+{
+	struct io_file *f = to_file(dev);
+	uint8_t *p = buf;
+	ssize_t n;
+	int r;
+
+	while (len) {
+		n = pread(f->fd, p, MIN(len, (size_t)SSIZE_MAX), (off_t)off);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			r = -errno;
+			log_error("%s: pread of %zu bytes at %" PRIu64 ": %s",
+				  dev->name, len, off, strerror(-r));
+			return r;
+		}
+		if (n == 0) {
+			log_error("%s: pread at %" PRIu64
+				  ": unexpected end of file",
+				  dev->name, off);
+			return -EIO;
+		}
+		p += n;
+		off += (uint64_t)n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+static int file_write(struct io_dev *dev, const void *buf, size_t len,
+		      uint64_t off)
+{
+	struct io_file *f = to_file(dev);
+	const uint8_t *p = buf;
+	ssize_t n;
+	int r;
+
+	while (len) {
+		n = pwrite(f->fd, p, MIN(len, (size_t)SSIZE_MAX), (off_t)off);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			r = -errno;
+			log_error("%s: pwrite of %zu bytes at %" PRIu64 ": %s",
+				  dev->name, len, off, strerror(-r));
+			return r;
+		}
+		if (n == 0) {
+			/* pwrite never returns 0 for len > 0 on a file or a
+			 * device; do not spin if it does */
+			log_error("%s: pwrite at %" PRIu64 ": no progress",
+				  dev->name, off);
+			return -EIO;
+		}
+		p += n;
+		off += (uint64_t)n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+static int file_flush(struct io_dev *dev)
+{
+	struct io_file *f = to_file(dev);
+	int r;
+
+	if (fdatasync(f->fd) == 0)
+		return 0;
+	r = -errno;
+	log_error("%s: fdatasync: %s", dev->name, strerror(-r));
+	return r;
+}
+
+/* The last resort: write zeroes from a buffer of at most ZERO_BUF_MAX. */
+static int write_zero_bytes(struct io_dev *dev, uint64_t off, uint64_t len)
+{
+	size_t bsz = (size_t)MIN(len, (uint64_t)ZERO_BUF_MAX);
+	void *zero;
+	int r;
+
+	r = posix_memalign(&zero, DIRECT_ALIGN, bsz);
+	if (r) {
+		log_error("%s: allocating %zu bytes of zeroes: %s", dev->name,
+			  bsz, strerror(r));
+		return -r;
+	}
+	memset(zero, 0, bsz);
+	while (len) {
+		size_t n = (size_t)MIN(len, (uint64_t)bsz);
+
+		r = file_write(dev, zero, n, off);
+		if (r)
+			break;
+		off += n;
+		len -= n;
+	}
+	free(zero);
+	return r;
+}
+
+/* fallocate, retried on EINTR; returns 0 or -errno and does not log. */
+static int do_fallocate(struct io_file *f, int mode, uint64_t off,
+			uint64_t len)
+{
+	while (fallocate(f->fd, mode, (off_t)off, (off_t)len) < 0) {
+		if (errno != EINTR)
+			return -errno;
+	}
+	return 0;
+}
+
+/* BLKZEROOUT; returns 0 or -errno and does not log. */
+static int do_blkzeroout(struct io_file *f, uint64_t off, uint64_t len)
+{
+	uint64_t range[2] = { off, len };
+
+	while (ioctl(f->fd, BLKZEROOUT, range) < 0) {
+		if (errno != EINTR)
+			return -errno;
+	}
+	return 0;
+}
+
+static int zero_failed(struct io_dev *dev, const char *how, uint64_t off,
+		       uint64_t len, int r)
+{
+	log_error("%s: %s of %" PRIu64 " bytes at %" PRIu64 ": %s", dev->name,
+		  how, len, off, strerror(-r));
+	return r;
+}
+
+static int file_write_zeroes(struct io_dev *dev, uint64_t off, uint64_t len)
+{
+	struct io_file *f = to_file(dev);
+	bool blk = dev->flags & IO_DEV_BLOCKDEV;
+	int r;
+
+	if (blk) {
+		r = do_blkzeroout(f, off, len);
+		if (r == 0)
+			return 0;
+		if (!unsupported(r, true))
+			return zero_failed(dev, "BLKZEROOUT", off, len, r);
+		return write_zero_bytes(dev, off, len);
+	}
+
+	r = do_fallocate(f, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, off,
+			 len);
+	if (r == 0)
+		return 0;
+	if (!unsupported(r, false))
+		return zero_failed(dev, "fallocate(ZERO_RANGE)", off, len, r);
+	r = do_fallocate(f, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off,
+			 len);
+	if (r == 0)
+		return 0;
+	if (!unsupported(r, false))
+		return zero_failed(dev, "fallocate(PUNCH_HOLE)", off, len, r);
+	return write_zero_bytes(dev, off, len);
+}
+
+static int file_discard(struct io_dev *dev, uint64_t off, uint64_t len)
+{
+	struct io_file *f = to_file(dev);
+	bool blk = dev->flags & IO_DEV_BLOCKDEV;
+	int r;
+
+	r = do_fallocate(f, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off,
+			 len);
+	if (r == 0)
+		return 0;
+	if (!unsupported(r, blk))
+		return zero_failed(dev, "fallocate(PUNCH_HOLE)", off, len, r);
+	if (blk)
+		return file_write_zeroes(dev, off, len);
+	return write_zero_bytes(dev, off, len);
+}
+
+static int file_resize(struct io_dev *dev, uint64_t new_size)
+{
+	struct io_file *f = to_file(dev);
+	int r;
+
+	if (dev->flags & IO_DEV_BLOCKDEV) {
+		if (new_size == dev->size)
+			return 0;
+		log_error("%s: cannot resize a block device from %" PRIu64
+			  " to %" PRIu64 " bytes",
+			  dev->name, dev->size, new_size);
+		return -EOPNOTSUPP;
+	}
+	if (new_size > (uint64_t)INT64_MAX) {
+		log_error("%s: size %" PRIu64 " too large", dev->name,
+			  new_size);
+		return -EFBIG;
+	}
+	while (ftruncate(f->fd, (off_t)new_size) < 0) {
+		if (errno == EINTR)
+			continue;
+		r = -errno;
+		log_error("%s: ftruncate to %" PRIu64 ": %s", dev->name,
+			  new_size, strerror(-r));
+		return r;
+	}
+	dev->size = new_size;
+	return 0;
+}
+
+static void file_close(struct io_dev *dev)
+{
+	struct io_file *f = to_file(dev);
+
+	/* close(2) may report a deferred write error; whoever cared about
+	 * durability has flushed before closing, so there is no one left to
+	 * tell but the log */
+	if (close(f->fd) < 0)
+		log_warn("%s: close: %s", dev->name, strerror(errno));
+	free(f);
+}
+
+static const struct io_ops file_ops = {
+	.read = file_read,
+	.write = file_write,
+	.flush = file_flush,
+	.discard = file_discard,
+	.write_zeroes = file_write_zeroes,
+	.resize = file_resize,
+	.close = file_close,
+};
+
+static int open_fd(const char *path, unsigned int flags, bool *created)
+{
+	int oflags = O_CLOEXEC;
+	int fd;
+
+	oflags |= (flags & IO_FILE_RDONLY) ? O_RDONLY : O_RDWR;
+	if (flags & IO_FILE_DIRECT)
+		oflags |= O_DIRECT;
+	*created = false;
+	if (flags & IO_FILE_CREATE) {
+		/* O_EXCL first even without IO_FILE_EXCL, to learn whether
+		 * the file is ours to size (and to remove on failure) */
+		fd = open(path, oflags | O_CREAT | O_EXCL, 0600);
+		if (fd >= 0) {
+			*created = true;
+			return fd;
+		}
+		if (errno != EEXIST || (flags & IO_FILE_EXCL))
+			return -errno;
+	}
+	fd = open(path, oflags);
+	return fd >= 0 ? fd : -errno;
+}
+
+/*
+ * Open path (see io.h).  A file created here has mode 0600: it will hold
+ * other people's volumes.  On failure a file created here is removed again.
+ */
+int io_file_open(const char *path, unsigned int flags, uint64_t size,
+		 struct io_dev **out)
+{
+	struct io_file *f;
+	unsigned int dflags = 0;
+	struct stat st;
+	uint64_t dsize;
+	bool created;
+	int fd, r;
+
+	if ((flags & IO_FILE_CREATE) && (flags & IO_FILE_RDONLY)) {
+		log_error("%s: cannot create a file read-only", path);
+		return -EINVAL;
+	}
+	fd = open_fd(path, flags, &created);
+	if (fd < 0) {
+		r = fd;
+		log_error("%s: open: %s", path, strerror(-r));
+		return r;
+	}
+	if (fstat(fd, &st) < 0) {
+		r = -errno;
+		log_error("%s: fstat: %s", path, strerror(-r));
+		goto err_close;
+	}
+	if (S_ISBLK(st.st_mode)) {
+		if (ioctl(fd, BLKGETSIZE64, &dsize) < 0) {
+			r = -errno;
+			log_error("%s: BLKGETSIZE64: %s", path, strerror(-r));
+			goto err_close;
+		}
+		dflags |= IO_DEV_BLOCKDEV;
+	} else if (S_ISREG(st.st_mode)) {
+		dsize = (uint64_t)st.st_size;
+		if (created) {
+			if (size > (uint64_t)INT64_MAX) {
+				r = -EFBIG;
+				log_error("%s: size %" PRIu64 " too large",
+					  path, size);
+				goto err_unlink;
+			}
+			if (ftruncate(fd, (off_t)size) < 0) {
+				r = -errno;
+				log_error("%s: ftruncate to %" PRIu64 ": %s",
+					  path, size, strerror(-r));
+				goto err_unlink;
+			}
+			dsize = size;
+		}
+	} else {
+		r = -EINVAL;
+		log_error("%s: neither a regular file nor a block device",
+			  path);
+		goto err_close;
+	}
+	if (flags & IO_FILE_RDONLY)
+		dflags |= IO_DEV_RDONLY;
+	if (flags & IO_FILE_DIRECT)
+		dflags |= IO_DEV_DIRECT;
+
+	f = calloc(1, sizeof(*f));
+	if (!f) {
+		r = -ENOMEM;
+		log_error("%s: out of memory", path);
+		goto err_unlink;
+	}
+	f->fd = fd;
+	f->dev.ops = &file_ops;
+	f->dev.size = dsize;
+	f->dev.flags = dflags;
+	if (snprintf(f->dev.name, sizeof(f->dev.name), "%s", path) >=
+	    (int)sizeof(f->dev.name)) {
+		/* a long path is cut short in messages; no harm done */
+	}
+	*out = &f->dev;
+	return 0;
+
+err_unlink:
+	if (created)
+		unlink(path);
+err_close:
+	close(fd);
+	return r;
+}
+
+int io_file_fd(struct io_dev *dev)
+{
+	if (dev->ops != &file_ops)
+		return -EINVAL;
+	return to_file(dev)->fd;
+}

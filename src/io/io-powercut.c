@@ -1,0 +1,492 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * io-powercut.c - wraps another device and models a volatile write cache.
+ * Contract in io.h.  For tests: simple rather than fast.
+ *
+ * Rules:
+ *  1. lower holds the durable image.  Nothing reaches lower except by a
+ *     flush (and resize, which is applied at once: it is not a cached
+ *     write in this model).
+ *  2. Every write, discard and write_zeroes is appended to the pending
+ *     list: a copy of the data, or (data == NULL) a range of zeroes.
+ *  3. A read returns lower's bytes with the pending list overlaid in issue
+ *     order: what a coherent cache shows while the power is on.
+ *  4. A flush applies the pending list to lower in issue order, flushes
+ *     lower, and only then empties the list.  If lower fails midway the
+ *     list is kept: lower then holds a prefix of it, which is one of the
+ *     states a crash may leave, and re-applying the whole list later gives
+ *     the same result (a sequence of overwrites is idempotent).
+ *  5. Mutating operations (write, flush, discard, write_zeroes; not read
+ *     or resize) are counted when they complete, successful or not.
+ *     io_pc_set_cut_after(n) cuts the power once n more of them have
+ *     completed: operation n itself completes normally; operation n + 1
+ *     and everything after it, reads and resize included, fail with -EIO
+ *     and change nothing.  The pending list is kept for
+ *     io_pc_crash_image().
+ *  6. Closing the wrapper loses the pending list, as if the power were
+ *     cut at close: whoever wants data kept flushes first.
+ *
+ * One mutex serializes every operation, reads included, so that a read
+ * never sees lower half-way through a flush.
+ */
+#include "io/io.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util/checked.h"
+#include "util/log.h"
+
+#define COPY_CHUNK (1024u * 1024u)
+
+struct pc_op {
+	uint64_t off;
+	uint64_t len;
+	uint8_t *data; /* len bytes; NULL: the range becomes zeroes */
+};
+
+struct io_pc {
+	struct io_dev dev; /* first: io_dev pointers convert back */
+	struct io_dev *lower;
+	bool own_lower;
+	pthread_mutex_t lock; /* protects everything below and lower */
+	struct pc_op *ops; /* the pending list, in issue order */
+	size_t nr_ops;
+	size_t cap_ops;
+	uint64_t nr_mutating; /* mutating ops completed */
+	uint64_t cut_at; /* cut when nr_mutating reaches it; 0: never */
+	bool cut;
+};
+
+static const struct io_ops pc_ops;
+
+static struct io_pc *to_pc(struct io_dev *dev)
+{
+	assert(dev->ops == &pc_ops);
+	return (struct io_pc *)((char *)dev - offsetof(struct io_pc, dev));
+}
+
+static uint64_t splitmix64(uint64_t *x)
+{
+	uint64_t z = (*x += 0x9E3779B97F4A7C15ull);
+
+	z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+	z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+	return z ^ (z >> 31);
+}
+
+/* Rule 5, with the lock held: an operation has completed. */
+static void count_op(struct io_pc *pc)
+{
+	pc->nr_mutating++;
+	if (pc->cut_at && pc->nr_mutating >= pc->cut_at && !pc->cut) {
+		pc->cut = true;
+		log_debug("%s: power cut after op %" PRIu64, pc->dev.name,
+			  pc->nr_mutating);
+	}
+}
+
+static int power_is_off(struct io_pc *pc)
+{
+	if (!pc->cut)
+		return 0;
+	log_debug("%s: power is off", pc->dev.name);
+	return -EIO;
+}
+
+static void free_pending(struct io_pc *pc)
+{
+	for (size_t i = 0; i < pc->nr_ops; i++)
+		free(pc->ops[i].data);
+	pc->nr_ops = 0;
+}
+
+/* Rule 2, with the lock held; takes ownership of data. */
+static int add_pending(struct io_pc *pc, uint64_t off, uint64_t len,
+		       uint8_t *data)
+{
+	if (pc->nr_ops == pc->cap_ops) {
+		size_t cap = pc->cap_ops ? pc->cap_ops * 2 : 16;
+		size_t bytes;
+		struct pc_op *p;
+
+		if (mul_overflow_size(cap, sizeof(*p), &bytes) ||
+		    !(p = realloc(pc->ops, bytes))) {
+			free(data);
+			log_error("%s: pending list: out of memory",
+				  pc->dev.name);
+			return -ENOMEM;
+		}
+		pc->ops = p;
+		pc->cap_ops = cap;
+	}
+	pc->ops[pc->nr_ops++] = (struct pc_op){ off, len, data };
+	return 0;
+}
+
+/*
+ * Overlay the part of op that falls inside [off, off + len) onto buf,
+ * which holds the bytes of that range.
+ */
+static void overlay(uint8_t *buf, uint64_t off, uint64_t len,
+		    const struct pc_op *op)
+{
+	uint64_t s = MAX(off, op->off);
+	uint64_t e = MIN(off + len, op->off + op->len);
+
+	if (s >= e)
+		return;
+	if (op->data)
+		memcpy(buf + (s - off), op->data + (s - op->off),
+		       (size_t)(e - s));
+	else
+		memset(buf + (s - off), 0, (size_t)(e - s));
+}
+
+/* Write [s, e) of op (absolute offsets inside it) to dev. */
+static int apply_part(struct io_dev *dev, const struct pc_op *op, uint64_t s,
+		      uint64_t e)
+{
+	if (op->data)
+		return io_write(dev, op->data + (s - op->off), (size_t)(e - s),
+				s);
+	return io_write_zeroes(dev, s, e - s);
+}
+
+static int pc_read(struct io_dev *dev, void *buf, size_t len, uint64_t off)
+{
+	struct io_pc *pc = to_pc(dev);
+	int r;
+
+	pthread_mutex_lock(&pc->lock);
+	r = power_is_off(pc);
+	if (r)
+		goto out;
+	r = io_read(pc->lower, buf, len, off);
+	if (r)
+		goto out;
+	for (size_t i = 0; i < pc->nr_ops; i++)
+		overlay(buf, off, len, &pc->ops[i]);
+out:
+	pthread_mutex_unlock(&pc->lock);
+	return r;
+}
+
+static int pc_mutate(struct io_pc *pc, const void *buf, uint64_t len,
+		     uint64_t off)
+{
+	uint8_t *copy = NULL;
+	int r;
+
+	pthread_mutex_lock(&pc->lock);
+	r = power_is_off(pc);
+	if (r)
+		goto out;
+	if (buf) {
+		copy = malloc((size_t)len);
+		if (!copy) {
+			log_error("%s: copying a write of %" PRIu64
+				  " bytes: out of memory",
+				  pc->dev.name, len);
+			r = -ENOMEM;
+			goto count;
+		}
+		memcpy(copy, buf, (size_t)len);
+	}
+	r = add_pending(pc, off, len, copy);
+count:
+	count_op(pc);
+out:
+	pthread_mutex_unlock(&pc->lock);
+	return r;
+}
+
+static int pc_write(struct io_dev *dev, const void *buf, size_t len,
+		    uint64_t off)
+{
+	return pc_mutate(to_pc(dev), buf, len, off);
+}
+
+static int pc_zero(struct io_dev *dev, uint64_t off, uint64_t len)
+{
+	return pc_mutate(to_pc(dev), NULL, len, off);
+}
+
+static int pc_flush(struct io_dev *dev)
+{
+	struct io_pc *pc = to_pc(dev);
+	int r = 0;
+
+	pthread_mutex_lock(&pc->lock);
+	r = power_is_off(pc);
+	if (r)
+		goto out;
+	/* rule 4: in issue order, then a flush of lower, then forget */
+	for (size_t i = 0; i < pc->nr_ops && !r; i++) {
+		const struct pc_op *op = &pc->ops[i];
+
+		r = apply_part(pc->lower, op, op->off, op->off + op->len);
+	}
+	if (!r)
+		r = io_flush(pc->lower);
+	if (!r)
+		free_pending(pc);
+	count_op(pc);
+out:
+	pthread_mutex_unlock(&pc->lock);
+	return r;
+}
+
+/* Resize lower at once (rule 1) and clip pending ops to the new size. */
+static int pc_resize(struct io_dev *dev, uint64_t new_size)
+{
+	struct io_pc *pc = to_pc(dev);
+	size_t i, j;
+	int r;
+
+	pthread_mutex_lock(&pc->lock);
+	r = power_is_off(pc);
+	if (r)
+		goto out;
+	r = io_resize(pc->lower, new_size);
+	dev->size = pc->lower->size;
+	if (r)
+		goto out;
+	for (i = 0, j = 0; i < pc->nr_ops; i++) {
+		struct pc_op op = pc->ops[i];
+
+		if (op.off >= new_size) {
+			free(op.data);
+			continue;
+		}
+		op.len = MIN(op.len, new_size - op.off);
+		pc->ops[j++] = op;
+	}
+	pc->nr_ops = j;
+out:
+	pthread_mutex_unlock(&pc->lock);
+	return r;
+}
+
+static void pc_close(struct io_dev *dev)
+{
+	struct io_pc *pc = to_pc(dev);
+
+	free_pending(pc);
+	free(pc->ops);
+	if (pc->own_lower)
+		io_close(pc->lower);
+	pthread_mutex_destroy(&pc->lock);
+	free(pc);
+}
+
+static const struct io_ops pc_ops = {
+	.read = pc_read,
+	.write = pc_write,
+	.flush = pc_flush,
+	.discard = pc_zero,
+	.write_zeroes = pc_zero,
+	.resize = pc_resize,
+	.close = pc_close,
+};
+
+int io_pc_wrap(struct io_dev *lower, bool own_lower, struct io_dev **out)
+{
+	struct io_pc *pc;
+	int r;
+
+	pc = calloc(1, sizeof(*pc));
+	if (!pc) {
+		log_error("pc:%s: out of memory", lower->name);
+		return -ENOMEM;
+	}
+	r = pthread_mutex_init(&pc->lock, NULL);
+	if (r) {
+		log_error("pc:%s: pthread_mutex_init: %s", lower->name,
+			  strerror(r));
+		free(pc);
+		return -r;
+	}
+	pc->lower = lower;
+	pc->own_lower = own_lower;
+	pc->dev.ops = &pc_ops;
+	pc->dev.size = lower->size;
+	pc->dev.flags = lower->flags;
+	/* the precision keeps "pc:" + name inside dev.name */
+	snprintf(pc->dev.name, sizeof(pc->dev.name), "pc:%.60s",
+		 lower->name);
+	*out = &pc->dev;
+	return 0;
+}
+
+void io_pc_set_cut_after(struct io_dev *dev, uint64_t n)
+{
+	struct io_pc *pc = to_pc(dev);
+
+	pthread_mutex_lock(&pc->lock);
+	pc->cut_at = n ? pc->nr_mutating + n : 0;
+	pthread_mutex_unlock(&pc->lock);
+}
+
+uint64_t io_pc_ops(struct io_dev *dev)
+{
+	struct io_pc *pc = to_pc(dev);
+	uint64_t n;
+
+	pthread_mutex_lock(&pc->lock);
+	n = pc->nr_mutating;
+	pthread_mutex_unlock(&pc->lock);
+	return n;
+}
+
+bool io_pc_is_cut(struct io_dev *dev)
+{
+	struct io_pc *pc = to_pc(dev);
+	bool cut;
+
+	pthread_mutex_lock(&pc->lock);
+	cut = pc->cut;
+	pthread_mutex_unlock(&pc->lock);
+	return cut;
+}
+
+size_t io_pc_pending(struct io_dev *dev)
+{
+	struct io_pc *pc = to_pc(dev);
+	size_t n;
+
+	pthread_mutex_lock(&pc->lock);
+	n = pc->nr_ops;
+	pthread_mutex_unlock(&pc->lock);
+	return n;
+}
+
+/* Copy lower's durable contents into img, a memory device of its size. */
+static int copy_durable(struct io_pc *pc, struct io_dev *img)
+{
+	uint8_t *data = io_mem_data(img);
+	uint64_t off, n;
+	int r;
+
+	for (off = 0; off < img->size; off += n) {
+		n = MIN(img->size - off, (uint64_t)COPY_CHUNK);
+		r = io_read(pc->lower, data + off, (size_t)n, off);
+		if (r)
+			return r;
+	}
+	return 0;
+}
+
+/* Apply a random subset of op's sectors (cut at absolute boundaries). */
+static int apply_torn(struct io_dev *img, const struct pc_op *op,
+		      uint64_t *rng)
+{
+	uint64_t end = op->off + op->len;
+	uint64_t s, e;
+	int r;
+
+	for (s = op->off; s < end; s = e) {
+		e = MIN(end, (s / IO_SECTOR + 1) * IO_SECTOR);
+		if (splitmix64(rng) & 1) {
+			r = apply_part(img, op, s, e);
+			if (r)
+				return r;
+		}
+	}
+	return 0;
+}
+
+/*
+ * IO_PC_RANDOM: the pending ops land in a random order (a seeded
+ * Fisher-Yates shuffle), each one applied whole, dropped or torn with
+ * equal odds.  Order matters where ops overlap: a later write may be
+ * found under an earlier one.
+ */
+static int apply_random(struct io_pc *pc, struct io_dev *img, uint64_t seed)
+{
+	uint64_t rng = seed;
+	size_t *order, i, j, t;
+	int r = 0;
+
+	if (!pc->nr_ops)
+		return 0;
+	order = calloc(pc->nr_ops, sizeof(*order));
+	if (!order) {
+		log_error("%s: crash image: out of memory", pc->dev.name);
+		return -ENOMEM;
+	}
+	for (i = 0; i < pc->nr_ops; i++)
+		order[i] = i;
+	for (i = pc->nr_ops - 1; i > 0; i--) {
+		j = (size_t)(splitmix64(&rng) % (i + 1));
+		t = order[i];
+		order[i] = order[j];
+		order[j] = t;
+	}
+	for (i = 0; i < pc->nr_ops && !r; i++) {
+		const struct pc_op *op = &pc->ops[order[i]];
+
+		switch (splitmix64(&rng) % 3) {
+		case 0:
+			r = apply_part(img, op, op->off, op->off + op->len);
+			break;
+		case 1:
+			break; /* dropped */
+		default:
+			r = apply_torn(img, op, &rng);
+			break;
+		}
+	}
+	free(order);
+	return r;
+}
+
+int io_pc_crash_image(struct io_dev *dev, enum io_pc_policy policy,
+		      uint64_t seed, struct io_dev **out)
+{
+	struct io_pc *pc = to_pc(dev);
+	struct io_dev *img;
+	int r;
+
+	pthread_mutex_lock(&pc->lock);
+	r = io_mem_create(pc->lower->size, &img);
+	if (r)
+		goto out_unlock;
+	r = copy_durable(pc, img);
+	if (r)
+		goto err_img;
+	switch (policy) {
+	case IO_PC_DROP_ALL:
+		break;
+	case IO_PC_APPLY_ALL:
+		for (size_t i = 0; i < pc->nr_ops && !r; i++) {
+			const struct pc_op *op = &pc->ops[i];
+
+			r = apply_part(img, op, op->off, op->off + op->len);
+		}
+		break;
+	case IO_PC_RANDOM:
+		r = apply_random(pc, img, seed);
+		break;
+	default:
+		r = -EINVAL;
+		break;
+	}
+	if (r)
+		goto err_img;
+	pthread_mutex_unlock(&pc->lock);
+	*out = img;
+	return 0;
+
+err_img:
+	io_close(img);
+out_unlock:
+	pthread_mutex_unlock(&pc->lock);
+	return r;
+}

@@ -1,0 +1,121 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * io.c - the checked front door of the device seam.  Contract in io.h.
+ *
+ * Every request is validated here, once, before it reaches a backend:
+ * len == 0 succeeds without calling the backend, a range that does not
+ * lie inside the device (overflow-checked) is -EINVAL, and a mutating
+ * request on a read-only device is -EROFS.  Backends may therefore assume
+ * well-formed ranges.
+ */
+#include "io/io.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <inttypes.h>
+
+#include "util/checked.h"
+#include "util/log.h"
+
+static int check_range(struct io_dev *dev, const char *what, uint64_t off,
+		       uint64_t len)
+{
+	if (!range_outside(off, len, dev->size))
+		return 0;
+	log_error("%s: %s of %" PRIu64 " bytes at %" PRIu64
+		  " outside device of %" PRIu64 " bytes",
+		  dev->name, what, len, off, dev->size);
+	return -EINVAL;
+}
+
+static int check_writable(struct io_dev *dev, const char *what)
+{
+	if (!(dev->flags & IO_DEV_RDONLY))
+		return 0;
+	log_error("%s: %s on a read-only device", dev->name, what);
+	return -EROFS;
+}
+
+int io_read(struct io_dev *dev, void *buf, size_t len, uint64_t off)
+{
+	int r;
+
+	assert(dev && (buf || !len));
+	if (!len)
+		return 0;
+	r = check_range(dev, "read", off, len);
+	if (r)
+		return r;
+	return dev->ops->read(dev, buf, len, off);
+}
+
+int io_write(struct io_dev *dev, const void *buf, size_t len, uint64_t off)
+{
+	int r;
+
+	assert(dev && (buf || !len));
+	r = check_writable(dev, "write");
+	if (r)
+		return r;
+	if (!len)
+		return 0;
+	r = check_range(dev, "write", off, len);
+	if (r)
+		return r;
+	return dev->ops->write(dev, buf, len, off);
+}
+
+int io_flush(struct io_dev *dev)
+{
+	assert(dev);
+	return dev->ops->flush(dev);
+}
+
+int io_discard(struct io_dev *dev, uint64_t off, uint64_t len)
+{
+	int r;
+
+	assert(dev);
+	r = check_writable(dev, "discard");
+	if (r)
+		return r;
+	if (!len)
+		return 0;
+	r = check_range(dev, "discard", off, len);
+	if (r)
+		return r;
+	return dev->ops->discard(dev, off, len);
+}
+
+int io_write_zeroes(struct io_dev *dev, uint64_t off, uint64_t len)
+{
+	int r;
+
+	assert(dev);
+	r = check_writable(dev, "write_zeroes");
+	if (r)
+		return r;
+	if (!len)
+		return 0;
+	r = check_range(dev, "write_zeroes", off, len);
+	if (r)
+		return r;
+	return dev->ops->write_zeroes(dev, off, len);
+}
+
+int io_resize(struct io_dev *dev, uint64_t new_size)
+{
+	int r;
+
+	assert(dev);
+	r = check_writable(dev, "resize");
+	if (r)
+		return r;
+	return dev->ops->resize(dev, new_size);
+}
+
+void io_close(struct io_dev *dev)
+{
+	if (dev)
+		dev->ops->close(dev);
+}

@@ -1,0 +1,187 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * io - the device seam.
+ *
+ * Everything thinvol reads or writes goes through a struct io_dev. Backends:
+ *
+ *   io-file.c      a regular file or a block device (pread/pwrite,
+ *                  fdatasync, fallocate or BLKDISCARD/BLKZEROOUT)
+ *   io-mem.c       a byte array in memory
+ *   io-fault.c     wraps another device; fails the Nth operation
+ *   io-powercut.c  wraps another device; models a volatile write cache and
+ *                  produces the image a power cut could leave behind
+ *
+ * Contract of every operation:
+ *   - returns 0 or a negative errno; never a partial success.  A backend
+ *     that sees a short read/write from the kernel retries until done or
+ *     an error occurs.
+ *   - [off, off + len) must lie inside the device: otherwise -EINVAL and
+ *     nothing is touched.  len == 0 is a no-op that succeeds.
+ *   - write, discard and write_zeroes become durable only after a later
+ *     flush returns 0 (volatile write cache semantics).  Writes not yet
+ *     flushed may, after a crash, be found applied, missing, or torn at
+ *     512-byte sector granularity, in any combination.
+ *   - discard: afterwards the range reads as zeroes (we only ever discard
+ *     ranges we also want zeroed; backends that cannot guarantee it fall
+ *     back to writing zeroes).
+ *   - thread-safe: several threads may call read/write/discard/
+ *     write_zeroes/flush on one device at once.  resize and close must not
+ *     race with anything else.
+ */
+#ifndef TV_IO_IO_H
+#define TV_IO_IO_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define IO_SECTOR 512u
+
+struct io_dev;
+
+struct io_ops {
+	int (*read)(struct io_dev *dev, void *buf, size_t len, uint64_t off);
+	int (*write)(struct io_dev *dev, const void *buf, size_t len,
+		     uint64_t off);
+	int (*flush)(struct io_dev *dev);
+	int (*discard)(struct io_dev *dev, uint64_t off, uint64_t len);
+	int (*write_zeroes)(struct io_dev *dev, uint64_t off, uint64_t len);
+	/* Grow (or shrink) the device; block devices return -EOPNOTSUPP
+	 * unless the new size equals the current one. */
+	int (*resize)(struct io_dev *dev, uint64_t new_size);
+	void (*close)(struct io_dev *dev);
+};
+
+/* Flags describing a device (io_dev.flags). */
+#define IO_DEV_BLOCKDEV (1u << 0) /* a block device, not a file */
+#define IO_DEV_RDONLY (1u << 1)	  /* opened read-only */
+#define IO_DEV_DIRECT (1u << 2)	  /* O_DIRECT: buffers must be aligned */
+
+struct io_dev {
+	const struct io_ops *ops;
+	uint64_t size;	    /* bytes; updated by resize */
+	unsigned int flags; /* IO_DEV_* */
+	char name[64];	    /* for messages: path or backend name */
+};
+
+/* The checked front door: validates the range, then calls the backend. */
+int io_read(struct io_dev *dev, void *buf, size_t len, uint64_t off);
+int io_write(struct io_dev *dev, const void *buf, size_t len, uint64_t off);
+int io_flush(struct io_dev *dev);
+int io_discard(struct io_dev *dev, uint64_t off, uint64_t len);
+int io_write_zeroes(struct io_dev *dev, uint64_t off, uint64_t len);
+int io_resize(struct io_dev *dev, uint64_t new_size);
+/* NULL is allowed. */
+void io_close(struct io_dev *dev);
+
+/* ---- file / block device ---- */
+
+#define IO_FILE_CREATE (1u << 0) /* create if missing (sparse, size bytes) */
+#define IO_FILE_EXCL (1u << 1)	 /* with CREATE: fail if it exists */
+#define IO_FILE_RDONLY (1u << 2)
+#define IO_FILE_DIRECT (1u << 3) /* O_DIRECT; callers align to 4096 */
+
+/*
+ * Open a regular file or a block device.  For a file created here, size
+ * is its initial (sparse) length; for an existing file or a device, size
+ * is ignored and the device's size is its current length.
+ * Does not lock: locking belongs to the pool.  Returns the fd through
+ * io_file_fd() for the caller's flock().
+ */
+int io_file_open(const char *path, unsigned int flags, uint64_t size,
+		 struct io_dev **out);
+/* The fd, borrowed until io_close; -EINVAL if dev is not a file device. */
+int io_file_fd(struct io_dev *dev);
+
+/* ---- memory ---- */
+
+/* A zero-filled in-memory device of size bytes. */
+int io_mem_create(uint64_t size, struct io_dev **out);
+/* A memory device holding a copy of buf[0, size). */
+int io_mem_create_from(const void *buf, uint64_t size, struct io_dev **out);
+/* Borrowed pointer to the contents, valid until the next resize/close;
+ * NULL if dev is not a memory device.
+ * For tests that corrupt or inspect images. */
+uint8_t *io_mem_data(struct io_dev *dev);
+
+/* ---- fault injection ---- */
+
+enum io_fault_kind {
+	IO_FAULT_ERROR, /* the operation does nothing and fails */
+	IO_FAULT_SHORT, /* a write applies a prefix (whole sectors), fails */
+	IO_FAULT_TORN,	/* a write applies a random subset of its sectors
+			 * and reports success (a lying device) */
+};
+
+/* Which operations count towards fail_at, and can fail. */
+#define IO_OP_READ (1u << 0)
+#define IO_OP_WRITE (1u << 1)
+#define IO_OP_FLUSH (1u << 2)
+#define IO_OP_DISCARD (1u << 3)
+#define IO_OP_WRITE_ZEROES (1u << 4)
+#define IO_OP_ALL 0x1fu
+
+struct io_fault_cfg {
+	uint64_t fail_at;	/* 1-based index of the first counted op to
+				 * fail; 0 disarms */
+	bool persistent;	/* true: every counted op from fail_at on fails;
+				 * false: only that one */
+	int error;		/* negative errno returned, e.g. -EIO, -ENOSPC */
+	enum io_fault_kind kind;
+	unsigned int op_mask;	/* IO_OP_*; 0 means IO_OP_ALL */
+	uint64_t seed;		/* for IO_FAULT_TORN's choice of sectors */
+};
+
+/*
+ * Wrap lower.  If own_lower, closing the wrapper closes lower.  The wrapper
+ * starts disarmed and counts every op matching the mask.
+ */
+int io_fault_wrap(struct io_dev *lower, bool own_lower, struct io_dev **out);
+/* Arm (or re-arm) and reset the op counter to zero. */
+void io_fault_arm(struct io_dev *dev, const struct io_fault_cfg *cfg);
+void io_fault_disarm(struct io_dev *dev);
+/* Ops counted since the last arm (or since creation). */
+uint64_t io_fault_count(struct io_dev *dev);
+/* Number of ops that were failed since the last arm. */
+uint64_t io_fault_failed(struct io_dev *dev);
+
+/* ---- power-cut simulation ---- */
+
+/*
+ * The wrapper keeps the "durable" image in lower and every write, discard
+ * and write_zeroes issued since the last completed flush in a pending list
+ * (reads see them: the cache is coherent while the power is on).  A flush
+ * applies the pending list to lower in issue order and empties it.
+ *
+ * io_pc_set_cut_after(dev, n): once n more mutating operations (write,
+ * flush, discard, write_zeroes; reads are not counted) have completed, the
+ * power is cut: every later operation, reads included, fails with -EIO and
+ * nothing reaches lower any more.  n == 0 disarms.
+ */
+int io_pc_wrap(struct io_dev *lower, bool own_lower, struct io_dev **out);
+void io_pc_set_cut_after(struct io_dev *dev, uint64_t n);
+/* Mutating ops (write, flush, discard, write_zeroes) seen so far. */
+uint64_t io_pc_ops(struct io_dev *dev);
+/* true once the power has been cut */
+bool io_pc_is_cut(struct io_dev *dev);
+/* Number of writes, discards and write_zeroes pending (issued since the
+ * last completed flush). */
+size_t io_pc_pending(struct io_dev *dev);
+
+enum io_pc_policy {
+	IO_PC_DROP_ALL,	 /* every pending write is lost */
+	IO_PC_APPLY_ALL, /* every pending write lands, in issue order */
+	IO_PC_RANDOM,	 /* each pending write is applied, dropped or torn,
+			  * and they land in a random order */
+};
+
+/*
+ * Build the image the power cut leaves: a new memory device holding lower's
+ * durable contents plus the pending writes treated per policy (seeded).
+ * Works whether or not the power was cut already (a cut "now").
+ * The wrapper is not changed.  Caller owns *out.
+ */
+int io_pc_crash_image(struct io_dev *dev, enum io_pc_policy policy,
+		      uint64_t seed, struct io_dev **out);
+
+#endif

@@ -1,0 +1,172 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * btree - copy-on-write B+tree over fixed-size keys and values.
+ *
+ * A tree is named by a struct tm_ref to its root node (blocknr 0: the empty
+ * tree, which costs no node).  Every operation that changes a tree takes
+ * the root by pointer and updates it: the caller stores the new root where
+ * it keeps it (a superblock slot, a value in another tree).
+ *
+ * Keys are key_size bytes compared with memcmp (encode integers
+ * big-endian).  Values are value.size bytes, opaque to the tree except for
+ * the references they may hold (to pool blocks, to other trees), which the
+ * value type counts:
+ *   - inserting a value gives the tree the caller's references;
+ *   - overwriting or removing a value drops the tree's references (dec),
+ *     unless the caller takes the removed value out (btree_remove with
+ *     value_out), which hands them to the caller;
+ *   - when a shared leaf is copied on write, every value in the copy is
+ *     inc'd (it has a new owner).
+ *
+ * Sharing.  btree_clone is O(1): both roots point at one node whose count
+ * goes up.  A later change through either root copies only the nodes on
+ * the path it changes (tm_shadow); btree_del drops one reference and frees
+ * only what no other tree still uses.
+ *
+ * Node layout (docs/format.md): the 32-byte node header, a 32-byte btree
+ * header {tag, flags, level, nr_entries, max_entries, key_size,
+ * value_size}, keys[max_entries], then values[max_entries] (leaves) or
+ * struct disk_ref children[max_entries] (internal nodes; key[i] is the
+ * lowest key under child i).  Every node but the root holds at least
+ * max_entries / 4 entries; all leaves are at level 0 and the root at the
+ * tree's height.  A leaf split after the last entry (sequential inserts)
+ * keeps the left node 3/4 full instead of half.
+ *
+ * Cost: lookup, insert, remove O(log n) node reads; range removal
+ * O(log n + removed leaves); clone O(1); delete O(nodes not shared).
+ * Errors: 0 or negative errno; -ENOENT/-EEXIST as documented; -EUCLEAN for
+ * a corrupt node (never an assert).  A failed change poisons the
+ * transaction (the tree may be half-changed; only tm_abort recovers).
+ *
+ * Not thread-safe; the caller holds the metadata lock.  A cursor is
+ * invalidated by any change to its tree.
+ */
+#ifndef TV_PDATA_BTREE_H
+#define TV_PDATA_BTREE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "pdata/node.h"
+
+struct tm;
+struct bc_node;
+struct check;
+
+#define BTREE_MAX_KEY 256u
+#define BTREE_MAX_VALUE 768u
+#define BTREE_MAX_DEPTH 32
+#define BTREE_HEADER_SIZE 64u /* node header + btree header */
+
+struct btree_vtype {
+	uint32_t size; /* bytes, 0 .. BTREE_MAX_VALUE */
+	void *ctx;
+	/* References held by a value; NULL when it holds none. */
+	int (*inc)(void *ctx, const void *value);
+	int (*dec)(void *ctx, const void *value);
+	/* Checker: report the value's references (check_data_ref,
+	 * check_tree) and validate it; NULL when it holds none. */
+	void (*check)(void *ctx, const void *value, struct check *ck);
+};
+
+struct btree_info {
+	struct tm *tm;
+	uint32_t tag;	   /* tree kind, stored in every node: catches a
+			    * pointer into another kind of tree */
+	uint32_t key_size; /* 1 .. BTREE_MAX_KEY */
+	struct btree_vtype value;
+};
+
+/* -ENOENT when absent.  value_out may be NULL (existence test). */
+int btree_lookup(const struct btree_info *info, const struct tm_ref *root,
+		 const void *key, void *value_out);
+
+/* Largest key <= key (-ENOENT when none); key_out and value_out may be
+ * NULL. */
+int btree_lookup_le(const struct btree_info *info, const struct tm_ref *root,
+		    const void *key, void *key_out, void *value_out);
+
+/* Insert a new key: -EEXIST if present (the value's refs stay with the
+ * caller then). */
+int btree_insert(const struct btree_info *info, struct tm_ref *root,
+		 const void *key, const void *value);
+/* Overwrite an existing key: -ENOENT if absent. */
+int btree_update(const struct btree_info *info, struct tm_ref *root,
+		 const void *key, const void *value);
+/* Insert or overwrite; *inserted (may be NULL) tells which. */
+int btree_put(const struct btree_info *info, struct tm_ref *root,
+	      const void *key, const void *value, bool *inserted);
+
+/* Remove a key (-ENOENT if absent).  value_out NULL: the value's refs are
+ * dropped; else the value is copied out and its refs handed over. */
+int btree_remove(const struct btree_info *info, struct tm_ref *root,
+		 const void *key, void *value_out);
+
+/* Remove every key in [lo, hi) (NULL lo: from the start; NULL hi: to the
+ * end), dropping their values' refs.  Subtrees wholly inside the range are
+ * released with btree_del's rules (nodes still shared elsewhere are not
+ * read).  nr_removed may be NULL; otherwise it receives the number of keys
+ * removed (which then requires reading released subtrees to count them). */
+int btree_remove_range(const struct btree_info *info, struct tm_ref *root,
+		       const void *lo, const void *hi, uint64_t *nr_removed);
+
+/* out = another reference to root's tree: O(1). */
+int btree_clone(const struct btree_info *info, const struct tm_ref *root,
+		struct tm_ref *out);
+
+/* Drop this reference to the tree (*root becomes empty); frees every node
+ * and value reference no other tree shares. */
+int btree_del(const struct btree_info *info, struct tm_ref *root);
+
+/* Number of entries (reads every leaf: O(n)). */
+int btree_count(const struct btree_info *info, const struct tm_ref *root,
+		uint64_t *count);
+
+/* Height of the tree (0: a single leaf), -ENOENT for the empty tree. */
+int btree_height(const struct btree_info *info, const struct tm_ref *root,
+		 unsigned int *height);
+
+/* ---- ordered iteration ---- */
+
+struct btree_cursor {
+	const struct btree_info *info;
+	struct tm *tm;
+	unsigned int depth; /* nodes pinned in path */
+	struct {
+		struct bc_node *node;
+		unsigned int index;
+	} path[BTREE_MAX_DEPTH];
+	bool valid; /* positioned on an entry */
+};
+
+/*
+ * Position at the first key >= key (key NULL: the first key).  Returns 0
+ * with c->valid false when there is no such key.  The cursor pins nodes
+ * until btree_cursor_close (always call it, also after errors).
+ */
+int btree_cursor_seek(const struct btree_info *info,
+		      const struct tm_ref *root, const void *key,
+		      struct btree_cursor *c);
+/* Advance; c->valid false at the end. */
+int btree_cursor_next(struct btree_cursor *c);
+/* Borrowed pointers into the pinned leaf, valid until next/close. */
+const void *btree_cursor_key(const struct btree_cursor *c);
+const void *btree_cursor_value(const struct btree_cursor *c);
+void btree_cursor_close(struct btree_cursor *c);
+
+/* ---- checker ---- */
+
+/*
+ * Verify the tree and report every reference it holds to ck: each node
+ * (check_node_ref), and each value (info->value.check).  Verifies every
+ * node's header and btree header, key order within nodes and against the
+ * parent's separators, fill bounds, uniform depth, child generations.
+ * Shared subtrees are walked once and counted at every reference.
+ * Problems are reported through check_error, not returned; the return value
+ * is for failures of the checker itself (-ENOMEM).
+ */
+int btree_check(const struct btree_info *info, const struct tm_ref *root,
+		struct check *ck);
+
+#endif

@@ -1,0 +1,120 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * sm - the space map: a reference count for every pool block and every
+ * metadata node.
+ *
+ * Two address spaces share one persistent btree (the sm tree, rooted in the
+ * superblock), keyed by 64-bit big-endian address, value a le32 count:
+ *
+ *   SM_DATA  pool block number      (top key bit 0)
+ *   SM_META  metadata node number   (top key bit 1)
+ *
+ * Only non-zero counts are stored.  A pool block that holds metadata nodes
+ * (a "metadata chunk") has SM_DATA count 1 and a chunk record (below); its
+ * nodes are counted in SM_META.  Chunk records make the set of chunks
+ * known at open without scanning the data counts.
+ *
+ * During a transaction the tree is not touched: SM_META counts are kept in
+ * memory for every chunk (loaded at open), SM_DATA changes in a table of
+ * {committed count, current count}.  At commit, sm_flush writes the changes
+ * into the tree; changing the tree allocates and frees its own nodes, which
+ * changes counts again, so it loops until nothing is pending (each node is
+ * shadowed at most once per transaction, so it converges in a few rounds).
+ *
+ * Allocation never returns a block or node whose committed count is
+ * non-zero, so nothing freed in a transaction is reused before it commits.
+ *
+ * Reserve: ordinary data allocations fail with -ENOSPC while fewer than
+ * 2 * R pool blocks are allocatable, new metadata chunks outside a commit
+ * while fewer than R are; a commit may use the rest.  R = 4 MiB worth of
+ * blocks, at most 1/16 of the pool, at least 2.  So freeing, deleting and
+ * committing always succeed on a full pool.
+ *
+ * Not thread-safe: called under the pool's metadata lock.
+ */
+#ifndef TV_PDATA_SM_H
+#define TV_PDATA_SM_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "pdata/node.h"
+
+struct tm;
+struct sm;
+
+enum sm_space { SM_DATA = 0, SM_META = 1 };
+
+#define SM_COUNT_MAX 0xffffffffu
+
+struct sm_stats {
+	uint64_t nr_blocks;	/* pool blocks in the allocatable range */
+	uint64_t data_used;	/* blocks with a count, chunks included */
+	uint64_t meta_chunks;	/* blocks holding metadata nodes */
+	uint64_t meta_nodes;	/* metadata nodes in use */
+	uint64_t pending_free;	/* freed this transaction, free at commit */
+	uint64_t allocatable;	/* could be allocated now */
+	uint64_t reserve;	/* R, in blocks */
+};
+
+/*
+ * Lifetime: created by tm_open (and again by tm_abort), destroyed by
+ * tm_close.  Loads every chunk record and metadata node count from the tree
+ * at root (O(metadata nodes)); data_used is the superblock's counter.
+ */
+int sm_open(struct tm *tm, const struct tm_ref *root, uint64_t data_used,
+	    struct sm **out);
+void sm_destroy(struct sm *sm);
+
+/* Data blocks (SM_DATA). */
+int sm_alloc_block(struct sm *sm, uint64_t *block);
+int sm_inc_block(struct sm *sm, uint64_t block);
+/* *new_count may be NULL; decrementing a zero count is -EUCLEAN */
+int sm_dec_block(struct sm *sm, uint64_t block, uint32_t *new_count);
+int sm_block_count(struct sm *sm, uint64_t block, uint32_t *count);
+
+/* Metadata nodes (SM_META), used through tm.h. */
+int sm_alloc_node(struct sm *sm, uint64_t *node);
+int sm_inc_node(struct sm *sm, uint64_t node);
+int sm_dec_node(struct sm *sm, uint64_t node, uint32_t *new_count);
+int sm_node_count(struct sm *sm, uint64_t node, uint32_t *count);
+
+/* The commit side (called by tm_commit): write pending counts into the
+ * tree and return its root. */
+int sm_flush(struct sm *sm, struct tm_ref *root);
+/* The commit reached the disk: pending frees become free. */
+void sm_committed(struct sm *sm);
+
+/* Let allocations dip into the reserve (commit, delete, discard paths). */
+void sm_set_reserve_mode(struct sm *sm, bool on);
+
+/* Grow the allocatable range to nr_blocks. */
+int sm_grow(struct sm *sm, uint64_t nr_blocks);
+
+void sm_get_stats(const struct sm *sm, struct sm_stats *st);
+
+/*
+ * Blocks whose count dropped to zero in committed transactions and that
+ * have not yet been handed to a discard: pops up to max into out, returns
+ * how many.  (The engine punches holes for them in the background.)  A
+ * block on this list may have been allocated again since: whoever discards
+ * must make sure it is still free and cannot be allocated meanwhile.
+ */
+size_t sm_take_freed(struct sm *sm, uint64_t *out, size_t max);
+
+/* The btree descriptor of the sm tree, for the checker. */
+const struct btree_info *sm_tree_info(struct sm *sm);
+struct tm_ref sm_root(const struct sm *sm);
+
+/*
+ * Keys of the sm tree (big-endian u64).  The top two bits name the space:
+ *   00  SM_DATA   pool block number         value: count
+ *   10  SM_META   metadata node number      value: count
+ *   11  chunk     pool block holding nodes  value: 0 (the record itself)
+ */
+#define SM_KEY_META (2ull << 62)
+#define SM_KEY_CHUNK (3ull << 62)
+#define SM_KEY_SPACE_MASK (3ull << 62)
+#define SM_TREE_TAG 0x50414d53u /* "SMAP" */
+
+#endif

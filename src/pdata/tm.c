@@ -1,0 +1,653 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * tm.c - transaction manager.  Contract and commit order in tm.h.
+ *
+ * States of the store:
+ *
+ *   OPEN --error in a txn--> POISONED --tm_abort--> OPEN
+ *     |                                               ^
+ *     +--tm_commit ok--------------------------------+
+ *     |
+ *     +--error writing/flushing the superblock--> READ_ONLY (until reopen)
+ *
+ * In memory the superblock is kept twice: "cur" (roots and user bytes the
+ * open transaction changes) and "com" (the last committed, restored by
+ * abort).
+ */
+#include "pdata/tm.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+
+#include "pdata/bc.h"
+#include "pdata/sm.h"
+#include "util/checked.h"
+#include "util/crc32c.h"
+#include "util/endian.h"
+#include "util/log.h"
+
+#define SB_FORMAT_MAGIC "thinvol"
+#define SB_VERSION TM_FORMAT_VERSION
+#define DEFAULT_BLOCK_SIZE (64u << 10)
+#define DEFAULT_CACHE (64u << 20)
+
+struct disk_superblock {
+	struct disk_node_header hdr; /* magic PD_MAGIC_SUPER, blocknr 0/1 */
+	uint8_t format_magic[8];     /* "thinvol\0" */
+	uint32_t version;	     /* le32: SB_VERSION */
+	uint32_t node_size;	     /* le32: 4096 */
+	uint32_t block_size;	     /* le32: bytes, power of two */
+	uint32_t flags;		     /* le32: none defined, must be 0 */
+	uint8_t uuid[16];
+	uint64_t txn;		/* le64: == hdr.gen; superblock txn % 2 */
+	uint64_t nr_blocks;	/* le64: pool blocks, device size / bs */
+	uint64_t first_block;	/* le64: first allocatable block */
+	uint64_t data_used;	/* le64: blocks with a count (chunks too) */
+	uint64_t meta_nodes;	/* le64: metadata nodes in use */
+	uint64_t meta_chunks;	/* le64: blocks holding metadata */
+	struct disk_ref sm_root;
+	struct disk_ref roots[TM_NR_ROOTS];
+	uint8_t user[TM_USER_BYTES];
+	uint8_t reserved[PD_NODE_SIZE - 776];
+};
+_Static_assert(sizeof(struct disk_superblock) == PD_NODE_SIZE,
+	       "superblock is one node");
+
+struct sb_state {
+	uint64_t txn;
+	uint64_t nr_blocks;
+	uint64_t data_used;
+	struct tm_ref sm_root;
+	struct tm_ref roots[TM_NR_ROOTS];
+	uint8_t user[TM_USER_BYTES];
+};
+
+struct tm {
+	struct io_dev *dev;
+	struct bc *bc;
+	struct sm *sm;
+	uint32_t block_size;
+	uint64_t first_block;
+	uint8_t uuid[16];
+	uint64_t pool_tag;
+	bool read_only_open;
+
+	struct sb_state cur; /* cur.txn: the open transaction */
+	struct sb_state com; /* last committed */
+
+	int err;	  /* poisons the transaction */
+	bool read_only;	  /* error after the superblock write began */
+};
+
+static bool is_pow2(uint64_t x)
+{
+	return x && !(x & (x - 1));
+}
+
+static uint64_t first_block_for(uint32_t bs)
+{
+	return DIV_ROUND_UP(2ull * PD_NODE_SIZE, bs);
+}
+
+static void sb_build(const struct tm *tm, const struct sb_state *s,
+		     const struct sm_stats *st, struct disk_superblock *sb)
+{
+	uint64_t slot = s->txn % 2;
+
+	memset(sb, 0, sizeof(*sb));
+	sb->hdr.magic = cpu_to_le32(PD_MAGIC_SUPER);
+	sb->hdr.blocknr = cpu_to_le64(slot);
+	sb->hdr.gen = cpu_to_le64(s->txn);
+	sb->hdr.pool_tag = cpu_to_le64(tm->pool_tag);
+	memcpy(sb->format_magic, SB_FORMAT_MAGIC, sizeof(SB_FORMAT_MAGIC));
+	sb->version = cpu_to_le32(SB_VERSION);
+	sb->node_size = cpu_to_le32(PD_NODE_SIZE);
+	sb->block_size = cpu_to_le32(tm->block_size);
+	memcpy(sb->uuid, tm->uuid, 16);
+	sb->txn = cpu_to_le64(s->txn);
+	sb->nr_blocks = cpu_to_le64(s->nr_blocks);
+	sb->first_block = cpu_to_le64(tm->first_block);
+	sb->data_used = cpu_to_le64(st->data_used);
+	sb->meta_nodes = cpu_to_le64(st->meta_nodes);
+	sb->meta_chunks = cpu_to_le64(st->meta_chunks);
+	ref_to_disk(&sb->sm_root, &s->sm_root);
+	for (unsigned int i = 0; i < TM_NR_ROOTS; i++)
+		ref_to_disk(&sb->roots[i], &s->roots[i]);
+	memcpy(sb->user, s->user, TM_USER_BYTES);
+	bc_seal(sb);
+}
+
+static int sb_write(struct io_dev *dev, const struct disk_superblock *sb)
+{
+	uint64_t slot = le64_to_cpu(sb->hdr.blocknr);
+	int r = io_write(dev, sb, sizeof(*sb), slot << PD_NODE_SHIFT);
+
+	if (r < 0)
+		log_error("%s: writing superblock %" PRIu64 ": %s", dev->name,
+			  slot, strerror(-r));
+	return r;
+}
+
+int tm_format(struct io_dev *dev, const struct tm_format_opts *opts)
+{
+	uint32_t bs = opts && opts->block_size ? opts->block_size
+					       : DEFAULT_BLOCK_SIZE;
+	struct disk_superblock *sb;
+	struct sm_stats st = { 0 };
+	struct tm tm = { 0 };
+	uint64_t nr_blocks;
+	int r;
+
+	if (!is_pow2(bs) || bs < TM_MIN_BLOCK_SIZE || bs > TM_MAX_BLOCK_SIZE) {
+		log_error("block size %u: must be a power of two from 4 KiB "
+			  "to 1 GiB",
+			  bs);
+		return -EINVAL;
+	}
+	nr_blocks = dev->size / bs;
+	if (nr_blocks < first_block_for(bs) + 8) {
+		log_error("%s: %" PRIu64 " bytes is too small for a pool of "
+			  "%u-byte blocks",
+			  dev->name, dev->size, bs);
+		return -EINVAL;
+	}
+	tm.block_size = bs;
+	tm.first_block = first_block_for(bs);
+	if (opts && opts->uuid) {
+		memcpy(tm.uuid, opts->uuid, 16);
+	} else if (getrandom(tm.uuid, 16, 0) != 16) {
+		return -errno;
+	}
+	tm.uuid[6] = (tm.uuid[6] & 0x0f) | 0x40; /* RFC 4122 version 4 */
+	tm.uuid[8] = (tm.uuid[8] & 0x3f) | 0x80;
+	tm.pool_tag = get_le64(tm.uuid);
+
+	sb = aligned_alloc(PD_NODE_SIZE, sizeof(*sb));
+	if (!sb)
+		return -ENOMEM;
+	/*
+	 * Two valid superblocks of the same empty pool (txn 0 and 1), so
+	 * that nothing of an earlier pool in these bytes can win at open.
+	 * Both written, then one flush: either both land or the format
+	 * failed and the caller reports it.
+	 */
+	for (uint64_t txn = 0; txn < 2; txn++) {
+		struct sb_state s = { .txn = txn, .nr_blocks = nr_blocks };
+
+		sb_build(&tm, &s, &st, sb);
+		r = sb_write(dev, sb);
+		if (r < 0)
+			goto out;
+	}
+	r = io_flush(dev);
+	if (r < 0)
+		log_error("%s: flush: %s", dev->name, strerror(-r));
+out:
+	free(sb);
+	return r;
+}
+
+/* Validate a superblock image read from slot; fills s on success. */
+static int sb_parse(const struct io_dev *dev, const struct disk_superblock *sb,
+		    uint64_t slot, struct tm *tm, struct sb_state *s)
+{
+	struct bc_expect exp = { .magic = PD_MAGIC_SUPER };
+	uint64_t tag = get_le64(sb->uuid);
+	uint32_t bs = le32_to_cpu(sb->block_size);
+	uint64_t txn = le64_to_cpu(sb->txn);
+	int r;
+
+	r = bc_check_header(sb, slot, tag, &exp);
+	if (r < 0)
+		return r;
+	if (memcmp(sb->format_magic, SB_FORMAT_MAGIC,
+		   sizeof(SB_FORMAT_MAGIC)) ||
+	    le32_to_cpu(sb->version) != SB_VERSION ||
+	    le32_to_cpu(sb->node_size) != PD_NODE_SIZE || sb->flags) {
+		log_error("%s: superblock %" PRIu64
+			  ": unknown format or version %u",
+			  dev->name, slot, le32_to_cpu(sb->version));
+		return -EUCLEAN;
+	}
+	if (!is_pow2(bs) || bs < TM_MIN_BLOCK_SIZE ||
+	    bs > TM_MAX_BLOCK_SIZE ||
+	    le64_to_cpu(sb->first_block) != first_block_for(bs) ||
+	    txn != le64_to_cpu(sb->hdr.gen) || txn % 2 != slot) {
+		log_error("%s: superblock %" PRIu64 ": inconsistent fields",
+			  dev->name, slot);
+		return -EUCLEAN;
+	}
+	s->txn = txn;
+	s->nr_blocks = le64_to_cpu(sb->nr_blocks);
+	s->data_used = le64_to_cpu(sb->data_used);
+	if (s->nr_blocks <= first_block_for(bs) ||
+	    s->data_used > s->nr_blocks) {
+		log_error("%s: superblock %" PRIu64
+			  ": bad size (%" PRIu64 " blocks, %" PRIu64 " used)",
+			  dev->name, slot, s->nr_blocks, s->data_used);
+		return -EUCLEAN;
+	}
+	ref_from_disk(&s->sm_root, &sb->sm_root);
+	for (unsigned int i = 0; i < TM_NR_ROOTS; i++)
+		ref_from_disk(&s->roots[i], &sb->roots[i]);
+	memcpy(s->user, sb->user, TM_USER_BYTES);
+	tm->block_size = bs;
+	tm->first_block = first_block_for(bs);
+	memcpy(tm->uuid, sb->uuid, 16);
+	tm->pool_tag = tag;
+	return 0;
+}
+
+static int read_superblocks(struct tm *tm)
+{
+	struct disk_superblock *sb;
+	struct sb_state s[2];
+	struct tm t[2];
+	int ok[2], best = -1, r = 0;
+
+	sb = aligned_alloc(PD_NODE_SIZE, sizeof(*sb));
+	if (!sb)
+		return -ENOMEM;
+	for (int i = 0; i < 2; i++) {
+		memset(&t[i], 0, sizeof(t[i]));
+		ok[i] = 0;
+		if (tm->dev->size < 2 * PD_NODE_SIZE) {
+			r = -EUCLEAN;
+			break;
+		}
+		r = io_read(tm->dev, sb, sizeof(*sb),
+			    (uint64_t)i << PD_NODE_SHIFT);
+		if (r < 0) {
+			log_error("%s: reading superblock %d: %s",
+				  tm->dev->name, i, strerror(-r));
+			goto out;
+		}
+		ok[i] = sb_parse(tm->dev, sb, (uint64_t)i, &t[i], &s[i]) == 0;
+		if (ok[i] && (best < 0 || s[i].txn > s[best].txn))
+			best = i;
+	}
+	r = 0;
+	if (best < 0) {
+		log_error("%s: no valid thinvol superblock", tm->dev->name);
+		r = -EUCLEAN;
+		goto out;
+	}
+	if (ok[0] && ok[1] && memcmp(t[0].uuid, t[1].uuid, 16))
+		log_warn("%s: the two superblocks belong to different pools; "
+			 "using the newer",
+			 tm->dev->name);
+	tm->block_size = t[best].block_size;
+	tm->first_block = t[best].first_block;
+	memcpy(tm->uuid, t[best].uuid, 16);
+	tm->pool_tag = t[best].pool_tag;
+	tm->com = s[best];
+	if (tm->com.nr_blocks > tm->dev->size / tm->block_size) {
+		log_error("%s: the pool has %" PRIu64 " blocks but the device "
+			  "holds only %" PRIu64,
+			  tm->dev->name, tm->com.nr_blocks,
+			  tm->dev->size / tm->block_size);
+		r = -EUCLEAN;
+	}
+out:
+	free(sb);
+	return r;
+}
+
+int tm_open(struct io_dev *dev, const struct tm_open_opts *opts,
+	    struct tm **out)
+{
+	size_t cache = opts && opts->cache_bytes ? opts->cache_bytes
+						 : DEFAULT_CACHE;
+	struct tm *tm = calloc(1, sizeof(*tm));
+	int r;
+
+	if (!tm)
+		return -ENOMEM;
+	tm->dev = dev;
+	tm->read_only_open = opts && opts->read_only;
+	r = read_superblocks(tm);
+	if (r < 0)
+		goto fail;
+	tm->cur = tm->com;
+	tm->cur.txn = tm->com.txn + 1;
+	r = bc_create(dev, tm->pool_tag, cache, &tm->bc);
+	if (r < 0)
+		goto fail;
+	r = sm_open(tm, &tm->com.sm_root, tm->com.data_used, &tm->sm);
+	if (r < 0)
+		goto fail;
+	*out = tm;
+	return 0;
+fail:
+	bc_destroy(tm->bc);
+	free(tm);
+	return r;
+}
+
+void tm_close(struct tm *tm)
+{
+	if (!tm)
+		return;
+	sm_destroy(tm->sm);
+	bc_destroy(tm->bc);
+	free(tm);
+}
+
+int tm_state(const struct tm *tm)
+{
+	return tm->err;
+}
+
+bool tm_read_only(const struct tm *tm)
+{
+	return tm->read_only || tm->read_only_open;
+}
+
+void tm_poison(struct tm *tm, int err)
+{
+	if (!tm->err)
+		tm->err = err < 0 ? err : -EIO;
+}
+
+int tm_commit(struct tm *tm)
+{
+	struct disk_superblock *sb;
+	struct sm_stats st;
+	int r;
+
+	if (tm->err)
+		return tm->err;
+	if (tm_read_only(tm))
+		return -EROFS;
+	sb = aligned_alloc(PD_NODE_SIZE, sizeof(*sb));
+	if (!sb)
+		return -ENOMEM;
+
+	/* a. space map counts into its tree (may use the reserve) */
+	sm_set_reserve_mode(tm->sm, true);
+	r = sm_flush(tm->sm, &tm->cur.sm_root);
+	sm_set_reserve_mode(tm->sm, false);
+	if (r < 0)
+		goto poison;
+	/* b. every node of this transaction */
+	r = bc_write_dirty(tm->bc);
+	if (r < 0)
+		goto poison;
+	/* c. the nodes are durable before any superblock names them */
+	r = io_flush(tm->dev);
+	if (r < 0) {
+		log_error("%s: flush before commit: %s", tm->dev->name,
+			  strerror(-r));
+		goto poison;
+	}
+	/* d. the superblock of this transaction, in slot txn % 2, so the
+	 *    previous one (the other slot) survives a torn write */
+	sm_get_stats(tm->sm, &st);
+	tm->cur.data_used = st.data_used;
+	sb_build(tm, &tm->cur, &st, sb);
+	r = sb_write(tm->dev, sb);
+	if (r < 0)
+		goto read_only;
+	/* e. the transaction is durable */
+	r = io_flush(tm->dev);
+	if (r < 0) {
+		log_error("%s: flush after superblock: %s", tm->dev->name,
+			  strerror(-r));
+		goto read_only;
+	}
+	sm_committed(tm->sm);
+	tm->com = tm->cur;
+	tm->cur.txn++;
+	free(sb);
+	return 0;
+
+read_only:
+	/*
+	 * Which superblock is on the device is unknown now: the new one may
+	 * have landed.  Writing another transaction could overwrite nodes it
+	 * references, so stop writing until the store is reopened.
+	 */
+	tm->read_only = true;
+poison:
+	tm_poison(tm, r);
+	free(sb);
+	return r;
+}
+
+int tm_abort(struct tm *tm)
+{
+	struct sm *sm;
+	int r;
+
+	bc_forget_gen(tm->bc, tm->cur.txn);
+	tm->cur = tm->com;
+	tm->cur.txn = tm->com.txn + 1;
+	r = sm_open(tm, &tm->com.sm_root, tm->com.data_used, &sm);
+	if (r < 0) {
+		tm_poison(tm, r);
+		return r;
+	}
+	sm_destroy(tm->sm);
+	tm->sm = sm;
+	if (!tm->read_only)
+		tm->err = 0;
+	return 0;
+}
+
+uint64_t tm_txn(const struct tm *tm)
+{
+	return tm->cur.txn;
+}
+
+uint64_t tm_committed_txn(const struct tm *tm)
+{
+	return tm->com.txn;
+}
+
+struct tm_ref *tm_root(struct tm *tm, unsigned int slot)
+{
+	return slot < TM_NR_ROOTS ? &tm->cur.roots[slot] : NULL;
+}
+
+uint8_t *tm_user(struct tm *tm)
+{
+	return tm->cur.user;
+}
+
+uint32_t tm_block_size(const struct tm *tm)
+{
+	return tm->block_size;
+}
+
+uint64_t tm_nr_blocks(const struct tm *tm)
+{
+	return tm->cur.nr_blocks;
+}
+
+uint64_t tm_first_block(const struct tm *tm)
+{
+	return tm->first_block;
+}
+
+const uint8_t *tm_uuid(const struct tm *tm)
+{
+	return tm->uuid;
+}
+
+uint64_t tm_pool_tag(const struct tm *tm)
+{
+	return tm->pool_tag;
+}
+
+struct sm *tm_sm(struct tm *tm)
+{
+	return tm->sm;
+}
+
+struct bc *tm_bc(struct tm *tm)
+{
+	return tm->bc;
+}
+
+struct io_dev *tm_dev(struct tm *tm)
+{
+	return tm->dev;
+}
+
+int tm_grow(struct tm *tm)
+{
+	uint64_t nr = tm->dev->size / tm->block_size;
+	int r;
+
+	if (tm->err)
+		return tm->err;
+	if (nr < tm->cur.nr_blocks) {
+		log_error("%s: the device shrank below the pool (%" PRIu64
+			  " < %" PRIu64 " blocks)",
+			  tm->dev->name, nr, tm->cur.nr_blocks);
+		return -EINVAL;
+	}
+	r = sm_grow(tm->sm, nr);
+	if (r < 0)
+		return r;
+	tm->cur.nr_blocks = nr;
+	return 0;
+}
+
+/* ---- nodes ---- */
+
+static int writable(struct tm *tm)
+{
+	if (tm->err)
+		return tm->err;
+	if (tm_read_only(tm))
+		return -EROFS;
+	return 0;
+}
+
+int tm_new_node(struct tm *tm, uint32_t magic, struct tm_ref *ref,
+		struct bc_node **out)
+{
+	uint64_t node;
+	int r = writable(tm);
+
+	if (r < 0)
+		return r;
+	r = sm_alloc_node(tm->sm, &node);
+	if (r < 0)
+		goto fail;
+	r = bc_new(tm->bc, node, magic, tm->cur.txn, out);
+	if (r < 0)
+		goto fail;
+	ref->blocknr = node;
+	ref->gen = tm->cur.txn;
+	return 0;
+fail:
+	tm_poison(tm, r);
+	return r;
+}
+
+int tm_read(struct tm *tm, const struct tm_ref *ref,
+	    const struct bc_expect *exp, struct bc_node **out)
+{
+	struct bc_expect e = *exp;
+
+	if (!ref->blocknr) {
+		log_error("metadata: null node reference");
+		return -EUCLEAN;
+	}
+	e.gen = ref->gen;
+	return bc_get(tm->bc, ref->blocknr, &e, out);
+}
+
+int tm_shadow(struct tm *tm, struct tm_ref *ref, const struct bc_expect *exp,
+	      struct bc_node **out, bool *inc_children)
+{
+	struct bc_node *orig, *copy;
+	struct tm_ref nref;
+	uint32_t count;
+	int r = writable(tm);
+
+	if (r < 0)
+		return r;
+	r = sm_node_count(tm->sm, ref->blocknr, &count);
+	if (r < 0)
+		goto fail;
+	if (!count) {
+		log_error("metadata node %" PRIu64
+			  " is referenced but counted free",
+			  ref->blocknr);
+		r = -EUCLEAN;
+		goto fail;
+	}
+	r = tm_read(tm, ref, exp, &orig);
+	if (r < 0)
+		goto fail;
+	if (ref->gen == tm->cur.txn && count == 1) {
+		/* created in this transaction and not shared: ours */
+		*inc_children = false;
+		*out = orig;
+		return 0;
+	}
+	r = tm_new_node(tm, exp->magic, &nref, &copy);
+	if (r < 0) {
+		bc_put(tm->bc, orig);
+		goto fail;
+	}
+	memcpy(copy->data + sizeof(struct disk_node_header),
+	       orig->data + sizeof(struct disk_node_header),
+	       PD_NODE_SIZE - sizeof(struct disk_node_header));
+	bc_put(tm->bc, orig);
+	r = sm_dec_node(tm->sm, ref->blocknr, NULL);
+	if (r < 0) {
+		bc_put(tm->bc, copy);
+		goto fail;
+	}
+	*inc_children = count > 1;
+	*ref = nref;
+	*out = copy;
+	return 0;
+fail:
+	tm_poison(tm, r);
+	return r;
+}
+
+void tm_put(struct tm *tm, struct bc_node *n)
+{
+	bc_put(tm->bc, n);
+}
+
+void tm_dirty(struct tm *tm, struct bc_node *n)
+{
+	bc_dirty(tm->bc, n);
+}
+
+int tm_inc_node(struct tm *tm, uint64_t blocknr)
+{
+	int r = writable(tm);
+
+	if (r == 0)
+		r = sm_inc_node(tm->sm, blocknr);
+	if (r < 0)
+		tm_poison(tm, r);
+	return r;
+}
+
+int tm_dec_node(struct tm *tm, uint64_t blocknr, uint32_t *new_count)
+{
+	int r = writable(tm);
+
+	if (r == 0)
+		r = sm_dec_node(tm->sm, blocknr, new_count);
+	if (r < 0)
+		tm_poison(tm, r);
+	return r;
+}
+
+int tm_node_count(struct tm *tm, uint64_t blocknr, uint32_t *count)
+{
+	return sm_node_count(tm->sm, blocknr, count);
+}

@@ -1,0 +1,155 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * tm - transaction manager: the superblocks, shadowing, and commit.
+ *
+ * A store is one device: two superblocks at nodes 0 and 1 (the first
+ * max(8 KiB, block_size) bytes), then pool blocks of block_size bytes.  Pool
+ * blocks hold data or, carved into 4 KiB nodes, metadata; the space map
+ * (sm.h) counts references to both.
+ *
+ * Transactions.  There is always exactly one open transaction, numbered
+ * tm_txn() == committed txn + 1.  Rules:
+ *
+ *   1. Nothing the committed transaction references is ever written: a node
+ *      is changed by shadowing it (tm_shadow), which copies it to a new
+ *      location unless it was created in this transaction and is not
+ *      shared.
+ *   2. Blocks and nodes freed in a transaction are not reused before it
+ *      commits (the space map enforces it).
+ *   3. Commit (tm_commit), in this order:
+ *        a. apply the space map's pending reference counts to its tree
+ *        b. write every dirty node
+ *        c. flush the device               (the nodes are durable)
+ *        d. write superblock txn % 2 with the new roots and txn
+ *        e. flush the device               (the transaction is durable)
+ *      A crash before (e) leaves superblock (txn - 1) % 2 valid and every
+ *      node it references untouched (rule 1), so the store opens at the
+ *      previous transaction; a crash after (d) reached the disk opens at the
+ *      new one.  Opening picks the valid superblock with the higher txn.
+ *   4. Any error inside a transaction poisons it: every later call fails
+ *      with the same error until tm_abort.  An error during commit steps
+ *      (d)-(e) leaves it unknown which superblock is on disk, so the store
+ *      becomes read-only (tm_state) until it is reopened.
+ *
+ * The layers above keep their tree roots in TM_NR_ROOTS root slots and
+ * their counters in TM_USER_BYTES of the superblock; both are saved by the
+ * commit that follows a change and restored by abort.
+ *
+ * Not thread-safe: the caller serialises every call (one metadata lock).
+ */
+#ifndef TV_PDATA_TM_H
+#define TV_PDATA_TM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "io/io.h"
+#include "pdata/bc.h"
+#include "pdata/node.h"
+
+struct tm;
+struct sm;
+
+#define TM_FORMAT_VERSION 1
+#define TM_NR_ROOTS 8
+#define TM_USER_BYTES 512
+#define TM_MIN_BLOCK_SIZE 4096u
+#define TM_MAX_BLOCK_SIZE (1u << 30)
+
+struct tm_format_opts {
+	uint32_t block_size; /* power of two, 4 KiB .. 1 GiB; 0 = 64 KiB */
+	const uint8_t *uuid; /* 16 bytes, or NULL for a random one */
+};
+
+struct tm_open_opts {
+	size_t cache_bytes; /* metadata cache budget; 0 = 64 MiB */
+	bool read_only;	    /* never write (commit returns -EROFS) */
+};
+
+/*
+ * Write an empty store on dev: transaction 1, empty space map.  Destroys
+ * whatever dev held (the caller checks first).  dev->size must hold the
+ * superblocks and at least 8 pool blocks.
+ */
+int tm_format(struct io_dev *dev, const struct tm_format_opts *opts);
+
+/*
+ * Open the store on dev (borrowed until tm_close).  Errors: -EUCLEAN when
+ * neither superblock is valid or the space map is damaged, -EIO etc.
+ */
+int tm_open(struct io_dev *dev, const struct tm_open_opts *opts,
+	    struct tm **out);
+
+/* Close without committing: an open transaction is abandoned. */
+void tm_close(struct tm *tm);
+
+int tm_commit(struct tm *tm);
+/* Drop the open transaction's changes and return to the committed state.
+ * Allowed after any error; may fail only for I/O errors reloading it. */
+int tm_abort(struct tm *tm);
+
+/* 0, or the negative errno that poisoned the transaction or the store. */
+int tm_state(const struct tm *tm);
+/* true once an error made the store read-only until reopened */
+bool tm_read_only(const struct tm *tm);
+/* Poison the open transaction from a layer above (after a failed write). */
+void tm_poison(struct tm *tm, int err);
+
+uint64_t tm_txn(const struct tm *tm);		/* the open transaction */
+uint64_t tm_committed_txn(const struct tm *tm); /* tm_txn() - 1 */
+
+/* Root slots and user bytes of the superblock (mutable, committed with
+ * the transaction). */
+struct tm_ref *tm_root(struct tm *tm, unsigned int slot);
+uint8_t *tm_user(struct tm *tm);
+
+/* Geometry. */
+uint32_t tm_block_size(const struct tm *tm);
+uint64_t tm_nr_blocks(const struct tm *tm);  /* pool blocks on the device */
+uint64_t tm_first_block(const struct tm *tm); /* first allocatable block */
+const uint8_t *tm_uuid(const struct tm *tm);	/* 16 bytes */
+uint64_t tm_pool_tag(const struct tm *tm);
+struct sm *tm_sm(struct tm *tm);
+struct bc *tm_bc(struct tm *tm);
+struct io_dev *tm_dev(struct tm *tm);
+
+/* Grow the store to the device's current size (after io_resize). */
+int tm_grow(struct tm *tm);
+
+/* ---- nodes (used by btree.c and the space map) ---- */
+
+/*
+ * Allocate a metadata node (reference count 1) in this transaction and pin
+ * it zero-filled with its header set.  *ref receives its location and gen.
+ */
+int tm_new_node(struct tm *tm, uint32_t magic, struct tm_ref *ref,
+		struct bc_node **out);
+
+/* Pin the node ref points to; exp->gen is taken from ref. */
+int tm_read(struct tm *tm, const struct tm_ref *ref,
+	    const struct bc_expect *exp, struct bc_node **out);
+
+/*
+ * Make the node *ref points to writable and pin it.  If it was created in
+ * this transaction and its count is 1, it is returned as is and
+ * *inc_children is false.  Otherwise it is copied to a new node, *ref is
+ * updated, the original's count is decremented, and *inc_children tells
+ * whether the original was shared (count > 1): if so the copy is a new
+ * owner of everything the node references and the caller must increment
+ * those references (child nodes, value references).  If not shared, the
+ * references simply move to the copy.
+ */
+int tm_shadow(struct tm *tm, struct tm_ref *ref, const struct bc_expect *exp,
+	      struct bc_node **out, bool *inc_children);
+
+void tm_put(struct tm *tm, struct bc_node *n);
+void tm_dirty(struct tm *tm, struct bc_node *n);
+
+/* Reference counts of metadata nodes.  tm_dec_node only decrements: when
+ * the count reaches 0 the caller releases what the node referenced. */
+int tm_inc_node(struct tm *tm, uint64_t blocknr);
+int tm_dec_node(struct tm *tm, uint64_t blocknr, uint32_t *new_count);
+int tm_node_count(struct tm *tm, uint64_t blocknr, uint32_t *count);
+
+#endif

@@ -1,0 +1,258 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * Space map: counting, nothing freed is reused before commit, the reserve
+ * (ENOSPC for data while frees and commits still work), metadata growing
+ * from free space and shrinking back, growth of the pool.
+ */
+#include <errno.h>
+
+#include "io/io.h"
+#include "pdata/btree.h"
+#include "pdata/check.h"
+#include "pdata/sm.h"
+#include "pdata/tm.h"
+#include "tcheck.h"
+#include "util/checked.h"
+#include "util/endian.h"
+#include "util/log.h"
+
+static void quiet(enum log_level lvl, const char *msg, void *ctx)
+{
+	(void)lvl;
+	(void)msg;
+	(void)ctx;
+}
+
+static void info_for(struct tm *tm, struct btree_info *info)
+{
+	memset(info, 0, sizeof(*info));
+	info->tm = tm;
+	info->tag = 0x54534554;
+	info->key_size = 8;
+	info->value.size = 8;
+}
+
+/* slot 1: block number -> block, holding a reference to the block */
+static int v_inc(void *ctx, const void *v)
+{
+	return sm_inc_block(tm_sm(ctx), get_le64(v));
+}
+
+static int v_dec(void *ctx, const void *v)
+{
+	return sm_dec_block(tm_sm(ctx), get_le64(v), NULL);
+}
+
+static void v_check(void *ctx, const void *v, struct check *ck)
+{
+	(void)ctx;
+	check_data_ref(ck, get_le64(v));
+}
+
+static void data_info_for(struct tm *tm, struct btree_info *info)
+{
+	info_for(tm, info);
+	info->tag++;
+	info->value.ctx = tm;
+	info->value.inc = v_inc;
+	info->value.dec = v_dec;
+	info->value.check = v_check;
+}
+
+/* The tree takes over the caller's reference to block. */
+static void hold(struct tm *tm, uint64_t block)
+{
+	struct btree_info info;
+	uint8_t k[8], v[8];
+
+	data_info_for(tm, &info);
+	put_be64(k, block);
+	put_le64(v, block);
+	CHECK_OK(btree_insert(&info, tm_root(tm, 1), k, v));
+}
+
+static void release(struct tm *tm, uint64_t block)
+{
+	struct btree_info info;
+	uint8_t k[8];
+
+	data_info_for(tm, &info);
+	put_be64(k, block);
+	CHECK_OK(btree_remove(&info, tm_root(tm, 1), k, NULL));
+}
+
+static void check_clean_store(struct tm *tm)
+{
+	struct btree_info info, dinfo;
+	struct check_root roots[2];
+	struct check_report rep;
+
+	info_for(tm, &info);
+	data_info_for(tm, &dinfo);
+	roots[0] = (struct check_root){ 0, &info, "t" };
+	roots[1] = (struct check_root){ 1, &dinfo, "data" };
+	CHECK_OK(check_run(tm, roots, 2, stderr, 20, &rep));
+	CHECK(check_clean(&rep));
+}
+
+int main(void)
+{
+	struct io_dev *mem;
+	struct tm *tm;
+	struct sm *sm;
+	struct sm_stats st, st2;
+	struct btree_info info;
+	uint64_t b, b2, *blocks;
+	uint32_t c;
+	size_t nb = 0;
+	int r;
+
+	if (!getenv("V"))
+		log_set_sink(quiet, NULL);
+	/* 1024 blocks of 64 KiB */
+	CHECK_OK(io_mem_create(64 << 20, &mem));
+	CHECK_OK(tm_format(mem, NULL));
+	CHECK_OK(tm_open(mem, NULL, &tm));
+	sm = tm_sm(tm);
+	sm_get_stats(sm, &st);
+	CHECK_EQ(st.nr_blocks, 1023);
+	CHECK_EQ(st.data_used, 0);
+	CHECK_EQ(st.reserve, 63); /* 1023 / 16: a small pool's reserve */
+
+	/* counting */
+	CHECK_OK(sm_alloc_block(sm, &b));
+	CHECK_OK(sm_block_count(sm, b, &c));
+	CHECK_EQ(c, 1);
+	CHECK_OK(sm_inc_block(sm, b));
+	CHECK_OK(sm_inc_block(sm, b));
+	CHECK_OK(sm_dec_block(sm, b, &c));
+	CHECK_EQ(c, 2);
+	CHECK_ERR(sm_inc_block(sm, 0), -EUCLEAN);    /* superblock area */
+	CHECK_ERR(sm_inc_block(sm, 1024), -EUCLEAN); /* past the end */
+	CHECK_OK(sm_alloc_block(sm, &b2));
+	CHECK_OK(sm_dec_block(sm, b2, &c));
+	CHECK_EQ(c, 0);
+	CHECK_ERR(sm_dec_block(sm, b2, NULL), -EUCLEAN); /* underflow */
+	CHECK_ERR(sm_inc_block(sm, b2), -EUCLEAN);	 /* free block */
+	CHECK_OK(tm_abort(tm));
+	sm = tm_sm(tm);
+
+	/* a block freed in a transaction is not reused before it commits;
+	 * one allocated and freed within the transaction may be */
+	CHECK_OK(sm_alloc_block(sm, &b));
+	hold(tm, b);
+	CHECK_OK(tm_commit(tm));
+	check_clean_store(tm);
+	release(tm, b);
+	CHECK_OK(sm_block_count(sm, b, &c));
+	CHECK_EQ(c, 0);
+	sm_get_stats(sm, &st);
+	CHECK_EQ(st.pending_free, 1);
+	for (int i = 0; i < 900; i++) {
+		r = sm_alloc_block(sm, &b2);
+		if (r == -ENOSPC)
+			break;
+		CHECK_OK(r);
+		CHECK(b2 != b);
+	}
+	CHECK_OK(tm_abort(tm));
+	sm = tm_sm(tm);
+	release(tm, b);
+	CHECK_OK(tm_commit(tm));
+	check_clean_store(tm);
+	CHECK_OK(sm_alloc_block(sm, &b2));
+	CHECK_OK(tm_abort(tm));
+	sm = tm_sm(tm);
+
+	/* fill the pool with data: ENOSPC leaves 2R blocks for metadata and
+	 * commits */
+	blocks = calloc(1024, sizeof(*blocks));
+	while ((r = sm_alloc_block(sm, &blocks[nb])) == 0)
+		nb++;
+	CHECK_ERR(r, -ENOSPC);
+	sm_get_stats(sm, &st);
+	CHECK_EQ(st.allocatable, 2 * st.reserve);
+	/* metadata still grows (a tree of 20000 entries needs chunks) */
+	info_for(tm, &info);
+	for (uint64_t i = 0; i < 20000; i++) {
+		uint8_t k[8], v[8];
+		put_be64(k, i);
+		put_le64(v, i);
+		CHECK_OK(btree_insert(&info, tm_root(tm, 0), k, v));
+	}
+	for (size_t i = 0; i < nb; i++)
+		hold(tm, blocks[i]);
+	CHECK_OK(tm_commit(tm));
+	check_clean_store(tm);
+	/* freeing works on the full pool, and the space comes back after
+	 * the commit */
+	for (size_t i = 0; i < nb; i += 2)
+		release(tm, blocks[i]);
+	CHECK_ERR(sm_alloc_block(sm, &b), -ENOSPC);
+	CHECK_OK(tm_commit(tm));
+	CHECK_OK(sm_alloc_block(sm, &b));
+	hold(tm, b);
+	CHECK_OK(tm_commit(tm));
+	check_clean_store(tm);
+
+	/* metadata shrinks back: delete the tree, two commits later its
+	 * chunks are free again */
+	sm_get_stats(sm, &st);
+	CHECK(st.meta_chunks >= 3);
+	CHECK_OK(btree_del(&info, tm_root(tm, 0)));
+	CHECK_OK(tm_commit(tm));
+	CHECK_OK(tm_commit(tm));
+	CHECK_OK(tm_commit(tm));
+	sm_get_stats(sm, &st2);
+	CHECK(st2.meta_chunks < st.meta_chunks);
+	printf("metadata chunks %" PRIu64 " -> %" PRIu64 ", nodes %" PRIu64 " -> %" PRIu64 "\n", st.meta_chunks, st2.meta_chunks, st.meta_nodes, st2.meta_nodes);
+	CHECK(st2.meta_chunks <= DIV_ROUND_UP(st2.meta_nodes, 16) + 4);
+	check_clean_store(tm);
+
+	/* reopen: counters come back from the superblock and agree */
+	tm_close(tm);
+	CHECK_OK(tm_open(mem, NULL, &tm));
+	sm = tm_sm(tm);
+	sm_get_stats(sm, &st);
+	CHECK_EQ(st.meta_chunks, st2.meta_chunks);
+	CHECK_EQ(st.data_used, st2.data_used);
+	check_clean_store(tm);
+
+	/* growing the pool makes room */
+	while (sm_alloc_block(sm, &b) == 0) {
+		hold(tm, b);
+	}
+	sm_get_stats(sm, &st);
+	CHECK_OK(io_resize(mem, 96 << 20));
+	CHECK_OK(tm_grow(tm));
+	sm_get_stats(sm, &st2);
+	CHECK_EQ(st2.allocatable, st.allocatable + 512);
+	CHECK_OK(sm_alloc_block(sm, &b));
+	hold(tm, b);
+	for (int i = 0; i < 400; i++) {
+		CHECK_OK(sm_alloc_block(sm, &b2));
+		hold(tm, b2);
+	}
+	CHECK(b2 >= 1024);
+	CHECK_OK(tm_commit(tm));
+	check_clean_store(tm);
+	tm_close(tm);
+
+	/* freed blocks are offered for discard once committed */
+	CHECK_OK(tm_open(mem, NULL, &tm));
+	sm = tm_sm(tm);
+	release(tm, b);
+	{
+		uint64_t out[4];
+		CHECK_EQ(sm_take_freed(sm, out, 4), 0);
+		CHECK_OK(tm_commit(tm));
+		CHECK_EQ(sm_take_freed(sm, out, 4), 1);
+		CHECK_EQ(out[0], b);
+	}
+	tm_close(tm);
+
+	free(blocks);
+	io_close(mem);
+	printf("test-sm: ok\n");
+	return 0;
+}
