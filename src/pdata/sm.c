@@ -964,6 +964,8 @@ size_t sm_take_freed(struct sm *sm, uint64_t *out, size_t max)
 {
 	size_t n = MIN(max, sm->nr_freed);
 
+	if (!n)
+		return 0;
 	memcpy(out, sm->freed + sm->nr_freed - n, n * sizeof(*out));
 	sm->nr_freed -= n;
 	return n;

@@ -45,7 +45,8 @@ static void slot_copy(struct slot *d, const struct slot *s)
 			abort();
 		d->cap = s->n;
 	}
-	memcpy(d->v, s->v, s->n * sizeof(*d->v));
+	if (s->n)
+		memcpy(d->v, s->v, s->n * sizeof(*d->v));
 	d->n = s->n;
 }
 
@@ -98,7 +99,8 @@ static void model_put(struct slot *s, uint64_t key, uint64_t payload)
 		if (!s->v)
 			abort();
 	}
-	memmove(&s->v[i + 1], &s->v[i], (s->n - i) * sizeof(*s->v));
+	if (i < s->n)
+		memmove(&s->v[i + 1], &s->v[i], (s->n - i) * sizeof(*s->v));
 	s->v[i].key = key;
 	s->v[i].payload = payload;
 	s->n++;
@@ -108,7 +110,8 @@ static void model_remove_range(struct slot *s, uint64_t lo, uint64_t hi)
 {
 	size_t a = lower(s, lo), b = lower(s, hi);
 
-	memmove(&s->v[a], &s->v[b], (s->n - b) * sizeof(*s->v));
+	if (b > a && b < s->n)
+		memmove(&s->v[a], &s->v[b], (s->n - b) * sizeof(*s->v));
 	s->n -= b - a;
 }
 

@@ -149,7 +149,7 @@ int main(void)
 {
 	uint64_t seed = tseed("test-powercut");
 	unsigned int scale = (unsigned int)tscale();
-	unsigned int steps = (tsanitized() ? 60 : 150) * scale;
+	unsigned int steps = (tsanitized() ? 100 : 300) * scale;
 	struct config cfs[] = {
 		{ 64 << 10, 32 << 20, 256 << 10, steps, 8, 400 },
 		{ 4096, 16 << 20, 128 << 10, steps, 8, 400 },
