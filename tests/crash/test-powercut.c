@@ -149,10 +149,10 @@ int main(void)
 {
 	uint64_t seed = tseed("test-powercut");
 	unsigned int scale = (unsigned int)tscale();
-	unsigned int steps = (tsanitized() ? 100 : 300) * scale;
+	unsigned int steps = (tsanitized() ? 250 : 800) * scale;
 	struct config cfs[] = {
-		{ 64 << 10, 32 << 20, 256 << 10, steps, 8, 400 },
-		{ 4096, 16 << 20, 128 << 10, steps, 8, 400 },
+		{ 64 << 10, 16 << 20, 256 << 10, steps, 8, 50 },
+		{ 4096, 8 << 20, 128 << 10, steps, 8, 400 },
 	};
 	struct totals t = { 0 };
 
