@@ -35,7 +35,13 @@ struct wl {
 	bool attempt_valid;
 	uint64_t ops;
 	uint64_t payload_seq;
+	unsigned int max_height;
 };
+
+unsigned int wl_max_height(const struct wl *wl)
+{
+	return wl->max_height;
+}
 
 static void slot_copy(struct slot *d, const struct slot *s)
 {
@@ -135,12 +141,11 @@ static void v_check(void *ctx, const void *value, struct check *ck)
 
 void wl_info(struct wl *wl, struct tm *tm, struct btree_info *info)
 {
-	(void)wl;
 	memset(info, 0, sizeof(*info));
 	info->tm = tm;
 	info->tag = WL_TAG;
-	info->key_size = 8;
-	info->value.size = 16;
+	info->key_size = wl->o.key_size;
+	info->value.size = wl->o.value_size;
 	info->value.ctx = tm;
 	info->value.inc = v_inc;
 	info->value.dec = v_dec;
@@ -172,6 +177,15 @@ int wl_create(const struct wl_opts *o, struct wl **out)
 		wl->o.key_range = 2000;
 	if (!wl->o.commit_every)
 		wl->o.commit_every = 20;
+	if (!wl->o.key_size)
+		wl->o.key_size = 8;
+	if (!wl->o.value_size)
+		wl->o.value_size = 16;
+	if (wl->o.key_size < 8 || wl->o.key_size > BTREE_MAX_KEY ||
+	    wl->o.value_size < 16 || wl->o.value_size > BTREE_MAX_VALUE) {
+		free(wl);
+		return -EINVAL;
+	}
 	trng_init(&wl->rng, o->seed);
 	*out = wl;
 	return 0;
@@ -197,12 +211,30 @@ uint64_t wl_committed_txn(const struct wl *wl)
 	return wl->com.txn;
 }
 
-static void key_be(uint8_t k[8], uint64_t key)
+/* Bytes after the first 8 of a key or value: a pattern of seed. */
+static void pattern(uint8_t *p, size_t len, uint64_t seed)
 {
-	put_be64(k, key);
+	for (size_t i = 0; i < len; i++)
+		p[i] = (uint8_t)((seed * 0x9E3779B97F4A7C15ull) >> (8 * (i % 8))) ^
+		       (uint8_t)i;
 }
 
-static int new_value(struct wl *wl, struct tm *tm, uint8_t v[16],
+static bool pattern_ok(const uint8_t *p, size_t len, uint64_t seed)
+{
+	uint8_t want[BTREE_MAX_VALUE];
+
+	pattern(want, len, seed);
+	return !memcmp(p, want, len);
+}
+
+#define key_be(k, key) make_key(wl, k, key)
+static void make_key(const struct wl *wl, uint8_t *k, uint64_t key)
+{
+	put_be64(k, key);
+	pattern(k + 8, wl->o.key_size - 8, key);
+}
+
+static int new_value(struct wl *wl, struct tm *tm, uint8_t *v,
 		     uint64_t *payload)
 {
 	uint64_t block;
@@ -213,6 +245,7 @@ static int new_value(struct wl *wl, struct tm *tm, uint8_t v[16],
 	*payload = ++wl->payload_seq;
 	put_le64(v, block);
 	put_le64(v + 8, *payload);
+	pattern(v + 16, wl->o.value_size - 16, *payload);
 	return 0;
 }
 
@@ -254,12 +287,14 @@ int wl_step(struct wl *wl, struct tm *tm, bool *committed)
 {
 	struct btree_info info;
 	struct trng *g = &wl->rng;
-	unsigned int si = (unsigned int)trng_below(g, WL_SLOTS);
+	/* most work on slot 0, which grows large; the others come and go */
+	unsigned int si = trng_below(g, 4) ? 0
+					   : (unsigned int)trng_below(g, WL_SLOTS);
 	struct slot *s = &wl->cur.s[si];
 	struct tm_ref *root = tm_root(tm, si);
 	uint64_t key = trng_below(g, wl->o.key_range), payload;
-	unsigned int op = (unsigned int)trng_below(g, 100);
-	uint8_t k[8], v[16];
+	unsigned int op = (unsigned int)trng_below(g, 200);
+	uint8_t k[BTREE_MAX_KEY], v[BTREE_MAX_VALUE];
 	int r = 0;
 
 	*committed = false;
@@ -276,7 +311,7 @@ int wl_step(struct wl *wl, struct tm *tm, bool *committed)
 		*committed = r == 0;
 		return r;
 	}
-	if (op < 40) { /* insert */
+	if (op < 90) { /* insert */
 		bool exists = find(s, key) != NULL;
 		r = new_value(wl, tm, v, &payload);
 		if (r < 0)
@@ -293,7 +328,7 @@ int wl_step(struct wl *wl, struct tm *tm, bool *committed)
 		}
 		if (r == 0)
 			model_put(s, key, payload);
-	} else if (op < 55) { /* update an existing key, or a missing one */
+	} else if (op < 115) { /* update an existing key, or a missing one */
 		bool exists;
 		if (s->n && trng_below(g, 4)) {
 			key = s->v[trng_below(g, s->n)].key;
@@ -311,14 +346,14 @@ int wl_step(struct wl *wl, struct tm *tm, bool *committed)
 		}
 		if (r == 0)
 			model_put(s, key, payload);
-	} else if (op < 62) { /* put */
+	} else if (op < 130) { /* put */
 		r = new_value(wl, tm, v, &payload);
 		if (r < 0)
 			return r;
 		r = btree_put(&info, root, k, v, NULL);
 		if (r == 0)
 			model_put(s, key, payload);
-	} else if (op < 80) { /* remove */
+	} else if (op < 166) { /* remove */
 		bool exists;
 		if (s->n && trng_below(g, 4)) {
 			key = s->v[trng_below(g, s->n)].key;
@@ -330,36 +365,44 @@ int wl_step(struct wl *wl, struct tm *tm, bool *committed)
 			return r == -ENOENT ? 0 : (r ? r : -EUCLEAN);
 		if (r == 0)
 			model_remove_range(s, key, key + 1);
-	} else if (op < 85) { /* remove_range */
-		uint64_t span = trng_below(g, wl->o.key_range / 8 + 1);
-		uint8_t hk[8];
+	} else if (op < 172) { /* remove_range */
+		uint64_t span = trng_below(g, wl->o.key_range / 16 + 1);
+		uint8_t hk[BTREE_MAX_KEY];
 		key_be(hk, key + span);
 		r = btree_remove_range(&info, root, k, hk, NULL);
 		if (r == 0)
 			model_remove_range(s, key, key + span);
-	} else if (op < 90) { /* lookup */
+	} else if (op < 192) { /* lookup */
 		struct pair *p = find(s, key);
 		r = btree_lookup(&info, root, k, v);
 		if (!p)
 			return r == -ENOENT ? 0 : (r ? r : -EUCLEAN);
-		if (r == 0 && get_le64(v + 8) != p->payload) {
+		if (r == 0 && (get_le64(v + 8) != p->payload ||
+			       !pattern_ok(v + 16, wl->o.value_size - 16,
+					   p->payload))) {
 			fprintf(stderr, "lookup slot %u key %" PRIu64
 					": payload %" PRIu64
 					", model %" PRIu64 "\n",
 				si, key, get_le64(v + 8), p->payload);
 			return -EUCLEAN;
 		}
-	} else if (op < 95) { /* clone slot si into another slot */
-		unsigned int di = (si + 1 + (unsigned int)trng_below(
-						    g, WL_SLOTS - 1)) %
-				  WL_SLOTS;
+	} else if (op < 197) { /* clone slot si into another slot */
+		/* never over slot 0: it is the big tree that keeps growing */
+		unsigned int di = 1 + (unsigned int)trng_below(g, WL_SLOTS - 1);
+		if (di == si)
+			return 0;
 		struct tm_ref *droot = tm_root(tm, di);
 		r = btree_del(&info, droot);
 		if (r == 0)
 			r = btree_clone(&info, root, droot);
 		if (r == 0)
 			slot_copy(&wl->cur.s[di], s);
-	} else { /* delete a tree */
+	} else { /* delete a tree, not slot 0 */
+		if (si == 0) {
+			si = 1 + (unsigned int)trng_below(g, WL_SLOTS - 1);
+			s = &wl->cur.s[si];
+			root = tm_root(tm, si);
+		}
 		r = btree_del(&info, root);
 		if (r == 0)
 			s->n = 0;
@@ -393,16 +436,22 @@ int wl_verify(struct wl *wl, struct tm *tm, uint64_t txn)
 	for (unsigned int i = 0; i < WL_SLOTS; i++) {
 		const struct slot *s = &st->s[i];
 		struct btree_cursor c;
+		unsigned int h;
 		size_t n = 0;
 
+		if (btree_height(&info, tm_root(tm, i), &h) == 0 &&
+		    h > wl->max_height)
+			wl->max_height = h;
 		r = btree_cursor_seek(&info, tm_root(tm, i), NULL, &c);
 		while (r == 0 && c.valid) {
-			uint64_t key = get_be64(btree_cursor_key(&c));
-			uint64_t pl = get_le64((const uint8_t *)
-						       btree_cursor_value(&c) +
-					       8);
+			const uint8_t *kp = btree_cursor_key(&c);
+			const uint8_t *vp = btree_cursor_value(&c);
+			uint64_t key = get_be64(kp);
+			uint64_t pl = get_le64(vp + 8);
 			if (n >= s->n || s->v[n].key != key ||
-			    s->v[n].payload != pl) {
+			    s->v[n].payload != pl ||
+			    !pattern_ok(kp + 8, wl->o.key_size - 8, key) ||
+			    !pattern_ok(vp + 16, wl->o.value_size - 16, pl)) {
 				fprintf(stderr,
 					"verify txn %" PRIu64 " slot %u entry "
 					"%zu: store has %" PRIu64 "=%" PRIu64

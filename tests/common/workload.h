@@ -2,8 +2,10 @@
 /*
  * workload - a seeded, replayable workload on a pdata store, with a model.
  *
- * Up to WL_SLOTS trees live in tm_root slots 0..WL_SLOTS-1.  Keys are 8
- * bytes, values 16: {le64 data block, le64 payload}; every value holds a
+ * Up to WL_SLOTS trees live in tm_root slots 0..WL_SLOTS-1; most
+ * operations go to slot 0, so it grows large.  Keys start with the key as
+ * 8 big-endian bytes, values with {le64 data block, le64 payload}; every
+ * value holds a
  * reference to a pool block of its own (allocated at insert, counted by the
  * value type), so the space map's data counts are exercised as well as the
  * node counts.  Operations: insert, update, remove, remove_range, clone a
@@ -31,6 +33,12 @@ struct wl_opts {
 	uint64_t seed;
 	uint64_t key_range;    /* keys drawn from [0, key_range) */
 	unsigned int commit_every; /* mean ops between commits */
+	/* Key and value sizes (0: 8 and 16).  Bigger ones mean fewer
+	 * entries per node, so small workloads still build deep trees and
+	 * split, merge and copy nodes at every level.  Extra bytes hold a
+	 * pattern derived from the key or payload, verified on read. */
+	uint32_t key_size;
+	uint32_t value_size;
 };
 
 int wl_create(const struct wl_opts *o, struct wl **out);
@@ -73,6 +81,9 @@ uint64_t wl_committed_txn(const struct wl *wl);
  * printing the first difference.
  */
 int wl_verify(struct wl *wl, struct tm *tm, uint64_t txn);
+
+/* Height of the tallest tree seen by wl_verify (0: a single leaf). */
+unsigned int wl_max_height(const struct wl *wl);
 
 /* Number of operations done so far. */
 uint64_t wl_ops(const struct wl *wl);

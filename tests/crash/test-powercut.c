@@ -26,6 +26,7 @@ struct config {
 	unsigned int steps;
 	unsigned int commit_every;
 	uint64_t key_range;
+	uint32_t key_size, value_size;
 };
 
 static void quiet(enum log_level lvl, const char *msg, void *ctx)
@@ -37,6 +38,7 @@ static void quiet(enum log_level lvl, const char *msg, void *ctx)
 
 struct totals {
 	uint64_t cut_points, images, at_commit, at_attempt;
+	unsigned int max_height;
 };
 
 /* Run the workload until the power goes (or the steps end). */
@@ -96,7 +98,9 @@ static void run_config(const struct config *cf, uint64_t seed,
 		       struct totals *t)
 {
 	struct wl_opts wo = { .seed = seed, .key_range = cf->key_range,
-			      .commit_every = cf->commit_every };
+			      .commit_every = cf->commit_every,
+			      .key_size = cf->key_size,
+			      .value_size = cf->value_size };
 	struct tm_format_opts fo = { .block_size = cf->block_size };
 	uint64_t total;
 	struct io_dev *mem, *pc;
@@ -109,10 +113,21 @@ static void run_config(const struct config *cf, uint64_t seed,
 	CHECK_OK(wl_create(&wo, &wl));
 	run_until_cut(cf, seed, pc, wl);
 	total = io_pc_ops(pc);
-	wl_destroy(wl);
+	{
+		struct tm *tm;
+		struct io_dev *img;
+		CHECK_OK(io_pc_crash_image(pc, IO_PC_APPLY_ALL, 0, &img));
+		CHECK_OK(tm_open(img, NULL, &tm));
+		CHECK_OK(wl_verify(wl, tm, tm_committed_txn(tm)));
+		tm_close(tm);
+		io_close(img);
+	}
 	io_close(pc);
-	printf("  block size %u: %" PRIu64 " mutating ops to cut at\n",
-	       cf->block_size, total);
+	printf("  block size %u: %" PRIu64 " mutating ops to cut at, "
+	       "trees up to height %u\n",
+	       cf->block_size, total, wl_max_height(wl));
+	t->max_height = MAX(t->max_height, wl_max_height(wl));
+	wl_destroy(wl);
 	fflush(stdout);
 
 	for (uint64_t k = 1; k <= total; k++) {
@@ -149,10 +164,12 @@ int main(void)
 {
 	uint64_t seed = tseed("test-powercut");
 	unsigned int scale = (unsigned int)tscale();
-	unsigned int steps = (tsanitized() ? 250 : 800) * scale;
+	unsigned int steps = (tsanitized() ? 400 : 800) * scale;
 	struct config cfs[] = {
-		{ 64 << 10, 16 << 20, 256 << 10, steps, 8, 50 },
-		{ 4096, 8 << 20, 128 << 10, steps, 8, 400 },
+		/* big keys and values: 8 entries a leaf, 15 an internal
+		 * node, so 150 keys make a three-level tree */
+		{ 64 << 10, 16 << 20, 256 << 10, steps, 8, 200, 240, 264 },
+		{ 4096, 8 << 20, 128 << 10, steps, 8, 600, 240, 264 },
 	};
 	struct totals t = { 0 };
 
@@ -160,6 +177,8 @@ int main(void)
 		log_set_sink(quiet, NULL);
 	for (unsigned int i = 0; i < ARRAY_SIZE(cfs); i++)
 		run_config(&cfs[i], seed + i, &t);
+	/* the workload must reach internal levels, or the test proves less */
+	CHECK(t.max_height >= (tsanitized() ? 1 : 2));
 	printf("test-powercut: %" PRIu64 " cut points explored, %" PRIu64
 	       " crash images verified (%" PRIu64 " at the last commit, %"
 	       PRIu64 " at the commit in flight)\n",
