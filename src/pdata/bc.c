@@ -39,7 +39,7 @@ struct bc {
 	uint8_t *wbuf; /* coalescing buffer for bc_write_dirty */
 };
 
-#define BC_MIN_NODES 64
+#define BC_MIN_NODES 16
 #define BC_WRITE_BATCH 64 /* nodes per coalesced write */
 
 static struct bc_entry *to_entry(struct bc_node *n)

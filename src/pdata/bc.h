@@ -60,7 +60,7 @@ struct bc_stats {
 
 /*
  * Create a cache over dev with a budget of cache_bytes (rounded to nodes,
- * at least 64 nodes).  pool_tag is checked in every node read and stamped
+ * at least 16 nodes).  pool_tag is checked in every node read and stamped
  * into every node written.  dev is borrowed for the cache's lifetime.
  */
 int bc_create(struct io_dev *dev, uint64_t pool_tag, size_t cache_bytes,

@@ -58,14 +58,14 @@ struct disk_btree_header {
 };
 _Static_assert(sizeof(struct disk_btree_header) == 32, "btree header size");
 _Static_assert(sizeof(struct disk_node_header) +
-			       sizeof(struct disk_btree_header) ==
-		       BTREE_HEADER_SIZE,
+		       sizeof(struct disk_btree_header) ==
+		   BTREE_HEADER_SIZE,
 	       "btree node header size");
 
-#define BTREE_FLAG_LEAF 0x0001u
+#define BTREE_FLAG_LEAF	      0x0001u
 #define BTREE_MIN_MAX_ENTRIES 8u /* a smaller fanout is refused */
-#define BTREE_PAYLOAD (PD_NODE_SIZE - BTREE_HEADER_SIZE)
-#define REF_SIZE ((uint32_t)sizeof(struct disk_ref))
+#define BTREE_PAYLOAD	      (PD_NODE_SIZE - BTREE_HEADER_SIZE)
+#define REF_SIZE	      ((uint32_t) sizeof(struct disk_ref))
 
 /* Geometry derived from a btree_info; also the validator's context. */
 struct geom {
@@ -127,7 +127,7 @@ static int bt_init(struct bt *b, const struct btree_info *info)
 
 static struct disk_btree_header *bth(const struct bc_node *n)
 {
-	return (struct disk_btree_header *)(n->data +
+	return (struct disk_btree_header *) (n->data +
 					     sizeof(struct disk_node_header));
 }
 
@@ -138,7 +138,7 @@ static unsigned int nr_of(const struct bc_node *n)
 
 static void set_nr(struct bc_node *n, unsigned int nr)
 {
-	bth(n)->nr_entries = cpu_to_le16((uint16_t)nr);
+	bth(n)->nr_entries = cpu_to_le16((uint16_t) nr);
 }
 
 static unsigned int max_of(const struct bc_node *n)
@@ -169,14 +169,14 @@ static unsigned int vsize_of(const struct bc_node *n)
 static uint8_t *key_at(const struct bt *b, const struct bc_node *n,
 		       unsigned int i)
 {
-	return n->data + BTREE_HEADER_SIZE + (size_t)i * b->g.key_size;
+	return n->data + BTREE_HEADER_SIZE + (size_t) i * b->g.key_size;
 }
 
 static uint8_t *val_at(const struct bt *b, const struct bc_node *n,
 		       unsigned int i)
 {
 	return n->data + BTREE_HEADER_SIZE +
-	       (size_t)max_of(n) * b->g.key_size + (size_t)i * vsize_of(n);
+	       (size_t) max_of(n) * b->g.key_size + (size_t) i * vsize_of(n);
 }
 
 static int kcmp(const struct bt *b, const void *x, const void *y)
@@ -190,8 +190,8 @@ static void child_ref(const struct bt *b, const struct bc_node *n,
 	ref_load(ref, val_at(b, n, i));
 }
 
-static void set_child_ref(const struct bt *b, struct bc_node *n,
-			  unsigned int i, const struct tm_ref *ref)
+static void set_child_ref(const struct bt *b, struct bc_node *n, unsigned int i,
+			  const struct tm_ref *ref)
 {
 	ref_store(val_at(b, n, i), ref);
 }
@@ -236,9 +236,9 @@ static void move_entries(const struct bt *b, struct bc_node *dst,
 	if (!count)
 		return;
 	memmove(key_at(b, dst, di), key_at(b, src, si),
-		(size_t)count * b->g.key_size);
+		(size_t) count * b->g.key_size);
 	memmove(val_at(b, dst, di), val_at(b, src, si),
-		(size_t)count * vsize_of(src));
+		(size_t) count * vsize_of(src));
 }
 
 /* Insert an entry at pos; the node has room. */
@@ -279,7 +279,7 @@ static int bad_field(const struct bc_node *n, const char *field,
 		     unsigned long long expected, unsigned long long found)
 {
 	log_error("btree node %llu: bad %s: expected %llu, found %llu",
-		  (unsigned long long)n->blocknr, field, expected, found);
+		  (unsigned long long) n->blocknr, field, expected, found);
 	return -EUCLEAN;
 }
 
@@ -296,8 +296,13 @@ static int btree_validate(const struct bc_node *n, const void *ctx)
 	unsigned int max = le16_to_cpu(h->max_entries);
 	bool leaf = flags & BTREE_FLAG_LEAF;
 
-	if (le32_to_cpu(h->tag) != g->tag)
-		return bad_field(n, "tree tag", g->tag, le32_to_cpu(h->tag));
+	if (le32_to_cpu(h->tag) != g->tag) {
+		log_error("btree node %llu: bad tree tag: expected %#x, found "
+			  "%#x (a pointer into another kind of tree?)",
+			  (unsigned long long) n->blocknr, g->tag,
+			  le32_to_cpu(h->tag));
+		return -EUCLEAN;
+	}
 	if (flags & ~BTREE_FLAG_LEAF)
 		return bad_field(n, "flags", flags & BTREE_FLAG_LEAF, flags);
 	if (level >= BTREE_MAX_DEPTH)
@@ -332,9 +337,9 @@ static int check_pinned(struct bt *b, const struct bc_node *n, int level)
 
 	if (r)
 		return r;
-	if (level >= 0 && level_of(n) != (unsigned int)level)
-		return bad_field(n, "level (parent's - 1)", (unsigned int)level,
-				 level_of(n));
+	if (level >= 0 && level_of(n) != (unsigned int) level)
+		return bad_field(n, "level (parent's - 1)",
+				 (unsigned int) level, level_of(n));
 	if (!is_leaf(n) && nr_of(n) == 0)
 		return bad_field(n, "nr_entries of internal node", 1, 0);
 	return 0;
@@ -343,7 +348,7 @@ static int check_pinned(struct bt *b, const struct bc_node *n, int level)
 static int null_ref(const struct bc_node *parent, unsigned int i)
 {
 	log_error("btree node %llu: child %u is a null reference",
-		  (unsigned long long)parent->blocknr, i);
+		  (unsigned long long) parent->blocknr, i);
 	return -EUCLEAN;
 }
 
@@ -374,7 +379,7 @@ static int child_read(struct bt *b, const struct bc_node *n, unsigned int i,
 	child_ref(b, n, i, &ref);
 	if (!ref.blocknr)
 		return null_ref(n, i);
-	return node_read(b, &ref, (int)level_of(n) - 1, out);
+	return node_read(b, &ref, (int) level_of(n) - 1, out);
 }
 
 /* The copy n is a new owner of everything it references. */
@@ -443,7 +448,7 @@ static int child_shadow(struct bt *b, struct bc_node *parent, unsigned int i,
 	child_ref(b, parent, i, &ref);
 	if (!ref.blocknr)
 		return null_ref(parent, i);
-	r = node_shadow(b, &ref, (int)level_of(parent) - 1, out);
+	r = node_shadow(b, &ref, (int) level_of(parent) - 1, out);
 	if (r)
 		return r;
 	set_child_ref(b, parent, i, &ref);
@@ -470,12 +475,12 @@ static int new_node(struct bt *b, bool leaf, unsigned int level,
 	h = bth(n);
 	h->tag = cpu_to_le32(b->g.tag);
 	h->flags = cpu_to_le16(leaf ? BTREE_FLAG_LEAF : 0);
-	h->level = cpu_to_le16((uint16_t)level);
+	h->level = cpu_to_le16((uint16_t) level);
 	h->max_entries =
-		cpu_to_le16((uint16_t)(leaf ? b->g.leaf_max : b->g.int_max));
-	h->key_size = cpu_to_le16((uint16_t)b->g.key_size);
+	    cpu_to_le16((uint16_t) (leaf ? b->g.leaf_max : b->g.int_max));
+	h->key_size = cpu_to_le16((uint16_t) b->g.key_size);
 	h->value_size =
-		cpu_to_le16((uint16_t)(leaf ? b->g.leaf_vsize : REF_SIZE));
+	    cpu_to_le16((uint16_t) (leaf ? b->g.leaf_vsize : REF_SIZE));
 	tm_dirty(b->tm, n);
 	*out = n;
 	return 0;
@@ -501,6 +506,9 @@ static int release_tree(struct bt *b, const struct tm_ref *ref, int level)
 		log_error("btree: releasing a null reference");
 		return -EUCLEAN;
 	}
+	/* a leaf whose values hold no references holds nothing */
+	if (level == 0 && !b->info->value.dec)
+		return tm_dec_node(b->tm, ref->blocknr, &count);
 	r = tm_node_count(b->tm, ref->blocknr, &count);
 	if (r)
 		return r;
@@ -523,15 +531,15 @@ static int release_tree(struct bt *b, const struct tm_ref *ref, int level)
 		goto out;
 	{
 		/* a private view of the copy, for the accessors */
-		struct bc_node c = { .blocknr = ref->blocknr, .data = copy };
+		struct bc_node c = {.blocknr = ref->blocknr, .data = copy};
 		unsigned int nr = nr_of(&c);
 
 		for (unsigned int i = 0; i < nr && !r; i++) {
 			if (is_leaf(&c)) {
 				if (b->info->value.dec)
 					r = b->info->value.dec(
-						b->info->value.ctx,
-						val_at(b, &c, i));
+					    b->info->value.ctx,
+					    val_at(b, &c, i));
 			} else {
 				struct tm_ref cref;
 
@@ -539,8 +547,8 @@ static int release_tree(struct bt *b, const struct tm_ref *ref, int level)
 				if (!cref.blocknr)
 					r = null_ref(&c, i);
 				else
-					r = release_tree(b, &cref,
-							 (int)level_of(&c) - 1);
+					r = release_tree(
+					    b, &cref, (int) level_of(&c) - 1);
 			}
 		}
 	}
@@ -568,8 +576,8 @@ static int count_tree(struct bt *b, const struct tm_ref *ref, int level,
 			if (!cref.blocknr)
 				r = null_ref(n, i);
 			else
-				r = count_tree(b, &cref,
-					       (int)level_of(n) - 1, count);
+				r = count_tree(b, &cref, (int) level_of(n) - 1,
+					       count);
 		}
 	}
 	tm_put(b->tm, n);
@@ -742,7 +750,8 @@ static int cur_seek(struct bt *b, struct btree_cursor *c,
 		unsigned int i;
 
 		if (is_leaf(n)) {
-			cur_push(c, n, key ? lower_bound(b, n, key, &found) : 0);
+			cur_push(c, n,
+				 key ? lower_bound(b, n, key, &found) : 0);
 			return 0;
 		}
 		i = key ? child_index(b, n, key) : 0;
@@ -755,9 +764,8 @@ static int cur_seek(struct bt *b, struct btree_cursor *c,
 	}
 }
 
-int btree_cursor_seek(const struct btree_info *info,
-		      const struct tm_ref *root, const void *key,
-		      struct btree_cursor *c)
+int btree_cursor_seek(const struct btree_info *info, const struct tm_ref *root,
+		      const void *key, struct btree_cursor *c)
 {
 	struct bt b;
 	int r;
@@ -796,7 +804,7 @@ const void *btree_cursor_key(const struct btree_cursor *c)
 		return NULL;
 	leaf = c->path[c->depth - 1].node;
 	return leaf->data + BTREE_HEADER_SIZE +
-	       (size_t)c->path[c->depth - 1].index * c->info->key_size;
+	       (size_t) c->path[c->depth - 1].index * c->info->key_size;
 }
 
 const void *btree_cursor_value(const struct btree_cursor *c)
@@ -807,8 +815,8 @@ const void *btree_cursor_value(const struct btree_cursor *c)
 		return NULL;
 	leaf = c->path[c->depth - 1].node;
 	return leaf->data + BTREE_HEADER_SIZE +
-	       (size_t)max_of(leaf) * c->info->key_size +
-	       (size_t)c->path[c->depth - 1].index * c->info->value.size;
+	       (size_t) max_of(leaf) * c->info->key_size +
+	       (size_t) c->path[c->depth - 1].index * c->info->value.size;
 }
 
 void btree_cursor_close(struct btree_cursor *c)
@@ -1110,7 +1118,7 @@ int btree_put(const struct btree_info *info, struct tm_ref *root,
 struct rm_req {
 	const void *key;  /* the first key to remove; it exists */
 	bool range;	  /* else just key */
-	const void *hi;	  /* range: up to here (excluded); NULL: no end */
+	const void *hi;	  /* range: end (excluded); NULL: none */
 	void *value_out;  /* single: receives the value (may be NULL) */
 	bool count;	  /* range: count keys under dropped subtrees */
 	uint64_t removed; /* keys removed (as far as counted) */
@@ -1256,10 +1264,10 @@ static int drop_children(struct bt *b, struct bc_node *n, unsigned int i,
 			break;
 		}
 		if (req->count)
-			r = count_tree(b, &ref, (int)level_of(n) - 1,
+			r = count_tree(b, &ref, (int) level_of(n) - 1,
 				       &req->removed);
 		if (!r)
-			r = release_tree(b, &ref, (int)level_of(n) - 1);
+			r = release_tree(b, &ref, (int) level_of(n) - 1);
 	}
 	/* the entries go even on failure: the transaction is dead anyway,
 	 * and the node must not name what may have been freed */
@@ -1283,8 +1291,7 @@ static int shrink_root(struct bt *b, struct tm_ref *root, struct bc_node *n)
 
 /* One descent from the root to the leaf holding req->key, removing that
  * key (single) or a run of keys from it (range). */
-static int remove_descend(struct bt *b, struct tm_ref *root,
-			  struct rm_req *req)
+static int remove_descend(struct bt *b, struct tm_ref *root, struct rm_req *req)
 {
 	uint8_t ubuf[BTREE_MAX_KEY];
 	const uint8_t *ub = NULL; /* n's upper bound: NULL for none */
@@ -1311,7 +1318,7 @@ static int remove_descend(struct bt *b, struct tm_ref *root,
 			n = NULL;
 			if (r)
 				goto out;
-			r = node_shadow(b, root, (int)level - 1, &n);
+			r = node_shadow(b, root, (int) level - 1, &n);
 			if (r)
 				goto out;
 			continue;
@@ -1359,8 +1366,7 @@ static int remove_descend(struct bt *b, struct tm_ref *root,
 		/* a non-root leaf was topped up to more than min */
 		allow = is_root ? nr : (nr > min_of(n) ? nr - min_of(n) : 0);
 		for (end = pos; end < nr && end - pos < allow; end++)
-			if (req->hi &&
-			    kcmp(b, key_at(b, n, end), req->hi) >= 0)
+			if (req->hi && kcmp(b, key_at(b, n, end), req->hi) >= 0)
 				break;
 		for (k = pos; k < end && b->info->value.dec; k++) {
 			r = b->info->value.dec(b->info->value.ctx,
@@ -1393,7 +1399,7 @@ out:
 int btree_remove(const struct btree_info *info, struct tm_ref *root,
 		 const void *key, void *value_out)
 {
-	struct rm_req req = { .key = key, .value_out = value_out };
+	struct rm_req req = {.key = key, .value_out = value_out};
 	struct tm_ref rt = *root;
 	struct bt b;
 	int r = bt_init(&b, info);
@@ -1416,12 +1422,20 @@ int btree_remove(const struct btree_info *info, struct tm_ref *root,
  * dropping whole subtrees to its right that lie inside the range and
  * removing what it can from the leaf (all but min entries).  Restructuring
  * on the way down keeps every node valid between rounds.
+ *
+ * A node may drop children only down to min + 1 (so that the merge below
+ * it stays legal); the in-range children it keeps are emptied by later
+ * rounds, and each of them, once merged into its left neighbour, drops
+ * most of its own children in turn.  So the work is about
+ * O(height * min_entries) descents (cached) beyond the nodes released:
+ * an unshared leaf is read to drop its values' references, unless the
+ * value type holds none (value.dec NULL); shared subtrees are never read.
  */
 int btree_remove_range(const struct btree_info *info, struct tm_ref *root,
 		       const void *lo, const void *hi, uint64_t *nr_removed)
 {
-	struct rm_req req = { .range = true, .hi = hi,
-			      .count = nr_removed != NULL };
+	struct rm_req req = {
+	    .range = true, .hi = hi, .count = nr_removed != NULL};
 	uint8_t first[BTREE_MAX_KEY];
 	struct btree_cursor c;
 	struct tm_ref rt = *root;
@@ -1453,7 +1467,7 @@ int btree_remove_range(const struct btree_info *info, struct tm_ref *root,
 			/* only possible with underfull nodes */
 			log_error("btree: range removal made no progress "
 				  "at root %llu",
-				  (unsigned long long)rt.blocknr);
+				  (unsigned long long) rt.blocknr);
 			r = -EUCLEAN;
 		}
 		if (r)
@@ -1559,7 +1573,7 @@ static void check_subtree(struct bt *b, struct check *ck,
 			  const struct tm_ref *ref, int level, const void *lo,
 			  const void *hi)
 {
-	unsigned long long nb = (unsigned long long)ref->blocknr;
+	unsigned long long nb = (unsigned long long) ref->blocknr;
 	struct bc_node *n;
 	unsigned int nr, i;
 	int r;
@@ -1576,7 +1590,7 @@ static void check_subtree(struct bt *b, struct check *ck,
 		check_error(ck, "btree node %llu: bad btree header", nb);
 		goto out;
 	}
-	if (level >= 0 && level_of(n) != (unsigned int)level) {
+	if (level >= 0 && level_of(n) != (unsigned int) level) {
 		check_error(ck, "btree node %llu: level %u, expected %d", nb,
 			    level_of(n), level);
 		goto out;
@@ -1585,28 +1599,38 @@ static void check_subtree(struct bt *b, struct check *ck,
 	if (level < 0 && is_leaf(n) && nr < 1)
 		check_error(ck, "btree node %llu: empty root leaf", nb);
 	if (level < 0 && !is_leaf(n) && nr < 2)
-		check_error(ck, "btree node %llu: internal root with %u "
-			    "children", nb, nr);
+		check_error(ck,
+			    "btree node %llu: internal root with %u "
+			    "children",
+			    nb, nr);
 	if (level >= 0 && nr < min_of(n))
 		check_error(ck, "btree node %llu: %u entries, min %u", nb, nr,
 			    min_of(n));
 	if (!is_leaf(n) && nr == 0) {
-		check_error(ck, "btree node %llu: internal node without "
-			    "children", nb);
+		check_error(ck,
+			    "btree node %llu: internal node without "
+			    "children",
+			    nb);
 		goto out;
 	}
 	for (i = 1; i < nr; i++)
 		if (kcmp(b, key_at(b, n, i - 1), key_at(b, n, i)) >= 0) {
-			check_error(ck, "btree node %llu: keys %u and %u out "
-				    "of order", nb, i - 1, i);
+			check_error(ck,
+				    "btree node %llu: keys %u and %u out "
+				    "of order",
+				    nb, i - 1, i);
 			break;
 		}
 	if (nr && lo && kcmp(b, key_at(b, n, 0), lo) < 0)
-		check_error(ck, "btree node %llu: key 0 below the parent's "
-			    "separator", nb);
+		check_error(ck,
+			    "btree node %llu: key 0 below the parent's "
+			    "separator",
+			    nb);
 	if (nr && hi && kcmp(b, key_at(b, n, nr - 1), hi) >= 0)
-		check_error(ck, "btree node %llu: key %u not below the next "
-			    "separator", nb, nr - 1);
+		check_error(ck,
+			    "btree node %llu: key %u not below the next "
+			    "separator",
+			    nb, nr - 1);
 
 	for (i = 0; i < nr; i++) {
 		if (is_leaf(n)) {
@@ -1618,11 +1642,13 @@ static void check_subtree(struct bt *b, struct check *ck,
 
 			child_ref(b, n, i, &cref);
 			if (!cref.blocknr) {
-				check_error(ck, "btree node %llu: child %u is "
-					    "null", nb, i);
+				check_error(ck,
+					    "btree node %llu: child %u is "
+					    "null",
+					    nb, i);
 				continue;
 			}
-			check_subtree(b, ck, &cref, (int)level_of(n) - 1,
+			check_subtree(b, ck, &cref, (int) level_of(n) - 1,
 				      key_at(b, n, i),
 				      i + 1 < nr ? key_at(b, n, i + 1) : hi);
 		}
@@ -1638,8 +1664,10 @@ int btree_check(const struct btree_info *info, const struct tm_ref *root,
 	int r = bt_init(&b, info);
 
 	if (r) {
-		check_error(ck, "btree: invalid tree description (key size "
-			    "%u, value size %u)", info ? info->key_size : 0,
+		check_error(ck,
+			    "btree: invalid tree description (key size "
+			    "%u, value size %u)",
+			    info ? info->key_size : 0,
 			    info ? info->value.size : 0);
 		return r;
 	}

@@ -318,8 +318,12 @@ static uint64_t allocatable(const struct sm *sm)
 	return busy >= range ? 0 : range - busy;
 }
 
-/* Find a free block in [lo, hi): not in the tree, not touched now. */
-static int scan_range(struct sm *sm, uint64_t lo, uint64_t hi,
+/*
+ * Find a free block in [lo, hi): not in the tree, not touched now.
+ * *found is set only if one was found; errors are the tree's (an I/O error
+ * may well be -ENOSPC, so "none here" is not an error code).
+ */
+static int scan_range(struct sm *sm, uint64_t lo, uint64_t hi, bool *ok,
 		      uint64_t *found)
 {
 	struct btree_cursor c;
@@ -327,6 +331,7 @@ static int scan_range(struct sm *sm, uint64_t lo, uint64_t hi,
 	uint64_t cand = lo;
 	int r;
 
+	*ok = false;
 	key_of(k, lo);
 	r = btree_cursor_seek(&sm->info, &sm->root, k, &c);
 	while (r == 0 && cand < hi) {
@@ -351,10 +356,9 @@ static int scan_range(struct sm *sm, uint64_t lo, uint64_t hi,
 			continue;
 		}
 		*found = cand;
+		*ok = true;
 		goto out;
 	}
-	if (r == 0)
-		r = -ENOSPC;
 out:
 	btree_cursor_close(&c);
 	return r;
@@ -367,6 +371,7 @@ static int find_free_block(struct sm *sm, enum alloc_kind kind,
 {
 	uint64_t limit = 0, avail = allocatable(sm);
 	uint64_t hint = sm->d_hint;
+	bool ok;
 	int r;
 
 	if (!sm->reserve_mode && !sm->in_flush)
@@ -375,17 +380,17 @@ static int find_free_block(struct sm *sm, enum alloc_kind kind,
 		return -ENOSPC;
 	if (hint < sm->first_block || hint >= sm->nr_blocks)
 		hint = sm->first_block;
-	r = scan_range(sm, hint, sm->nr_blocks, block);
-	if (r == -ENOSPC && hint > sm->first_block)
-		r = scan_range(sm, sm->first_block, hint, block);
-	if (r == -ENOSPC) {
+	r = scan_range(sm, hint, sm->nr_blocks, &ok, block);
+	if (r == 0 && !ok && hint > sm->first_block)
+		r = scan_range(sm, sm->first_block, hint, &ok, block);
+	if (r < 0)
+		return r;
+	if (!ok) {
 		log_error("space map: %" PRIu64
 			  " blocks counted free but none found",
 			  avail);
 		return -EUCLEAN;
 	}
-	if (r < 0)
-		return r;
 	sm->d_hint = *block + 1;
 	return 0;
 }

@@ -126,7 +126,9 @@ int tm_grow(struct tm *tm);
 int tm_new_node(struct tm *tm, uint32_t magic, struct tm_ref *ref,
 		struct bc_node **out);
 
-/* Pin the node ref points to; exp->gen is taken from ref. */
+/* Pin the node ref points to; exp->gen is taken from ref.  A failed read
+ * (-EUCLEAN, -EIO) does not poison the transaction: the caller decides
+ * (changes poison it, lookups need not). */
 int tm_read(struct tm *tm, const struct tm_ref *ref,
 	    const struct bc_expect *exp, struct bc_node **out);
 
@@ -147,7 +149,10 @@ void tm_put(struct tm *tm, struct bc_node *n);
 void tm_dirty(struct tm *tm, struct bc_node *n);
 
 /* Reference counts of metadata nodes.  tm_dec_node only decrements: when
- * the count reaches 0 the caller releases what the node referenced. */
+ * the count reaches 0 the caller releases what the node referenced.  A
+ * node whose count reached 0 may be reallocated at once (if it was created
+ * in this transaction) and need never have been written: read what you
+ * need from it before the decrement (check tm_node_count first). */
 int tm_inc_node(struct tm *tm, uint64_t blocknr);
 int tm_dec_node(struct tm *tm, uint64_t blocknr, uint32_t *new_count);
 int tm_node_count(struct tm *tm, uint64_t blocknr, uint32_t *count);

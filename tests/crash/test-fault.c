@@ -32,7 +32,6 @@
 #include <unistd.h>
 
 #include "io/io.h"
-#include "pdata/bc.h"
 #include "pdata/tm.h"
 #include "tcheck.h"
 #include "util/checked.h"
@@ -46,7 +45,9 @@ struct config {
 	unsigned int steps;	/* workload steps, then a final commit */
 	unsigned int after;	/* steps after recovery, then a commit */
 	unsigned int commit_every;
+	unsigned int reopen_every; /* commits between reopens */
 	uint64_t key_range;
+	uint32_t key_size, value_size;
 };
 
 struct totals {
@@ -108,20 +109,39 @@ static struct tm *open_tm(const struct config *cf, struct io_dev *dev)
 	return tm;
 }
 
-/* Run the workload: steps, then a commit.  Stops at the first error. */
-static int run_steps(struct wl *wl, struct tm *tm, unsigned int steps,
-		     unsigned int *done)
+/*
+ * Run the workload on *tm over dev: steps, then a commit.  Every
+ * reopen_every commits the tm is closed and opened again on dev, so that
+ * later steps read their nodes from the device (a cold cache) and tm_open
+ * itself meets faults.  Stops at the first error; *tm is NULL if a reopen
+ * failed.
+ */
+static int run_steps(const struct config *cf, struct wl *wl, struct tm **tm,
+		     struct io_dev *dev, unsigned int steps, unsigned int *done)
 {
+	unsigned int commits = 0;
 	int r = 0;
 
 	for (*done = 0; *done < steps; (*done)++) {
 		bool committed;
 
-		r = wl_step(wl, tm, &committed);
+		r = wl_step(wl, *tm, &committed);
 		if (r < 0)
 			return r;
+		if (committed && ++commits % cf->reopen_every == 0) {
+			tm_close(*tm);
+			*tm = NULL;
+			r = tm_open(dev,
+				    &(struct tm_open_opts){
+					    .cache_bytes = cf->cache_bytes },
+				    tm);
+			if (r < 0) {
+				*tm = NULL;
+				return r;
+			}
+		}
 	}
-	return wl_commit(wl, tm);
+	return wl_commit(wl, *tm);
 }
 
 static void verify(struct wl *wl, struct tm *tm, const char *what,
@@ -137,6 +157,43 @@ static void verify(struct wl *wl, struct tm *tm, const char *what,
 	}
 }
 
+/* Ops of the types in mask that the disarmed workload does. */
+static uint64_t count_ops(const struct config *cf, uint64_t seed,
+			  unsigned int mask, struct wl **wl_out,
+			  struct tm **tm_out, struct io_dev **dev_out)
+{
+	struct wl_opts wo = { .seed = seed, .key_range = cf->key_range,
+			      .commit_every = cf->commit_every,
+			      .key_size = cf->key_size,
+			      .value_size = cf->value_size };
+	struct tm_format_opts fo = { .block_size = cf->block_size };
+	struct io_dev *mem, *fdev;
+	unsigned int done;
+	uint64_t total;
+	struct tm *tm;
+	struct wl *wl;
+
+	CHECK_OK(io_mem_create(cf->dev_size, &mem));
+	CHECK_OK(tm_format(mem, &fo));
+	CHECK_OK(io_fault_wrap(mem, true, &fdev));
+	CHECK_OK(wl_create(&wo, &wl));
+	io_fault_arm(fdev, &(struct io_fault_cfg){ .op_mask = mask });
+	tm = open_tm(cf, fdev);
+	CHECK_OK(run_steps(cf, wl, &tm, fdev, cf->steps, &done));
+	total = io_fault_count(fdev);
+	CHECK_EQ(io_fault_failed(fdev), 0);
+	if (wl_out) {
+		*wl_out = wl;
+		*tm_out = tm;
+		*dev_out = fdev;
+	} else {
+		tm_close(tm);
+		wl_destroy(wl);
+		io_close(fdev);
+	}
+	return total;
+}
+
 /* More work on a recovered store: it must succeed and verify. */
 static struct tm *continue_after(const struct config *cf, struct wl *wl,
 				 struct tm *tm, struct io_dev *mem,
@@ -144,7 +201,7 @@ static struct tm *continue_after(const struct config *cf, struct wl *wl,
 {
 	unsigned int done;
 
-	CHECK_OK(run_steps(wl, tm, cf->after, &done));
+	CHECK_OK(run_steps(cf, wl, &tm, mem, cf->after, &done));
 	verify(wl, tm, "after recovery", n);
 	tm_close(tm);
 	tm = open_tm(cf, mem);
@@ -157,7 +214,9 @@ static void run_point(const struct config *cf, uint64_t seed, uint64_t n,
 		      struct totals *t)
 {
 	struct wl_opts wo = { .seed = seed, .key_range = cf->key_range,
-			      .commit_every = cf->commit_every };
+			      .commit_every = cf->commit_every,
+			      .key_size = cf->key_size,
+			      .value_size = cf->value_size };
 	struct tm_format_opts fo = { .block_size = cf->block_size };
 	struct io_fault_cfg fc = {
 		.fail_at = n,
@@ -185,7 +244,7 @@ static void run_point(const struct config *cf, uint64_t seed, uint64_t n,
 		    &(struct tm_open_opts){ .cache_bytes = cf->cache_bytes },
 		    &tm);
 	if (r == 0)
-		r = run_steps(wl, tm, cf->steps, &done);
+		r = run_steps(cf, wl, &tm, fdev, cf->steps, &done);
 	io_fault_disarm(fdev);
 	unmute();
 	t->points++;
@@ -195,12 +254,12 @@ static void run_point(const struct config *cf, uint64_t seed, uint64_t n,
 		fprintf(stderr,
 			"fault point %" PRIu64 " (%s, %s, %s): %" PRIu64
 			" ops failed, the workload returned %d after %u "
-			"steps (open %s)\n",
+			"steps%s\n",
 			n, fc.persistent ? "persistent" : "once",
 			fc.error == -EIO ? "EIO" : "ENOSPC",
 			fc.kind == IO_FAULT_SHORT ? "short" : "error",
 			io_fault_failed(fdev), r, done,
-			tm ? "succeeded" : "failed");
+			tm ? "" : " (from tm_open)");
 		CHECK(0);
 	}
 	t->surfaced++;
@@ -247,38 +306,27 @@ static void run_point(const struct config *cf, uint64_t seed, uint64_t n,
 static void run_config(const struct config *cf, uint64_t seed,
 		       struct totals *t)
 {
-	struct wl_opts wo = { .seed = seed, .key_range = cf->key_range,
-			      .commit_every = cf->commit_every };
-	struct tm_format_opts fo = { .block_size = cf->block_size };
-	struct io_dev *mem, *fdev;
-	struct bc_stats bs;
-	unsigned int done;
-	uint64_t total;
+	uint64_t total, reads, writes, flushes, commits;
+	struct io_dev *fdev;
 	struct tm *tm;
 	struct wl *wl;
 
-	/* dry run, disarmed: how many ops does the workload do? */
-	CHECK_OK(io_mem_create(cf->dev_size, &mem));
-	CHECK_OK(tm_format(mem, &fo));
-	CHECK_OK(io_fault_wrap(mem, false, &fdev));
-	CHECK_OK(wl_create(&wo, &wl));
-	io_fault_arm(fdev, &(struct io_fault_cfg){ .fail_at = 0 });
-	tm = open_tm(cf, fdev);
-	CHECK_OK(run_steps(wl, tm, cf->steps, &done));
-	total = io_fault_count(fdev);
-	CHECK_EQ(io_fault_failed(fdev), 0);
-	bc_stats(tm_bc(tm), &bs);
+	/* dry runs, disarmed: how many ops (of each type) are there? */
+	total = count_ops(cf, seed, IO_OP_ALL, &wl, &tm, &fdev);
 	verify(wl, tm, "dry run", 0);
-	printf("  block size %u: %u steps, %" PRIu64 " commits, %" PRIu64
-	       " node reads, %" PRIu64 " evictions: %" PRIu64
-	       " I/O ops to fail\n",
-	       cf->block_size, cf->steps, wl_committed_txn(wl) - 1, bs.reads,
-	       bs.evictions, total);
-	fflush(stdout);
+	commits = wl_committed_txn(wl) - 1;
 	tm_close(tm);
 	wl_destroy(wl);
 	io_close(fdev);
-	io_close(mem);
+	reads = count_ops(cf, seed, IO_OP_READ, NULL, NULL, NULL);
+	writes = count_ops(cf, seed, IO_OP_WRITE, NULL, NULL, NULL);
+	flushes = count_ops(cf, seed, IO_OP_FLUSH, NULL, NULL, NULL);
+	printf("  block size %u: %u steps, %" PRIu64 " commits: %" PRIu64
+	       " I/O ops to fail (%" PRIu64 " reads, %" PRIu64
+	       " writes, %" PRIu64 " flushes, %" PRIu64 " other)\n",
+	       cf->block_size, cf->steps, commits, total,
+	       reads, writes, flushes, total - reads - writes - flushes);
+	fflush(stdout);
 
 	for (uint64_t n = 1; n <= total; n++)
 		run_point(cf, seed, n, t);
@@ -288,12 +336,13 @@ int main(void)
 {
 	uint64_t seed = tseed("test-fault");
 	unsigned int scale = (unsigned int)tscale();
-	unsigned int steps = (getenv("STEPS") ? atoi(getenv("STEPS")) : 2000) * scale;
-	unsigned int ce = getenv("CE") ? atoi(getenv("CE")) : 40;
-	unsigned int kr = getenv("KR") ? atoi(getenv("KR")) : 20000;
+	unsigned int steps = (tsanitized() ? 800 : 1500) * scale;
 	struct config cfs[] = {
-		{ 64 << 10, 256 << 20, 64 * 4096, steps, 20, ce, kr },
-		{ 4096, 64 << 20, 64 * 4096, steps, 20, ce, kr },
+		/* a 16-node cache under trees of ~60 nodes: reads miss and
+		 * evictions write dirty nodes early, so faults hit both */
+		{ 64 << 10, 16 << 20, 16 * 4096, steps, 20, 10, 3, 150, 240,
+		  264 },
+		{ 4096, 8 << 20, 16 * 4096, steps, 20, 12, 3, 2000, 8, 16 },
 	};
 	struct totals t = { 0 };
 

@@ -21,6 +21,7 @@
 #include <string.h>
 
 #include "io/io.h"
+#include "pdata/bc.h"
 #include "pdata/btree.h"
 #include "pdata/check.h"
 #include "pdata/sm.h"
@@ -30,14 +31,14 @@
 #include "util/endian.h"
 
 #define NR_TREES TM_NR_ROOTS
-#define MAX_KS 256
-#define MAX_VS 768
+#define MAX_KS	 256
+#define MAX_VS	 768
 #define DEV_SIZE (256ull << 20)
 
 /* A configuration: key and value sizes, and how long to run. */
 struct cfg {
 	const char *name;
-	uint32_t key_size; /* >= 8: the key's first 8 bytes are the number */
+	uint32_t key_size;   /* >= 8: the key's first 8 bytes are the number */
 	uint32_t value_size; /* >= 16: block (le64), then payload */
 	uint64_t ops;
 	uint64_t key_space; /* the usual range of key numbers */
@@ -67,15 +68,29 @@ struct state {
 };
 
 enum {
-	OP_INSERT, OP_UPDATE, OP_PUT, OP_REMOVE, OP_RANGE, OP_LOOKUP,
-	OP_LE, OP_SCAN, OP_CLONE, OP_DEL, OP_COMMIT, OP_ABORT, OP_REOPEN,
-	OP_BURST, OP_COUNT_
+	OP_INSERT,
+	OP_UPDATE,
+	OP_PUT,
+	OP_REMOVE,
+	OP_RANGE,
+	OP_LOOKUP,
+	OP_LE,
+	OP_SCAN,
+	OP_CLONE,
+	OP_DEL,
+	OP_COMMIT,
+	OP_ABORT,
+	OP_REOPEN,
+	OP_BURST,
+	OP_COUNT_
 };
+/* clang-format off */
 static const char *const op_names[] = {
 	"insert", "update", "put", "remove", "remove_range", "lookup",
 	"lookup_le", "scan", "clone", "del", "commit", "abort", "reopen",
 	"burst",
 };
+/* clang-format on */
 
 /* ---- the value type: bytes 0..7 a data block (0: none) ---- */
 
@@ -101,7 +116,7 @@ static int val_dec(void *ctx, const void *v)
 
 static void val_check(void *ctx, const void *v, struct check *ck)
 {
-	(void)ctx;
+	(void) ctx;
 	if (val_block(v))
 		check_data_ref(ck, val_block(v));
 }
@@ -113,7 +128,7 @@ static void make_key(const struct state *s, uint64_t k, uint8_t *key)
 	put_be64(key, k);
 	/* the tail is a function of k, so order is k's order */
 	for (uint32_t i = 8; i < s->cfg->key_size; i++)
-		key[i] = (uint8_t)(k * 31 + i * 7);
+		key[i] = (uint8_t) (k * 31 + i * 7);
 }
 
 /* A fresh value: sometimes holding a newly allocated data block (whose
@@ -127,7 +142,7 @@ static void make_value(struct state *s, uint8_t *v)
 		CHECK_OK(sm_alloc_block(tm_sm(s->tm), &block));
 	put_le64(v, block);
 	for (uint32_t i = 8; i < s->cfg->value_size; i++)
-		v[i] = (uint8_t)trng_next(&s->rng);
+		v[i] = (uint8_t) trng_next(&s->rng);
 }
 
 /* Give back a value's references the tree refused (-EEXIST, -ENOENT) or
@@ -161,8 +176,7 @@ static struct ent *m_find(struct model *m, uint64_t k)
 	return i < m->n && m->e[i].k == k ? &m->e[i] : NULL;
 }
 
-static void m_insert(struct model *m, uint64_t k, const uint8_t *v,
-		     uint32_t vs)
+static void m_insert(struct model *m, uint64_t k, const uint8_t *v, uint32_t vs)
 {
 	size_t i = m_lower(m, k);
 
@@ -179,8 +193,7 @@ static void m_insert(struct model *m, uint64_t k, const uint8_t *v,
 
 static void m_erase(struct model *m, size_t i, size_t count)
 {
-	memmove(&m->e[i], &m->e[i + count],
-		(m->n - i - count) * sizeof(*m->e));
+	memmove(&m->e[i], &m->e[i + count], (m->n - i - count) * sizeof(*m->e));
 	m->n -= count;
 }
 
@@ -200,7 +213,7 @@ static void m_copy(struct model *dst, const struct model *src)
 
 static void store_open(struct state *s)
 {
-	struct tm_open_opts oo = { .cache_bytes = 4u << 20 };
+	struct tm_open_opts oo = {.cache_bytes = 4u << 20};
 
 	CHECK_OK(tm_open(s->dev, &oo, &s->tm));
 	s->info.tm = s->tm;
@@ -218,10 +231,11 @@ static void store_check(struct state *s)
 	}
 	CHECK_OK(check_run(s->tm, roots, NR_TREES, stderr, 20, &rep));
 	if (!check_clean(&rep))
-		fprintf(stderr, "check: %llu errors, %llu leaks, %llu missing\n",
-			(unsigned long long)rep.errors,
-			(unsigned long long)rep.leaks,
-			(unsigned long long)rep.missing);
+		fprintf(stderr,
+			"check: %llu errors, %llu leaks, %llu missing\n",
+			(unsigned long long) rep.errors,
+			(unsigned long long) rep.leaks,
+			(unsigned long long) rep.missing);
 	CHECK(check_clean(&rep));
 }
 
@@ -326,8 +340,8 @@ static void op_burst(struct state *s, unsigned int t)
 
 		make_key(s, k, key);
 		make_value(s, v);
-		CHECK_OK(btree_put(&s->info, tm_root(s->tm, t), key, v,
-				   &inserted));
+		CHECK_OK(
+		    btree_put(&s->info, tm_root(s->tm, t), key, v, &inserted));
 		CHECK_EQ(inserted, !m_find(&s->live[t], k));
 		if (inserted)
 			m_insert(&s->live[t], k, v, s->cfg->value_size);
@@ -378,7 +392,7 @@ static void op_range(struct state *s, unsigned int t)
 	a = rand_key(s);
 	/* mostly short ranges, sometimes long ones */
 	b = a + (trng_below(&s->rng, 4) ? trng_below(&s->rng, 64)
-					 : trng_below(&s->rng, s->key_space));
+					: trng_below(&s->rng, s->key_space));
 	make_key(s, a, lo);
 	make_key(s, b, hi);
 	i = has_lo ? m_lower(m, a) : 0;
@@ -386,9 +400,9 @@ static void op_range(struct state *s, unsigned int t)
 	want = j > i ? j - i : 0;
 	if (s->paranoid)
 		fprintf(stderr, "range [%s%llu, %s%llu) of %zu: want %llu\n",
-			has_lo ? "" : "-", (unsigned long long)a,
-			has_hi ? "" : "+", (unsigned long long)b, m->n,
-			(unsigned long long)want);
+			has_lo ? "" : "-", (unsigned long long) a,
+			has_hi ? "" : "+", (unsigned long long) b, m->n,
+			(unsigned long long) want);
 	CHECK_OK(btree_remove_range(&s->info, tm_root(s->tm, t),
 				    has_lo ? lo : NULL, has_hi ? hi : NULL,
 				    count ? &removed : NULL));
@@ -478,8 +492,7 @@ static void op_del(struct state *s, unsigned int t)
 
 static void op_clone(struct state *s, unsigned int t)
 {
-	unsigned int u = (t + 1 + trng_below(&s->rng, NR_TREES - 1)) %
-			 NR_TREES;
+	unsigned int u = (t + 1 + trng_below(&s->rng, NR_TREES - 1)) % NR_TREES;
 
 	if (tm_root(s->tm, u)->blocknr)
 		op_del(s, u);
@@ -489,7 +502,7 @@ static void op_clone(struct state *s, unsigned int t)
 
 static void run(const struct cfg *cfg, uint64_t seed)
 {
-	struct tm_format_opts fo = { .block_size = 4096 };
+	struct tm_format_opts fo = {.block_size = 4096};
 	struct state *s = calloc(1, sizeof(*s));
 	uint64_t ops = cfg->ops * tscale(), next_commit;
 
@@ -519,8 +532,8 @@ static void run(const struct cfg *cfg, uint64_t seed)
 		/* phases: small key spaces force collisions */
 		if (trng_below(&s->rng, 500) == 0)
 			s->key_space = trng_below(&s->rng, 3) == 0
-					       ? 16 + trng_below(&s->rng, 64)
-					       : cfg->key_space;
+					   ? 16 + trng_below(&s->rng, 64)
+					   : cfg->key_space;
 
 		if (p < 200)
 			op = OP_INSERT;
@@ -580,9 +593,16 @@ static void run(const struct cfg *cfg, uint64_t seed)
 		}
 		s->nops[op]++;
 		CHECK_OK(tm_state(s->tm));
+		/* every pin was released */
+		{
+			struct bc_stats st;
+
+			bc_stats(tm_bc(s->tm), &st);
+			CHECK_EQ(st.pinned, 0);
+		}
 		if (s->paranoid) {
 			fprintf(stderr, "op %llu: %s tree %u\n",
-				(unsigned long long)n, op_names[op], t);
+				(unsigned long long) n, op_names[op], t);
 			verify_tree(s, t);
 			for (unsigned int u = 0; u < NR_TREES; u++)
 				verify_tree(s, u);
@@ -621,14 +641,14 @@ static void run(const struct cfg *cfg, uint64_t seed)
 	       cfg->value_size);
 	for (int i = 0; i < OP_COUNT_; i++)
 		printf(" %s %llu", op_names[i],
-		       (unsigned long long)s->nops[i]);
+		       (unsigned long long) s->nops[i]);
 	printf("\n");
 	for (unsigned int u = 0; u < NR_TREES; u++) {
 		unsigned int h = 0;
 		int r = btree_height(&s->info, tm_root(s->tm, u), &h);
 
 		printf("  tree %u: %zu entries, height %d\n", u, s->live[u].n,
-		       r ? -1 : (int)h);
+		       r ? -1 : (int) h);
 		free(s->live[u].e);
 		free(s->committed[u].e);
 	}
@@ -641,11 +661,11 @@ static void run(const struct cfg *cfg, uint64_t seed)
 int main(void)
 {
 	static const struct cfg cfgs[] = {
-		{ "u64 keys", 8, 16, 6000, 20000 },
-		{ "odd sizes", 13, 40, 4000, 5000 },
-		/* fanout 8 (leaves) and 18 (internal): deep trees, many
-		 * splits and merges from few entries */
-		{ "tiny fanout", 200, 300, 4000, 3000 },
+	    {"u64 keys", 8, 16, 12000, 20000},
+	    {"odd sizes", 13, 40, 9000, 5000},
+	    /* fanout 8 (leaves) and 18 (internal): deep trees, many
+	     * splits and merges from few entries */
+	    {"tiny fanout", 200, 300, 9000, 3000},
 	};
 	uint64_t seed = tseed("test-btree-model");
 
