@@ -18,7 +18,7 @@ $(BUILD)/build.ninja:
 	$(MESON) setup $(BUILD) >/dev/null
 
 $(ASAN_BUILD)/build.ninja:
-	$(MESON) setup $(ASAN_BUILD) -Db_sanitize=address,undefined \
+	CC=clang $(MESON) setup $(ASAN_BUILD) -Db_sanitize=address,undefined \
 		-Db_lundef=false -Dbuildtype=debug -Doptimization=1 >/dev/null
 
 # Reconfigure when a test appears (meson does not notice new files).
@@ -30,7 +30,8 @@ build-asan: deps $(ASAN_BUILD)/build.ninja
 	@$(MESON) setup --reconfigure $(ASAN_BUILD) >/dev/null
 	@$(NINJA) -C $(ASAN_BUILD)
 
-# The whole suite, in the normal build and under ASan+UBSan.
+# The whole suite, in the normal build (gcc) and under ASan+UBSan (clang),
+# so every change also compiles warning-free with both compilers.
 test: build build-asan
 	@scripts/run-tests $(BUILD) $(ASAN_BUILD)
 
