@@ -177,6 +177,8 @@ int tm_format(struct io_dev *dev, const struct tm_format_opts *opts)
 	for (uint64_t txn = 0; txn < 2; txn++) {
 		struct sb_state s = { .txn = txn, .nr_blocks = nr_blocks };
 
+		if (opts && opts->user)
+			memcpy(s.user, opts->user, TM_USER_BYTES);
 		sb_build(&tm, &s, &st, sb);
 		r = sb_write(dev, sb);
 		if (r < 0)

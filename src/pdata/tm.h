@@ -60,6 +60,9 @@ struct sm;
 struct tm_format_opts {
 	uint32_t block_size; /* power of two, 4 KiB .. 1 GiB; 0 = 64 KiB */
 	const uint8_t *uuid; /* 16 bytes, or NULL for a random one */
+	const uint8_t *user; /* TM_USER_BYTES of initial user bytes, or NULL
+			      * for zeroes: written with the superblocks, so
+			      * a pool is never seen without them */
 };
 
 struct tm_open_opts {

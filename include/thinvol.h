@@ -1,0 +1,238 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * thinvol.h - the engine API (libthinvol).
+ *
+ * A pool is one file or block device holding thin volumes and their
+ * snapshots.  Every volume has a 64-bit id (allocated from a persistent
+ * counter, never reused), a unique name, a size, optional read-only flag,
+ * a parent (for snapshots) and an opaque blob of the pool's blob size.
+ *
+ * Conventions:
+ *   - Every function returns 0 or a negative errno.  Results go through
+ *     out-parameters, written only on success.
+ *   - Errors that callers tell apart:
+ *       -ENOENT   no such volume (or pool file)
+ *       -EEXIST   a volume of that name exists / the path holds a pool
+ *       -ENOSPC   the pool is full
+ *       -EUCLEAN  the pool's metadata is damaged
+ *       -EINVAL   a bad argument (size, name, blob length, ...)
+ *       -EROFS    the pool or the volume is read-only
+ *       -EBUSY    the pool is opened by another process, or the volume is
+ *                 in use
+ *     Every error is also described by tv_pool_last_error() (a one-line
+ *     message naming the object and the reason, for the CLI).
+ *   - Metadata operations (create, snapshot, delete, rename, resize,
+ *     set_blob, batch) are atomic and durable when they return: each is one
+ *     transaction, committed before the call returns.
+ *   - Thread safety: a pool may be used from many threads at once.  I/O on
+ *     volumes runs concurrently; metadata operations are serialised by the
+ *     pool.
+ *   - Cost: metadata operations are O(log n) in the number of volumes;
+ *     snapshot is O(1) in the volume's size.
+ */
+#ifndef THINVOL_H
+#define THINVOL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct tv_pool;
+
+#define TV_NAME_MAX 128	       /* bytes of UTF-8 */
+#define TV_BLOB_MAX 4096       /* largest blob size of a pool */
+#define TV_BLOB_DEFAULT 256
+#define TV_BLOCK_DEFAULT (64u << 10)
+#define TV_SECTOR 512u
+
+/* ---- pools ---- */
+
+struct tv_pool_create_opts {
+	uint64_t size;	     /* bytes; 0 for a block device's whole size,
+			      * or an existing file's size */
+	uint32_t block_size; /* 0: 64 KiB; power of two, 4 KiB .. 1 GiB */
+	int32_t blob_size;   /* -1: 256; 0 .. 4096 */
+	bool force;	     /* overwrite a pool or filesystem found there */
+};
+
+/* Create a pool at path (a file, created sparse, or a block device). */
+int tv_pool_create(const char *path, const struct tv_pool_create_opts *o);
+
+struct tv_pool_open_opts {
+	bool read_only;
+	size_t cache_bytes;		/* 0: default (64 MiB) */
+	unsigned int commit_interval_ms; /* 0: 1000; periodic commits */
+};
+
+/*
+ * Open a pool; takes an exclusive lock on the file or device (-EBUSY, with
+ * the holder named in the message, if another process has it).
+ */
+int tv_pool_open(const char *path, const struct tv_pool_open_opts *o,
+		 struct tv_pool **out);
+
+/* Commit and close.  Returns the commit's error (the pool is closed
+ * either way). */
+int tv_pool_close(struct tv_pool *pool);
+
+/* Make every acknowledged write durable: flush data, commit metadata. */
+int tv_pool_flush(struct tv_pool *pool);
+
+enum tv_pool_state {
+	TV_POOL_RW,
+	TV_POOL_READ_ONLY,  /* opened read-only, or an error made it so */
+	TV_POOL_NEEDS_CHECK,
+};
+
+struct tv_pool_info {
+	uint32_t format_version;
+	uint8_t uuid[16];
+	uint32_t block_size;
+	uint32_t blob_size;
+	uint64_t size;		/* bytes of pool blocks */
+	uint64_t used;		/* bytes in use (data and metadata) */
+	uint64_t free;		/* bytes allocatable now */
+	uint64_t metadata;	/* bytes of metadata chunks */
+	uint64_t reclaimable;	/* bytes held by deletes still in progress */
+	uint64_t nr_volumes;
+	uint64_t next_id;
+	uint64_t transaction;
+	enum tv_pool_state state;
+	char reason[160];	/* why read-only / needs check, or "" */
+};
+
+int tv_pool_info(struct tv_pool *pool, struct tv_pool_info *out);
+
+/* Grow the pool to new_size bytes (a file is extended; a block device
+ * must already be that size). */
+int tv_pool_resize(struct tv_pool *pool, uint64_t new_size);
+
+/* The message of the last error in this thread, or "". */
+const char *tv_last_error(void);
+
+/* ---- volumes ---- */
+
+#define TV_VOL_READ_ONLY (1u << 0)
+
+struct tv_vol_info {
+	uint64_t id;
+	uint8_t uuid[16];
+	char name[TV_NAME_MAX + 1];
+	uint64_t size;		/* bytes, a multiple of 512 */
+	uint32_t flags;		/* TV_VOL_* */
+	uint64_t parent;	/* id of the origin of a snapshot, or 0 */
+	uint64_t ctime_ns;	/* creation time, CLOCK_REALTIME */
+	uint64_t mapped;	/* bytes mapped (allocated to the volume) */
+};
+
+/* "#123" is id 123; anything else is a name. */
+int tv_vol_resolve(struct tv_pool *pool, const char *spec, uint64_t *id);
+
+int tv_vol_info(struct tv_pool *pool, uint64_t id, struct tv_vol_info *out);
+
+/* Blob of exactly blob_size bytes (all zero if never set). */
+int tv_vol_get_blob(struct tv_pool *pool, uint64_t id, void *blob,
+		    size_t len);
+
+/*
+ * Iterate volumes in id order: start with *cursor = 0; each call fills up
+ * to max infos and returns how many (0 at the end) or a negative errno.
+ */
+int tv_vol_list(struct tv_pool *pool, uint64_t *cursor,
+		struct tv_vol_info *out, size_t max);
+
+/*
+ * Volumes whose blob starts with prefix[0, len) (len == blob_size: equal
+ * to it), through the blob index.  Fills up to max ids in id order and
+ * returns how many were found in total (may exceed max).
+ */
+int tv_vol_find_blob(struct tv_pool *pool, const void *prefix, size_t len,
+		     uint64_t *ids, size_t max);
+
+/* ---- metadata operations (each atomic and durable on return) ---- */
+
+enum tv_op_kind {
+	TV_OP_CREATE,	/* name, size, blob -> result_id */
+	TV_OP_SNAPSHOT, /* id (origin), name, flags, blob -> result_id */
+	TV_OP_DELETE,	/* id */
+	TV_OP_RENAME,	/* id, name */
+	TV_OP_RESIZE,	/* id, size */
+	TV_OP_SET_BLOB, /* id, blob */
+};
+
+struct tv_op {
+	enum tv_op_kind kind;
+	uint64_t id;
+	const char *name;
+	uint64_t size;
+	uint32_t flags;
+	const void *blob; /* NULL: zeroes (create, snapshot); else exactly
+			   * blob_size bytes */
+	size_t blob_len;
+	uint64_t result_id; /* out: the new volume's id */
+};
+
+/*
+ * Apply ops in order, all in one transaction: all or nothing.  On failure
+ * *failed (if not NULL) is the index of the op that failed.
+ */
+int tv_batch(struct tv_pool *pool, struct tv_op *ops, size_t n,
+	     size_t *failed);
+
+int tv_vol_create(struct tv_pool *pool, const char *name, uint64_t size,
+		  const void *blob, size_t blob_len, uint64_t *id);
+int tv_vol_snapshot(struct tv_pool *pool, uint64_t origin, const char *name,
+		    uint32_t flags, const void *blob, size_t blob_len,
+		    uint64_t *id);
+/* Returns at once; the blocks are freed by later transactions and show as
+ * reclaimable meanwhile. */
+int tv_vol_delete(struct tv_pool *pool, uint64_t id);
+int tv_vol_rename(struct tv_pool *pool, uint64_t id, const char *name);
+/* Grow or shrink; shrinking frees the blocks past the end. */
+int tv_vol_resize(struct tv_pool *pool, uint64_t id, uint64_t size);
+int tv_vol_set_blob(struct tv_pool *pool, uint64_t id, const void *blob,
+		    size_t len);
+
+/* ---- I/O ---- */
+
+/*
+ * All offsets and lengths are multiples of 512 and lie inside the volume.
+ * Reads of never-written or discarded ranges return zeroes.  A write is
+ * durable after a later tv_vol_flush/tv_pool_flush returns, or at once
+ * with TV_IO_FUA.  Errors: -EINVAL (range), -EROFS, -ENOSPC, -EIO.
+ */
+#define TV_IO_FUA (1u << 0)
+
+int tv_vol_read(struct tv_pool *pool, uint64_t id, void *buf, size_t len,
+		uint64_t off);
+int tv_vol_write(struct tv_pool *pool, uint64_t id, const void *buf,
+		 size_t len, uint64_t off, unsigned int flags);
+/* Unmap whole blocks in the range, zero the partial ones. */
+int tv_vol_discard(struct tv_pool *pool, uint64_t id, uint64_t len,
+		   uint64_t off);
+int tv_vol_write_zeroes(struct tv_pool *pool, uint64_t id, uint64_t len,
+			uint64_t off);
+int tv_vol_flush(struct tv_pool *pool, uint64_t id);
+
+/* ---- check ---- */
+
+struct tv_check_report {
+	bool clean;
+	uint64_t nodes, node_refs, data_refs;
+	uint64_t errors, leaks, missing, counter_errors;
+	uint64_t volumes;
+};
+
+/* Verify the whole pool (committed state); messages to out if not NULL. */
+int tv_pool_check(struct tv_pool *pool, void *out_FILE,
+		  struct tv_check_report *rep);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,600 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * pool.c - opening, creating and closing pools; commits, the background
+ * committer, reclaim of deleted volumes, pool info and check.
+ *
+ * The committer thread wakes every commit_interval_ms: if anything changed
+ * it commits (so at most one interval of metadata changes is at risk), then
+ * frees a bounded part of the deleted volumes' trees and punches holes for
+ * blocks that became free.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "pdata/sm.h"
+#include "thin/thin-internal.h"
+#include "util/checked.h"
+#include "util/endian.h"
+#include "util/log.h"
+
+#define ENGINE_MAGIC "tvengine"
+#define RECLAIM_BUDGET 16384 /* mappings freed per committer round */
+#define DISCARD_BATCH 1024   /* freed blocks punched per round */
+
+static __thread char last_error[256];
+
+const char *tv_last_error(void)
+{
+	return last_error;
+}
+
+int tv_err(int err, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(last_error, sizeof(last_error), fmt, ap);
+	va_end(ap);
+	return err;
+}
+
+struct disk_pool_user *pool_user(struct tv_pool *p)
+{
+	return (struct disk_pool_user *)tm_user(p->tm);
+}
+
+/* ---- locking the pool ---- */
+
+/* Name the process holding a lock on (dev, ino), from /proc/locks. */
+static void lock_holder(dev_t dev, ino_t ino, char *buf, size_t len)
+{
+	FILE *f = fopen("/proc/locks", "re");
+	char line[256];
+
+	snprintf(buf, len, "another process");
+	if (!f)
+		return;
+	while (fgets(line, sizeof(line), f)) {
+		unsigned int maj, min;
+		unsigned long long i;
+		long pid;
+		char comm[64] = "", path[64];
+
+		if (sscanf(line, "%*s %*s %*s %*s %ld %x:%x:%llu", &pid, &maj,
+			   &min, &i) != 4)
+			continue;
+		if (makedev(maj, min) != dev || i != (unsigned long long)ino)
+			continue;
+		snprintf(path, sizeof(path), "/proc/%ld/comm", pid);
+		{
+			FILE *c = fopen(path, "re");
+			if (c) {
+				if (fgets(comm, sizeof(comm), c))
+					comm[strcspn(comm, "\n")] = 0;
+				fclose(c);
+			}
+		}
+		snprintf(buf, len, "process %ld (%s)", pid,
+			 comm[0] ? comm : "?");
+		break;
+	}
+	fclose(f);
+}
+
+static int lock_dev(struct io_dev *dev, const char *path)
+{
+	int fd = io_file_fd(dev);
+	struct stat st;
+	char who[96];
+
+	if (flock(fd, LOCK_EX | LOCK_NB) == 0)
+		return 0;
+	if (errno != EWOULDBLOCK)
+		return tv_err(-errno, "%s: lock: %s", path, strerror(errno));
+	if (fstat(fd, &st) == 0)
+		lock_holder(st.st_dev, st.st_ino, who, sizeof(who));
+	else
+		snprintf(who, sizeof(who), "another process");
+	return tv_err(-EBUSY, "%s: the pool is in use by %s", path, who);
+}
+
+/* ---- create ---- */
+
+/* Name what the first bytes of a device hold, if we recognise it. */
+static const char *recognise(struct io_dev *dev)
+{
+	size_t n = (size_t)MIN(dev->size, 68u * 1024);
+	const char *what = NULL;
+	uint8_t *buf = calloc(1, 68u * 1024);
+
+	if (!buf || !n || io_read(dev, buf, n, 0) < 0)
+		goto out;
+	if (!memcmp(buf + 32, "thinvol", 8) ||
+	    !memcmp(buf + 4096 + 32, "thinvol", 8))
+		what = "a thinvol pool";
+	else if (buf[1080] == 0x53 && buf[1081] == 0xEF)
+		what = "an ext2/3/4 filesystem";
+	else if (!memcmp(buf, "XFSB", 4))
+		what = "an XFS filesystem";
+	else if (!memcmp(buf + 65600, "_BHRfS_M", 8))
+		what = "a btrfs filesystem";
+	else if (!memcmp(buf, "LUKS\xba\xbe", 6))
+		what = "a LUKS volume";
+	else if (!memcmp(buf + 4086, "SWAPSPACE2", 10))
+		what = "swap space";
+	else if (!memcmp(buf + 512, "LABELONE", 8) ||
+		 !memcmp(buf + 536, "LVM2 001", 8))
+		what = "an LVM physical volume";
+out:
+	free(buf);
+	return what;
+}
+
+int tv_pool_create(const char *path, const struct tv_pool_create_opts *o)
+{
+	uint32_t bs = o->block_size ? o->block_size : TV_BLOCK_DEFAULT;
+	int32_t blob = o->blob_size < 0 ? TV_BLOB_DEFAULT : o->blob_size;
+	struct disk_pool_user user;
+	struct tm_format_opts fo = { 0 };
+	struct io_dev *dev = NULL;
+	bool created = false;
+	const char *what;
+	struct stat st;
+	int r;
+
+	if (bs < TM_MIN_BLOCK_SIZE || bs > TM_MAX_BLOCK_SIZE || (bs & (bs - 1)))
+		return tv_err(-EINVAL, "block size %u: a power of two from "
+				       "4K to 1G is needed",
+			      bs);
+	if (blob > TV_BLOB_MAX)
+		return tv_err(-EINVAL, "blob size %d: at most %d bytes", blob,
+			      TV_BLOB_MAX);
+	if (stat(path, &st) == 0) {
+		if (!S_ISBLK(st.st_mode) && !S_ISREG(st.st_mode))
+			return tv_err(-EINVAL, "%s: not a file or block "
+					       "device",
+				      path);
+		r = io_file_open(path, 0, 0, &dev);
+		if (r == 0 && S_ISREG(st.st_mode) && o->size > dev->size)
+			r = io_resize(dev, o->size);
+	} else if (errno == ENOENT) {
+		if (!o->size)
+			return tv_err(-EINVAL, "%s: a size is needed to create "
+					       "a new file",
+				      path);
+		r = io_file_open(path, IO_FILE_CREATE | IO_FILE_EXCL, o->size,
+				 &dev);
+		created = r == 0;
+	} else {
+		return tv_err(-errno, "%s: %s", path, strerror(errno));
+	}
+	if (r < 0)
+		return tv_err(r, "%s: %s", path, strerror(-r));
+	r = lock_dev(dev, path);
+	if (r < 0)
+		goto out;
+	if (!created && !o->force && (what = recognise(dev))) {
+		r = tv_err(-EEXIST, "%s already holds %s; use --force to "
+				    "overwrite it",
+			   path, what);
+		goto out;
+	}
+	memset(&user, 0, sizeof(user));
+	user.next_id = cpu_to_le64(1);
+	user.blob_size = cpu_to_le32((uint32_t)blob);
+	memcpy(user.magic, ENGINE_MAGIC, 8);
+	fo.block_size = bs;
+	fo.user = (const uint8_t *)&user;
+	r = tm_format(dev, &fo);
+	if (r == -EINVAL)
+		r = tv_err(r, "%s: %" PRIu64 " bytes is too small for a pool "
+			      "of %u-byte blocks",
+			   path, dev->size, bs);
+	else if (r < 0)
+		r = tv_err(r, "%s: cannot create the pool: %s", path,
+			   strerror(-r));
+out:
+	io_close(dev);
+	if (r < 0 && created)
+		unlink(path);
+	return r;
+}
+
+/* ---- open / close ---- */
+
+static void *committer_main(void *arg);
+
+int tv_pool_open(const char *path, const struct tv_pool_open_opts *o,
+		 struct tv_pool **out)
+{
+	struct tm_open_opts to = { 0 };
+	struct disk_pool_user *u;
+	struct tv_pool *p;
+	int r;
+
+	p = calloc(1, sizeof(*p));
+	if (!p)
+		return tv_err(-ENOMEM, "out of memory");
+	snprintf(p->path, sizeof(p->path), "%s", path);
+	pthread_mutex_init(&p->meta_lock, NULL);
+	pthread_cond_init(&p->wake, NULL);
+	p->read_only = o && o->read_only;
+	p->commit_interval_ms = o && o->commit_interval_ms
+					? o->commit_interval_ms
+					: 1000;
+	r = io_file_open(path, p->read_only ? IO_FILE_RDONLY : 0, 0, &p->dev);
+	if (r < 0) {
+		r = tv_err(r, "%s: %s", path, strerror(-r));
+		goto fail;
+	}
+	r = lock_dev(p->dev, path);
+	if (r < 0)
+		goto fail;
+	to.cache_bytes = o ? o->cache_bytes : 0;
+	to.read_only = p->read_only;
+	r = tm_open(p->dev, &to, &p->tm);
+	if (r < 0) {
+		r = tv_err(r, "%s: cannot open the pool: %s", path,
+			   r == -EUCLEAN ? "not a thinvol pool, or damaged"
+					 : strerror(-r));
+		goto fail;
+	}
+	u = pool_user(p);
+	if (memcmp(u->magic, ENGINE_MAGIC, 8)) {
+		r = tv_err(-EUCLEAN, "%s: not a thinvol pool (no volume "
+				     "table)",
+			   path);
+		goto fail;
+	}
+	p->block_size = tm_block_size(p->tm);
+	p->blob_size = le32_to_cpu(u->blob_size);
+	if (p->blob_size > TV_BLOB_MAX || !le64_to_cpu(u->next_id)) {
+		r = tv_err(-EUCLEAN, "%s: damaged pool header", path);
+		goto fail;
+	}
+	pool_init_infos(p);
+	if (!p->read_only) {
+		r = pthread_create(&p->committer, NULL, committer_main, p);
+		if (r) {
+			r = tv_err(-r, "cannot start the committer thread");
+			goto fail;
+		}
+		p->committer_running = true;
+	}
+	*out = p;
+	return 0;
+fail:
+	tm_close(p->tm);
+	io_close(p->dev);
+	pthread_mutex_destroy(&p->meta_lock);
+	pthread_cond_destroy(&p->wake);
+	free(p);
+	return r;
+}
+
+int tv_pool_close(struct tv_pool *p)
+{
+	int r = 0;
+
+	if (!p)
+		return 0;
+	if (p->committer_running) {
+		pthread_mutex_lock(&p->meta_lock);
+		p->stopping = true;
+		pthread_cond_signal(&p->wake);
+		pthread_mutex_unlock(&p->meta_lock);
+		pthread_join(p->committer, NULL);
+	}
+	pthread_mutex_lock(&p->meta_lock);
+	if (!p->read_only && p->dirty)
+		r = pool_commit_locked(p);
+	pthread_mutex_unlock(&p->meta_lock);
+	tm_close(p->tm);
+	io_close(p->dev);
+	pthread_mutex_destroy(&p->meta_lock);
+	pthread_cond_destroy(&p->wake);
+	free(p);
+	return r;
+}
+
+/* ---- commits ---- */
+
+void pool_set_read_only(struct tv_pool *p, int err, const char *why)
+{
+	if (p->read_only)
+		return;
+	p->read_only = true;
+	snprintf(p->reason, sizeof(p->reason), "%s: %s", why,
+		 strerror(-err));
+	log_error("%s: pool is now read-only: %s", p->path, p->reason);
+}
+
+int pool_commit_locked(struct tv_pool *p)
+{
+	int r;
+
+	if (p->read_only)
+		return tv_err(-EROFS, "%s: the pool is read-only%s%s", p->path,
+			      p->reason[0] ? ": " : "", p->reason);
+	r = tm_commit(p->tm);
+	if (r < 0) {
+		/* A metadata I/O error: the transaction is lost, and the
+		 * pool stops writing until it is reopened and checked. */
+		tm_abort(p->tm);
+		pool_set_read_only(p, r, "metadata commit failed");
+		return tv_err(r, "%s: commit failed: %s", p->path,
+			      strerror(-r));
+	}
+	p->dirty = false;
+	return 0;
+}
+
+void pool_abort_locked(struct tv_pool *p)
+{
+	int r = tm_abort(p->tm);
+
+	if (r < 0)
+		pool_set_read_only(p, r, "could not reload the metadata");
+}
+
+int tv_pool_flush(struct tv_pool *p)
+{
+	int r = 0;
+
+	pthread_mutex_lock(&p->meta_lock);
+	if (p->read_only)
+		r = tv_err(-EROFS, "%s: the pool is read-only%s%s", p->path,
+			   p->reason[0] ? ": " : "", p->reason);
+	else if (p->dirty)
+		r = pool_commit_locked(p);
+	else {
+		/* nothing in the metadata changed; data may have */
+		r = io_flush(p->dev);
+		if (r < 0)
+			r = tv_err(r, "%s: flush: %s", p->path, strerror(-r));
+	}
+	pthread_mutex_unlock(&p->meta_lock);
+	return r;
+}
+
+/* ---- reclaim ---- */
+
+int pool_reclaim_locked(struct tv_pool *p, uint64_t budget)
+{
+	struct tm_ref *droot = tm_root(p->tm, SLOT_DEFERRED);
+	struct disk_pool_user *u = pool_user(p);
+	struct btree_cursor c;
+	uint8_t key[8], hi[8];
+	struct disk_ref dref;
+	struct tm_ref map;
+	uint64_t n = 0, removed = 0;
+	bool have_hi = false;
+	int r;
+
+	if (!droot->blocknr)
+		return 0;
+	r = btree_cursor_seek(&p->deferred, droot, NULL, &c);
+	if (r == 0 && c.valid) {
+		memcpy(key, btree_cursor_key(&c), 8);
+		memcpy(&dref, btree_cursor_value(&c), sizeof(dref));
+	}
+	btree_cursor_close(&c);
+	if (r < 0 || !c.valid)
+		return r;
+	ref_from_disk(&map, &dref);
+
+	/* Find the key budget entries in; everything before it goes now. */
+	r = btree_cursor_seek(&p->map, &map, NULL, &c);
+	while (r == 0 && c.valid && n < budget) {
+		n++;
+		r = btree_cursor_next(&c);
+	}
+	if (r == 0 && c.valid) {
+		memcpy(hi, btree_cursor_key(&c), 8);
+		have_hi = true;
+	}
+	btree_cursor_close(&c);
+	if (r < 0)
+		return r;
+
+	sm_set_reserve_mode(tm_sm(p->tm), true);
+	if (have_hi) {
+		/* The mapping tree may be shared with a snapshot's: cut a
+		 * private copy of the path, never the other's nodes. */
+		r = btree_remove_range(&p->map, &map, NULL, hi, &removed);
+		if (r == 0) {
+			ref_to_disk(&dref, &map);
+			r = btree_update(&p->deferred, droot, key, &dref);
+		}
+	} else {
+		/* the rest fits the budget: drop the whole tree */
+		r = btree_remove(&p->deferred, droot, key, NULL);
+		removed = n;
+	}
+	sm_set_reserve_mode(tm_sm(p->tm), false);
+	if (r < 0)
+		return r;
+	{
+		uint64_t rec = le64_to_cpu(u->reclaimable);
+		u->reclaimable = cpu_to_le64(rec > removed ? rec - removed : 0);
+	}
+	p->dirty = true;
+	return 0;
+}
+
+/* Punch holes for blocks freed by committed transactions.  The blocks are
+ * re-checked under meta_lock, which also keeps them from being allocated
+ * while the hole is punched. */
+static void discard_freed_locked(struct tv_pool *p)
+{
+	uint64_t blocks[64];
+	size_t n, done = 0;
+
+	while (done < DISCARD_BATCH &&
+	       (n = sm_take_freed(tm_sm(p->tm), blocks, ARRAY_SIZE(blocks)))) {
+		for (size_t i = 0; i < n; i++) {
+			uint32_t count;
+			if (sm_block_count(tm_sm(p->tm), blocks[i], &count) ||
+			    count)
+				continue;
+			io_discard(p->dev, blocks[i] * p->block_size,
+				   p->block_size);
+		}
+		done += n;
+	}
+}
+
+static void *committer_main(void *arg)
+{
+	struct tv_pool *p = arg;
+
+	pthread_mutex_lock(&p->meta_lock);
+	while (!p->stopping) {
+		struct timespec ts;
+
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_sec += p->commit_interval_ms / 1000;
+		ts.tv_nsec += (long)(p->commit_interval_ms % 1000) * 1000000;
+		if (ts.tv_nsec >= 1000000000) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000;
+		}
+		pthread_cond_timedwait(&p->wake, &p->meta_lock, &ts);
+		if (p->stopping || p->read_only)
+			continue;
+		if (tm_root(p->tm, SLOT_DEFERRED)->blocknr) {
+			int r = pool_reclaim_locked(p, RECLAIM_BUDGET);
+			if (r < 0) {
+				pool_abort_locked(p);
+				pool_set_read_only(p, r, "reclaim failed");
+				continue;
+			}
+		}
+		if (p->dirty && pool_commit_locked(p) == 0)
+			discard_freed_locked(p);
+	}
+	/* finish reclaiming? no: it resumes at the next open */
+	pthread_mutex_unlock(&p->meta_lock);
+	return NULL;
+}
+
+/* ---- info, resize, check ---- */
+
+int tv_pool_info(struct tv_pool *p, struct tv_pool_info *out)
+{
+	struct disk_pool_user *u;
+	struct sm_stats st;
+	uint64_t bs;
+
+	pthread_mutex_lock(&p->meta_lock);
+	u = pool_user(p);
+	sm_get_stats(tm_sm(p->tm), &st);
+	bs = p->block_size;
+	memset(out, 0, sizeof(*out));
+	out->format_version = TM_FORMAT_VERSION;
+	memcpy(out->uuid, tm_uuid(p->tm), 16);
+	out->block_size = p->block_size;
+	out->blob_size = p->blob_size;
+	out->size = st.nr_blocks * bs;
+	out->used = st.data_used * bs;
+	out->free = st.allocatable * bs;
+	out->metadata = st.meta_chunks * bs;
+	out->reclaimable = le64_to_cpu(u->reclaimable) * bs;
+	out->nr_volumes = le64_to_cpu(u->nr_volumes);
+	out->next_id = le64_to_cpu(u->next_id);
+	out->transaction = tm_committed_txn(p->tm);
+	if (le32_to_cpu(u->flags) & POOL_F_NEEDS_CHECK) {
+		out->state = TV_POOL_NEEDS_CHECK;
+		snprintf(out->reason, sizeof(out->reason),
+			 "an earlier error left it unchecked");
+	}
+	if (p->read_only) {
+		out->state = TV_POOL_READ_ONLY;
+		snprintf(out->reason, sizeof(out->reason), "%s",
+			 p->reason[0] ? p->reason : "opened read-only");
+	}
+	pthread_mutex_unlock(&p->meta_lock);
+	return 0;
+}
+
+int tv_pool_resize(struct tv_pool *p, uint64_t new_size)
+{
+	int r;
+
+	pthread_mutex_lock(&p->meta_lock);
+	if (p->read_only) {
+		r = tv_err(-EROFS, "%s: the pool is read-only", p->path);
+		goto out;
+	}
+	if (new_size / p->block_size < tm_nr_blocks(p->tm)) {
+		r = tv_err(-EINVAL, "%s: a pool can only grow (now %" PRIu64
+				    " bytes)",
+			   p->path, tm_nr_blocks(p->tm) * p->block_size);
+		goto out;
+	}
+	if (new_size > p->dev->size) {
+		r = io_resize(p->dev, new_size);
+		if (r < 0) {
+			r = tv_err(r, "%s: cannot grow to %" PRIu64 " bytes: %s",
+				   p->path, new_size, strerror(-r));
+			goto out;
+		}
+	}
+	r = tm_grow(p->tm);
+	if (r == 0) {
+		p->dirty = true;
+		r = pool_commit_locked(p);
+	} else {
+		r = tv_err(r, "%s: grow failed: %s", p->path, strerror(-r));
+	}
+out:
+	pthread_mutex_unlock(&p->meta_lock);
+	return r;
+}
+
+int tv_pool_check(struct tv_pool *p, void *out_file,
+		  struct tv_check_report *rep)
+{
+	struct check_root roots[8];
+	struct check_report cr;
+	unsigned int nr = 0;
+	int r;
+
+	pthread_mutex_lock(&p->meta_lock);
+	if (p->dirty && !p->read_only) {
+		r = pool_commit_locked(p);
+		if (r < 0)
+			goto out;
+	}
+	r = vol_check_roots(p, roots, &nr);
+	if (r == 0)
+		r = check_run(p->tm, roots, nr, out_file, 50, &cr);
+	if (r == 0) {
+		memset(rep, 0, sizeof(*rep));
+		rep->clean = check_clean(&cr);
+		rep->nodes = cr.nodes;
+		rep->node_refs = cr.node_refs;
+		rep->data_refs = cr.data_refs;
+		rep->errors = cr.errors;
+		rep->leaks = cr.leaks;
+		rep->missing = cr.missing;
+		rep->counter_errors = cr.counter_errors;
+		rep->volumes = le64_to_cpu(pool_user(p)->nr_volumes);
+	} else {
+		r = tv_err(r, "%s: check could not run: %s", p->path,
+			   strerror(-r));
+	}
+out:
+	pthread_mutex_unlock(&p->meta_lock);
+	return r;
+}

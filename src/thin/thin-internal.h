@@ -1,0 +1,143 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * thin-internal.h - the engine's shared internals (pool.c, volume.c,
+ * vio.c).  Nothing outside src/thin includes this.
+ *
+ * Metadata in the pool's root slots (see docs/format.md, "Engine"):
+ *
+ *   slot 0  VOLS      id (be64)                  -> struct disk_volume
+ *   slot 1  NAMES     name hash (be64), id (be64) -> (nothing)
+ *   slot 2  BLOBIDX   blob prefix, id (be64)      -> (nothing)
+ *   slot 3  BLOBS     id (be64), chunk (be16)     -> blob bytes
+ *   slot 4  DEFERRED  sequence (be64)             -> struct disk_ref of a
+ *                                                    mapping tree being freed
+ *   per volume: MAP   virtual block (be64)        -> struct disk_mapping
+ *
+ * The superblock's user bytes hold struct disk_pool_user.
+ *
+ * Locking: pool->meta_lock serialises every use of tm/sm/btree (none of
+ * which is thread-safe).  Per-volume I/O state (vio.c) has its own locks,
+ * always taken before meta_lock, never after.
+ */
+#ifndef TV_THIN_INTERNAL_H
+#define TV_THIN_INTERNAL_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "io/io.h"
+#include "pdata/btree.h"
+#include "pdata/check.h"
+#include "pdata/node.h"
+#include "pdata/tm.h"
+#include "thinvol.h"
+#include "util/u64map.h"
+
+enum {
+	SLOT_VOLS = 0,
+	SLOT_NAMES = 1,
+	SLOT_BLOBIDX = 2,
+	SLOT_BLOBS = 3,
+	SLOT_DEFERRED = 4,
+};
+
+#define TAG_VOLS 0x534c4f56u	 /* "VOLS" */
+#define TAG_NAMES 0x454d414eu	 /* "NAME" */
+#define TAG_BLOBIDX 0x58444942u	 /* "BIDX" */
+#define TAG_BLOBS 0x53424c42u	 /* "BLBS" */
+#define TAG_DEFERRED 0x52464544u /* "DEFR" */
+#define TAG_MAP 0x5350414du	 /* "MAPS" */
+
+/* Bytes of the blob that the index keys hold; longer prefixes are checked
+ * against the stored blob. */
+#define BLOBIDX_PREFIX_MAX 56u
+/* Blobs are stored in chunks of at most this many bytes. */
+#define BLOB_CHUNK_MAX 512u
+
+struct disk_pool_user {
+	uint64_t next_id;	  /* le64: next volume id (never reused) */
+	uint64_t epoch;		  /* le64: snapshot epoch counter */
+	uint64_t nr_volumes;	  /* le64 */
+	uint64_t deferred_seq;	  /* le64: next DEFERRED key */
+	uint64_t reclaimable;	  /* le64: blocks held by DEFERRED trees */
+	uint32_t blob_size;	  /* le32: fixed at creation */
+	uint32_t flags;		  /* le32: POOL_F_* */
+	uint8_t magic[8];	  /* "tvengine" */
+	uint8_t reserved[TM_USER_BYTES - 56];
+};
+_Static_assert(sizeof(struct disk_pool_user) == TM_USER_BYTES,
+	       "pool user area");
+
+#define POOL_F_NEEDS_CHECK (1u << 0)
+
+struct disk_volume {
+	uint64_t id;		/* le64 */
+	uint8_t uuid[16];
+	uint64_t size;		/* le64: bytes */
+	uint32_t flags;		/* le32: TV_VOL_* */
+	uint32_t name_len;	/* le32: 1 .. TV_NAME_MAX */
+	uint64_t parent;	/* le64 */
+	uint64_t ctime_ns;	/* le64 */
+	uint64_t snap_epoch;	/* le64: pool epoch after its last snapshot */
+	uint64_t mapped;	/* le64: blocks mapped */
+	struct disk_ref map_root;
+	uint8_t name[TV_NAME_MAX];
+	uint8_t reserved[40];
+};
+_Static_assert(sizeof(struct disk_volume) == 256, "volume record");
+
+struct disk_mapping {
+	uint64_t block;	 /* le64: pool block */
+	uint64_t epoch;	 /* le64: pool epoch when written */
+};
+_Static_assert(sizeof(struct disk_mapping) == 16, "mapping");
+
+struct tv_pool {
+	pthread_mutex_t meta_lock;
+	struct io_dev *dev;
+	struct tm *tm;
+	char path[4096];
+	uint32_t block_size;
+	uint32_t blob_size;
+	bool read_only;
+	char reason[160]; /* why read-only, when it is */
+
+	struct btree_info vols, names, blobidx, blobs, deferred, map;
+	uint32_t blobidx_prefix; /* min(blob_size, BLOBIDX_PREFIX_MAX) */
+	uint32_t blob_chunk;	 /* min(blob_size, BLOB_CHUNK_MAX) */
+
+	/* background commit and reclaim */
+	pthread_t committer;
+	bool committer_running;
+	bool stopping;
+	pthread_cond_t wake;
+	unsigned int commit_interval_ms;
+	bool dirty; /* uncommitted changes exist */
+
+	struct vio *vio; /* I/O state (vio.c) */
+};
+
+/* Error reporting: sets the thread's last-error message, returns err. */
+int tv_err(int err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* pool.c */
+struct disk_pool_user *pool_user(struct tv_pool *p);
+/* Commit the open transaction; on failure the pool goes read-only with
+ * the reason recorded.  Caller holds meta_lock. */
+int pool_commit_locked(struct tv_pool *p);
+/* Abandon the open transaction.  Caller holds meta_lock. */
+void pool_abort_locked(struct tv_pool *p);
+void pool_set_read_only(struct tv_pool *p, int err, const char *why);
+/* Free some of the DEFERRED trees (bounded work); meta_lock held. */
+int pool_reclaim_locked(struct tv_pool *p, uint64_t budget_blocks);
+
+/* volume.c */
+int vol_lookup_locked(struct tv_pool *p, uint64_t id, struct disk_volume *v);
+int vol_store_locked(struct tv_pool *p, const struct disk_volume *v);
+void vol_to_info(const struct disk_volume *v, struct tv_vol_info *info);
+void pool_init_infos(struct tv_pool *p);
+int vol_check_roots(struct tv_pool *p, struct check_root *roots,
+		    unsigned int *nr);
+
+#endif

@@ -1,0 +1,1012 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * volume.c - the volume table, its name and blob indexes, blobs, and the
+ * metadata operations (create, snapshot, delete, rename, resize,
+ * set-blob), applied in batches that are one transaction each.
+ *
+ * Invariants (the checker and tests verify them):
+ *   1. Every volume has exactly one NAMES entry {hash(name), id} and one
+ *      BLOBIDX entry {blob prefix, id} (when blob_size > 0); no others
+ *      exist.
+ *   2. BLOBS holds a volume's chunks only when its blob is not all zero.
+ *   3. The user area's nr_volumes equals the number of VOLS entries; every
+ *      id is below next_id, which only grows.
+ *   4. A VOLS value holds one reference to its mapping tree; a DEFERRED
+ *      value holds one reference to a deleted volume's mapping tree.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+
+#include "pdata/sm.h"
+#include "thin/thin-internal.h"
+#include "util/checked.h"
+#include "util/endian.h"
+#include "util/log.h"
+
+/* ---- value types ---- */
+
+static int maptree_inc(void *ctx, const void *value)
+{
+	struct tv_pool *p = ctx;
+	struct tm_ref r;
+
+	ref_load(&r, value);
+	return r.blocknr ? tm_inc_node(p->tm, r.blocknr) : 0;
+}
+
+static int maptree_dec(void *ctx, const void *value)
+{
+	struct tv_pool *p = ctx;
+	struct tm_ref r;
+
+	ref_load(&r, value);
+	return btree_del(&p->map, &r);
+}
+
+static void maptree_check(void *ctx, const void *value, struct check *ck)
+{
+	struct tv_pool *p = ctx;
+	struct tm_ref r;
+
+	ref_load(&r, value);
+	if (r.blocknr)
+		check_tree(ck, &p->map, &r);
+}
+
+/* A volume record: its mapping tree is at offsetof(map_root). */
+#define MAPROOT_OFF offsetof(struct disk_volume, map_root)
+
+static int vol_inc(void *ctx, const void *value)
+{
+	return maptree_inc(ctx, (const uint8_t *)value + MAPROOT_OFF);
+}
+
+static int vol_dec(void *ctx, const void *value)
+{
+	return maptree_dec(ctx, (const uint8_t *)value + MAPROOT_OFF);
+}
+
+static void vol_check(void *ctx, const void *value, struct check *ck)
+{
+	const struct disk_volume *v = value;
+	uint32_t nl = le32_to_cpu(v->name_len);
+
+	if (!nl || nl > TV_NAME_MAX || !le64_to_cpu(v->id) ||
+	    le64_to_cpu(v->size) % TV_SECTOR)
+		check_error(ck, "volume %" PRIu64 ": malformed record",
+			    (uint64_t)le64_to_cpu(v->id));
+	maptree_check(ctx, (const uint8_t *)value + MAPROOT_OFF, ck);
+}
+
+static int map_inc(void *ctx, const void *value)
+{
+	struct tv_pool *p = ctx;
+
+	return sm_inc_block(tm_sm(p->tm), get_le64(value));
+}
+
+static int map_dec(void *ctx, const void *value)
+{
+	struct tv_pool *p = ctx;
+
+	return sm_dec_block(tm_sm(p->tm), get_le64(value), NULL);
+}
+
+static void map_check(void *ctx, const void *value, struct check *ck)
+{
+	(void)ctx;
+	check_data_ref(ck, get_le64(value));
+}
+
+void pool_init_infos(struct tv_pool *p)
+{
+	struct btree_info base = { .tm = p->tm };
+
+	p->blobidx_prefix = MIN(p->blob_size, BLOBIDX_PREFIX_MAX);
+	p->blob_chunk = MIN(p->blob_size, BLOB_CHUNK_MAX);
+
+	p->vols = base;
+	p->vols.tag = TAG_VOLS;
+	p->vols.key_size = 8;
+	p->vols.value = (struct btree_vtype){ sizeof(struct disk_volume), p,
+					      vol_inc, vol_dec, vol_check };
+	p->names = base;
+	p->names.tag = TAG_NAMES;
+	p->names.key_size = 16;
+	p->blobidx = base;
+	p->blobidx.tag = TAG_BLOBIDX;
+	p->blobidx.key_size = p->blobidx_prefix + 8;
+	p->blobs = base;
+	p->blobs.tag = TAG_BLOBS;
+	p->blobs.key_size = 10;
+	p->blobs.value.size = p->blob_chunk;
+	p->deferred = base;
+	p->deferred.tag = TAG_DEFERRED;
+	p->deferred.key_size = 8;
+	p->deferred.value = (struct btree_vtype){ sizeof(struct disk_ref), p,
+						  maptree_inc, maptree_dec,
+						  maptree_check };
+	p->map = base;
+	p->map.tag = TAG_MAP;
+	p->map.key_size = 8;
+	p->map.value = (struct btree_vtype){ sizeof(struct disk_mapping), p,
+					     map_inc, map_dec, map_check };
+}
+
+int vol_check_roots(struct tv_pool *p, struct check_root *roots,
+		    unsigned int *nr)
+{
+	unsigned int n = 0;
+
+	roots[n++] = (struct check_root){ SLOT_VOLS, &p->vols, "volumes" };
+	roots[n++] = (struct check_root){ SLOT_NAMES, &p->names, "names" };
+	if (p->blob_size) {
+		roots[n++] = (struct check_root){ SLOT_BLOBIDX, &p->blobidx,
+						  "blob index" };
+		roots[n++] = (struct check_root){ SLOT_BLOBS, &p->blobs,
+						  "blobs" };
+	}
+	roots[n++] = (struct check_root){ SLOT_DEFERRED, &p->deferred,
+					  "deferred deletes" };
+	*nr = n;
+	return 0;
+}
+
+/* ---- names ---- */
+
+/* 1..TV_NAME_MAX bytes of valid UTF-8; no '/', no control characters, not
+ * starting with '#' (which names an id). */
+static int check_name(const char *name)
+{
+	const uint8_t *s = (const uint8_t *)name;
+	size_t len = strlen(name);
+
+	if (!len)
+		return tv_err(-EINVAL, "a volume name cannot be empty");
+	if (len > TV_NAME_MAX)
+		return tv_err(-EINVAL, "volume name '%.40s...': longer than "
+				       "%d bytes",
+			      name, TV_NAME_MAX);
+	if (name[0] == '#')
+		return tv_err(-EINVAL, "volume name '%s': cannot start with "
+				       "'#' (that names an id)",
+			      name);
+	for (size_t i = 0; i < len;) {
+		uint8_t c = s[i];
+		uint32_t cp;
+		size_t n;
+
+		if (c < 0x80) {
+			if (c < 0x20 || c == 0x7f || c == '/')
+				return tv_err(-EINVAL, "volume name: '/' and "
+						       "control characters "
+						       "are not allowed");
+			i++;
+			continue;
+		}
+		if ((c & 0xe0) == 0xc0) {
+			n = 2;
+			cp = c & 0x1f;
+		} else if ((c & 0xf0) == 0xe0) {
+			n = 3;
+			cp = c & 0x0f;
+		} else if ((c & 0xf8) == 0xf0) {
+			n = 4;
+			cp = c & 0x07;
+		} else {
+			goto bad;
+		}
+		if (i + n > len)
+			goto bad;
+		for (size_t k = 1; k < n; k++) {
+			if ((s[i + k] & 0xc0) != 0x80)
+				goto bad;
+			cp = (cp << 6) | (s[i + k] & 0x3f);
+		}
+		/* overlong forms, surrogates, beyond Unicode, C1 controls */
+		if ((n == 2 && cp < 0x80) || (n == 3 && cp < 0x800) ||
+		    (n == 4 && cp < 0x10000) || cp > 0x10ffff ||
+		    (cp >= 0xd800 && cp <= 0xdfff) ||
+		    (cp >= 0x80 && cp < 0xa0))
+			goto bad;
+		i += n;
+	}
+	return 0;
+bad:
+	return tv_err(-EINVAL, "volume name: not valid UTF-8");
+}
+
+static uint64_t name_hash(const char *name, size_t len)
+{
+	uint64_t h = 0xcbf29ce484222325ull; /* FNV-1a, then a final mix */
+
+	for (size_t i = 0; i < len; i++) {
+		h ^= (uint8_t)name[i];
+		h *= 0x100000001b3ull;
+	}
+	h ^= h >> 33;
+	h *= 0xff51afd7ed558ccdull;
+	h ^= h >> 33;
+	return h;
+}
+
+static void name_key(uint8_t k[16], const char *name, size_t len, uint64_t id)
+{
+	put_be64(k, name_hash(name, len));
+	put_be64(k + 8, id);
+}
+
+int vol_lookup_locked(struct tv_pool *p, uint64_t id, struct disk_volume *v)
+{
+	uint8_t k[8];
+	int r;
+
+	put_be64(k, id);
+	r = btree_lookup(&p->vols, tm_root(p->tm, SLOT_VOLS), k, v);
+	if (r == -ENOENT)
+		return tv_err(-ENOENT, "volume #%" PRIu64 ": no such volume",
+			      id);
+	if (r < 0)
+		return tv_err(r, "volume #%" PRIu64 ": %s", id, strerror(-r));
+	if (le64_to_cpu(v->id) != id || !le32_to_cpu(v->name_len) ||
+	    le32_to_cpu(v->name_len) > TV_NAME_MAX)
+		return tv_err(-EUCLEAN, "volume #%" PRIu64 ": damaged record",
+			      id);
+	return 0;
+}
+
+int vol_store_locked(struct tv_pool *p, const struct disk_volume *v)
+{
+	uint8_t k[8];
+
+	put_be64(k, le64_to_cpu(v->id));
+	return btree_put(&p->vols, tm_root(p->tm, SLOT_VOLS), k, v, NULL);
+}
+
+/* Find the id of the volume called name (-ENOENT). */
+static int name_find_locked(struct tv_pool *p, const char *name, uint64_t *id)
+{
+	size_t len = strlen(name);
+	uint64_t h = name_hash(name, len);
+	struct btree_cursor c;
+	uint8_t k[16];
+	int r;
+
+	put_be64(k, h);
+	put_be64(k + 8, 0);
+	r = btree_cursor_seek(&p->names, tm_root(p->tm, SLOT_NAMES), k, &c);
+	while (r == 0 && c.valid) {
+		const uint8_t *key = btree_cursor_key(&c);
+		struct disk_volume v;
+		uint64_t cand;
+
+		if (get_be64(key) != h)
+			break;
+		cand = get_be64(key + 8);
+		btree_cursor_close(&c); /* the lookup pins nodes of its own */
+		r = vol_lookup_locked(p, cand, &v);
+		if (r < 0)
+			return r == -ENOENT ? tv_err(-EUCLEAN,
+						     "name index names volume "
+						     "#%" PRIu64
+						     ", which does not exist",
+						     cand)
+					    : r;
+		if (le32_to_cpu(v.name_len) == len &&
+		    !memcmp(v.name, name, len)) {
+			*id = cand;
+			return 0;
+		}
+		put_be64(k + 8, cand + 1);
+		if (cand == UINT64_MAX)
+			break;
+		r = btree_cursor_seek(&p->names, tm_root(p->tm, SLOT_NAMES),
+				      k, &c);
+	}
+	btree_cursor_close(&c);
+	if (r < 0)
+		return tv_err(r, "name index: %s", strerror(-r));
+	return -ENOENT;
+}
+
+/* Index trees have empty values; the btree copies value.size bytes. */
+static const uint8_t no_value[1];
+
+static int names_add(struct tv_pool *p, const char *name, uint64_t id)
+{
+	uint8_t k[16];
+
+	name_key(k, name, strlen(name), id);
+	return btree_insert(&p->names, tm_root(p->tm, SLOT_NAMES), k,
+			    no_value);
+}
+
+static int names_del(struct tv_pool *p, const struct disk_volume *v)
+{
+	uint8_t k[16];
+
+	name_key(k, (const char *)v->name, le32_to_cpu(v->name_len),
+		 le64_to_cpu(v->id));
+	return btree_remove(&p->names, tm_root(p->tm, SLOT_NAMES), k, NULL);
+}
+
+/* ---- blobs ---- */
+
+static bool all_zero(const uint8_t *b, size_t len)
+{
+	for (size_t i = 0; i < len; i++)
+		if (b[i])
+			return false;
+	return true;
+}
+
+static void blobidx_key(struct tv_pool *p, uint8_t *k, const uint8_t *blob,
+			uint64_t id)
+{
+	memcpy(k, blob, p->blobidx_prefix);
+	put_be64(k + p->blobidx_prefix, id);
+}
+
+static uint32_t nr_chunks(const struct tv_pool *p)
+{
+	return p->blob_chunk ? DIV_ROUND_UP(p->blob_size, p->blob_chunk) : 0;
+}
+
+static void blobs_key(uint8_t k[10], uint64_t id, uint32_t chunk)
+{
+	put_be64(k, id);
+	k[8] = (uint8_t)(chunk >> 8);
+	k[9] = (uint8_t)chunk;
+}
+
+static int blob_load_locked(struct tv_pool *p, uint64_t id, uint8_t *blob)
+{
+	uint8_t k[10], buf[BLOB_CHUNK_MAX];
+
+	memset(blob, 0, p->blob_size);
+	for (uint32_t i = 0; i < nr_chunks(p); i++) {
+		size_t off = (size_t)i * p->blob_chunk;
+		int r;
+
+		blobs_key(k, id, i);
+		r = btree_lookup(&p->blobs, tm_root(p->tm, SLOT_BLOBS), k, buf);
+		if (r == -ENOENT)
+			continue;
+		if (r < 0)
+			return tv_err(r, "volume #%" PRIu64 ": blob: %s", id,
+				      strerror(-r));
+		memcpy(blob + off, buf, MIN(p->blob_chunk, p->blob_size - off));
+	}
+	return 0;
+}
+
+/* Replace a volume's blob (old may be NULL for a new volume). */
+static int blob_set_locked(struct tv_pool *p, uint64_t id,
+			   const uint8_t *old, const uint8_t *blob)
+{
+	uint8_t k[BTREE_MAX_KEY], buf[BLOB_CHUNK_MAX];
+	bool zero = all_zero(blob, p->blob_size);
+	int r;
+
+	if (!p->blob_size)
+		return 0;
+	if (old) {
+		blobidx_key(p, k, old, id);
+		r = btree_remove(&p->blobidx, tm_root(p->tm, SLOT_BLOBIDX), k,
+				 NULL);
+		if (r < 0)
+			return r;
+	}
+	blobidx_key(p, k, blob, id);
+	r = btree_insert(&p->blobidx, tm_root(p->tm, SLOT_BLOBIDX), k,
+			 no_value);
+	if (r < 0)
+		return r;
+	for (uint32_t i = 0; i < nr_chunks(p); i++) {
+		size_t off = (size_t)i * p->blob_chunk;
+		size_t n = MIN(p->blob_chunk, p->blob_size - off);
+
+		blobs_key(k, id, i);
+		if (zero) {
+			if (old && !all_zero(old, p->blob_size)) {
+				r = btree_remove(&p->blobs,
+						 tm_root(p->tm, SLOT_BLOBS), k,
+						 NULL);
+				if (r < 0)
+					return r;
+			}
+			continue;
+		}
+		memset(buf, 0, sizeof(buf));
+		memcpy(buf, blob + off, n);
+		r = btree_put(&p->blobs, tm_root(p->tm, SLOT_BLOBS), k, buf,
+			      NULL);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+static int blob_del_locked(struct tv_pool *p, uint64_t id, const uint8_t *old)
+{
+	uint8_t k[BTREE_MAX_KEY];
+	int r;
+
+	if (!p->blob_size)
+		return 0;
+	blobidx_key(p, k, old, id);
+	r = btree_remove(&p->blobidx, tm_root(p->tm, SLOT_BLOBIDX), k, NULL);
+	if (r < 0 || all_zero(old, p->blob_size))
+		return r;
+	for (uint32_t i = 0; i < nr_chunks(p); i++) {
+		blobs_key(k, id, i);
+		r = btree_remove(&p->blobs, tm_root(p->tm, SLOT_BLOBS), k,
+				 NULL);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+/* ---- queries ---- */
+
+void vol_to_info(const struct disk_volume *v, struct tv_vol_info *info)
+{
+	uint32_t nl = MIN(le32_to_cpu(v->name_len), TV_NAME_MAX);
+
+	memset(info, 0, sizeof(*info));
+	info->id = le64_to_cpu(v->id);
+	memcpy(info->uuid, v->uuid, 16);
+	memcpy(info->name, v->name, nl);
+	info->size = le64_to_cpu(v->size);
+	info->flags = le32_to_cpu(v->flags);
+	info->parent = le64_to_cpu(v->parent);
+	info->ctime_ns = le64_to_cpu(v->ctime_ns);
+	info->mapped = le64_to_cpu(v->mapped);
+}
+
+static int parse_id(const char *s, uint64_t *id)
+{
+	uint64_t v = 0;
+
+	if (!*s)
+		return -EINVAL;
+	for (; *s; s++) {
+		if (*s < '0' || *s > '9' || v > (UINT64_MAX - 9) / 10)
+			return -EINVAL;
+		v = v * 10 + (uint64_t)(*s - '0');
+	}
+	*id = v;
+	return 0;
+}
+
+int tv_vol_resolve(struct tv_pool *p, const char *spec, uint64_t *id)
+{
+	struct disk_volume v;
+	uint64_t i;
+	int r;
+
+	if (spec[0] == '#') {
+		if (parse_id(spec + 1, &i) < 0 || !i)
+			return tv_err(-EINVAL, "'%s': not a volume id", spec);
+		pthread_mutex_lock(&p->meta_lock);
+		r = vol_lookup_locked(p, i, &v);
+		pthread_mutex_unlock(&p->meta_lock);
+		if (r == 0)
+			*id = i;
+		return r;
+	}
+	r = check_name(spec);
+	if (r < 0)
+		return r;
+	pthread_mutex_lock(&p->meta_lock);
+	r = name_find_locked(p, spec, &i);
+	pthread_mutex_unlock(&p->meta_lock);
+	if (r == -ENOENT)
+		return tv_err(-ENOENT, "volume '%s': no such volume", spec);
+	if (r == 0)
+		*id = i;
+	return r;
+}
+
+int tv_vol_info(struct tv_pool *p, uint64_t id, struct tv_vol_info *out)
+{
+	struct disk_volume v;
+	int r;
+
+	pthread_mutex_lock(&p->meta_lock);
+	r = vol_lookup_locked(p, id, &v);
+	pthread_mutex_unlock(&p->meta_lock);
+	if (r == 0)
+		vol_to_info(&v, out);
+	return r;
+}
+
+int tv_vol_get_blob(struct tv_pool *p, uint64_t id, void *blob, size_t len)
+{
+	struct disk_volume v;
+	uint8_t buf[TV_BLOB_MAX];
+	int r;
+
+	if (len != p->blob_size)
+		return tv_err(-EINVAL, "the pool's blobs are %u bytes, not %zu",
+			      p->blob_size, len);
+	pthread_mutex_lock(&p->meta_lock);
+	r = vol_lookup_locked(p, id, &v);
+	if (r == 0)
+		r = blob_load_locked(p, id, buf);
+	pthread_mutex_unlock(&p->meta_lock);
+	if (r == 0)
+		memcpy(blob, buf, len);
+	return r;
+}
+
+int tv_vol_list(struct tv_pool *p, uint64_t *cursor, struct tv_vol_info *out,
+		size_t max)
+{
+	struct btree_cursor c;
+	uint8_t k[8];
+	size_t n = 0;
+	int r;
+
+	if (*cursor == UINT64_MAX)
+		return 0;
+	put_be64(k, *cursor);
+	pthread_mutex_lock(&p->meta_lock);
+	r = btree_cursor_seek(&p->vols, tm_root(p->tm, SLOT_VOLS), k, &c);
+	while (r == 0 && c.valid && n < max) {
+		const struct disk_volume *v = btree_cursor_value(&c);
+		vol_to_info(v, &out[n++]);
+		r = btree_cursor_next(&c);
+	}
+	btree_cursor_close(&c);
+	pthread_mutex_unlock(&p->meta_lock);
+	if (r < 0)
+		return tv_err(r, "listing volumes: %s", strerror(-r));
+	if (n)
+		*cursor = out[n - 1].id == UINT64_MAX ? UINT64_MAX
+						      : out[n - 1].id + 1;
+	return (int)n;
+}
+
+int tv_vol_find_blob(struct tv_pool *p, const void *prefix, size_t len,
+		     uint64_t *ids, size_t max)
+{
+	uint8_t k[BTREE_MAX_KEY], blob[TV_BLOB_MAX];
+	size_t plen = MIN(len, p->blobidx_prefix);
+	struct btree_cursor c;
+	uint64_t *cand = NULL;
+	size_t nc = 0, cap = 0, found = 0;
+	int r;
+
+	if (len > p->blob_size)
+		return tv_err(-EINVAL, "%zu bytes is longer than the pool's "
+				       "%u-byte blobs",
+			      len, p->blob_size);
+	if (!p->blob_size)
+		return tv_err(-EINVAL, "this pool has no blobs");
+	memset(k, 0, sizeof(k));
+	memcpy(k, prefix, plen);
+	pthread_mutex_lock(&p->meta_lock);
+	/* Candidates from the index: every key starting with the prefix
+	 * (as much of it as the keys hold). */
+	r = btree_cursor_seek(&p->blobidx, tm_root(p->tm, SLOT_BLOBIDX), k,
+			      &c);
+	while (r == 0 && c.valid) {
+		const uint8_t *key = btree_cursor_key(&c);
+
+		if (memcmp(key, prefix, plen))
+			break;
+		if (nc == cap) {
+			uint64_t *v;
+			cap = cap ? cap * 2 : 64;
+			v = realloc(cand, cap * sizeof(*v));
+			if (!v) {
+				r = -ENOMEM;
+				break;
+			}
+			cand = v;
+		}
+		cand[nc++] = get_be64(key + p->blobidx_prefix);
+		r = btree_cursor_next(&c);
+	}
+	btree_cursor_close(&c);
+	/* Longer prefixes than the index holds: check the stored blobs. */
+	for (size_t i = 0; r == 0 && i < nc; i++) {
+		if (len > plen) {
+			r = blob_load_locked(p, cand[i], blob);
+			if (r < 0 || memcmp(blob, prefix, len))
+				continue;
+		}
+		cand[found++] = cand[i];
+	}
+	pthread_mutex_unlock(&p->meta_lock);
+	if (r < 0) {
+		free(cand);
+		return tv_err(r, "blob index: %s", strerror(-r));
+	}
+	/* index order is blob order; callers get id order */
+	for (size_t i = 1; i < found; i++)
+		for (size_t j = i; j > 0 && cand[j - 1] > cand[j]; j--) {
+			uint64_t t = cand[j];
+			cand[j] = cand[j - 1];
+			cand[j - 1] = t;
+		}
+	memcpy(ids, cand, MIN(found, max) * sizeof(*ids));
+	free(cand);
+	return (int)MIN(found, (size_t)INT32_MAX);
+}
+
+/* ---- operations ---- */
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static int check_size(uint64_t size)
+{
+	if (!size || size % TV_SECTOR)
+		return tv_err(-EINVAL, "size %" PRIu64 ": must be a non-zero "
+				       "multiple of 512",
+			      size);
+	if (size > (1ull << 60))
+		return tv_err(-EINVAL, "size %" PRIu64 ": too large (at most "
+				       "1 EiB)",
+			      size);
+	return 0;
+}
+
+static int check_blob(struct tv_pool *p, const void *blob, size_t len)
+{
+	if (blob && len != p->blob_size)
+		return tv_err(-EINVAL, "blob of %zu bytes: this pool's blobs "
+				       "are exactly %u bytes",
+			      len, p->blob_size);
+	return 0;
+}
+
+static int new_volume(struct tv_pool *p, const char *name, uint64_t size,
+		      struct disk_volume *v)
+{
+	struct disk_pool_user *u = pool_user(p);
+	uint64_t id = le64_to_cpu(u->next_id), other;
+	int r;
+
+	r = check_name(name);
+	if (r < 0)
+		return r;
+	r = name_find_locked(p, name, &other);
+	if (r == 0)
+		return tv_err(-EEXIST, "volume '%s': a volume of that name "
+				       "exists (#%" PRIu64 ")",
+			      name, other);
+	if (r != -ENOENT)
+		return r;
+	if (id == UINT64_MAX)
+		return tv_err(-EOVERFLOW, "volume ids are exhausted");
+	memset(v, 0, sizeof(*v));
+	v->id = cpu_to_le64(id);
+	if (getrandom(v->uuid, 16, 0) != 16)
+		return tv_err(-EIO, "no random bytes for a uuid");
+	v->uuid[6] = (v->uuid[6] & 0x0f) | 0x40;
+	v->uuid[8] = (v->uuid[8] & 0x3f) | 0x80;
+	v->size = cpu_to_le64(size);
+	v->name_len = cpu_to_le32((uint32_t)strlen(name));
+	memcpy(v->name, name, strlen(name));
+	v->ctime_ns = cpu_to_le64(now_ns());
+	u->next_id = cpu_to_le64(id + 1);
+	u->nr_volumes = cpu_to_le64(le64_to_cpu(u->nr_volumes) + 1);
+	r = names_add(p, name, id);
+	return r;
+}
+
+static int op_create(struct tv_pool *p, struct tv_op *op)
+{
+	uint8_t zero[TV_BLOB_MAX] = { 0 };
+	struct disk_volume v;
+	int r;
+
+	r = check_size(op->size);
+	if (r == 0)
+		r = check_blob(p, op->blob, op->blob_len);
+	if (r == 0)
+		r = new_volume(p, op->name, op->size, &v);
+	if (r == 0)
+		r = blob_set_locked(p, le64_to_cpu(v.id), NULL,
+				    op->blob ? op->blob : zero);
+	if (r == 0)
+		r = vol_store_locked(p, &v);
+	if (r == 0)
+		op->result_id = le64_to_cpu(v.id);
+	return r;
+}
+
+static int op_snapshot(struct tv_pool *p, struct tv_op *op)
+{
+	uint8_t zero[TV_BLOB_MAX] = { 0 };
+	struct disk_pool_user *u = pool_user(p);
+	struct disk_volume o, v;
+	struct tm_ref root, clone;
+	uint64_t epoch;
+	int r;
+
+	if (op->flags & ~TV_VOL_READ_ONLY)
+		return tv_err(-EINVAL, "unknown snapshot flags %#x", op->flags);
+	r = check_blob(p, op->blob, op->blob_len);
+	if (r == 0)
+		r = vol_lookup_locked(p, op->id, &o);
+	if (r == 0)
+		r = new_volume(p, op->name, le64_to_cpu(o.size), &v);
+	if (r < 0)
+		return r;
+	/*
+	 * The snapshot shares the origin's mapping tree (O(1)).  Both get a
+	 * new snapshot epoch: every mapping written before it is possibly
+	 * shared, so the next write to it breaks the sharing first.
+	 */
+	epoch = le64_to_cpu(u->epoch) + 1;
+	u->epoch = cpu_to_le64(epoch);
+	ref_from_disk(&root, &o.map_root);
+	r = btree_clone(&p->map, &root, &clone);
+	if (r < 0)
+		return r;
+	ref_to_disk(&v.map_root, &clone);
+	v.parent = o.id;
+	v.flags = cpu_to_le32(op->flags);
+	v.snap_epoch = cpu_to_le64(epoch);
+	v.mapped = o.mapped;
+	o.snap_epoch = cpu_to_le64(epoch);
+	r = blob_set_locked(p, le64_to_cpu(v.id), NULL,
+			    op->blob ? op->blob : zero);
+	if (r == 0)
+		r = vol_store_locked(p, &o);
+	if (r == 0)
+		r = vol_store_locked(p, &v);
+	if (r == 0)
+		op->result_id = le64_to_cpu(v.id);
+	return r;
+}
+
+static int op_delete(struct tv_pool *p, struct tv_op *op)
+{
+	struct disk_pool_user *u = pool_user(p);
+	uint8_t k[8], blob[TV_BLOB_MAX];
+	struct disk_volume v;
+	uint64_t seq;
+	int r;
+
+	r = vol_lookup_locked(p, op->id, &v);
+	if (r == 0)
+		r = blob_load_locked(p, op->id, blob);
+	if (r == 0)
+		r = names_del(p, &v);
+	if (r == 0)
+		r = blob_del_locked(p, op->id, blob);
+	if (r < 0)
+		return r;
+	/* Take the record out: its mapping tree reference becomes ours, and
+	 * moves to DEFERRED, which frees it a bounded piece at a time. */
+	put_be64(k, op->id);
+	r = btree_remove(&p->vols, tm_root(p->tm, SLOT_VOLS), k, &v);
+	if (r < 0)
+		return r;
+	u->nr_volumes = cpu_to_le64(le64_to_cpu(u->nr_volumes) - 1);
+	if (!v.map_root.blocknr)
+		return 0;
+	seq = le64_to_cpu(u->deferred_seq);
+	u->deferred_seq = cpu_to_le64(seq + 1);
+	u->reclaimable = cpu_to_le64(le64_to_cpu(u->reclaimable) +
+				     le64_to_cpu(v.mapped));
+	put_be64(k, seq);
+	return btree_insert(&p->deferred, tm_root(p->tm, SLOT_DEFERRED), k,
+			    &v.map_root);
+}
+
+static int op_rename(struct tv_pool *p, struct tv_op *op)
+{
+	struct disk_volume v;
+	uint64_t other;
+	int r;
+
+	r = check_name(op->name);
+	if (r == 0)
+		r = vol_lookup_locked(p, op->id, &v);
+	if (r < 0)
+		return r;
+	r = name_find_locked(p, op->name, &other);
+	if (r == 0 && other == op->id)
+		return 0;
+	if (r == 0)
+		return tv_err(-EEXIST, "volume '%s': a volume of that name "
+				       "exists (#%" PRIu64 ")",
+			      op->name, other);
+	if (r != -ENOENT)
+		return r;
+	r = names_del(p, &v);
+	if (r == 0)
+		r = names_add(p, op->name, op->id);
+	if (r < 0)
+		return r;
+	memset(v.name, 0, sizeof(v.name));
+	memcpy(v.name, op->name, strlen(op->name));
+	v.name_len = cpu_to_le32((uint32_t)strlen(op->name));
+	return vol_store_locked(p, &v);
+}
+
+static int op_resize(struct tv_pool *p, struct tv_op *op)
+{
+	struct disk_volume v;
+	uint64_t old, removed = 0;
+	int r;
+
+	r = check_size(op->size);
+	if (r == 0)
+		r = vol_lookup_locked(p, op->id, &v);
+	if (r < 0)
+		return r;
+	old = le64_to_cpu(v.size);
+	if (op->size < old) {
+		/* Unmap every block that lies wholly past the new end.  A
+		 * block the new end cuts through keeps its mapping; the
+		 * I/O path zeroes its tail when the volume grows again. */
+		uint64_t first = DIV_ROUND_UP(op->size, p->block_size);
+		struct tm_ref root;
+		uint8_t lo[8];
+
+		ref_from_disk(&root, &v.map_root);
+		put_be64(lo, first);
+		r = btree_remove_range(&p->map, &root, lo, NULL, &removed);
+		if (r < 0)
+			return r;
+		ref_to_disk(&v.map_root, &root);
+		v.mapped = cpu_to_le64(le64_to_cpu(v.mapped) - removed);
+	}
+	v.size = cpu_to_le64(op->size);
+	return vol_store_locked(p, &v);
+}
+
+static int op_set_blob(struct tv_pool *p, struct tv_op *op)
+{
+	uint8_t old[TV_BLOB_MAX];
+	struct disk_volume v;
+	int r;
+
+	if (!op->blob)
+		return tv_err(-EINVAL, "set-blob needs a blob");
+	r = check_blob(p, op->blob, op->blob_len);
+	if (r == 0)
+		r = vol_lookup_locked(p, op->id, &v);
+	if (r == 0)
+		r = blob_load_locked(p, op->id, old);
+	if (r == 0)
+		r = blob_set_locked(p, op->id, old, op->blob);
+	return r;
+}
+
+static int apply(struct tv_pool *p, struct tv_op *op)
+{
+	switch (op->kind) {
+	case TV_OP_CREATE:
+		return op_create(p, op);
+	case TV_OP_SNAPSHOT:
+		return op_snapshot(p, op);
+	case TV_OP_DELETE:
+		return op_delete(p, op);
+	case TV_OP_RENAME:
+		return op_rename(p, op);
+	case TV_OP_RESIZE:
+		return op_resize(p, op);
+	case TV_OP_SET_BLOB:
+		return op_set_blob(p, op);
+	}
+	return tv_err(-EINVAL, "unknown operation %d", (int)op->kind);
+}
+
+int tv_batch(struct tv_pool *p, struct tv_op *ops, size_t n, size_t *failed)
+{
+	size_t i = 0;
+	int r = 0;
+
+	pthread_mutex_lock(&p->meta_lock);
+	if (p->read_only) {
+		r = tv_err(-EROFS, "%s: the pool is read-only%s%s", p->path,
+			   p->reason[0] ? ": " : "", p->reason);
+		goto out;
+	}
+	/* Commit what the I/O path changed first, so that a failed batch
+	 * rolls back only itself. */
+	if (p->dirty) {
+		r = pool_commit_locked(p);
+		if (r < 0)
+			goto out;
+	}
+	for (i = 0; i < n; i++) {
+		r = apply(p, &ops[i]);
+		if (r < 0)
+			break;
+	}
+	if (r < 0) {
+		/* A refused op leaves its message; a store error gets one */
+		if (!tv_last_error()[0] || tm_state(p->tm))
+			tv_err(r, "operation %zu: %s", i + 1, strerror(-r));
+		if (failed)
+			*failed = i;
+		pool_abort_locked(p);
+		goto out;
+	}
+	p->dirty = true;
+	r = pool_commit_locked(p);
+out:
+	pthread_mutex_unlock(&p->meta_lock);
+	return r;
+}
+
+static int one(struct tv_pool *p, struct tv_op *op)
+{
+	tv_err(0, "%s", "");
+	return tv_batch(p, op, 1, NULL);
+}
+
+int tv_vol_create(struct tv_pool *p, const char *name, uint64_t size,
+		  const void *blob, size_t blob_len, uint64_t *id)
+{
+	struct tv_op op = { .kind = TV_OP_CREATE, .name = name, .size = size,
+			    .blob = blob, .blob_len = blob_len };
+	int r = one(p, &op);
+
+	if (r == 0 && id)
+		*id = op.result_id;
+	return r;
+}
+
+int tv_vol_snapshot(struct tv_pool *p, uint64_t origin, const char *name,
+		    uint32_t flags, const void *blob, size_t blob_len,
+		    uint64_t *id)
+{
+	struct tv_op op = { .kind = TV_OP_SNAPSHOT, .id = origin, .name = name,
+			    .flags = flags, .blob = blob,
+			    .blob_len = blob_len };
+	int r = one(p, &op);
+
+	if (r == 0 && id)
+		*id = op.result_id;
+	return r;
+}
+
+int tv_vol_delete(struct tv_pool *p, uint64_t id)
+{
+	struct tv_op op = { .kind = TV_OP_DELETE, .id = id };
+
+	return one(p, &op);
+}
+
+int tv_vol_rename(struct tv_pool *p, uint64_t id, const char *name)
+{
+	struct tv_op op = { .kind = TV_OP_RENAME, .id = id, .name = name };
+
+	return one(p, &op);
+}
+
+int tv_vol_resize(struct tv_pool *p, uint64_t id, uint64_t size)
+{
+	struct tv_op op = { .kind = TV_OP_RESIZE, .id = id, .size = size };
+
+	return one(p, &op);
+}
+
+int tv_vol_set_blob(struct tv_pool *p, uint64_t id, const void *blob,
+		    size_t len)
+{
+	struct tv_op op = { .kind = TV_OP_SET_BLOB, .id = id, .blob = blob,
+			    .blob_len = len };
+
+	return one(p, &op);
+}
