@@ -184,6 +184,12 @@ static int compare_space_map(struct check *ck, uint64_t *data_used,
 		stored = get_le32(btree_cursor_value(&c));
 		switch (key & SM_KEY_SPACE_MASK) {
 		case 0:
+			if (u64map_find(&chunk_set, key) && stored != 1)
+				check_error(ck, "metadata chunk %" PRIu64
+						" has count %" PRIu64
+						", not 1 (is it also used "
+						"for data?)",
+					    key, stored);
 			v = u64map_find(&ck->data, key);
 			compare(ck, "block", key, stored, v ? *v : 0);
 			if (v)
@@ -263,6 +269,12 @@ int check_run(struct tm *tm, const struct check_root *roots, unsigned int nr,
 		goto out;
 
 	sm_get_stats(sm, &st);
+	{
+		uint64_t sb_nodes, sb_chunks;
+		tm_sb_counters(tm, &sb_nodes, &sb_chunks);
+		st.meta_nodes = sb_nodes;
+		st.meta_chunks = sb_chunks;
+	}
 	if (st.data_used != data_used || st.meta_nodes != meta_nodes ||
 	    st.meta_chunks != chunks) {
 		rep->counter_errors++;

@@ -830,6 +830,15 @@ static int load(struct sm *sm)
 		r = check_block(sm, block);
 		if (r < 0)
 			break;
+		/* A damaged tree could repeat a key; trusting it would put
+		 * live nodes on the free list. */
+		if (chunk_find(sm, block)) {
+			log_error("space map: metadata chunk %" PRIu64
+				  " recorded twice",
+				  block);
+			r = -EUCLEAN;
+			break;
+		}
 		r = chunk_add(sm, block, &ch);
 		if (r < 0)
 			break;
@@ -853,6 +862,12 @@ static int load(struct sm *sm)
 		if ((key & SM_KEY_SPACE_MASK) != SM_KEY_META)
 			break;
 		ch = chunk_of_node(sm, node, &i);
+		if (ch && ch->cur[i]) {
+			log_error("space map: node %" PRIu64 " counted twice",
+				  node);
+			r = -EUCLEAN;
+			break;
+		}
 		if (!ch || !count) {
 			log_error("space map: node %" PRIu64 " count %u %s",
 				  node, count,
@@ -877,12 +892,23 @@ static int load(struct sm *sm)
  * more than any commit of a bounded transaction needs), at least 2, but no
  * more than 1/16 of a small pool.
  */
+static uint64_t reserve_floor(uint32_t bs)
+{
+	/* twice the spare nodes a commit keeps ready, in whole chunks */
+	return MAX(2, DIV_ROUND_UP(2ull * SPARE_NODES, bs / PD_NODE_SIZE));
+}
+
 static uint64_t reserve_for(uint64_t range, uint32_t bs)
 {
 	uint64_t r = DIV_ROUND_UP(4ull << 20, bs);
 
 	r = MIN(r, range / 16);
-	return MAX(r, 2);
+	return MAX(r, reserve_floor(bs));
+}
+
+uint64_t sm_min_blocks(uint32_t bs)
+{
+	return 4 * reserve_floor(bs);
 }
 
 int sm_open(struct tm *tm, const struct tm_ref *root, uint64_t data_used,

@@ -27,7 +27,8 @@
  * Reserve: ordinary data allocations fail with -ENOSPC while fewer than
  * 2 * R pool blocks are allocatable, new metadata chunks outside a commit
  * while fewer than R are; a commit may use the rest.  R = 4 MiB worth of
- * blocks, at most 1/16 of the pool, at least 2.  So freeing, deleting and
+ * blocks, at most 1/16 of the pool, but never less than what a commit's
+ * spare nodes need (128 nodes' worth of blocks).  So freeing, deleting and
  * committing always succeed on a full pool.
  *
  * Not thread-safe: called under the pool's metadata lock.
@@ -87,6 +88,10 @@ void sm_committed(struct sm *sm);
 
 /* Let allocations dip into the reserve (commit, delete, discard paths). */
 void sm_set_reserve_mode(struct sm *sm, bool on);
+
+/* The smallest pool (in blocks past the superblocks) that can always
+ * commit: room for the reserve several times over. */
+uint64_t sm_min_blocks(uint32_t block_size);
 
 /* Grow the allocatable range to nr_blocks. */
 int sm_grow(struct sm *sm, uint64_t nr_blocks);

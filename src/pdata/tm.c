@@ -60,6 +60,8 @@ struct sb_state {
 	uint64_t txn;
 	uint64_t nr_blocks;
 	uint64_t data_used;
+	uint64_t meta_nodes;  /* as read; not maintained in memory */
+	uint64_t meta_chunks; /* as read */
 	struct tm_ref sm_root;
 	struct tm_ref roots[TM_NR_ROOTS];
 	uint8_t user[TM_USER_BYTES];
@@ -80,7 +82,26 @@ struct tm {
 
 	int err;	  /* poisons the transaction */
 	bool read_only;	  /* error after the superblock write began */
+	/*
+	 * Generation stamped on the nodes of the open transaction: (txn << 20)
+	 * | 20 random bits, new for every attempt.  A transaction number is
+	 * reused after an abort or a crash, so nodes an abandoned attempt
+	 * wrote may lie on the device with the same txn; the random part
+	 * keeps a lost write of a new node at such a place from passing the
+	 * parent's generation check.
+	 */
+	uint64_t node_gen;
+	uint64_t sb_meta_nodes, sb_meta_chunks; /* as the superblock says */
 };
+
+static void new_node_gen(struct tm *tm)
+{
+	uint32_t rnd = 0;
+
+	if (getrandom(&rnd, sizeof(rnd), GRND_NONBLOCK) != sizeof(rnd))
+		rnd = (uint32_t)(uintptr_t)tm ^ (uint32_t)tm->cur.txn;
+	tm->node_gen = (tm->cur.txn << 20) | (rnd & 0xfffff);
+}
 
 static bool is_pow2(uint64_t x)
 {
@@ -148,7 +169,7 @@ int tm_format(struct io_dev *dev, const struct tm_format_opts *opts)
 		return -EINVAL;
 	}
 	nr_blocks = dev->size / bs;
-	if (nr_blocks < first_block_for(bs) + 8) {
+	if (nr_blocks < first_block_for(bs) + sm_min_blocks(bs)) {
 		log_error("%s: %" PRIu64 " bytes is too small for a pool of "
 			  "%u-byte blocks",
 			  dev->name, dev->size, bs);
@@ -225,6 +246,8 @@ static int sb_parse(const struct io_dev *dev, const struct disk_superblock *sb,
 	s->txn = txn;
 	s->nr_blocks = le64_to_cpu(sb->nr_blocks);
 	s->data_used = le64_to_cpu(sb->data_used);
+	s->meta_nodes = le64_to_cpu(sb->meta_nodes);
+	s->meta_chunks = le64_to_cpu(sb->meta_chunks);
 	if (s->nr_blocks <= first_block_for(bs) ||
 	    s->data_used > s->nr_blocks) {
 		log_error("%s: superblock %" PRIu64
@@ -286,6 +309,8 @@ static int read_superblocks(struct tm *tm)
 	memcpy(tm->uuid, t[best].uuid, 16);
 	tm->pool_tag = t[best].pool_tag;
 	tm->com = s[best];
+	tm->sb_meta_nodes = s[best].meta_nodes;
+	tm->sb_meta_chunks = s[best].meta_chunks;
 	if (tm->com.nr_blocks > tm->dev->size / tm->block_size) {
 		log_error("%s: the pool has %" PRIu64 " blocks but the device "
 			  "holds only %" PRIu64,
@@ -315,6 +340,7 @@ int tm_open(struct io_dev *dev, const struct tm_open_opts *opts,
 		goto fail;
 	tm->cur = tm->com;
 	tm->cur.txn = tm->com.txn + 1;
+	new_node_gen(tm);
 	r = bc_create(dev, tm->pool_tag, cache, &tm->bc);
 	if (r < 0)
 		goto fail;
@@ -402,7 +428,10 @@ int tm_commit(struct tm *tm)
 	}
 	sm_committed(tm->sm);
 	tm->com = tm->cur;
+	tm->sb_meta_nodes = st.meta_nodes;
+	tm->sb_meta_chunks = st.meta_chunks;
 	tm->cur.txn++;
+	new_node_gen(tm);
 	free(sb);
 	return 0;
 
@@ -424,9 +453,10 @@ int tm_abort(struct tm *tm)
 	struct sm *sm;
 	int r;
 
-	bc_forget_gen(tm->bc, tm->cur.txn);
+	bc_forget_gen(tm->bc, tm->node_gen);
 	tm->cur = tm->com;
 	tm->cur.txn = tm->com.txn + 1;
+	new_node_gen(tm);
 	r = sm_open(tm, &tm->com.sm_root, tm->com.data_used, &sm);
 	if (r < 0) {
 		tm_poison(tm, r);
@@ -437,6 +467,13 @@ int tm_abort(struct tm *tm)
 	if (!tm->read_only)
 		tm->err = 0;
 	return 0;
+}
+
+void tm_sb_counters(const struct tm *tm, uint64_t *meta_nodes,
+		    uint64_t *meta_chunks)
+{
+	*meta_nodes = tm->sb_meta_nodes;
+	*meta_chunks = tm->sb_meta_chunks;
 }
 
 uint64_t tm_txn(const struct tm *tm)
@@ -541,11 +578,11 @@ int tm_new_node(struct tm *tm, uint32_t magic, struct tm_ref *ref,
 	r = sm_alloc_node(tm->sm, &node);
 	if (r < 0)
 		goto fail;
-	r = bc_new(tm->bc, node, magic, tm->cur.txn, out);
+	r = bc_new(tm->bc, node, magic, tm->node_gen, out);
 	if (r < 0)
 		goto fail;
 	ref->blocknr = node;
-	ref->gen = tm->cur.txn;
+	ref->gen = tm->node_gen;
 	return 0;
 fail:
 	tm_poison(tm, r);
@@ -588,7 +625,7 @@ int tm_shadow(struct tm *tm, struct tm_ref *ref, const struct bc_expect *exp,
 	r = tm_read(tm, ref, exp, &orig);
 	if (r < 0)
 		goto fail;
-	if (ref->gen == tm->cur.txn && count == 1) {
+	if (ref->gen == tm->node_gen && count == 1) {
 		/* created in this transaction and not shared: ours */
 		*inc_children = false;
 		*out = orig;

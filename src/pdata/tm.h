@@ -73,7 +73,7 @@ struct tm_open_opts {
 /*
  * Write an empty store on dev: transaction 1, empty space map.  Destroys
  * whatever dev held (the caller checks first).  dev->size must hold the
- * superblocks and at least 8 pool blocks.
+ * superblocks and at least sm_min_blocks() pool blocks (2 MiB or so).
  */
 int tm_format(struct io_dev *dev, const struct tm_format_opts *opts);
 
@@ -100,6 +100,9 @@ bool tm_read_only(const struct tm *tm);
 void tm_poison(struct tm *tm, int err);
 
 uint64_t tm_txn(const struct tm *tm);		/* the open transaction */
+/* The metadata counters the committed superblock records (for check). */
+void tm_sb_counters(const struct tm *tm, uint64_t *meta_nodes,
+		    uint64_t *meta_chunks);
 uint64_t tm_committed_txn(const struct tm *tm); /* tm_txn() - 1 */
 
 /* Root slots and user bytes of the superblock (mutable, committed with

@@ -7,7 +7,9 @@
 #include <errno.h>
 
 #include "io/io.h"
+#include "pdata/bc.h"
 #include "pdata/btree.h"
+#include "pdata/check.h"
 #include "pdata/sm.h"
 #include "pdata/tm.h"
 #include "tcheck.h"
@@ -129,6 +131,22 @@ int main(void)
 	CHECK_ERR(tm_open(mem, NULL, &tm), -EUCLEAN);
 	img[100] ^= 1;
 	img[4096 + 100] ^= 1;
+
+	/* the superblock's metadata counters are checked against the space
+	 * map (regression: they were never verified) */
+	{
+		struct tm *t2;
+		struct check_report rep;
+		uint8_t keep[4096];
+		memcpy(keep, img + 4096, 4096); /* txn 3 lives in slot 1 */
+		put_le64(img + 4096 + 104, 999999); /* meta_nodes */
+		bc_seal(img + 4096);
+		CHECK_OK(tm_open(mem, NULL, &t2));
+		CHECK_OK(check_run(t2, NULL, 0, NULL, 0, &rep));
+		CHECK(rep.counter_errors);
+		tm_close(t2);
+		memcpy(img + 4096, keep, 4096);
+	}
 
 	/* read-only open: reads work, changes are refused */
 	CHECK_OK(tm_open(mem, &(struct tm_open_opts){ .read_only = true },
