@@ -263,6 +263,11 @@ int tv_pool_open(const char *path, const struct tv_pool_open_opts *o,
 		goto fail;
 	}
 	pool_init_infos(p);
+	r = vio_init(p);
+	if (r < 0) {
+		r = tv_err(r, "out of memory");
+		goto fail;
+	}
 	if (!p->read_only) {
 		r = pthread_create(&p->committer, NULL, committer_main, p);
 		if (r) {
@@ -274,6 +279,7 @@ int tv_pool_open(const char *path, const struct tv_pool_open_opts *o,
 	*out = p;
 	return 0;
 fail:
+	vio_destroy(p);
 	tm_close(p->tm);
 	io_close(p->dev);
 	pthread_mutex_destroy(&p->meta_lock);
@@ -299,6 +305,7 @@ int tv_pool_close(struct tv_pool *p)
 	if (!p->read_only && p->dirty)
 		r = pool_commit_locked(p);
 	pthread_mutex_unlock(&p->meta_lock);
+	vio_destroy(p);
 	tm_close(p->tm);
 	io_close(p->dev);
 	pthread_mutex_destroy(&p->meta_lock);
@@ -369,7 +376,9 @@ int tv_pool_flush(struct tv_pool *p)
 
 /* ---- reclaim ---- */
 
-int pool_reclaim_locked(struct tv_pool *p, uint64_t budget)
+/* Free part of the first DEFERRED tree: at most budget mappings.  *used
+ * gets how many it handled. */
+static int reclaim_one(struct tv_pool *p, uint64_t budget, uint64_t *used)
 {
 	struct tm_ref *droot = tm_root(p->tm, SLOT_DEFERRED);
 	struct disk_pool_user *u = pool_user(p);
@@ -383,13 +392,16 @@ int pool_reclaim_locked(struct tv_pool *p, uint64_t budget)
 
 	if (!droot->blocknr)
 		return 0;
+	bool found = false;
+
 	r = btree_cursor_seek(&p->deferred, droot, NULL, &c);
 	if (r == 0 && c.valid) {
 		memcpy(key, btree_cursor_key(&c), 8);
 		memcpy(&dref, btree_cursor_value(&c), sizeof(dref));
+		found = true;
 	}
 	btree_cursor_close(&c);
-	if (r < 0 || !c.valid)
+	if (r < 0 || !found)
 		return r;
 	ref_from_disk(&map, &dref);
 
@@ -417,8 +429,11 @@ int pool_reclaim_locked(struct tv_pool *p, uint64_t budget)
 			r = btree_update(&p->deferred, droot, key, &dref);
 		}
 	} else {
-		/* the rest fits the budget: drop the whole tree */
+		/* the rest fits the budget: drop the whole tree (the entry's
+		 * reference is ours to release: see volume.c) */
 		r = btree_remove(&p->deferred, droot, key, NULL);
+		if (r == 0)
+			r = btree_del(&p->map, &map);
 		removed = n;
 	}
 	sm_set_reserve_mode(tm_sm(p->tm), false);
@@ -429,6 +444,20 @@ int pool_reclaim_locked(struct tv_pool *p, uint64_t budget)
 		u->reclaimable = cpu_to_le64(rec > removed ? rec - removed : 0);
 	}
 	p->dirty = true;
+	*used = MAX(n, 1);
+	return 0;
+}
+
+int pool_reclaim_locked(struct tv_pool *p, uint64_t budget)
+{
+	while (budget && tm_root(p->tm, SLOT_DEFERRED)->blocknr) {
+		uint64_t used;
+		int r = reclaim_one(p, budget, &used);
+
+		if (r < 0)
+			return r;
+		budget -= MIN(used, budget);
+	}
 	return 0;
 }
 

@@ -140,4 +140,13 @@ void pool_init_infos(struct tv_pool *p);
 int vol_check_roots(struct tv_pool *p, struct check_root *roots,
 		    unsigned int *nr);
 
+/* vio.c */
+int vio_init(struct tv_pool *p);
+void vio_destroy(struct tv_pool *p);
+/* Drop a volume's cached mappings, size and flags, after waiting for the
+ * I/O that uses them.  meta_lock held. */
+void vio_invalidate_locked(struct tv_pool *p, uint64_t id);
+int vio_zero_tail_locked(struct tv_pool *p, struct disk_volume *v,
+			 uint64_t from);
+
 #endif

@@ -29,24 +29,6 @@
 
 /* ---- value types ---- */
 
-static int maptree_inc(void *ctx, const void *value)
-{
-	struct tv_pool *p = ctx;
-	struct tm_ref r;
-
-	ref_load(&r, value);
-	return r.blocknr ? tm_inc_node(p->tm, r.blocknr) : 0;
-}
-
-static int maptree_dec(void *ctx, const void *value)
-{
-	struct tv_pool *p = ctx;
-	struct tm_ref r;
-
-	ref_load(&r, value);
-	return btree_del(&p->map, &r);
-}
-
 static void maptree_check(void *ctx, const void *value, struct check *ck)
 {
 	struct tv_pool *p = ctx;
@@ -57,18 +39,16 @@ static void maptree_check(void *ctx, const void *value, struct check *ck)
 		check_tree(ck, &p->map, &r);
 }
 
-/* A volume record: its mapping tree is at offsetof(map_root). */
+/*
+ * A volume record (and a DEFERRED entry) holds one reference to a mapping
+ * tree, but the btree is not asked to count it: the tables are never
+ * cloned, and the record is rewritten after every change to its mapping
+ * tree, which has already moved the reference to the tree's new root
+ * (shadowing decrements the old one).  The operations own the reference:
+ * snapshot clones, delete moves it to DEFERRED, reclaim deletes the tree.
+ * The checker is still told about it.
+ */
 #define MAPROOT_OFF offsetof(struct disk_volume, map_root)
-
-static int vol_inc(void *ctx, const void *value)
-{
-	return maptree_inc(ctx, (const uint8_t *)value + MAPROOT_OFF);
-}
-
-static int vol_dec(void *ctx, const void *value)
-{
-	return maptree_dec(ctx, (const uint8_t *)value + MAPROOT_OFF);
-}
 
 static void vol_check(void *ctx, const void *value, struct check *ck)
 {
@@ -113,7 +93,7 @@ void pool_init_infos(struct tv_pool *p)
 	p->vols.tag = TAG_VOLS;
 	p->vols.key_size = 8;
 	p->vols.value = (struct btree_vtype){ sizeof(struct disk_volume), p,
-					      vol_inc, vol_dec, vol_check };
+					      NULL, NULL, vol_check };
 	p->names = base;
 	p->names.tag = TAG_NAMES;
 	p->names.key_size = 16;
@@ -128,8 +108,7 @@ void pool_init_infos(struct tv_pool *p)
 	p->deferred.tag = TAG_DEFERRED;
 	p->deferred.key_size = 8;
 	p->deferred.value = (struct btree_vtype){ sizeof(struct disk_ref), p,
-						  maptree_inc, maptree_dec,
-						  maptree_check };
+						  NULL, NULL, maptree_check };
 	p->map = base;
 	p->map.tag = TAG_MAP;
 	p->map.key_size = 8;
@@ -264,6 +243,7 @@ int vol_store_locked(struct tv_pool *p, const struct disk_volume *v)
 	uint8_t k[8];
 
 	put_be64(k, le64_to_cpu(v->id));
+	p->dirty = true; /* even an unchanged record shadows its leaf */
 	return btree_put(&p->vols, tm_root(p->tm, SLOT_VOLS), k, v, NULL);
 }
 
@@ -752,6 +732,9 @@ static int op_snapshot(struct tv_pool *p, struct tv_op *op)
 	 * new snapshot epoch: every mapping written before it is possibly
 	 * shared, so the next write to it breaks the sharing first.
 	 */
+	/* Writes in flight on the origin finish first (their data is then
+	 * in the snapshot); later ones see the new epoch and copy. */
+	vio_invalidate_locked(p, op->id);
 	epoch = le64_to_cpu(u->epoch) + 1;
 	u->epoch = cpu_to_le64(epoch);
 	ref_from_disk(&root, &o.map_root);
@@ -786,8 +769,10 @@ static int op_delete(struct tv_pool *p, struct tv_op *op)
 	r = vol_lookup_locked(p, op->id, &v);
 	if (r == 0)
 		r = blob_load_locked(p, op->id, blob);
-	if (r == 0)
-		r = names_del(p, &v);
+	if (r < 0)
+		return r;
+	vio_invalidate_locked(p, op->id);
+	r = names_del(p, &v);
 	if (r == 0)
 		r = blob_del_locked(p, op->id, blob);
 	if (r < 0)
@@ -853,10 +838,9 @@ static int op_resize(struct tv_pool *p, struct tv_op *op)
 	if (r < 0)
 		return r;
 	old = le64_to_cpu(v.size);
+	vio_invalidate_locked(p, op->id);
 	if (op->size < old) {
-		/* Unmap every block that lies wholly past the new end.  A
-		 * block the new end cuts through keeps its mapping; the
-		 * I/O path zeroes its tail when the volume grows again. */
+		/* Unmap every block that lies wholly past the new end. */
 		uint64_t first = DIV_ROUND_UP(op->size, p->block_size);
 		struct tm_ref root;
 		uint8_t lo[8];
@@ -868,6 +852,10 @@ static int op_resize(struct tv_pool *p, struct tv_op *op)
 			return r;
 		ref_to_disk(&v.map_root, &root);
 		v.mapped = cpu_to_le64(le64_to_cpu(v.mapped) - removed);
+		/* the block the new end cuts keeps no stale tail */
+		r = vio_zero_tail_locked(p, &v, op->size);
+		if (r < 0)
+			return r;
 	}
 	v.size = cpu_to_le64(op->size);
 	return vol_store_locked(p, &v);

@@ -1,0 +1,568 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * vio.c - the I/O path: read, write, discard, write-zeroes and flush on
+ * volumes.
+ *
+ * Each volume that has seen I/O has a struct vstate with a mapping cache:
+ * virtual block -> pool block, with a bit saying the block is the
+ * volume's own (written since its last snapshot, so not shared).  Rules:
+ *
+ *   1. Lock order: pool->meta_lock before any vstate->lock, never the
+ *      other way round.  The fast path takes only vstate->lock (shared).
+ *   2. A read or an in-place write through the cache holds vstate->lock
+ *      shared for the whole device I/O.  Whatever unmaps a block or takes
+ *      away its "own" bit (discard, snapshot, delete, resize) takes
+ *      vstate->lock exclusively first — so it waits for those I/Os, and no
+ *      block is freed, reused or shared while a fast-path I/O uses it.
+ *      That is also how a snapshot drains the writes in flight on its
+ *      origin: they finish before the tree is cloned.
+ *   3. Everything else (provisioning, copy-on-write, first reads) runs
+ *      under meta_lock.  A new block's data (zeroes and the write) is on
+ *      the device before the mapping that exposes it is inserted; the
+ *      commit flushes the device before its superblock, so no committed
+ *      mapping ever points at a block holding older data.
+ *   4. Copy-on-write: a mapping written before the volume's last snapshot
+ *      epoch may be shared; a write to it goes to a new block holding the
+ *      old contents merged with the new data, and the old block loses one
+ *      reference (freed if it was not shared after all).
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "pdata/sm.h"
+#include "thin/thin-internal.h"
+#include "util/checked.h"
+#include "util/endian.h"
+#include "util/log.h"
+
+#define CACHE_MAX_ENTRIES (1u << 20) /* per volume; cleared beyond */
+#define C_OWN (1ull << 63)	     /* cached value: block is our own */
+#define C_HOLE UINT64_MAX	     /* cached value: not mapped */
+
+struct vstate {
+	uint64_t id;
+	pthread_rwlock_t lock;
+	bool valid;	     /* size and flags below are current */
+	uint64_t size;
+	uint32_t flags;
+	struct u64map cache; /* vblock -> block | C_OWN, or C_HOLE */
+};
+
+struct vio {
+	pthread_mutex_t lock; /* the table of vstates */
+	struct u64map vols;   /* id -> struct vstate * */
+};
+
+int vio_init(struct tv_pool *p)
+{
+	p->vio = calloc(1, sizeof(*p->vio));
+	if (!p->vio)
+		return -ENOMEM;
+	pthread_mutex_init(&p->vio->lock, NULL);
+	u64map_init(&p->vio->vols);
+	return 0;
+}
+
+void vio_destroy(struct tv_pool *p)
+{
+	size_t pos = 0;
+	uint64_t k, v;
+
+	if (!p->vio)
+		return;
+	while (u64map_next(&p->vio->vols, &pos, &k, &v)) {
+		struct vstate *vs = (struct vstate *)(uintptr_t)v;
+		u64map_free(&vs->cache);
+		pthread_rwlock_destroy(&vs->lock);
+		free(vs);
+	}
+	u64map_free(&p->vio->vols);
+	pthread_mutex_destroy(&p->vio->lock);
+	free(p->vio);
+	p->vio = NULL;
+}
+
+/* The vstate of a volume (created on first use; lives until close). */
+static struct vstate *vstate_get(struct tv_pool *p, uint64_t id)
+{
+	struct vstate *vs = NULL;
+	uint64_t *v;
+
+	pthread_mutex_lock(&p->vio->lock);
+	v = u64map_find(&p->vio->vols, id);
+	if (v) {
+		vs = (struct vstate *)(uintptr_t)*v;
+	} else {
+		vs = calloc(1, sizeof(*vs));
+		if (vs) {
+			vs->id = id;
+			pthread_rwlock_init(&vs->lock, NULL);
+			u64map_init(&vs->cache);
+			if (u64map_put(&p->vio->vols, id,
+				       (uint64_t)(uintptr_t)vs) < 0) {
+				pthread_rwlock_destroy(&vs->lock);
+				free(vs);
+				vs = NULL;
+			}
+		}
+	}
+	pthread_mutex_unlock(&p->vio->lock);
+	return vs;
+}
+
+/* Forget what we cached of a volume; waits for fast-path I/O on it.
+ * Called with meta_lock held (rule 1). */
+void vio_invalidate_locked(struct tv_pool *p, uint64_t id)
+{
+	struct vstate *vs;
+	uint64_t *v;
+
+	pthread_mutex_lock(&p->vio->lock);
+	v = u64map_find(&p->vio->vols, id);
+	vs = v ? (struct vstate *)(uintptr_t)*v : NULL;
+	pthread_mutex_unlock(&p->vio->lock);
+	if (!vs)
+		return;
+	pthread_rwlock_wrlock(&vs->lock);
+	u64map_clear(&vs->cache);
+	vs->valid = false;
+	pthread_rwlock_unlock(&vs->lock);
+}
+
+/* Remember the volume's size and flags for the fast path (meta_lock). */
+static void vstate_fill(struct vstate *vs, const struct disk_volume *v)
+{
+	pthread_rwlock_wrlock(&vs->lock);
+	vs->size = le64_to_cpu(v->size);
+	vs->flags = le32_to_cpu(v->flags);
+	vs->valid = true;
+	pthread_rwlock_unlock(&vs->lock);
+}
+
+/* Fast-path range check; vs->lock held.  1: fine, 0: ask the slow path
+ * (which reports errors with the volume's name). */
+static int fast_ok(const struct vstate *vs, uint64_t len, uint64_t off,
+		   bool write)
+{
+	return vs->valid && !((off | len) % TV_SECTOR) &&
+	       !range_outside(off, len, vs->size) &&
+	       !(write && (vs->flags & TV_VOL_READ_ONLY));
+}
+
+static void cache_put(struct vstate *vs, uint64_t vblock, uint64_t val)
+{
+	pthread_rwlock_wrlock(&vs->lock);
+	if (vs->cache.len >= CACHE_MAX_ENTRIES)
+		u64map_clear(&vs->cache);
+	u64map_put(&vs->cache, vblock, val); /* ENOMEM: just not cached */
+	pthread_rwlock_unlock(&vs->lock);
+}
+
+static void cache_del(struct vstate *vs, uint64_t vblock)
+{
+	pthread_rwlock_wrlock(&vs->lock);
+	u64map_del(&vs->cache, vblock);
+	pthread_rwlock_unlock(&vs->lock);
+}
+
+/* ---- helpers under meta_lock ---- */
+
+static int check_range(struct tv_pool *p, const struct disk_volume *v,
+		       uint64_t len, uint64_t off)
+{
+	if ((off | len) % TV_SECTOR ||
+	    range_outside(off, len, le64_to_cpu(v->size)))
+		return tv_err(-EINVAL, "volume '%.*s': range %" PRIu64
+				       "+%" PRIu64 " is not 512-aligned inside "
+				       "its %" PRIu64 " bytes",
+			      (int)MIN(le32_to_cpu(v->name_len), TV_NAME_MAX),
+			      v->name, off, len, le64_to_cpu(v->size));
+	(void)p;
+	return 0;
+}
+
+static int map_lookup(struct tv_pool *p, const struct disk_volume *v,
+		      uint64_t vblock, struct disk_mapping *m)
+{
+	struct tm_ref root;
+	uint8_t k[8];
+
+	ref_from_disk(&root, &v->map_root);
+	put_be64(k, vblock);
+	return btree_lookup(&p->map, &root, k, m);
+}
+
+static int map_put(struct tv_pool *p, struct disk_volume *v, uint64_t vblock,
+		   uint64_t block, bool *inserted)
+{
+	struct disk_mapping m;
+	struct tm_ref root;
+	uint8_t k[8];
+	int r;
+
+	ref_from_disk(&root, &v->map_root);
+	put_be64(k, vblock);
+	m.block = cpu_to_le64(block);
+	m.epoch = pool_user(p)->epoch;
+	r = btree_put(&p->map, &root, k, &m, inserted);
+	ref_to_disk(&v->map_root, &root);
+	return r;
+}
+
+static uint64_t dev_off(struct tv_pool *p, uint64_t block, uint64_t in)
+{
+	return block * p->block_size + in;
+}
+
+/*
+ * Write buf (NULL: zeroes) at [in, in + len) of virtual block vblock,
+ * provisioning or copying the block as needed.  meta_lock held; the record
+ * v is updated in memory (the caller stores it).
+ */
+static int write_block_locked(struct tv_pool *p, struct disk_volume *v,
+			      struct vstate *vs, uint64_t vblock, uint64_t in,
+			      const uint8_t *buf, uint64_t len)
+{
+	uint32_t bs = p->block_size;
+	struct disk_mapping m;
+	uint64_t nb, old = 0;
+	uint8_t *tmp = NULL;
+	bool mapped, inserted;
+	int r;
+
+	r = map_lookup(p, v, vblock, &m);
+	if (r < 0 && r != -ENOENT)
+		return r;
+	mapped = r == 0;
+	if (mapped) {
+		old = le64_to_cpu(m.block);
+		if (le64_to_cpu(m.epoch) >= le64_to_cpu(v->snap_epoch)) {
+			/* our own block: in place */
+			r = buf ? io_write(p->dev, buf, len,
+					   dev_off(p, old, in))
+				: io_write_zeroes(p->dev, dev_off(p, old, in),
+						  len);
+			if (r == 0 && vs)
+				cache_put(vs, vblock, old | C_OWN);
+			return r;
+		}
+	} else if (!buf) {
+		return 0; /* zeroes over a hole: nothing to do */
+	}
+
+	r = sm_alloc_block(tm_sm(p->tm), &nb);
+	if (r < 0)
+		return r == -ENOSPC ? tv_err(r, "%s: the pool is full",
+					     p->path)
+				    : r;
+	if (mapped) {
+		/* copy-on-write: old contents with the new data over them */
+		tmp = malloc(bs);
+		if (!tmp) {
+			r = -ENOMEM;
+			goto undo;
+		}
+		r = io_read(p->dev, tmp, bs, dev_off(p, old, 0));
+		if (r < 0)
+			goto undo;
+		if (buf)
+			memcpy(tmp + in, buf, len);
+		else
+			memset(tmp + in, 0, len);
+		r = io_write(p->dev, tmp, bs, dev_off(p, nb, 0));
+	} else if (len == bs) {
+		r = io_write(p->dev, buf, len, dev_off(p, nb, 0));
+	} else {
+		/* a fresh block: what the write does not cover reads zero,
+		 * whatever the block held before */
+		r = io_write_zeroes(p->dev, dev_off(p, nb, 0), bs);
+		if (r == 0)
+			r = io_write(p->dev, buf, len, dev_off(p, nb, in));
+	}
+	if (r < 0)
+		goto undo;
+	/* the data is written: now the mapping may point at it (rule 3) */
+	r = map_put(p, v, vblock, nb, &inserted);
+	if (r < 0)
+		goto out; /* the transaction is poisoned: abort undoes all */
+	if (inserted)
+		v->mapped = cpu_to_le64(le64_to_cpu(v->mapped) + 1);
+	if (vs)
+		cache_put(vs, vblock, nb | C_OWN);
+	p->dirty = true;
+	goto out;
+undo:
+	sm_dec_block(tm_sm(p->tm), nb, NULL);
+out:
+	free(tmp);
+	return r;
+}
+
+static int unmap_block_locked(struct tv_pool *p, struct disk_volume *v,
+			      uint64_t vblock)
+{
+	struct tm_ref root;
+	uint8_t k[8];
+	int r;
+
+	ref_from_disk(&root, &v->map_root);
+	put_be64(k, vblock);
+	r = btree_remove(&p->map, &root, k, NULL);
+	ref_to_disk(&v->map_root, &root);
+	if (r == -ENOENT)
+		return 0;
+	if (r == 0) {
+		v->mapped = cpu_to_le64(le64_to_cpu(v->mapped) - 1);
+		p->dirty = true;
+	}
+	return r;
+}
+
+/* An error inside a metadata change: the transaction is lost. */
+static int fail_locked(struct tv_pool *p, int r)
+{
+	if (tm_state(p->tm)) {
+		pool_abort_locked(p);
+		pool_set_read_only(p, r, "metadata update failed");
+		/* cached mappings may name blocks of the lost transaction */
+		pthread_mutex_lock(&p->vio->lock);
+		{
+			size_t pos = 0;
+			uint64_t k, val;
+			while (u64map_next(&p->vio->vols, &pos, &k, &val)) {
+				struct vstate *vs =
+					(struct vstate *)(uintptr_t)val;
+				pthread_rwlock_wrlock(&vs->lock);
+				u64map_clear(&vs->cache);
+				vs->valid = false;
+				pthread_rwlock_unlock(&vs->lock);
+			}
+		}
+		pthread_mutex_unlock(&p->vio->lock);
+	}
+	return r;
+}
+
+static int writable_locked(struct tv_pool *p, const struct disk_volume *v)
+{
+	if (p->read_only)
+		return tv_err(-EROFS, "%s: the pool is read-only%s%s", p->path,
+			      p->reason[0] ? ": " : "", p->reason);
+	if (le32_to_cpu(v->flags) & TV_VOL_READ_ONLY)
+		return tv_err(-EROFS, "volume '%.*s' is read-only",
+			      (int)MIN(le32_to_cpu(v->name_len), TV_NAME_MAX),
+			      v->name);
+	return 0;
+}
+
+/* ---- the API ---- */
+
+int tv_vol_read(struct tv_pool *p, uint64_t id, void *buf, size_t len,
+		uint64_t off)
+{
+	struct vstate *vs = vstate_get(p, id);
+	uint32_t bs = p->block_size;
+	uint8_t *out = buf;
+	bool checked = false;
+	int r = 0;
+
+	if (!vs)
+		return tv_err(-ENOMEM, "out of memory");
+	while (len) {
+		uint64_t vblock = off / bs, in = off % bs;
+		uint64_t n = MIN(len, bs - in);
+		uint64_t *cv;
+
+		/* fast path: the range is fine and the block cached */
+		pthread_rwlock_rdlock(&vs->lock);
+		if (checked || fast_ok(vs, len, off, false)) {
+			checked = true;
+			cv = u64map_find(&vs->cache, vblock);
+			if (cv) {
+				if (*cv == C_HOLE) {
+					memset(out, 0, n);
+					r = 0;
+				} else {
+					r = io_read(p->dev, out, n,
+						    dev_off(p, *cv & ~C_OWN,
+							    in));
+				}
+				pthread_rwlock_unlock(&vs->lock);
+				if (r < 0)
+					return tv_err(r, "volume #%" PRIu64
+						      ": read: %s",
+						      id, strerror(-r));
+				goto next;
+			}
+		}
+		pthread_rwlock_unlock(&vs->lock);
+		{
+			struct disk_volume v;
+			struct disk_mapping m;
+
+			pthread_mutex_lock(&p->meta_lock);
+			r = vol_lookup_locked(p, id, &v);
+			if (r == 0 && !checked)
+				r = check_range(p, &v, len, off);
+			if (r < 0) {
+				pthread_mutex_unlock(&p->meta_lock);
+				return r;
+			}
+			vstate_fill(vs, &v);
+			checked = true;
+			r = map_lookup(p, &v, vblock, &m);
+			if (r == -ENOENT) {
+				memset(out, 0, n);
+				cache_put(vs, vblock, C_HOLE);
+				r = 0;
+			} else if (r == 0) {
+				uint64_t b = le64_to_cpu(m.block);
+				bool own = le64_to_cpu(m.epoch) >=
+					   le64_to_cpu(v.snap_epoch);
+				r = io_read(p->dev, out, n, dev_off(p, b, in));
+				if (r == 0)
+					cache_put(vs, vblock,
+						  b | (own ? C_OWN : 0));
+			}
+			pthread_mutex_unlock(&p->meta_lock);
+			if (r < 0)
+				return tv_err(r, "volume #%" PRIu64
+					      ": read: %s",
+					      id, strerror(-r));
+		}
+next:
+		out += n;
+		off += n;
+		len -= n;
+	}
+	return 0;
+}
+
+/* Write or zero (buf NULL) a range; discard unmaps whole blocks. */
+static int modify(struct tv_pool *p, uint64_t id, const uint8_t *buf,
+		  uint64_t len, uint64_t off, bool discard)
+{
+	struct vstate *vs = vstate_get(p, id);
+	uint32_t bs = p->block_size;
+	bool checked = false;
+	int r = 0;
+
+	if (!vs)
+		return tv_err(-ENOMEM, "out of memory");
+	while (len) {
+		uint64_t vblock = off / bs, in = off % bs;
+		uint64_t n = MIN(len, bs - in);
+		bool whole = in == 0 && n == bs;
+
+		/* fast path: our own block, cached: write in place */
+		if (buf) {
+			uint64_t *cv;
+			pthread_rwlock_rdlock(&vs->lock);
+			if (checked || fast_ok(vs, len, off, true)) {
+				checked = true;
+				cv = u64map_find(&vs->cache, vblock);
+				if (cv && *cv != C_HOLE && (*cv & C_OWN)) {
+					r = io_write(p->dev, buf, n,
+						     dev_off(p, *cv & ~C_OWN,
+							     in));
+					pthread_rwlock_unlock(&vs->lock);
+					if (r < 0)
+						return tv_err(
+							r,
+							"volume #%" PRIu64
+							": write: %s",
+							id, strerror(-r));
+					goto next;
+				}
+			}
+			pthread_rwlock_unlock(&vs->lock);
+		}
+		{
+			struct disk_volume v, before;
+
+			pthread_mutex_lock(&p->meta_lock);
+			r = vol_lookup_locked(p, id, &v);
+			if (r == 0)
+				r = writable_locked(p, &v);
+			if (r == 0 && !checked)
+				r = check_range(p, &v, len, off);
+			if (r < 0) {
+				pthread_mutex_unlock(&p->meta_lock);
+				return r;
+			}
+			vstate_fill(vs, &v);
+			checked = true;
+			before = v;
+			if (discard && whole) {
+				/* wait for fast-path I/O on the block */
+				cache_del(vs, vblock);
+				r = unmap_block_locked(p, &v, vblock);
+				if (r == 0)
+					cache_put(vs, vblock, C_HOLE);
+			} else {
+				r = write_block_locked(p, &v, vs, vblock, in,
+						       buf, n);
+			}
+			if (r == 0 && memcmp(&v, &before, sizeof(v)))
+				r = vol_store_locked(p, &v);
+			if (r < 0)
+				r = fail_locked(p, r);
+			pthread_mutex_unlock(&p->meta_lock);
+			if (r < 0)
+				return r;
+		}
+next:
+		if (buf)
+			buf += n;
+		off += n;
+		len -= n;
+	}
+	return 0;
+}
+
+int tv_vol_write(struct tv_pool *p, uint64_t id, const void *buf, size_t len,
+		 uint64_t off, unsigned int flags)
+{
+	int r;
+
+	if (flags & ~TV_IO_FUA)
+		return tv_err(-EINVAL, "unknown write flags %#x", flags);
+	r = modify(p, id, buf, len, off, false);
+	if (r == 0 && (flags & TV_IO_FUA))
+		r = tv_pool_flush(p);
+	return r;
+}
+
+int tv_vol_discard(struct tv_pool *p, uint64_t id, uint64_t len, uint64_t off)
+{
+	return modify(p, id, NULL, len, off, true);
+}
+
+int tv_vol_write_zeroes(struct tv_pool *p, uint64_t id, uint64_t len,
+			uint64_t off)
+{
+	/* Whole blocks are unmapped (they read as zeroes and cost nothing);
+	 * partial ones are zeroed. */
+	return modify(p, id, NULL, len, off, true);
+}
+
+int tv_vol_flush(struct tv_pool *p, uint64_t id)
+{
+	(void)id;
+	return tv_pool_flush(p);
+}
+
+/* Zero [from, end of its block) if a mapped block straddles from: used
+ * when a volume shrinks to a size inside a block. */
+int vio_zero_tail_locked(struct tv_pool *p, struct disk_volume *v,
+			 uint64_t from)
+{
+	uint32_t bs = p->block_size;
+	uint64_t in = from % bs;
+
+	if (!in)
+		return 0;
+	return write_block_locked(p, v, NULL, from / bs, in, NULL, bs - in);
+}

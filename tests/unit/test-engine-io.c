@@ -1,0 +1,299 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * Engine model test: random create / snapshot / delete / resize / write /
+ * discard / write-zeroes / read across many volumes, against an in-memory
+ * copy of every volume's bytes; the full check after every commit;
+ * reopens.  Seeded (TV_SEED replays), TV_SCALE lengthens.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "tcheck.h"
+#include "thinvol.h"
+#include "util/checked.h"
+#include "util/log.h"
+
+#define MAXV 24
+
+struct mvol {
+	bool live;
+	uint64_t id;
+	uint64_t size;
+	bool ro;
+	uint8_t *data;
+	char name[32];
+};
+
+static struct mvol vols[MAXV];
+static struct trng rng;
+static uint32_t bs;
+static uint64_t ops_done[10];
+
+static void quiet(enum log_level lvl, const char *msg, void *ctx)
+{
+	(void)lvl;
+	(void)msg;
+	(void)ctx;
+}
+
+static void clean(struct tv_pool *p)
+{
+	struct tv_check_report rep;
+
+	CHECK_OK(tv_pool_check(p, stderr, &rep));
+	if (!rep.clean)
+		fprintf(stderr, "check: %llu errors %llu leaks %llu missing\n",
+			(unsigned long long)rep.errors,
+			(unsigned long long)rep.leaks,
+			(unsigned long long)rep.missing);
+	CHECK(rep.clean);
+}
+
+static int pick_live(void)
+{
+	int n = 0, idx[MAXV];
+
+	for (int i = 0; i < MAXV; i++)
+		if (vols[i].live)
+			idx[n++] = i;
+	return n ? idx[trng_below(&rng, (uint64_t)n)] : -1;
+}
+
+static int pick_free(void)
+{
+	for (int k = 0; k < MAXV; k++) {
+		int i = (int)trng_below(&rng, MAXV);
+		if (!vols[i].live)
+			return i;
+	}
+	return -1;
+}
+
+static void range(const struct mvol *v, uint64_t *off, uint64_t *len)
+{
+	uint64_t sectors = v->size / 512;
+	uint64_t a = trng_below(&rng, sectors);
+	uint64_t maxn = MIN(sectors - a, (uint64_t)(3 * bs / 512));
+	*off = a * 512;
+	*len = (1 + trng_below(&rng, maxn)) * 512;
+}
+
+static void verify_all(struct tv_pool *p)
+{
+	for (int i = 0; i < MAXV; i++) {
+		struct mvol *v = &vols[i];
+		struct tv_vol_info vi;
+		uint8_t *buf;
+
+		if (!v->live)
+			continue;
+		CHECK_OK(tv_vol_info(p, v->id, &vi));
+		CHECK_EQ(vi.size, v->size);
+		buf = malloc(v->size);
+		CHECK_OK(tv_vol_read(p, v->id, buf, v->size, 0));
+		if (memcmp(buf, v->data, v->size)) {
+			for (uint64_t k = 0; k < v->size; k++)
+				if (buf[k] != v->data[k]) {
+					fprintf(stderr, "volume %s byte %llu: "
+							"%02x, model %02x\n",
+						v->name,
+						(unsigned long long)k, buf[k],
+						v->data[k]);
+					break;
+				}
+			CHECK(0);
+		}
+		free(buf);
+	}
+}
+
+static void step(struct tv_pool *p, unsigned int *seq)
+{
+	unsigned int op = (unsigned int)trng_below(&rng, 100);
+	int i = pick_live(), j;
+	uint64_t off, len, id;
+
+	if (op < 8 || i < 0) { /* create */
+		j = pick_free();
+		if (j < 0)
+			return;
+		vols[j].size = (1 + trng_below(&rng, 8 * bs / 512)) * 512;
+		snprintf(vols[j].name, sizeof(vols[j].name), "v%u", (*seq)++);
+		CHECK_OK(tv_vol_create(p, vols[j].name, vols[j].size, NULL, 0,
+				       &id));
+		vols[j].id = id;
+		vols[j].live = true;
+		vols[j].ro = false;
+		vols[j].data = calloc(1, vols[j].size);
+		ops_done[0]++;
+	} else if (op < 14) { /* snapshot */
+		j = pick_free();
+		if (j < 0)
+			return;
+		snprintf(vols[j].name, sizeof(vols[j].name), "s%u", (*seq)++);
+		vols[j].ro = trng_below(&rng, 4) == 0;
+		CHECK_OK(tv_vol_snapshot(p, vols[i].id, vols[j].name,
+					 vols[j].ro ? TV_VOL_READ_ONLY : 0,
+					 NULL, 0, &id));
+		vols[j].id = id;
+		vols[j].live = true;
+		vols[j].size = vols[i].size;
+		vols[j].data = malloc(vols[i].size);
+		memcpy(vols[j].data, vols[i].data, vols[i].size);
+		ops_done[1]++;
+	} else if (op < 19) { /* delete */
+		CHECK_OK(tv_vol_delete(p, vols[i].id));
+		vols[i].live = false;
+		free(vols[i].data);
+		vols[i].data = NULL;
+		ops_done[2]++;
+	} else if (op < 23) { /* resize */
+		uint64_t ns = (1 + trng_below(&rng, 8 * bs / 512)) * 512;
+		CHECK_OK(tv_vol_resize(p, vols[i].id, ns));
+		vols[i].data = realloc(vols[i].data, ns);
+		if (ns > vols[i].size)
+			memset(vols[i].data + vols[i].size, 0,
+			       ns - vols[i].size);
+		vols[i].size = ns;
+		ops_done[3]++;
+	} else if (op < 60) { /* write */
+		uint8_t *buf;
+		range(&vols[i], &off, &len);
+		buf = malloc(len);
+		for (uint64_t k = 0; k < len; k++)
+			buf[k] = (uint8_t)trng_next(&rng);
+		if (vols[i].ro) {
+			CHECK_ERR(tv_vol_write(p, vols[i].id, buf, len, off, 0),
+				  -EROFS);
+		} else {
+			CHECK_OK(tv_vol_write(p, vols[i].id, buf, len, off,
+					      trng_below(&rng, 20) ? 0
+								   : TV_IO_FUA));
+			memcpy(vols[i].data + off, buf, len);
+		}
+		free(buf);
+		ops_done[4]++;
+	} else if (op < 70) { /* discard / write-zeroes */
+		range(&vols[i], &off, &len);
+		if (vols[i].ro) {
+			CHECK_ERR(tv_vol_discard(p, vols[i].id, len, off),
+				  -EROFS);
+		} else {
+			if (trng_below(&rng, 2))
+				CHECK_OK(tv_vol_discard(p, vols[i].id, len,
+							off));
+			else
+				CHECK_OK(tv_vol_write_zeroes(p, vols[i].id,
+							     len, off));
+			memset(vols[i].data + off, 0, len);
+		}
+		ops_done[5]++;
+	} else if (op < 95) { /* read */
+		uint8_t *buf;
+		range(&vols[i], &off, &len);
+		buf = malloc(len);
+		CHECK_OK(tv_vol_read(p, vols[i].id, buf, len, off));
+		CHECK(!memcmp(buf, vols[i].data + off, len));
+		free(buf);
+		ops_done[6]++;
+	} else { /* bad ranges */
+		uint8_t b[512];
+		CHECK_ERR(tv_vol_read(p, vols[i].id, b, 512, vols[i].size),
+			  -EINVAL);
+		CHECK_ERR(tv_vol_read(p, vols[i].id, b, 100, 0), -EINVAL);
+		CHECK_ERR(tv_vol_read(p, vols[i].id, b, 512, 3), -EINVAL);
+		CHECK_ERR(tv_vol_read(p, 999999, b, 512, 0), -ENOENT);
+		ops_done[7]++;
+	}
+}
+
+static void run(uint32_t block_size, uint64_t seed, unsigned int steps)
+{
+	char dir[] = "/tmp/tv-eio-XXXXXX", path[256];
+	struct tv_pool_create_opts co = { .size = 64 << 20,
+					  .block_size = block_size,
+					  .blob_size = -1 };
+	struct tv_pool_open_opts oo = { .commit_interval_ms = 50 };
+	struct tv_pool *p;
+	unsigned int seq = 0;
+
+	bs = block_size;
+	trng_init(&rng, seed);
+	memset(vols, 0, sizeof(vols));
+	CHECK(mkdtemp(dir));
+	snprintf(path, sizeof(path), "%s/p.pool", dir);
+	CHECK_OK(tv_pool_create(path, &co));
+	CHECK_OK(tv_pool_open(path, &oo, &p));
+	for (unsigned int s = 0; s < steps; s++) {
+		step(p, &seq);
+		if (getenv("TV_PARANOID"))
+			clean(p);
+		if (s % 97 == 96) {
+			clean(p);
+			verify_all(p);
+		}
+		if (s % 401 == 400) {
+			CHECK_OK(tv_pool_close(p));
+			CHECK_OK(tv_pool_open(path, &oo, &p));
+			verify_all(p);
+			clean(p);
+		}
+	}
+	verify_all(p);
+	clean(p);
+
+	/* delete everything: the background reclaim gives all data back */
+	for (int i = 0; i < MAXV; i++)
+		if (vols[i].live)
+			CHECK_OK(tv_vol_delete(p, vols[i].id));
+	for (int t = 0; t < 400; t++) {
+		struct tv_pool_info pi;
+		CHECK_OK(tv_pool_info(p, &pi));
+		if (!pi.reclaimable && pi.used == pi.metadata)
+			break;
+		usleep(25000);
+	}
+	{
+		struct tv_pool_info pi;
+		CHECK_OK(tv_pool_flush(p));
+		CHECK_OK(tv_pool_info(p, &pi));
+		if (pi.reclaimable || pi.used != pi.metadata)
+			fprintf(stderr, "after reclaim: reclaimable %llu used "
+					"%llu metadata %llu\n",
+				(unsigned long long)pi.reclaimable,
+				(unsigned long long)pi.used,
+				(unsigned long long)pi.metadata);
+		CHECK_EQ(pi.reclaimable, 0);
+		CHECK_EQ(pi.nr_volumes, 0);
+		CHECK_EQ(pi.used, pi.metadata); /* no data block left */
+	}
+	clean(p);
+	CHECK_OK(tv_pool_close(p));
+	for (int i = 0; i < MAXV; i++)
+		free(vols[i].data);
+	unlink(path);
+	rmdir(dir);
+}
+
+int main(void)
+{
+	uint64_t seed = tseed("test-engine-io");
+	unsigned int steps = (unsigned int)((tsanitized() ? 1500 : 4000) *
+					    tscale());
+
+	if (!getenv("V"))
+		log_set_sink(quiet, NULL);
+	run(4096, seed, steps);
+	run(64 << 10, seed + 1, steps);
+	printf("test-engine-io: creates %llu snapshots %llu deletes %llu "
+	       "resizes %llu writes %llu discards %llu reads %llu\n",
+	       (unsigned long long)ops_done[0],
+	       (unsigned long long)ops_done[1],
+	       (unsigned long long)ops_done[2],
+	       (unsigned long long)ops_done[3],
+	       (unsigned long long)ops_done[4],
+	       (unsigned long long)ops_done[5],
+	       (unsigned long long)ops_done[6]);
+	return 0;
+}
