@@ -1,50 +1,44 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
- * thinvol - the command.
+ * thinvol - the command: argument dispatch, help, and the helpers every
+ * subcommand shares (errors, exit statuses, opening pools, blobs, volume
+ * output).  The subcommands are in cmd-pool.c, cmd-vol.c, cmd-batch.c.
  *
- * This is the first cut: it works on the persistent-data store directly
- * (pool create / pool info / check).  Volumes, the engine API and the
- * daemon come on top of it.
- *
- * Exit statuses (stable; scripts may rely on them):
- *   0 success           2 usage error        3 not found
- *   4 already exists     5 out of space       6 corrupt pool / check failed
- *   1 any other error
+ * It works on a pool that no daemon holds, through the engine API
+ * (include/thinvol.h) only.
  */
 #include <errno.h>
-#include <getopt.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdarg.h>
-#include <stdbool.h>
-#include <stdio.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/file.h>
-#include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
+#include "cli/cli.h"
+#include "cli/json.h"
 #include "cli/parse.h"
-#include "io/io.h"
-#include "pdata/btree.h"
-#include "pdata/check.h"
-#include "pdata/sm.h"
-#include "pdata/tm.h"
-#include "util/checked.h"
-#include "util/log.h"
 
-#define EXIT_USAGE 2
-#define EXIT_NOTFOUND 3
-#define EXIT_EXISTS 4
-#define EXIT_NOSPACE 5
-#define EXIT_CORRUPT 6
+#ifndef THINVOL_VERSION
+#define THINVOL_VERSION "unknown"
+#endif
 
-static const char *prog = "thinvol";
+static const char prog[] = "thinvol";
 
-static int exit_for(int err)
+FILE *cli_err;
+
+/* ---- errors ---- */
+
+int cli_exit(int err)
 {
 	switch (err) {
 	case 0:
-		return 0;
+		return EXIT_OK;
+	case -EINVAL:
+	case -ERANGE:
+		return EXIT_USAGE;
 	case -ENOENT:
 		return EXIT_NOTFOUND;
 	case -EEXIST:
@@ -53,378 +47,476 @@ static int exit_for(int err)
 		return EXIT_NOSPACE;
 	case -EUCLEAN:
 		return EXIT_CORRUPT;
-	case -EINVAL:
-		return EXIT_USAGE;
+	case -EROFS:
+		return EXIT_ROFS;
+	case -EBUSY:
+		return EXIT_BUSY;
 	default:
-		return 1;
+		return EXIT_OTHER;
 	}
 }
 
-static void usage(FILE *f)
-{
-	fprintf(f,
-		"usage: %s COMMAND ...\n"
-		"\n"
-		"  pool create PATH --size SIZE [--block-size SIZE] [--force]\n"
-		"        make a new pool in a file (created sparse) or on a\n"
-		"        block device\n"
-		"  pool info PATH [--json]\n"
-		"        format, geometry, usage and state of a pool\n"
-		"  check PATH [--json]\n"
-		"        verify every metadata node and reference count;\n"
-		"        exit 0 only when clean\n"
-		"\n"
-		"SIZE takes K, M, G, T suffixes (powers of 1024).\n"
-		"Exit status: 0 ok, 2 usage, 3 not found, 4 exists, 5 no space,\n"
-		"6 corrupt, 1 other errors.\n",
-		prog);
-}
-
-static int die_usage(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int die_usage(const char *fmt, ...)
+int cli_usage(const struct cli_cmd *cmd, const char *fmt, ...)
 {
 	va_list ap;
 
-	fprintf(stderr, "%s: ", prog);
+	fprintf(cli_err, "%s%s%s: ", prog, cmd ? " " : "",
+		cmd ? cmd->name : "");
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	vfprintf(cli_err, fmt, ap);
 	va_end(ap);
-	fprintf(stderr, " (see '%s --help')\n", prog);
+	fprintf(cli_err, " (see '%s%s%s --help')\n", prog, cmd ? " " : "",
+		cmd ? cmd->name : "");
 	return EXIT_USAGE;
 }
 
-/* ---- opening a pool ---- */
-
-struct pool_handle {
-	struct io_dev *dev;
-	struct tm *tm;
-};
-
-static int lock_dev(struct io_dev *dev, const char *path)
+int cli_fail(int err, const char *fmt, ...)
 {
-	if (flock(io_file_fd(dev), LOCK_EX | LOCK_NB) < 0) {
-		int e = errno;
-		if (e == EWOULDBLOCK)
-			fprintf(stderr, "%s: %s: the pool is in use by another "
-					"process\n",
-				prog, path);
+	const char *why = tv_last_error();
+	va_list ap;
+
+	fprintf(cli_err, "%s: ", prog);
+	va_start(ap, fmt);
+	vfprintf(cli_err, fmt, ap);
+	va_end(ap);
+	fprintf(cli_err, ": %s\n", why && why[0] ? why : strerror(-err));
+	return cli_exit(err);
+}
+
+int cli_error(int status, const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(cli_err, "%s: ", prog);
+	va_start(ap, fmt);
+	vfprintf(cli_err, fmt, ap);
+	va_end(ap);
+	fputc('\n', cli_err);
+	return status;
+}
+
+/* ---- options and values ---- */
+
+int cli_getopt(const struct cli_cmd *cmd, int argc, char **argv,
+	       const char *shortopts, const struct option *longopts)
+{
+	int c;
+
+	opterr = 0;
+	c = getopt_long(argc, argv, shortopts, longopts, NULL);
+	if (c == '?' || c == ':') {
+		const char *arg = argv[optind - 1];
+		bool is_long = !strncmp(arg, "--", 2);
+
+		if (c == ':')
+			cli_usage(cmd, "option '%s' needs a value", arg);
+		else if (is_long || !optopt)
+			cli_usage(cmd, "unknown option '%s'", arg);
 		else
-			fprintf(stderr, "%s: %s: lock: %s\n", prog, path,
-				strerror(e));
-		return -EBUSY;
+			cli_usage(cmd, "unknown option '-%c'", optopt);
+		return '?';
 	}
+	return c;
+}
+
+int cli_size(const struct cli_cmd *cmd, const char *what, const char *s,
+	     uint64_t *out)
+{
+	int r = parse_size(s, out);
+
+	if (r == -ERANGE)
+		return cli_usage(cmd, "%s '%s': too large", what, s);
+	if (r < 0)
+		return cli_usage(cmd, "%s '%s': not a size (digits with an "
+				      "optional K, M, G, T or P suffix)",
+				 what, s);
 	return 0;
 }
 
-static int pool_open(const char *path, bool rdonly, struct pool_handle *h)
+static int blob_len_ok(const char *ctx, const char *opt, size_t len,
+		       uint32_t blob_size)
 {
+	if (len == blob_size)
+		return 0;
+	return cli_error(EXIT_USAGE, "%s: %s: %zu bytes, but the blobs of "
+				     "this pool are exactly %u bytes",
+			 ctx, opt, len, blob_size);
+}
+
+int cli_blob_hex(const char *ctx, const char *opt, const char *hex,
+		 uint32_t blob_size, uint8_t *buf)
+{
+	char why[80];
+	size_t len;
+
+	if (parse_hex(hex, buf, TV_BLOB_MAX, &len, why, sizeof(why)) < 0)
+		return cli_error(EXIT_USAGE, "%s: %s: malformed hex: %s", ctx,
+				 opt, why);
+	return blob_len_ok(ctx, opt, len, blob_size);
+}
+
+int cli_read_all(const char *path, size_t max, char **out, size_t *out_len)
+{
+	bool is_stdin = !strcmp(path, "-");
+	int fd = is_stdin ? STDIN_FILENO : open(path, O_RDONLY | O_CLOEXEC);
+	size_t len = 0, cap = 0;
+	char *buf = NULL;
+	int status = 0;
+
+	if (fd < 0)
+		return cli_error(errno == ENOENT ? EXIT_NOTFOUND : EXIT_OTHER,
+				 "%s: %s", path, strerror(errno));
+	for (;;) {
+		ssize_t n;
+
+		if (len + 1 >= cap) {
+			/* room for max + 1 bytes, to tell "too large" */
+			size_t nc = cap ? cap * 2 : 65536;
+			char *nb;
+
+			if (nc > max + 2)
+				nc = max + 2;
+			nb = realloc(buf, nc);
+			if (!nb) {
+				status = cli_error(EXIT_OTHER, "out of memory");
+				goto out;
+			}
+			buf = nb;
+			cap = nc;
+		}
+		n = read(fd, buf + len, cap - len - 1);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			status = cli_error(EXIT_OTHER, "%s: read: %s",
+					   is_stdin ? "<stdin>" : path,
+					   strerror(errno));
+			goto out;
+		}
+		if (n == 0)
+			break;
+		len += (size_t)n;
+		if (len > max) {
+			status = cli_error(EXIT_USAGE, "%s: larger than %zu "
+						       "bytes",
+					   is_stdin ? "<stdin>" : path, max);
+			goto out;
+		}
+	}
+	if (!buf && !(buf = malloc(1))) {
+		status = cli_error(EXIT_OTHER, "out of memory");
+		goto out;
+	}
+	buf[len] = 0;
+	*out = buf;
+	*out_len = len;
+	buf = NULL;
+out:
+	free(buf);
+	if (!is_stdin)
+		close(fd);
+	return status;
+}
+
+int cli_blob_file(const char *ctx, const char *opt, const char *path,
+		  uint32_t blob_size, uint8_t *buf)
+{
+	size_t len;
+	char *data;
 	int r;
 
-	memset(h, 0, sizeof(*h));
-	r = io_file_open(path, rdonly ? IO_FILE_RDONLY : 0, 0, &h->dev);
-	if (r < 0) {
-		fprintf(stderr, "%s: %s: %s\n", prog, path, strerror(-r));
+	r = cli_read_all(path, TV_BLOB_MAX, &data, &len);
+	if (r)
 		return r;
-	}
-	r = lock_dev(h->dev, path);
-	if (r < 0)
-		goto fail;
-	r = tm_open(h->dev, &(struct tm_open_opts){ .read_only = rdonly },
-		    &h->tm);
-	if (r < 0) {
-		fprintf(stderr, "%s: %s: cannot open the pool: %s\n", prog,
-			path,
-			r == -EUCLEAN ? "not a thinvol pool, or damaged"
-				      : strerror(-r));
-		goto fail;
-	}
-	return 0;
-fail:
-	io_close(h->dev);
+	r = blob_len_ok(ctx, opt, len, blob_size);
+	if (!r)
+		memcpy(buf, data, len);
+	free(data);
 	return r;
 }
 
-static void pool_close(struct pool_handle *h)
+/* ---- pools and volumes ---- */
+
+int cli_open(const char *path, enum cli_open_mode mode, struct tv_pool **pool,
+	     struct tv_pool_info *info)
 {
-	tm_close(h->tm);
-	io_close(h->dev);
-}
+	struct tv_pool_open_opts o = { .read_only = mode == CLI_RO };
+	int r;
 
-/* ---- pool create ---- */
-
-/* Name what the first bytes of a device hold, if we recognise it. */
-static const char *recognise(struct io_dev *dev)
-{
-	static uint8_t buf[68 * 1024];
-	size_t n = (size_t)MIN(dev->size, sizeof(buf));
-
-	memset(buf, 0, sizeof(buf));
-	if (!n || io_read(dev, buf, n, 0) < 0)
-		return NULL;
-	if (!memcmp(buf + 32, "thinvol", 8) ||
-	    !memcmp(buf + 4096 + 32, "thinvol", 8))
-		return "a thinvol pool";
-	if (buf[1080] == 0x53 && buf[1081] == 0xEF)
-		return "an ext2/3/4 filesystem";
-	if (!memcmp(buf, "XFSB", 4))
-		return "an XFS filesystem";
-	if (!memcmp(buf + 65600, "_BHRfS_M", 8))
-		return "a btrfs filesystem";
-	if (!memcmp(buf, "LUKS\xba\xbe", 6))
-		return "a LUKS volume";
-	if (!memcmp(buf + 4086, "SWAPSPACE2", 10))
-		return "swap space";
-	if (!memcmp(buf + 512, "LABELONE", 8) ||
-	    !memcmp(buf + 536, "LVM2 001", 8))
-		return "an LVM physical volume";
-	return NULL;
-}
-
-static int cmd_pool_create(int argc, char **argv)
-{
-	static const struct option opts[] = {
-		{ "size", required_argument, NULL, 's' },
-		{ "block-size", required_argument, NULL, 'b' },
-		{ "force", no_argument, NULL, 'f' },
-		{ NULL, 0, NULL, 0 },
-	};
-	uint64_t size = 0, bs = 64 << 10;
-	bool force = false, have_size = false, created = false;
-	struct io_dev *dev = NULL;
-	struct tm_format_opts fo = { 0 };
-	struct stat st;
-	const char *path, *what;
-	int c, r;
-
-	while ((c = getopt_long(argc, argv, "s:b:f", opts, NULL)) != -1) {
-		switch (c) {
-		case 's':
-			if (parse_size(optarg, &size) < 0 || !size)
-				return die_usage("--size %s: not a size",
-						 optarg);
-			have_size = true;
-			break;
-		case 'b':
-			if (parse_size(optarg, &bs) < 0)
-				return die_usage("--block-size %s: not a size",
-						 optarg);
-			break;
-		case 'f':
-			force = true;
-			break;
-		default:
-			return die_usage("pool create: bad option");
-		}
-	}
-	if (optind != argc - 1)
-		return die_usage("pool create needs exactly one PATH");
-	path = argv[optind];
-	if (bs < TM_MIN_BLOCK_SIZE || bs > TM_MAX_BLOCK_SIZE ||
-	    (bs & (bs - 1)))
-		return die_usage("--block-size: a power of two from 4K to 1G");
-
-	if (stat(path, &st) == 0 && S_ISBLK(st.st_mode)) {
-		r = io_file_open(path, 0, 0, &dev);
-	} else if (stat(path, &st) == 0) {
-		if (!have_size)
-			size = (uint64_t)st.st_size;
-		r = io_file_open(path, 0, 0, &dev);
-		if (r == 0 && size > dev->size)
-			r = io_resize(dev, size);
-	} else {
-		if (!have_size)
-			return die_usage("pool create %s: --size is needed "
-					 "for a new file",
-					 path);
-		r = io_file_open(path, IO_FILE_CREATE | IO_FILE_EXCL, size,
-				 &dev);
-		created = r == 0;
+	if (mode == CLI_INFO)
+		o.commit_interval_ms = 1u << 30; /* no background commits */
+	r = tv_pool_open(path, &o, pool);
+	if (mode == CLI_INFO && (r == -EACCES || r == -EROFS || r == -EPERM)) {
+		o.read_only = true;
+		r = tv_pool_open(path, &o, pool);
 	}
 	if (r < 0) {
-		fprintf(stderr, "%s: %s: %s\n", prog, path, strerror(-r));
-		return exit_for(r);
+		/* the engine's message names the path */
+		const char *why = tv_last_error();
+
+		if (why[0])
+			return cli_error(cli_exit(r), "%s", why);
+		return cli_fail(r, "%s", path);
 	}
-	r = lock_dev(dev, path);
-	if (r < 0)
-		goto out;
-	if (!created && !force && (what = recognise(dev))) {
-		fprintf(stderr, "%s: %s already holds %s; use --force to "
-				"overwrite it\n",
-			prog, path, what);
-		r = -EEXIST;
-		goto out;
-	}
-	fo.block_size = (uint32_t)bs;
-	r = tm_format(dev, &fo);
+	r = tv_pool_info(*pool, info);
 	if (r < 0) {
-		fprintf(stderr, "%s: %s: cannot create the pool: %s\n", prog,
-			path, strerror(-r));
-		goto out;
+		tv_pool_close(*pool);
+		return cli_fail(r, "%s", path);
 	}
-	{
-		char b1[32], b2[32];
-		printf("created pool %s: %s in blocks of %s\n", path,
-		       fmt_size(dev->size, b1, sizeof(b1)),
-		       fmt_size(bs, b2, sizeof(b2)));
-	}
-out:
-	io_close(dev);
-	if (r < 0 && created)
-		unlink(path);
-	return exit_for(r);
-}
-
-/* ---- pool info ---- */
-
-static void uuid_str(const uint8_t *u, char out[37])
-{
-	static const char hex[] = "0123456789abcdef";
-	int k = 0;
-
-	for (int i = 0; i < 16; i++) {
-		if (i == 4 || i == 6 || i == 8 || i == 10)
-			out[k++] = '-';
-		out[k++] = hex[u[i] >> 4];
-		out[k++] = hex[u[i] & 15];
-	}
-	out[k] = 0;
-}
-
-static int cmd_pool_info(int argc, char **argv)
-{
-	static const struct option opts[] = {
-		{ "json", no_argument, NULL, 'j' },
-		{ NULL, 0, NULL, 0 },
-	};
-	struct pool_handle h;
-	struct sm_stats st;
-	bool json = false;
-	char uuid[37];
-	uint64_t bs, size, used, meta, free_bytes;
-	int c, r;
-
-	while ((c = getopt_long(argc, argv, "j", opts, NULL)) != -1) {
-		if (c != 'j')
-			return die_usage("pool info: bad option");
-		json = true;
-	}
-	if (optind != argc - 1)
-		return die_usage("pool info needs exactly one PATH");
-	r = pool_open(argv[optind], true, &h);
-	if (r < 0)
-		return exit_for(r);
-	sm_get_stats(tm_sm(h.tm), &st);
-	uuid_str(tm_uuid(h.tm), uuid);
-	bs = tm_block_size(h.tm);
-	size = st.nr_blocks * bs;
-	used = st.data_used * bs;
-	meta = st.meta_chunks * bs;
-	free_bytes = st.allocatable * bs;
-	if (json) {
-		printf("{\"format_version\":%d,\"uuid\":\"%s\","
-		       "\"block_size\":%" PRIu64 ",\"size\":%" PRIu64 ","
-		       "\"used\":%" PRIu64 ",\"free\":%" PRIu64 ","
-		       "\"metadata\":%" PRIu64 ",\"metadata_nodes\":%" PRIu64
-		       ",\"transaction\":%" PRIu64 ",\"state\":\"rw\"}\n",
-		       TM_FORMAT_VERSION, uuid, bs, size, used, free_bytes,
-		       meta, st.meta_nodes, tm_committed_txn(h.tm));
-	} else {
-		char b[5][32];
-		printf("pool:           %s\n"
-		       "format version: %d\n"
-		       "uuid:           %s\n"
-		       "block size:     %s\n"
-		       "size:           %s (%" PRIu64 " blocks)\n"
-		       "used:           %s (metadata %s)\n"
-		       "free:           %s\n"
-		       "transaction:    %" PRIu64 "\n"
-		       "state:          rw\n",
-		       argv[optind], TM_FORMAT_VERSION, uuid,
-		       fmt_size(bs, b[0], 32), fmt_size(size, b[1], 32),
-		       st.nr_blocks, fmt_size(used, b[2], 32),
-		       fmt_size(meta, b[3], 32),
-		       fmt_size(free_bytes, b[4], 32),
-		       tm_committed_txn(h.tm));
-	}
-	pool_close(&h);
 	return 0;
 }
 
-/* ---- check ---- */
-
-static int cmd_check(int argc, char **argv)
+int cli_close(struct tv_pool *pool, const char *path, int status)
 {
-	static const struct option opts[] = {
-		{ "json", no_argument, NULL, 'j' },
-		{ NULL, 0, NULL, 0 },
-	};
-	struct check_report rep;
-	struct pool_handle h;
-	bool json = false;
-	int c, r;
+	int r = tv_pool_close(pool);
 
-	while ((c = getopt_long(argc, argv, "j", opts, NULL)) != -1) {
-		if (c != 'j')
-			return die_usage("check: bad option");
-		json = true;
-	}
-	if (optind != argc - 1)
-		return die_usage("check needs exactly one PATH");
-	r = pool_open(argv[optind], true, &h);
-	if (r < 0)
-		return exit_for(r);
-	r = check_run(h.tm, NULL, 0, json ? stderr : stdout, 50, &rep);
-	pool_close(&h);
 	if (r < 0) {
-		fprintf(stderr, "%s: %s: check could not run: %s\n", prog,
-			argv[optind], strerror(-r));
-		return exit_for(r);
+		int s = cli_fail(r, "%s: close", path);
+		return status ? status : s;
 	}
-	if (json)
-		printf("{\"clean\":%s,\"nodes\":%" PRIu64
-		       ",\"node_refs\":%" PRIu64 ",\"data_refs\":%" PRIu64
-		       ",\"errors\":%" PRIu64 ",\"leaks\":%" PRIu64
-		       ",\"missing\":%" PRIu64 ",\"counter_errors\":%" PRIu64
-		       "}\n",
-		       check_clean(&rep) ? "true" : "false", rep.nodes,
-		       rep.node_refs, rep.data_refs, rep.errors, rep.leaks,
-		       rep.missing, rep.counter_errors);
-	else
-		printf("%s: %s: %" PRIu64 " metadata nodes, %" PRIu64
-		       " block references; %" PRIu64 " errors, %" PRIu64
-		       " leaks, %" PRIu64 " missing counts\n",
-		       argv[optind], check_clean(&rep) ? "clean" : "DAMAGED",
-		       rep.nodes, rep.data_refs, rep.errors, rep.leaks,
-		       rep.missing);
-	return check_clean(&rep) ? 0 : EXIT_CORRUPT;
+	return status;
 }
 
-int main(int argc, char **argv)
+int cli_resolve(struct tv_pool *pool, const char *ctx, const char *spec,
+		uint64_t *id)
 {
-	const char *cmd;
+	int r = tv_vol_resolve(pool, spec, id);
 
-	log_set_level(getenv("THINVOL_DEBUG") ? LOG_LVL_DEBUG : LOG_LVL_WARN);
-	if (argc < 2)
-		return die_usage("no command");
-	cmd = argv[1];
+	return r < 0 ? cli_fail(r, "%s", ctx) : 0;
+}
+
+static void put_time(FILE *f, uint64_t ns)
+{
+	time_t t = (time_t)(ns / 1000000000u);
+	struct tm tm;
+	char buf[40];
+
+	if (!gmtime_r(&t, &tm) ||
+	    !strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &tm))
+		snprintf(buf, sizeof(buf), "?");
+	fputs(buf, f);
+}
+
+int cli_put_vol_json(FILE *f, struct tv_pool *pool, uint32_t blob_size,
+		     const struct tv_vol_info *v)
+{
+	uint8_t blob[TV_BLOB_MAX];
+	char hex[2 * TV_BLOB_MAX + 1], uuid[37];
+	int r;
+
+	r = tv_vol_get_blob(pool, v->id, blob, blob_size);
+	if (r < 0)
+		return r;
+	fmt_hex(blob, blob_size, hex);
+	fmt_uuid(v->uuid, uuid);
+	fprintf(f, "{\"id\":%" PRIu64 ",\"name\":", v->id);
+	json_put_string(f, v->name, strlen(v->name));
+	fprintf(f, ",\"uuid\":\"%s\",\"size\":%" PRIu64 ",\"mapped\":%" PRIu64
+		   ",\"parent\":",
+		uuid, v->size, v->mapped);
+	if (v->parent)
+		fprintf(f, "%" PRIu64, v->parent);
+	else
+		fputs("null", f);
+	fprintf(f, ",\"read_only\":%s,\"flags\":[%s],\"ctime\":\"",
+		v->flags & TV_VOL_READ_ONLY ? "true" : "false",
+		v->flags & TV_VOL_READ_ONLY ? "\"read-only\"" : "");
+	put_time(f, v->ctime_ns);
+	fprintf(f, "\",\"ctime_ns\":%" PRIu64 ",\"blob\":\"%s\"}", v->ctime_ns,
+		hex);
+	return 0;
+}
+
+void cli_put_vol_header(FILE *f)
+{
+	fprintf(f, "%8s  %-20s  %10s  %10s  %8s  %s\n", "ID", "NAME", "SIZE",
+		"MAPPED", "PARENT", "FLAGS");
+}
+
+void cli_put_vol_row(FILE *f, const struct tv_vol_info *v)
+{
+	char id[24], parent[24], size[32], mapped[32];
+
+	snprintf(id, sizeof(id), "#%" PRIu64, v->id);
+	if (v->parent)
+		snprintf(parent, sizeof(parent), "#%" PRIu64, v->parent);
+	else
+		snprintf(parent, sizeof(parent), "-");
+	fprintf(f, "%8s  %-20s  %10s  %10s  %8s  %s\n", id, v->name,
+		fmt_size(v->size, size, sizeof(size)),
+		fmt_size(v->mapped, mapped, sizeof(mapped)), parent,
+		v->flags & TV_VOL_READ_ONLY ? "ro" : "-");
+}
+
+/* ---- dispatch and help ---- */
+
+static void usage(FILE *f)
+{
+	fprintf(f, "usage: %s COMMAND [ARGUMENT...] [OPTION...]\n"
+		   "\n"
+		   "Manage a thinvol pool that no daemon holds.\n"
+		   "\n"
+		   "Pools:\n",
+		prog);
+	for (const struct cli_cmd *c = cli_pool_cmds; c->name; c++)
+		fprintf(f, "  %s %s\n", prog, c->synopsis);
+	fprintf(f, "\nVolumes (VOL is a volume's name or #ID):\n");
+	for (const struct cli_cmd *c = cli_vol_cmds; c->name; c++)
+		fprintf(f, "  %s %s\n", prog, c->synopsis);
+	fprintf(f, "  %s %s\n", prog, cli_batch_cmd.synopsis);
+	fprintf(f,
+		"\n"
+		"  %s COMMAND --help     everything about one command\n"
+		"  %s --version          the version\n"
+		"\n"
+		"SIZE is a byte count with an optional K, M, G, T or P suffix\n"
+		"(powers of 1024): 4096, 64K, 10G.  HEX is hex digits without\n"
+		"separators, either case.  Volume sizes are multiples of 512.\n"
+		"\n"
+		"Exit status: 0 ok, 1 other error, 2 usage or bad value,\n"
+		"3 not found, 4 exists, 5 no space, 6 corrupt pool or check\n"
+		"failed, 7 read-only, 8 busy (the pool is in use).\n",
+		prog, prog);
+}
+
+static const struct cli_cmd *find_cmd(const struct cli_cmd *table,
+				      const char *name, size_t skip)
+{
+	for (const struct cli_cmd *c = table; c->name; c++)
+		if (!strcmp(c->name + skip, name))
+			return c;
+	return NULL;
+}
+
+static bool wants_help(int argc, char **argv)
+{
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "--"))
+			return false;
+		if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h"))
+			return true;
+	}
+	return false;
+}
+
+static int run(const struct cli_cmd *c, int argc, char **argv)
+{
+	if (wants_help(argc, argv)) {
+		fputs(c->help, stdout);
+		return 0;
+	}
+	return c->run(c, argc, argv);
+}
+
+static int dispatch(int argc, char **argv)
+{
+	const char *cmd = argv[1];
+	const struct cli_cmd *c;
+
+	if (!strcmp(cmd, "help") && argc > 2) {
+		/* thinvol help COMMAND [SUBCOMMAND] */
+		char *hv[5];
+		int n = 0;
+
+		hv[n++] = argv[0];
+		hv[n++] = argv[2];
+		if (argc > 3)
+			hv[n++] = argv[3];
+		hv[n++] = "--help";
+		hv[n] = NULL;
+		return dispatch(n, hv);
+	}
 	if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") ||
 	    !strcmp(cmd, "help")) {
 		usage(stdout);
 		return 0;
 	}
-	if (!strcmp(cmd, "--version")) {
-		printf("thinvol 0.1.0 (on-disk format %d)\n",
-		       TM_FORMAT_VERSION);
+	if (!strcmp(cmd, "--version") || !strcmp(cmd, "-V")) {
+		printf("%s %s\n", prog, THINVOL_VERSION);
 		return 0;
 	}
-	if (!strcmp(cmd, "pool") && argc >= 3) {
-		if (!strcmp(argv[2], "create"))
-			return cmd_pool_create(argc - 2, argv + 2);
-		if (!strcmp(argv[2], "info"))
-			return cmd_pool_info(argc - 2, argv + 2);
-		return die_usage("unknown command 'pool %s'", argv[2]);
+	if (!strcmp(cmd, "pool")) {
+		if (argc < 3)
+			return cli_usage(NULL, "'pool' needs a subcommand: "
+					       "create, info or resize");
+		if (!strcmp(argv[2], "--help") || !strcmp(argv[2], "-h")) {
+			for (c = cli_pool_cmds; c->name; c++)
+				if (!strncmp(c->name, "pool ", 5))
+					printf("usage: %s %s\n", prog,
+					       c->synopsis);
+			return 0;
+		}
+		c = find_cmd(cli_pool_cmds, argv[2], 5);
+		if (!c || strncmp(c->name, "pool ", 5))
+			return cli_usage(NULL, "unknown command 'pool %s'",
+					 argv[2]);
+		return run(c, argc - 2, argv + 2);
 	}
-	if (!strcmp(cmd, "check"))
-		return cmd_check(argc - 1, argv + 1);
-	return die_usage("unknown command '%s'", cmd);
+	c = find_cmd(cli_vol_cmds, cmd, 0);
+	if (!c && !strcmp(cmd, "check"))
+		c = find_cmd(cli_pool_cmds, cmd, 0);
+	if (!c && !strcmp(cmd, cli_batch_cmd.name))
+		c = &cli_batch_cmd;
+	if (!c)
+		return cli_usage(NULL, "unknown command '%s'", cmd);
+	return run(c, argc - 1, argv + 1);
+}
+
+/*
+ * The engine's layers log what they detect to file descriptor 2, and the
+ * same error then reaches us with its message in tv_last_error(): one
+ * error would print two or three lines.  So our messages go to a
+ * duplicate of fd 2, and fd 2 itself goes to /dev/null, unless
+ * THINVOL_DEBUG is set (then both are shown, for diagnosis).
+ */
+/* In sanitizer builds: their reports must reach the real stderr too. */
+extern void __sanitizer_set_report_fd(void *fd) __attribute__((weak));
+
+static void setup_stderr(void)
+{
+	int fd, null;
+
+	cli_err = stderr;
+	if (getenv("THINVOL_DEBUG"))
+		return;
+	fd = fcntl(STDERR_FILENO, F_DUPFD_CLOEXEC, 3);
+	if (fd < 0)
+		return;
+	cli_err = fdopen(fd, "w");
+	null = open("/dev/null", O_WRONLY | O_CLOEXEC);
+	if (!cli_err || null < 0) {
+		if (cli_err)
+			fclose(cli_err);
+		else
+			close(fd);
+		if (null >= 0)
+			close(null);
+		cli_err = stderr;
+		return;
+	}
+	setvbuf(cli_err, NULL, _IOLBF, 0);
+	if (__sanitizer_set_report_fd)
+		__sanitizer_set_report_fd((void *)(intptr_t)fd);
+	dup2(null, STDERR_FILENO);
+	close(null);
+}
+
+int main(int argc, char **argv)
+{
+	int status;
+
+	setup_stderr();
+	if (argc < 2)
+		return cli_usage(NULL, "no command given");
+	status = dispatch(argc, argv);
+	/* Output that did not reach its destination is a failure. */
+	if (fflush(stdout) != 0 || ferror(stdout)) {
+		int e = errno;
+		fprintf(cli_err, "%s: writing the output: %s\n", prog,
+			strerror(e ? e : EIO));
+		if (!status)
+			status = EXIT_OTHER;
+	}
+	fflush(cli_err);
+	return status;
 }

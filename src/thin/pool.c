@@ -214,32 +214,61 @@ out:
 
 static void *committer_main(void *arg);
 
+static int pool_open_common(struct tv_pool *p, const char *path,
+			    const struct tv_pool_open_opts *o);
+
 int tv_pool_open(const char *path, const struct tv_pool_open_opts *o,
 		 struct tv_pool **out)
 {
-	struct tm_open_opts to = { 0 };
-	struct disk_pool_user *u;
+	bool ro = o && o->read_only;
+	struct io_dev *dev;
+	int r;
+
+	r = io_file_open(path, ro ? IO_FILE_RDONLY : 0, 0, &dev);
+	if (r < 0)
+		return tv_err(r, "%s: %s", path, strerror(-r));
+	r = lock_dev(dev, path);
+	if (r == 0)
+		r = pool_open_dev(dev, true, path, o, out);
+	else
+		io_close(dev);
+	return r;
+}
+
+int pool_open_dev(struct io_dev *dev, bool own_dev, const char *name,
+		  const struct tv_pool_open_opts *o, struct tv_pool **out)
+{
 	struct tv_pool *p;
 	int r;
 
 	p = calloc(1, sizeof(*p));
-	if (!p)
+	if (!p) {
+		if (own_dev)
+			io_close(dev);
 		return tv_err(-ENOMEM, "out of memory");
-	snprintf(p->path, sizeof(p->path), "%s", path);
+	}
+	p->dev = dev;
+	p->own_dev = own_dev;
+	snprintf(p->path, sizeof(p->path), "%s", name);
 	pthread_mutex_init(&p->meta_lock, NULL);
 	pthread_cond_init(&p->wake, NULL);
 	p->read_only = o && o->read_only;
 	p->commit_interval_ms = o && o->commit_interval_ms
 					? o->commit_interval_ms
 					: 1000;
-	r = io_file_open(path, p->read_only ? IO_FILE_RDONLY : 0, 0, &p->dev);
-	if (r < 0) {
-		r = tv_err(r, "%s: %s", path, strerror(-r));
-		goto fail;
-	}
-	r = lock_dev(p->dev, path);
-	if (r < 0)
-		goto fail;
+	r = pool_open_common(p, name, o);
+	if (r == 0)
+		*out = p;
+	return r;
+}
+
+static int pool_open_common(struct tv_pool *p, const char *path,
+			    const struct tv_pool_open_opts *o)
+{
+	struct tm_open_opts to = { 0 };
+	struct disk_pool_user *u;
+	int r;
+
 	to.cache_bytes = o ? o->cache_bytes : 0;
 	to.read_only = p->read_only;
 	r = tm_open(p->dev, &to, &p->tm);
@@ -276,12 +305,12 @@ int tv_pool_open(const char *path, const struct tv_pool_open_opts *o,
 		}
 		p->committer_running = true;
 	}
-	*out = p;
 	return 0;
 fail:
 	vio_destroy(p);
 	tm_close(p->tm);
-	io_close(p->dev);
+	if (p->own_dev)
+		io_close(p->dev);
 	pthread_mutex_destroy(&p->meta_lock);
 	pthread_cond_destroy(&p->wake);
 	free(p);
@@ -307,7 +336,8 @@ int tv_pool_close(struct tv_pool *p)
 	pthread_mutex_unlock(&p->meta_lock);
 	vio_destroy(p);
 	tm_close(p->tm);
-	io_close(p->dev);
+	if (p->own_dev)
+		io_close(p->dev);
 	pthread_mutex_destroy(&p->meta_lock);
 	pthread_cond_destroy(&p->wake);
 	free(p);
@@ -350,6 +380,7 @@ void pool_abort_locked(struct tv_pool *p)
 {
 	int r = tm_abort(p->tm);
 
+	p->dirty = false;
 	if (r < 0)
 		pool_set_read_only(p, r, "could not reload the metadata");
 }
@@ -542,15 +573,17 @@ int tv_pool_info(struct tv_pool *p, struct tv_pool_info *out)
 	out->nr_volumes = le64_to_cpu(u->nr_volumes);
 	out->next_id = le64_to_cpu(u->next_id);
 	out->transaction = tm_committed_txn(p->tm);
-	if (le32_to_cpu(u->flags) & POOL_F_NEEDS_CHECK) {
-		out->state = TV_POOL_NEEDS_CHECK;
-		snprintf(out->reason, sizeof(out->reason),
-			 "an earlier error left it unchecked");
-	}
 	if (p->read_only) {
 		out->state = TV_POOL_READ_ONLY;
 		snprintf(out->reason, sizeof(out->reason), "%s",
 			 p->reason[0] ? p->reason : "opened read-only");
+	}
+	/* needs-check is what the pool itself says: it wins over how this
+	 * process happened to open it */
+	if (le32_to_cpu(u->flags) & POOL_F_NEEDS_CHECK) {
+		out->state = TV_POOL_NEEDS_CHECK;
+		snprintf(out->reason, sizeof(out->reason),
+			 "an earlier error left it unchecked");
 	}
 	pthread_mutex_unlock(&p->meta_lock);
 	return 0;

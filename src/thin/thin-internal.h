@@ -52,8 +52,9 @@ enum {
 /* Bytes of the blob that the index keys hold; longer prefixes are checked
  * against the stored blob. */
 #define BLOBIDX_PREFIX_MAX 56u
-/* Blobs are stored in chunks of at most this many bytes. */
-#define BLOB_CHUNK_MAX 512u
+/* Blobs are stored in chunks of at most this many bytes: with the 10-byte
+ * key, 8 entries still fit a node (the btree's smallest fanout). */
+#define BLOB_CHUNK_MAX 480u
 
 struct disk_pool_user {
 	uint64_t next_id;	  /* le64: next volume id (never reused) */
@@ -96,6 +97,7 @@ _Static_assert(sizeof(struct disk_mapping) == 16, "mapping");
 struct tv_pool {
 	pthread_mutex_t meta_lock;
 	struct io_dev *dev;
+	bool own_dev;
 	struct tm *tm;
 	char path[4096];
 	uint32_t block_size;
@@ -122,6 +124,10 @@ struct tv_pool {
 int tv_err(int err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* pool.c */
+/* Open a pool on a device (tests: memory, fault and power-cut devices).
+ * No lock is taken; own_dev: closing the pool closes dev. */
+int pool_open_dev(struct io_dev *dev, bool own_dev, const char *name,
+		  const struct tv_pool_open_opts *o, struct tv_pool **out);
 struct disk_pool_user *pool_user(struct tv_pool *p);
 /* Commit the open transaction; on failure the pool goes read-only with
  * the reason recorded.  Caller holds meta_lock. */

@@ -616,7 +616,8 @@ int tv_vol_find_blob(struct tv_pool *p, const void *prefix, size_t len,
 			cand[j] = cand[j - 1];
 			cand[j - 1] = t;
 		}
-	memcpy(ids, cand, MIN(found, max) * sizeof(*ids));
+	if (found && max)
+		memcpy(ids, cand, MIN(found, max) * sizeof(*ids));
 	free(cand);
 	return (int)MIN(found, (size_t)INT32_MAX);
 }
@@ -837,6 +838,10 @@ static int op_resize(struct tv_pool *p, struct tv_op *op)
 		r = vol_lookup_locked(p, op->id, &v);
 	if (r < 0)
 		return r;
+	if (le32_to_cpu(v.flags) & TV_VOL_READ_ONLY)
+		return tv_err(-EROFS, "volume '%.*s' is read-only",
+			      (int)MIN(le32_to_cpu(v.name_len), TV_NAME_MAX),
+			      v.name);
 	old = le64_to_cpu(v.size);
 	vio_invalidate_locked(p, op->id);
 	if (op->size < old) {
@@ -903,6 +908,7 @@ int tv_batch(struct tv_pool *p, struct tv_op *ops, size_t n, size_t *failed)
 	size_t i = 0;
 	int r = 0;
 
+	tv_err(0, "%s", "");
 	pthread_mutex_lock(&p->meta_lock);
 	if (p->read_only) {
 		r = tv_err(-EROFS, "%s: the pool is read-only%s%s", p->path,

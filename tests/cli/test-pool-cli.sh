@@ -73,8 +73,12 @@ expect 6 "$tv" check "$dir/c.pool"
 # the pool is locked while open
 expect 0 "$tv" pool create "$dir/d.pool" --size 64M
 if command -v flock >/dev/null; then
+	# exit status 8 (busy), and the message names the holder
+	got=0
 	flock "$dir/d.pool" -c "\"$tv\" pool info \"$dir/d.pool\"" \
-		>"$dir/out" 2>"$dir/err" && fail "opened a locked pool"
-	grep -q "in use by another process" "$dir/err" || fail "$(cat "$dir/err")"
+		>"$dir/out" 2>"$dir/err" || got=$?
+	[ "$got" -eq 8 ] || fail "locked pool: exit $got, want 8"
+	grep -q "in use by process [0-9]* (flock)" "$dir/err" ||
+		fail "$(cat "$dir/err")"
 fi
 echo "test-pool-cli: ok"

@@ -150,6 +150,10 @@ static void step(struct tv_pool *p, unsigned int *seq)
 		ops_done[2]++;
 	} else if (op < 23) { /* resize */
 		uint64_t ns = (1 + trng_below(&rng, 8 * bs / 512)) * 512;
+		if (vols[i].ro) {
+			CHECK_ERR(tv_vol_resize(p, vols[i].id, ns), -EROFS);
+			return;
+		}
 		CHECK_OK(tv_vol_resize(p, vols[i].id, ns));
 		vols[i].data = realloc(vols[i].data, ns);
 		if (ns > vols[i].size)
