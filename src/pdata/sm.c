@@ -792,6 +792,10 @@ void sm_committed(struct sm *sm)
 	for (size_t i = 0; i < sm->nr_d; i++) {
 		struct dentry *e = &sm->d[i];
 
+		/* next-fit restarts at the lowest block freed, so space is
+		 * reused early and the pool stays compact */
+		if (e->old && !e->now && e->block < sm->d_hint)
+			sm->d_hint = e->block;
 		if (e->old && !e->now && sm->nr_freed < FREED_MAX) {
 			if (sm->nr_freed == sm->cap_freed) {
 				size_t cap = sm->cap_freed ? sm->cap_freed * 2

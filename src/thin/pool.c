@@ -140,12 +140,27 @@ out:
 	return what;
 }
 
+int pool_format_dev(struct io_dev *dev, const struct tv_pool_create_opts *o)
+{
+	uint32_t bs = o->block_size ? o->block_size : TV_BLOCK_DEFAULT;
+	int32_t blob = o->blob_size < 0 ? TV_BLOB_DEFAULT : o->blob_size;
+	struct tm_format_opts fo = { .block_size = bs };
+	struct disk_pool_user user;
+
+	if (blob > TV_BLOB_MAX)
+		return -EINVAL;
+	memset(&user, 0, sizeof(user));
+	user.next_id = cpu_to_le64(1);
+	user.blob_size = cpu_to_le32((uint32_t)blob);
+	memcpy(user.magic, ENGINE_MAGIC, 8);
+	fo.user = (const uint8_t *)&user;
+	return tm_format(dev, &fo);
+}
+
 int tv_pool_create(const char *path, const struct tv_pool_create_opts *o)
 {
 	uint32_t bs = o->block_size ? o->block_size : TV_BLOCK_DEFAULT;
 	int32_t blob = o->blob_size < 0 ? TV_BLOB_DEFAULT : o->blob_size;
-	struct disk_pool_user user;
-	struct tm_format_opts fo = { 0 };
 	struct io_dev *dev = NULL;
 	bool created = false;
 	const char *what;
@@ -189,13 +204,7 @@ int tv_pool_create(const char *path, const struct tv_pool_create_opts *o)
 			   path, what);
 		goto out;
 	}
-	memset(&user, 0, sizeof(user));
-	user.next_id = cpu_to_le64(1);
-	user.blob_size = cpu_to_le32((uint32_t)blob);
-	memcpy(user.magic, ENGINE_MAGIC, 8);
-	fo.block_size = bs;
-	fo.user = (const uint8_t *)&user;
-	r = tm_format(dev, &fo);
+	r = pool_format_dev(dev, o);
 	if (r == -EINVAL)
 		r = tv_err(r, "%s: %" PRIu64 " bytes is too small for a pool "
 			      "of %u-byte blocks",

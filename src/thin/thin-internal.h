@@ -124,6 +124,8 @@ struct tv_pool {
 int tv_err(int err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* pool.c */
+/* Write an empty pool on dev (no checks for what it held). */
+int pool_format_dev(struct io_dev *dev, const struct tv_pool_create_opts *o);
 /* Open a pool on a device (tests: memory, fault and power-cut devices).
  * No lock is taken; own_dev: closing the pool closes dev. */
 int pool_open_dev(struct io_dev *dev, bool own_dev, const char *name,

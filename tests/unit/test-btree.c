@@ -698,6 +698,10 @@ static void test_value_refs(void)
 	    btree_remove_range(&e.info, tm_root(e.tm, 0), NULL, NULL, NULL));
 	commit_check(&e, &e.info, 2);
 	for (int i = 0; i < 64; i++) {
+		/* blocks[3] was freed a commit earlier: free space may have
+		 * been handed out again (metadata of this commit) */
+		if (i == 3)
+			continue;
 		CHECK_OK(sm_block_count(sm, blocks[i], &cnt));
 		CHECK_EQ(cnt, 0);
 	}
