@@ -134,6 +134,15 @@ void vio_invalidate_locked(struct tv_pool *p, uint64_t id)
 /* Remember the volume's size and flags for the fast path (meta_lock). */
 static void vstate_fill(struct vstate *vs, const struct disk_volume *v)
 {
+	bool valid;
+
+	/* Usually already filled: don't wait for the fast path's I/O then.
+	 * (Size and flags change only under meta_lock, which we hold.) */
+	pthread_rwlock_rdlock(&vs->lock);
+	valid = vs->valid;
+	pthread_rwlock_unlock(&vs->lock);
+	if (valid)
+		return;
 	pthread_rwlock_wrlock(&vs->lock);
 	vs->size = le64_to_cpu(v->size);
 	vs->flags = le32_to_cpu(v->flags);
