@@ -650,6 +650,9 @@ int tv_pool_check(struct tv_pool *p, void *out_file,
 	r = vol_check_roots(p, roots, &nr);
 	if (r == 0)
 		r = check_run(p->tm, roots, nr, out_file, 50, &cr);
+	/* the trees are sound: now the tables must agree with each other */
+	if (r == 0 && !cr.errors)
+		r = vol_check_indexes_locked(p, out_file, &cr.errors);
 	if (r == 0) {
 		memset(rep, 0, sizeof(*rep));
 		rep->clean = check_clean(&cr);

@@ -23,6 +23,7 @@
 #define TV_THIN_INTERNAL_H
 
 #include <pthread.h>
+#include <stdio.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -147,6 +148,8 @@ void vol_to_info(const struct disk_volume *v, struct tv_vol_info *info);
 void pool_init_infos(struct tv_pool *p);
 int vol_check_roots(struct tv_pool *p, struct check_root *roots,
 		    unsigned int *nr);
+/* The table and its indexes agree (errors counted, up to 50 printed). */
+int vol_check_indexes_locked(struct tv_pool *p, FILE *out, uint64_t *errors);
 
 /* vio.c */
 int vio_init(struct tv_pool *p);

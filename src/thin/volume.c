@@ -16,6 +16,8 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
@@ -1003,4 +1005,125 @@ int tv_vol_set_blob(struct tv_pool *p, uint64_t id, const void *blob,
 			    .blob_len = len };
 
 	return one(p, &op);
+}
+
+/* ---- consistency of the table and its indexes (for check) ---- */
+
+static void idx_err(FILE *out, uint64_t *errors, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static void idx_err(FILE *out, uint64_t *errors, const char *fmt, ...)
+{
+	va_list ap;
+
+	(*errors)++;
+	if (!out || *errors > 50)
+		return;
+	va_start(ap, fmt);
+	vfprintf(out, fmt, ap);
+	va_end(ap);
+	fputc('\n', out);
+}
+
+/*
+ * Invariants 1-3 at the top of this file: every volume has its name and
+ * blob index entries (and no index entry lacks its volume), blobs are
+ * stored only when not zero, the counters agree.  meta_lock held; reads
+ * only.  O(volumes log volumes).
+ */
+int vol_check_indexes_locked(struct tv_pool *p, FILE *out, uint64_t *errors)
+{
+	struct disk_pool_user *u = pool_user(p);
+	uint8_t blob[TV_BLOB_MAX], k[BTREE_MAX_KEY];
+	uint64_t nvols = 0, next = le64_to_cpu(u->next_id);
+	struct btree_cursor c;
+	int r;
+
+	/* table -> indexes */
+	r = btree_cursor_seek(&p->vols, tm_root(p->tm, SLOT_VOLS), NULL, &c);
+	while (r == 0 && c.valid) {
+		struct disk_volume v;
+		uint64_t id;
+
+		memcpy(&v, btree_cursor_value(&c), sizeof(v));
+		id = get_be64(btree_cursor_key(&c));
+		r = btree_cursor_next(&c);
+		if (r < 0)
+			break;
+		nvols++;
+		if (le64_to_cpu(v.id) != id || id >= next)
+			idx_err(out, errors, "volume #%" PRIu64 ": id %" PRIu64
+					     " in its record, next id %" PRIu64,
+				id, (uint64_t)le64_to_cpu(v.id), next);
+		if (!le32_to_cpu(v.name_len) ||
+		    le32_to_cpu(v.name_len) > TV_NAME_MAX)
+			continue; /* vol_check reported it */
+		name_key(k, (const char *)v.name, le32_to_cpu(v.name_len), id);
+		if (btree_lookup(&p->names, tm_root(p->tm, SLOT_NAMES), k,
+				 NULL))
+			idx_err(out, errors, "volume #%" PRIu64
+					     ": missing from the name index",
+				id);
+		if (!p->blob_size)
+			continue;
+		if (blob_load_locked(p, id, blob) < 0) {
+			idx_err(out, errors, "volume #%" PRIu64
+					     ": blob unreadable", id);
+			continue;
+		}
+		blobidx_key(p, k, blob, id);
+		if (btree_lookup(&p->blobidx, tm_root(p->tm, SLOT_BLOBIDX), k,
+				 NULL))
+			idx_err(out, errors, "volume #%" PRIu64
+					     ": missing from the blob index",
+				id);
+	}
+	btree_cursor_close(&c);
+	if (r < 0)
+		return r;
+	if (nvols != le64_to_cpu(u->nr_volumes))
+		idx_err(out, errors, "%" PRIu64 " volumes, the pool counts %"
+				     PRIu64,
+			nvols, (uint64_t)le64_to_cpu(u->nr_volumes));
+
+	/* indexes -> table: every entry names a volume that matches it */
+	r = btree_cursor_seek(&p->names, tm_root(p->tm, SLOT_NAMES), NULL, &c);
+	while (r == 0 && c.valid) {
+		const uint8_t *key = btree_cursor_key(&c);
+		uint64_t h = get_be64(key), id = get_be64(key + 8);
+		uint8_t vk[8];
+		struct disk_volume v;
+
+		put_be64(vk, id);
+		if (btree_lookup(&p->vols, tm_root(p->tm, SLOT_VOLS), vk, &v) ||
+		    le32_to_cpu(v.name_len) > TV_NAME_MAX ||
+		    name_hash((const char *)v.name, le32_to_cpu(v.name_len)) !=
+			    h)
+			idx_err(out, errors, "name index entry for #%" PRIu64
+					     " matches no volume",
+				id);
+		r = btree_cursor_next(&c);
+	}
+	btree_cursor_close(&c);
+	if (r < 0 || !p->blob_size)
+		return r;
+	r = btree_cursor_seek(&p->blobidx, tm_root(p->tm, SLOT_BLOBIDX), NULL,
+			      &c);
+	while (r == 0 && c.valid) {
+		uint64_t id = get_be64((const uint8_t *)btree_cursor_key(&c) +
+				       p->blobidx_prefix);
+		uint8_t vk[8];
+
+		memcpy(k, btree_cursor_key(&c), p->blobidx_prefix);
+		put_be64(vk, id);
+		if (btree_lookup(&p->vols, tm_root(p->tm, SLOT_VOLS), vk,
+				 NULL) ||
+		    blob_load_locked(p, id, blob) ||
+		    memcmp(blob, k, p->blobidx_prefix))
+			idx_err(out, errors, "blob index entry for #%" PRIu64
+					     " matches no volume's blob",
+				id);
+		r = btree_cursor_next(&c);
+	}
+	btree_cursor_close(&c);
+	return r;
 }
