@@ -114,6 +114,15 @@ int tv_pool_resize(struct tv_pool *pool, uint64_t new_size);
 /* The message of the last error in this thread, or "". */
 const char *tv_last_error(void);
 
+/*
+ * Where the engine's own log lines go (errors are also logged where they
+ * are detected, with more context than tv_last_error): fn receives each
+ * line of level <= max_level (0 error, 1 warning, 2 info, 3 debug); fn NULL
+ * means stderr.  Process-wide; set it before opening pools.
+ */
+void tv_set_logger(void (*fn)(int level, const char *msg, void *ctx),
+		   void *ctx, int max_level);
+
 /* ---- volumes ---- */
 
 #define TV_VOL_READ_ONLY (1u << 0)

@@ -48,6 +48,28 @@ int tv_err(int err, const char *fmt, ...)
 	return err;
 }
 
+static void (*user_logger)(int level, const char *msg, void *ctx);
+static void *user_logger_ctx;
+
+static void logger_tramp(enum log_level lvl, const char *msg, void *ctx)
+{
+	(void)ctx;
+	user_logger((int)lvl, msg, user_logger_ctx);
+}
+
+void tv_set_logger(void (*fn)(int level, const char *msg, void *ctx),
+		   void *ctx, int max_level)
+{
+	user_logger = fn;
+	user_logger_ctx = ctx;
+	log_set_sink(fn ? logger_tramp : NULL, NULL);
+	if (max_level < LOG_LVL_ERROR)
+		max_level = LOG_LVL_ERROR;
+	if (max_level > LOG_LVL_DEBUG)
+		max_level = LOG_LVL_DEBUG;
+	log_set_level((enum log_level)max_level);
+}
+
 struct disk_pool_user *pool_user(struct tv_pool *p)
 {
 	return (struct disk_pool_user *)tm_user(p->tm);
