@@ -5,9 +5,12 @@ BUILD      ?= build
 ASAN_BUILD ?= build-asan
 MESON      ?= meson
 NINJA      ?= ninja
+# make install: where to (meson's prefix), and a staging root for packages
+PREFIX     ?= /usr/local
+DESTDIR    ?=
 
 .PHONY: all deps build build-asan test test-fast test-asan run bench \
-	bench-full format clean distclean
+	bench-full install format clean distclean
 
 all: build
 
@@ -50,6 +53,15 @@ bench: build
 
 bench-full: build
 	@BENCH_FULL=1 bench/run $(BUILD)
+
+# The command, libthinvol.so.0, thinvol.h, thinvol.pc and thinvol(8) under
+# $(DESTDIR)$(PREFIX).  PREFIX is the build's meson prefix (it is compiled
+# into thinvol.pc), so it is set before building.
+install: deps $(BUILD)/build.ninja
+	@$(MESON) configure $(BUILD) -Dprefix=$(abspath $(PREFIX)) >/dev/null
+	@$(NINJA) -C $(BUILD)
+	$(MESON) install -C $(BUILD) --no-rebuild \
+		$(if $(DESTDIR),--destdir $(abspath $(DESTDIR)))
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')

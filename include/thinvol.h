@@ -19,7 +19,7 @@
  *       -EROFS    the pool or the volume is read-only
  *       -EBUSY    the pool is opened by another process, or the volume is
  *                 in use
- *     Every error is also described by tv_pool_last_error() (a one-line
+ *     Every error is also described by tv_last_error() (a one-line
  *     message naming the object and the reason, for the CLI).
  *   - Metadata operations (create, snapshot, delete, rename, resize,
  *     set_blob, batch) are atomic and durable when they return: each is one

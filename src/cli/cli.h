@@ -46,6 +46,7 @@ struct cli_cmd {
 
 extern const struct cli_cmd cli_pool_cmds[];
 extern const struct cli_cmd cli_vol_cmds[];
+extern const struct cli_cmd cli_io_cmds[]; /* import, export */
 extern const struct cli_cmd cli_batch_cmd;
 
 /* The exit status for a negative errno (0 for 0). */

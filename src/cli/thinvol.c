@@ -2,7 +2,8 @@
 /*
  * thinvol - the command: argument dispatch, help, and the helpers every
  * subcommand shares (errors, exit statuses, opening pools, blobs, volume
- * output).  The subcommands are in cmd-pool.c, cmd-vol.c, cmd-batch.c.
+ * output).  The subcommands are in cmd-pool.c, cmd-vol.c, cmd-io.c and
+ * cmd-batch.c.
  *
  * It works on a pool that no daemon holds, through the engine API
  * (include/thinvol.h) only.
@@ -363,6 +364,8 @@ static void usage(FILE *f)
 	fprintf(f, "\nVolumes (VOL is a volume's name or #ID):\n");
 	for (const struct cli_cmd *c = cli_vol_cmds; c->name; c++)
 		fprintf(f, "  %s %s\n", prog, c->synopsis);
+	for (const struct cli_cmd *c = cli_io_cmds; c->name; c++)
+		fprintf(f, "  %s %s\n", prog, c->synopsis);
 	fprintf(f, "  %s %s\n", prog, cli_batch_cmd.synopsis);
 	fprintf(f,
 		"\n"
@@ -453,6 +456,8 @@ static int dispatch(int argc, char **argv)
 		return run(c, argc - 2, argv + 2);
 	}
 	c = find_cmd(cli_vol_cmds, cmd, 0);
+	if (!c)
+		c = find_cmd(cli_io_cmds, cmd, 0);
 	if (!c && !strcmp(cmd, "check"))
 		c = find_cmd(cli_pool_cmds, cmd, 0);
 	if (!c && !strcmp(cmd, cli_batch_cmd.name))

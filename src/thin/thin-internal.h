@@ -144,7 +144,8 @@ int pool_reclaim_locked(struct tv_pool *p, uint64_t budget_blocks);
 /* volume.c */
 int vol_lookup_locked(struct tv_pool *p, uint64_t id, struct disk_volume *v);
 int vol_store_locked(struct tv_pool *p, const struct disk_volume *v);
-void vol_to_info(const struct disk_volume *v, struct tv_vol_info *info);
+void vol_to_info(const struct tv_pool *p, const struct disk_volume *v,
+		 struct tv_vol_info *info);
 void pool_init_infos(struct tv_pool *p);
 int vol_check_roots(struct tv_pool *p, struct check_root *roots,
 		    unsigned int *nr);

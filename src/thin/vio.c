@@ -329,6 +329,38 @@ static int unmap_block_locked(struct tv_pool *p, struct disk_volume *v,
 	return r;
 }
 
+/* Unmap virtual blocks [first, first + nr) of v, waiting for fast-path
+ * I/O on the volume first (rule 2). */
+static int unmap_blocks_locked(struct tv_pool *p, struct disk_volume *v,
+			       struct vstate *vs, uint64_t first, uint64_t nr)
+{
+	struct tm_ref root;
+	uint8_t lo[8], hi[8];
+	uint64_t removed = 0;
+	int r;
+
+	if (nr == 1) {
+		cache_del(vs, first);
+		r = unmap_block_locked(p, v, first);
+		if (r == 0)
+			cache_put(vs, first, C_HOLE);
+		return r;
+	}
+	pthread_rwlock_wrlock(&vs->lock);
+	u64map_clear(&vs->cache);
+	pthread_rwlock_unlock(&vs->lock);
+	ref_from_disk(&root, &v->map_root);
+	put_be64(lo, first);
+	put_be64(hi, first + nr);
+	r = btree_remove_range(&p->map, &root, lo, hi, &removed);
+	ref_to_disk(&v->map_root, &root);
+	if (r == 0 && removed) {
+		v->mapped = cpu_to_le64(le64_to_cpu(v->mapped) - removed);
+		p->dirty = true;
+	}
+	return r;
+}
+
 /* An error inside a metadata change: the transaction is lost. */
 static int fail_locked(struct tv_pool *p, int r)
 {
@@ -505,11 +537,11 @@ static int modify(struct tv_pool *p, uint64_t id, const uint8_t *buf,
 			checked = true;
 			before = v;
 			if (discard && whole) {
-				/* wait for fast-path I/O on the block */
-				cache_del(vs, vblock);
-				r = unmap_block_locked(p, &v, vblock);
-				if (r == 0)
-					cache_put(vs, vblock, C_HOLE);
+				/* every whole block left in the range, at once */
+				uint64_t nb = len / bs;
+
+				n = nb * bs;
+				r = unmap_blocks_locked(p, &v, vs, vblock, nb);
 			} else {
 				r = write_block_locked(p, &v, vs, vblock, in,
 						       buf, n);

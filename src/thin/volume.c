@@ -436,7 +436,8 @@ static int blob_del_locked(struct tv_pool *p, uint64_t id, const uint8_t *old)
 
 /* ---- queries ---- */
 
-void vol_to_info(const struct disk_volume *v, struct tv_vol_info *info)
+void vol_to_info(const struct tv_pool *p, const struct disk_volume *v,
+		 struct tv_vol_info *info)
 {
 	uint32_t nl = MIN(le32_to_cpu(v->name_len), TV_NAME_MAX);
 
@@ -448,7 +449,7 @@ void vol_to_info(const struct disk_volume *v, struct tv_vol_info *info)
 	info->flags = le32_to_cpu(v->flags);
 	info->parent = le64_to_cpu(v->parent);
 	info->ctime_ns = le64_to_cpu(v->ctime_ns);
-	info->mapped = le64_to_cpu(v->mapped);
+	info->mapped = le64_to_cpu(v->mapped) * p->block_size;
 }
 
 static int parse_id(const char *s, uint64_t *id)
@@ -504,7 +505,7 @@ int tv_vol_info(struct tv_pool *p, uint64_t id, struct tv_vol_info *out)
 	r = vol_lookup_locked(p, id, &v);
 	pthread_mutex_unlock(&p->meta_lock);
 	if (r == 0)
-		vol_to_info(&v, out);
+		vol_to_info(p, &v, out);
 	return r;
 }
 
@@ -542,7 +543,7 @@ int tv_vol_list(struct tv_pool *p, uint64_t *cursor, struct tv_vol_info *out,
 	r = btree_cursor_seek(&p->vols, tm_root(p->tm, SLOT_VOLS), k, &c);
 	while (r == 0 && c.valid && n < max) {
 		const struct disk_volume *v = btree_cursor_value(&c);
-		vol_to_info(v, &out[n++]);
+		vol_to_info(p, v, &out[n++]);
 		r = btree_cursor_next(&c);
 	}
 	btree_cursor_close(&c);
@@ -936,6 +937,10 @@ int tv_batch(struct tv_pool *p, struct tv_op *ops, size_t n, size_t *failed)
 		if (failed)
 			*failed = i;
 		pool_abort_locked(p);
+		/* A metadata I/O error or damage (not a refused request):
+		 * stop writing until the pool is reopened and checked. */
+		if (r == -EIO || r == -EUCLEAN)
+			pool_set_read_only(p, r, "metadata I/O failed");
 		goto out;
 	}
 	p->dirty = true;

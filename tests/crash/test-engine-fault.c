@@ -1,0 +1,571 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * Engine fault test: fail the Nth I/O, for every N, of a seeded workload
+ * of creates, snapshots, writes, deletes and flushes (commits).
+ *
+ * The pool is formatted on a memory device and opened on a fault wrapper
+ * of it (through a small tracing device of our own, which records what
+ * kind of operation failed), with a long commit interval so that only the
+ * workload's flushes and metadata operations commit.  For each N, in two
+ * modes (only the Nth operation fails / every operation from the Nth on
+ * fails):
+ *   - the error reaches the caller: the step during which an operation
+ *     failed returns < 0;
+ *   - if the failed operation was a write or flush of a commit (a flush or
+ *     a metadata operation), the pool is read-only with a reason;
+ *   - the pool is closed (that may fail) and reopened on the raw memory
+ *     device: the volume table is the last committed one (or the one of
+ *     the metadata operation in flight), every flushed sector reads back
+ *     exactly, every sector written since reads its old or a newer
+ *     content, ids never go back, and the checker is clean.
+ */
+#include <errno.h>
+#include <stdlib.h>
+
+#include "io/io.h"
+#include "tcheck.h"
+#include "thin/thin-internal.h"
+#include "thinvol.h"
+#include "util/checked.h"
+#include "util/log.h"
+
+#define NV 5
+#define SECT 512u
+#define BS 4096u
+#define DEV_SIZE (4ull << 20)
+
+/* ---- a tracing device: remembers the kind of the last failed op ---- */
+
+struct tdev {
+	struct io_dev dev;
+	struct io_dev *lower;
+	unsigned int failed_kind; /* IO_OP_* of the first failure, or 0 */
+	unsigned int nfailed;
+};
+
+static struct tdev *T(struct io_dev *d)
+{
+	return (struct tdev *)d;
+}
+
+static int note(struct io_dev *d, unsigned int kind, int r)
+{
+	if (r < 0 && !T(d)->nfailed++)
+		T(d)->failed_kind = kind;
+	return r;
+}
+
+static int t_read(struct io_dev *d, void *buf, size_t len, uint64_t off)
+{
+	return note(d, IO_OP_READ, io_read(T(d)->lower, buf, len, off));
+}
+
+static int t_write(struct io_dev *d, const void *buf, size_t len,
+		   uint64_t off)
+{
+	return note(d, IO_OP_WRITE, io_write(T(d)->lower, buf, len, off));
+}
+
+static int t_flush(struct io_dev *d)
+{
+	return note(d, IO_OP_FLUSH, io_flush(T(d)->lower));
+}
+
+static int t_discard(struct io_dev *d, uint64_t off, uint64_t len)
+{
+	return note(d, IO_OP_DISCARD, io_discard(T(d)->lower, off, len));
+}
+
+static int t_wz(struct io_dev *d, uint64_t off, uint64_t len)
+{
+	return note(d, IO_OP_WRITE_ZEROES,
+		    io_write_zeroes(T(d)->lower, off, len));
+}
+
+static int t_resize(struct io_dev *d, uint64_t n)
+{
+	(void)d;
+	(void)n;
+	return -EOPNOTSUPP;
+}
+
+static void t_close(struct io_dev *d)
+{
+	free(d);
+}
+
+static const struct io_ops tops = {
+	.read = t_read,
+	.write = t_write,
+	.flush = t_flush,
+	.discard = t_discard,
+	.write_zeroes = t_wz,
+	.resize = t_resize,
+	.close = t_close,
+};
+
+static struct io_dev *trace_wrap(struct io_dev *lower)
+{
+	struct tdev *t = calloc(1, sizeof(*t));
+
+	CHECK(t);
+	t->dev.ops = &tops;
+	t->dev.size = lower->size;
+	snprintf(t->dev.name, sizeof(t->dev.name), "trace");
+	t->lower = lower;
+	return &t->dev;
+}
+
+/* ---- the model (as in test-engine-powercut) ---- */
+
+#define MAXC 6
+struct sect {
+	uint8_t n;
+	uint64_t c[MAXC];
+};
+
+struct mvol {
+	bool live;
+	uint64_t id;
+	uint64_t sectors;
+	struct sect *s;
+	char name[16];
+};
+
+struct model {
+	struct mvol v[NV];
+	uint64_t max_id;
+	uint64_t next_id;
+};
+
+static uint64_t zero_hash;
+
+static uint64_t hash(const uint8_t *p)
+{
+	uint64_t h = 0xcbf29ce484222325ull;
+
+	for (unsigned int i = 0; i < SECT; i++)
+		h = (h ^ p[i]) * 0x100000001b3ull;
+	return h;
+}
+
+static void quiet(enum log_level lvl, const char *msg, void *ctx)
+{
+	(void)lvl;
+	(void)msg;
+	(void)ctx;
+}
+
+static void model_free(struct model *m)
+{
+	for (int i = 0; i < NV; i++)
+		free(m->v[i].s);
+	memset(m, 0, sizeof(*m));
+}
+
+static void model_copy(struct model *d, const struct model *s)
+{
+	*d = *s;
+	for (int i = 0; i < NV; i++) {
+		if (!s->v[i].s)
+			continue;
+		d->v[i].s = malloc(s->v[i].sectors * sizeof(struct sect));
+		memcpy(d->v[i].s, s->v[i].s,
+		       s->v[i].sectors * sizeof(struct sect));
+	}
+}
+
+static void settle(struct model *m)
+{
+	for (int i = 0; i < NV; i++)
+		for (uint64_t k = 0; m->v[i].live && k < m->v[i].sectors; k++) {
+			struct sect *s = &m->v[i].s[k];
+			s->c[0] = s->c[s->n - 1];
+			s->n = 1;
+		}
+}
+
+static void add(struct sect *s, uint64_t h)
+{
+	if (s->c[s->n - 1] == h)
+		return;
+	if (s->n == MAXC) {
+		memmove(&s->c[1], &s->c[2], (MAXC - 2) * sizeof(s->c[0]));
+		s->n--;
+	}
+	s->c[s->n++] = h;
+}
+
+enum step_kind { S_NONE, S_CREATE, S_SNAPSHOT, S_DELETE, S_WRITE, S_FLUSH };
+static const char *const step_names[] = { "none", "create", "snapshot",
+					  "delete", "write", "flush" };
+
+struct run {
+	struct trng rng;
+	struct model cur, before_op;
+	bool op_in_flight;
+	unsigned int seq;
+	enum step_kind last;
+};
+
+static int pick(struct run *w, bool live)
+{
+	for (int k = 0; k < 16; k++) {
+		int i = (int)trng_below(&w->rng, NV);
+		if (w->cur.v[i].live == live)
+			return i;
+	}
+	return -1;
+}
+
+static void begin_meta(struct run *w)
+{
+	model_free(&w->before_op);
+	model_copy(&w->before_op, &w->cur);
+	w->op_in_flight = true;
+	settle(&w->cur);
+}
+
+static int step(struct run *w, struct tv_pool *p)
+{
+	struct model *m = &w->cur;
+	unsigned int op = (unsigned int)trng_below(&w->rng, 100);
+	int i, r;
+
+	w->last = S_NONE;
+	if (op < 12) {
+		uint64_t id;
+		i = pick(w, false);
+		if (i < 0)
+			return 0;
+		w->last = S_CREATE;
+		begin_meta(w);
+		snprintf(m->v[i].name, sizeof(m->v[i].name), "v%u", w->seq++);
+		m->v[i].live = true;
+		m->v[i].id = m->next_id++;
+		m->v[i].sectors = (2 + trng_below(&w->rng, 5)) * BS / SECT;
+		m->v[i].s = calloc(m->v[i].sectors, sizeof(struct sect));
+		for (uint64_t k = 0; k < m->v[i].sectors; k++) {
+			m->v[i].s[k].n = 1;
+			m->v[i].s[k].c[0] = zero_hash;
+		}
+		m->max_id = m->v[i].id;
+		r = tv_vol_create(p, m->v[i].name, m->v[i].sectors * SECT,
+				  NULL, 0, &id);
+		if (r < 0)
+			return r;
+		CHECK_EQ(id, m->v[i].id);
+		w->op_in_flight = false;
+	} else if (op < 20) {
+		int o = pick(w, true);
+		uint64_t id;
+		i = pick(w, false);
+		if (i < 0 || o < 0)
+			return 0;
+		w->last = S_SNAPSHOT;
+		begin_meta(w);
+		snprintf(m->v[i].name, sizeof(m->v[i].name), "s%u", w->seq++);
+		m->v[i].live = true;
+		m->v[i].id = m->next_id++;
+		m->v[i].sectors = m->v[o].sectors;
+		m->v[i].s = malloc(m->v[o].sectors * sizeof(struct sect));
+		memcpy(m->v[i].s, m->v[o].s,
+		       m->v[o].sectors * sizeof(struct sect));
+		m->max_id = m->v[i].id;
+		r = tv_vol_snapshot(p, m->v[o].id, m->v[i].name, 0, NULL, 0,
+				    &id);
+		if (r < 0)
+			return r;
+		CHECK_EQ(id, m->v[i].id);
+		w->op_in_flight = false;
+	} else if (op < 27) {
+		i = pick(w, true);
+		if (i < 0)
+			return 0;
+		w->last = S_DELETE;
+		begin_meta(w);
+		m->v[i].live = false;
+		free(m->v[i].s);
+		m->v[i].s = NULL;
+		r = tv_vol_delete(p, m->v[i].id);
+		if (r < 0)
+			return r;
+		w->op_in_flight = false;
+	} else if (op < 88) {
+		uint64_t first, n;
+		uint8_t *buf;
+		i = pick(w, true);
+		if (i < 0)
+			return 0;
+		w->last = S_WRITE;
+		if (op < 50) {
+			first = trng_below(&w->rng, m->v[i].sectors);
+			n = 1;
+		} else {
+			first = trng_below(&w->rng, m->v[i].sectors);
+			n = 1 + trng_below(&w->rng, MIN(m->v[i].sectors - first,
+							 2 * BS / SECT));
+		}
+		buf = malloc(n * SECT);
+		for (uint64_t k = 0; k < n * SECT; k += 8) {
+			uint64_t x = trng_next(&w->rng);
+			memcpy(buf + k, &x, 8);
+		}
+		r = tv_vol_write(p, m->v[i].id, buf, n * SECT, first * SECT, 0);
+		for (uint64_t k = 0; k < n; k++)
+			add(&m->v[i].s[first + k], hash(buf + k * SECT));
+		free(buf);
+		if (r < 0)
+			return r;
+	} else {
+		w->last = S_FLUSH;
+		r = tv_pool_flush(p);
+		if (r < 0)
+			return r;
+		settle(m);
+	}
+	return 0;
+}
+
+static bool matches(struct tv_pool *p, const struct model *m, bool verbose)
+{
+	struct tv_pool_info pi;
+	uint64_t live = 0;
+	uint8_t *buf;
+
+	CHECK_OK(tv_pool_info(p, &pi));
+	if (pi.next_id <= m->max_id) {
+		if (verbose)
+			fprintf(stderr, "next id %llu went back (max %llu)\n",
+				(unsigned long long)pi.next_id,
+				(unsigned long long)m->max_id);
+		return false;
+	}
+	for (int i = 0; i < NV; i++)
+		live += m->v[i].live;
+	if (pi.nr_volumes != live) {
+		if (verbose)
+			fprintf(stderr, "%llu volumes, model %llu\n",
+				(unsigned long long)pi.nr_volumes,
+				(unsigned long long)live);
+		return false;
+	}
+	for (int i = 0; i < NV; i++) {
+		const struct mvol *v = &m->v[i];
+		struct tv_vol_info vi;
+
+		if (!v->live)
+			continue;
+		if (tv_vol_info(p, v->id, &vi) || strcmp(vi.name, v->name) ||
+		    vi.size != v->sectors * SECT) {
+			if (verbose)
+				fprintf(stderr, "volume %s (#%llu) missing or "
+						"different\n",
+					v->name, (unsigned long long)v->id);
+			return false;
+		}
+		buf = malloc(v->sectors * SECT);
+		CHECK_OK(tv_vol_read(p, v->id, buf, v->sectors * SECT, 0));
+		for (uint64_t k = 0; k < v->sectors; k++) {
+			uint64_t h = hash(buf + k * SECT);
+			bool ok = false;
+			for (int c = 0; c < v->s[k].n; c++)
+				ok |= v->s[k].c[c] == h;
+			if (!ok) {
+				if (verbose)
+					fprintf(stderr, "volume %s sector %llu: "
+							"content it never had "
+							"(%d candidates, "
+							"zero=%d)\n",
+						v->name, (unsigned long long)k,
+						v->s[k].n, h == zero_hash);
+				free(buf);
+				return false;
+			}
+		}
+		free(buf);
+	}
+	return true;
+}
+
+struct stats {
+	uint64_t points, readonly_commit, meta_read_rw, close_failed;
+	uint64_t in_flight_landed, in_flight_lost;
+};
+
+static unsigned int nsteps;
+
+/* Does the pool have uncommitted metadata changes? */
+static bool is_dirty(struct tv_pool *p)
+{
+	bool d;
+
+	pthread_mutex_lock(&p->meta_lock);
+	d = p->dirty;
+	pthread_mutex_unlock(&p->meta_lock);
+	return d;
+}
+
+/*
+ * One run: fail op n (n == 0: none).  Returns the number of counted ops
+ * (for the dry run).
+ */
+static uint64_t run_one(uint64_t seed, uint64_t n, bool persistent,
+			struct stats *st)
+{
+	struct tv_pool_create_opts co = { .block_size = BS, .blob_size = 16 };
+	struct tv_pool_open_opts oo = { .commit_interval_ms = 3600000,
+					.cache_bytes = 64 << 10 };
+	struct io_fault_cfg fc = { .fail_at = n, .persistent = persistent,
+				   .error = -EIO, .kind = IO_FAULT_ERROR };
+	struct io_dev *mem, *fault, *tr;
+	struct tv_check_report rep;
+	struct tv_pool_info pi;
+	struct tv_pool *p;
+	struct run w;
+	uint64_t ops;
+	bool dirty = false;
+	int r = 0;
+	unsigned int s;
+
+	memset(&w, 0, sizeof(w));
+	w.cur.next_id = 1;
+	trng_init(&w.rng, seed);
+	CHECK_OK(io_mem_create(DEV_SIZE, &mem));
+	CHECK_OK(pool_format_dev(mem, &co));
+	CHECK_OK(io_fault_wrap(mem, false, &fault));
+	tr = trace_wrap(fault);
+	CHECK_OK(pool_open_dev(tr, false, "fault", &oo, &p));
+	io_fault_arm(fault, &fc);
+	for (s = 0; s < nsteps; s++) {
+		dirty = is_dirty(p);
+		r = step(&w, p);
+		if (r < 0 || T(tr)->nfailed)
+			break;
+	}
+	if (r == 0 && s == nsteps) {
+		/* close has nothing left to commit */
+		w.last = S_FLUSH;
+		dirty = is_dirty(p);
+		r = tv_pool_flush(p);
+	}
+	ops = io_fault_count(fault);
+	if (n && T(tr)->nfailed) {
+		unsigned int kind = T(tr)->failed_kind;
+		/* a flush with nothing to commit only flushes the data */
+		bool commit = ((w.last == S_FLUSH && dirty) ||
+			       w.last == S_CREATE || w.last == S_SNAPSHOT ||
+			       w.last == S_DELETE) &&
+			      (kind == IO_OP_WRITE || kind == IO_OP_FLUSH);
+
+		st->points++;
+		if (r == 0) {
+			fprintf(stderr, "fail at %llu (%s, %s): the %s step "
+					"%u returned 0 after op kind %#x "
+					"failed\n",
+				(unsigned long long)n,
+				persistent ? "persistent" : "once",
+				"error swallowed", step_names[w.last], s, kind);
+			CHECK(0);
+		}
+		CHECK_OK(tv_pool_info(p, &pi));
+		if (commit) {
+			if (pi.state != TV_POOL_READ_ONLY || !pi.reason[0]) {
+				fprintf(stderr, "fail at %llu (%s): %s step %u: "
+						"a commit's op kind %#x "
+						"failed (%d), pool state %d "
+						"reason '%s'\n",
+					(unsigned long long)n,
+					persistent ? "persistent" : "once",
+					step_names[w.last], s, kind, r,
+					(int)pi.state, pi.reason);
+				CHECK(0);
+			}
+			st->readonly_commit++;
+		} else if (kind == IO_OP_READ && w.last != S_WRITE &&
+			   pi.state == TV_POOL_RW) {
+			st->meta_read_rw++;
+		}
+	} else if (n) {
+		CHECK_OK(r); /* nothing failed: nothing may fail */
+	}
+	if (tv_pool_close(p) < 0)
+		st->close_failed++;
+	io_close(tr);
+	io_close(fault);
+	if (n) {
+		/* reopen on the raw device */
+		bool ok;
+
+		CHECK_OK(pool_open_dev(mem, false, "raw", &oo, &p));
+		ok = matches(p, &w.cur, false);
+		if (ok && w.op_in_flight)
+			st->in_flight_landed++;
+		if (!ok && w.op_in_flight) {
+			ok = matches(p, &w.before_op, false);
+			st->in_flight_lost += ok;
+		}
+		if (!ok) {
+			fprintf(stderr, "fail at %llu (%s): after %s step %u "
+					"the pool does not match the model\n",
+				(unsigned long long)n,
+				persistent ? "persistent" : "once",
+				step_names[w.last], s);
+			matches(p, &w.cur, true);
+			if (w.op_in_flight)
+				matches(p, &w.before_op, true);
+			CHECK(0);
+		}
+		CHECK_OK(tv_pool_check(p, stderr, &rep));
+		if (!rep.clean)
+			fprintf(stderr, "fail at %llu (%s): check not clean\n",
+				(unsigned long long)n,
+				persistent ? "persistent" : "once");
+		CHECK(rep.clean);
+		CHECK_OK(tv_pool_close(p));
+	}
+	io_close(mem);
+	model_free(&w.cur);
+	model_free(&w.before_op);
+	return ops;
+}
+
+int main(void)
+{
+	uint64_t seed = tseed("test-engine-fault");
+	struct stats st[2];
+	uint64_t total;
+
+	memset(st, 0, sizeof(st));
+	{
+		uint8_t zero[SECT] = { 0 };
+		zero_hash = hash(zero);
+	}
+	if (!getenv("V"))
+		log_set_sink(quiet, NULL);
+	nsteps = (unsigned int)((tsanitized() ? 120 : 400) * tscale());
+	total = run_one(seed, 0, false, &st[0]);
+	printf("  workload of %u steps: %llu I/O operations to fail\n", nsteps,
+	       (unsigned long long)total);
+	fflush(stdout);
+	for (int mode = 0; mode < 2; mode++) {
+		for (uint64_t n = 1; n <= total; n++)
+			run_one(seed, n, mode == 1, &st[mode]);
+		printf("  %s: %llu fault points; %llu hit a commit (pool "
+		       "read-only), %llu metadata reads failed leaving the "
+		       "pool read-write, close failed %llu times; op in "
+		       "flight landed %llu / lost %llu\n",
+		       mode ? "every op from N on fails" : "only op N fails",
+		       (unsigned long long)st[mode].points,
+		       (unsigned long long)st[mode].readonly_commit,
+		       (unsigned long long)st[mode].meta_read_rw,
+		       (unsigned long long)st[mode].close_failed,
+		       (unsigned long long)st[mode].in_flight_landed,
+		       (unsigned long long)st[mode].in_flight_lost);
+		fflush(stdout);
+		CHECK_EQ(st[mode].points, total);
+	}
+	printf("test-engine-fault: ok (%llu fault points)\n",
+	       (unsigned long long)(st[0].points + st[1].points));
+	return 0;
+}
