@@ -10,8 +10,9 @@
  *
  * Handles are pinned: bc_get/bc_new return a node that stays in memory at
  * the same address until bc_put.  The same node may be pinned several
- * times.  Unpinned clean nodes are evicted least-recently-used first once
- * the cache is over its budget; unpinned dirty nodes are written out
+ * times.  Unpinned clean nodes are evicted by a CLOCK sweep (an
+ * approximation of least-recently-used) once the cache is over its budget;
+ * unpinned dirty nodes are written out
  * (checksummed) to make room, which is safe because a dirty node is always
  * at a location that the committed transaction does not reference.
  *
