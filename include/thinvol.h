@@ -138,6 +138,14 @@ struct tv_vol_info {
 	uint64_t mapped;	/* bytes mapped (allocated to the volume) */
 };
 
+/*
+ * Space a volume uses: mapped bytes, and exclusive bytes — those no other
+ * volume shares (what deleting it would free).  O(mapped blocks): reads the
+ * volume's whole mapping tree.
+ */
+int tv_vol_usage(struct tv_pool *pool, uint64_t id, uint64_t *mapped,
+		 uint64_t *exclusive);
+
 /* "#123" is id 123; anything else is a name. */
 int tv_vol_resolve(struct tv_pool *pool, const char *spec, uint64_t *id);
 

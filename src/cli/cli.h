@@ -112,7 +112,7 @@ int cli_resolve(struct tv_pool *pool, const char *ctx, const char *spec,
 
 /* One volume as a JSON object (no newline), with its blob in hex. */
 int cli_put_vol_json(FILE *f, struct tv_pool *pool, uint32_t blob_size,
-		     const struct tv_vol_info *v);
+		     const struct tv_vol_info *v, const uint64_t *exclusive);
 /* The header and one row of the volume table. */
 void cli_put_vol_header(FILE *f);
 void cli_put_vol_row(FILE *f, const struct tv_vol_info *v);

@@ -416,7 +416,7 @@ static int put_vol(struct tv_pool *pool, const struct tv_pool_info *in,
 		return 0;
 	}
 	fputs(first ? "\n" : ",\n", stdout);
-	r = cli_put_vol_json(stdout, pool, in->blob_size, v);
+	r = cli_put_vol_json(stdout, pool, in->blob_size, v, NULL);
 	if (r < 0)
 		return cli_fail(r, "volume #%" PRIu64, v->id);
 	return 0;
@@ -481,7 +481,7 @@ static int cmd_show(const struct cli_cmd *cmd, int argc, char **argv)
 	struct tv_pool *pool;
 	const char *path, *vol;
 	bool json = false, zero = true;
-	uint64_t id;
+	uint64_t id, mapped, exclusive;
 	int c, r;
 
 	while ((c = cli_getopt(cmd, argc, argv, ":j", opts)) != -1) {
@@ -500,10 +500,13 @@ static int cmd_show(const struct cli_cmd *cmd, int argc, char **argv)
 	r = cli_resolve(pool, ctx, vol, &id);
 	if (!r && (r = tv_vol_info(pool, id, &v)) < 0)
 		r = cli_fail(r, "%s", ctx);
+	if (!r && (r = tv_vol_usage(pool, id, &mapped, &exclusive)) < 0)
+		r = cli_fail(r, "%s", ctx);
 	if (r)
 		return cli_close(pool, path, r);
 	if (json) {
-		r = cli_put_vol_json(stdout, pool, in.blob_size, &v);
+		r = cli_put_vol_json(stdout, pool, in.blob_size, &v,
+				     &exclusive);
 		if (r < 0)
 			return cli_close(pool, path, cli_fail(r, "%s", ctx));
 		fputs("\n", stdout);
@@ -520,6 +523,9 @@ static int cmd_show(const struct cli_cmd *cmd, int argc, char **argv)
 	       "mapped:   %s (%" PRIu64 " bytes)\n",
 	       v.id, v.name, uuid, fmt_size(v.size, b1, sizeof(b1)), v.size,
 	       fmt_size(v.mapped, b2, sizeof(b2)), v.mapped);
+	printf("exclusive: %s (%" PRIu64 " bytes not shared with any other "
+	       "volume)\n",
+	       fmt_size(exclusive, b2, sizeof(b2)), exclusive);
 	if (!v.parent)
 		printf("parent:   -\n");
 	else if (tv_vol_info(pool, v.parent, &parent) == 0)

@@ -299,7 +299,7 @@ static void put_time(FILE *f, uint64_t ns)
 }
 
 int cli_put_vol_json(FILE *f, struct tv_pool *pool, uint32_t blob_size,
-		     const struct tv_vol_info *v)
+		     const struct tv_vol_info *v, const uint64_t *exclusive)
 {
 	uint8_t blob[TV_BLOB_MAX];
 	char hex[2 * TV_BLOB_MAX + 1], uuid[37];
@@ -312,9 +312,11 @@ int cli_put_vol_json(FILE *f, struct tv_pool *pool, uint32_t blob_size,
 	fmt_uuid(v->uuid, uuid);
 	fprintf(f, "{\"id\":%" PRIu64 ",\"name\":", v->id);
 	json_put_string(f, v->name, strlen(v->name));
-	fprintf(f, ",\"uuid\":\"%s\",\"size\":%" PRIu64 ",\"mapped\":%" PRIu64
-		   ",\"parent\":",
+	fprintf(f, ",\"uuid\":\"%s\",\"size\":%" PRIu64 ",\"mapped\":%" PRIu64,
 		uuid, v->size, v->mapped);
+	if (exclusive)
+		fprintf(f, ",\"exclusive\":%" PRIu64, *exclusive);
+	fputs(",\"parent\":", f);
 	if (v->parent)
 		fprintf(f, "%" PRIu64, v->parent);
 	else

@@ -1590,6 +1590,47 @@ int btree_del(const struct btree_info *info, struct tm_ref *root)
 	return 0;
 }
 
+/* Walk every entry under ref; shared: some node above or here is
+ * referenced more than once (so its entries belong to other trees too). */
+static int walk_tree(struct bt *b, const struct tm_ref *ref, int level,
+		     bool shared, btree_walk_fn fn, void *ctx)
+{
+	struct bc_node *n;
+	uint32_t count;
+	int r = node_read(b, ref, level, &n);
+
+	if (r)
+		return r;
+	r = tm_node_count(b->tm, ref->blocknr, &count);
+	shared = shared || count > 1;
+	for (unsigned int i = 0; i < nr_of(n) && !r; i++) {
+		if (is_leaf(n)) {
+			r = fn(ctx, key_at(b, n, i), val_at(b, n, i), shared);
+		} else {
+			struct tm_ref cref;
+
+			child_ref(b, n, i, &cref);
+			r = cref.blocknr ? walk_tree(b, &cref,
+						     (int) level_of(n) - 1,
+						     shared, fn, ctx)
+					 : null_ref(n, i);
+		}
+	}
+	tm_put(b->tm, n);
+	return r;
+}
+
+int btree_walk(const struct btree_info *info, const struct tm_ref *root,
+	       btree_walk_fn fn, void *ctx)
+{
+	struct bt b;
+	int r = bt_init(&b, info);
+
+	if (r || !root->blocknr)
+		return r;
+	return walk_tree(&b, root, -1, false, fn, ctx);
+}
+
 int btree_count(const struct btree_info *info, const struct tm_ref *root,
 		uint64_t *count)
 {

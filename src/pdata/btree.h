@@ -123,6 +123,17 @@ int btree_del(const struct btree_info *info, struct tm_ref *root);
 int btree_count(const struct btree_info *info, const struct tm_ref *root,
 		uint64_t *count);
 
+/*
+ * Call fn for every entry in key order (stop at its first non-zero
+ * return, which btree_walk returns).  shared tells whether the entry sits
+ * in a node that another tree also references (some node on its path has
+ * a count above 1).  O(n); the pointers are borrowed for the call.
+ */
+typedef int (*btree_walk_fn)(void *ctx, const void *key, const void *value,
+			     bool shared);
+int btree_walk(const struct btree_info *info, const struct tm_ref *root,
+	       btree_walk_fn fn, void *ctx);
+
 /* Height of the tree (0: a single leaf), -ENOENT for the empty tree. */
 int btree_height(const struct btree_info *info, const struct tm_ref *root,
 		 unsigned int *height);

@@ -509,6 +509,53 @@ int tv_vol_info(struct tv_pool *p, uint64_t id, struct tv_vol_info *out)
 	return r;
 }
 
+struct usage {
+	struct tv_pool *p;
+	uint64_t mapped, exclusive;
+};
+
+static int usage_one(void *ctx, const void *key, const void *value,
+		     bool shared)
+{
+	struct usage *u = ctx;
+	uint32_t count;
+	int r;
+
+	(void)key;
+	u->mapped++;
+	if (shared)
+		return 0;
+	r = sm_block_count(tm_sm(u->p->tm), get_le64(value), &count);
+	if (r == 0 && count == 1)
+		u->exclusive++;
+	return r;
+}
+
+int tv_vol_usage(struct tv_pool *p, uint64_t id, uint64_t *mapped,
+		 uint64_t *exclusive)
+{
+	struct usage u = { .p = p };
+	struct disk_volume v;
+	struct tm_ref root;
+	int r;
+
+	pthread_mutex_lock(&p->meta_lock);
+	r = vol_lookup_locked(p, id, &v);
+	if (r == 0) {
+		ref_from_disk(&root, &v.map_root);
+		r = btree_walk(&p->map, &root, usage_one, &u);
+		if (r < 0)
+			r = tv_err(r, "volume #%" PRIu64 ": %s", id,
+				   strerror(-r));
+	}
+	pthread_mutex_unlock(&p->meta_lock);
+	if (r == 0) {
+		*mapped = u.mapped * p->block_size;
+		*exclusive = u.exclusive * p->block_size;
+	}
+	return r;
+}
+
 int tv_vol_get_blob(struct tv_pool *p, uint64_t id, void *blob, size_t len)
 {
 	struct disk_volume v;

@@ -280,6 +280,54 @@ static void run(uint32_t block_size, uint64_t seed, unsigned int steps)
 	rmdir(dir);
 }
 
+/* mapped and exclusive bytes through snapshots, copy-on-write, delete */
+static void usage_test(void)
+{
+	char dir[] = "/tmp/tv-usage-XXXXXX", path[256];
+	struct tv_pool_create_opts co = { .size = 64 << 20, .blob_size = -1 };
+	struct tv_pool_open_opts oo = { .commit_interval_ms = 20 };
+	uint64_t a, s, mapped, excl, bsz = 64 << 10;
+	struct tv_pool *p;
+	uint8_t *buf = malloc(8 * bsz);
+
+	memset(buf, 0x5a, 8 * bsz);
+	CHECK(mkdtemp(dir));
+	snprintf(path, sizeof(path), "%s/p.pool", dir);
+	CHECK_OK(tv_pool_create(path, &co));
+	CHECK_OK(tv_pool_open(path, &oo, &p));
+	CHECK_OK(tv_vol_create(p, "a", 16 * bsz, NULL, 0, &a));
+	CHECK_OK(tv_vol_write(p, a, buf, 8 * bsz, 0, 0));
+	CHECK_OK(tv_vol_usage(p, a, &mapped, &excl));
+	CHECK_EQ(mapped, 8 * bsz);
+	CHECK_EQ(excl, 8 * bsz);
+	CHECK_OK(tv_vol_snapshot(p, a, "s", 0, NULL, 0, &s));
+	CHECK_OK(tv_vol_usage(p, a, &mapped, &excl));
+	CHECK_EQ(mapped, 8 * bsz);
+	CHECK_EQ(excl, 0); /* all shared */
+	CHECK_OK(tv_vol_usage(p, s, &mapped, &excl));
+	CHECK_EQ(excl, 0);
+	CHECK_OK(tv_vol_write(p, a, buf, 512, 3 * bsz, 0)); /* copy one */
+	CHECK_OK(tv_vol_usage(p, a, &mapped, &excl));
+	CHECK_EQ(mapped, 8 * bsz);
+	CHECK_EQ(excl, bsz);
+	CHECK_OK(tv_vol_usage(p, s, &mapped, &excl));
+	CHECK_EQ(excl, bsz); /* the block a no longer uses */
+	CHECK_OK(tv_vol_delete(p, s));
+	for (int t = 0; t < 200; t++) {
+		CHECK_OK(tv_vol_usage(p, a, &mapped, &excl));
+		if (excl == 8 * bsz)
+			break;
+		usleep(20000);
+	}
+	CHECK_EQ(excl, 8 * bsz);
+	CHECK_ERR(tv_vol_usage(p, 999, &mapped, &excl), -ENOENT);
+	clean(p);
+	CHECK_OK(tv_pool_close(p));
+	unlink(path);
+	rmdir(dir);
+	free(buf);
+}
+
 int main(void)
 {
 	uint64_t seed = tseed("test-engine-io");
@@ -288,6 +336,7 @@ int main(void)
 
 	if (!getenv("V"))
 		log_set_sink(quiet, NULL);
+	usage_test();
 	run(4096, seed, steps);
 	run(64 << 10, seed + 1, steps);
 	printf("test-engine-io: creates %llu snapshots %llu deletes %llu "
