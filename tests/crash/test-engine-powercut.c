@@ -380,9 +380,12 @@ static void run_workload(struct run *w, struct io_dev *pc, uint64_t seed,
 	tv_pool_close(p);
 }
 
+/* Cut at every point (sample 0) or at sample random points. */
 static void run_config(uint32_t bs, uint64_t dev_size, uint64_t seed,
-		       unsigned int steps, uint64_t *cuts, uint64_t *images)
+		       unsigned int steps, unsigned int sample, uint64_t *cuts,
+		       uint64_t *images)
 {
+	struct trng pick;
 	struct tv_pool_create_opts co = { .block_size = bs, .blob_size = 16 };
 	struct io_dev *mem, *pc, *img;
 	uint64_t total;
@@ -396,11 +399,15 @@ static void run_config(uint32_t bs, uint64_t dev_size, uint64_t seed,
 	model_free(&w.cur);
 	model_free(&w.before_op);
 	io_close(pc);
-	printf("  block size %u: %llu mutating ops to cut at\n", bs,
-	       (unsigned long long)total);
+	printf("  block size %u, %u steps: %llu mutating ops, cutting at %s\n",
+	       bs, steps, (unsigned long long)total,
+	       sample ? "random ones" : "every one");
 	fflush(stdout);
+	trng_init(&pick, seed * 31);
 
-	for (uint64_t k = 1; k <= total; k++) {
+	for (uint64_t i = 1; i <= (sample ? sample : total); i++) {
+		uint64_t k = sample ? 1 + trng_below(&pick, total) : i;
+
 		CHECK_OK(io_mem_create(dev_size, &mem));
 		CHECK_OK(pool_format_dev(mem, &co));
 		CHECK_OK(io_pc_wrap(mem, true, &pc));
@@ -441,8 +448,11 @@ int main(void)
 		log_set_sink(quiet, NULL);
 	/* small pools, so that freed blocks are soon handed out again: the
 	 * no-leak property is only tested when blocks are reused */
-	run_config(4096, 3 << 20, seed, steps, &cuts, &images);
-	run_config(64 << 10, 6 << 20, seed + 1, steps, &cuts, &images);
+	run_config(4096, 3 << 20, seed, steps, 0, &cuts, &images);
+	run_config(64 << 10, 6 << 20, seed + 1, steps, 0, &cuts, &images);
+	/* a longer workload, at random points of it */
+	run_config(4096, 4 << 20, seed + 2, steps * 6,
+		   tsanitized() ? 40 : 150, &cuts, &images);
 	printf("test-engine-powercut: %llu cut points explored, %llu crash "
 	       "images verified\n",
 	       (unsigned long long)cuts, (unsigned long long)images);
