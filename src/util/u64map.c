@@ -28,7 +28,7 @@ void u64map_free(struct u64map *m)
 
 void u64map_clear(struct u64map *m)
 {
-	if (m->cap)
+	if (m->cap && m->len) /* an empty map costs nothing to clear */
 		memset(m->used, 0, m->cap);
 	m->len = 0;
 }

@@ -126,7 +126,7 @@ run_check(struct env *e, const struct btree_info *info, unsigned int nr)
 	/* with no trees, everything they hold looks leaked; a corrupt store
 	 * is expected to fail: no messages then */
 	FILE *out = nr && !quiet ? stderr : NULL;
-	struct check_root roots[TM_NR_ROOTS];
+	struct check_root roots[TM_NR_ROOTS] = { 0 };
 	struct check_report rep;
 
 	for (unsigned int i = 0; i < nr; i++) {
