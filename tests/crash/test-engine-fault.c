@@ -28,9 +28,8 @@
 #include "thinvol.h"
 #include "util/checked.h"
 #include "util/log.h"
+#include "volmodel.h"
 
-#define NV 5
-#define SECT 512u
 #define BS 4096u
 #define DEV_SIZE (4ull << 20)
 
@@ -116,84 +115,11 @@ static struct io_dev *trace_wrap(struct io_dev *lower)
 	return &t->dev;
 }
 
-/* ---- the model (as in test-engine-powercut) ---- */
-
-#define MAXC 6
-struct sect {
-	uint8_t n;
-	uint64_t c[MAXC];
-};
-
-struct mvol {
-	bool live;
-	uint64_t id;
-	uint64_t sectors;
-	struct sect *s;
-	char name[16];
-};
-
-struct model {
-	struct mvol v[NV];
-	uint64_t max_id;
-	uint64_t next_id;
-};
-
-static uint64_t zero_hash;
-
-static uint64_t hash(const uint8_t *p)
-{
-	uint64_t h = 0xcbf29ce484222325ull;
-
-	for (unsigned int i = 0; i < SECT; i++)
-		h = (h ^ p[i]) * 0x100000001b3ull;
-	return h;
-}
-
 static void quiet(enum log_level lvl, const char *msg, void *ctx)
 {
 	(void)lvl;
 	(void)msg;
 	(void)ctx;
-}
-
-static void model_free(struct model *m)
-{
-	for (int i = 0; i < NV; i++)
-		free(m->v[i].s);
-	memset(m, 0, sizeof(*m));
-}
-
-static void model_copy(struct model *d, const struct model *s)
-{
-	*d = *s;
-	for (int i = 0; i < NV; i++) {
-		if (!s->v[i].s)
-			continue;
-		d->v[i].s = malloc(s->v[i].sectors * sizeof(struct sect));
-		memcpy(d->v[i].s, s->v[i].s,
-		       s->v[i].sectors * sizeof(struct sect));
-	}
-}
-
-static void settle(struct model *m)
-{
-	for (int i = 0; i < NV; i++)
-		for (uint64_t k = 0; m->v[i].live && k < m->v[i].sectors; k++) {
-			struct sect *s = &m->v[i].s[k];
-			s->c[0] = s->c[s->n - 1];
-			s->n = 1;
-		}
-}
-
-static void add(struct sect *s, uint64_t h)
-{
-	if (s->c[s->n - 1] == h)
-		return;
-	if (s->n == MAXC) {
-		memmove(&s->c[1], &s->c[2], (MAXC - 2) * sizeof(s->c[0]));
-		s->n--;
-	}
-	s->c[s->n++] = h;
 }
 
 enum step_kind { S_NONE, S_CREATE, S_SNAPSHOT, S_DELETE, S_WRITE, S_FLUSH };
@@ -202,7 +128,7 @@ static const char *const step_names[] = { "none", "create", "snapshot",
 
 struct run {
 	struct trng rng;
-	struct model cur, before_op;
+	struct vm_model cur, before_op;
 	bool op_in_flight;
 	unsigned int seq;
 	enum step_kind last;
@@ -211,7 +137,7 @@ struct run {
 static int pick(struct run *w, bool live)
 {
 	for (int k = 0; k < 16; k++) {
-		int i = (int)trng_below(&w->rng, NV);
+		int i = (int)trng_below(&w->rng, VM_NV);
 		if (w->cur.v[i].live == live)
 			return i;
 	}
@@ -220,15 +146,15 @@ static int pick(struct run *w, bool live)
 
 static void begin_meta(struct run *w)
 {
-	model_free(&w->before_op);
-	model_copy(&w->before_op, &w->cur);
+	vm_free(&w->before_op);
+	vm_copy(&w->before_op, &w->cur);
 	w->op_in_flight = true;
-	settle(&w->cur);
+	vm_settle(&w->cur);
 }
 
 static int step(struct run *w, struct tv_pool *p)
 {
-	struct model *m = &w->cur;
+	struct vm_model *m = &w->cur;
 	unsigned int op = (unsigned int)trng_below(&w->rng, 100);
 	int i, r;
 
@@ -243,14 +169,14 @@ static int step(struct run *w, struct tv_pool *p)
 		snprintf(m->v[i].name, sizeof(m->v[i].name), "v%u", w->seq++);
 		m->v[i].live = true;
 		m->v[i].id = m->next_id++;
-		m->v[i].sectors = (2 + trng_below(&w->rng, 5)) * BS / SECT;
-		m->v[i].s = calloc(m->v[i].sectors, sizeof(struct sect));
+		m->v[i].sectors = (2 + trng_below(&w->rng, 5)) * BS / VM_SECT;
+		m->v[i].s = calloc(m->v[i].sectors, sizeof(struct vm_sect));
 		for (uint64_t k = 0; k < m->v[i].sectors; k++) {
 			m->v[i].s[k].n = 1;
-			m->v[i].s[k].c[0] = zero_hash;
+			m->v[i].s[k].c[0] = vm_zero_hash;
 		}
 		m->max_id = m->v[i].id;
-		r = tv_vol_create(p, m->v[i].name, m->v[i].sectors * SECT,
+		r = tv_vol_create(p, m->v[i].name, m->v[i].sectors * VM_SECT,
 				  NULL, 0, &id);
 		if (r < 0)
 			return r;
@@ -268,9 +194,9 @@ static int step(struct run *w, struct tv_pool *p)
 		m->v[i].live = true;
 		m->v[i].id = m->next_id++;
 		m->v[i].sectors = m->v[o].sectors;
-		m->v[i].s = malloc(m->v[o].sectors * sizeof(struct sect));
+		m->v[i].s = malloc(m->v[o].sectors * sizeof(struct vm_sect));
 		memcpy(m->v[i].s, m->v[o].s,
-		       m->v[o].sectors * sizeof(struct sect));
+		       m->v[o].sectors * sizeof(struct vm_sect));
 		m->max_id = m->v[i].id;
 		r = tv_vol_snapshot(p, m->v[o].id, m->v[i].name, 0, NULL, 0,
 				    &id);
@@ -304,16 +230,16 @@ static int step(struct run *w, struct tv_pool *p)
 		} else {
 			first = trng_below(&w->rng, m->v[i].sectors);
 			n = 1 + trng_below(&w->rng, MIN(m->v[i].sectors - first,
-							 2 * BS / SECT));
+							 2 * BS / VM_SECT));
 		}
-		buf = malloc(n * SECT);
-		for (uint64_t k = 0; k < n * SECT; k += 8) {
+		buf = malloc(n * VM_SECT);
+		for (uint64_t k = 0; k < n * VM_SECT; k += 8) {
 			uint64_t x = trng_next(&w->rng);
 			memcpy(buf + k, &x, 8);
 		}
-		r = tv_vol_write(p, m->v[i].id, buf, n * SECT, first * SECT, 0);
+		r = tv_vol_write(p, m->v[i].id, buf, n * VM_SECT, first * VM_SECT, 0);
 		for (uint64_t k = 0; k < n; k++)
-			add(&m->v[i].s[first + k], hash(buf + k * SECT));
+			vm_add(&m->v[i].s[first + k], vm_hash(buf + k * VM_SECT));
 		free(buf);
 		if (r < 0)
 			return r;
@@ -322,71 +248,11 @@ static int step(struct run *w, struct tv_pool *p)
 		r = tv_pool_flush(p);
 		if (r < 0)
 			return r;
-		settle(m);
+		vm_settle(m);
 	}
 	return 0;
 }
 
-static bool matches(struct tv_pool *p, const struct model *m, bool verbose)
-{
-	struct tv_pool_info pi;
-	uint64_t live = 0;
-	uint8_t *buf;
-
-	CHECK_OK(tv_pool_info(p, &pi));
-	if (pi.next_id <= m->max_id) {
-		if (verbose)
-			fprintf(stderr, "next id %llu went back (max %llu)\n",
-				(unsigned long long)pi.next_id,
-				(unsigned long long)m->max_id);
-		return false;
-	}
-	for (int i = 0; i < NV; i++)
-		live += m->v[i].live;
-	if (pi.nr_volumes != live) {
-		if (verbose)
-			fprintf(stderr, "%llu volumes, model %llu\n",
-				(unsigned long long)pi.nr_volumes,
-				(unsigned long long)live);
-		return false;
-	}
-	for (int i = 0; i < NV; i++) {
-		const struct mvol *v = &m->v[i];
-		struct tv_vol_info vi;
-
-		if (!v->live)
-			continue;
-		if (tv_vol_info(p, v->id, &vi) || strcmp(vi.name, v->name) ||
-		    vi.size != v->sectors * SECT) {
-			if (verbose)
-				fprintf(stderr, "volume %s (#%llu) missing or "
-						"different\n",
-					v->name, (unsigned long long)v->id);
-			return false;
-		}
-		buf = malloc(v->sectors * SECT);
-		CHECK_OK(tv_vol_read(p, v->id, buf, v->sectors * SECT, 0));
-		for (uint64_t k = 0; k < v->sectors; k++) {
-			uint64_t h = hash(buf + k * SECT);
-			bool ok = false;
-			for (int c = 0; c < v->s[k].n; c++)
-				ok |= v->s[k].c[c] == h;
-			if (!ok) {
-				if (verbose)
-					fprintf(stderr, "volume %s sector %llu: "
-							"content it never had "
-							"(%d candidates, "
-							"zero=%d)\n",
-						v->name, (unsigned long long)k,
-						v->s[k].n, h == zero_hash);
-				free(buf);
-				return false;
-			}
-		}
-		free(buf);
-	}
-	return true;
-}
 
 struct stats {
 	uint64_t points, readonly_commit, meta_read_rw, close_failed;
@@ -498,11 +364,11 @@ static uint64_t run_one(uint64_t seed, uint64_t n, bool persistent,
 		bool ok;
 
 		CHECK_OK(pool_open_dev(mem, false, "raw", &oo, &p));
-		ok = matches(p, &w.cur, false);
+		ok = vm_matches(p, &w.cur, false);
 		if (ok && w.op_in_flight)
 			st->in_flight_landed++;
 		if (!ok && w.op_in_flight) {
-			ok = matches(p, &w.before_op, false);
+			ok = vm_matches(p, &w.before_op, false);
 			st->in_flight_lost += ok;
 		}
 		if (!ok) {
@@ -511,9 +377,9 @@ static uint64_t run_one(uint64_t seed, uint64_t n, bool persistent,
 				(unsigned long long)n,
 				persistent ? "persistent" : "once",
 				step_names[w.last], s);
-			matches(p, &w.cur, true);
+			vm_matches(p, &w.cur, true);
 			if (w.op_in_flight)
-				matches(p, &w.before_op, true);
+				vm_matches(p, &w.before_op, true);
 			CHECK(0);
 		}
 		CHECK_OK(tv_pool_check(p, stderr, &rep));
@@ -525,8 +391,8 @@ static uint64_t run_one(uint64_t seed, uint64_t n, bool persistent,
 		CHECK_OK(tv_pool_close(p));
 	}
 	io_close(mem);
-	model_free(&w.cur);
-	model_free(&w.before_op);
+	vm_free(&w.cur);
+	vm_free(&w.before_op);
 	return ops;
 }
 
@@ -538,8 +404,8 @@ int main(void)
 
 	memset(st, 0, sizeof(st));
 	{
-		uint8_t zero[SECT] = { 0 };
-		zero_hash = hash(zero);
+		uint8_t zero[VM_SECT] = { 0 };
+		vm_zero_hash = vm_hash(zero);
 	}
 	if (!getenv("V"))
 		log_set_sink(quiet, NULL);

@@ -24,41 +24,8 @@
 #include "thinvol.h"
 #include "util/checked.h"
 #include "util/log.h"
+#include "volmodel.h"
 
-#define NV 5
-#define SECT 512u
-
-/* What a sector may read: up to MAXC contents (as 64-bit hashes). */
-#define MAXC 6
-struct sect {
-	uint8_t n;
-	uint64_t c[MAXC];
-};
-
-struct mvol {
-	bool live;
-	uint64_t id;
-	uint64_t sectors;
-	struct sect *s;
-	char name[16];
-};
-
-struct model {
-	struct mvol v[NV];
-	uint64_t max_id;  /* highest id committed */
-	uint64_t next_id; /* the id the next create or snapshot gets */
-};
-
-static uint64_t hash(const uint8_t *p)
-{
-	uint64_t h = 0xcbf29ce484222325ull;
-
-	for (unsigned int i = 0; i < SECT; i++)
-		h = (h ^ p[i]) * 0x100000001b3ull;
-	return h;
-}
-
-static uint64_t zero_hash;
 
 static void quiet(enum log_level lvl, const char *msg, void *ctx)
 {
@@ -67,51 +34,10 @@ static void quiet(enum log_level lvl, const char *msg, void *ctx)
 	(void)ctx;
 }
 
-static void model_free(struct model *m)
-{
-	for (int i = 0; i < NV; i++)
-		free(m->v[i].s);
-	memset(m, 0, sizeof(*m));
-}
-
-static void model_copy(struct model *d, const struct model *s)
-{
-	*d = *s;
-	for (int i = 0; i < NV; i++) {
-		if (!s->v[i].s)
-			continue;
-		d->v[i].s = malloc(s->v[i].sectors * sizeof(struct sect));
-		memcpy(d->v[i].s, s->v[i].s,
-		       s->v[i].sectors * sizeof(struct sect));
-	}
-}
-
-/* A flush point: every sector is now exactly its latest content. */
-static void settle(struct model *m)
-{
-	for (int i = 0; i < NV; i++)
-		for (uint64_t k = 0; m->v[i].live && k < m->v[i].sectors; k++) {
-			struct sect *s = &m->v[i].s[k];
-			s->c[0] = s->c[s->n - 1];
-			s->n = 1;
-		}
-}
-
-static void add(struct sect *s, uint64_t h)
-{
-	if (s->c[s->n - 1] == h)
-		return;
-	if (s->n == MAXC) { /* keep the oldest (durable) and the newest */
-		memmove(&s->c[1], &s->c[2], (MAXC - 2) * sizeof(s->c[0]));
-		s->n--;
-	}
-	s->c[s->n++] = h;
-}
-
 struct run {
 	struct trng rng;
-	struct model cur;	  /* as the workload sees it */
-	struct model before_op;	  /* before the metadata op in flight */
+	struct vm_model cur;	  /* as the workload sees it */
+	struct vm_model before_op;	  /* before the metadata op in flight */
 	bool op_in_flight;
 	unsigned int seq;
 	uint32_t bs;
@@ -120,7 +46,7 @@ struct run {
 static int pick(struct run *w, bool live)
 {
 	for (int k = 0; k < 16; k++) {
-		int i = (int)trng_below(&w->rng, NV);
+		int i = (int)trng_below(&w->rng, VM_NV);
 		if (w->cur.v[i].live == live)
 			return i;
 	}
@@ -130,7 +56,7 @@ static int pick(struct run *w, bool live)
 /* One step; returns the engine's error (the power went) or 0. */
 static int step(struct run *w, struct tv_pool *p)
 {
-	struct model *m = &w->cur;
+	struct vm_model *m = &w->cur;
 	unsigned int op = (unsigned int)trng_below(&w->rng, 100);
 	int i, r;
 
@@ -139,23 +65,23 @@ static int step(struct run *w, struct tv_pool *p)
 		i = pick(w, false);
 		if (i < 0)
 			return 0;
-		model_free(&w->before_op);
-		model_copy(&w->before_op, m);
+		vm_free(&w->before_op);
+		vm_copy(&w->before_op, m);
 		/* the model moves first: if the power goes during the
 		 * commit, either state may be on the device */
 		w->op_in_flight = true;
 		snprintf(m->v[i].name, sizeof(m->v[i].name), "v%u", w->seq++);
-		settle(m);
+		vm_settle(m);
 		m->v[i].live = true;
 		m->v[i].id = m->next_id++;
-		m->v[i].sectors = (2 + trng_below(&w->rng, 6)) * w->bs / SECT;
-		m->v[i].s = calloc(m->v[i].sectors, sizeof(struct sect));
+		m->v[i].sectors = (2 + trng_below(&w->rng, 6)) * w->bs / VM_SECT;
+		m->v[i].s = calloc(m->v[i].sectors, sizeof(struct vm_sect));
 		for (uint64_t k = 0; k < m->v[i].sectors; k++) {
 			m->v[i].s[k].n = 1;
-			m->v[i].s[k].c[0] = zero_hash;
+			m->v[i].s[k].c[0] = vm_zero_hash;
 		}
 		m->max_id = m->v[i].id;
-		r = tv_vol_create(p, m->v[i].name, m->v[i].sectors * SECT,
+		r = tv_vol_create(p, m->v[i].name, m->v[i].sectors * VM_SECT,
 				  NULL, 0, &id);
 		if (r < 0)
 			return r;
@@ -167,17 +93,17 @@ static int step(struct run *w, struct tv_pool *p)
 		i = pick(w, false);
 		if (i < 0 || o < 0)
 			return 0;
-		model_free(&w->before_op);
-		model_copy(&w->before_op, m);
+		vm_free(&w->before_op);
+		vm_copy(&w->before_op, m);
 		w->op_in_flight = true;
 		snprintf(m->v[i].name, sizeof(m->v[i].name), "s%u", w->seq++);
-		settle(m);
+		vm_settle(m);
 		m->v[i].live = true;
 		m->v[i].id = m->next_id++;
 		m->v[i].sectors = m->v[o].sectors;
-		m->v[i].s = malloc(m->v[o].sectors * sizeof(struct sect));
+		m->v[i].s = malloc(m->v[o].sectors * sizeof(struct vm_sect));
 		memcpy(m->v[i].s, m->v[o].s,
-		       m->v[o].sectors * sizeof(struct sect));
+		       m->v[o].sectors * sizeof(struct vm_sect));
 		m->max_id = m->v[i].id;
 		r = tv_vol_snapshot(p, m->v[o].id, m->v[i].name, 0, NULL, 0,
 				    &id);
@@ -189,10 +115,10 @@ static int step(struct run *w, struct tv_pool *p)
 		i = pick(w, true);
 		if (i < 0)
 			return 0;
-		model_free(&w->before_op);
-		model_copy(&w->before_op, m);
+		vm_free(&w->before_op);
+		vm_copy(&w->before_op, m);
 		w->op_in_flight = true;
-		settle(m);
+		vm_settle(m);
 		m->v[i].live = false;
 		free(m->v[i].s);
 		m->v[i].s = NULL;
@@ -216,18 +142,18 @@ static int step(struct run *w, struct tv_pool *p)
 		} else {
 			first = trng_below(&w->rng, m->v[i].sectors);
 			n = 1 + trng_below(&w->rng, MIN(m->v[i].sectors - first,
-							 2 * w->bs / SECT));
+							 2 * w->bs / VM_SECT));
 		}
-		buf = malloc(n * SECT);
-		for (uint64_t k = 0; k < n * SECT; k += 8) {
+		buf = malloc(n * VM_SECT);
+		for (uint64_t k = 0; k < n * VM_SECT; k += 8) {
 			uint64_t x = trng_next(&w->rng);
 			memcpy(buf + k, &x, 8);
 		}
-		r = tv_vol_write(p, m->v[i].id, buf, n * SECT, first * SECT, 0);
+		r = tv_vol_write(p, m->v[i].id, buf, n * VM_SECT, first * VM_SECT, 0);
 		/* a write that failed may have landed in part: its sectors
 		 * are old or new, as for any write not yet flushed */
 		for (uint64_t k = 0; k < n; k++)
-			add(&m->v[i].s[first + k], hash(buf + k * SECT));
+			vm_add(&m->v[i].s[first + k], vm_hash(buf + k * VM_SECT));
 		free(buf);
 		if (r < 0)
 			return r;
@@ -238,16 +164,16 @@ static int step(struct run *w, struct tv_pool *p)
 			return 0;
 		first = trng_below(&w->rng, m->v[i].sectors);
 		n = 1 + trng_below(&w->rng, m->v[i].sectors - first);
-		r = tv_vol_discard(p, m->v[i].id, n * SECT, first * SECT);
+		r = tv_vol_discard(p, m->v[i].id, n * VM_SECT, first * VM_SECT);
 		for (uint64_t k = 0; k < n; k++)
-			add(&m->v[i].s[first + k], zero_hash);
+			vm_add(&m->v[i].s[first + k], vm_zero_hash);
 		if (r < 0)
 			return r;
 	} else if (op < 94) { /* flush */
 		r = tv_pool_flush(p);
 		if (r < 0)
 			return r;
-		settle(m);
+		vm_settle(m);
 	} else { /* what the committer thread does: reclaim deleted
 		  * volumes' blocks, commit, punch holes (deterministic
 		  * here, with the thread idle) */
@@ -258,76 +184,11 @@ static int step(struct run *w, struct tv_pool *p)
 		pthread_mutex_unlock(&p->meta_lock);
 		if (r < 0)
 			return r;
-		settle(m);
+		vm_settle(m);
 	}
 	return 0;
 }
 
-/* Does the image match model m? */
-static bool matches(struct tv_pool *p, const struct model *m, bool verbose)
-{
-	struct tv_pool_info pi;
-	uint8_t *buf;
-
-	CHECK_OK(tv_pool_info(p, &pi));
-	if (pi.next_id <= m->max_id) {
-		if (verbose)
-			fprintf(stderr, "next id %llu went back (max %llu)\n",
-				(unsigned long long)pi.next_id,
-				(unsigned long long)m->max_id);
-		return false;
-	}
-	{
-		uint64_t live = 0;
-		for (int i = 0; i < NV; i++)
-			live += m->v[i].live;
-		if (pi.nr_volumes != live) {
-			if (verbose)
-				fprintf(stderr, "%llu volumes, model %llu\n",
-					(unsigned long long)pi.nr_volumes,
-					(unsigned long long)live);
-			return false;
-		}
-	}
-	for (int i = 0; i < NV; i++) {
-		const struct mvol *v = &m->v[i];
-		struct tv_vol_info vi;
-
-		if (!v->live)
-			continue;
-		if (tv_vol_info(p, v->id, &vi) || strcmp(vi.name, v->name) ||
-		    vi.size != v->sectors * SECT) {
-			if (verbose)
-				fprintf(stderr, "volume %s (#%llu) missing or "
-						"different\n",
-					v->name, (unsigned long long)v->id);
-			return false;
-		}
-		buf = malloc(v->sectors * SECT);
-		CHECK_OK(tv_vol_read(p, v->id, buf, v->sectors * SECT, 0));
-		for (uint64_t k = 0; k < v->sectors; k++) {
-			uint64_t h = hash(buf + k * SECT);
-			bool ok = false;
-			for (int c = 0; c < v->s[k].n; c++)
-				ok |= v->s[k].c[c] == h;
-			if (!ok) {
-				if (verbose)
-					fprintf(stderr, "volume %s sector "
-							"%llu: content it "
-							"never had (%016llx, %d "
-							"candidates, zero=%d)\n",
-						v->name,
-						(unsigned long long)k,
-						(unsigned long long)h,
-						v->s[k].n, h == zero_hash);
-				free(buf);
-				return false;
-			}
-		}
-		free(buf);
-	}
-	return true;
-}
 
 static void verify_image(struct io_dev *img, struct run *w, uint64_t *n)
 {
@@ -337,13 +198,13 @@ static void verify_image(struct io_dev *img, struct run *w, uint64_t *n)
 	bool ok;
 
 	CHECK_OK(pool_open_dev(img, false, "image", &oo, &p));
-	ok = matches(p, &w->cur, false);
+	ok = vm_matches(p, &w->cur, false);
 	if (!ok && w->op_in_flight)
-		ok = matches(p, &w->before_op, false);
+		ok = vm_matches(p, &w->before_op, false);
 	if (!ok) {
-		matches(p, &w->cur, true);
+		vm_matches(p, &w->cur, true);
 		if (w->op_in_flight)
-			matches(p, &w->before_op, true);
+			vm_matches(p, &w->before_op, true);
 		CHECK(0);
 	}
 	CHECK_OK(tv_pool_check(p, stderr, &rep));
@@ -396,8 +257,8 @@ static void run_config(uint32_t bs, uint64_t dev_size, uint64_t seed,
 	CHECK_OK(io_pc_wrap(mem, true, &pc));
 	run_workload(&w, pc, seed, bs, steps);
 	total = io_pc_ops(pc);
-	model_free(&w.cur);
-	model_free(&w.before_op);
+	vm_free(&w.cur);
+	vm_free(&w.before_op);
 	io_close(pc);
 	printf("  block size %u, %u steps: %llu mutating ops, cutting at %s\n",
 	       bs, steps, (unsigned long long)total,
@@ -429,8 +290,8 @@ static void run_config(uint32_t bs, uint64_t dev_size, uint64_t seed,
 			verify_image(img, &w, images);
 			io_close(img);
 		}
-		model_free(&w.cur);
-		model_free(&w.before_op);
+		vm_free(&w.cur);
+		vm_free(&w.before_op);
 		io_close(pc);
 	}
 }
@@ -441,9 +302,9 @@ int main(void)
 	unsigned int steps = (unsigned int)((tsanitized() ? 60 : 150) *
 					    tscale());
 	uint64_t cuts = 0, images = 0;
-	uint8_t zero[SECT] = { 0 };
+	uint8_t zero[VM_SECT] = { 0 };
 
-	zero_hash = hash(zero);
+	vm_zero_hash = vm_hash(zero);
 	if (!getenv("V"))
 		log_set_sink(quiet, NULL);
 	/* small pools, so that freed blocks are soon handed out again: the

@@ -1,0 +1,133 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/* volmodel - see volmodel.h */
+#include "volmodel.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tcheck.h"
+
+uint64_t vm_zero_hash;
+
+static uint64_t fnv(const uint8_t *p)
+{
+	uint64_t h = 0xcbf29ce484222325ull;
+
+	for (unsigned int i = 0; i < VM_SECT; i++)
+		h = (h ^ p[i]) * 0x100000001b3ull;
+	return h;
+}
+
+uint64_t vm_hash(const uint8_t *p)
+{
+	if (!vm_zero_hash) {
+		static const uint8_t zero[VM_SECT];
+		vm_zero_hash = fnv(zero);
+	}
+	return fnv(p);
+}
+
+void vm_free(struct vm_model *m)
+{
+	for (int i = 0; i < VM_NV; i++)
+		free(m->v[i].s);
+	memset(m, 0, sizeof(*m));
+}
+
+void vm_copy(struct vm_model *d, const struct vm_model *s)
+{
+	*d = *s;
+	for (int i = 0; i < VM_NV; i++) {
+		if (!s->v[i].s)
+			continue;
+		d->v[i].s = malloc(s->v[i].sectors * sizeof(struct vm_sect));
+		CHECK(d->v[i].s);
+		memcpy(d->v[i].s, s->v[i].s,
+		       s->v[i].sectors * sizeof(struct vm_sect));
+	}
+}
+
+void vm_settle(struct vm_model *m)
+{
+	for (int i = 0; i < VM_NV; i++)
+		for (uint64_t k = 0; m->v[i].live && k < m->v[i].sectors;
+		     k++) {
+			struct vm_sect *s = &m->v[i].s[k];
+			s->c[0] = s->c[s->n - 1];
+			s->n = 1;
+		}
+}
+
+void vm_add(struct vm_sect *s, uint64_t h)
+{
+	if (s->c[s->n - 1] == h)
+		return;
+	if (s->n == VM_MAXC) { /* keep the oldest (durable) and the newest */
+		memmove(&s->c[1], &s->c[2], (VM_MAXC - 2) * sizeof(s->c[0]));
+		s->n--;
+	}
+	s->c[s->n++] = h;
+}
+
+bool vm_matches(struct tv_pool *p, const struct vm_model *m, bool verbose)
+{
+	struct tv_pool_info pi;
+	uint64_t live = 0;
+	uint8_t *buf;
+
+	CHECK_OK(tv_pool_info(p, &pi));
+	if (pi.next_id <= m->max_id) {
+		if (verbose)
+			fprintf(stderr, "next id %llu went back (max %llu)\n",
+				(unsigned long long)pi.next_id,
+				(unsigned long long)m->max_id);
+		return false;
+	}
+	for (int i = 0; i < VM_NV; i++)
+		live += m->v[i].live;
+	if (pi.nr_volumes != live) {
+		if (verbose)
+			fprintf(stderr, "%llu volumes, model %llu\n",
+				(unsigned long long)pi.nr_volumes,
+				(unsigned long long)live);
+		return false;
+	}
+	for (int i = 0; i < VM_NV; i++) {
+		const struct vm_vol *v = &m->v[i];
+		struct tv_vol_info vi;
+
+		if (!v->live)
+			continue;
+		if (tv_vol_info(p, v->id, &vi) || strcmp(vi.name, v->name) ||
+		    vi.size != v->sectors * VM_SECT) {
+			if (verbose)
+				fprintf(stderr, "volume %s (#%llu) missing or "
+						"different\n",
+					v->name, (unsigned long long)v->id);
+			return false;
+		}
+		buf = malloc(v->sectors * VM_SECT);
+		CHECK(buf);
+		CHECK_OK(tv_vol_read(p, v->id, buf, v->sectors * VM_SECT, 0));
+		for (uint64_t k = 0; k < v->sectors; k++) {
+			uint64_t h = vm_hash(buf + k * VM_SECT);
+			bool ok = false;
+			for (int c = 0; c < v->s[k].n; c++)
+				ok |= v->s[k].c[c] == h;
+			if (!ok) {
+				if (verbose)
+					fprintf(stderr, "volume %s sector %llu: "
+							"content it never had "
+							"(%d candidates, "
+							"zero=%d)\n",
+						v->name, (unsigned long long)k,
+						v->s[k].n, h == vm_zero_hash);
+				free(buf);
+				return false;
+			}
+		}
+		free(buf);
+	}
+	return true;
+}

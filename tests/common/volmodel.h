@@ -1,0 +1,54 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * volmodel - what every sector of a few volumes may read after a crash or
+ * a failed I/O, for the engine's power-cut and fault tests.
+ *
+ * Each sector keeps the hashes of the contents it may hold: the durable
+ * one (the first) and every newer one written since the last flush point
+ * (writes not yet flushed read as old or new).  vm_settle() is a flush
+ * point: each sector keeps only its newest content.
+ */
+#ifndef TV_TESTS_VOLMODEL_H
+#define TV_TESTS_VOLMODEL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "thinvol.h"
+
+#define VM_NV 5	      /* volumes a model tracks */
+#define VM_SECT 512u  /* sector size */
+#define VM_MAXC 6     /* contents kept per sector */
+
+struct vm_sect {
+	uint8_t n;
+	uint64_t c[VM_MAXC];
+};
+
+struct vm_vol {
+	bool live;
+	uint64_t id;
+	uint64_t sectors;
+	struct vm_sect *s;
+	char name[16];
+};
+
+struct vm_model {
+	struct vm_vol v[VM_NV];
+	uint64_t max_id;  /* highest id committed */
+	uint64_t next_id; /* the id the next create or snapshot gets */
+};
+
+/* The hash of an all-zero sector (set by the first vm_hash call). */
+extern uint64_t vm_zero_hash;
+
+uint64_t vm_hash(const uint8_t *sector);
+void vm_free(struct vm_model *m);
+void vm_copy(struct vm_model *d, const struct vm_model *s);
+void vm_settle(struct vm_model *m);
+void vm_add(struct vm_sect *s, uint64_t h);
+/* Does pool p match m (volume count, ids, names, sizes, every sector)?
+ * verbose: say what differs first. */
+bool vm_matches(struct tv_pool *p, const struct vm_model *m, bool verbose);
+
+#endif
