@@ -4,35 +4,7 @@
 # batch, pool resize; every bad input gets one line on stderr and its exit
 # status; `check` is clean after every change.
 set -euo pipefail
-tv=${THINVOL:?THINVOL must name the thinvol binary}
-dir=$(mktemp -d)
-trap 'rm -rf "$dir"' EXIT
-fail() { echo "FAIL: $*" >&2; exit 1; }
-
-# expect STATUS CMD...: run CMD, require exit STATUS; stdout in $dir/out,
-# stderr in $dir/err.  A failure must say so in exactly one line; a
-# success must say nothing on stderr.
-expect() {
-	local want=$1; shift
-	local got=0 cmd="$*"
-	cmd=${cmd:0:160}
-	"$@" >"$dir/out" 2>"$dir/err" || got=$?
-	[ "$got" -eq "$want" ] ||
-		fail "$cmd exited $got, want $want: $(cat "$dir/err")"
-	if [ "$want" -eq 0 ]; then
-		[ ! -s "$dir/err" ] || fail "$cmd: stderr: $(cat "$dir/err")"
-	else
-		[ "$(wc -l <"$dir/err")" -eq 1 ] ||
-			fail "$cmd: want one line on stderr: $(cat "$dir/err")"
-	fi
-}
-# expect_in STATUS TEXT CMD...: as expect, and stderr contains TEXT
-expect_in() {
-	local want=$1 text=$2; shift 2
-	expect "$want" "$@"
-	grep -qF -- "$text" "$dir/err" ||
-		fail "$*: stderr lacks '$text': $(cat "$dir/err")"
-}
+. "$(dirname "$0")/lib.sh"
 out() { cat "$dir/out"; }
 # json PYTHON-EXPR: evaluate with d = the JSON on stdout; must be true
 json() {
