@@ -235,6 +235,37 @@ int tv_vol_write_zeroes(struct tv_pool *pool, uint64_t id, uint64_t len,
 			uint64_t off);
 int tv_vol_flush(struct tv_pool *pool, uint64_t id);
 
+/* ---- allocation map ---- */
+
+#define TV_EXTENT_HOLE (1u << 0) /* not mapped: reads as zeroes */
+
+struct tv_extent {
+	uint64_t len;	/* bytes */
+	uint32_t flags; /* TV_EXTENT_* */
+};
+
+/*
+ * The allocation map of [off, off + len) (any bytes inside the volume, len
+ * > 0): consecutive runs of mapped and unmapped space, neighbours with the
+ * same flags merged, at block granularity (clipped to the range).  Fills
+ * up to max extents into out and sets *n; they cover the start of the
+ * range, all of it unless max ran out.  O(log n + mapped blocks in the
+ * range), under the metadata lock.
+ */
+int tv_vol_extents(struct tv_pool *pool, uint64_t id, uint64_t off,
+		   uint64_t len, struct tv_extent *out, size_t max,
+		   size_t *n);
+
+/*
+ * tv_vol_read, also telling which parts of the range it found unmapped
+ * (read as zeroes): up to max extents into ext, *n set.  If max runs out,
+ * the last extent covers the rest as data (whose zeroes are in buf).  No
+ * extra cost over tv_vol_read.
+ */
+int tv_vol_read_map(struct tv_pool *pool, uint64_t id, void *buf,
+		    size_t len, uint64_t off, struct tv_extent *ext,
+		    size_t max, size_t *n);
+
 /* ---- check ---- */
 
 struct tv_check_report {

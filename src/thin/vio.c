@@ -400,8 +400,32 @@ static int writable_locked(struct tv_pool *p, const struct disk_volume *v)
 
 /* ---- the API ---- */
 
-int tv_vol_read(struct tv_pool *p, uint64_t id, void *buf, size_t len,
-		uint64_t off)
+/* The holes and data a read met, for tv_vol_read_map (NULL: not wanted).
+ * When max runs out, the last extent absorbs the rest as data: the buffer
+ * holds the zeroes of any hole in it, so that is still the truth. */
+struct ext_acc {
+	struct tv_extent *e;
+	size_t max, n;
+};
+
+static void acc_add(struct ext_acc *a, uint64_t len, uint32_t fl)
+{
+	if (!a)
+		return;
+	if (a->n && a->e[a->n - 1].flags == fl) {
+		a->e[a->n - 1].len += len;
+	} else if (a->n < a->max) {
+		a->e[a->n].len = len;
+		a->e[a->n].flags = fl;
+		a->n++;
+	} else {
+		a->e[a->n - 1].len += len;
+		a->e[a->n - 1].flags = 0;
+	}
+}
+
+static int vol_read(struct tv_pool *p, uint64_t id, void *buf, size_t len,
+		    uint64_t off, struct ext_acc *acc)
 {
 	struct vstate *vs = vstate_get(p, id);
 	uint32_t bs = p->block_size;
@@ -424,11 +448,13 @@ int tv_vol_read(struct tv_pool *p, uint64_t id, void *buf, size_t len,
 			if (cv) {
 				if (*cv == C_HOLE) {
 					memset(out, 0, n);
+					acc_add(acc, n, TV_EXTENT_HOLE);
 					r = 0;
 				} else {
 					r = io_read(p->dev, out, n,
 						    dev_off(p, *cv & ~C_OWN,
 							    in));
+					acc_add(acc, n, 0);
 				}
 				pthread_rwlock_unlock(&vs->lock);
 				if (r < 0)
@@ -457,8 +483,10 @@ int tv_vol_read(struct tv_pool *p, uint64_t id, void *buf, size_t len,
 			if (r == -ENOENT) {
 				memset(out, 0, n);
 				cache_put(vs, vblock, C_HOLE);
+				acc_add(acc, n, TV_EXTENT_HOLE);
 				r = 0;
 			} else if (r == 0) {
+				acc_add(acc, n, 0);
 				uint64_t b = le64_to_cpu(m.block);
 				bool own = le64_to_cpu(m.epoch) >=
 					   le64_to_cpu(v.snap_epoch);
@@ -479,6 +507,26 @@ next:
 		len -= n;
 	}
 	return 0;
+}
+
+int tv_vol_read(struct tv_pool *p, uint64_t id, void *buf, size_t len,
+		uint64_t off)
+{
+	return vol_read(p, id, buf, len, off, NULL);
+}
+
+int tv_vol_read_map(struct tv_pool *p, uint64_t id, void *buf, size_t len,
+		    uint64_t off, struct tv_extent *ext, size_t max, size_t *n)
+{
+	struct ext_acc acc = { .e = ext, .max = max, .n = 0 };
+	int r;
+
+	if (!max)
+		return tv_err(-EINVAL, "no room for extents");
+	r = vol_read(p, id, buf, len, off, &acc);
+	if (r == 0)
+		*n = acc.n;
+	return r;
 }
 
 /* Write or zero (buf NULL) a range; discard unmaps whole blocks. */
@@ -606,4 +654,78 @@ int vio_zero_tail_locked(struct tv_pool *p, struct disk_volume *v,
 	if (!in)
 		return 0;
 	return write_block_locked(p, v, NULL, from / bs, in, NULL, bs - in);
+}
+
+/*
+ * The allocation map of [off, off + len): mapped and unmapped runs.  One
+ * cursor walk over the mapping tree under meta_lock: O(log n + mapped
+ * blocks in the range).  Mapped blocks in the cache are not consulted —
+ * the tree is the truth, and the cache never holds a mapping the tree
+ * lacks.
+ */
+int tv_vol_extents(struct tv_pool *p, uint64_t id, uint64_t off, uint64_t len,
+		   struct tv_extent *out, size_t max, size_t *n)
+{
+	uint32_t bs = p->block_size;
+	struct btree_cursor c;
+	struct disk_volume v;
+	struct tm_ref root;
+	uint64_t pos = off, end, size;
+	uint8_t k[8];
+	size_t cnt = 0;
+	int r;
+
+	if (!max)
+		return tv_err(-EINVAL, "no room for extents");
+	pthread_mutex_lock(&p->meta_lock);
+	r = vol_lookup_locked(p, id, &v);
+	if (r < 0)
+		goto out;
+	size = le64_to_cpu(v.size);
+	if (!len || range_outside(off, len, size)) {
+		r = tv_err(-EINVAL, "volume '%.*s': range %" PRIu64 "+%" PRIu64
+				    " is not inside its %" PRIu64 " bytes",
+			   (int)MIN(le32_to_cpu(v.name_len), TV_NAME_MAX),
+			   v.name, off, len, size);
+		goto out;
+	}
+	end = off + len;
+	ref_from_disk(&root, &v.map_root);
+	put_be64(k, off / bs);
+	r = btree_cursor_seek(&p->map, &root, k, &c);
+	while (r == 0 && pos < end && cnt < max) {
+		uint64_t mstart = end, mend = end; /* next mapped block */
+		uint32_t fl;
+		uint64_t stop;
+
+		if (c.valid) {
+			uint64_t vb = get_be64(btree_cursor_key(&c));
+			if (vb <= (end - 1) / bs) {
+				mstart = MAX(vb * bs, pos);
+				mend = MIN((vb + 1) * bs, end);
+			}
+		}
+		if (pos < mstart) {
+			fl = TV_EXTENT_HOLE;
+			stop = mstart;
+		} else {
+			fl = 0;
+			stop = mend;
+			r = btree_cursor_next(&c);
+		}
+		if (cnt && out[cnt - 1].flags == fl) {
+			out[cnt - 1].len += stop - pos;
+		} else {
+			out[cnt].len = stop - pos;
+			out[cnt].flags = fl;
+			cnt++;
+		}
+		pos = stop;
+	}
+	btree_cursor_close(&c);
+	if (r == 0)
+		*n = cnt;
+out:
+	pthread_mutex_unlock(&p->meta_lock);
+	return r;
 }

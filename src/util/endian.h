@@ -69,6 +69,19 @@ static inline void put_be64(void *p, uint64_t v)
 	}
 }
 
+static inline uint16_t get_be16(const void *p)
+{
+	const uint8_t *b = p;
+	return (uint16_t)(((uint16_t)b[0] << 8) | b[1]);
+}
+
+static inline void put_be16(void *p, uint16_t v)
+{
+	uint8_t *b = p;
+	b[0] = (uint8_t)(v >> 8);
+	b[1] = (uint8_t)v;
+}
+
 static inline uint32_t get_be32(const void *p)
 {
 	const uint8_t *b = p;

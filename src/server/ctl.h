@@ -1,0 +1,73 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * ctl - the control protocol: JSON requests and replies, one per line,
+ * over a Unix socket beside the pool (docs/control.md).
+ *
+ * The daemon (serve.c) runs a control server; the thinvol command is its
+ * client (src/cli).  Requests run the same engine calls the command makes
+ * offline, so that the output and the errors are the same.
+ *
+ * Threads: the control server has its own accept thread and one thread
+ * per client connection; the hooks are called from those threads.
+ */
+#ifndef TV_SERVER_CTL_H
+#define TV_SERVER_CTL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "thinvol.h"
+
+#define CTL_PROTO_VERSION 1
+#define CTL_MAX_LINE (1u << 20) /* bytes of one request or reply line */
+
+/*
+ * What the daemon does around metadata changes that affect NBD clients.
+ *
+ * claim: called before deleting a volume or shrinking it.  Returns 0 when
+ * no NBD client has the volume open — and from then until release() no
+ * new client may open it; with force, connected clients are disconnected
+ * first (and waited for).  Returns -EBUSY otherwise, with a one-line
+ * reason in msg ("volume 'x' is exported to 2 NBD clients; use --force to
+ * disconnect them").
+ * release: the change is done (or failed); new clients may connect again.
+ */
+struct ctl_hooks {
+	void *ctx;
+	int (*claim)(void *ctx, uint64_t id, bool force, char *msg,
+		     size_t msglen);
+	void (*release)(void *ctx, uint64_t id);
+};
+
+/*
+ * Handle one request line (without its newline) and produce the reply
+ * line (with its newline, malloc'd, owned by the caller).  fd is a file
+ * descriptor passed with the request (SCM_RIGHTS), or -1; it stays owned
+ * by the caller.  Never fails for bad input: that is an error reply.
+ * Returns 0, or -ENOMEM when no reply could be built.
+ */
+int ctl_handle(struct tv_pool *pool, const struct ctl_hooks *hooks,
+	       const char *line, size_t len, int fd, char **reply,
+	       size_t *reply_len);
+
+/* The control socket of the pool at pool_path: "<pool_path>.ctl.sock" for
+ * a file, "/run/thinvol/<basename>.ctl.sock" for a block device.  Returns
+ * 0 or -ENAMETOOLONG (a Unix socket path is at most 107 bytes). */
+int ctl_socket_path(const char *pool_path, char *out, size_t outlen);
+
+struct ctl_server;
+
+/*
+ * Listen on path (mode 0600; a stale socket there is replaced, a live one
+ * is -EADDRINUSE) and serve requests on pool.  The pool and hooks are
+ * borrowed until ctl_server_stop returns.
+ */
+int ctl_server_start(const char *path, struct tv_pool *pool,
+		     const struct ctl_hooks *hooks, struct ctl_server **out);
+
+/* Stop accepting, let requests in progress finish, close every client,
+ * remove the socket and free the server. */
+void ctl_server_stop(struct ctl_server *srv);
+
+#endif

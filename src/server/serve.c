@@ -1,0 +1,590 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * serve.c - the daemon's life:
+ *
+ *   detach (unless --foreground) -> open the pool (exclusive lock)
+ *   -> TLS credentials -> listen (NBD Unix socket, TCP, control socket)
+ *   -> ready (pidfile, "serving" line, parent exits 0)
+ *   -> accept until SIGTERM/SIGINT
+ *   -> stop accepting -> finish requests in flight -> stop the control
+ *      server -> close the pool (final commit, lock released)
+ *   -> remove sockets and pidfile -> exit 0
+ *
+ * Signals are blocked in every thread and taken by the main loop through
+ * a signalfd, so no handler runs in the middle of engine code.  SIGPIPE
+ * is ignored: a client that went away is an EPIPE on its connection.
+ * SIGHUP is taken like SIGTERM.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <syslog.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "server/ctl.h"
+#include "server/nbds.h"
+#include "server/serve.h"
+#include "server/tls.h"
+#include "thinvol.h"
+
+#define RUN_DIR "/run/thinvol"
+
+struct daemon {
+	const struct serve_opts *o;
+	struct tv_pool *pool;
+	struct tls_ctx *tls;
+	struct nbds *nbds;
+	struct ctl_server *ctl;
+	int nbd_fd, tcp_fd, sig_fd;
+	char nbd_path[108], ctl_path[108];
+	bool nbd_bound;
+	int ready_fd; /* the detached child's pipe to its parent, or -1 */
+};
+
+/* ---- logging ---- */
+
+static FILE *log_out;
+static bool log_syslog;
+
+static void log_line(int level, const char *msg, void *ctx)
+{
+	static const char *const names[] = { "error", "warning", "info",
+					     "debug" };
+	(void)ctx;
+	if (level < 0 || level > 3)
+		level = 0;
+	if (log_syslog) {
+		static const int prio[] = { LOG_ERR, LOG_WARNING, LOG_INFO,
+					    LOG_DEBUG };
+		syslog(prio[level], "%s", msg);
+		return;
+	}
+	if (log_out) {
+		struct timespec ts;
+		struct tm tm;
+		char when[32];
+
+		clock_gettime(CLOCK_REALTIME, &ts);
+		localtime_r(&ts.tv_sec, &tm);
+		strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S", &tm);
+		fprintf(log_out, "%s.%03ld thinvol serve[%ld]: %s%s%s\n", when,
+			ts.tv_nsec / 1000000, (long)getpid(),
+			level <= 1 ? names[level] : "",
+			level <= 1 ? ": " : "", msg);
+		fflush(log_out);
+	}
+}
+
+static void say(int level, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+static void say(int level, const char *fmt, ...)
+{
+	char buf[1024];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(buf, sizeof(buf), fmt, ap);
+	va_end(ap);
+	log_line(level, buf, NULL);
+}
+
+/* A fatal start-up error: logged, and told to a waiting parent. */
+static int fail(struct daemon *d, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+static int fail(struct daemon *d, const char *fmt, ...)
+{
+	char buf[1024];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(buf, sizeof(buf), fmt, ap);
+	va_end(ap);
+	log_line(0, buf, NULL);
+	if (d->ready_fd >= 0) {
+		/* the parent prints it on its stderr too: one line */
+		ssize_t n = write(d->ready_fd, buf, strlen(buf));
+		(void)n;
+		close(d->ready_fd);
+		d->ready_fd = -1;
+	}
+	return 1;
+}
+
+/* ---- sockets ---- */
+
+static bool is_blockdev(const char *path)
+{
+	struct stat st;
+
+	return stat(path, &st) == 0 && S_ISBLK(st.st_mode);
+}
+
+/*
+ * Bind a Unix socket at path with mode 0600 (the umask is set around the
+ * bind so it is never wider, not even for an instant).  A stale socket
+ * (nobody accepts on it) is replaced; a live one is -EADDRINUSE.
+ */
+static int unix_listen(const char *path, int *out)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	mode_t old;
+	int fd, r;
+
+	if (strlen(path) >= sizeof(sa.sun_path))
+		return -ENAMETOOLONG;
+	strcpy(sa.sun_path, path);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	old = umask(0177);
+	r = bind(fd, (struct sockaddr *)&sa, sizeof(sa));
+	if (r < 0 && errno == EADDRINUSE) {
+		int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (probe >= 0 &&
+		    connect(probe, (struct sockaddr *)&sa, sizeof(sa)) < 0 &&
+		    errno == ECONNREFUSED) {
+			unlink(path);
+			r = bind(fd, (struct sockaddr *)&sa, sizeof(sa));
+		} else {
+			errno = EADDRINUSE;
+		}
+		if (probe >= 0)
+			close(probe);
+	}
+	r = r < 0 ? -errno : 0;
+	umask(old);
+	if (r == 0 && listen(fd, 128) < 0)
+		r = -errno;
+	if (r < 0) {
+		close(fd);
+		return r;
+	}
+	*out = fd;
+	return 0;
+}
+
+static int tcp_listen(const char *spec, int *out, char *err, size_t errlen)
+{
+	struct addrinfo hints = { .ai_socktype = SOCK_STREAM,
+				  .ai_flags = AI_PASSIVE | AI_NUMERICSERV };
+	struct addrinfo *res = NULL;
+	char host[256];
+	const char *port, *h = spec;
+	size_t hl;
+	int fd = -1, one = 1, r;
+
+	/* ADDR:PORT, [V6]:PORT or :PORT (every address) */
+	if (*spec == '[') {
+		const char *e = strchr(spec, ']');
+		if (!e || e[1] != ':')
+			goto bad;
+		h = spec + 1;
+		hl = (size_t)(e - h);
+		port = e + 2;
+	} else {
+		const char *colon = strrchr(spec, ':');
+		if (!colon)
+			goto bad;
+		hl = (size_t)(colon - spec);
+		port = colon + 1;
+	}
+	if (hl >= sizeof(host) || !*port)
+		goto bad;
+	memcpy(host, h, hl);
+	host[hl] = 0;
+	r = getaddrinfo(hl ? host : NULL, port, &hints, &res);
+	if (r) {
+		snprintf(err, errlen, "--listen %s: %s", spec, gai_strerror(r));
+		return -EINVAL;
+	}
+	fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0 ||
+	    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+	    bind(fd, res->ai_addr, res->ai_addrlen) < 0 || listen(fd, 128) < 0) {
+		r = -errno;
+		snprintf(err, errlen, "--listen %s: %s", spec, strerror(-r));
+		if (fd >= 0)
+			close(fd);
+		freeaddrinfo(res);
+		return r;
+	}
+	freeaddrinfo(res);
+	*out = fd;
+	return 0;
+bad:
+	snprintf(err, errlen, "--listen %s: want ADDR:PORT or [IPV6]:PORT",
+		 spec);
+	return -EINVAL;
+}
+
+static int write_pidfile(const char *path)
+{
+	char buf[32];
+	int fd, n;
+
+	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd < 0)
+		return -errno;
+	n = snprintf(buf, sizeof(buf), "%ld\n", (long)getpid());
+	if (write(fd, buf, (size_t)n) != n) {
+		int e = errno ? errno : EIO;
+		close(fd);
+		return -e;
+	}
+	return close(fd) < 0 ? -errno : 0;
+}
+
+/* ---- control hooks ---- */
+
+static int hook_claim(void *ctx, uint64_t id, bool force, char *msg,
+		      size_t msglen)
+{
+	struct daemon *d = ctx;
+	struct tv_vol_info v;
+	int r = nbds_claim(d->nbds, id, force, msg, msglen);
+
+	/* name the volume in the message, as every other error does */
+	if (r == -EBUSY && tv_vol_info(d->pool, id, &v) == 0) {
+		size_t n = nbds_connections(d->nbds, id);
+		snprintf(msg, msglen,
+			 "volume '%s' is exported to %zu NBD client%s; use "
+			 "--force to disconnect %s",
+			 v.name, n ? n : 1, n == 1 ? "" : "s",
+			 n == 1 ? "it" : "them");
+	}
+	return r;
+}
+
+static void hook_release(void *ctx, uint64_t id)
+{
+	struct daemon *d = ctx;
+
+	nbds_release(d->nbds, id);
+}
+
+/* ---- start, loop, stop ---- */
+
+static int start(struct daemon *d, struct ctl_hooks *hooks)
+{
+	const struct serve_opts *o = d->o;
+	struct tv_pool_open_opts po = {
+		.commit_interval_ms = o->commit_interval_ms,
+	};
+	struct nbds_opts no = { 0 };
+	struct tv_pool_info info;
+	char err[512];
+	int r;
+
+	r = tv_pool_open(o->pool, &po, &d->pool);
+	if (r < 0)
+		return fail(d, "%s", tv_last_error());
+	r = tv_pool_info(d->pool, &info);
+	if (r == 0 && info.state != TV_POOL_RW)
+		return fail(d, "%s: the pool is read-only%s%s: run 'thinvol "
+			       "check' and fix the device first",
+			    o->pool, info.reason[0] ? ": " : "", info.reason);
+	if (o->tls_psk || o->tls_cert) {
+		struct tls_opts to = { .psk_file = o->tls_psk,
+				       .cert_file = o->tls_cert,
+				       .key_file = o->tls_key,
+				       .ca_file = o->tls_ca };
+		err[0] = 0;
+		r = tls_ctx_new(&to, &d->tls, err, sizeof(err));
+		if (r < 0)
+			return fail(d, "TLS: %s",
+				    err[0] ? err : strerror(-r));
+	}
+
+	if (is_blockdev(o->pool)) {
+		if (mkdir(RUN_DIR, 0700) < 0 && errno != EEXIST)
+			return fail(d, "%s: %s", RUN_DIR, strerror(errno));
+	}
+	if (o->socket) {
+		if (strlen(o->socket) >= sizeof(d->nbd_path))
+			return fail(d, "--socket %s: path too long for a Unix "
+				       "socket",
+				    o->socket);
+		snprintf(d->nbd_path, sizeof(d->nbd_path), "%s", o->socket);
+	} else {
+		const char *base = strrchr(o->pool, '/');
+		int n = is_blockdev(o->pool)
+				? snprintf(d->nbd_path, sizeof(d->nbd_path),
+					   RUN_DIR "/%s.nbd.sock",
+					   base ? base + 1 : o->pool)
+				: snprintf(d->nbd_path, sizeof(d->nbd_path),
+					   "%s.nbd.sock", o->pool);
+		if (n < 0 || (size_t)n >= sizeof(d->nbd_path))
+			return fail(d, "%s: path too long for a Unix socket "
+				       "beside it; use --socket",
+				    o->pool);
+	}
+	r = ctl_socket_path(o->pool, d->ctl_path, sizeof(d->ctl_path));
+	if (r < 0)
+		return fail(d, "%s: path too long for the control socket "
+			       "beside it",
+			    o->pool);
+
+	no.pool = d->pool;
+	no.tls = d->tls;
+	no.tls_required = d->tls && o->tls == SERVE_TLS_REQUIRE;
+	no.verbose = o->verbose;
+	r = nbds_new(&no, &d->nbds);
+	if (r < 0)
+		return fail(d, "out of memory");
+
+	r = unix_listen(d->nbd_path, &d->nbd_fd);
+	if (r < 0)
+		return fail(d, "%s: %s", d->nbd_path,
+			    r == -EADDRINUSE ? "in use by a running server"
+					     : strerror(-r));
+	d->nbd_bound = true;
+	if (o->listen) {
+		err[0] = 0;
+		r = tcp_listen(o->listen, &d->tcp_fd, err, sizeof(err));
+		if (r < 0)
+			return fail(d, "%s", err);
+		if (!d->tls || o->tls != SERVE_TLS_REQUIRE)
+			say(1, "WARNING: listening on TCP %s %s: anyone who "
+			       "can reach it can read and write every "
+			       "volume; use --tls-psk or --tls-cert with "
+			       "--tls require",
+			    o->listen,
+			    d->tls ? "with TLS optional" : "without TLS");
+	}
+	hooks->ctx = d;
+	hooks->claim = hook_claim;
+	hooks->release = hook_release;
+	r = ctl_server_start(d->ctl_path, d->pool, hooks, &d->ctl);
+	if (r < 0)
+		return fail(d, "%s: %s", d->ctl_path,
+			    r == -EADDRINUSE ? "in use by a running server"
+					     : strerror(-r));
+	if (o->pidfile) {
+		r = write_pidfile(o->pidfile);
+		if (r < 0)
+			return fail(d, "%s: %s", o->pidfile, strerror(-r));
+	}
+	say(2, "serving %s (%" PRIu64 " volume%s) on "
+	       "nbd+unix:///VOLUME?socket=%s%s%s; control socket %s",
+	    o->pool, info.nr_volumes, info.nr_volumes == 1 ? "" : "s",
+	    d->nbd_path, o->listen ? " and TCP " : "",
+	    o->listen ? o->listen : "", d->ctl_path);
+	if (d->ready_fd >= 0) {
+		close(d->ready_fd); /* EOF without a message: ready */
+		d->ready_fd = -1;
+	}
+	return 0;
+}
+
+static void accept_one(struct daemon *d, int lfd, bool tcp)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	char peer[64] = "unix";
+	int fd;
+
+	fd = accept4(lfd, (struct sockaddr *)&ss, &sl, SOCK_CLOEXEC);
+	if (fd < 0) {
+		if (errno != EINTR && errno != EAGAIN && errno != ECONNABORTED)
+			say(1, "accept: %s", strerror(errno));
+		if (errno == EMFILE || errno == ENFILE)
+			usleep(100000); /* don't spin on a full table */
+		return;
+	}
+	if (tcp) {
+		char host[NI_MAXHOST], serv[NI_MAXSERV];
+		int one = 1;
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one,
+			   sizeof(one));
+		if (getnameinfo((struct sockaddr *)&ss, sl, host, sizeof(host),
+				serv, sizeof(serv),
+				NI_NUMERICHOST | NI_NUMERICSERV) == 0)
+			snprintf(peer, sizeof(peer), "%s:%s", host, serv);
+	} else {
+		static unsigned long seq;
+		snprintf(peer, sizeof(peer), "unix#%lu", ++seq);
+	}
+	nbds_accept(d->nbds, fd, peer);
+}
+
+static int loop(struct daemon *d)
+{
+	for (;;) {
+		struct pollfd pf[3] = {
+			{ .fd = d->sig_fd, .events = POLLIN },
+			{ .fd = d->nbd_fd, .events = POLLIN },
+			{ .fd = d->tcp_fd, .events = POLLIN },
+		};
+		int r = poll(pf, d->tcp_fd >= 0 ? 3 : 2, -1);
+
+		if (r < 0) {
+			if (errno == EINTR)
+				continue;
+			say(0, "poll: %s", strerror(errno));
+			return 1;
+		}
+		if (pf[0].revents & POLLIN) {
+			struct signalfd_siginfo si;
+			if (read(d->sig_fd, &si, sizeof(si)) == sizeof(si)) {
+				say(2, "%s: shutting down",
+				    strsignal((int)si.ssi_signo));
+				return 0;
+			}
+		}
+		if (pf[1].revents & POLLIN)
+			accept_one(d, d->nbd_fd, false);
+		if (d->tcp_fd >= 0 && (pf[2].revents & POLLIN))
+			accept_one(d, d->tcp_fd, true);
+	}
+}
+
+static int stop(struct daemon *d, int status)
+{
+	/* stop accepting */
+	if (d->nbd_fd >= 0)
+		close(d->nbd_fd);
+	if (d->tcp_fd >= 0)
+		close(d->tcp_fd);
+	d->nbd_fd = d->tcp_fd = -1;
+	/* finish what clients sent; then no more management */
+	if (d->nbds)
+		nbds_shutdown(d->nbds);
+	if (d->ctl)
+		ctl_server_stop(d->ctl);
+	/* the final commit, and the lock goes */
+	if (d->pool) {
+		int r = tv_pool_close(d->pool);
+		if (r < 0) {
+			say(0, "closing the pool: %s", tv_last_error());
+			status = status ? status : 1;
+		}
+	}
+	if (d->nbd_bound)
+		unlink(d->nbd_path);
+	if (d->o->pidfile && !status)
+		unlink(d->o->pidfile);
+	nbds_free(d->nbds);
+	if (d->tls)
+		tls_ctx_free(d->tls);
+	if (d->sig_fd >= 0)
+		close(d->sig_fd);
+	if (!status)
+		say(2, "stopped");
+	return status;
+}
+
+/*
+ * Detach: fork; the child becomes the daemon (new session, cwd kept so
+ * relative paths still work, stdin on /dev/null) and reports "ready" or
+ * its error through a pipe; the parent waits for that and exits with the
+ * matching status.  Returns -1 in the parent (after printing any error),
+ * 0 in the child.
+ */
+static int detach(struct daemon *d, int *parent_status)
+{
+	int p[2], null;
+	pid_t pid;
+
+	if (pipe2(p, O_CLOEXEC) < 0)
+		return -errno;
+	pid = fork();
+	if (pid < 0)
+		return -errno;
+	if (pid > 0) {
+		char msg[1024];
+		ssize_t n, got = 0;
+
+		close(p[1]);
+		while ((n = read(p[0], msg + got,
+				 sizeof(msg) - 1 - (size_t)got)) > 0)
+			got += n;
+		close(p[0]);
+		msg[got] = 0;
+		if (got > 0) {
+			/* the child logged it to syslog: say it here too */
+			bool sl = log_syslog;
+			log_syslog = false;
+			say(0, "%s", msg);
+			log_syslog = sl;
+		}
+		*parent_status = got > 0 ? 1 : 0;
+		return -1;
+	}
+	close(p[0]);
+	d->ready_fd = p[1];
+	setsid();
+	null = open("/dev/null", O_RDWR | O_CLOEXEC);
+	if (null >= 0) {
+		dup2(null, STDIN_FILENO);
+		dup2(null, STDOUT_FILENO);
+		close(null);
+	}
+	if (!d->o->syslog) {
+		/* our log file is the command's stderr: a terminal that may
+		 * go away; syslog keeps the daemon's lines */
+		log_syslog = true;
+		openlog("thinvol", LOG_PID, LOG_DAEMON);
+	}
+	return 0;
+}
+
+int serve_run(const struct serve_opts *o)
+{
+	struct daemon d = {
+		.o = o, .nbd_fd = -1, .tcp_fd = -1, .sig_fd = -1,
+		.ready_fd = -1,
+	};
+	struct ctl_hooks hooks = { 0 };
+	sigset_t set;
+	int status;
+
+	log_out = o->log_file ? o->log_file : stderr;
+	log_syslog = o->syslog;
+	if (o->syslog)
+		openlog("thinvol", LOG_PID, LOG_DAEMON);
+	tv_set_logger(log_line, NULL, 2);
+
+	if (!o->foreground) {
+		int parent_status = 0, r = detach(&d, &parent_status);
+		if (r < 0) {
+			if (r != -1)
+				say(0, "cannot detach: %s", strerror(-r));
+			return r == -1 ? parent_status : 1;
+		}
+	}
+
+	/* every thread inherits this mask: signals only reach sig_fd */
+	sigemptyset(&set);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGHUP);
+	pthread_sigmask(SIG_BLOCK, &set, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	d.sig_fd = signalfd(-1, &set, SFD_CLOEXEC);
+	if (d.sig_fd < 0)
+		return stop(&d, fail(&d, "signalfd: %s", strerror(errno)));
+
+	status = start(&d, &hooks);
+	if (status)
+		return stop(&d, status);
+	status = loop(&d);
+	status = stop(&d, status);
+	if (!o->foreground)
+		exit(status);
+	return status;
+}

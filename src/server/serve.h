@@ -1,0 +1,43 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * serve - the daemon: owns a pool, serves its volumes over NBD (a Unix
+ * socket, optionally TCP, optionally TLS) and takes management requests on
+ * the control socket, until SIGTERM or SIGINT.
+ */
+#ifndef TV_SERVER_SERVE_H
+#define TV_SERVER_SERVE_H
+
+#include <stdbool.h>
+#include <stdio.h>
+
+enum serve_tls_mode {
+	SERVE_TLS_OFF,
+	SERVE_TLS_OPTIONAL, /* STARTTLS offered, plaintext allowed */
+	SERVE_TLS_REQUIRE,  /* nothing but STARTTLS before TLS */
+};
+
+struct serve_opts {
+	const char *pool;	/* path of the pool file or device */
+	const char *socket;	/* NBD Unix socket; NULL: beside the pool */
+	const char *listen;	/* "ADDR:PORT" or "[V6]:PORT" for TCP, or NULL */
+	const char *tls_psk;	/* PSK file */
+	const char *tls_cert, *tls_key, *tls_ca;
+	enum serve_tls_mode tls; /* OFF unless a credential is given */
+	bool foreground;	/* else detach once ready */
+	const char *pidfile;
+	bool syslog;		/* log to syslog instead of log_file */
+	bool verbose;		/* per-connection events */
+	FILE *log_file;		/* where log lines go (stderr of the command) */
+	unsigned int commit_interval_ms; /* 0: the engine's default */
+};
+
+/*
+ * Run the daemon; returns the process exit status: 0 after a clean
+ * shutdown by signal, else non-zero with the reason logged (pool busy or
+ * damaged, socket in use, bad TLS files, ...).  Without foreground, the
+ * calling process returns 0 as soon as the detached daemon is ready (or
+ * its error status), and the daemon itself never returns (it exits).
+ */
+int serve_run(const struct serve_opts *o);
+
+#endif
