@@ -20,7 +20,8 @@
  *   2. errno values become NBD errors in exactly one place, nbd_errno().
  *   3. The reader thread reads requests (and write payloads) and queues
  *      them; workers run them.  A connection holds at most NBDS_QUEUE
- *      requests or NBDS_QUEUE_BYTES of payload: beyond that the reader
+ *      requests or NBDS_QUEUE_BYTES of read and write buffers (one
+ *      request may exceed it when the queue is empty): beyond that the reader
  *      stops reading (the client's own TCP window pushes back).
  *   4. A reply is sent whole under send_lock.  A write is acknowledged only
  *      after the engine accepted it; a flush only after tv_vol_flush made
@@ -1207,6 +1208,15 @@ static int read_request(struct conn *c, struct req *q)
 	return 1;
 }
 
+/* Memory a queued request holds or will allocate (rule 3). */
+static size_t req_bytes(const struct req *q)
+{
+	if (q->error)
+		return 0;
+	return q->type == NBDS_CMD_READ || q->type == NBDS_CMD_WRITE ? q->len
+								     : 0;
+}
+
 static void *worker(void *arg)
 {
 	struct conn *c = arg;
@@ -1232,7 +1242,7 @@ static void *worker(void *arg)
 
 		pthread_mutex_lock(&c->qlock);
 		c->queued--;
-		c->qbytes -= q->payload ? q->len : 0;
+		c->qbytes -= req_bytes(q);
 		pthread_cond_signal(&c->qspace);
 		free(q->payload);
 		free(q);
@@ -1245,7 +1255,7 @@ static void *worker(void *arg)
  * idle.  Returns 0 or -errno. */
 static int enqueue(struct conn *c, struct req *q)
 {
-	size_t bytes = q->payload ? q->len : 0;
+	size_t bytes = req_bytes(q);
 	int r = 0;
 
 	pthread_mutex_lock(&c->qlock);
@@ -1263,10 +1273,16 @@ static int enqueue(struct conn *c, struct req *q)
 	if (c->idle == 0 && c->nworkers < NBDS_WORKERS) {
 		r = -pthread_create(&c->workers[c->nworkers], NULL, worker,
 				    c);
-		if (r == 0)
+		if (r == 0) {
 			c->nworkers++;
-		else if (c->nworkers)
+		} else if (c->nworkers) {
 			r = 0; /* the others will get to it */
+		} else {
+			/* nobody to run it: take it back (it is alone) */
+			c->head = c->tail = NULL;
+			c->queued--;
+			c->qbytes -= bytes;
+		}
 	}
 	pthread_cond_signal(&c->qcond);
 	pthread_mutex_unlock(&c->qlock);
@@ -1291,10 +1307,6 @@ static void transmission(struct conn *c)
 		if (enqueue(c, q) < 0) {
 			/* no thread to run it: answer it here */
 			handle(c, q);
-			pthread_mutex_lock(&c->qlock);
-			c->queued--;
-			c->qbytes -= q->payload ? q->len : 0;
-			pthread_mutex_unlock(&c->qlock);
 			free(q->payload);
 			free(q);
 		}

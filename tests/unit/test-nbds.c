@@ -1,0 +1,388 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * test-nbds - the NBD server (src/server/nbds.c) byte by byte, through a
+ * socketpair: the option-phase errors and the bad requests that libnbd
+ * refuses to send (unknown options and commands, malformed option data,
+ * oversized options and requests, bad magic), and that the connection
+ * stays usable after each refused request.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "server/nbd-proto.h"
+#include "server/nbds.h"
+#include "tcheck.h"
+#include "util/endian.h"
+
+static struct nbds *srv;
+
+struct served {
+	int fd;
+	pthread_t t;
+};
+
+static void *serve_thread(void *arg)
+{
+	struct served *s = arg;
+
+	nbds_serve_fd(srv, s->fd);
+	return NULL;
+}
+
+static void rd(int fd, void *buf, size_t len)
+{
+	char *p = buf;
+
+	while (len) {
+		ssize_t n = read(fd, p, len);
+		CHECK(n > 0);
+		p += n;
+		len -= (size_t)n;
+	}
+}
+
+static void wr(int fd, const void *buf, size_t len)
+{
+	const char *p = buf;
+
+	while (len) {
+		ssize_t n = write(fd, p, len);
+		CHECK(n > 0);
+		p += n;
+		len -= (size_t)n;
+	}
+}
+
+/* Connect a new client: returns its end, after the greeting. */
+static int client(struct served *s)
+{
+	int sv[2];
+	uint8_t g[18], f[4];
+
+	CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
+	s->fd = sv[0];
+	CHECK(pthread_create(&s->t, NULL, serve_thread, s) == 0);
+	rd(sv[1], g, sizeof(g));
+	CHECK(get_be64(g) == NBDS_MAGIC);
+	CHECK(get_be64(g + 8) == NBDS_IHAVEOPT);
+	CHECK(get_be16(g + 16) & NBDS_FLAG_FIXED_NEWSTYLE);
+	put_be32(f, NBDS_CFLAG_FIXED_NEWSTYLE | NBDS_CFLAG_NO_ZEROES);
+	wr(sv[1], f, 4);
+	return sv[1];
+}
+
+static void done(struct served *s, int fd)
+{
+	close(fd);
+	pthread_join(s->t, NULL);
+}
+
+static void send_opt(int fd, uint32_t opt, const void *data, uint32_t len)
+{
+	uint8_t h[16];
+
+	put_be64(h, NBDS_IHAVEOPT);
+	put_be32(h + 8, opt);
+	put_be32(h + 12, len);
+	wr(fd, h, 16);
+	if (len)
+		wr(fd, data, len);
+}
+
+/* Read one option reply; returns its type, data into buf (len out). */
+static uint32_t get_reply(int fd, uint32_t opt, uint8_t *buf, uint32_t *len)
+{
+	uint8_t h[20];
+	uint32_t n;
+
+	rd(fd, h, 20);
+	CHECK(get_be64(h) == NBDS_REP_MAGIC);
+	CHECK(get_be32(h + 8) == opt);
+	n = get_be32(h + 16);
+	CHECK(n <= 65536);
+	if (n)
+		rd(fd, buf, n);
+	if (len)
+		*len = n;
+	return get_be32(h + 12);
+}
+
+static uint32_t opt_error_of(int fd, uint32_t opt, const void *data,
+			     uint32_t len)
+{
+	static uint8_t buf[65536];
+
+	send_opt(fd, opt, data, len);
+	return get_reply(fd, opt, buf, NULL);
+}
+
+/* GO to export name with no info requests; returns the size. */
+static uint64_t go(int fd, const char *name, uint16_t *tflags)
+{
+	uint8_t d[4 + 256 + 2], buf[65536];
+	size_t nl = strlen(name);
+	uint64_t size = 0;
+	uint32_t t, len;
+
+	put_be32(d, (uint32_t)nl);
+	memcpy(d + 4, name, nl);
+	put_be16(d + 4 + nl, 0);
+	send_opt(fd, NBDS_OPT_GO, d, (uint32_t)(4 + nl + 2));
+	while ((t = get_reply(fd, NBDS_OPT_GO, buf, &len)) == NBDS_REP_INFO) {
+		if (get_be16(buf) == NBDS_INFO_EXPORT) {
+			CHECK(len == 12);
+			size = get_be64(buf + 2);
+			*tflags = get_be16(buf + 10);
+		}
+	}
+	CHECK(t == NBDS_REP_ACK);
+	return size;
+}
+
+static void request(int fd, uint16_t flags, uint16_t type, uint64_t cookie,
+		    uint64_t off, uint32_t len)
+{
+	uint8_t h[28];
+
+	put_be32(h, NBDS_REQUEST_MAGIC);
+	put_be16(h + 4, flags);
+	put_be16(h + 6, type);
+	put_be64(h + 8, cookie);
+	put_be64(h + 16, off);
+	put_be32(h + 24, len);
+	wr(fd, h, 28);
+}
+
+/* A simple reply: returns its error. */
+static uint32_t simple(int fd, uint64_t cookie, void *data, size_t len)
+{
+	uint8_t h[16];
+	uint32_t err;
+
+	rd(fd, h, 16);
+	CHECK(get_be32(h) == NBDS_SIMPLE_REPLY_MAGIC);
+	CHECK(get_be64(h + 8) == cookie);
+	err = get_be32(h + 4);
+	if (!err && len)
+		rd(fd, data, len);
+	return err;
+}
+
+static void test_options(void)
+{
+	struct served s;
+	uint8_t d[64], big[100000];
+	int fd = client(&s);
+
+	/* unknown options, and ones we don't do */
+	CHECK(opt_error_of(fd, 99, NULL, 0) == NBDS_REP_ERR_UNSUP);
+	CHECK(opt_error_of(fd, 4 /* PEEK_EXPORT */, NULL, 0) ==
+	      NBDS_REP_ERR_UNSUP);
+	/* data where none belongs */
+	CHECK(opt_error_of(fd, NBDS_OPT_LIST, "x", 1) == NBDS_REP_ERR_INVALID);
+	CHECK(opt_error_of(fd, NBDS_OPT_STRUCTURED_REPLY, "x", 1) ==
+	      NBDS_REP_ERR_INVALID);
+	CHECK(opt_error_of(fd, NBDS_OPT_STARTTLS, NULL, 0) ==
+	      NBDS_REP_ERR_POLICY);
+	/* INFO: name longer than the data; count of requests wrong */
+	put_be32(d, 200);
+	CHECK(opt_error_of(fd, NBDS_OPT_INFO, d, 8) == NBDS_REP_ERR_INVALID);
+	put_be32(d, 3);
+	memcpy(d + 4, "vol", 3);
+	put_be16(d + 7, 2);
+	CHECK(opt_error_of(fd, NBDS_OPT_INFO, d, 9) == NBDS_REP_ERR_INVALID);
+	/* unknown export */
+	put_be32(d, 4);
+	memcpy(d + 4, "nope", 4);
+	put_be16(d + 8, 0);
+	CHECK(opt_error_of(fd, NBDS_OPT_INFO, d, 10) == NBDS_REP_ERR_UNKNOWN);
+	put_be32(d, 0); /* the empty name: no default export */
+	put_be16(d + 4, 0);
+	CHECK(opt_error_of(fd, NBDS_OPT_GO, d, 6) == NBDS_REP_ERR_UNKNOWN);
+	/* SET_META_CONTEXT needs structured replies first */
+	put_be32(d, 3);
+	memcpy(d + 4, "vol", 3);
+	put_be32(d + 7, 0);
+	CHECK(opt_error_of(fd, NBDS_OPT_SET_META_CONTEXT, d, 11) ==
+	      NBDS_REP_ERR_INVALID);
+	/* a big option is read, refused, and the connection goes on */
+	memset(big, 'a', sizeof(big));
+	CHECK(opt_error_of(fd, NBDS_OPT_INFO, big, sizeof(big)) ==
+	      NBDS_REP_ERR_TOO_BIG);
+	CHECK(opt_error_of(fd, NBDS_OPT_STRUCTURED_REPLY, NULL, 0) ==
+	      NBDS_REP_ACK);
+	/* a malformed meta-context query list */
+	put_be32(d, 3);
+	memcpy(d + 4, "vol", 3);
+	put_be32(d + 7, 1);
+	put_be32(d + 11, 50);
+	CHECK(opt_error_of(fd, NBDS_OPT_LIST_META_CONTEXT, d, 15) ==
+	      NBDS_REP_ERR_INVALID);
+	/* ABORT is acknowledged and ends it */
+	CHECK(opt_error_of(fd, NBDS_OPT_ABORT, NULL, 0) == NBDS_REP_ACK);
+	done(&s, fd);
+
+	/* a bad option magic ends the connection */
+	fd = client(&s);
+	memset(d, 0xee, 16);
+	wr(fd, d, 16);
+	CHECK(read(fd, d, 1) == 0);
+	done(&s, fd);
+
+	/* EXPORT_NAME of an unknown volume: closed (no error reply exists) */
+	fd = client(&s);
+	send_opt(fd, NBDS_OPT_EXPORT_NAME, "nope", 4);
+	CHECK(read(fd, d, 1) == 0);
+	done(&s, fd);
+}
+
+static void test_requests(void)
+{
+	static uint8_t buf[1 << 20], back[1 << 20];
+	struct served s;
+	uint16_t tf = 0;
+	uint64_t size;
+	int fd = client(&s);
+
+	size = go(fd, "vol", &tf);
+	CHECK(size == 64u << 20);
+	CHECK(tf & NBDS_TF_CAN_MULTI_CONN);
+	CHECK(!(tf & NBDS_TF_READ_ONLY));
+
+	/* a write and a read back */
+	for (size_t i = 0; i < 8192; i++)
+		buf[i] = (uint8_t)(i * 7 + 1);
+	request(fd, 0, NBDS_CMD_WRITE, 1, 65536, 8192);
+	wr(fd, buf, 8192);
+	CHECK(simple(fd, 1, NULL, 0) == 0);
+	request(fd, 0, NBDS_CMD_READ, 2, 65536, 8192);
+	CHECK(simple(fd, 2, back, 8192) == 0);
+	CHECK(!memcmp(buf, back, 8192));
+
+	/* unaligned write and read: read-modify-write of the edges */
+	request(fd, 0, NBDS_CMD_WRITE, 3, 65536 + 5, 3);
+	wr(fd, "xyz", 3);
+	CHECK(simple(fd, 3, NULL, 0) == 0);
+	request(fd, 0, NBDS_CMD_READ, 4, 65536 + 4, 5);
+	CHECK(simple(fd, 4, back, 5) == 0);
+	CHECK(back[0] == buf[4] && !memcmp(back + 1, "xyz", 3) &&
+	      back[4] == buf[8]);
+
+	/* refused requests; the connection stays usable after each */
+	request(fd, 0, 42, 5, 0, 512);
+	CHECK(simple(fd, 5, NULL, 0) == NBDS_EINVAL);
+	request(fd, 0x100, NBDS_CMD_READ, 6, 0, 512);
+	CHECK(simple(fd, 6, NULL, 0) == NBDS_EINVAL);
+	request(fd, NBDS_CMD_FLAG_DF, NBDS_CMD_READ, 7, 0, 512);
+	CHECK(simple(fd, 7, NULL, 0) == NBDS_EINVAL); /* DF unnegotiated */
+	request(fd, 0, NBDS_CMD_READ, 8, size - 512, 1024);
+	CHECK(simple(fd, 8, NULL, 0) == NBDS_EINVAL);
+	request(fd, 0, NBDS_CMD_READ, 9, UINT64_MAX - 100, 512);
+	CHECK(simple(fd, 9, NULL, 0) == NBDS_EINVAL);
+	request(fd, 0, NBDS_CMD_WRITE, 10, size - 512, 1024);
+	wr(fd, buf, 1024); /* the payload is consumed anyway */
+	CHECK(simple(fd, 10, NULL, 0) == NBDS_ENOSPC);
+	request(fd, 0, NBDS_CMD_TRIM, 11, size, 512);
+	CHECK(simple(fd, 11, NULL, 0) == NBDS_ENOSPC);
+	request(fd, 0, NBDS_CMD_READ, 12, 0, 33u << 20);
+	CHECK(simple(fd, 12, NULL, 0) == NBDS_EOVERFLOW);
+	request(fd, 0, NBDS_CMD_FLUSH, 13, 4096, 0);
+	CHECK(simple(fd, 13, NULL, 0) == NBDS_EINVAL);
+	request(fd, 0, NBDS_CMD_BLOCK_STATUS, 14, 0, 4096);
+	CHECK(simple(fd, 14, NULL, 0) == NBDS_EINVAL); /* no context */
+	request(fd, 0, NBDS_CMD_READ, 15, 0, 0);
+	CHECK(simple(fd, 15, NULL, 0) == NBDS_EINVAL);
+	request(fd, NBDS_CMD_FLAG_FAST_ZERO | NBDS_CMD_FLAG_NO_HOLE,
+		NBDS_CMD_WRITE_ZEROES, 16, 0, 65536);
+	CHECK(simple(fd, 16, NULL, 0) == NBDS_ENOTSUP);
+
+	/* still fine: flush, zero, read zeroes */
+	request(fd, 0, NBDS_CMD_FLUSH, 17, 0, 0);
+	CHECK(simple(fd, 17, NULL, 0) == 0);
+	request(fd, NBDS_CMD_FLAG_FAST_ZERO, NBDS_CMD_WRITE_ZEROES, 18, 65536,
+		8192);
+	CHECK(simple(fd, 18, NULL, 0) == 0);
+	request(fd, 0, NBDS_CMD_READ, 19, 65536, 8192);
+	CHECK(simple(fd, 19, back, 8192) == 0);
+	for (size_t i = 0; i < 8192; i++)
+		CHECK(back[i] == 0);
+	request(fd, 0, NBDS_CMD_CACHE, 20, 0, 1 << 20);
+	CHECK(simple(fd, 20, NULL, 0) == 0);
+
+	/* a bad request magic ends it */
+	memset(buf, 0xee, 28);
+	wr(fd, buf, 28);
+	CHECK(read(fd, buf, 1) == 0);
+	done(&s, fd);
+
+	/* DISC: requests sent before it are still answered */
+	fd = client(&s);
+	go(fd, "#1", &tf);
+	request(fd, 0, NBDS_CMD_READ, 30, 0, 4096);
+	request(fd, 0, NBDS_CMD_DISC, 31, 0, 0);
+	CHECK(simple(fd, 30, back, 4096) == 0);
+	CHECK(read(fd, buf, 1) == 0);
+	done(&s, fd);
+}
+
+static void test_read_only(void)
+{
+	static uint8_t buf[4096];
+	struct served s;
+	uint16_t tf = 0;
+	int fd = client(&s);
+
+	go(fd, "ro", &tf);
+	CHECK(tf & NBDS_TF_READ_ONLY);
+	CHECK(!(tf & NBDS_TF_SEND_TRIM));
+	request(fd, 0, NBDS_CMD_WRITE, 1, 0, 4096);
+	wr(fd, buf, 4096);
+	CHECK(simple(fd, 1, NULL, 0) == NBDS_EPERM);
+	request(fd, 0, NBDS_CMD_TRIM, 2, 0, 4096);
+	CHECK(simple(fd, 2, NULL, 0) == NBDS_EPERM);
+	request(fd, 0, NBDS_CMD_WRITE_ZEROES, 3, 0, 4096);
+	CHECK(simple(fd, 3, NULL, 0) == NBDS_EPERM);
+	request(fd, 0, NBDS_CMD_READ, 4, 0, 4096);
+	CHECK(simple(fd, 4, buf, 4096) == 0);
+	done(&s, fd);
+}
+
+int main(void)
+{
+	char path[] = "/tmp/test-nbds-XXXXXX";
+	struct tv_pool_create_opts co = { .size = 256u << 20,
+					  .block_size = 0,
+					  .blob_size = -1 };
+	struct nbds_opts no = { 0 };
+	struct tv_pool *pool;
+	uint64_t id, ro;
+	int fd = mkstemp(path);
+
+	CHECK(fd >= 0);
+	close(fd);
+	co.force = true;
+	CHECK(tv_pool_create(path, &co) == 0);
+	CHECK(tv_pool_open(path, NULL, &pool) == 0);
+	CHECK(tv_vol_create(pool, "vol", 64u << 20, NULL, 0, &id) == 0);
+	CHECK(id == 1);
+	CHECK(tv_vol_snapshot(pool, id, "ro", TV_VOL_READ_ONLY, NULL, 0,
+			      &ro) == 0);
+	no.pool = pool;
+	CHECK(nbds_new(&no, &srv) == 0);
+
+	test_options();
+	test_requests();
+	test_read_only();
+
+	nbds_shutdown(srv);
+	nbds_free(srv);
+	CHECK(tv_pool_close(pool) == 0);
+	unlink(path);
+	printf("test-nbds: ok\n");
+	return 0;
+}
