@@ -3,8 +3,11 @@
  * cli.h - what the thinvol command's files share: exit statuses, error
  * reporting, opening pools, option parsing and volume output.
  *
- * The command talks to the engine only through include/thinvol.h.
- * Every error is reported once, as one line on stderr that names the
+ * The command talks to the engine only through include/thinvol.h, and
+ * only through the cli_pool_* / cli_vol_* calls below (client.c): they
+ * run on a pool this process opened, or, when a daemon holds the pool,
+ * as requests on its control socket (docs/control.md), with the same
+ * results and the same error messages.  Every error is reported once, as one line on stderr that names the
  * object and the reason, and turned into an exit status by cli_exit().
  */
 #ifndef TV_CLI_CLI_H
@@ -48,6 +51,7 @@ extern const struct cli_cmd cli_pool_cmds[];
 extern const struct cli_cmd cli_vol_cmds[];
 extern const struct cli_cmd cli_io_cmds[]; /* import, export */
 extern const struct cli_cmd cli_batch_cmd;
+extern const struct cli_cmd cli_serve_cmd;
 
 /* The exit status for a negative errno (0 for 0). */
 int cli_exit(int err);
@@ -56,8 +60,8 @@ int cli_exit(int err);
 int cli_usage(const struct cli_cmd *cmd, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 
-/* "thinvol: CONTEXT: REASON" where REASON is tv_last_error() (or
- * strerror(-err) when the engine left none); returns cli_exit(err). */
+/* "thinvol: CONTEXT: REASON" where REASON is cli_last_error() (or
+ * strerror(-err) when there is none); returns cli_exit(err). */
 int cli_fail(int err, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 
@@ -81,14 +85,67 @@ enum cli_open_mode {
 		   * state), with no background commits; else read-only */
 };
 
-/* Open the pool at path and read its info; reports the error itself and
- * returns the exit status (0 on success). */
-int cli_open(const char *path, enum cli_open_mode mode, struct tv_pool **pool,
-	     struct tv_pool_info *info);
+/* A pool this process opened, or one that a daemon holds (remote). */
+struct cli_pool;
 
-/* Close the pool; reports a failed final commit.  Returns status, or the
- * close's exit status when status is 0 and the close failed. */
-int cli_close(struct tv_pool *pool, const char *path, int status);
+/*
+ * Open the pool at path and read its info: through the daemon's control
+ * socket when one answers there (mode does not matter then), else here.
+ * Reports the error itself and returns the exit status (0 on success).
+ */
+int cli_open(const char *path, enum cli_open_mode mode,
+	     struct cli_pool **pool, struct tv_pool_info *info);
+
+/* Close the pool (or the connection); reports a failed final commit.
+ * Returns status, or the close's exit status when status is 0 and the
+ * close failed. */
+int cli_close(struct cli_pool *pool, const char *path, int status);
+
+/* The message of the last failed cli_* call: the daemon's (the engine's
+ * message there), or tv_last_error() on a local pool. */
+const char *cli_last_error(void);
+
+/*
+ * The engine calls of include/thinvol.h, on a local or remote pool: same
+ * arguments, results and errors.  Through a daemon, create, snapshot,
+ * delete, rename, resize and set-blob are a one-op batch (which is what
+ * the engine does too).  force: disconnect the NBD clients of a volume
+ * that a delete or a shrinking resize takes away (else such a change is
+ * refused with -EBUSY); no effect on a local pool.
+ */
+int cli_pool_info(struct cli_pool *p, struct tv_pool_info *out);
+int cli_pool_resize(struct cli_pool *p, uint64_t size);
+/* The checker's messages go to out. */
+int cli_pool_check(struct cli_pool *p, FILE *out, struct tv_check_report *rep);
+int cli_vol_list(struct cli_pool *p, uint64_t *cursor,
+		 struct tv_vol_info *out, size_t max);
+int cli_vol_info(struct cli_pool *p, uint64_t id, struct tv_vol_info *out);
+int cli_vol_usage(struct cli_pool *p, uint64_t id, uint64_t *mapped,
+		  uint64_t *exclusive);
+int cli_vol_resolve(struct cli_pool *p, const char *spec, uint64_t *id);
+int cli_vol_get_blob(struct cli_pool *p, uint64_t id, void *blob,
+		     size_t len);
+int cli_vol_find_blob(struct cli_pool *p, const void *prefix, size_t len,
+		      uint64_t *ids, size_t max);
+int cli_batch(struct cli_pool *p, struct tv_op *ops, size_t n,
+	      size_t *failed, bool force);
+int cli_vol_create(struct cli_pool *p, const char *name, uint64_t size,
+		   const void *blob, size_t blob_len, uint64_t *id);
+int cli_vol_rename(struct cli_pool *p, uint64_t id, const char *name);
+int cli_vol_resize(struct cli_pool *p, uint64_t id, uint64_t size,
+		   bool force);
+int cli_vol_set_blob(struct cli_pool *p, uint64_t id, const void *blob,
+		     size_t len);
+
+/*
+ * Import from / export to the file open on fd (src/server/ctl-copy.h):
+ * the copy runs here or in the daemon, which gets fd passed.  On error
+ * c->msg is the whole message (cli_last_error() too).
+ */
+struct ctl_copy;
+int cli_import(struct cli_pool *p, uint64_t id, int fd, struct ctl_copy *c);
+int cli_export(struct cli_pool *p, uint64_t id, int fd, bool stream,
+	       struct ctl_copy *c);
 
 /* A SIZE value of option or argument `what`: reports and returns
  * EXIT_USAGE when it is not one. */
@@ -107,11 +164,11 @@ int cli_blob_file(const char *ctx, const char *opt, const char *path,
 
 /* Resolve a VOL argument (name or #ID); reports and returns the exit
  * status, 0 on success. */
-int cli_resolve(struct tv_pool *pool, const char *ctx, const char *spec,
+int cli_resolve(struct cli_pool *pool, const char *ctx, const char *spec,
 		uint64_t *id);
 
 /* One volume as a JSON object (no newline), with its blob in hex. */
-int cli_put_vol_json(FILE *f, struct tv_pool *pool, uint32_t blob_size,
+int cli_put_vol_json(FILE *f, struct cli_pool *pool, uint32_t blob_size,
 		     const struct tv_vol_info *v, const uint64_t *exclusive);
 /* The header and one row of the volume table. */
 void cli_put_vol_header(FILE *f);

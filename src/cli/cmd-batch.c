@@ -18,7 +18,7 @@
 #include <string.h>
 
 #include "cli/cli.h"
-#include "cli/json.h"
+#include "util/json.h"
 #include "cli/parse.h"
 
 #define BATCH_MAX_INPUT (16u << 20)
@@ -52,7 +52,7 @@ static bool in_list(const char *const *list, size_t n, const char *s)
 }
 
 struct batch {
-	struct tv_pool *pool;
+	struct cli_pool *pool;
 	uint32_t blob_size;
 	struct tv_op *ops;
 	uint8_t *blobs; /* blob_size bytes per op */
@@ -227,6 +227,7 @@ static int cmd_batch(const struct cli_cmd *cmd, int argc, char **argv)
 {
 	static const struct option opts[] = {
 		{ "json", no_argument, NULL, 'j' },
+		{ "force", no_argument, NULL, 'f' },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct batch b = { 0 };
@@ -234,15 +235,18 @@ static int cmd_batch(const struct cli_cmd *cmd, int argc, char **argv)
 	struct json_value *doc = NULL;
 	struct json_error jerr;
 	const char *path, *file = "-";
-	bool json = false;
+	bool json = false, force = false;
 	size_t len, failed = 0;
 	char *text = NULL;
 	int c, r;
 
-	while ((c = cli_getopt(cmd, argc, argv, ":j", opts)) != -1) {
-		if (c != 'j')
+	while ((c = cli_getopt(cmd, argc, argv, ":jf", opts)) != -1) {
+		if (c == 'j')
+			json = true;
+		else if (c == 'f')
+			force = true;
+		else
 			return EXIT_USAGE;
-		json = true;
 	}
 	if (argc - optind < 1 || argc - optind > 2)
 		return cli_usage(cmd, "needs POOL and optionally FILE");
@@ -285,7 +289,7 @@ static int cmd_batch(const struct cli_cmd *cmd, int argc, char **argv)
 		goto out_close;
 	/* An empty batch changes nothing: no transaction at all. */
 	if (b.n) {
-		r = tv_batch(b.pool, b.ops, b.n, &failed);
+		r = cli_batch(b.pool, b.ops, b.n, &failed, force);
 		if (r < 0) {
 			if (failed >= b.n)
 				failed = 0;
@@ -308,8 +312,8 @@ out_free:
 
 const struct cli_cmd cli_batch_cmd = {
 	"batch",
-	"batch POOL [FILE] [--json]",
-	"usage: thinvol batch POOL [FILE] [--json]\n"
+	"batch POOL [FILE] [--json] [--force]",
+	"usage: thinvol batch POOL [FILE] [--json] [--force]\n"
 	"\n"
 	"Apply a JSON array of operations (read from FILE, or stdin) in one\n"
 	"transaction: all of them, or none when any is refused.  Each\n"
@@ -330,6 +334,9 @@ const struct cli_cmd cli_batch_cmd = {
 	"\n"
 	"  -j, --json   print one result object per operation:\n"
 	"               [{\"op\":..,\"id\":..,\"name\":..}, ...]\n"
+	"  -f, --force  while 'thinvol serve' holds the pool: disconnect the\n"
+	"               NBD clients of volumes that are deleted or shrunk\n"
+	"               (else the batch is refused, exit status 8)\n"
 	"  -h, --help   this text\n",
 	cmd_batch,
 };

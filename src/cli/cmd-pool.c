@@ -8,7 +8,7 @@
 #include <string.h>
 
 #include "cli/cli.h"
-#include "cli/json.h"
+#include "util/json.h"
 #include "cli/parse.h"
 
 /* ---- pool create ---- */
@@ -24,7 +24,7 @@ static int cmd_pool_create(const struct cli_cmd *cmd, int argc, char **argv)
 	};
 	struct tv_pool_create_opts o = { .blob_size = -1 };
 	struct tv_pool_info info;
-	struct tv_pool *pool;
+	struct cli_pool *pool;
 	char b1[32], b2[32];
 	uint64_t v;
 	const char *path;
@@ -102,7 +102,7 @@ static int cmd_pool_info(const struct cli_cmd *cmd, int argc, char **argv)
 		{ NULL, 0, NULL, 0 },
 	};
 	struct tv_pool_info in;
-	struct tv_pool *pool;
+	struct cli_pool *pool;
 	bool json = false;
 	const char *path;
 	char uuid[37];
@@ -173,7 +173,7 @@ static int cmd_pool_resize(const struct cli_cmd *cmd, int argc, char **argv)
 {
 	static const struct option opts[] = { { NULL, 0, NULL, 0 } };
 	struct tv_pool_info in;
-	struct tv_pool *pool;
+	struct cli_pool *pool;
 	uint64_t size;
 	int c, r;
 
@@ -186,7 +186,7 @@ static int cmd_pool_resize(const struct cli_cmd *cmd, int argc, char **argv)
 	r = cli_open(argv[optind], CLI_RW, &pool, &in);
 	if (r)
 		return r;
-	r = tv_pool_resize(pool, size);
+	r = cli_pool_resize(pool, size);
 	if (r < 0)
 		r = cli_fail(r, "pool resize");
 	return cli_close(pool, argv[optind], r);
@@ -202,7 +202,7 @@ static int cmd_check(const struct cli_cmd *cmd, int argc, char **argv)
 	};
 	struct tv_check_report rep;
 	struct tv_pool_info in;
-	struct tv_pool *pool;
+	struct cli_pool *pool;
 	bool json = false;
 	const char *path;
 	int c, r;
@@ -219,7 +219,7 @@ static int cmd_check(const struct cli_cmd *cmd, int argc, char **argv)
 	if (r)
 		return r;
 	/* the checker's findings go to cli_err when stdout carries JSON */
-	r = tv_pool_check(pool, json ? cli_err : stdout, &rep);
+	r = cli_pool_check(pool, json ? cli_err : stdout, &rep);
 	if (r < 0)
 		return cli_close(pool, path, cli_fail(r, "check"));
 	if (json)

@@ -51,7 +51,7 @@ static int cmd_create(const struct cli_cmd *cmd, int argc, char **argv)
 	};
 	struct blob_arg blob = { 0 };
 	struct tv_pool_info in;
-	struct tv_pool *pool;
+	struct cli_pool *pool;
 	const char *path, *name, *size_arg = NULL;
 	char ctx[TV_NAME_MAX + 32];
 	uint64_t size, id;
@@ -91,7 +91,7 @@ static int cmd_create(const struct cli_cmd *cmd, int argc, char **argv)
 			  in.blob_size);
 	if (r)
 		return cli_close(pool, path, r);
-	r = tv_vol_create(pool, name, size, blob.set ? blob.buf : NULL,
+	r = cli_vol_create(pool, name, size, blob.set ? blob.buf : NULL,
 			  blob.set ? in.blob_size : 0, &id);
 	if (r < 0)
 		return cli_close(pool, path, cli_fail(r, "%s", ctx));
@@ -111,7 +111,7 @@ static int cmd_snapshot(const struct cli_cmd *cmd, int argc, char **argv)
 	};
 	struct blob_arg blob = { 0 };
 	struct tv_pool_info in;
-	struct tv_pool *pool;
+	struct cli_pool *pool;
 	struct tv_op *ops = NULL;
 	char **origins = NULL, **names = NULL;
 	bool ro = false, pairs = true;
@@ -188,7 +188,7 @@ static int cmd_snapshot(const struct cli_cmd *cmd, int argc, char **argv)
 	}
 	if (r)
 		goto out_close;
-	r = tv_batch(pool, ops, n, &failed);
+	r = cli_batch(pool, ops, n, &failed, false);
 	if (r < 0) {
 		if (failed >= n)
 			failed = 0;
@@ -211,17 +211,24 @@ out_free:
 
 static int cmd_delete(const struct cli_cmd *cmd, int argc, char **argv)
 {
-	static const struct option opts[] = { { NULL, 0, NULL, 0 } };
+	static const struct option opts[] = {
+		{ "force", no_argument, NULL, 'f' },
+		{ NULL, 0, NULL, 0 },
+	};
 	struct tv_pool_info in;
-	struct tv_pool *pool;
+	struct cli_pool *pool;
 	struct tv_op *ops;
 	const char *path;
 	char ctx[TV_NAME_MAX + 32];
 	size_t n, failed = 0;
+	bool force = false;
 	int c, r = 0;
 
-	while ((c = cli_getopt(cmd, argc, argv, ":", opts)) != -1)
-		return EXIT_USAGE;
+	while ((c = cli_getopt(cmd, argc, argv, ":f", opts)) != -1) {
+		if (c != 'f')
+			return EXIT_USAGE;
+		force = true;
+	}
 	if (argc - optind < 2)
 		return cli_usage(cmd, "needs POOL and at least one VOL");
 	path = argv[optind];
@@ -246,7 +253,7 @@ static int cmd_delete(const struct cli_cmd *cmd, int argc, char **argv)
 	}
 	if (r)
 		goto out_close;
-	r = tv_batch(pool, ops, n, &failed);
+	r = cli_batch(pool, ops, n, &failed, force);
 	if (r < 0) {
 		if (failed >= n)
 			failed = 0;
@@ -265,7 +272,7 @@ static int cmd_rename(const struct cli_cmd *cmd, int argc, char **argv)
 {
 	static const struct option opts[] = { { NULL, 0, NULL, 0 } };
 	struct tv_pool_info in;
-	struct tv_pool *pool;
+	struct cli_pool *pool;
 	const char *path, *vol, *name;
 	char ctx[2 * TV_NAME_MAX + 32];
 	uint64_t id;
@@ -283,23 +290,30 @@ static int cmd_rename(const struct cli_cmd *cmd, int argc, char **argv)
 	if (r)
 		return r;
 	r = cli_resolve(pool, ctx, vol, &id);
-	if (!r && (r = tv_vol_rename(pool, id, name)) < 0)
+	if (!r && (r = cli_vol_rename(pool, id, name)) < 0)
 		r = cli_fail(r, "%s", ctx);
 	return cli_close(pool, path, r);
 }
 
 static int cmd_resize(const struct cli_cmd *cmd, int argc, char **argv)
 {
-	static const struct option opts[] = { { NULL, 0, NULL, 0 } };
+	static const struct option opts[] = {
+		{ "force", no_argument, NULL, 'f' },
+		{ NULL, 0, NULL, 0 },
+	};
 	struct tv_pool_info in;
-	struct tv_pool *pool;
+	struct cli_pool *pool;
 	const char *path, *vol;
 	char ctx[TV_NAME_MAX + 32];
 	uint64_t id, size;
+	bool force = false;
 	int c, r;
 
-	while ((c = cli_getopt(cmd, argc, argv, ":", opts)) != -1)
-		return EXIT_USAGE;
+	while ((c = cli_getopt(cmd, argc, argv, ":f", opts)) != -1) {
+		if (c != 'f')
+			return EXIT_USAGE;
+		force = true;
+	}
 	if (argc - optind != 3)
 		return cli_usage(cmd, "needs POOL, VOL and SIZE");
 	path = argv[optind];
@@ -311,7 +325,7 @@ static int cmd_resize(const struct cli_cmd *cmd, int argc, char **argv)
 	if (r)
 		return r;
 	r = cli_resolve(pool, ctx, vol, &id);
-	if (!r && (r = tv_vol_resize(pool, id, size)) < 0)
+	if (!r && (r = cli_vol_resize(pool, id, size, force)) < 0)
 		r = cli_fail(r, "%s", ctx);
 	return cli_close(pool, path, r);
 }
@@ -327,7 +341,7 @@ static int cmd_set_blob(const struct cli_cmd *cmd, int argc, char **argv)
 	};
 	struct blob_arg blob = { 0 };
 	struct tv_pool_info in;
-	struct tv_pool *pool;
+	struct cli_pool *pool;
 	const char *path, *vol;
 	char ctx[TV_NAME_MAX + 32];
 	uint64_t id;
@@ -358,7 +372,7 @@ static int cmd_set_blob(const struct cli_cmd *cmd, int argc, char **argv)
 	r = blob_arg_load(&blob, ctx, "--hex", "--file", in.blob_size);
 	if (!r)
 		r = cli_resolve(pool, ctx, vol, &id);
-	if (!r && (r = tv_vol_set_blob(pool, id, blob.buf, in.blob_size)) < 0)
+	if (!r && (r = cli_vol_set_blob(pool, id, blob.buf, in.blob_size)) < 0)
 		r = cli_fail(r, "%s", ctx);
 	return cli_close(pool, path, r);
 }
@@ -372,7 +386,7 @@ static int cmd_get_blob(const struct cli_cmd *cmd, int argc, char **argv)
 	uint8_t blob[TV_BLOB_MAX];
 	char hex[2 * TV_BLOB_MAX + 1], ctx[TV_NAME_MAX + 32];
 	struct tv_pool_info in;
-	struct tv_pool *pool;
+	struct cli_pool *pool;
 	const char *path, *vol;
 	bool as_hex = false;
 	uint64_t id;
@@ -392,7 +406,7 @@ static int cmd_get_blob(const struct cli_cmd *cmd, int argc, char **argv)
 	if (r)
 		return r;
 	r = cli_resolve(pool, ctx, vol, &id);
-	if (!r && (r = tv_vol_get_blob(pool, id, blob, in.blob_size)) < 0)
+	if (!r && (r = cli_vol_get_blob(pool, id, blob, in.blob_size)) < 0)
 		r = cli_fail(r, "%s", ctx);
 	if (!r && as_hex) {
 		fmt_hex(blob, in.blob_size, hex);
@@ -406,7 +420,7 @@ static int cmd_get_blob(const struct cli_cmd *cmd, int argc, char **argv)
 /* ---- list, show, find ---- */
 
 /* Print one volume, as a JSON array element or a table row. */
-static int put_vol(struct tv_pool *pool, const struct tv_pool_info *in,
+static int put_vol(struct cli_pool *pool, const struct tv_pool_info *in,
 		   const struct tv_vol_info *v, bool json, bool first)
 {
 	int r;
@@ -430,7 +444,7 @@ static int cmd_list(const struct cli_cmd *cmd, int argc, char **argv)
 	};
 	struct tv_vol_info *page;
 	struct tv_pool_info in;
-	struct tv_pool *pool;
+	struct cli_pool *pool;
 	uint64_t cursor = 0, count = 0;
 	bool json = false;
 	const char *path;
@@ -454,7 +468,7 @@ static int cmd_list(const struct cli_cmd *cmd, int argc, char **argv)
 		fputs("[", stdout);
 	else
 		cli_put_vol_header(stdout);
-	while (!r && (n = tv_vol_list(pool, &cursor, page, LIST_PAGE)) > 0)
+	while (!r && (n = cli_vol_list(pool, &cursor, page, LIST_PAGE)) > 0)
 		for (int i = 0; !r && i < n; i++)
 			r = put_vol(pool, &in, &page[i], json, !count++);
 	if (!r && n < 0)
@@ -478,7 +492,7 @@ static int cmd_show(const struct cli_cmd *cmd, int argc, char **argv)
 	char b1[32], b2[32];
 	struct tv_vol_info v, parent;
 	struct tv_pool_info in;
-	struct tv_pool *pool;
+	struct cli_pool *pool;
 	const char *path, *vol;
 	bool json = false, zero = true;
 	uint64_t id, mapped, exclusive;
@@ -498,9 +512,9 @@ static int cmd_show(const struct cli_cmd *cmd, int argc, char **argv)
 	if (r)
 		return r;
 	r = cli_resolve(pool, ctx, vol, &id);
-	if (!r && (r = tv_vol_info(pool, id, &v)) < 0)
+	if (!r && (r = cli_vol_info(pool, id, &v)) < 0)
 		r = cli_fail(r, "%s", ctx);
-	if (!r && (r = tv_vol_usage(pool, id, &mapped, &exclusive)) < 0)
+	if (!r && (r = cli_vol_usage(pool, id, &mapped, &exclusive)) < 0)
 		r = cli_fail(r, "%s", ctx);
 	if (r)
 		return cli_close(pool, path, r);
@@ -512,7 +526,7 @@ static int cmd_show(const struct cli_cmd *cmd, int argc, char **argv)
 		fputs("\n", stdout);
 		return cli_close(pool, path, 0);
 	}
-	r = tv_vol_get_blob(pool, id, blob, in.blob_size);
+	r = cli_vol_get_blob(pool, id, blob, in.blob_size);
 	if (r < 0)
 		return cli_close(pool, path, cli_fail(r, "%s", ctx));
 	fmt_uuid(v.uuid, uuid);
@@ -528,7 +542,7 @@ static int cmd_show(const struct cli_cmd *cmd, int argc, char **argv)
 	       fmt_size(exclusive, b2, sizeof(b2)), exclusive);
 	if (!v.parent)
 		printf("parent:   -\n");
-	else if (tv_vol_info(pool, v.parent, &parent) == 0)
+	else if (cli_vol_info(pool, v.parent, &parent) == 0)
 		printf("parent:   #%" PRIu64 " (%s)\n", v.parent, parent.name);
 	else
 		printf("parent:   #%" PRIu64 " (deleted)\n", v.parent);
@@ -570,7 +584,7 @@ static int cmd_find(const struct cli_cmd *cmd, int argc, char **argv)
 	uint8_t key[TV_BLOB_MAX];
 	const char *path, *hex = NULL, *prefix = NULL;
 	struct tv_pool_info in;
-	struct tv_pool *pool;
+	struct cli_pool *pool;
 	uint64_t *ids = NULL;
 	size_t len = 0, max = 64;
 	bool json = false;
@@ -626,7 +640,7 @@ static int cmd_find(const struct cli_cmd *cmd, int argc, char **argv)
 			goto out;
 		}
 		ids = nids;
-		n = tv_vol_find_blob(pool, key, len, ids, max);
+		n = cli_vol_find_blob(pool, key, len, ids, max);
 		if (n < 0) {
 			r = cli_fail(n, "find");
 			goto out;
@@ -642,7 +656,7 @@ static int cmd_find(const struct cli_cmd *cmd, int argc, char **argv)
 	for (int i = 0; !r && i < n; i++) {
 		struct tv_vol_info v;
 
-		r = tv_vol_info(pool, ids[i], &v);
+		r = cli_vol_info(pool, ids[i], &v);
 		if (r < 0) {
 			r = cli_fail(r, "find");
 			break;
@@ -699,13 +713,16 @@ const struct cli_cmd cli_vol_cmds[] = {
 	},
 	{
 		"delete",
-		"delete POOL VOL...",
-		"usage: thinvol delete POOL VOL...\n"
+		"delete POOL VOL... [--force]",
+		"usage: thinvol delete POOL VOL... [--force]\n"
 		"\n"
 		"Delete volumes, all in one transaction (all or none).  Returns at\n"
 		"once; the blocks are freed by later transactions and show as\n"
 		"reclaimable in 'pool info' meanwhile.  Ids are never reused.\n"
+		"While 'thinvol serve' holds the pool, a volume that NBD clients\n"
+		"have open is not deleted (exit status 8) unless --force.\n"
 		"\n"
+		"  -f, --force  disconnect the volume's NBD clients first\n"
 		"  -h, --help   this text\n",
 		cmd_delete,
 	},
@@ -721,12 +738,16 @@ const struct cli_cmd cli_vol_cmds[] = {
 	},
 	{
 		"resize",
-		"resize POOL VOL SIZE",
-		"usage: thinvol resize POOL VOL SIZE\n"
+		"resize POOL VOL SIZE [--force]",
+		"usage: thinvol resize POOL VOL SIZE [--force]\n"
 		"\n"
 		"Grow or shrink a volume to SIZE (a non-zero multiple of 512).\n"
-		"Shrinking frees the blocks past the new end.\n"
+		"Shrinking frees the blocks past the new end.  While 'thinvol\n"
+		"serve' holds the pool, a volume that NBD clients have open is\n"
+		"not shrunk (exit status 8) unless --force.\n"
 		"\n"
+		"  -f, --force  disconnect the volume's NBD clients before\n"
+		"               shrinking\n"
 		"  -h, --help   this text\n",
 		cmd_resize,
 	},

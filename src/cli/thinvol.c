@@ -2,11 +2,13 @@
 /*
  * thinvol - the command: argument dispatch, help, and the helpers every
  * subcommand shares (errors, exit statuses, opening pools, blobs, volume
- * output).  The subcommands are in cmd-pool.c, cmd-vol.c, cmd-io.c and
- * cmd-batch.c.
+ * output).  The subcommands are in cmd-pool.c, cmd-vol.c, cmd-io.c,
+ * cmd-batch.c and cmd-serve.c.
  *
- * It works on a pool that no daemon holds, through the engine API
- * (include/thinvol.h) only.
+ * It works on a pool that no daemon holds through the engine API
+ * (include/thinvol.h), and on one that a daemon holds through the
+ * daemon's control socket (client.c): the same commands, output and
+ * errors either way.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -19,7 +21,7 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
-#include "cli/json.h"
+#include "util/json.h"
 #include "cli/parse.h"
 
 #ifndef THINVOL_VERSION
@@ -73,7 +75,7 @@ int cli_usage(const struct cli_cmd *cmd, const char *fmt, ...)
 
 int cli_fail(int err, const char *fmt, ...)
 {
-	const char *why = tv_last_error();
+	const char *why = cli_last_error();
 	va_list ap;
 
 	fprintf(cli_err, "%s: ", prog);
@@ -238,50 +240,10 @@ int cli_blob_file(const char *ctx, const char *opt, const char *path,
 
 /* ---- pools and volumes ---- */
 
-int cli_open(const char *path, enum cli_open_mode mode, struct tv_pool **pool,
-	     struct tv_pool_info *info)
-{
-	struct tv_pool_open_opts o = { .read_only = mode == CLI_RO };
-	int r;
-
-	if (mode == CLI_INFO)
-		o.commit_interval_ms = 1u << 30; /* no background commits */
-	r = tv_pool_open(path, &o, pool);
-	if (mode == CLI_INFO && (r == -EACCES || r == -EROFS || r == -EPERM)) {
-		o.read_only = true;
-		r = tv_pool_open(path, &o, pool);
-	}
-	if (r < 0) {
-		/* the engine's message names the path */
-		const char *why = tv_last_error();
-
-		if (why[0])
-			return cli_error(cli_exit(r), "%s", why);
-		return cli_fail(r, "%s", path);
-	}
-	r = tv_pool_info(*pool, info);
-	if (r < 0) {
-		tv_pool_close(*pool);
-		return cli_fail(r, "%s", path);
-	}
-	return 0;
-}
-
-int cli_close(struct tv_pool *pool, const char *path, int status)
-{
-	int r = tv_pool_close(pool);
-
-	if (r < 0) {
-		int s = cli_fail(r, "%s: close", path);
-		return status ? status : s;
-	}
-	return status;
-}
-
-int cli_resolve(struct tv_pool *pool, const char *ctx, const char *spec,
+int cli_resolve(struct cli_pool *pool, const char *ctx, const char *spec,
 		uint64_t *id)
 {
-	int r = tv_vol_resolve(pool, spec, id);
+	int r = cli_vol_resolve(pool, spec, id);
 
 	return r < 0 ? cli_fail(r, "%s", ctx) : 0;
 }
@@ -298,14 +260,14 @@ static void put_time(FILE *f, uint64_t ns)
 	fputs(buf, f);
 }
 
-int cli_put_vol_json(FILE *f, struct tv_pool *pool, uint32_t blob_size,
+int cli_put_vol_json(FILE *f, struct cli_pool *pool, uint32_t blob_size,
 		     const struct tv_vol_info *v, const uint64_t *exclusive)
 {
 	uint8_t blob[TV_BLOB_MAX];
 	char hex[2 * TV_BLOB_MAX + 1], uuid[37];
 	int r;
 
-	r = tv_vol_get_blob(pool, v->id, blob, blob_size);
+	r = cli_vol_get_blob(pool, v->id, blob, blob_size);
 	if (r < 0)
 		return r;
 	fmt_hex(blob, blob_size, hex);
@@ -357,7 +319,8 @@ static void usage(FILE *f)
 {
 	fprintf(f, "usage: %s COMMAND [ARGUMENT...] [OPTION...]\n"
 		   "\n"
-		   "Manage a thinvol pool that no daemon holds.\n"
+		   "Manage a thinvol pool, and serve its volumes over NBD.  While\n"
+		   "'thinvol serve' holds a pool, every command runs through it.\n"
 		   "\n"
 		   "Pools:\n",
 		prog);
@@ -369,6 +332,8 @@ static void usage(FILE *f)
 	for (const struct cli_cmd *c = cli_io_cmds; c->name; c++)
 		fprintf(f, "  %s %s\n", prog, c->synopsis);
 	fprintf(f, "  %s %s\n", prog, cli_batch_cmd.synopsis);
+	fprintf(f, "\nServing (the daemon):\n  %s %s\n", prog,
+		cli_serve_cmd.synopsis);
 	fprintf(f,
 		"\n"
 		"  %s COMMAND --help     everything about one command\n"
@@ -464,6 +429,8 @@ static int dispatch(int argc, char **argv)
 		c = find_cmd(cli_pool_cmds, cmd, 0);
 	if (!c && !strcmp(cmd, cli_batch_cmd.name))
 		c = &cli_batch_cmd;
+	if (!c && !strcmp(cmd, cli_serve_cmd.name))
+		c = &cli_serve_cmd;
 	if (!c)
 		return cli_usage(NULL, "unknown command '%s'", cmd);
 	return run(c, argc - 1, argv + 1);

@@ -7,7 +7,7 @@
  */
 #include <errno.h>
 
-#include "cli/json.h"
+#include "util/json.h"
 #include "cli/parse.h"
 #include "tcheck.h"
 

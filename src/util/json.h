@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * json - a small, strict JSON (RFC 8259) parser for hostile input, and
- * the string writer the command's --json output uses.
+ * the string writer that the command's --json output and the control
+ * protocol (src/server/ctl.c) use.
  *
  * Strict means: one value with only whitespace (space, tab, LF, CR)
  * around it; no comments, no trailing commas, no byte-order mark, no
@@ -17,8 +18,8 @@
  * the duplicate-key check, O(m^2) in the members of one object (bounded
  * by max_members).
  */
-#ifndef TV_CLI_JSON_H
-#define TV_CLI_JSON_H
+#ifndef TV_UTIL_JSON_H
+#define TV_UTIL_JSON_H
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -104,5 +105,9 @@ const char *json_type_name(enum json_type t);
 /* Write s[0, len) as a JSON string literal with its quotes.  Bytes that
  * are not valid UTF-8 become U+FFFD, so the output is always valid. */
 void json_put_string(FILE *f, const char *s, size_t len);
+
+/* Whether s[0, len) is valid UTF-8 without NUL bytes: what a JSON string
+ * can carry unchanged (json_put_string would alter anything else). */
+bool json_utf8_valid(const char *s, size_t len);
 
 #endif

@@ -7,7 +7,7 @@
  * value tree being built, so json_free of the partial tree cleans up
  * after an error at any point.
  */
-#include "cli/json.h"
+#include "util/json.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -664,4 +664,18 @@ void json_put_string(FILE *f, const char *s, size_t len)
 		}
 	}
 	putc('"', f);
+}
+
+bool json_utf8_valid(const char *s, size_t len)
+{
+	const uint8_t *u = (const uint8_t *)s;
+
+	for (size_t i = 0; i < len;) {
+		size_t k = utf8_seq(u + i, len - i);
+
+		if (!k || !u[i])
+			return false;
+		i += k;
+	}
+	return true;
 }

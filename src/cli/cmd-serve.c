@@ -1,0 +1,162 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * cmd-serve.c - thinvol serve: parse the options and run the daemon
+ * (src/server/serve.c).
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "server/serve.h"
+
+static int cmd_serve(const struct cli_cmd *cmd, int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "socket", required_argument, NULL, 'S' },
+		{ "listen", required_argument, NULL, 'l' },
+		{ "tls-psk", required_argument, NULL, 'P' },
+		{ "tls-cert", required_argument, NULL, 'C' },
+		{ "tls-key", required_argument, NULL, 'K' },
+		{ "tls-ca", required_argument, NULL, 'A' },
+		{ "tls", required_argument, NULL, 't' },
+		{ "foreground", no_argument, NULL, 'f' },
+		{ "pidfile", required_argument, NULL, 'p' },
+		{ "syslog", no_argument, NULL, 'y' },
+		{ "verbose", no_argument, NULL, 'v' },
+		{ "commit-interval", required_argument, NULL, 'c' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct serve_opts o = { .log_file = cli_err };
+	const char *tls_mode = NULL;
+	int c;
+
+	while ((c = cli_getopt(cmd, argc, argv, ":S:l:P:C:K:A:t:fp:yvc:",
+			       opts)) != -1) {
+		switch (c) {
+		case 'S':
+			o.socket = optarg;
+			break;
+		case 'l':
+			o.listen = optarg;
+			break;
+		case 'P':
+			o.tls_psk = optarg;
+			break;
+		case 'C':
+			o.tls_cert = optarg;
+			break;
+		case 'K':
+			o.tls_key = optarg;
+			break;
+		case 'A':
+			o.tls_ca = optarg;
+			break;
+		case 't':
+			tls_mode = optarg;
+			break;
+		case 'f':
+			o.foreground = true;
+			break;
+		case 'p':
+			o.pidfile = optarg;
+			break;
+		case 'y':
+			o.syslog = true;
+			break;
+		case 'v':
+			o.verbose = true;
+			break;
+		case 'c': {
+			char *end;
+			unsigned long ms;
+			errno = 0;
+			ms = strtoul(optarg, &end, 10);
+			if (errno || end == optarg || *end || !ms ||
+			    ms > 3600000)
+				return cli_usage(cmd, "--commit-interval %s: "
+						      "want milliseconds, 1 "
+						      "to 3600000",
+						 optarg);
+			o.commit_interval_ms = (unsigned int)ms;
+			break;
+		}
+		default:
+			return EXIT_USAGE;
+		}
+	}
+	if (argc - optind != 1)
+		return cli_usage(cmd, "needs exactly one POOL");
+	o.pool = argv[optind];
+	if (o.tls_psk && (o.tls_cert || o.tls_key))
+		return cli_usage(cmd, "--tls-psk and --tls-cert exclude each "
+				      "other");
+	if (!!o.tls_cert != !!o.tls_key)
+		return cli_usage(cmd, "--tls-cert and --tls-key go together");
+	if (o.tls_ca && !o.tls_cert)
+		return cli_usage(cmd, "--tls-ca needs --tls-cert");
+	if (tls_mode) {
+		if (!strcmp(tls_mode, "require"))
+			o.tls = SERVE_TLS_REQUIRE;
+		else if (!strcmp(tls_mode, "optional"))
+			o.tls = SERVE_TLS_OPTIONAL;
+		else
+			return cli_usage(cmd, "--tls %s: want 'require' or "
+					      "'optional'",
+					 tls_mode);
+		if (!o.tls_psk && !o.tls_cert)
+			return cli_usage(cmd, "--tls %s needs --tls-psk or "
+					      "--tls-cert",
+					 tls_mode);
+	} else if (o.tls_psk || o.tls_cert) {
+		o.tls = SERVE_TLS_REQUIRE; /* credentials given: use them */
+	}
+	return serve_run(&o);
+}
+
+const struct cli_cmd cli_serve_cmd = {
+	"serve",
+	"serve POOL [--socket PATH] [--listen ADDR:PORT] [--tls-psk FILE | "
+	"--tls-cert FILE --tls-key FILE [--tls-ca FILE]] "
+	"[--tls require|optional] [--foreground] [--pidfile FILE] "
+	"[--syslog] [--verbose]",
+	"usage: thinvol serve POOL [OPTIONS]\n"
+	"\n"
+	"Run the daemon that owns the pool: every volume is served as an NBD\n"
+	"export named after it (\"#ID\" works too), and every other thinvol\n"
+	"command on this pool runs through its control socket while it runs.\n"
+	"It holds the pool's lock; SIGTERM or SIGINT stops it cleanly (requests\n"
+	"in flight finish, the pool is committed, the sockets are removed).\n"
+	"\n"
+	"  -S, --socket PATH      the NBD Unix socket (default: POOL.nbd.sock\n"
+	"                         beside a pool file; /run/thinvol/NAME.nbd.sock\n"
+	"                         for a block device).  The control socket is\n"
+	"                         always POOL.ctl.sock (or under /run/thinvol).\n"
+	"                         Both are mode 0600.\n"
+	"  -l, --listen ADDR:PORT also serve NBD over TCP ([IPV6]:PORT, or :PORT\n"
+	"                         for every address); warns without TLS\n"
+	"      --tls-psk FILE     TLS with pre-shared keys (psktool's format:\n"
+	"                         IDENTITY:HEXKEY lines)\n"
+	"      --tls-cert FILE    TLS with this X.509 certificate (PEM) ...\n"
+	"      --tls-key FILE     ... and its private key\n"
+	"      --tls-ca FILE      require client certificates signed by this CA\n"
+	"      --tls require|optional\n"
+	"                         require: no option but STARTTLS before TLS\n"
+	"                         (the default when credentials are given);\n"
+	"                         optional: plaintext clients are served too\n"
+	"  -f, --foreground       stay in the foreground, logging to stderr\n"
+	"                         (otherwise detach once ready, logging to\n"
+	"                         syslog)\n"
+	"  -p, --pidfile FILE     write the daemon's pid there once it is ready\n"
+	"      --syslog           log to syslog\n"
+	"  -v, --verbose          log every connection, option and refused\n"
+	"                         request\n"
+	"      --commit-interval MS\n"
+	"                         commit metadata at least this often (default\n"
+	"                         1000)\n"
+	"\n"
+	"Reach a volume with nbd+unix:///VOLUME?socket=POOL.nbd.sock, e.g.\n"
+	"  nbdinfo --list 'nbd+unix://?socket=POOL.nbd.sock'\n"
+	"  qemu-img info 'nbd+unix:///VOLUME?socket=POOL.nbd.sock'\n",
+	cmd_serve,
+};
