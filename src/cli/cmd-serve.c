@@ -29,7 +29,7 @@ static int cmd_serve(const struct cli_cmd *cmd, int argc, char **argv)
 	};
 	struct serve_opts o = { .log_file = cli_err };
 	const char *tls_mode = NULL;
-	int c;
+	int c, r;
 
 	while ((c = cli_getopt(cmd, argc, argv, ":S:l:P:C:K:A:t:fp:yvc:",
 			       opts)) != -1) {
@@ -111,7 +111,9 @@ static int cmd_serve(const struct cli_cmd *cmd, int argc, char **argv)
 	} else if (o.tls_psk || o.tls_cert) {
 		o.tls = SERVE_TLS_REQUIRE; /* credentials given: use them */
 	}
-	return serve_run(&o);
+	/* the daemon logged the reason: only the status is left to give */
+	r = serve_run(&o);
+	return r == -EADDRINUSE ? EXIT_BUSY : cli_exit(r);
 }
 
 const struct cli_cmd cli_serve_cmd = {

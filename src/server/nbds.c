@@ -41,6 +41,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "server/nbd-proto.h"
@@ -60,6 +61,7 @@
 #define NBDS_PREF_BLOCK 4096u
 #define NBDS_CONTEXT_ID 1	       /* base:allocation */
 #define NBDS_ZERO_CHUNK (1u << 20)
+#define NBDS_SHUTDOWN_GRACE_S 5      /* replies still pending at shutdown */
 
 struct req {
 	struct req *next;
@@ -663,8 +665,10 @@ static int handshake(struct conn *c)
 	if (r < 0)
 		return r == -ECONNRESET ? 0 : r;
 	cflags = get_be32(h);
-	if (!(cflags & NBDS_CFLAG_FIXED_NEWSTYLE) ||
-	    (cflags & ~(NBDS_CFLAG_FIXED_NEWSTYLE | NBDS_CFLAG_NO_ZEROES))) {
+	/* A client without FIXED_NEWSTYLE still speaks newstyle ("its side
+	 * of the protocol does not change incompatibly"); only flags we do
+	 * not know end the connection. */
+	if (cflags & ~(NBDS_CFLAG_FIXED_NEWSTYLE | NBDS_CFLAG_NO_ZEROES)) {
 		log_info("%s: unsupported client flags %#x", c->peer, cflags);
 		return -EPROTO;
 	}
@@ -1456,14 +1460,31 @@ int nbds_new(const struct nbds_opts *o, struct nbds **out)
 
 void nbds_shutdown(struct nbds *s)
 {
+	struct timespec until;
+
 	pthread_mutex_lock(&s->lock);
 	s->shutting_down = true;
 	/* stop reading: readers see EOF, queued requests still complete
 	 * and their replies still go out */
 	for (struct conn *c = s->conns; c; c = c->next)
 		shutdown(c->fd, SHUT_RD);
-	while (s->nconns)
-		pthread_cond_wait(&s->cond, &s->lock);
+	/* A client that does not read its replies would keep a worker in
+	 * send() for ever: after a grace period its socket is shut both
+	 * ways (the requests have run; only their replies are lost). */
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += NBDS_SHUTDOWN_GRACE_S;
+	while (s->nconns) {
+		if (pthread_cond_timedwait(&s->cond, &s->lock, &until) ==
+		    ETIMEDOUT) {
+			log_warn("%zu client%s not reading replies: "
+				 "disconnecting",
+				 s->nconns, s->nconns == 1 ? "" : "s");
+			for (struct conn *c = s->conns; c; c = c->next)
+				shutdown(c->fd, SHUT_RDWR);
+			while (s->nconns)
+				pthread_cond_wait(&s->cond, &s->lock);
+		}
+	}
 	pthread_mutex_unlock(&s->lock);
 }
 

@@ -103,26 +103,30 @@ static void say(int level, const char *fmt, ...)
 	log_line(level, buf, NULL);
 }
 
-/* A fatal start-up error: logged, and told to a waiting parent. */
-static int fail(struct daemon *d, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
-static int fail(struct daemon *d, const char *fmt, ...)
+/* A fatal start-up error: logged, and told to a waiting parent as
+ * "ERRNO MESSAGE".  Returns err (a negative errno). */
+static int fail(struct daemon *d, int err, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static int fail(struct daemon *d, int err, const char *fmt, ...)
 {
-	char buf[1024];
+	char buf[1024], msg[1100];
 	va_list ap;
+	int n;
 
 	va_start(ap, fmt);
 	vsnprintf(buf, sizeof(buf), fmt, ap);
 	va_end(ap);
 	log_line(0, buf, NULL);
 	if (d->ready_fd >= 0) {
-		/* the parent prints it on its stderr too: one line */
-		ssize_t n = write(d->ready_fd, buf, strlen(buf));
-		(void)n;
+		/* the parent prints it on its stderr too */
+		n = snprintf(msg, sizeof(msg), "%d %s", -err, buf);
+		if (n > 0 && write(d->ready_fd, msg, (size_t)n) < 0) {
+			/* the parent is gone: nobody to tell */
+		}
 		close(d->ready_fd);
 		d->ready_fd = -1;
 	}
-	return 1;
+	return err < 0 ? err : -EIO;
 }
 
 /* ---- sockets ---- */
@@ -292,10 +296,11 @@ static int start(struct daemon *d, struct ctl_hooks *hooks)
 
 	r = tv_pool_open(o->pool, &po, &d->pool);
 	if (r < 0)
-		return fail(d, "%s", tv_last_error());
+		return fail(d, r, "%s", tv_last_error());
 	r = tv_pool_info(d->pool, &info);
 	if (r == 0 && info.state != TV_POOL_RW)
-		return fail(d, "%s: the pool is read-only%s%s: run 'thinvol "
+		return fail(d, -EROFS,
+			    "%s: the pool is read-only%s%s: run 'thinvol "
 			       "check' and fix the device first",
 			    o->pool, info.reason[0] ? ": " : "", info.reason);
 	if (o->tls_psk || o->tls_cert) {
@@ -306,17 +311,19 @@ static int start(struct daemon *d, struct ctl_hooks *hooks)
 		err[0] = 0;
 		r = tls_ctx_new(&to, &d->tls, err, sizeof(err));
 		if (r < 0)
-			return fail(d, "TLS: %s",
+			return fail(d, r, "TLS: %s",
 				    err[0] ? err : strerror(-r));
 	}
 
 	if (is_blockdev(o->pool)) {
 		if (mkdir(RUN_DIR, 0700) < 0 && errno != EEXIST)
-			return fail(d, "%s: %s", RUN_DIR, strerror(errno));
+			return fail(d, -errno, "%s: %s", RUN_DIR,
+				    strerror(errno));
 	}
 	if (o->socket) {
 		if (strlen(o->socket) >= sizeof(d->nbd_path))
-			return fail(d, "--socket %s: path too long for a Unix "
+			return fail(d, -ENAMETOOLONG,
+				    "--socket %s: path too long for a Unix "
 				       "socket",
 				    o->socket);
 		snprintf(d->nbd_path, sizeof(d->nbd_path), "%s", o->socket);
@@ -329,13 +336,15 @@ static int start(struct daemon *d, struct ctl_hooks *hooks)
 				: snprintf(d->nbd_path, sizeof(d->nbd_path),
 					   "%s.nbd.sock", o->pool);
 		if (n < 0 || (size_t)n >= sizeof(d->nbd_path))
-			return fail(d, "%s: path too long for a Unix socket "
+			return fail(d, -ENAMETOOLONG,
+				    "%s: path too long for a Unix socket "
 				       "beside it; use --socket",
 				    o->pool);
 	}
 	r = ctl_socket_path(o->pool, d->ctl_path, sizeof(d->ctl_path));
 	if (r < 0)
-		return fail(d, "%s: path too long for the control socket "
+		return fail(d, r,
+			    "%s: path too long for the control socket "
 			       "beside it",
 			    o->pool);
 
@@ -345,11 +354,11 @@ static int start(struct daemon *d, struct ctl_hooks *hooks)
 	no.verbose = o->verbose;
 	r = nbds_new(&no, &d->nbds);
 	if (r < 0)
-		return fail(d, "out of memory");
+		return fail(d, r, "out of memory");
 
 	r = unix_listen(d->nbd_path, &d->nbd_fd);
 	if (r < 0)
-		return fail(d, "%s: %s", d->nbd_path,
+		return fail(d, r, "%s: %s", d->nbd_path,
 			    r == -EADDRINUSE ? "in use by a running server"
 					     : strerror(-r));
 	d->nbd_bound = true;
@@ -357,7 +366,7 @@ static int start(struct daemon *d, struct ctl_hooks *hooks)
 		err[0] = 0;
 		r = tcp_listen(o->listen, &d->tcp_fd, err, sizeof(err));
 		if (r < 0)
-			return fail(d, "%s", err);
+			return fail(d, r, "%s", err);
 		if (!d->tls || o->tls != SERVE_TLS_REQUIRE)
 			say(1, "WARNING: listening on TCP %s %s: anyone who "
 			       "can reach it can read and write every "
@@ -371,13 +380,14 @@ static int start(struct daemon *d, struct ctl_hooks *hooks)
 	hooks->release = hook_release;
 	r = ctl_server_start(d->ctl_path, d->pool, hooks, &d->ctl);
 	if (r < 0)
-		return fail(d, "%s: %s", d->ctl_path,
+		return fail(d, r, "%s: %s", d->ctl_path,
 			    r == -EADDRINUSE ? "in use by a running server"
 					     : strerror(-r));
 	if (o->pidfile) {
 		r = write_pidfile(o->pidfile);
 		if (r < 0)
-			return fail(d, "%s: %s", o->pidfile, strerror(-r));
+			return fail(d, r, "%s: %s", o->pidfile,
+				    strerror(-r));
 	}
 	say(2, "serving %s (%" PRIu64 " volume%s) on "
 	       "nbd+unix:///VOLUME?socket=%s%s%s; control socket %s",
@@ -436,7 +446,7 @@ static int loop(struct daemon *d)
 			if (errno == EINTR)
 				continue;
 			say(0, "poll: %s", strerror(errno));
-			return 1;
+			return -errno;
 		}
 		if (pf[0].revents & POLLIN) {
 			struct signalfd_siginfo si;
@@ -471,7 +481,7 @@ static int stop(struct daemon *d, int status)
 		int r = tv_pool_close(d->pool);
 		if (r < 0) {
 			say(0, "closing the pool: %s", tv_last_error());
-			status = status ? status : 1;
+			status = status ? status : r;
 		}
 	}
 	if (d->nbd_bound)
@@ -515,14 +525,19 @@ static int detach(struct daemon *d, int *parent_status)
 			got += n;
 		close(p[0]);
 		msg[got] = 0;
+		*parent_status = 0;
 		if (got > 0) {
-			/* the child logged it to syslog: say it here too */
+			/* "ERRNO MESSAGE": the child logged it to syslog; say
+			 * it here too, and fail as it did */
 			bool sl = log_syslog;
+			char *rest;
+			long e = strtol(msg, &rest, 10);
+
 			log_syslog = false;
-			say(0, "%s", msg);
+			say(0, "%s", *rest == ' ' ? rest + 1 : msg);
 			log_syslog = sl;
+			*parent_status = e > 0 && e < 4096 ? -(int)e : -EIO;
 		}
-		*parent_status = got > 0 ? 1 : 0;
 		return -1;
 	}
 	close(p[0]);
@@ -564,7 +579,7 @@ int serve_run(const struct serve_opts *o)
 		if (r < 0) {
 			if (r != -1)
 				say(0, "cannot detach: %s", strerror(-r));
-			return r == -1 ? parent_status : 1;
+			return r == -1 ? parent_status : r;
 		}
 	}
 
@@ -577,7 +592,8 @@ int serve_run(const struct serve_opts *o)
 	signal(SIGPIPE, SIG_IGN);
 	d.sig_fd = signalfd(-1, &set, SFD_CLOEXEC);
 	if (d.sig_fd < 0)
-		return stop(&d, fail(&d, "signalfd: %s", strerror(errno)));
+		return stop(&d, fail(&d, -errno, "signalfd: %s",
+				     strerror(errno)));
 
 	status = start(&d, &hooks);
 	if (status)
@@ -585,6 +601,6 @@ int serve_run(const struct serve_opts *o)
 	status = loop(&d);
 	status = stop(&d, status);
 	if (!o->foreground)
-		exit(status);
+		exit(status ? 1 : 0);
 	return status;
 }

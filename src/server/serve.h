@@ -32,11 +32,13 @@ struct serve_opts {
 };
 
 /*
- * Run the daemon; returns the process exit status: 0 after a clean
- * shutdown by signal, else non-zero with the reason logged (pool busy or
- * damaged, socket in use, bad TLS files, ...).  Without foreground, the
- * calling process returns 0 as soon as the detached daemon is ready (or
- * its error status), and the daemon itself never returns (it exits).
+ * Run the daemon; returns 0 after a clean shutdown by signal, else a
+ * negative errno with the reason logged (-EBUSY: the pool is held by
+ * another process; -EUCLEAN: damaged; -EADDRINUSE: a server runs on the
+ * socket; -EINVAL/-ENOENT: bad TLS files or options, ...).  Without
+ * foreground, the calling process returns 0 as soon as the detached daemon
+ * is ready (or its error), and the daemon itself never returns: it exits
+ * with 0, or 1 after an error.
  */
 int serve_run(const struct serve_opts *o);
 
