@@ -368,12 +368,12 @@ static int start(struct daemon *d, struct ctl_hooks *hooks)
 		if (r < 0)
 			return fail(d, r, "%s", err);
 		if (!d->tls || o->tls != SERVE_TLS_REQUIRE)
-			say(1, "WARNING: listening on TCP %s %s: anyone who "
+			say(1, "listening on TCP %s %s: anyone who "
 			       "can reach it can read and write every "
 			       "volume; use --tls-psk or --tls-cert with "
 			       "--tls require",
 			    o->listen,
-			    d->tls ? "with TLS optional" : "without TLS");
+			    d->tls ? "with TLS optional" : "WITHOUT TLS");
 	}
 	hooks->ctx = d;
 	hooks->claim = hook_claim;
