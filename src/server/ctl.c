@@ -443,7 +443,7 @@ static int op_pool_info(struct req *q)
 
 static int op_pool_resize(struct req *q)
 {
-	uint64_t size;
+	uint64_t size = 0;
 	int r;
 
 	if ((r = get_u64(q, q->op, q->args, "size", true, &size)))
@@ -531,7 +531,7 @@ static int op_vol_list(struct req *q)
 static int op_vol_info(struct req *q)
 {
 	struct tv_vol_info v;
-	uint64_t id;
+	uint64_t id = 0;
 	int r;
 
 	if ((r = get_u64(q, q->op, q->args, "id", true, &id)))
@@ -545,7 +545,7 @@ static int op_vol_info(struct req *q)
 
 static int op_vol_usage(struct req *q)
 {
-	uint64_t id, mapped, exclusive;
+	uint64_t id = 0, mapped, exclusive;
 	int r;
 
 	if ((r = get_u64(q, q->op, q->args, "id", true, &id)))
@@ -561,7 +561,7 @@ static int op_vol_usage(struct req *q)
 static int op_vol_resolve(struct req *q)
 {
 	const char *spec = NULL;
-	uint64_t id;
+	uint64_t id = 0;
 	int r;
 
 	if ((r = get_bytes(q, q->op, q->args, "spec", true, &spec)))
@@ -576,7 +576,7 @@ static int op_vol_resolve(struct req *q)
 static int op_vol_get_blob(struct req *q)
 {
 	uint8_t blob[TV_BLOB_MAX];
-	uint64_t id, len;
+	uint64_t id = 0, len = 0;
 	int r;
 
 	if ((r = get_u64(q, q->op, q->args, "id", true, &id)) ||
@@ -804,7 +804,7 @@ static int op_copy(struct req *q, bool import)
 {
 	struct ctl_copy c = {0};
 	bool stream = false;
-	uint64_t id;
+	uint64_t id = 0;
 	int r;
 
 	if ((r = get_u64(q, q->op, q->args, "id", true, &id)) ||
