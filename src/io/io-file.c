@@ -291,7 +291,25 @@ static void file_close(struct io_dev *dev)
 	free(f);
 }
 
+/* A hole of a regular file reads as zeroes: SEEK_DATA from off finds no
+ * data before off + len.  (Dirty page-cache data counts as data: the
+ * filesystems we run on look at the page cache too.)  Block devices have
+ * no holes we can trust. */
+static int file_is_hole(struct io_dev *dev, uint64_t off, uint64_t len)
+{
+	struct io_file *f = to_file(dev);
+	off_t d;
+
+	if (dev->flags & IO_DEV_BLOCKDEV)
+		return 0;
+	d = lseek(f->fd, (off_t)off, SEEK_DATA);
+	if (d < 0)
+		return errno == ENXIO; /* no data after off at all */
+	return (uint64_t)d >= off + len;
+}
+
 static const struct io_ops file_ops = {
+	.is_hole = file_is_hole,
 	.read = file_read,
 	.write = file_write,
 	.flush = file_flush,

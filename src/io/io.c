@@ -87,6 +87,14 @@ int io_discard(struct io_dev *dev, uint64_t off, uint64_t len)
 	return dev->ops->discard(dev, off, len);
 }
 
+int io_is_hole(struct io_dev *dev, uint64_t off, uint64_t len)
+{
+	assert(dev);
+	if (!dev->ops->is_hole || !len || check_range(dev, "is_hole", off, len))
+		return 0;
+	return dev->ops->is_hole(dev, off, len) == 1;
+}
+
 int io_write_zeroes(struct io_dev *dev, uint64_t off, uint64_t len)
 {
 	int r;

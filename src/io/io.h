@@ -50,6 +50,10 @@ struct io_ops {
 	 * unless the new size equals the current one. */
 	int (*resize)(struct io_dev *dev, uint64_t new_size);
 	void (*close)(struct io_dev *dev);
+	/* Optional: 1 if [off, off + len) is known to read as zeroes without
+	 * being written (a hole of a sparse file), else 0.  A hint: 0 is
+	 * always a correct answer. */
+	int (*is_hole)(struct io_dev *dev, uint64_t off, uint64_t len);
 };
 
 /* Flags describing a device (io_dev.flags). */
@@ -71,6 +75,8 @@ int io_flush(struct io_dev *dev);
 int io_discard(struct io_dev *dev, uint64_t off, uint64_t len);
 int io_write_zeroes(struct io_dev *dev, uint64_t off, uint64_t len);
 int io_resize(struct io_dev *dev, uint64_t new_size);
+/* 1 when the range is known to read as zeroes (see io_ops.is_hole). */
+int io_is_hole(struct io_dev *dev, uint64_t off, uint64_t len);
 /* NULL is allowed. */
 void io_close(struct io_dev *dev);
 

@@ -19,7 +19,9 @@
  *      connection goes on.
  *   2. errno values become NBD errors in exactly one place, nbd_errno().
  *   3. The reader thread reads requests (and write payloads) and queues
- *      them; workers run them.  A connection holds at most NBDS_QUEUE
+ *      them; workers run them — except a request that arrives alone
+ *      (nothing in flight, nothing more to read), which the reader runs
+ *      itself (run_inline).  A connection holds at most NBDS_QUEUE
  *      requests or NBDS_QUEUE_BYTES of read and write buffers (one
  *      request may exceed it when the queue is empty): beyond that the reader
  *      stops reading (the client's own TCP window pushes back).
@@ -39,6 +41,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <time.h>
@@ -1293,6 +1296,26 @@ static int enqueue(struct conn *c, struct req *q)
 	return r;
 }
 
+/*
+ * Nothing in flight and nothing more to read: the reader may as well run
+ * the request itself — a hand-off to a worker would cost two thread
+ * switches per request and buy nothing (a client at queue depth 1 waits
+ * for this reply before it sends more).  Under TLS, GnuTLS may hold
+ * decrypted requests the socket no longer shows: always hand off.
+ */
+static bool run_inline(struct conn *c)
+{
+	bool alone;
+	int n = 0;
+
+	if (c->x.tls)
+		return false;
+	pthread_mutex_lock(&c->qlock);
+	alone = c->queued == 0;
+	pthread_mutex_unlock(&c->qlock);
+	return alone && ioctl(c->fd, FIONREAD, &n) == 0 && n == 0;
+}
+
 static void transmission(struct conn *c)
 {
 	for (;;) {
@@ -1308,8 +1331,8 @@ static void transmission(struct conn *c)
 				log_info("%s: %s", c->peer, strerror(-r));
 			break;
 		}
-		if (enqueue(c, q) < 0) {
-			/* no thread to run it: answer it here */
+		if (run_inline(c) || enqueue(c, q) < 0) {
+			/* inline, or no thread to run it: answer it here */
 			handle(c, q);
 			free(q->payload);
 			free(q);

@@ -285,8 +285,13 @@ static int write_block_locked(struct tv_pool *p, struct disk_volume *v,
 		r = io_write(p->dev, buf, len, dev_off(p, nb, 0));
 	} else {
 		/* a fresh block: what the write does not cover reads zero,
-		 * whatever the block held before */
-		r = io_write_zeroes(p->dev, dev_off(p, nb, 0), bs);
+		 * whatever the block held before.  A hole of a sparse pool
+		 * file (never written, or punched when freed — the puncher
+		 * runs under meta_lock and skips allocated blocks) already
+		 * does: then zeroing it would only cost time. */
+		r = io_is_hole(p->dev, dev_off(p, nb, 0), bs)
+			    ? 0
+			    : io_write_zeroes(p->dev, dev_off(p, nb, 0), bs);
 		if (r == 0)
 			r = io_write(p->dev, buf, len, dev_off(p, nb, in));
 	}
