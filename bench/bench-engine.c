@@ -69,6 +69,11 @@
 #include <unistd.h>
 
 #include "thinvol.h"
+/* The one use of the engine's internals: commit statistics (nodes
+ * written and read, time per step of the commit) for the single ops. */
+#include "pdata/bc.h"
+#include "pdata/tm.h"
+#include "thin/thin-internal.h"
 
 #define MAX_SNAP_SIZES 8
 #define GiB ((uint64_t)1 << 30)
@@ -597,6 +602,53 @@ static long max_rss_mb(void)
 	return ru.ru_maxrss / 1024;
 }
 
+/* ---- commit statistics (internal probe) ---- */
+
+struct probe {
+	struct tm_commit_stats c;
+	struct bc_stats b;
+};
+
+static struct probe probe_of(struct tv_pool *pool)
+{
+	struct probe pr;
+
+	pthread_mutex_lock(&pool->meta_lock);
+	tm_commit_stats(pool->tm, &pr.c);
+	bc_stats(tm_bc(pool->tm), &pr.b);
+	pthread_mutex_unlock(&pool->meta_lock);
+	return pr;
+}
+
+/* Per op between two probes: commits, nodes written and read, space map
+ * fixpoint rounds and tree changes, and the commit's time by step. */
+static void print_probe(const char *key, const struct probe *a,
+			const struct probe *b, uint64_t ops)
+{
+	double n = (double)ops;
+	double commits = (double)(b->c.commits - a->c.commits);
+
+	printf("    per op: %.2f commits, %.1f nodes written, %.1f nodes "
+	       "read (%.1f cache misses), sm %.1f rounds %.1f tree changes; "
+	       "commit us: sm_flush %.1f write %.1f flush %.1f super+flush "
+	       "%.1f\n",
+	       commits / n, (double)(b->c.nodes_written - a->c.nodes_written) / n,
+	       (double)(b->b.reads - a->b.reads) / n,
+	       (double)(b->b.misses - a->b.misses) / n,
+	       (double)(b->c.sm_rounds - a->c.sm_rounds) / n,
+	       (double)(b->c.sm_tree_ops - a->c.sm_tree_ops) / n,
+	       (double)(b->c.ns_sm_flush - a->c.ns_sm_flush) / n / 1e3,
+	       (double)(b->c.ns_write - a->c.ns_write) / n / 1e3,
+	       (double)(b->c.ns_flush - a->c.ns_flush) / n / 1e3,
+	       (double)(b->c.ns_super - a->c.ns_super) / n / 1e3);
+	bench_add(" %s_nodes_written=%.1f %s_nodes_read=%.1f"
+		  " %s_sync_us=%.1f",
+		  key, (double)(b->c.nodes_written - a->c.nodes_written) / n,
+		  key, (double)(b->b.reads - a->b.reads) / n, key,
+		  (double)(b->c.ns_flush - a->c.ns_flush +
+			   b->c.ns_super - a->c.ns_super) / n / 1e3);
+}
+
 /* ---- part 1: many volumes ---- */
 
 #define VOL_SIZE GiB
@@ -690,6 +742,9 @@ static void part_volumes(const struct opts *o)
 	/* 2. single ops, each its own transaction */
 	if (o->single) {
 		uint8_t *blob = blobs;
+		struct probe pa, pb;
+
+		pa = probe_of(pool);
 
 		for (uint64_t i = n; i < n + o->single; i++) {
 			double b0;
@@ -704,6 +759,9 @@ static void part_volumes(const struct opts *o)
 				die("tv_vol_create", r);
 		}
 		print_lat("tv_vol_create (commit each)", "create", &lat, 1);
+		pb = probe_of(pool);
+		print_probe("create", &pa, &pb, o->single);
+		pa = pb;
 		lat_reset(&lat);
 		for (uint64_t i = 0; i < o->single; i++) {
 			uint64_t origin = ids[rnd_below(n)];
@@ -719,6 +777,9 @@ static void part_volumes(const struct opts *o)
 		}
 		print_lat("tv_vol_snapshot (commit each)", "snapshot", &lat,
 			  1);
+		pb = probe_of(pool);
+		print_probe("snapshot", &pa, &pb, o->single);
+		pa = pb;
 		lat_reset(&lat);
 		for (uint64_t i = 0; i < o->single; i++) {
 			double b0 = now_s();
@@ -729,6 +790,9 @@ static void part_volumes(const struct opts *o)
 				die("tv_vol_delete", r);
 		}
 		print_lat("tv_vol_delete (commit each)", "delete", &lat, 1);
+		pb = probe_of(pool);
+		print_probe("delete", &pa, &pb, o->single);
+		pa = pb;
 		lat_reset(&lat);
 
 		/* the same through tv_batch */

@@ -43,6 +43,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <time.h>
 
 #include "util/crc32c.h"
 #include "util/log.h"
@@ -669,8 +670,9 @@ fail:
 	return r;
 }
 
-int bc_new(struct bc *bc, uint64_t blocknr, uint32_t magic, uint64_t gen,
-	   struct bc_node **out)
+/* bc_new and bc_new_copy: the payload is src's, or zeroes. */
+static int new_entry(struct bc *bc, uint64_t blocknr, uint32_t magic,
+		     uint64_t gen, const void *src, struct bc_node **out)
 {
 	struct bc_entry *e = lookup(bc, blocknr);
 	struct disk_node_header *h;
@@ -690,8 +692,15 @@ int bc_new(struct bc *bc, uint64_t blocknr, uint32_t magic, uint64_t gen,
 			return r;
 		entry_insert(bc, e);
 	}
-	memset(e->node.data, 0, PD_NODE_SIZE);
+	/* src is pinned, so making room above did not evict it */
+	if (src)
+		memcpy(e->node.data + sizeof(*h),
+		       (const uint8_t *)src + sizeof(*h),
+		       PD_NODE_SIZE - sizeof(*h));
+	else
+		memset(e->node.data + sizeof(*h), 0, PD_NODE_SIZE - sizeof(*h));
 	h = (struct disk_node_header *)e->node.data;
+	h->csum = 0;
 	h->magic = cpu_to_le32(magic);
 	h->blocknr = cpu_to_le64(blocknr);
 	h->gen = cpu_to_le64(gen);
@@ -699,6 +708,18 @@ int bc_new(struct bc *bc, uint64_t blocknr, uint32_t magic, uint64_t gen,
 	dirty_add(bc, e);
 	*out = &e->node;
 	return 0;
+}
+
+int bc_new(struct bc *bc, uint64_t blocknr, uint32_t magic, uint64_t gen,
+	   struct bc_node **out)
+{
+	return new_entry(bc, blocknr, magic, gen, NULL, out);
+}
+
+int bc_new_copy(struct bc *bc, uint64_t blocknr, uint32_t magic,
+		uint64_t gen, const void *src, struct bc_node **out)
+{
+	return new_entry(bc, blocknr, magic, gen, src, out);
 }
 
 void bc_put(struct bc *bc, struct bc_node *n)
@@ -803,6 +824,14 @@ void bc_forget(struct bc *bc, uint64_t blocknr)
 
 	if (e && !e->pins)
 		entry_free(bc, e);
+}
+
+uint64_t bc_clock_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
 void bc_stats(const struct bc *bc, struct bc_stats *st)

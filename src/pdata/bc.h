@@ -88,6 +88,15 @@ int bc_get(struct bc *bc, uint64_t blocknr, const struct bc_expect *exp,
 int bc_new(struct bc *bc, uint64_t blocknr, uint32_t magic, uint64_t gen,
 	   struct bc_node **out);
 
+/*
+ * bc_new, but the payload (everything after the node header) is copied
+ * from src, PD_NODE_SIZE bytes that must not be in a slot this call may
+ * reuse: a pinned node's data (a copy on write skips zeroing the node it
+ * then overwrites).
+ */
+int bc_new_copy(struct bc *bc, uint64_t blocknr, uint32_t magic,
+		uint64_t gen, const void *src, struct bc_node **out);
+
 void bc_put(struct bc *bc, struct bc_node *n);
 
 /* Mark a pinned node modified. */
@@ -107,6 +116,10 @@ void bc_forget_gen(struct bc *bc, uint64_t gen);
 void bc_forget(struct bc *bc, uint64_t blocknr);
 
 void bc_stats(const struct bc *bc, struct bc_stats *st);
+
+/* CLOCK_MONOTONIC in nanoseconds, for statistics (here because tm.c
+ * cannot include <time.h>: its struct tm clashes with ours). */
+uint64_t bc_clock_ns(void);
 
 /* Compute and store the checksum of a node image (for writers that bypass
  * the cache, e.g. the superblock). */

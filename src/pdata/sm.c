@@ -19,10 +19,34 @@
  *      before each one, because finding a free block reads the tree.
  *   3. Chunks whose nodes are all free are released at the start of
  *      sm_flush (keeping SPARE free nodes), never in its loop, so the loop
- *      cannot alternate between acquiring and releasing.
+ *      cannot alternate between acquiring and releasing.  Only chunks
+ *      touched in the transaction, or found empty at the last commit or at
+ *      open, are looked at: O(touched), not O(chunks).
+ *   4. Placement.  Every node a transaction copies changes two counts in
+ *      the sm tree (the copy's, 0 -> 1, the original's, 1 -> 0), each in
+ *      the leaf that covers its node number; every sm leaf changed is
+ *      copied in turn, which changes counts again, until sm_flush
+ *      converges.  So the cost of a commit is the number of distinct sm
+ *      leaves these counts fall in, and placement decides it:
+ *        - the sm tree's own nodes (all allocated in sm_flush) live in
+ *          chunks of their own, the "sm chunks", which sit together below
+ *          the top of the pool and are filled first-fit from the top (or
+ *          next to the original);
+ *        - a copy goes next to its original (within NEAR_NODES), so both
+ *          counts fall in one leaf, unless the original was written by the
+ *          previous transaction (a root or an upper level, copied by every
+ *          change): those, and new nodes, are filled next-fit in block
+ *          order, so that they lie together and so do their originals.
+ *      When the sm tree's nodes were spread over all the metadata, the
+ *      cascade copied about a third of the sm leaves: one volume created,
+ *      snapshotted or deleted at 10^6 volumes wrote ~100-260 nodes; now
+ *      ~35-45 (bench/README.md).  Placement lives in memory only, not in
+ *      the format: at open, the chunks that hold sm tree nodes (those
+ *      load() reads) are sm chunks.
  */
 #include "pdata/sm.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdlib.h>
@@ -38,6 +62,15 @@
 /* Free nodes kept ready before each tree operation inside sm_flush: a
  * generous bound on what one insert or remove can allocate. */
 #define SPARE_NODES 64u
+/* Of those, kept in sm chunks (rule 4) when the pool has room: a quarter,
+ * so that a small pool does not hold a chunk more for it. */
+#define SM_SPARE_NODES 16u
+/* Empty chunks that the next commit looks at again (to release them, or
+ * keep them as spare): more than a commit's spare nodes fill, even with
+ * one node a chunk; beyond that, they wait until they are touched. */
+#define KEPT_MAX (2 * SPARE_NODES)
+/* How far from its original a copy is placed, at most (rule 4). */
+#define NEAR_NODES 64u
 #define FREED_MAX (1u << 20)
 
 struct mchunk {
@@ -50,6 +83,16 @@ struct mchunk {
 	bool touched;	   /* cur changed in this transaction */
 	bool record_in_tree;
 	bool record_dirty;
+	bool for_sm;	   /* an sm chunk (rule 4) */
+};
+
+/* Chunks sorted by block, with an allocation position: for the others
+ * the next-fit position, for sm chunks the highest that may have a free
+ * node (none above it has). */
+struct cvec {
+	struct mchunk **v;
+	size_t n, cap;
+	size_t hint;
 };
 
 struct dentry {
@@ -70,15 +113,19 @@ struct sm {
 	bool reserve_mode;
 	bool in_flush;
 
-	/* metadata chunks */
-	struct mchunk **chunks;
-	size_t nr_chunks, cap_chunks;
-	struct u64map chunk_idx; /* block -> index in chunks */
-	size_t m_hint;
+	/* metadata chunks: sm chunks (rule 4) and the others, each sorted
+	 * by block */
+	struct cvec schunks, uchunks;
+	size_t nr_chunks;
+	struct u64map chunk_idx; /* block -> struct mchunk * */
 	uint64_t m_used; /* nodes with cur > 0 */
 	uint64_t m_free; /* allocatable nodes in chunks */
+	uint64_t s_free; /* allocatable nodes in schunks (part of m_free) */
 	uint64_t *touched; /* blocks of touched chunks */
 	size_t nr_touched, cap_touched;
+	/* chunks empty at the last commit, looked at again by the next */
+	uint64_t kept[KEPT_MAX];
+	size_t nr_kept;
 
 	/* data blocks touched in this transaction */
 	struct dentry *d;
@@ -90,6 +137,8 @@ struct sm {
 
 	uint64_t *freed;
 	size_t nr_freed, cap_freed;
+
+	uint64_t flush_rounds, flush_tree_ops; /* statistics */
 };
 
 static void key_of(uint8_t k[8], uint64_t v)
@@ -103,7 +152,7 @@ static struct mchunk *chunk_find(const struct sm *sm, uint64_t block)
 {
 	uint64_t *v = u64map_find(&sm->chunk_idx, block);
 
-	return v ? sm->chunks[*v] : NULL;
+	return v ? (struct mchunk *)(uintptr_t)*v : NULL;
 }
 
 static struct mchunk *chunk_of_node(const struct sm *sm, uint64_t node,
@@ -116,6 +165,66 @@ static struct mchunk *chunk_of_node(const struct sm *sm, uint64_t node,
 	return c;
 }
 
+/* Allocatable nodes of c changed by delta: keep m_free and s_free. */
+static void free_add(struct sm *sm, const struct mchunk *c, int64_t delta)
+{
+	sm->m_free += (uint64_t)delta;
+	if (c->for_sm)
+		sm->s_free += (uint64_t)delta;
+}
+
+/* First position in v whose block is >= block. */
+static size_t cvec_pos(const struct cvec *v, uint64_t block)
+{
+	size_t lo = 0, hi = v->n;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (v->v[mid]->block < block)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+/* O(n) memmove, but chunks come and go rarely (and mostly at the end). */
+static int cvec_insert(struct cvec *v, struct mchunk *c)
+{
+	size_t pos;
+
+	if (v->n == v->cap) {
+		size_t cap = v->cap ? v->cap * 2 : 16;
+		struct mchunk **nv = realloc(v->v, cap * sizeof(*nv));
+
+		if (!nv)
+			return -ENOMEM;
+		v->v = nv;
+		v->cap = cap;
+	}
+	pos = cvec_pos(v, c->block);
+	memmove(v->v + pos + 1, v->v + pos, (v->n - pos) * sizeof(*v->v));
+	v->v[pos] = c;
+	if (v->n && pos <= v->hint)
+		v->hint++; /* keep it on the same chunk */
+	v->n++;
+	return 0;
+}
+
+static void cvec_remove(struct cvec *v, const struct mchunk *c)
+{
+	size_t pos = cvec_pos(v, c->block);
+
+	assert(pos < v->n && v->v[pos] == c);
+	memmove(v->v + pos, v->v + pos + 1, (v->n - pos - 1) * sizeof(*v->v));
+	v->n--;
+	if (pos < v->hint)
+		v->hint--;
+	if (v->hint >= v->n)
+		v->hint = v->n ? v->n - 1 : 0;
+}
+
 static void chunk_free(struct mchunk *c)
 {
 	if (!c)
@@ -126,6 +235,19 @@ static void chunk_free(struct mchunk *c)
 	free(c);
 }
 
+/* Sm chunk c may have a free node now: raise schunks' hint to it. */
+static void sm_chunk_freed(struct sm *sm, const struct mchunk *c)
+{
+	size_t pos;
+
+	if (!c->for_sm)
+		return;
+	pos = cvec_pos(&sm->schunks, c->block);
+	if (pos > sm->schunks.hint)
+		sm->schunks.hint = pos;
+}
+
+/* A new chunk at block (not an sm chunk). */
 static int chunk_add(struct sm *sm, uint64_t block, struct mchunk **out)
 {
 	struct mchunk *c = calloc(1, sizeof(*c));
@@ -139,19 +261,16 @@ static int chunk_add(struct sm *sm, uint64_t block, struct mchunk **out)
 	c->dirty = calloc(DIV_ROUND_UP(sm->npc, 64), sizeof(uint64_t));
 	if (!c->cur || !c->com || !c->dirty)
 		goto fail;
-	if (sm->nr_chunks == sm->cap_chunks) {
-		size_t cap = sm->cap_chunks ? sm->cap_chunks * 2 : 16;
-		struct mchunk **v = realloc(sm->chunks, cap * sizeof(*v));
-		if (!v)
-			goto fail;
-		sm->chunks = v;
-		sm->cap_chunks = cap;
-	}
-	r = u64map_put(&sm->chunk_idx, block, sm->nr_chunks);
+	r = u64map_put(&sm->chunk_idx, block, (uint64_t)(uintptr_t)c);
 	if (r < 0)
 		goto fail;
-	sm->chunks[sm->nr_chunks++] = c;
-	sm->m_free += sm->npc;
+	r = cvec_insert(&sm->uchunks, c);
+	if (r < 0) {
+		u64map_del(&sm->chunk_idx, block);
+		goto fail;
+	}
+	sm->nr_chunks++;
+	free_add(sm, c, sm->npc);
 	*out = c;
 	return 0;
 fail:
@@ -159,19 +278,30 @@ fail:
 	return r;
 }
 
-/* Remove c from the index (swap with the last); c stays allocated. */
+/* Remove c from the allocator; c stays allocated. */
 static void chunk_unlink(struct sm *sm, struct mchunk *c)
 {
-	uint64_t i = *u64map_find(&sm->chunk_idx, c->block);
-	struct mchunk *last = sm->chunks[sm->nr_chunks - 1];
-
-	sm->chunks[i] = last;
-	u64map_put(&sm->chunk_idx, last->block, i); /* exists: no alloc */
 	u64map_del(&sm->chunk_idx, c->block);
+	cvec_remove(c->for_sm ? &sm->schunks : &sm->uchunks, c);
 	sm->nr_chunks--;
-	sm->m_free -= sm->npc - c->busy;
-	if (sm->m_hint >= sm->nr_chunks)
-		sm->m_hint = 0;
+	free_add(sm, c, -(int64_t)(sm->npc - c->busy));
+}
+
+/* Make c an sm chunk (rule 4). */
+static int chunk_set_sm(struct sm *sm, struct mchunk *c)
+{
+	int r;
+
+	if (c->for_sm)
+		return 0;
+	r = cvec_insert(&sm->schunks, c);
+	if (r < 0)
+		return r;
+	cvec_remove(&sm->uchunks, c);
+	c->for_sm = true;
+	sm->s_free += sm->npc - c->busy;
+	sm_chunk_freed(sm, c);
+	return 0;
 }
 
 static int touch(struct sm *sm, struct mchunk *c)
@@ -211,10 +341,11 @@ static int set_meta(struct sm *sm, struct mchunk *c, uint32_t i, uint32_t v)
 	}
 	if (!busy_before && busy_after) {
 		c->busy++;
-		sm->m_free--;
+		free_add(sm, c, -1);
 	} else if (busy_before && !busy_after) {
 		c->busy--;
-		sm->m_free++;
+		free_add(sm, c, 1);
+		sm_chunk_freed(sm, c);
 	}
 	c->dirty[i / 64] |= 1ull << (i % 64);
 	return 0;
@@ -366,17 +497,24 @@ out:
 
 enum alloc_kind { ALLOC_DATA, ALLOC_META };
 
+static bool can_allocate(const struct sm *sm, enum alloc_kind kind)
+{
+	uint64_t limit = 0;
+
+	if (!sm->reserve_mode && !sm->in_flush)
+		limit = kind == ALLOC_DATA ? 2 * sm->reserve : sm->reserve;
+	return allocatable(sm) > limit;
+}
+
 static int find_free_block(struct sm *sm, enum alloc_kind kind,
 			   uint64_t *block)
 {
-	uint64_t limit = 0, avail = allocatable(sm);
+	uint64_t avail = allocatable(sm);
 	uint64_t hint = sm->d_hint;
 	bool ok;
 	int r;
 
-	if (!sm->reserve_mode && !sm->in_flush)
-		limit = kind == ALLOC_DATA ? 2 * sm->reserve : sm->reserve;
-	if (avail <= limit)
+	if (!can_allocate(sm, kind))
 		return -ENOSPC;
 	if (hint < sm->first_block || hint >= sm->nr_blocks)
 		hint = sm->first_block;
@@ -395,14 +533,51 @@ static int find_free_block(struct sm *sm, enum alloc_kind kind,
 	return 0;
 }
 
-static int acquire_chunk(struct sm *sm)
+/* How far below the sm chunks find_sm_block looks. */
+#define SM_BLOCK_PROBES 64
+
+/*
+ * A free block for an sm chunk (rule 4): just below the lowest sm chunk,
+ * or at the top of the pool for the first; if the blocks there are taken,
+ * wherever find_free_block finds one.  O(SM_BLOCK_PROBES log n).
+ */
+static int find_sm_block(struct sm *sm, uint64_t *block)
+{
+	uint64_t cand = sm->schunks.n ? sm->schunks.v[0]->block
+				      : sm->nr_blocks;
+
+	if (!can_allocate(sm, ALLOC_META))
+		return -ENOSPC;
+	for (int i = 0; i < SM_BLOCK_PROBES && cand > sm->first_block; i++) {
+		uint8_t k[8], found[8];
+		uint64_t *idx;
+		int r;
+
+		cand--;
+		key_of(k, cand);
+		r = btree_lookup_le(&sm->info, &sm->root, k, found, NULL);
+		if (r < 0 && r != -ENOENT)
+			return r;
+		if (r == 0 && get_be64(found) == cand)
+			continue; /* counted in the tree */
+		idx = u64map_find(&sm->d_idx, cand);
+		if (idx && (sm->d[*idx].now || sm->d[*idx].old))
+			continue; /* taken or freed in this transaction */
+		*block = cand;
+		return 0;
+	}
+	return find_free_block(sm, ALLOC_META, block);
+}
+
+static int acquire_chunk(struct sm *sm, bool for_sm)
 {
 	struct dentry *e;
 	struct mchunk *c;
 	uint64_t block;
 	int r;
 
-	r = find_free_block(sm, ALLOC_META, &block);
+	r = for_sm ? find_sm_block(sm, &block)
+		   : find_free_block(sm, ALLOC_META, &block);
 	if (r < 0)
 		return r;
 	r = d_get(sm, block, true, &e);
@@ -413,13 +588,51 @@ static int acquire_chunk(struct sm *sm)
 		return r;
 	d_set(sm, e, 1);
 	c->record_dirty = true;
+	if (for_sm) {
+		r = chunk_set_sm(sm, c);
+		if (r < 0)
+			return r;
+	}
 	return touch(sm, c);
 }
 
+/*
+ * One more sm chunk with free nodes: a new block next to the others, else
+ * (the pool is full) the emptiest other chunk that has room (O(chunks), on
+ * a full pool only).
+ */
+static int grow_sm_chunks(struct sm *sm)
+{
+	struct mchunk *best = NULL;
+
+	/* decided before any I/O: a read error may well be -ENOSPC */
+	if (can_allocate(sm, ALLOC_META))
+		return acquire_chunk(sm, true);
+	for (size_t i = 0; i < sm->uchunks.n; i++) {
+		struct mchunk *c = sm->uchunks.v[i];
+
+		if (!best || c->busy < best->busy)
+			best = c;
+	}
+	if (!best || best->busy == sm->npc)
+		return -ENOSPC;
+	return chunk_set_sm(sm, best);
+}
+
+/*
+ * Before each change of the sm tree in sm_flush (rule 2): SPARE_NODES
+ * free nodes, and SM_SPARE_NODES of them in sm chunks, where the sm
+ * tree's nodes go (rule 4).  Only the first is needed to commit: on a full
+ * pool the sm tree's nodes may go to other chunks.
+ */
 static int ensure_spare(struct sm *sm)
 {
-	while (sm->m_free < SPARE_NODES) {
-		int r = acquire_chunk(sm);
+	while (sm->m_free < SPARE_NODES || sm->s_free < SM_SPARE_NODES) {
+		int r;
+
+		if (sm->m_free >= SPARE_NODES && !can_allocate(sm, ALLOC_META))
+			return 0;
+		r = grow_sm_chunks(sm);
 		if (r < 0)
 			return r;
 	}
@@ -515,40 +728,139 @@ int sm_block_count(struct sm *sm, uint64_t block, uint32_t *count)
 
 /* ---- public: metadata nodes ---- */
 
-int sm_alloc_node(struct sm *sm, uint64_t *node)
+/* Take a free node of chunk c (which has one). */
+static int take_node(struct sm *sm, struct mchunk *c, uint64_t *node)
 {
+	for (uint32_t i = 0; i < sm->npc; i++) {
+		int r;
+
+		if (c->cur[i] || c->com[i])
+			continue;
+		r = set_meta(sm, c, i, 1);
+		if (r < 0)
+			return r;
+		*node = c->block * sm->npc + i;
+		return 0;
+	}
+	return -EUCLEAN; /* busy said otherwise */
+}
+
+/* Next fit in block order over the other chunks, from the hint, so that
+ * the nodes of one transaction lie close together.  -ENOSPC when none
+ * has room. */
+static int alloc_other(struct sm *sm, uint64_t *node)
+{
+	struct cvec *v = &sm->uchunks;
+
+	for (size_t k = 0; k < v->n; k++) {
+		size_t ci = v->hint + k < v->n ? v->hint + k
+					       : v->hint + k - v->n;
+		struct mchunk *c = v->v[ci];
+
+		if (c->busy == sm->npc)
+			continue;
+		v->hint = ci;
+		return take_node(sm, c, node);
+	}
+	return -ENOSPC;
+}
+
+/*
+ * A free node close to node near (within NEAR_NODES node numbers) in the
+ * chunks of v, or -ENOSPC.  A copy placed next to its original has its
+ * count in the same leaf of the sm tree as the original's, which the
+ * commit changes anyway (rule 4).  O(chunks looked at).
+ */
+static int alloc_near(struct sm *sm, struct cvec *v, uint64_t near,
+		      uint64_t *node)
+{
+	uint64_t block = near / sm->npc;
+	uint64_t span = MAX(1, NEAR_NODES / sm->npc); /* in blocks */
+	size_t pos = cvec_pos(v, block);
+	size_t lo = pos, hi = pos; /* next candidates: lo - 1, hi */
+
+	while (lo > 0 || hi < v->n) {
+		struct mchunk *c = NULL;
+
+		/* the closer of the two neighbours first */
+		if (hi < v->n &&
+		    (!lo || v->v[hi]->block - block <= block - v->v[lo - 1]->block))
+			c = v->v[hi++];
+		else
+			c = v->v[--lo];
+		if ((c->block > block ? c->block - block : block - c->block) >
+		    span)
+			break; /* the other side is farther still */
+		if (c->busy < sm->npc)
+			return take_node(sm, c, node);
+	}
+	return -ENOSPC;
+}
+
+/* First fit from the top over the sm chunks (none above the hint has
+ * room), so the nodes that come and go stay in the highest ones. */
+static int alloc_sm(struct sm *sm, uint64_t *node)
+{
+	struct cvec *v = &sm->schunks;
+
+	for (size_t ci = MIN(v->hint + 1, v->n); ci-- > 0;) {
+		struct mchunk *c = v->v[ci];
+
+		if (c->busy == sm->npc)
+			continue;
+		v->hint = ci;
+		return take_node(sm, c, node);
+	}
+	return -ENOSPC;
+}
+
+int sm_alloc_node(struct sm *sm, uint64_t near, uint64_t *node)
+{
+	struct mchunk *nc = NULL;
+	uint32_t ni;
 	int r;
 
-	if (!sm->m_free) {
-		if (sm->in_flush) {
+	if (near)
+		nc = chunk_of_node(sm, near, &ni);
+	if (sm->in_flush) {
+		/* the sm tree's own nodes (rule 4); ensure_spare made room */
+		if (!sm->m_free) {
 			log_error("space map: spare metadata nodes exhausted "
 				  "during commit");
 			return -ENOSPC;
 		}
-		r = acquire_chunk(sm);
+		r = nc && nc->for_sm ? alloc_near(sm, &sm->schunks, near, node)
+				     : -ENOSPC;
+		if (r == -ENOSPC)
+			r = alloc_sm(sm, node);
+		if (r == -ENOSPC) /* a full pool: anywhere */
+			r = alloc_other(sm, node);
+		goto out;
+	}
+	if (nc && !nc->for_sm && sm->m_free > sm->s_free) {
+		r = alloc_near(sm, &sm->uchunks, near, node);
+		if (r != -ENOSPC)
+			return r;
+	}
+	if (sm->m_free == sm->s_free) {
+		/* a full pool: the sm chunks' nodes are nodes too (the commit
+		 * may take its spare nodes from the reserve) */
+		if (sm->s_free && !can_allocate(sm, ALLOC_META)) {
+			r = alloc_sm(sm, node);
+			goto out;
+		}
+		r = acquire_chunk(sm, false);
 		if (r < 0)
 			return r;
 	}
-	for (size_t k = 0; k < sm->nr_chunks; k++) {
-		size_t ci = (sm->m_hint + k) % sm->nr_chunks;
-		struct mchunk *c = sm->chunks[ci];
-
-		if (c->busy == sm->npc)
-			continue;
-		for (uint32_t i = 0; i < sm->npc; i++) {
-			if (c->cur[i] || c->com[i])
-				continue;
-			r = set_meta(sm, c, i, 1);
-			if (r < 0)
-				return r;
-			sm->m_hint = ci;
-			*node = c->block * sm->npc + i;
-			return 0;
-		}
+	r = alloc_other(sm, node);
+out:
+	if (r == -ENOSPC || r == -EUCLEAN) {
+		log_error("space map: %" PRIu64 " metadata nodes counted free "
+			  "but none found", sm->m_free);
+		r = -EUCLEAN;
 	}
-	log_error("space map: %" PRIu64 " metadata nodes counted free but "
-		  "none found", sm->m_free);
-	return -EUCLEAN;
+	return r;
 }
 
 static int node_lookup(struct sm *sm, uint64_t node, struct mchunk **c,
@@ -612,6 +924,7 @@ static int tree_set(struct sm *sm, uint64_t key, uint32_t count)
 	r = ensure_spare(sm);
 	if (r < 0)
 		return r;
+	sm->flush_tree_ops++;
 	key_of(k, key);
 	if (!count) {
 		r = btree_remove(&sm->info, &sm->root, k, NULL);
@@ -641,22 +954,37 @@ static int flush_chunk(struct sm *sm, struct mchunk *c, bool *progress)
 	return 0;
 }
 
-/* Release chunks with no node in use, keeping SPARE_NODES free ones. */
+/*
+ * Release the chunks this transaction emptied (no node in use), keeping
+ * the spare nodes ensure_spare wants.  Only touched chunks can have
+ * become empty, so this costs O(touched), not O(chunks); a chunk kept as
+ * spare is looked at again when it is next touched.
+ */
 static int release_empty_chunks(struct sm *sm)
 {
-	size_t i = 0;
+	size_t nkept = sm->nr_kept;
 
-	while (i < sm->nr_chunks) {
-		struct mchunk *c = sm->chunks[i];
+	/* the empty chunks of the last commit are looked at again */
+	sm->nr_kept = 0;
+	for (size_t k = 0; k < nkept; k++) {
+		struct mchunk *c = chunk_find(sm, sm->kept[k]);
+		int r = c && !c->used_cur ? touch(sm, c) : 0;
+
+		if (r < 0)
+			return r;
+	}
+	/* touch() may append while we go: index, and re-read the length */
+	for (size_t t = 0; t < sm->nr_touched; t++) {
+		struct mchunk *c = chunk_find(sm, sm->touched[t]);
+		uint64_t nfree = c ? sm->npc - c->busy : 0;
 		struct dentry *e;
 		bool progress = false;
 		int r;
 
-		if (c->used_cur ||
-		    sm->m_free - (sm->npc - c->busy) < SPARE_NODES) {
-			i++;
+		/* an empty chunk kept as spare is kept (sm_committed) */
+		if (!c || c->used_cur || sm->m_free - nfree < SPARE_NODES ||
+		    (c->for_sm && sm->s_free - nfree < SM_SPARE_NODES))
 			continue;
-		}
 		/* Out of the allocator first, so the tree changes below
 		 * cannot put nodes into it. */
 		chunk_unlink(sm, c);
@@ -678,7 +1006,6 @@ static int release_empty_chunks(struct sm *sm)
 		chunk_free(c);
 		if (r < 0)
 			return r;
-		/* the chunk that was last now sits at i: look at it next */
 	}
 	return 0;
 }
@@ -766,6 +1093,7 @@ int sm_flush(struct sm *sm, struct tm_ref *root)
 		goto out;
 	do {
 		progress = false;
+		sm->flush_rounds++;
 		r = flush_round(sm, &progress);
 		if (r < 0)
 			goto out;
@@ -784,7 +1112,11 @@ void sm_committed(struct sm *sm)
 		if (!c)
 			continue;
 		memcpy(c->com, c->cur, sm->npc * sizeof(uint32_t));
-		sm->m_free += c->busy - c->used_cur;
+		if (!c->used_cur && sm->nr_kept < KEPT_MAX)
+			sm->kept[sm->nr_kept++] = c->block;
+		free_add(sm, c, (int64_t)c->busy - (int64_t)c->used_cur);
+		if (c->busy != c->used_cur)
+			sm_chunk_freed(sm, c);
 		c->busy = c->used_cur;
 		c->touched = false;
 	}
@@ -810,16 +1142,69 @@ void sm_committed(struct sm *sm)
 			sm->freed[sm->nr_freed++] = e->block;
 		}
 	}
+	/* u64map_clear costs the table's capacity, which one big
+	 * transaction may have grown: a small one deletes its keys */
+	if (sm->nr_d * 8 < sm->d_idx.cap) {
+		for (size_t i = 0; i < sm->nr_d; i++)
+			u64map_del(&sm->d_idx, sm->d[i].block);
+	} else {
+		u64map_clear(&sm->d_idx);
+	}
 	sm->nr_d = 0;
-	u64map_clear(&sm->d_idx);
 	sm->d_pending = 0;
 }
 
 /* ---- open / misc ---- */
 
+/* The nodes of the sm tree that load() passes through, so that their
+ * chunks can be marked as the sm tree's (rule 4). */
+struct seen {
+	uint64_t *v;
+	size_t n, cap;
+	uint64_t last_leaf;
+};
+
+static int seen_path(struct seen *s, const struct btree_cursor *c)
+{
+	if (!c->valid || !c->depth ||
+	    c->path[c->depth - 1].node->blocknr == s->last_leaf)
+		return 0;
+	s->last_leaf = c->path[c->depth - 1].node->blocknr;
+	for (unsigned int d = 0; d < c->depth; d++) {
+		if (s->n == s->cap) {
+			size_t cap = s->cap ? s->cap * 2 : 256;
+			uint64_t *v = realloc(s->v, cap * sizeof(*v));
+
+			if (!v)
+				return -ENOMEM;
+			s->v = v;
+			s->cap = cap;
+		}
+		s->v[s->n++] = c->path[d].node->blocknr;
+	}
+	return 0;
+}
+
+static int mark_sm_chunks(struct sm *sm, const struct seen *s)
+{
+	for (size_t k = 0; k < s->n; k++) {
+		uint32_t i;
+		struct mchunk *c = chunk_of_node(sm, s->v[k], &i);
+		int r;
+
+		if (!c)
+			continue; /* the checker reports it */
+		r = chunk_set_sm(sm, c);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
 static int load(struct sm *sm)
 {
 	struct btree_cursor c;
+	struct seen seen = { 0 };
 	uint8_t k[8];
 	int r;
 
@@ -847,11 +1232,13 @@ static int load(struct sm *sm)
 		if (r < 0)
 			break;
 		ch->record_in_tree = true;
-		r = btree_cursor_next(&c);
+		r = seen_path(&seen, &c);
+		if (r == 0)
+			r = btree_cursor_next(&c);
 	}
 	btree_cursor_close(&c);
 	if (r < 0)
-		return r;
+		goto out;
 
 	/* node counts */
 	key_of(k, SM_KEY_META);
@@ -884,10 +1271,26 @@ static int load(struct sm *sm)
 		ch->used_cur++;
 		ch->busy++;
 		sm->m_used++;
-		sm->m_free--;
-		r = btree_cursor_next(&c);
+		free_add(sm, ch, -1);
+		r = seen_path(&seen, &c);
+		if (r == 0)
+			r = btree_cursor_next(&c);
 	}
 	btree_cursor_close(&c);
+	/* after the counts: chunk_set_sm counts the chunk's free nodes */
+	if (r == 0)
+		r = mark_sm_chunks(sm, &seen);
+	/* empty chunks: the first commit releases them */
+	for (size_t i = 0; r == 0 && i < sm->uchunks.n + sm->schunks.n; i++) {
+		const struct mchunk *m = i < sm->uchunks.n
+			? sm->uchunks.v[i]
+			: sm->schunks.v[i - sm->uchunks.n];
+
+		if (!m->used_cur && sm->nr_kept < KEPT_MAX)
+			sm->kept[sm->nr_kept++] = m->block;
+	}
+out:
+	free(seen.v);
 	return r;
 }
 
@@ -958,9 +1361,12 @@ void sm_destroy(struct sm *sm)
 {
 	if (!sm)
 		return;
-	for (size_t i = 0; i < sm->nr_chunks; i++)
-		chunk_free(sm->chunks[i]);
-	free(sm->chunks);
+	for (size_t i = 0; i < sm->uchunks.n; i++)
+		chunk_free(sm->uchunks.v[i]);
+	for (size_t i = 0; i < sm->schunks.n; i++)
+		chunk_free(sm->schunks.v[i]);
+	free(sm->uchunks.v);
+	free(sm->schunks.v);
 	free(sm->touched);
 	free(sm->d);
 	free(sm->freed);
@@ -993,6 +1399,8 @@ void sm_get_stats(const struct sm *sm, struct sm_stats *st)
 	st->pending_free = sm->d_pending;
 	st->allocatable = allocatable(sm);
 	st->reserve = sm->reserve;
+	st->flush_rounds = sm->flush_rounds;
+	st->flush_tree_ops = sm->flush_tree_ops;
 }
 
 size_t sm_take_freed(struct sm *sm, uint64_t *out, size_t max)

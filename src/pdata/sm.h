@@ -56,6 +56,8 @@ struct sm_stats {
 	uint64_t pending_free;	/* freed this transaction, free at commit */
 	uint64_t allocatable;	/* could be allocated now */
 	uint64_t reserve;	/* R, in blocks */
+	uint64_t flush_rounds;	/* sm_flush rounds since open (cumulative) */
+	uint64_t flush_tree_ops; /* tree changes by sm_flush (cumulative) */
 };
 
 /*
@@ -74,8 +76,11 @@ int sm_inc_block(struct sm *sm, uint64_t block);
 int sm_dec_block(struct sm *sm, uint64_t block, uint32_t *new_count);
 int sm_block_count(struct sm *sm, uint64_t block, uint32_t *count);
 
-/* Metadata nodes (SM_META), used through tm.h. */
-int sm_alloc_node(struct sm *sm, uint64_t *node);
+/* Metadata nodes (SM_META), used through tm.h.  near: a node the new one
+ * replaces (a copy's original), to allocate close to, or 0.  Inside
+ * sm_flush (nodes of the sm tree itself) they come from separate chunks.
+ * Placement: see sm.c, rule 4. */
+int sm_alloc_node(struct sm *sm, uint64_t near, uint64_t *node);
 int sm_inc_node(struct sm *sm, uint64_t node);
 int sm_dec_node(struct sm *sm, uint64_t node, uint32_t *new_count);
 int sm_node_count(struct sm *sm, uint64_t node, uint32_t *count);

@@ -92,7 +92,9 @@ struct tm {
 	 */
 	uint64_t node_gen;
 	uint64_t sb_meta_nodes, sb_meta_chunks; /* as the superblock says */
+	struct tm_commit_stats cst;
 };
+
 
 static void new_node_gen(struct tm *tm)
 {
@@ -383,7 +385,8 @@ void tm_poison(struct tm *tm, int err)
 int tm_commit(struct tm *tm)
 {
 	struct disk_superblock *sb;
-	struct sm_stats st;
+	struct sm_stats st, st0;
+	uint64_t t0, t1, t2, t3;
 	int r;
 
 	if (tm->err)
@@ -395,22 +398,30 @@ int tm_commit(struct tm *tm)
 		return -ENOMEM;
 
 	/* a. space map counts into its tree (may use the reserve) */
+	t0 = bc_clock_ns();
+	sm_get_stats(tm->sm, &st0);
 	sm_set_reserve_mode(tm->sm, true);
 	r = sm_flush(tm->sm, &tm->cur.sm_root);
 	sm_set_reserve_mode(tm->sm, false);
 	if (r < 0)
 		goto poison;
+	sm_get_stats(tm->sm, &st);
+	tm->cst.sm_rounds += st.flush_rounds - st0.flush_rounds;
+	tm->cst.sm_tree_ops += st.flush_tree_ops - st0.flush_tree_ops;
 	/* b. every node of this transaction */
+	t1 = bc_clock_ns();
 	r = bc_write_dirty(tm->bc);
 	if (r < 0)
 		goto poison;
 	/* c. the nodes are durable before any superblock names them */
+	t2 = bc_clock_ns();
 	r = io_flush(tm->dev);
 	if (r < 0) {
 		log_error("%s: flush before commit: %s", tm->dev->name,
 			  strerror(-r));
 		goto poison;
 	}
+	t3 = bc_clock_ns();
 	/* d. the superblock of this transaction, in slot txn % 2, so the
 	 *    previous one (the other slot) survives a torn write */
 	sm_get_stats(tm->sm, &st);
@@ -426,6 +437,11 @@ int tm_commit(struct tm *tm)
 			  strerror(-r));
 		goto read_only;
 	}
+	tm->cst.commits++;
+	tm->cst.ns_sm_flush += t1 - t0;
+	tm->cst.ns_write += t2 - t1;
+	tm->cst.ns_flush += t3 - t2;
+	tm->cst.ns_super += bc_clock_ns() - t3;
 	sm_committed(tm->sm);
 	tm->com = tm->cur;
 	tm->sb_meta_nodes = st.meta_nodes;
@@ -467,6 +483,15 @@ int tm_abort(struct tm *tm)
 	if (!tm->read_only)
 		tm->err = 0;
 	return 0;
+}
+
+void tm_commit_stats(const struct tm *tm, struct tm_commit_stats *out)
+{
+	struct bc_stats b;
+
+	*out = tm->cst;
+	bc_stats(tm->bc, &b);
+	out->nodes_written = b.writes;
 }
 
 void tm_sb_counters(const struct tm *tm, uint64_t *meta_nodes,
@@ -567,18 +592,21 @@ static int writable(struct tm *tm)
 	return 0;
 }
 
-int tm_new_node(struct tm *tm, uint32_t magic, struct tm_ref *ref,
-		struct bc_node **out)
+/* near: where to place the node if there is room (sm_alloc_node); src:
+ * the payload to copy (a pinned node's data), or NULL for zeroes. */
+static int new_node(struct tm *tm, uint32_t magic, uint64_t near,
+		    const void *src, struct tm_ref *ref, struct bc_node **out)
 {
 	uint64_t node;
 	int r = writable(tm);
 
 	if (r < 0)
 		return r;
-	r = sm_alloc_node(tm->sm, &node);
+	r = sm_alloc_node(tm->sm, near, &node);
 	if (r < 0)
 		goto fail;
-	r = bc_new(tm->bc, node, magic, tm->node_gen, out);
+	r = src ? bc_new_copy(tm->bc, node, magic, tm->node_gen, src, out)
+		: bc_new(tm->bc, node, magic, tm->node_gen, out);
 	if (r < 0)
 		goto fail;
 	ref->blocknr = node;
@@ -587,6 +615,12 @@ int tm_new_node(struct tm *tm, uint32_t magic, struct tm_ref *ref,
 fail:
 	tm_poison(tm, r);
 	return r;
+}
+
+int tm_new_node(struct tm *tm, uint32_t magic, struct tm_ref *ref,
+		struct bc_node **out)
+{
+	return new_node(tm, magic, 0, NULL, ref, out);
 }
 
 int tm_read(struct tm *tm, const struct tm_ref *ref,
@@ -631,14 +665,19 @@ int tm_shadow(struct tm *tm, struct tm_ref *ref, const struct bc_expect *exp,
 		*out = orig;
 		return 0;
 	}
-	r = tm_new_node(tm, exp->magic, &nref, &copy);
+	/*
+	 * Placement (sm.c, rule 4): a node the previous transaction wrote
+	 * (a root, an upper level: copied by every change) goes with the
+	 * other new nodes; any other next to its original, whose count the
+	 * commit changes anyway.
+	 */
+	r = new_node(tm, exp->magic,
+		     ref->gen >> 20 == tm->com.txn ? 0 : ref->blocknr,
+		     orig->data, &nref, &copy);
 	if (r < 0) {
 		bc_put(tm->bc, orig);
 		goto fail;
 	}
-	memcpy(copy->data + sizeof(struct disk_node_header),
-	       orig->data + sizeof(struct disk_node_header),
-	       PD_NODE_SIZE - sizeof(struct disk_node_header));
 	bc_put(tm->bc, orig);
 	r = sm_dec_node(tm->sm, ref->blocknr, NULL);
 	if (r < 0) {

@@ -120,6 +120,23 @@ struct sm *tm_sm(struct tm *tm);
 struct bc *tm_bc(struct tm *tm);
 struct io_dev *tm_dev(struct tm *tm);
 
+/*
+ * Cumulative commit statistics since open (for benchmarks and tests):
+ * what each commit cost, by step of the commit order (rule 3).  Times are
+ * CLOCK_MONOTONIC nanoseconds.
+ */
+struct tm_commit_stats {
+	uint64_t commits;	/* successful commits */
+	uint64_t nodes_written; /* nodes written by step b (and evictions) */
+	uint64_t sm_rounds;	/* rounds of sm_flush's fixpoint (step a) */
+	uint64_t sm_tree_ops;	/* space map tree changes in step a */
+	uint64_t ns_sm_flush;	/* step a */
+	uint64_t ns_write;	/* step b */
+	uint64_t ns_flush;	/* step c */
+	uint64_t ns_super;	/* steps d and e */
+};
+void tm_commit_stats(const struct tm *tm, struct tm_commit_stats *st);
+
 /* Grow the store to the device's current size (after io_resize). */
 int tm_grow(struct tm *tm);
 
@@ -141,7 +158,9 @@ int tm_read(struct tm *tm, const struct tm_ref *ref,
 /*
  * Make the node *ref points to writable and pin it.  If it was created in
  * this transaction and its count is 1, it is returned as is and
- * *inc_children is false.  Otherwise it is copied to a new node, *ref is
+ * *inc_children is false.  Otherwise it is copied to a new node (placed
+ * near the original, or with the other new nodes if the previous
+ * transaction wrote it: sm.c, rule 4), *ref is
  * updated, the original's count is decremented, and *inc_children tells
  * whether the original was shared (count > 1): if so the copy is a new
  * owner of everything the node references and the caller must increment
