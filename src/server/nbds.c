@@ -54,7 +54,9 @@
 #include "util/endian.h"
 #include "util/log.h"
 
-#define NBDS_WORKERS 16		       /* threads per connection, at most */
+#ifndef NBDS_WORKERS
+#define NBDS_WORKERS 8 /* threads per connection, at most */
+#endif
 #define NBDS_QUEUE 64		       /* requests queued per connection */
 #define NBDS_QUEUE_BYTES (128u << 20) /* payload bytes queued */
 #define NBDS_MAX_OPTION (64u << 10)   /* option data we keep */
