@@ -266,7 +266,10 @@ static int write_block_locked(struct tv_pool *p, struct disk_volume *v,
 		return r == -ENOSPC ? tv_err(r, "%s: the pool is full",
 					     p->path)
 				    : r;
-	if (mapped) {
+	if (mapped && len == bs && buf) {
+		/* copy-on-write of a whole block: nothing of the old is kept */
+		r = io_write(p->dev, buf, len, dev_off(p, nb, 0));
+	} else if (mapped) {
 		/* copy-on-write: old contents with the new data over them */
 		tmp = malloc(bs);
 		if (!tmp) {
