@@ -10,7 +10,7 @@ PREFIX     ?= /usr/local
 DESTDIR    ?=
 
 .PHONY: all deps build build-asan test test-fast test-asan run bench \
-	bench-full install format clean distclean
+	bench-full install format clean distclean fuzz soak
 
 all: build
 
@@ -53,6 +53,23 @@ bench: build
 
 bench-full: build
 	@BENCH_FULL=1 bench/run $(BUILD)
+
+# libFuzzer runs of tests/fuzz (clang, ASan+UBSan): each target for
+# FUZZ_SECONDS on a copy of its corpus; prints where crash inputs went.
+FUZZ_BUILD   ?= build-fuzz
+FUZZ_SECONDS ?= 60
+fuzz: deps
+	@tests/fuzz/run-fuzz $(FUZZ_BUILD) $(FUZZ_SECONDS)
+
+# The soak test (tests/soak/soak.py): random management and verified I/O
+# from several NBD clients for SOAK_SECONDS, the daemon killed at random
+# moments and restarted, the pool checked and every flushed byte verified
+# after each restart.  Prints its seed (TV_SEED=N replays the choices) and
+# what it did.
+SOAK_SECONDS ?= 300
+soak: build
+	@THINVOL=$(BUILD)/src/cli/thinvol SOAK_SECONDS=$(SOAK_SECONDS) \
+		/usr/bin/python3 tests/soak/soak.py
 
 # The command, libthinvol.so.0, thinvol.h, thinvol.pc and thinvol(8) under
 # $(DESTDIR)$(PREFIX).  PREFIX is the build's meson prefix (it is compiled

@@ -182,10 +182,15 @@ static int load_op(struct batch *b, size_t i, const struct json_value *o)
 	snprintf(ctx, sizeof(ctx), "batch: operation %zu", i + 1);
 	if (hex) {
 		uint8_t *blob = b->blobs + i * b->blob_size;
+		uint8_t tmp[TV_BLOB_MAX];
 
-		r = cli_blob_hex(ctx, "\"blob_hex\"", hex, b->blob_size, blob);
+		/* cli_blob_hex may decode up to TV_BLOB_MAX bytes before it
+		 * checks the length: never into the op's blob_size slot
+		 * (found by fuzz-cli: regress-batch-blob-hex-too-long) */
+		r = cli_blob_hex(ctx, "\"blob_hex\"", hex, b->blob_size, tmp);
 		if (r)
 			return r;
+		memcpy(blob, tmp, b->blob_size);
 		op->blob = blob;
 		op->blob_len = b->blob_size;
 	}

@@ -590,7 +590,8 @@ static int reply_export_name(struct conn *c, const struct opt *o)
 
 	if (o->len > NBDS_MAX_STRING)
 		return -EINVAL;
-	memcpy(name, o->data, o->len);
+	if (o->len) /* data is NULL when len is 0 (found by fuzz-nbd) */
+		memcpy(name, o->data, o->len);
 	name[o->len] = 0;
 	if (strlen(name) != o->len || find_export(c, name, &v) < 0) {
 		log_info("%s: no export '%.64s'", c->peer, name);

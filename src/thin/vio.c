@@ -40,6 +40,7 @@
 #define CACHE_MAX_ENTRIES (1u << 20) /* per volume; cleared beyond */
 #define C_OWN (1ull << 63)	     /* cached value: block is our own */
 #define C_HOLE UINT64_MAX	     /* cached value: not mapped */
+#define SLOW_BATCH 16		     /* blocks per hold of meta_lock */
 
 struct vstate {
 	uint64_t id;
@@ -131,8 +132,33 @@ void vio_invalidate_locked(struct tv_pool *p, uint64_t id)
 	pthread_rwlock_unlock(&vs->lock);
 }
 
-/* Remember the volume's size and flags for the fast path (meta_lock). */
-static void vstate_fill(struct vstate *vs, const struct disk_volume *v)
+/* Forget what we cached of every volume (meta_lock held): used when the
+ * pool goes read-only, so that the next I/O of each volume asks the slow
+ * path again (and vstate_fill records the pool's state). */
+void vio_forget_all_locked(struct tv_pool *p)
+{
+	size_t pos = 0;
+	uint64_t k, val;
+
+	if (!p->vio)
+		return;
+	pthread_mutex_lock(&p->vio->lock);
+	while (u64map_next(&p->vio->vols, &pos, &k, &val)) {
+		struct vstate *vs = (struct vstate *)(uintptr_t)val;
+
+		pthread_rwlock_wrlock(&vs->lock);
+		u64map_clear(&vs->cache);
+		vs->valid = false;
+		pthread_rwlock_unlock(&vs->lock);
+	}
+	pthread_mutex_unlock(&p->vio->lock);
+}
+
+/* Remember the volume's size and flags for the fast path (meta_lock).
+ * A volume of a pool that went read-only is read-only to the fast path
+ * too: its writes go to the slow path, which refuses them (EROFS). */
+static void vstate_fill(struct tv_pool *p, struct vstate *vs,
+			const struct disk_volume *v)
 {
 	bool valid;
 
@@ -145,7 +171,8 @@ static void vstate_fill(struct vstate *vs, const struct disk_volume *v)
 		return;
 	pthread_rwlock_wrlock(&vs->lock);
 	vs->size = le64_to_cpu(v->size);
-	vs->flags = le32_to_cpu(v->flags);
+	vs->flags = le32_to_cpu(v->flags) |
+		    (p->read_only ? TV_VOL_READ_ONLY : 0);
 	vs->valid = true;
 	pthread_rwlock_unlock(&vs->lock);
 }
@@ -376,20 +403,7 @@ static int fail_locked(struct tv_pool *p, int r)
 		pool_abort_locked(p);
 		pool_set_read_only(p, r, "metadata update failed");
 		/* cached mappings may name blocks of the lost transaction */
-		pthread_mutex_lock(&p->vio->lock);
-		{
-			size_t pos = 0;
-			uint64_t k, val;
-			while (u64map_next(&p->vio->vols, &pos, &k, &val)) {
-				struct vstate *vs =
-					(struct vstate *)(uintptr_t)val;
-				pthread_rwlock_wrlock(&vs->lock);
-				u64map_clear(&vs->cache);
-				vs->valid = false;
-				pthread_rwlock_unlock(&vs->lock);
-			}
-		}
-		pthread_mutex_unlock(&p->vio->lock);
+		vio_forget_all_locked(p);
 	}
 	return r;
 }
@@ -485,7 +499,7 @@ static int vol_read(struct tv_pool *p, uint64_t id, void *buf, size_t len,
 				pthread_mutex_unlock(&p->meta_lock);
 				return r;
 			}
-			vstate_fill(vs, &v);
+			vstate_fill(p, vs, &v);
 			checked = true;
 			r = map_lookup(p, &v, vblock, &m);
 			if (r == -ENOENT) {
@@ -589,7 +603,7 @@ static int modify(struct tv_pool *p, uint64_t id, const uint8_t *buf,
 				pthread_mutex_unlock(&p->meta_lock);
 				return r;
 			}
-			vstate_fill(vs, &v);
+			vstate_fill(p, vs, &v);
 			checked = true;
 			before = v;
 			if (discard && whole) {
@@ -599,11 +613,39 @@ static int modify(struct tv_pool *p, uint64_t id, const uint8_t *buf,
 				n = nb * bs;
 				r = unmap_blocks_locked(p, &v, vs, vblock, nb);
 			} else {
-				r = write_block_locked(p, &v, vs, vblock, in,
-						       buf, n);
+				/* this block and up to SLOW_BATCH - 1 more in
+				 * one hold of the lock, with one store of the
+				 * volume record: a large first write is many
+				 * provisionings in a row */
+				uint64_t done = 0;
+				unsigned int k = 0;
+
+				for (;;) {
+					r = write_block_locked(
+						p, &v, vs, vblock, in,
+						buf ? buf + done : NULL, n);
+					done += n;
+					if (r < 0 || ++k >= SLOW_BATCH ||
+					    done >= len)
+						break;
+					vblock++;
+					in = 0;
+					n = MIN(len - done, bs);
+					if (discard && n == bs)
+						break; /* unmapped at once, above */
+				}
+				n = done;
 			}
-			if (r == 0 && memcmp(&v, &before, sizeof(v)))
-				r = vol_store_locked(p, &v);
+			/* Store what was done, also when a later block of the
+			 * batch failed with a data error: the mappings made
+			 * before it are in v's tree.  (After a metadata error
+			 * the transaction is poisoned and abort undoes all.) */
+			if (memcmp(&v, &before, sizeof(v)) &&
+			    (r == 0 || !tm_state(p->tm))) {
+				int rs = vol_store_locked(p, &v);
+				if (rs < 0)
+					r = rs;
+			}
 			if (r < 0)
 				r = fail_locked(p, r);
 			pthread_mutex_unlock(&p->meta_lock);
