@@ -18,13 +18,14 @@
  *      connection; every other bad request gets an error reply and the
  *      connection goes on.
  *   2. errno values become NBD errors in exactly one place, nbd_errno().
- *   3. The reader thread reads requests (and write payloads) and queues
- *      them; workers run them — except a request that arrives alone
- *      (nothing in flight, nothing more to read), which the reader runs
- *      itself (run_inline).  A connection holds at most NBDS_QUEUE
- *      requests or NBDS_QUEUE_BYTES of read and write buffers (one
- *      request may exceed it when the queue is empty): beyond that the reader
- *      stops reading (the client's own TCP window pushes back).
+ *   3. A connection's threads take turns reading: one holds read_lock
+ *      while it reads a request (and a write's payload), lets it go, and
+ *      runs the request and sends its reply itself (leader/follower, as
+ *      nbdkit does): no queue, no hand-off between threads.  A helper
+ *      thread is started only while requests wait in the socket, up to
+ *      NBDS_WORKERS; so a connection holds at most NBDS_WORKERS requests
+ *      (each at most 32 MiB of buffer) and a client that floods the
+ *      server, or does not read its replies, only slows itself.
  *   4. A reply is sent whole under send_lock.  A write is acknowledged only
  *      after the engine accepted it; a flush only after tv_vol_flush made
  *      every acknowledged write of every connection durable (the engine's
@@ -57,8 +58,6 @@
 #ifndef NBDS_WORKERS
 #define NBDS_WORKERS 8 /* threads per connection, at most */
 #endif
-#define NBDS_QUEUE 64		       /* requests queued per connection */
-#define NBDS_QUEUE_BYTES (128u << 20) /* payload bytes queued */
 #define NBDS_MAX_OPTION (64u << 10)   /* option data we keep */
 #define NBDS_MAX_DISCARD (64u << 20)  /* option data we read to skip */
 #define NBDS_MAX_EXTENTS 1024	       /* block-status descriptors */
@@ -92,15 +91,12 @@ struct conn {
 	bool ro;
 	char name[TV_NAME_MAX + 1];
 
-	/* the request queue (rule 3) */
-	pthread_mutex_t qlock;
-	pthread_cond_t qcond;  /* work queued, or stopping */
-	pthread_cond_t qspace; /* room in the queue */
-	struct req *head, *tail;
-	unsigned int queued, nworkers, idle;
-	size_t qbytes;
-	bool stopping;
-	pthread_t workers[NBDS_WORKERS];
+	/* the threads that read and run requests (rule 3) */
+	pthread_mutex_t read_lock; /* held while reading one request */
+	pthread_mutex_t rlock;	   /* the fields below */
+	bool rdone;		   /* DISC, EOF or error: stop reading */
+	unsigned int nthreads, waiting;
+	pthread_t threads[NBDS_WORKERS];
 
 	pthread_mutex_t send_lock;
 	bool send_failed;
@@ -1218,137 +1214,96 @@ static int read_request(struct conn *c, struct req *q)
 	return 1;
 }
 
-/* Memory a queued request holds or will allocate (rule 3). */
-static size_t req_bytes(const struct req *q)
-{
-	if (q->error)
-		return 0;
-	return q->type == NBDS_CMD_READ || q->type == NBDS_CMD_WRITE ? q->len
-								     : 0;
-}
-
-static void *worker(void *arg)
-{
-	struct conn *c = arg;
-
-	pthread_mutex_lock(&c->qlock);
-	for (;;) {
-		struct req *q;
-
-		while (!c->head && !c->stopping) {
-			c->idle++;
-			pthread_cond_wait(&c->qcond, &c->qlock);
-			c->idle--;
-		}
-		if (!c->head)
-			break;
-		q = c->head;
-		c->head = q->next;
-		if (!c->head)
-			c->tail = NULL;
-		pthread_mutex_unlock(&c->qlock);
-
-		handle(c, q);
-
-		pthread_mutex_lock(&c->qlock);
-		c->queued--;
-		c->qbytes -= req_bytes(q);
-		pthread_cond_signal(&c->qspace);
-		free(q->payload);
-		free(q);
-	}
-	pthread_mutex_unlock(&c->qlock);
-	return NULL;
-}
-
-/* Queue a request; waits for room (rule 3).  Starts a worker when none is
- * idle.  Returns 0 or -errno. */
-static int enqueue(struct conn *c, struct req *q)
-{
-	size_t bytes = req_bytes(q);
-	int r = 0;
-
-	pthread_mutex_lock(&c->qlock);
-	while (c->queued >= NBDS_QUEUE ||
-	       (c->qbytes && c->qbytes + bytes > NBDS_QUEUE_BYTES))
-		pthread_cond_wait(&c->qspace, &c->qlock);
-	q->next = NULL;
-	if (c->tail)
-		c->tail->next = q;
-	else
-		c->head = q;
-	c->tail = q;
-	c->queued++;
-	c->qbytes += bytes;
-	if (c->idle == 0 && c->nworkers < NBDS_WORKERS) {
-		r = -pthread_create(&c->workers[c->nworkers], NULL, worker,
-				    c);
-		if (r == 0) {
-			c->nworkers++;
-		} else if (c->nworkers) {
-			r = 0; /* the others will get to it */
-		} else {
-			/* nobody to run it: take it back (it is alone) */
-			c->head = c->tail = NULL;
-			c->queued--;
-			c->qbytes -= bytes;
-		}
-	}
-	pthread_cond_signal(&c->qcond);
-	pthread_mutex_unlock(&c->qlock);
-	return r;
-}
-
 /*
- * Nothing in flight and nothing more to read: the reader may as well run
- * the request itself — a hand-off to a worker would cost two thread
- * switches per request and buy nothing (a client at queue depth 1 waits
- * for this reply before it sends more).  Under TLS, GnuTLS may hold
- * decrypted requests the socket no longer shows: always hand off.
+ * Whether a connection thread should start another before running the
+ * request it read: only when more requests are already waiting in the
+ * socket and no other thread is waiting to read them.  A client at queue
+ * depth 1 is then served by one thread that reads, runs and replies with
+ * no hand-off at all; a deep queue gets up to NBDS_WORKERS threads.  Under
+ * TLS, GnuTLS may hold decrypted requests the socket no longer shows: the
+ * threads are started as if requests were waiting.
  */
-static bool run_inline(struct conn *c)
+static bool want_thread(struct conn *c)
 {
-	bool alone;
 	int n = 0;
 
-	if (c->x.tls)
+	if (c->nthreads >= NBDS_WORKERS || c->waiting)
 		return false;
-	pthread_mutex_lock(&c->qlock);
-	alone = c->queued == 0;
-	pthread_mutex_unlock(&c->qlock);
-	return alone && ioctl(c->fd, FIONREAD, &n) == 0 && n == 0;
+	if (c->x.tls)
+		return true;
+	return ioctl(c->fd, FIONREAD, &n) == 0 && n > 0;
 }
 
-static void transmission(struct conn *c)
+static void *conn_worker(void *arg);
+
+/*
+ * The transmission phase, run by every thread of the connection (rule 3):
+ * take the read lock, read one request, maybe start a helper thread, let
+ * the lock go, run the request, reply.  The thread that meets DISC, EOF or
+ * an error marks the stream done; the others finish the request they hold
+ * and stop.
+ */
+static void serve_requests(struct conn *c)
 {
 	for (;;) {
-		struct req *q = malloc(sizeof(*q));
+		struct req *q;
 		int r;
 
-		if (!q)
+		pthread_mutex_lock(&c->rlock);
+		c->waiting++;
+		pthread_mutex_unlock(&c->rlock);
+		pthread_mutex_lock(&c->read_lock);
+		pthread_mutex_lock(&c->rlock);
+		c->waiting--;
+		pthread_mutex_unlock(&c->rlock);
+		if (c->rdone) {
+			pthread_mutex_unlock(&c->read_lock);
 			break;
-		r = read_request(c, q);
+		}
+		q = malloc(sizeof(*q));
+		r = q ? read_request(c, q) : -ENOMEM;
 		if (r <= 0) {
+			c->rdone = true;
+			pthread_mutex_unlock(&c->read_lock);
 			free(q);
 			if (r < 0 && r != -ECONNRESET && c->srv->verbose)
 				log_info("%s: %s", c->peer, strerror(-r));
 			break;
 		}
-		if (run_inline(c) || enqueue(c, q) < 0) {
-			/* inline, or no thread to run it: answer it here */
-			handle(c, q);
-			free(q->payload);
-			free(q);
-		}
+		pthread_mutex_lock(&c->rlock);
+		if (want_thread(c) &&
+		    pthread_create(&c->threads[c->nthreads], NULL, conn_worker,
+				   c) == 0)
+			c->nthreads++;
+		pthread_mutex_unlock(&c->rlock);
+		pthread_mutex_unlock(&c->read_lock);
+
+		handle(c, q);
+		free(q->payload);
+		free(q);
 	}
-	/* DISC or EOF: outstanding requests are still handled (proto.md:
-	 * "the server MUST handle all outstanding requests") */
-	pthread_mutex_lock(&c->qlock);
-	c->stopping = true;
-	pthread_cond_broadcast(&c->qcond);
-	pthread_mutex_unlock(&c->qlock);
-	for (unsigned int i = 0; i < c->nworkers; i++)
-		pthread_join(c->workers[i], NULL);
+}
+
+static void *conn_worker(void *arg)
+{
+	serve_requests(arg);
+	return NULL;
+}
+
+static void transmission(struct conn *c)
+{
+	unsigned int n;
+
+	serve_requests(c);
+	/* DISC or EOF: the requests other threads hold are still answered
+	 * (proto.md: "the server MUST handle all outstanding requests").
+	 * nthreads only grows under rlock by threads that hold read_lock,
+	 * and none does once rdone is set. */
+	pthread_mutex_lock(&c->rlock);
+	n = c->nthreads;
+	pthread_mutex_unlock(&c->rlock);
+	for (unsigned int i = 0; i < n; i++)
+		pthread_join(c->threads[i], NULL);
 }
 
 static void conn_free(struct conn *c)
@@ -1360,9 +1315,8 @@ static void conn_free(struct conn *c)
 	}
 	close(c->fd);
 	free(c->meta_export);
-	pthread_mutex_destroy(&c->qlock);
-	pthread_cond_destroy(&c->qcond);
-	pthread_cond_destroy(&c->qspace);
+	pthread_mutex_destroy(&c->read_lock);
+	pthread_mutex_destroy(&c->rlock);
 	pthread_mutex_destroy(&c->send_lock);
 	free(c);
 }
@@ -1397,9 +1351,8 @@ static struct conn *conn_new(struct nbds *s, int fd, const char *peer)
 	c->fd = fd;
 	c->x.fd = fd;
 	snprintf(c->peer, sizeof(c->peer), "%s", peer ? peer : "client");
-	pthread_mutex_init(&c->qlock, NULL);
-	pthread_cond_init(&c->qcond, NULL);
-	pthread_cond_init(&c->qspace, NULL);
+	pthread_mutex_init(&c->read_lock, NULL);
+	pthread_mutex_init(&c->rlock, NULL);
 	pthread_mutex_init(&c->send_lock, NULL);
 	return c;
 }

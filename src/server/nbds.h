@@ -3,11 +3,10 @@
  * nbds - the NBD server: every volume of a pool as an export
  * (fixed newstyle; doc/nbd.md says what is supported and how).
  *
- * Threads: each connection has a reader thread (the handshake, then
- * reading requests) and up to NBDS_WORKERS worker threads that run its
- * requests and send the replies, so a slow client only ever holds up its
- * own threads.  Replies go out in any order, under the connection's send
- * lock.
+ * Threads: each connection has its own threads (one for the handshake,
+ * then up to NBDS_WORKERS that take turns reading a request and run it and
+ * reply themselves), so a slow client only ever holds up its own threads.
+ * Replies go out in any order, under the connection's send lock.
  */
 #ifndef TV_SERVER_NBDS_H
 #define TV_SERVER_NBDS_H
