@@ -30,6 +30,7 @@
 
 #include "server/ctl-copy.h"
 #include "server/ctl-internal.h"
+#include "io/io.h"
 #include "util/json.h"
 
 #define CTL_LIST_MAX   256	   /* volumes per vol.list reply */
@@ -44,6 +45,10 @@ static const struct json_limits ctl_limits = {
     .max_members = 32,
     .max_string = 64u << 10,
 };
+
+/* Set once by a daemon started with THINVOL_TEST_FAULTS=1 (serve.c),
+ * before any request; NULL otherwise, and then "test.fault" is unknown. */
+static struct io_dev *test_fault_dev;
 
 /* ---- socket path ---- */
 
@@ -399,6 +404,8 @@ static int op_hello(struct req *q)
 		CTL_PROTO_VERSION, CTL_PROTO_VERSION, CTL_MAX_LINE);
 	for (size_t i = 0; ops_list[i]; i++)
 		fprintf(q->out, "%s\"%s\"", i ? "," : "", ops_list[i]);
+	if (test_fault_dev)
+		fputs(",\"test.fault\"", q->out);
 	fputs("]}", q->out);
 	return 0;
 }
@@ -837,6 +844,70 @@ static int op_vol_export(struct req *q)
 	return op_copy(q, false);
 }
 
+/* ---- test only: fault injection ---- */
+
+void ctl_set_test_faults(struct io_dev *dev)
+{
+	test_fault_dev = dev;
+}
+
+/*
+ * {fail_at, persistent?, error? ("EIO" or "ENOSPC"), ops? [names]}: reply
+ * with the counters of the arming it replaces, then arm (fail_at 0
+ * disarms).  io_fault_arm is thread-safe against I/O in flight.
+ */
+static int op_test_fault(struct req *q)
+{
+	static const struct {
+		const char *name;
+		unsigned int bit;
+	} op_names[] = {
+	    {"read", IO_OP_READ},
+	    {"write", IO_OP_WRITE},
+	    {"flush", IO_OP_FLUSH},
+	    {"discard", IO_OP_DISCARD},
+	    {"write_zeroes", IO_OP_WRITE_ZEROES},
+	};
+	struct io_fault_cfg cfg = {.error = -EIO, .kind = IO_FAULT_ERROR};
+	const struct json_value *err = json_get(q->args, "error");
+	const struct json_value *ops = json_get(q->args, "ops");
+	int r;
+
+	if ((r = get_u64(q, q->op, q->args, "fail_at", true, &cfg.fail_at)) ||
+	    (r = get_bool(q, q->op, q->args, "persistent", &cfg.persistent)))
+		return r;
+	if (err && err->type == JSON_STRING && !strcmp(err->str.s, "ENOSPC"))
+		cfg.error = -ENOSPC;
+	else if (err && (err->type != JSON_STRING || strcmp(err->str.s, "EIO")))
+		return req_err(q, -EINVAL,
+			       "%s: \"error\" must be \"EIO\" or \"ENOSPC\"",
+			       q->op);
+	if (ops && ops->type != JSON_ARRAY)
+		return req_err(q, -EINVAL, "%s: \"ops\" must be an array",
+			       q->op);
+	for (size_t i = 0; ops && i < ops->arr.n; i++) {
+		const struct json_value *o = ops->arr.items[i];
+		size_t k, nk = sizeof(op_names) / sizeof(op_names[0]);
+
+		for (k = 0; o->type == JSON_STRING && k < nk; k++)
+			if (!strcmp(o->str.s, op_names[k].name))
+				break;
+		if (o->type != JSON_STRING || k == nk)
+			return req_err(q, -EINVAL,
+				       "%s: \"ops\" holds read, write, flush, "
+				       "discard or write_zeroes",
+				       q->op);
+		cfg.op_mask |= op_names[k].bit;
+	}
+	if (!cfg.op_mask)
+		cfg.op_mask = IO_OP_ALL;
+	fprintf(q->out, "{\"counted\":%" PRIu64 ",\"failed\":%" PRIu64 "}",
+		io_fault_count(test_fault_dev),
+		io_fault_failed(test_fault_dev));
+	io_fault_arm(test_fault_dev, &cfg);
+	return 0;
+}
+
 /* ---- dispatch ---- */
 
 static const struct ctl_op {
@@ -864,6 +935,10 @@ static const struct ctl_op {
      op_vol_export,
      {"id", "pool", "pool_hex", "volume", "volume_hex", "file", "file_hex",
       "stream"},
+     false},
+    {"test.fault",
+     op_test_fault,
+     {"fail_at", "persistent", "error", "ops"},
      false},
 };
 
@@ -915,6 +990,8 @@ static int run(struct req *q, const struct json_value *doc, bool *has_id,
 	for (size_t i = 0; i < sizeof(ctl_ops) / sizeof(ctl_ops[0]); i++)
 		if (!strcmp(ctl_ops[i].name, op->str.s))
 			o = &ctl_ops[i];
+	if (o && o->fn == op_test_fault && !test_fault_dev)
+		o = NULL; /* only in a daemon testing faults */
 	if (!o)
 		return req_err(q, -EOPNOTSUPP, "unknown op \"%.40s\"",
 			       op->str.s);

@@ -56,6 +56,17 @@ int ctl_handle(struct tv_pool *pool, const struct ctl_hooks *hooks,
  * 0 or -ENAMETOOLONG (a Unix socket path is at most 107 bytes). */
 int ctl_socket_path(const char *pool_path, char *out, size_t outlen);
 
+/*
+ * Test only: a daemon started with THINVOL_TEST_FAULTS=1 opens its pool
+ * through a fault-injection device (io/io.h) and names it here before
+ * ctl_server_start; the op "test.fault" arms it (docs/control.md).  While
+ * none is set (always, outside such tests) "test.fault" is an unknown op.
+ * The device is borrowed until the pool is closed; call before any
+ * request is handled.
+ */
+struct io_dev;
+void ctl_set_test_faults(struct io_dev *dev);
+
 struct ctl_server;
 
 /*

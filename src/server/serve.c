@@ -14,6 +14,11 @@
  * a signalfd, so no handler runs in the middle of engine code.  SIGPIPE
  * is ignored: a client that went away is an EPIPE on its connection.
  * SIGHUP is taken like SIGTERM.
+ *
+ * Test only: with THINVOL_TEST_FAULTS=1 in the environment the pool is
+ * opened through the fault-injection device of io/io.h, which the control
+ * op "test.fault" arms (docs/control.md, "Test-only operations"), so that
+ * tests/nbd/test-faults.sh can fail the pool's I/O under a running daemon.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -28,6 +33,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -40,6 +46,7 @@
 #include "server/nbds.h"
 #include "server/serve.h"
 #include "server/tls.h"
+#include "thin/thin-internal.h"
 #include "thinvol.h"
 
 #define RUN_DIR "/run/thinvol"
@@ -281,6 +288,55 @@ static void hook_release(void *ctx, uint64_t id)
 	nbds_release(d->nbds, id);
 }
 
+/* ---- test-only fault injection ---- */
+
+#define TEST_FAULTS_ENV "THINVOL_TEST_FAULTS"
+
+static bool test_faults_wanted(void)
+{
+	const char *e = getenv(TEST_FAULTS_ENV);
+
+	return e && !strcmp(e, "1");
+}
+
+/*
+ * What tv_pool_open does (open the file, take the same exclusive flock,
+ * open the pool), with a fault-injection device (disarmed) between the
+ * engine and the file.  The device is owned by the pool; the control
+ * server arms it.
+ */
+static int open_pool_with_faults(struct daemon *d,
+				 const struct tv_pool_open_opts *po)
+{
+	const char *path = d->o->pool;
+	struct io_dev *file, *fdev;
+	int r;
+
+	say(1, "%s=1: FAULT INJECTION IS ENABLED: the control op "
+	       "\"test.fault\" can fail this pool's I/O; for tests only",
+	    TEST_FAULTS_ENV);
+	r = io_file_open(path, 0, 0, &file);
+	if (r < 0)
+		return fail(d, r, "%s: %s", path, strerror(-r));
+	if (flock(io_file_fd(file), LOCK_EX | LOCK_NB) < 0) {
+		r = errno == EWOULDBLOCK ? -EBUSY : -errno;
+		io_close(file);
+		return fail(d, r, "%s: lock: %s", path,
+			    r == -EBUSY ? "the pool is in use"
+					: strerror(-r));
+	}
+	r = io_fault_wrap(file, true, &fdev);
+	if (r < 0) {
+		io_close(file);
+		return fail(d, r, "%s: %s", path, strerror(-r));
+	}
+	r = pool_open_dev(fdev, true, path, po, &d->pool);
+	if (r < 0)
+		return fail(d, r, "%s", tv_last_error());
+	ctl_set_test_faults(fdev);
+	return 0;
+}
+
 /* ---- start, loop, stop ---- */
 
 static int start(struct daemon *d, struct ctl_hooks *hooks)
@@ -294,9 +350,15 @@ static int start(struct daemon *d, struct ctl_hooks *hooks)
 	char err[512];
 	int r;
 
-	r = tv_pool_open(o->pool, &po, &d->pool);
-	if (r < 0)
-		return fail(d, r, "%s", tv_last_error());
+	if (test_faults_wanted()) {
+		r = open_pool_with_faults(d, &po);
+		if (r < 0)
+			return r;
+	} else {
+		r = tv_pool_open(o->pool, &po, &d->pool);
+		if (r < 0)
+			return fail(d, r, "%s", tv_last_error());
+	}
 	r = tv_pool_info(d->pool, &info);
 	if (r == 0 && info.state != TV_POOL_RW)
 		return fail(d, -EROFS,

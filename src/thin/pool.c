@@ -384,6 +384,11 @@ void pool_set_read_only(struct tv_pool *p, int err, const char *why)
 	p->read_only = true;
 	snprintf(p->reason, sizeof(p->reason), "%s: %s", why,
 		 strerror(-err));
+	/* the fast path writes in place without meta_lock: make it ask
+	 * again, so that it sees the pool is read-only (a block it holds as
+	 * the volume's own may be shared by a transaction whose superblock
+	 * reached the disk before the failure) */
+	vio_forget_all_locked(p);
 	log_error("%s: pool is now read-only: %s", p->path, p->reason);
 }
 

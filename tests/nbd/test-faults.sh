@@ -1,0 +1,351 @@
+#!/usr/bin/env bash
+# The I/O-error campaign at the daemon level.  The daemon runs with
+# THINVOL_TEST_FAULTS=1 (its pool behind io/io.h's fault-injection
+# device; docs/control.md, "Test-only operations") and for each scenario
+# the pool's writes, flushes or reads fail (EIO or ENOSPC, persistently
+# or once, from the Nth counted operation on) during NBD writes, a FLUSH
+# (the commit), thinvol snapshot, delete or create.  What must hold:
+#
+#   - the operation hit by the fault reports it (NBD EIO -- or ENOSPC for
+#     an injected ENOSPC --, a command's non-zero exit); no hang, no
+#     crash; no injected fault goes unreported to some caller;
+#   - a failed commit (FLUSH, snapshot, delete, create) leaves the pool
+#     read-only with the reason in `thinvol pool info` (through the
+#     daemon); from then on every FLUSH and write fails, also once the
+#     device works again: nothing written since the last commit is ever
+#     claimed durable;
+#   - the daemon keeps serving reads (while writes fail, and again once
+#     reads work), and they return the right bytes or an error, never
+#     wrong bytes;
+#   - SIGTERM still stops the daemon (exit 0 when the pool went read-only:
+#     there is nothing left to commit; 1 when the final commit fails);
+#   - restarted without faults, `thinvol check` is clean, every byte
+#     flushed before the fault reads back (bytes written since read old or
+#     new), the snapshot taken before is intact, and the volumes are those
+#     of the last successful commit or, for the operation that failed,
+#     all of its change or none of it.
+#
+# Seeded (TV_SEED replays the choice of fault points).
+. "$(dirname "$0")/lib.sh"
+seed=${TV_SEED:-$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')}
+echo "$me: seed $seed (replay with TV_SEED=$seed)"
+RANDOM=$seed
+
+cat >"$dir/faults.py" <<'EOF'
+# faults.py PHASE SCENARIO SEED: PHASE "run" (daemon with faults) or
+# "verify" (restarted without); state in $TV_DIR/model.json.
+import json, os, random, socket, subprocess, sys
+import nbd
+
+phase, scen, seed = sys.argv[1], sys.argv[2], int(sys.argv[3])
+action, opset, mode, err = scen.split(":")
+D, TV = os.environ["TV_DIR"], os.environ["THINVOL"]
+pool, csock = os.environ["TV_POOL"], os.environ["TV_CSOCK"]
+model_path = D + "/model.json"
+rng = random.Random(seed)
+MiB = 1 << 20
+
+
+def fail(msg):
+    sys.exit("FAIL: %s: %s" % (scen, msg))
+
+
+def ctl(op, args=None):
+    s = socket.socket(socket.AF_UNIX)
+    s.settimeout(30)
+    s.connect(csock)
+    req = {"v": 1, "id": 1, "op": op}
+    if args is not None:
+        req["args"] = args
+    s.sendall((json.dumps(req) + "\n").encode())
+    buf = b""
+    while not buf.endswith(b"\n"):
+        d = s.recv(1 << 16)
+        if not d:
+            fail("control socket closed during %s" % op)
+        buf += d
+    s.close()
+    return json.loads(buf)
+
+
+def tv(*args):
+    return subprocess.run([TV] + list(args), capture_output=True, text=True, timeout=60)
+
+
+def names():
+    r = tv("list", pool, "--json")
+    if r.returncode:
+        fail("list: %s" % r.stderr)
+    return sorted(v["name"] for v in json.loads(r.stdout))
+
+
+def connect(name):
+    h = nbd.NBD()
+    h.set_strict_mode(0)
+    h.connect_uri("nbd+unix:///%s?socket=%s" % (name, os.environ["TV_NSOCK"]))
+    return h
+
+
+def errno_of(f):
+    try:
+        f()
+        return None
+    except nbd.Error as e:
+        return e.errno or "?"
+
+
+def allowed_ok(got, flushed, pending, what):
+    """every byte flushed, or one of the values written since"""
+    if got == flushed:
+        return 0
+    allow = {}
+    for off, data in pending:
+        for i in range(off, min(off + len(data), len(flushed))):
+            allow.setdefault(i, set()).add(data[i - off])
+    for i in range(len(flushed)):
+        if got[i] != flushed[i] and got[i] not in allow.get(i, ()):
+            fail("%s: byte %d is %#x: neither flushed (%#x) nor written since %s"
+                 % (what, i, got[i], flushed[i], sorted(allow.get(i, ()))))
+    return sum(1 for i in range(len(flushed)) if got[i] != flushed[i])
+
+
+SIZE = 8 * MiB
+
+
+def run():
+    # before the fault: a flushed volume, a snapshot of it, another volume
+    for n in ("a", "b", "c"):
+        if tv("create", pool, n, "--size", "8M").returncode:
+            fail("create " + n)
+    h = connect("a")
+    flushed = bytearray(SIZE)
+    for i in range(24):
+        off, n = rng.randrange(0, SIZE - 65536), rng.choice((512, 4096, 65536, rng.randint(1, 65536)))
+        data = rng.randbytes(n)
+        h.pwrite(data, off)
+        flushed[off:off + n] = data
+    h.flush()
+    if tv("snapshot", pool, "a", "a-s", "--read-only").returncode:
+        fail("snapshot a-s")
+    snap = bytes(flushed)
+    hb = connect("b")
+    hb.pwrite(b"\xbb" * 65536, 0)
+    hb.flush()
+    before = names()
+    # acknowledged but not flushed: fresh blocks and in-place overwrites
+    pending = []
+    for i in range(4):
+        off = rng.randrange(0, SIZE - 65536)
+        data = rng.randbytes(rng.choice((512, 65536, 3000)))
+        h.pwrite(data, off)
+        pending.append((off, data))
+    after = list(before)
+    fault = {"fail_at": rng.choice((1, 1, 1, 2, 3)), "persistent": mode == "persistent",
+             "error": err, "ops": opset.split("+")}
+    print("# %s: fail_at %d" % (scen, fault["fail_at"]), flush=True)
+    ctl("test.fault", fault)
+    errors = []  # what callers were told
+    meta = action in ("flush", "snapshot", "delete", "create")
+    if action == "nbdwrite":
+        for i in range(4):
+            off = rng.randrange(0, SIZE - 65536)
+            data = rng.randbytes(rng.choice((512, 65536, 5000)))
+            pending.append((off, data))
+            e = errno_of(lambda: h.pwrite(data, off))
+            if e:
+                errors.append(e)
+                want = ("ENOSPC", "EIO") if err == "ENOSPC" else ("EIO",)
+                if e not in want:
+                    fail("a failed write got %s, not %s" % (e, " or ".join(want)))
+    elif action == "flush":
+        e = errno_of(h.flush)
+        if e:
+            errors.append(e)
+            if e != "EIO":
+                fail("FLUSH failed with %s, not EIO" % e)
+        else:
+            flushed = bytearray(bytes(flushed))
+            for off, data in pending:
+                flushed[off:off + len(data)] = data
+            pending = []
+    elif action == "nbdread":
+        for i in range(8):
+            off, n = rng.randrange(0, SIZE - 65536), rng.choice((512, 65536))
+            try:
+                got = h.pread(n, off)
+                want = bytearray(flushed)
+                for o, d in pending:
+                    want[o:o + len(d)] = d
+                if got != want[off:off + n]:
+                    fail("a read under read faults returned wrong bytes at %d+%d" % (off, n))
+            except nbd.Error as ex:
+                if ex.errno != "EIO":
+                    fail("a failed read got %s, not EIO" % ex.errno)
+                errors.append(ex.errno)
+    else:
+        if action == "snapshot":
+            args, after = ("snapshot", pool, "a", "a-s2"), sorted(before + ["a-s2"])
+        elif action == "delete":
+            args, after = ("delete", pool, "c"), sorted(set(before) - {"c"})
+        else:
+            args, after = ("create", pool, "new", "--size", "4M"), sorted(before + ["new"])
+        r = tv(*args)
+        if r.returncode:
+            errors.append("exit %d" % r.returncode)
+            print("# %s: %s" % (scen, r.stderr.strip()))
+        else:
+            before = after
+    # the daemon is alive and tells the state
+    info = ctl("pool.info")["result"]
+    ro = info["state"] != "rw"
+    print("# %s: errors %s; pool %s%s" % (scen, errors, info["state"],
+                                          (": " + info["reason"]) if info["reason"] else ""))
+    if errors and meta and not ro:
+        fail("a failed commit (%s) left the pool %s" % (action, info["state"]))
+    if ro and not info["reason"]:
+        fail("read-only without a reason")
+    if ro and ("error" not in info["reason"] and "space" not in info["reason"]):
+        fail("the reason does not say what failed: %r" % info["reason"])
+    # reads still served where the device works
+    if "read" not in opset:
+        got = h.pread(SIZE, 0)
+        allowed_ok(got, flushed, pending, "a (faults armed)")
+    # a read-only pool never claims durability or takes writes
+    if ro:
+        if errno_of(h.flush) != "EIO":
+            fail("FLUSH on the read-only pool did not fail with EIO")
+        # (the fast path writes blocks a volume owns in place: b's block 0
+        # is its own in the last commit, a's first pending write went to
+        # a block of the lost transaction)
+        hb.pread(512, 0)
+        for hh, off in ((h, 0), (hb, 0), (h, pending[0][0] if pending else 0)):
+            if errno_of(lambda: hh.pwrite(b"z" * 512, off)) != "EIO":
+                fail("a write to the read-only pool (at %d) did not fail with EIO" % off)
+    counters = ctl("test.fault", {"fail_at": 0})["result"]
+    print("# %s: %d ops counted, %d failed" % (scen, counters["counted"], counters["failed"]))
+    if counters["failed"] and not errors:
+        fail("%d injected faults, but no caller was told" % counters["failed"])
+    if ro:
+        if errno_of(h.flush) != "EIO":
+            fail("FLUSH succeeded on the read-only pool once the device worked again")
+    else:
+        # the pool is fine: what is flushed now must survive
+        if errno_of(h.flush) is None:
+            flushed = bytearray(h.pread(SIZE, 0))
+            pending = []
+    got = h.pread(SIZE, 0)
+    allowed_ok(got, flushed, pending, "a (disarmed)")
+    if connect("a-s").pread(SIZE, 0) != snap:
+        fail("the snapshot a-s reads wrong bytes")
+    json.dump({"flushed": flushed.hex(), "pending": [(o, d.hex()) for o, d in pending],
+               "snap": snap.hex(), "before": before, "after": after,
+               "injected": counters["failed"]}, open(model_path, "w"))
+
+
+def verify():
+    m = json.load(open(model_path))
+    flushed = bytes.fromhex(m["flushed"])
+    pending = [(o, bytes.fromhex(d)) for o, d in m["pending"]]
+    have = names()
+    if have != sorted(m["before"]) and have != sorted(m["after"]):
+        fail("volumes after restart %s: neither %s nor %s" % (have, m["before"], m["after"]))
+    got = connect("a").pread(SIZE, 0)
+    n = allowed_ok(got, flushed, pending, "a (restarted)")
+    if connect("a-s").pread(SIZE, 0) != bytes.fromhex(m["snap"]):
+        fail("the snapshot a-s reads wrong bytes after the restart")
+    if connect("b").pread(65536, 0) != b"\xbb" * 65536:
+        fail("volume b lost its flushed block")
+    print("# %s: restarted: volumes %s; %d unflushed bytes read new; %d faults were injected"
+          % (scen, "as after" if have == sorted(m["after"]) else "as before", n, m["injected"]))
+
+
+run() if phase == "run" else verify()
+EOF
+
+scenarios=(
+	nbdwrite:write:persistent:EIO
+	nbdwrite:write:once:EIO
+	nbdwrite:write:persistent:ENOSPC
+	nbdwrite:write_zeroes+discard+write:persistent:EIO
+	flush:write:persistent:EIO
+	flush:write:once:EIO
+	flush:flush:persistent:EIO
+	flush:flush:once:EIO
+	snapshot:write:persistent:EIO
+	snapshot:flush:once:EIO
+	delete:write:once:EIO
+	delete:flush:persistent:EIO
+	create:write:persistent:EIO
+	create:flush:once:EIO
+	nbdread:read:persistent:EIO
+	snapshot:read:persistent:EIO
+)
+# a long commit interval: no background commit races the injected fault
+srv_args=(--commit-interval 3600000)
+n=0
+for s in "${scenarios[@]}"; do
+	n=$((n + 1))
+	rm -f "$pool" "$dir/model.json"
+	pool_create 256M
+	THINVOL_TEST_FAULTS=1 start_serve "${srv_args[@]}"
+	grep -q 'FAULT INJECTION IS ENABLED' "$serve_log" || fail "no loud warning in the log"
+	timeout 60 "$PY" "$dir/faults.py" run "$s" $((seed + n)) || fail "scenario $s (run)"
+	stop_serve
+	check_clean
+	start_serve
+	timeout 60 "$PY" "$dir/faults.py" verify "$s" $((seed + n)) || fail "scenario $s (verify)"
+	stop_serve
+	check_clean
+done
+
+# The final commit fails: SIGTERM with uncommitted changes while writes
+# fail.  The daemon must still exit, with status 1 (the error is logged),
+# and the pool open at its last commit.
+rm -f "$pool"
+pool_create 256M
+THINVOL_TEST_FAULTS=1 start_serve "${srv_args[@]}"
+py <<'PYEOF' || fail "final commit: setup"
+import json, os, socket, nbd
+h = nbd.NBD()
+os.system("$THINVOL create $TV_POOL a --size 8M >/dev/null")
+h.connect_uri("nbd+unix:///a?socket=" + os.environ["TV_NSOCK"])
+h.pwrite(b"\x11" * 65536, 0)
+h.flush()
+h.pwrite(b"\x22" * 65536, 65536)   # a fresh block: uncommitted metadata
+h.shutdown()
+s = socket.socket(socket.AF_UNIX)
+s.connect(os.environ["TV_CSOCK"])
+s.sendall(b'{"v":1,"id":1,"op":"test.fault","args":{"fail_at":1,"persistent":true,"ops":["write","flush"]}}\n')
+assert b'"result"' in s.recv(4096)
+PYEOF
+kill -TERM "$serve_pid"
+_wait_serve 20
+serve_pid=
+[ "$serve_rc" -eq 1 ] || fail "SIGTERM with a failing final commit: exit $serve_rc, expected 1"
+grep -q 'closing the pool' "$serve_log" || fail "the failed final commit is not logged"
+[ ! -e "$nsock" ] && [ ! -e "$csock" ] || fail "sockets left behind after the failed final commit"
+note "failed final commit: exit $serve_rc: $(grep 'closing the pool' "$serve_log" | tail -n 1 | sed 's/.*: error: //')"
+check_clean
+start_serve
+py <<'PYEOF' || fail "final commit: the flushed block"
+import os, nbd
+h = nbd.NBD()
+h.connect_uri("nbd+unix:///a?socket=" + os.environ["TV_NSOCK"])
+assert h.pread(65536, 0) == b"\x11" * 65536
+assert h.pread(65536, 65536) in (b"\x22" * 65536, bytes(65536))
+PYEOF
+stop_serve
+check_clean
+
+# Without THINVOL_TEST_FAULTS the op does not exist.
+start_serve
+out=$("$PY" -c '
+import socket, sys
+s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1])
+s.sendall(b"{\"v\":1,\"id\":1,\"op\":\"test.fault\",\"args\":{\"fail_at\":1}}\n")
+print(s.recv(4096).decode())' "$csock")
+echo "$out" | grep -q '"EOPNOTSUPP"' || fail "test.fault without THINVOL_TEST_FAULTS: $out"
+! grep -q 'FAULT INJECTION' <(tail -n 3 "$serve_log") || fail "fault warning without THINVOL_TEST_FAULTS"
+stop_serve
+note "${#scenarios[@]} fault scenarios and a failed final commit"
+finish
