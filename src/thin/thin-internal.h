@@ -17,7 +17,8 @@
  *
  * Locking: pool->meta_lock serialises every use of tm/sm/btree (none of
  * which is thread-safe).  Per-volume I/O state (vio.c) has its own locks,
- * always taken before meta_lock, never after.
+ * taken after meta_lock when both are held, never the other way round
+ * (vio.c, rule 1).
  */
 #ifndef TV_THIN_INTERNAL_H
 #define TV_THIN_INTERNAL_H
