@@ -107,6 +107,9 @@ struct tv_pool_info {
 
 int tv_pool_info(struct tv_pool *pool, struct tv_pool_info *out);
 
+/* "rw", "read-only", "needs-check" (what pool info prints). */
+const char *tv_pool_state_name(enum tv_pool_state s);
+
 /* Grow the pool to new_size bytes (a file is extended; a block device
  * must already be that size). */
 int tv_pool_resize(struct tv_pool *pool, uint64_t new_size);

@@ -106,23 +106,10 @@ static void rq_bool(struct rq *q, const char *key, bool v)
 	fputs(v ? "true" : "false", q->f);
 }
 
-static void put_hex(FILE *f, const void *p, size_t len)
-{
-	static const char digits[] = "0123456789abcdef";
-	const uint8_t *b = p;
-
-	putc('"', f);
-	for (size_t i = 0; i < len; i++) {
-		putc(digits[b[i] >> 4], f);
-		putc(digits[b[i] & 15], f);
-	}
-	putc('"', f);
-}
-
 static void rq_hex(struct rq *q, const char *key, const void *b, size_t len)
 {
 	rq_key(q, key);
-	put_hex(q->f, b, len);
+	json_put_hex(q->f, b, len);
 }
 
 /* A byte string: "key" when it is valid UTF-8, else "key_hex", so that
@@ -498,15 +485,13 @@ static int r_state(const struct json_value *o, enum tv_pool_state *out)
 
 	if (!v || v->type != JSON_STRING)
 		return bad_reply("state");
-	if (!strcmp(v->str.s, "rw"))
-		*out = TV_POOL_RW;
-	else if (!strcmp(v->str.s, "read-only"))
-		*out = TV_POOL_READ_ONLY;
-	else if (!strcmp(v->str.s, "needs-check"))
-		*out = TV_POOL_NEEDS_CHECK;
-	else
-		return bad_reply("state");
-	return 0;
+	for (int s = TV_POOL_RW; s <= TV_POOL_NEEDS_CHECK; s++) {
+		if (!strcmp(v->str.s, tv_pool_state_name(s))) {
+			*out = (enum tv_pool_state)s;
+			return 0;
+		}
+	}
+	return bad_reply("state");
 }
 
 int cli_pool_info(struct cli_pool *p, struct tv_pool_info *out)

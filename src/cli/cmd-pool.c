@@ -82,19 +82,6 @@ static int cmd_pool_create(const struct cli_cmd *cmd, int argc, char **argv)
 
 /* ---- pool info ---- */
 
-static const char *state_name(enum tv_pool_state s)
-{
-	switch (s) {
-	case TV_POOL_RW:
-		return "rw";
-	case TV_POOL_READ_ONLY:
-		return "read-only";
-	case TV_POOL_NEEDS_CHECK:
-		return "needs-check";
-	}
-	return "unknown";
-}
-
 static int cmd_pool_info(const struct cli_cmd *cmd, int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -133,7 +120,7 @@ static int cmd_pool_info(const struct cli_cmd *cmd, int argc, char **argv)
 		       in.format_version, uuid, in.block_size, in.blob_size,
 		       in.size, in.used, in.free, in.metadata, in.reclaimable,
 		       in.nr_volumes, in.next_id, in.transaction,
-		       state_name(in.state));
+		       tv_pool_state_name(in.state));
 		json_put_string(stdout, in.reason, strnlen(in.reason,
 							   sizeof(in.reason)));
 		printf("}\n");
@@ -160,7 +147,7 @@ static int cmd_pool_info(const struct cli_cmd *cmd, int argc, char **argv)
 		       fmt_size(in.metadata, b[3], 32),
 		       fmt_size(in.free, b[4], 32),
 		       fmt_size(in.reclaimable, b[5], 32), in.nr_volumes,
-		       in.next_id, in.transaction, state_name(in.state),
+		       in.next_id, in.transaction, tv_pool_state_name(in.state),
 		       in.reason[0] ? ": " : "", (int)sizeof(in.reason),
 		       in.reason);
 	}

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 #include "cli/parse.h"
+#include "util/hex.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -67,24 +68,13 @@ int parse_size(const char *s, uint64_t *out)
 	return 0;
 }
 
-static int hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 int parse_hex(const char *s, uint8_t *out, size_t max, size_t *len,
 	      char *why, size_t whylen)
 {
 	size_t n = strlen(s);
 
 	for (size_t i = 0; i < n; i++) {
-		if (hexval(s[i]) >= 0)
+		if (hex_val(s[i]) >= 0)
 			continue;
 		if (isprint((unsigned char)s[i]))
 			snprintf(why, whylen,
@@ -106,7 +96,7 @@ int parse_hex(const char *s, uint8_t *out, size_t max, size_t *len,
 		return -EINVAL;
 	}
 	for (size_t i = 0; i < n / 2; i++)
-		out[i] = (uint8_t)(hexval(s[2 * i]) << 4 | hexval(s[2 * i + 1]));
+		out[i] = (uint8_t)(hex_val(s[2 * i]) << 4 | hex_val(s[2 * i + 1]));
 	*len = n / 2;
 	return 0;
 }

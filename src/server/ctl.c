@@ -32,6 +32,7 @@
 #include "server/ctl-internal.h"
 #include "io/io.h"
 #include "util/json.h"
+#include "util/hex.h"
 
 #define CTL_LIST_MAX   256	   /* volumes per vol.list reply */
 #define CTL_FIND_MAX   32768	   /* ids per vol.find_blob reply */
@@ -109,19 +110,6 @@ const char *ctl_errno_name(int err)
 
 /* ---- writing ---- */
 
-static void put_hex(FILE *f, const void *p, size_t len)
-{
-	static const char digits[] = "0123456789abcdef";
-	const uint8_t *b = p;
-
-	putc('"', f);
-	for (size_t i = 0; i < len; i++) {
-		putc(digits[b[i] >> 4], f);
-		putc(digits[b[i] & 15], f);
-	}
-	putc('"', f);
-}
-
 /* "key":"s" and, when s is not valid UTF-8, ,"key_hex":"..." too. */
 static void put_bytes(FILE *f, const char *key, const char *s, size_t len)
 {
@@ -129,14 +117,14 @@ static void put_bytes(FILE *f, const char *key, const char *s, size_t len)
 	json_put_string(f, s, len);
 	if (!json_utf8_valid(s, len)) {
 		fprintf(f, ",\"%s_hex\":", key);
-		put_hex(f, s, len);
+		json_put_hex(f, s, len);
 	}
 }
 
 static void put_vol(FILE *f, const struct tv_vol_info *v)
 {
 	fprintf(f, "{\"id\":%" PRIu64 ",\"uuid\":", v->id);
-	put_hex(f, v->uuid, sizeof(v->uuid));
+	json_put_hex(f, v->uuid, sizeof(v->uuid));
 	putc(',', f);
 	put_bytes(f, "name", v->name, strnlen(v->name, sizeof(v->name)));
 	fprintf(f,
@@ -246,17 +234,6 @@ static void *req_alloc(struct req *q, size_t size)
 	return p;
 }
 
-static int hex_digit(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 /* Hex digits into at most max bytes of out. */
 static int hex_decode(const char *s, size_t slen, uint8_t *out, size_t max,
 		      size_t *len)
@@ -264,7 +241,7 @@ static int hex_decode(const char *s, size_t slen, uint8_t *out, size_t max,
 	if (slen % 2 || slen / 2 > max)
 		return -EINVAL;
 	for (size_t i = 0; i < slen; i += 2) {
-		int hi = hex_digit(s[i]), lo = hex_digit(s[i + 1]);
+		int hi = hex_val(s[i]), lo = hex_val(s[i + 1]);
 
 		if (hi < 0 || lo < 0)
 			return -EINVAL;
@@ -410,19 +387,6 @@ static int op_hello(struct req *q)
 	return 0;
 }
 
-static const char *state_name(enum tv_pool_state s)
-{
-	switch (s) {
-	case TV_POOL_RW:
-		return "rw";
-	case TV_POOL_READ_ONLY:
-		return "read-only";
-	case TV_POOL_NEEDS_CHECK:
-		return "needs-check";
-	}
-	return "unknown";
-}
-
 static int op_pool_info(struct req *q)
 {
 	struct tv_pool_info in;
@@ -432,7 +396,7 @@ static int op_pool_info(struct req *q)
 		return req_engine(q, r);
 	fprintf(q->out,
 		"{\"format_version\":%" PRIu32 ",\"uuid\":", in.format_version);
-	put_hex(q->out, in.uuid, sizeof(in.uuid));
+	json_put_hex(q->out, in.uuid, sizeof(in.uuid));
 	fprintf(q->out,
 		",\"block_size\":%" PRIu32 ",\"blob_size\":%" PRIu32
 		",\"size\":%" PRIu64 ",\"used\":%" PRIu64 ",\"free\":%" PRIu64
@@ -441,7 +405,7 @@ static int op_pool_info(struct req *q)
 		",\"transaction\":%" PRIu64 ",\"state\":\"%s\",",
 		in.block_size, in.blob_size, in.size, in.used, in.free,
 		in.metadata, in.reclaimable, in.nr_volumes, in.next_id,
-		in.transaction, state_name(in.state));
+		in.transaction, tv_pool_state_name(in.state));
 	put_bytes(q->out, "reason", in.reason,
 		  strnlen(in.reason, sizeof(in.reason)));
 	putc('}', q->out);
@@ -596,7 +560,7 @@ static int op_vol_get_blob(struct req *q)
 	if (r < 0)
 		return req_engine(q, r);
 	fputs("{\"blob\":", q->out);
-	put_hex(q->out, blob, (size_t) len);
+	json_put_hex(q->out, blob, (size_t) len);
 	putc('}', q->out);
 	return 0;
 }

@@ -42,6 +42,7 @@
 #include <gnutls/gnutls.h>
 
 #include "server/tls.h"
+#include "util/hex.h"
 #include "util/log.h"
 
 /*
@@ -201,17 +202,6 @@ out_close:
 	return r;
 }
 
-static int hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 static void free_keys(struct tls_ctx *ctx)
 {
 	size_t i;
@@ -283,7 +273,7 @@ static int add_psk_line(struct tls_ctx *ctx, const char *path,
 	if (!key)
 		goto nomem;
 	for (i = 0; i < hexlen / 2; i++) {
-		int hi = hexval(hex[2 * i]), lo = hexval(hex[2 * i + 1]);
+		int hi = hex_val(hex[2 * i]), lo = hex_val(hex[2 * i + 1]);
 		if (hi < 0 || lo < 0) {
 			gnutls_memset(key, 0, i);
 			free(key);

@@ -70,6 +70,19 @@ void tv_set_logger(void (*fn)(int level, const char *msg, void *ctx),
 	log_set_level((enum log_level)max_level);
 }
 
+const char *tv_pool_state_name(enum tv_pool_state s)
+{
+	switch (s) {
+	case TV_POOL_RW:
+		return "rw";
+	case TV_POOL_READ_ONLY:
+		return "read-only";
+	case TV_POOL_NEEDS_CHECK:
+		return "needs-check";
+	}
+	return "unknown";
+}
+
 struct disk_pool_user *pool_user(struct tv_pool *p)
 {
 	return (struct disk_pool_user *)tm_user(p->tm);

@@ -679,3 +679,16 @@ bool json_utf8_valid(const char *s, size_t len)
 	}
 	return true;
 }
+
+void json_put_hex(FILE *f, const void *b, size_t len)
+{
+	static const char digits[] = "0123456789abcdef";
+	const uint8_t *p = b;
+
+	putc('"', f);
+	for (size_t i = 0; i < len; i++) {
+		putc(digits[p[i] >> 4], f);
+		putc(digits[p[i] & 15], f);
+	}
+	putc('"', f);
+}

@@ -106,6 +106,9 @@ const char *json_type_name(enum json_type t);
  * are not valid UTF-8 become U+FFFD, so the output is always valid. */
 void json_put_string(FILE *f, const char *s, size_t len);
 
+/* Write b[0, len) as a JSON string of lower-case hex digits. */
+void json_put_hex(FILE *f, const void *b, size_t len);
+
 /* Whether s[0, len) is valid UTF-8 without NUL bytes: what a JSON string
  * can carry unchanged (json_put_string would alter anything else). */
 bool json_utf8_valid(const char *s, size_t len);
