@@ -292,10 +292,14 @@ int cli_put_vol_json(FILE *f, struct cli_pool *pool, uint32_t blob_size,
 	return 0;
 }
 
+/* Ids are at least the microseconds since 2025 (14 digits until 2028, 15
+ * until 2056): the id columns fit them with the '#'. */
+#define ID_COLUMN 16
+
 void cli_put_vol_header(FILE *f)
 {
-	fprintf(f, "%8s  %-20s  %10s  %10s  %8s  %s\n", "ID", "NAME", "SIZE",
-		"MAPPED", "PARENT", "FLAGS");
+	fprintf(f, "%*s  %-20s  %10s  %10s  %*s  %s\n", ID_COLUMN, "ID",
+		"NAME", "SIZE", "MAPPED", ID_COLUMN, "PARENT", "FLAGS");
 }
 
 void cli_put_vol_row(FILE *f, const struct tv_vol_info *v)
@@ -307,9 +311,9 @@ void cli_put_vol_row(FILE *f, const struct tv_vol_info *v)
 		snprintf(parent, sizeof(parent), "#%" PRIu64, v->parent);
 	else
 		snprintf(parent, sizeof(parent), "-");
-	fprintf(f, "%8s  %-20s  %10s  %10s  %8s  %s\n", id, v->name,
-		fmt_size(v->size, size, sizeof(size)),
-		fmt_size(v->mapped, mapped, sizeof(mapped)), parent,
+	fprintf(f, "%*s  %-20s  %10s  %10s  %*s  %s\n", ID_COLUMN, id,
+		v->name, fmt_size(v->size, size, sizeof(size)),
+		fmt_size(v->mapped, mapped, sizeof(mapped)), ID_COLUMN, parent,
 		v->flags & TV_VOL_READ_ONLY ? "ro" : "-");
 }
 

@@ -125,6 +125,19 @@ struct tv_pool {
 /* Error reporting: sets the thread's last-error message, returns err. */
 int tv_err(int err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/*
+ * Volume ids (volume.c): a new volume takes max(next_id, volume_id_clock())
+ * and next_id becomes its id + 1.  The clock is the microseconds since
+ * TV_ID_EPOCH (2025-01-01 00:00:00 UTC) on CLOCK_REALTIME, so an id handed
+ * out after a restore of an older copy of the pool is still above every id
+ * the newer copy handed out: nothing allocates ids faster than one per
+ * microsecond.  Tests that predict ids point volume_id_clock at a function
+ * returning 0 (plain counter).
+ */
+#define TV_ID_EPOCH 1735689600ull
+extern uint64_t (*volume_id_clock)(void);
+uint64_t volume_id_clock_real(void);
+
 /* pool.c */
 /* Write an empty pool on dev (no checks for what it held). */
 int pool_format_dev(struct io_dev *dev, const struct tv_pool_create_opts *o);
@@ -134,9 +147,11 @@ int pool_open_dev(struct io_dev *dev, bool own_dev, const char *name,
 		  const struct tv_pool_open_opts *o, struct tv_pool **out);
 struct disk_pool_user *pool_user(struct tv_pool *p);
 /* Commit the open transaction; on failure the pool goes read-only with
- * the reason recorded.  Caller holds meta_lock. */
+ * the reason recorded.  Caller holds meta_lock; it is dropped for a while
+ * first, to wait for the I/O path's provisions (vio.c, rule 4). */
 int pool_commit_locked(struct tv_pool *p);
-/* Abandon the open transaction.  Caller holds meta_lock. */
+/* Abandon the open transaction.  Caller holds meta_lock (dropped for a
+ * while first, as for the commit). */
 void pool_abort_locked(struct tv_pool *p);
 void pool_set_read_only(struct tv_pool *p, int err, const char *why);
 /* Free some of the DEFERRED trees (bounded work); meta_lock held. */
@@ -164,5 +179,12 @@ void vio_invalidate_locked(struct tv_pool *p, uint64_t id);
 void vio_forget_all_locked(struct tv_pool *p);
 int vio_zero_tail_locked(struct tv_pool *p, struct disk_volume *v,
 			 uint64_t from);
+/* Wait until no provision is in flight (vio.c, rule 4): before an abort.
+ * meta_lock held; it is dropped while waiting. */
+void vio_drain_locked(struct tv_pool *p);
+/* Before a commit: flush the data of new blocks with meta_lock dropped
+ * when there is much of it (a failed flush poisons the transaction), then
+ * drain (vio.c, rules 4 and 5).  meta_lock held; dropped meanwhile. */
+void vio_before_commit_locked(struct tv_pool *p);
 
 #endif

@@ -10,7 +10,9 @@
  *      exist.
  *   2. BLOBS holds a volume's chunks only when its blob is not all zero.
  *   3. The user area's nr_volumes equals the number of VOLS entries; every
- *      id is below next_id, which only grows.
+ *      id is below next_id, which only grows.  A new id is at least the
+ *      microseconds since TV_ID_EPOCH (thin-internal.h), so that ids stay
+ *      unique even across a restore of an older copy of the pool.
  *   4. A VOLS value holds one reference to its mapping tree; a DEFERRED
  *      value holds one reference to a deleted volume's mapping tree.
  */
@@ -682,6 +684,19 @@ static uint64_t now_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
+uint64_t volume_id_clock_real(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	if (ts.tv_sec < (time_t)TV_ID_EPOCH)
+		return 0; /* a clock this wrong gives no floor at all */
+	return ((uint64_t)ts.tv_sec - TV_ID_EPOCH) * 1000000ull +
+	       (uint64_t)ts.tv_nsec / 1000;
+}
+
+uint64_t (*volume_id_clock)(void) = volume_id_clock_real;
+
 static int check_size(uint64_t size)
 {
 	if (!size || size % TV_SECTOR)
@@ -708,7 +723,8 @@ static int new_volume(struct tv_pool *p, const char *name, uint64_t size,
 		      struct disk_volume *v)
 {
 	struct disk_pool_user *u = pool_user(p);
-	uint64_t id = le64_to_cpu(u->next_id), other;
+	uint64_t id = le64_to_cpu(u->next_id), least = volume_id_clock();
+	uint64_t other;
 	int r;
 
 	r = check_name(name);
@@ -721,6 +737,7 @@ static int new_volume(struct tv_pool *p, const char *name, uint64_t size,
 			      name, other);
 	if (r != -ENOENT)
 		return r;
+	id = MAX(id, least);
 	if (id == UINT64_MAX)
 		return tv_err(-EOVERFLOW, "volume ids are exhausted");
 	memset(v, 0, sizeof(*v));

@@ -97,6 +97,7 @@ script() {
 	t pool info "$p" --json
 	t create "$p" a --size 4M
 	t create "$p" b --size 2M --blob-hex 0011223344556677
+	bid=$(cat "$dir/o")
 	t create "$p" a --size 1M
 	t create "$p" x --size 1000
 	t create "$p" $'bad\xffname' --size 1M
@@ -108,7 +109,7 @@ script() {
 	t list "$p"
 	t list "$p" --json
 	t show "$p" a
-	t show "$p" '#2' --json
+	t show "$p" "#$bid" --json
 	t show "$p" s2
 	t show "$p" nosuch
 	t show "$p" $'no\xffsuch'
@@ -180,7 +181,9 @@ script
 stop_daemon
 [ ! -e "$sock" ] || fail "the control socket outlived the daemon"
 
-# uuids are random and creation times the clock's: mask them.  And the
+# uuids are random, creation times the clock's, and volume ids too (each is
+# at least the microseconds since 2025-01-01): mask them, ids as ID1, ID2,
+# ... in the order they first appear.  And the
 # metadata space: every offline command opens and closes the pool, which
 # takes metadata chunks the daemon (one open) does not; so the bytes used
 # by metadata, and the block references that the checker counts, differ
@@ -192,7 +195,12 @@ mask() {
 		-e 's/^(used|free): .*/\1: M/' \
 		-e 's/"(used|free|metadata)":[0-9]+/"\1":M/g' \
 		-e 's/[0-9]+ block references/N block references/' \
-		-e 's/"data_refs":[0-9]+/"data_refs":N/' "$1"
+		-e 's/"data_refs":[0-9]+/"data_refs":N/' "$1" |
+		python3 -c 'import re, sys
+ids = {}
+def sub(m):
+	return ids.setdefault(m.group(0), "ID%d" % (len(ids) + 1))
+sys.stdout.write(re.sub(r"(?<![0-9])[0-9]{13,16}(?![0-9])", sub, sys.stdin.read()))'
 }
 mask "$dir/offline" >"$dir/offline.m"
 mask "$dir/daemon" >"$dir/daemon.m"

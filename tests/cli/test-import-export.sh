@@ -57,6 +57,7 @@ bs=65536
 p=$dir/a.pool
 expect 0 "$tv" pool create "$p" --size 256M --block-size 64K
 expect 0 "$tv" create "$p" vm --size 16M
+vm_id=$(cat "$dir/out")
 
 # A 10 MiB sparse image: data at the start (a partial block), random data
 # across block boundaries, a written (not hole) run of zeroes, and a last
@@ -91,7 +92,7 @@ alloc=$(($(stat -c '%b * %B' "$dir/out.img")))
 [ "$alloc" -le $((nz * bs + 1048576)) ] ||
 	fail "export allocated $alloc bytes for $nz data blocks"
 # to stdout: every byte
-"$tv" export "$p" '#1' - >"$dir/stdout.img" 2>"$dir/err" || fail "export -: $(cat "$dir/err")"
+"$tv" export "$p" "#$vm_id" - >"$dir/stdout.img" 2>"$dir/err" || fail "export -: $(cat "$dir/err")"
 [ ! -s "$dir/err" ] || fail "export -: stderr: $(cat "$dir/err")"
 cmp -s "$dir/out.img" "$dir/stdout.img" || fail "export to stdout differs"
 # an existing larger file is replaced, not merged

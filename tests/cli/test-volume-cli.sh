@@ -22,6 +22,21 @@ id_of() {
 	"$tv" list "$p" --json | python3 -c 'import json, sys
 print(next(v["id"] for v in json.load(sys.stdin) if v["name"] == sys.argv[1]))' "$1"
 }
+# newid VAR: VAR = the first line of stdout (removed from it), which must be
+# a decimal number above $last; it becomes $last.
+# Ids come from a counter that never goes below the microseconds since
+# 2025-01-01 UTC (so they stay unique across a restore of an older copy of
+# the pool): each is at least the clock when the test started.
+last=$(python3 -c 'import time; print(int((time.time() - 1735689600) * 1e6) - 1)')
+newid() {
+	local id
+	id=$(head -1 "$dir/out")
+	[[ "$id" =~ ^[1-9][0-9]*$ ]] || fail "not an id: '$id'"
+	[ "$id" -gt "$last" ] || fail "id $id is not above $last"
+	last=$id
+	printf -v "$1" '%s' "$id"
+	sed -i 1d "$dir/out"
+}
 names() {
 	"$tv" list "$p" --json |
 		python3 -c 'import json, sys; print(" ".join(sorted(v["name"] for v in json.load(sys.stdin))))'
@@ -38,32 +53,33 @@ clean
 
 # ---- create ----
 expect 0 "$tv" create "$p" vm1 --size 1G
-[ "$(out)" = 1 ] || fail "create printed '$(out)'"
+[ "$(wc -l <"$dir/out")" -eq 1 ] || fail "create printed '$(out)'"
+newid i1
 expect 0 "$tv" create "$p" --size 64M vm2 --blob-hex 0102030405060708
-[ "$(out)" = 2 ] || fail "create printed '$(out)'"
+newid i2
 printf 'ABCDEFGH' >"$dir/blob8"
 expect 0 "$tv" create "$p" vm3 --size 1048576 --blob-file "$dir/blob8"
-[ "$(out)" = 3 ] || fail "create printed '$(out)'"
+newid i3
 expect 0 "$tv" create "$p" "név ünïcode=1" --size 512 --blob-hex AABBCCDDEEFF0011
-[ "$(out)" = 4 ] || fail "create printed '$(out)'"
+newid i4
 clean
 
 expect 0 "$tv" show "$p" vm1 --json
-json 'd["id"] == 1 and d["name"] == "vm1" and d["size"] == 1 << 30'
+json "d['id'] == $i1 and d['name'] == 'vm1' and d['size'] == 1 << 30"
 json 'd["mapped"] == 0 and d["parent"] is None and d["read_only"] is False'
 json 'd["flags"] == [] and d["blob"] == "00" * 8 and d["ctime_ns"] > 0'
-expect 0 "$tv" show "$p" '#2' --json
+expect 0 "$tv" show "$p" "#$i2" --json
 json 'd["name"] == "vm2" and d["blob"] == "0102030405060708"'
 expect 0 "$tv" show "$p" vm3 --json
 json 'd["blob"] == "4142434445464748" and d["size"] == 1048576'
 expect 0 "$tv" show "$p" "név ünïcode=1" --json
-json 'd["id"] == 4 and d["blob"] == "aabbccddeeff0011" and d["size"] == 512'
+json "d['id'] == $i4 and d['blob'] == 'aabbccddeeff0011' and d['size'] == 512"
 expect 0 "$tv" show "$p" vm2
 grep -q "^name: *vm2$" "$dir/out" || fail "show: $(out)"
 grep -q "0102030405060708" "$dir/out" || fail "show blob: $(out)"
 
 # bad creates: nothing is created by any of them
-expect_in 4 "a volume of that name exists (#1)" "$tv" create "$p" vm1 --size 1G
+expect_in 4 "a volume of that name exists (#$i1)" "$tv" create "$p" vm1 --size 1G
 expect_in 2 "size 0" "$tv" create "$p" x --size 0
 expect_in 2 "multiple of 512" "$tv" create "$p" x --size 1000
 expect_in 2 "too large" "$tv" create "$p" x --size 2000P
@@ -115,19 +131,22 @@ expect_in 2 "not a volume id" "$tv" delete "$p" '#0'
 
 # ---- snapshot ----
 expect 0 "$tv" snapshot "$p" vm1 snap1 --read-only
-[ "$(out)" = 5 ] || fail "snapshot printed '$(out)'"
+newid i5
 expect 0 "$tv" show "$p" snap1 --json
-json 'd["parent"] == 1 and d["read_only"] is True and d["flags"] == ["read-only"]'
+json "d['parent'] == $i1" && json 'd["parent"] and d["read_only"] is True and d["flags"] == ["read-only"]'
 json 'd["size"] == 1 << 30 and d["blob"] == "00" * 8'
-expect 0 "$tv" snapshot "$p" '#2' snap2 --blob-hex 1111111111111111
-[ "$(out)" = 6 ] || fail "snapshot printed '$(out)'"
+expect 0 "$tv" snapshot "$p" "#$i2" snap2 --blob-hex 1111111111111111
+newid i6
 expect 0 "$tv" show "$p" snap2 --json
-json 'd["parent"] == 2 and d["read_only"] is False and d["blob"] == "11" * 8'
+json "d['parent'] == $i2" && json 'd["parent"] and d["read_only"] is False and d["blob"] == "11" * 8'
 # several at once: one id per line, in order
-expect 0 "$tv" snapshot "$p" vm1=m1 '#3=m3' snap1=m5
-[ "$(out | tr '\n' ' ')" = "7 8 9 " ] || fail "multi snapshot: $(out)"
+expect 0 "$tv" snapshot "$p" vm1=m1 "#$i3=m3" snap1=m5
+[ "$(wc -l <"$dir/out")" -eq 3 ] || fail "multi snapshot: $(out)"
+newid i7
+newid i8
+newid i9
 expect 0 "$tv" list "$p" --json
-json '[(v["name"], v["parent"]) for v in d if v["id"] >= 7] == [("m1", 1), ("m3", 3), ("m5", 5)]'
+json "[(v['name'], v['id'], v['parent']) for v in d if v['id'] >= $i7] == [('m1', $i7, $i1), ('m3', $i8, $i3), ('m5', $i9, $i5)]"
 clean
 # a bad one among several: none is taken
 expect_in 4 "snapshot 'vm2' as 'vm1'" "$tv" snapshot "$p" vm1=n1 vm2=vm1
@@ -140,14 +159,14 @@ expect_in 2 "bytes, but the blobs" "$tv" snapshot "$p" vm1 n1 --blob-hex 00
 expect_in 2 "not a volume id" "$tv" snapshot "$p" '#0' n1
 ! names | grep -qw n1 || fail "a refused snapshot was applied: $(names)"
 expect 0 "$tv" pool info "$p" --json
-json 'd["volumes"] == 9 and d["next_id"] == 10'
+json "d['volumes'] == 9 and d['next_id'] == $i9 + 1"
 clean
 
 # ---- rename, resize ----
 expect 0 "$tv" rename "$p" m5 renamed
-expect 0 "$tv" show "$p" '#9' --json
+expect 0 "$tv" show "$p" "#$i9" --json
 json 'd["name"] == "renamed"'
-expect 0 "$tv" rename "$p" '#9' renamed         # to its own name: no-op
+expect 0 "$tv" rename "$p" "#$i9" renamed         # to its own name: no-op
 expect_in 4 "exists" "$tv" rename "$p" renamed vm1
 expect_in 2 "'/'" "$tv" rename "$p" renamed a/b
 expect_in 2 "cannot start with '#'" "$tv" rename "$p" renamed '#1'
@@ -173,7 +192,7 @@ expect 0 "$tv" get-blob "$p" vm1 --hex
 expect 0 "$tv" get-blob "$p" vm1
 [ "$(od -An -tx1 "$dir/out" | tr -d ' \n')" = aabbccddeeff0011 ] ||
 	fail "get-blob raw: $(od -An -tx1 "$dir/out")"
-expect 0 "$tv" set-blob "$p" '#3' --file "$dir/blob8"
+expect 0 "$tv" set-blob "$p" "#$i3" --file "$dir/blob8"
 expect 0 "$tv" get-blob "$p" vm3
 cmp -s "$dir/out" "$dir/blob8" || fail "get-blob raw after --file"
 printf '12345678' | "$tv" set-blob "$p" m3 --file - || fail "set-blob --file -"
@@ -193,7 +212,7 @@ expect 0 "$tv" find "$p" --blob-hex AABBCCDDEEFF0011 --json
 json '[v["name"] for v in d] == ["vm1", "név ünïcode=1"]'
 json 'all(v["blob"] == "aabbccddeeff0011" for v in d)'
 expect 0 "$tv" find "$p" --blob-prefix-hex aabb --json
-json '[v["id"] for v in d] == [1, 4]'
+json "[v['id'] for v in d] == [$i1, $i4]"
 expect 0 "$tv" find "$p" --blob-prefix-hex 41424344 --json
 json '[v["name"] for v in d] == ["vm3"]'
 expect 0 "$tv" find "$p" --blob-prefix-hex 00 --json
@@ -214,40 +233,41 @@ expect 0 "$tv" list "$p"
 head -1 "$dir/out" | grep -q "ID *NAME *SIZE *MAPPED *PARENT *FLAGS" ||
 	fail "list header: $(out)"
 [ "$(wc -l <"$dir/out")" -eq 10 ] || fail "list rows: $(out)"
-grep -q '#5 *snap1 .* #1 *ro$' "$dir/out" || fail "list row: $(out)"
+grep -q "#$i5 *snap1 .* #$i1 *ro\$" "$dir/out" || fail "list row: $(out)"
 expect 0 "$tv" list "$p" --json
 json 'len(d) == 9 and [v["id"] for v in d] == sorted(v["id"] for v in d)'
 json 'all(set(v) >= {"id","name","size","mapped","parent","flags","blob","uuid"} for v in d)'
 
 # ---- delete; ids are never reused ----
-expect 0 "$tv" delete "$p" m1 '#8'
+expect 0 "$tv" delete "$p" m1 "#$i8"
 expect_in 3 "no such volume" "$tv" show "$p" m1
+expect_in 3 "no such volume" "$tv" show "$p" "#$i8"
 expect 0 "$tv" create "$p" after-delete --size 1M
-[ "$(out)" = 10 ] || fail "an id was reused: $(out)"
+newid i10   # (newid checks that it is above every id before it)
 expect 0 "$tv" delete "$p" after-delete
 expect 0 "$tv" create "$p" after-delete --size 1M
-[ "$(out)" = 11 ] || fail "an id was reused: $(out)"
+newid i11
 expect_in 3 "no such volume" "$tv" delete "$p" vm3 nosuch
-expect_in 2 "named twice" "$tv" delete "$p" vm3 '#3'
+expect_in 2 "named twice" "$tv" delete "$p" vm3 "#$i3"
 expect_in 2 "needs POOL and at least one VOL" "$tv" delete "$p"
 expect 0 "$tv" show "$p" vm3            # the refused deletes kept it
 # deleting an origin leaves its snapshots
 expect 0 "$tv" delete "$p" vm2
 expect 0 "$tv" show "$p" snap2 --json
-json 'd["parent"] == 2'
+json "d['parent'] == $i2"
 expect 0 "$tv" show "$p" snap2
-grep -q "parent: *#2 (deleted)" "$dir/out" || fail "show parent: $(out)"
+grep -q "parent: *#$i2 (deleted)" "$dir/out" || fail "show parent: $(out)"
 expect 0 "$tv" pool info "$p" --json
-json 'd["volumes"] == 7 and d["next_id"] == 12'
+json "d['volumes'] == 7 and d['next_id'] == $i11 + 1"
 clean
 
 # ---- batch ----
-cat >"$dir/ops.json" <<'JSON'
+cat >"$dir/ops.json" <<JSON
 [
   {"op": "create", "name": "b1", "size": "1G", "blob_hex": "B1B1B1B1B1B1B1B1"},
   {"op": "create", "name": "b2", "size": 1048576},
   {"op": "snapshot", "origin": "vm1", "name": "b3", "read_only": true},
-  {"op": "snapshot", "origin": "#3", "name": "b4", "blob_hex": "b4b4b4b4b4b4b4b4"},
+  {"op": "snapshot", "origin": "#$i3", "name": "b4", "blob_hex": "b4b4b4b4b4b4b4b4"},
   {"op": "rename", "volume": "renamed", "name": "renamed2"},
   {"op": "resize", "volume": "vm3", "size": "2M"},
   {"op": "set-blob", "volume": "snap1", "blob_hex": "5151515151515151"},
@@ -255,18 +275,24 @@ cat >"$dir/ops.json" <<'JSON'
 ]
 JSON
 expect 0 "$tv" batch "$p" <"$dir/ops.json"
-[ "$(out | tr '\n' ' ')" = "12 13 14 15 " ] || fail "batch ids: $(out)"
+[ "$(wc -l <"$dir/out")" -eq 4 ] || fail "batch ids: $(out)"
+newid i12
+newid i13
+newid i14
+newid i15
 expect 0 "$tv" list "$p" --json
-json '{v["name"]: v["id"] for v in d}["b4"] == 15 and "after-delete" not in [v["name"] for v in d]'
+json "[{v['name']: v['id'] for v in d}[n] for n in ('b1', 'b2', 'b3', 'b4')] == [$i12, $i13, $i14, $i15]"
+json '"after-delete" not in [v["name"] for v in d]'
 json '{v["name"]: v["blob"] for v in d}["b1"] == "b1" * 8'
 json '{v["name"]: v["blob"] for v in d}["snap1"] == "51" * 8'
-json '{v["name"]: (v["parent"], v["read_only"]) for v in d}["b3"] == (1, True)'
+json "{v['name']: (v['parent'], v['read_only']) for v in d}['b3'] == ($i1, True)"
 json '{v["name"]: v["size"] for v in d}["vm3"] == 2 << 20'
 json '"renamed2" in [v["name"] for v in d] and "renamed" not in [v["name"] for v in d]'
 clean
 printf '[{"op":"create","name":"j1","size":"1M"},{"op":"delete","volume":"b2"}]' >"$dir/ops2.json"
 expect 0 "$tv" batch "$p" "$dir/ops2.json" --json
-json 'd == [{"op": "create", "id": 16, "name": "j1"}, {"op": "delete", "id": 13}]'
+json "d == [{'op': 'create', 'id': d[0]['id'], 'name': 'j1'}, {'op': 'delete', 'id': $i13}]"
+json "d[0]['id'] > $i15"
 expect 0 "$tv" batch "$p" <<<'[]'
 [ ! -s "$dir/out" ] || fail "empty batch printed $(out)"
 
