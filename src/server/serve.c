@@ -486,7 +486,9 @@ static void accept_one(struct daemon *d, int lfd, bool tcp)
 		if (getnameinfo((struct sockaddr *)&ss, sl, host, sizeof(host),
 				serv, sizeof(serv),
 				NI_NUMERICHOST | NI_NUMERICSERV) == 0)
-			snprintf(peer, sizeof(peer), "%.46s:%.8s", host, serv);
+			snprintf(peer, sizeof(peer),
+				 strchr(host, ':') ? "[%.46s]:%.8s" : "%.46s:%.8s",
+				 host, serv);
 	} else {
 		static unsigned long seq;
 		snprintf(peer, sizeof(peer), "unix#%lu", ++seq);
