@@ -5,9 +5,11 @@
  *   fuzz-x FILE|DIR...   run the target once on each file (a directory:
  *                        each regular file in it, in name order) and
  *                        print how many: the suite's smoke run
- *   fuzz-x               run it once on stdin: for AFL++, e.g.
- *                        CC=afl-clang-fast meson setup ... then
- *                        afl-fuzz -i corpus -o out -- fuzz-x @@
+ *   fuzz-x               run it once on stdin; built with AFL++'s
+ *                        afl-clang-fast, the AFL++ persistent loop
+ *                        instead (inputs in shared memory, up to 10000
+ *                        per process): afl-fuzz -i corpus -o out -- fuzz-x
+ *                        (`@@` also works, one process per input)
  *
  * A crash is the target's own (a sanitizer report or abort); the driver
  * exits 0 when every input ran, 1 when an input could not be read.
@@ -18,12 +20,39 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "fuzz.h"
 
 __attribute__((weak)) int LLVMFuzzerInitialize(int *argc, char ***argv);
 
 #define DRIVER_MAX_INPUT (16u << 20)
+
+#ifdef __AFL_FUZZ_TESTCASE_LEN
+__AFL_FUZZ_INIT();
+
+/* AFL++ persistent mode: every target restores its state before each
+ * input (fuzz.h), so one process may run many. */
+static int run_afl(void)
+{
+	const uint8_t *shm;
+
+	__AFL_INIT();
+	shm = __AFL_FUZZ_TESTCASE_BUF;
+	while (__AFL_LOOP(10000)) {
+		size_t len = (size_t)__AFL_FUZZ_TESTCASE_LEN;
+		/* an exact-size copy, so ASan sees reads past the end */
+		uint8_t *buf = malloc(len ? len : 1);
+
+		if (!buf)
+			return 1;
+		memcpy(buf, shm, len);
+		LLVMFuzzerTestOneInput(buf, len);
+		free(buf);
+	}
+	return 0;
+}
+#endif
 
 static int run_stream(FILE *f, const char *name)
 {
@@ -149,8 +178,13 @@ int main(int argc, char **argv)
 
 	if (LLVMFuzzerInitialize)
 		LLVMFuzzerInitialize(&argc, &argv);
-	if (argc < 2)
+	if (argc < 2) {
+#ifdef __AFL_FUZZ_TESTCASE_LEN
+		return run_afl();
+#else
 		return run_stream(stdin, "<stdin>") ? 1 : 0;
+#endif
+	}
 	for (int i = 1; i < argc && !r; i++) {
 		struct stat st;
 
