@@ -1042,12 +1042,46 @@ static int split_if_full(struct bt *b, struct tm_ref *root,
 	return split_child(b, *parent, pidx, np, split_point(*np, pos), key);
 }
 
+/*
+ * The upper bound of child idx of p, whose own bound is pub (NULL: none),
+ * copied to buf: NULL when the child is unbounded.
+ */
+static const uint8_t *child_bound(const struct bt *b, const struct bc_node *p,
+				  unsigned int idx, const uint8_t *pub,
+				  uint8_t *buf)
+{
+	if (idx + 1 < nr_of(p)) {
+		memcpy(buf, key_at(b, p, idx + 1), b->g.key_size);
+		return buf;
+	}
+	if (pub && pub != buf)
+		memcpy(buf, pub, b->g.key_size);
+	return pub ? buf : NULL;
+}
+
+/* Leave leaf n (pinned by the caller, handed over) in the hint. */
+static void hint_set(const struct bt *b, struct btree_hint *h,
+		     const struct tm_ref *root, struct bc_node *n,
+		     bool is_root, const uint8_t *ub)
+{
+	h->leaf = n;
+	h->root = root->blocknr;
+	h->is_root = is_root;
+	h->has_hi = ub != NULL;
+	if (ub)
+		memcpy(h->hi, ub, b->g.key_size);
+}
+
 static int put(struct bt *b, struct tm_ref *root, const void *key,
-	       const void *value, enum put_mode mode, bool *inserted)
+	       const void *value, enum put_mode mode, bool *inserted,
+	       struct btree_hint *hint)
 {
 	struct tm_ref rt = *root;
 	struct bc_node *n = NULL, *parent = NULL, *c;
 	unsigned int pidx = 0, pos, i;
+	/* the bound of parent (for the hint): NULL none, else in pbuf */
+	uint8_t pbuf[BTREE_MAX_KEY], nbuf[BTREE_MAX_KEY];
+	const uint8_t *pub = NULL;
 	bool found;
 	int r;
 
@@ -1089,6 +1123,18 @@ static int put(struct bt *b, struct tm_ref *root, const void *key,
 		r = child_shadow(b, n, i, &c);
 		if (r)
 			goto fail;
+		if (hint) {
+			/* n's bound, after any split of n above */
+			const uint8_t *nub =
+				parent ? child_bound(b, parent,
+						     child_index(b, parent, key),
+						     pub, nbuf)
+				       : NULL;
+
+			if (nub)
+				memcpy(pbuf, nub, b->g.key_size);
+			pub = nub ? pbuf : NULL;
+		}
 		if (parent)
 			tm_put(b->tm, parent);
 		parent = n;
@@ -1131,6 +1177,16 @@ static int put(struct bt *b, struct tm_ref *root, const void *key,
 fail:
 	tm_poison(b->tm, r);
 out:
+	if (n && hint && !r) {
+		/* n is the leaf key is in: written in this transaction */
+		hint_set(b, hint, &rt, n,
+			 !parent,
+			 parent ? child_bound(b, parent,
+					      child_index(b, parent, key), pub,
+					      nbuf)
+				: NULL);
+		n = NULL;
+	}
 	if (n)
 		tm_put(b->tm, n);
 	if (parent)
@@ -1148,7 +1204,7 @@ int btree_insert(const struct btree_info *info, struct tm_ref *root,
 
 	if (r)
 		return r;
-	return put(&b, root, key, value, PUT_INSERT, &inserted);
+	return put(&b, root, key, value, PUT_INSERT, &inserted, NULL);
 }
 
 int btree_update(const struct btree_info *info, struct tm_ref *root,
@@ -1160,7 +1216,7 @@ int btree_update(const struct btree_info *info, struct tm_ref *root,
 
 	if (r)
 		return r;
-	return put(&b, root, key, value, PUT_UPDATE, &inserted);
+	return put(&b, root, key, value, PUT_UPDATE, &inserted, NULL);
 }
 
 int btree_put(const struct btree_info *info, struct tm_ref *root,
@@ -1172,7 +1228,7 @@ int btree_put(const struct btree_info *info, struct tm_ref *root,
 
 	if (r)
 		return r;
-	r = put(&b, root, key, value, PUT_ANY, &ins);
+	r = put(&b, root, key, value, PUT_ANY, &ins, NULL);
 	if (!r && inserted)
 		*inserted = ins;
 	return r;
@@ -1357,7 +1413,8 @@ static int shrink_root(struct bt *b, struct tm_ref *root, struct bc_node *n)
 
 /* One descent from the root to the leaf holding req->key, removing that
  * key (single) or a run of keys from it (range). */
-static int remove_descend(struct bt *b, struct tm_ref *root, struct rm_req *req)
+static int remove_descend(struct bt *b, struct tm_ref *root, struct rm_req *req,
+			  struct btree_hint *hint)
 {
 	uint8_t ubuf[BTREE_MAX_KEY];
 	const uint8_t *ub = NULL; /* n's upper bound: NULL for none */
@@ -1457,6 +1514,10 @@ static int remove_descend(struct bt *b, struct tm_ref *root, struct rm_req *req)
 		r = tm_dec_node(b->tm, old, &count);
 	}
 out:
+	if (n && hint && !r) {
+		hint_set(b, hint, root, n, is_root, ub);
+		n = NULL;
+	}
 	if (n)
 		tm_put(b->tm, n);
 	return r;
@@ -1476,7 +1537,135 @@ int btree_remove(const struct btree_info *info, struct tm_ref *root,
 	r = lookup(&b, root, key, NULL);
 	if (r)
 		return r;
-	r = remove_descend(&b, &rt, &req);
+	r = remove_descend(&b, &rt, &req, NULL);
+	if (r)
+		tm_poison(b.tm, r);
+	*root = rt;
+	return r;
+}
+
+/* ---- changes through a hint ---- */
+
+void btree_hint_drop(const struct btree_info *info, struct btree_hint *hint)
+{
+	if (hint->leaf)
+		tm_put(info->tm, hint->leaf);
+	hint->leaf = NULL;
+}
+
+/*
+ * Whether key lies in the hint's leaf: [key[0], hi).  A key below key[0]
+ * may belong there too, but placing it would lower the leaf's first key,
+ * which the path's separators may not allow: the ordinary path decides.
+ */
+static bool hint_covers(const struct bt *b, const struct btree_hint *h,
+			const struct tm_ref *root, const void *key)
+{
+	const struct bc_node *n = h->leaf;
+
+	return n && h->root == root->blocknr && nr_of(n) &&
+	       kcmp(b, key, key_at(b, n, 0)) >= 0 &&
+	       (!h->has_hi || kcmp(b, key, h->hi) < 0);
+}
+
+int btree_put_hinted(const struct btree_info *info, struct tm_ref *root,
+		     struct btree_hint *hint, const void *key,
+		     const void *value, bool *inserted)
+{
+	struct bt b;
+	struct bc_node *n;
+	unsigned int pos;
+	bool found, ins = false;
+	int r = bt_init(&b, info);
+
+	if (r)
+		return r;
+	r = tm_state(b.tm);
+	if (r)
+		return r;
+	n = hint->leaf;
+	if (hint_covers(&b, hint, root, key)) {
+		pos = lower_bound(&b, n, key, &found);
+		if (found) {
+			if (info->value.dec) {
+				r = info->value.dec(info->value.ctx,
+						    val_at(&b, n, pos));
+				if (r) {
+					tm_poison(b.tm, r);
+					return r;
+				}
+			}
+			if (b.g.leaf_vsize)
+				memcpy(val_at(&b, n, pos), value,
+				       b.g.leaf_vsize);
+			tm_dirty(b.tm, n);
+			if (inserted)
+				*inserted = false;
+			return 0;
+		}
+		if (nr_of(n) < max_of(n)) {
+			insert_at(&b, n, pos, key, value);
+			tm_dirty(b.tm, n);
+			if (inserted)
+				*inserted = true;
+			return 0;
+		}
+	}
+	/* the ordinary path may free or move the leaf: unpin it first */
+	btree_hint_drop(info, hint);
+	r = put(&b, root, key, value, PUT_ANY, &ins, hint);
+	if (!r && inserted)
+		*inserted = ins;
+	return r;
+}
+
+int btree_remove_hinted(const struct btree_info *info, struct tm_ref *root,
+			struct btree_hint *hint, const void *key,
+			void *value_out)
+{
+	struct rm_req req = {.key = key, .value_out = value_out};
+	struct tm_ref rt = *root;
+	struct bc_node *n;
+	unsigned int pos;
+	bool found;
+	struct bt b;
+	int r = bt_init(&b, info);
+
+	if (r)
+		return r;
+	r = tm_state(b.tm);
+	if (r)
+		return r;
+	n = hint->leaf;
+	if (hint_covers(&b, hint, root, key)) {
+		pos = lower_bound(&b, n, key, &found);
+		if (!found)
+			return -ENOENT;
+		/* a non-root leaf keeps min entries, a root leaf one */
+		if (nr_of(n) > (hint->is_root ? 1u : min_of(n))) {
+			if (value_out) {
+				if (b.g.leaf_vsize)
+					memcpy(value_out, val_at(&b, n, pos),
+					       b.g.leaf_vsize);
+			} else if (info->value.dec) {
+				r = info->value.dec(info->value.ctx,
+						    val_at(&b, n, pos));
+				if (r) {
+					tm_poison(b.tm, r);
+					return r;
+				}
+			}
+			delete_at(&b, n, pos, 1);
+			tm_dirty(b.tm, n);
+			return 0;
+		}
+	}
+	btree_hint_drop(info, hint);
+	/* -ENOENT before changing anything */
+	r = lookup(&b, root, key, NULL);
+	if (r)
+		return r;
+	r = remove_descend(&b, &rt, &req, hint);
 	if (r)
 		tm_poison(b.tm, r);
 	*root = rt;
@@ -1528,7 +1717,7 @@ int btree_remove_range(const struct btree_info *info, struct tm_ref *root,
 		if (!found || (hi && kcmp(&b, first, hi) >= 0))
 			break;
 		req.progress = false;
-		r = remove_descend(&b, &rt, &req);
+		r = remove_descend(&b, &rt, &req, NULL);
 		if (!r && !req.progress) {
 			/* only possible with underfull nodes */
 			log_error("btree: range removal made no progress "

@@ -103,6 +103,40 @@ int btree_put(const struct btree_info *info, struct tm_ref *root,
 int btree_remove(const struct btree_info *info, struct tm_ref *root,
 		 const void *key, void *value_out);
 
+/*
+ * Changes through a hint: for a caller that makes many changes to one
+ * tree in a row, most of them to a leaf the previous change already made
+ * writable (sm_flush: the counts of one chunk's nodes share a leaf).  A
+ * hint keeps the leaf the last change ended in pinned, with its key
+ * range; a put or remove of a key in that range that needs no split or
+ * merge is done in the leaf directly, without a descent from the root
+ * (and a remove of an absent key in the range is -ENOENT at once).
+ * Anything else takes the ordinary path and moves the hint.  Semantics
+ * are those of btree_put and btree_remove.
+ *
+ * Rules for the caller: start with a zeroed hint (BTREE_HINT_INIT); while
+ * it is held, change the tree only through these calls (with the same
+ * root); release it with btree_hint_drop before the transaction commits
+ * or aborts, and after any error.  Reads of the tree are fine meanwhile.
+ */
+struct btree_hint {
+	struct bc_node *leaf; /* pinned, written in this transaction; or NULL */
+	uint64_t root;	      /* the root's blocknr when it was taken */
+	bool is_root;	      /* the leaf is the root */
+	bool has_hi;	      /* the leaf's keys are < hi (else unbounded) */
+	uint8_t hi[BTREE_MAX_KEY];
+};
+#define BTREE_HINT_INIT { .leaf = NULL }
+
+int btree_put_hinted(const struct btree_info *info, struct tm_ref *root,
+		     struct btree_hint *hint, const void *key,
+		     const void *value, bool *inserted);
+int btree_remove_hinted(const struct btree_info *info, struct tm_ref *root,
+			struct btree_hint *hint, const void *key,
+			void *value_out);
+/* Unpin the hint's leaf (no-op for an empty hint). */
+void btree_hint_drop(const struct btree_info *info, struct btree_hint *hint);
+
 /* Remove every key in [lo, hi) (NULL lo: from the start; NULL hi: to the
  * end), dropping their values' refs.  Subtrees wholly inside the range are
  * released with btree_del's rules (nodes still shared elsewhere are not

@@ -35,14 +35,37 @@
  *        - a copy goes next to its original (within NEAR_NODES), so both
  *          counts fall in one leaf, unless the original was written by the
  *          previous transaction (a root or an upper level, copied by every
- *          change): those, and new nodes, are filled next-fit in block
- *          order, so that they lie together and so do their originals.
+ *          change): those, and new nodes, go to the "hot chunks" (up to
+ *          HOT_MAX a transaction, then next-fit in block order).  A
+ *          transaction fills the hot chunk with the most free nodes, so
+ *          its hot nodes share one or two chunks, and so do their
+ *          originals (the previous transaction's hot nodes): their counts
+ *          fall in a leaf or two.  Those originals are freed at once
+ *          (every change copies them again), so HOT_CHUNKS chunks take
+ *          turns, and no chunk is acquired or released for them in
+ *          steady state: hot chunks are never released while hot.  (Next-
+ *          fit over the single free nodes a big pool is riddled with
+ *          spread them over a leaf each.)  But many nodes placed hot live
+ *          long (new leaves; upper nodes the next paths do not touch), so
+ *          hot chunks do not empty: a chunk becomes hot only with
+ *          HOT_ROOM free nodes, the fullest such chunk first (at open
+ *          too), and one is acquired for it only when no chunk has that
+ *          room; when the ordinary chunks hold more free nodes than the
+ *          spare, a hot chunk's room and 1/32 of the nodes in use
+ *          (hot_fill), next-fit places these nodes, filling the holes.
+ *          So the metadata is at most ~3% bigger than the live nodes and
+ *          the spare need, whatever the nodes' lifetimes.
  *      When the sm tree's nodes were spread over all the metadata, the
  *      cascade copied about a third of the sm leaves: one volume created,
- *      snapshotted or deleted at 10^6 volumes wrote ~100-260 nodes; now
- *      ~35-45 (bench/README.md).  Placement lives in memory only, not in
- *      the format: at open, the chunks that hold sm tree nodes (those
- *      load() reads) are sm chunks.
+ *      snapshotted or deleted at 10^6 volumes wrote ~100-260 nodes; with
+ *      the sm chunks ~35-60, with the hot chunks ~22-28
+ *      (bench/README.md).  Placement lives in memory only, not in the
+ *      format: at open, the chunks that hold sm tree nodes (those load()
+ *      reads) are sm chunks.
+ *   5. sm_flush writes counts in key order where it can (data counts
+ *      sorted, chunks by block), through one btree hint (btree.h), so
+ *      that the counts that share a leaf are written into it without a
+ *      descent from the root each.
  */
 #include "pdata/sm.h"
 
@@ -71,6 +94,15 @@
 #define KEPT_MAX (2 * SPARE_NODES)
 /* How far from its original a copy is placed, at most (rule 4). */
 #define NEAR_NODES 64u
+/* Hot chunks (rule 4): how many, the smallest chunk (in nodes) worth it,
+ * how many nodes a transaction places there at most, and the free nodes
+ * a chunk needs to become hot, below which a transaction starts on
+ * another (with big blocks one chunk holds the hot nodes of many
+ * transactions: no more is taken). */
+#define HOT_CHUNKS 3u
+#define HOT_MIN_NPC 8u
+#define HOT_MAX(npc) MIN(2u * (npc), 64u)
+#define HOT_ROOM(npc) MIN((npc) / 2, 32u)
 #define FREED_MAX (1u << 20)
 
 struct mchunk {
@@ -84,15 +116,22 @@ struct mchunk {
 	bool record_in_tree;
 	bool record_dirty;
 	bool for_sm;	   /* an sm chunk (rule 4) */
+	uint32_t pos;	   /* position in its cvec, when last known */
 };
 
 /* Chunks sorted by block, with an allocation position: for the others
  * the next-fit position, for sm chunks the highest that may have a free
- * node (none above it has). */
+ * node (none above it has).  room has bit i set when chunk v[i] has a
+ * node that is neither used nor freed in this transaction (busy < npc),
+ * so that the allocators skip full chunks a word at a time instead of
+ * reading every chunk (tens of thousands in a big pool); roomy, when it
+ * has at least HOT_ROOM such nodes (a candidate hot chunk, rule 4). */
 struct cvec {
 	struct mchunk **v;
 	size_t n, cap;
 	size_t hint;
+	uint64_t *room;	 /* cap bits */
+	uint64_t *roomy; /* cap bits */
 };
 
 struct dentry {
@@ -139,6 +178,15 @@ struct sm {
 	size_t nr_freed, cap_freed;
 
 	uint64_t flush_rounds, flush_tree_ops; /* statistics */
+	/* sm_flush's changes go through one hint: consecutive counts mostly
+	 * share a leaf (btree.h) */
+	struct btree_hint hint;
+
+	/* hot chunks (rule 4): blocks, the one in use, nodes placed there
+	 * in this transaction */
+	uint64_t hot[HOT_CHUNKS];
+	unsigned int nr_hot, hot_cur;
+	uint32_t hot_used;
 };
 
 static void key_of(uint8_t k[8], uint64_t v)
@@ -189,25 +237,153 @@ static size_t cvec_pos(const struct cvec *v, uint64_t block)
 	return lo;
 }
 
+static void bit_set(uint64_t *w, size_t pos, bool on)
+{
+	uint64_t bit = 1ull << (pos % 64);
+
+	if (on)
+		w[pos / 64] |= bit;
+	else
+		w[pos / 64] &= ~bit;
+}
+
+/* Chunk c (busy nodes: busy) has room; is roomy (rule 4). */
+static bool has_room(uint32_t busy, uint32_t npc)
+{
+	return busy < npc;
+}
+
+static bool is_roomy(uint32_t busy, uint32_t npc)
+{
+	return npc - busy >= HOT_ROOM(npc);
+}
+
+static void room_set(struct cvec *v, size_t pos, uint32_t busy, uint32_t npc)
+{
+	bit_set(v->room, pos, has_room(busy, npc));
+	bit_set(v->roomy, pos, is_roomy(busy, npc));
+}
+
+/* Recompute every room bit (at open). */
+static void room_rebuild(struct cvec *v, uint32_t npc)
+{
+	for (size_t i = 0; i < v->n; i++)
+		room_set(v, i, v->v[i]->busy, npc);
+}
+
+/*
+ * Shift the bits of positions pos..n-1 (n: the count before) up by one
+ * and set bit pos, or down by one over pos: a word at a time, without
+ * reading the chunks (which would be a cache miss each).
+ */
+static void bits_insert(uint64_t *w, size_t n, size_t pos, bool room)
+{
+	size_t k = pos / 64;
+	unsigned int b = pos % 64;
+	uint64_t low = w[k] & ((1ull << b) - 1);
+
+	/* cap > n, so word n / 64 exists */
+	for (size_t i = n / 64; i > k; i--)
+		w[i] = (w[i] << 1) | (w[i - 1] >> 63);
+	w[k] = low | ((w[k] & ~((1ull << b) - 1)) << 1) |
+	       ((uint64_t)room << b);
+}
+
+static void bits_remove(uint64_t *w, size_t n, size_t pos)
+{
+	size_t k = pos / 64, last = (n - 1) / 64;
+	unsigned int b = pos % 64;
+	uint64_t lowmask = (1ull << b) - 1;
+
+	w[k] = (w[k] & lowmask) | ((w[k] >> 1) & ~lowmask);
+	for (size_t i = k; i < last; i++) {
+		w[i] |= w[i + 1] << 63;
+		w[i + 1] >>= 1;
+	}
+}
+
+/* First position >= from with its bit set in bits (room or roomy), or
+ * v->n. */
+static size_t bits_next(const struct cvec *v, const uint64_t *bits,
+			size_t from)
+{
+	size_t w = from / 64;
+	uint64_t m;
+
+	if (from >= v->n)
+		return v->n;
+	m = bits[w] & (~0ull << (from % 64));
+	for (;;) {
+		if (m) {
+			size_t pos = w * 64 + (size_t)__builtin_ctzll(m);
+
+			return pos < v->n ? pos : v->n;
+		}
+		if (++w * 64 >= v->n)
+			return v->n;
+		m = bits[w];
+	}
+}
+
+static size_t room_next(const struct cvec *v, size_t from)
+{
+	return bits_next(v, v->room, from);
+}
+
+/* Last position <= from with room, or v->n when none. */
+static size_t room_prev(const struct cvec *v, size_t from)
+{
+	size_t w;
+	uint64_t m;
+
+	if (!v->n)
+		return 0;
+	if (from >= v->n)
+		from = v->n - 1;
+	w = from / 64;
+	m = v->room[w] & (~0ull >> (63 - from % 64));
+	for (;;) {
+		if (m)
+			return w * 64 + 63 - (size_t)__builtin_clzll(m);
+		if (!w--)
+			return v->n;
+		m = v->room[w];
+	}
+}
+
 /* O(n) memmove, but chunks come and go rarely (and mostly at the end). */
-static int cvec_insert(struct cvec *v, struct mchunk *c)
+static int cvec_insert(struct cvec *v, struct mchunk *c, uint32_t npc)
 {
 	size_t pos;
 
 	if (v->n == v->cap) {
-		size_t cap = v->cap ? v->cap * 2 : 16;
+		size_t cap = v->cap ? v->cap * 2 : 64;
 		struct mchunk **nv = realloc(v->v, cap * sizeof(*nv));
+		uint64_t *nr;
 
 		if (!nv)
 			return -ENOMEM;
 		v->v = nv;
+		nr = realloc(v->room, cap / 64 * sizeof(*nr));
+		if (!nr)
+			return -ENOMEM;
+		memset(nr + v->cap / 64, 0, (cap - v->cap) / 64 * sizeof(*nr));
+		v->room = nr;
+		nr = realloc(v->roomy, cap / 64 * sizeof(*nr));
+		if (!nr)
+			return -ENOMEM;
+		memset(nr + v->cap / 64, 0, (cap - v->cap) / 64 * sizeof(*nr));
+		v->roomy = nr;
 		v->cap = cap;
 	}
 	pos = cvec_pos(v, c->block);
 	memmove(v->v + pos + 1, v->v + pos, (v->n - pos) * sizeof(*v->v));
 	v->v[pos] = c;
+	c->pos = (uint32_t)pos;
 	if (v->n && pos <= v->hint)
 		v->hint++; /* keep it on the same chunk */
+	bits_insert(v->room, v->n, pos, has_room(c->busy, npc));
+	bits_insert(v->roomy, v->n, pos, is_roomy(c->busy, npc));
 	v->n++;
 	return 0;
 }
@@ -218,12 +394,17 @@ static void cvec_remove(struct cvec *v, const struct mchunk *c)
 
 	assert(pos < v->n && v->v[pos] == c);
 	memmove(v->v + pos, v->v + pos + 1, (v->n - pos - 1) * sizeof(*v->v));
+	bits_remove(v->room, v->n, pos);
+	bits_remove(v->roomy, v->n, pos);
 	v->n--;
 	if (pos < v->hint)
 		v->hint--;
 	if (v->hint >= v->n)
 		v->hint = v->n ? v->n - 1 : 0;
 }
+
+/* c->busy changed: keep its room and roomy bits. */
+static void room_update(struct sm *sm, struct mchunk *c);
 
 static void chunk_free(struct mchunk *c)
 {
@@ -233,6 +414,23 @@ static void chunk_free(struct mchunk *c)
 	free(c->com);
 	free(c->dirty);
 	free(c);
+}
+
+static void room_update(struct sm *sm, struct mchunk *c)
+{
+	struct cvec *v = c->for_sm ? &sm->schunks : &sm->uchunks;
+	size_t pos = c->pos;
+
+	/* the position moves when chunks are added or removed before it:
+	 * look it up again then (O(log n)) */
+	if (pos >= v->n || v->v[pos] != c) {
+		pos = cvec_pos(v, c->block);
+		/* a chunk being released is in no vector any more */
+		if (pos >= v->n || v->v[pos] != c)
+			return;
+		c->pos = (uint32_t)pos;
+	}
+	room_set(v, pos, c->busy, sm->npc);
 }
 
 /* Sm chunk c may have a free node now: raise schunks' hint to it. */
@@ -264,7 +462,7 @@ static int chunk_add(struct sm *sm, uint64_t block, struct mchunk **out)
 	r = u64map_put(&sm->chunk_idx, block, (uint64_t)(uintptr_t)c);
 	if (r < 0)
 		goto fail;
-	r = cvec_insert(&sm->uchunks, c);
+	r = cvec_insert(&sm->uchunks, c, sm->npc);
 	if (r < 0) {
 		u64map_del(&sm->chunk_idx, block);
 		goto fail;
@@ -287,6 +485,8 @@ static void chunk_unlink(struct sm *sm, struct mchunk *c)
 	free_add(sm, c, -(int64_t)(sm->npc - c->busy));
 }
 
+static void hot_drop(struct sm *sm, uint64_t block);
+
 /* Make c an sm chunk (rule 4). */
 static int chunk_set_sm(struct sm *sm, struct mchunk *c)
 {
@@ -294,11 +494,12 @@ static int chunk_set_sm(struct sm *sm, struct mchunk *c)
 
 	if (c->for_sm)
 		return 0;
-	r = cvec_insert(&sm->schunks, c);
+	r = cvec_insert(&sm->schunks, c, sm->npc);
 	if (r < 0)
 		return r;
 	cvec_remove(&sm->uchunks, c);
 	c->for_sm = true;
+	hot_drop(sm, c->block);
 	sm->s_free += sm->npc - c->busy;
 	sm_chunk_freed(sm, c);
 	return 0;
@@ -339,13 +540,20 @@ static int set_meta(struct sm *sm, struct mchunk *c, uint32_t i, uint32_t v)
 		c->used_cur--;
 		sm->m_used--;
 	}
+	/* the bits change only at two thresholds: no update otherwise */
 	if (!busy_before && busy_after) {
 		c->busy++;
 		free_add(sm, c, -1);
+		if (c->busy == sm->npc ||
+		    sm->npc - c->busy == HOT_ROOM(sm->npc) - 1)
+			room_update(sm, c);
 	} else if (busy_before && !busy_after) {
 		c->busy--;
 		free_add(sm, c, 1);
 		sm_chunk_freed(sm, c);
+		if (c->busy == sm->npc - 1 ||
+		    sm->npc - c->busy == HOT_ROOM(sm->npc))
+			room_update(sm, c);
 	}
 	c->dirty[i / 64] |= 1ull << (i % 64);
 	return 0;
@@ -569,7 +777,7 @@ static int find_sm_block(struct sm *sm, uint64_t *block)
 	return find_free_block(sm, ALLOC_META, block);
 }
 
-static int acquire_chunk(struct sm *sm, bool for_sm)
+static int acquire_chunk(struct sm *sm, bool for_sm, struct mchunk **out)
 {
 	struct dentry *e;
 	struct mchunk *c;
@@ -593,6 +801,8 @@ static int acquire_chunk(struct sm *sm, bool for_sm)
 		if (r < 0)
 			return r;
 	}
+	if (out)
+		*out = c;
 	return touch(sm, c);
 }
 
@@ -607,7 +817,7 @@ static int grow_sm_chunks(struct sm *sm)
 
 	/* decided before any I/O: a read error may well be -ENOSPC */
 	if (can_allocate(sm, ALLOC_META))
-		return acquire_chunk(sm, true);
+		return acquire_chunk(sm, true, NULL);
 	for (size_t i = 0; i < sm->uchunks.n; i++) {
 		struct mchunk *c = sm->uchunks.v[i];
 
@@ -745,24 +955,29 @@ static int take_node(struct sm *sm, struct mchunk *c, uint64_t *node)
 	return -EUCLEAN; /* busy said otherwise */
 }
 
+/* Take a node of hot chunk k (c, which has room). */
+static int take_hot(struct sm *sm, struct mchunk *c, unsigned int k,
+		    uint64_t *node)
+{
+	sm->hot_cur = k;
+	sm->hot_used++;
+	return take_node(sm, c, node);
+}
+
 /* Next fit in block order over the other chunks, from the hint, so that
  * the nodes of one transaction lie close together.  -ENOSPC when none
  * has room. */
 static int alloc_other(struct sm *sm, uint64_t *node)
 {
 	struct cvec *v = &sm->uchunks;
+	size_t ci = room_next(v, v->hint);
 
-	for (size_t k = 0; k < v->n; k++) {
-		size_t ci = v->hint + k < v->n ? v->hint + k
-					       : v->hint + k - v->n;
-		struct mchunk *c = v->v[ci];
-
-		if (c->busy == sm->npc)
-			continue;
-		v->hint = ci;
-		return take_node(sm, c, node);
-	}
-	return -ENOSPC;
+	if (ci == v->n)
+		ci = room_next(v, 0);
+	if (ci == v->n)
+		return -ENOSPC;
+	v->hint = ci;
+	return take_node(sm, v->v[ci], node);
 }
 
 /*
@@ -802,16 +1017,159 @@ static int alloc_near(struct sm *sm, struct cvec *v, uint64_t near,
 static int alloc_sm(struct sm *sm, uint64_t *node)
 {
 	struct cvec *v = &sm->schunks;
+	size_t ci = room_prev(v, v->hint);
 
-	for (size_t ci = MIN(v->hint + 1, v->n); ci-- > 0;) {
-		struct mchunk *c = v->v[ci];
+	if (ci == v->n)
+		return -ENOSPC;
+	v->hint = ci;
+	return take_node(sm, v->v[ci], node);
+}
 
-		if (c->busy == sm->npc)
+static bool is_hot(const struct sm *sm, uint64_t block)
+{
+	for (unsigned int k = 0; k < sm->nr_hot; k++)
+		if (sm->hot[k] == block)
+			return true;
+	return false;
+}
+
+/* Hot chunk k (an ordinary chunk: hot_drop keeps it so). */
+static struct mchunk *hot_chunk(const struct sm *sm, unsigned int k)
+{
+	struct mchunk *c = chunk_find(sm, sm->hot[k]);
+
+	assert(!c || !c->for_sm);
+	return c;
+}
+
+/* Chunk block is hot no more (it became an sm chunk): an ordinary chunk
+ * again in every respect, released when empty. */
+static void hot_drop(struct sm *sm, uint64_t block)
+{
+	for (unsigned int k = 0; k < sm->nr_hot; k++) {
+		if (sm->hot[k] != block)
 			continue;
-		v->hint = ci;
-		return take_node(sm, c, node);
+		sm->hot[k] = sm->hot[--sm->nr_hot];
+		sm->hot_cur = HOT_CHUNKS; /* choose again */
+		return;
 	}
-	return -ENOSPC;
+}
+
+/* How many roomy chunks hot_candidate looks at, at most. */
+#define HOT_PROBES 16u
+
+/*
+ * The ordinary chunk, not hot, with the fewest free nodes among the first
+ * HOT_PROBES roomy ones from the next-fit hint, or NULL when none is
+ * roomy.  The fullest: a chunk left with a few long-lived nodes is filled
+ * up rather than kept beside an empty one (which is released), so the
+ * chunks stay as few as the live nodes need.  O(HOT_PROBES + chunks /
+ * 64), on a change of hot chunk only.
+ */
+static struct mchunk *hot_candidate(struct sm *sm)
+{
+	struct cvec *v = &sm->uchunks;
+	struct mchunk *best = NULL;
+	size_t from = v->hint < v->n ? v->hint : 0;
+	size_t pos = bits_next(v, v->roomy, from);
+	unsigned int probes = 0;
+	bool wrapped = false;
+
+	while (probes < HOT_PROBES) {
+		struct mchunk *c;
+
+		if (pos == v->n || (wrapped && pos >= from)) {
+			if (wrapped || !from)
+				break;
+			wrapped = true;
+			pos = bits_next(v, v->roomy, 0);
+			continue;
+		}
+		c = v->v[pos];
+		if (!is_hot(sm, c->block)) {
+			probes++;
+			if (!best || c->busy > best->busy)
+				best = c;
+		}
+		pos = bits_next(v, v->roomy, pos + 1);
+	}
+	return best;
+}
+
+/*
+ * The ordinary chunks have more free nodes than the commit's spare, a hot
+ * chunk's room and 1/32 of the nodes in use: no node goes hot, next-fit
+ * fills the holes until they are fewer (rule 4).  Many nodes placed hot
+ * live long (new leaves, upper nodes the next transactions' paths do not
+ * touch), and leave chunks with too few free nodes to be hot, which
+ * nothing else fills; without this bound the hot chunks would keep
+ * taking new chunks beside them.
+ */
+static bool hot_fill(const struct sm *sm)
+{
+	return sm->m_free - sm->s_free >
+	       SPARE_NODES + HOT_ROOM(sm->npc) + sm->m_used / 32;
+}
+
+/*
+ * A node for a copy of a node the previous transaction wrote, or a new
+ * one (rule 4): in a hot chunk (the caller checked hot_fill).  A
+ * transaction starts on the hot chunk with the most free nodes and stays
+ * on it while it has room.  When no hot chunk has HOT_ROOM free nodes,
+ * an ordinary one that has (hot_candidate) replaces the fullest hot
+ * chunk, which becomes ordinary: its long-lived nodes stay, and it is
+ * filled, emptied and released like any other.  Only when no chunk has
+ * HOT_ROOM free nodes is a chunk acquired for it; hot_fill bounds how
+ * many free nodes the chunks can then hold.  Without one (a full pool),
+ * the hot chunks are filled up, then -ENOSPC: place it elsewhere.  In
+ * steady state no chunk is acquired or released: the hot nodes of
+ * transaction t are copied again by t + 1, so their chunk has room again
+ * from t + 2 on (and is kept: release_empty_chunks skips hot chunks).
+ */
+static int alloc_hot(struct sm *sm, uint64_t *node)
+{
+	struct mchunk *c = sm->hot_cur < sm->nr_hot && sm->hot_used
+				   ? hot_chunk(sm, sm->hot_cur)
+				   : NULL;
+	unsigned int best = 0, worst = 0;
+	uint32_t best_free = 0, worst_free = UINT32_MAX;
+	int r;
+
+	if (c && c->busy < sm->npc)
+		return take_hot(sm, c, sm->hot_cur, node);
+	c = NULL;
+	for (unsigned int k = 0; k < sm->nr_hot; k++) {
+		struct mchunk *h = hot_chunk(sm, k);
+		uint32_t nfree = h ? sm->npc - h->busy : 0;
+
+		if (nfree > best_free) {
+			best = k;
+			best_free = nfree;
+			c = h;
+		}
+		if (nfree < worst_free) {
+			worst = k;
+			worst_free = nfree;
+		}
+	}
+	if (best_free < HOT_ROOM(sm->npc)) {
+		struct mchunk *n = hot_candidate(sm);
+
+		/* decided before any I/O: a read error may well be -ENOSPC */
+		if (!n && can_allocate(sm, ALLOC_META)) {
+			r = acquire_chunk(sm, false, &n);
+			if (r < 0)
+				return r;
+		}
+		if (n) {
+			best = sm->nr_hot < HOT_CHUNKS ? sm->nr_hot++ : worst;
+			sm->hot[best] = n->block;
+			c = n;
+		}
+	}
+	if (!c)
+		return -ENOSPC;
+	return take_hot(sm, c, best, node);
 }
 
 int sm_alloc_node(struct sm *sm, uint64_t near, uint64_t *node)
@@ -849,8 +1207,14 @@ int sm_alloc_node(struct sm *sm, uint64_t near, uint64_t *node)
 			r = alloc_sm(sm, node);
 			goto out;
 		}
-		r = acquire_chunk(sm, false);
+		r = acquire_chunk(sm, false, NULL);
 		if (r < 0)
+			return r;
+	}
+	if (!near && sm->npc >= HOT_MIN_NPC &&
+	    sm->hot_used < HOT_MAX(sm->npc) && !hot_fill(sm)) {
+		r = alloc_hot(sm, node);
+		if (r != -ENOSPC)
 			return r;
 	}
 	r = alloc_other(sm, node);
@@ -927,11 +1291,12 @@ static int tree_set(struct sm *sm, uint64_t key, uint32_t count)
 	sm->flush_tree_ops++;
 	key_of(k, key);
 	if (!count) {
-		r = btree_remove(&sm->info, &sm->root, k, NULL);
+		r = btree_remove_hinted(&sm->info, &sm->root, &sm->hint, k,
+					NULL);
 		return r == -ENOENT ? 0 : r;
 	}
 	put_le32(v, count);
-	return btree_put(&sm->info, &sm->root, k, v, NULL);
+	return btree_put_hinted(&sm->info, &sm->root, &sm->hint, k, v, NULL);
 }
 
 /* Write chunk c's dirty node counts into the tree. */
@@ -981,8 +1346,10 @@ static int release_empty_chunks(struct sm *sm)
 		bool progress = false;
 		int r;
 
-		/* an empty chunk kept as spare is kept (sm_committed) */
-		if (!c || c->used_cur || sm->m_free - nfree < SPARE_NODES ||
+		/* an empty chunk kept as spare is kept (sm_committed), and
+		 * so is a hot one (rule 4) */
+		if (!c || c->used_cur || is_hot(sm, c->block) ||
+		    sm->m_free - nfree < SPARE_NODES ||
 		    (c->for_sm && sm->s_free - nfree < SM_SPARE_NODES))
 			continue;
 		/* Out of the allocator first, so the tree changes below
@@ -1050,7 +1417,11 @@ static int flush_round(struct sm *sm, bool *progress)
 		}
 	}
 
-	/* chunk records, then node counts */
+	/* chunk records, then node counts, in block order: the counts of
+	 * neighbouring chunks share leaves, which the hint then keeps */
+	if (sm->nr_touched > 1)
+		qsort(sm->touched, sm->nr_touched, sizeof(*sm->touched),
+		      cmp_u64);
 	for (size_t t = 0; t < sm->nr_touched; t++) {
 		struct mchunk *c = chunk_find(sm, sm->touched[t]);
 
@@ -1061,7 +1432,8 @@ static int flush_round(struct sm *sm, bool *progress)
 		if (r == 0) {
 			uint8_t k[8], v[4] = { 0 };
 			key_of(k, SM_KEY_CHUNK | c->block);
-			r = btree_put(&sm->info, &sm->root, k, v, NULL);
+			r = btree_put_hinted(&sm->info, &sm->root, &sm->hint,
+					     k, v, NULL);
 		}
 		if (r < 0)
 			goto out;
@@ -1100,9 +1472,25 @@ int sm_flush(struct sm *sm, struct tm_ref *root)
 	} while (progress);
 	*root = sm->root;
 out:
+	btree_hint_drop(&sm->info, &sm->hint);
 	sm->in_flush = false;
 	return r;
 }
+
+#ifndef NDEBUG
+/* The room bits agree with the chunks (debug builds, small pools). */
+static void room_check(const struct sm *sm, const struct cvec *v)
+{
+	if (v->n > 4096)
+		return;
+	for (size_t i = 0; i < v->n; i++) {
+		assert(!!(v->room[i / 64] & (1ull << (i % 64))) ==
+		       has_room(v->v[i]->busy, sm->npc));
+		assert(!!(v->roomy[i / 64] & (1ull << (i % 64))) ==
+		       is_roomy(v->v[i]->busy, sm->npc));
+	}
+}
+#endif
 
 void sm_committed(struct sm *sm)
 {
@@ -1115,12 +1503,19 @@ void sm_committed(struct sm *sm)
 		if (!c->used_cur && sm->nr_kept < KEPT_MAX)
 			sm->kept[sm->nr_kept++] = c->block;
 		free_add(sm, c, (int64_t)c->busy - (int64_t)c->used_cur);
-		if (c->busy != c->used_cur)
+		if (c->busy != c->used_cur) {
 			sm_chunk_freed(sm, c);
-		c->busy = c->used_cur;
+			c->busy = c->used_cur;
+			room_update(sm, c);
+		}
 		c->touched = false;
 	}
 	sm->nr_touched = 0;
+	sm->hot_used = 0;
+#ifndef NDEBUG
+	room_check(sm, &sm->uchunks);
+	room_check(sm, &sm->schunks);
+#endif
 	for (size_t i = 0; i < sm->nr_d; i++) {
 		struct dentry *e = &sm->d[i];
 
@@ -1201,6 +1596,35 @@ static int mark_sm_chunks(struct sm *sm, const struct seen *s)
 	return 0;
 }
 
+/*
+ * At open (load): chunk c, ordinary and roomy, becomes hot if it has more
+ * nodes in use than one of the HOT_CHUNKS hot ones.  The hot chunks of
+ * the last session hold its last hot nodes (not empty, then), and may
+ * hold long-lived ones: the fullest chunks that have room enough are hot
+ * (as in hot_candidate), rather than empty ones, which are released
+ * (rule 4).
+ */
+static void hot_offer(struct sm *sm, const struct mchunk *c)
+{
+	unsigned int least = 0;
+	uint32_t least_busy = UINT32_MAX;
+
+	if (sm->nr_hot < HOT_CHUNKS) {
+		sm->hot[sm->nr_hot++] = c->block;
+		return;
+	}
+	for (unsigned int k = 0; k < sm->nr_hot; k++) {
+		const struct mchunk *h = chunk_find(sm, sm->hot[k]);
+
+		if (h->busy < least_busy) {
+			least = k;
+			least_busy = h->busy;
+		}
+	}
+	if (c->busy > least_busy)
+		sm->hot[least] = c->block;
+}
+
 static int load(struct sm *sm)
 {
 	struct btree_cursor c;
@@ -1277,6 +1701,8 @@ static int load(struct sm *sm)
 			r = btree_cursor_next(&c);
 	}
 	btree_cursor_close(&c);
+	/* load() set busy directly: recompute the room bits */
+	room_rebuild(&sm->uchunks, sm->npc);
 	/* after the counts: chunk_set_sm counts the chunk's free nodes */
 	if (r == 0)
 		r = mark_sm_chunks(sm, &seen);
@@ -1288,6 +1714,10 @@ static int load(struct sm *sm)
 
 		if (!m->used_cur && sm->nr_kept < KEPT_MAX)
 			sm->kept[sm->nr_kept++] = m->block;
+		/* O(HOT_CHUNKS) a chunk: open is O(chunks) anyway */
+		if (!m->for_sm && sm->npc >= HOT_MIN_NPC &&
+		    is_roomy(m->busy, sm->npc))
+			hot_offer(sm, m);
 	}
 out:
 	free(seen.v);
@@ -1367,6 +1797,10 @@ void sm_destroy(struct sm *sm)
 		chunk_free(sm->schunks.v[i]);
 	free(sm->uchunks.v);
 	free(sm->schunks.v);
+	free(sm->uchunks.room);
+	free(sm->schunks.room);
+	free(sm->uchunks.roomy);
+	free(sm->schunks.roomy);
 	free(sm->touched);
 	free(sm->d);
 	free(sm->freed);

@@ -2,7 +2,8 @@
 /*
  * CRC-32C (Castagnoli), as used by iSCSI, ext4, btrfs: reflected polynomial
  * 0x82F63B78, initial value ~0, final xor ~0. Uses the SSE4.2 crc32
- * instruction when the CPU has it (checked once at first use), else a
+ * instruction when the CPU has it (checked once at first use; buffers of
+ * 4080 bytes and more as three interleaved chains, see crc32c.c), else a
  * slicing-by-8 table. crc32c("123456789") == 0xE3069283.
  */
 #ifndef TV_UTIL_CRC32C_H

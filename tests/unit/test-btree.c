@@ -920,6 +920,125 @@ static void test_faults(void)
 	env_teardown(&e);
 }
 
+/*
+ * Changes through a hint (btree_put_hinted, btree_remove_hinted) against
+ * a model: runs of neighbouring keys (the fast path in the hinted leaf)
+ * mixed with random ones, splits and merges (the ordinary path), removes
+ * of absent keys, values holding data block references (dropped on
+ * overwrite and remove, or handed out), down to the empty tree and back.
+ * The store must check clean at every commit (references counted
+ * exactly), and every key must read back.
+ */
+static void hinted_round(struct env *e, const struct btree_info *info,
+			 struct trng *r, uint64_t *model, uint64_t range,
+			 unsigned int ops, unsigned int remove_pct)
+{
+	struct btree_hint h = BTREE_HINT_INIT;
+	uint8_t key[BTREE_MAX_KEY], v[BTREE_MAX_VALUE];
+	struct sm *sm = tm_sm(e->tm);
+	uint64_t k = trng_below(r, range);
+
+	for (unsigned int i = 0; i < ops; i++) {
+		/* mostly the next key: the same leaf as the last change */
+		k = trng_below(r, 4) ? (k + 1) % range : trng_below(r, range);
+		key_of(info, k, key);
+		if (trng_below(r, 100) < remove_pct) {
+			bool take = trng_below(r, 2);
+			int rr = btree_remove_hinted(info, tm_root(e->tm, 0),
+						     &h, key, take ? v : NULL);
+
+			if (!model[k]) {
+				CHECK_ERR(rr, -ENOENT);
+				continue;
+			}
+			CHECK_OK(rr);
+			if (take) {
+				/* the caller now holds the reference */
+				CHECK_EQ(get_le64(v + 8), model[k]);
+				if (get_le64(v))
+					CHECK_OK(sm_dec_block(sm, get_le64(v),
+							      NULL));
+			}
+			model[k] = 0;
+		} else {
+			uint64_t b = 0, payload = trng_next(r) | 1;
+			bool ins;
+
+			if (trng_below(r, 2))
+				CHECK_OK(sm_alloc_block(sm, &b));
+			val_of(b, payload, v, info->value.size);
+			CHECK_OK(btree_put_hinted(info, tm_root(e->tm, 0), &h,
+						  key, v, &ins));
+			CHECK_EQ(ins, !model[k]);
+			model[k] = payload;
+		}
+	}
+	btree_hint_drop(info, &h);
+	CHECK(h.leaf == NULL);
+	commit_check(e, info, 1);
+	for (uint64_t j = 0; j < range; j++)
+		expect(e, info, 0, j, model[j] ? model[j] : ~0ull);
+}
+
+static void test_hinted(const struct btree_info *(*pick)(struct env *),
+			uint64_t range)
+{
+	struct env e;
+	const struct btree_info *info;
+	uint64_t *model = calloc(range, sizeof(*model));
+	struct trng r;
+	uint64_t left = 0;
+
+	CHECK(model != NULL);
+	env_setup(&e);
+	info = pick(&e);
+	trng_init(&r, tseed("test-btree hinted"));
+	/* grow, churn, shrink to nothing, grow again */
+	for (int round = 0; round < 6; round++)
+		hinted_round(&e, info, &r, model, range, 400, 20);
+	for (int round = 0; round < 6; round++)
+		hinted_round(&e, info, &r, model, range, 400, 50);
+	for (int round = 0; round < 40; round++)
+		hinted_round(&e, info, &r, model, range, 400, 95);
+	/* then remove whatever is left, in order, through one hint */
+	{
+		struct btree_hint h = BTREE_HINT_INIT;
+		uint8_t key[BTREE_MAX_KEY];
+
+		for (uint64_t k = 0; k < range; k++) {
+			key_of(info, k, key);
+			CHECK_ERR(btree_remove_hinted(info, tm_root(e.tm, 0),
+						      &h, key, NULL),
+				  model[k] ? 0 : -ENOENT);
+			model[k] = 0;
+		}
+		btree_hint_drop(info, &h);
+	}
+	CHECK_EQ(tm_root(e.tm, 0)->blocknr, 0);
+	commit_check(&e, info, 1);
+	for (int round = 0; round < 3; round++)
+		hinted_round(&e, info, &r, model, range, 400, 10);
+	for (uint64_t j = 0; j < range; j++)
+		left += model[j] != 0;
+	CHECK(left > 0);
+	CHECK(count(&e, info, 0) == left);
+	env_reopen(&e);
+	for (uint64_t j = 0; j < range; j++)
+		expect(&e, info, 0, j, model[j] ? model[j] : ~0ull);
+	env_teardown(&e);
+	free(model);
+}
+
+static const struct btree_info *pick_small(struct env *e)
+{
+	return &e->info;
+}
+
+static const struct btree_info *pick_big(struct env *e)
+{
+	return &e->big;
+}
+
 int main(void)
 {
 	test_bad_info();
@@ -935,6 +1054,8 @@ int main(void)
 	test_persist_abort();
 	test_corrupt();
 	test_faults();
+	test_hinted(pick_small, 3000);
+	test_hinted(pick_big, 400);
 	printf("test-btree: ok\n");
 	return 0;
 }

@@ -34,6 +34,37 @@ int main(void)
 		CHECK_EQ(whole, crc32c(crc32c(0, buf + off, cut),
 				       buf + off + cut, len - cut));
 	}
+	/* long buffers: the hardware path joins three chains per 4080
+	 * bytes; a node's checksum covers 4092 bytes from offset 4 */
+	{
+		static uint8_t big[3 * 4096 + 16];
+		static const size_t lens[] = { 4079, 4080, 4081, 4088, 4092,
+					       4096, 8159, 8160, 8168,
+					       3 * 4096 };
+
+		for (size_t i = 0; i < sizeof(big); i++)
+			big[i] = (uint8_t)trng_next(&r);
+		for (size_t i = 0; i < sizeof(lens) / sizeof(lens[0]); i++)
+			for (size_t off = 0; off < 16; off++) {
+				uint32_t whole = crc32c(0, big + off, lens[i]);
+
+				CHECK_EQ(whole,
+					 crc32c_sw(0, big + off, lens[i]));
+				CHECK_EQ(whole,
+					 crc32c(crc32c(0, big + off, 100),
+						big + off + 100,
+						lens[i] - 100));
+			}
+		for (int iter = 0; iter < 500; iter++) {
+			size_t off = trng_below(&r, 16);
+			size_t len = trng_below(&r, 3 * 4096);
+
+			CHECK_EQ(crc32c(0, big + off, len),
+				 crc32c_sw(0, big + off, len));
+		}
+		memset(big, 0, sizeof(big));
+		CHECK_EQ(crc32c(0, big, 4096), crc32c_sw(0, big, 4096));
+	}
 	printf("crc32c: hardware path %s\n",
 	       crc32c_hw_available() ? "in use" : "not available");
 	return 0;

@@ -96,6 +96,171 @@ static void check_clean_store(struct tm *tm)
 	CHECK(check_clean(&rep));
 }
 
+/*
+ * Placement (sm.c, rule 4): one change per commit to a big tree.  The
+ * nodes each commit copies again (the root, the path) go to hot chunks,
+ * which are reused without acquiring chunks in steady state (a reopen
+ * adopts the fullest chunks with room), and a commit writes few nodes: the tree's path,
+ * and the few space map leaves that count them.
+ */
+static void test_hot_chunks(void)
+{
+	struct tm_commit_stats c0, c1;
+	struct btree_info info;
+	struct sm_stats st, st2;
+	struct io_dev *mem;
+	struct tm *tm;
+	struct trng r;
+	unsigned int height;
+	uint64_t out[4];
+
+	CHECK_OK(io_mem_create(64 << 20, &mem));
+	CHECK_OK(tm_format(mem, NULL));
+	CHECK_OK(tm_open(mem, NULL, &tm));
+	info_for(tm, &info);
+	/* 8-byte keys and values: 252 a leaf; 100000 of them, 3 levels */
+	for (uint64_t i = 0; i < 100000; i++) {
+		uint8_t k[8], v[8];
+
+		put_be64(k, i * 7);
+		put_le64(v, i);
+		CHECK_OK(btree_insert(&info, tm_root(tm, 0), k, v));
+		if (i % 5000 == 4999)
+			CHECK_OK(tm_commit(tm));
+	}
+	CHECK_OK(tm_commit(tm));
+	CHECK_OK(btree_height(&info, tm_root(tm, 0), &height));
+	CHECK(height >= 2);
+	check_clean_store(tm);
+
+	trng_init(&r, tseed("test-sm hot"));
+	for (int round = 0; round < 2; round++) {
+		/* warm up, then measure */
+		for (int i = 0; i < 300; i++) {
+			uint8_t k[8], v[8];
+
+			if (i == 20) {
+				tm_commit_stats(tm, &c0);
+				sm_get_stats(tm_sm(tm), &st);
+			}
+			put_be64(k, trng_below(&r, 100000) * 7);
+			put_le64(v, trng_next(&r));
+			CHECK_OK(btree_update(&info, tm_root(tm, 0), k, v));
+			CHECK_OK(tm_commit(tm));
+			if (i % 50 == 0)
+				check_clean_store(tm);
+		}
+		tm_commit_stats(tm, &c1);
+		sm_get_stats(tm_sm(tm), &st2);
+		printf("one update a commit: %.1f nodes written a commit, "
+		       "metadata chunks %" PRIu64 " -> %" PRIu64 "\n",
+		       (double)(c1.nodes_written - c0.nodes_written) /
+			       (double)(c1.commits - c0.commits),
+		       st.meta_chunks, st2.meta_chunks);
+		/* the path (height + 1 nodes), the leaves counting the
+		 * copies and the originals, and the sm tree's own path */
+		CHECK(c1.nodes_written - c0.nodes_written <=
+		      8 * (c1.commits - c0.commits));
+		/* no chunk taken (one may be given back: after a reopen, a
+		 * hot chunk that was not empty at close is an ordinary one) */
+		CHECK(st2.meta_chunks <= st.meta_chunks);
+		CHECK(st2.meta_chunks + 1 >= st.meta_chunks);
+		check_clean_store(tm);
+		/* a reopen keeps the chunks with room for hot nodes (the
+		 * fullest): at most the empty ones beside them are released,
+		 * one per hot chunk */
+		tm_close(tm);
+		CHECK_OK(tm_open(mem, NULL, &tm));
+		info.tm = tm;
+		CHECK_OK(tm_commit(tm));
+		CHECK(sm_take_freed(tm_sm(tm), out, 4) <= 3);
+	}
+	tm_close(tm);
+	io_close(mem);
+}
+
+/*
+ * Metadata stays as big as the live nodes need, however long the nodes
+ * placed hot live (sm.c, rule 4): a tree of 20000 keys, 3 updates of
+ * random keys and one append a commit.  The appends' new leaves and
+ * upper nodes are placed hot and live long; hot chunks never empty.
+ * mode 0: one session; 1: reopen after every commit; 2: an aborted
+ * change after every commit (tm_abort reloads the space map, as open
+ * does).  The chunks grew without bound here once (12 -> 41 in 3500
+ * commits; 12 -> 92 in 1500 with reopens, for 107-126 live nodes): hot
+ * chunks were acquired whenever the hot ones lacked room, and at open
+ * only empty chunks became hot.
+ */
+static void test_hot_bounded(int mode)
+{
+	/* 64 KiB blocks: 16 nodes a chunk */
+	const uint64_t npc = 16;
+	struct btree_info info;
+	struct sm_stats st;
+	struct io_dev *mem;
+	struct tm *tm;
+	struct trng r;
+	uint64_t first = 0, most = 0;
+
+	CHECK_OK(io_mem_create(64 << 20, &mem));
+	CHECK_OK(tm_format(mem, NULL));
+	CHECK_OK(tm_open(mem, NULL, &tm));
+	info_for(tm, &info);
+	for (uint64_t i = 0; i < 20000; i++) {
+		uint8_t k[8], v[8];
+
+		put_be64(k, i * 3);
+		put_le64(v, i);
+		CHECK_OK(btree_insert(&info, tm_root(tm, 0), k, v));
+		if (i % 2000 == 1999)
+			CHECK_OK(tm_commit(tm));
+	}
+	CHECK_OK(tm_commit(tm));
+
+	trng_init(&r, tseed("test-sm bounded"));
+	for (uint64_t it = 0; it < 1500; it++) {
+		uint8_t k[8], v[8];
+
+		put_le64(v, it);
+		for (int j = 0; j < 3; j++) {
+			put_be64(k, trng_below(&r, 20000) * 3);
+			CHECK_OK(btree_update(&info, tm_root(tm, 0), k, v));
+		}
+		put_be64(k, 60000 + it);
+		CHECK_OK(btree_put(&info, tm_root(tm, 0), k, v, NULL));
+		CHECK_OK(tm_commit(tm));
+		if (mode == 1) {
+			tm_close(tm);
+			CHECK_OK(tm_open(mem, NULL, &tm));
+			info.tm = tm;
+		} else if (mode == 2) {
+			put_be64(k, trng_below(&r, 20000) * 3);
+			CHECK_OK(btree_update(&info, tm_root(tm, 0), k, v));
+			CHECK_OK(tm_abort(tm));
+		}
+		sm_get_stats(tm_sm(tm), &st);
+		if (!it)
+			first = st.meta_chunks;
+		most = MAX(most, st.meta_chunks);
+		/* the live nodes' chunks, the commit's spare nodes (64:
+		 * 4 chunks, one more as 16 must be in sm chunks), the hot
+		 * chunks (3), and a little slack for holes: 10 */
+		if (st.meta_chunks > st.meta_nodes / npc + 10)
+			printf("mode %d commit %" PRIu64 ": %" PRIu64
+			       " chunks for %" PRIu64 " nodes\n",
+			       mode, it, st.meta_chunks, st.meta_nodes);
+		CHECK(st.meta_chunks <= st.meta_nodes / npc + 10);
+		if (it % 250 == 0)
+			check_clean_store(tm);
+	}
+	check_clean_store(tm);
+	printf("mode %d: metadata chunks %" PRIu64 " -> %" PRIu64
+	       " (at most %" PRIu64 ") for %" PRIu64 " nodes\n",
+	       mode, first, st.meta_chunks, most, st.meta_nodes);
+	tm_close(tm);
+	io_close(mem);
+}
+
 int main(void)
 {
 	struct io_dev *mem;
@@ -298,6 +463,9 @@ int main(void)
 		io_close(small);
 	}
 
+	test_hot_chunks();
+	for (int mode = 0; mode < 3; mode++)
+		test_hot_bounded(mode);
 	free(blocks);
 	io_close(mem);
 	printf("test-sm: ok\n");
