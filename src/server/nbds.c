@@ -52,6 +52,7 @@
 #include "server/nbds.h"
 #include "server/tls.h"
 #include "server/xport.h"
+#include "thin/thin-internal.h" /* vio_read_map_nofill */
 #include "util/endian.h"
 #include "util/log.h"
 
@@ -842,7 +843,10 @@ static int reply_err(struct conn *c, const struct req *q, int err)
 }
 
 /* Read [off, off + len) of the volume, any alignment (bounce through
- * whole sectors when unaligned). */
+ * whole sectors when unaligned).  With ext, the bytes of the hole extents
+ * reported are not written (they go out as OFFSET_HOLE chunks: zeroing
+ * them would be wasted work), unless max is 1 (DF: all of it is sent as
+ * data). */
 static int vol_read(struct conn *c, void *buf, uint32_t len, uint64_t off,
 		    struct tv_extent *ext, size_t max, size_t *n)
 {
@@ -851,6 +855,9 @@ static int vol_read(struct conn *c, void *buf, uint32_t len, uint64_t off,
 	uint8_t *b;
 	int r;
 
+	if (a0 == off && a1 == off + len && ext && max > 1)
+		return vio_read_map_nofill(c->srv->pool, c->id, buf, len, off,
+					   ext, max, n);
 	if (a0 == off && a1 == off + len)
 		return ext ? tv_vol_read_map(c->srv->pool, c->id, buf, len,
 					     off, ext, max, n)

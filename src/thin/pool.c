@@ -409,6 +409,7 @@ int pool_commit_locked(struct tv_pool *p)
 {
 	int r;
 
+	vio_before_commit_locked(p); /* may drop meta_lock meanwhile */
 	if (p->read_only)
 		return tv_err(-EROFS, "%s: the pool is read-only%s%s", p->path,
 			      p->reason[0] ? ": " : "", p->reason);
@@ -427,7 +428,10 @@ int pool_commit_locked(struct tv_pool *p)
 
 void pool_abort_locked(struct tv_pool *p)
 {
-	int r = tm_abort(p->tm);
+	int r;
+
+	vio_drain_locked(p); /* may drop meta_lock meanwhile */
+	r = tm_abort(p->tm);
 
 	p->dirty = false;
 	if (r < 0)

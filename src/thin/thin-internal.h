@@ -186,5 +186,11 @@ void vio_drain_locked(struct tv_pool *p);
  * when there is much of it (a failed flush poisons the transaction), then
  * drain (vio.c, rules 4 and 5).  meta_lock held; dropped meanwhile. */
 void vio_before_commit_locked(struct tv_pool *p);
+/* tv_vol_read_map that leaves the bytes of the hole extents it reports
+ * unwritten (holes it had to report as data are zeroed): for the NBD
+ * server, which answers holes without payload. */
+int vio_read_map_nofill(struct tv_pool *p, uint64_t id, void *buf,
+			size_t len, uint64_t off, struct tv_extent *ext,
+			size_t max, size_t *n);
 
 #endif

@@ -16,12 +16,53 @@
  *      block is freed, reused or shared while a fast-path I/O uses it.
  *      That is also how a snapshot drains the writes in flight on its
  *      origin: they finish before the tree is cloned.
- *   3. Everything else (provisioning, copy-on-write, first reads) runs
- *      under meta_lock.  A new block's data (zeroes and the write) is on
- *      the device before the mapping that exposes it is inserted; the
- *      commit flushes the device before its superblock, so no committed
- *      mapping ever points at a block holding older data.
- *   4. Copy-on-write: a mapping written before the volume's last snapshot
+ *   3. Provisioning (a new block for a hole, or the copy of a shared
+ *      block) runs in three steps, so that the data I/O of many of them
+ *      overlaps:
+ *        a. under meta_lock: allocate the block and record it in the
+ *           volume's table of provisions in flight (vs->pending: vblock ->
+ *           new block, under meta_lock); the trees do not change yet;
+ *        b. with no lock: write the data (and zeroes for the rest of a
+ *           fresh block unless it is still a hole of the pool file, or
+ *           the old contents of a shared block);
+ *        c. under meta_lock again: insert the mapping (which drops the
+ *           shared block's reference), drop the record, wake waiters.
+ *      So a new block's data is on the device before the mapping that
+ *      exposes it is inserted, and the commit flushes the device before
+ *      its superblock: no committed mapping ever points at a block holding
+ *      older data.  A block in flight is allocated, so the hole puncher
+ *      (pool.c, under meta_lock) leaves it alone, and nothing freed can be
+ *      handed out twice.  Writes of zeroes and the tail zeroing of a
+ *      shrink are rare and run all three steps under one hold of meta_lock
+ *      (write_block_locked).  A read of a block the cache does not know
+ *      looks it up under meta_lock (a block in flight reads as before the
+ *      write: that write has not completed).
+ *   4. Waiting for provisions in flight: on vio->done, with meta_lock.
+ *        - The commit and the abort drain them all (vio_before_commit_locked,
+ *          vio_drain_locked): else a committed space map would hold blocks
+ *          that no mapping names (a leak after a crash), or an abort would
+ *          free blocks still being written and mapped.  While a drain
+ *          waits no provision starts (vio->drainers), so a stream of first
+ *          writes cannot starve a commit.
+ *        - Step a makes the pool dirty, so tv_batch, which commits first
+ *          when dirty and then holds meta_lock to the end, runs snapshot,
+ *          delete and resize with no provision in flight.
+ *        - A write, zeroing or discard that meets a block in flight of its
+ *          volume waits for it, then looks again: two writes racing to
+ *          provision one block end with one block mapped and both applied,
+ *          in the order they completed.
+ *        - A thread never waits while it holds provisions in flight of its
+ *          own (it finishes step c first), so the waits cannot deadlock.
+ *        - Step c finds the transaction poisoned if another thread's
+ *          metadata error is aborting it (that thread waits in its drain):
+ *          it then touches no metadata and fails the write.
+ *   5. Before a commit, when many bytes went into new blocks since the
+ *      last one, vio_before_commit_locked flushes the device with
+ *      meta_lock dropped: the writeback then runs while the I/O path goes
+ *      on, and the commit's own flush under meta_lock has little left.
+ *      If that flush fails the transaction is poisoned: a writeback error
+ *      is reported once, and the commit's flush must not pass after it.
+ *   6. Copy-on-write: a mapping written before the volume's last snapshot
  *      epoch may be shared; a write to it goes to a new block holding the
  *      old contents merged with the new data, and the old block loses one
  *      reference (freed if it was not shared after all).
@@ -41,6 +82,10 @@
 #define C_OWN (1ull << 63)	     /* cached value: block is our own */
 #define C_HOLE UINT64_MAX	     /* cached value: not mapped */
 #define SLOW_BATCH 16		     /* blocks per hold of meta_lock */
+#define NO_BLOCK UINT64_MAX
+/* new-block bytes after which a commit flushes first without meta_lock */
+#define PREFLUSH_BYTES (16u << 20)
+#define PREFLUSH_ROUNDS 3
 
 struct vstate {
 	uint64_t id;
@@ -49,11 +94,29 @@ struct vstate {
 	uint64_t size;
 	uint32_t flags;
 	struct u64map cache; /* vblock -> block | C_OWN, or C_HOLE */
+	struct u64map pending; /* meta_lock: vblock -> block in flight */
 };
 
 struct vio {
 	pthread_mutex_t lock; /* the table of vstates */
 	struct u64map vols;   /* id -> struct vstate * */
+
+	/* provisions in flight (rule 4), all under meta_lock */
+	pthread_cond_t done;	/* one finished, or a drain ended */
+	uint64_t nr_pending;	/* in all volumes */
+	unsigned int drainers;	/* threads waiting for nr_pending == 0 */
+	uint64_t unflushed;	/* bytes into new blocks since the last
+				 * flush before a commit (rule 5) */
+};
+
+/* One provision (rule 3). */
+struct prov {
+	uint64_t vblock;
+	uint64_t block;	     /* the new block */
+	uint64_t old;	     /* copy-on-write: the shared block; or NO_BLOCK */
+	uint64_t in, len;    /* the range written, inside the block */
+	const uint8_t *buf;  /* the data; NULL: zeroes */
+	int r;		     /* how its data write went */
 };
 
 int vio_init(struct tv_pool *p)
@@ -62,6 +125,7 @@ int vio_init(struct tv_pool *p)
 	if (!p->vio)
 		return -ENOMEM;
 	pthread_mutex_init(&p->vio->lock, NULL);
+	pthread_cond_init(&p->vio->done, NULL);
 	u64map_init(&p->vio->vols);
 	return 0;
 }
@@ -76,10 +140,12 @@ void vio_destroy(struct tv_pool *p)
 	while (u64map_next(&p->vio->vols, &pos, &k, &v)) {
 		struct vstate *vs = (struct vstate *)(uintptr_t)v;
 		u64map_free(&vs->cache);
+		u64map_free(&vs->pending);
 		pthread_rwlock_destroy(&vs->lock);
 		free(vs);
 	}
 	u64map_free(&p->vio->vols);
+	pthread_cond_destroy(&p->vio->done);
 	pthread_mutex_destroy(&p->vio->lock);
 	free(p->vio);
 	p->vio = NULL;
@@ -101,6 +167,7 @@ static struct vstate *vstate_get(struct tv_pool *p, uint64_t id)
 			vs->id = id;
 			pthread_rwlock_init(&vs->lock, NULL);
 			u64map_init(&vs->cache);
+			u64map_init(&vs->pending);
 			if (u64map_put(&p->vio->vols, id,
 				       (uint64_t)(uintptr_t)vs) < 0) {
 				pthread_rwlock_destroy(&vs->lock);
@@ -252,27 +319,39 @@ static uint64_t dev_off(struct tv_pool *p, uint64_t block, uint64_t in)
 	return block * p->block_size + in;
 }
 
-/*
- * Write buf (NULL: zeroes) at [in, in + len) of virtual block vblock,
- * provisioning or copying the block as needed.  meta_lock held; the record
- * v is updated in memory (the caller stores it).
- */
-static int write_block_locked(struct tv_pool *p, struct disk_volume *v,
-			      struct vstate *vs, uint64_t vblock, uint64_t in,
-			      const uint8_t *buf, uint64_t len)
+/* An error inside a metadata change: the transaction is lost. */
+static int fail_locked(struct tv_pool *p, int r)
 {
-	uint32_t bs = p->block_size;
+	if (tm_state(p->tm)) {
+		pool_abort_locked(p);
+		pool_set_read_only(p, r, "metadata update failed");
+		/* cached mappings may name blocks of the lost transaction */
+		vio_forget_all_locked(p);
+	}
+	return r;
+}
+
+/*
+ * Step a of a write of buf (NULL: zeroes) at [in, in + len) of virtual
+ * block vblock (rule 3), meta_lock held.  Our own block is written in
+ * place at once; zeroes over a hole need nothing; else a new block is
+ * allocated and described in *pv, and *queued set: steps b and c are the
+ * caller's.
+ */
+static int plan_block_locked(struct tv_pool *p, const struct disk_volume *v,
+			     struct vstate *vs, uint64_t vblock, uint64_t in,
+			     const uint8_t *buf, uint64_t len, struct prov *pv,
+			     bool *queued)
+{
 	struct disk_mapping m;
-	uint64_t nb, old = 0;
-	uint8_t *tmp = NULL;
-	bool mapped, inserted;
+	uint64_t old = NO_BLOCK, nb;
 	int r;
 
+	*queued = false;
 	r = map_lookup(p, v, vblock, &m);
 	if (r < 0 && r != -ENOENT)
 		return r;
-	mapped = r == 0;
-	if (mapped) {
+	if (r == 0) {
 		old = le64_to_cpu(m.block);
 		if (le64_to_cpu(m.epoch) >= le64_to_cpu(v->snap_epoch)) {
 			/* our own block: in place */
@@ -287,61 +366,241 @@ static int write_block_locked(struct tv_pool *p, struct disk_volume *v,
 	} else if (!buf) {
 		return 0; /* zeroes over a hole: nothing to do */
 	}
-
 	r = sm_alloc_block(tm_sm(p->tm), &nb);
 	if (r < 0)
 		return r == -ENOSPC ? tv_err(r, "%s: the pool is full",
 					     p->path)
 				    : r;
-	if (mapped && len == bs && buf) {
-		/* copy-on-write of a whole block: nothing of the old is kept */
-		r = io_write(p->dev, buf, len, dev_off(p, nb, 0));
-	} else if (mapped) {
-		/* copy-on-write: old contents with the new data over them */
-		tmp = malloc(bs);
-		if (!tmp) {
-			r = -ENOMEM;
-			goto undo;
-		}
-		r = io_read(p->dev, tmp, bs, dev_off(p, old, 0));
-		if (r < 0)
-			goto undo;
-		if (buf)
-			memcpy(tmp + in, buf, len);
-		else
-			memset(tmp + in, 0, len);
-		r = io_write(p->dev, tmp, bs, dev_off(p, nb, 0));
-	} else if (len == bs) {
-		r = io_write(p->dev, buf, len, dev_off(p, nb, 0));
-	} else {
+	pv->vblock = vblock;
+	pv->block = nb;
+	pv->old = old;
+	pv->in = in;
+	pv->len = len;
+	pv->buf = buf;
+	pv->r = 0;
+	*queued = true;
+	return 0;
+}
+
+/* Step b: the data of a new block (no lock needed: rule 3). */
+static int prov_write(struct tv_pool *p, const struct prov *pv)
+{
+	uint32_t bs = p->block_size;
+	uint64_t at = dev_off(p, pv->block, 0);
+	uint8_t *tmp;
+	int r;
+
+	if (pv->len == bs && pv->buf) /* nothing of the old block is kept */
+		return io_write(p->dev, pv->buf, bs, at);
+	if (pv->old == NO_BLOCK) {
 		/* a fresh block: what the write does not cover reads zero,
 		 * whatever the block held before.  A hole of a sparse pool
 		 * file (never written, or punched when freed — the puncher
 		 * runs under meta_lock and skips allocated blocks) already
 		 * does: then zeroing it would only cost time. */
-		r = io_is_hole(p->dev, dev_off(p, nb, 0), bs)
-			    ? 0
-			    : io_write_zeroes(p->dev, dev_off(p, nb, 0), bs);
-		if (r == 0)
-			r = io_write(p->dev, buf, len, dev_off(p, nb, in));
+		r = io_is_hole(p->dev, at, bs) ? 0
+					       : io_write_zeroes(p->dev, at, bs);
+		return r ? r : io_write(p->dev, pv->buf, pv->len, at + pv->in);
 	}
+	/* copy-on-write: old contents with the new data over them */
+	tmp = malloc(bs);
+	if (!tmp)
+		return -ENOMEM;
+	r = io_read(p->dev, tmp, bs, dev_off(p, pv->old, 0));
+	if (r == 0) {
+		if (pv->buf)
+			memcpy(tmp + pv->in, pv->buf, pv->len);
+		else
+			memset(tmp + pv->in, 0, pv->len);
+		r = io_write(p->dev, tmp, bs, at);
+	}
+	free(tmp);
+	return r;
+}
+
+/* Step b for a batch.  Block by block: writing neighbouring whole blocks
+ * with one pwrite saves little, and then ext4 caches the file in folios
+ * as large as the write, which makes every later small overwrite in
+ * them slower (ext4_block_write_begin visits each buffer of the folio):
+ * measured, 4K random overwrites of a volume filled by 1 MiB writes went
+ * from ~55k to ~45k IOPS with the merged writes. */
+static void prov_write_all(struct tv_pool *p, struct prov *pv, unsigned int n)
+{
+	for (unsigned int i = 0; i < n; i++)
+		pv[i].r = prov_write(p, &pv[i]);
+}
+
+/* Step c for one block: map it (meta_lock held; v is stored by the
+ * caller).  An error poisons the transaction: abort undoes it all. */
+static int prov_insert_locked(struct tv_pool *p, struct disk_volume *v,
+			      struct vstate *vs, const struct prov *pv)
+{
+	bool inserted;
+	int r;
+
+	r = map_put(p, v, pv->vblock, pv->block, &inserted);
 	if (r < 0)
-		goto undo;
-	/* the data is written: now the mapping may point at it (rule 3) */
-	r = map_put(p, v, vblock, nb, &inserted);
-	if (r < 0)
-		goto out; /* the transaction is poisoned: abort undoes all */
+		return r;
 	if (inserted)
 		v->mapped = cpu_to_le64(le64_to_cpu(v->mapped) + 1);
 	if (vs)
-		cache_put(vs, vblock, nb | C_OWN);
+		cache_put(vs, pv->vblock, pv->block | C_OWN);
 	p->dirty = true;
-	goto out;
-undo:
-	sm_dec_block(tm_sm(p->tm), nb, NULL);
-out:
-	free(tmp);
+	return 0;
+}
+
+/*
+ * Write buf (NULL: zeroes) at [in, in + len) of virtual block vblock, all
+ * three steps under this one hold of meta_lock (rule 3: zeroing, and the
+ * shrink's tail).  The record v is updated in memory (the caller stores
+ * it).
+ */
+static int write_block_locked(struct tv_pool *p, struct disk_volume *v,
+			      struct vstate *vs, uint64_t vblock, uint64_t in,
+			      const uint8_t *buf, uint64_t len)
+{
+	struct prov pv;
+	bool queued;
+	int r;
+
+	r = plan_block_locked(p, v, vs, vblock, in, buf, len, &pv, &queued);
+	if (r < 0 || !queued)
+		return r;
+	r = prov_write(p, &pv);
+	if (r == 0)
+		return prov_insert_locked(p, v, vs, &pv);
+	sm_dec_block(tm_sm(p->tm), pv.block, NULL);
 	return r;
+}
+
+/* ---- provisions in flight (rules 4 and 5) ---- */
+
+/* Whether vs has a provision in flight in [first, first + nr). */
+static bool in_flight(const struct vstate *vs, uint64_t first, uint64_t nr)
+{
+	size_t pos = 0;
+	uint64_t k, val;
+
+	if (!vs->pending.len)
+		return false;
+	if (nr <= 64) {
+		for (uint64_t b = first; b < first + nr; b++)
+			if (u64map_find(&vs->pending, b))
+				return true;
+		return false;
+	}
+	while (u64map_next(&vs->pending, &pos, &k, &val))
+		if (k >= first && k - first < nr)
+			return true;
+	return false;
+}
+
+void vio_drain_locked(struct tv_pool *p)
+{
+	struct vio *io = p->vio;
+
+	if (!io || !io->nr_pending)
+		return;
+	io->drainers++;
+	while (io->nr_pending)
+		pthread_cond_wait(&io->done, &p->meta_lock);
+	if (--io->drainers == 0)
+		pthread_cond_broadcast(&io->done); /* provisions may start */
+}
+
+void vio_before_commit_locked(struct tv_pool *p)
+{
+	struct vio *io = p->vio;
+
+	if (!io)
+		return;
+	for (int i = 0; i < PREFLUSH_ROUNDS && !p->read_only &&
+			!tm_state(p->tm) && io->unflushed >= PREFLUSH_BYTES;
+	     i++) {
+		int r;
+
+		io->unflushed = 0;
+		pthread_mutex_unlock(&p->meta_lock);
+		r = io_flush(p->dev);
+		pthread_mutex_lock(&p->meta_lock);
+		if (r < 0) {
+			/* the commit must fail: its own flush would not see
+			 * this error again (rule 5) */
+			log_error("%s: flush: %s", p->path, strerror(-r));
+			tm_poison(p->tm, r);
+		}
+	}
+	vio_drain_locked(p);
+}
+
+/* Step a's end: the batch's provisions become in flight. */
+static int pending_add_locked(struct tv_pool *p, struct vstate *vs,
+			      const struct prov *pv, unsigned int n)
+{
+	for (unsigned int i = 0; i < n; i++) {
+		if (u64map_put(&vs->pending, pv[i].vblock, pv[i].block) < 0) {
+			while (i--)
+				u64map_del(&vs->pending, pv[i].vblock);
+			return tv_err(-ENOMEM, "out of memory");
+		}
+	}
+	p->vio->nr_pending += n;
+	p->dirty = true; /* rule 4: whoever commits when dirty drains */
+	return 0;
+}
+
+/*
+ * Step c for a batch: map the blocks whose data was written, give back
+ * the others, end their time in flight.  meta_lock held.  Returns 0 or the
+ * first error.
+ */
+static int pending_finish_locked(struct tv_pool *p, struct vstate *vs,
+				 uint64_t id, const struct prov *pv,
+				 unsigned int n)
+{
+	struct disk_volume v, before;
+	bool poisoned = tm_state(p->tm) || p->read_only;
+	bool have_v = false;
+	int r = 0, werr = 0;
+
+	if (poisoned) {
+		/* an abort waits for us in its drain: it frees the blocks */
+		r = tm_state(p->tm) ? tm_state(p->tm) : -EROFS;
+		r = tv_err(r, "%s: the pool failed during the write",
+			   p->path);
+	} else {
+		r = vol_lookup_locked(p, id, &v);
+		have_v = r == 0;
+		before = v;
+	}
+	for (unsigned int i = 0; i < n; i++) {
+		if (pv[i].r < 0 && !werr)
+			werr = pv[i].r;
+		if (r == 0 && pv[i].r == 0) {
+			r = prov_insert_locked(p, &v, vs, &pv[i]);
+			p->vio->unflushed += pv[i].old == NO_BLOCK
+						     ? pv[i].len
+						     : p->block_size;
+		} else if (!poisoned && !tm_state(p->tm)) {
+			sm_dec_block(tm_sm(p->tm), pv[i].block, NULL);
+		}
+		u64map_del(&vs->pending, pv[i].vblock);
+	}
+	p->vio->nr_pending -= n;
+	pthread_cond_broadcast(&p->vio->done);
+	if (poisoned)
+		return r;
+	if (have_v && memcmp(&v, &before, sizeof(v)) && !tm_state(p->tm)) {
+		int rs = vol_store_locked(p, &v);
+		if (rs < 0 && r == 0)
+			r = rs;
+	}
+	if (r < 0)
+		return fail_locked(p, r);
+	if (werr)
+		return tv_err(werr, "volume #%" PRIu64 ": write: %s", id,
+			      strerror(-werr));
+	return 0;
 }
 
 static int unmap_block_locked(struct tv_pool *p, struct disk_volume *v,
@@ -396,18 +655,6 @@ static int unmap_blocks_locked(struct tv_pool *p, struct disk_volume *v,
 	return r;
 }
 
-/* An error inside a metadata change: the transaction is lost. */
-static int fail_locked(struct tv_pool *p, int r)
-{
-	if (tm_state(p->tm)) {
-		pool_abort_locked(p);
-		pool_set_read_only(p, r, "metadata update failed");
-		/* cached mappings may name blocks of the lost transaction */
-		vio_forget_all_locked(p);
-	}
-	return r;
-}
-
 static int writable_locked(struct tv_pool *p, const struct disk_volume *v)
 {
 	if (p->read_only)
@@ -424,14 +671,24 @@ static int writable_locked(struct tv_pool *p, const struct disk_volume *v)
 
 /* The holes and data a read met, for tv_vol_read_map (NULL: not wanted).
  * When max runs out, the last extent absorbs the rest as data: the buffer
- * holds the zeroes of any hole in it, so that is still the truth. */
+ * holds the zeroes of any hole in it, so that is still the truth.  With
+ * nofill (vio_read_map_nofill), the bytes of a hole are written only when
+ * it ends up inside a data extent that way. */
 struct ext_acc {
 	struct tv_extent *e;
 	size_t max, n;
+	bool nofill;
 };
 
-static void acc_add(struct ext_acc *a, uint64_t len, uint32_t fl)
+/* Account len bytes at out (hole or data); fills a hole with zeroes
+ * unless the accumulator says it need not. */
+static void acc_add(struct ext_acc *a, uint8_t *out, uint64_t len,
+		    uint32_t fl)
 {
+	bool hole = fl & TV_EXTENT_HOLE;
+
+	if (hole && !(a && a->nofill))
+		memset(out, 0, len);
 	if (!a)
 		return;
 	if (a->n && a->e[a->n - 1].flags == fl) {
@@ -441,8 +698,18 @@ static void acc_add(struct ext_acc *a, uint64_t len, uint32_t fl)
 		a->e[a->n].flags = fl;
 		a->n++;
 	} else {
-		a->e[a->n - 1].len += len;
-		a->e[a->n - 1].flags = 0;
+		struct tv_extent *last = &a->e[a->n - 1];
+
+		if (a->nofill) {
+			/* holes become data: their zeroes go in the buffer
+			 * (the last extent's bytes end where out begins) */
+			if (last->flags & TV_EXTENT_HOLE)
+				memset(out - last->len, 0, last->len);
+			if (hole)
+				memset(out, 0, len);
+		}
+		last->len += len;
+		last->flags = 0;
 	}
 }
 
@@ -469,14 +736,13 @@ static int vol_read(struct tv_pool *p, uint64_t id, void *buf, size_t len,
 			cv = u64map_find(&vs->cache, vblock);
 			if (cv) {
 				if (*cv == C_HOLE) {
-					memset(out, 0, n);
-					acc_add(acc, n, TV_EXTENT_HOLE);
+					acc_add(acc, out, n, TV_EXTENT_HOLE);
 					r = 0;
 				} else {
 					r = io_read(p->dev, out, n,
 						    dev_off(p, *cv & ~C_OWN,
 							    in));
-					acc_add(acc, n, 0);
+					acc_add(acc, out, n, 0);
 				}
 				pthread_rwlock_unlock(&vs->lock);
 				if (r < 0)
@@ -503,12 +769,11 @@ static int vol_read(struct tv_pool *p, uint64_t id, void *buf, size_t len,
 			checked = true;
 			r = map_lookup(p, &v, vblock, &m);
 			if (r == -ENOENT) {
-				memset(out, 0, n);
 				cache_put(vs, vblock, C_HOLE);
-				acc_add(acc, n, TV_EXTENT_HOLE);
+				acc_add(acc, out, n, TV_EXTENT_HOLE);
 				r = 0;
 			} else if (r == 0) {
-				acc_add(acc, n, 0);
+				acc_add(acc, out, n, 0);
 				uint64_t b = le64_to_cpu(m.block);
 				bool own = le64_to_cpu(m.epoch) >=
 					   le64_to_cpu(v.snap_epoch);
@@ -537,10 +802,11 @@ int tv_vol_read(struct tv_pool *p, uint64_t id, void *buf, size_t len,
 	return vol_read(p, id, buf, len, off, NULL);
 }
 
-int tv_vol_read_map(struct tv_pool *p, uint64_t id, void *buf, size_t len,
-		    uint64_t off, struct tv_extent *ext, size_t max, size_t *n)
+static int read_map(struct tv_pool *p, uint64_t id, void *buf, size_t len,
+		    uint64_t off, struct tv_extent *ext, size_t max, size_t *n,
+		    bool nofill)
 {
-	struct ext_acc acc = { .e = ext, .max = max, .n = 0 };
+	struct ext_acc acc = { .e = ext, .max = max, .n = 0, .nofill = nofill };
 	int r;
 
 	if (!max)
@@ -549,6 +815,130 @@ int tv_vol_read_map(struct tv_pool *p, uint64_t id, void *buf, size_t len,
 	if (r == 0)
 		*n = acc.n;
 	return r;
+}
+
+int tv_vol_read_map(struct tv_pool *p, uint64_t id, void *buf, size_t len,
+		    uint64_t off, struct tv_extent *ext, size_t max, size_t *n)
+{
+	return read_map(p, id, buf, len, off, ext, max, n, false);
+}
+
+int vio_read_map_nofill(struct tv_pool *p, uint64_t id, void *buf,
+			size_t len, uint64_t off, struct tv_extent *ext,
+			size_t max, size_t *n)
+{
+	return read_map(p, id, buf, len, off, ext, max, n, true);
+}
+
+/*
+ * The slow path of modify(): the first blocks of [off, off + len), up to
+ * SLOW_BATCH of them, or every whole block of a discard at once.  Sets
+ * *done to the bytes done.  Provisions run in the three steps of rule 3.
+ */
+static int slow_modify(struct tv_pool *p, struct vstate *vs, uint64_t id,
+		       const uint8_t *buf, uint64_t len, uint64_t off,
+		       bool discard, bool *checked, uint64_t *done)
+{
+	uint32_t bs = p->block_size;
+	uint64_t vblock = off / bs, in = off % bs;
+	uint64_t n = MIN(len, bs - in), did = 0;
+	bool unmap = discard && in == 0 && n == bs;
+	struct prov pv[SLOW_BATCH];
+	struct disk_volume v, before;
+	unsigned int npv = 0;
+	int r, late = 0;
+
+	pthread_mutex_lock(&p->meta_lock);
+	/* rule 4: no new provision while a drain waits; and whatever is in
+	 * flight where we go first */
+	while (p->vio->drainers ||
+	       in_flight(vs, vblock, unmap ? len / bs : 1))
+		pthread_cond_wait(&p->vio->done, &p->meta_lock);
+	r = vol_lookup_locked(p, id, &v);
+	if (r == 0)
+		r = writable_locked(p, &v);
+	if (r == 0 && !*checked)
+		r = check_range(p, &v, len, off);
+	if (r < 0) {
+		pthread_mutex_unlock(&p->meta_lock);
+		return r;
+	}
+	vstate_fill(p, vs, &v);
+	*checked = true;
+	before = v;
+	if (unmap) {
+		/* every whole block left in the range, at once */
+		did = len / bs * bs;
+		r = unmap_blocks_locked(p, &v, vs, vblock, len / bs);
+	} else {
+		/* this block and up to SLOW_BATCH - 1 more in one hold of
+		 * the lock, with one store of the volume record: a large
+		 * first write is many provisionings in a row */
+		for (unsigned int k = 0;;) {
+			bool queued = false;
+
+			if (buf)
+				r = plan_block_locked(p, &v, vs, vblock, in,
+						      buf + did, n, &pv[npv],
+						      &queued);
+			else
+				r = write_block_locked(p, &v, vs, vblock, in,
+						       NULL, n);
+			if (r < 0)
+				break;
+			npv += queued;
+			did += n;
+			if (++k >= SLOW_BATCH || did >= len)
+				break;
+			vblock++;
+			in = 0;
+			n = MIN(len - did, bs);
+			if (discard && n == bs)
+				break; /* unmapped at once, above */
+			if (in_flight(vs, vblock, 1))
+				break; /* the next round waits for it */
+		}
+	}
+	if (r < 0 && npv && !tm_state(p->tm)) {
+		/* a refused allocation (ENOSPC) or a data error in the
+		 * middle of the batch: the blocks before it are still
+		 * written and mapped, as a write that fails part way may
+		 * leave them (and a full pool then stays full) */
+		late = r;
+		r = 0;
+	}
+	/* Store what was done, also when a later block of the batch failed
+	 * with a data error: the mappings made before it are in v's tree.
+	 * (After a metadata error the transaction is poisoned and abort
+	 * undoes all.)  Before the provisions go in flight: a failure here
+	 * aborts, and the abort would wait for them (rule 4). */
+	if (memcmp(&v, &before, sizeof(v)) && (r == 0 || !tm_state(p->tm))) {
+		int rs = vol_store_locked(p, &v);
+		if (rs < 0)
+			r = rs;
+	}
+	if (r == 0 && npv)
+		r = pending_add_locked(p, vs, pv, npv);
+	if (r < 0 && !tm_state(p->tm)) {
+		/* give back what this batch allocated (after a metadata
+		 * error the abort does) */
+		for (unsigned int i = 0; i < npv; i++)
+			sm_dec_block(tm_sm(p->tm), pv[i].block, NULL);
+	}
+	if (r < 0)
+		r = fail_locked(p, r);
+	pthread_mutex_unlock(&p->meta_lock);
+	*done = did;
+	if (r < 0 || !npv)
+		return r;
+
+	/* step b, with no lock held: other requests run meanwhile */
+	prov_write_all(p, pv, npv);
+
+	pthread_mutex_lock(&p->meta_lock);
+	r = pending_finish_locked(p, vs, id, pv, npv);
+	pthread_mutex_unlock(&p->meta_lock);
+	return r < 0 ? r : late;
 }
 
 /* Write or zero (buf NULL) a range; discard unmaps whole blocks. */
@@ -565,7 +955,6 @@ static int modify(struct tv_pool *p, uint64_t id, const uint8_t *buf,
 	while (len) {
 		uint64_t vblock = off / bs, in = off % bs;
 		uint64_t n = MIN(len, bs - in);
-		bool whole = in == 0 && n == bs;
 
 		/* fast path: our own block, cached: write in place */
 		if (buf) {
@@ -590,68 +979,10 @@ static int modify(struct tv_pool *p, uint64_t id, const uint8_t *buf,
 			}
 			pthread_rwlock_unlock(&vs->lock);
 		}
-		{
-			struct disk_volume v, before;
-
-			pthread_mutex_lock(&p->meta_lock);
-			r = vol_lookup_locked(p, id, &v);
-			if (r == 0)
-				r = writable_locked(p, &v);
-			if (r == 0 && !checked)
-				r = check_range(p, &v, len, off);
-			if (r < 0) {
-				pthread_mutex_unlock(&p->meta_lock);
-				return r;
-			}
-			vstate_fill(p, vs, &v);
-			checked = true;
-			before = v;
-			if (discard && whole) {
-				/* every whole block left in the range, at once */
-				uint64_t nb = len / bs;
-
-				n = nb * bs;
-				r = unmap_blocks_locked(p, &v, vs, vblock, nb);
-			} else {
-				/* this block and up to SLOW_BATCH - 1 more in
-				 * one hold of the lock, with one store of the
-				 * volume record: a large first write is many
-				 * provisionings in a row */
-				uint64_t done = 0;
-				unsigned int k = 0;
-
-				for (;;) {
-					r = write_block_locked(
-						p, &v, vs, vblock, in,
-						buf ? buf + done : NULL, n);
-					done += n;
-					if (r < 0 || ++k >= SLOW_BATCH ||
-					    done >= len)
-						break;
-					vblock++;
-					in = 0;
-					n = MIN(len - done, bs);
-					if (discard && n == bs)
-						break; /* unmapped at once, above */
-				}
-				n = done;
-			}
-			/* Store what was done, also when a later block of the
-			 * batch failed with a data error: the mappings made
-			 * before it are in v's tree.  (After a metadata error
-			 * the transaction is poisoned and abort undoes all.) */
-			if (memcmp(&v, &before, sizeof(v)) &&
-			    (r == 0 || !tm_state(p->tm))) {
-				int rs = vol_store_locked(p, &v);
-				if (rs < 0)
-					r = rs;
-			}
-			if (r < 0)
-				r = fail_locked(p, r);
-			pthread_mutex_unlock(&p->meta_lock);
-			if (r < 0)
-				return r;
-		}
+		r = slow_modify(p, vs, id, buf, len, off, discard, &checked,
+				&n);
+		if (r < 0)
+			return r;
 next:
 		if (buf)
 			buf += n;

@@ -403,6 +403,59 @@ static uint64_t counter_ids(void)
 	return 0;
 }
 
+/*
+ * The flush a commit does first without meta_lock when much data went into
+ * new blocks (vio.c, rule 5) fails: the commit must fail too, although the
+ * commit's own flush, later, succeeds (a writeback error is reported
+ * once), and nothing of the transaction may be committed.
+ */
+static void preflush_fault(void)
+{
+	struct tv_pool_create_opts co = { .block_size = 64 << 10,
+					  .blob_size = 16 };
+	struct tv_pool_open_opts oo = { .commit_interval_ms = 3600000 };
+	struct io_fault_cfg fc = { .fail_at = 1, .error = -EIO,
+				   .kind = IO_FAULT_ERROR,
+				   .op_mask = IO_OP_FLUSH };
+	size_t len = 24 << 20;
+	uint8_t *buf = malloc(len);
+	struct io_dev *mem, *fault;
+	struct tv_check_report rep;
+	struct tv_pool_info pi;
+	struct tv_pool *p;
+	uint64_t id, used;
+
+	CHECK(buf);
+	memset(buf, 0x5a, len);
+	CHECK_OK(io_mem_create(128 << 20, &mem));
+	CHECK_OK(pool_format_dev(mem, &co));
+	CHECK_OK(io_fault_wrap(mem, false, &fault));
+	CHECK_OK(pool_open_dev(fault, false, "preflush", &oo, &p));
+	CHECK_OK(tv_vol_create(p, "v", 64 << 20, NULL, 0, &id));
+	CHECK_OK(tv_pool_info(p, &pi));
+	used = pi.used;
+	CHECK_OK(tv_vol_write(p, id, buf, len, 0, 0));
+	io_fault_arm(fault, &fc);
+	CHECK(tv_pool_flush(p) < 0);
+	CHECK_EQ(io_fault_failed(fault), 1);
+	CHECK(io_fault_count(fault) >= 1);
+	CHECK_OK(tv_pool_info(p, &pi));
+	CHECK_EQ(pi.state, TV_POOL_READ_ONLY);
+	io_fault_disarm(fault);
+	tv_pool_close(p);
+	/* the committed pool: the volume, none of the writes */
+	CHECK_OK(pool_open_dev(fault, false, "preflush", &oo, &p));
+	CHECK_OK(tv_pool_info(p, &pi));
+	CHECK_EQ(pi.used, used);
+	CHECK_OK(tv_pool_check(p, NULL, &rep));
+	CHECK(rep.clean);
+	CHECK_OK(tv_pool_close(p));
+	io_close(fault);
+	io_close(mem);
+	free(buf);
+	printf("  a failed flush before a commit fails the commit\n");
+}
+
 int main(void)
 {
 	uint64_t seed = tseed("test-engine-fault");
@@ -418,6 +471,7 @@ int main(void)
 	if (!getenv("V"))
 		log_set_sink(quiet, NULL);
 	nsteps = (unsigned int)((tsanitized() ? 120 : 400) * tscale());
+	preflush_fault();
 	total = run_one(seed, 0, false, &st[0]);
 	printf("  workload of %u steps: %llu I/O operations to fail\n", nsteps,
 	       (unsigned long long)total);

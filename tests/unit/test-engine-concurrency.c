@@ -33,6 +33,19 @@
  * flushes.  Afterwards every volume matches the threads' models, also
  * after a reopen, and the checker is clean.
  *
+ * Part D - first writes in flight (vio.c, rules 3 and 4).  ND threads
+ * provision a volume whose blocks keep being unmapped again: in its first
+ * part they own interleaved 2-sector units (so several threads provision
+ * the same block at once), in the rest contiguous regions side by side,
+ * where they write up to 40 blocks at once (several batches, whole
+ * neighbouring blocks) and discard whole blocks.  Another thread does the
+ * same on a scratch volume that a meta thread deletes and creates again
+ * (its writes may fail: ENOENT).  The meta thread also snapshots the
+ * volume and deletes the snapshots, and runs the checker on the live pool
+ * (which commits first: it must never find an allocated block that no
+ * mapping names); a flush thread commits.  Afterwards the volume matches
+ * the threads' models, also after a reopen, and the checker is clean.
+ *
  * Seeded (TV_SEED); the interleavings are not replayable, the data is.
  */
 #include <errno.h>
@@ -721,6 +734,221 @@ static void part_c(const char *path, const struct tv_pool_open_opts *oo)
 	clean("part C, reopened");
 }
 
+
+/* ================= Part D ================= */
+
+#define ND 4
+#define D_UNITS 64			/* interleaved 2-sector units each */
+#define D_REGION (48 * SPB)		/* contiguous sectors each */
+#define D_ZONE1 (ND * D_UNITS * 2)
+#define D_SECTORS (D_ZONE1 + ND * D_REGION)
+#define D_MAXW (40 * SPB)		/* sectors per write, at most */
+
+static uint64_t d_vol;
+static _Atomic uint64_t d_scratch; /* 0 while deleted */
+static atomic_bool d_stop;
+static _Atomic uint64_t d_ops[6];
+static uint64_t d_model[D_SECTORS];
+
+struct dthread {
+	pthread_t th;
+	int t;
+};
+
+static void d_write(uint64_t vol, uint8_t *buf, uint64_t s0, uint64_t n,
+		    uint64_t ver, bool model)
+{
+	int ret;
+
+	for (uint64_t s = 0; s < n; s++)
+		pattern(buf + s * SECT, 0xD, s0 + s, ver);
+	ret = tv_vol_write(pool, vol, buf, n * SECT, s0 * SECT, 0);
+	if (model) {
+		if (ret)
+			fprintf(stderr, "part D: write %llu+%llu: %s (%s)\n",
+				(unsigned long long)s0, (unsigned long long)n,
+				strerror(-ret), tv_last_error());
+		CHECK_OK(ret);
+		for (uint64_t s = 0; s < n; s++)
+			d_model[s0 + s] = ver;
+	} else {
+		/* the scratch volume may be gone */
+		CHECK(ret == 0 || ret == -ENOENT);
+	}
+}
+
+static void d_check(const uint8_t *buf, uint64_t s0, uint64_t n,
+		    const char *what)
+{
+	for (uint64_t s = 0; s < n; s++) {
+		uint64_t got;
+		if (decode(buf + s * SECT, 0xD, s0 + s, &got) < 0 ||
+		    got != d_model[s0 + s]) {
+			fprintf(stderr, "%s: sector %llu differs (want "
+					"version %llu)\n",
+				what, (unsigned long long)(s0 + s),
+				(unsigned long long)d_model[s0 + s]);
+			CHECK(0);
+		}
+	}
+}
+
+static void *d_main(void *arg)
+{
+	struct dthread *d = arg;
+	uint8_t *buf = malloc((size_t)D_MAXW * SECT);
+	uint64_t base = D_ZONE1 + (uint64_t)d->t * D_REGION, ver = 0;
+	struct trng r;
+
+	CHECK(buf);
+	trng_init(&r, seed ^ (0xD000u + (unsigned)d->t));
+	while (!atomic_load(&d_stop)) {
+		unsigned int op = (unsigned int)trng_below(&r, 10);
+		uint64_t s0, n;
+
+		if (op < 3) { /* my units of the shared blocks */
+			uint64_t u = trng_below(&r, D_UNITS) * ND +
+				     (uint64_t)d->t;
+			d_write(d_vol, buf, u * 2, 2, ++ver, true);
+			atomic_fetch_add(&d_ops[0], 1);
+			continue;
+		}
+		s0 = base + trng_below(&r, D_REGION);
+		n = 1 + trng_below(&r, MIN(D_MAXW, base + D_REGION - s0));
+		if (op < 7) { /* a run of my region */
+			d_write(d_vol, buf, s0, n, ++ver, true);
+			atomic_fetch_add(&d_ops[1], 1);
+		} else if (op < 8) { /* read it back */
+			CHECK_OK(tv_vol_read(pool, d_vol, buf, n * SECT,
+					     s0 * SECT));
+			d_check(buf, s0, n, "part D, read");
+		} else { /* unmap whole blocks of my region */
+			uint64_t b0 = DIV_ROUND_UP(s0, SPB) * SPB;
+			uint64_t b1 = (s0 + n) / SPB * SPB;
+			if (b0 >= b1)
+				continue;
+			CHECK_OK(op == 8 ? tv_vol_discard(pool, d_vol,
+							  (b1 - b0) * SECT,
+							  b0 * SECT)
+					 : tv_vol_write_zeroes(
+						   pool, d_vol,
+						   (b1 - b0) * SECT,
+						   b0 * SECT));
+			for (uint64_t s = b0; s < b1; s++)
+				d_model[s] = 0;
+			atomic_fetch_add(&d_ops[2], 1);
+		}
+	}
+	free(buf);
+	return NULL;
+}
+
+/* First writes to a volume that comes and goes. */
+static void *d_scratch_main(void *arg)
+{
+	uint8_t *buf = malloc((size_t)D_MAXW * SECT);
+	uint64_t ver = 0;
+	struct trng r;
+
+	(void)arg;
+	CHECK(buf);
+	trng_init(&r, seed ^ 0xD5C4);
+	while (!atomic_load(&d_stop)) {
+		uint64_t id = atomic_load(&d_scratch);
+		uint64_t s0 = trng_below(&r, D_SECTORS);
+		uint64_t n = 1 + trng_below(&r, MIN(D_MAXW, D_SECTORS - s0));
+
+		if (id)
+			d_write(id, buf, s0, n, ++ver, false);
+	}
+	free(buf);
+	return NULL;
+}
+
+static void *d_meta_main(void *arg)
+{
+	unsigned int seq = 0;
+	struct trng r;
+
+	(void)arg;
+	trng_init(&r, seed ^ 0xD3E7A);
+	while (!atomic_load(&d_stop)) {
+		unsigned int op = (unsigned int)trng_below(&r, 4);
+		char name[32];
+		uint64_t id;
+
+		if (op == 0) {
+			snprintf(name, sizeof(name), "d-snap%u", seq++);
+			CHECK_OK(tv_vol_snapshot(pool, d_vol, name, 0, NULL, 0,
+						 &id));
+			CHECK_OK(tv_vol_delete(pool, id));
+			atomic_fetch_add(&d_ops[3], 1);
+		} else if (op == 1) {
+			id = atomic_exchange(&d_scratch, 0);
+			CHECK_OK(tv_vol_delete(pool, id));
+			snprintf(name, sizeof(name), "d-scratch%u", seq++);
+			CHECK_OK(tv_vol_create(pool, name,
+					       (uint64_t)D_SECTORS * SECT,
+					       NULL, 0, &id));
+			atomic_store(&d_scratch, id);
+			atomic_fetch_add(&d_ops[4], 1);
+		} else {
+			clean("part D, live");
+			atomic_fetch_add(&d_ops[5], 1);
+		}
+		usleep(2000);
+	}
+	return NULL;
+}
+
+static void part_d(const char *path, const struct tv_pool_open_opts *oo)
+{
+	uint8_t *buf = malloc((size_t)D_SECTORS * SECT);
+	struct dthread th[ND];
+	pthread_t meta, scratch, fl;
+	uint64_t id;
+
+	CHECK(buf);
+	CHECK_OK(tv_vol_create(pool, "d", (uint64_t)D_SECTORS * SECT, NULL, 0,
+			       &d_vol));
+	CHECK_OK(tv_vol_create(pool, "d-scratch", (uint64_t)D_SECTORS * SECT,
+			       NULL, 0, &id));
+	atomic_store(&d_scratch, id);
+	atomic_store(&d_stop, false);
+	atomic_store(&c_stop, false);
+	for (int t = 0; t < ND; t++) {
+		th[t].t = t;
+		CHECK(!pthread_create(&th[t].th, NULL, d_main, &th[t]));
+	}
+	CHECK(!pthread_create(&scratch, NULL, d_scratch_main, NULL));
+	CHECK(!pthread_create(&meta, NULL, d_meta_main, NULL));
+	CHECK(!pthread_create(&fl, NULL, c_flush_main, NULL));
+	usleep((useconds_t)(budget_s * 1e6));
+	atomic_store(&d_stop, true);
+	atomic_store(&c_stop, true);
+	for (int t = 0; t < ND; t++)
+		CHECK(!pthread_join(th[t].th, NULL));
+	CHECK(!pthread_join(scratch, NULL));
+	CHECK(!pthread_join(meta, NULL));
+	CHECK(!pthread_join(fl, NULL));
+	printf("  part D: %d threads: %llu shared-block writes, %llu runs, "
+	       "%llu unmaps; %llu snapshots, %llu scratch volumes, %llu live "
+	       "checks\n",
+	       ND, (unsigned long long)d_ops[0], (unsigned long long)d_ops[1],
+	       (unsigned long long)d_ops[2], (unsigned long long)d_ops[3],
+	       (unsigned long long)d_ops[4], (unsigned long long)d_ops[5]);
+	fflush(stdout);
+	CHECK_OK(tv_vol_read(pool, d_vol, buf, (size_t)D_SECTORS * SECT, 0));
+	d_check(buf, 0, D_SECTORS, "part D");
+	clean("part D");
+	CHECK_OK(tv_pool_close(pool));
+	CHECK_OK(tv_pool_open(path, oo, &pool));
+	CHECK_OK(tv_vol_read(pool, d_vol, buf, (size_t)D_SECTORS * SECT, 0));
+	d_check(buf, 0, D_SECTORS, "part D, reopened");
+	clean("part D, reopened");
+	free(buf);
+}
+
 int main(void)
 {
 	char dir[] = "/tmp/tv-conc-XXXXXX", path[256];
@@ -741,6 +969,7 @@ int main(void)
 	part_a();
 	part_b(tsanitized() ? 120 : 400);
 	part_c(path, &oo);
+	part_d(path, &oo);
 
 	CHECK_OK(tv_pool_close(pool));
 	unlink(path);

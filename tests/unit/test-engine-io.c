@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "tcheck.h"
+#include "thin/thin-internal.h" /* vio_read_map_nofill */
 #include "thinvol.h"
 #include "util/checked.h"
 #include "util/log.h"
@@ -108,6 +109,46 @@ static void verify_all(struct tv_pool *p)
 	}
 }
 
+/*
+ * The same read through tv_vol_read_map and vio_read_map_nofill (the NBD
+ * server's), with a few extents at most: the extents cover the range;
+ * hole extents read as zeroes in the model; every byte of the buffer is
+ * the model's, except (nofill) those of hole extents, left as they were.
+ */
+static void read_map_check(struct tv_pool *p, const struct mvol *v,
+			   uint8_t *buf, uint64_t len, uint64_t off)
+{
+	static const uint8_t zero[64 << 10];
+	struct tv_extent ext[4];
+
+	for (int nofill = 0; nofill < 2; nofill++) {
+		size_t max = 1 + (size_t)trng_below(&rng, 4), n = 0;
+		uint64_t pos = 0;
+
+		memset(buf, 0xa5, len);
+		CHECK_OK(nofill ? vio_read_map_nofill(p, v->id, buf, len, off,
+						      ext, max, &n)
+				: tv_vol_read_map(p, v->id, buf, len, off, ext,
+						  max, &n));
+		CHECK(n >= 1 && n <= max);
+		for (size_t e = 0; e < n; e++) {
+			const uint8_t *want = v->data + off + pos;
+			bool hole = ext[e].flags & TV_EXTENT_HOLE;
+
+			CHECK(ext[e].len > 0 && ext[e].len <= len - pos);
+			for (uint64_t k = 0; hole && k < ext[e].len;
+			     k += sizeof(zero))
+				CHECK(!memcmp(want + k, zero,
+					      MIN(sizeof(zero),
+						  ext[e].len - k)));
+			if (!hole || !nofill)
+				CHECK(!memcmp(buf + pos, want, ext[e].len));
+			pos += ext[e].len;
+		}
+		CHECK_EQ(pos, len);
+	}
+}
+
 static void step(struct tv_pool *p, unsigned int *seq)
 {
 	unsigned int op = (unsigned int)trng_below(&rng, 100);
@@ -199,6 +240,7 @@ static void step(struct tv_pool *p, unsigned int *seq)
 		buf = malloc(len);
 		CHECK_OK(tv_vol_read(p, vols[i].id, buf, len, off));
 		CHECK(!memcmp(buf, vols[i].data + off, len));
+		read_map_check(p, &vols[i], buf, len, off);
 		free(buf);
 		ops_done[6]++;
 	} else { /* bad ranges */
