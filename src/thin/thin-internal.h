@@ -131,8 +131,8 @@ int tv_err(int err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
  * TV_ID_EPOCH (2025-01-01 00:00:00 UTC) on CLOCK_REALTIME, so an id handed
  * out after a restore of an older copy of the pool is still above every id
  * the newer copy handed out: nothing allocates ids faster than one per
- * microsecond.  Tests that predict ids point volume_id_clock at a function
- * returning 0 (plain counter).
+ * microsecond.  Tests that predict ids set volume_id_clock to NULL: the
+ * plain counter.
  */
 #define TV_ID_EPOCH 1735689600ull
 extern uint64_t (*volume_id_clock)(void);
