@@ -1219,19 +1219,27 @@ int btree_update(const struct btree_info *info, struct tm_ref *root,
 	return put(&b, root, key, value, PUT_UPDATE, &inserted, NULL);
 }
 
+/* put(PUT_ANY), telling whether the key was new */
+static int put_any(struct bt *b, struct tm_ref *root, const void *key,
+		   const void *value, bool *inserted, struct btree_hint *hint)
+{
+	bool ins = false;
+	int r = put(b, root, key, value, PUT_ANY, &ins, hint);
+
+	if (!r && inserted)
+		*inserted = ins;
+	return r;
+}
+
 int btree_put(const struct btree_info *info, struct tm_ref *root,
 	      const void *key, const void *value, bool *inserted)
 {
 	struct bt b;
-	bool ins = false;
 	int r = bt_init(&b, info);
 
 	if (r)
 		return r;
-	r = put(&b, root, key, value, PUT_ANY, &ins, NULL);
-	if (!r && inserted)
-		*inserted = ins;
-	return r;
+	return put_any(&b, root, key, value, inserted, NULL);
 }
 
 /* ---- removal ---- */
@@ -1575,7 +1583,7 @@ int btree_put_hinted(const struct btree_info *info, struct tm_ref *root,
 	struct bt b;
 	struct bc_node *n;
 	unsigned int pos;
-	bool found, ins = false;
+	bool found;
 	int r = bt_init(&b, info);
 
 	if (r)
@@ -1613,10 +1621,7 @@ int btree_put_hinted(const struct btree_info *info, struct tm_ref *root,
 	}
 	/* the ordinary path may free or move the leaf: unpin it first */
 	btree_hint_drop(info, hint);
-	r = put(&b, root, key, value, PUT_ANY, &ins, hint);
-	if (!r && inserted)
-		*inserted = ins;
-	return r;
+	return put_any(&b, root, key, value, inserted, hint);
 }
 
 int btree_remove_hinted(const struct btree_info *info, struct tm_ref *root,
