@@ -56,6 +56,7 @@ void vm_settle(struct vm_model *m)
 			struct vm_sect *s = &m->v[i].s[k];
 			s->c[0] = s->c[s->n - 1];
 			s->n = 1;
+			s->lost = false;
 		}
 }
 
@@ -63,9 +64,10 @@ void vm_add(struct vm_sect *s, uint64_t h)
 {
 	if (s->c[s->n - 1] == h)
 		return;
-	if (s->n == VM_MAXC) { /* keep the oldest (durable) and the newest */
+	if (s->n == VM_MAXC) { /* keep the durable one and the newest */
 		memmove(&s->c[1], &s->c[2], (VM_MAXC - 2) * sizeof(s->c[0]));
 		s->n--;
+		s->lost = true;
 	}
 	s->c[s->n++] = h;
 }
@@ -115,6 +117,7 @@ bool vm_matches(struct tv_pool *p, const struct vm_model *m, bool verbose)
 			bool ok = false;
 			for (int c = 0; c < v->s[k].n; c++)
 				ok |= v->s[k].c[c] == h;
+			ok |= v->s[k].lost;
 			if (!ok) {
 				if (verbose)
 					fprintf(stderr, "volume %s sector %llu: "

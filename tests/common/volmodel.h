@@ -18,10 +18,16 @@
 
 #define VM_NV 5	      /* volumes a model tracks */
 #define VM_SECT 512u  /* sector size */
-#define VM_MAXC 6     /* contents kept per sector */
+#define VM_MAXC 32    /* contents kept per sector */
 
+/* A sector's possible contents: c[0] the durable one, then every one
+ * written since, in order.  A crash image may show any of them (unflushed
+ * writes land in any subset, in any order), so none may be dropped; when
+ * more than VM_MAXC were written since the last flush, lost is set and
+ * the sector is not checked until the next flush. */
 struct vm_sect {
 	uint8_t n;
+	bool lost;
 	uint64_t c[VM_MAXC];
 };
 
