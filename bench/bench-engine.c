@@ -345,7 +345,7 @@ static void usage(FILE *f)
 		"                      exists, else as --dir)\n"
 		"  --snap-sizes LIST   mapped sizes, comma-separated (default "
 		"1G,16G)\n"
-		"  --snaps N           snapshots of each (default 5)\n"
+		"  --snaps N           snapshots of each (default 50)\n"
 		"  --random-blocks N   blocks written by random 4 KiB writes "
 		"(default 256K)\n"
 		"  --reclaim-max SIZE  wait for (and time) the reclaim after "
@@ -403,7 +403,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 		.page = 1000,
 		.snap_sizes = { GiB, 16 * GiB },
 		.nr_snap_sizes = 2,
-		.snaps = 5,
+		.snaps = 50,
 		.random_blocks = 256 * 1024,
 		.reclaim_max = GiB,
 		.block_size = 64u << 10,
@@ -1015,6 +1015,7 @@ static void part_snapshot(const struct opts *o, uint64_t size)
 	const uint64_t blocks = size / bs;
 	struct tv_pool_info in0, in1;
 	struct lat lat = { 0 };
+	struct probe pa, pb;
 	struct tv_pool *pool;
 	char *path, name[32];
 	uint64_t id, *snaps;
@@ -1056,6 +1057,7 @@ static void part_snapshot(const struct opts *o, uint64_t size)
 	snaps = calloc(o->snaps + 1, sizeof(*snaps));
 	if (!snaps)
 		die("calloc", -ENOMEM);
+	pa = probe_of(pool);
 	for (uint64_t i = 0; i < o->snaps; i++) {
 		snprintf(name, sizeof(name), "snap-%" PRIu64, i);
 		t0 = now_s();
@@ -1063,9 +1065,22 @@ static void part_snapshot(const struct opts *o, uint64_t size)
 		lat_add(&lat, now_s() - t0);
 		if (r)
 			die("tv_vol_snapshot", r);
+		if (i == 0) {
+			/* the first one finds the origin's cache full */
+			struct probe p1 = probe_of(pool);
+
+			printf("  first snapshot after the fill    %.1f us\n",
+			       (now_s() - t0) * 1e6);
+			bench_add(" snapshot_first_us=%.1f",
+				  (now_s() - t0) * 1e6);
+			print_probe("snapshot_first", &pa, &p1, 1);
+		}
 	}
+	pb = probe_of(pool);
 	print_lat("tv_vol_snapshot", "snapshot", &lat, 1);
+	print_probe("snapshot", &pa, &pb, o->snaps);
 	lat_reset(&lat);
+	pa = probe_of(pool);
 	for (uint64_t i = 0; i < o->snaps; i++) {
 		t0 = now_s();
 		r = tv_vol_delete(pool, snaps[i]);
@@ -1073,7 +1088,9 @@ static void part_snapshot(const struct opts *o, uint64_t size)
 		if (r)
 			die("tv_vol_delete(snapshot)", r);
 	}
+	pb = probe_of(pool);
 	print_lat("tv_vol_delete (snapshot)", "delete_snap", &lat, 1);
+	print_probe("delete_snap", &pa, &pb, o->snaps);
 	lat_reset(&lat);
 	if (size <= o->reclaim_max) {
 		wait_reclaimed(pool, &rec_s);

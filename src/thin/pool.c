@@ -595,6 +595,11 @@ static void *committer_main(void *arg)
 		}
 		if (p->dirty && pool_commit_locked(p) == 0)
 			discard_freed_locked(p);
+		if (vio_reap_pending(p)) {
+			pthread_mutex_unlock(&p->meta_lock);
+			vio_reap(p);
+			pthread_mutex_lock(&p->meta_lock);
+		}
 	}
 	/* finish reclaiming? no: it resumes at the next open */
 	pthread_mutex_unlock(&p->meta_lock);

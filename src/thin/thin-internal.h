@@ -174,6 +174,9 @@ void vio_destroy(struct tv_pool *p);
 /* Drop a volume's cached mappings, size and flags, after waiting for the
  * I/O that uses them.  meta_lock held. */
 void vio_invalidate_locked(struct tv_pool *p, uint64_t id);
+void vio_snapshot_locked(struct tv_pool *p, uint64_t id);
+void vio_reap(struct tv_pool *p);
+bool vio_reap_pending(struct tv_pool *p);
 /* Forget the cached state of every volume (the pool went read-only).
  * Caller holds meta_lock. */
 void vio_forget_all_locked(struct tv_pool *p);

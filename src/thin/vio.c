@@ -79,9 +79,26 @@
 #include "util/log.h"
 
 #define CACHE_MAX_ENTRIES (1u << 20) /* per volume; cleared beyond */
-#define C_OWN (1ull << 63)	     /* cached value: block is our own */
-#define C_HOLE UINT64_MAX	     /* cached value: not mapped */
+/*
+ * A cached value is C_HOLE (not mapped), a block number below 2^63 (a
+ * mapping that may be shared), or C_OWN | gen << C_GEN_SHIFT | block for
+ * a block the volume owns (block < C_BLOCK_MASK).  A snapshot of the
+ * volume bumps vs->gen instead of visiting the cache: the entries of the
+ * older generation then read as shared, which they now are, and the
+ * snapshot costs the same whatever the volume has mapped.  The mappings
+ * stay good for reads.  When gen wraps round the cache is cleared, so an
+ * old entry never passes for a new one.  Own blocks past C_BLOCK_MASK
+ * (pools of 2^47 blocks and more) are cached as shared: their writes
+ * take the slow path, which is right, only slower.
+ */
+#define C_OWN (1ull << 63)
+#define C_HOLE UINT64_MAX
+#define C_GEN_SHIFT 47
+#define C_GEN_MASK 0xffffu
+#define C_BLOCK_MASK ((1ull << C_GEN_SHIFT) - 1)
 #define SLOW_BATCH 16		     /* blocks per hold of meta_lock */
+/* blocks a read that misses the cache looks up at once (aligned) */
+#define READ_WINDOW 256u
 #define NO_BLOCK UINT64_MAX
 /* new-block bytes after which a commit flushes first without meta_lock */
 #define PREFLUSH_BYTES (16u << 20)
@@ -93,13 +110,21 @@ struct vstate {
 	bool valid;	     /* size and flags below are current */
 	uint64_t size;
 	uint32_t flags;
-	struct u64map cache; /* vblock -> block | C_OWN, or C_HOLE */
+	uint32_t gen;	     /* snapshots of the volume, mod C_GEN_MASK + 1 */
+	struct u64map cache; /* vblock -> cached value (above) */
 	struct u64map pending; /* meta_lock: vblock -> block in flight */
 };
 
+/* A cache taken from a volume, to be freed by the committer. */
+struct dead_cache {
+	struct u64map map;
+	struct dead_cache *next;
+};
+
 struct vio {
-	pthread_mutex_t lock; /* the table of vstates */
+	pthread_mutex_t lock; /* the table of vstates, and dead */
 	struct u64map vols;   /* id -> struct vstate * */
+	struct dead_cache *dead;
 
 	/* provisions in flight (rule 4), all under meta_lock */
 	pthread_cond_t done;	/* one finished, or a drain ended */
@@ -145,6 +170,7 @@ void vio_destroy(struct tv_pool *p)
 		free(vs);
 	}
 	u64map_free(&p->vio->vols);
+	vio_reap(p);
 	pthread_cond_destroy(&p->vio->done);
 	pthread_mutex_destroy(&p->vio->lock);
 	free(p->vio);
@@ -180,23 +206,93 @@ static struct vstate *vstate_get(struct tv_pool *p, uint64_t id)
 	return vs;
 }
 
-/* Forget what we cached of a volume; waits for fast-path I/O on it.
- * Called with meta_lock held (rule 1). */
-void vio_invalidate_locked(struct tv_pool *p, uint64_t id)
+static struct vstate *vstate_find(struct tv_pool *p, uint64_t id)
 {
-	struct vstate *vs;
 	uint64_t *v;
+	struct vstate *vs;
 
 	pthread_mutex_lock(&p->vio->lock);
 	v = u64map_find(&p->vio->vols, id);
 	vs = v ? (struct vstate *)(uintptr_t)*v : NULL;
 	pthread_mutex_unlock(&p->vio->lock);
+	return vs;
+}
+
+/* Forget what we cached of a volume (deleted, or resized); waits for
+ * fast-path I/O on it.  Called with meta_lock held (rule 1).  The cache
+ * is handed to the committer to free, so that the caller does not pay
+ * for the size of what was cached. */
+void vio_invalidate_locked(struct tv_pool *p, uint64_t id)
+{
+	struct vstate *vs = vstate_find(p, id);
+	struct dead_cache *d;
+	bool moved = false;
+
+	if (!vs)
+		return;
+	d = malloc(sizeof(*d));
+	pthread_rwlock_wrlock(&vs->lock);
+	if (d && vs->cache.len) {
+		d->map = vs->cache;
+		u64map_init(&vs->cache);
+		moved = true;
+	} else {
+		u64map_clear(&vs->cache);
+	}
+	vs->valid = false;
+	pthread_rwlock_unlock(&vs->lock);
+	if (moved) {
+		pthread_mutex_lock(&p->vio->lock);
+		d->next = p->vio->dead;
+		p->vio->dead = d;
+		pthread_mutex_unlock(&p->vio->lock);
+	} else {
+		free(d);
+	}
+}
+
+/* A snapshot of volume id is being taken (meta_lock held): wait for the
+ * writes in flight through the cache, then make every cached block of it
+ * shared (a new generation, see C_OWN) — O(1), whatever is cached. */
+void vio_snapshot_locked(struct tv_pool *p, uint64_t id)
+{
+	struct vstate *vs = vstate_find(p, id);
+
 	if (!vs)
 		return;
 	pthread_rwlock_wrlock(&vs->lock);
-	u64map_clear(&vs->cache);
-	vs->valid = false;
+	vs->gen = (vs->gen + 1) & C_GEN_MASK;
+	if (!vs->gen)
+		u64map_clear(&vs->cache);
 	pthread_rwlock_unlock(&vs->lock);
+}
+
+/* Free the caches of deleted and resized volumes (no lock held). */
+void vio_reap(struct tv_pool *p)
+{
+	struct dead_cache *d;
+
+	pthread_mutex_lock(&p->vio->lock);
+	d = p->vio->dead;
+	p->vio->dead = NULL;
+	pthread_mutex_unlock(&p->vio->lock);
+	while (d) {
+		struct dead_cache *next = d->next;
+
+		u64map_free(&d->map);
+		free(d);
+		d = next;
+	}
+}
+
+bool vio_reap_pending(struct tv_pool *p)
+{
+	bool r;
+
+	pthread_mutex_lock(&p->vio->lock);
+	r = p->vio->dead != NULL;
+	pthread_mutex_unlock(&p->vio->lock);
+	return r;
 }
 
 /* Forget what we cached of every volume (meta_lock held): used when the
@@ -254,12 +350,49 @@ static int fast_ok(const struct vstate *vs, uint64_t len, uint64_t off,
 	       !(write && (vs->flags & TV_VOL_READ_ONLY));
 }
 
-static void cache_put(struct vstate *vs, uint64_t vblock, uint64_t val)
+/* The block a cached value names (not C_HOLE). */
+static uint64_t c_block(uint64_t val)
 {
-	pthread_rwlock_wrlock(&vs->lock);
+	return val & C_OWN ? val & C_BLOCK_MASK : val;
+}
+
+/* Whether a cached value is a block the volume owns now; vs->lock held. */
+static bool c_own(const struct vstate *vs, uint64_t val)
+{
+	return val != C_HOLE && (val & C_OWN) &&
+	       ((val >> C_GEN_SHIFT) & C_GEN_MASK) == vs->gen;
+}
+
+static void cache_put_locked(struct vstate *vs, uint64_t vblock,
+			     uint64_t val)
+{
 	if (vs->cache.len >= CACHE_MAX_ENTRIES)
 		u64map_clear(&vs->cache);
 	u64map_put(&vs->cache, vblock, val); /* ENOMEM: just not cached */
+}
+
+/* Cache C_HOLE, or a block that may be shared. */
+static void cache_put(struct vstate *vs, uint64_t vblock, uint64_t val)
+{
+	pthread_rwlock_wrlock(&vs->lock);
+	cache_put_locked(vs, vblock, val);
+	pthread_rwlock_unlock(&vs->lock);
+}
+
+/* The cached value of a block the volume owns; vs->lock held. */
+static uint64_t own_val(const struct vstate *vs, uint64_t block)
+{
+	return block < C_BLOCK_MASK
+		       ? C_OWN | (uint64_t)vs->gen << C_GEN_SHIFT | block
+		       : block;
+}
+
+/* Cache a block the volume owns (meta_lock held, so no snapshot of the
+ * volume can come between the decision that it is owned and this). */
+static void cache_put_own(struct vstate *vs, uint64_t vblock, uint64_t block)
+{
+	pthread_rwlock_wrlock(&vs->lock);
+	cache_put_locked(vs, vblock, own_val(vs, block));
 	pthread_rwlock_unlock(&vs->lock);
 }
 
@@ -360,7 +493,7 @@ static int plan_block_locked(struct tv_pool *p, const struct disk_volume *v,
 				: io_write_zeroes(p->dev, dev_off(p, old, in),
 						  len);
 			if (r == 0 && vs)
-				cache_put(vs, vblock, old | C_OWN);
+				cache_put_own(vs, vblock, old);
 			return r;
 		}
 	} else if (!buf) {
@@ -444,7 +577,7 @@ static int prov_insert_locked(struct tv_pool *p, struct disk_volume *v,
 	if (inserted)
 		v->mapped = cpu_to_le64(le64_to_cpu(v->mapped) + 1);
 	if (vs)
-		cache_put(vs, pv->vblock, pv->block | C_OWN);
+		cache_put_own(vs, pv->vblock, pv->block);
 	p->dirty = true;
 	return 0;
 }
@@ -713,6 +846,55 @@ static void acc_add(struct ext_acc *a, uint8_t *out, uint64_t len,
 	}
 }
 
+/*
+ * The slow path of a read (meta_lock held): the mapping of vblock into *m
+ * (-ENOENT: a hole), and into the cache the mappings and holes of the
+ * blocks after it up to the next multiple of READ_WINDOW, found with one
+ * walk of the tree: the reads that follow (sequential, or random over a
+ * volume that is mostly holes) then find their blocks in the cache
+ * instead of taking meta_lock each.
+ */
+static int read_window_locked(struct tv_pool *p, struct vstate *vs,
+			      const struct disk_volume *v, uint64_t vblock,
+			      struct disk_mapping *m)
+{
+	uint64_t end = MIN((vblock / READ_WINDOW + 1) * READ_WINDOW,
+			   DIV_ROUND_UP(le64_to_cpu(v->size), p->block_size));
+	uint64_t snap_epoch = le64_to_cpu(v->snap_epoch), at = vblock;
+	struct btree_cursor c;
+	struct tm_ref root;
+	uint8_t k[8];
+	int r, found = -ENOENT;
+
+	ref_from_disk(&root, &v->map_root);
+	put_be64(k, vblock);
+	r = btree_cursor_seek(&p->map, &root, k, &c);
+	pthread_rwlock_wrlock(&vs->lock);
+	while (r == 0) {
+		uint64_t vb = c.valid ? get_be64(btree_cursor_key(&c)) : end;
+		struct disk_mapping dm;
+
+		for (; at < MIN(vb, end); at++)
+			cache_put_locked(vs, at, C_HOLE);
+		if (vb >= end)
+			break;
+		memcpy(&dm, btree_cursor_value(&c), sizeof(dm));
+		if (vb == vblock) {
+			*m = dm;
+			found = 0;
+		}
+		cache_put_locked(vs, vb,
+				 le64_to_cpu(dm.epoch) >= snap_epoch
+					 ? own_val(vs, le64_to_cpu(dm.block))
+					 : le64_to_cpu(dm.block));
+		at = vb + 1;
+		r = btree_cursor_next(&c);
+	}
+	pthread_rwlock_unlock(&vs->lock);
+	btree_cursor_close(&c);
+	return r < 0 ? r : found;
+}
+
 static int vol_read(struct tv_pool *p, uint64_t id, void *buf, size_t len,
 		    uint64_t off, struct ext_acc *acc)
 {
@@ -740,7 +922,7 @@ static int vol_read(struct tv_pool *p, uint64_t id, void *buf, size_t len,
 					r = 0;
 				} else {
 					r = io_read(p->dev, out, n,
-						    dev_off(p, *cv & ~C_OWN,
+						    dev_off(p, c_block(*cv),
 							    in));
 					acc_add(acc, out, n, 0);
 				}
@@ -767,20 +949,15 @@ static int vol_read(struct tv_pool *p, uint64_t id, void *buf, size_t len,
 			}
 			vstate_fill(p, vs, &v);
 			checked = true;
-			r = map_lookup(p, &v, vblock, &m);
+			r = read_window_locked(p, vs, &v, vblock, &m);
 			if (r == -ENOENT) {
-				cache_put(vs, vblock, C_HOLE);
 				acc_add(acc, out, n, TV_EXTENT_HOLE);
 				r = 0;
 			} else if (r == 0) {
 				acc_add(acc, out, n, 0);
-				uint64_t b = le64_to_cpu(m.block);
-				bool own = le64_to_cpu(m.epoch) >=
-					   le64_to_cpu(v.snap_epoch);
-				r = io_read(p->dev, out, n, dev_off(p, b, in));
-				if (r == 0)
-					cache_put(vs, vblock,
-						  b | (own ? C_OWN : 0));
+				r = io_read(p->dev, out, n,
+					    dev_off(p, le64_to_cpu(m.block),
+						    in));
 			}
 			pthread_mutex_unlock(&p->meta_lock);
 			if (r < 0)
@@ -963,9 +1140,9 @@ static int modify(struct tv_pool *p, uint64_t id, const uint8_t *buf,
 			if (checked || fast_ok(vs, len, off, true)) {
 				checked = true;
 				cv = u64map_find(&vs->cache, vblock);
-				if (cv && *cv != C_HOLE && (*cv & C_OWN)) {
+				if (cv && c_own(vs, *cv)) {
 					r = io_write(p->dev, buf, n,
-						     dev_off(p, *cv & ~C_OWN,
+						     dev_off(p, c_block(*cv),
 							     in));
 					pthread_rwlock_unlock(&vs->lock);
 					if (r < 0)

@@ -800,7 +800,7 @@ static int op_snapshot(struct tv_pool *p, struct tv_op *op)
 	 */
 	/* Writes in flight on the origin finish first (their data is then
 	 * in the snapshot); later ones see the new epoch and copy. */
-	vio_invalidate_locked(p, op->id);
+	vio_snapshot_locked(p, op->id);
 	epoch = le64_to_cpu(u->epoch) + 1;
 	u->epoch = cpu_to_le64(epoch);
 	ref_from_disk(&root, &o.map_root);
