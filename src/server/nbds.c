@@ -39,6 +39,7 @@
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,6 +54,7 @@
 #include "server/tls.h"
 #include "server/xport.h"
 #include "thin/thin-internal.h" /* vio_read_map_nofill */
+#include "util/checked.h"
 #include "util/endian.h"
 #include "util/log.h"
 
@@ -67,6 +69,8 @@
 #define NBDS_CONTEXT_ID 1	       /* base:allocation */
 #define NBDS_ZERO_CHUNK (1u << 20)
 #define NBDS_SHUTDOWN_GRACE_S 5      /* replies still pending at shutdown */
+#define NBDS_POLL_MIN_NS 4000u	       /* read_header's polling window */
+#define NBDS_POLL_MAX_NS 64000u
 
 struct req {
 	struct req *next;
@@ -98,6 +102,8 @@ struct conn {
 	bool rdone;		   /* DISC, EOF or error: stop reading */
 	unsigned int nthreads, waiting;
 	pthread_t threads[NBDS_WORKERS];
+	uint32_t poll_ns; /* read_lock: how long to poll for the next
+			   * request before sleeping (read_header) */
 
 	pthread_mutex_t send_lock;
 	bool send_failed;
@@ -1115,6 +1121,95 @@ static int handle(struct conn *c, struct req *q)
  * queue (q->error set if it only needs an error reply), 0 for DISC, or a
  * negative errno when the connection must end.
  */
+static uint64_t mono_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* Threads polling at once, at most half the CPUs (at least one): many
+ * connections at queue depth 1 must not keep every CPU spinning. */
+static atomic_uint pollers;
+static unsigned int max_pollers;
+static pthread_once_t max_pollers_once = PTHREAD_ONCE_INIT;
+
+static void max_pollers_init(void)
+{
+	long n = sysconf(_SC_NPROCESSORS_ONLN);
+
+	max_pollers = n > 2 ? (unsigned int)(n / 2) : 1;
+}
+
+static bool poll_begin(void)
+{
+	pthread_once(&max_pollers_once, max_pollers_init);
+	if (atomic_fetch_add(&pollers, 1) < max_pollers)
+		return true;
+	atomic_fetch_sub(&pollers, 1);
+	return false;
+}
+
+static void poll_end(void)
+{
+	atomic_fetch_sub(&pollers, 1);
+}
+
+/*
+ * Read a request header (read_lock held).  On a plain socket, first poll
+ * for it for up to c->poll_ns, so that a client that sends its next
+ * request soon after our reply (queue depth 1) finds this thread awake:
+ * waking a thread that slept in recv costs tens of microseconds,
+ * particularly on a virtual machine whose idle CPU must be woken first.
+ * The window adapts as QEMU's event loop does it (poll-max-ns): it grows
+ * while requests come within NBDS_POLL_MAX_NS of each other, and shrinks
+ * when the thread had to sleep longer, so an idle connection does not
+ * poll.  At most half the CPUs poll at once (poll_begin).
+ */
+static int read_header(struct conn *c, uint8_t *h, size_t len)
+{
+	size_t got = 0;
+	uint64_t t0;
+	int r;
+
+	if (!c->x.tls && c->poll_ns && poll_begin()) {
+		uint64_t until = mono_ns() + c->poll_ns;
+
+		r = 0;
+		do {
+			ssize_t n = recv(c->fd, h, len, MSG_DONTWAIT);
+
+			if (n > 0) {
+				got = (size_t)n;
+				break;
+			}
+			if (n == 0)
+				r = -ECONNRESET;
+			else if (errno != EAGAIN && errno != EWOULDBLOCK &&
+				 errno != EINTR)
+				r = -errno;
+		} while (!r && mono_ns() < until);
+		poll_end();
+		if (r < 0 || got == len)
+			return r;
+	}
+	t0 = mono_ns();
+	r = xport_read(&c->x, h + got, len - got);
+	if (r == 0 && !c->x.tls) {
+		uint64_t slept = mono_ns() - t0;
+
+		if (slept > NBDS_POLL_MAX_NS)
+			c->poll_ns /= 2;
+		else if (!got)
+			c->poll_ns = MIN(MAX(c->poll_ns * 2, NBDS_POLL_MIN_NS),
+					 NBDS_POLL_MAX_NS);
+		if (c->poll_ns < NBDS_POLL_MIN_NS)
+			c->poll_ns = 0;
+	}
+	return r;
+}
+
 static int read_request(struct conn *c, struct req *q)
 {
 	uint8_t h[28];
@@ -1123,7 +1218,7 @@ static int read_request(struct conn *c, struct req *q)
 	uint32_t err = 0;
 	int r;
 
-	r = xport_read(&c->x, h, sizeof(h));
+	r = read_header(c, h, sizeof(h));
 	if (r < 0)
 		return r;
 	if (get_be32(h) != NBDS_REQUEST_MAGIC) {

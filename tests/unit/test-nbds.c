@@ -12,11 +12,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "server/nbd-proto.h"
 #include "server/nbds.h"
 #include "tcheck.h"
+#include "util/checked.h"
 #include "thin/thin-internal.h"
 #include "util/endian.h"
 
@@ -331,6 +333,73 @@ static void test_requests(void)
 	done(&s, fd);
 }
 
+/*
+ * Requests at the pace of a queue-depth-1 client (the server then polls
+ * for the next header, read_header in nbds.c), with pauses of every
+ * length around the polling window, headers split in pieces that land
+ * during the poll and after it, and the end of the stream during a poll.
+ */
+static void pause_us_for(unsigned int us)
+{
+	struct timespec a, b;
+
+	if (us >= 200) {
+		usleep(us);
+		return;
+	}
+	/* short ones by spinning: usleep sleeps 50 us more (timer slack) */
+	clock_gettime(CLOCK_MONOTONIC, &a);
+	do
+		clock_gettime(CLOCK_MONOTONIC, &b);
+	while ((b.tv_sec - a.tv_sec) * 1000000000L + b.tv_nsec - a.tv_nsec <
+	       (long)us * 1000);
+}
+
+static void test_paced(void)
+{
+	static const unsigned int pause_us[] = { 0, 1, 3, 10, 30, 50, 70,
+						 100, 300, 1000 };
+	static uint8_t buf[4096], back[4096];
+	struct served s;
+	uint16_t tf = 0;
+	uint64_t cookie = 100;
+	int fd = client(&s);
+
+	go(fd, "vol", &tf);
+	memset(buf, 0x3c, sizeof(buf));
+	request(fd, 0, NBDS_CMD_WRITE, cookie, 0, 4096);
+	wr(fd, buf, 4096);
+	CHECK(simple(fd, cookie++, NULL, 0) == 0);
+	for (int round = 0; round < 3; round++) {
+		for (size_t i = 0; i < ARRAY_SIZE(pause_us); i++) {
+			uint8_t h[28];
+			size_t cut = (i * 5 + (size_t)round) % 28;
+
+			/* a few quick ones, so that the window grows */
+			for (int k = 0; k < 8; k++) {
+				request(fd, 0, NBDS_CMD_READ, cookie, 0, 4096);
+				CHECK(simple(fd, cookie++, back, 4096) == 0);
+			}
+			pause_us_for(pause_us[i]);
+			put_be32(h, NBDS_REQUEST_MAGIC);
+			put_be16(h + 4, 0);
+			put_be16(h + 6, NBDS_CMD_READ);
+			put_be64(h + 8, cookie);
+			put_be64(h + 16, 0);
+			put_be32(h + 24, 4096);
+			wr(fd, h, cut);
+			pause_us_for(pause_us[(i + 3) % ARRAY_SIZE(pause_us)]);
+			wr(fd, h + cut, 28 - cut);
+			CHECK(simple(fd, cookie++, back, 4096) == 0);
+			CHECK(!memcmp(buf, back, 4096));
+		}
+	}
+	/* the client goes away while the server polls for its next one */
+	request(fd, 0, NBDS_CMD_READ, cookie, 0, 4096);
+	CHECK(simple(fd, cookie++, back, 4096) == 0);
+	done(&s, fd);
+}
+
 static void test_read_only(void)
 {
 	static uint8_t buf[4096];
@@ -378,6 +447,7 @@ int main(void)
 	CHECK(nbds_new(&no, &srv) == 0);
 
 	test_options();
+	test_paced();
 	test_requests();
 	test_read_only();
 
