@@ -4,7 +4,8 @@
  *
  * Reads and writes are pread/pwrite loops (short transfers and EINTR are
  * retried); flush is fdatasync.  pread/pwrite/fallocate/ioctl on one fd are
- * safe from several threads, so this backend needs no lock of its own.
+ * safe from several threads; the only lock is the known holes' (see
+ * file_is_hole).
  *
  * Zeroing, in order of preference (each step falls back to the next when
  * the kernel or the filesystem says "not supported"):
@@ -37,6 +38,8 @@
 #include <limits.h>
 #include <linux/falloc.h>
 #include <linux/fs.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -51,9 +54,23 @@
 #define ZERO_BUF_MAX (1024u * 1024u)
 #define DIRECT_ALIGN 4096u
 
+/* Ranges of a regular file known to be holes (file_is_hole). */
+#define HOLES_MAX 64
+
 struct io_file {
 	struct io_dev dev; /* first: io_dev pointers convert back */
 	int fd;
+
+	/* Known holes: what SEEK_DATA found, less every range written
+	 * since.  [lo, hi) bounds every range ever asked about since the
+	 * set was last empty, so that a write outside it need not take
+	 * hlock. */
+	pthread_mutex_t hlock;
+	struct hole {
+		uint64_t start, end;
+	} holes[HOLES_MAX];
+	unsigned int nholes;
+	_Atomic uint64_t lo, hi;
 };
 
 static const struct io_ops file_ops;
@@ -100,8 +117,59 @@ static int file_read(struct io_dev *dev, void *buf, size_t len, uint64_t off)
 	return 0;
 }
 
-static int file_write(struct io_dev *dev, const void *buf, size_t len,
-		      uint64_t off)
+/* [lo, hi) := the span of the known holes (hlock held, no SEEK_DATA in
+ * progress). */
+static void holes_bound(struct io_file *f)
+{
+	uint64_t lo = UINT64_MAX, hi = 0;
+
+	for (unsigned int i = 0; i < f->nholes; i++) {
+		lo = MIN(lo, f->holes[i].start);
+		hi = MAX(hi, f->holes[i].end);
+	}
+	atomic_store(&f->lo, lo);
+	atomic_store(&f->hi, hi);
+}
+
+/* [off, off + len) was written: it is no hole. */
+static void holes_forget(struct io_file *f, uint64_t off, uint64_t len)
+{
+	uint64_t end = off + len;
+	unsigned int i;
+
+	/* After the write, so that file_is_hole either saw its data or had
+	 * widened [lo, hi) before its SEEK_DATA (see there). */
+	if (end <= atomic_load(&f->lo) || off >= atomic_load(&f->hi))
+		return;
+	pthread_mutex_lock(&f->hlock);
+	for (i = 0; i < f->nholes;) {
+		struct hole *h = &f->holes[i];
+
+		if (end <= h->start || off >= h->end) {
+			i++;
+		} else if (off > h->start && end < h->end) {
+			/* in the middle: split, or forget the tail */
+			if (f->nholes < HOLES_MAX)
+				f->holes[f->nholes++] = (struct hole){
+					end, h->end };
+			h->end = off;
+			i++;
+		} else if (off > h->start) {
+			h->end = off;
+			i++;
+		} else if (end < h->end) {
+			h->start = end;
+			i++;
+		} else {
+			*h = f->holes[--f->nholes];
+		}
+	}
+	holes_bound(f);
+	pthread_mutex_unlock(&f->hlock);
+}
+
+static int file_pwrite(struct io_dev *dev, const void *buf, size_t len,
+		       uint64_t off)
 {
 	struct io_file *f = to_file(dev);
 	const uint8_t *p = buf;
@@ -130,6 +198,17 @@ static int file_write(struct io_dev *dev, const void *buf, size_t len,
 		len -= (size_t)n;
 	}
 	return 0;
+}
+
+static int file_write(struct io_dev *dev, const void *buf, size_t len,
+		      uint64_t off)
+{
+	int r = file_pwrite(dev, buf, len, off);
+
+	/* also after a failure: part of it may have landed */
+	if (!(dev->flags & IO_DEV_BLOCKDEV))
+		holes_forget(to_file(dev), off, len);
+	return r;
 }
 
 static int file_flush(struct io_dev *dev)
@@ -288,24 +367,72 @@ static void file_close(struct io_dev *dev)
 	 * tell but the log */
 	if (close(f->fd) < 0)
 		log_warn("%s: close: %s", dev->name, strerror(errno));
+	pthread_mutex_destroy(&f->hlock);
 	free(f);
 }
 
-/* A hole of a regular file reads as zeroes: SEEK_DATA from off finds no
+/*
+ * A hole of a regular file reads as zeroes: SEEK_DATA from off finds no
  * data before off + len.  (Dirty page-cache data counts as data: the
  * filesystems we run on look at the page cache too.)  Block devices have
- * no holes we can trust. */
+ * no holes we can trust.
+ *
+ * SEEK_DATA takes the file's inode lock, which every buffered write holds,
+ * and the pool asks once per block it provisions: so the holes it finds
+ * (from off up to the next data) are remembered, less every range written
+ * since (file_write), and a range inside one is answered from memory.
+ * Why a write racing with the SEEK_DATA cannot be missed: [lo, hi) is
+ * widened to cover off before the lseek, under hlock, and held until the
+ * hole is recorded; a write checks [lo, hi) after its pwrite returned.
+ * Either its data was in the page cache when SEEK_DATA looked (then no
+ * hole is recorded there), or its check came after the widening and it
+ * waits for hlock, then takes its range out.
+ */
 static int file_is_hole(struct io_dev *dev, uint64_t off, uint64_t len)
 {
 	struct io_file *f = to_file(dev);
+	uint64_t end = off + len, hole_end;
+	bool hole;
 	off_t d;
 
 	if (dev->flags & IO_DEV_BLOCKDEV)
 		return 0;
+	pthread_mutex_lock(&f->hlock);
+	for (unsigned int i = 0; i < f->nholes; i++) {
+		if (f->holes[i].start <= off && end <= f->holes[i].end) {
+			pthread_mutex_unlock(&f->hlock);
+			return 1;
+		}
+	}
+	if (off < atomic_load(&f->lo))
+		atomic_store(&f->lo, off);
+	atomic_store(&f->hi, UINT64_MAX);
 	d = lseek(f->fd, (off_t)off, SEEK_DATA);
-	if (d < 0)
-		return errno == ENXIO; /* no data after off at all */
-	return (uint64_t)d >= off + len;
+	if (d < 0) {
+		hole = errno == ENXIO; /* no data after off at all */
+		hole_end = dev->size;
+	} else {
+		hole = (uint64_t)d >= end;
+		hole_end = (uint64_t)d;
+	}
+	if (hole && hole_end > off) {
+		unsigned int i = f->nholes;
+
+		if (i == HOLES_MAX) {
+			/* full: replace the smallest */
+			i = 0;
+			for (unsigned int k = 1; k < f->nholes; k++)
+				if (f->holes[k].end - f->holes[k].start <
+				    f->holes[i].end - f->holes[i].start)
+					i = k;
+		} else {
+			f->nholes++;
+		}
+		f->holes[i] = (struct hole){ off, hole_end };
+	}
+	holes_bound(f);
+	pthread_mutex_unlock(&f->hlock);
+	return hole;
 }
 
 static const struct io_ops file_ops = {
@@ -414,6 +541,9 @@ int io_file_open(const char *path, unsigned int flags, uint64_t size,
 		goto err_unlink;
 	}
 	f->fd = fd;
+	pthread_mutex_init(&f->hlock, NULL);
+	atomic_init(&f->lo, UINT64_MAX);
+	atomic_init(&f->hi, 0);
 	f->dev.ops = &file_ops;
 	f->dev.size = dsize;
 	f->dev.flags = dflags;

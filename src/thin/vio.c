@@ -907,34 +907,41 @@ static int vol_read(struct tv_pool *p, uint64_t id, void *buf, size_t len,
 	if (!vs)
 		return tv_err(-ENOMEM, "out of memory");
 	while (len) {
-		uint64_t vblock = off / bs, in = off % bs;
-		uint64_t n = MIN(len, bs - in);
+		uint64_t vblock, in, n;
 		uint64_t *cv;
 
-		/* fast path: the range is fine and the block cached */
+		/* fast path: the range is fine; every block in a row that
+		 * the cache knows, in one hold of vs->lock */
 		pthread_rwlock_rdlock(&vs->lock);
 		if (checked || fast_ok(vs, len, off, false)) {
 			checked = true;
-			cv = u64map_find(&vs->cache, vblock);
-			if (cv) {
+			while (len && (cv = u64map_find(&vs->cache, off / bs))) {
+				in = off % bs;
+				n = MIN(len, bs - in);
 				if (*cv == C_HOLE) {
 					acc_add(acc, out, n, TV_EXTENT_HOLE);
-					r = 0;
 				} else {
 					r = io_read(p->dev, out, n,
 						    dev_off(p, c_block(*cv),
 							    in));
+					if (r < 0)
+						break;
 					acc_add(acc, out, n, 0);
 				}
-				pthread_rwlock_unlock(&vs->lock);
-				if (r < 0)
-					return tv_err(r, "volume #%" PRIu64
-						      ": read: %s",
-						      id, strerror(-r));
-				goto next;
+				out += n;
+				off += n;
+				len -= n;
 			}
 		}
 		pthread_rwlock_unlock(&vs->lock);
+		if (r < 0)
+			return tv_err(r, "volume #%" PRIu64 ": read: %s", id,
+				      strerror(-r));
+		if (!len)
+			break;
+		vblock = off / bs;
+		in = off % bs;
+		n = MIN(len, bs - in);
 		{
 			struct disk_volume v;
 			struct disk_mapping m;
@@ -965,7 +972,6 @@ static int vol_read(struct tv_pool *p, uint64_t id, void *buf, size_t len,
 					      ": read: %s",
 					      id, strerror(-r));
 		}
-next:
 		out += n;
 		off += n;
 		len -= n;

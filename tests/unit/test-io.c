@@ -1159,6 +1159,84 @@ static void cleanup_dir(void)
 	rmdir(g_dir);
 }
 
+/* ---- known holes of a file (io_is_hole, io-file.c) ---- */
+
+struct hole_worker {
+	struct io_dev *dev;
+	unsigned int first, step, nblocks;
+};
+
+/* Each worker owns every step-th 64 KiB block: a block is a hole until
+ * the worker writes it, and never after, whatever the others' queries
+ * (each records the hole up to the next data) raced with. */
+static void *hole_worker(void *arg)
+{
+	struct hole_worker *w = arg;
+	uint8_t buf[512];
+
+	memset(buf, 0x77, sizeof(buf));
+	for (unsigned int b = w->first; b < w->nblocks; b += w->step) {
+		uint64_t off = (uint64_t)b << 16;
+
+		CHECK_EQ(io_is_hole(w->dev, off, 65536), 1);
+		CHECK_OK(io_write(w->dev, buf, sizeof(buf), off + 4096));
+		CHECK_EQ(io_is_hole(w->dev, off, 65536), 0);
+		CHECK_EQ(io_is_hole(w->dev, off + 8192, 4096), 1);
+	}
+	return NULL;
+}
+
+static void test_file_holes(void)
+{
+	const uint64_t sz = 64ull << 20;
+	char path[PATH_MAX];
+	struct io_dev *dev;
+	struct hole_worker w[4];
+	pthread_t t[4];
+	uint8_t buf[4096];
+
+	snprintf(path, sizeof(path), "%s/holes", g_dir);
+	CHECK_OK(io_file_open(path, IO_FILE_CREATE | IO_FILE_EXCL, sz, &dev));
+	memset(buf, 0x11, sizeof(buf));
+	/* fresh: a hole everywhere, answered from memory after the first */
+	CHECK_EQ(io_is_hole(dev, 0, sz), 1);
+	CHECK_EQ(io_is_hole(dev, 1 << 20, 4096), 1);
+	/* a write in the middle of a known hole splits it */
+	CHECK_OK(io_write(dev, buf, 4096, 1 << 20));
+	CHECK_EQ(io_is_hole(dev, 1 << 20, 4096), 0);
+	CHECK_EQ(io_is_hole(dev, (1 << 20) + 2048, 512), 0);
+	CHECK_EQ(io_is_hole(dev, (1 << 20) - 4096, 8192), 0);
+	CHECK_EQ(io_is_hole(dev, (1 << 20) - 4096, 4096), 1);
+	CHECK_EQ(io_is_hole(dev, (1 << 20) + 4096, 4096), 1);
+	CHECK_EQ(io_is_hole(dev, 0, sz), 0);
+	/* more splits than the set holds: knowledge is dropped, never
+	 * invented */
+	for (unsigned int i = 0; i < 200; i++)
+		CHECK_OK(io_write(dev, buf, 512, (2ull << 20) + i * 8192));
+	for (unsigned int i = 0; i < 200; i++) {
+		uint64_t off = (2ull << 20) + i * 8192;
+		CHECK_EQ(io_is_hole(dev, off, 512), 0);
+		CHECK_EQ(io_is_hole(dev, off + 4096, 4096), 1);
+	}
+	/* zeroes written (the fallback) and punched ranges */
+	CHECK_OK(io_write(dev, buf, 4096, 8ull << 20));
+	CHECK_OK(io_discard(dev, 8ull << 20, 65536));
+	CHECK_EQ(io_is_hole(dev, 8ull << 20, 65536), 1);
+	CHECK_OK(io_write(dev, buf, 4096, 8ull << 20));
+	CHECK_EQ(io_is_hole(dev, 8ull << 20, 65536), 0);
+	/* writers racing with each other's queries */
+	for (unsigned int i = 0; i < 4; i++) {
+		w[i] = (struct hole_worker){ dev, 256 + i, 4, 1024 };
+		CHECK(pthread_create(&t[i], NULL, hole_worker, &w[i]) == 0);
+	}
+	for (unsigned int i = 0; i < 4; i++)
+		pthread_join(t[i], NULL);
+	for (unsigned int b = 256; b < 1024; b++)
+		CHECK_EQ(io_is_hole(dev, (uint64_t)b << 16, 65536), 0);
+	io_close(dev);
+	unlink(path);
+}
+
 int main(void)
 {
 	setvbuf(stdout, NULL, _IOLBF, 0);
@@ -1173,6 +1251,7 @@ int main(void)
 
 	test_mem();
 	test_file();
+	test_file_holes();
 	test_blockdev();
 	test_fault();
 	test_pc();
