@@ -32,6 +32,8 @@
  *      --snaps snapshots of it, each timed; then the deletes of the
  *      snapshots and of the origin, each timed, and the time until the
  *      background reclaim has freed everything.
+ *   5b. the same snapshots of volumes of every size in one pool (so that
+ *      only the volume's mapped size differs; see part_same_pool).
  *   6. random writes: a fresh pool, a volume of --random-blocks blocks,
  *      one 4 KiB write in each block in random order (so every write maps
  *      a new block), tv_pool_flush; metadata bytes per mapped block.
@@ -50,7 +52,7 @@
  *        [--snap-sizes LIST] [--snaps N] [--random-blocks N]
  *        [--reclaim-max SIZE]
  *        [--block-size N] [--snap-block-size N] [--blob-size N] [--seed N]
- *        [--skip-volumes] [--skip-snapshots]
+ *        [--skip-volumes] [--skip-snapshots] [--skip-same-pool]
  * Numbers accept 1e6-style exponents and K/M/G suffixes (powers of 1024).
  */
 #include <errno.h>
@@ -97,7 +99,7 @@ struct opts {
 	uint32_t snap_block_size;
 	int32_t blob_size;
 	uint64_t seed;
-	bool skip_volumes, skip_snapshots;
+	bool skip_volumes, skip_snapshots, skip_same_pool;
 };
 
 /* ---- small helpers ---- */
@@ -359,7 +361,9 @@ static void usage(FILE *f)
 		"  --blob-size N       pool blob size (default 256)\n"
 		"  --seed N            random seed (default 1)\n"
 		"  --skip-volumes      skip part 1\n"
-		"  --skip-snapshots    skip part 2\n");
+		"  --skip-snapshots    skip part 2\n"
+		"  --skip-same-pool    skip part 2's volumes of every size in "
+		"one pool\n");
 }
 
 static bool good_block(uint64_t v)
@@ -388,6 +392,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 		{ "seed", required_argument, NULL, 's' },
 		{ "skip-volumes", no_argument, NULL, 'V' },
 		{ "skip-snapshots", no_argument, NULL, 'X' },
+		{ "skip-same-pool", no_argument, NULL, 'Y' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -430,6 +435,9 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 			continue;
 		case 'X':
 			o->skip_snapshots = true;
+			continue;
+		case 'Y':
+			o->skip_same_pool = true;
 			continue;
 		case 'z': {
 			char *s = strdup(optarg), *save = NULL, *t;
@@ -1118,6 +1126,92 @@ static void part_snapshot(const struct opts *o, uint64_t size)
 	free(lat.v);
 }
 
+/*
+ * 5b. The volume's mapped size alone: one pool, a volume of each
+ * --snap-sizes size filled as in 5, then --snaps rounds of one snapshot
+ * of each (in turn, so that the machine's noise falls on every size
+ * alike), each timed and its metadata nodes counted.  In 5 each size has
+ * a pool of its own, so the pool's metadata grows with it too.
+ */
+static void part_same_pool(const struct opts *o)
+{
+	const uint32_t bs = o->snap_block_size;
+	const int ns = o->nr_snap_sizes;
+	struct lat lat[MAX_SNAP_SIZES] = { 0 };
+	uint64_t ids[MAX_SNAP_SIZES], nodes[MAX_SNAP_SIZES] = { 0 };
+	uint64_t total = 0, *snaps, nsnaps = 0;
+	static uint8_t sector[512];
+	struct tv_pool *pool;
+	char *path, name[48];
+	int r;
+
+	memset(sector, 0x5c, sizeof(sector));
+	for (int i = 0; i < ns; i++)
+		total += o->snap_sizes[i];
+	pool = pool_new(o, o->snap_dir, total + total / 4 + GiB, bs, &path);
+	printf("\n== part 2: one pool, a volume of each size (%" PRIu64
+	       " MiB mapped in all), pool on %s ==\n",
+	       total / MiB, fs_name(o->snap_dir));
+	for (int i = 0; i < ns; i++) {
+		snprintf(name, sizeof(name), "m-%" PRIu64, o->snap_sizes[i]);
+		r = tv_vol_create(pool, name, o->snap_sizes[i], NULL, 0,
+				  &ids[i]);
+		if (r)
+			die("tv_vol_create", r);
+		for (uint64_t b = 0; b < o->snap_sizes[i] / bs; b++) {
+			r = tv_vol_write(pool, ids[i], sector, sizeof(sector),
+					 b * bs, 0);
+			if (r)
+				die("tv_vol_write", r);
+		}
+	}
+	r = tv_pool_flush(pool);
+	if (r)
+		die("tv_pool_flush", r);
+	snaps = calloc(o->snaps * (uint64_t)ns + 1, sizeof(*snaps));
+	if (!snaps)
+		die("calloc", -ENOMEM);
+	for (uint64_t k = 0; k < o->snaps; k++) {
+		for (int i = 0; i < ns; i++) {
+			struct probe pa, pb;
+			double t0;
+
+			snprintf(name, sizeof(name), "s-%d-%" PRIu64, i, k);
+			pa = probe_of(pool);
+			t0 = now_s();
+			r = tv_vol_snapshot(pool, ids[i], name, 0, NULL, 0,
+					    &snaps[nsnaps++]);
+			lat_add(&lat[i], now_s() - t0);
+			if (r)
+				die("tv_vol_snapshot", r);
+			pb = probe_of(pool);
+			nodes[i] += pb.c.nodes_written - pa.c.nodes_written;
+		}
+	}
+	for (int i = 0; i < ns; i++) {
+		char label[64], key[48];
+
+		snprintf(label, sizeof(label), "tv_vol_snapshot, %" PRIu64
+			 " MiB mapped", o->snap_sizes[i] / MiB);
+		snprintf(key, sizeof(key), "same_pool_snapshot_%" PRIu64 "m",
+			 o->snap_sizes[i] / MiB);
+		print_lat(label, key, &lat[i], 1);
+		printf("    per op: %.1f nodes written\n",
+		       (double)nodes[i] / (double)o->snaps);
+		bench_add(" %s_nodes_written=%.1f", key,
+			  (double)nodes[i] / (double)o->snaps);
+		free(lat[i].v);
+	}
+	for (uint64_t k = 0; k < nsnaps; k++) {
+		r = tv_vol_delete(pool, snaps[k]);
+		if (r)
+			die("tv_vol_delete", r);
+	}
+	bench_flush("same_pool");
+	pool_end(pool, path);
+	free(snaps);
+}
+
 static void part_random(const struct opts *o)
 {
 	const uint32_t bs = o->snap_block_size;
@@ -1196,6 +1290,8 @@ int main(int argc, char **argv)
 	if (!o.skip_snapshots) {
 		for (int i = 0; i < o.nr_snap_sizes; i++)
 			part_snapshot(&o, o.snap_sizes[i]);
+		if (o.nr_snap_sizes > 1 && !o.skip_same_pool)
+			part_same_pool(&o);
 		if (o.random_blocks)
 			part_random(&o);
 	}
