@@ -99,6 +99,8 @@
 #define SLOW_BATCH 16		     /* blocks per hold of meta_lock */
 /* blocks a read that misses the cache looks up at once (aligned) */
 #define READ_WINDOW 256u
+/* cached blocks a read serves under one hold of vs->lock */
+#define READ_HOLD_BLOCKS 16u
 #define NO_BLOCK UINT64_MAX
 /* new-block bytes after which a commit flushes first without meta_lock */
 #define PREFLUSH_BYTES (16u << 20)
@@ -909,13 +911,20 @@ static int vol_read(struct tv_pool *p, uint64_t id, void *buf, size_t len,
 	while (len) {
 		uint64_t vblock, in, n;
 		uint64_t *cv;
+		unsigned int k;
 
-		/* fast path: the range is fine; every block in a row that
-		 * the cache knows, in one hold of vs->lock */
+		/* fast path: the range is fine; the blocks in a row that
+		 * the cache knows, several in one hold of vs->lock */
 		pthread_rwlock_rdlock(&vs->lock);
+		k = 0;
 		if (checked || fast_ok(vs, len, off, false)) {
 			checked = true;
-			while (len && (cv = u64map_find(&vs->cache, off / bs))) {
+			/* at most READ_HOLD_BLOCKS per hold: a stream of long
+			 * reads must not keep a writer (who may hold meta_lock)
+			 * waiting for the lock */
+			for (; len && k < READ_HOLD_BLOCKS &&
+			       (cv = u64map_find(&vs->cache, off / bs));
+			     k++) {
 				in = off % bs;
 				n = MIN(len, bs - in);
 				if (*cv == C_HOLE) {
@@ -939,6 +948,8 @@ static int vol_read(struct tv_pool *p, uint64_t id, void *buf, size_t len,
 				      strerror(-r));
 		if (!len)
 			break;
+		if (k == READ_HOLD_BLOCKS)
+			continue; /* more cached blocks: take the lock again */
 		vblock = off / bs;
 		in = off % bs;
 		n = MIN(len, bs - in);
@@ -1040,7 +1051,10 @@ static int slow_modify(struct tv_pool *p, struct vstate *vs, uint64_t id,
 	r = vol_lookup_locked(p, id, &v);
 	if (r == 0)
 		r = writable_locked(p, &v);
-	if (r == 0 && !*checked)
+	/* Always, not only the first time: a shrink between two rounds of
+	 * a multi-block write must stop it, else it would map blocks past
+	 * the new end (and a later grow would show them). */
+	if (r == 0)
 		r = check_range(p, &v, len, off);
 	if (r < 0) {
 		pthread_mutex_unlock(&p->meta_lock);
