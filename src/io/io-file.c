@@ -75,6 +75,8 @@ struct io_file {
 
 static const struct io_ops file_ops;
 
+void (*io_file_seek_hook)(void);
+
 static struct io_file *to_file(struct io_dev *dev)
 {
 	return (struct io_file *)((char *)dev - offsetof(struct io_file, dev));
@@ -415,6 +417,8 @@ static int file_is_hole(struct io_dev *dev, uint64_t off, uint64_t len)
 		hole = (uint64_t)d >= end;
 		hole_end = (uint64_t)d;
 	}
+	if (io_file_seek_hook)
+		io_file_seek_hook();
 	if (hole && hole_end > off) {
 		unsigned int i = f->nholes;
 

@@ -98,6 +98,9 @@ int io_file_open(const char *path, unsigned int flags, uint64_t size,
 		 struct io_dev **out);
 /* The fd, borrowed until io_close; -EINVAL if dev is not a file device. */
 int io_file_fd(struct io_dev *dev);
+/* Tests: called by a regular file's is_hole between its SEEK_DATA and
+ * recording the hole it found (to race writes against that window). */
+extern void (*io_file_seek_hook)(void);
 
 /* ---- memory ---- */
 

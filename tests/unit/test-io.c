@@ -1186,6 +1186,33 @@ static void *hole_worker(void *arg)
 	return NULL;
 }
 
+/* The window between SEEK_DATA and recording the hole: a write lands in
+ * it, from another thread; the hole recorded must not cover it. */
+static struct io_dev *race_dev;
+static uint64_t race_off;
+static pthread_t race_thread;
+static bool race_armed;
+
+static void *race_write(void *arg)
+{
+	uint8_t b[512];
+
+	(void)arg;
+	memset(b, 0x5a, sizeof(b));
+	CHECK_OK(io_write(race_dev, b, sizeof(b), race_off));
+	return NULL;
+}
+
+static void race_hook(void)
+{
+	if (!race_armed)
+		return;
+	race_armed = false;
+	CHECK(pthread_create(&race_thread, NULL, race_write, NULL) == 0);
+	/* its pwrite lands now; its bookkeeping must wait for ours */
+	usleep(20000);
+}
+
 static void test_file_holes(void)
 {
 	const uint64_t sz = 64ull << 20;
@@ -1224,6 +1251,20 @@ static void test_file_holes(void)
 	CHECK_EQ(io_is_hole(dev, 8ull << 20, 65536), 1);
 	CHECK_OK(io_write(dev, buf, 4096, 8ull << 20));
 	CHECK_EQ(io_is_hole(dev, 8ull << 20, 65536), 0);
+	/* a write landing between a SEEK_DATA and the hole it records */
+	race_dev = dev;
+	race_off = (12ull << 20) + 65536;
+	for (unsigned int i = 0; i < 256; i++) /* not a known hole now */
+		CHECK_OK(io_write(dev, buf, 4096, (12ull << 20) + i * 4096));
+	CHECK_OK(io_discard(dev, 12ull << 20, 1ull << 20));
+	race_armed = true;
+	io_file_seek_hook = race_hook;
+	CHECK_EQ(io_is_hole(dev, 12ull << 20, 4096), 1);
+	CHECK(!race_armed); /* the SEEK_DATA ran, and the write with it */
+	pthread_join(race_thread, NULL);
+	io_file_seek_hook = NULL;
+	CHECK_EQ(io_is_hole(dev, race_off, 512), 0);
+	CHECK_EQ(io_is_hole(dev, 12ull << 20, 65536), 1);
 	/* writers racing with each other's queries */
 	for (unsigned int i = 0; i < 4; i++) {
 		w[i] = (struct hole_worker){ dev, 256 + i, 4, 1024 };
