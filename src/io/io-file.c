@@ -150,11 +150,26 @@ static void holes_forget(struct io_file *f, uint64_t off, uint64_t len)
 		if (end <= h->start || off >= h->end) {
 			i++;
 		} else if (off > h->start && end < h->end) {
-			/* in the middle: split, or forget the tail */
-			if (f->nholes < HOLES_MAX)
-				f->holes[f->nholes++] = (struct hole){
-					end, h->end };
+			/* in the middle: split; when the set is full, the
+			 * tail takes the place of the smallest range if it
+			 * is bigger (partial writes into fresh blocks leave
+			 * small pieces that are never asked about again,
+			 * while the tail often runs to the end of the file) */
+			struct hole tail = { end, h->end };
+
 			h->end = off;
+			if (f->nholes < HOLES_MAX) {
+				f->holes[f->nholes++] = tail;
+			} else {
+				struct hole *m = &f->holes[0];
+
+				for (unsigned int k = 1; k < f->nholes; k++)
+					if (f->holes[k].end - f->holes[k].start <
+					    m->end - m->start)
+						m = &f->holes[k];
+				if (m->end - m->start < tail.end - tail.start)
+					*m = tail;
+			}
 			i++;
 		} else if (off > h->start) {
 			h->end = off;
