@@ -133,6 +133,17 @@ static void holes_bound(struct io_file *f)
 	atomic_store(&f->hi, hi);
 }
 
+/* The smallest known hole (the set is not empty; hlock held). */
+static struct hole *smallest_hole(struct io_file *f)
+{
+	struct hole *m = &f->holes[0];
+
+	for (unsigned int k = 1; k < f->nholes; k++)
+		if (f->holes[k].end - f->holes[k].start < m->end - m->start)
+			m = &f->holes[k];
+	return m;
+}
+
 /* [off, off + len) was written: it is no hole. */
 static void holes_forget(struct io_file *f, uint64_t off, uint64_t len)
 {
@@ -161,12 +172,8 @@ static void holes_forget(struct io_file *f, uint64_t off, uint64_t len)
 			if (f->nholes < HOLES_MAX) {
 				f->holes[f->nholes++] = tail;
 			} else {
-				struct hole *m = &f->holes[0];
+				struct hole *m = smallest_hole(f);
 
-				for (unsigned int k = 1; k < f->nholes; k++)
-					if (f->holes[k].end - f->holes[k].start <
-					    m->end - m->start)
-						m = &f->holes[k];
 				if (m->end - m->start < tail.end - tail.start)
 					*m = tail;
 			}
@@ -435,19 +442,11 @@ static int file_is_hole(struct io_dev *dev, uint64_t off, uint64_t len)
 	if (io_file_seek_hook)
 		io_file_seek_hook();
 	if (hole && hole_end > off) {
-		unsigned int i = f->nholes;
+		/* when full, in place of the smallest */
+		struct hole *h = f->nholes < HOLES_MAX ? &f->holes[f->nholes++]
+						       : smallest_hole(f);
 
-		if (i == HOLES_MAX) {
-			/* full: replace the smallest */
-			i = 0;
-			for (unsigned int k = 1; k < f->nholes; k++)
-				if (f->holes[k].end - f->holes[k].start <
-				    f->holes[i].end - f->holes[i].start)
-					i = k;
-		} else {
-			f->nholes++;
-		}
-		f->holes[i] = (struct hole){ off, hole_end };
+		*h = (struct hole){ off, hole_end };
 	}
 	holes_bound(f);
 	pthread_mutex_unlock(&f->hlock);

@@ -43,7 +43,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <time.h>
 
 #include "util/crc32c.h"
 #include "util/log.h"
@@ -824,14 +823,6 @@ void bc_forget(struct bc *bc, uint64_t blocknr)
 
 	if (e && !e->pins)
 		entry_free(bc, e);
-}
-
-uint64_t bc_clock_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
 void bc_stats(const struct bc *bc, struct bc_stats *st)

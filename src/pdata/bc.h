@@ -117,10 +117,6 @@ void bc_forget(struct bc *bc, uint64_t blocknr);
 
 void bc_stats(const struct bc *bc, struct bc_stats *st);
 
-/* CLOCK_MONOTONIC in nanoseconds, for statistics (here because tm.c
- * cannot include <time.h>: its struct tm clashes with ours). */
-uint64_t bc_clock_ns(void);
-
 /* Compute and store the checksum of a node image (for writers that bypass
  * the cache, e.g. the superblock). */
 void bc_seal(void *data);

@@ -123,6 +123,15 @@ static int bt_init(struct bt *b, const struct btree_info *info)
 	return 0;
 }
 
+/* bt_init for the hinted operations, which change a pinned leaf in place
+ * without shadowing it: not in a poisoned transaction. */
+static int bt_init_hinted(struct bt *b, const struct btree_info *info)
+{
+	int r = bt_init(b, info);
+
+	return r ? r : tm_state(b->tm);
+}
+
 /* ---- node accessors (the node was validated: header fields are sane) */
 
 static struct disk_btree_header *bth(const struct bc_node *n)
@@ -1584,11 +1593,8 @@ int btree_put_hinted(const struct btree_info *info, struct tm_ref *root,
 	struct bc_node *n;
 	unsigned int pos;
 	bool found;
-	int r = bt_init(&b, info);
+	int r = bt_init_hinted(&b, info);
 
-	if (r)
-		return r;
-	r = tm_state(b.tm);
 	if (r)
 		return r;
 	n = hint->leaf;
@@ -1634,11 +1640,8 @@ int btree_remove_hinted(const struct btree_info *info, struct tm_ref *root,
 	unsigned int pos;
 	bool found;
 	struct bt b;
-	int r = bt_init(&b, info);
+	int r = bt_init_hinted(&b, info);
 
-	if (r)
-		return r;
-	r = tm_state(b.tm);
 	if (r)
 		return r;
 	n = hint->leaf;

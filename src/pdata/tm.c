@@ -25,6 +25,7 @@
 #include "pdata/bc.h"
 #include "pdata/sm.h"
 #include "util/checked.h"
+#include "util/clock.h"
 #include "util/crc32c.h"
 #include "util/endian.h"
 #include "util/log.h"
@@ -398,7 +399,7 @@ int tm_commit(struct tm *tm)
 		return -ENOMEM;
 
 	/* a. space map counts into its tree (may use the reserve) */
-	t0 = bc_clock_ns();
+	t0 = clock_mono_ns();
 	sm_get_stats(tm->sm, &st0);
 	sm_set_reserve_mode(tm->sm, true);
 	r = sm_flush(tm->sm, &tm->cur.sm_root);
@@ -409,19 +410,19 @@ int tm_commit(struct tm *tm)
 	tm->cst.sm_rounds += st.flush_rounds - st0.flush_rounds;
 	tm->cst.sm_tree_ops += st.flush_tree_ops - st0.flush_tree_ops;
 	/* b. every node of this transaction */
-	t1 = bc_clock_ns();
+	t1 = clock_mono_ns();
 	r = bc_write_dirty(tm->bc);
 	if (r < 0)
 		goto poison;
 	/* c. the nodes are durable before any superblock names them */
-	t2 = bc_clock_ns();
+	t2 = clock_mono_ns();
 	r = io_flush(tm->dev);
 	if (r < 0) {
 		log_error("%s: flush before commit: %s", tm->dev->name,
 			  strerror(-r));
 		goto poison;
 	}
-	t3 = bc_clock_ns();
+	t3 = clock_mono_ns();
 	/* d. the superblock of this transaction, in slot txn % 2, so the
 	 *    previous one (the other slot) survives a torn write */
 	sm_get_stats(tm->sm, &st);
@@ -441,7 +442,7 @@ int tm_commit(struct tm *tm)
 	tm->cst.ns_sm_flush += t1 - t0;
 	tm->cst.ns_write += t2 - t1;
 	tm->cst.ns_flush += t3 - t2;
-	tm->cst.ns_super += bc_clock_ns() - t3;
+	tm->cst.ns_super += clock_mono_ns() - t3;
 	sm_committed(tm->sm);
 	tm->com = tm->cur;
 	tm->sb_meta_nodes = st.meta_nodes;

@@ -55,6 +55,7 @@
 #include "server/xport.h"
 #include "thin/thin-internal.h" /* vio_read_map_nofill */
 #include "util/checked.h"
+#include "util/clock.h"
 #include "util/endian.h"
 #include "util/log.h"
 
@@ -1121,14 +1122,6 @@ static int handle(struct conn *c, struct req *q)
  * queue (q->error set if it only needs an error reply), 0 for DISC, or a
  * negative errno when the connection must end.
  */
-static uint64_t mono_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 /* Threads polling at once, at most half the CPUs (at least one): many
  * connections at queue depth 1 must not keep every CPU spinning. */
 static atomic_uint pollers;
@@ -1174,7 +1167,7 @@ static int read_header(struct conn *c, uint8_t *h, size_t len)
 	int r;
 
 	if (!c->x.tls && c->poll_ns && poll_begin()) {
-		uint64_t until = mono_ns() + c->poll_ns;
+		uint64_t until = clock_mono_ns() + c->poll_ns;
 
 		r = 0;
 		do {
@@ -1189,15 +1182,15 @@ static int read_header(struct conn *c, uint8_t *h, size_t len)
 			else if (errno != EAGAIN && errno != EWOULDBLOCK &&
 				 errno != EINTR)
 				r = -errno;
-		} while (!r && mono_ns() < until);
+		} while (!r && clock_mono_ns() < until);
 		poll_end();
 		if (r < 0 || got == len)
 			return r;
 	}
-	t0 = mono_ns();
+	t0 = clock_mono_ns();
 	r = xport_read(&c->x, h + got, len - got);
 	if (r == 0 && !c->x.tls) {
-		uint64_t slept = mono_ns() - t0;
+		uint64_t slept = clock_mono_ns() - t0;
 
 		if (slept > NBDS_POLL_MAX_NS)
 			c->poll_ns /= 2;

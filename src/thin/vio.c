@@ -179,17 +179,22 @@ void vio_destroy(struct tv_pool *p)
 	p->vio = NULL;
 }
 
+/* The vstate of a volume, if it has one (vio->lock held). */
+static struct vstate *vstate_find_locked(struct tv_pool *p, uint64_t id)
+{
+	uint64_t *v = u64map_find(&p->vio->vols, id);
+
+	return v ? (struct vstate *)(uintptr_t)*v : NULL;
+}
+
 /* The vstate of a volume (created on first use; lives until close). */
 static struct vstate *vstate_get(struct tv_pool *p, uint64_t id)
 {
-	struct vstate *vs = NULL;
-	uint64_t *v;
+	struct vstate *vs;
 
 	pthread_mutex_lock(&p->vio->lock);
-	v = u64map_find(&p->vio->vols, id);
-	if (v) {
-		vs = (struct vstate *)(uintptr_t)*v;
-	} else {
+	vs = vstate_find_locked(p, id);
+	if (!vs) {
 		vs = calloc(1, sizeof(*vs));
 		if (vs) {
 			vs->id = id;
@@ -210,12 +215,10 @@ static struct vstate *vstate_get(struct tv_pool *p, uint64_t id)
 
 static struct vstate *vstate_find(struct tv_pool *p, uint64_t id)
 {
-	uint64_t *v;
 	struct vstate *vs;
 
 	pthread_mutex_lock(&p->vio->lock);
-	v = u64map_find(&p->vio->vols, id);
-	vs = v ? (struct vstate *)(uintptr_t)*v : NULL;
+	vs = vstate_find_locked(p, id);
 	pthread_mutex_unlock(&p->vio->lock);
 	return vs;
 }
@@ -449,6 +452,14 @@ static int map_put(struct tv_pool *p, struct disk_volume *v, uint64_t vblock,
 	return r;
 }
 
+/* Whether a mapping of v is v's own (written since its last snapshot,
+ * so not shared: rule 6). */
+static bool mapping_own(const struct disk_volume *v,
+			const struct disk_mapping *m)
+{
+	return le64_to_cpu(m->epoch) >= le64_to_cpu(v->snap_epoch);
+}
+
 static uint64_t dev_off(struct tv_pool *p, uint64_t block, uint64_t in)
 {
 	return block * p->block_size + in;
@@ -488,7 +499,7 @@ static int plan_block_locked(struct tv_pool *p, const struct disk_volume *v,
 		return r;
 	if (r == 0) {
 		old = le64_to_cpu(m.block);
-		if (le64_to_cpu(m.epoch) >= le64_to_cpu(v->snap_epoch)) {
+		if (mapping_own(v, &m)) {
 			/* our own block: in place */
 			r = buf ? io_write(p->dev, buf, len,
 					   dev_off(p, old, in))
@@ -862,7 +873,7 @@ static int read_window_locked(struct tv_pool *p, struct vstate *vs,
 {
 	uint64_t end = MIN((vblock / READ_WINDOW + 1) * READ_WINDOW,
 			   DIV_ROUND_UP(le64_to_cpu(v->size), p->block_size));
-	uint64_t snap_epoch = le64_to_cpu(v->snap_epoch), at = vblock;
+	uint64_t at = vblock;
 	struct btree_cursor c;
 	struct tm_ref root;
 	uint8_t k[8];
@@ -886,7 +897,7 @@ static int read_window_locked(struct tv_pool *p, struct vstate *vs,
 			found = 0;
 		}
 		cache_put_locked(vs, vb,
-				 le64_to_cpu(dm.epoch) >= snap_epoch
+				 mapping_own(v, &dm)
 					 ? own_val(vs, le64_to_cpu(dm.block))
 					 : le64_to_cpu(dm.block));
 		at = vb + 1;

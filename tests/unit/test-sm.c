@@ -96,6 +96,31 @@ static void check_clean_store(struct tm *tm)
 	CHECK(check_clean(&rep));
 }
 
+/* A store on a 64 MiB memory device with a tree in root 0: keys i *
+ * stride for i < n (value i), a commit every `every` inserts and one at
+ * the end. */
+static struct tm *tree_store(struct io_dev **mem, struct btree_info *info,
+			     uint64_t n, uint64_t stride, uint64_t every)
+{
+	struct tm *tm;
+
+	CHECK_OK(io_mem_create(64 << 20, mem));
+	CHECK_OK(tm_format(*mem, NULL));
+	CHECK_OK(tm_open(*mem, NULL, &tm));
+	info_for(tm, info);
+	for (uint64_t i = 0; i < n; i++) {
+		uint8_t k[8], v[8];
+
+		put_be64(k, i * stride);
+		put_le64(v, i);
+		CHECK_OK(btree_insert(info, tm_root(tm, 0), k, v));
+		if (i % every == every - 1)
+			CHECK_OK(tm_commit(tm));
+	}
+	CHECK_OK(tm_commit(tm));
+	return tm;
+}
+
 /*
  * Placement (sm.c, rule 4): one change per commit to a big tree.  The
  * nodes each commit copies again (the root, the path) go to hot chunks,
@@ -114,21 +139,8 @@ static void test_hot_chunks(void)
 	unsigned int height;
 	uint64_t out[4];
 
-	CHECK_OK(io_mem_create(64 << 20, &mem));
-	CHECK_OK(tm_format(mem, NULL));
-	CHECK_OK(tm_open(mem, NULL, &tm));
-	info_for(tm, &info);
 	/* 8-byte keys and values: 252 a leaf; 100000 of them, 3 levels */
-	for (uint64_t i = 0; i < 100000; i++) {
-		uint8_t k[8], v[8];
-
-		put_be64(k, i * 7);
-		put_le64(v, i);
-		CHECK_OK(btree_insert(&info, tm_root(tm, 0), k, v));
-		if (i % 5000 == 4999)
-			CHECK_OK(tm_commit(tm));
-	}
-	CHECK_OK(tm_commit(tm));
+	tm = tree_store(&mem, &info, 100000, 7, 5000);
 	CHECK_OK(btree_height(&info, tm_root(tm, 0), &height));
 	CHECK(height >= 2);
 	check_clean_store(tm);
@@ -202,20 +214,7 @@ static void test_hot_bounded(int mode)
 	struct trng r;
 	uint64_t first = 0, most = 0;
 
-	CHECK_OK(io_mem_create(64 << 20, &mem));
-	CHECK_OK(tm_format(mem, NULL));
-	CHECK_OK(tm_open(mem, NULL, &tm));
-	info_for(tm, &info);
-	for (uint64_t i = 0; i < 20000; i++) {
-		uint8_t k[8], v[8];
-
-		put_be64(k, i * 3);
-		put_le64(v, i);
-		CHECK_OK(btree_insert(&info, tm_root(tm, 0), k, v));
-		if (i % 2000 == 1999)
-			CHECK_OK(tm_commit(tm));
-	}
-	CHECK_OK(tm_commit(tm));
+	tm = tree_store(&mem, &info, 20000, 3, 2000);
 
 	trng_init(&r, tseed("test-sm bounded"));
 	for (uint64_t it = 0; it < 1500; it++) {
