@@ -201,6 +201,24 @@ static int fault_flush(struct io_dev *dev)
 	return io_flush(f->lower);
 }
 
+/* Counted as a flush. */
+static int fault_sync_ranges(struct io_dev *dev, const struct io_range *r,
+			     size_t n, const struct io_range *barrier)
+{
+	struct io_fault *f = to_fault(dev);
+	struct io_fault_cfg cfg;
+	uint64_t idx;
+
+	if (fault_hit(f, IO_OP_FLUSH, &cfg, &idx))
+		return cfg.error;
+	return io_sync_ranges(f->lower, r, n, barrier);
+}
+
+static int fault_is_hole(struct io_dev *dev, uint64_t off, uint64_t len)
+{
+	return io_is_hole(to_fault(dev)->lower, off, len);
+}
+
 static int fault_discard(struct io_dev *dev, uint64_t off, uint64_t len)
 {
 	struct io_fault *f = to_fault(dev);
@@ -247,6 +265,8 @@ static const struct io_ops fault_ops = {
 	.read = fault_read,
 	.write = fault_write,
 	.flush = fault_flush,
+	.sync_ranges = fault_sync_ranges,
+	.is_hole = fault_is_hole,
 	.discard = fault_discard,
 	.write_zeroes = fault_write_zeroes,
 	.resize = fault_resize,

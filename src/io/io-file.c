@@ -46,6 +46,8 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "util/checked.h"
@@ -71,6 +73,10 @@ struct io_file {
 	} holes[HOLES_MAX];
 	unsigned int nholes;
 	_Atomic uint64_t lo, hi;
+
+	/* A discard or write_zeroes fell back to writing zero bytes: those
+	 * need a whole flush, which the next barrier does (file_sync_ranges). */
+	atomic_bool zero_bytes_written;
 };
 
 static const struct io_ops file_ops;
@@ -247,6 +253,98 @@ static int file_flush(struct io_dev *dev)
 	return r;
 }
 
+/* sync_file_range over every range: start all, then wait for each. */
+static int write_back(struct io_dev *dev, const struct io_range *r, size_t n)
+{
+	struct io_file *f = to_file(dev);
+	static const unsigned int how[2] = {
+		SYNC_FILE_RANGE_WRITE,
+		SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
+			SYNC_FILE_RANGE_WAIT_AFTER,
+	};
+
+	for (int pass = 0; pass < 2; pass++) {
+		for (size_t i = 0; i < n; i++) {
+			if (!r[i].len)
+				continue;
+			if (sync_file_range(f->fd, (off64_t)r[i].off,
+					    (off64_t)r[i].len, how[pass]) < 0) {
+				int e = -errno;
+
+				log_error("%s: sync_file_range of %" PRIu64
+					  " bytes at %" PRIu64 ": %s",
+					  dev->name, r[i].len, r[i].off,
+					  strerror(-e));
+				return e;
+			}
+		}
+	}
+	return 0;
+}
+
+/*
+ * io_sync_ranges on a regular file of a filesystem where it is sound
+ * (IO_DEV_RANGED_SYNC; see is_ranged_fs): the ranges are written back
+ * with sync_file_range, which waits for the data to reach the device
+ * but neither commits the file's allocation nor flushes the device's
+ * cache.  Then the barrier range is written again with RWF_DSYNC, a
+ * data sync of that range: it commits the filesystem's journal up to
+ * the file's last allocation or hole punch (ext4 and XFS track that per
+ * inode, for all of the file) and flushes the device's cache, which
+ * makes the ranges written back before durable too.  The page cache's
+ * other dirty data of the file stays where it is.
+ */
+static int file_sync_ranges(struct io_dev *dev, const struct io_range *r,
+			    size_t n, const struct io_range *barrier)
+{
+	struct io_file *f = to_file(dev);
+	struct iovec iov;
+	void *buf;
+	int e;
+
+	e = write_back(dev, r, n);
+	if (e || !barrier)
+		return e;
+	if (atomic_exchange(&f->zero_bytes_written, false)) {
+		e = file_flush(dev);
+		if (e)
+			atomic_store(&f->zero_bytes_written, true);
+		return e;
+	}
+	if (barrier->len > ZERO_BUF_MAX) {
+		log_error("%s: sync barrier of %" PRIu64 " bytes too large",
+			  dev->name, barrier->len);
+		return -EINVAL;
+	}
+	e = posix_memalign(&buf, DIRECT_ALIGN, (size_t)barrier->len);
+	if (e) {
+		log_error("%s: sync barrier: %s", dev->name, strerror(e));
+		return -e;
+	}
+	e = file_read(dev, buf, (size_t)barrier->len, barrier->off);
+	iov = (struct iovec){ buf, (size_t)barrier->len };
+	while (e == 0) {
+		ssize_t w = pwritev2(f->fd, &iov, 1, (off_t)barrier->off,
+				     RWF_DSYNC);
+
+		if (w == (ssize_t)barrier->len)
+			break;
+		if (w < 0 && errno == EINTR)
+			continue;
+		/* a short data-sync write: the simple way is a flush */
+		e = w < 0 ? -errno : file_flush(dev);
+		if (w < 0)
+			log_error("%s: pwritev2(RWF_DSYNC) of %" PRIu64
+				  " bytes at %" PRIu64 ": %s",
+				  dev->name, barrier->len, barrier->off,
+				  strerror(-e));
+		break;
+	}
+	holes_forget(f, barrier->off, barrier->len);
+	free(buf);
+	return e;
+}
+
 /* The last resort: write zeroes from a buffer of at most ZERO_BUF_MAX. */
 static int write_zero_bytes(struct io_dev *dev, uint64_t off, uint64_t len)
 {
@@ -332,6 +430,7 @@ static int file_write_zeroes(struct io_dev *dev, uint64_t off, uint64_t len)
 		return 0;
 	if (!unsupported(r, false))
 		return zero_failed(dev, "fallocate(PUNCH_HOLE)", off, len, r);
+	atomic_store(&f->zero_bytes_written, true);
 	return write_zero_bytes(dev, off, len);
 }
 
@@ -349,6 +448,7 @@ static int file_discard(struct io_dev *dev, uint64_t off, uint64_t len)
 		return zero_failed(dev, "fallocate(PUNCH_HOLE)", off, len, r);
 	if (blk)
 		return file_write_zeroes(dev, off, len);
+	atomic_store(&f->zero_bytes_written, true);
 	return write_zero_bytes(dev, off, len);
 }
 
@@ -455,6 +555,7 @@ static int file_is_hole(struct io_dev *dev, uint64_t off, uint64_t len)
 
 static const struct io_ops file_ops = {
 	.is_hole = file_is_hole,
+	.sync_ranges = file_sync_ranges,
 	.read = file_read,
 	.write = file_write,
 	.flush = file_flush,
@@ -463,6 +564,34 @@ static const struct io_ops file_ops = {
 	.resize = file_resize,
 	.close = file_close,
 };
+
+/*
+ * Whether file_sync_ranges is sound on fd's filesystem.  It relies on a
+ * data sync of one range committing every allocation and hole punch of
+ * the whole file made before it: ext4 (the inode's datasync transaction,
+ * which fallocate and block allocation both advance) and XFS (the
+ * inode's last log sequence) do so; tmpfs has nothing to make durable.
+ * Elsewhere (btrfs, NFS, ...) a barrier is a whole fdatasync.
+ * TV_IO_NO_RANGED_SYNC=1 in the environment turns it off.
+ */
+static bool is_ranged_fs(int fd)
+{
+	const char *off = getenv("TV_IO_NO_RANGED_SYNC");
+	struct statfs sfs;
+
+	if (off && *off && strcmp(off, "0"))
+		return false;
+	if (fstatfs(fd, &sfs) < 0)
+		return false;
+	switch ((unsigned long)sfs.f_type) {
+	case 0xef53:	 /* EXT4_SUPER_MAGIC (also ext2/3 via ext4) */
+	case 0x58465342: /* XFS_SUPER_MAGIC */
+	case 0x01021994: /* TMPFS_MAGIC */
+		return true;
+	default:
+		return false;
+	}
+}
 
 static int open_fd(const char *path, unsigned int flags, bool *created)
 {
@@ -551,6 +680,8 @@ int io_file_open(const char *path, unsigned int flags, uint64_t size,
 		dflags |= IO_DEV_RDONLY;
 	if (flags & IO_FILE_DIRECT)
 		dflags |= IO_DEV_DIRECT;
+	if (S_ISREG(st.st_mode) && is_ranged_fs(fd))
+		dflags |= IO_DEV_RANGED_SYNC;
 
 	f = calloc(1, sizeof(*f));
 	if (!f) {

@@ -25,6 +25,16 @@
  *     io_pc_crash_image().
  *  6. Closing the wrapper loses the pending list, as if the power were
  *     cut at close: whoever wants data kept flushes first.
+ *  7. A ranged sync with a barrier (io_sync_ranges; the wrapper has
+ *     IO_DEV_RANGED_SYNC) applies to lower, in issue order, every pending
+ *     discard and write_zeroes whole and the part of every pending write
+ *     inside the ranges or the barrier.  What stays pending is the rest of
+ *     each write, less what a later discard or write_zeroes covered (the
+ *     page cache lost those bytes with it).  It is counted like a flush;
+ *     without a barrier it only counts.
+ *  8. is_hole: no pending write touches the range and it reads as zeroes
+ *     (so it is zero in lower or under a pending discard, which the next
+ *     barrier makes durable).
  *
  * One mutex serializes every operation, reads included, so that a read
  * never sees lower half-way through a flush.
@@ -243,6 +253,250 @@ out:
 	return r;
 }
 
+/* A set of disjoint byte intervals, sorted. */
+struct ivals {
+	struct io_range *v;
+	size_t n, cap;
+};
+
+static int ivals_push(struct ivals *s, uint64_t off, uint64_t len)
+{
+	if (s->n == s->cap) {
+		size_t cap = s->cap ? s->cap * 2 : 8;
+		struct io_range *v = realloc(s->v, cap * sizeof(*v));
+
+		if (!v)
+			return -ENOMEM;
+		s->v = v;
+		s->cap = cap;
+	}
+	s->v[s->n++] = (struct io_range){ off, len };
+	return 0;
+}
+
+static int cmp_range(const void *a, const void *b)
+{
+	uint64_t x = ((const struct io_range *)a)->off;
+	uint64_t y = ((const struct io_range *)b)->off;
+
+	return x < y ? -1 : x > y;
+}
+
+/* Sort and merge s in place. */
+static void ivals_norm(struct ivals *s)
+{
+	size_t j = 0;
+
+	if (!s->n)
+		return;
+	qsort(s->v, s->n, sizeof(*s->v), cmp_range);
+	for (size_t i = 1; i < s->n; i++) {
+		struct io_range *last = &s->v[j];
+
+		if (s->v[i].off <= last->off + last->len) {
+			uint64_t end = MAX(last->off + last->len,
+					   s->v[i].off + s->v[i].len);
+			last->len = end - last->off;
+		} else {
+			s->v[++j] = s->v[i];
+		}
+	}
+	s->n = j + 1;
+}
+
+/* out := [off, off + len) less every interval of sub (sorted, disjoint). */
+static int ivals_minus(uint64_t off, uint64_t len, const struct ivals *sub,
+		       struct ivals *out)
+{
+	uint64_t pos = off, end = off + len;
+	int r = 0;
+
+	out->n = 0;
+	for (size_t i = 0; i < sub->n && pos < end && !r; i++) {
+		uint64_t s = sub->v[i].off, e = s + sub->v[i].len;
+
+		if (e <= pos)
+			continue;
+		if (s >= end)
+			break;
+		if (s > pos)
+			r = ivals_push(out, pos, s - pos);
+		pos = MAX(pos, e);
+	}
+	if (!r && pos < end)
+		r = ivals_push(out, pos, end - pos);
+	return r;
+}
+
+/* Rule 7, with the lock held. */
+static int ranged_sync(struct io_pc *pc, const struct io_range *rg, size_t n,
+		       const struct io_range *barrier)
+{
+	struct ivals sync = { 0 }, later = { 0 }, rest = { 0 };
+	struct pc_op *ops = NULL;
+	size_t nops = 0, cap = pc->nr_ops + 1;
+	int r = 0;
+
+	for (size_t i = 0; i < n && !r; i++)
+		if (rg[i].len)
+			r = ivals_push(&sync, rg[i].off, rg[i].len);
+	if (!r)
+		r = ivals_push(&sync, barrier->off, barrier->len);
+	if (r)
+		goto out;
+	ivals_norm(&sync);
+	/* the durable part, in issue order */
+	for (size_t i = 0; i < pc->nr_ops && !r; i++) {
+		const struct pc_op *op = &pc->ops[i];
+
+		if (!op->data) {
+			r = apply_part(pc->lower, op, op->off,
+				       op->off + op->len);
+			continue;
+		}
+		for (size_t k = 0; k < sync.n && !r; k++) {
+			uint64_t s = MAX(op->off, sync.v[k].off);
+			uint64_t e = MIN(op->off + op->len,
+					 sync.v[k].off + sync.v[k].len);
+
+			if (s < e)
+				r = apply_part(pc->lower, op, s, e);
+		}
+	}
+	if (!r)
+		r = io_flush(pc->lower);
+	if (r)
+		goto out; /* the list is kept: re-applying it is harmless */
+	/* what stays pending: newest first, to know the later zeroings */
+	ops = calloc(cap, sizeof(*ops));
+	if (!ops) {
+		r = -ENOMEM;
+		goto out;
+	}
+	for (size_t i = pc->nr_ops; i-- > 0 && !r;) {
+		const struct pc_op *op = &pc->ops[i];
+		struct ivals sub = { 0 };
+
+		if (!op->data) {
+			r = ivals_push(&later, op->off, op->len);
+			if (!r)
+				ivals_norm(&later);
+			continue;
+		}
+		/* sub := sync + later */
+		for (size_t k = 0; k < sync.n && !r; k++)
+			r = ivals_push(&sub, sync.v[k].off, sync.v[k].len);
+		for (size_t k = 0; k < later.n && !r; k++)
+			r = ivals_push(&sub, later.v[k].off, later.v[k].len);
+		if (!r) {
+			ivals_norm(&sub);
+			r = ivals_minus(op->off, op->len, &sub, &rest);
+		}
+		free(sub.v);
+		for (size_t k = 0; k < rest.n && !r; k++) {
+			struct pc_op *o;
+
+			if (nops == cap) {
+				struct pc_op *b = realloc(
+					ops, cap * 2 * sizeof(*ops));
+				if (!b) {
+					r = -ENOMEM;
+					break;
+				}
+				ops = b;
+				cap *= 2;
+			}
+			o = &ops[nops];
+			o->off = rest.v[k].off;
+			o->len = rest.v[k].len;
+			o->data = malloc((size_t)o->len);
+			if (!o->data) {
+				r = -ENOMEM;
+				break;
+			}
+			memcpy(o->data, op->data + (o->off - op->off),
+			       (size_t)o->len);
+			nops++;
+		}
+	}
+	if (r) {
+		while (nops--)
+			free(ops[nops].data);
+		free(ops);
+		goto out;
+	}
+	/* ops holds the pieces newest first: the list is oldest first */
+	free_pending(pc);
+	for (size_t i = 0; i < nops && !r; i++) {
+		r = add_pending(pc, ops[nops - 1 - i].off,
+				ops[nops - 1 - i].len, ops[nops - 1 - i].data);
+		ops[nops - 1 - i].data = NULL;
+	}
+	for (size_t i = 0; i < nops; i++)
+		free(ops[i].data);
+	free(ops);
+out:
+	free(sync.v);
+	free(later.v);
+	free(rest.v);
+	return r;
+}
+
+static int pc_sync_ranges(struct io_dev *dev, const struct io_range *rg,
+			  size_t n, const struct io_range *barrier)
+{
+	struct io_pc *pc = to_pc(dev);
+	int r;
+
+	pthread_mutex_lock(&pc->lock);
+	r = power_is_off(pc);
+	if (r)
+		goto out;
+	if (barrier)
+		r = ranged_sync(pc, rg, n, barrier);
+	count_op(pc);
+out:
+	pthread_mutex_unlock(&pc->lock);
+	return r;
+}
+
+/* Rule 8. */
+static int pc_is_hole(struct io_dev *dev, uint64_t off, uint64_t len)
+{
+	struct io_pc *pc = to_pc(dev);
+	uint8_t *buf;
+	int hole = 0;
+
+	if (len > COPY_CHUNK)
+		return 0;
+	buf = malloc((size_t)len);
+	if (!buf)
+		return 0;
+	pthread_mutex_lock(&pc->lock);
+	if (pc->cut)
+		goto out;
+	for (size_t i = 0; i < pc->nr_ops; i++) {
+		const struct pc_op *op = &pc->ops[i];
+
+		if (op->data && op->off < off + len && off < op->off + op->len)
+			goto out;
+	}
+	if (io_read(pc->lower, buf, (size_t)len, off))
+		goto out;
+	for (size_t i = 0; i < pc->nr_ops; i++)
+		overlay(buf, off, len, &pc->ops[i]);
+	hole = 1;
+	for (uint64_t i = 0; i < len; i++)
+		if (buf[i]) {
+			hole = 0;
+			break;
+		}
+out:
+	pthread_mutex_unlock(&pc->lock);
+	free(buf);
+	return hole;
+}
+
 /* Resize lower at once (rule 1) and clip pending ops to the new size. */
 static int pc_resize(struct io_dev *dev, uint64_t new_size)
 {
@@ -290,6 +544,8 @@ static const struct io_ops pc_ops = {
 	.read = pc_read,
 	.write = pc_write,
 	.flush = pc_flush,
+	.sync_ranges = pc_sync_ranges,
+	.is_hole = pc_is_hole,
 	.discard = pc_zero,
 	.write_zeroes = pc_zero,
 	.resize = pc_resize,
@@ -317,7 +573,7 @@ int io_pc_wrap(struct io_dev *lower, bool own_lower, struct io_dev **out)
 	pc->own_lower = own_lower;
 	pc->dev.ops = &pc_ops;
 	pc->dev.size = lower->size;
-	pc->dev.flags = lower->flags;
+	pc->dev.flags = lower->flags | IO_DEV_RANGED_SYNC;
 	/* the precision keeps "pc:" + name inside dev.name */
 	snprintf(pc->dev.name, sizeof(pc->dev.name), "pc:%.60s",
 		 lower->name);

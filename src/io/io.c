@@ -71,6 +71,40 @@ int io_flush(struct io_dev *dev)
 	return dev->ops->flush(dev);
 }
 
+int io_sync_ranges(struct io_dev *dev, const struct io_range *r, size_t n,
+		   const struct io_range *barrier)
+{
+	int e;
+
+	assert(dev && (r || !n));
+	e = check_writable(dev, "sync");
+	if (e)
+		return e;
+	for (size_t i = 0; i < n; i++) {
+		e = check_range(dev, "sync", r[i].off, r[i].len);
+		if (e)
+			return e;
+	}
+	if (barrier) {
+		e = check_range(dev, "sync barrier", barrier->off,
+				barrier->len);
+		if (e)
+			return e;
+		if (!barrier->len) {
+			log_error("%s: sync with an empty barrier", dev->name);
+			return -EINVAL;
+		}
+		if (!(dev->flags & IO_DEV_RANGED_SYNC) ||
+			 !dev->ops->sync_ranges)
+			return dev->ops->flush(dev);
+	}
+	if (!dev->ops->sync_ranges || !(dev->flags & IO_DEV_RANGED_SYNC))
+		return 0;
+	if (!barrier && !n)
+		return 0;
+	return dev->ops->sync_ranges(dev, r, n, barrier);
+}
+
 int io_discard(struct io_dev *dev, uint64_t off, uint64_t len)
 {
 	int r;

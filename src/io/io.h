@@ -5,7 +5,8 @@
  * Everything thinvol reads or writes goes through a struct io_dev. Backends:
  *
  *   io-file.c      a regular file or a block device (pread/pwrite,
- *                  fdatasync, fallocate or BLKDISCARD/BLKZEROOUT)
+ *                  fdatasync or sync_file_range + RWF_DSYNC, fallocate or
+ *                  BLKDISCARD/BLKZEROOUT)
  *   io-mem.c       a byte array in memory
  *   io-fault.c     wraps another device; fails the Nth operation
  *   io-powercut.c  wraps another device; models a volatile write cache and
@@ -39,6 +40,11 @@
 
 struct io_dev;
 
+/* A byte range of a device. */
+struct io_range {
+	uint64_t off, len;
+};
+
 struct io_ops {
 	int (*read)(struct io_dev *dev, void *buf, size_t len, uint64_t off);
 	int (*write)(struct io_dev *dev, const void *buf, size_t len,
@@ -54,12 +60,18 @@ struct io_ops {
 	 * being written (a hole of a sparse file), else 0.  A hint: 0 is
 	 * always a correct answer. */
 	int (*is_hole)(struct io_dev *dev, uint64_t off, uint64_t len);
+	/* Optional: io_sync_ranges (only called with valid ranges). */
+	int (*sync_ranges)(struct io_dev *dev, const struct io_range *r,
+			   size_t n, const struct io_range *barrier);
 };
 
 /* Flags describing a device (io_dev.flags). */
 #define IO_DEV_BLOCKDEV (1u << 0) /* a block device, not a file */
 #define IO_DEV_RDONLY (1u << 1)	  /* opened read-only */
 #define IO_DEV_DIRECT (1u << 2)	  /* O_DIRECT: buffers must be aligned */
+/* io_sync_ranges costs less than a flush: it leaves the other written
+ * data where it is (in the page cache) */
+#define IO_DEV_RANGED_SYNC (1u << 3)
 
 struct io_dev {
 	const struct io_ops *ops;
@@ -75,6 +87,27 @@ int io_flush(struct io_dev *dev);
 int io_discard(struct io_dev *dev, uint64_t off, uint64_t len);
 int io_write_zeroes(struct io_dev *dev, uint64_t off, uint64_t len);
 int io_resize(struct io_dev *dev, uint64_t new_size);
+/*
+ * A flush of part of the device.
+ *
+ * With barrier NULL: write the ranges back and wait for that, a
+ * preparation that promises nothing (a later call with a barrier, or a
+ * flush, still has to make them durable; it then has less to do).
+ *
+ * With a barrier: when it returns 0, these are durable:
+ *   - the bytes of every range, as written before the call;
+ *   - every discard and write_zeroes that completed before the call,
+ *     wherever it was;
+ *   - the barrier range, whose contents the call writes again: the caller
+ *     makes sure nothing else writes there meanwhile.
+ * Other writes may still be in the volatile cache.  The ranges lie inside
+ * the device (else -EINVAL), in any order, and may overlap.
+ *
+ * A device without IO_DEV_RANGED_SYNC flushes instead (with a barrier),
+ * which makes more durable than asked and is therefore correct.
+ */
+int io_sync_ranges(struct io_dev *dev, const struct io_range *r, size_t n,
+		   const struct io_range *barrier);
 /* 1 when the range is known to read as zeroes (see io_ops.is_hole). */
 int io_is_hole(struct io_dev *dev, uint64_t off, uint64_t len);
 /* NULL is allowed. */

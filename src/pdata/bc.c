@@ -118,6 +118,11 @@ struct bc {
 	size_t dvec_cap;
 	struct bc_stats st;
 	uint8_t *wbuf; /* coalescing buffer for bc_write_dirty */
+	/* every node written since bc_written_clear, as byte ranges (runs
+	 * of neighbours merged); incomplete when out of memory */
+	struct io_range *wr;
+	size_t nr_wr, wr_cap;
+	bool wr_lost;
 };
 
 #define BC_MIN_NODES 16
@@ -504,7 +509,51 @@ void bc_destroy(struct bc *bc)
 	big_free(bc->htab, bc->htab_map_len);
 	free(bc->dvec);
 	free(bc->wbuf);
+	free(bc->wr);
 	free(bc);
+}
+
+/* Note nr nodes written from blocknr on. */
+static void note_written(struct bc *bc, uint64_t blocknr, size_t nr)
+{
+	uint64_t off = blocknr << PD_NODE_SHIFT, len = (uint64_t)nr
+						       << PD_NODE_SHIFT;
+	struct io_range *last = bc->nr_wr ? &bc->wr[bc->nr_wr - 1] : NULL;
+
+	if (last && last->off + last->len == off) {
+		last->len += len;
+		return;
+	}
+	if (bc->nr_wr == bc->wr_cap) {
+		size_t cap = bc->wr_cap ? bc->wr_cap * 2 : 64;
+		struct io_range *v = realloc(bc->wr, cap * sizeof(*v));
+
+		if (!v) {
+			bc->wr_lost = true;
+			return;
+		}
+		bc->wr = v;
+		bc->wr_cap = cap;
+	}
+	bc->wr[bc->nr_wr++] = (struct io_range){ off, len };
+}
+
+bool bc_written(const struct bc *bc, const struct io_range **v, size_t *n)
+{
+	*v = bc->wr;
+	*n = bc->nr_wr;
+	return !bc->wr_lost;
+}
+
+void bc_written_clear(struct bc *bc)
+{
+	bc->nr_wr = 0;
+	bc->wr_lost = false;
+	if (bc->wr_cap > 4096) { /* do not keep a big one forever */
+		free(bc->wr);
+		bc->wr = NULL;
+		bc->wr_cap = 0;
+	}
 }
 
 void bc_set_pool_tag(struct bc *bc, uint64_t pool_tag)
@@ -525,6 +574,7 @@ static int write_one(struct bc *bc, struct bc_entry *e)
 		return r;
 	}
 	bc->st.writes++;
+	note_written(bc, e->node.blocknr, 1);
 	dirty_del(bc, e);
 	return 0;
 }
@@ -793,6 +843,7 @@ int bc_write_dirty(struct bc *bc)
 				break;
 			}
 			bc->st.writes += run;
+			note_written(bc, v[i]->node.blocknr, run);
 			for (size_t k = 0; k < run; k++)
 				dirty_del(bc, v[i + k]);
 		}

@@ -109,6 +109,14 @@ void bc_dirty(struct bc *bc, struct bc_node *n);
  */
 int bc_write_dirty(struct bc *bc);
 
+/*
+ * The nodes written since bc_written_clear (by bc_write_dirty or to make
+ * room), as byte ranges of the device: what a commit must make durable.
+ * false: the list is incomplete (it ran out of memory): flush it all.
+ */
+bool bc_written(const struct bc *bc, const struct io_range **v, size_t *n);
+void bc_written_clear(struct bc *bc);
+
 /* Forget every cached node whose header gen is >= gen (abort). */
 void bc_forget_gen(struct bc *bc, uint64_t gen);
 

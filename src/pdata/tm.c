@@ -383,8 +383,64 @@ void tm_poison(struct tm *tm, int err)
 		tm->err = err < 0 ? err : -EIO;
 }
 
+static int cmp_range(const void *a, const void *b)
+{
+	uint64_t x = ((const struct io_range *)a)->off;
+	uint64_t y = ((const struct io_range *)b)->off;
+
+	return x < y ? -1 : x > y;
+}
+
+/*
+ * Step c of a ranged commit: the nodes written in this transaction and
+ * the data ranges, sorted and merged, then one ranged sync with the slot
+ * the new superblock goes to as the barrier.
+ */
+static int sync_nodes_and(struct tm *tm, const struct io_range *data,
+			  size_t n, const struct io_range *slot)
+{
+	const struct io_range *w;
+	struct io_range *v;
+	size_t nw, k = 0;
+	int r;
+
+	if (!bc_written(tm->bc, &w, &nw))
+		return io_flush(tm->dev);
+	v = malloc((nw + n + 1) * sizeof(*v));
+	if (!v)
+		return io_flush(tm->dev);
+	memcpy(v, w, nw * sizeof(*v));
+	if (n)
+		memcpy(v + nw, data, n * sizeof(*v));
+	if (nw + n) {
+		qsort(v, nw + n, sizeof(*v), cmp_range);
+		for (size_t i = 1; i < nw + n; i++) {
+			if (v[i].off <= v[k].off + v[k].len) {
+				uint64_t end = MAX(v[k].off + v[k].len,
+						   v[i].off + v[i].len);
+				v[k].len = end - v[k].off;
+			} else {
+				v[++k] = v[i];
+			}
+		}
+		k++;
+	}
+	r = io_sync_ranges(tm->dev, v, k, slot);
+	free(v);
+	return r;
+}
+
 int tm_commit(struct tm *tm)
 {
+	return tm_commit_ranged(tm, NULL, SIZE_MAX);
+}
+
+/* n == SIZE_MAX: a full commit (flushes). */
+int tm_commit_ranged(struct tm *tm, const struct io_range *data, size_t n)
+{
+	bool ranged = n != SIZE_MAX && (tm->dev->flags & IO_DEV_RANGED_SYNC);
+	struct io_range slot = { (tm->cur.txn % 2) << PD_NODE_SHIFT,
+				 PD_NODE_SIZE };
 	struct disk_superblock *sb;
 	struct sm_stats st, st0;
 	uint64_t t0, t1, t2, t3;
@@ -416,12 +472,13 @@ int tm_commit(struct tm *tm)
 		goto poison;
 	/* c. the nodes are durable before any superblock names them */
 	t2 = clock_mono_ns();
-	r = io_flush(tm->dev);
+	r = ranged ? sync_nodes_and(tm, data, n, &slot) : io_flush(tm->dev);
 	if (r < 0) {
 		log_error("%s: flush before commit: %s", tm->dev->name,
 			  strerror(-r));
 		goto poison;
 	}
+	bc_written_clear(tm->bc);
 	t3 = clock_mono_ns();
 	/* d. the superblock of this transaction, in slot txn % 2, so the
 	 *    previous one (the other slot) survives a torn write */
@@ -432,7 +489,8 @@ int tm_commit(struct tm *tm)
 	if (r < 0)
 		goto read_only;
 	/* e. the transaction is durable */
-	r = io_flush(tm->dev);
+	r = ranged ? io_sync_ranges(tm->dev, NULL, 0, &slot)
+		   : io_flush(tm->dev);
 	if (r < 0) {
 		log_error("%s: flush after superblock: %s", tm->dev->name,
 			  strerror(-r));
@@ -471,6 +529,7 @@ int tm_abort(struct tm *tm)
 	int r;
 
 	bc_forget_gen(tm->bc, tm->node_gen);
+	bc_written_clear(tm->bc);
 	tm->cur = tm->com;
 	tm->cur.txn = tm->com.txn + 1;
 	new_node_gen(tm);

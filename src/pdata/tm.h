@@ -22,6 +22,11 @@
  *        c. flush the device               (the nodes are durable)
  *        d. write superblock txn % 2 with the new roots and txn
  *        e. flush the device               (the transaction is durable)
+ *      tm_commit_ranged makes (c) and (e) ranged syncs (io_sync_ranges):
+ *      (c) of the nodes written in the transaction and of the data ranges
+ *      the caller names, with slot txn % 2 as the barrier (its old
+ *      contents written again), and (e) of the new superblock alone.
+ *      Other data written since the last flush is not made durable.
  *      A crash before (e) leaves superblock (txn - 1) % 2 valid and every
  *      node it references untouched (rule 1), so the store opens at the
  *      previous transaction; a crash after (d) reached the disk opens at the
@@ -88,6 +93,9 @@ int tm_open(struct io_dev *dev, const struct tm_open_opts *opts,
 void tm_close(struct tm *tm);
 
 int tm_commit(struct tm *tm);
+/* A commit whose flushes cover only the transaction's nodes, the data
+ * ranges given and what io_sync_ranges promises (rule 3). */
+int tm_commit_ranged(struct tm *tm, const struct io_range *data, size_t n);
 /* Drop the open transaction's changes and return to the committed state.
  * Allowed after any error; may fail only for I/O errors reloading it. */
 int tm_abort(struct tm *tm);

@@ -257,6 +257,7 @@ out:
 /* ---- open / close ---- */
 
 static void *committer_main(void *arg);
+static int flush_locked(struct tv_pool *p);
 
 static int pool_open_common(struct tv_pool *p, const char *path,
 			    const struct tv_pool_open_opts *o);
@@ -377,6 +378,10 @@ int tv_pool_close(struct tv_pool *p)
 	pthread_mutex_lock(&p->meta_lock);
 	if (!p->read_only && p->dirty)
 		r = pool_commit_locked(p);
+	else if (!p->read_only && vio_had_io(p))
+		/* writes since the last flush (the committer's ranged
+		 * commits leave some): closing makes everything durable */
+		r = flush_locked(p);
 	pthread_mutex_unlock(&p->meta_lock);
 	vio_destroy(p);
 	tm_close(p->tm);
@@ -405,15 +410,25 @@ void pool_set_read_only(struct tv_pool *p, int err, const char *why)
 	log_error("%s: pool is now read-only: %s", p->path, p->reason);
 }
 
-int pool_commit_locked(struct tv_pool *p)
+/* ranged: the committer's commit (pool_commit_bg_locked). */
+static int commit_locked(struct tv_pool *p, bool ranged)
 {
+	struct io_range *data = NULL;
+	size_t n = SIZE_MAX;
 	int r;
 
 	vio_before_commit_locked(p); /* may drop meta_lock meanwhile */
 	if (p->read_only)
 		return tv_err(-EROFS, "%s: the pool is read-only%s%s", p->path,
 			      p->reason[0] ? ": " : "", p->reason);
-	r = tm_commit(p->tm);
+	if (ranged && (p->dev->flags & IO_DEV_RANGED_SYNC) &&
+	    vio_sync_ranges_locked(p, &data, &n) < 0)
+		n = SIZE_MAX; /* the list is incomplete: flush it all */
+	else if (!ranged || !(p->dev->flags & IO_DEV_RANGED_SYNC))
+		n = SIZE_MAX;
+	r = tm_commit_ranged(p->tm, data, n);
+	free(data);
+	vio_sync_clear_locked(p);
 	if (r < 0) {
 		/* A metadata I/O error: the transaction is lost, and the
 		 * pool stops writing until it is reopened and checked. */
@@ -426,11 +441,17 @@ int pool_commit_locked(struct tv_pool *p)
 	return 0;
 }
 
+int pool_commit_locked(struct tv_pool *p)
+{
+	return commit_locked(p, false);
+}
+
 void pool_abort_locked(struct tv_pool *p)
 {
 	int r;
 
 	vio_drain_locked(p); /* may drop meta_lock meanwhile */
+	vio_sync_clear_locked(p);
 	r = tm_abort(p->tm);
 
 	p->dirty = false;
@@ -440,9 +461,18 @@ void pool_abort_locked(struct tv_pool *p)
 
 int tv_pool_flush(struct tv_pool *p)
 {
-	int r = 0;
+	int r;
 
 	pthread_mutex_lock(&p->meta_lock);
+	r = flush_locked(p);
+	pthread_mutex_unlock(&p->meta_lock);
+	return r;
+}
+
+static int flush_locked(struct tv_pool *p)
+{
+	int r = 0;
+
 	if (p->read_only)
 		r = tv_err(-EROFS, "%s: the pool is read-only%s%s", p->path,
 			   p->reason[0] ? ": " : "", p->reason);
@@ -454,7 +484,6 @@ int tv_pool_flush(struct tv_pool *p)
 		if (r < 0)
 			r = tv_err(r, "%s: flush: %s", p->path, strerror(-r));
 	}
-	pthread_mutex_unlock(&p->meta_lock);
 	return r;
 }
 
@@ -567,6 +596,15 @@ static void discard_freed_locked(struct tv_pool *p)
 	}
 }
 
+int pool_commit_bg_locked(struct tv_pool *p)
+{
+	int r = commit_locked(p, true);
+
+	if (r == 0)
+		discard_freed_locked(p);
+	return r;
+}
+
 static void *committer_main(void *arg)
 {
 	struct tv_pool *p = arg;
@@ -593,8 +631,8 @@ static void *committer_main(void *arg)
 				continue;
 			}
 		}
-		if (p->dirty && pool_commit_locked(p) == 0)
-			discard_freed_locked(p);
+		if (p->dirty)
+			pool_commit_bg_locked(p);
 		if (vio_reap_pending(p)) {
 			pthread_mutex_unlock(&p->meta_lock);
 			vio_reap(p);

@@ -150,6 +150,11 @@ struct disk_pool_user *pool_user(struct tv_pool *p);
  * the reason recorded.  Caller holds meta_lock; it is dropped for a while
  * first, to wait for the I/O path's provisions (vio.c, rule 4). */
 int pool_commit_locked(struct tv_pool *p);
+/* The committer's commit: on a device with ranged syncs it makes durable
+ * only the metadata and the data of vio.c's rule 7, not every write since
+ * the last flush.  Then, if it succeeded, punch holes for the blocks
+ * freed (discard).  Same locking as pool_commit_locked. */
+int pool_commit_bg_locked(struct tv_pool *p);
 /* Abandon the open transaction.  Caller holds meta_lock (dropped for a
  * while first, as for the commit). */
 void pool_abort_locked(struct tv_pool *p);
@@ -189,6 +194,15 @@ void vio_drain_locked(struct tv_pool *p);
  * when there is much of it (a failed flush poisons the transaction), then
  * drain (vio.c, rules 4 and 5).  meta_lock held; dropped meanwhile. */
 void vio_before_commit_locked(struct tv_pool *p);
+/* Rule 7 of vio.c: the ranges of the blocks whose data the next commit
+ * must make durable (*out malloc'd; NULL when none).  -ENOMEM: the list
+ * is incomplete, flush everything.  meta_lock held. */
+int vio_sync_ranges_locked(struct tv_pool *p, struct io_range **out,
+			   size_t *n);
+/* Whether any volume has seen I/O since the pool was opened. */
+bool vio_had_io(struct tv_pool *p);
+/* After a commit or an abort: the list starts again.  meta_lock held. */
+void vio_sync_clear_locked(struct tv_pool *p);
 /* tv_vol_read_map that leaves the bytes of the hole extents it reports
  * unwritten (holes it had to report as data are zeroed): for the NBD
  * server, which answers holes without payload. */

@@ -28,9 +28,9 @@
  *        c. under meta_lock again: insert the mapping (which drops the
  *           shared block's reference), drop the record, wake waiters.
  *      So a new block's data is on the device before the mapping that
- *      exposes it is inserted, and the commit flushes the device before
- *      its superblock: no committed mapping ever points at a block holding
- *      older data.  A block in flight is allocated, so the hole puncher
+ *      exposes it is inserted, and the commit makes it durable before its
+ *      superblock (rule 7): no committed mapping ever points at a block
+ *      holding older data.  A block in flight is allocated, so the hole puncher
  *      (pool.c, under meta_lock) leaves it alone, and nothing freed can be
  *      handed out twice.  Writes of zeroes and the tail zeroing of a
  *      shrink are rare and run all three steps under one hold of meta_lock
@@ -57,15 +57,30 @@
  *          metadata error is aborting it (that thread waits in its drain):
  *          it then touches no metadata and fails the write.
  *   5. Before a commit, when many bytes went into new blocks since the
- *      last one, vio_before_commit_locked flushes the device with
- *      meta_lock dropped: the writeback then runs while the I/O path goes
- *      on, and the commit's own flush under meta_lock has little left.
- *      If that flush fails the transaction is poisoned: a writeback error
- *      is reported once, and the commit's flush must not pass after it.
+ *      last one (into blocks of rule 7's list, with ranged commits),
+ *      vio_before_commit_locked flushes the device (writes those blocks
+ *      back) with meta_lock dropped: the writeback then runs while the I/O
+ *      path goes on, and the commit's own flush under meta_lock has little
+ *      left.  If that flush fails the transaction is poisoned: a writeback
+ *      error is reported once, and the commit's flush must not pass after
+ *      it.
  *   6. Copy-on-write: a mapping written before the volume's last snapshot
  *      epoch may be shared; a write to it goes to a new block holding the
  *      old contents merged with the new data, and the old block loses one
  *      reference (freed if it was not shared after all).
+ *   7. What a commit must make durable besides the metadata: the data of
+ *      every block provisioned in its transaction, except a fresh block
+ *      that was a hole of the pool file when step b began (io_is_hole).
+ *      Such a hole reads as zeroes after a crash whether or not the data
+ *      written since reached the disk (a hole punched since the last
+ *      commit is durable through the commit's barrier, io_sync_ranges),
+ *      and zeroes are the old contents of any block the volume did not
+ *      have: the write is then found old or new, as for any write not
+ *      yet flushed.  Every other new block (a copy, a block that held
+ *      data, a zeroed one) goes on vio->sync at step c, and the
+ *      committer's ranged commit (pool_commit_bg_locked) syncs exactly
+ *      those with the nodes.  Every other commit, and every flush the
+ *      client asks for, flushes everything.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -134,6 +149,10 @@ struct vio {
 	unsigned int drainers;	/* threads waiting for nr_pending == 0 */
 	uint64_t unflushed;	/* bytes into new blocks since the last
 				 * flush before a commit (rule 5) */
+	/* rule 7: blocks whose data the next commit must make durable */
+	uint64_t *sync;
+	size_t nr_sync, sync_cap;
+	bool sync_lost;		/* out of memory: flush everything */
 };
 
 /* One provision (rule 3). */
@@ -144,6 +163,7 @@ struct prov {
 	uint64_t in, len;    /* the range written, inside the block */
 	const uint8_t *buf;  /* the data; NULL: zeroes */
 	int r;		     /* how its data write went */
+	bool sync;	     /* rule 7: a commit must make its data durable */
 };
 
 int vio_init(struct tv_pool *p)
@@ -173,6 +193,7 @@ void vio_destroy(struct tv_pool *p)
 	}
 	u64map_free(&p->vio->vols);
 	vio_reap(p);
+	free(p->vio->sync);
 	pthread_cond_destroy(&p->vio->done);
 	pthread_mutex_destroy(&p->vio->lock);
 	free(p->vio);
@@ -528,24 +549,27 @@ static int plan_block_locked(struct tv_pool *p, const struct disk_volume *v,
 	return 0;
 }
 
-/* Step b: the data of a new block (no lock needed: rule 3). */
-static int prov_write(struct tv_pool *p, const struct prov *pv)
+/* Step b: the data of a new block (no lock needed: rule 3).  Sets
+ * pv->sync (rule 7). */
+static int prov_write(struct tv_pool *p, struct prov *pv)
 {
 	uint32_t bs = p->block_size;
 	uint64_t at = dev_off(p, pv->block, 0);
 	uint8_t *tmp;
 	int r;
 
+	/* A hole of a sparse pool file (never written, or punched when
+	 * freed — the puncher runs under meta_lock and skips allocated
+	 * blocks) reads as zeroes, also after a crash. */
+	pv->sync = pv->old != NO_BLOCK || !pv->buf ||
+		   !io_is_hole(p->dev, at, bs);
 	if (pv->len == bs && pv->buf) /* nothing of the old block is kept */
 		return io_write(p->dev, pv->buf, bs, at);
 	if (pv->old == NO_BLOCK) {
 		/* a fresh block: what the write does not cover reads zero,
-		 * whatever the block held before.  A hole of a sparse pool
-		 * file (never written, or punched when freed — the puncher
-		 * runs under meta_lock and skips allocated blocks) already
-		 * does: then zeroing it would only cost time. */
-		r = io_is_hole(p->dev, at, bs) ? 0
-					       : io_write_zeroes(p->dev, at, bs);
+		 * whatever the block held before; a hole already does, and
+		 * zeroing it would only cost time */
+		r = pv->sync ? io_write_zeroes(p->dev, at, bs) : 0;
 		return r ? r : io_write(p->dev, pv->buf, pv->len, at + pv->in);
 	}
 	/* copy-on-write: old contents with the new data over them */
@@ -576,6 +600,73 @@ static void prov_write_all(struct tv_pool *p, struct prov *pv, unsigned int n)
 		pv[i].r = prov_write(p, &pv[i]);
 }
 
+/* Rule 7: the next commit makes block's data durable. */
+static void sync_add_locked(struct vio *io, uint64_t block)
+{
+	if (io->nr_sync == io->sync_cap) {
+		size_t cap = io->sync_cap ? io->sync_cap * 2 : 256;
+		uint64_t *v = realloc(io->sync, cap * sizeof(*v));
+
+		if (!v) {
+			io->sync_lost = true;
+			return;
+		}
+		io->sync = v;
+		io->sync_cap = cap;
+	}
+	io->sync[io->nr_sync++] = block;
+}
+
+int vio_sync_ranges_locked(struct tv_pool *p, struct io_range **out,
+			   size_t *n)
+{
+	struct vio *io = p->vio;
+	struct io_range *v;
+
+	*out = NULL;
+	*n = 0;
+	if (io->sync_lost)
+		return -ENOMEM;
+	if (!io->nr_sync)
+		return 0;
+	v = malloc(io->nr_sync * sizeof(*v));
+	if (!v)
+		return -ENOMEM;
+	for (size_t i = 0; i < io->nr_sync; i++)
+		v[i] = (struct io_range){ dev_off(p, io->sync[i], 0),
+					  p->block_size };
+	*out = v;
+	*n = io->nr_sync;
+	return 0;
+}
+
+bool vio_had_io(struct tv_pool *p)
+{
+	bool any;
+
+	if (!p->vio)
+		return false;
+	pthread_mutex_lock(&p->vio->lock);
+	any = p->vio->vols.len > 0;
+	pthread_mutex_unlock(&p->vio->lock);
+	return any;
+}
+
+void vio_sync_clear_locked(struct tv_pool *p)
+{
+	struct vio *io = p->vio;
+
+	if (!io)
+		return;
+	io->nr_sync = 0;
+	io->sync_lost = false;
+	if (io->sync_cap > 65536) {
+		free(io->sync);
+		io->sync = NULL;
+		io->sync_cap = 0;
+	}
+}
+
 /* Step c for one block: map it (meta_lock held; v is stored by the
  * caller).  An error poisons the transaction: abort undoes it all. */
 static int prov_insert_locked(struct tv_pool *p, struct disk_volume *v,
@@ -592,6 +683,8 @@ static int prov_insert_locked(struct tv_pool *p, struct disk_volume *v,
 	if (vs)
 		cache_put_own(vs, pv->vblock, pv->block);
 	p->dirty = true;
+	if (pv->sync && (p->dev->flags & IO_DEV_RANGED_SYNC))
+		sync_add_locked(p->vio, pv->block);
 	return 0;
 }
 
@@ -665,9 +758,18 @@ void vio_before_commit_locked(struct tv_pool *p)
 	     i++) {
 		int r;
 
+		struct io_range *rg = NULL;
+		size_t n = 0;
+
 		io->unflushed = 0;
+		/* with ranged commits, only what the commit will sync */
+		if (!(p->dev->flags & IO_DEV_RANGED_SYNC) ||
+		    vio_sync_ranges_locked(p, &rg, &n) < 0)
+			rg = NULL, n = SIZE_MAX;
 		pthread_mutex_unlock(&p->meta_lock);
-		r = io_flush(p->dev);
+		r = n == SIZE_MAX ? io_flush(p->dev)
+				  : io_sync_ranges(p->dev, rg, n, NULL);
+		free(rg);
 		pthread_mutex_lock(&p->meta_lock);
 		if (r < 0) {
 			/* the commit must fail: its own flush would not see
@@ -724,9 +826,11 @@ static int pending_finish_locked(struct tv_pool *p, struct vstate *vs,
 			werr = pv[i].r;
 		if (r == 0 && pv[i].r == 0) {
 			r = prov_insert_locked(p, &v, vs, &pv[i]);
-			p->vio->unflushed += pv[i].old == NO_BLOCK
-						     ? pv[i].len
-						     : p->block_size;
+			if (pv[i].sync ||
+			    !(p->dev->flags & IO_DEV_RANGED_SYNC))
+				p->vio->unflushed += pv[i].old == NO_BLOCK
+							     ? pv[i].len
+							     : p->block_size;
 		} else if (!poisoned && !tm_state(p->tm)) {
 			sm_dec_block(tm_sm(p->tm), pv[i].block, NULL);
 		}

@@ -256,7 +256,11 @@ int wl_commit(struct wl *wl, struct tm *tm)
 	state_copy(&wl->attempt, &wl->cur);
 	wl->attempt.txn = tm_txn(tm);
 	wl->attempt_valid = true;
-	r = tm_commit(tm);
+	/* every other commit a ranged one (only the transaction's nodes
+	 * are synced; the same as a full one on a device without ranged
+	 * syncs) */
+	r = wl->attempt.txn % 2 ? tm_commit_ranged(tm, NULL, 0)
+				: tm_commit(tm);
 	if (r < 0)
 		return r;
 	state_copy(&wl->com, &wl->attempt);

@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -1142,6 +1143,110 @@ static void test_pc_file(void)
 	free(cur);
 }
 
+
+/* Ranged syncs (rule 7 of io-powercut.c): what becomes durable, what stays
+ * pending, and that a discard after a write wins over it for good. */
+static void test_pc_ranged(void)
+{
+	const uint64_t sz = 65536;
+	uint8_t *old = xcalloc(sz), *cur = xcalloc(sz), *dur = xcalloc(sz);
+	const struct io_range rg = { 8192, 8192 }, bar = { 32768, 512 };
+	struct io_dev *mem, *pc, *img;
+	uint64_t ops;
+
+	pattern(old, sz, 4000);
+	memset(old + 49152, 0, 4096); /* a zero stretch for is_hole */
+	memcpy(cur, old, sz);
+	CHECK_OK(io_mem_create_from(old, sz, &mem));
+	CHECK_OK(io_pc_wrap(mem, false, &pc));
+	CHECK(pc->flags & IO_DEV_RANGED_SYNC);
+
+	pattern(cur, 4096, 1); /* outside the range */
+	CHECK_OK(io_write(pc, cur, 4096, 0));
+	CHECK_OK(io_discard(pc, 0, 1024)); /* a later discard over it */
+	memset(cur, 0, 1024);
+	pattern(cur + 8192, 4096, 2); /* inside */
+	CHECK_OK(io_write(pc, cur + 8192, 4096, 8192));
+	pattern(cur + 20480, 4096, 3); /* outside */
+	CHECK_OK(io_write(pc, cur + 20480, 4096, 20480));
+	CHECK_OK(io_write_zeroes(pc, 40960, 1024)); /* outside: durable */
+	memset(cur + 40960, 0, 1024);
+	pattern(cur + 16000, 1000, 4); /* across the range's end */
+	CHECK_OK(io_write(pc, cur + 16000, 1000, 16000));
+	pattern(cur + 32768, 512, 5); /* the barrier */
+	CHECK_OK(io_write(pc, cur + 32768, 512, 32768));
+	CHECK_OK(io_discard(pc, 45056, 1024)); /* over durable data */
+	memset(cur + 45056, 0, 1024);
+	CHECK_EQ(io_pc_pending(pc), 8);
+
+	/* is_hole: zeroes with no write pending only */
+	CHECK_EQ(io_is_hole(pc, 49152, 4096), 1);
+	CHECK_EQ(io_is_hole(pc, 45056, 1024), 1); /* a discard over data */
+	CHECK_EQ(io_is_hole(pc, 0, 1024), 0);	  /* a write pending */
+	CHECK_EQ(io_is_hole(pc, 45056, 4096), 0); /* data */
+
+	/* bad requests change nothing and are not counted */
+	ops = io_pc_ops(pc);
+	CHECK_EQ(io_sync_ranges(pc, &(struct io_range){ sz - 10, 20 }, 1,
+				&bar),
+		 -EINVAL);
+	CHECK_EQ(io_sync_ranges(pc, &rg, 1, &(struct io_range){ 0, 0 }),
+		 -EINVAL);
+	CHECK_EQ(io_pc_ops(pc), ops);
+	/* no barrier: a preparation, nothing becomes durable */
+	CHECK_OK(io_sync_ranges(pc, &rg, 1, NULL));
+	CHECK_EQ(io_pc_pending(pc), 8);
+	CHECK(memcmp(io_mem_data(mem), old, sz) == 0);
+
+	CHECK_OK(io_sync_ranges(pc, &rg, 1, &bar));
+	memcpy(dur, old, sz);
+	memset(dur, 0, 1024);
+	memcpy(dur + 8192, cur + 8192, 4096);
+	memset(dur + 40960, 0, 1024);
+	memset(dur + 45056, 0, 1024);
+	memcpy(dur + 16000, cur + 16000, 16384 - 16000);
+	memcpy(dur + 32768, cur + 32768, 512);
+	CHECK(memcmp(io_mem_data(mem), dur, sz) == 0);
+	check_image(pc, IO_PC_DROP_ALL, 0, dur);
+	check_image(pc, IO_PC_APPLY_ALL, 0, cur);
+	check_contents(pc, cur);
+	/* left: the first write less its discarded part, the third, the
+	 * tail of the fourth */
+	CHECK_EQ(io_pc_pending(pc), 3);
+	for (uint64_t seed = 1; seed <= 20; seed++) {
+		CHECK_OK(io_pc_crash_image(pc, IO_PC_RANDOM, seed, &img));
+		for (uint64_t i = 0; i < sz; i++)
+			CHECK(io_mem_data(img)[i] == dur[i] ||
+			      io_mem_data(img)[i] == cur[i]);
+		/* the discarded bytes of the first write never come back */
+		for (uint64_t i = 0; i < 1024; i++)
+			CHECK(io_mem_data(img)[i] == 0);
+		io_close(img);
+	}
+	CHECK_OK(io_flush(pc));
+	CHECK_EQ(io_pc_pending(pc), 0);
+	CHECK(memcmp(io_mem_data(mem), cur, sz) == 0);
+
+	/* a device without ranged syncs flushes instead (with a barrier) */
+	{
+		struct io_dev *m2;
+		uint8_t b[512];
+
+		CHECK_OK(io_mem_create(sz, &m2));
+		CHECK(!(m2->flags & IO_DEV_RANGED_SYNC));
+		memset(b, 7, sizeof(b));
+		CHECK_OK(io_write(m2, b, sizeof(b), 0));
+		CHECK_OK(io_sync_ranges(m2, &rg, 1, &bar));
+		CHECK_OK(io_sync_ranges(m2, NULL, 0, NULL));
+		io_close(m2);
+	}
+	io_close(pc);
+	io_close(mem);
+	free(old);
+	free(cur);
+	free(dur);
+}
+
 static void test_pc(void)
 {
 	test_pc_basic();
@@ -1149,6 +1254,7 @@ static void test_pc(void)
 	test_pc_random();
 	test_pc_model();
 	test_pc_file();
+	test_pc_ranged();
 	printf("pc: ok\n");
 }
 
@@ -1223,6 +1329,70 @@ static void count_seek(void)
 /* The pool's pattern: blocks handed out in order, a partial write into
  * each.  The pieces left around each write must not push the hole that
  * runs to the end of the file out of the set: one SEEK_DATA in all. */
+
+/* A pool file's ranged sync (file_sync_ranges): which filesystems get it,
+ * that it keeps every byte (the barrier's too), its argument checks, the
+ * fallback, and a failure through the fault device. */
+static void test_file_sync_ranges(void)
+{
+	const uint64_t sz = 8ull << 20;
+	char path[PATH_MAX];
+	uint8_t *want = xcalloc(sz);
+	struct io_range rg[3] = { { 1 << 20, 65536 },
+				  { 4096, 8192 },
+				  { 1 << 20, 4096 } }; /* unsorted, overlapping */
+	const struct io_range bar = { 0, 4096 };
+	struct statfs sfs;
+	struct io_dev *dev, *fault;
+	bool ranged_fs;
+
+	snprintf(path, sizeof(path), "%s/ranged", g_dir);
+	CHECK_OK(io_file_open(path, IO_FILE_CREATE | IO_FILE_EXCL, sz, &dev));
+	CHECK(statfs(g_dir, &sfs) == 0);
+	ranged_fs = sfs.f_type == 0xef53 || sfs.f_type == 0x58465342 ||
+		    sfs.f_type == 0x01021994;
+	CHECK_EQ(!!(dev->flags & IO_DEV_RANGED_SYNC), ranged_fs);
+	pattern(want, sz, 77);
+	memset(want + (2 << 20), 0, 1 << 20); /* a hole stays one */
+	CHECK_OK(io_write(dev, want, 2 << 20, 0));
+	CHECK_OK(io_write(dev, want + (3 << 20), sz - (3 << 20), 3 << 20));
+	CHECK_OK(io_discard(dev, 5 << 20, 65536));
+	memset(want + (5 << 20), 0, 65536);
+	CHECK_OK(io_sync_ranges(dev, rg, 3, NULL));
+	CHECK_OK(io_sync_ranges(dev, rg, 3, &bar));
+	CHECK_OK(io_sync_ranges(dev, NULL, 0, &bar));
+	check_contents(dev, want);
+	CHECK_EQ(io_is_hole(dev, 2 << 20, 1 << 20), 1);
+	CHECK_EQ(io_sync_ranges(dev, &(struct io_range){ sz, 1 }, 1, &bar),
+		 -EINVAL);
+	CHECK_EQ(io_sync_ranges(dev, rg, 1, &(struct io_range){ sz - 1, 2 }),
+		 -EINVAL);
+
+	/* a fault device counts it as a flush and can fail it */
+	CHECK_OK(io_fault_wrap(dev, false, &fault));
+	io_fault_arm(fault, &(struct io_fault_cfg){
+				    .fail_at = 1, .error = -EIO,
+				    .op_mask = IO_OP_FLUSH });
+	CHECK_EQ(io_sync_ranges(fault, rg, 3, &bar), -EIO);
+	CHECK_OK(io_sync_ranges(fault, rg, 3, &bar));
+	CHECK_EQ(io_fault_count(fault), 2);
+	io_close(fault);
+	io_close(dev);
+
+	/* turned off: no flag, and a barrier is a whole flush */
+	setenv("TV_IO_NO_RANGED_SYNC", "1", 1);
+	CHECK_OK(io_file_open(path, 0, 0, &dev));
+	unsetenv("TV_IO_NO_RANGED_SYNC");
+	CHECK(!(dev->flags & IO_DEV_RANGED_SYNC));
+	CHECK_OK(io_sync_ranges(dev, rg, 3, &bar));
+	check_contents(dev, want);
+	io_close(dev);
+	unlink(path);
+	free(want);
+	printf("file ranged sync: ok (%s)\n",
+	       ranged_fs ? "ranged on this filesystem" : "flushes here");
+}
+
 static void test_file_holes_in_order(void)
 {
 	char path[PATH_MAX];
@@ -1337,6 +1507,7 @@ int main(void)
 	test_file();
 	test_file_holes();
 	test_file_holes_in_order();
+	test_file_sync_ranges();
 	test_blockdev();
 	test_fault();
 	test_pc();
