@@ -25,7 +25,10 @@
  *      thread is started only while requests wait in the socket, up to
  *      NBDS_WORKERS; so a connection holds at most NBDS_WORKERS requests
  *      (each at most 32 MiB of buffer) and a client that floods the
- *      server, or does not read its replies, only slows itself.
+ *      server, or does not read its replies, only slows itself.  On a
+ *      plain socket the reader reads ahead into a buffer of
+ *      NBDS_READ_AHEAD bytes (xport_read), so at a deep queue one recv
+ *      brings several requests; that buffer, too, is all a flood gets.
  *   4. A reply is sent whole under send_lock.  A write is acknowledged only
  *      after the engine accepted it; a flush only after tv_vol_flush made
  *      every acknowledged write of every connection durable (the engine's
@@ -72,6 +75,8 @@
 #define NBDS_SHUTDOWN_GRACE_S 5      /* replies still pending at shutdown */
 #define NBDS_POLL_MIN_NS 4000u	       /* read_header's polling window */
 #define NBDS_POLL_MAX_NS 64000u
+/* read-ahead buffer of a plain connection: a queue of 32 4 KiB writes */
+#define NBDS_READ_AHEAD (256u << 10)
 
 struct req {
 	struct req *next;
@@ -1162,17 +1167,31 @@ static void poll_end(void)
  */
 static int read_header(struct conn *c, uint8_t *h, size_t len)
 {
-	size_t got = 0;
+	size_t got = 0, before = xport_buffered(&c->x);
 	uint64_t t0;
 	int r;
 
+	if (before >= len) /* a deep queue: read ahead already */
+		return xport_read(&c->x, h, len);
 	if (!c->x.tls && c->poll_ns && poll_begin()) {
 		uint64_t until = clock_mono_ns() + c->poll_ns;
 
 		r = 0;
 		do {
-			ssize_t n = recv(c->fd, h, len, MSG_DONTWAIT);
+			ssize_t n;
 
+			if (c->x.rbuf) {
+				n = xport_fill_nowait(&c->x);
+				if (n == -EAGAIN)
+					n = 0;
+				if (n < 0)
+					r = (int)n;
+				got = xport_buffered(&c->x) - before;
+				if (before + got >= len)
+					break;
+				continue;
+			}
+			n = recv(c->fd, h, len, MSG_DONTWAIT);
 			if (n > 0) {
 				got = (size_t)n;
 				break;
@@ -1184,11 +1203,16 @@ static int read_header(struct conn *c, uint8_t *h, size_t len)
 				r = -errno;
 		} while (!r && clock_mono_ns() < until);
 		poll_end();
-		if (r < 0 || got == len)
+		if (r < 0)
 			return r;
+		if (c->x.rbuf && before + got >= len)
+			return xport_read(&c->x, h, len);
+		if (!c->x.rbuf && got == len)
+			return 0;
 	}
 	t0 = clock_mono_ns();
-	r = xport_read(&c->x, h + got, len - got);
+	r = c->x.rbuf ? xport_read(&c->x, h, len)
+		      : xport_read(&c->x, h + got, len - got);
 	if (r == 0 && !c->x.tls) {
 		uint64_t slept = clock_mono_ns() - t0;
 
@@ -1324,7 +1348,7 @@ static bool want_thread(struct conn *c)
 
 	if (c->nthreads >= NBDS_WORKERS || c->waiting)
 		return false;
-	if (c->x.tls)
+	if (c->x.tls || xport_buffered(&c->x) >= 28)
 		return true;
 	return ioctl(c->fd, FIONREAD, &n) == 0 && n > 0;
 }
@@ -1389,6 +1413,12 @@ static void transmission(struct conn *c)
 {
 	unsigned int n;
 
+	/* Plain sockets read ahead (xport_read): at a deep queue one recv
+	 * brings several requests, payloads included.  The handshake is
+	 * over, so nothing STARTTLS hands to GnuTLS can be in the buffer.
+	 * Without memory for it, reads go unbuffered. */
+	if (!c->x.tls)
+		(void)xport_buffer(&c->x, NBDS_READ_AHEAD);
 	serve_requests(c);
 	/* DISC or EOF: the requests other threads hold are still answered
 	 * (proto.md: "the server MUST handle all outstanding requests").
@@ -1409,6 +1439,7 @@ static void conn_free(struct conn *c)
 		tls_session_free(c->x.tls);
 	}
 	close(c->fd);
+	xport_unbuffer(&c->x);
 	free(c->meta_export);
 	pthread_mutex_destroy(&c->read_lock);
 	pthread_mutex_destroy(&c->rlock);

@@ -3,6 +3,7 @@
  * xport.c - read and write whole buffers on a socket or a TLS session.
  */
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -10,10 +11,8 @@
 #include "server/tls.h"
 #include "server/xport.h"
 
-int xport_read(struct xport *x, void *buf, size_t len)
+static int read_direct(struct xport *x, char *p, size_t len)
 {
-	char *p = buf;
-
 	while (len) {
 		ssize_t n = x->tls ? tls_recv(x->tls, p, len)
 				   : recv(x->fd, p, len, 0);
@@ -29,6 +28,91 @@ int xport_read(struct xport *x, void *buf, size_t len)
 		len -= (size_t)n;
 	}
 	return 0;
+}
+
+/* Move what is buffered to the front and receive more, blocking until at
+ * least one byte came. */
+static int fill(struct xport *x, int flags)
+{
+	ssize_t n;
+
+	if (x->rpos) {
+		memmove(x->rbuf, x->rbuf + x->rpos, x->rlen - x->rpos);
+		x->rlen -= x->rpos;
+		x->rpos = 0;
+	}
+	do
+		n = recv(x->fd, x->rbuf + x->rlen, x->rcap - x->rlen, flags);
+	while (n < 0 && errno == EINTR);
+	if (n < 0)
+		return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+	if (n == 0)
+		return -ECONNRESET;
+	x->rlen += (size_t)n;
+	return (int)n;
+}
+
+int xport_read(struct xport *x, void *buf, size_t len)
+{
+	char *p = buf;
+
+	if (!x->rbuf)
+		return read_direct(x, p, len);
+	while (len) {
+		size_t have = x->rlen - x->rpos, take = have < len ? have : len;
+		int r;
+
+		if (take) {
+			memcpy(p, x->rbuf + x->rpos, take);
+			x->rpos += take;
+			p += take;
+			len -= take;
+			if (x->rpos == x->rlen)
+				x->rpos = x->rlen = 0;
+			continue;
+		}
+		if (len > x->rcap / 2)
+			return read_direct(x, p, len);
+		r = fill(x, 0);
+		if (r < 0 && r != -EAGAIN)
+			return r;
+	}
+	return 0;
+}
+
+int xport_buffer(struct xport *x, size_t cap)
+{
+	if (x->tls || x->rbuf || !cap)
+		return -EINVAL;
+	x->rbuf = malloc(cap);
+	if (!x->rbuf)
+		return -ENOMEM;
+	x->rcap = cap;
+	x->rpos = x->rlen = 0;
+	return 0;
+}
+
+size_t xport_buffered(const struct xport *x)
+{
+	return x->rbuf ? x->rlen - x->rpos : 0;
+}
+
+int xport_fill_nowait(struct xport *x)
+{
+	if (!x->rbuf)
+		return -EINVAL;
+	if (x->rpos == x->rlen)
+		x->rpos = x->rlen = 0;
+	if (x->rlen == x->rcap && !x->rpos)
+		return -ENOBUFS;
+	return fill(x, MSG_DONTWAIT);
+}
+
+void xport_unbuffer(struct xport *x)
+{
+	free(x->rbuf);
+	x->rbuf = NULL;
+	x->rpos = x->rlen = x->rcap = 0;
 }
 
 int xport_write(struct xport *x, const void *buf, size_t len)

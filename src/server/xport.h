@@ -15,11 +15,30 @@ struct tls_session;
 struct xport {
 	int fd;
 	struct tls_session *tls; /* NULL: plain socket */
+	/* Read buffer (plain sockets, once the handshake is over): bytes
+	 * [rpos, rlen) of rbuf were received and not yet read. */
+	char *rbuf;
+	size_t rpos, rlen, rcap;
 };
 
 /* Read exactly len bytes: 0, -ECONNRESET at end of stream (also in the
- * middle), or a negative errno. */
+ * middle), or a negative errno.  With a read buffer, one recv takes
+ * whatever the socket holds (several requests at a deep queue); a read
+ * larger than half the buffer goes straight to buf past what was
+ * buffered. */
 int xport_read(struct xport *x, void *buf, size_t len);
+
+/* Start buffering reads (a plain socket only; -EINVAL under TLS, whose
+ * session buffers on its own).  Nothing may have been read ahead. */
+int xport_buffer(struct xport *x, size_t cap);
+/* Bytes received and not yet read. */
+size_t xport_buffered(const struct xport *x);
+/* One non-blocking recv into the read buffer: the bytes it added (> 0),
+ * -EAGAIN when there were none, -ECONNRESET at end of stream, or a
+ * negative errno.  Needs a read buffer. */
+int xport_fill_nowait(struct xport *x);
+/* Free the read buffer (the xport stays usable, unbuffered). */
+void xport_unbuffer(struct xport *x);
 
 /* Write all of iov[0, n): 0 or a negative errno (-EPIPE when the peer is
  * gone; never SIGPIPE). */

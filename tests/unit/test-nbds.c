@@ -400,6 +400,118 @@ static void test_paced(void)
 	done(&s, fd);
 }
 
+
+/*
+ * Pipelined requests, as a deep queue sends them: one stream of 64 4 KiB
+ * writes, a refused write (past the end) whose payload must be skipped,
+ * a 1 MiB write (more than the read-ahead buffer keeps), 64 reads and a
+ * 1 MiB read, written while the replies come back in any order.
+ */
+struct blob {
+	int fd;
+	const uint8_t *p;
+	size_t len;
+};
+
+static void *send_blob(void *arg)
+{
+	struct blob *b = arg;
+
+	wr(b->fd, b->p, b->len);
+	return NULL;
+}
+
+static uint8_t *put_req(uint8_t *p, uint16_t type, uint64_t cookie,
+			uint64_t off, uint32_t len)
+{
+	put_be32(p, NBDS_REQUEST_MAGIC);
+	put_be16(p + 4, 0);
+	put_be16(p + 6, type);
+	put_be64(p + 8, cookie);
+	put_be64(p + 16, off);
+	put_be32(p + 24, len);
+	return p + 28;
+}
+
+static void test_pipelined(void)
+{
+	const uint32_t big = 1u << 20;
+	size_t cap = 64 * (28 + 4096) + (28 + 4096) + (28 + big) + 65 * 28;
+	uint8_t *blob = malloc(cap), *p = blob, *want = calloc(1, 2 * big);
+	uint8_t *got = malloc(big);
+	bool seen[200] = { false };
+	struct served s;
+	struct blob b;
+	pthread_t t;
+	uint16_t tf = 0;
+	uint64_t size;
+	int fd = client(&s);
+
+	CHECK(blob && want && got);
+	size = go(fd, "vol", &tf);
+	for (uint32_t i = 0; i < 64; i++) { /* cookies 0..63 */
+		p = put_req(p, NBDS_CMD_WRITE, i, (uint64_t)i * 4096, 4096);
+		memset(want + (size_t)i * 4096, (int)(i + 1), 4096);
+		memcpy(p, want + (size_t)i * 4096, 4096);
+		p += 4096;
+	}
+	p = put_req(p, NBDS_CMD_WRITE, 64, size, 4096); /* refused */
+	memset(p, 0xee, 4096);
+	p += 4096;
+	p = put_req(p, NBDS_CMD_WRITE, 65, big, big);
+	for (uint32_t i = 0; i < big; i++)
+		want[big + i] = (uint8_t)(i * 7 + 3);
+	memcpy(p, want + big, big);
+	p += big;
+	for (uint32_t i = 0; i < 64; i++) /* cookies 100..163 */
+		p = put_req(p, NBDS_CMD_READ, 100 + i, (uint64_t)i * 4096,
+			    4096);
+	p = put_req(p, NBDS_CMD_READ, 199, big, big);
+	b = (struct blob){ fd, blob, (size_t)(p - blob) };
+	/* the reads may overtake the writes they follow (no ordering in
+	 * NBD without FLUSH): the 64 + 1 + 1 writes are checked first */
+	b.len = (size_t)(p - blob) - 65 * 28;
+	CHECK(pthread_create(&t, NULL, send_blob, &b) == 0);
+	for (int n = 0; n < 66; n++) {
+		uint8_t h[16];
+		uint64_t ck;
+
+		rd(fd, h, 16);
+		CHECK(get_be32(h) == NBDS_SIMPLE_REPLY_MAGIC);
+		ck = get_be64(h + 8);
+		CHECK(ck <= 65 && !seen[ck]);
+		seen[ck] = true;
+		CHECK(get_be32(h + 4) == (ck == 64 ? NBDS_ENOSPC : 0));
+	}
+	pthread_join(t, NULL);
+	b.p = p - 65 * 28;
+	b.len = 65 * 28;
+	CHECK(pthread_create(&t, NULL, send_blob, &b) == 0);
+	for (int n = 0; n < 65; n++) {
+		uint8_t h[16];
+		uint64_t ck;
+
+		rd(fd, h, 16);
+		CHECK(get_be32(h) == NBDS_SIMPLE_REPLY_MAGIC);
+		CHECK(get_be32(h + 4) == 0);
+		ck = get_be64(h + 8);
+		CHECK(((ck >= 100 && ck < 164) || ck == 199) && !seen[ck]);
+		seen[ck] = true;
+		if (ck == 199) {
+			rd(fd, got, big);
+			CHECK(!memcmp(got, want + big, big));
+		} else {
+			rd(fd, got, 4096);
+			CHECK(!memcmp(got, want + (ck - 100) * 4096, 4096));
+		}
+	}
+	pthread_join(t, NULL);
+	done(&s, fd);
+	free(blob);
+	free(want);
+	free(got);
+}
+
 static void test_read_only(void)
 {
 	static uint8_t buf[4096];
@@ -449,6 +561,7 @@ int main(void)
 	test_options();
 	test_paced();
 	test_requests();
+	test_pipelined();
 	test_read_only();
 
 	nbds_shutdown(srv);
