@@ -219,6 +219,11 @@ static int fault_is_hole(struct io_dev *dev, uint64_t off, uint64_t len)
 	return io_is_hole(to_fault(dev)->lower, off, len);
 }
 
+static int fault_prealloc(struct io_dev *dev, uint64_t off, uint64_t len)
+{
+	return io_prealloc(to_fault(dev)->lower, off, len);
+}
+
 static int fault_discard(struct io_dev *dev, uint64_t off, uint64_t len)
 {
 	struct io_fault *f = to_fault(dev);
@@ -267,6 +272,7 @@ static const struct io_ops fault_ops = {
 	.flush = fault_flush,
 	.sync_ranges = fault_sync_ranges,
 	.is_hole = fault_is_hole,
+	.prealloc = fault_prealloc,
 	.discard = fault_discard,
 	.write_zeroes = fault_write_zeroes,
 	.resize = fault_resize,

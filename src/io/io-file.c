@@ -452,6 +452,15 @@ static int file_discard(struct io_dev *dev, uint64_t off, uint64_t len)
 	return write_zero_bytes(dev, off, len);
 }
 
+/* fallocate(KEEP_SIZE) of a regular file: unwritten extents where it
+ * had holes.  They read as zeroes, so the known holes stay known. */
+static int file_prealloc(struct io_dev *dev, uint64_t off, uint64_t len)
+{
+	if (dev->flags & IO_DEV_BLOCKDEV)
+		return -EOPNOTSUPP;
+	return do_fallocate(to_file(dev), FALLOC_FL_KEEP_SIZE, off, len);
+}
+
 static int file_resize(struct io_dev *dev, uint64_t new_size)
 {
 	struct io_file *f = to_file(dev);
@@ -556,6 +565,7 @@ static int file_is_hole(struct io_dev *dev, uint64_t off, uint64_t len)
 static const struct io_ops file_ops = {
 	.is_hole = file_is_hole,
 	.sync_ranges = file_sync_ranges,
+	.prealloc = file_prealloc,
 	.read = file_read,
 	.write = file_write,
 	.flush = file_flush,

@@ -105,6 +105,23 @@ int io_sync_ranges(struct io_dev *dev, const struct io_range *r, size_t n,
 	return dev->ops->sync_ranges(dev, r, n, barrier);
 }
 
+int io_prealloc(struct io_dev *dev, uint64_t off, uint64_t len)
+{
+	int r;
+
+	assert(dev);
+	r = check_writable(dev, "prealloc");
+	if (r)
+		return r;
+	if (!len)
+		return 0;
+	r = check_range(dev, "prealloc", off, len);
+	if (r)
+		return r;
+	return dev->ops->prealloc ? dev->ops->prealloc(dev, off, len)
+				  : -EOPNOTSUPP;
+}
+
 int io_discard(struct io_dev *dev, uint64_t off, uint64_t len)
 {
 	int r;

@@ -60,6 +60,10 @@ struct io_ops {
 	 * being written (a hole of a sparse file), else 0.  A hint: 0 is
 	 * always a correct answer. */
 	int (*is_hole)(struct io_dev *dev, uint64_t off, uint64_t len);
+	/* Optional: allocate [off, off + len) where it is a hole, so that a
+	 * later write there costs less; contents unchanged (zeroes stay
+	 * zeroes, and is_hole may still say so). */
+	int (*prealloc)(struct io_dev *dev, uint64_t off, uint64_t len);
 	/* Optional: io_sync_ranges (only called with valid ranges). */
 	int (*sync_ranges)(struct io_dev *dev, const struct io_range *r,
 			   size_t n, const struct io_range *barrier);
@@ -108,6 +112,9 @@ int io_resize(struct io_dev *dev, uint64_t new_size);
  */
 int io_sync_ranges(struct io_dev *dev, const struct io_range *r, size_t n,
 		   const struct io_range *barrier);
+/* io_ops.prealloc: -EOPNOTSUPP where there is nothing to allocate
+ * (memory, a block device) or the filesystem cannot. */
+int io_prealloc(struct io_dev *dev, uint64_t off, uint64_t len);
 /* 1 when the range is known to read as zeroes (see io_ops.is_hole). */
 int io_is_hole(struct io_dev *dev, uint64_t off, uint64_t len);
 /* NULL is allowed. */

@@ -81,9 +81,20 @@
  *      committer's ranged commit (pool_commit_bg_locked) syncs exactly
  *      those with the nodes.  Every other commit, and every flush the
  *      client asks for, flushes everything.
+ *   8. A fresh block about to be written while it is a hole of a pool
+ *      file first has its PREALLOC_BYTES chunk of the file allocated
+ *      (fallocate, KEEP_SIZE; once per chunk since the open): writing into
+ *      an allocated, unwritten extent costs ext4 and XFS much less than
+ *      allocating at writeback (measured with fio on ext4 here: 4 KiB
+ *      first writes 278k against 113k IOPS, 64 KiB fills 4.2 against
+ *      2.9 GB/s).  The extents read as zeroes, also after a crash, so
+ *      rule 7 and the known holes hold.  The allocator hands blocks out in
+ *      order (sm.c), so a chunk is mostly used soon; at most one chunk per
+ *      place the allocator works is allocated ahead of the data.
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -120,6 +131,8 @@
 /* new-block bytes after which a commit flushes first without meta_lock */
 #define PREFLUSH_BYTES (16u << 20)
 #define PREFLUSH_ROUNDS 3
+/* rule 8: the pool file is allocated this much at a time */
+#define PREALLOC_BYTES (4u << 20)
 
 struct vstate {
 	uint64_t id;
@@ -149,6 +162,10 @@ struct vio {
 	unsigned int drainers;	/* threads waiting for nr_pending == 0 */
 	uint64_t unflushed;	/* bytes into new blocks since the last
 				 * flush before a commit (rule 5) */
+	/* rule 8: the pool file's chunks preallocated since the open, a bit
+	 * each (nr_chunks bits); NULL: not done on this device */
+	_Atomic uint64_t *pa_bits;
+	uint64_t pa_chunks;
 	/* rule 7: blocks whose data the next commit must make durable */
 	uint64_t *sync;
 	size_t nr_sync, sync_cap;
@@ -166,6 +183,12 @@ struct prov {
 	bool sync;	     /* rule 7: a commit must make its data durable */
 };
 
+/* Rule 8: the unit of preallocation, at least a block. */
+static uint64_t prealloc_bytes(const struct tv_pool *p)
+{
+	return MAX((uint64_t)PREALLOC_BYTES, (uint64_t)p->block_size);
+}
+
 int vio_init(struct tv_pool *p)
 {
 	p->vio = calloc(1, sizeof(*p->vio));
@@ -174,6 +197,14 @@ int vio_init(struct tv_pool *p)
 	pthread_mutex_init(&p->vio->lock, NULL);
 	pthread_cond_init(&p->vio->done, NULL);
 	u64map_init(&p->vio->vols);
+	if (p->dev->ops->prealloc && !(p->dev->flags & IO_DEV_BLOCKDEV) &&
+	    !(p->dev->flags & IO_DEV_RDONLY)) {
+		uint64_t n = DIV_ROUND_UP(p->dev->size, prealloc_bytes(p));
+
+		p->vio->pa_bits = calloc(DIV_ROUND_UP(n, 64), sizeof(uint64_t));
+		if (p->vio->pa_bits) /* else: no preallocation */
+			p->vio->pa_chunks = n;
+	}
 	return 0;
 }
 
@@ -194,6 +225,7 @@ void vio_destroy(struct tv_pool *p)
 	u64map_free(&p->vio->vols);
 	vio_reap(p);
 	free(p->vio->sync);
+	free((void *)p->vio->pa_bits);
 	pthread_cond_destroy(&p->vio->done);
 	pthread_mutex_destroy(&p->vio->lock);
 	free(p->vio);
@@ -549,6 +581,26 @@ static int plan_block_locked(struct tv_pool *p, const struct disk_volume *v,
 	return 0;
 }
 
+/* Rule 8: allocate the pool file's chunk around byte at, once. */
+static void prealloc_chunk(struct tv_pool *p, uint64_t at)
+{
+	struct vio *io = p->vio;
+	uint64_t unit = prealloc_bytes(p), chunk = at / unit;
+	uint64_t bit = 1ull << (chunk % 64), len;
+	int r;
+
+	if (chunk >= io->pa_chunks ||
+	    (atomic_load_explicit(&io->pa_bits[chunk / 64],
+				  memory_order_relaxed) & bit) ||
+	    (atomic_fetch_or(&io->pa_bits[chunk / 64], bit) & bit))
+		return;
+	len = MIN(unit, p->dev->size - chunk * unit);
+	r = io_prealloc(p->dev, chunk * unit, len);
+	if (r < 0 && r != -ENOSPC)
+		log_debug("%s: preallocating %" PRIu64 " bytes at %" PRIu64
+			  ": %s", p->path, len, chunk * unit, strerror(-r));
+}
+
 /* Step b: the data of a new block (no lock needed: rule 3).  Sets
  * pv->sync (rule 7). */
 static int prov_write(struct tv_pool *p, struct prov *pv)
@@ -563,6 +615,8 @@ static int prov_write(struct tv_pool *p, struct prov *pv)
 	 * blocks) reads as zeroes, also after a crash. */
 	pv->sync = pv->old != NO_BLOCK || !pv->buf ||
 		   !io_is_hole(p->dev, at, bs);
+	if (!pv->sync)
+		prealloc_chunk(p, at);
 	if (pv->len == bs && pv->buf) /* nothing of the old block is kept */
 		return io_write(p->dev, pv->buf, bs, at);
 	if (pv->old == NO_BLOCK) {
