@@ -47,6 +47,7 @@
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
+#include <sys/sysmacros.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -77,6 +78,8 @@ struct io_file {
 	/* A discard or write_zeroes fell back to writing zero bytes: those
 	 * need a whole flush, which the next barrier does (file_sync_ranges). */
 	atomic_bool zero_bytes_written;
+	atomic_bool no_dsync; /* RWF_DSYNC failed as unsupported */
+	bool prealloc;	      /* ext4 or XFS: file_prealloc pays */
 };
 
 static const struct io_ops file_ops;
@@ -305,6 +308,8 @@ static int file_sync_ranges(struct io_dev *dev, const struct io_range *r,
 	e = write_back(dev, r, n);
 	if (e || !barrier)
 		return e;
+	if (atomic_load(&f->no_dsync))
+		return file_flush(dev);
 	if (atomic_exchange(&f->zero_bytes_written, false)) {
 		e = file_flush(dev);
 		if (e)
@@ -331,6 +336,14 @@ static int file_sync_ranges(struct io_dev *dev, const struct io_range *r,
 			break;
 		if (w < 0 && errno == EINTR)
 			continue;
+		if (w < 0 && (errno == EOPNOTSUPP || errno == ENOSYS ||
+			      errno == EINVAL)) {
+			/* no RWF_DSYNC here (a kernel before 4.7): flush,
+			 * now and from now on */
+			atomic_store(&f->no_dsync, true);
+			e = file_flush(dev);
+			break;
+		}
 		/* a short data-sync write: the simple way is a flush */
 		e = w < 0 ? -errno : file_flush(dev);
 		if (w < 0)
@@ -456,7 +469,7 @@ static int file_discard(struct io_dev *dev, uint64_t off, uint64_t len)
  * had holes.  They read as zeroes, so the known holes stay known. */
 static int file_prealloc(struct io_dev *dev, uint64_t off, uint64_t len)
 {
-	if (dev->flags & IO_DEV_BLOCKDEV)
+	if ((dev->flags & IO_DEV_BLOCKDEV) || !to_file(dev)->prealloc)
 		return -EOPNOTSUPP;
 	return do_fallocate(to_file(dev), FALLOC_FL_KEEP_SIZE, off, len);
 }
@@ -576,11 +589,68 @@ static const struct io_ops file_ops = {
 };
 
 /*
+ * Whether fd's ext4 filesystem has a journal (/proc/fs/jbd2/DEV-8) and
+ * does not run data=writeback, where a journal commit may name blocks
+ * whose data has not reached the disk: file_sync_ranges relies on both.
+ */
+static bool ext4_journaled(int fd)
+{
+	char want[32], line[4096], path[128], dev[64] = "";
+	bool found = false, writeback = false;
+	struct stat st;
+	FILE *fp;
+
+	if (fstat(fd, &st) < 0)
+		return false;
+	snprintf(want, sizeof(want), "%u:%u", major(st.st_dev),
+		 minor(st.st_dev));
+	fp = fopen("/proc/self/mountinfo", "re");
+	if (!fp)
+		return false;
+	while (!found && fgets(line, sizeof(line), fp)) {
+		char *sep = strstr(line, " - "), *f = line;
+
+		/* ID PARENT MAJ:MIN ... - FSTYPE SOURCE SUPEROPTS */
+		for (int i = 0; i < 2 && f; i++)
+			f = strchr(f, ' ') ? strchr(f, ' ') + 1 : NULL;
+		if (!f || !sep || strncmp(f, want, strlen(want)) ||
+		    f[strlen(want)] != ' ')
+			continue;
+		found = true;
+		writeback = strstr(sep, "data=writeback") != NULL;
+	}
+	fclose(fp);
+	if (!found || writeback)
+		return false;
+	snprintf(path, sizeof(path), "/sys/dev/block/%s/uevent", want);
+	fp = fopen(path, "re");
+	if (!fp)
+		return false;
+	while (fgets(line, sizeof(line), fp))
+		if (!strncmp(line, "DEVNAME=", 8)) {
+			size_t n = strcspn(line + 8, "\n");
+
+			if (n < sizeof(dev)) {
+				memcpy(dev, line + 8, n);
+				dev[n] = 0;
+			}
+		}
+	fclose(fp);
+	if (!dev[0] || strchr(dev, '/'))
+		return false;
+	snprintf(path, sizeof(path), "/proc/fs/jbd2/%s-8", dev);
+	return access(path, F_OK) == 0;
+}
+
+/*
  * Whether file_sync_ranges is sound on fd's filesystem.  It relies on a
  * data sync of one range committing every allocation and hole punch of
- * the whole file made before it: ext4 (the inode's datasync transaction,
- * which fallocate and block allocation both advance) and XFS (the
- * inode's last log sequence) do so; tmpfs has nothing to make durable.
+ * the whole file made before it, and on no committed allocation naming a
+ * block whose data is not on the disk yet: journalled ext4 in ordered
+ * mode (the inode's datasync transaction, which fallocate and block
+ * allocation both advance; ordered data is written before the commit)
+ * and XFS (the inode's last log sequence) do so; tmpfs has nothing to
+ * make durable.
  * Elsewhere (btrfs, NFS, ...) a barrier is a whole fdatasync.
  * TV_IO_NO_RANGED_SYNC=1 in the environment turns it off.
  */
@@ -594,7 +664,8 @@ static bool is_ranged_fs(int fd)
 	if (fstatfs(fd, &sfs) < 0)
 		return false;
 	switch ((unsigned long)sfs.f_type) {
-	case 0xef53:	 /* EXT4_SUPER_MAGIC (also ext2/3 via ext4) */
+	case 0xef53: /* EXT4_SUPER_MAGIC (also ext2/3 via ext4) */
+		return ext4_journaled(fd);
 	case 0x58465342: /* XFS_SUPER_MAGIC */
 	case 0x01021994: /* TMPFS_MAGIC */
 		return true;
@@ -636,6 +707,7 @@ int io_file_open(const char *path, unsigned int flags, uint64_t size,
 {
 	struct io_file *f;
 	unsigned int dflags = 0;
+	struct statfs sfs;
 	struct stat st;
 	uint64_t dsize;
 	bool created;
@@ -700,6 +772,8 @@ int io_file_open(const char *path, unsigned int flags, uint64_t size,
 		goto err_unlink;
 	}
 	f->fd = fd;
+	if (S_ISREG(st.st_mode) && fstatfs(fd, &sfs) == 0)
+		f->prealloc = sfs.f_type == 0xef53 || sfs.f_type == 0x58465342;
 	pthread_mutex_init(&f->hlock, NULL);
 	atomic_init(&f->lo, UINT64_MAX);
 	atomic_init(&f->hi, 0);

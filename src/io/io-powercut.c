@@ -460,6 +460,14 @@ out:
 	return r;
 }
 
+/* Preallocation changes no byte: nothing to model. */
+static int pc_prealloc(struct io_dev *dev, uint64_t off, uint64_t len)
+{
+	(void)off;
+	(void)len;
+	return power_is_off(to_pc(dev));
+}
+
 /* Rule 8. */
 static int pc_is_hole(struct io_dev *dev, uint64_t off, uint64_t len)
 {
@@ -546,6 +554,7 @@ static const struct io_ops pc_ops = {
 	.flush = pc_flush,
 	.sync_ranges = pc_sync_ranges,
 	.is_hole = pc_is_hole,
+	.prealloc = pc_prealloc,
 	.discard = pc_zero,
 	.write_zeroes = pc_zero,
 	.resize = pc_resize,

@@ -417,7 +417,7 @@ static int commit_locked(struct tv_pool *p, bool ranged)
 	size_t n = SIZE_MAX;
 	int r;
 
-	vio_before_commit_locked(p); /* may drop meta_lock meanwhile */
+	vio_before_commit_locked(p, ranged); /* may drop meta_lock */
 	if (p->read_only)
 		return tv_err(-EROFS, "%s: the pool is read-only%s%s", p->path,
 			      p->reason[0] ? ": " : "", p->reason);
@@ -461,10 +461,39 @@ void pool_abort_locked(struct tv_pool *p)
 
 int tv_pool_flush(struct tv_pool *p)
 {
+	bool ro;
 	int r;
 
+	/* The data first, without meta_lock: since the committer's commits
+	 * are ranged, a flush may have gigabytes to write, and provisioning
+	 * goes on meanwhile.  Then what the metadata needs, under the lock
+	 * (a commit when dirty: every mapping a write acknowledged before
+	 * this call made is then durable, by this commit or an earlier
+	 * one). */
 	pthread_mutex_lock(&p->meta_lock);
-	r = flush_locked(p);
+	ro = p->read_only;
+	pthread_mutex_unlock(&p->meta_lock);
+	if (!ro) {
+		r = io_flush(p->dev);
+		if (r < 0) {
+			int rc = 0;
+
+			/* a writeback error is reported once: the commit
+			 * must not pass after it (vio.c, rule 5), and fails
+			 * now, as it would have under the lock */
+			pthread_mutex_lock(&p->meta_lock);
+			if (p->dirty && !p->read_only) {
+				tm_poison(p->tm, r);
+				rc = pool_commit_locked(p);
+			}
+			pthread_mutex_unlock(&p->meta_lock);
+			return rc < 0 ? rc
+				      : tv_err(r, "%s: flush: %s", p->path,
+					       strerror(-r));
+		}
+	}
+	pthread_mutex_lock(&p->meta_lock);
+	r = p->dirty || p->read_only ? flush_locked(p) : 0;
 	pthread_mutex_unlock(&p->meta_lock);
 	return r;
 }

@@ -190,10 +190,11 @@ int vio_zero_tail_locked(struct tv_pool *p, struct disk_volume *v,
 /* Wait until no provision is in flight (vio.c, rule 4): before an abort.
  * meta_lock held; it is dropped while waiting. */
 void vio_drain_locked(struct tv_pool *p);
-/* Before a commit: flush the data of new blocks with meta_lock dropped
- * when there is much of it (a failed flush poisons the transaction), then
- * drain (vio.c, rules 4 and 5).  meta_lock held; dropped meanwhile. */
-void vio_before_commit_locked(struct tv_pool *p);
+/* Before a commit (ranged: the committer's): flush the data of new
+ * blocks with meta_lock dropped when there is much of it (a failed flush
+ * poisons the transaction), then drain (vio.c, rules 4, 5 and 7).
+ * meta_lock held; dropped meanwhile. */
+void vio_before_commit_locked(struct tv_pool *p, bool ranged);
 /* Rule 7 of vio.c: the ranges of the blocks whose data the next commit
  * must make durable (*out malloc'd; NULL when none).  -ENOMEM: the list
  * is incomplete, flush everything.  meta_lock held. */
