@@ -409,7 +409,8 @@ static int sync_nodes_and(struct tm *tm, const struct io_range *data,
 	v = malloc((nw + n + 1) * sizeof(*v));
 	if (!v)
 		return io_flush(tm->dev);
-	memcpy(v, w, nw * sizeof(*v));
+	if (nw)
+		memcpy(v, w, nw * sizeof(*v));
 	if (n)
 		memcpy(v + nw, data, n * sizeof(*v));
 	if (nw + n) {
