@@ -55,6 +55,10 @@
 #include "util/log.h"
 
 #define ZERO_BUF_MAX (1024u * 1024u)
+/* statfs f_type values (linux/magic.h) */
+#define FS_EXT4 0xef53u /* also ext2/3 through the ext4 driver */
+#define FS_XFS 0x58465342u
+#define FS_TMPFS 0x01021994u
 #define DIRECT_ALIGN 4096u
 
 /* Ranges of a regular file known to be holes (file_is_hole). */
@@ -654,20 +658,17 @@ static bool ext4_journaled(int fd)
  * Elsewhere (btrfs, NFS, ...) a barrier is a whole fdatasync.
  * TV_IO_NO_RANGED_SYNC=1 in the environment turns it off.
  */
-static bool is_ranged_fs(int fd)
+static bool is_ranged_fs(int fd, const struct statfs *sfs)
 {
 	const char *off = getenv("TV_IO_NO_RANGED_SYNC");
-	struct statfs sfs;
 
 	if (off && *off && strcmp(off, "0"))
 		return false;
-	if (fstatfs(fd, &sfs) < 0)
-		return false;
-	switch ((unsigned long)sfs.f_type) {
-	case 0xef53: /* EXT4_SUPER_MAGIC (also ext2/3 via ext4) */
+	switch ((unsigned long)sfs->f_type) {
+	case FS_EXT4:
 		return ext4_journaled(fd);
-	case 0x58465342: /* XFS_SUPER_MAGIC */
-	case 0x01021994: /* TMPFS_MAGIC */
+	case FS_XFS:
+	case FS_TMPFS:
 		return true;
 	default:
 		return false;
@@ -707,6 +708,7 @@ int io_file_open(const char *path, unsigned int flags, uint64_t size,
 {
 	struct io_file *f;
 	unsigned int dflags = 0;
+	bool prealloc = false;
 	struct statfs sfs;
 	struct stat st;
 	uint64_t dsize;
@@ -762,8 +764,11 @@ int io_file_open(const char *path, unsigned int flags, uint64_t size,
 		dflags |= IO_DEV_RDONLY;
 	if (flags & IO_FILE_DIRECT)
 		dflags |= IO_DEV_DIRECT;
-	if (S_ISREG(st.st_mode) && is_ranged_fs(fd))
-		dflags |= IO_DEV_RANGED_SYNC;
+	if (S_ISREG(st.st_mode) && fstatfs(fd, &sfs) == 0) {
+		if (is_ranged_fs(fd, &sfs))
+			dflags |= IO_DEV_RANGED_SYNC;
+		prealloc = sfs.f_type == FS_EXT4 || sfs.f_type == FS_XFS;
+	}
 
 	f = calloc(1, sizeof(*f));
 	if (!f) {
@@ -772,8 +777,7 @@ int io_file_open(const char *path, unsigned int flags, uint64_t size,
 		goto err_unlink;
 	}
 	f->fd = fd;
-	if (S_ISREG(st.st_mode) && fstatfs(fd, &sfs) == 0)
-		f->prealloc = sfs.f_type == 0xef53 || sfs.f_type == 0x58465342;
+	f->prealloc = prealloc;
 	pthread_mutex_init(&f->hlock, NULL);
 	atomic_init(&f->lo, UINT64_MAX);
 	atomic_init(&f->hi, 0);

@@ -169,21 +169,27 @@ static int apply_part(struct io_dev *dev, const struct pc_op *op, uint64_t s,
 	return io_write_zeroes(dev, s, e - s);
 }
 
+/* Rule 3, with the lock held. */
+static int read_locked(struct io_pc *pc, void *buf, size_t len, uint64_t off)
+{
+	int r = power_is_off(pc);
+
+	if (!r)
+		r = io_read(pc->lower, buf, len, off);
+	if (r)
+		return r;
+	for (size_t i = 0; i < pc->nr_ops; i++)
+		overlay(buf, off, len, &pc->ops[i]);
+	return 0;
+}
+
 static int pc_read(struct io_dev *dev, void *buf, size_t len, uint64_t off)
 {
 	struct io_pc *pc = to_pc(dev);
 	int r;
 
 	pthread_mutex_lock(&pc->lock);
-	r = power_is_off(pc);
-	if (r)
-		goto out;
-	r = io_read(pc->lower, buf, len, off);
-	if (r)
-		goto out;
-	for (size_t i = 0; i < pc->nr_ops; i++)
-		overlay(buf, off, len, &pc->ops[i]);
-out:
+	r = read_locked(pc, buf, len, off);
 	pthread_mutex_unlock(&pc->lock);
 	return r;
 }
@@ -274,34 +280,10 @@ static int ivals_push(struct ivals *s, uint64_t off, uint64_t len)
 	return 0;
 }
 
-static int cmp_range(const void *a, const void *b)
-{
-	uint64_t x = ((const struct io_range *)a)->off;
-	uint64_t y = ((const struct io_range *)b)->off;
-
-	return x < y ? -1 : x > y;
-}
-
 /* Sort and merge s in place. */
 static void ivals_norm(struct ivals *s)
 {
-	size_t j = 0;
-
-	if (!s->n)
-		return;
-	qsort(s->v, s->n, sizeof(*s->v), cmp_range);
-	for (size_t i = 1; i < s->n; i++) {
-		struct io_range *last = &s->v[j];
-
-		if (s->v[i].off <= last->off + last->len) {
-			uint64_t end = MAX(last->off + last->len,
-					   s->v[i].off + s->v[i].len);
-			last->len = end - last->off;
-		} else {
-			s->v[++j] = s->v[i];
-		}
-	}
-	s->n = j + 1;
+	s->n = io_ranges_merge(s->v, s->n);
 }
 
 /* out := [off, off + len) less every interval of sub (sorted, disjoint). */
@@ -481,18 +463,14 @@ static int pc_is_hole(struct io_dev *dev, uint64_t off, uint64_t len)
 	if (!buf)
 		return 0;
 	pthread_mutex_lock(&pc->lock);
-	if (pc->cut)
-		goto out;
 	for (size_t i = 0; i < pc->nr_ops; i++) {
 		const struct pc_op *op = &pc->ops[i];
 
 		if (op->data && op->off < off + len && off < op->off + op->len)
 			goto out;
 	}
-	if (io_read(pc->lower, buf, (size_t)len, off))
+	if (read_locked(pc, buf, (size_t)len, off))
 		goto out;
-	for (size_t i = 0; i < pc->nr_ops; i++)
-		overlay(buf, off, len, &pc->ops[i]);
 	hole = 1;
 	for (uint64_t i = 0; i < len; i++)
 		if (buf[i]) {

@@ -13,6 +13,7 @@
 #include <assert.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <stdlib.h>
 
 #include "util/checked.h"
 #include "util/log.h"
@@ -69,6 +70,33 @@ int io_flush(struct io_dev *dev)
 {
 	assert(dev);
 	return dev->ops->flush(dev);
+}
+
+static int cmp_range(const void *a, const void *b)
+{
+	uint64_t x = ((const struct io_range *)a)->off;
+	uint64_t y = ((const struct io_range *)b)->off;
+
+	return x < y ? -1 : x > y;
+}
+
+size_t io_ranges_merge(struct io_range *v, size_t n)
+{
+	size_t k = 0;
+
+	if (!n)
+		return 0;
+	qsort(v, n, sizeof(*v), cmp_range);
+	for (size_t i = 1; i < n; i++) {
+		if (v[i].off <= v[k].off + v[k].len) {
+			uint64_t end = MAX(v[k].off + v[k].len,
+					   v[i].off + v[i].len);
+			v[k].len = end - v[k].off;
+		} else {
+			v[++k] = v[i];
+		}
+	}
+	return k + 1;
 }
 
 int io_sync_ranges(struct io_dev *dev, const struct io_range *r, size_t n,

@@ -112,6 +112,9 @@ int io_resize(struct io_dev *dev, uint64_t new_size);
  */
 int io_sync_ranges(struct io_dev *dev, const struct io_range *r, size_t n,
 		   const struct io_range *barrier);
+/* Sort v[0, n) by offset and merge the ranges that overlap or touch;
+ * returns how many are left (at the front of v). */
+size_t io_ranges_merge(struct io_range *v, size_t n);
 /* io_ops.prealloc: -EOPNOTSUPP where there is nothing to allocate
  * (memory, a block device) or the filesystem cannot. */
 int io_prealloc(struct io_dev *dev, uint64_t off, uint64_t len);

@@ -383,14 +383,6 @@ void tm_poison(struct tm *tm, int err)
 		tm->err = err < 0 ? err : -EIO;
 }
 
-static int cmp_range(const void *a, const void *b)
-{
-	uint64_t x = ((const struct io_range *)a)->off;
-	uint64_t y = ((const struct io_range *)b)->off;
-
-	return x < y ? -1 : x > y;
-}
-
 /*
  * Step c of a ranged commit: the nodes written in this transaction and
  * the data ranges, sorted and merged, then one ranged sync with the slot
@@ -401,7 +393,7 @@ static int sync_nodes_and(struct tm *tm, const struct io_range *data,
 {
 	const struct io_range *w;
 	struct io_range *v;
-	size_t nw, k = 0;
+	size_t nw, k;
 	int r;
 
 	if (!bc_written(tm->bc, &w, &nw))
@@ -413,19 +405,7 @@ static int sync_nodes_and(struct tm *tm, const struct io_range *data,
 		memcpy(v, w, nw * sizeof(*v));
 	if (n)
 		memcpy(v + nw, data, n * sizeof(*v));
-	if (nw + n) {
-		qsort(v, nw + n, sizeof(*v), cmp_range);
-		for (size_t i = 1; i < nw + n; i++) {
-			if (v[i].off <= v[k].off + v[k].len) {
-				uint64_t end = MAX(v[k].off + v[k].len,
-						   v[i].off + v[i].len);
-				v[k].len = end - v[k].off;
-			} else {
-				v[++k] = v[i];
-			}
-		}
-		k++;
-	}
+	k = io_ranges_merge(v, nw + n);
 	r = io_sync_ranges(tm->dev, v, k, slot);
 	free(v);
 	return r;

@@ -421,10 +421,9 @@ static int commit_locked(struct tv_pool *p, bool ranged)
 	if (p->read_only)
 		return tv_err(-EROFS, "%s: the pool is read-only%s%s", p->path,
 			      p->reason[0] ? ": " : "", p->reason);
-	if (ranged && (p->dev->flags & IO_DEV_RANGED_SYNC) &&
+	/* an incomplete list (out of memory): flush it all */
+	if (!ranged || !(p->dev->flags & IO_DEV_RANGED_SYNC) ||
 	    vio_sync_ranges_locked(p, &data, &n) < 0)
-		n = SIZE_MAX; /* the list is incomplete: flush it all */
-	else if (!ranged || !(p->dev->flags & IO_DEV_RANGED_SYNC))
 		n = SIZE_MAX;
 	r = tm_commit_ranged(p->tm, data, n);
 	free(data);
