@@ -1411,7 +1411,7 @@ static void test_file_sync_ranges(void)
 
 /* Preallocation (io_prealloc): a regular file gets unwritten extents that
  * read as zeroes and still count as holes; data already there stays. */
-static void test_file_prealloc(void)
+static void test_file_prealloc_in(const char *dir)
 {
 	const uint64_t sz = 16ull << 20;
 	char path[PATH_MAX];
@@ -1421,13 +1421,14 @@ static void test_file_prealloc(void)
 	struct statfs sfs;
 	int hole;
 
-	snprintf(path, sizeof(path), "%s/prealloc", g_dir);
+	snprintf(path, sizeof(path), "%s/tv-test-io-prealloc.%d", dir,
+		 (int)getpid());
 	CHECK_OK(io_file_open(path, IO_FILE_CREATE | IO_FILE_EXCL, sz, &dev));
 	pattern(want + (5 << 20), 65536, 9);
 	CHECK_OK(io_write(dev, want + (5 << 20), 65536, 5 << 20));
 	CHECK(stat(path, &st0) == 0);
 	CHECK_EQ(io_is_hole(dev, 4 << 20, 1 << 20), 1);
-	CHECK(statfs(g_dir, &sfs) == 0);
+	CHECK(statfs(dir, &sfs) == 0);
 	if (sfs.f_type != 0xef53 && sfs.f_type != 0x58465342) {
 		/* only where it pays: ext4 and XFS */
 		CHECK_EQ(io_prealloc(dev, 4 << 20, 4 << 20), -EOPNOTSUPP);
@@ -1456,8 +1457,75 @@ static void test_file_prealloc(void)
 	io_close(mem);
 	unlink(path);
 	free(want);
-	printf("file prealloc: ok (preallocated range %s a hole)\n",
-	       hole ? "still counts as" : "no longer counts as");
+	printf("file prealloc in %s: ok (preallocated range %s a hole)\n",
+	       dir, hole ? "still counts as" : "no longer counts as");
+}
+
+static void test_file_prealloc(void)
+{
+	test_file_prealloc_in(g_dir);
+}
+
+/*
+ * The filesystems test-io-fs.sh mounts (TEST_IO_FS: "KIND=DIR ..."):
+ * whether a pool file there gets ranged syncs is what keeps a commit
+ * crash-safe (docs/format.md "Ranged commits"), so each kind's answer is
+ * checked, then the ranged sync and preallocation tests run there.
+ *   ext4j   ext4 with its journal, data=ordered: ranged
+ *   ext4nj  ext4 without a journal: not ranged (no ordering of a new
+ *           block's data before its allocation)
+ *   ext4wb  ext4 with its journal, data=writeback: not ranged (same)
+ *   xfs     XFS: ranged
+ */
+static void test_fs_kind(const char *kind, const char *dir)
+{
+	char path[PATH_MAX];
+	struct io_dev *dev;
+	bool want;
+
+	if (!strcmp(kind, "ext4j") || !strcmp(kind, "xfs"))
+		want = true;
+	else if (!strcmp(kind, "ext4nj") || !strcmp(kind, "ext4wb"))
+		want = false;
+	else {
+		fprintf(stderr, "TEST_IO_FS: unknown kind '%s'\n", kind);
+		tfail(__FILE__, __LINE__, "TEST_IO_FS");
+	}
+	snprintf(path, sizeof(path), "%s/tv-test-io-kind.%d", dir,
+		 (int)getpid());
+	CHECK_OK(io_file_open(path, IO_FILE_CREATE | IO_FILE_EXCL, 1 << 20,
+			      &dev));
+	CHECK_EQ(!!(dev->flags & IO_DEV_RANGED_SYNC), want);
+	io_close(dev);
+	unlink(path);
+	printf("%s in %s: %s (ok)\n", kind, dir,
+	       want ? "ranged syncs" : "full flushes");
+	test_file_sync_ranges_in(dir);
+	test_file_prealloc_in(dir);
+}
+
+static void test_fs_matrix(void)
+{
+	const char *env = getenv("TEST_IO_FS");
+	char *list, *save = NULL;
+
+	if (!env || !*env)
+		return;
+	list = strdup(env);
+	CHECK(list);
+	for (char *w = strtok_r(list, " ", &save); w;
+	     w = strtok_r(NULL, " ", &save)) {
+		char *eq = strchr(w, '=');
+
+		if (!eq) {
+			fprintf(stderr, "TEST_IO_FS: '%s' is not KIND=DIR\n",
+				w);
+			tfail(__FILE__, __LINE__, "TEST_IO_FS");
+		}
+		*eq = 0;
+		test_fs_kind(w, eq + 1);
+	}
+	free(list);
 }
 
 static void test_file_holes_in_order(void)
@@ -1579,6 +1647,7 @@ int main(void)
 	test_blockdev();
 	test_fault();
 	test_pc();
+	test_fs_matrix();
 	printf("test-io: all ok\n");
 	return 0;
 }
