@@ -1481,7 +1481,7 @@ static void test_fs_kind(const char *kind, const char *dir)
 {
 	char path[PATH_MAX];
 	struct io_dev *dev;
-	bool want;
+	bool want = false;
 
 	if (!strcmp(kind, "ext4j") || !strcmp(kind, "xfs"))
 		want = true;
