@@ -24,7 +24,8 @@
 
 #define TEST_SKIP 77
 
-static inline void tfail(const char *file, int line, const char *what)
+_Noreturn static inline void tfail(const char *file, int line,
+				    const char *what)
 {
 	fprintf(stderr, "FAIL %s:%d: %s\n", file, line, what);
 	fflush(NULL);
