@@ -592,25 +592,35 @@ static const struct io_ops file_ops = {
 	.close = file_close,
 };
 
+enum ext4_mode {
+	EXT4_UNKNOWN,	/* not found in mountinfo or sysfs */
+	EXT4_NOJOURNAL, /* no journal at all */
+	EXT4_ORDERED,	/* a journal, data=ordered (or journal) */
+	EXT4_WRITEBACK, /* a journal, data=writeback */
+};
+
 /*
- * Whether fd's ext4 filesystem has a journal (/proc/fs/jbd2/DEV-8) and
- * does not run data=writeback, where a journal commit may name blocks
- * whose data has not reached the disk: file_sync_ranges relies on both.
+ * How fd's ext4 filesystem keeps its metadata: with a journal
+ * (/proc/fs/jbd2/DEV-8, or else /sys/fs/ext4/DEV/journal_task naming a
+ * thread, for an external journal) and which data mode.  In
+ * data=writeback a journal commit may name blocks whose data has not
+ * reached the disk; without a journal nothing orders or commits the
+ * allocations at all.
  */
-static bool ext4_journaled(int fd)
+static enum ext4_mode ext4_mode(int fd)
 {
-	char want[32], line[4096], path[128], dev[64] = "";
+	char want[32], line[4096], path[160], dev[64] = "";
 	bool found = false, writeback = false;
 	struct stat st;
 	FILE *fp;
 
 	if (fstat(fd, &st) < 0)
-		return false;
+		return EXT4_UNKNOWN;
 	snprintf(want, sizeof(want), "%u:%u", major(st.st_dev),
 		 minor(st.st_dev));
 	fp = fopen("/proc/self/mountinfo", "re");
 	if (!fp)
-		return false;
+		return EXT4_UNKNOWN;
 	while (!found && fgets(line, sizeof(line), fp)) {
 		char *sep = strstr(line, " - "), *f = line;
 
@@ -624,12 +634,14 @@ static bool ext4_journaled(int fd)
 		writeback = strstr(sep, "data=writeback") != NULL;
 	}
 	fclose(fp);
-	if (!found || writeback)
-		return false;
+	if (!found)
+		return EXT4_UNKNOWN;
+	if (writeback)
+		return EXT4_WRITEBACK;
 	snprintf(path, sizeof(path), "/sys/dev/block/%s/uevent", want);
 	fp = fopen(path, "re");
 	if (!fp)
-		return false;
+		return EXT4_UNKNOWN;
 	while (fgets(line, sizeof(line), fp))
 		if (!strncmp(line, "DEVNAME=", 8)) {
 			size_t n = strcspn(line + 8, "\n");
@@ -641,9 +653,19 @@ static bool ext4_journaled(int fd)
 		}
 	fclose(fp);
 	if (!dev[0] || strchr(dev, '/'))
-		return false;
+		return EXT4_UNKNOWN;
 	snprintf(path, sizeof(path), "/proc/fs/jbd2/%s-8", dev);
-	return access(path, F_OK) == 0;
+	if (access(path, F_OK) == 0)
+		return EXT4_ORDERED;
+	snprintf(path, sizeof(path), "/sys/fs/ext4/%s/journal_task", dev);
+	fp = fopen(path, "re");
+	if (!fp)
+		return EXT4_UNKNOWN;
+	line[0] = 0;
+	if (!fgets(line, sizeof(line), fp))
+		line[0] = 0;
+	fclose(fp);
+	return strncmp(line, "<none>", 6) ? EXT4_UNKNOWN : EXT4_NOJOURNAL;
 }
 
 /*
@@ -666,7 +688,7 @@ static bool is_ranged_fs(int fd, const struct statfs *sfs)
 		return false;
 	switch ((unsigned long)sfs->f_type) {
 	case FS_EXT4:
-		return ext4_journaled(fd);
+		return ext4_mode(fd) == EXT4_ORDERED;
 	case FS_XFS:
 	case FS_TMPFS:
 		return true;
@@ -767,6 +789,8 @@ int io_file_open(const char *path, unsigned int flags, uint64_t size,
 	if (S_ISREG(st.st_mode) && fstatfs(fd, &sfs) == 0) {
 		if (is_ranged_fs(fd, &sfs))
 			dflags |= IO_DEV_RANGED_SYNC;
+		if (sfs.f_type == FS_EXT4 && ext4_mode(fd) == EXT4_NOJOURNAL)
+			dflags |= IO_DEV_FS_NO_JOURNAL;
 		prealloc = sfs.f_type == FS_EXT4 || sfs.f_type == FS_XFS;
 	}
 

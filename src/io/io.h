@@ -76,6 +76,11 @@ struct io_ops {
 /* io_sync_ranges costs less than a flush: it leaves the other written
  * data where it is (in the page cache) */
 #define IO_DEV_RANGED_SYNC (1u << 3)
+/* a file on ext4 without a journal: after a power failure the filesystem
+ * itself may lose the file's newest allocations or show other files' old
+ * blocks in them, whatever was synced (its fsync does not write the block
+ * bitmaps, nor on some kernels the inode); worth a warning */
+#define IO_DEV_FS_NO_JOURNAL (1u << 4)
 
 struct io_dev {
 	const struct io_ops *ops;

@@ -66,3 +66,21 @@ findmnt -n -o OPTIONS "$work/ext4wb" | grep -q data=writeback ||
 	{ echo "ext4wb: not data=writeback"; exit 1; }
 
 TEST_IO_FS="${fs[*]}" "$TEST_IO"
+
+# thinvol serve warns about a pool on ext4 without a journal, and only there
+if [ -n "${THINVOL:-}" ]; then
+	for k in ext4nj ext4j; do
+		pool="$work/$k/pool"
+		"$THINVOL" pool create "$pool" --size 256M >/dev/null
+		timeout -s INT 2 "$THINVOL" serve "$pool" --foreground \
+			>"$work/$k.log" 2>&1 || true
+		grep -q 'serving' "$work/$k.log" ||
+			{ cat "$work/$k.log"; echo "$k: serve did not start"; exit 1; }
+		if grep -q 'warning: .*ext4 without a journal' "$work/$k.log"; then
+			[ "$k" = ext4nj ] || { cat "$work/$k.log"; echo "$k: warned"; exit 1; }
+		else
+			[ "$k" != ext4nj ] || { cat "$work/$k.log"; echo "$k: no warning"; exit 1; }
+		fi
+		echo "$k: serve $( [ $k = ext4nj ] && echo warns || echo does not warn ) (ok)"
+	done
+fi
