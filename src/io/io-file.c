@@ -593,16 +593,17 @@ static const struct io_ops file_ops = {
 };
 
 enum ext4_mode {
-	EXT4_UNKNOWN,	/* not found in mountinfo or sysfs */
+	EXT4_UNKNOWN,	/* not found, or a journal we do not know */
 	EXT4_NOJOURNAL, /* no journal at all */
-	EXT4_ORDERED,	/* a journal, data=ordered (or journal) */
+	EXT4_ORDERED,	/* its own journal, data=ordered (or journal) */
 	EXT4_WRITEBACK, /* a journal, data=writeback */
 };
 
 /*
- * How fd's ext4 filesystem keeps its metadata: with a journal
- * (/proc/fs/jbd2/DEV-8, or else /sys/fs/ext4/DEV/journal_task naming a
- * thread, for an external journal) and which data mode.  In
+ * How fd's ext4 filesystem keeps its metadata: its own journal
+ * (/proc/fs/jbd2/DEV-8) and which data mode, or no journal at all
+ * (/sys/fs/ext4/DEV/journal_task reads "<none>", Linux 5.1 and later);
+ * anything else (an external journal, an older kernel) is unknown.  In
  * data=writeback a journal commit may name blocks whose data has not
  * reached the disk; without a journal nothing orders or commits the
  * allocations at all.
@@ -680,7 +681,7 @@ static enum ext4_mode ext4_mode(int fd)
  * Elsewhere (btrfs, NFS, ...) a barrier is a whole fdatasync.
  * TV_IO_NO_RANGED_SYNC=1 in the environment turns it off.
  */
-static bool is_ranged_fs(int fd, const struct statfs *sfs)
+static bool is_ranged_fs(const struct statfs *sfs, enum ext4_mode mode)
 {
 	const char *off = getenv("TV_IO_NO_RANGED_SYNC");
 
@@ -688,7 +689,7 @@ static bool is_ranged_fs(int fd, const struct statfs *sfs)
 		return false;
 	switch ((unsigned long)sfs->f_type) {
 	case FS_EXT4:
-		return ext4_mode(fd) == EXT4_ORDERED;
+		return mode == EXT4_ORDERED;
 	case FS_XFS:
 	case FS_TMPFS:
 		return true;
@@ -787,9 +788,12 @@ int io_file_open(const char *path, unsigned int flags, uint64_t size,
 	if (flags & IO_FILE_DIRECT)
 		dflags |= IO_DEV_DIRECT;
 	if (S_ISREG(st.st_mode) && fstatfs(fd, &sfs) == 0) {
-		if (is_ranged_fs(fd, &sfs))
+		enum ext4_mode mode = sfs.f_type == FS_EXT4 ? ext4_mode(fd)
+							    : EXT4_UNKNOWN;
+
+		if (is_ranged_fs(&sfs, mode))
 			dflags |= IO_DEV_RANGED_SYNC;
-		if (sfs.f_type == FS_EXT4 && ext4_mode(fd) == EXT4_NOJOURNAL)
+		if (mode == EXT4_NOJOURNAL)
 			dflags |= IO_DEV_FS_NO_JOURNAL;
 		prealloc = sfs.f_type == FS_EXT4 || sfs.f_type == FS_XFS;
 	}
