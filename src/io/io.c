@@ -37,6 +37,18 @@ static int check_writable(struct io_dev *dev, const char *what)
 	return -EROFS;
 }
 
+/* The front door of a change to [off, off + len): < 0 an error, 1 nothing
+ * to do (len 0, on a writable device), 0 go on. */
+static int check_change(struct io_dev *dev, const char *what, uint64_t off,
+			uint64_t len)
+{
+	int r = check_writable(dev, what);
+
+	if (r)
+		return r;
+	return len ? check_range(dev, what, off, len) : 1;
+}
+
 int io_read(struct io_dev *dev, void *buf, size_t len, uint64_t off)
 {
 	int r;
@@ -55,14 +67,9 @@ int io_write(struct io_dev *dev, const void *buf, size_t len, uint64_t off)
 	int r;
 
 	assert(dev && (buf || !len));
-	r = check_writable(dev, "write");
+	r = check_change(dev, "write", off, len);
 	if (r)
-		return r;
-	if (!len)
-		return 0;
-	r = check_range(dev, "write", off, len);
-	if (r)
-		return r;
+		return r < 0 ? r : 0;
 	return dev->ops->write(dev, buf, len, off);
 }
 
@@ -138,14 +145,9 @@ int io_prealloc(struct io_dev *dev, uint64_t off, uint64_t len)
 	int r;
 
 	assert(dev);
-	r = check_writable(dev, "prealloc");
+	r = check_change(dev, "prealloc", off, len);
 	if (r)
-		return r;
-	if (!len)
-		return 0;
-	r = check_range(dev, "prealloc", off, len);
-	if (r)
-		return r;
+		return r < 0 ? r : 0;
 	return dev->ops->prealloc ? dev->ops->prealloc(dev, off, len)
 				  : -EOPNOTSUPP;
 }
@@ -155,14 +157,9 @@ int io_discard(struct io_dev *dev, uint64_t off, uint64_t len)
 	int r;
 
 	assert(dev);
-	r = check_writable(dev, "discard");
+	r = check_change(dev, "discard", off, len);
 	if (r)
-		return r;
-	if (!len)
-		return 0;
-	r = check_range(dev, "discard", off, len);
-	if (r)
-		return r;
+		return r < 0 ? r : 0;
 	return dev->ops->discard(dev, off, len);
 }
 
@@ -179,14 +176,9 @@ int io_write_zeroes(struct io_dev *dev, uint64_t off, uint64_t len)
 	int r;
 
 	assert(dev);
-	r = check_writable(dev, "write_zeroes");
+	r = check_change(dev, "write_zeroes", off, len);
 	if (r)
-		return r;
-	if (!len)
-		return 0;
-	r = check_range(dev, "write_zeroes", off, len);
-	if (r)
-		return r;
+		return r < 0 ? r : 0;
 	return dev->ops->write_zeroes(dev, off, len);
 }
 
