@@ -114,6 +114,9 @@ const char *cli_last_error(void);
  * refused with -EBUSY); no effect on a local pool.
  */
 int cli_pool_info(struct cli_pool *p, struct tv_pool_info *out);
+/* True if p is a local pool in a file on ext4 without a journal, where
+ * the filesystem itself is not crash-safe (serve.h). */
+bool cli_pool_fs_no_journal(const struct cli_pool *p);
 int cli_pool_resize(struct cli_pool *p, uint64_t size);
 /* The checker's messages go to out. */
 int cli_pool_check(struct cli_pool *p, FILE *out, struct tv_check_report *rep);

@@ -24,6 +24,7 @@
 #include "cli/cli.h"
 #include "server/ctl-copy.h"
 #include "server/ctl.h"
+#include "thin/thin-internal.h"
 #include "util/json.h"
 
 #define REMOTE_LIST_MAX 256   /* volumes per vol.list request */
@@ -492,6 +493,11 @@ static int r_state(const struct json_value *o, enum tv_pool_state *out)
 		}
 	}
 	return bad_reply("state");
+}
+
+bool cli_pool_fs_no_journal(const struct cli_pool *p)
+{
+	return p->local && (p->local->dev->flags & IO_DEV_FS_NO_JOURNAL);
 }
 
 int cli_pool_info(struct cli_pool *p, struct tv_pool_info *out)

@@ -10,6 +10,7 @@
 #include "cli/cli.h"
 #include "util/json.h"
 #include "cli/parse.h"
+#include "server/serve.h"
 
 /* ---- pool create ---- */
 
@@ -77,6 +78,8 @@ static int cmd_pool_create(const struct cli_cmd *cmd, int argc, char **argv)
 	printf("created pool %s: %s in blocks of %s, %u-byte blobs\n", path,
 	       fmt_size(info.size, b1, sizeof(b1)),
 	       fmt_size(info.block_size, b2, sizeof(b2)), info.blob_size);
+	if (cli_pool_fs_no_journal(pool))
+		cli_error(0, "warning: %s: " SERVE_NO_JOURNAL_WARNING, path);
 	return cli_close(pool, path, 0);
 }
 

@@ -360,13 +360,7 @@ static int start(struct daemon *d, struct ctl_hooks *hooks)
 			return fail(d, r, "%s", tv_last_error());
 	}
 	if (d->pool->dev->flags & IO_DEV_FS_NO_JOURNAL)
-		say(1, "%s: on ext4 without a journal: after a power failure "
-		       "that filesystem may lose the pool file's newest "
-		       "blocks or show other files' old data in them, "
-		       "whatever thinvol syncs: without a journal ext4 "
-		       "makes no allocation crash-safe; keep pools on a "
-		       "journalled filesystem or a block device",
-		    o->pool);
+		say(1, "%s: " SERVE_NO_JOURNAL_WARNING, o->pool);
 	r = tv_pool_info(d->pool, &info);
 	if (r == 0 && info.state != TV_POOL_RW)
 		return fail(d, -EROFS,

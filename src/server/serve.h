@@ -42,4 +42,13 @@ struct serve_opts {
  */
 int serve_run(const struct serve_opts *o);
 
+/* What thinvol serve and thinvol pool create say, after "POOL: ", about a
+ * pool file on ext4 without a journal (IO_DEV_FS_NO_JOURNAL). */
+#define SERVE_NO_JOURNAL_WARNING                                             \
+	"on ext4 without a journal: after a power failure that filesystem "  \
+	"may lose the pool file's newest blocks or show other files' old "   \
+	"data in them, whatever thinvol syncs: without a journal ext4 makes " \
+	"no allocation crash-safe; keep pools on a journalled filesystem or " \
+	"a block device"
+
 #endif

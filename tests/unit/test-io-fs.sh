@@ -76,14 +76,22 @@ fi
 
 TEST_IO_FS="${fs[*]}" "$TEST_IO"
 
-# thinvol serve warns about a pool on ext4 without a journal, and only there
+# thinvol pool create and thinvol serve warn about a pool on ext4 without a
+# journal, and only there
 [ -n "${THINVOL:-}" ] || { echo "THINVOL unset"; exit 1; }
 [ -z "${TEST_IO_NO_JOURNAL_TASK:-}" ] || exit 0
 for k in ext4nj ext4j; do
 	pool="$work/$k/pool"
 	log="$work/$k.log"
-	"$THINVOL" pool create "$pool" --size 256M >/dev/null ||
-		{ echo "$k: pool create failed"; exit 1; }
+	"$THINVOL" pool create "$pool" --size 256M >/dev/null 2>"$log.create" ||
+		{ cat "$log.create"; echo "$k: pool create failed"; exit 1; }
+	if grep -q 'warning: .*ext4 without a journal' "$log.create"; then
+		[ "$k" = ext4nj ] || { cat "$log.create"; echo "$k: pool create warned"; exit 1; }
+		echo "$k: pool create warns (ok)"
+	else
+		[ "$k" != ext4nj ] || { cat "$log.create"; echo "$k: pool create did not warn"; exit 1; }
+		echo "$k: pool create does not warn (ok)"
+	fi
 	"$THINVOL" serve "$pool" --foreground --socket "$work/$k.sock" \
 		>"$log" 2>&1 &
 	pid=$!
