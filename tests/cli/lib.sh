@@ -6,6 +6,13 @@ tv=${THINVOL:?THINVOL must name the thinvol binary}
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
 fail() { echo "FAIL: $*" >&2; exit 1; }
+# drop_fs_warning FILE: leave out of FILE the warning pool create gives
+# for a pool file on ext4 without a journal (docs/format.md "Ranged
+# commits"): it says where the test runs, not what the command did
+drop_fs_warning() {
+	grep -v -- ': on ext4 without a journal: ' "$1" >"$1.kept" || true
+	mv "$1.kept" "$1"
+}
 
 # expect STATUS CMD...
 expect() {
@@ -13,6 +20,7 @@ expect() {
 	local got=0 cmd="$*"
 	cmd=${cmd:0:160}
 	"$@" >"$dir/out" 2>"$dir/err" || got=$?
+	drop_fs_warning "$dir/err"
 	[ "$got" -eq "$want" ] ||
 		fail "$cmd exited $got, want $want: $(cat "$dir/err")"
 	if [ "$want" -eq 0 ]; then

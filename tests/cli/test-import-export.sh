@@ -9,6 +9,7 @@ set -euo pipefail
 # verbose CMD...: CMD must succeed; its report (stderr) in $dir/err
 verbose() {
 	"$@" >"$dir/out" 2>"$dir/err" || fail "$* exited $?: $(cat "$dir/err")"
+	drop_fs_warning "$dir/err"
 	[ "$(wc -l <"$dir/err")" -eq 1 ] || fail "$*: stderr: $(cat "$dir/err")"
 }
 clean() {
