@@ -10,7 +10,7 @@ fail() { echo "FAIL: $*" >&2; exit 1; }
 # for a pool file on ext4 without a journal (docs/format.md "Ranged
 # commits"): it says where the test runs, not what the command did
 drop_fs_warning() {
-	grep -v -- ': on ext4 without a journal: ' "$1" >"$1.kept" || true
+	grep -av -- ': on ext4 without a journal: ' "$1" >"$1.kept" || true
 	mv "$1.kept" "$1"
 }
 
