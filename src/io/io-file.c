@@ -432,6 +432,8 @@ static int file_write_zeroes(struct io_dev *dev, uint64_t off, uint64_t len)
 			return 0;
 		if (!unsupported(r, true))
 			return zero_failed(dev, "BLKZEROOUT", off, len, r);
+		/* zeroes in the page cache: the next barrier flushes them */
+		atomic_store(&f->zero_bytes_written, true);
 		return write_zero_bytes(dev, off, len);
 	}
 
@@ -669,6 +671,14 @@ static enum ext4_mode ext4_mode(int fd)
 	return strncmp(line, "<none>", 6) ? EXT4_UNKNOWN : EXT4_NOJOURNAL;
 }
 
+/* TV_IO_NO_RANGED_SYNC=1 in the environment: every barrier a flush. */
+static bool ranged_sync_off(void)
+{
+	const char *off = getenv("TV_IO_NO_RANGED_SYNC");
+
+	return off && *off && strcmp(off, "0");
+}
+
 /*
  * Whether file_sync_ranges is sound on fd's filesystem.  It relies on a
  * data sync of one range committing every allocation and hole punch of
@@ -679,13 +689,17 @@ static enum ext4_mode ext4_mode(int fd)
  * and XFS (the inode's last log sequence) do so; tmpfs has nothing to
  * make durable.
  * Elsewhere (btrfs, NFS, ...) a barrier is a whole fdatasync.
- * TV_IO_NO_RANGED_SYNC=1 in the environment turns it off.
+ *
+ * A block device needs neither: it has no allocation to commit, and its
+ * data sync (blkdev_fsync: the range written back, then a cache flush
+ * of the whole device) makes every write that completed before it
+ * durable, the ranges written back by sync_file_range included.  It has
+ * no holes either (file_is_hole), so the engine syncs every new block's
+ * data before a commit names it (docs/format.md "Ranged commits").
  */
 static bool is_ranged_fs(const struct statfs *sfs, enum ext4_mode mode)
 {
-	const char *off = getenv("TV_IO_NO_RANGED_SYNC");
-
-	if (off && *off && strcmp(off, "0"))
+	if (ranged_sync_off())
 		return false;
 	switch ((unsigned long)sfs->f_type) {
 	case FS_EXT4:
@@ -760,6 +774,8 @@ int io_file_open(const char *path, unsigned int flags, uint64_t size,
 			goto err_close;
 		}
 		dflags |= IO_DEV_BLOCKDEV;
+		if (!ranged_sync_off())
+			dflags |= IO_DEV_RANGED_SYNC; /* see is_ranged_fs */
 	} else if (S_ISREG(st.st_mode)) {
 		dsize = (uint64_t)st.st_size;
 		if (created) {

@@ -34,7 +34,9 @@
  *     without a barrier it only counts.
  *  8. is_hole: no pending write touches the range and it reads as zeroes
  *     (so it is zero in lower or under a pending discard, which the next
- *     barrier makes durable).
+ *     barrier makes durable).  Never when lower has IO_DEV_BLOCKDEV, as
+ *     io-file answers for a block device: a device has no holes whose
+ *     zeroes last through a crash by themselves.
  *
  * One mutex serializes every operation, reads included, so that a read
  * never sees lower half-way through a flush.
@@ -457,7 +459,7 @@ static int pc_is_hole(struct io_dev *dev, uint64_t off, uint64_t len)
 	uint8_t *buf;
 	int hole = 0;
 
-	if (len > COPY_CHUNK)
+	if (len > COPY_CHUNK || (pc->lower->flags & IO_DEV_BLOCKDEV))
 		return 0;
 	buf = malloc((size_t)len);
 	if (!buf)

@@ -70,7 +70,8 @@
  *      reference (freed if it was not shared after all).
  *   7. What a commit must make durable besides the metadata: the data of
  *      every block provisioned in its transaction, except a fresh block
- *      that was a hole of the pool file when step b began (io_is_hole).
+ *      that was a hole of the pool file when step b began (io_is_hole;
+ *      a block device has none, so there every new block is synced).
  *      Such a hole reads as zeroes after a crash whether or not the data
  *      written since reached the disk (a hole punched since the last
  *      commit is durable through the commit's barrier, io_sync_ranges),

@@ -242,27 +242,55 @@ static void run_workload(struct run *w, struct io_dev *pc, uint64_t seed,
 	tv_pool_close(p);
 }
 
+/*
+ * A formatted pool on the power-cut device.  stale: a block device that
+ * held other data before (every byte 0xee..., IO_DEV_BLOCKDEV): nothing
+ * reads as a hole there, so every new block's data must be synced before
+ * a commit names it, and a block written in part must read zeroes around
+ * the write.
+ */
+static struct io_dev *pc_pool_dev(uint64_t dev_size,
+				  const struct tv_pool_create_opts *co,
+				  bool stale)
+{
+	struct io_dev *mem, *pc;
+
+	CHECK_OK(io_mem_create(dev_size, &mem));
+	if (stale) {
+		uint8_t junk[4096];
+
+		for (size_t i = 0; i < sizeof(junk); i++)
+			junk[i] = (uint8_t)(0xee ^ i);
+		for (uint64_t off = 0; off < dev_size; off += sizeof(junk))
+			CHECK_OK(io_write(mem, junk, sizeof(junk), off));
+		mem->flags |= IO_DEV_BLOCKDEV;
+	}
+	CHECK_OK(pool_format_dev(mem, co));
+	CHECK_OK(io_pc_wrap(mem, true, &pc));
+	return pc;
+}
+
 /* Cut at every point (sample 0) or at sample random points. */
 static void run_config(uint32_t bs, uint64_t dev_size, uint64_t seed,
-		       unsigned int steps, unsigned int sample, uint64_t *cuts,
-		       uint64_t *images)
+		       unsigned int steps, unsigned int sample, bool stale,
+		       uint64_t *cuts, uint64_t *images)
 {
 	struct trng pick;
 	struct tv_pool_create_opts co = { .block_size = bs, .blob_size = 16 };
-	struct io_dev *mem, *pc, *img;
+	struct io_dev *pc, *img;
 	uint64_t total;
 	struct run w;
 
-	CHECK_OK(io_mem_create(dev_size, &mem));
-	CHECK_OK(pool_format_dev(mem, &co));
-	CHECK_OK(io_pc_wrap(mem, true, &pc));
+	pc = pc_pool_dev(dev_size, &co, stale);
 	run_workload(&w, pc, seed, bs, steps);
 	total = io_pc_ops(pc);
 	vm_free(&w.cur);
 	vm_free(&w.before_op);
 	io_close(pc);
-	printf("  block size %u, %u steps: %llu mutating ops, cutting at %s\n",
-	       bs, steps, (unsigned long long)total,
+	printf("  block size %u, %u steps%s: %llu mutating ops, cutting at "
+	       "%s\n",
+	       bs, steps, stale ? ", a block device of stale data" : "",
+	       (unsigned long long)total,
 	       sample ? "random ones" : "every one");
 	fflush(stdout);
 	trng_init(&pick, seed * 31);
@@ -270,9 +298,7 @@ static void run_config(uint32_t bs, uint64_t dev_size, uint64_t seed,
 	for (uint64_t i = 1; i <= (sample ? sample : total); i++) {
 		uint64_t k = sample ? 1 + trng_below(&pick, total) : i;
 
-		CHECK_OK(io_mem_create(dev_size, &mem));
-		CHECK_OK(pool_format_dev(mem, &co));
-		CHECK_OK(io_pc_wrap(mem, true, &pc));
+		pc = pc_pool_dev(dev_size, &co, stale);
 		io_pc_set_cut_after(pc, k);
 		run_workload(&w, pc, seed, bs, steps);
 		if (getenv("V"))
@@ -299,22 +325,22 @@ static void run_config(uint32_t bs, uint64_t dev_size, uint64_t seed,
 
 
 /* The committer's ranged commit leaves a write into a hole of the pool
- * unflushed, a copied block flushed, and closing the pool flushes all. */
-static void ranged_commit_test(void)
+ * unflushed, a copied block flushed, and closing the pool flushes all.
+ * stale (pc_pool_dev): on a block device there is no hole, and the
+ * ranged commit syncs the new block's data too, zeroes around it. */
+static void ranged_commit_test(bool stale)
 {
 	struct tv_pool_open_opts oo = { .commit_interval_ms = 3600000 };
 	struct tv_pool_create_opts co = { .block_size = 65536,
 					  .blob_size = 16 };
 	uint8_t a[4096], b[4096], got[4096], zero[4096] = { 0 };
-	struct io_dev *mem, *pc, *img;
+	struct io_dev *pc, *img;
 	struct tv_pool *p, *q;
 	uint64_t id, snap;
 
 	memset(a, 0xa5, sizeof(a));
 	memset(b, 0x5a, sizeof(b));
-	CHECK_OK(io_mem_create(16 << 20, &mem));
-	CHECK_OK(pool_format_dev(mem, &co));
-	CHECK_OK(io_pc_wrap(mem, true, &pc));
+	pc = pc_pool_dev(16 << 20, &co, stale);
 	CHECK_OK(pool_open_dev(pc, false, "pc", &oo, &p));
 	CHECK_OK(tv_vol_create(p, "v", 1 << 20, NULL, 0, &id));
 	CHECK_OK(tv_vol_write(p, id, a, 4096, 0, 0));
@@ -331,7 +357,15 @@ static void ranged_commit_test(void)
 	CHECK_OK(io_pc_crash_image(pc, IO_PC_DROP_ALL, 0, &img));
 	CHECK_OK(pool_open_dev(img, false, "image", &oo, &q));
 	CHECK_OK(tv_vol_read(q, id, got, 4096, 65536));
-	CHECK(memcmp(got, zero, 4096) == 0); /* the hole's write: not yet */
+	if (!stale) {
+		CHECK(memcmp(got, zero, 4096) == 0); /* the hole's: not yet */
+	} else {
+		CHECK(memcmp(got, b, 4096) == 0); /* a device's: synced */
+		for (uint64_t o = 65536 + 4096; o < 131072; o += 4096) {
+			CHECK_OK(tv_vol_read(q, id, got, 4096, o));
+			CHECK(memcmp(got, zero, 4096) == 0);
+		}
+	}
 	CHECK_OK(tv_vol_read(q, id, got, 4096, 131072));
 	CHECK(memcmp(got, b, 512) == 0); /* the copy: mapped, so durable */
 	CHECK(memcmp(got + 512, a + 512, 4096 - 512) == 0);
@@ -348,8 +382,13 @@ static void ranged_commit_test(void)
 	CHECK_OK(tv_pool_close(q));
 	io_close(img);
 	io_close(pc);
-	printf("  ranged commit: a hole's write left to the next flush, a "
-	       "copy synced, close flushes\n");
+	if (!stale)
+		printf("  ranged commit: a hole's write left to the next "
+		       "flush, a copy synced, close flushes\n");
+	else
+		printf("  ranged commit on a block device of stale data: a "
+		       "new block's write synced with zeroes around it, a "
+		       "copy synced, close flushes\n");
 }
 
 int main(void)
@@ -364,14 +403,19 @@ int main(void)
 	vm_zero_hash = vm_hash(zero);
 	if (!getenv("V"))
 		log_set_sink(quiet, NULL);
-	ranged_commit_test();
+	ranged_commit_test(false);
+	ranged_commit_test(true);
 	/* small pools, so that freed blocks are soon handed out again: the
 	 * no-leak property is only tested when blocks are reused */
-	run_config(4096, 3 << 20, seed, steps, 0, &cuts, &images);
-	run_config(64 << 10, 6 << 20, seed + 1, steps, 0, &cuts, &images);
+	run_config(4096, 3 << 20, seed, steps, 0, false, &cuts, &images);
+	run_config(64 << 10, 6 << 20, seed + 1, steps, 0, false, &cuts,
+		   &images);
 	/* a longer workload, at random points of it */
 	run_config(4096, 4 << 20, seed + 2, steps * 6,
-		   tsanitized() ? 40 : 150, &cuts, &images);
+		   tsanitized() ? 40 : 150, false, &cuts, &images);
+	/* a block device: no holes, stale data in every block not written */
+	run_config(64 << 10, 6 << 20, seed + 3, steps * 2,
+		   tsanitized() ? 40 : 150, true, &cuts, &images);
 	printf("test-engine-powercut: %llu cut points explored, %llu crash "
 	       "images verified\n",
 	       (unsigned long long)cuts, (unsigned long long)images);

@@ -464,6 +464,10 @@ static void test_blockdev(void)
 	}
 	CHECK(dev->flags & IO_DEV_BLOCKDEV);
 	CHECK_EQ(dev->size, sz);
+	/* ranged syncs (io-file.c is_ranged_fs), and no holes: zeroes on a
+	 * device do not outlast a crash by themselves */
+	CHECK(dev->flags & IO_DEV_RANGED_SYNC);
+	CHECK_EQ(io_is_hole(dev, 0, 65536), 0);
 	check_ranges(dev);
 
 	pattern(ref, sz, 20);
@@ -471,6 +475,44 @@ static void test_blockdev(void)
 	CHECK_OK(io_flush(dev));
 	check_contents(dev, ref);
 	b1 = blocks_of(backing);
+
+	/* a ranged sync writes the ranges back to the device: here the loop
+	 * device's backing file, read through a descriptor of its own */
+	{
+		const struct io_range rg[2] = { { 3 << 20, 65536 },
+						{ 7 << 20, 4096 } };
+		const struct io_range bar = { 0, 4096 };
+		uint8_t *got = xcalloc(65536);
+
+		pattern(ref + (3 << 20), 65536, 21);
+		pattern(ref + (7 << 20), 4096, 22);
+		CHECK_OK(io_write(dev, ref + (3 << 20), 65536, 3 << 20));
+		CHECK_OK(io_write(dev, ref + (7 << 20), 4096, 7 << 20));
+		CHECK_OK(io_sync_ranges(dev, rg, 2, NULL));
+		fd = open(backing, O_RDONLY | O_CLOEXEC);
+		CHECK(fd >= 0);
+		for (int i = 0; i < 2; i++) {
+			CHECK(pread(fd, got, rg[i].len, (off_t)rg[i].off) ==
+			      (ssize_t)rg[i].len);
+			CHECK(memcmp(got, ref + rg[i].off, rg[i].len) == 0);
+		}
+		close(fd);
+		CHECK_OK(io_sync_ranges(dev, rg, 2, &bar));
+		check_contents(dev, ref);
+
+		/* zeroes the kernel refuses (unaligned) are written as bytes
+		 * into the page cache: a barrier must make them durable too
+		 * (io_sync_ranges' contract), so it flushes */
+		CHECK_OK(io_write_zeroes(dev, (5 << 20) + 100, 3000));
+		memset(ref + (5 << 20) + 100, 0, 3000);
+		CHECK_OK(io_sync_ranges(dev, NULL, 0, &bar));
+		fd = open(backing, O_RDONLY | O_CLOEXEC);
+		CHECK(fd >= 0);
+		CHECK(pread(fd, got, 4096, 5 << 20) == 4096);
+		CHECK(memcmp(got, ref + (5 << 20), 4096) == 0);
+		close(fd);
+		free(got);
+	}
 
 	/* aligned discard: may deallocate, must read as zeroes */
 	CHECK_OK(io_discard(dev, 1024 * 1024, 2 * 1024 * 1024));
@@ -495,8 +537,11 @@ static void test_blockdev(void)
 
 	/* what was written through the device is what a new open sees
 	 * (opened before the first is closed: the device is detaching) */
+	setenv("TV_IO_NO_RANGED_SYNC", "1", 1); /* turned off: flushes */
 	CHECK_OK(io_file_open(loopdev, IO_FILE_RDONLY, 0, &dev2));
+	unsetenv("TV_IO_NO_RANGED_SYNC");
 	CHECK(dev2->flags & IO_DEV_RDONLY);
+	CHECK(!(dev2->flags & IO_DEV_RANGED_SYNC));
 	io_close(dev);
 	check_contents(dev2, ref);
 	io_close(dev2);
