@@ -637,6 +637,22 @@ static int prov_write(struct tv_pool *p, struct prov *pv)
 		/* a fresh block: what the write does not cover reads zero,
 		 * whatever the block held before; a hole already does, and
 		 * zeroing it would only cost time */
+		if (pv->sync && (p->dev->flags & IO_DEV_BLOCKDEV)) {
+			/* a device: one write of the whole block, zeroes
+			 * around the data, through the page cache like the
+			 * data (rather than BLKZEROOUT, a synchronous command
+			 * to the device, and then the data: on kernels before
+			 * 5.15 readahead could also cache the block's old
+			 * bytes between the two) */
+			tmp = calloc(1, bs);
+			if (!tmp)
+				return -ENOMEM;
+			if (pv->buf)
+				memcpy(tmp + pv->in, pv->buf, pv->len);
+			r = io_write(p->dev, tmp, bs, at);
+			free(tmp);
+			return r;
+		}
 		r = pv->sync ? io_write_zeroes(p->dev, at, bs) : 0;
 		return r ? r : io_write(p->dev, pv->buf, pv->len, at + pv->in);
 	}
