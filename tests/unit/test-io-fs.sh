@@ -80,18 +80,24 @@ TEST_IO_FS="${fs[*]}" "$TEST_IO"
 # journal, and only there
 [ -n "${THINVOL:-}" ] || { echo "THINVOL unset"; exit 1; }
 [ -z "${TEST_IO_NO_JOURNAL_TASK:-}" ] || exit 0
+# warns_on_nj_only KIND WHAT LOG: LOG has the warning if KIND is ext4nj,
+# else not
+warns_on_nj_only() {
+	local k=$1 what=$2 log=$3
+	if grep -q 'warning: .*ext4 without a journal' "$log"; then
+		[ "$k" = ext4nj ] || { cat "$log"; echo "$k: $what warned"; exit 1; }
+		echo "$k: $what warns (ok)"
+	else
+		[ "$k" != ext4nj ] || { cat "$log"; echo "$k: $what did not warn"; exit 1; }
+		echo "$k: $what does not warn (ok)"
+	fi
+}
 for k in ext4nj ext4j; do
 	pool="$work/$k/pool"
 	log="$work/$k.log"
 	"$THINVOL" pool create "$pool" --size 256M >/dev/null 2>"$log.create" ||
 		{ cat "$log.create"; echo "$k: pool create failed"; exit 1; }
-	if grep -q 'warning: .*ext4 without a journal' "$log.create"; then
-		[ "$k" = ext4nj ] || { cat "$log.create"; echo "$k: pool create warned"; exit 1; }
-		echo "$k: pool create warns (ok)"
-	else
-		[ "$k" != ext4nj ] || { cat "$log.create"; echo "$k: pool create did not warn"; exit 1; }
-		echo "$k: pool create does not warn (ok)"
-	fi
+	warns_on_nj_only "$k" "pool create" "$log.create"
 	"$THINVOL" serve "$pool" --foreground --socket "$work/$k.sock" \
 		>"$log" 2>&1 &
 	pid=$!
@@ -110,11 +116,5 @@ for k in ext4nj ext4j; do
 	rc=0
 	wait "$pid" || rc=$?
 	[ "$rc" -eq 0 ] || { cat "$log"; echo "$k: serve exited with $rc"; exit 1; }
-	if grep -q 'warning: .*ext4 without a journal' "$log"; then
-		[ "$k" = ext4nj ] || { cat "$log"; echo "$k: warned"; exit 1; }
-		echo "$k: serve warns (ok)"
-	else
-		[ "$k" != ext4nj ] || { cat "$log"; echo "$k: no warning"; exit 1; }
-		echo "$k: serve does not warn (ok)"
-	fi
+	warns_on_nj_only "$k" serve "$log"
 done
