@@ -633,34 +633,27 @@ static int prov_write(struct tv_pool *p, struct prov *pv)
 		prealloc_chunk(p, at);
 	if (pv->len == bs && pv->buf) /* nothing of the old block is kept */
 		return io_write(p->dev, pv->buf, bs, at);
-	if (pv->old == NO_BLOCK) {
+	if (pv->old == NO_BLOCK &&
+	    !(pv->sync && (p->dev->flags & IO_DEV_BLOCKDEV))) {
 		/* a fresh block: what the write does not cover reads zero,
 		 * whatever the block held before; a hole already does, and
 		 * zeroing it would only cost time */
-		if (pv->sync && (p->dev->flags & IO_DEV_BLOCKDEV)) {
-			/* a device: one write of the whole block, zeroes
-			 * around the data, through the page cache like the
-			 * data (rather than BLKZEROOUT, a synchronous command
-			 * to the device, and then the data: on kernels before
-			 * 5.15 readahead could also cache the block's old
-			 * bytes between the two) */
-			tmp = calloc(1, bs);
-			if (!tmp)
-				return -ENOMEM;
-			if (pv->buf)
-				memcpy(tmp + pv->in, pv->buf, pv->len);
-			r = io_write(p->dev, tmp, bs, at);
-			free(tmp);
-			return r;
-		}
 		r = pv->sync ? io_write_zeroes(p->dev, at, bs) : 0;
 		return r ? r : io_write(p->dev, pv->buf, pv->len, at + pv->in);
 	}
-	/* copy-on-write: old contents with the new data over them */
-	tmp = malloc(bs);
+	/*
+	 * One write of the whole block: the old contents (copy-on-write), or
+	 * for a fresh block of a device zeroes, with the new data over them.
+	 * On a device that goes through the page cache like the data, rather
+	 * than BLKZEROOUT (a synchronous command to the device) and then the
+	 * data: before Linux 5.15 readahead could also cache the block's old
+	 * bytes between the two.
+	 */
+	tmp = pv->old == NO_BLOCK ? calloc(1, bs) : malloc(bs);
 	if (!tmp)
 		return -ENOMEM;
-	r = io_read(p->dev, tmp, bs, dev_off(p, pv->old, 0));
+	r = pv->old == NO_BLOCK ? 0
+				: io_read(p->dev, tmp, bs, dev_off(p, pv->old, 0));
 	if (r == 0) {
 		if (pv->buf)
 			memcpy(tmp + pv->in, pv->buf, pv->len);
