@@ -595,80 +595,98 @@ static const struct io_ops file_ops = {
 };
 
 enum ext4_mode {
-	EXT4_UNKNOWN,	/* not found, or a journal we do not know */
+	EXT4_UNKNOWN,	/* anything we cannot tell for sure */
 	EXT4_NOJOURNAL, /* no journal at all */
-	EXT4_ORDERED,	/* its own journal, data=ordered (or journal) */
+	EXT4_ORDERED,	/* its own journal, data=ordered */
 	EXT4_WRITEBACK, /* a journal, data=writeback */
 };
 
+/* Read the first line of path into line (newline dropped); false if it
+ * cannot be read. */
+static bool read_line(const char *path, char *line, size_t len)
+{
+	FILE *fp = fopen(path, "re");
+	bool ok;
+
+	if (!fp)
+		return false;
+	ok = fgets(line, (int)len, fp) != NULL;
+	fclose(fp);
+	if (ok)
+		line[strcspn(line, "\n")] = 0;
+	return ok;
+}
+
+/* The kernel's name of block device maj:min ("sda1", "loop0", "dm-2"),
+ * from /sys/dev/block/MAJ:MIN/uevent; false if there is none. */
+static bool blockdev_name(dev_t d, char *name, size_t len)
+{
+	char path[96], line[256];
+	bool found = false;
+	FILE *fp;
+
+	snprintf(path, sizeof(path), "/sys/dev/block/%u:%u/uevent", major(d),
+		 minor(d));
+	fp = fopen(path, "re");
+	if (!fp)
+		return false;
+	while (!found && fgets(line, sizeof(line), fp)) {
+		size_t n = strcspn(line + 8, "\n");
+
+		if (strncmp(line, "DEVNAME=", 8) || !n || n >= len ||
+		    memchr(line + 8, '/', n))
+			continue;
+		memcpy(name, line + 8, n);
+		name[n] = 0;
+		found = true;
+	}
+	fclose(fp);
+	return found;
+}
+
 /*
- * How fd's ext4 filesystem keeps its metadata: its own journal
- * (/proc/fs/jbd2/DEV-8) and which data mode, or no journal at all
- * (/sys/fs/ext4/DEV/journal_task reads "<none>", Linux 5.1 and later);
- * anything else (an external journal, an older kernel) is unknown.  In
- * data=writeback a journal commit may name blocks whose data has not
- * reached the disk; without a journal nothing orders or commits the
- * allocations at all.
+ * How fd's ext4 filesystem keeps its metadata.  The data mode comes from
+ * /proc/fs/ext4/DEV/options, which lists every option in force, defaults
+ * included; /proc/self/mountinfo does not: it leaves out what equals the
+ * default, and a data mode set as a default mount option in the
+ * superblock (tune2fs -o journal_data_writeback) is such a default.  The
+ * journal must be the filesystem's own (/proc/fs/jbd2/DEV-8): the options
+ * file says nothing about an external one.  No journal at all is
+ * /sys/fs/ext4/DEV/journal_task reading "<none>" (Linux 5.1 and later).
+ * Anything else (data=journal, an external journal, an older kernel, a
+ * file we cannot read) is unknown.  In data=writeback a journal commit
+ * may name blocks whose data has not reached the disk; without a journal
+ * nothing orders or commits the allocations at all.
  */
 static enum ext4_mode ext4_mode(int fd)
 {
-	char want[32], line[4096], path[160], dev[64] = "";
-	bool found = false, writeback = false;
+	char dev[64], path[160], line[256];
+	bool ordered = false, writeback = false;
 	struct stat st;
 	FILE *fp;
 
-	if (fstat(fd, &st) < 0)
+	if (fstat(fd, &st) < 0 || !blockdev_name(st.st_dev, dev, sizeof(dev)))
 		return EXT4_UNKNOWN;
-	snprintf(want, sizeof(want), "%u:%u", major(st.st_dev),
-		 minor(st.st_dev));
-	fp = fopen("/proc/self/mountinfo", "re");
-	if (!fp)
-		return EXT4_UNKNOWN;
-	while (!found && fgets(line, sizeof(line), fp)) {
-		char *sep = strstr(line, " - "), *f = line;
-
-		/* ID PARENT MAJ:MIN ... - FSTYPE SOURCE SUPEROPTS */
-		for (int i = 0; i < 2 && f; i++)
-			f = strchr(f, ' ') ? strchr(f, ' ') + 1 : NULL;
-		if (!f || !sep || strncmp(f, want, strlen(want)) ||
-		    f[strlen(want)] != ' ')
-			continue;
-		found = true;
-		writeback = strstr(sep, "data=writeback") != NULL;
+	snprintf(path, sizeof(path), "/proc/fs/ext4/%s/options", dev);
+	fp = fopen(path, "re");
+	if (fp) {
+		while (fgets(line, sizeof(line), fp)) {
+			line[strcspn(line, "\n")] = 0;
+			ordered |= !strcmp(line, "data=ordered");
+			writeback |= !strcmp(line, "data=writeback");
+		}
+		fclose(fp);
 	}
-	fclose(fp);
-	if (!found)
-		return EXT4_UNKNOWN;
 	if (writeback)
 		return EXT4_WRITEBACK;
-	snprintf(path, sizeof(path), "/sys/dev/block/%s/uevent", want);
-	fp = fopen(path, "re");
-	if (!fp)
-		return EXT4_UNKNOWN;
-	while (fgets(line, sizeof(line), fp))
-		if (!strncmp(line, "DEVNAME=", 8)) {
-			size_t n = strcspn(line + 8, "\n");
-
-			if (n < sizeof(dev)) {
-				memcpy(dev, line + 8, n);
-				dev[n] = 0;
-			}
-		}
-	fclose(fp);
-	if (!dev[0] || strchr(dev, '/'))
-		return EXT4_UNKNOWN;
 	snprintf(path, sizeof(path), "/proc/fs/jbd2/%s-8", dev);
-	if (access(path, F_OK) == 0)
+	if (ordered && access(path, F_OK) == 0)
 		return EXT4_ORDERED;
 	snprintf(path, sizeof(path), "/sys/fs/ext4/%s/journal_task", dev);
-	fp = fopen(path, "re");
-	if (!fp)
-		return EXT4_UNKNOWN;
-	line[0] = 0;
-	if (!fgets(line, sizeof(line), fp))
-		line[0] = 0;
-	fclose(fp);
-	return strncmp(line, "<none>", 6) ? EXT4_UNKNOWN : EXT4_NOJOURNAL;
+	if (!ordered && read_line(path, line, sizeof(line)) &&
+	    !strcmp(line, "<none>"))
+		return EXT4_NOJOURNAL;
+	return EXT4_UNKNOWN;
 }
 
 /* TV_IO_NO_RANGED_SYNC=1 in the environment: every barrier a flush. */

@@ -1520,6 +1520,9 @@ static void test_file_prealloc(void)
  *   ext4nj  ext4 without a journal: not ranged (no ordering of a new
  *           block's data before its allocation)
  *   ext4wb  ext4 with its journal, data=writeback: not ranged (same)
+ *   ext4wbdef  the same, data=writeback being a default mount option in
+ *           the superblock (tune2fs -o journal_data_writeback), which
+ *           mountinfo does not show: not ranged
  *   xfs     XFS: ranged
  */
 static void test_fs_kind(const char *kind, const char *dir)
@@ -1530,7 +1533,8 @@ static void test_fs_kind(const char *kind, const char *dir)
 
 	if (!strcmp(kind, "ext4j") || !strcmp(kind, "xfs"))
 		want = true;
-	else if (!strcmp(kind, "ext4nj") || !strcmp(kind, "ext4wb"))
+	else if (!strcmp(kind, "ext4nj") || !strcmp(kind, "ext4wb") ||
+		 !strcmp(kind, "ext4wbdef"))
 		want = false;
 	else {
 		fprintf(stderr, "TEST_IO_FS: unknown kind '%s'\n", kind);
