@@ -7,6 +7,24 @@
  * it commits (so at most one interval of metadata changes is at risk), then
  * frees a bounded part of the deleted volumes' trees and punches holes for
  * blocks that became free.
+ *
+ * Syncs.  Linux reports a writeback error of a file once, to the first
+ * sync of it that looks (fdatasync, sync_file_range, an RWF_DSYNC
+ * write); a later one passes although the data is gone.  So:
+ *
+ *   1. Any failed sync of the device (a flush, a ranged sync, a commit's)
+ *      makes the pool read-only with the reason, and the open transaction
+ *      is abandoned, as after a failed commit: no later flush or commit
+ *      returns 0 until the pool is reopened (tv_pool_reopen).
+ *   2. A sync without meta_lock (pool_sync_unlocked: a client's flush
+ *      writing the data back before its commit, vio.c's rule 5) holds
+ *      sync_gate shared and records its error in sync_err before it lets
+ *      go.  Whatever declares a sync done under meta_lock (a commit,
+ *      flush_locked, tv_pool_flush's answer) takes the gate exclusively
+ *      first, so it waits for the syncs in flight and sees an error one of
+ *      them took from it (the kernel told only that one).
+ *   3. The gate prefers writers: a stream of flushes cannot hold a commit
+ *      off.  No one waits for meta_lock while holding the gate shared.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -262,6 +280,19 @@ static int flush_locked(struct tv_pool *p);
 static int pool_open_common(struct tv_pool *p, const char *path,
 			    const struct tv_pool_open_opts *o);
 
+/* Syncs, rule 3: a writer waiting for the gate holds new readers off. */
+static void sync_gate_init(struct tv_pool *p)
+{
+	pthread_rwlockattr_t a;
+
+	pthread_rwlockattr_init(&a);
+	pthread_rwlockattr_setkind_np(&a,
+				      PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+	pthread_rwlock_init(&p->sync_gate, &a);
+	pthread_rwlockattr_destroy(&a);
+	atomic_init(&p->sync_err, 0);
+}
+
 int tv_pool_open(const char *path, const struct tv_pool_open_opts *o,
 		 struct tv_pool **out)
 {
@@ -297,6 +328,7 @@ int pool_open_dev(struct io_dev *dev, bool own_dev, const char *name,
 	snprintf(p->path, sizeof(p->path), "%s", name);
 	pthread_mutex_init(&p->meta_lock, NULL);
 	pthread_cond_init(&p->wake, NULL);
+	sync_gate_init(p);
 	p->read_only = o && o->read_only;
 	p->commit_interval_ms = o && o->commit_interval_ms
 					? o->commit_interval_ms
@@ -358,6 +390,7 @@ fail:
 		io_close(p->dev);
 	pthread_mutex_destroy(&p->meta_lock);
 	pthread_cond_destroy(&p->wake);
+	pthread_rwlock_destroy(&p->sync_gate);
 	free(p);
 	return r;
 }
@@ -389,8 +422,61 @@ int tv_pool_close(struct tv_pool *p)
 		io_close(p->dev);
 	pthread_mutex_destroy(&p->meta_lock);
 	pthread_cond_destroy(&p->wake);
+	pthread_rwlock_destroy(&p->sync_gate);
 	free(p);
 	return r;
+}
+
+/* ---- syncs (rules at the top) ---- */
+
+/* Record a sync's error (the first one wins). */
+static void sync_failed(struct tv_pool *p, int err)
+{
+	int none = 0;
+
+	atomic_compare_exchange_strong(&p->sync_err, &none, err);
+}
+
+int pool_sync_unlocked(struct tv_pool *p, const struct io_range *r, size_t n)
+{
+	int e;
+
+	pthread_rwlock_rdlock(&p->sync_gate);
+	e = atomic_load(&p->sync_err);
+	if (!e) {
+		e = n == SIZE_MAX ? io_flush(p->dev)
+				  : io_sync_ranges(p->dev, r, n, NULL);
+		if (e < 0)
+			sync_failed(p, e);
+	}
+	pthread_rwlock_unlock(&p->sync_gate);
+	return e;
+}
+
+/* Rule 2: wait for the syncs in flight without meta_lock and hold the
+ * gate; returns the first sync error so far (0: none).  meta_lock held;
+ * sync_gate_leave when done. */
+static int sync_gate_enter_locked(struct tv_pool *p)
+{
+	pthread_rwlock_wrlock(&p->sync_gate);
+	return atomic_load(&p->sync_err);
+}
+
+static void sync_gate_leave(struct tv_pool *p)
+{
+	pthread_rwlock_unlock(&p->sync_gate);
+}
+
+/* Rule 1: a sync failed with err.  meta_lock held (dropped for a while
+ * by the abort, which waits for the provisions in flight). */
+static void sync_fail_locked(struct tv_pool *p, int err)
+{
+	sync_failed(p, err);
+	if (p->read_only)
+		return;
+	if (p->dirty || tm_state(p->tm))
+		pool_abort_locked(p);
+	pool_set_read_only(p, err, "a data flush failed");
 }
 
 /* ---- commits ---- */
@@ -421,11 +507,24 @@ static int commit_locked(struct tv_pool *p, bool ranged)
 	if (p->read_only)
 		return tv_err(-EROFS, "%s: the pool is read-only%s%s", p->path,
 			      p->reason[0] ? ": " : "", p->reason);
+	/* syncs, rule 2: no sync without meta_lock runs beside the commit's
+	 * own, and none failed before it */
+	r = sync_gate_enter_locked(p);
+	if (r < 0) {
+		sync_gate_leave(p);
+		sync_fail_locked(p, r);
+		return tv_err(r, "%s: commit refused: an earlier flush "
+				 "failed: %s",
+			      p->path, strerror(-r));
+	}
 	/* an incomplete list (out of memory): flush it all */
 	if (!ranged || !(p->dev->flags & IO_DEV_RANGED_SYNC) ||
 	    vio_sync_ranges_locked(p, &data, &n) < 0)
 		n = SIZE_MAX;
 	r = tm_commit_ranged(p->tm, data, n);
+	if (r < 0)
+		sync_failed(p, r); /* rule 1, whatever failed */
+	sync_gate_leave(p);
 	free(data);
 	vio_sync_clear_locked(p);
 	if (r < 0) {
@@ -473,26 +572,28 @@ int tv_pool_flush(struct tv_pool *p)
 	ro = p->read_only;
 	pthread_mutex_unlock(&p->meta_lock);
 	if (!ro) {
-		r = io_flush(p->dev);
+		r = pool_sync_unlocked(p, NULL, SIZE_MAX);
 		if (r < 0) {
-			int rc = 0;
-
-			/* a writeback error is reported once: the commit
-			 * must not pass after it (vio.c, rule 5), and fails
-			 * now, as it would have under the lock */
 			pthread_mutex_lock(&p->meta_lock);
-			if (p->dirty && !p->read_only) {
-				tm_poison(p->tm, r);
-				rc = pool_commit_locked(p);
-			}
+			sync_fail_locked(p, r);
 			pthread_mutex_unlock(&p->meta_lock);
-			return rc < 0 ? rc
-				      : tv_err(r, "%s: flush: %s", p->path,
-					       strerror(-r));
+			return tv_err(r, "%s: flush: %s", p->path,
+				      strerror(-r));
 		}
 	}
 	pthread_mutex_lock(&p->meta_lock);
-	r = p->dirty || p->read_only ? flush_locked(p) : 0;
+	if (p->dirty || p->read_only) {
+		r = flush_locked(p);
+	} else {
+		/* syncs, rule 2: a flush beside ours may have been told the
+		 * error that ours needed to hear */
+		r = sync_gate_enter_locked(p);
+		sync_gate_leave(p);
+		if (r < 0) {
+			sync_fail_locked(p, r);
+			r = tv_err(r, "%s: flush: %s", p->path, strerror(-r));
+		}
+	}
 	pthread_mutex_unlock(&p->meta_lock);
 	return r;
 }
@@ -502,15 +603,20 @@ static int flush_locked(struct tv_pool *p)
 	int r = 0;
 
 	if (p->read_only)
-		r = tv_err(-EROFS, "%s: the pool is read-only%s%s", p->path,
-			   p->reason[0] ? ": " : "", p->reason);
-	else if (p->dirty)
-		r = pool_commit_locked(p);
-	else {
-		/* nothing in the metadata changed; data may have */
+		return tv_err(-EROFS, "%s: the pool is read-only%s%s", p->path,
+			      p->reason[0] ? ": " : "", p->reason);
+	if (p->dirty)
+		return pool_commit_locked(p);
+	/* nothing in the metadata changed; data may have */
+	r = sync_gate_enter_locked(p);
+	if (r == 0)
 		r = io_flush(p->dev);
-		if (r < 0)
-			r = tv_err(r, "%s: flush: %s", p->path, strerror(-r));
+	if (r < 0)
+		sync_failed(p, r);
+	sync_gate_leave(p);
+	if (r < 0) {
+		sync_fail_locked(p, r);
+		r = tv_err(r, "%s: flush: %s", p->path, strerror(-r));
 	}
 	return r;
 }

@@ -24,6 +24,7 @@
 #define TV_THIN_INTERNAL_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -107,6 +108,12 @@ struct tv_pool {
 	bool read_only;
 	char reason[160]; /* why read-only, when it is */
 
+	/* Syncs (pool.c, "syncs"): the first error of any sync of the
+	 * device, and the gate that syncs issued without meta_lock hold
+	 * shared and commits and flush_locked hold exclusive. */
+	_Atomic int sync_err;
+	pthread_rwlock_t sync_gate;
+
 	struct btree_info vols, names, blobidx, blobs, deferred, map;
 	uint32_t blobidx_prefix; /* min(blob_size, BLOBIDX_PREFIX_MAX) */
 	uint32_t blob_chunk;	 /* min(blob_size, BLOB_CHUNK_MAX) */
@@ -159,6 +166,11 @@ int pool_commit_bg_locked(struct tv_pool *p);
  * while first, as for the commit). */
 void pool_abort_locked(struct tv_pool *p);
 void pool_set_read_only(struct tv_pool *p, int err, const char *why);
+/* A sync of the device without meta_lock (pool.c, "syncs"): n ==
+ * SIZE_MAX flushes, else io_sync_ranges(r, n) without a barrier.  On
+ * failure the error is recorded, and whoever next holds meta_lock and
+ * would declare a sync or commit done makes the pool read-only instead. */
+int pool_sync_unlocked(struct tv_pool *p, const struct io_range *r, size_t n);
 /* Free some of the DEFERRED trees (bounded work); meta_lock held. */
 int pool_reclaim_locked(struct tv_pool *p, uint64_t budget_blocks);
 

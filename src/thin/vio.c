@@ -61,9 +61,9 @@
  *      vio_before_commit_locked flushes the device (writes those blocks
  *      back) with meta_lock dropped: the writeback then runs while the I/O
  *      path goes on, and the commit's own flush under meta_lock has little
- *      left.  If that flush fails the transaction is poisoned: a writeback
- *      error is reported once, and the commit's flush must not pass after
- *      it.
+ *      left.  If that flush fails the commit fails and the pool goes
+ *      read-only: a writeback error is reported once, and the commit's
+ *      flush must not pass after it (pool.c, "syncs").
  *   6. Copy-on-write: a mapping written before the volume's last snapshot
  *      epoch may be shared; a write to it goes to a new block holding the
  *      old contents merged with the new data, and the old block loses one
@@ -860,15 +860,15 @@ void vio_before_commit_locked(struct tv_pool *p, bool ranged)
 		if (n == SIZE_MAX)
 			io->unflushed = 0;
 		pthread_mutex_unlock(&p->meta_lock);
-		r = n == SIZE_MAX ? io_flush(p->dev)
-				  : io_sync_ranges(p->dev, rg, n, NULL);
+		r = pool_sync_unlocked(p, rg, n);
 		free(rg);
 		pthread_mutex_lock(&p->meta_lock);
 		if (r < 0) {
 			/* the commit must fail: its own flush would not see
-			 * this error again (rule 5) */
+			 * this error again (rule 5); pool_sync_unlocked
+			 * recorded it for the commit (pool.c, "syncs") */
 			log_error("%s: flush: %s", p->path, strerror(-r));
-			tm_poison(p->tm, r);
+			break;
 		}
 	}
 	vio_drain_locked(p);

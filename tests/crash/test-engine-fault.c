@@ -11,8 +11,9 @@
  * fails):
  *   - the error reaches the caller: the step during which an operation
  *     failed returns < 0;
- *   - if the failed operation was a write or flush of a commit (a flush or
- *     a metadata operation), the pool is read-only with a reason;
+ *   - if the failed operation was a flush (of a commit or not), or a write
+ *     of a commit (a flush or a metadata operation), the pool is
+ *     read-only with a reason;
  *   - the pool is closed (that may fail) and reopened on the raw memory
  *     device: the volume table is the last committed one (or the one of
  *     the metadata operation in flight), every flushed sector reads back
@@ -318,11 +319,15 @@ static uint64_t run_one(uint64_t seed, uint64_t n, bool persistent,
 	ops = io_fault_count(fault);
 	if (n && T(tr)->nfailed) {
 		unsigned int kind = T(tr)->failed_kind;
-		/* a flush with nothing to commit only flushes the data */
-		bool commit = ((w.last == S_FLUSH && dirty) ||
-			       w.last == S_CREATE || w.last == S_SNAPSHOT ||
-			       w.last == S_DELETE) &&
-			      (kind == IO_OP_WRITE || kind == IO_OP_FLUSH);
+		/* any failed flush makes the pool read-only, also one with
+		 * no metadata to commit (a writeback error is reported only
+		 * once: pool.c, "syncs"); a failed write, when it was a
+		 * commit's */
+		bool commit = kind == IO_OP_FLUSH ||
+			      (((w.last == S_FLUSH && dirty) ||
+				w.last == S_CREATE || w.last == S_SNAPSHOT ||
+				w.last == S_DELETE) &&
+			       kind == IO_OP_WRITE);
 
 		st->points++;
 		if (r == 0) {

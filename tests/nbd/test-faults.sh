@@ -13,7 +13,10 @@
 #     read-only with the reason in `thinvol pool info` (through the
 #     daemon); from then on every FLUSH and write fails, also once the
 #     device works again: nothing written since the last commit is ever
-#     claimed durable;
+#     claimed durable.  So does a FLUSH with no metadata to commit
+#     (scenario flushclean: only overwrites in place since the last
+#     commit) whose data flush fails once: Linux reports a writeback
+#     error once, so the next FLUSH would pass although the data is gone;
 #   - the daemon keeps serving reads (while writes fail, and again once
 #     reads work), and they return the right bytes or an error, never
 #     wrong bytes;
@@ -134,18 +137,28 @@ def run():
     before = names()
     # acknowledged but not flushed: fresh blocks and in-place overwrites
     pending = []
-    for i in range(4):
-        off = rng.randrange(0, SIZE - 65536)
-        data = rng.randbytes(rng.choice((512, 65536, 3000)))
-        h.pwrite(data, off)
-        pending.append((off, data))
+    if action == "flushclean":
+        # overwrites in place of b's own block only: the FLUSH has no
+        # metadata to commit, its data flush is the only sync (the same
+        # bytes again, so that b still reads its flushed block after)
+        for i in range(4):
+            hb.pwrite(b"\xbb" * 512, rng.randrange(0, 128) * 512)
+    else:
+        for i in range(4):
+            off = rng.randrange(0, SIZE - 65536)
+            data = rng.randbytes(rng.choice((512, 65536, 3000)))
+            h.pwrite(data, off)
+            pending.append((off, data))
     after = list(before)
-    fault = {"fail_at": rng.choice((1, 1, 1, 2, 3)), "persistent": mode == "persistent",
+    # (a clean FLUSH has one sync: fail that one)
+    at = rng.choice((1, 1, 1, 2, 3))
+    fault = {"fail_at": 1 if action == "flushclean" else at,
+             "persistent": mode == "persistent",
              "error": err, "ops": opset.split("+")}
     print("# %s: fail_at %d" % (scen, fault["fail_at"]), flush=True)
     ctl("test.fault", fault)
     errors = []  # what callers were told
-    meta = action in ("flush", "snapshot", "delete", "create")
+    meta = action in ("flush", "flushclean", "snapshot", "delete", "create")
     if action == "nbdwrite":
         for i in range(4):
             off = rng.randrange(0, SIZE - 65536)
@@ -157,8 +170,8 @@ def run():
                 want = ("ENOSPC", "EIO") if err == "ENOSPC" else ("EIO",)
                 if e not in want:
                     fail("a failed write got %s, not %s" % (e, " or ".join(want)))
-    elif action == "flush":
-        e = errno_of(h.flush)
+    elif action in ("flush", "flushclean"):
+        e = errno_of(h.flush if action == "flush" else hb.flush)
         if e:
             errors.append(e)
             if e != "EIO":
@@ -271,6 +284,8 @@ scenarios=(
 	flush:write:once:EIO
 	flush:flush:persistent:EIO
 	flush:flush:once:EIO
+	flushclean:flush:once:EIO
+	flushclean:flush:persistent:EIO
 	snapshot:write:persistent:EIO
 	snapshot:flush:once:EIO
 	delete:write:once:EIO
