@@ -100,8 +100,10 @@ void check_data_ref(struct check *ck, uint64_t block)
 {
 	if (block < tm_first_block(ck->tm) || block >= tm_nr_blocks(ck->tm)) {
 		check_error(ck, "reference to block %" PRIu64
-				", outside the pool",
-			    block);
+				", outside the data area (%" PRIu64
+				"..%" PRIu64 ")",
+			    block, tm_first_block(ck->tm),
+			    tm_nr_blocks(ck->tm) - 1);
 		return;
 	}
 	ck->rep->data_refs++;
@@ -155,11 +157,20 @@ static int compare_space_map(struct check *ck, uint64_t *data_used,
 		key = get_be64(btree_cursor_key(&c));
 		if ((key & SM_KEY_SPACE_MASK) == SM_KEY_CHUNK) {
 			uint64_t block = key & ~SM_KEY_SPACE_MASK;
+
 			(*chunks)++;
 			if (u64map_put(&chunk_set, block, 1) < 0) {
 				r = -ENOMEM;
 				break;
 			}
+			/* the references counted so far are the trees'
+			 * values: data mappings */
+			v = u64map_find(&ck->data, block);
+			if (v)
+				check_error(ck, "block %" PRIu64 " is a metadata "
+						"chunk, but mapped as data "
+						"%" PRIu64 " time%s",
+					    block, *v, *v == 1 ? "" : "s");
 			check_data_ref(ck, block);
 		}
 		r = btree_cursor_next(&c);

@@ -9,7 +9,10 @@
  *   - a leak: the space map counts more references than exist
  *   - a missing reference (double use): more references exist than the
  *     space map counts, so the block could be handed out twice
- * Also checks the superblock's usage counters.
+ * Also checks the superblock's usage counters, and where references
+ * point: a node outside every metadata chunk, a block outside the data
+ * area, and a metadata chunk that a tree also names as data (a mapping
+ * onto metadata) are errors.
  *
  * Read-only: works on the committed transaction (call with no uncommitted
  * changes).  O(metadata) time and memory: not on the I/O path.

@@ -203,6 +203,11 @@ static struct mchunk *chunk_find(const struct sm *sm, uint64_t block)
 	return v ? (struct mchunk *)(uintptr_t)*v : NULL;
 }
 
+bool sm_is_chunk(const struct sm *sm, uint64_t block)
+{
+	return chunk_find(sm, block) != NULL;
+}
+
 static struct mchunk *chunk_of_node(const struct sm *sm, uint64_t node,
 				    uint32_t *index)
 {
@@ -1587,8 +1592,15 @@ static int mark_sm_chunks(struct sm *sm, const struct seen *s)
 		struct mchunk *c = chunk_of_node(sm, s->v[k], &i);
 		int r;
 
-		if (!c)
-			continue; /* the checker reports it */
+		/* a node of the tree read before the chunks were known
+		 * (tm_read checks the others): in a data block, it would be
+		 * a volume's data, which its client writes */
+		if (!c) {
+			log_error("space map: tree node %" PRIu64
+				  " lies outside every metadata chunk",
+				  s->v[k]);
+			return -EUCLEAN;
+		}
 		r = chunk_set_sm(sm, c);
 		if (r < 0)
 			return r;

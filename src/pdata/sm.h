@@ -112,6 +112,10 @@ void sm_get_stats(const struct sm *sm, struct sm_stats *st);
  */
 size_t sm_take_freed(struct sm *sm, uint64_t *out, size_t max);
 
+/* Whether pool block is a metadata chunk (O(1)): what a data mapping or a
+ * node pointer read from disk is checked against. */
+bool sm_is_chunk(const struct sm *sm, uint64_t block);
+
 /* The btree descriptor of the sm tree, for the checker. */
 const struct btree_info *sm_tree_info(struct sm *sm);
 struct tm_ref sm_root(const struct sm *sm);

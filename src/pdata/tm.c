@@ -81,6 +81,7 @@ struct tm {
 	struct sb_state cur; /* cur.txn: the open transaction */
 	struct sb_state com; /* last committed */
 
+	bool sm_loading;  /* sm_open is reading the sm tree (tm_read) */
 	int err;	  /* poisons the transaction */
 	bool read_only;	  /* error after the superblock write began */
 	/*
@@ -347,7 +348,9 @@ int tm_open(struct io_dev *dev, const struct tm_open_opts *opts,
 	r = bc_create(dev, tm->pool_tag, cache, &tm->bc);
 	if (r < 0)
 		goto fail;
+	tm->sm_loading = true;
 	r = sm_open(tm, &tm->com.sm_root, tm->com.data_used, &tm->sm);
+	tm->sm_loading = false;
 	if (r < 0)
 		goto fail;
 	*out = tm;
@@ -514,7 +517,9 @@ int tm_abort(struct tm *tm)
 	tm->cur = tm->com;
 	tm->cur.txn = tm->com.txn + 1;
 	new_node_gen(tm);
+	tm->sm_loading = true;
 	r = sm_open(tm, &tm->com.sm_root, tm->com.data_used, &sm);
+	tm->sm_loading = false;
 	if (r < 0) {
 		tm_poison(tm, r);
 		return r;
@@ -664,15 +669,44 @@ int tm_new_node(struct tm *tm, uint32_t magic, struct tm_ref *ref,
 	return new_node(tm, magic, 0, NULL, ref, out);
 }
 
+/*
+ * A node pointer read from disk must name a node of a metadata chunk:
+ * not a superblock, not past the pool, not a data block (a volume's data,
+ * which its client writes: a well-formed node there would pass every
+ * check of the node itself).  While sm_open reads the sm tree the chunks
+ * are not known yet: it checks those nodes itself (sm.c, load).
+ */
+static int node_placed(const struct tm *tm, uint64_t node)
+{
+	uint64_t npc = tm->block_size / PD_NODE_SIZE;
+
+	if (node < tm->first_block * npc || node / npc >= tm->cur.nr_blocks) {
+		log_error("metadata: reference to node %" PRIu64
+			  ", outside the pool's metadata area",
+			  node);
+		return -EUCLEAN;
+	}
+	if (tm->sm_loading || !tm->sm || sm_is_chunk(tm->sm, node / npc))
+		return 0;
+	log_error("metadata: reference to node %" PRIu64 ", in block %" PRIu64
+		  ", which is no metadata chunk",
+		  node, node / npc);
+	return -EUCLEAN;
+}
+
 int tm_read(struct tm *tm, const struct tm_ref *ref,
 	    const struct bc_expect *exp, struct bc_node **out)
 {
 	struct bc_expect e = *exp;
+	int r;
 
 	if (!ref->blocknr) {
 		log_error("metadata: null node reference");
 		return -EUCLEAN;
 	}
+	r = node_placed(tm, ref->blocknr);
+	if (r < 0)
+		return r;
 	e.gen = ref->gen;
 	return bc_get(tm->bc, ref->blocknr, &e, out);
 }

@@ -35,6 +35,9 @@
  *      with the same error until tm_abort.  An error during commit steps
  *      (d)-(e) leaves it unknown which superblock is on disk, so the store
  *      becomes read-only (tm_state) until it is reopened.
+ *   5. A node pointer from disk is followed (tm_read) only to a node of a
+ *      metadata chunk: never a superblock, a data block or past the pool
+ *      (a data block's bytes are a client's to choose).
  *
  * The layers above keep their tree roots in TM_NR_ROOTS root slots and
  * their counters in TM_USER_BYTES of the superblock; both are saved by the

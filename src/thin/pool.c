@@ -496,6 +496,22 @@ void pool_set_read_only(struct tv_pool *p, int err, const char *why)
 	log_error("%s: pool is now read-only: %s", p->path, p->reason);
 }
 
+void pool_set_damaged(struct tv_pool *p, const char *what)
+{
+	bool was_ro = p->read_only;
+
+	if (p->needs_check)
+		return;
+	p->needs_check = true;
+	if (!was_ro) {
+		pool_set_read_only(p, -EUCLEAN, what);
+		return;
+	}
+	/* opened read-only: there is nothing to stop, only to say */
+	snprintf(p->reason, sizeof(p->reason), "%s", what);
+	log_error("%s: damaged metadata: %s", p->path, what);
+}
+
 /* ranged: the committer's commit (pool_commit_bg_locked). */
 static int commit_locked(struct tv_pool *p, bool ranged)
 {
@@ -810,7 +826,10 @@ int tv_pool_info(struct tv_pool *p, struct tv_pool_info *out)
 	}
 	/* needs-check is what the pool itself says: it wins over how this
 	 * process happened to open it */
-	if (le32_to_cpu(u->flags) & POOL_F_NEEDS_CHECK) {
+	if (p->needs_check) {
+		out->state = TV_POOL_NEEDS_CHECK;
+		snprintf(out->reason, sizeof(out->reason), "%s", p->reason);
+	} else if (le32_to_cpu(u->flags) & POOL_F_NEEDS_CHECK) {
 		out->state = TV_POOL_NEEDS_CHECK;
 		snprintf(out->reason, sizeof(out->reason),
 			 "an earlier error left it unchecked");

@@ -106,6 +106,7 @@ struct tv_pool {
 	uint32_t block_size;
 	uint32_t blob_size;
 	bool read_only;
+	bool needs_check; /* damaged metadata met (pool_set_damaged) */
 	char reason[160]; /* why read-only, when it is */
 
 	/* Syncs (pool.c, "syncs"): the first error of any sync of the
@@ -166,6 +167,10 @@ int pool_commit_bg_locked(struct tv_pool *p);
  * while first, as for the commit). */
 void pool_abort_locked(struct tv_pool *p);
 void pool_set_read_only(struct tv_pool *p, int err, const char *why);
+/* Damaged metadata met while serving (what: one line naming it): the
+ * pool goes read-only, in state needs-check, until reopened.  meta_lock
+ * held; no vstate lock. */
+void pool_set_damaged(struct tv_pool *p, const char *what);
 /* A sync of the device without meta_lock (pool.c, "syncs"): n ==
  * SIZE_MAX flushes, else io_sync_ranges(r, n) without a barrier.  On
  * failure the error is recorded, and whoever next holds meta_lock and

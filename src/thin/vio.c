@@ -94,6 +94,15 @@
  *      rule 7 and the known holes hold.  The allocator hands blocks out in
  *      order (sm.c), so a chunk is mostly used soon; at most one chunk per
  *      place the allocator works is allocated ahead of the data.
+ *   9. A mapping read from the tree is used only if its block is a data
+ *      block: inside the pool's data area (not the superblocks, not past
+ *      the end) and no metadata chunk (map_block_ok, O(1), where a
+ *      mapping leaves the tree: the slow paths of read and write, before
+ *      it is cached).  Else the I/O fails with EIO and the pool goes
+ *      read-only in state needs-check: a damaged or hostile image must
+ *      not turn a client's writes into writes of the superblocks or the
+ *      metadata.  (A block whose count does not account for every
+ *      mapping of it is the checker's to find: tv_pool_check.)
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -528,6 +537,51 @@ static uint64_t dev_off(struct tv_pool *p, uint64_t block, uint64_t in)
 	return block * p->block_size + in;
 }
 
+/* Rule 9: a mapping read from the tree names a data block. */
+static bool map_block_ok(struct tv_pool *p, uint64_t block)
+{
+	return block >= tm_first_block(p->tm) &&
+	       block < tm_nr_blocks(p->tm) &&
+	       !sm_is_chunk(tm_sm(p->tm), block);
+}
+
+/* Rule 9: reading v's mapping tree failed with r; a node that failed its
+ * checks (EUCLEAN: damaged, or not in a metadata chunk) is damage the
+ * pool must not write on.  meta_lock held, no vstate lock.  Returns r. */
+static int map_tree_failed_locked(struct tv_pool *p,
+				  const struct disk_volume *v, int r)
+{
+	char what[160];
+
+	if (r != -EUCLEAN)
+		return r;
+	snprintf(what, sizeof(what),
+		 "volume #%" PRIu64 ": its mapping tree is damaged",
+		 le64_to_cpu(v->id));
+	pool_set_damaged(p, what);
+	return r;
+}
+
+/* Rule 9: virtual block vblock of v maps to block, which is no data
+ * block: refuse the I/O, and the pool needs a check.  meta_lock held,
+ * no vstate lock. */
+static int bad_mapping_locked(struct tv_pool *p, const struct disk_volume *v,
+			      uint64_t vblock, uint64_t block)
+{
+	char what[160];
+
+	snprintf(what, sizeof(what),
+		 "volume #%" PRIu64 " maps block %" PRIu64 " to pool block %"
+		 PRIu64 ", %s",
+		 le64_to_cpu(v->id), vblock, block,
+		 block < tm_first_block(p->tm) || block >= tm_nr_blocks(p->tm)
+			 ? "outside the data area"
+			 : "a metadata chunk");
+	pool_set_damaged(p, what);
+	return tv_err(-EIO, "%s: damaged metadata: %s; run thinvol check",
+		      p->path, what);
+}
+
 /* An error inside a metadata change: the transaction is lost. */
 static int fail_locked(struct tv_pool *p, int r)
 {
@@ -559,9 +613,11 @@ static int plan_block_locked(struct tv_pool *p, const struct disk_volume *v,
 	*queued = false;
 	r = map_lookup(p, v, vblock, &m);
 	if (r < 0 && r != -ENOENT)
-		return r;
+		return map_tree_failed_locked(p, v, r);
 	if (r == 0) {
 		old = le64_to_cpu(m.block);
+		if (!map_block_ok(p, old))
+			return bad_mapping_locked(p, v, vblock, old);
 		if (mapping_own(v, &m)) {
 			/* our own block: in place */
 			r = buf ? io_write(p->dev, buf, len,
@@ -1072,7 +1128,7 @@ static int read_window_locked(struct tv_pool *p, struct vstate *vs,
 {
 	uint64_t end = MIN((vblock / READ_WINDOW + 1) * READ_WINDOW,
 			   DIV_ROUND_UP(le64_to_cpu(v->size), p->block_size));
-	uint64_t at = vblock;
+	uint64_t at = vblock, bad = NO_BLOCK;
 	struct btree_cursor c;
 	struct tm_ref root;
 	uint8_t k[8];
@@ -1091,6 +1147,11 @@ static int read_window_locked(struct tv_pool *p, struct vstate *vs,
 		if (vb >= end)
 			break;
 		memcpy(&dm, btree_cursor_value(&c), sizeof(dm));
+		if (!map_block_ok(p, le64_to_cpu(dm.block))) {
+			/* rule 9: never cached, never read */
+			bad = vb;
+			break;
+		}
 		if (vb == vblock) {
 			*m = dm;
 			found = 0;
@@ -1103,8 +1164,16 @@ static int read_window_locked(struct tv_pool *p, struct vstate *vs,
 		r = btree_cursor_next(&c);
 	}
 	pthread_rwlock_unlock(&vs->lock);
+	if (bad != NO_BLOCK) {
+		uint64_t block = le64_to_cpu(
+			((const struct disk_mapping *)btree_cursor_value(&c))
+				->block);
+
+		btree_cursor_close(&c);
+		return bad_mapping_locked(p, v, bad, block);
+	}
 	btree_cursor_close(&c);
-	return r < 0 ? r : found;
+	return r < 0 ? map_tree_failed_locked(p, v, r) : found;
 }
 
 static int vol_read(struct tv_pool *p, uint64_t id, void *buf, size_t len,
@@ -1165,7 +1234,7 @@ static int vol_read(struct tv_pool *p, uint64_t id, void *buf, size_t len,
 		n = MIN(len, bs - in);
 		{
 			struct disk_volume v;
-			struct disk_mapping m;
+			struct disk_mapping m = { 0 };
 
 			pthread_mutex_lock(&p->meta_lock);
 			r = vol_lookup_locked(p, id, &v);

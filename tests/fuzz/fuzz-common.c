@@ -161,17 +161,26 @@ static void cleanup(void)
 	rmdir(tmpdir);
 }
 
-static void file_init(void)
+/* The private directory of the pool file, once. */
+static void dir_init(void)
 {
 	const char *t = getenv("TMPDIR");
-	static const uint8_t zero[4096];
 
+	if (pool_path[0])
+		return;
 	snprintf(tmpdir, sizeof(tmpdir), "%s/tvfuzz.XXXXXX",
 		 t && *t && strlen(t) < 40 ? t : "/tmp");
 	if (!mkdtemp(tmpdir))
 		fuzz_die("mkdtemp %s: %s", tmpdir, strerror(errno));
 	snprintf(pool_path, sizeof(pool_path), "%s/pool", tmpdir);
 	atexit(cleanup);
+}
+
+static void file_init(void)
+{
+	static const uint8_t zero[4096];
+
+	dir_init();
 	base = fuzz_base_build();
 	pages = malloc(FUZZ_POOL_SIZE / 4096 * sizeof(*pages));
 	if (!pages)
@@ -204,4 +213,26 @@ struct tv_pool *fuzz_pool_file_open(void)
 	if (r < 0)
 		fuzz_die("open %s: %s", pool_path, strerror(-r));
 	return p;
+}
+
+int fuzz_file_dev(const uint8_t *img, size_t size, struct io_dev **out)
+{
+	static const uint8_t zero[4096];
+	int fd;
+
+	dir_init();
+	/* truncating to 0 first zeroes whatever the last run wrote; the
+	 * image's zero pages stay holes, as in a real pool file */
+	fd = open(pool_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (fd < 0 || ftruncate(fd, 0) < 0 || ftruncate(fd, (off_t)size) < 0)
+		fuzz_die("%s: %s", pool_path, strerror(errno));
+	for (size_t off = 0; off < size; off += 4096) {
+		size_t n = size - off < 4096 ? size - off : 4096;
+
+		if (memcmp(img + off, zero, n) &&
+		    pwrite(fd, img + off, n, (off_t)off) != (ssize_t)n)
+			fuzz_die("%s: write: %s", pool_path, strerror(errno));
+	}
+	close(fd);
+	return io_file_open(pool_path, 0, 0, out);
 }

@@ -13,8 +13,14 @@
  *                                 CRC-32C of every 4 KiB node the patch
  *                                 touched (so that the damage gets past
  *                                 the checksum and reaches the
- *                                 validators, the checker and the trees)
- *                            u8   len, then len bytes
+ *                                 validators, the checker and the trees);
+ *                                 bit 2 copy instead: the bytes are a
+ *                                 le32 source offset (modulo the image
+ *                                 size), and len bytes of the image are
+ *                                 copied from there (a node moved where
+ *                                 it does not belong, with this run's
+ *                                 pool tag in it)
+ *                            u8   len, then len bytes (4 with bit 2)
  *   anything else          a whole image, as is (a real pool file, or
  *                          arbitrary bytes); both phases run.
  *
@@ -26,13 +32,27 @@
  * does at random).  Raw images stay possible for real damaged pools found
  * in the field and for AFL++ runs on files.
  *
- * The device is always a private in-memory copy.  Phase 1 opens it
- * read-only: pool info, check, list every volume, and for each its info,
- * blob, usage, extents, a lookup of its name and blob, and reads (at most
- * READ_CAP bytes per input).  Phase 2 opens it read-write and makes
- * changes (create, write, snapshot, delete, commit), then reopens it:
- * the write paths on damaged metadata.  Every error is fine; a crash, a
- * sanitizer report or a hang is a bug.
+ * Every input runs twice: on a private in-memory copy of the image, and
+ * on a pool file holding it (fuzz_file_dev: holes, preallocation and
+ * fdatasync of the file backend).  Phase 1 opens it read-only: pool info,
+ * check, list every volume, and for each its info, blob, usage, extents,
+ * a lookup of its name and blob, and reads (at most READ_CAP bytes per
+ * input).  Phase 2 opens it read-write and makes changes (overwrites of
+ * mapped blocks, writes, discards, create, snapshot, delete, commit),
+ * then reopens it and checks it: the write paths on damaged metadata.
+ * Every error is fine; a crash, a sanitizer report or a hang is a bug,
+ * and so is a broken oracle:
+ *
+ *   - the guard: a device between the engine and the image that fails
+ *     the run when a write, discard or write-zeroes that is not a sealed
+ *     node at its own place lands in the superblocks' block, a block the
+ *     space map counts as a metadata chunk, or past the pool's last block
+ *     (a client's data turned into metadata: vio.c, rule 9);
+ *   - the checker: a mapping outside the data area or onto a metadata
+ *     chunk (found by walking every volume's and every deleted volume's
+ *     mapping tree here) is a finding, so the check must not call such a
+ *     pool clean; and a pool that checked clean before phase 2 checks
+ *     clean after it (the engine's own writes never damage a pool).
  *
  * FUZZ_POOL_DUMP=FILE writes the base image to FILE and exits (the seed
  * generator, gen-pool-corpus.py, reads it to find the nodes).
@@ -44,13 +64,16 @@
 
 #include "fuzz.h"
 #include "io/io.h"
+#include "pdata/sm.h"
 #include "thin/thin-internal.h"
+#include "util/checked.h"
 #include "util/crc32c.h"
 #include "util/endian.h"
 
 #define MAX_VOLS 64
 #define READ_CAP (1u << 20)
 #define CHUNK (64u << 10)
+#define OVERWRITE_CAP 64 /* mapped blocks phase 2 overwrites */
 
 static uint8_t *base;
 static uint8_t *buf;
@@ -98,24 +121,271 @@ static unsigned int apply(uint8_t *img, const uint8_t *p, size_t n)
 	while (i + 6 <= n) {
 		uint64_t off = get_le32(p + i) % FUZZ_POOL_SIZE;
 		unsigned int flags = p[i + 4];
-		size_t len = p[i + 5];
+		size_t len = p[i + 5], take;
 
 		i += 6;
-		if (len > n - i)
-			len = n - i;
-		if (len > FUZZ_POOL_SIZE - off)
-			len = FUZZ_POOL_SIZE - off;
-		for (size_t k = 0; k < len; k++) {
-			if (flags & 1)
-				img[off + k] ^= p[i + k];
-			else
-				img[off + k] = p[i + k];
+		if (flags & 4) {
+			uint64_t src;
+
+			if (n - i < 4)
+				break;
+			src = get_le32(p + i) % FUZZ_POOL_SIZE;
+			take = 4;
+			if (len > FUZZ_POOL_SIZE - MAX(off, src))
+				len = FUZZ_POOL_SIZE - MAX(off, src);
+			memmove(img + off, img + src, len);
+		} else {
+			if (len > n - i)
+				len = n - i;
+			take = len;
+			if (len > FUZZ_POOL_SIZE - off)
+				len = FUZZ_POOL_SIZE - off;
+			for (size_t k = 0; k < len; k++) {
+				if (flags & 1)
+					img[off + k] ^= p[i + k];
+				else
+					img[off + k] = p[i + k];
+			}
 		}
 		if ((flags & 2) && len)
 			reseal(img, FUZZ_POOL_SIZE, off, len);
-		i += len;
+		i += take;
 	}
 	return mode;
+}
+
+/* ---- the guard (an oracle) ---- */
+
+struct guard {
+	struct io_dev dev;
+	struct io_dev *lower;
+	struct tv_pool *pool; /* the pool open on it, or NULL */
+};
+
+static struct guard *G(struct io_dev *d)
+{
+	return (struct guard *)d;
+}
+
+/* [at, at + len) of buf are sealed nodes, each at its own place. */
+static bool sealed_nodes(const uint8_t *bytes, uint64_t at, uint64_t len)
+{
+	if (!bytes || at % 4096 || len % 4096)
+		return false;
+	for (uint64_t i = 0; i < len; i += 4096) {
+		const uint8_t *n = bytes + i;
+
+		if (get_le32(n) != crc32c(0, n + 4, 4096 - 4) ||
+		    get_le64(n + 8) != (at + i) / 4096)
+			return false;
+	}
+	return true;
+}
+
+/* A change of [off, off + len) (bytes: what is written; NULL: zeroes or
+ * a discard) on the guarded device. */
+static void guard_check(struct guard *g, const char *op, uint64_t off,
+			uint64_t len, const uint8_t *bytes)
+{
+	struct tv_pool *p = g->pool;
+	uint64_t bs, b, end = off + len;
+
+	if (!p || !len)
+		return;
+	bs = p->block_size;
+	for (b = off / bs; b * bs < end; b++) {
+		uint64_t lo = b * bs > off ? b * bs : off;
+		uint64_t hi = (b + 1) * bs < end ? (b + 1) * bs : end;
+		const char *what = b < tm_first_block(p->tm) ? "the superblocks"
+				   : b >= tm_nr_blocks(p->tm) ? "past the pool"
+				   : sm_is_chunk(tm_sm(p->tm), b)
+					   ? "a metadata chunk"
+					   : NULL;
+
+		if (what && !sealed_nodes(bytes ? bytes + (lo - off) : NULL, lo,
+					  hi - lo))
+			fuzz_die("guard: a %s of %llu bytes at %llu reached %s "
+				 "(block %llu) with bytes that are no sealed "
+				 "node",
+				 op, (unsigned long long)len,
+				 (unsigned long long)off, what,
+				 (unsigned long long)b);
+	}
+}
+
+static int g_read(struct io_dev *d, void *to, size_t len, uint64_t off)
+{
+	return io_read(G(d)->lower, to, len, off);
+}
+
+static int g_write(struct io_dev *d, const void *from, size_t len,
+		   uint64_t off)
+{
+	guard_check(G(d), "write", off, len, from);
+	return io_write(G(d)->lower, from, len, off);
+}
+
+static int g_flush(struct io_dev *d)
+{
+	return io_flush(G(d)->lower);
+}
+
+static int g_discard(struct io_dev *d, uint64_t off, uint64_t len)
+{
+	guard_check(G(d), "discard", off, len, NULL);
+	return io_discard(G(d)->lower, off, len);
+}
+
+static int g_wz(struct io_dev *d, uint64_t off, uint64_t len)
+{
+	guard_check(G(d), "write_zeroes", off, len, NULL);
+	return io_write_zeroes(G(d)->lower, off, len);
+}
+
+static int g_resize(struct io_dev *d, uint64_t n)
+{
+	int r = io_resize(G(d)->lower, n);
+
+	d->size = G(d)->lower->size;
+	return r;
+}
+
+static void g_close(struct io_dev *d)
+{
+	free(d);
+}
+
+static int g_is_hole(struct io_dev *d, uint64_t off, uint64_t len)
+{
+	return io_is_hole(G(d)->lower, off, len);
+}
+
+static int g_prealloc(struct io_dev *d, uint64_t off, uint64_t len)
+{
+	return io_prealloc(G(d)->lower, off, len);
+}
+
+static int g_sync_ranges(struct io_dev *d, const struct io_range *r,
+			 size_t n, const struct io_range *barrier)
+{
+	return io_sync_ranges(G(d)->lower, r, n, barrier);
+}
+
+static const struct io_ops guard_ops = {
+	.read = g_read,
+	.write = g_write,
+	.flush = g_flush,
+	.discard = g_discard,
+	.write_zeroes = g_wz,
+	.resize = g_resize,
+	.close = g_close,
+	.is_hole = g_is_hole,
+	.prealloc = g_prealloc,
+	.sync_ranges = g_sync_ranges,
+};
+
+static struct io_dev *guard_wrap(struct io_dev *lower)
+{
+	struct guard *g = calloc(1, sizeof(*g));
+
+	if (!g)
+		fuzz_die("out of memory");
+	g->dev.ops = &guard_ops;
+	g->dev.size = lower->size;
+	g->dev.flags = lower->flags;
+	snprintf(g->dev.name, sizeof(g->dev.name), "guard");
+	g->lower = lower;
+	return &g->dev;
+}
+
+/* pool_open_dev on the guard, which then checks every change. */
+static int open_guarded(struct io_dev *dev, const struct tv_pool_open_opts *o,
+			struct tv_pool **out)
+{
+	int r = pool_open_dev(dev, false, "fuzz", o, out);
+
+	if (r == 0)
+		G(dev)->pool = *out;
+	return r;
+}
+
+static int close_guarded(struct io_dev *dev, struct tv_pool *p)
+{
+	int r = tv_pool_close(p);
+
+	G(dev)->pool = NULL;
+	return r;
+}
+
+/* ---- the checker's oracle: mappings outside the data area ---- */
+
+struct walk {
+	struct tv_pool *p;
+	uint64_t bad, block; /* bad mappings found, the first one's block */
+};
+
+static int walk_mapping(void *ctx, const void *key, const void *value,
+			bool shared)
+{
+	struct walk *w = ctx;
+	struct tv_pool *p = w->p;
+	uint64_t b = get_le64(value);
+
+	(void)key;
+	(void)shared;
+	if (b < tm_first_block(p->tm) || b >= tm_nr_blocks(p->tm) ||
+	    sm_is_chunk(tm_sm(p->tm), b)) {
+		if (!w->bad++)
+			w->block = b;
+	}
+	return 0;
+}
+
+static void walk_tree(struct walk *w, const struct disk_ref *d)
+{
+	struct tm_ref root;
+
+	ref_from_disk(&root, d);
+	if (root.blocknr) /* a damaged tree stops its walk: fine */
+		btree_walk(&w->p->map, &root, walk_mapping, w);
+}
+
+static int walk_volume(void *ctx, const void *key, const void *value,
+		       bool shared)
+{
+	(void)key;
+	(void)shared;
+	walk_tree(ctx, &((const struct disk_volume *)value)->map_root);
+	return 0;
+}
+
+static int walk_deferred(void *ctx, const void *key, const void *value,
+			 bool shared)
+{
+	(void)key;
+	(void)shared;
+	walk_tree(ctx, value);
+	return 0;
+}
+
+/* Mappings of live and deleted volumes that name no data block: the
+ * checker must not call the pool clean then. */
+static void expect_check_sees_bad_mappings(struct tv_pool *p,
+					   const struct tv_check_report *rep,
+					   int check_r)
+{
+	struct walk w = { .p = p };
+
+	pthread_mutex_lock(&p->meta_lock);
+	btree_walk(&p->vols, tm_root(p->tm, SLOT_VOLS), walk_volume, &w);
+	btree_walk(&p->deferred, tm_root(p->tm, SLOT_DEFERRED), walk_deferred,
+		   &w);
+	pthread_mutex_unlock(&p->meta_lock);
+	if (w.bad && check_r == 0 && rep->clean)
+		fuzz_die("the check calls the pool clean, but %llu mappings "
+			 "name no data block (the first, block %llu)",
+			 (unsigned long long)w.bad,
+			 (unsigned long long)w.block);
 }
 
 static void read_volume(struct tv_pool *p, const struct tv_vol_info *v,
@@ -158,7 +428,8 @@ static void read_volume(struct tv_pool *p, const struct tv_vol_info *v,
 	}
 }
 
-static void phase_ro(struct io_dev *dev)
+/* Returns whether the pool opened and checked clean. */
+static bool phase_ro(struct io_dev *dev)
 {
 	struct tv_pool_open_opts oo = { .read_only = true,
 					.cache_bytes = 1u << 20,
@@ -169,19 +440,22 @@ static void phase_ro(struct io_dev *dev)
 	struct tv_pool *p;
 	uint64_t cursor = 0, ids[8];
 	size_t budget = READ_CAP;
-	int n, total = 0;
+	int n, total = 0, cr;
+	bool clean;
 
-	if (pool_open_dev(dev, false, "fuzz", &oo, &p) < 0) {
+	if (open_guarded(dev, &oo, &p) < 0) {
 		if (fuzz_verbose)
 			fprintf(stderr, "fuzz-pool: open failed: %s\n",
 				tv_last_error());
-		return;
+		return false;
 	}
 	vols = calloc(MAX_VOLS, sizeof(*vols));
 	if (!vols)
 		fuzz_die("out of memory");
 	tv_pool_info(p, &in);
-	tv_pool_check(p, NULL, &rep);
+	cr = tv_pool_check(p, NULL, &rep);
+	clean = cr == 0 && rep.clean;
+	expect_check_sees_bad_mappings(p, &rep, cr);
 	while (total < MAX_VOLS &&
 	       (n = tv_vol_list(p, &cursor, vols + total,
 				(size_t)(MAX_VOLS - total))) > 0)
@@ -198,11 +472,35 @@ static void phase_ro(struct io_dev *dev)
 			tv_vol_find_blob(p, blob, in.blob_size / 2, ids, 8);
 	}
 	tv_vol_resolve(p, "#1", &cursor);
-	tv_pool_close(p);
+	close_guarded(dev, p);
 	free(vols);
+	return clean;
 }
 
-static void phase_rw(struct io_dev *dev)
+/* Overwrite 4 KiB at the start of every block the volume maps (in place
+ * where it owns the block, else a copy): the writes that go where the
+ * mappings say, at most *budget of them. */
+static void overwrite_mapped(struct tv_pool *p, const struct tv_vol_info *v,
+			     unsigned int *budget)
+{
+	struct tv_extent ext[32];
+	uint64_t off = 0;
+	size_t n;
+
+	if (tv_vol_extents(p, v->id, 0, v->size, ext, 32, &n) < 0)
+		return;
+	for (size_t k = 0; k < n; off += ext[k++].len) {
+		if (ext[k].flags & TV_EXTENT_HOLE)
+			continue;
+		for (uint64_t b = off; b < off + ext[k].len && *budget;
+		     b += FUZZ_BLOCK, --*budget)
+			tv_vol_write(p, v->id, buf, 4096, b,
+				     *budget % 8 ? 0 : TV_IO_FUA);
+	}
+}
+
+/* was_clean: phase 1 found the pool clean (it must stay so). */
+static void phase_rw(struct io_dev *dev, bool was_clean)
 {
 	struct tv_pool_open_opts oo = { .cache_bytes = 1u << 20,
 					.commit_interval_ms = 3600000 };
@@ -210,14 +508,16 @@ static void phase_rw(struct io_dev *dev)
 	struct tv_vol_info v[4];
 	struct tv_pool *p;
 	uint64_t cursor = 0, id, snap;
-	int n;
+	unsigned int budget = OVERWRITE_CAP;
+	int n, cr;
 
-	if (pool_open_dev(dev, false, "fuzz", &oo, &p) < 0)
+	if (open_guarded(dev, &oo, &p) < 0)
 		return;
 	memset(buf, 0x5a, 8192);
 	n = tv_vol_list(p, &cursor, v, 4);
 	for (int i = 0; i < n; i++) {
 		if (v[i].size >= 8192) {
+			overwrite_mapped(p, &v[i], &budget);
 			tv_vol_write(p, v[i].id, buf, 8192, 0, 0);
 			tv_vol_discard(p, v[i].id, 4096, v[i].size - 4096);
 		}
@@ -230,30 +530,57 @@ static void phase_rw(struct io_dev *dev)
 		tv_vol_write(p, id, buf, 4096, 0, 0);
 	}
 	tv_pool_flush(p);
-	tv_pool_close(p);
+	close_guarded(dev, p);
 	/* reopen what it committed (or left after failing) and check it */
-	if (pool_open_dev(dev, false, "fuzz", &oo, &p) < 0)
+	if (open_guarded(dev, &oo, &p) < 0) {
+		if (was_clean)
+			fuzz_die("a clean pool does not open after phase 2");
 		return;
-	tv_pool_check(p, NULL, &rep);
-	tv_pool_close(p);
+	}
+	cr = tv_pool_check(p, was_clean ? stderr : NULL, &rep);
+	if (was_clean && (cr < 0 || !rep.clean))
+		fuzz_die("a clean pool is not clean after phase 2");
+	expect_check_sees_bad_mappings(p, &rep, cr);
+	close_guarded(dev, p);
+}
+
+/* Both phases on lower (owned) through a guard. */
+static void run_on(struct io_dev *lower, unsigned int mode)
+{
+	struct io_dev *dev = guard_wrap(lower);
+	bool clean = phase_ro(dev);
+
+	if (mode & 1)
+		phase_rw(dev, clean);
+	io_close(dev);
+	io_close(lower);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
+	const uint8_t *img = data;
 	struct io_dev *dev;
+	uint8_t *patched = NULL;
 	unsigned int mode = 1;
 
 	if (size >= 4 && !memcmp(data, "TVFZ", 4)) {
-		if (io_mem_create_from(base, FUZZ_POOL_SIZE, &dev) < 0)
+		patched = malloc(FUZZ_POOL_SIZE);
+		if (!patched)
 			fuzz_die("out of memory");
-		mode = apply(io_mem_data(dev), data + 4, size - 4);
-	} else {
-		if (!size || io_mem_create_from(data, size, &dev) < 0)
-			return 0;
+		memcpy(patched, base, FUZZ_POOL_SIZE);
+		mode = apply(patched, data + 4, size - 4);
+		img = patched;
+		size = FUZZ_POOL_SIZE;
 	}
-	phase_ro(dev);
-	if (mode & 1)
-		phase_rw(dev);
-	io_close(dev);
+	if (!size)
+		return 0;
+	if (io_mem_create_from(img, size, &dev) < 0)
+		fuzz_die("out of memory");
+	run_on(dev, mode);
+	/* the file backend (a raw image of a few bytes is no pool file: the
+	 * memory run covers it) */
+	if (size >= 8192 && fuzz_file_dev(img, size, &dev) == 0)
+		run_on(dev, mode);
+	free(patched);
 	return 0;
 }

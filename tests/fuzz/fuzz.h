@@ -54,4 +54,13 @@ uint8_t *fuzz_base_build(void);
  */
 struct tv_pool *fuzz_pool_file_open(void);
 
+/*
+ * The same pool file (the one file of this process) holding size bytes
+ * of img instead, opened as a file device (io_file_open) for a target to
+ * open a pool on: the file backend's paths (holes, preallocation,
+ * fdatasync) under hostile images.  Returns 0 or a negative errno.
+ */
+struct io_dev;
+int fuzz_file_dev(const uint8_t *img, size_t size, struct io_dev **out);
+
 #endif

@@ -15,6 +15,16 @@ checker must refuse them), a node zeroed, one node's bytes over another
 counters in the superblock forged.  Plus two raw (non-patch) inputs: a
 truncated image and a few garbage bytes.  The base image is built
 deterministically, so node numbers are stable across builds.
+
+The hostile-* seeds are crafted images with every node resealed, as an
+attacker would write them (docs/reliability.md, issue 14 item 12): a
+volume's mapping of a block it owns onto the superblocks' block, onto a
+block number whose byte offset wraps round to 0, past the pool's end,
+onto the metadata chunk holding the mapping itself; a volume's mapping
+tree root, and the space map's root, pointing at a well-formed copy of
+the real node placed in a volume's data block.  fuzz-pool's guard fails
+the run if the engine writes a client's bytes into the superblocks or a
+metadata chunk, and its oracle if the check calls such a pool clean.
 """
 import os
 import struct
@@ -22,7 +32,7 @@ import subprocess
 import sys
 import tempfile
 
-XOR, RESEAL = 1, 2
+XOR, RESEAL, COPY = 1, 2, 4
 
 
 def patch(off, data, flags=0):
@@ -36,6 +46,73 @@ def patch(off, data, flags=0):
 
 def seed(mode, *patches):
     return b"TVFZ" + bytes([mode]) + b"".join(patches)
+
+
+def u16(img, off):
+    return struct.unpack_from("<H", img, off)[0]
+
+
+def u64(img, off):
+    return struct.unpack_from("<Q", img, off)[0]
+
+
+def copy(dst, src, n):
+    """patches copying n bytes of the image (as fuzz-pool builds it: with
+    that run's pool tag) from offset src to dst"""
+    out = b""
+    while n:
+        k = min(n, 255)
+        out += struct.pack("<IBBI", dst, COPY, k, src)
+        dst, src, n = dst + k, src + k, n - k
+    return out
+
+
+def forge(src, dst):
+    """patches moving node src to node dst, as a node of its own there
+    (its location in the header; the checksum resealed)"""
+    return (copy(dst * 4096, src * 4096, 4096) +
+            patch(dst * 4096 + 8, struct.pack("<Q", dst), RESEAL))
+
+
+def hostile(img, new_sb, data, seeds):
+    """the hostile-* seeds (see the top); the nodes patched are the live
+    ones, found from the newest superblock (the image also holds older
+    copies that no root names)"""
+    tag = lambda n: img[n * 4096 + 32:n * 4096 + 36]
+    leaf = lambda n: img[n * 4096 + 36] & 1
+    nr = lambda n: u16(img, n * 4096 + 40)
+    sb = new_sb * 4096
+    vols = u64(img, sb + 136)  # roots[0]: the volume table
+    if not data or tag(vols) != b"VOLS" or not leaf(vols):
+        return
+    for i in range(nr(vols)):
+        root = vols * 4096 + 64 + 15 * 8 + i * 256 + 72  # its map_root
+        maps = u64(img, root)
+        if maps and tag(maps) == b"MAPS" and leaf(maps) and nr(maps):
+            break
+    else:
+        return
+    # the entry written last (highest epoch): a block the volume owns, so
+    # that a write through the mapping goes in place, not to a copy
+    values = maps * 4096 + 64 + u16(img, maps * 4096 + 42) * 8
+    first = max((values + i * 16 for i in range(nr(maps))),
+                key=lambda v: (u64(img, v + 8), v))
+    nr_blocks = u64(img, sb + 80)
+    for name, block in (("superblock", 0),
+                        ("overflow", 1 << 52),  # * 4 KiB == 2^64
+                        ("past-end", nr_blocks),
+                        ("metadata", maps)):  # 4 KiB blocks: node == block
+        seeds["hostile-map-" + name] = seed(1, patch(
+            first, struct.pack("<Q", block), RESEAL))
+    # the volume's mapping tree root, and the space map's, at a copy of
+    # the node placed in a data block
+    seeds["hostile-maproot-in-data"] = seed(
+        1, forge(maps, data[0]),
+        patch(root, struct.pack("<Q", data[0]), RESEAL))
+    sm_root = sb + 120
+    seeds["hostile-smroot-in-data"] = seed(
+        1, forge(u64(img, sm_root), data[0]),
+        patch(sm_root, struct.pack("<Q", data[0]), RESEAL))
 
 
 def main():
@@ -99,6 +176,7 @@ def main():
     if data:
         seeds["data-overwritten"] = seed(1, patch(data[0] * 4096,
                                                  b"\xee" * 64))
+    hostile(img, new, data, seeds)
     # raw images, not patches
     seeds["raw-truncated"] = img[:16384]
     seeds["raw-garbage"] = bytes(range(256)) * 4
