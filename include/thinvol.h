@@ -103,6 +103,10 @@ struct tv_pool_info {
 	uint64_t transaction;
 	enum tv_pool_state state;
 	char reason[160];	/* why read-only / needs check, or "" */
+	int error;		/* the negative errno that made it read-only
+				 * or needs-check (-ENOSPC, -EIO, -EUCLEAN,
+				 * ...); 0 when it is not, or was opened
+				 * read-only */
 };
 
 int tv_pool_info(struct tv_pool *pool, struct tv_pool_info *out);
@@ -113,6 +117,32 @@ const char *tv_pool_state_name(enum tv_pool_state s);
 /* Grow the pool to new_size bytes (a file is extended; a block device
  * must already be that size). */
 int tv_pool_resize(struct tv_pool *pool, uint64_t new_size);
+
+/*
+ * After an error made the pool read-only (a failed commit or flush, a
+ * full backing filesystem, damaged metadata met on the I/O path): whether
+ * the device takes writes again.  Writes a block of zeroes to a free pool
+ * block, syncs the device, and punches the block out again; changes
+ * nothing else.  -EINVAL when the pool is not read-only after an error
+ * (read-write, or opened read-only); the write's or sync's error when the
+ * device still fails.  O(1) I/O; takes the metadata lock.
+ */
+int tv_pool_probe(struct tv_pool *pool);
+
+/*
+ * After an error made the pool read-only: start again from its last
+ * commit, as a restart would.  Probes the device (tv_pool_probe, which
+ * must pass), then drops the open transaction, the metadata cache and
+ * the volumes' mapping caches, re-reads the superblocks, and the pool is
+ * read-write again.  Writes acknowledged since the last commit that
+ * reached the disk may be lost, as after a crash: the caller must make
+ * sure that whoever made them learns so (the daemon disconnects every
+ * NBD client first) and that no volume I/O is in flight meanwhile.  A
+ * pool in state needs-check reopens too, and meets its damage again:
+ * check it (tv_pool_check) first.  -EINVAL as for tv_pool_probe; the
+ * pool stays read-only on any error.
+ */
+int tv_pool_reopen(struct tv_pool *pool);
 
 /* The message of the last error in this thread, or "". */
 const char *tv_last_error(void);

@@ -118,6 +118,9 @@ int cli_pool_info(struct cli_pool *p, struct tv_pool_info *out);
  * the filesystem itself is not crash-safe (serve.h). */
 bool cli_pool_fs_no_journal(const struct cli_pool *p);
 int cli_pool_resize(struct cli_pool *p, uint64_t size);
+/* tv_pool_reopen (through a daemon: pool.reopen, which disconnects every
+ * NBD client first); *transaction: the one it reopened at. */
+int cli_pool_reopen(struct cli_pool *p, uint64_t *transaction);
 /* The checker's messages go to out. */
 int cli_pool_check(struct cli_pool *p, FILE *out, struct tv_check_report *rep);
 int cli_vol_list(struct cli_pool *p, uint64_t *cursor,

@@ -529,6 +529,19 @@ int cli_pool_info(struct cli_pool *p, struct tv_pool_info *out)
 	    (r = r_state(res, &in.state)) ||
 	    (r = r_bytes(res, "reason", in.reason, sizeof(in.reason) - 1)))
 		goto out;
+	{
+		/* what made it read-only (absent before pool.reopen) */
+		const struct json_value *e = json_get(res, "error");
+		uint64_t code = 0;
+
+		if (e && e->type != JSON_NULL &&
+		    (e->type != JSON_OBJECT || r_u64(e, "code", &code) ||
+		     !code || code > 4095)) {
+			r = bad_reply("error");
+			goto out;
+		}
+		in.error = -(int)code;
+	}
 	/* hostile even from the daemon: sizes we divide by and index with */
 	if (fv > UINT32_MAX || !bs || bs > UINT32_MAX || blob > TV_BLOB_MAX) {
 		r = bad_reply("sizes");
@@ -566,6 +579,30 @@ int cli_pool_resize(struct cli_pool *p, uint64_t size)
 		return r;
 	rq_u64(&q, "size", size);
 	return call_plain(p, &q, -1, NULL);
+}
+
+int cli_pool_reopen(struct cli_pool *p, uint64_t *transaction)
+{
+	const struct json_value *res;
+	struct json_value *doc;
+	struct tv_pool_info in;
+	struct rq q;
+	int r;
+
+	if (p->local) {
+		r = tv_pool_reopen(p->local);
+		if (r == 0)
+			r = tv_pool_info(p->local, &in);
+		if (r == 0)
+			*transaction = in.transaction;
+		return r;
+	}
+	if ((r = rq_start(&q, p, "pool.reopen")) ||
+	    (r = call(p, &q, -1, &doc, &res, NULL)))
+		return r;
+	r = r_u64(res, "transaction", transaction);
+	json_free(doc);
+	return r;
 }
 
 int cli_pool_check(struct cli_pool *p, FILE *out, struct tv_check_report *rep)

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
- * cmd-pool.c - thinvol pool create | info | resize, and thinvol check.
+ * cmd-pool.c - thinvol pool create | info | resize | reopen, and thinvol
+ * check.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -153,8 +154,42 @@ static int cmd_pool_info(const struct cli_cmd *cmd, int argc, char **argv)
 		       in.next_id, in.transaction, tv_pool_state_name(in.state),
 		       in.reason[0] ? ": " : "", (int)sizeof(in.reason),
 		       in.reason);
+		if (in.error)
+			printf("                once the cause is fixed: "
+			       "thinvol pool reopen %s%s\n",
+			       path,
+			       in.error == -ENOSPC || in.error == -EDQUOT
+				       ? " (thinvol serve also does it by "
+					 "itself once writes pass again)"
+				       : "");
 	}
 	return cli_close(pool, path, 0);
+}
+
+/* ---- pool reopen ---- */
+
+static int cmd_pool_reopen(const struct cli_cmd *cmd, int argc, char **argv)
+{
+	static const struct option opts[] = { { NULL, 0, NULL, 0 } };
+	struct tv_pool_info in;
+	struct cli_pool *pool;
+	uint64_t txn = 0;
+	int c, r;
+
+	while ((c = cli_getopt(cmd, argc, argv, ":", opts)) != -1)
+		return EXIT_USAGE;
+	if (argc - optind != 1)
+		return cli_usage(cmd, "needs exactly one PATH");
+	r = cli_open(argv[optind], CLI_RW, &pool, &in);
+	if (r)
+		return r;
+	r = cli_pool_reopen(pool, &txn);
+	if (r < 0)
+		r = cli_fail(r, "pool reopen");
+	else
+		printf("reopened %s at transaction %" PRIu64 "\n",
+		       argv[optind], txn);
+	return cli_close(pool, argv[optind], r);
 }
 
 /* ---- pool resize ---- */
@@ -273,6 +308,26 @@ const struct cli_cmd cli_pool_cmds[] = {
 		"  -j, --json   one JSON object instead of text (docs/cli.md)\n"
 		"  -h, --help   this text\n",
 		cmd_pool_info,
+	},
+	{
+		"pool reopen",
+		"pool reopen PATH",
+		"usage: thinvol pool reopen PATH\n"
+		"\n"
+		"After an error made the pool read-only (a failed flush or\n"
+		"commit, a full backing filesystem: pool info says why), start\n"
+		"it again from its last commit without restarting thinvol serve.\n"
+		"A probe write and sync must pass first (else the pool stays\n"
+		"read-only and the command fails with the error).  Then every\n"
+		"NBD client is disconnected: writes acknowledged since the last\n"
+		"commit may be lost, as in a crash, and the clients must see\n"
+		"one.  A pool the daemon found damaged (needs-check) reopens too:\n"
+		"run thinvol check first.  Refused (exit status 2) when the\n"
+		"pool is read-write; a command that opens the pool itself always\n"
+		"starts at its last commit.\n"
+		"\n"
+		"  -h, --help   this text\n",
+		cmd_pool_reopen,
 	},
 	{
 		"pool resize",

@@ -219,6 +219,17 @@ static int fault_is_hole(struct io_dev *dev, uint64_t off, uint64_t len)
 	return io_is_hole(to_fault(dev)->lower, off, len);
 }
 
+/* Not counted: a reservation changes no contents (as prealloc). */
+static int fault_reserve(struct io_dev *dev, uint64_t off, uint64_t len)
+{
+	return io_reserve(to_fault(dev)->lower, off, len);
+}
+
+static int fault_drop_cache(struct io_dev *dev)
+{
+	return io_drop_cache(to_fault(dev)->lower);
+}
+
 static int fault_prealloc(struct io_dev *dev, uint64_t off, uint64_t len)
 {
 	return io_prealloc(to_fault(dev)->lower, off, len);
@@ -271,6 +282,8 @@ static const struct io_ops fault_ops = {
 	.write = fault_write,
 	.flush = fault_flush,
 	.sync_ranges = fault_sync_ranges,
+	.drop_cache = fault_drop_cache,
+	.reserve = fault_reserve,
 	.is_hole = fault_is_hole,
 	.prealloc = fault_prealloc,
 	.discard = fault_discard,

@@ -581,7 +581,30 @@ static int file_is_hole(struct io_dev *dev, uint64_t off, uint64_t len)
 	return hole;
 }
 
+/* fallocate(KEEP_SIZE) on any regular file (io_prealloc only where it
+ * pays); nothing to do on a block device. */
+static int file_reserve(struct io_dev *dev, uint64_t off, uint64_t len)
+{
+	if (dev->flags & IO_DEV_BLOCKDEV)
+		return 0;
+	return do_fallocate(to_file(dev), FALLOC_FL_KEEP_SIZE, off, len);
+}
+
+/* POSIX_FADV_DONTNEED: clean pages of the file (or the device) leave the
+ * page cache; the known holes stay right (dropping data changes none). */
+static int file_drop_cache(struct io_dev *dev)
+{
+	int r = posix_fadvise(to_file(dev)->fd, 0, 0, POSIX_FADV_DONTNEED);
+
+	if (r)
+		log_warn("%s: posix_fadvise(DONTNEED): %s", dev->name,
+			 strerror(r));
+	return -r;
+}
+
 static const struct io_ops file_ops = {
+	.drop_cache = file_drop_cache,
+	.reserve = file_reserve,
 	.is_hole = file_is_hole,
 	.sync_ranges = file_sync_ranges,
 	.prealloc = file_prealloc,

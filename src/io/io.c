@@ -163,6 +163,23 @@ int io_discard(struct io_dev *dev, uint64_t off, uint64_t len)
 	return dev->ops->discard(dev, off, len);
 }
 
+int io_reserve(struct io_dev *dev, uint64_t off, uint64_t len)
+{
+	int r;
+
+	assert(dev);
+	r = check_change(dev, "reserve", off, len);
+	if (r)
+		return r < 0 ? r : 0;
+	return dev->ops->reserve ? dev->ops->reserve(dev, off, len) : 0;
+}
+
+int io_drop_cache(struct io_dev *dev)
+{
+	assert(dev);
+	return dev->ops->drop_cache ? dev->ops->drop_cache(dev) : 0;
+}
+
 int io_is_hole(struct io_dev *dev, uint64_t off, uint64_t len)
 {
 	assert(dev);

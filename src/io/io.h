@@ -67,6 +67,10 @@ struct io_ops {
 	/* Optional: io_sync_ranges (only called with valid ranges). */
 	int (*sync_ranges)(struct io_dev *dev, const struct io_range *r,
 			   size_t n, const struct io_range *barrier);
+	/* Optional: io_drop_cache. */
+	int (*drop_cache)(struct io_dev *dev);
+	/* Optional: io_reserve. */
+	int (*reserve)(struct io_dev *dev, uint64_t off, uint64_t len);
 };
 
 /* Flags describing a device (io_dev.flags). */
@@ -123,6 +127,24 @@ size_t io_ranges_merge(struct io_range *v, size_t n);
 /* io_ops.prealloc: -EOPNOTSUPP where there is nothing to allocate
  * (memory, a block device) or the filesystem cannot. */
 int io_prealloc(struct io_dev *dev, uint64_t off, uint64_t len);
+/*
+ * Drop what the kernel caches of the device's contents (clean pages of
+ * the page cache), so that reads come from the device again: after a
+ * failed writeback, a page whose data never reached the disk still reads
+ * as the lost data until it leaves the cache.  Call after a successful
+ * flush (nothing dirty left).  Best effort: pages in use stay.  0 where
+ * there is no such cache.
+ */
+int io_drop_cache(struct io_dev *dev);
+/*
+ * Make later writes into [off, off + len) need no more room from the
+ * filesystem under a pool file (fallocate, KEEP_SIZE: where it is a hole
+ * it becomes allocated, still reading as zeroes).  For the metadata
+ * chunks, so that a full filesystem refuses new data before it refuses a
+ * commit.  0 where there is nothing to reserve (memory, a block device);
+ * -ENOSPC, -EOPNOTSUPP etc. from the filesystem.
+ */
+int io_reserve(struct io_dev *dev, uint64_t off, uint64_t len);
 /* 1 when the range is known to read as zeroes (see io_ops.is_hole). */
 int io_is_hole(struct io_dev *dev, uint64_t off, uint64_t len);
 /* NULL is allowed. */

@@ -66,6 +66,9 @@
  *      sorted, chunks by block), through one btree hint (btree.h), so
  *      that the counts that share a leaf are written into it without a
  *      descent from the root each.
+ *   6. A chunk acquired is allocated in the pool file at once
+ *      (reserve_chunk), so that a full filesystem refuses new data before
+ *      it refuses the nodes of a commit.
  */
 #include "pdata/sm.h"
 
@@ -782,6 +785,25 @@ static int find_sm_block(struct sm *sm, uint64_t *block)
 	return find_free_block(sm, ALLOC_META, block);
 }
 
+/*
+ * Rule 6: a new chunk is allocated in the pool file at once (io_reserve),
+ * so that the nodes later written there need no room from the
+ * filesystem: when it fills up, new data is refused (ENOSPC to the
+ * writer) while commits still pass, and what was written stays.  Best
+ * effort: a filesystem already full, or one without fallocate, leaves
+ * the chunk to be allocated as its nodes are written.
+ */
+static void reserve_chunk(struct sm *sm, uint64_t block)
+{
+	uint64_t bs = (uint64_t)sm->npc * PD_NODE_SIZE;
+	int r = io_reserve(tm_dev(sm->tm), block * bs, bs);
+
+	if (r < 0 && r != -EOPNOTSUPP)
+		log_debug("space map: reserving metadata chunk %" PRIu64
+			  ": %s",
+			  block, strerror(-r));
+}
+
 static int acquire_chunk(struct sm *sm, bool for_sm, struct mchunk **out)
 {
 	struct dentry *e;
@@ -806,6 +828,7 @@ static int acquire_chunk(struct sm *sm, bool for_sm, struct mchunk **out)
 		if (r < 0)
 			return r;
 	}
+	reserve_chunk(sm, block);
 	if (out)
 		*out = c;
 	return touch(sm, c);

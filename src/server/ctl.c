@@ -95,6 +95,7 @@ static const struct {
     {EOPNOTSUPP, "EOPNOTSUPP"}, {ECONNRESET, "ECONNRESET"},
     {ETIMEDOUT, "ETIMEDOUT"},	{EUCLEAN, "EUCLEAN"},
     {ENXIO, "ENXIO"},		{ESTALE, "ESTALE"},
+    {EDQUOT, "EDQUOT"},
 };
 
 const char *ctl_errno_name(int err)
@@ -408,6 +409,12 @@ static int op_pool_info(struct req *q)
 		in.transaction, tv_pool_state_name(in.state));
 	put_bytes(q->out, "reason", in.reason,
 		  strnlen(in.reason, sizeof(in.reason)));
+	/* what made it read-only: pool.reopen's business */
+	if (in.error)
+		fprintf(q->out, ",\"error\":{\"errno\":\"%s\",\"code\":%d}",
+			ctl_errno_name(in.error), -in.error);
+	else
+		fputs(",\"error\":null", q->out);
 	putc('}', q->out);
 	return 0;
 }
@@ -423,6 +430,44 @@ static int op_pool_resize(struct req *q)
 	if (r < 0)
 		return req_engine(q, r);
 	fputs("{}", q->out);
+	return 0;
+}
+
+int ctl_pool_reopen(struct tv_pool *pool, const struct ctl_hooks *hooks,
+		    char *msg, size_t msglen)
+{
+	int r;
+
+	/* the probe first: nobody is disconnected for a reopen that the
+	 * pool's state or its device refuses anyway */
+	r = tv_pool_probe(pool);
+	if (r == 0 && hooks && hooks->claim)
+		r = hooks->claim(hooks->ctx, 0, true, msg, msglen);
+	if (r < 0) {
+		if (!msg[0])
+			snprintf(msg, msglen, "%s", tv_last_error());
+		return r;
+	}
+	r = tv_pool_reopen(pool);
+	if (r < 0)
+		snprintf(msg, msglen, "%s", tv_last_error());
+	if (hooks && hooks->release)
+		hooks->release(hooks->ctx, 0);
+	return r;
+}
+
+static int op_pool_reopen(struct req *q)
+{
+	char msg[sizeof(q->msg)] = "";
+	struct tv_pool_info in;
+	int r = ctl_pool_reopen(q->pool, q->hooks, msg, sizeof(msg));
+
+	if (r < 0)
+		return req_err(q, r, "%s", msg[0] ? msg : strerror(-r));
+	r = tv_pool_info(q->pool, &in);
+	if (r < 0)
+		return req_engine(q, r);
+	fprintf(q->out, "{\"transaction\":%" PRIu64 "}", in.transaction);
 	return 0;
 }
 
@@ -884,6 +929,7 @@ static const struct ctl_op {
     {"pool.info", op_pool_info, {NULL}, false},
     {"pool.resize", op_pool_resize, {"size"}, false},
     {"pool.check", op_pool_check, {NULL}, false},
+    {"pool.reopen", op_pool_reopen, {NULL}, false},
     {"vol.list", op_vol_list, {"cursor", "max"}, false},
     {"vol.info", op_vol_info, {"id"}, false},
     {"vol.usage", op_vol_usage, {"id"}, false},
@@ -909,7 +955,7 @@ static const struct ctl_op {
 static const char *const ops_list[] = {
     "hello",	"pool.info",  "pool.resize", "pool.check",   "vol.list",
     "vol.info", "vol.usage",  "vol.resolve", "vol.get_blob", "vol.find_blob",
-    "batch",	"vol.import", "vol.export",  NULL,
+    "batch",	"vol.import", "vol.export",  "pool.reopen",  NULL,
 };
 
 static const struct json_value empty_args = {.type = JSON_OBJECT};

@@ -32,6 +32,7 @@
  * reason in msg ("volume 'x' is exported to 2 NBD clients; use --force to
  * disconnect them").
  * release: the change is done (or failed); new clients may connect again.
+ * id 0 stands for every volume (pool.reopen).
  */
 struct ctl_hooks {
 	void *ctx;
@@ -39,6 +40,16 @@ struct ctl_hooks {
 		     size_t msglen);
 	void (*release)(void *ctx, uint64_t id);
 };
+
+/*
+ * pool.reopen (and the daemon's own recovery, serve.c): tv_pool_probe;
+ * if the device takes writes again, claim every volume with force
+ * (hooks->claim with id 0: every NBD client is disconnected, so that it
+ * sees what a crash would show it), tv_pool_reopen, release.  On failure
+ * a one-line message in msg (msglen bytes, at least 1; starts empty).
+ */
+int ctl_pool_reopen(struct tv_pool *pool, const struct ctl_hooks *hooks,
+		    char *msg, size_t msglen);
 
 /*
  * Handle one request line (without its newline) and produce the reply

@@ -161,12 +161,19 @@ static uint32_t nbd_errno(int err)
 
 /* ---- the registry ---- */
 
+/* Whether id is claimed, by itself or by a claim of every volume (0). */
 static bool claimed_locked(struct nbds *s, uint64_t id)
 {
 	for (size_t i = 0; i < s->nclaimed; i++)
-		if (s->claimed[i] == id)
+		if (s->claimed[i] == id || !s->claimed[i])
 			return true;
 	return false;
+}
+
+/* Whether connection c serves what a claim of id covers. */
+static bool claim_covers(const struct conn *c, uint64_t id)
+{
+	return !id || c->id == id;
 }
 
 static void unregister(struct conn *c)
@@ -204,7 +211,7 @@ int nbds_claim(struct nbds *s, uint64_t id, bool force, char *msg,
 
 	pthread_mutex_lock(&s->lock);
 	for (struct conn *c = s->conns; c; c = c->next)
-		if (c->id == id)
+		if (claim_covers(c, id))
 			n++;
 	if (n && !force) {
 		pthread_mutex_unlock(&s->lock);
@@ -229,17 +236,27 @@ int nbds_claim(struct nbds *s, uint64_t id, bool force, char *msg,
 	/* Kick the volume's clients off: their readers see EOF, their
 	 * requests in flight finish, then they unregister. */
 	if (n) {
-		log_info("disconnecting %zu client%s of volume #%" PRIu64, n,
-			 n == 1 ? "" : "s", id);
+		if (id)
+			log_info("disconnecting %zu client%s of volume #%" PRIu64,
+				 n, n == 1 ? "" : "s", id);
+		else
+			log_info("disconnecting every client (%zu)", n);
 		for (struct conn *c = s->conns; c; c = c->next)
-			if (c->id == id)
+			if (claim_covers(c, id))
 				shutdown(c->fd, SHUT_RDWR);
 	}
 	for (;;) {
 		n = 0;
-		for (struct conn *c = s->conns; c; c = c->next)
-			if (c->id == id)
-				n++;
+		for (struct conn *c = s->conns; c; c = c->next) {
+			if (!claim_covers(c, id))
+				continue;
+			n++;
+			/* a claim of everything also meets connections that
+			 * arrived meanwhile (still negotiating: they would
+			 * be refused their export, but may linger) */
+			if (!id)
+				shutdown(c->fd, SHUT_RDWR);
+		}
 		if (!n)
 			break;
 		pthread_cond_wait(&s->cond, &s->lock);

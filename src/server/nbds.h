@@ -38,7 +38,8 @@ int nbds_accept(struct nbds *s, int fd, const char *peer);
 void nbds_serve_fd(struct nbds *s, int fd);
 
 /* The ctl_hooks of the control server (see ctl.h): keep clients off a
- * volume being deleted or shrunk. */
+ * volume being deleted or shrunk.  id 0 claims every volume, and every
+ * connection (one still negotiating too): for tv_pool_reopen. */
 int nbds_claim(struct nbds *s, uint64_t id, bool force, char *msg,
 	       size_t msglen);
 void nbds_release(struct nbds *s, uint64_t id);

@@ -61,7 +61,12 @@ struct daemon {
 	char nbd_path[108], ctl_path[108];
 	bool nbd_bound;
 	int ready_fd; /* the detached child's pipe to its parent, or -1 */
+	const struct ctl_hooks *hooks; /* the control server's (recover) */
+	struct timespec last_recover;
 };
+
+/* How often a pool made read-only by a full device is probed (recover). */
+#define RECOVER_MS 2000
 
 /* ---- logging ---- */
 
@@ -442,6 +447,7 @@ static int start(struct daemon *d, struct ctl_hooks *hooks)
 	hooks->ctx = d;
 	hooks->claim = hook_claim;
 	hooks->release = hook_release;
+	d->hooks = hooks;
 	r = ctl_server_start(d->ctl_path, d->pool, hooks, &d->ctl);
 	if (r < 0)
 		return fail(d, r, "%s: %s", d->ctl_path,
@@ -498,6 +504,38 @@ static void accept_one(struct daemon *d, int lfd, bool tcp)
 	nbds_accept(d->nbds, fd, peer);
 }
 
+/*
+ * A pool that went read-only because its device had no room (ENOSPC or
+ * EDQUOT: a full backing filesystem) is reopened once a probe write and
+ * sync pass again, as `thinvol pool reopen` would (ctl_pool_reopen: every
+ * NBD client is disconnected first, and sees what a crash would show it).
+ * Room comes back without anyone here noticing; other errors (a device
+ * failing with EIO, damaged metadata) want a look first, and wait for the
+ * command.  At most every RECOVER_MS, from the main loop.
+ */
+static void recover(struct daemon *d)
+{
+	struct tv_pool_info in;
+	struct timespec now;
+	char msg[512] = "";
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	if ((now.tv_sec - d->last_recover.tv_sec) * 1000 +
+		    (now.tv_nsec - d->last_recover.tv_nsec) / 1000000 <
+	    RECOVER_MS)
+		return;
+	d->last_recover = now;
+	if (tv_pool_info(d->pool, &in) < 0 || in.state != TV_POOL_READ_ONLY ||
+	    (in.error != -ENOSPC && in.error != -EDQUOT))
+		return;
+	if (ctl_pool_reopen(d->pool, d->hooks, msg, sizeof(msg)) == 0 &&
+	    tv_pool_info(d->pool, &in) == 0)
+		say(2, "the pool's device takes writes again: reopened at "
+		       "transaction %" PRIu64 " (NBD clients were "
+		       "disconnected)",
+		    in.transaction);
+}
+
 static int loop(struct daemon *d)
 {
 	for (;;) {
@@ -506,7 +544,9 @@ static int loop(struct daemon *d)
 			{ .fd = d->nbd_fd, .events = POLLIN },
 			{ .fd = d->tcp_fd, .events = POLLIN },
 		};
-		int r = poll(pf, d->tcp_fd >= 0 ? 3 : 2, -1);
+		int r = poll(pf, d->tcp_fd >= 0 ? 3 : 2, RECOVER_MS);
+
+		recover(d);
 
 		if (r < 0) {
 			if (errno == EINTR)

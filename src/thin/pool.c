@@ -329,7 +329,8 @@ int pool_open_dev(struct io_dev *dev, bool own_dev, const char *name,
 	pthread_mutex_init(&p->meta_lock, NULL);
 	pthread_cond_init(&p->wake, NULL);
 	sync_gate_init(p);
-	p->read_only = o && o->read_only;
+	p->read_only = p->opened_ro = o && o->read_only;
+	p->cache_bytes = o ? o->cache_bytes : 0;
 	p->commit_interval_ms = o && o->commit_interval_ms
 					? o->commit_interval_ms
 					: 1000;
@@ -339,35 +340,51 @@ int pool_open_dev(struct io_dev *dev, bool own_dev, const char *name,
 	return r;
 }
 
-static int pool_open_common(struct tv_pool *p, const char *path,
-			    const struct tv_pool_open_opts *o)
+/* Open the store on p->dev into *out and check the engine's header in
+ * its user bytes: the first open, and tv_pool_reopen. */
+static int open_store(struct tv_pool *p, const char *path, struct tm **out)
 {
-	struct tm_open_opts to = { 0 };
+	struct tm_open_opts to = { .cache_bytes = p->cache_bytes,
+				   .read_only = p->opened_ro };
 	struct disk_pool_user *u;
+	struct tm *tm;
 	int r;
 
-	to.cache_bytes = o ? o->cache_bytes : 0;
-	to.read_only = p->read_only;
-	r = tm_open(p->dev, &to, &p->tm);
-	if (r < 0) {
-		r = tv_err(r, "%s: cannot open the pool: %s", path,
-			   r == -EUCLEAN ? "not a thinvol pool, or damaged"
-					 : strerror(-r));
-		goto fail;
-	}
-	u = pool_user(p);
+	r = tm_open(p->dev, &to, &tm);
+	if (r < 0)
+		return tv_err(r, "%s: cannot open the pool: %s", path,
+			      r == -EUCLEAN ? "not a thinvol pool, or damaged"
+					    : strerror(-r));
+	u = (struct disk_pool_user *)tm_user(tm);
 	if (memcmp(u->magic, ENGINE_MAGIC, 8)) {
 		r = tv_err(-EUCLEAN, "%s: not a thinvol pool (no volume "
 				     "table)",
 			   path);
 		goto fail;
 	}
-	p->block_size = tm_block_size(p->tm);
-	p->blob_size = le32_to_cpu(u->blob_size);
-	if (p->blob_size > TV_BLOB_MAX || !le64_to_cpu(u->next_id)) {
+	if (le32_to_cpu(u->blob_size) > TV_BLOB_MAX ||
+	    !le64_to_cpu(u->next_id)) {
 		r = tv_err(-EUCLEAN, "%s: damaged pool header", path);
 		goto fail;
 	}
+	*out = tm;
+	return 0;
+fail:
+	tm_close(tm);
+	return r;
+}
+
+static int pool_open_common(struct tv_pool *p, const char *path,
+			    const struct tv_pool_open_opts *o)
+{
+	int r;
+
+	(void)o;
+	r = open_store(p, path, &p->tm);
+	if (r < 0)
+		goto fail;
+	p->block_size = tm_block_size(p->tm);
+	p->blob_size = le32_to_cpu(pool_user(p)->blob_size);
 	pool_init_infos(p);
 	r = vio_init(p);
 	if (r < 0) {
@@ -486,6 +503,7 @@ void pool_set_read_only(struct tv_pool *p, int err, const char *why)
 	if (p->read_only)
 		return;
 	p->read_only = true;
+	p->ro_err = err < 0 ? err : -EIO;
 	snprintf(p->reason, sizeof(p->reason), "%s: %s", why,
 		 strerror(-err));
 	/* the fast path writes in place without meta_lock: make it ask
@@ -508,6 +526,7 @@ void pool_set_damaged(struct tv_pool *p, const char *what)
 		return;
 	}
 	/* opened read-only: there is nothing to stop, only to say */
+	p->ro_err = -EUCLEAN;
 	snprintf(p->reason, sizeof(p->reason), "%s", what);
 	log_error("%s: damaged metadata: %s", p->path, what);
 }
@@ -821,6 +840,7 @@ int tv_pool_info(struct tv_pool *p, struct tv_pool_info *out)
 	out->transaction = tm_committed_txn(p->tm);
 	if (p->read_only) {
 		out->state = TV_POOL_READ_ONLY;
+		out->error = p->ro_err;
 		snprintf(out->reason, sizeof(out->reason), "%s",
 			 p->reason[0] ? p->reason : "opened read-only");
 	}
@@ -828,6 +848,7 @@ int tv_pool_info(struct tv_pool *p, struct tv_pool_info *out)
 	 * process happened to open it */
 	if (p->needs_check) {
 		out->state = TV_POOL_NEEDS_CHECK;
+		out->error = p->ro_err;
 		snprintf(out->reason, sizeof(out->reason), "%s", p->reason);
 	} else if (le32_to_cpu(u->flags) & POOL_F_NEEDS_CHECK) {
 		out->state = TV_POOL_NEEDS_CHECK;
@@ -836,6 +857,130 @@ int tv_pool_info(struct tv_pool *p, struct tv_pool_info *out)
 	}
 	pthread_mutex_unlock(&p->meta_lock);
 	return 0;
+}
+
+/* ---- probe and reopen ---- */
+
+#define PROBE_BYTES (64u << 10)
+
+/* Whether the pool is read-only after an error (what probe and reopen
+ * are for).  meta_lock held. */
+static int after_error_locked(struct tv_pool *p)
+{
+	if (p->opened_ro)
+		return tv_err(-EINVAL, "%s: the pool was opened read-only",
+			      p->path);
+	if (!p->read_only)
+		return tv_err(-EINVAL, "%s: the pool is read-write: nothing "
+				       "to reopen",
+			      p->path);
+	return 0;
+}
+
+/*
+ * tv_pool_probe under meta_lock, the pool read-only after an error (so
+ * nothing else writes, allocates or syncs).  A block free in the space
+ * map is free in the last commit too (sm.c, rule 1), so whatever is
+ * written there is never read: a new block is zeroed or overwritten
+ * whole before a mapping names it (vio.c, rule 3).  The write allocates
+ * space in a pool file's hole, which is what a full filesystem refuses;
+ * the hole is punched again after.  On a pool without a free block the
+ * sync alone is the probe.
+ */
+static int probe_locked(struct tv_pool *p)
+{
+	uint64_t len = MIN((uint64_t)p->block_size, PROBE_BYTES), b = 0;
+	struct sm *sm = tm_sm(p->tm);
+	void *zero = NULL;
+	bool have = false;
+	int r;
+
+	vio_drain_locked(p);
+	sm_set_reserve_mode(sm, true);
+	have = sm_alloc_block(sm, &b) == 0;
+	sm_set_reserve_mode(sm, false);
+	if (have) {
+		r = posix_memalign(&zero, 4096, (size_t)len);
+		if (r) {
+			sm_dec_block(sm, b, NULL);
+			return tv_err(-r, "out of memory");
+		}
+		memset(zero, 0, (size_t)len);
+		r = io_write(p->dev, zero, (size_t)len, b * p->block_size);
+		free(zero);
+		if (r < 0)
+			goto out;
+	}
+	r = io_flush(p->dev);
+out:
+	if (have) {
+		io_discard(p->dev, b * p->block_size, p->block_size);
+		sm_dec_block(sm, b, NULL);
+	}
+	if (r < 0)
+		return tv_err(r, "%s: the device still fails: %s %s", p->path,
+			      have ? "a write and sync of a free block:"
+				   : "a sync:",
+			      strerror(-r));
+	return 0;
+}
+
+int tv_pool_probe(struct tv_pool *p)
+{
+	int r;
+
+	pthread_mutex_lock(&p->meta_lock);
+	r = after_error_locked(p);
+	if (r == 0)
+		r = probe_locked(p);
+	pthread_mutex_unlock(&p->meta_lock);
+	return r;
+}
+
+int tv_pool_reopen(struct tv_pool *p)
+{
+	struct tm *tm;
+	int r;
+
+	pthread_mutex_lock(&p->meta_lock);
+	r = after_error_locked(p);
+	if (r == 0)
+		r = probe_locked(p);
+	if (r == 0)
+		r = open_store(p, p->path, &tm);
+	if (r < 0)
+		goto out;
+	if (tm_block_size(tm) != p->block_size ||
+	    le32_to_cpu(((struct disk_pool_user *)tm_user(tm))->blob_size) !=
+		    p->blob_size) {
+		tm_close(tm);
+		r = tv_err(-EUCLEAN, "%s: cannot reopen: the pool's block or "
+				     "blob size changed",
+			   p->path);
+		goto out;
+	}
+	/* the committed state replaces everything in memory: the lost
+	 * transaction, the metadata cache, the mappings the I/O path
+	 * cached (no provision is in flight: probe_locked drained them),
+	 * and the kernel's cache of the pool's bytes, where a write whose
+	 * writeback failed still reads as if it had landed (the probe's
+	 * sync left nothing dirty) */
+	vio_reset_locked(p);
+	io_drop_cache(p->dev);
+	tm_close(p->tm);
+	p->tm = tm;
+	pool_init_infos(p);
+	p->read_only = false;
+	p->needs_check = false;
+	p->dirty = false;
+	p->ro_err = 0;
+	p->reason[0] = 0;
+	atomic_store(&p->sync_err, 0);
+	log_info("%s: reopened at transaction %" PRIu64, p->path,
+		 tm_committed_txn(p->tm));
+out:
+	pthread_mutex_unlock(&p->meta_lock);
+	return r;
 }
 
 int tv_pool_resize(struct tv_pool *p, uint64_t new_size)

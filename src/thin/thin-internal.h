@@ -106,8 +106,11 @@ struct tv_pool {
 	uint32_t block_size;
 	uint32_t blob_size;
 	bool read_only;
+	bool opened_ro;	  /* opened read-only (not by an error) */
 	bool needs_check; /* damaged metadata met (pool_set_damaged) */
+	int ro_err;	  /* the error that made it read-only, or 0 */
 	char reason[160]; /* why read-only, when it is */
+	size_t cache_bytes; /* as opened (tv_pool_reopen) */
 
 	/* Syncs (pool.c, "syncs"): the first error of any sync of the
 	 * device, and the gate that syncs issued without meta_lock hold
@@ -202,6 +205,9 @@ bool vio_reap_pending(struct tv_pool *p);
 /* Forget the cached state of every volume (the pool went read-only).
  * Caller holds meta_lock. */
 void vio_forget_all_locked(struct tv_pool *p);
+/* tv_pool_reopen: the I/O state starts again (caches, rule 7's list, the
+ * byte counters of rule 5).  meta_lock held, no provision in flight. */
+void vio_reset_locked(struct tv_pool *p);
 int vio_zero_tail_locked(struct tv_pool *p, struct disk_volume *v,
 			 uint64_t from);
 /* Wait until no provision is in flight (vio.c, rule 4): before an abort.

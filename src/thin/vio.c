@@ -394,6 +394,14 @@ void vio_forget_all_locked(struct tv_pool *p)
 	pthread_mutex_unlock(&p->vio->lock);
 }
 
+void vio_reset_locked(struct tv_pool *p)
+{
+	vio_forget_all_locked(p);
+	vio_sync_clear_locked(p);
+	if (p->vio)
+		p->vio->unflushed = p->vio->unsynced = 0;
+}
+
 /* Remember the volume's size and flags for the fast path (meta_lock).
  * A volume of a pool that went read-only is read-only to the fast path
  * too: its writes go to the slow path, which refuses them (EROFS). */

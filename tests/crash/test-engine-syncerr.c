@@ -19,7 +19,9 @@
  * one sync fails once, and then: the call reports it; the pool is
  * read-only with a reason; every later flush, FUA write, write, commit and
  * metadata operation fails, also once the device works again; reads give
- * the old or the new bytes.  Reopened, the pool is clean and writable.
+ * the old or the new bytes.  Reopened (tv_pool_reopen, which refuses while
+ * the device still fails, and closed and opened again), the pool is at its
+ * last commit, clean and writable.
  *
  * Then two syncs at once, where the kernel tells only one of them: a
  * flush consumes the error and is held inside the device while another
@@ -157,21 +159,89 @@ static void expect_stuck(struct rig *g, const char *what)
 		CHECK(!memcmp(buf, g->old, BS) || !memcmp(buf, g->new, BS));
 		io_fault_disarm(g->fault); /* the device works again */
 	}
-	/* reopened: at its last commit, clean, writable */
-	tv_pool_close(g->p);
-	CHECK_OK(pool_open_dev(g->fault, false, "syncerr", &oo, &g->p));
-	CHECK_OK(tv_pool_info(g->p, &pi));
-	CHECK_EQ(pi.state, TV_POOL_RW);
-	CHECK_OK(tv_pool_check(g->p, stderr, &rep));
-	CHECK(rep.clean);
-	CHECK_OK(tv_vol_read(g->p, g->id, buf, BS, 0));
-	CHECK(!memcmp(buf, g->old, BS) || !memcmp(buf, g->new, BS));
-	CHECK_OK(tv_vol_write(g->p, g->id, g->new, BS, 0, TV_IO_FUA));
-	CHECK_OK(tv_pool_flush(g->p));
+	/* tv_pool_reopen, and closed and opened again: each time at its
+	 * last commit, clean, writable */
+	for (int how = 0; how < 2; how++) {
+		if (how == 0) {
+			CHECK_EQ(pi.error, -EIO);
+			CHECK_OK(tv_pool_reopen(g->p));
+		} else {
+			tv_pool_close(g->p);
+			CHECK_OK(pool_open_dev(g->fault, false, "syncerr", &oo,
+					       &g->p));
+		}
+		CHECK_OK(tv_pool_info(g->p, &pi));
+		CHECK_EQ(pi.state, TV_POOL_RW);
+		CHECK(!pi.reason[0] && !pi.error);
+		CHECK_OK(tv_pool_check(g->p, stderr, &rep));
+		CHECK(rep.clean);
+		CHECK_OK(tv_vol_read(g->p, g->id, buf, BS, 0));
+		CHECK(!memcmp(buf, g->old, BS) || !memcmp(buf, g->new, BS));
+		CHECK_OK(tv_vol_write(g->p, g->id, g->new, BS, 0, TV_IO_FUA));
+		CHECK_OK(tv_vol_write(g->p, g->id, g->new, BS, 8 * BS, 0));
+		CHECK_OK(tv_pool_flush(g->p));
+		CHECK_EQ(tv_pool_reopen(g->p), -EINVAL); /* read-write */
+	}
 	free(buf);
 	printf("  %s: the pool went read-only, no later flush passed; "
-	       "reopened clean\n",
+	       "tv_pool_reopen and a reopen from disk: clean, writable\n",
 	       what);
+}
+
+/* tv_pool_reopen while the device still fails: refused, the pool stays
+ * read-only; once it works: reopened at the last commit, without the
+ * lost transaction's new block. */
+static void reopen_while_failing(void)
+{
+	struct io_fault_cfg fc = { .fail_at = 1, .persistent = true,
+				   .error = -ENOSPC, .kind = IO_FAULT_ERROR,
+				   .op_mask = IO_OP_WRITE };
+	struct tv_pool_open_opts ro = oo;
+	struct tv_pool_info pi;
+	struct tv_pool *q;
+	struct rig g;
+	uint64_t used;
+
+	rig_open(&g, false);
+	CHECK_OK(tv_pool_info(g.p, &pi));
+	used = pi.used;
+	CHECK_OK(tv_vol_write(g.p, g.id, g.new, BS, 8 * BS, 0));
+	io_fault_arm(g.fault, &fc); /* a full filesystem: writes refused */
+	CHECK_EQ(tv_pool_flush(g.p), -ENOSPC);
+	CHECK_OK(tv_pool_info(g.p, &pi));
+	CHECK_EQ(pi.state, TV_POOL_READ_ONLY);
+	CHECK_EQ(pi.error, -ENOSPC);
+	CHECK_EQ(tv_pool_probe(g.p), -ENOSPC);
+	CHECK_EQ(tv_pool_reopen(g.p), -ENOSPC);
+	CHECK_OK(tv_pool_info(g.p, &pi));
+	CHECK_EQ(pi.state, TV_POOL_READ_ONLY);
+	CHECK(tv_pool_flush(g.p) < 0);
+	io_fault_disarm(g.fault); /* room again */
+	CHECK_OK(tv_pool_probe(g.p));
+	CHECK_OK(tv_pool_info(g.p, &pi));
+	CHECK_EQ(pi.state, TV_POOL_READ_ONLY); /* the probe changes nothing */
+	CHECK_OK(tv_pool_reopen(g.p));
+	CHECK_OK(tv_pool_info(g.p, &pi));
+	CHECK_EQ(pi.state, TV_POOL_RW);
+	CHECK_EQ(pi.used, used); /* the lost transaction's block is not */
+	CHECK_OK(tv_vol_write(g.p, g.id, g.new, BS, 8 * BS, 0));
+	CHECK_OK(tv_pool_flush(g.p));
+	rig_close(&g);
+	/* a pool opened read-only has nothing to reopen */
+	CHECK_OK(io_mem_create(DEV_SIZE, &g.mem));
+	{
+		struct tv_pool_create_opts co = { .block_size = BS };
+
+		CHECK_OK(pool_format_dev(g.mem, &co));
+	}
+	ro.read_only = true;
+	CHECK_OK(pool_open_dev(g.mem, false, "ro", &ro, &q));
+	CHECK_EQ(tv_pool_probe(q), -EINVAL);
+	CHECK_EQ(tv_pool_reopen(q), -EINVAL);
+	tv_pool_close(q);
+	io_close(g.mem);
+	printf("  reopen while the device fails: refused, still read-only; "
+	       "then reopened at the last commit\n");
 }
 
 /* A client's FLUSH after overwrites in place only: no metadata to
@@ -466,6 +536,7 @@ int main(void)
 	meta_commit();
 	ranged_commit();
 	ranged_writeback();
+	reopen_while_failing();
 	concurrent(0);
 	concurrent(1);
 	printf("test-engine-syncerr: ok\n");

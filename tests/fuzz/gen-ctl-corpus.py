@@ -28,6 +28,7 @@ SEEDS = {
     "pool-resize": rq("pool.resize", {"size": 8 << 20}),
     "pool-resize-shrink": rq("pool.resize", {"size": 1 << 20}),
     "pool-check": rq("pool.check"),
+    "pool-reopen": rq("pool.reopen"),
     "vol-list": rq("vol.list"),
     "vol-list-paged": "\n".join([rq("vol.list", {"max": 2}),
                                  rq("vol.list", {"cursor": 3, "max": 2}, 2)]),

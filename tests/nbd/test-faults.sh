@@ -352,6 +352,79 @@ PYEOF
 stop_serve
 check_clean
 
+# thinvol pool reopen (issue 14, item 15): a FLUSH fails with EIO, the
+# pool goes read-only and pool info names the command; a reopen while the
+# device still fails is refused and disconnects nobody; EIO is not
+# recovered from by the daemon itself; once the device works, the reopen
+# disconnects the client and the pool serves its last commit read-write
+# (the acknowledged, unflushed write is gone, as in a crash).
+rm -f "$pool"
+pool_create 256M
+THINVOL_TEST_FAULTS=1 start_serve "${srv_args[@]}"
+py <<'PYEOF' || fail "pool reopen"
+import json, os, socket, subprocess, time, nbd
+TV, pool = os.environ["THINVOL"], os.environ["TV_POOL"]
+def ctl(op, args=None):
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(os.environ["TV_CSOCK"])
+    req = {"v": 1, "id": 1, "op": op}
+    if args is not None:
+        req["args"] = args
+    s.sendall((json.dumps(req) + "\n").encode())
+    buf = b""
+    while not buf.endswith(b"\n"):
+        buf += s.recv(65536)
+    return json.loads(buf)
+def tv(*a):
+    return subprocess.run([TV] + list(a), capture_output=True, text=True, timeout=60)
+def connect():
+    h = nbd.NBD()
+    h.connect_uri("nbd+unix:///a?socket=" + os.environ["TV_NSOCK"])
+    return h
+assert tv("create", pool, "a", "--size", "8M").returncode == 0
+h = connect()
+h.pwrite(b"\x11" * 65536, 0)
+h.flush()
+h.pwrite(b"\x22" * 65536, 65536)  # acknowledged, never flushed
+ctl("test.fault", {"fail_at": 1, "persistent": True, "ops": ["flush"]})
+try:
+    h.flush()
+    raise SystemExit("FLUSH passed with flushes failing")
+except nbd.Error as e:
+    assert e.errno == "EIO", e
+info = ctl("pool.info")["result"]
+assert info["state"] == "read-only" and info["error"]["errno"] == "EIO", info
+out = tv("pool", "info", pool).stdout
+assert "thinvol pool reopen " + pool in out, out
+r = tv("pool", "reopen", pool)
+assert r.returncode == 1 and "still fails" in r.stderr, (r.returncode, r.stderr)
+assert h.pread(512, 0) == b"\x11" * 512  # refused: nobody disconnected
+time.sleep(2.5)  # EIO: the daemon leaves it to the command
+assert ctl("pool.info")["result"]["state"] == "read-only"
+ctl("test.fault", {"fail_at": 0})
+r = tv("pool", "reopen", pool)
+assert r.returncode == 0 and r.stdout.startswith("reopened "), (r.returncode, r.stdout, r.stderr)
+try:
+    h.pread(512, 0)
+    raise SystemExit("the client is still connected after the reopen")
+except nbd.Error:
+    pass
+h = connect()
+assert h.pread(65536, 0) == b"\x11" * 65536
+assert h.pread(65536, 65536) == bytes(65536)  # the last commit's
+h.pwrite(b"\x33" * 65536, 65536)
+h.flush()
+info = ctl("pool.info")["result"]
+assert info["state"] == "rw" and info["error"] is None, info
+r = tv("pool", "reopen", pool)
+assert r.returncode == 2 and "nothing to reopen" in r.stderr, (r.returncode, r.stderr)
+print("# pool reopen: refused while the device failed, then the client "
+      "disconnected and the last commit served read-write")
+PYEOF
+grep -q 'disconnecting every client' "$serve_log" || fail "the reopen's disconnect is not logged"
+stop_serve
+check_clean
+
 # Without THINVOL_TEST_FAULTS the op does not exist.
 start_serve
 out=$("$PY" -c '
@@ -362,5 +435,5 @@ print(s.recv(4096).decode())' "$csock")
 echo "$out" | grep -q '"EOPNOTSUPP"' || fail "test.fault without THINVOL_TEST_FAULTS: $out"
 ! grep -q 'FAULT INJECTION' <(tail -n 3 "$serve_log") || fail "fault warning without THINVOL_TEST_FAULTS"
 stop_serve
-note "${#scenarios[@]} fault scenarios and a failed final commit"
+note "${#scenarios[@]} fault scenarios, a failed final commit and a pool reopen"
 finish
