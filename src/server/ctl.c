@@ -23,6 +23,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,6 +47,10 @@ static const struct json_limits ctl_limits = {
     .max_members = 32,
     .max_string = 64u << 10,
 };
+
+/* Imports running through this process (op_copy): ctl_pool_reopen waits
+ * for none.  The one state kept here besides test_fault_dev. */
+static atomic_uint imports_running;
 
 /* Set once by a daemon started with THINVOL_TEST_FAULTS=1 (serve.c),
  * before any request; NULL otherwise, and then "test.fault" is unknown. */
@@ -438,6 +443,15 @@ int ctl_pool_reopen(struct tv_pool *pool, const struct ctl_hooks *hooks,
 {
 	int r;
 
+	/* An import is a client the claim does not disconnect: one whose
+	 * writes straddled the failure would end with a flush that passes
+	 * on the reopened pool.  Once it ran into the read-only pool it
+	 * fails and ends; until then, no reopen. */
+	if (atomic_load(&imports_running)) {
+		snprintf(msg, msglen, "an import is running through the "
+				      "daemon: reopen once it has ended");
+		return -EBUSY;
+	}
 	/* the probe first: nobody is disconnected for a reopen that the
 	 * pool's state or its device refuses anyway */
 	r = tv_pool_probe(pool);
@@ -834,8 +848,13 @@ static int op_copy(struct req *q, bool import)
 			       "%s: needs the file's descriptor, passed with "
 			       "the request (SCM_RIGHTS)",
 			       q->op);
-	r = import ? ctl_import(q->pool, id, q->fd, &c)
-		   : ctl_export(q->pool, id, q->fd, stream, &c);
+	if (import) {
+		atomic_fetch_add(&imports_running, 1);
+		r = ctl_import(q->pool, id, q->fd, &c);
+		atomic_fetch_sub(&imports_running, 1);
+	} else {
+		r = ctl_export(q->pool, id, q->fd, stream, &c);
+	}
 	if (r < 0)
 		return req_err(q, r, "%s", c.msg[0] ? c.msg : strerror(-r));
 	fprintf(q->out, "{\"copied\":%" PRIu64 ",\"zero\":%" PRIu64 "}",

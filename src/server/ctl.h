@@ -42,7 +42,8 @@ struct ctl_hooks {
 };
 
 /*
- * pool.reopen (and the daemon's own recovery, serve.c): tv_pool_probe;
+ * pool.reopen (and the daemon's own recovery, serve.c): -EBUSY while an
+ * import runs through the daemon (vol.import), else tv_pool_probe;
  * if the device takes writes again, claim every volume with force
  * (hooks->claim with id 0: every NBD client is disconnected, so that it
  * sees what a crash would show it), tv_pool_reopen, release.  On failure
