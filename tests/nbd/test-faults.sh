@@ -355,7 +355,8 @@ check_clean
 # thinvol pool reopen (issue 14, item 15): a FLUSH fails with EIO, the
 # pool goes read-only and pool info names the command; a reopen while the
 # device still fails is refused and disconnects nobody; EIO is not
-# recovered from by the daemon itself; once the device works, the reopen
+# recovered from by the daemon itself; a reopen waits for an import in
+# flight (EBUSY), which fails on the read-only pool; then the reopen
 # disconnects the client and the pool serves its last commit read-write
 # (the acknowledged, unflushed write is gone, as in a crash).
 rm -f "$pool"
@@ -382,10 +383,34 @@ def connect():
     h.connect_uri("nbd+unix:///a?socket=" + os.environ["TV_NSOCK"])
     return h
 assert tv("create", pool, "a", "--size", "8M").returncode == 0
+assert tv("create", pool, "b", "--size", "8M").returncode == 0
 h = connect()
 h.pwrite(b"\x11" * 65536, 0)
 h.flush()
 h.pwrite(b"\x22" * 65536, 65536)  # acknowledged, never flushed
+# an import through the daemon, started before the failure and waiting
+# for its input
+imp = subprocess.Popen([TV, "import", pool, "b", "-"], stdin=subprocess.PIPE,
+                       stderr=subprocess.PIPE)
+pipe = os.readlink("/proc/self/fd/%d" % imp.stdin.fileno())
+daemon = open(os.environ["TV_DIR"] + "/serve.pid").read().strip()
+deadline = time.time() + 20
+def holds(pid, target):
+    fds = "/proc/%s/fd" % pid
+    for f in os.listdir(fds):
+        try:
+            if os.readlink(fds + "/" + f) == target:
+                return True
+        except OSError:  # closed meanwhile
+            pass
+    return False
+while time.time() < deadline:  # until the daemon holds the pipe
+    if holds(daemon, pipe):
+        break
+    time.sleep(0.05)
+else:
+    raise SystemExit("the import never reached the daemon")
+time.sleep(0.5)  # and has checked the pool's state: it reads its input
 ctl("test.fault", {"fail_at": 1, "persistent": True, "ops": ["flush"]})
 try:
     h.flush()
@@ -396,6 +421,13 @@ info = ctl("pool.info")["result"]
 assert info["state"] == "read-only" and info["error"]["errno"] == "EIO", info
 out = tv("pool", "info", pool).stdout
 assert "thinvol pool reopen " + pool in out, out
+# the reopen waits for the import, which then fails on the read-only pool
+r = tv("pool", "reopen", pool)
+assert r.returncode == 8 and "import is running" in r.stderr, (r.returncode, r.stderr)
+imp.stdin.write(b"\x44" * 65536)
+imp.stdin.close()
+assert imp.wait(30) == 7, "the import on the read-only pool: exit %d: %s" % (
+    imp.returncode, imp.stderr.read())
 r = tv("pool", "reopen", pool)
 assert r.returncode == 1 and "still fails" in r.stderr, (r.returncode, r.stderr)
 assert h.pread(512, 0) == b"\x11" * 512  # refused: nobody disconnected
