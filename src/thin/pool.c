@@ -878,8 +878,9 @@ static int after_error_locked(struct tv_pool *p)
 }
 
 /*
- * tv_pool_probe under meta_lock, the pool read-only after an error (so
- * nothing else writes, allocates or syncs).  A block free in the space
+ * tv_pool_probe under meta_lock and the sync gate (syncs, rule 2: no sync
+ * beside it takes its error), the pool read-only after an error and no
+ * provision in flight (so nothing else writes, allocates or syncs).  A block free in the space
  * map is free in the last commit too (sm.c, rule 1), so whatever is
  * written there is never read: a new block is zeroed or overwritten
  * whole before a mapping names it (vio.c, rule 3).  The write allocates
@@ -895,7 +896,6 @@ static int probe_locked(struct tv_pool *p)
 	bool have = false;
 	int r;
 
-	vio_drain_locked(p);
 	sm_set_reserve_mode(sm, true);
 	have = sm_alloc_block(sm, &b) == 0;
 	sm_set_reserve_mode(sm, false);
@@ -925,14 +925,32 @@ out:
 	return 0;
 }
 
+/* after_error_locked, then wait for the provisions in flight and take
+ * the sync gate (probe_locked's conditions).  meta_lock held; on success
+ * sync_gate_leave when done. */
+static int probe_enter_locked(struct tv_pool *p)
+{
+	int r = after_error_locked(p);
+
+	if (r)
+		return r;
+	vio_drain_locked(p); /* may drop meta_lock meanwhile */
+	r = after_error_locked(p);
+	if (r == 0)
+		sync_gate_enter_locked(p);
+	return r;
+}
+
 int tv_pool_probe(struct tv_pool *p)
 {
 	int r;
 
 	pthread_mutex_lock(&p->meta_lock);
-	r = after_error_locked(p);
-	if (r == 0)
+	r = probe_enter_locked(p);
+	if (r == 0) {
 		r = probe_locked(p);
+		sync_gate_leave(p);
+	}
 	pthread_mutex_unlock(&p->meta_lock);
 	return r;
 }
@@ -940,10 +958,12 @@ int tv_pool_probe(struct tv_pool *p)
 int tv_pool_reopen(struct tv_pool *p)
 {
 	struct tm *tm;
+	bool gate;
 	int r;
 
 	pthread_mutex_lock(&p->meta_lock);
-	r = after_error_locked(p);
+	r = probe_enter_locked(p);
+	gate = r == 0;
 	if (r == 0)
 		r = probe_locked(p);
 	if (r == 0)
@@ -979,6 +999,8 @@ int tv_pool_reopen(struct tv_pool *p)
 	log_info("%s: reopened at transaction %" PRIu64, p->path,
 		 tm_committed_txn(p->tm));
 out:
+	if (gate)
+		sync_gate_leave(p);
 	pthread_mutex_unlock(&p->meta_lock);
 	return r;
 }
