@@ -11,12 +11,17 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#include "io/io.h"
+#include "thin/thin-internal.h"
 
 #define CHUNK (1u << 20)
 
@@ -69,6 +74,59 @@ static bool all_zero(const uint8_t *p, size_t len)
 	return !len || (!p[0] && !memcmp(p, p + 1, len - 1));
 }
 
+/*
+ * Wait until fd (a pipe, a socket: not seekable) can be read (events
+ * POLLIN) or written (POLLOUT) without blocking, or the copy is cancelled
+ * (-ECANCELED).  Without a cancel_fd there is nothing to wait for: the
+ * read or write itself waits.
+ */
+static int wait_io(struct copy *k, int fd, short events)
+{
+	struct pollfd p[2] = {
+	    {.fd = fd, .events = events},
+	    {.fd = k->c->cancel_fd, .events = POLLIN},
+	};
+
+	if (k->c->cancel_fd < 0)
+		return 0;
+	for (;;) {
+		if (poll(p, 2, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			return copy_err(k, -EIO, "%s: poll: %s", k->c->file,
+					strerror(errno));
+		}
+		if (p[1].revents)
+			return copy_err(k, -ECANCELED,
+					"%s: the daemon is stopping",
+					k->c->file);
+		if (p[0].revents)
+			return 0;
+	}
+}
+
+/*
+ * The file must not be the pool's storage, nor share it (io_fd_overlap):
+ * an export into it would overwrite the pool, an import from it would
+ * read the pool's own blocks while writing them.
+ */
+static int check_not_pool(struct copy *k, int fd, bool import)
+{
+	char how[1024];
+	int pfd = io_dev_fd(k->pool->dev), r;
+
+	if (pfd < 0)
+		return 0; /* a pool in memory is no file */
+	r = io_fd_overlap(pfd, fd, how, sizeof(how));
+	if (r < 0)
+		return copy_err(k, r, "%s: %s", k->c->file, strerror(-r));
+	if (r > 0)
+		return copy_err(k, -EINVAL, "refusing to %s %s: %s",
+				import ? "read from" : "write into",
+				k->c->file, how);
+	return 0;
+}
+
 /* The volume, the pool block size, the chunk and its buffer. */
 static int copy_setup(struct copy *k, struct tv_pool_info *in)
 {
@@ -101,9 +159,14 @@ static int read_full(struct copy *k, int fd, bool seekable, uint8_t *buf,
 	size_t done = 0;
 
 	while (done < len) {
-		ssize_t n = seekable ? pread(fd, buf + done, len - done,
-					     (off_t) (off + done))
-				     : read(fd, buf + done, len - done);
+		ssize_t n;
+		int r = seekable ? 0 : wait_io(k, fd, POLLIN);
+
+		if (r)
+			return r;
+		n = seekable ? pread(fd, buf + done, len - done,
+				     (off_t) (off + done))
+			     : read(fd, buf + done, len - done);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0)
@@ -266,6 +329,9 @@ int ctl_import(struct tv_pool *pool, uint64_t id, int fd, struct ctl_copy *c)
 		return copy_err(&k, -EIO, "%s: %s", c->file, strerror(errno));
 	if (S_ISDIR(st.st_mode))
 		return copy_err(&k, -EINVAL, "%s: is a directory", c->file);
+	r = check_not_pool(&k, fd, true);
+	if (r)
+		return r;
 	r = copy_setup(&k, &in);
 	if (r)
 		goto out;
@@ -299,9 +365,19 @@ static int write_full(struct copy *k, int fd, bool seekable, const uint8_t *buf,
 	size_t done = 0;
 
 	while (done < len) {
-		ssize_t n = seekable ? pwrite(fd, buf + done, len - done,
-					      (off_t) (off + done))
-				     : write(fd, buf + done, len - done);
+		/* after a wait, at most PIPE_BUF bytes: a pipe with room for
+		 * one takes them without blocking */
+		size_t n_max = seekable || k->c->cancel_fd < 0
+				   ? len - done
+				   : MIN(len - done, (size_t) PIPE_BUF);
+		ssize_t n;
+		int r = seekable ? 0 : wait_io(k, fd, POLLOUT);
+
+		if (r)
+			return r;
+		n = seekable ? pwrite(fd, buf + done, n_max,
+				      (off_t) (off + done))
+			     : write(fd, buf + done, n_max);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n <= 0)
@@ -366,7 +442,7 @@ int ctl_export(struct tv_pool *pool, uint64_t id, int fd, bool stream,
 	struct tv_pool_info in;
 	bool sparse, seekable;
 	struct stat st;
-	int r;
+	int xfd = -1, r;
 
 	c->copied = c->zero = 0;
 	c->msg[0] = 0;
@@ -376,6 +452,26 @@ int ctl_export(struct tv_pool *pool, uint64_t id, int fd, bool stream,
 	if (fstat(fd, &st) < 0) {
 		r = copy_err(&k, -EIO, "%s: %s", c->file, strerror(errno));
 		goto out;
+	}
+	r = check_not_pool(&k, fd, false);
+	if (r)
+		goto out;
+	if (S_ISBLK(st.st_mode)) {
+		/* nobody else's: not mounted, not under RAID or dm, not a
+		 * pool.  Only a refusal counts; where it cannot be opened
+		 * again (permissions), the descriptor we were given will do */
+		char why[512];
+
+		r = io_fd_reopen_excl(fd, &xfd, why, sizeof(why));
+		if (r == -EBUSY) {
+			r = copy_err(&k, r, "refusing to write into %s: it is "
+					    "in use by %s",
+				     c->file, why);
+			goto out;
+		}
+		if (r == 0)
+			fd = xfd;
+		r = 0;
 	}
 	sparse = !stream && S_ISREG(st.st_mode);
 	seekable = !stream && (S_ISREG(st.st_mode) || S_ISBLK(st.st_mode));
@@ -387,6 +483,8 @@ int ctl_export(struct tv_pool *pool, uint64_t id, int fd, bool stream,
 	}
 	r = export_run(&k, fd, sparse, seekable);
 out:
+	if (xfd >= 0)
+		close(xfd);
 	free(k.buf);
 	return r;
 }

@@ -27,17 +27,18 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 
 #include "server/ctl-copy.h"
 #include "server/ctl-internal.h"
 #include "io/io.h"
+#include "thin/thin-internal.h"
 #include "util/json.h"
 #include "util/hex.h"
 
 #define CTL_LIST_MAX   256	   /* volumes per vol.list reply */
 #define CTL_FIND_MAX   32768	   /* ids per vol.find_blob reply */
 #define CTL_CHECK_TEXT (64u << 10) /* bytes of the checker's messages */
-#define CTL_RUN_DIR    "/run/thinvol"
 
 /* At most ~5 MiB of parsed values for one 1 MiB line. */
 static const struct json_limits ctl_limits = {
@@ -53,19 +54,22 @@ static struct io_dev *test_fault_dev;
 
 /* ---- socket path ---- */
 
-int ctl_socket_path(const char *pool_path, char *out, size_t outlen)
+int ctl_socket_path(const char *pool_path, const char *suffix, char *out,
+		    size_t outlen)
 {
 	struct stat st;
 	size_t max = outlen < 108 ? outlen : 108;
 	int n;
 
 	if (stat(pool_path, &st) == 0 && S_ISBLK(st.st_mode)) {
-		const char *base = strrchr(pool_path, '/');
-
-		n = snprintf(out, max, CTL_RUN_DIR "/%s.ctl.sock",
-			     base ? base + 1 : pool_path);
+		n = snprintf(out, max, CTL_RUN_DIR "/block-%u:%u%s",
+			     major(st.st_rdev), minor(st.st_rdev), suffix);
 	} else {
-		n = snprintf(out, max, "%s.ctl.sock", pool_path);
+		char *real = realpath(pool_path, NULL);
+
+		n = snprintf(out, max, "%s%s", real ? real : pool_path,
+			     suffix);
+		free(real);
 	}
 	if (n < 0 || (size_t) n >= max)
 		return -ENAMETOOLONG;
@@ -185,6 +189,7 @@ struct req {
 	const char *op;
 	const struct json_value *args; /* an object */
 	int fd;
+	int stop_fd; /* readable once the server stops, or -1 */
 	FILE *out; /* the result value */
 	int err;
 	char msg[1280];
@@ -373,6 +378,39 @@ static int get_bytes(struct req *q, const char *where,
 
 static const char *const ops_list[];
 
+/*
+ * Which pool this daemon serves, so that a client can tell it is the one
+ * it means (docs/control.md, "hello"): its uuid, the path the daemon
+ * opened, and what that is: a file (its device and inode) or a block
+ * device (its number and the kernel's disk sequence number).
+ */
+static void put_pool(struct req *q)
+{
+	struct tv_pool_info in;
+	struct io_ident id;
+	int fd = io_dev_fd(q->pool->dev);
+
+	fputs("\"pool\":{", q->out);
+	if (tv_pool_info(q->pool, &in) == 0) {
+		fputs("\"uuid\":", q->out);
+		json_put_hex(q->out, in.uuid, sizeof(in.uuid));
+		putc(',', q->out);
+	}
+	put_bytes(q->out, "path", q->pool->path, strlen(q->pool->path));
+	if (fd < 0 || io_ident_fd(fd, &id) < 0)
+		fputs(",\"type\":\"other\"", q->out);
+	else if (id.blk)
+		fprintf(q->out,
+			",\"type\":\"block\",\"rdev\":\"%u:%u\","
+			"\"diskseq\":%" PRIu64,
+			major(id.rdev), minor(id.rdev), id.diskseq);
+	else
+		fprintf(q->out,
+			",\"type\":\"file\",\"dev\":\"%u:%u\",\"ino\":%" PRIu64,
+			major(id.dev), minor(id.dev), (uint64_t) id.ino);
+	putc('}', q->out);
+}
+
 static int op_hello(struct req *q)
 {
 	fprintf(q->out,
@@ -383,7 +421,9 @@ static int op_hello(struct req *q)
 		fprintf(q->out, "%s\"%s\"", i ? "," : "", ops_list[i]);
 	if (test_fault_dev)
 		fputs(",\"test.fault\"", q->out);
-	fputs("]}", q->out);
+	fputs("],", q->out);
+	put_pool(q);
+	putc('}', q->out);
 	return 0;
 }
 
@@ -773,7 +813,7 @@ out:
 
 static int op_copy(struct req *q, bool import)
 {
-	struct ctl_copy c = {0};
+	struct ctl_copy c = {.cancel_fd = q->stop_fd};
 	bool stream = false;
 	uint64_t id = 0;
 	int r;
@@ -973,10 +1013,11 @@ static int run(struct req *q, const struct json_value *doc, bool *has_id,
 }
 
 int ctl_handle(struct tv_pool *pool, const struct ctl_hooks *hooks,
-	       const char *line, size_t len, int fd, char **reply,
-	       size_t *reply_len)
+	       int stop_fd, const char *line, size_t len, int fd,
+	       char **reply, size_t *reply_len)
 {
-	struct req q = {.pool = pool, .hooks = hooks, .fd = fd};
+	struct req q = {
+	    .pool = pool, .hooks = hooks, .fd = fd, .stop_fd = stop_fd};
 	struct json_value *doc = NULL;
 	struct json_error jerr;
 	char *res = NULL, *buf = NULL;

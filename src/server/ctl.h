@@ -44,17 +44,29 @@ struct ctl_hooks {
  * Handle one request line (without its newline) and produce the reply
  * line (with its newline, malloc'd, owned by the caller).  fd is a file
  * descriptor passed with the request (SCM_RIGHTS), or -1; it stays owned
- * by the caller.  Never fails for bad input: that is an error reply.
- * Returns 0, or -ENOMEM when no reply could be built.
+ * by the caller.  stop_fd turns readable when the server stops (or is
+ * -1): an import or export waiting on a pipe or socket gives up then.
+ * Never fails for bad input: that is an error reply.  Returns 0, or
+ * -ENOMEM when no reply could be built.
  */
 int ctl_handle(struct tv_pool *pool, const struct ctl_hooks *hooks,
-	       const char *line, size_t len, int fd, char **reply,
-	       size_t *reply_len);
+	       int stop_fd, const char *line, size_t len, int fd,
+	       char **reply, size_t *reply_len);
 
-/* The control socket of the pool at pool_path: "<pool_path>.ctl.sock" for
- * a file, "/run/thinvol/<basename>.ctl.sock" for a block device.  Returns
- * 0 or -ENAMETOOLONG (a Unix socket path is at most 107 bytes). */
-int ctl_socket_path(const char *pool_path, char *out, size_t outlen);
+/*
+ * Where the daemon of the pool at pool_path listens (docs/cli.md, "The
+ * daemon's sockets"): suffix is ".ctl.sock" (the control socket) or
+ * ".nbd.sock" (the default NBD socket).
+ *   - a block device (any path to it: symlinks, /dev/disk/by-id, ...):
+ *     CTL_RUN_DIR "/block-MAJ:MIN" SUFFIX, named after the device number;
+ *   - a file: beside the file, under its real path (symlinks and "."
+ *     resolved), so that every path to it gives the same socket.  A path
+ *     that does not exist (yet) is used as given.
+ * Returns 0 or -ENAMETOOLONG (a Unix socket path is at most 107 bytes).
+ */
+#define CTL_RUN_DIR "/run/thinvol"
+int ctl_socket_path(const char *pool_path, const char *suffix, char *out,
+		    size_t outlen);
 
 /*
  * Test only: a daemon started with THINVOL_TEST_FAULTS=1 opens its pool
@@ -70,12 +82,14 @@ void ctl_set_test_faults(struct io_dev *dev);
 struct ctl_server;
 
 /*
- * Listen on path (mode 0600; a stale socket there is replaced, a live one
- * is -EADDRINUSE) and serve requests on pool.  The pool and hooks are
- * borrowed until ctl_server_stop returns.
+ * Listen on path (usock.h: mode 0600; only a stale socket there is
+ * replaced, a live one is -EADDRINUSE, anything else -EEXIST; msg says
+ * which) and serve requests on pool.  The pool and hooks are borrowed
+ * until ctl_server_stop returns.
  */
 int ctl_server_start(const char *path, struct tv_pool *pool,
-		     const struct ctl_hooks *hooks, struct ctl_server **out);
+		     const struct ctl_hooks *hooks, struct ctl_server **out,
+		     char *msg, size_t msglen);
 
 /* Stop accepting, let requests in progress finish, close every client,
  * remove the socket and free the server. */
