@@ -299,6 +299,38 @@ static void describe_excl(const struct stat *st, char *buf, size_t len)
 			 "or its disk)");
 }
 
+int io_fd_locked(int fd, char *who, size_t whylen)
+{
+	struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
+	char path[64];
+	struct stat st;
+	pid_t pid = 0;
+	int nfd, r = 0;
+
+	if (fstat(fd, &st) < 0)
+		return -errno;
+	/* a description of our own: fd's flock, if any, is not in the way */
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+	nfd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+	if (nfd < 0)
+		return 0; /* cannot tell */
+	if (flock(nfd, LOCK_EX | LOCK_NB) < 0) {
+		if (errno == EWOULDBLOCK) {
+			r = 1;
+			pid = io_lock_holder(st.st_dev, st.st_ino);
+		}
+	} else if (fcntl(nfd, F_OFD_GETLK, &fl) == 0 && fl.l_type != F_UNLCK) {
+		r = 1; /* a POSIX or OFD lock: qemu's, for one */
+		pid = fl.l_pid > 0 ? fl.l_pid : 0;
+	}
+	close(nfd);
+	if (r && pid > 0)
+		describe_pid(pid, who, whylen);
+	else if (r)
+		snprintf(who, whylen, "another process (it holds a lock)");
+	return r;
+}
+
 /* ---- stacks ---- */
 
 static void stack_free(struct stack *s)

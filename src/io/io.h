@@ -214,6 +214,14 @@ int io_fd_reopen_excl(int fd, int *out, char *why, size_t whylen);
  * 0 when none is found. */
 pid_t io_lock_holder(dev_t dev, ino_t ino);
 
+/*
+ * 1 when another open file description holds a lock on the file open on
+ * fd (a flock, as every thinvol pool's storage has while open, or a POSIX
+ * or OFD lock, as qemu takes on its images), with who in who ("process
+ * 123 (thinvol)"); 0 when not, or when it cannot be told.
+ */
+int io_fd_locked(int fd, char *who, size_t wholen);
+
 /* ---- memory ---- */
 
 /* A zero-filled in-memory device of size bytes. */

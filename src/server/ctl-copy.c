@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "io/io.h"
@@ -39,6 +40,7 @@ struct copy {
 	uint32_t bs;  /* the pool's block size */
 	size_t chunk; /* bytes per engine call: a multiple of bs */
 	uint8_t *buf;
+	enum { WAIT_NONE, WAIT_NOWAIT, WAIT_POLL } wait; /* stream_io */
 };
 
 /* The message "WHAT 'VOL': ..." for err; returns err. */
@@ -75,22 +77,62 @@ static bool all_zero(const uint8_t *p, size_t len)
 }
 
 /*
- * Wait until fd (a pipe, a socket: not seekable) can be read (events
- * POLLIN) or written (POLLOUT) without blocking, or the copy is cancelled
- * (-ECANCELED).  Without a cancel_fd there is nothing to wait for: the
- * read or write itself waits.
+ * One read or write of a stream (not seekable) that gives up when the
+ * copy is cancelled (-ECANCELED): the daemon stops, or the client that
+ * asked for the copy went away.  How it waits (k->wait, set by
+ * stream_kind):
+ *
+ *   WAIT_NONE    a plain read or write: offline there is nobody else to
+ *                wait for; a regular file or a device written as a
+ *                stream cannot be waited for with poll() anyway
+ *   WAIT_NOWAIT  a pipe or a socket: each call says RWF_NOWAIT (the file
+ *                description is the client's, so it is never switched to
+ *                O_NONBLOCK) and poll()s the stream and the cancel
+ *                descriptors when it would block
+ *   WAIT_POLL    other streams (a terminal), or where the kernel refuses
+ *                RWF_NOWAIT: poll() first, then a read (which returns
+ *                what is there) or a write of at most PIPE_BUF bytes
+ *
+ * Returns the bytes moved (0: end of the stream), or a negative errno
+ * with the message set.
  */
-static int wait_io(struct copy *k, int fd, short events)
+static ssize_t stream_io(struct copy *k, int fd, void *buf, size_t len,
+			 bool out)
 {
-	struct pollfd p[2] = {
-	    {.fd = fd, .events = events},
+	struct pollfd p[3] = {
+	    {.fd = fd, .events = out ? POLLOUT : POLLIN},
 	    {.fd = k->c->cancel_fd, .events = POLLIN},
+	    {.fd = k->c->peer_fd, .events = POLLRDHUP},
 	};
+	struct iovec iov = {.iov_base = buf, .iov_len = len};
+	const char *what = out ? "write" : "read";
+	bool ready = false;
+	ssize_t n;
 
-	if (k->c->cancel_fd < 0)
-		return 0;
 	for (;;) {
-		if (poll(p, 2, -1) < 0) {
+		if (k->wait == WAIT_NONE || (k->wait == WAIT_POLL && ready))
+			n = out ? write(fd, buf,
+					k->wait == WAIT_POLL
+					    ? MIN(len, (size_t) PIPE_BUF)
+					    : len)
+				: read(fd, buf, len);
+		else if (k->wait == WAIT_NOWAIT)
+			n = out ? pwritev2(fd, &iov, 1, -1, RWF_NOWAIT)
+				: preadv2(fd, &iov, 1, -1, RWF_NOWAIT);
+		else
+			n = -1, errno = EAGAIN;
+		if (n >= 0)
+			return n;
+		if (errno == EOPNOTSUPP && k->wait == WAIT_NOWAIT) {
+			k->wait = WAIT_POLL; /* not for this file */
+			continue;
+		}
+		if (errno == EINTR)
+			continue;
+		if (errno != EAGAIN)
+			return copy_err(k, -EIO, "%s: %s: %s", k->c->file, what,
+					strerror(errno));
+		if (poll(p, k->c->peer_fd >= 0 ? 3 : 2, -1) < 0) {
 			if (errno == EINTR)
 				continue;
 			return copy_err(k, -EIO, "%s: poll: %s", k->c->file,
@@ -100,9 +142,24 @@ static int wait_io(struct copy *k, int fd, short events)
 			return copy_err(k, -ECANCELED,
 					"%s: the daemon is stopping",
 					k->c->file);
-		if (p[0].revents)
-			return 0;
+		if (p[2].revents)
+			return copy_err(k, -ECANCELED,
+					"%s: the client went away", k->c->file);
+		ready = p[0].revents != 0;
 	}
+}
+
+/* How stream_io waits on a stream of this type. */
+static void stream_kind(struct copy *k, mode_t mode)
+{
+	if (k->c->cancel_fd < 0 && k->c->peer_fd < 0)
+		k->wait = WAIT_NONE;
+	else if (S_ISFIFO(mode) || S_ISSOCK(mode))
+		k->wait = WAIT_NOWAIT;
+	else if (S_ISCHR(mode))
+		k->wait = WAIT_POLL;
+	else
+		k->wait = WAIT_NONE;
 }
 
 /*
@@ -160,18 +217,20 @@ static int read_full(struct copy *k, int fd, bool seekable, uint8_t *buf,
 
 	while (done < len) {
 		ssize_t n;
-		int r = seekable ? 0 : wait_io(k, fd, POLLIN);
 
-		if (r)
-			return r;
-		n = seekable ? pread(fd, buf + done, len - done,
-				     (off_t) (off + done))
-			     : read(fd, buf + done, len - done);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return copy_err(k, -EIO, "%s: read: %s", k->c->file,
-					strerror(errno));
+		if (!seekable) {
+			n = stream_io(k, fd, buf + done, len - done, false);
+			if (n < 0)
+				return (int) n;
+		} else {
+			n = pread(fd, buf + done, len - done,
+				  (off_t) (off + done));
+			if (n < 0 && errno == EINTR)
+				continue;
+			if (n < 0)
+				return copy_err(k, -EIO, "%s: read: %s",
+						k->c->file, strerror(errno));
+		}
 		if (n == 0)
 			break;
 		done += (size_t) n;
@@ -253,6 +312,7 @@ static int import_run(struct copy *k, int fd, const struct stat *st)
 					strerror(errno));
 		fsize = (uint64_t) end;
 	}
+	stream_kind(k, st->st_mode);
 	if (fsize != UINT64_MAX && fsize > vsize)
 		return copy_err(k, -EINVAL,
 				"%s is %" PRIu64 " bytes, larger "
@@ -365,21 +425,19 @@ static int write_full(struct copy *k, int fd, bool seekable, const uint8_t *buf,
 	size_t done = 0;
 
 	while (done < len) {
-		/* after a wait, at most PIPE_BUF bytes: a pipe with room for
-		 * one takes them without blocking */
-		size_t n_max = seekable || k->c->cancel_fd < 0
-				   ? len - done
-				   : MIN(len - done, (size_t) PIPE_BUF);
 		ssize_t n;
-		int r = seekable ? 0 : wait_io(k, fd, POLLOUT);
 
-		if (r)
-			return r;
-		n = seekable ? pwrite(fd, buf + done, n_max,
-				      (off_t) (off + done))
-			     : write(fd, buf + done, n_max);
-		if (n < 0 && errno == EINTR)
-			continue;
+		if (!seekable) {
+			n = stream_io(k, fd, (void *) (buf + done), len - done,
+				      true);
+			if (n < 0)
+				return (int) n;
+		} else {
+			n = pwrite(fd, buf + done, len - done,
+				   (off_t) (off + done));
+			if (n < 0 && errno == EINTR)
+				continue;
+		}
 		if (n <= 0)
 			return copy_err(k, -EIO, "%s: write: %s", k->c->file,
 					n < 0 ? strerror(errno)
@@ -456,6 +514,17 @@ int ctl_export(struct tv_pool *pool, uint64_t id, int fd, bool stream,
 	r = check_not_pool(&k, fd, false);
 	if (r)
 		goto out;
+	if (S_ISREG(st.st_mode) || S_ISBLK(st.st_mode)) {
+		/* not another pool's storage, nor an image a VM has open */
+		char who[256];
+
+		if (io_fd_locked(fd, who, sizeof(who)) > 0) {
+			r = copy_err(&k, -EBUSY, "refusing to write into %s: "
+						 "it is in use by %s",
+				     c->file, who);
+			goto out;
+		}
+	}
 	if (S_ISBLK(st.st_mode)) {
 		/* nobody else's: not mounted, not under RAID or dm, not a
 		 * pool.  Only a refusal counts; where it cannot be opened
@@ -481,6 +550,7 @@ int ctl_export(struct tv_pool *pool, uint64_t id, int fd, bool stream,
 			     strerror(errno));
 		goto out;
 	}
+	stream_kind(&k, st.st_mode);
 	r = export_run(&k, fd, sparse, seekable);
 out:
 	if (xfd >= 0)

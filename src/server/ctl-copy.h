@@ -21,14 +21,16 @@
  * Neither reads or writes the pool's own storage: a file that is the pool,
  * or shares storage with it (a loop device over the pool file, the disk
  * of a partition the pool is on, ...: io_fd_overlap), is refused with
- * -EINVAL before anything is read or written.  A block device written
- * by an export is opened again O_EXCL: one that is mounted, part of a
- * RAID or device-mapper device, or another pool's storage is refused
- * with -EBUSY.
+ * -EINVAL before anything is read or written.  An export does not
+ * write into a file or device that another process holds a lock on
+ * (another pool's storage, an image qemu has open), and it opens a
+ * block device again O_EXCL: one that is mounted, part of a RAID or
+ * device-mapper device, or another pool's storage is refused with -EBUSY.
  *
  * A pipe or socket that never sends (import) or never reads (export)
  * keeps a copy waiting; with cancel_fd set (the daemon) the wait ends
- * when cancel_fd turns readable.
+ * when cancel_fd turns readable or the client's connection (peer_fd)
+ * hangs up.
  *
  * Neither is a transaction: an import that fails midway leaves what it
  * had written (flushed, like the rest).  Cost: O(volume size); may block
@@ -49,6 +51,8 @@ struct ctl_copy {
 	int cancel_fd;	  /* -1, or readable once the copy must give up
 			   * waiting for a pipe or socket (the daemon
 			   * stops): it then fails with -ECANCELED */
+	int peer_fd;	  /* -1, or the connection of the client that
+			   * asked: its hangup cancels too */
 	uint64_t copied;  /* out: bytes written */
 	uint64_t zero;	  /* out: bytes skipped as zero */
 	char msg[1024];	  /* out: on error, the whole one-line message

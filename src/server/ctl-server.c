@@ -133,9 +133,12 @@ static bool answer(struct ctl_client *c, size_t len, size_t consumed)
 	int fd, r;
 	bool ok;
 
+	struct ctl_wait wait = {.stop_fd = c->srv->stop_pipe[0],
+				.peer_fd = c->fd};
+
 	close_fds_before(c, consumed, &fd);
-	r = ctl_handle(c->srv->pool, c->srv->hooks, c->srv->stop_pipe[0],
-		       c->buf, len, fd, &reply, &rlen);
+	r = ctl_handle(c->srv->pool, c->srv->hooks, &wait, c->buf, len, fd,
+		       &reply, &rlen);
 	if (fd >= 0)
 		close(fd);
 	if (r < 0)

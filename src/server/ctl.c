@@ -189,7 +189,7 @@ struct req {
 	const char *op;
 	const struct json_value *args; /* an object */
 	int fd;
-	int stop_fd; /* readable once the server stops, or -1 */
+	const struct ctl_wait *wait; /* or NULL */
 	FILE *out; /* the result value */
 	int err;
 	char msg[1280];
@@ -813,7 +813,10 @@ out:
 
 static int op_copy(struct req *q, bool import)
 {
-	struct ctl_copy c = {.cancel_fd = q->stop_fd};
+	struct ctl_copy c = {
+	    .cancel_fd = q->wait ? q->wait->stop_fd : -1,
+	    .peer_fd = q->wait ? q->wait->peer_fd : -1,
+	};
 	bool stream = false;
 	uint64_t id = 0;
 	int r;
@@ -1013,11 +1016,11 @@ static int run(struct req *q, const struct json_value *doc, bool *has_id,
 }
 
 int ctl_handle(struct tv_pool *pool, const struct ctl_hooks *hooks,
-	       int stop_fd, const char *line, size_t len, int fd,
-	       char **reply, size_t *reply_len)
+	       const struct ctl_wait *wait, const char *line, size_t len,
+	       int fd, char **reply, size_t *reply_len)
 {
 	struct req q = {
-	    .pool = pool, .hooks = hooks, .fd = fd, .stop_fd = stop_fd};
+	    .pool = pool, .hooks = hooks, .fd = fd, .wait = wait};
 	struct json_value *doc = NULL;
 	struct json_error jerr;
 	char *res = NULL, *buf = NULL;

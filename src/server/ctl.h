@@ -41,17 +41,26 @@ struct ctl_hooks {
 };
 
 /*
+ * When an import or export waiting on a client's pipe or socket gives up
+ * (ctl-copy.h): the server stops (stop_fd turns readable), or the client
+ * hangs up (peer_fd, its connection).  Either may be -1.
+ */
+struct ctl_wait {
+	int stop_fd;
+	int peer_fd;
+};
+
+/*
  * Handle one request line (without its newline) and produce the reply
  * line (with its newline, malloc'd, owned by the caller).  fd is a file
  * descriptor passed with the request (SCM_RIGHTS), or -1; it stays owned
- * by the caller.  stop_fd turns readable when the server stops (or is
- * -1): an import or export waiting on a pipe or socket gives up then.
- * Never fails for bad input: that is an error reply.  Returns 0, or
- * -ENOMEM when no reply could be built.
+ * by the caller.  wait (or NULL: wait as long as it takes) says when a
+ * copy stops waiting.  Never fails for bad input: that is an error reply.
+ * Returns 0, or -ENOMEM when no reply could be built.
  */
 int ctl_handle(struct tv_pool *pool, const struct ctl_hooks *hooks,
-	       int stop_fd, const char *line, size_t len, int fd,
-	       char **reply, size_t *reply_len);
+	       const struct ctl_wait *wait, const char *line, size_t len,
+	       int fd, char **reply, size_t *reply_len);
 
 /*
  * Where the daemon of the pool at pool_path listens (docs/cli.md, "The

@@ -212,7 +212,8 @@ clean "$r"
 # ---- never onto the pool itself (issue 14, item 2): export into the
 # pool file, or import from it, by any name (a symlink, a hard link,
 # /proc/self/fd, stdout or stdin redirected to it) is refused with exit
-# status 2 before a byte is read or written; the pool does not change ----
+# status 2 before a byte is read or written; the pool does not change.
+# An export into a file someone holds locked is exit 8 ----
 s=$dir/self.pool
 expect 0 "$tv" pool create "$s" --size 64M
 expect 0 "$tv" create "$s" v --size 8M
@@ -230,6 +231,12 @@ exec 9<&-
 # (through bash -c: expect sends the command's own stdout to a file)
 expect_in 2 "it is the pool itself" bash -c '"$0" export "$1" v - 1<>"$1"' "$tv" "$s"
 expect_in 2 "it is the pool itself" bash -c '"$0" import "$1" v - <"$1"' "$tv" "$s"
+# nor into a file another process holds a lock on (another pool, an
+# image qemu has open): flock(1) holds one here
+echo keep >"$dir/held"
+expect_in 8 "refusing to write into $dir/held: it is in use by process" \
+	flock "$dir/held" "$tv" export "$s" v "$dir/held"
+[ "$(cat "$dir/held")" = keep ] || fail "export wrote into a locked file"
 [ "$(sha256sum <"$s")" = "$sum" ] || fail "a refused export or import changed the pool"
 expect 0 "$tv" export "$s" v "$dir/self.out"
 same_padded "$dir/self.img" "$dir/self.out" $((8 << 20))

@@ -4,7 +4,8 @@
 # stand in for real block devices.
 #   1. export and import through the daemon refuse the pool's own file,
 #      by any name, and the file of a loop device over it, and the reverse
-#      (the pool on the loop device, the file as target); nothing changes;
+#      (the pool on the loop device, the file as target); an export into
+#      another pool, served by another daemon, too; nothing changes;
 #   2. a pool file and a loop device over it: while a daemon serves one,
 #      a second daemon, offline commands and pool create --force on the
 #      other are refused (exit 8, the holder named), in both orders; a
@@ -86,6 +87,14 @@ loop_attach "$pool"
 lp=$loop
 refused 2 "the pool is $pool, the backing file of $lp" "$tv" export "$pool" v "$lp"
 refused 2 "the pool is $pool, the backing file of $lp" "$tv" import "$pool" v "$lp"
+# nor into another pool that another daemon serves
+"$tv" pool create "$dir/q.pool" --size 64M >/dev/null 2>&1 || fail "pool create q"
+qsum=$(sha256sum <"$dir/q.pool")
+serve_dev "$dir/q.pool" q
+refused 8 "refusing to write into $dir/q.pool: it is in use by process $sp (thinvol)" \
+	"$tv" export "$pool" v "$dir/q.pool"
+stop_dev "$sp"
+[ "$(sha256sum <"$dir/q.pool")" = "$qsum" ] || fail "an export wrote into another served pool"
 alive "$serve_pid" || fail "the daemon died"
 "$tv" export "$pool" v "$dir/back" || fail "export to a file"
 cmp -s <(head -c 4M "$dir/back") "$dir/img" || fail "the volume changed"

@@ -15,7 +15,8 @@
 #   4. --listen takes ports 1 to 65535 only (99999, 0, 65536, -1, a name:
 #      exit 2, nothing started) and logs the address it bound;
 #   5. an import from a pipe that never sends, and an export into one that
-#      is never read, do not keep SIGTERM from stopping the daemon.
+#      is never read, do not keep SIGTERM from stopping the daemon; such a
+#      copy ends when its client is killed.
 . "$(dirname "$0")/lib.sh"
 need setpriv
 
@@ -199,6 +200,16 @@ on_exit "kill -KILL $exp"
 # both requests are in the daemon once it holds both FIFOs
 wait_for 10 eval '[ "$(ls -l /proc/$serve_pid/fd 2>/dev/null | grep -c "\.fifo$")" -eq 2 ]' ||
 	fail "the daemon did not get both FIFOs: $(ls -l "/proc/$serve_pid/fd")"
+# a client that goes away (killed) takes its copy with it
+"$tv" import "$pool" v - <"$dir/in.fifo" >/dev/null 2>&1 &
+gone=$!
+on_exit "kill -KILL $gone"
+wait_for 10 eval '[ "$(ls -l /proc/$serve_pid/fd 2>/dev/null | grep -c "\.fifo$")" -eq 3 ]' ||
+	fail "the daemon did not get the third FIFO"
+kill -KILL "$gone"
+wait "$gone" 2>/dev/null || true
+wait_for 10 eval '[ "$(ls -l /proc/$serve_pid/fd 2>/dev/null | grep -c "\.fifo$")" -eq 2 ]' ||
+	fail "the import of a client that was killed goes on: $(ls -l "/proc/$serve_pid/fd")"
 SECONDS=0
 kill -TERM "$serve_pid"
 _wait_serve 15
@@ -212,5 +223,5 @@ wait "$exp" || rc=$?
 [ "$rc" -ne 0 ] && grep -q "the daemon is stopping" "$dir/exp.out" || fail "export: exit $rc: $(cat "$dir/exp.out")"
 exec 8>&- 7>&-
 check_clean
-note "SIGTERM with an import and an export waiting on pipes: stopped in ${SECONDS}s"
+note "a killed client's import ends; SIGTERM with an import and an export waiting on pipes: stopped in ${SECONDS}s"
 finish

@@ -318,7 +318,7 @@ static void fuzz(struct tv_pool *pool, uint64_t seed)
 			}
 		}
 		/* no hooks: as offline, nothing is claimed */
-		CHECK_OK(ctl_handle(pool, NULL, -1, buf, len, -1, &reply,
+		CHECK_OK(ctl_handle(pool, NULL, NULL, buf, len, -1, &reply,
 				    &rlen));
 		CHECK(rlen > 0 && reply[rlen - 1] == '\n');
 		CHECK(!memchr(reply, '\n', rlen - 1));
