@@ -63,6 +63,7 @@ struct daemon {
 	char tcp_addr[80]; /* what --listen bound: "ADDR:PORT" */
 	int pid_fd;	   /* the pidfile, locked; or -1 */
 	struct stat pid_st;
+	bool ready;	   /* it served: start() succeeded */
 	int ready_fd; /* the detached child's pipe to its parent, or -1 */
 };
 
@@ -299,14 +300,19 @@ static int pidfile_lock(struct daemon *d)
 	pid_t pid;
 	int fd, r;
 
-	fd = open(path, O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY,
+	/* O_NONBLOCK: a FIFO put there must not make us wait for a reader */
+	fd = open(path,
+		  O_WRONLY | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC |
+		      O_NOCTTY,
 		  0644);
 	if (fd < 0) {
 		r = -errno;
 		return fail(d, r, "--pidfile %s: %s", path,
-			    r == -ELOOP ? "a symbolic link: refusing to "
-					  "follow it"
-					: strerror(-r));
+			    r == -ELOOP	   ? "a symbolic link: refusing to "
+					     "follow it"
+			    : r == -ENXIO ? "not a regular file: refusing to "
+					    "write it"
+					  : strerror(-r));
 	}
 	if (fstat(fd, st) < 0) {
 		r = -errno;
@@ -351,15 +357,20 @@ static int pidfile_write(struct daemon *d)
 	return 0;
 }
 
-/* Remove the pidfile if the path still names ours, then unlock it. */
-static void pidfile_drop(struct daemon *d)
+/*
+ * Unlock the pidfile, and remove it if the path still names ours: at a
+ * clean exit, and after a failed start (it never held a running daemon's
+ * pid).  A daemon that served and then failed (its final commit) keeps
+ * it, with its pid (docs/nbd.md, "Shutdown").
+ */
+static void pidfile_drop(struct daemon *d, bool remove)
 {
 	struct stat st;
 
 	if (d->pid_fd < 0)
 		return;
-	if (lstat(d->o->pidfile, &st) == 0 && st.st_dev == d->pid_st.st_dev &&
-	    st.st_ino == d->pid_st.st_ino)
+	if (remove && lstat(d->o->pidfile, &st) == 0 &&
+	    st.st_dev == d->pid_st.st_dev && st.st_ino == d->pid_st.st_ino)
 		unlink(d->o->pidfile);
 	close(d->pid_fd);
 	d->pid_fd = -1;
@@ -595,6 +606,7 @@ static int start(struct daemon *d, struct ctl_hooks *hooks)
 		close(d->ready_fd); /* EOF without a message: ready */
 		d->ready_fd = -1;
 	}
+	d->ready = true;
 	return 0;
 }
 
@@ -684,7 +696,7 @@ static int stop(struct daemon *d, int status)
 		}
 	}
 	usock_close(&d->nbd);
-	pidfile_drop(d);
+	pidfile_drop(d, !status || !d->ready);
 	nbds_free(d->nbds);
 	if (d->tls)
 		tls_ctx_free(d->tls);

@@ -10,8 +10,9 @@
 #   2. serve --socket PATH removes nothing but a stale socket: a regular
 #      file, or a symlink (even to a stale socket), stays as it was and
 #      the daemon refuses to start;
-#   3. --pidfile: a symlink is not followed; a pidfile that a running
-#      daemon holds is neither truncated nor rewritten by a second one;
+#   3. --pidfile: a symlink is not followed, a FIFO not waited on; a
+#      pidfile that a running daemon holds is neither truncated nor
+#      rewritten by a second one;
 #   4. --listen takes ports 1 to 65535 only (99999, 0, 65536, -1, a name:
 #      exit 2, nothing started) and logs the address it bound;
 #   5. an import from a pipe that never sends, and an export into one that
@@ -163,6 +164,9 @@ ln -s "$dir/target" "$dir/pid-link"
 run 1 "$tv" serve "$pool" --foreground --pidfile "$dir/pid-link"
 in_err "a symbolic link: refusing to follow it"
 [ "$(cat "$dir/target")" = "not a pidfile" ] || fail "serve wrote through a symlinked pidfile"
+mkfifo "$dir/pid-fifo" # no reader: opening it must not wait
+run 1 "$tv" serve "$pool" --foreground --pidfile "$dir/pid-fifo"
+in_err "not a regular file"
 start_serve
 first=$(cat "$dir/serve.pid")
 "$tv" pool create "$dir/other.pool" --size 64M >/dev/null 2>&1 || fail "pool create other"
@@ -171,7 +175,7 @@ in_err "locked by a running daemon (process $first)"
 [ "$(cat "$dir/serve.pid")" = "$first" ] || fail "a second daemon rewrote the pidfile: $(cat "$dir/serve.pid")"
 [ ! -e "$dir/other.pool.ctl.sock" ] || fail "the refused daemon left a socket"
 stop_serve
-note "pidfiles: a symlink is not followed, a locked one is left alone"
+note "pidfiles: a symlink is not followed, a FIFO refused, a locked one is left alone"
 
 # ---- 4. --listen ports ----
 for p in 99999 0 65536 -1 nbd 00 ""; do
