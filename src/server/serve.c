@@ -333,8 +333,9 @@ static int pidfile_lock(struct daemon *d)
 	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
 		r = errno == EWOULDBLOCK ? -EBUSY : -errno;
 		pid = r == -EBUSY ? io_lock_holder(st->st_dev, st->st_ino) : 0;
-		snprintf(who, sizeof(who), pid > 0 ? " (process %ld)" : "",
-			 (long)pid);
+		who[0] = 0;
+		if (pid > 0)
+			snprintf(who, sizeof(who), " (process %ld)", (long)pid);
 		close(fd);
 		return fail(d, r, "--pidfile %s: %s%s", path,
 			    r == -EBUSY ? "locked by a running daemon"

@@ -22,7 +22,10 @@
 #   5. a file pool served: a symlink, a hard link and a relative path all
 #      reach its daemon; a copy of the pool put in its place (same uuid,
 #      another inode) does not: the command runs on the copy offline;
-#   6. a block device's sockets are /run/thinvol/block-MAJ:MIN.*.sock, and
+#   6. a mounted block device: pool create --force, serve and an export
+#      into it are refused (exit 8, the mount named); the file system
+#      stays clean;
+#   7. a block device's sockets are /run/thinvol/block-MAJ:MIN.*.sock, and
 #      the daemon refuses a /run/thinvol that others may write into (in a
 #      mount namespace of its own, so the machine's is not touched).
 . "$(dirname "$0")/lib.sh"
@@ -224,7 +227,28 @@ stop_serve
 	fail "the copy: $(names "$pool")"
 note "a relative path, a symlink and a hard link reach the daemon; a copy in the pool's place does not"
 
-# ---- 6. /run/thinvol that others may write into ----
+# ---- 6. a mounted block device is nobody's pool ----
+if command -v mkfs.ext4 >/dev/null; then
+	truncate -s 64M "$dir/fs.img"
+	mkfs.ext4 -q -F "$dir/fs.img" || fail "mkfs.ext4"
+	loop_attach "$dir/fs.img"
+	lf=$loop
+	mkdir "$dir/mnt"
+	mount "$lf" "$dir/mnt" || fail "mount $lf"
+	on_exit "umount $dir/mnt"
+	echo "kept" >"$dir/mnt/file"
+	refused 8 "it is in use by a filesystem mounted at $dir/mnt" "$tv" pool create "$lf" --force
+	refused 8 "the pool is in use by a filesystem mounted at $dir/mnt" "$tv" serve "$lf" --foreground
+	refused 8 "refusing to write into $lf: it is in use by a filesystem mounted at $dir/mnt" \
+		"$tv" export "$pool" v "$lf"
+	umount "$dir/mnt"
+	e2fsck -fn "$lf" >/dev/null 2>&1 || fail "the mounted file system was damaged"
+	note "a mounted device: pool create --force, serve and export refused"
+else
+	note "no mkfs.ext4: section 6 not run"
+fi
+
+# ---- 7. /run/thinvol that others may write into ----
 if unshare -m true 2>/dev/null; then
 	rc=0
 	timeout 20 unshare -m bash -c 'mount -t tmpfs tvrun /run && mkdir -m 1777 /run/thinvol &&
@@ -234,6 +258,6 @@ if unshare -m true 2>/dev/null; then
 		fail "serve with a world-writable /run/thinvol: $(cat "$dir/run.out")"
 	note "a /run/thinvol others may write into is refused"
 else
-	note "no mount namespaces here: section 6 not run"
+	note "no mount namespaces here: section 7 not run"
 fi
 finish

@@ -90,6 +90,7 @@ EOF
 	fake() {
 		local pre=()
 		[ "$3" = drop ] || pre=(setpriv --reuid=65534 --regid=65534 --clear-groups)
+		: >"$dir/fake.out"
 		"${pre[@]}" "$PY" "$dir/fake.py" "$1" "$2" "$3" >"$dir/fake.out" 2>&1 &
 		fake_pid=$!
 		on_exit "kill -KILL $fake_pid"
