@@ -12,7 +12,6 @@
  *
  * One request is outstanding at a time: send a line, read a line.
  */
-#include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <pwd.h>
@@ -408,24 +407,22 @@ static bool trusted(uid_t uid, const struct stat *pool)
 	return uid == 0 || uid == pool->st_uid || uid == geteuid();
 }
 
-static int untrusted(const char *what, const char *sock, uid_t uid,
-		     const struct stat *pool)
+/* "WHAT SOCK IS uid, not by root or by the pool's owner ...": -EPERM */
+static int untrusted(const char *what, const char *sock, const char *is,
+		     uid_t uid, const struct stat *pool)
 {
 	char who[128], owner[128];
 
 	user_name(uid, who, sizeof(who));
 	user_name(pool->st_uid, owner, sizeof(owner));
 	return set_msg(-EPERM,
-		       "%s %s %s %s, not by root or by the pool's owner %s: "
+		       "%s %s %s %s, not root or the pool's owner %s: "
 		       "refusing to use it (remove it if no thinvol daemon of "
 		       "this pool listens there)",
-		       what, sock,
-		       !strcmp(what, "the process listening on") ? "runs as"
-								  : "is owned by",
-		       who, owner);
+		       what, sock, is, who, owner);
 }
 
-/* Rule 3: the "pool" of a hello names the pool at path (pst). */
+/* Rule 3: the "pool" of a hello names the pool at path. */
 static int same_pool(const struct json_value *res, const char *path,
 		     const char *sock)
 {
@@ -527,7 +524,8 @@ static int try_socket(struct cli_pool *p, const char *path,
 			       who);
 	}
 	if (!trusted(sst.st_uid, pst))
-		return untrusted("control socket", sock, sst.st_uid, pst);
+		return untrusted("control socket", sock, "is owned by",
+				 sst.st_uid, pst);
 	if (strlen(sock) >= sizeof(sa.sun_path))
 		return 0;
 	strcpy(sa.sun_path, sock);
@@ -548,8 +546,8 @@ static int try_socket(struct cli_pool *p, const char *path,
 	}
 	if (!trusted(cred.uid, pst)) {
 		close(fd);
-		return untrusted("the process listening on", sock, cred.uid,
-				 pst);
+		return untrusted("the process listening on", sock, "runs as",
+				 cred.uid, pst);
 	}
 	if (want_pid && cred.pid != want_pid) {
 		close(fd);
@@ -567,65 +565,6 @@ static int try_socket(struct cli_pool *p, const char *path,
 	p->rbuf = NULL;
 	p->rlen = p->rcap = 0;
 	return r == -ESTALE ? 0 : r;
-}
-
-/* Rule 4: the listening control socket of the process holding the pool's
- * lock, from /proc/PID/fd and /proc/net/unix. */
-static int holder_socket(pid_t pid, char *out, size_t len)
-{
-	unsigned long inodes[256];
-	size_t n = 0;
-	char path[64], line[512];
-	struct dirent *e;
-	bool found = false;
-	FILE *f;
-	DIR *d;
-
-	snprintf(path, sizeof(path), "/proc/%ld/fd", (long) pid);
-	d = opendir(path);
-	if (!d)
-		return -errno;
-	while (n < sizeof(inodes) / sizeof(inodes[0]) && (e = readdir(d))) {
-		char link[96], target[64];
-		ssize_t k;
-
-		snprintf(link, sizeof(link), "%s/%.20s", path, e->d_name);
-		k = readlink(link, target, sizeof(target) - 1);
-		if (k <= 0)
-			continue;
-		target[k] = 0;
-		if (sscanf(target, "socket:[%lu]", &inodes[n]) == 1)
-			n++;
-	}
-	closedir(d);
-	f = fopen("/proc/net/unix", "re");
-	if (!f)
-		return -errno;
-	/* Num RefCount Protocol Flags Type St Inode Path */
-	while (!found && fgets(line, sizeof(line), f)) {
-		unsigned int flags, type, st;
-		unsigned long ino;
-		int pos = 0;
-		size_t pl;
-		char *sp;
-
-		if (sscanf(line, "%*s %*s %*s %x %x %x %lu %n", &flags, &type,
-			   &st, &ino, &pos) != 4 ||
-		    !pos || !(flags & 0x10000) /* __SO_ACCEPTCON */)
-			continue;
-		sp = line + pos;
-		sp[strcspn(sp, "\n")] = 0;
-		pl = strlen(sp);
-		if (sp[0] != '/' || pl < 9 || strcmp(sp + pl - 9, ".ctl.sock"))
-			continue;
-		for (size_t i = 0; i < n && !found; i++)
-			if (inodes[i] == ino && pl < len) {
-				memcpy(out, sp, pl + 1);
-				found = true;
-			}
-	}
-	fclose(f);
-	return found ? 0 : -ENOENT;
 }
 
 int cli_open(const char *path, enum cli_open_mode mode, struct cli_pool **pool,
@@ -668,7 +607,7 @@ int cli_open(const char *path, enum cli_open_mode mode, struct cli_pool **pool,
 		int t = 0;
 
 		snprintf(busy, sizeof(busy), "%s", tv_last_error());
-		if (pid > 0 && holder_socket(pid, sock, sizeof(sock)) == 0)
+		if (pid > 0 && ctl_socket_of(pid, sock, sizeof(sock)) == 0)
 			t = try_socket(p, path, &pst, sock, pid);
 		if (t == 1)
 			goto remote_info;

@@ -411,6 +411,9 @@ static int add_blk(struct walk *w, int up, enum rel rel, dev_t rdev,
 	want.diskseq = disk_seq(rdev);
 	old = find(w->s, &want);
 	if (old) {
+		/* reached twice (a dm device on a partition and on its disk):
+		 * one layer, whole if either way is; a claim keeps the way it
+		 * was first opened */
 		old->partial = old->partial && partial;
 		return 0;
 	}

@@ -20,6 +20,7 @@
  */
 #include "server/ctl.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdarg.h>
@@ -28,6 +29,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
+#include <unistd.h>
 
 #include "server/ctl-copy.h"
 #include "server/ctl-internal.h"
@@ -74,6 +76,63 @@ int ctl_socket_path(const char *pool_path, const char *suffix, char *out,
 	if (n < 0 || (size_t) n >= max)
 		return -ENAMETOOLONG;
 	return 0;
+}
+
+int ctl_socket_of(pid_t pid, char *out, size_t len)
+{
+	unsigned long inodes[256];
+	size_t n = 0;
+	char path[64], line[512];
+	struct dirent *e;
+	bool found = false;
+	FILE *f;
+	DIR *d;
+
+	snprintf(path, sizeof(path), "/proc/%ld/fd", (long) pid);
+	d = opendir(path);
+	if (!d)
+		return -errno;
+	while (n < sizeof(inodes) / sizeof(inodes[0]) && (e = readdir(d))) {
+		char link[96], target[64];
+		ssize_t k;
+
+		snprintf(link, sizeof(link), "%s/%.20s", path, e->d_name);
+		k = readlink(link, target, sizeof(target) - 1);
+		if (k <= 0)
+			continue;
+		target[k] = 0;
+		if (sscanf(target, "socket:[%lu]", &inodes[n]) == 1)
+			n++;
+	}
+	closedir(d);
+	f = fopen("/proc/net/unix", "re");
+	if (!f)
+		return -errno;
+	/* Num RefCount Protocol Flags Type St Inode Path */
+	while (!found && fgets(line, sizeof(line), f)) {
+		unsigned int flags, type, st;
+		unsigned long ino;
+		int pos = 0;
+		size_t pl;
+		char *sp;
+
+		if (sscanf(line, "%*s %*s %*s %x %x %x %lu %n", &flags, &type,
+			   &st, &ino, &pos) != 4 ||
+		    !pos || !(flags & 0x10000) /* __SO_ACCEPTCON */)
+			continue;
+		sp = line + pos;
+		sp[strcspn(sp, "\n")] = 0;
+		pl = strlen(sp);
+		if (sp[0] != '/' || pl < 9 || strcmp(sp + pl - 9, ".ctl.sock"))
+			continue;
+		for (size_t i = 0; i < n && !found; i++)
+			if (inodes[i] == ino && pl < len) {
+				memcpy(out, sp, pl + 1);
+				found = true;
+			}
+	}
+	fclose(f);
+	return found ? 0 : -ENOENT;
 }
 
 /* ---- errno names ---- */

@@ -16,6 +16,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "thinvol.h"
 
@@ -76,6 +77,16 @@ int ctl_handle(struct tv_pool *pool, const struct ctl_hooks *hooks,
 #define CTL_RUN_DIR "/run/thinvol"
 int ctl_socket_path(const char *pool_path, const char *suffix, char *out,
 		    size_t outlen);
+
+/*
+ * The control socket that process pid listens on: a listening Unix socket
+ * among its descriptors (/proc/PID/fd) whose path (/proc/net/unix) ends in
+ * ".ctl.sock".  For finding the daemon that holds a pool's lock when its
+ * socket is not where ctl_socket_path says (a hard link to the pool).
+ * Returns 0, -ENOENT (none), or -errno (/proc/PID/fd unreadable: not our
+ * process).  What the socket is worth is the caller's to check.
+ */
+int ctl_socket_of(pid_t pid, char *out, size_t outlen);
 
 /*
  * Test only: a daemon started with THINVOL_TEST_FAULTS=1 opens its pool

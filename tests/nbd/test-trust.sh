@@ -6,7 +6,9 @@
 #      file and create are refused before a byte is sent, exit 1, with
 #      the socket and its owner named; so is a socket root owns on which
 #      nobody listens (SO_PEERCRED), and a symlink or a file in the
-#      socket's place; the daemon does not remove such a file either;
+#      socket's place; the daemon does not remove such a file either.
+#      The daemon that the pool's owner (nobody) runs on its own pool is
+#      trusted;
 #   2. serve --socket PATH removes nothing but a stale socket: a regular
 #      file, or a symlink (even to a stale socket), stays as it was and
 #      the daemon refuses to start;
@@ -133,6 +135,26 @@ EOF
 	# with it gone, the pool is as it was: one volume, nothing stolen
 	[ "$("$tv" list "$sp" --json | "$PY" -c 'import json, sys; print([v["name"] for v in json.load(sys.stdin)])')" = "['v']" ] ||
 		fail "the pool changed"
+	# but the daemon of the pool's owner, on the owner's pool, is trusted
+	asnobody=(setpriv --reuid=65534 --regid=65534 --clear-groups)
+	if "${asnobody[@]}" "$tv" --version >/dev/null 2>&1; then
+		np=$sh/n.pool
+		"${asnobody[@]}" "$tv" pool create "$np" --size 64M >/dev/null 2>&1 ||
+			fail "pool create as nobody"
+		"${asnobody[@]}" "$tv" serve "$np" --foreground --pidfile "$sh/n.pid" \
+			>"$dir/n.log" 2>&1 </dev/null &
+		npid=$!
+		on_exit "kill -KILL $npid"
+		wait_for 20 test -s "$sh/n.pid" || fail "serve as nobody: $(cat "$dir/n.log")"
+		run 0 "$tv" create "$np" by-root --size 1M
+		"${asnobody[@]}" "$tv" list "$np" | grep -q by-root ||
+			fail "root's create did not reach nobody's daemon"
+		kill -TERM "$npid"
+		wait "$npid" || fail "nobody's daemon exited $?"
+		note "root reaches the daemon that the pool's owner (nobody) runs"
+	else
+		note "user nobody cannot run $tv: the owner's daemon not tried"
+	fi
 	chmod 0700 "$dir"
 	note "a fake daemon of another user, a root-owned socket it listens on, a symlink, a file: all refused"
 else
