@@ -123,6 +123,7 @@ busy "$tv" create "$pool" offline-file --size 1M
 busy "$tv" list "$pool"
 busy "$tv" pool create "$pool" --force
 refused 2 "it is $pool, the backing file of the pool $lp" "$tv" export "$lp" via-loop "$pool"
+refused 2 "it is the pool itself" "$tv" export "$lp" via-loop "$lp"
 # a loop over that loop device: every layer is taken
 loop_attach "$lp"
 lp2=$loop
@@ -204,6 +205,10 @@ done
 	fail "vg1 through its daemon: $(names "$dir/vg1/data")"
 stop_dev "$w"
 [ "$(names "$dir/vg2/data")" = "" ] || fail "vg2 after the delete: $(names "$dir/vg2/data")"
+# offline, a block device pool and the same device by another name
+"$tv" create "$dir/vg2/data" v2 --size 1M >/dev/null || fail "create v2"
+refused 2 "it is the pool itself" "$tv" export "$dir/vg2/data" v2 "$lb"
+refused 2 "it is the pool itself" "$tv" import "$lb" v2 "$dir/vg2/data"
 [ ! -e "/run/thinvol/block-$rd.ctl.sock" ] || fail "the daemon left its control socket"
 note "same basename: vg2/data prod-db deleted offline, vg1's daemon untouched; by-id and /dev paths reach it"
 
