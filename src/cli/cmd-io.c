@@ -53,7 +53,7 @@ static void copy_report(const char *what, const struct ctl_copy *c,
 
 static int cmd_import(const struct cli_cmd *cmd, int argc, char **argv)
 {
-	struct ctl_copy c = { 0 };
+	struct ctl_copy c = { .cancel_fd = -1, .peer_fd = -1 };
 	struct tv_pool_info in;
 	struct cli_pool *pool;
 	bool is_stdin, verbose = false;
@@ -105,7 +105,7 @@ out_file:
 
 static int cmd_export(const struct cli_cmd *cmd, int argc, char **argv)
 {
-	struct ctl_copy c = { 0 };
+	struct ctl_copy c = { .cancel_fd = -1, .peer_fd = -1 };
 	struct tv_pool_info in;
 	struct tv_vol_info v;
 	struct cli_pool *pool;

@@ -25,6 +25,7 @@ static int cmd_serve(const struct cli_cmd *cmd, int argc, char **argv)
 		{ "syslog", no_argument, NULL, 'y' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "commit-interval", required_argument, NULL, 'c' },
+		{ "allow-unauthenticated", no_argument, NULL, 'U' },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct serve_opts o = { .log_file = cli_err };
@@ -66,6 +67,9 @@ static int cmd_serve(const struct cli_cmd *cmd, int argc, char **argv)
 			break;
 		case 'v':
 			o.verbose = true;
+			break;
+		case 'U':
+			o.allow_unauthenticated = true;
 			break;
 		case 'c': {
 			char *end;
@@ -111,6 +115,15 @@ static int cmd_serve(const struct cli_cmd *cmd, int argc, char **argv)
 	} else if (o.tls_psk || o.tls_cert) {
 		o.tls = SERVE_TLS_REQUIRE; /* credentials given: use them */
 	}
+	if (o.allow_unauthenticated && !o.listen)
+		return cli_usage(cmd, "--allow-unauthenticated goes with "
+				      "--listen");
+	{
+		char err[512];
+
+		if (serve_check_opts(&o, err, sizeof(err)) < 0)
+			return cli_usage(cmd, "%s", err);
+	}
 	/* the daemon logged the reason: only the status is left to give */
 	r = serve_run(&o);
 	return r == -EADDRINUSE ? EXIT_BUSY : cli_exit(r);
@@ -120,8 +133,8 @@ const struct cli_cmd cli_serve_cmd = {
 	"serve",
 	"serve POOL [--socket PATH] [--listen ADDR:PORT] [--tls-psk FILE | "
 	"--tls-cert FILE --tls-key FILE [--tls-ca FILE]] "
-	"[--tls require|optional] [--foreground] [--pidfile FILE] "
-	"[--syslog] [--verbose]",
+	"[--tls require|optional] [--allow-unauthenticated] [--foreground] "
+	"[--pidfile FILE] [--syslog] [--verbose]",
 	"usage: thinvol serve POOL [OPTIONS]\n"
 	"\n"
 	"Run the daemon that owns the pool: every volume is served as an NBD\n"
@@ -131,12 +144,21 @@ const struct cli_cmd cli_serve_cmd = {
 	"in flight finish, the pool is committed, the sockets are removed).\n"
 	"\n"
 	"  -S, --socket PATH      the NBD Unix socket (default: POOL.nbd.sock\n"
-	"                         beside a pool file; /run/thinvol/NAME.nbd.sock\n"
-	"                         for a block device).  The control socket is\n"
-	"                         always POOL.ctl.sock (or under /run/thinvol).\n"
-	"                         Both are mode 0600.\n"
+	"                         beside a pool file's real path;\n"
+	"                         /run/thinvol/block-MAJ:MIN.nbd.sock for a\n"
+	"                         block device).  The control socket is always\n"
+	"                         POOL.ctl.sock (block-MAJ:MIN.ctl.sock under\n"
+	"                         /run/thinvol).  Both are mode 0600; only a\n"
+	"                         stale socket at the path is replaced\n"
 	"  -l, --listen ADDR:PORT also serve NBD over TCP ([IPV6]:PORT, or :PORT\n"
-	"                         for every address); warns without TLS\n"
+	"                         for every address; PORT 1 to 65535).  TCP\n"
+	"                         clients must authenticate: --tls-psk, or\n"
+	"                         --tls-cert with --tls-ca, with --tls require\n"
+	"      --allow-unauthenticated\n"
+	"                         serve TCP clients without that (plaintext,\n"
+	"                         --tls optional, or a certificate without\n"
+	"                         --tls-ca): anyone who reaches the port may\n"
+	"                         read and write every volume\n"
 	"      --tls-psk FILE     TLS with pre-shared keys (psktool's format:\n"
 	"                         IDENTITY:HEXKEY lines)\n"
 	"      --tls-cert FILE    TLS with this X.509 certificate (PEM) ...\n"
@@ -149,7 +171,10 @@ const struct cli_cmd cli_serve_cmd = {
 	"  -f, --foreground       stay in the foreground, logging to stderr\n"
 	"                         (otherwise detach once ready, logging to\n"
 	"                         syslog)\n"
-	"  -p, --pidfile FILE     write the daemon's pid there once it is ready\n"
+	"  -p, --pidfile FILE     a regular file of ours, locked while the\n"
+	"                         daemon runs (a second daemon given it fails);\n"
+	"                         our pid is written once ready.  A symbolic\n"
+	"                         link is not followed\n"
 	"      --syslog           log to syslog\n"
 	"  -v, --verbose          log every connection, option and refused\n"
 	"                         request\n"

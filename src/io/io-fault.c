@@ -277,6 +277,11 @@ static void fault_close(struct io_dev *dev)
 	free(f);
 }
 
+static int fault_fd(struct io_dev *dev)
+{
+	return io_dev_fd(to_fault(dev)->lower);
+}
+
 static const struct io_ops fault_ops = {
 	.read = fault_read,
 	.write = fault_write,
@@ -290,6 +295,7 @@ static const struct io_ops fault_ops = {
 	.write_zeroes = fault_write_zeroes,
 	.resize = fault_resize,
 	.close = fault_close,
+	.fd = fault_fd,
 };
 
 int io_fault_wrap(struct io_dev *lower, bool own_lower, struct io_dev **out)

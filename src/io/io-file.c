@@ -31,6 +31,7 @@
  * O_DIRECT.
  */
 #include "io/io.h"
+#include "io/io-internal.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -84,6 +85,7 @@ struct io_file {
 	atomic_bool zero_bytes_written;
 	atomic_bool no_dsync; /* RWF_DSYNC failed as unsupported */
 	bool prealloc;	      /* ext4 or XFS: file_prealloc pays */
+	struct io_claim *claim; /* io_file_claim: what it holds, or NULL */
 };
 
 static const struct io_ops file_ops;
@@ -519,6 +521,7 @@ static void file_close(struct io_dev *dev)
 	 * tell but the log */
 	if (close(f->fd) < 0)
 		log_warn("%s: close: %s", dev->name, strerror(errno));
+	io_claim_release(f->claim);
 	pthread_mutex_destroy(&f->hlock);
 	free(f);
 }
@@ -602,9 +605,15 @@ static int file_drop_cache(struct io_dev *dev)
 	return -r;
 }
 
+static int file_fd(struct io_dev *dev)
+{
+	return to_file(dev)->fd;
+}
+
 static const struct io_ops file_ops = {
 	.drop_cache = file_drop_cache,
 	.reserve = file_reserve,
+	.fd = file_fd,
 	.is_hole = file_is_hole,
 	.sync_ranges = file_sync_ranges,
 	.prealloc = file_prealloc,
@@ -889,4 +898,30 @@ int io_file_fd(struct io_dev *dev)
 	if (dev->ops != &file_ops)
 		return -EINVAL;
 	return to_file(dev)->fd;
+}
+
+int io_file_claim(struct io_dev *dev, char *why, size_t whylen)
+{
+	struct io_file *f;
+	int fd, r;
+
+	if (dev->ops != &file_ops) {
+		snprintf(why, whylen, "not a file device");
+		return -EINVAL;
+	}
+	f = to_file(dev);
+	if (f->claim) {
+		snprintf(why, whylen, "claimed already");
+		return -EINVAL;
+	}
+	r = io_claim(f->fd, dev->name, &f->claim, &fd, why, whylen);
+	if (r < 0)
+		return r;
+	/* a block device's exclusive descriptor replaces the plain one
+	 * (io-ident.c, rule 4): same device, same access mode */
+	if (fd != f->fd) {
+		close(f->fd);
+		f->fd = fd;
+	}
+	return 0;
 }

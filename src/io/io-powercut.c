@@ -528,6 +528,11 @@ static void pc_close(struct io_dev *dev)
 	free(pc);
 }
 
+static int pc_fd(struct io_dev *dev)
+{
+	return io_dev_fd(to_pc(dev)->lower);
+}
+
 static const struct io_ops pc_ops = {
 	.read = pc_read,
 	.write = pc_write,
@@ -539,6 +544,7 @@ static const struct io_ops pc_ops = {
 	.write_zeroes = pc_zero,
 	.resize = pc_resize,
 	.close = pc_close,
+	.fd = pc_fd,
 };
 
 int io_pc_wrap(struct io_dev *lower, bool own_lower, struct io_dev **out)

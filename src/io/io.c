@@ -215,3 +215,8 @@ void io_close(struct io_dev *dev)
 	if (dev)
 		dev->ops->close(dev);
 }
+
+int io_dev_fd(struct io_dev *dev)
+{
+	return dev->ops->fd ? dev->ops->fd(dev) : -EINVAL;
+}

@@ -35,6 +35,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #define IO_SECTOR 512u
 
@@ -71,6 +72,8 @@ struct io_ops {
 	int (*drop_cache)(struct io_dev *dev);
 	/* Optional: io_reserve. */
 	int (*reserve)(struct io_dev *dev, uint64_t off, uint64_t len);
+	/* Optional: io_dev_fd. */
+	int (*fd)(struct io_dev *dev);
 };
 
 /* Flags describing a device (io_dev.flags). */
@@ -168,9 +171,78 @@ int io_file_open(const char *path, unsigned int flags, uint64_t size,
 		 struct io_dev **out);
 /* The fd, borrowed until io_close; -EINVAL if dev is not a file device. */
 int io_file_fd(struct io_dev *dev);
+/*
+ * Claim the storage of a pool opened with io_file_open, for as long as dev
+ * is open (io-ident.c, rules 3-5): a block device is reopened O_EXCL and
+ * the file or device is flock'ed; what lies under a loop device, a
+ * partition or a device-mapper/md device is claimed too.  -EBUSY when
+ * another holder has any of it, with who in why ("process 123 (thinvol)",
+ * "mounted at /mnt", ...); other errors with the reason in why.
+ */
+int io_file_claim(struct io_dev *dev, char *why, size_t whylen);
 /* Tests: called by a regular file's is_hole between its SEEK_DATA and
  * recording the hole it found (to race writes against that window). */
 extern void (*io_file_seek_hook)(void);
+
+/*
+ * The file descriptor of the file or block device under dev (through the
+ * fault and power-cut wrappers), borrowed until io_close; -EINVAL when
+ * there is none (memory).
+ */
+int io_dev_fd(struct io_dev *dev);
+
+/* ---- storage identity (io-ident.c) ---- */
+
+/*
+ * What a descriptor is: a regular file (its filesystem's device and its
+ * inode) or a block device (its number, and the sequence number the
+ * kernel gave the disk when it appeared, which a new disk with a reused
+ * number does not share; 0 where the kernel has none).
+ */
+struct io_ident {
+	bool blk;
+	dev_t dev;	  /* file */
+	ino_t ino;	  /* file */
+	dev_t rdev;	  /* block device */
+	uint64_t diskseq; /* block device; 0: unknown */
+};
+
+/* Of an open descriptor, or of a path (symlinks followed): -EINVAL when
+ * it is neither a regular file nor a block device. */
+int io_ident_fd(int fd, struct io_ident *out);
+int io_ident_path(const char *path, struct io_ident *out);
+/* Same file, or same block device (and disk sequence where both know
+ * it). */
+bool io_ident_equal(const struct io_ident *a, const struct io_ident *b);
+
+/*
+ * 1 when writing through one of the two descriptors may change what the
+ * other reads (io-ident.c, rule 1): the same file or device, a partition
+ * and its disk, a loop device and its backing file (through any chain of
+ * loops), a device-mapper/md device and a device under it.  how then says
+ * which, as a phrase ("it is the pool itself"); pool names the first
+ * descriptor in it.  0 when not (or not as far as can be seen: rule 2).
+ */
+int io_fd_overlap(int pool_fd, int other_fd, char *how, size_t howlen);
+
+/*
+ * A block device open on fd, opened again O_EXCL with the same access
+ * mode (*out, owned by the caller): -EBUSY, with who in why, while the
+ * kernel has it claimed (mounted, under md/dm, a pool's storage).
+ */
+int io_fd_reopen_excl(int fd, int *out, char *why, size_t whylen);
+
+/* The process holding a flock on the inode (dev, ino) (/proc/locks), or
+ * 0 when none is found. */
+pid_t io_lock_holder(dev_t dev, ino_t ino);
+
+/*
+ * 1 when another open file description holds a lock on the file open on
+ * fd (a flock, as every thinvol pool's storage has while open, or a POSIX
+ * or OFD lock, as qemu takes on its images), with who in who ("process
+ * 123 (thinvol)"); 0 when not, or when it cannot be told.
+ */
+int io_fd_locked(int fd, char *who, size_t wholen);
 
 /* ---- memory ---- */
 

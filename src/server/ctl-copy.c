@@ -11,12 +11,18 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
+
+#include "io/io.h"
+#include "thin/thin-internal.h"
 
 #define CHUNK (1u << 20)
 
@@ -34,6 +40,7 @@ struct copy {
 	uint32_t bs;  /* the pool's block size */
 	size_t chunk; /* bytes per engine call: a multiple of bs */
 	uint8_t *buf;
+	enum { WAIT_NONE, WAIT_NOWAIT, WAIT_POLL } wait; /* stream_io */
 };
 
 /* The message "WHAT 'VOL': ..." for err; returns err. */
@@ -69,6 +76,114 @@ static bool all_zero(const uint8_t *p, size_t len)
 	return !len || (!p[0] && !memcmp(p, p + 1, len - 1));
 }
 
+/*
+ * One read or write of a stream (not seekable) that gives up when the
+ * copy is cancelled (-ECANCELED): the daemon stops, or the client that
+ * asked for the copy went away.  How it waits (k->wait, set by
+ * stream_kind):
+ *
+ *   WAIT_NONE    a plain read or write: offline there is nobody else to
+ *                wait for; a regular file or a device written as a
+ *                stream cannot be waited for with poll() anyway
+ *   WAIT_NOWAIT  a pipe or a socket: each call says RWF_NOWAIT (the file
+ *                description is the client's, so it is never switched to
+ *                O_NONBLOCK) and poll()s the stream and the cancel
+ *                descriptors when it would block
+ *   WAIT_POLL    other streams (a terminal), or where the kernel refuses
+ *                RWF_NOWAIT: poll() first, then a read (which returns
+ *                what is there) or a write of at most PIPE_BUF bytes
+ *
+ * Returns the bytes moved (0: end of the stream), or a negative errno
+ * with the message set.
+ */
+static ssize_t stream_io(struct copy *k, int fd, void *buf, size_t len,
+			 bool out)
+{
+	struct pollfd p[3] = {
+	    {.fd = fd, .events = out ? POLLOUT : POLLIN},
+	    {.fd = k->c->cancel_fd, .events = POLLIN},
+	    {.fd = k->c->peer_fd, .events = POLLRDHUP},
+	};
+	struct iovec iov = {.iov_base = buf, .iov_len = len};
+	const char *what = out ? "write" : "read";
+	bool ready = false;
+	ssize_t n;
+
+	for (;;) {
+		if (k->wait == WAIT_NONE || (k->wait == WAIT_POLL && ready))
+			n = out ? write(fd, buf,
+					k->wait == WAIT_POLL
+					    ? MIN(len, (size_t) PIPE_BUF)
+					    : len)
+				: read(fd, buf, len);
+		else if (k->wait == WAIT_NOWAIT)
+			n = out ? pwritev2(fd, &iov, 1, -1, RWF_NOWAIT)
+				: preadv2(fd, &iov, 1, -1, RWF_NOWAIT);
+		else
+			n = -1, errno = EAGAIN;
+		if (n >= 0)
+			return n;
+		if (errno == EOPNOTSUPP && k->wait == WAIT_NOWAIT) {
+			k->wait = WAIT_POLL; /* not for this file */
+			continue;
+		}
+		if (errno == EINTR)
+			continue;
+		if (errno != EAGAIN)
+			return copy_err(k, -EIO, "%s: %s: %s", k->c->file, what,
+					strerror(errno));
+		if (poll(p, k->c->peer_fd >= 0 ? 3 : 2, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			return copy_err(k, -EIO, "%s: poll: %s", k->c->file,
+					strerror(errno));
+		}
+		if (p[1].revents)
+			return copy_err(k, -ECANCELED,
+					"%s: the daemon is stopping",
+					k->c->file);
+		if (p[2].revents)
+			return copy_err(k, -ECANCELED,
+					"%s: the client went away", k->c->file);
+		ready = p[0].revents != 0;
+	}
+}
+
+/* How stream_io waits on a stream of this type. */
+static void stream_kind(struct copy *k, mode_t mode)
+{
+	if (k->c->cancel_fd < 0 && k->c->peer_fd < 0)
+		k->wait = WAIT_NONE;
+	else if (S_ISFIFO(mode) || S_ISSOCK(mode))
+		k->wait = WAIT_NOWAIT;
+	else if (S_ISCHR(mode))
+		k->wait = WAIT_POLL;
+	else
+		k->wait = WAIT_NONE;
+}
+
+/*
+ * The file must not be the pool's storage, nor share it (io_fd_overlap):
+ * an export into it would overwrite the pool, an import from it would
+ * read the pool's own blocks while writing them.
+ */
+static int check_not_pool(struct copy *k, int fd, bool import)
+{
+	char how[1024];
+	int pfd = io_dev_fd(k->pool->dev), r;
+
+	if (pfd < 0)
+		return 0; /* a pool in memory is no file */
+	r = io_fd_overlap(pfd, fd, how, sizeof(how));
+	if (r < 0)
+		return copy_err(k, r, "%s: %s", k->c->file, strerror(-r));
+	if (r > 0)
+		return copy_err(k, -EINVAL, "refusing to %s %s: %s",
+				import ? "read from" : "write into",
+				k->c->file, how);
+	return 0;
+}
+
 /* The volume, the pool block size, the chunk and its buffer. */
 static int copy_setup(struct copy *k, struct tv_pool_info *in)
 {
@@ -101,14 +216,21 @@ static int read_full(struct copy *k, int fd, bool seekable, uint8_t *buf,
 	size_t done = 0;
 
 	while (done < len) {
-		ssize_t n = seekable ? pread(fd, buf + done, len - done,
-					     (off_t) (off + done))
-				     : read(fd, buf + done, len - done);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return copy_err(k, -EIO, "%s: read: %s", k->c->file,
-					strerror(errno));
+		ssize_t n;
+
+		if (!seekable) {
+			n = stream_io(k, fd, buf + done, len - done, false);
+			if (n < 0)
+				return (int) n;
+		} else {
+			n = pread(fd, buf + done, len - done,
+				  (off_t) (off + done));
+			if (n < 0 && errno == EINTR)
+				continue;
+			if (n < 0)
+				return copy_err(k, -EIO, "%s: read: %s",
+						k->c->file, strerror(errno));
+		}
 		if (n == 0)
 			break;
 		done += (size_t) n;
@@ -190,6 +312,7 @@ static int import_run(struct copy *k, int fd, const struct stat *st)
 					strerror(errno));
 		fsize = (uint64_t) end;
 	}
+	stream_kind(k, st->st_mode);
 	if (fsize != UINT64_MAX && fsize > vsize)
 		return copy_err(k, -EINVAL,
 				"%s is %" PRIu64 " bytes, larger "
@@ -266,6 +389,9 @@ int ctl_import(struct tv_pool *pool, uint64_t id, int fd, struct ctl_copy *c)
 		return copy_err(&k, -EIO, "%s: %s", c->file, strerror(errno));
 	if (S_ISDIR(st.st_mode))
 		return copy_err(&k, -EINVAL, "%s: is a directory", c->file);
+	r = check_not_pool(&k, fd, true);
+	if (r)
+		return r;
 	r = copy_setup(&k, &in);
 	if (r)
 		goto out;
@@ -299,11 +425,19 @@ static int write_full(struct copy *k, int fd, bool seekable, const uint8_t *buf,
 	size_t done = 0;
 
 	while (done < len) {
-		ssize_t n = seekable ? pwrite(fd, buf + done, len - done,
-					      (off_t) (off + done))
-				     : write(fd, buf + done, len - done);
-		if (n < 0 && errno == EINTR)
-			continue;
+		ssize_t n;
+
+		if (!seekable) {
+			n = stream_io(k, fd, (void *) (buf + done), len - done,
+				      true);
+			if (n < 0)
+				return (int) n;
+		} else {
+			n = pwrite(fd, buf + done, len - done,
+				   (off_t) (off + done));
+			if (n < 0 && errno == EINTR)
+				continue;
+		}
 		if (n <= 0)
 			return copy_err(k, -EIO, "%s: write: %s", k->c->file,
 					n < 0 ? strerror(errno)
@@ -366,7 +500,7 @@ int ctl_export(struct tv_pool *pool, uint64_t id, int fd, bool stream,
 	struct tv_pool_info in;
 	bool sparse, seekable;
 	struct stat st;
-	int r;
+	int xfd = -1, r;
 
 	c->copied = c->zero = 0;
 	c->msg[0] = 0;
@@ -377,6 +511,37 @@ int ctl_export(struct tv_pool *pool, uint64_t id, int fd, bool stream,
 		r = copy_err(&k, -EIO, "%s: %s", c->file, strerror(errno));
 		goto out;
 	}
+	r = check_not_pool(&k, fd, false);
+	if (r)
+		goto out;
+	if (S_ISREG(st.st_mode) || S_ISBLK(st.st_mode)) {
+		/* not another pool's storage, nor an image a VM has open */
+		char who[256];
+
+		if (io_fd_locked(fd, who, sizeof(who)) > 0) {
+			r = copy_err(&k, -EBUSY, "refusing to write into %s: "
+						 "it is in use by %s",
+				     c->file, who);
+			goto out;
+		}
+	}
+	if (S_ISBLK(st.st_mode)) {
+		/* nobody else's: not mounted, not under RAID or dm, not a
+		 * pool.  Only a refusal counts; where it cannot be opened
+		 * again (permissions), the descriptor we were given will do */
+		char why[512];
+
+		r = io_fd_reopen_excl(fd, &xfd, why, sizeof(why));
+		if (r == -EBUSY) {
+			r = copy_err(&k, r, "refusing to write into %s: it is "
+					    "in use by %s",
+				     c->file, why);
+			goto out;
+		}
+		if (r == 0)
+			fd = xfd;
+		r = 0;
+	}
 	sparse = !stream && S_ISREG(st.st_mode);
 	seekable = !stream && (S_ISREG(st.st_mode) || S_ISBLK(st.st_mode));
 	/* a regular file starts empty, so that skipped blocks are holes */
@@ -385,8 +550,11 @@ int ctl_export(struct tv_pool *pool, uint64_t id, int fd, bool stream,
 			     strerror(errno));
 		goto out;
 	}
+	stream_kind(&k, st.st_mode);
 	r = export_run(&k, fd, sparse, seekable);
 out:
+	if (xfd >= 0)
+		close(xfd);
 	free(k.buf);
 	return r;
 }

@@ -35,6 +35,7 @@
 #include <unistd.h>
 
 #include "server/ctl-internal.h"
+#include "server/usock.h"
 #include "util/log.h"
 
 #define CTL_MAX_CLIENTS 32
@@ -59,8 +60,7 @@ struct ctl_client {
 struct ctl_server {
 	struct tv_pool *pool;
 	const struct ctl_hooks *hooks;
-	char path[sizeof(((struct sockaddr_un *) 0)->sun_path)];
-	int lfd;
+	struct usock sock;
 	int stop_pipe[2]; /* readable once stopping */
 	pthread_t accept_thread;
 	pthread_mutex_t lock; /* protects clients, nclients */
@@ -133,9 +133,12 @@ static bool answer(struct ctl_client *c, size_t len, size_t consumed)
 	int fd, r;
 	bool ok;
 
+	struct ctl_wait wait = {.stop_fd = c->srv->stop_pipe[0],
+				.peer_fd = c->fd};
+
 	close_fds_before(c, consumed, &fd);
-	r = ctl_handle(c->srv->pool, c->srv->hooks, c->buf, len, fd, &reply,
-		       &rlen);
+	r = ctl_handle(c->srv->pool, c->srv->hooks, &wait, c->buf, len, fd,
+		       &reply, &rlen);
 	if (fd >= 0)
 		close(fd);
 	if (r < 0)
@@ -308,7 +311,7 @@ static void *accept_main(void *arg)
 
 	for (;;) {
 		struct pollfd p[2] = {
-		    {.fd = srv->lfd, .events = POLLIN},
+		    {.fd = srv->sock.fd, .events = POLLIN},
 		    {.fd = srv->stop_pipe[0], .events = POLLIN},
 		};
 		struct ctl_client *c;
@@ -322,7 +325,7 @@ static void *accept_main(void *arg)
 		}
 		if (p[1].revents)
 			break;
-		fd = accept4(srv->lfd, NULL, NULL, SOCK_CLOEXEC);
+		fd = accept4(srv->sock.fd, NULL, NULL, SOCK_CLOEXEC);
 		if (fd < 0)
 			continue; /* EAGAIN, ECONNABORTED, EMFILE: retry */
 		pthread_mutex_lock(&srv->lock);
@@ -356,90 +359,20 @@ static void *accept_main(void *arg)
 
 /* ---- start, stop ---- */
 
-/* Whether a server answers at path. */
-static bool alive(const struct sockaddr_un *sa)
-{
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	bool live;
-
-	if (fd < 0)
-		return true; /* cannot tell: do not remove it */
-	live = connect(fd, (const struct sockaddr *) sa, sizeof(*sa)) == 0 ||
-	       (errno != ECONNREFUSED && errno != ENOENT);
-	close(fd);
-	return live;
-}
-
-/* Bind fd to sa with mode 0600 from the start: the umask makes the
- * socket's inode, so it is never wider, not even for a moment. */
-static int bind_private(int fd, const struct sockaddr_un *sa)
-{
-	mode_t old = umask(0177);
-	int r = bind(fd, (const struct sockaddr *) sa, sizeof(*sa));
-	int e = errno;
-
-	umask(old);
-	return r < 0 ? -e : 0;
-}
-
-static int listen_on(const char *path, int *out)
-{
-	struct sockaddr_un sa = {.sun_family = AF_UNIX};
-	struct stat st;
-	int fd, r;
-
-	if (strlen(path) >= sizeof(sa.sun_path))
-		return -ENAMETOOLONG;
-	strcpy(sa.sun_path, path);
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return -errno;
-	r = bind_private(fd, &sa);
-	if (r == -EADDRINUSE) {
-		/* a socket left by a server that died is replaced; a live
-		 * one, or anything that is not a socket, is left alone */
-		if (lstat(path, &st) < 0 || !S_ISSOCK(st.st_mode) ||
-		    alive(&sa)) {
-			r = -EADDRINUSE;
-			goto out_close;
-		}
-		if (unlink(path) < 0 && errno != ENOENT) {
-			r = -errno;
-			goto out_close;
-		}
-		r = bind_private(fd, &sa);
-	}
-	if (r < 0)
-		goto out_close;
-	if (listen(fd, 64) < 0) {
-		r = -errno;
-		unlink(path);
-		goto out_close;
-	}
-	*out = fd;
-	return 0;
-out_close:
-	close(fd);
-	return r;
-}
-
 int ctl_server_start(const char *path, struct tv_pool *pool,
-		     const struct ctl_hooks *hooks, struct ctl_server **out)
+		     const struct ctl_hooks *hooks, struct ctl_server **out,
+		     char *msg, size_t msglen)
 {
 	struct ctl_server *srv;
 	int r;
 
+	msg[0] = 0;
 	srv = calloc(1, sizeof(*srv));
 	if (!srv)
 		return -ENOMEM;
 	srv->pool = pool;
 	srv->hooks = hooks;
-	srv->lfd = -1;
-	if (strlen(path) >= sizeof(srv->path)) {
-		r = -ENAMETOOLONG;
-		goto out_free;
-	}
-	strcpy(srv->path, path);
+	srv->sock = (struct usock)USOCK_INIT;
 	if (pipe2(srv->stop_pipe, O_CLOEXEC) < 0) {
 		r = -errno;
 		goto out_free;
@@ -449,7 +382,7 @@ int ctl_server_start(const char *path, struct tv_pool *pool,
 		r = -r;
 		goto out_pipe;
 	}
-	r = listen_on(path, &srv->lfd);
+	r = usock_listen(&srv->sock, path, 64, msg, msglen);
 	if (r < 0)
 		goto out_mutex;
 	r = pthread_create(&srv->accept_thread, NULL, accept_main, srv);
@@ -460,8 +393,7 @@ int ctl_server_start(const char *path, struct tv_pool *pool,
 	*out = srv;
 	return 0;
 out_socket:
-	close(srv->lfd);
-	unlink(path);
+	usock_close(&srv->sock);
 out_mutex:
 	pthread_mutex_destroy(&srv->lock);
 out_pipe:
@@ -482,8 +414,7 @@ void ctl_server_stop(struct ctl_server *srv)
 		n = write(srv->stop_pipe[1], "x", 1);
 	} while (n < 0 && errno == EINTR);
 	pthread_join(srv->accept_thread, NULL);
-	close(srv->lfd);
-	unlink(srv->path);
+	usock_close(&srv->sock);
 	pthread_mutex_lock(&srv->lock);
 	reap(srv, true);
 	pthread_mutex_unlock(&srv->lock);

@@ -20,6 +20,7 @@
  */
 #include "server/ctl.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdarg.h>
@@ -28,17 +29,19 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
 
 #include "server/ctl-copy.h"
 #include "server/ctl-internal.h"
 #include "io/io.h"
+#include "thin/thin-internal.h"
 #include "util/json.h"
 #include "util/hex.h"
 
 #define CTL_LIST_MAX   256	   /* volumes per vol.list reply */
 #define CTL_FIND_MAX   32768	   /* ids per vol.find_blob reply */
 #define CTL_CHECK_TEXT (64u << 10) /* bytes of the checker's messages */
-#define CTL_RUN_DIR    "/run/thinvol"
 
 /* At most ~5 MiB of parsed values for one 1 MiB line. */
 static const struct json_limits ctl_limits = {
@@ -58,23 +61,83 @@ static struct io_dev *test_fault_dev;
 
 /* ---- socket path ---- */
 
-int ctl_socket_path(const char *pool_path, char *out, size_t outlen)
+int ctl_socket_path(const char *pool_path, const char *suffix, char *out,
+		    size_t outlen)
 {
 	struct stat st;
 	size_t max = outlen < 108 ? outlen : 108;
 	int n;
 
 	if (stat(pool_path, &st) == 0 && S_ISBLK(st.st_mode)) {
-		const char *base = strrchr(pool_path, '/');
-
-		n = snprintf(out, max, CTL_RUN_DIR "/%s.ctl.sock",
-			     base ? base + 1 : pool_path);
+		n = snprintf(out, max, CTL_RUN_DIR "/block-%u:%u%s",
+			     major(st.st_rdev), minor(st.st_rdev), suffix);
 	} else {
-		n = snprintf(out, max, "%s.ctl.sock", pool_path);
+		char *real = realpath(pool_path, NULL);
+
+		n = snprintf(out, max, "%s%s", real ? real : pool_path,
+			     suffix);
+		free(real);
 	}
 	if (n < 0 || (size_t) n >= max)
 		return -ENAMETOOLONG;
 	return 0;
+}
+
+int ctl_socket_of(pid_t pid, char *out, size_t len)
+{
+	unsigned long inodes[256];
+	size_t n = 0;
+	char path[64], line[512];
+	struct dirent *e;
+	bool found = false;
+	FILE *f;
+	DIR *d;
+
+	snprintf(path, sizeof(path), "/proc/%ld/fd", (long) pid);
+	d = opendir(path);
+	if (!d)
+		return -errno;
+	while (n < sizeof(inodes) / sizeof(inodes[0]) && (e = readdir(d))) {
+		char link[96], target[64];
+		ssize_t k;
+
+		snprintf(link, sizeof(link), "%s/%.20s", path, e->d_name);
+		k = readlink(link, target, sizeof(target) - 1);
+		if (k <= 0)
+			continue;
+		target[k] = 0;
+		if (sscanf(target, "socket:[%lu]", &inodes[n]) == 1)
+			n++;
+	}
+	closedir(d);
+	f = fopen("/proc/net/unix", "re");
+	if (!f)
+		return -errno;
+	/* Num RefCount Protocol Flags Type St Inode Path */
+	while (!found && fgets(line, sizeof(line), f)) {
+		unsigned int flags, type, st;
+		unsigned long ino;
+		int pos = 0;
+		size_t pl;
+		char *sp;
+
+		if (sscanf(line, "%*s %*s %*s %x %x %x %lu %n", &flags, &type,
+			   &st, &ino, &pos) != 4 ||
+		    !pos || !(flags & 0x10000) /* __SO_ACCEPTCON */)
+			continue;
+		sp = line + pos;
+		sp[strcspn(sp, "\n")] = 0;
+		pl = strlen(sp);
+		if (sp[0] != '/' || pl < 9 || strcmp(sp + pl - 9, ".ctl.sock"))
+			continue;
+		for (size_t i = 0; i < n && !found; i++)
+			if (inodes[i] == ino && pl < len) {
+				memcpy(out, sp, pl + 1);
+				found = true;
+			}
+	}
+	fclose(f);
+	return found ? 0 : -ENOENT;
 }
 
 /* ---- errno names ---- */
@@ -191,6 +254,7 @@ struct req {
 	const char *op;
 	const struct json_value *args; /* an object */
 	int fd;
+	const struct ctl_wait *wait; /* or NULL */
 	FILE *out; /* the result value */
 	int err;
 	char msg[1280];
@@ -379,6 +443,39 @@ static int get_bytes(struct req *q, const char *where,
 
 static const char *const ops_list[];
 
+/*
+ * Which pool this daemon serves, so that a client can tell it is the one
+ * it means (docs/control.md, "hello"): its uuid, the path the daemon
+ * opened, and what that is: a file (its device and inode) or a block
+ * device (its number and the kernel's disk sequence number).
+ */
+static void put_pool(struct req *q)
+{
+	struct tv_pool_info in;
+	struct io_ident id;
+	int fd = io_dev_fd(q->pool->dev);
+
+	fputs("\"pool\":{", q->out);
+	if (tv_pool_info(q->pool, &in) == 0) {
+		fputs("\"uuid\":", q->out);
+		json_put_hex(q->out, in.uuid, sizeof(in.uuid));
+		putc(',', q->out);
+	}
+	put_bytes(q->out, "path", q->pool->path, strlen(q->pool->path));
+	if (fd < 0 || io_ident_fd(fd, &id) < 0)
+		fputs(",\"type\":\"other\"", q->out);
+	else if (id.blk)
+		fprintf(q->out,
+			",\"type\":\"block\",\"rdev\":\"%u:%u\","
+			"\"diskseq\":%" PRIu64,
+			major(id.rdev), minor(id.rdev), id.diskseq);
+	else
+		fprintf(q->out,
+			",\"type\":\"file\",\"dev\":\"%u:%u\",\"ino\":%" PRIu64,
+			major(id.dev), minor(id.dev), (uint64_t) id.ino);
+	putc('}', q->out);
+}
+
 static int op_hello(struct req *q)
 {
 	fprintf(q->out,
@@ -389,7 +486,9 @@ static int op_hello(struct req *q)
 		fprintf(q->out, "%s\"%s\"", i ? "," : "", ops_list[i]);
 	if (test_fault_dev)
 		fputs(",\"test.fault\"", q->out);
-	fputs("]}", q->out);
+	fputs("],", q->out);
+	put_pool(q);
+	putc('}', q->out);
 	return 0;
 }
 
@@ -832,7 +931,10 @@ out:
 
 static int op_copy(struct req *q, bool import)
 {
-	struct ctl_copy c = {0};
+	struct ctl_copy c = {
+	    .cancel_fd = q->wait ? q->wait->stop_fd : -1,
+	    .peer_fd = q->wait ? q->wait->peer_fd : -1,
+	};
 	bool stream = false;
 	uint64_t id = 0;
 	int r;
@@ -1038,10 +1140,11 @@ static int run(struct req *q, const struct json_value *doc, bool *has_id,
 }
 
 int ctl_handle(struct tv_pool *pool, const struct ctl_hooks *hooks,
-	       const char *line, size_t len, int fd, char **reply,
-	       size_t *reply_len)
+	       const struct ctl_wait *wait, const char *line, size_t len,
+	       int fd, char **reply, size_t *reply_len)
 {
-	struct req q = {.pool = pool, .hooks = hooks, .fd = fd};
+	struct req q = {
+	    .pool = pool, .hooks = hooks, .fd = fd, .wait = wait};
 	struct json_value *doc = NULL;
 	struct json_error jerr;
 	char *res = NULL, *buf = NULL;

@@ -16,6 +16,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "thinvol.h"
 
@@ -53,20 +54,51 @@ int ctl_pool_reopen(struct tv_pool *pool, const struct ctl_hooks *hooks,
 		    char *msg, size_t msglen);
 
 /*
+ * When an import or export waiting on a client's pipe or socket gives up
+ * (ctl-copy.h): the server stops (stop_fd turns readable), or the client
+ * hangs up (peer_fd, its connection).  Either may be -1.
+ */
+struct ctl_wait {
+	int stop_fd;
+	int peer_fd;
+};
+
+/*
  * Handle one request line (without its newline) and produce the reply
  * line (with its newline, malloc'd, owned by the caller).  fd is a file
  * descriptor passed with the request (SCM_RIGHTS), or -1; it stays owned
- * by the caller.  Never fails for bad input: that is an error reply.
+ * by the caller.  wait (or NULL: wait as long as it takes) says when a
+ * copy stops waiting.  Never fails for bad input: that is an error reply.
  * Returns 0, or -ENOMEM when no reply could be built.
  */
 int ctl_handle(struct tv_pool *pool, const struct ctl_hooks *hooks,
-	       const char *line, size_t len, int fd, char **reply,
-	       size_t *reply_len);
+	       const struct ctl_wait *wait, const char *line, size_t len,
+	       int fd, char **reply, size_t *reply_len);
 
-/* The control socket of the pool at pool_path: "<pool_path>.ctl.sock" for
- * a file, "/run/thinvol/<basename>.ctl.sock" for a block device.  Returns
- * 0 or -ENAMETOOLONG (a Unix socket path is at most 107 bytes). */
-int ctl_socket_path(const char *pool_path, char *out, size_t outlen);
+/*
+ * Where the daemon of the pool at pool_path listens (docs/cli.md, "The
+ * daemon's sockets"): suffix is ".ctl.sock" (the control socket) or
+ * ".nbd.sock" (the default NBD socket).
+ *   - a block device (any path to it: symlinks, /dev/disk/by-id, ...):
+ *     CTL_RUN_DIR "/block-MAJ:MIN" SUFFIX, named after the device number;
+ *   - a file: beside the file, under its real path (symlinks and "."
+ *     resolved), so that every path to it gives the same socket.  A path
+ *     that does not exist (yet) is used as given.
+ * Returns 0 or -ENAMETOOLONG (a Unix socket path is at most 107 bytes).
+ */
+#define CTL_RUN_DIR "/run/thinvol"
+int ctl_socket_path(const char *pool_path, const char *suffix, char *out,
+		    size_t outlen);
+
+/*
+ * The control socket that process pid listens on: a listening Unix socket
+ * among its descriptors (/proc/PID/fd) whose path (/proc/net/unix) ends in
+ * ".ctl.sock".  For finding the daemon that holds a pool's lock when its
+ * socket is not where ctl_socket_path says (a hard link to the pool).
+ * Returns 0, -ENOENT (none), or -errno (/proc/PID/fd unreadable: not our
+ * process).  What the socket is worth is the caller's to check.
+ */
+int ctl_socket_of(pid_t pid, char *out, size_t outlen);
 
 /*
  * Test only: a daemon started with THINVOL_TEST_FAULTS=1 opens its pool
@@ -82,12 +114,14 @@ void ctl_set_test_faults(struct io_dev *dev);
 struct ctl_server;
 
 /*
- * Listen on path (mode 0600; a stale socket there is replaced, a live one
- * is -EADDRINUSE) and serve requests on pool.  The pool and hooks are
- * borrowed until ctl_server_stop returns.
+ * Listen on path (usock.h: mode 0600; only a stale socket there is
+ * replaced, a live one is -EADDRINUSE, anything else -EEXIST; msg says
+ * which) and serve requests on pool.  The pool and hooks are borrowed
+ * until ctl_server_stop returns.
  */
 int ctl_server_start(const char *path, struct tv_pool *pool,
-		     const struct ctl_hooks *hooks, struct ctl_server **out);
+		     const struct ctl_hooks *hooks, struct ctl_server **out,
+		     char *msg, size_t msglen);
 
 /* Stop accepting, let requests in progress finish, close every client,
  * remove the socket and free the server. */

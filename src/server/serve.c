@@ -37,6 +37,7 @@
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/un.h>
 #include <syslog.h>
 #include <time.h>
@@ -46,10 +47,9 @@
 #include "server/nbds.h"
 #include "server/serve.h"
 #include "server/tls.h"
+#include "server/usock.h"
 #include "thin/thin-internal.h"
 #include "thinvol.h"
-
-#define RUN_DIR "/run/thinvol"
 
 struct daemon {
 	const struct serve_opts *o;
@@ -57,9 +57,13 @@ struct daemon {
 	struct tls_ctx *tls;
 	struct nbds *nbds;
 	struct ctl_server *ctl;
-	int nbd_fd, tcp_fd, sig_fd;
-	char nbd_path[108], ctl_path[108];
-	bool nbd_bound;
+	struct usock nbd;
+	int tcp_fd, sig_fd;
+	char ctl_path[108];
+	char tcp_addr[80]; /* what --listen bound: "ADDR:PORT" */
+	int pid_fd;	   /* the pidfile, locked; or -1 */
+	struct stat pid_st;
+	bool ready;	   /* it served: start() succeeded */
 	int ready_fd; /* the detached child's pipe to its parent, or -1 */
 	const struct ctl_hooks *hooks; /* the control server's (recover) */
 	struct timespec last_recover;
@@ -143,87 +147,127 @@ static int fail(struct daemon *d, int err, const char *fmt, ...)
 
 /* ---- sockets ---- */
 
-static bool is_blockdev(const char *path)
+int serve_parse_listen(const char *spec, char *host, size_t hostlen,
+		       unsigned int *port, char *err, size_t errlen)
 {
-	struct stat st;
-
-	return stat(path, &st) == 0 && S_ISBLK(st.st_mode);
-}
-
-/*
- * Bind a Unix socket at path with mode 0600 (the umask is set around the
- * bind so it is never wider, not even for an instant).  A stale socket
- * (nobody accepts on it) is replaced; a live one is -EADDRINUSE.
- */
-static int unix_listen(const char *path, int *out)
-{
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	mode_t old;
-	int fd, r;
-
-	if (strlen(path) >= sizeof(sa.sun_path))
-		return -ENAMETOOLONG;
-	strcpy(sa.sun_path, path);
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return -errno;
-	old = umask(0177);
-	r = bind(fd, (struct sockaddr *)&sa, sizeof(sa));
-	if (r < 0 && errno == EADDRINUSE) {
-		int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-		if (probe >= 0 &&
-		    connect(probe, (struct sockaddr *)&sa, sizeof(sa)) < 0 &&
-		    errno == ECONNREFUSED) {
-			unlink(path);
-			r = bind(fd, (struct sockaddr *)&sa, sizeof(sa));
-		} else {
-			errno = EADDRINUSE;
-		}
-		if (probe >= 0)
-			close(probe);
-	}
-	r = r < 0 ? -errno : 0;
-	umask(old);
-	if (r == 0 && listen(fd, 128) < 0)
-		r = -errno;
-	if (r < 0) {
-		close(fd);
-		return r;
-	}
-	*out = fd;
-	return 0;
-}
-
-static int tcp_listen(const char *spec, int *out, char *err, size_t errlen)
-{
-	struct addrinfo hints = { .ai_socktype = SOCK_STREAM,
-				  .ai_flags = AI_PASSIVE | AI_NUMERICSERV };
-	struct addrinfo *res = NULL;
-	char host[256];
-	const char *port, *h = spec;
+	const char *h = spec, *p;
+	unsigned long v;
 	size_t hl;
-	int fd = -1, one = 1, r;
+	char *end;
 
 	/* ADDR:PORT, [V6]:PORT or :PORT (every address) */
 	if (*spec == '[') {
 		const char *e = strchr(spec, ']');
+
 		if (!e || e[1] != ':')
 			goto bad;
 		h = spec + 1;
 		hl = (size_t)(e - h);
-		port = e + 2;
+		p = e + 2;
 	} else {
 		const char *colon = strrchr(spec, ':');
+
 		if (!colon)
 			goto bad;
 		hl = (size_t)(colon - spec);
-		port = colon + 1;
+		p = colon + 1;
 	}
-	if (hl >= sizeof(host) || !*port)
+	if (hl >= hostlen)
 		goto bad;
+	/* decimal digits only: no sign, no spaces, no service names */
+	errno = 0;
+	v = strtoul(p, &end, 10);
+	if (!*p || *end || p[strspn(p, "0123456789")] || errno || v < 1 ||
+	    v > 65535) {
+		snprintf(err, errlen,
+			 "--listen %s: the port must be a number from 1 to "
+			 "65535",
+			 spec);
+		return -EINVAL;
+	}
 	memcpy(host, h, hl);
 	host[hl] = 0;
-	r = getaddrinfo(hl ? host : NULL, port, &hints, &res);
+	*port = (unsigned int)v;
+	return 0;
+bad:
+	snprintf(err, errlen, "--listen %s: want ADDR:PORT or [IPV6]:PORT",
+		 spec);
+	return -EINVAL;
+}
+
+int serve_check_opts(const struct serve_opts *o, char *err, size_t errlen)
+{
+	char host[256];
+	unsigned int port;
+	int r;
+
+	if (!o->listen)
+		return 0;
+	r = serve_parse_listen(o->listen, host, sizeof(host), &port, err,
+			       errlen);
+	if (r < 0)
+		return r;
+	/*
+	 * Over TCP anyone who can reach the port is a client: only a PSK
+	 * or a client certificate checked against --tls-ca tells them
+	 * apart, and only with --tls require can nobody skip it.  The Unix
+	 * socket is the file mode's business (0600).
+	 */
+	if (!serve_tcp_authenticated(o) && !o->allow_unauthenticated) {
+		snprintf(err, errlen,
+			 "--listen %s: TCP clients would not be "
+			 "authenticated (%s): anyone who can reach the port "
+			 "could read and write every volume; use --tls-psk, "
+			 "or --tls-cert with --tls-ca, with --tls require, "
+			 "or say --allow-unauthenticated",
+			 o->listen,
+			 !o->tls_psk && !o->tls_cert ? "no TLS"
+			 : o->tls != SERVE_TLS_REQUIRE
+			     ? "--tls optional lets plaintext clients in"
+			     : "a certificate without --tls-ca checks no "
+			       "client");
+		return -EINVAL;
+	}
+	return 0;
+}
+
+bool serve_tcp_authenticated(const struct serve_opts *o)
+{
+	return o->tls == SERVE_TLS_REQUIRE && (o->tls_psk || o->tls_ca);
+}
+
+/* "ADDR:PORT" or "[ADDR]:PORT" of a bound socket. */
+static void bound_addr(int fd, char *buf, size_t len)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	char host[NI_MAXHOST], serv[NI_MAXSERV];
+
+	if (getsockname(fd, (struct sockaddr *)&ss, &sl) < 0 ||
+	    getnameinfo((struct sockaddr *)&ss, sl, host, sizeof(host), serv,
+			sizeof(serv), NI_NUMERICHOST | NI_NUMERICSERV) != 0) {
+		snprintf(buf, len, "?");
+		return;
+	}
+	snprintf(buf, len, strchr(host, ':') ? "[%s]:%s" : "%s:%s", host,
+		 serv);
+}
+
+static int tcp_listen(const char *spec, int *out, char *addr, size_t addrlen,
+		      char *err, size_t errlen)
+{
+	struct addrinfo hints = { .ai_socktype = SOCK_STREAM,
+				  .ai_flags = AI_PASSIVE | AI_NUMERICSERV };
+	struct addrinfo *res = NULL;
+	char host[256], port_s[8];
+	unsigned int port;
+	int fd = -1, one = 1, r;
+
+	r = serve_parse_listen(spec, host, sizeof(host), &port, err, errlen);
+	if (r < 0)
+		return r;
+	snprintf(port_s, sizeof(port_s), "%u", port);
+	r = getaddrinfo(host[0] ? host : NULL, port_s, &hints, &res);
 	if (r) {
 		snprintf(err, errlen, "--listen %s: %s", spec, gai_strerror(r));
 		return -EINVAL;
@@ -240,29 +284,128 @@ static int tcp_listen(const char *spec, int *out, char *err, size_t errlen)
 		return r;
 	}
 	freeaddrinfo(res);
+	bound_addr(fd, addr, addrlen);
 	*out = fd;
 	return 0;
-bad:
-	snprintf(err, errlen, "--listen %s: want ADDR:PORT or [IPV6]:PORT",
-		 spec);
-	return -EINVAL;
 }
 
-static int write_pidfile(const char *path)
+/*
+ * The pidfile: opened without following a symlink, never truncated
+ * before we hold its lock, and kept open and locked (flock) while the
+ * daemon runs, so that a second daemon given the same pidfile fails
+ * instead of overwriting the first one's pid.  Only a regular file that
+ * we own with one link is ours to write.
+ */
+static int pidfile_lock(struct daemon *d)
+{
+	const char *path = d->o->pidfile;
+	struct stat *st = &d->pid_st;
+	const char *why = NULL;
+	char who[64];
+	pid_t pid;
+	int fd, r;
+
+	/* O_NONBLOCK: a FIFO put there must not make us wait for a reader */
+	fd = open(path,
+		  O_WRONLY | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC |
+		      O_NOCTTY,
+		  0644);
+	if (fd < 0) {
+		r = -errno;
+		return fail(d, r, "--pidfile %s: %s", path,
+			    r == -ELOOP	   ? "a symbolic link: refusing to "
+					     "follow it"
+			    : r == -ENXIO ? "not a regular file: refusing to "
+					    "write it"
+					  : strerror(-r));
+	}
+	if (fstat(fd, st) < 0) {
+		r = -errno;
+		close(fd);
+		return fail(d, r, "--pidfile %s: %s", path, strerror(-r));
+	}
+	if (!S_ISREG(st->st_mode))
+		why = "not a regular file";
+	else if (st->st_nlink != 1)
+		why = "it has other hard links";
+	else if (st->st_uid != geteuid())
+		why = "owned by another user";
+	if (why) {
+		close(fd);
+		return fail(d, -EPERM, "--pidfile %s: %s: refusing to write it",
+			    path, why);
+	}
+	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+		r = errno == EWOULDBLOCK ? -EBUSY : -errno;
+		pid = r == -EBUSY ? io_lock_holder(st->st_dev, st->st_ino) : 0;
+		who[0] = 0;
+		if (pid > 0)
+			snprintf(who, sizeof(who), " (process %ld)", (long)pid);
+		close(fd);
+		return fail(d, r, "--pidfile %s: %s%s", path,
+			    r == -EBUSY ? "locked by a running daemon"
+					: strerror(-r),
+			    who);
+	}
+	d->pid_fd = fd;
+	return 0;
+}
+
+/* Write our pid into the locked pidfile (once the daemon is ready). */
+static int pidfile_write(struct daemon *d)
 {
 	char buf[32];
-	int fd, n;
+	int n = snprintf(buf, sizeof(buf), "%ld\n", (long)getpid());
 
-	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-	if (fd < 0)
-		return -errno;
-	n = snprintf(buf, sizeof(buf), "%ld\n", (long)getpid());
-	if (write(fd, buf, (size_t)n) != n) {
-		int e = errno ? errno : EIO;
-		close(fd);
-		return -e;
-	}
-	return close(fd) < 0 ? -errno : 0;
+	if (ftruncate(d->pid_fd, 0) < 0 ||
+	    pwrite(d->pid_fd, buf, (size_t)n, 0) != n)
+		return -(errno ? errno : EIO);
+	return 0;
+}
+
+/*
+ * Unlock the pidfile, and remove it if the path still names ours: at a
+ * clean exit, and after a failed start (it never held a running daemon's
+ * pid).  A daemon that served and then failed (its final commit) keeps
+ * it, with its pid (docs/nbd.md, "Shutdown").
+ */
+static void pidfile_drop(struct daemon *d, bool remove)
+{
+	struct stat st;
+
+	if (d->pid_fd < 0)
+		return;
+	if (remove && lstat(d->o->pidfile, &st) == 0 &&
+	    st.st_dev == d->pid_st.st_dev && st.st_ino == d->pid_st.st_ino)
+		unlink(d->o->pidfile);
+	close(d->pid_fd);
+	d->pid_fd = -1;
+}
+
+/*
+ * The directory of a block-device pool's sockets: made by root, mode
+ * 0700.  One that others may write into (or not a directory of root's or
+ * ours) is refused: whoever can create files there could put a socket in
+ * the daemon's place.
+ */
+static int run_dir(struct daemon *d)
+{
+	struct stat st;
+
+	if (mkdir(CTL_RUN_DIR, 0700) < 0 && errno != EEXIST)
+		return fail(d, -errno, "%s: %s", CTL_RUN_DIR, strerror(errno));
+	if (lstat(CTL_RUN_DIR, &st) < 0)
+		return fail(d, -errno, "%s: %s", CTL_RUN_DIR, strerror(errno));
+	if (!S_ISDIR(st.st_mode) || (st.st_uid != 0 && st.st_uid != geteuid()) ||
+	    (st.st_mode & 0022))
+		return fail(d, -EPERM,
+			    "%s: %s: refusing to put the pool's sockets there",
+			    CTL_RUN_DIR,
+			    !S_ISDIR(st.st_mode) ? "not a directory"
+			    : st.st_mode & 0022
+				? "others may write into it"
+				: "owned by another user");
+	return 0;
 }
 
 /* ---- control hooks ---- */
@@ -305,7 +448,7 @@ static bool test_faults_wanted(void)
 }
 
 /*
- * What tv_pool_open does (open the file, take the same exclusive flock,
+ * What tv_pool_open does (open the file, claim it as the engine does,
  * open the pool), with a fault-injection device (disarmed) between the
  * engine and the file.  The device is owned by the pool; the control
  * server arms it.
@@ -315,6 +458,7 @@ static int open_pool_with_faults(struct daemon *d,
 {
 	const char *path = d->o->pool;
 	struct io_dev *file, *fdev;
+	char why[640];
 	int r;
 
 	say(1, "%s=1: FAULT INJECTION IS ENABLED: the control op "
@@ -323,12 +467,11 @@ static int open_pool_with_faults(struct daemon *d,
 	r = io_file_open(path, 0, 0, &file);
 	if (r < 0)
 		return fail(d, r, "%s: %s", path, strerror(-r));
-	if (flock(io_file_fd(file), LOCK_EX | LOCK_NB) < 0) {
-		r = errno == EWOULDBLOCK ? -EBUSY : -errno;
+	r = io_file_claim(file, why, sizeof(why));
+	if (r < 0) {
 		io_close(file);
-		return fail(d, r, "%s: lock: %s", path,
-			    r == -EBUSY ? "the pool is in use"
-					: strerror(-r));
+		return fail(d, r, "%s: %s%s", path,
+			    r == -EBUSY ? "the pool is in use by " : "", why);
 	}
 	r = io_fault_wrap(file, true, &fdev);
 	if (r < 0) {
@@ -352,8 +495,35 @@ static int start(struct daemon *d, struct ctl_hooks *hooks)
 	};
 	struct nbds_opts no = { 0 };
 	struct tv_pool_info info;
-	char err[512];
+	char err[512], nbd_path[108];
 	int r;
+
+	/* a second daemon given the same pidfile stops here */
+	if (o->pidfile) {
+		r = pidfile_lock(d);
+		if (r < 0)
+			return r;
+	}
+	if (o->socket) {
+		if (strlen(o->socket) >= sizeof(nbd_path))
+			return fail(d, -ENAMETOOLONG,
+				    "--socket %s: path too long for a Unix "
+				    "socket",
+				    o->socket);
+		snprintf(nbd_path, sizeof(nbd_path), "%s", o->socket);
+	} else if (ctl_socket_path(o->pool, ".nbd.sock", nbd_path,
+				   sizeof(nbd_path)) < 0) {
+		return fail(d, -ENAMETOOLONG,
+			    "%s: path too long for a Unix socket beside it; "
+			    "use --socket",
+			    o->pool);
+	}
+	if (ctl_socket_path(o->pool, ".ctl.sock", d->ctl_path,
+			    sizeof(d->ctl_path)) < 0)
+		return fail(d, -ENAMETOOLONG,
+			    "%s: path too long for the control socket "
+			    "beside it",
+			    o->pool);
 
 	if (test_faults_wanted()) {
 		r = open_pool_with_faults(d, &po);
@@ -384,38 +554,12 @@ static int start(struct daemon *d, struct ctl_hooks *hooks)
 				    err[0] ? err : strerror(-r));
 	}
 
-	if (is_blockdev(o->pool)) {
-		if (mkdir(RUN_DIR, 0700) < 0 && errno != EEXIST)
-			return fail(d, -errno, "%s: %s", RUN_DIR,
-				    strerror(errno));
+	/* a block device's sockets are in CTL_RUN_DIR, a file's beside it */
+	if (!strncmp(d->ctl_path, CTL_RUN_DIR "/", strlen(CTL_RUN_DIR) + 1)) {
+		r = run_dir(d);
+		if (r < 0)
+			return r;
 	}
-	if (o->socket) {
-		if (strlen(o->socket) >= sizeof(d->nbd_path))
-			return fail(d, -ENAMETOOLONG,
-				    "--socket %s: path too long for a Unix "
-				       "socket",
-				    o->socket);
-		snprintf(d->nbd_path, sizeof(d->nbd_path), "%s", o->socket);
-	} else {
-		const char *base = strrchr(o->pool, '/');
-		int n = is_blockdev(o->pool)
-				? snprintf(d->nbd_path, sizeof(d->nbd_path),
-					   RUN_DIR "/%s.nbd.sock",
-					   base ? base + 1 : o->pool)
-				: snprintf(d->nbd_path, sizeof(d->nbd_path),
-					   "%s.nbd.sock", o->pool);
-		if (n < 0 || (size_t)n >= sizeof(d->nbd_path))
-			return fail(d, -ENAMETOOLONG,
-				    "%s: path too long for a Unix socket "
-				       "beside it; use --socket",
-				    o->pool);
-	}
-	r = ctl_socket_path(o->pool, d->ctl_path, sizeof(d->ctl_path));
-	if (r < 0)
-		return fail(d, r,
-			    "%s: path too long for the control socket "
-			       "beside it",
-			    o->pool);
 
 	no.pool = d->pool;
 	no.tls = d->tls;
@@ -425,49 +569,51 @@ static int start(struct daemon *d, struct ctl_hooks *hooks)
 	if (r < 0)
 		return fail(d, r, "out of memory");
 
-	r = unix_listen(d->nbd_path, &d->nbd_fd);
+	r = usock_listen(&d->nbd, nbd_path, 128, err, sizeof(err));
 	if (r < 0)
-		return fail(d, r, "%s: %s", d->nbd_path,
-			    r == -EADDRINUSE ? "in use by a running server"
-					     : strerror(-r));
-	d->nbd_bound = true;
+		return fail(d, r, "%s: %s", nbd_path, err);
 	if (o->listen) {
 		err[0] = 0;
-		r = tcp_listen(o->listen, &d->tcp_fd, err, sizeof(err));
+		r = tcp_listen(o->listen, &d->tcp_fd, d->tcp_addr,
+			       sizeof(d->tcp_addr), err, sizeof(err));
 		if (r < 0)
 			return fail(d, r, "%s", err);
-		if (!d->tls || o->tls != SERVE_TLS_REQUIRE)
-			say(1, "listening on TCP %s %s: anyone who "
-			       "can reach it can read and write every "
-			       "volume; use --tls-psk or --tls-cert with "
-			       "--tls require",
-			    o->listen,
-			    d->tls ? "with TLS optional" : "WITHOUT TLS");
+		if (!serve_tcp_authenticated(o))
+			say(1, "listening on TCP %s %s: anyone who can reach "
+			       "it can read and write every volume "
+			       "(--allow-unauthenticated); use --tls-psk, or "
+			       "--tls-cert with --tls-ca, with --tls require",
+			    d->tcp_addr,
+			    !d->tls ? "WITHOUT TLS"
+			    : o->tls != SERVE_TLS_REQUIRE
+				? "with TLS optional"
+				: "with TLS but without client "
+				  "authentication");
 	}
 	hooks->ctx = d;
 	hooks->claim = hook_claim;
 	hooks->release = hook_release;
 	d->hooks = hooks;
-	r = ctl_server_start(d->ctl_path, d->pool, hooks, &d->ctl);
+	r = ctl_server_start(d->ctl_path, d->pool, hooks, &d->ctl, err,
+			     sizeof(err));
 	if (r < 0)
-		return fail(d, r, "%s: %s", d->ctl_path,
-			    r == -EADDRINUSE ? "in use by a running server"
-					     : strerror(-r));
-	if (o->pidfile) {
-		r = write_pidfile(o->pidfile);
+		return fail(d, r, "%s: %s", d->ctl_path, err);
+	if (d->pid_fd >= 0) {
+		r = pidfile_write(d);
 		if (r < 0)
-			return fail(d, r, "%s: %s", o->pidfile,
+			return fail(d, r, "--pidfile %s: %s", o->pidfile,
 				    strerror(-r));
 	}
 	say(2, "serving %s (%" PRIu64 " volume%s) on "
 	       "nbd+unix:///VOLUME?socket=%s%s%s; control socket %s",
 	    o->pool, info.nr_volumes, info.nr_volumes == 1 ? "" : "s",
-	    d->nbd_path, o->listen ? " and TCP " : "",
-	    o->listen ? o->listen : "", d->ctl_path);
+	    d->nbd.path, o->listen ? " and TCP " : "", d->tcp_addr,
+	    d->ctl_path);
 	if (d->ready_fd >= 0) {
 		close(d->ready_fd); /* EOF without a message: ready */
 		d->ready_fd = -1;
 	}
+	d->ready = true;
 	return 0;
 }
 
@@ -541,7 +687,7 @@ static int loop(struct daemon *d)
 	for (;;) {
 		struct pollfd pf[3] = {
 			{ .fd = d->sig_fd, .events = POLLIN },
-			{ .fd = d->nbd_fd, .events = POLLIN },
+			{ .fd = d->nbd.fd, .events = POLLIN },
 			{ .fd = d->tcp_fd, .events = POLLIN },
 		};
 		int r = poll(pf, d->tcp_fd >= 0 ? 3 : 2, RECOVER_MS);
@@ -563,7 +709,7 @@ static int loop(struct daemon *d)
 			}
 		}
 		if (pf[1].revents & POLLIN)
-			accept_one(d, d->nbd_fd, false);
+			accept_one(d, d->nbd.fd, false);
 		if (d->tcp_fd >= 0 && (pf[2].revents & POLLIN))
 			accept_one(d, d->tcp_fd, true);
 	}
@@ -571,12 +717,12 @@ static int loop(struct daemon *d)
 
 static int stop(struct daemon *d, int status)
 {
-	/* stop accepting */
-	if (d->nbd_fd >= 0)
-		close(d->nbd_fd);
+	/* stop accepting; the socket goes at the end */
+	if (d->nbd.fd >= 0)
+		close(d->nbd.fd);
 	if (d->tcp_fd >= 0)
 		close(d->tcp_fd);
-	d->nbd_fd = d->tcp_fd = -1;
+	d->nbd.fd = d->tcp_fd = -1;
 	/* finish what clients sent; then no more management */
 	if (d->nbds)
 		nbds_shutdown(d->nbds);
@@ -590,10 +736,8 @@ static int stop(struct daemon *d, int status)
 			status = status ? status : r;
 		}
 	}
-	if (d->nbd_bound)
-		unlink(d->nbd_path);
-	if (d->o->pidfile && !status)
-		unlink(d->o->pidfile);
+	usock_close(&d->nbd);
+	pidfile_drop(d, !status || !d->ready);
 	nbds_free(d->nbds);
 	if (d->tls)
 		tls_ctx_free(d->tls);
@@ -667,8 +811,8 @@ static int detach(struct daemon *d, int *parent_status)
 int serve_run(const struct serve_opts *o)
 {
 	struct daemon d = {
-		.o = o, .nbd_fd = -1, .tcp_fd = -1, .sig_fd = -1,
-		.ready_fd = -1,
+		.o = o, .nbd = USOCK_INIT, .tcp_fd = -1, .sig_fd = -1,
+		.pid_fd = -1, .ready_fd = -1,
 	};
 	struct ctl_hooks hooks = { 0 };
 	sigset_t set;
@@ -679,6 +823,15 @@ int serve_run(const struct serve_opts *o)
 	if (o->syslog)
 		openlog("thinvol", LOG_PID, LOG_DAEMON);
 	tv_set_logger(log_line, NULL, 2);
+	{
+		char err[512];
+		int r = serve_check_opts(o, err, sizeof(err));
+
+		if (r < 0) {
+			say(0, "%s", err);
+			return r;
+		}
+	}
 
 	if (!o->foreground) {
 		int parent_status = 0, r = detach(&d, &parent_status);

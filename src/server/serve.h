@@ -8,6 +8,7 @@
 #define TV_SERVER_SERVE_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdio.h>
 
 enum serve_tls_mode {
@@ -23,6 +24,9 @@ struct serve_opts {
 	const char *tls_psk;	/* PSK file */
 	const char *tls_cert, *tls_key, *tls_ca;
 	enum serve_tls_mode tls; /* OFF unless a credential is given */
+	/* TCP clients may connect without a PSK or a client certificate
+	 * checked against tls_ca (serve_check_opts) */
+	bool allow_unauthenticated;
 	bool foreground;	/* else detach once ready */
 	const char *pidfile;
 	bool syslog;		/* log to syslog instead of log_file */
@@ -41,6 +45,25 @@ struct serve_opts {
  * with 0, or 1 after an error.
  */
 int serve_run(const struct serve_opts *o);
+
+/*
+ * --listen's ADDR:PORT, [IPV6]:PORT or :PORT into host (empty: every
+ * address) and port, which must be 1 to 65535 in decimal.  -EINVAL with
+ * the reason in err.
+ */
+int serve_parse_listen(const char *spec, char *host, size_t hostlen,
+		       unsigned int *port, char *err, size_t errlen);
+
+/* Whether TCP clients must authenticate: --tls require with a PSK file or
+ * a CA that client certificates are checked against. */
+bool serve_tcp_authenticated(const struct serve_opts *o);
+
+/*
+ * The options serve_run refuses (it checks them too): a bad --listen, and
+ * TCP whose clients would not be authenticated, unless
+ * allow_unauthenticated.  -EINVAL with the reason in err.
+ */
+int serve_check_opts(const struct serve_opts *o, char *err, size_t errlen);
 
 /* What thinvol serve and thinvol pool create say, after "POOL: ", about a
  * pool file on ext4 without a journal (IO_DEV_FS_NO_JOURNAL). */

@@ -33,9 +33,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/file.h>
 #include <sys/stat.h>
-#include <sys/sysmacros.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -106,91 +104,159 @@ struct disk_pool_user *pool_user(struct tv_pool *p)
 	return (struct disk_pool_user *)tm_user(p->tm);
 }
 
-/* ---- locking the pool ---- */
+/* ---- claiming the pool's storage ---- */
 
-/* Name the process holding a lock on (dev, ino), from /proc/locks. */
-static void lock_holder(dev_t dev, ino_t ino, char *buf, size_t len)
+/*
+ * Hold what the pool is on for as long as it is open: its file or device
+ * and everything under it (a loop device's backing file, ...), so that no
+ * other thinvol process, however it names the pool, opens it meanwhile
+ * (io-ident.c, rule 3).  what: "the pool is" or "it is", for the message.
+ */
+static int claim_dev(struct io_dev *dev, const char *path, const char *what)
 {
-	FILE *f = fopen("/proc/locks", "re");
-	char line[256];
+	char why[640];
+	int r = io_file_claim(dev, why, sizeof(why));
 
-	snprintf(buf, len, "another process");
-	if (!f)
-		return;
-	while (fgets(line, sizeof(line), f)) {
-		unsigned int maj, min;
-		unsigned long long i;
-		long pid;
-		char comm[64] = "", path[64];
-
-		if (sscanf(line, "%*s %*s %*s %*s %ld %x:%x:%llu", &pid, &maj,
-			   &min, &i) != 4)
-			continue;
-		if (makedev(maj, min) != dev || i != (unsigned long long)ino)
-			continue;
-		snprintf(path, sizeof(path), "/proc/%ld/comm", pid);
-		{
-			FILE *c = fopen(path, "re");
-			if (c) {
-				if (fgets(comm, sizeof(comm), c))
-					comm[strcspn(comm, "\n")] = 0;
-				fclose(c);
-			}
-		}
-		snprintf(buf, len, "process %ld (%s)", pid,
-			 comm[0] ? comm : "?");
-		break;
-	}
-	fclose(f);
-}
-
-static int lock_dev(struct io_dev *dev, const char *path)
-{
-	int fd = io_file_fd(dev);
-	struct stat st;
-	char who[96];
-
-	if (flock(fd, LOCK_EX | LOCK_NB) == 0)
-		return 0;
-	if (errno != EWOULDBLOCK)
-		return tv_err(-errno, "%s: lock: %s", path, strerror(errno));
-	if (fstat(fd, &st) == 0)
-		lock_holder(st.st_dev, st.st_ino, who, sizeof(who));
-	else
-		snprintf(who, sizeof(who), "another process");
-	return tv_err(-EBUSY, "%s: the pool is in use by %s", path, who);
+	if (r == -EBUSY)
+		return tv_err(r, "%s: %s in use by %s", path, what, why);
+	if (r < 0)
+		return tv_err(r, "%s: %s", path, why);
+	return 0;
 }
 
 /* ---- create ---- */
 
-/* Name what the first bytes of a device hold, if we recognise it. */
-static const char *recognise(struct io_dev *dev)
-{
-	size_t n = (size_t)MIN(dev->size, 68u * 1024);
-	const char *what = NULL;
-	uint8_t *buf = calloc(1, 68u * 1024);
+#define PROBE_SPAN (1u << 20) /* bytes looked at, at each end */
 
-	if (!buf || !n || io_read(dev, buf, n, 0) < 0)
+/* A signature at off from the start (or, with from_end, from the end). */
+struct sig {
+	uint32_t off;
+	bool from_end;
+	uint8_t len;
+	const char *magic;
+	const char *what;
+};
+
+/*
+ * What pool create knows by sight, first match wins: the filesystems and
+ * volume formats that --force was always needed for, images and archives
+ * that are files people keep, and partition tables.  FAT and NTFS boot
+ * sectors come before the DOS partition table, whose 0x55AA they share.
+ */
+static const struct sig sigs[] = {
+	{32, false, 8, "thinvol", "a thinvol pool"},
+	{4096 + 32, false, 8, "thinvol", "a thinvol pool"},
+	{1080, false, 2, "\x53\xef", "an ext2/3/4 filesystem"},
+	{0, false, 4, "XFSB", "an XFS filesystem"},
+	{65600, false, 8, "_BHRfS_M", "a btrfs filesystem"},
+	{1024, false, 4, "\x10\x20\xf5\xf2", "an F2FS filesystem"},
+	{0, false, 6, "LUKS\xba\xbe", "a LUKS volume"},
+	{4086, false, 10, "SWAPSPACE2", "swap space"},
+	{512, false, 8, "LABELONE", "an LVM physical volume"},
+	{536, false, 8, "LVM2 001", "an LVM physical volume"},
+	{4096, false, 4, "\xfc\x4e\x2b\xa9", "a Linux RAID (md) member"},
+	{0, false, 4, "\xfc\x4e\x2b\xa9", "a Linux RAID (md) member"},
+	{0, false, 4, "QFI\xfb", "a qcow2 image"},
+	{0, false, 4, "QED", "a QED image"},
+	{0, false, 4, "KDMV", "a VMDK image"},
+	{0, false, 21, "# Disk DescriptorFile", "a VMDK descriptor"},
+	{0, false, 8, "vhdxfile", "a VHDX image"},
+	{64, false, 4, "\x7f\x10\xda\xbe", "a VirtualBox VDI image"},
+	{0, false, 8, "conectix", "a VHD image"},
+	{512, true, 8, "conectix", "a VHD image"},
+	{32769, false, 5, "CD001", "an ISO 9660 image"},
+	{0, false, 4, "hsqs", "a squashfs image"},
+	{257, false, 5, "ustar", "a tar archive"},
+	{0, false, 2, "\x1f\x8b", "a gzip file"},
+	{0, false, 6, "\xfd" "7zXZ\0", "an xz file"},
+	{0, false, 4, "\x28\xb5\x2f\xfd", "a zstd file"},
+	{0, false, 3, "BZh", "a bzip2 file"},
+	{0, false, 4, "PK\x03\x04", "a zip archive"},
+	{0, false, 4, "\x7f" "ELF", "an ELF executable"},
+	{512, false, 8, "EFI PART", "a GPT partition table"},
+	{4096, false, 8, "EFI PART", "a GPT partition table"},
+	{512, true, 8, "EFI PART", "a GPT partition table (its backup)"},
+	{4096, true, 8, "EFI PART", "a GPT partition table (its backup)"},
+	{3, false, 8, "NTFS    ", "an NTFS filesystem"},
+	{3, false, 8, "EXFAT   ", "an exFAT filesystem"},
+	{54, false, 3, "FAT", "a FAT filesystem"},
+	{82, false, 5, "FAT32", "a FAT filesystem"},
+	{510, false, 2, "\x55\xaa", "a DOS (MBR) partition table"},
+};
+
+static bool all_zero(const uint8_t *p, size_t len)
+{
+	return !len || (!p[0] && !memcmp(p, p + 1, len - 1));
+}
+
+/*
+ * What the device holds, when it is not empty: the first matching
+ * signature's name, or what part of it is not zero.  NULL when its first
+ * and last PROBE_SPAN bytes are all zero (or it has no bytes).  -errno
+ * through *err when it cannot be read.
+ */
+static const char *probe(struct io_dev *dev, int *err)
+{
+	uint64_t size = dev->size;
+	size_t head = (size_t)MIN(size, (uint64_t)PROBE_SPAN);
+	size_t tail = head;
+	uint64_t tail_off = size - tail;
+	uint8_t *h = calloc(2, PROBE_SPAN), *t = h + PROBE_SPAN;
+	const char *what = NULL;
+
+	*err = 0;
+	if (!h) {
+		*err = -ENOMEM;
+		return NULL;
+	}
+	if ((*err = io_read(dev, h, head, 0)) < 0 ||
+	    (*err = io_read(dev, t, tail, tail_off)) < 0)
 		goto out;
-	if (!memcmp(buf + 32, "thinvol", 8) ||
-	    !memcmp(buf + 4096 + 32, "thinvol", 8))
-		what = "a thinvol pool";
-	else if (buf[1080] == 0x53 && buf[1081] == 0xEF)
-		what = "an ext2/3/4 filesystem";
-	else if (!memcmp(buf, "XFSB", 4))
-		what = "an XFS filesystem";
-	else if (!memcmp(buf + 65600, "_BHRfS_M", 8))
-		what = "a btrfs filesystem";
-	else if (!memcmp(buf, "LUKS\xba\xbe", 6))
-		what = "a LUKS volume";
-	else if (!memcmp(buf + 4086, "SWAPSPACE2", 10))
-		what = "swap space";
-	else if (!memcmp(buf + 512, "LABELONE", 8) ||
-		 !memcmp(buf + 536, "LVM2 001", 8))
-		what = "an LVM physical volume";
+	for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]) && !what; i++) {
+		const struct sig *g = &sigs[i];
+
+		if (g->from_end) {
+			if (g->off <= tail &&
+			    !memcmp(t + tail - g->off, g->magic, g->len))
+				what = g->what;
+		} else if ((size_t)g->off + g->len <= head &&
+			   !memcmp(h + g->off, g->magic, g->len)) {
+			what = g->what;
+		}
+	}
+	if (!what && !all_zero(h, head))
+		what = "data that thinvol does not recognise (its first MiB "
+		       "is not all zeroes)";
+	else if (!what && !all_zero(t, tail))
+		what = "data that thinvol does not recognise (its last MiB "
+		       "is not all zeroes)";
 out:
-	free(buf);
+	free(h);
 	return what;
+}
+
+/* fsync the directory holding path: a new file's name is durable. */
+static int sync_parent(const char *path)
+{
+	char *dir = strdup(path), *slash;
+	int fd, r = 0;
+
+	if (!dir)
+		return -ENOMEM;
+	slash = strrchr(dir, '/');
+	if (!slash)
+		strcpy(dir, ".");
+	else if (slash == dir)
+		dir[1] = 0;
+	else
+		*slash = 0;
+	fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0 || fsync(fd) < 0)
+		r = -errno;
+	if (fd >= 0)
+		close(fd);
+	free(dir);
+	return r;
 }
 
 int pool_format_dev(struct io_dev *dev, const struct tv_pool_create_opts *o)
@@ -233,8 +299,6 @@ int tv_pool_create(const char *path, const struct tv_pool_create_opts *o)
 					       "device",
 				      path);
 		r = io_file_open(path, 0, 0, &dev);
-		if (r == 0 && S_ISREG(st.st_mode) && o->size > dev->size)
-			r = io_resize(dev, o->size);
 	} else if (errno == ENOENT) {
 		if (!o->size)
 			return tv_err(-EINVAL, "%s: a size is needed to create "
@@ -248,14 +312,32 @@ int tv_pool_create(const char *path, const struct tv_pool_create_opts *o)
 	}
 	if (r < 0)
 		return tv_err(r, "%s: %s", path, strerror(-r));
-	r = lock_dev(dev, path);
+	/* claimed before anything is read or changed: nobody else uses it
+	 * (a pool served through a loop device over this file, a mount) */
+	r = claim_dev(dev, path, "it is");
 	if (r < 0)
 		goto out;
-	if (!created && !o->force && (what = recognise(dev))) {
-		r = tv_err(-EEXIST, "%s already holds %s; use --force to "
-				    "overwrite it",
-			   path, what);
-		goto out;
+	/* what is there, before a file is grown: its old end counts */
+	if (!created && !o->force) {
+		what = probe(dev, &r);
+		if (r < 0) {
+			r = tv_err(r, "%s: cannot read it: %s", path,
+				   strerror(-r));
+			goto out;
+		}
+		if (what) {
+			r = tv_err(-EEXIST, "%s already holds %s; use --force "
+					    "to overwrite it",
+				   path, what);
+			goto out;
+		}
+	}
+	if (!(dev->flags & IO_DEV_BLOCKDEV) && o->size > dev->size) {
+		r = io_resize(dev, o->size);
+		if (r < 0) {
+			r = tv_err(r, "%s: %s", path, strerror(-r));
+			goto out;
+		}
 	}
 	r = pool_format_dev(dev, o);
 	if (r == -EINVAL)
@@ -265,6 +347,10 @@ int tv_pool_create(const char *path, const struct tv_pool_create_opts *o)
 	else if (r < 0)
 		r = tv_err(r, "%s: cannot create the pool: %s", path,
 			   strerror(-r));
+	/* the format flushed the file; a new file's name must last too */
+	if (r == 0 && created && (r = sync_parent(path)) < 0)
+		r = tv_err(r, "%s: cannot sync the directory holding it: %s",
+			   path, strerror(-r));
 out:
 	io_close(dev);
 	if (r < 0 && created)
@@ -303,7 +389,7 @@ int tv_pool_open(const char *path, const struct tv_pool_open_opts *o,
 	r = io_file_open(path, ro ? IO_FILE_RDONLY : 0, 0, &dev);
 	if (r < 0)
 		return tv_err(r, "%s: %s", path, strerror(-r));
-	r = lock_dev(dev, path);
+	r = claim_dev(dev, path, "the pool is");
 	if (r == 0)
 		r = pool_open_dev(dev, true, path, o, out);
 	else

@@ -209,4 +209,37 @@ expect 0 "$tv" export "$r" v "$dir/img3.out"
 same_padded "$dir/img3" "$dir/img3.out" $((10 * 1048576))
 clean "$r"
 
+# ---- never onto the pool itself (issue 14, item 2): export into the
+# pool file, or import from it, by any name (a symlink, a hard link,
+# /proc/self/fd, stdout or stdin redirected to it) is refused with exit
+# status 2 before a byte is read or written; the pool does not change.
+# An export into a file someone holds locked is exit 8 ----
+s=$dir/self.pool
+expect 0 "$tv" pool create "$s" --size 64M
+expect 0 "$tv" create "$s" v --size 8M
+head -c 3M /dev/urandom >"$dir/self.img"
+expect 0 "$tv" import "$s" v "$dir/self.img"
+ln -s self.pool "$dir/self-link"
+ln "$s" "$dir/self-hard"
+sum=$(sha256sum <"$s")
+exec 9<"$s"
+for f in "$s" "$dir/self-link" "$dir/self-hard" /proc/self/fd/9; do
+	expect_in 2 "it is the pool itself" "$tv" export "$s" v "$f"
+	expect_in 2 "it is the pool itself" "$tv" import "$s" v "$f"
+done
+exec 9<&-
+# (through bash -c: expect sends the command's own stdout to a file)
+expect_in 2 "it is the pool itself" bash -c '"$0" export "$1" v - 1<>"$1"' "$tv" "$s"
+expect_in 2 "it is the pool itself" bash -c '"$0" import "$1" v - <"$1"' "$tv" "$s"
+# nor into a file another process holds a lock on (another pool, an
+# image qemu has open): flock(1) holds one here
+echo keep >"$dir/held"
+expect_in 8 "refusing to write into $dir/held: it is in use by process" \
+	flock "$dir/held" "$tv" export "$s" v "$dir/held"
+[ "$(cat "$dir/held")" = keep ] || fail "export wrote into a locked file"
+[ "$(sha256sum <"$s")" = "$sum" ] || fail "a refused export or import changed the pool"
+expect 0 "$tv" export "$s" v "$dir/self.out"
+same_padded "$dir/self.img" "$dir/self.out" $((8 << 20))
+clean "$s"
+
 echo "test-import-export: ok"

@@ -115,7 +115,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		size_t rlen;
 		char *reply;
 
-		if (ctl_handle(p, &hooks, s, len, fd, &reply, &rlen) == 0) {
+		if (ctl_handle(p, &hooks, NULL, s, len, fd, &reply, &rlen) == 0) {
 			check_reply(reply, rlen);
 			if (fuzz_verbose)
 				fprintf(stderr, "%s", reply);

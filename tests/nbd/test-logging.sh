@@ -29,7 +29,7 @@ vol_create v 64M
 # per-connection lines ----
 port=$(free_port AF_INET 127.0.0.1)
 : >"$serve_log"
-start_serve --listen "127.0.0.1:$port"
+start_serve --listen "127.0.0.1:$port" --allow-unauthenticated
 nbdinfo "nbd://127.0.0.1:$port/v" >/dev/null || fail "nbdinfo over TCP"
 nbdinfo --list "nbd+unix:///?socket=$nsock" >/dev/null || fail "nbdinfo --list"
 stop_serve
@@ -62,7 +62,7 @@ note "--verbose: $(grep -c 'unix#' "$serve_log") per-connection lines for one nb
 if "$PY" -c 'import socket; socket.socket(socket.AF_INET6).bind(("::1", 0))' 2>/dev/null; then
 	port=$(free_port AF_INET6 ::1)
 	: >"$serve_log"
-	start_serve --listen "[::1]:$port" --verbose
+	start_serve --listen "[::1]:$port" --allow-unauthenticated --verbose
 	nbdinfo --json "nbd://[::1]:$port/v" >"$dir/info6.json" || fail "nbdinfo over IPv6"
 	json_ok "$dir/info6.json" 'd["exports"][0]["export-size"] == 64 << 20'
 	stop_serve

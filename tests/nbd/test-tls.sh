@@ -4,7 +4,9 @@
 # plaintext clients, a wrong key and an unknown user are refused, and
 # before STARTTLS every option is NBD_REP_ERR_TLS_REQD.  --tls optional
 # lets both kinds in.  X.509: --tls-cert/--tls-key, and with --tls-ca a
-# client certificate signed by that CA is required.
+# client certificate signed by that CA is required.  --listen without
+# client authentication (plaintext, --tls optional, a certificate without
+# --tls-ca) is refused unless --allow-unauthenticated.
 . "$(dirname "$0")/lib.sh"
 need psktool certtool nbdinfo nbdsh
 here=$(cd "$(dirname "$0")" && pwd)
@@ -162,6 +164,59 @@ start_serve --tls-cert "$pki/server-cert.pem" --tls-key "$pki/server-key.pem" --
 x509 "$pki/client" || fail "X.509 client with --tls-ca"
 ! x509 "$pki/anon" 2>/dev/null || fail "--tls-ca: a client without a certificate was served"
 stop_serve
+
+# ---- who may connect over TCP (issue 14, item 9): only clients that
+# authenticate (a PSK, or a certificate checked against --tls-ca, with
+# --tls require), unless --allow-unauthenticated says otherwise ----
+x509_tcp() { # x509_tcp CERTDIR: as x509, over TCP
+	"$PY" - "$port" "$1" <<'EOF'
+import nbd, sys
+h = nbd.NBD()
+h.set_tls(nbd.TLS_REQUIRE)
+h.set_tls_certificates(sys.argv[2])
+h.set_tls_verify_peer(False)
+h.set_export_name("vol")
+h.connect_tcp("127.0.0.1", sys.argv[1])
+assert h.get_tls_negotiated()
+assert h.pread(256, 12345) == bytes(range(256))
+h.shutdown()
+EOF
+}
+tcp_refused() { # OPTION...: serve --listen with them exits 2 at once
+	local rc=0
+	timeout 20 "$tv" serve "$pool" --foreground --listen "127.0.0.1:$port" "$@" \
+		>"$dir/policy.out" 2>&1 </dev/null || rc=$?
+	[ "$rc" -eq 2 ] || fail "serve --listen $*: exit $rc, want 2: $(cat "$dir/policy.out")"
+	grep -q -- "TCP clients would not be authenticated" "$dir/policy.out" &&
+		grep -q -- "--allow-unauthenticated" "$dir/policy.out" ||
+		fail "serve --listen $*: $(cat "$dir/policy.out")"
+	[ ! -e "$nsock" ] && [ ! -e "$csock" ] || fail "serve --listen $*: left a socket"
+}
+cert=(--tls-cert "$pki/server-cert.pem" --tls-key "$pki/server-key.pem")
+tcp_refused
+tcp_refused --tls-psk "$dir/keys.psk" --tls optional
+tcp_refused "${cert[@]}"
+tcp_refused "${cert[@]}" --tls require
+tcp_refused "${cert[@]}" --tls-ca "$pki/ca-cert.pem" --tls optional
+start_serve "${cert[@]}" --tls-ca "$pki/ca-cert.pem" --listen "127.0.0.1:$port"
+x509_tcp "$pki/client" || fail "X.509 client with --tls-ca over TCP"
+! x509_tcp "$pki/anon" 2>/dev/null || fail "--tls-ca over TCP: a client without a certificate was served"
+! nbdinfo --size "nbd://127.0.0.1:$port/vol" >/dev/null 2>&1 || fail "--tls-ca over TCP: plaintext served"
+stop_serve
+: >"$serve_log"
+start_serve "${cert[@]}" --listen "127.0.0.1:$port" --allow-unauthenticated
+x509_tcp "$pki/anon" || fail "--allow-unauthenticated: a client without a certificate"
+grep -q "warning: listening on TCP 127.0.0.1:$port with TLS but without client authentication" "$serve_log" ||
+	fail "no warning for TLS without client authentication: $(cat "$serve_log")"
+stop_serve
+: >"$serve_log"
+start_serve --listen "127.0.0.1:$port" --allow-unauthenticated
+[ "$(nbdinfo --size "nbd://127.0.0.1:$port/vol")" = $((64 << 20)) ] ||
+	fail "--allow-unauthenticated: plaintext TCP not served"
+grep -q "warning: listening on TCP 127.0.0.1:$port WITHOUT TLS" "$serve_log" ||
+	fail "no warning for TCP without TLS: $(cat "$serve_log")"
+stop_serve
+note "TCP: 5 unauthenticated setups refused; --tls-ca verified over TCP; --allow-unauthenticated warns"
 
 # bad credentials: the daemon refuses to start, with one clear line
 for args in "--tls-psk $dir/nosuch.psk" "--tls-cert $pki/server-cert.pem" \

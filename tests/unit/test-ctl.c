@@ -318,7 +318,8 @@ static void fuzz(struct tv_pool *pool, uint64_t seed)
 			}
 		}
 		/* no hooks: as offline, nothing is claimed */
-		CHECK_OK(ctl_handle(pool, NULL, buf, len, -1, &reply, &rlen));
+		CHECK_OK(ctl_handle(pool, NULL, NULL, buf, len, -1, &reply,
+				    &rlen));
 		CHECK(rlen > 0 && reply[rlen - 1] == '\n');
 		CHECK(!memchr(reply, '\n', rlen - 1));
 		reply[rlen - 1] = 0;
@@ -353,15 +354,68 @@ int main(void)
 	CHECK_OK(tv_pool_create(path, &co));
 	CHECK_OK(tv_pool_open(path, NULL, &pool));
 
-	/* the socket path beside a pool file */
-	CHECK_OK(
-	    ctl_socket_path("var/default.pool", sock_path, sizeof(sock_path)));
-	CHECK(!strcmp(sock_path, "var/default.pool.ctl.sock"));
+	/* the socket path beside a pool file: as given while it does not
+	 * exist, else under its real path (a symlink to it gives the same) */
+	CHECK_OK(ctl_socket_path("no/such/dir/x.pool", ".ctl.sock", sock_path,
+				 sizeof(sock_path)));
+	CHECK(!strcmp(sock_path, "no/such/dir/x.pool.ctl.sock"));
 	memset(req, 'a', 120);
 	req[120] = 0;
-	CHECK_ERR(ctl_socket_path(req, sock_path, sizeof(sock_path)),
+	CHECK_ERR(ctl_socket_path(req, ".ctl.sock", sock_path,
+				  sizeof(sock_path)),
 		  -ENAMETOOLONG);
-	CHECK_OK(ctl_socket_path(path, sock_path, sizeof(sock_path)));
+	{
+		char link[300], via[108];
+
+		snprintf(link, sizeof(link), "%s/link", dir);
+		CHECK_OK(symlink("p.pool", link));
+		CHECK_OK(ctl_socket_path(link, ".nbd.sock", via, sizeof(via)));
+		CHECK_OK(ctl_socket_path(path, ".nbd.sock", sock_path,
+					 sizeof(sock_path)));
+		CHECK(!strcmp(via, sock_path));
+		unlink(link);
+	}
+	CHECK_OK(ctl_socket_path(path, ".ctl.sock", sock_path,
+				 sizeof(sock_path)));
+
+	/* only a stale socket is replaced: a regular file, or a symlink to
+	 * a stale socket, in the way is -EEXIST and stays as it was */
+	{
+		char msg[256], stale[100];
+		int s;
+
+		fd = open(sock_path, O_WRONLY | O_CREAT | O_EXCL, 0600);
+		CHECK(fd >= 0);
+		CHECK(write(fd, "keep", 4) == 4);
+		close(fd);
+		CHECK_ERR(ctl_server_start(sock_path, pool, &hooks, &srv, msg,
+					   sizeof(msg)),
+			  -EEXIST);
+		CHECK(strstr(msg, "a regular file is in the way"));
+		CHECK_OK(stat(sock_path, &st));
+		CHECK(S_ISREG(st.st_mode) && st.st_size == 4);
+		unlink(sock_path);
+
+		snprintf(stale, sizeof(stale), "%s/stale.sock", dir);
+		{
+			struct sockaddr_un sa = {.sun_family = AF_UNIX};
+
+			s = socket(AF_UNIX, SOCK_STREAM, 0);
+			memcpy(sa.sun_path, stale, sizeof(stale));
+			CHECK_OK(bind(s, (struct sockaddr *) &sa, sizeof(sa)));
+			close(s);
+		}
+		CHECK_OK(symlink(stale, sock_path));
+		CHECK_ERR(ctl_server_start(sock_path, pool, &hooks, &srv, msg,
+					   sizeof(msg)),
+			  -EEXIST);
+		CHECK(strstr(msg, "symbolic link"));
+		CHECK_OK(lstat(sock_path, &st));
+		CHECK(S_ISLNK(st.st_mode));
+		CHECK_OK(stat(stale, &st));
+		unlink(sock_path);
+		unlink(stale);
+	}
 
 	/* a stale socket is replaced; the new one is 0600 */
 	{
@@ -372,13 +426,24 @@ int main(void)
 		CHECK_OK(bind(s, (struct sockaddr *) &sa, sizeof(sa)));
 		close(s);
 	}
-	CHECK_OK(ctl_server_start(sock_path, pool, &hooks, &srv));
+	{
+		char msg[256];
+
+		CHECK_OK(ctl_server_start(sock_path, pool, &hooks, &srv, msg,
+					  sizeof(msg)));
+	}
 	CHECK_OK(stat(sock_path, &st));
 	CHECK(S_ISSOCK(st.st_mode));
 	CHECK_EQ(st.st_mode & 07777, 0600);
 	/* a live one is not */
-	CHECK_ERR(ctl_server_start(sock_path, pool, &hooks, &srv2),
-		  -EADDRINUSE);
+	{
+		char msg[256];
+
+		CHECK_ERR(ctl_server_start(sock_path, pool, &hooks, &srv2, msg,
+					   sizeof(msg)),
+			  -EADDRINUSE);
+		CHECK(strstr(msg, "in use by a running server"));
+	}
 
 	c.fd = dial();
 	d = ask(&c, "{\"v\":1,\"id\":1,\"op\":\"hello\"}", -1);
@@ -658,6 +723,23 @@ int main(void)
 	}
 	close(fd);
 	CHECK(stat(sock_path, &st) < 0 && errno == ENOENT);
+
+	/* stopping removes the socket only while it is still ours: a file
+	 * put in its place meanwhile stays */
+	{
+		char msg[256];
+
+		CHECK_OK(ctl_server_start(sock_path, pool, &hooks, &srv, msg,
+					  sizeof(msg)));
+		CHECK_OK(unlink(sock_path));
+		fd = open(sock_path, O_WRONLY | O_CREAT | O_EXCL, 0600);
+		CHECK(fd >= 0);
+		close(fd);
+		ctl_server_stop(srv);
+		CHECK_OK(stat(sock_path, &st));
+		CHECK(S_ISREG(st.st_mode));
+		unlink(sock_path);
+	}
 
 	fuzz(pool, seed);
 	{

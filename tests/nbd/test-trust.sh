@@ -1,0 +1,254 @@
+#!/usr/bin/env bash
+# Whom the command trusts, and what the daemon may remove or overwrite
+# (issue 14, items 8, 11 and 16):
+#   1. a fake daemon planted by another user (nobody) at POOL.ctl.sock in
+#      a shared sticky directory gets nothing: root's import of a secret
+#      file and create are refused before a byte is sent, exit 1, with
+#      the socket and its owner named; so is a socket root owns on which
+#      nobody listens (SO_PEERCRED), and a symlink or a file in the
+#      socket's place; the daemon does not remove such a file either.
+#      The daemon that the pool's owner (nobody) runs on its own pool is
+#      trusted;
+#   2. serve --socket PATH removes nothing but a stale socket: a regular
+#      file, or a symlink (even to a stale socket), stays as it was and
+#      the daemon refuses to start;
+#   3. --pidfile: a symlink is not followed, a FIFO not waited on; a
+#      pidfile that a running daemon holds is neither truncated nor
+#      rewritten by a second one;
+#   4. --listen takes ports 1 to 65535 only (99999, 0, 65536, -1, a name:
+#      exit 2, nothing started) and logs the address it bound;
+#   5. an import from a pipe that never sends, and an export into one that
+#      is never read, do not keep SIGTERM from stopping the daemon; such a
+#      copy ends when its client is killed.
+. "$(dirname "$0")/lib.sh"
+need setpriv
+
+# run STATUS CMD...: CMD (at most 20 s) exits STATUS; output in
+# $dir/out and $dir/err
+run() {
+	local want=$1 rc=0
+	shift
+	timeout 20 "$@" >"$dir/out" 2>"$dir/err" </dev/null || rc=$?
+	[ "$rc" -eq "$want" ] || fail "$*: exit $rc, want $want: $(cat "$dir/err")"
+}
+in_err() { grep -qF -- "$1" "$dir/err" || fail "stderr lacks '$1': $(cat "$dir/err")"; }
+
+# ---- 1. a planted fake daemon ----
+if [ "$(id -u)" -eq 0 ]; then
+	sh=$dir/shared
+	mkdir -m 1777 "$sh"
+	chmod 0755 "$dir"
+	sp=$sh/p.pool
+	"$tv" pool create "$sp" --size 64M >/dev/null 2>&1 || fail "pool create"
+	"$tv" create "$sp" v --size 1M >/dev/null || fail "create v"
+	echo "root's secret" >"$dir/secret"
+	chmod 600 "$dir/secret"
+	# the fake answers like a daemon of this very pool (it can stat the
+	# file), reports made-up ids and reads any descriptor passed to it
+	cat >"$dir/fake.py" <<'EOF'
+import array, json, os, socket, sys
+path, log, drop = sys.argv[1], sys.argv[2], sys.argv[3] == "drop"
+st = os.stat(path[:-len(".ctl.sock")])
+s = socket.socket(socket.AF_UNIX)
+s.bind(path)
+if drop:  # bound as root, listening as nobody
+    os.setgroups([]); os.setgid(65534); os.setuid(65534)
+s.listen(8)
+open(log, "a").close()
+print("ready", flush=True)
+while True:
+    c, _ = s.accept()
+    with open(log, "a") as f:
+        f.write("connection\n")
+    buf = b""
+    while True:
+        msg, anc, _, _ = c.recvmsg(65536, socket.CMSG_SPACE(16))
+        if not msg:
+            break
+        for lvl, typ, data in anc:
+            fds = array.array("i", data[:len(data) - len(data) % 4])
+            for fd in fds:
+                with open(log, "a") as f:
+                    f.write("stole: %r\n" % os.read(fd, 100))
+        buf += msg
+        while b"\n" in buf:
+            line, buf = buf.split(b"\n", 1)
+            q = json.loads(line)
+            with open(log, "a") as f:
+                f.write("request %s\n" % q["op"])
+            res = {"proto": 1, "pool": {"type": "file", "dev": "%d:%d" % (os.major(st.st_dev), os.minor(st.st_dev)), "ino": st.st_ino}}
+            if q["op"] == "batch":
+                res = {"ids": [4242]}
+            elif q["op"] == "vol.resolve":
+                res = {"id": 1}
+            elif q["op"] in ("vol.import", "vol.export"):
+                res = {"copied": 0, "zero": 0}
+            elif q["op"] == "pool.info":
+                res = {"format_version": 1, "uuid": "00" * 16, "block_size": 65536, "blob_size": 256, "size": 1 << 26, "used": 0, "free": 0, "metadata": 0, "reclaimable": 0, "nr_volumes": 1, "next_id": 2, "transaction": 1, "state": "rw", "reason": ""}
+            c.sendall(json.dumps({"v": 1, "id": q.get("id"), "result": res}).encode() + b"\n")
+EOF
+	# fake PATH LOG MODE: start it (as nobody, or as root dropping to
+	# nobody before listen), wait until it listens
+	fake() {
+		local pre=()
+		[ "$3" = drop ] || pre=(setpriv --reuid=65534 --regid=65534 --clear-groups)
+		: >"$dir/fake.out"
+		"${pre[@]}" "$PY" "$dir/fake.py" "$1" "$2" "$3" >"$dir/fake.out" 2>&1 &
+		fake_pid=$!
+		on_exit "kill -KILL $fake_pid"
+		wait_for 10 grep -q ready "$dir/fake.out" || fail "the fake daemon: $(cat "$dir/fake.out")"
+	}
+	fake "$sp.ctl.sock" "$sh/fake.log" plant
+	[ "$(stat -c %U "$sp.ctl.sock")" = nobody ] || fail "the fake's socket is not nobody's"
+	run 1 "$tv" import "$sp" v "$dir/secret"
+	in_err "control socket $sp.ctl.sock is owned by nobody (uid 65534)"
+	run 1 "$tv" create "$sp" x --size 1M
+	[ ! -s "$dir/out" ] || fail "create printed an id: $(cat "$dir/out")"
+	run 1 "$tv" list "$sp"
+	[ ! -s "$sh/fake.log" ] || fail "the fake daemon was talked to: $(cat "$sh/fake.log")"
+	kill -KILL "$fake_pid"
+	wait "$fake_pid" 2>/dev/null || true
+	rm -f "$sp.ctl.sock"
+	# root owns the socket, but nobody listens on it
+	fake "$sp.ctl.sock" "$sh/fake2.log" drop
+	[ "$(stat -c %U "$sp.ctl.sock")" = root ] || fail "the second fake's socket is not root's"
+	run 1 "$tv" import "$sp" v "$dir/secret"
+	in_err "the process listening on $sp.ctl.sock runs as nobody (uid 65534)"
+	# it was connected to (to learn who listens), and sent nothing
+	! grep -q "request\|stole" "$sh/fake2.log" || fail "the second fake daemon got: $(cat "$sh/fake2.log")"
+	kill -KILL "$fake_pid"
+	wait "$fake_pid" 2>/dev/null || true
+	rm -f "$sp.ctl.sock"
+	# a symlink or a file in the socket's place
+	ln -s "$dir/elsewhere.sock" "$sp.ctl.sock"
+	run 1 "$tv" create "$sp" x --size 1M
+	in_err "is not a socket (a symbolic link"
+	rm "$sp.ctl.sock"
+	echo planted >"$sp.ctl.sock"
+	chown nobody "$sp.ctl.sock"
+	run 1 "$tv" create "$sp" x --size 1M
+	in_err "owned by nobody"
+	run 4 "$tv" serve "$sp" --foreground --socket "$dir/x.sock"
+	in_err "a regular file (owned by nobody, uid 65534) is in the way"
+	[ "$(cat "$sp.ctl.sock")" = planted ] || fail "serve changed the file in its socket's place"
+	rm "$sp.ctl.sock"
+	# with it gone, the pool is as it was: one volume, nothing stolen
+	[ "$("$tv" list "$sp" --json | "$PY" -c 'import json, sys; print([v["name"] for v in json.load(sys.stdin)])')" = "['v']" ] ||
+		fail "the pool changed"
+	# but the daemon of the pool's owner, on the owner's pool, is trusted
+	asnobody=(setpriv --reuid=65534 --regid=65534 --clear-groups)
+	if "${asnobody[@]}" "$tv" --version >/dev/null 2>&1; then
+		np=$sh/n.pool
+		"${asnobody[@]}" "$tv" pool create "$np" --size 64M >/dev/null 2>&1 ||
+			fail "pool create as nobody"
+		"${asnobody[@]}" "$tv" serve "$np" --foreground --pidfile "$sh/n.pid" \
+			>"$dir/n.log" 2>&1 </dev/null &
+		npid=$!
+		on_exit "kill -KILL $npid"
+		wait_for 20 test -s "$sh/n.pid" || fail "serve as nobody: $(cat "$dir/n.log")"
+		run 0 "$tv" create "$np" by-root --size 1M
+		"${asnobody[@]}" "$tv" list "$np" | grep -q by-root ||
+			fail "root's create did not reach nobody's daemon"
+		kill -TERM "$npid"
+		wait "$npid" || fail "nobody's daemon exited $?"
+		note "root reaches the daemon that the pool's owner (nobody) runs"
+	else
+		note "user nobody cannot run $tv: the owner's daemon not tried"
+	fi
+	chmod 0700 "$dir"
+	note "a fake daemon of another user, a root-owned socket it listens on, a symlink, a file: all refused"
+else
+	note "not root: cannot plant a socket as another user; section 1 not run"
+fi
+
+# ---- 2. serve --socket removes only a stale socket ----
+pool_create 256M
+vol_create v 16M
+echo "precious" >"$dir/victim"
+run 4 "$tv" serve "$pool" --foreground --socket "$dir/victim"
+in_err "a regular file is in the way"
+[ "$(cat "$dir/victim")" = precious ] || fail "serve --socket removed or changed a regular file"
+"$PY" -c 'import socket, sys; socket.socket(socket.AF_UNIX).bind(sys.argv[1])' "$dir/stale.sock"
+ln -s "$dir/stale.sock" "$dir/link.sock"
+run 4 "$tv" serve "$pool" --foreground --socket "$dir/link.sock"
+in_err "a symbolic link is in the way"
+[ -L "$dir/link.sock" ] && [ -S "$dir/stale.sock" ] || fail "serve --socket removed a symlink or its target"
+[ ! -e "$csock" ] || fail "a refused serve left its control socket"
+nsock=$dir/stale.sock # what start_serve and stop_serve look at
+start_serve --socket "$nsock"
+[ "$(stat -c %a "$nsock")" = 600 ] || fail "the stale socket was not replaced"
+stop_serve
+nsock=$pool.nbd.sock
+note "serve --socket: a file and a symlink stay, a stale socket is replaced"
+
+# ---- 3. pidfiles ----
+echo "not a pidfile" >"$dir/target"
+ln -s "$dir/target" "$dir/pid-link"
+run 1 "$tv" serve "$pool" --foreground --pidfile "$dir/pid-link"
+in_err "a symbolic link: refusing to follow it"
+[ "$(cat "$dir/target")" = "not a pidfile" ] || fail "serve wrote through a symlinked pidfile"
+mkfifo "$dir/pid-fifo" # no reader: opening it must not wait
+run 1 "$tv" serve "$pool" --foreground --pidfile "$dir/pid-fifo"
+in_err "not a regular file"
+start_serve
+first=$(cat "$dir/serve.pid")
+"$tv" pool create "$dir/other.pool" --size 64M >/dev/null 2>&1 || fail "pool create other"
+run 8 "$tv" serve "$dir/other.pool" --foreground --pidfile "$dir/serve.pid"
+in_err "locked by a running daemon (process $first)"
+[ "$(cat "$dir/serve.pid")" = "$first" ] || fail "a second daemon rewrote the pidfile: $(cat "$dir/serve.pid")"
+[ ! -e "$dir/other.pool.ctl.sock" ] || fail "the refused daemon left a socket"
+stop_serve
+note "pidfiles: a symlink is not followed, a FIFO refused, a locked one is left alone"
+
+# ---- 4. --listen ports ----
+for p in 99999 0 65536 -1 nbd 00 ""; do
+	run 2 "$tv" serve "$pool" --foreground --listen "127.0.0.1:$p" --allow-unauthenticated
+	in_err "the port must be a number from 1 to 65535"
+done
+[ ! -e "$csock" ] && [ ! -e "$nsock" ] || fail "a refused --listen left sockets"
+port=$("$PY" -c 'import socket; s = socket.socket(); s.bind(("", 0)); print(s.getsockname()[1])')
+: >"$serve_log"
+start_serve --listen ":$port" --allow-unauthenticated
+grep -Eq "and TCP (0\.0\.0\.0|\[::\]):$port; control socket" "$serve_log" ||
+	fail "the bound address is not logged: $(cat "$serve_log")"
+stop_serve
+note "--listen: 7 bad ports refused; :$port logged as the address bound"
+
+# ---- 5. a copy waiting on a pipe does not hold up SIGTERM ----
+start_serve
+mkfifo "$dir/in.fifo" "$dir/out.fifo"
+exec 8<>"$dir/in.fifo" 7<>"$dir/out.fifo" # writers and readers that never act
+"$tv" import "$pool" v - <"$dir/in.fifo" >"$dir/imp.out" 2>&1 &
+imp=$!
+on_exit "kill -KILL $imp"
+"$tv" export "$pool" v - >"$dir/out.fifo" 2>"$dir/exp.out" &
+exp=$!
+on_exit "kill -KILL $exp"
+# both requests are in the daemon once it holds both FIFOs
+wait_for 10 eval '[ "$(ls -l /proc/$serve_pid/fd 2>/dev/null | grep -c "\.fifo$")" -eq 2 ]' ||
+	fail "the daemon did not get both FIFOs: $(ls -l "/proc/$serve_pid/fd")"
+# a client that goes away (killed) takes its copy with it
+"$tv" import "$pool" v - <"$dir/in.fifo" >/dev/null 2>&1 &
+gone=$!
+on_exit "kill -KILL $gone"
+wait_for 10 eval '[ "$(ls -l /proc/$serve_pid/fd 2>/dev/null | grep -c "\.fifo$")" -eq 3 ]' ||
+	fail "the daemon did not get the third FIFO"
+kill -KILL "$gone"
+wait "$gone" 2>/dev/null || true
+wait_for 10 eval '[ "$(ls -l /proc/$serve_pid/fd 2>/dev/null | grep -c "\.fifo$")" -eq 2 ]' ||
+	fail "the import of a client that was killed goes on: $(ls -l "/proc/$serve_pid/fd")"
+SECONDS=0
+kill -TERM "$serve_pid"
+_wait_serve 15
+serve_pid=
+[ "$serve_rc" -eq 0 ] || fail "SIGTERM with an import and an export waiting on pipes: exit $serve_rc after ${SECONDS}s"
+rc=0
+wait "$imp" || rc=$?
+[ "$rc" -ne 0 ] && grep -q "the daemon is stopping" "$dir/imp.out" || fail "import: exit $rc: $(cat "$dir/imp.out")"
+rc=0
+wait "$exp" || rc=$?
+[ "$rc" -ne 0 ] && grep -q "the daemon is stopping" "$dir/exp.out" || fail "export: exit $rc: $(cat "$dir/exp.out")"
+exec 8>&- 7>&-
+check_clean
+note "a killed client's import ends; SIGTERM with an import and an export waiting on pipes: stopped in ${SECONDS}s"
+finish
