@@ -185,8 +185,14 @@ bool vio_reap_pending(struct tv_pool *p);
 /* Forget the cached state of every volume (the pool went read-only).
  * Caller holds meta_lock. */
 void vio_forget_all_locked(struct tv_pool *p);
+/* Zero [from, end of its block) of v when that block is mapped: a grow
+ * past an end inside a block (volume.c, rule 5).  in_place: no committed
+ * state shows those bytes, so the block may be written where it is; else
+ * (or when the block is shared) the zeroes go into a copy, and the old
+ * bytes stay for the committed state and for rollback.  meta_lock held;
+ * v is updated in memory, the caller stores it. */
 int vio_zero_tail_locked(struct tv_pool *p, struct disk_volume *v,
-			 uint64_t from);
+			 uint64_t from, bool in_place);
 /* Wait until no provision is in flight (vio.c, rule 4): before an abort.
  * meta_lock held; it is dropped while waiting. */
 void vio_drain_locked(struct tv_pool *p);

@@ -33,7 +33,7 @@
  *      holding older data.  A block in flight is allocated, so the hole puncher
  *      (pool.c, under meta_lock) leaves it alone, and nothing freed can be
  *      handed out twice.  Writes of zeroes and the tail zeroing of a
- *      shrink are rare and run all three steps under one hold of meta_lock
+ *      grow are rare and run all three steps under one hold of meta_lock
  *      (write_block_locked).  A read of a block the cache does not know
  *      looks it up under meta_lock (a block in flight reads as before the
  *      write: that write has not completed).
@@ -543,14 +543,15 @@ static int fail_locked(struct tv_pool *p, int r)
 /*
  * Step a of a write of buf (NULL: zeroes) at [in, in + len) of virtual
  * block vblock (rule 3), meta_lock held.  Our own block is written in
- * place at once; zeroes over a hole need nothing; else a new block is
- * allocated and described in *pv, and *queued set: steps b and c are the
- * caller's.
+ * place at once, unless copy (its old bytes must survive: the committed
+ * state may show them); zeroes over a hole need nothing; else a new block
+ * is allocated and described in *pv, and *queued set: steps b and c are
+ * the caller's.
  */
 static int plan_block_locked(struct tv_pool *p, const struct disk_volume *v,
 			     struct vstate *vs, uint64_t vblock, uint64_t in,
-			     const uint8_t *buf, uint64_t len, struct prov *pv,
-			     bool *queued)
+			     const uint8_t *buf, uint64_t len, bool copy,
+			     struct prov *pv, bool *queued)
 {
 	struct disk_mapping m;
 	uint64_t old = NO_BLOCK, nb;
@@ -562,7 +563,7 @@ static int plan_block_locked(struct tv_pool *p, const struct disk_volume *v,
 		return r;
 	if (r == 0) {
 		old = le64_to_cpu(m.block);
-		if (mapping_own(v, &m)) {
+		if (mapping_own(v, &m) && !copy) {
 			/* our own block: in place */
 			r = buf ? io_write(p->dev, buf, len,
 					   dev_off(p, old, in))
@@ -780,18 +781,19 @@ static int prov_insert_locked(struct tv_pool *p, struct disk_volume *v,
 /*
  * Write buf (NULL: zeroes) at [in, in + len) of virtual block vblock, all
  * three steps under this one hold of meta_lock (rule 3: zeroing, and the
- * shrink's tail).  The record v is updated in memory (the caller stores
- * it).
+ * tail zeroing of a grow); copy as for plan_block_locked.  The record v
+ * is updated in memory (the caller stores it).
  */
 static int write_block_locked(struct tv_pool *p, struct disk_volume *v,
 			      struct vstate *vs, uint64_t vblock, uint64_t in,
-			      const uint8_t *buf, uint64_t len)
+			      const uint8_t *buf, uint64_t len, bool copy)
 {
 	struct prov pv;
 	bool queued;
 	int r;
 
-	r = plan_block_locked(p, v, vs, vblock, in, buf, len, &pv, &queued);
+	r = plan_block_locked(p, v, vs, vblock, in, buf, len, copy, &pv,
+			      &queued);
 	if (r < 0 || !queued)
 		return r;
 	r = prov_write(p, &pv);
@@ -1286,11 +1288,11 @@ static int slow_modify(struct tv_pool *p, struct vstate *vs, uint64_t id,
 
 			if (buf)
 				r = plan_block_locked(p, &v, vs, vblock, in,
-						      buf + did, n, &pv[npv],
-						      &queued);
+						      buf + did, n, false,
+						      &pv[npv], &queued);
 			else
 				r = write_block_locked(p, &v, vs, vblock, in,
-						       NULL, n);
+						       NULL, n, false);
 			if (r < 0)
 				break;
 			npv += queued;
@@ -1431,17 +1433,16 @@ int tv_vol_flush(struct tv_pool *p, uint64_t id)
 	return tv_pool_flush(p);
 }
 
-/* Zero [from, end of its block) if a mapped block straddles from: used
- * when a volume shrinks to a size inside a block. */
 int vio_zero_tail_locked(struct tv_pool *p, struct disk_volume *v,
-			 uint64_t from)
+			 uint64_t from, bool in_place)
 {
 	uint32_t bs = p->block_size;
 	uint64_t in = from % bs;
 
 	if (!in)
 		return 0;
-	return write_block_locked(p, v, NULL, from / bs, in, NULL, bs - in);
+	return write_block_locked(p, v, NULL, from / bs, in, NULL, bs - in,
+				  !in_place);
 }
 
 /*

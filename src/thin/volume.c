@@ -14,7 +14,16 @@
  *      microseconds since TV_ID_EPOCH (thin-internal.h), so that ids stay
  *      unique even across a restore of an older copy of the pool.
  *   4. A VOLS value holds one reference to its mapping tree; a DEFERRED
- *      value holds one reference to a deleted volume's mapping tree.
+ *      value holds one reference to a mapping tree being freed (a deleted
+ *      volume's, or the part a shrink cut off).
+ *   5. An operation writes no byte that the committed state shows: every
+ *      change is in the transaction, so a failed batch or a crash before
+ *      the commit leaves every volume as it was.  So a shrink writes
+ *      nothing: a volume maps no block wholly past its end, but the last
+ *      block it keeps may hold, past the end, bytes from before a shrink.
+ *      Nothing reads there (I/O stays inside the size), and a grow zeroes
+ *      them first (grow_locked), in place only where the committed state
+ *      cannot show them.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -892,10 +901,100 @@ static int op_rename(struct tv_pool *p, struct tv_op *op)
 	return vol_store_locked(p, &v);
 }
 
+/* The size the committed state gives volume id (0 when it has none: a
+ * volume made in this transaction). */
+static int committed_size_locked(struct tv_pool *p, uint64_t id,
+				 uint64_t *size)
+{
+	struct disk_volume cv;
+	uint8_t k[8];
+	int r;
+
+	put_be64(k, id);
+	r = btree_lookup(&p->vols, tm_committed_root(p->tm, SLOT_VOLS), k, &cv);
+	if (r == -ENOENT) {
+		*size = 0;
+		return 0;
+	}
+	if (r == 0)
+		*size = le64_to_cpu(cv.size);
+	return r;
+}
+
+/*
+ * Shrink v to size (rule 5): the mappings of the blocks wholly past the
+ * new end move, as a tree of their own, to DEFERRED, which frees them a
+ * bounded piece at a time as for a deleted volume.  The volume's tree is
+ * split in two: a clone (O(1)) loses everything below the cut, the
+ * original everything from it on; each copies only the path to the cut
+ * and hands over the subtrees on the other side by reference counts, so
+ * the transaction changes O(height) reference counts however much is
+ * cut, and its commit stays small, also on a full pool.  Nothing is written to any
+ * block: what the last kept block holds past the end stays there, unseen
+ * (rule 5), and the old state is whole for a rollback or a crash.
+ */
+static int shrink_locked(struct tv_pool *p, struct disk_volume *v,
+			 uint64_t size)
+{
+	struct disk_pool_user *u = pool_user(p);
+	uint64_t first = DIV_ROUND_UP(size, p->block_size), cut_n = 0, seq;
+	struct tm_ref root, cut;
+	struct btree_cursor c;
+	struct disk_ref dref;
+	uint8_t lo[8], k[8];
+	bool any;
+	int r;
+
+	ref_from_disk(&root, &v->map_root);
+	put_be64(lo, first);
+	r = btree_cursor_seek(&p->map, &root, lo, &c);
+	any = r == 0 && c.valid;
+	btree_cursor_close(&c);
+	if (r < 0 || !any)
+		return r;
+	r = btree_clone(&p->map, &root, &cut);
+	if (r == 0)
+		r = btree_remove_range(&p->map, &cut, NULL, lo, NULL);
+	if (r == 0)
+		r = btree_remove_range(&p->map, &root, lo, NULL, &cut_n);
+	if (r < 0)
+		return r;
+	ref_to_disk(&v->map_root, &root);
+	v->mapped = cpu_to_le64(le64_to_cpu(v->mapped) - cut_n);
+	seq = le64_to_cpu(u->deferred_seq);
+	u->deferred_seq = cpu_to_le64(seq + 1);
+	u->reclaimable = cpu_to_le64(le64_to_cpu(u->reclaimable) + cut_n);
+	put_be64(k, seq);
+	ref_to_disk(&dref, &cut);
+	return btree_insert(&p->deferred, tm_root(p->tm, SLOT_DEFERRED), k,
+			    &dref);
+}
+
+/*
+ * Grow v from old (rule 5): the bytes of the block old falls in, from
+ * old on, may hold what the volume had there before a shrink; they must
+ * read as zeroes now.  When the committed state cannot show them (its
+ * size of the volume is at most old) they are zeroed in place; else in
+ * a copy of the block, so that a rollback or a crash before the commit
+ * finds them as they were.
+ */
+static int grow_locked(struct tv_pool *p, struct disk_volume *v, uint64_t old)
+{
+	uint64_t csize;
+	int r;
+
+	if (!(old % p->block_size))
+		return 0;
+	r = committed_size_locked(p, le64_to_cpu(v->id), &csize);
+	if (r == 0)
+		r = vio_zero_tail_locked(p, v, old, csize <= old);
+	return r;
+}
+
 static int op_resize(struct tv_pool *p, struct tv_op *op)
 {
 	struct disk_volume v;
-	uint64_t old, removed = 0;
+	uint64_t old;
 	int r;
 
 	r = check_size(op->size);
@@ -908,25 +1007,14 @@ static int op_resize(struct tv_pool *p, struct tv_op *op)
 			      (int)MIN(le32_to_cpu(v.name_len), TV_NAME_MAX),
 			      v.name);
 	old = le64_to_cpu(v.size);
+	if (op->size == old)
+		return 0;
+	/* rule 2 of vio.c: no fast-path I/O uses a block we change */
 	vio_invalidate_locked(p, op->id);
-	if (op->size < old) {
-		/* Unmap every block that lies wholly past the new end. */
-		uint64_t first = DIV_ROUND_UP(op->size, p->block_size);
-		struct tm_ref root;
-		uint8_t lo[8];
-
-		ref_from_disk(&root, &v.map_root);
-		put_be64(lo, first);
-		r = btree_remove_range(&p->map, &root, lo, NULL, &removed);
-		if (r < 0)
-			return r;
-		ref_to_disk(&v.map_root, &root);
-		v.mapped = cpu_to_le64(le64_to_cpu(v.mapped) - removed);
-		/* the block the new end cuts keeps no stale tail */
-		r = vio_zero_tail_locked(p, &v, op->size);
-		if (r < 0)
-			return r;
-	}
+	r = op->size < old ? shrink_locked(p, &v, op->size)
+			   : grow_locked(p, &v, old);
+	if (r < 0)
+		return r;
 	v.size = cpu_to_le64(op->size);
 	return vol_store_locked(p, &v);
 }
