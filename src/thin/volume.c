@@ -1037,7 +1037,122 @@ static int op_set_blob(struct tv_pool *p, struct tv_op *op)
 	return r;
 }
 
+static int apply_op(struct tv_pool *p, struct tv_op *op);
+
+/*
+ * Pool.c, rule 2: whether op fits what the transaction can still commit.
+ * A batch is one transaction and cannot commit a part of itself first:
+ * no room is -ENOSPC, before the op changes anything.  A delete or a
+ * shrink frees space: it may use the reserve (*freeing: run it in
+ * reserve mode).  The tables' changes are bounded from their heights
+ * (probe_table); a shrink's split of the mapping tree (shrink_locked) is read from its
+ * path, every node on it counted as shared (it is, after the clone); a
+ * grow that must copy its tail block is checked where it allocates it
+ * (vio.c, rule 9).
+ */
+static int op_room_locked(struct tv_pool *p, const struct tv_op *op,
+			  bool *freeing)
+{
+	uint32_t blob = p->blob_size ? 1 : 0, chunks = nr_chunks(p);
+	enum sm_room kind = SM_ROOM_META;
+	struct room_probe q;
+	struct disk_volume v;
+	bool fits;
+	int r = 0;
+
+	*freeing = false;
+	probe_init(&q, p);
+	switch (op->kind) {
+	case TV_OP_CREATE:
+	case TV_OP_SNAPSHOT:
+		r = probe_table(&q, SLOT_NAMES, 1);
+		if (r == 0)
+			r = probe_table(&q, SLOT_BLOBIDX, blob);
+		if (r == 0)
+			r = probe_table(&q, SLOT_BLOBS, chunks);
+		if (r == 0)
+			r = probe_table(&q, SLOT_VOLS, 2);
+		probe_add(&q, 0, 1); /* a snapshot's clone: the root's count */
+		break;
+	case TV_OP_DELETE:
+		r = probe_table(&q, SLOT_NAMES, 1);
+		if (r == 0)
+			r = probe_table(&q, SLOT_BLOBIDX, blob);
+		if (r == 0)
+			r = probe_table(&q, SLOT_BLOBS, chunks);
+		if (r == 0)
+			r = probe_table(&q, SLOT_VOLS, 1);
+		if (r == 0)
+			r = probe_table(&q, SLOT_DEFERRED, 1);
+		kind = SM_ROOM_FREE;
+		break;
+	case TV_OP_RENAME:
+		r = probe_table(&q, SLOT_NAMES, 2);
+		if (r == 0)
+			r = probe_table(&q, SLOT_VOLS, 1);
+		break;
+	case TV_OP_SET_BLOB:
+		r = probe_table(&q, SLOT_BLOBIDX, 2 * blob);
+		if (r == 0)
+			r = probe_table(&q, SLOT_BLOBS, chunks);
+		break;
+	case TV_OP_RESIZE:
+		r = probe_table(&q, SLOT_VOLS, 1);
+		if (r < 0 || check_size(op->size) < 0 ||
+		    vol_lookup_locked(p, op->id, &v) < 0 ||
+		    (le32_to_cpu(v.flags) & TV_VOL_READ_ONLY) ||
+		    op->size >= le64_to_cpu(v.size)) {
+			tv_err(0, "%s", ""); /* the op says what is wrong */
+			break;
+		}
+		{
+			uint8_t k[8];
+			struct tm_ref root;
+
+			ref_from_disk(&root, &v.map_root);
+			put_be64(k, DIV_ROUND_UP(op->size, p->block_size));
+			/* the clone's two ends, the original's one */
+			r = probe_path(&q, &p->map, &root, NULL, true, true);
+			if (r == 0)
+				r = probe_path(&q, &p->map, &root, k, true,
+					       true);
+			if (r == 0)
+				r = probe_path(&q, &p->map, &root, k, true,
+					       true);
+			if (r == 0)
+				r = probe_table(&q, SLOT_DEFERRED, 1);
+		}
+		kind = SM_ROOM_FREE;
+		break;
+	}
+	fits = r == 0 && probe_room(&q, kind, 0);
+	probe_free(&q);
+	if (r < 0)
+		return r;
+	if (!fits)
+		return tv_err(-ENOSPC, "%s: the pool is full: no room to "
+				       "commit this operation",
+			      p->path);
+	*freeing = kind == SM_ROOM_FREE;
+	return 0;
+}
+
 static int apply(struct tv_pool *p, struct tv_op *op)
+{
+	bool freeing;
+	int r = op_room_locked(p, op, &freeing);
+
+	if (r < 0)
+		return r;
+	if (freeing)
+		sm_set_reserve_mode(tm_sm(p->tm), true);
+	r = apply_op(p, op);
+	if (freeing)
+		sm_set_reserve_mode(tm_sm(p->tm), false);
+	return r;
+}
+
+static int apply_op(struct tv_pool *p, struct tv_op *op)
 {
 	switch (op->kind) {
 	case TV_OP_CREATE:
@@ -1075,10 +1190,37 @@ int tv_batch(struct tv_pool *p, struct tv_op *ops, size_t n, size_t *failed)
 		if (r < 0)
 			goto out;
 	}
-	for (i = 0; i < n; i++) {
-		r = apply(p, &ops[i]);
-		if (r < 0)
+	for (unsigned int tries = 0;; tries++) {
+		for (i = 0; i < n; i++) {
+			r = apply(p, &ops[i]);
+			if (r < 0)
+				break;
+		}
+		/* Full, while deleted volumes still hold blocks (pool.c,
+		 * rule 3): free some of them and try the batch again. */
+		if (r != -ENOSPC || tries >= 8 ||
+		    !tm_committed_root(p->tm, SLOT_DEFERRED)->blocknr)
 			break;
+		{
+			char msg[256];
+			int rm;
+
+			snprintf(msg, sizeof(msg), "%s", tv_last_error());
+			pool_abort_locked(p);
+			rm = pool_make_room_locked(p);
+			if (rm == -ENOSPC) {
+				/* nothing more to free: the op's error */
+				tv_err(r, "%s", msg);
+				if (failed)
+					*failed = i;
+				goto out;
+			}
+			if (rm < 0) {
+				r = rm;
+				goto out;
+			}
+		}
+		tv_err(0, "%s", "");
 	}
 	if (r < 0) {
 		/* A refused op leaves its message; a store error gets one */
