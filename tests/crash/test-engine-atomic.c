@@ -360,16 +360,17 @@ static void gen_batch(struct ctx *c, const struct model *m,
 		if ((int)k == b->fail) {
 			/* a request the engine refuses */
 			int j = pick_slot(c, after, true);
-			switch (trng_below(&c->rng, 4)) {
+			unsigned int why = (unsigned int)trng_below(&c->rng, 4);
+
+			if (why == 0 && j < 0)
+				why = 1; /* no name to take */
+			switch (why) {
 			case 0:
-				if (j >= 0) {
-					op->kind = TV_OP_CREATE;
-					op->name = after->v[j].name;
-					op->size = 4096;
-					b->err = -EEXIST;
-					break;
-				}
-				/* fall through */
+				op->kind = TV_OP_CREATE;
+				op->name = after->v[j].name;
+				op->size = 4096;
+				b->err = -EEXIST;
+				break;
 			case 1:
 				op->kind = TV_OP_DELETE;
 				op->id = 4000000000ull + k;
