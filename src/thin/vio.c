@@ -1361,7 +1361,7 @@ int vio_read_map_nofill(struct tv_pool *p, uint64_t id, void *buf,
 static int unmap_fit_locked(struct tv_pool *p, const struct disk_volume *v,
 			    uint64_t vblock, uint64_t *nr)
 {
-	uint64_t n = *nr;
+	uint64_t n = *nr, m = le64_to_cpu(v->mapped);
 	bool exact = false;
 
 	for (;;) {
@@ -1381,8 +1381,10 @@ static int unmap_fit_locked(struct tv_pool *p, const struct disk_volume *v,
 				r = map_probe(p, v, vblock + n, &q);
 		}
 		/* the blocks, and the nodes released with them (a leaf
-		 * holds at least 42 mappings), and the record's store */
-		probe_add(&q, 0, n + n / 32 + 2);
+		 * holds at least 42 mappings), and the record's store: no
+		 * more blocks than the volume maps (a trim of a huge, mostly
+		 * unmapped range goes in one step) */
+		probe_add(&q, 0, MIN(n, m) + MIN(n, m) / 32 + 2);
 		if (r == 0 && exact)
 			r = probe_table(&q, SLOT_VOLS, 1);
 		else

@@ -11,7 +11,8 @@
  *      whole fill used to eat the reserve), then a storm of single-block
  *      trims spread over the volume: every trim succeeds (they used to
  *      exhaust the metadata reserve after ~100-4000 and turn the pool
- *      read-only), and the space comes back;
+ *      read-only), and the space comes back; a trim of a whole 1 EiB
+ *      volume that maps three blocks is one quick step;
  *   2. fill again, then a storm of deletes: every delete succeeds, and
  *      the next writes get the space back (the reclaim runs when an
  *      allocation finds no room: there is no committer round here);
@@ -51,6 +52,7 @@
 #define DBLOCKS 64     /* their blocks each */
 #define NS 8	       /* snapshots at most */
 #define CHUNK 256      /* blocks per write of a fill */
+#define HUGE (1ull << 60) /* the largest volume */
 
 struct mvol {
 	bool live;
@@ -323,7 +325,8 @@ int main(void)
 	struct tv_pool_create_opts co = { .block_size = BS, .blob_size = 16 };
 	struct tv_pool_open_opts oo = { .commit_interval_ms = 3600000 };
 	uint64_t seed = tseed("test-engine-fullpool");
-	uint64_t next = 0, n, f0, trims, nsnap = 0, size;
+	uint64_t next = 0, n, f0, trims, nsnap = 0, size, huge;
+	const uint64_t huge_at[3] = { 0, 1ull << 40, HUGE - BS };
 	struct tv_pool_info pi;
 	struct io_dev *mem;
 	char name[16];
@@ -345,6 +348,10 @@ int main(void)
 		new_vol(&d[i], name, DBLOCKS);
 		CHECK_OK(wr(&d[i], 0, DBLOCKS));
 	}
+	/* a huge, almost empty volume (its model only the blocks written) */
+	CHECK_OK(tv_vol_create(pool, "huge", HUGE, NULL, 0, &huge));
+	for (int i = 0; i < 3; i++)
+		CHECK_OK(tv_vol_write(pool, huge, buf, BS, huge_at[i], 0));
 	new_vol(&a, "a", BIG / BS);
 	n = fill(&a, &next);
 	printf("  filled: %llu MiB into a, then -ENOSPC\n",
@@ -356,6 +363,19 @@ int main(void)
 	CHECK_OK(tv_pool_flush(pool));
 	CHECK(free_bytes() >= f0 + trims * BS * 3 / 4);
 	phase_done("1: 5000 single-block trims", false);
+	/* a trim of all of the huge volume, still on the nearly full pool:
+	 * its cost is what it maps, not its length (else the steps that fit
+	 * a full pool's room would take years: the alarm fails the test) */
+	alarm(60);
+	CHECK_OK(tv_vol_discard(pool, huge, HUGE, 0));
+	alarm(0);
+	for (int i = 0; i < 3; i++) {
+		CHECK_OK(tv_vol_read(pool, huge, got, BS, huge_at[i]));
+		for (unsigned int k = 0; k < BS; k++)
+			CHECK(got[k] == 0);
+	}
+	CHECK_OK(tv_vol_delete(pool, huge));
+	phase_done("1: a 1 EiB volume trimmed whole", false);
 
 	/* ---- 2: fill again, then delete every small volume ---- */
 	n = fill_holes(&a, next);
