@@ -409,17 +409,21 @@ int tv_pool_close(struct tv_pool *p)
 		pthread_join(p->committer, NULL);
 	}
 	pthread_mutex_lock(&p->meta_lock);
-	/* rule 3: a process that changed the pool frees a bounded piece of
-	 * what is deleted before it goes (its error is the pool's state) */
-	if (!p->read_only && (p->dirty || p->committed) &&
-	    tm_root(p->tm, SLOT_DEFERRED)->blocknr)
-		pool_reclaim_locked(p, CLOSE_BUDGET);
 	if (!p->read_only && p->dirty)
 		r = pool_commit_locked(p);
 	else if (!p->read_only && vio_had_io(p))
 		/* writes since the last flush (the committer's ranged
 		 * commits leave some): closing makes everything durable */
 		r = flush_locked(p);
+	/* rule 3: a process that changed the pool frees a bounded piece of
+	 * what is deleted before it goes, in transactions of its own (a
+	 * failure there loses nothing of the user's: that is committed) */
+	if (r == 0 && !p->read_only && p->committed &&
+	    tm_root(p->tm, SLOT_DEFERRED)->blocknr) {
+		r = pool_reclaim_locked(p, CLOSE_BUDGET);
+		if (r == 0 && p->dirty)
+			r = pool_commit_locked(p);
+	}
 	pthread_mutex_unlock(&p->meta_lock);
 	vio_destroy(p);
 	tm_close(p->tm);

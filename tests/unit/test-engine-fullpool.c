@@ -53,6 +53,7 @@
 #define NS 8	       /* snapshots at most */
 #define CHUNK 256      /* blocks per write of a fill */
 #define HUGE (1ull << 60) /* the largest volume */
+#define XBLOCKS 81920ull  /* more than a close reclaims (65536) */
 
 struct mvol {
 	bool live;
@@ -320,6 +321,58 @@ static uint64_t trim_storm(struct mvol *v, uint64_t upto, uint64_t n,
 	return ok;
 }
 
+/*
+ * The reclaim of a close must not cost what the user wrote: a write not
+ * yet committed, deleted blocks left to reclaim, then a close whose every
+ * metadata read fails (the cache is cold: the pool was just opened).
+ * Closing may fail, but if it says it succeeded the write must be there
+ * (the close commits the user's transaction before it reclaims in
+ * transactions of its own); and the pool opens and checks clean.
+ */
+static void close_reclaim_fails(void)
+{
+	struct tv_pool_create_opts co = { .block_size = BS, .blob_size = 16 };
+	struct tv_pool_open_opts oo = { .commit_interval_ms = 3600000 };
+	struct io_fault_cfg fc = { .fail_at = 1, .persistent = true,
+				   .error = -EIO, .kind = IO_FAULT_ERROR,
+				   .op_mask = IO_OP_READ };
+	struct tv_check_report rep;
+	struct io_dev *m, *fault;
+	struct tv_pool *p;
+	uint64_t x, y;
+	int r;
+
+	CHECK_OK(io_mem_create(POOL, &m));
+	CHECK_OK(pool_format_dev(m, &co));
+	CHECK_OK(io_fault_wrap(m, false, &fault));
+	CHECK_OK(pool_open_dev(fault, false, "fault", &oo, &p));
+	/* more mappings than a close reclaims: some are left for the next */
+	CHECK_OK(tv_vol_create(p, "x", XBLOCKS * BS, NULL, 0, &x));
+	CHECK_OK(tv_vol_create(p, "y", 1 << 20, NULL, 0, &y));
+	for (uint64_t o = 0; o < XBLOCKS * BS; o += CHUNK * BS)
+		CHECK_OK(tv_vol_write(p, x, buf, CHUNK * BS, o, 0));
+	CHECK_OK(tv_vol_delete(p, x));
+	CHECK_OK(tv_pool_close(p));
+	/* cold: a new open; the write maps a new block (not committed) */
+	CHECK_OK(pool_open_dev(fault, false, "fault", &oo, &p));
+	pattern(buf, 0, 7);
+	CHECK_OK(tv_vol_write(p, y, buf, BS, 0, 0));
+	io_fault_arm(fault, &fc);
+	r = tv_pool_close(p);
+	io_fault_disarm(fault);
+	CHECK_OK(pool_open_dev(fault, false, "fault", &oo, &p));
+	CHECK_OK(tv_vol_read(p, y, got, BS, 0));
+	printf("  a close whose reads fail: %s, the write %s\n",
+	       r ? strerror(-r) : "ok",
+	       memcmp(got, buf, BS) ? "lost (an unflushed write)" : "kept");
+	CHECK(r < 0 || memcmp(got, buf, BS) == 0);
+	CHECK_OK(tv_pool_check(p, stderr, &rep));
+	CHECK(rep.clean);
+	CHECK_OK(tv_pool_close(p));
+	io_close(fault);
+	io_close(m);
+}
+
 int main(void)
 {
 	struct tv_pool_create_opts co = { .block_size = BS, .blob_size = 16 };
@@ -507,8 +560,8 @@ int main(void)
 	CHECK_EQ(pi.reclaimable, size);
 	CHECK_EQ(pi.transaction, n);
 	phase_done("6: closes reclaim after changes", true);
-	CHECK_OK(tv_pool_close(pool));
 	io_close(mem);
+	close_reclaim_fails();
 	free(buf);
 	free(got);
 	printf("test-engine-fullpool: ok\n");
