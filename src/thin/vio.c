@@ -1647,9 +1647,31 @@ int vio_zero_tail_locked(struct tv_pool *p, struct disk_volume *v,
 {
 	uint32_t bs = p->block_size;
 	uint64_t in = from % bs;
+	struct disk_mapping m;
+	uint8_t *tail;
+	bool zero = true;
 	int r;
 
 	if (!in)
+		return 0;
+	r = map_lookup(p, v, from / bs, &m);
+	if (r == -ENOENT)
+		return 0;
+	if (r < 0)
+		return r;
+	/* Already zero (never shrunk from further, or zeroed before): no
+	 * write, and no copy of a block a snapshot shares. */
+	tail = malloc(bs - in);
+	if (!tail)
+		return tv_err(-ENOMEM, "out of memory");
+	r = io_read(p->dev, tail, bs - in, dev_off(p, le64_to_cpu(m.block), in));
+	for (uint64_t i = 0; r == 0 && zero && i < bs - in; i++)
+		zero = !tail[i];
+	free(tail);
+	if (r < 0)
+		return tv_err(r, "volume #%" PRIu64 ": read: %s",
+			      (uint64_t)le64_to_cpu(v->id), strerror(-r));
+	if (zero)
 		return 0;
 	r = write_block_locked(p, v, NULL, from / bs, in, NULL, bs - in,
 			       !in_place);
