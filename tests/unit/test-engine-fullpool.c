@@ -19,6 +19,8 @@
  *   3. a storm of snapshots on the full pool (each succeeds or fails
  *      cleanly with -ENOSPC), trims in the snapshots, then a storm of
  *      snapshot deletes, then trims of the origin: the space comes back;
+ *      a grow of a volume whose last block (zero past its end) a
+ *      snapshot shares succeeds on the full pool;
  *   4. shrink the full volume: it succeeds, the space comes back, a grow
  *      reads zeroes past the old end;
  *   5. reopen;
@@ -54,6 +56,7 @@
 #define CHUNK 256      /* blocks per write of a fill */
 #define HUGE (1ull << 60) /* the largest volume */
 #define XBLOCKS 81920ull  /* more than a close reclaims (65536) */
+#define USIZE (2 * BS + 1536) /* a size inside a block */
 
 struct mvol {
 	bool live;
@@ -378,7 +381,7 @@ int main(void)
 	struct tv_pool_create_opts co = { .block_size = BS, .blob_size = 16 };
 	struct tv_pool_open_opts oo = { .commit_interval_ms = 3600000 };
 	uint64_t seed = tseed("test-engine-fullpool");
-	uint64_t next = 0, n, f0, trims, nsnap = 0, size, huge;
+	uint64_t next = 0, n, f0, trims, nsnap = 0, size, huge, u, us;
 	const uint64_t huge_at[3] = { 0, 1ull << 40, HUGE - BS };
 	struct tv_pool_info pi;
 	struct io_dev *mem;
@@ -405,6 +408,10 @@ int main(void)
 	CHECK_OK(tv_vol_create(pool, "huge", HUGE, NULL, 0, &huge));
 	for (int i = 0; i < 3; i++)
 		CHECK_OK(tv_vol_write(pool, huge, buf, BS, huge_at[i], 0));
+	/* a volume of a size inside a block, written all over */
+	CHECK_OK(tv_vol_create(pool, "u", USIZE, NULL, 0, &u));
+	memset(buf, 0x5c, USIZE);
+	CHECK_OK(tv_vol_write(pool, u, buf, USIZE, 0, 0));
 	new_vol(&a, "a", BIG / BS);
 	n = fill(&a, &next);
 	printf("  filled: %llu MiB into a, then -ENOSPC\n",
@@ -450,6 +457,9 @@ int main(void)
 	phase_done("2: the deleted space written again", false);
 
 	/* ---- 3: snapshots, trims in them, snapshot deletes ---- */
+	/* u's last block shared with a snapshot, on the full pool: a grow
+	 * finds its tail zero already and copies nothing */
+	CHECK_OK(tv_vol_snapshot(pool, u, "us", 0, NULL, 0, &us));
 	for (int i = 0; i < NS; i++) {
 		snprintf(name, sizeof(name), "s%d", i);
 		r = tv_vol_snapshot(pool, a.id, name, 0, NULL, 0, &s[i].id);
@@ -462,6 +472,11 @@ int main(void)
 	printf("  %llu of %d snapshots taken on the full pool\n",
 	       (unsigned long long)nsnap, NS);
 	CHECK(nsnap > 0);
+	CHECK_OK(tv_vol_resize(pool, u, 1 << 20));
+	CHECK_OK(tv_vol_read(pool, u, got, 1 << 20, 0));
+	for (size_t i = 0; i < (1 << 20); i++)
+		CHECK(got[i] == (i < USIZE ? 0x5c : 0));
+	CHECK_OK(tv_vol_delete(pool, us));
 	/* a's blocks are shared now: writes need new ones, and soon fail */
 	for (uint64_t vb = 0; vb < next && wr(&a, vb, 1) == 0; vb++)
 		;
