@@ -472,7 +472,19 @@ int main(void)
 	printf("  %llu of %d snapshots taken on the full pool\n",
 	       (unsigned long long)nsnap, NS);
 	CHECK(nsnap > 0);
-	CHECK_OK(tv_vol_resize(pool, u, 1 << 20));
+	{
+		/* full to the last block: a scratch volume takes what is left */
+		uint64_t w, o = 0;
+
+		CHECK_OK(tv_vol_create(pool, "w", 64 << 20, NULL, 0, &w));
+		while (o < (64 << 20) &&
+		       tv_vol_write(pool, w, buf, BS, o, 0) == 0)
+			o += BS;
+		CHECK(o < (64 << 20));
+		CHECK_ERR(tv_vol_write(pool, w, buf, BS, o, 0), -ENOSPC);
+		CHECK_OK(tv_vol_resize(pool, u, 1 << 20));
+		CHECK_OK(tv_vol_delete(pool, w));
+	}
 	CHECK_OK(tv_vol_read(pool, u, got, 1 << 20, 0));
 	for (size_t i = 0; i < (1 << 20); i++)
 		CHECK(got[i] == (i < USIZE ? 0x5c : 0));
