@@ -17,10 +17,11 @@
  *      transaction, with the change (and the provisions in flight, vio.c
  *      rule 9), can still commit, and whether the change leaves what its
  *      kind must leave: a write into a new block twice the reserve, other
- *      metadata the reserve (discards too: a trim of blocks that a
- *      snapshot shares frees nothing), and what frees space or leads to
- *      it (delete, shrink, reclaim) only what the commit needs, so that
- *      the reserve is there for them whatever ran before.  When the
+ *      metadata the reserve (discards too when a snapshot may share the
+ *      blocks: those free nothing), and what frees space or leads to it
+ *      (delete, shrink, reclaim, a discard in a volume never
+ *      snapshotted) only what the commit needs, so that the reserve is
+ *      there for them whatever ran before.  When the
  *      answer is no, the I/O path and reclaim commit first
  *      (pool_make_room_locked: that also makes what the transaction
  *      freed allocatable, and starts the next transaction's need from

@@ -107,9 +107,10 @@
  *      makes room (pool_make_room_locked, with no provision of ours in
  *      flight) and starts again, a later block of a batch ends the batch
  *      there; when nothing makes room the write fails with -ENOSPC and
- *      has changed nothing.  Unmaps leave the reserve, as other metadata
- *      does (a trim of blocks that a snapshot shares frees nothing), but
- *      run in reserve mode.
+ *      has changed nothing.  Unmaps run in reserve mode; those of a
+ *      volume never snapshotted (all its blocks its own: what it unmaps
+ *      is freed) may use the reserve as deletes do, the others leave it
+ *      (a trim of blocks that a snapshot shares frees nothing).
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -1389,10 +1390,16 @@ static int unmap_fit_locked(struct tv_pool *p, const struct disk_volume *v,
 			r = probe_table(&q, SLOT_VOLS, 1);
 		else
 			probe_add(&q, TABLE_OP_NODES, TABLE_OP_COUNTS);
-		/* the reserve stays: an unmap of blocks a snapshot shares
-		 * frees nothing, and must not eat what reclaim and deletes
-		 * need to free space (pool.c, rule 2) */
-		fits = r == 0 && probe_room(&q, SM_ROOM_META, 0);
+		/* A volume never snapshotted owns all its blocks: what it
+		 * unmaps is freed, and it may use the reserve as deletes do.
+		 * Else the reserve stays: an unmap of blocks a snapshot
+		 * shares frees nothing, and must not eat what reclaim and
+		 * deletes need to free space (pool.c, rule 2). */
+		fits = r == 0 &&
+		       probe_room(&q,
+				  le64_to_cpu(v->snap_epoch) ? SM_ROOM_META
+							     : SM_ROOM_FREE,
+				  0);
 		probe_free(&q);
 		if (r < 0)
 			return r;
