@@ -73,8 +73,10 @@
  *      reserve.  So the transaction keeps the set of windows of SM_WINDOW
  *      keys that its changed counts fall in (data counts, node counts,
  *      chunk records): no leaf but the root holds fewer keys than a
- *      window, so a window meets at most two leaves.  sm_commit_need
- *      turns that into blocks: 2 nodes per window, plus NEED_SLACK_NODES
+ *      window, so a window meets at most two leaves; the empty chunks the
+ *      commit releases (rule 3) count two windows each (their records
+ *      and data counts).  sm_commit_need turns that into blocks: 2 nodes
+ *      per window, plus NEED_SLACK_NODES
  *      (the spare nodes ensure_spare keeps free, a path to the root), in
  *      whole chunks: a commit takes its nodes from sm chunks it acquires
  *      while the pool has free blocks.  The levels above the leaves (a
@@ -192,6 +194,7 @@ struct sm {
 	uint64_t s_free; /* allocatable nodes in schunks (part of m_free) */
 	uint64_t *touched; /* blocks of touched chunks */
 	size_t nr_touched, cap_touched;
+	uint64_t nr_empty_touched; /* of those, with no node in use */
 	/* chunks empty at the last commit, looked at again by the next */
 	uint64_t kept[KEPT_MAX];
 	size_t nr_kept;
@@ -555,6 +558,8 @@ static int touch(struct sm *sm, struct mchunk *c)
 	}
 	sm->touched[sm->nr_touched++] = c->block;
 	c->touched = true;
+	if (!c->used_cur)
+		sm->nr_empty_touched++;
 	return 0;
 }
 
@@ -577,10 +582,12 @@ static int set_meta(struct sm *sm, struct mchunk *c, uint32_t i, uint32_t v)
 		return r;
 	c->cur[i] = v;
 	if (!was && v) {
-		c->used_cur++;
+		if (!c->used_cur++)
+			sm->nr_empty_touched--;
 		sm->m_used++;
 	} else if (was && !v) {
-		c->used_cur--;
+		if (!--c->used_cur)
+			sm->nr_empty_touched++;
 		sm->m_used--;
 	}
 	/* the bits change only at two thresholds: no update otherwise */
@@ -1569,6 +1576,7 @@ void sm_committed(struct sm *sm)
 		c->touched = false;
 	}
 	sm->nr_touched = 0;
+	sm->nr_empty_touched = 0;
 	sm->hot_used = 0;
 #ifndef NDEBUG
 	room_check(sm, &sm->uchunks);
@@ -1908,6 +1916,9 @@ static uint64_t need_nodes(const struct sm *sm, uint64_t windows)
 {
 	if (sm->win_lost)
 		return UINT64_MAX / 8; /* unknown: commit first */
+	/* the empty chunks the commit releases (rule 3): a chunk record and
+	 * a data count each */
+	windows += 2 * (sm->nr_kept + sm->nr_empty_touched);
 	return 2 * (sm->win.len + windows) + NEED_SLACK_NODES;
 }
 
