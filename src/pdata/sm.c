@@ -214,7 +214,7 @@ struct sm {
 	struct u64map win;
 	bool win_lost; /* out of memory: assume the worst */
 	uint64_t flush_acquired; /* blocks acquired by the running sm_flush */
-	uint64_t need_exceeded;	 /* commits that needed more (statistics) */
+	uint64_t need_exceeded;	 /* commits that took more (statistics) */
 
 	uint64_t flush_rounds, flush_tree_ops; /* statistics */
 	/* sm_flush's changes go through one hint: consecutive counts mostly

@@ -1671,7 +1671,8 @@ int vio_zero_tail_locked(struct tv_pool *p, struct disk_volume *v,
 	tail = malloc(bs - in);
 	if (!tail)
 		return tv_err(-ENOMEM, "out of memory");
-	r = io_read(p->dev, tail, bs - in, dev_off(p, le64_to_cpu(m.block), in));
+	r = io_read(p->dev, tail, bs - in,
+		    dev_off(p, le64_to_cpu(m.block), in));
 	for (uint64_t i = 0; r == 0 && zero && i < bs - in; i++)
 		zero = !tail[i];
 	free(tail);

@@ -929,9 +929,10 @@ static int committed_size_locked(struct tv_pool *p, uint64_t id,
  * original everything from it on; each copies only the path to the cut
  * and hands over the subtrees on the other side by reference counts, so
  * the transaction changes O(height) reference counts however much is
- * cut, and its commit stays small, also on a full pool.  Nothing is written to any
- * block: what the last kept block holds past the end stays there, unseen
- * (rule 5), and the old state is whole for a rollback or a crash.
+ * cut, and its commit stays small, also on a full pool.  Nothing is
+ * written to any block: what the last kept block holds past the end
+ * stays there, unseen (rule 5), and the old state is whole for a
+ * rollback or a crash.
  */
 static int shrink_locked(struct tv_pool *p, struct disk_volume *v,
 			 uint64_t size)
@@ -1045,10 +1046,10 @@ static int apply_op(struct tv_pool *p, struct tv_op *op);
  * no room is -ENOSPC, before the op changes anything.  A delete or a
  * shrink frees space: it may use the reserve (*freeing: run it in
  * reserve mode).  The tables' changes are bounded from their heights
- * (probe_table); a shrink's split of the mapping tree (shrink_locked) is read from its
- * path, every node on it counted as shared (it is, after the clone); a
- * grow that must copy its tail block is checked where it allocates it
- * (vio.c, rule 9).
+ * (probe_table); a shrink's split of the mapping tree (shrink_locked) is
+ * read from its path, every node on it counted as shared (it is, after
+ * the clone); a grow that must copy its tail block is checked where it
+ * allocates it (vio.c, rule 9).
  */
 static int op_room_locked(struct tv_pool *p, const struct tv_op *op,
 			  bool *freeing)

@@ -477,7 +477,7 @@ int main(void)
 	       (unsigned long long)nsnap, NS);
 	CHECK(nsnap > 0);
 	{
-		/* full to the last block: a scratch volume takes what is left */
+		/* full to the last block: a scratch volume takes the rest */
 		uint64_t w, o = 0;
 
 		CHECK_OK(tv_vol_create(pool, "w", 64 << 20, NULL, 0, &w));
