@@ -1416,6 +1416,42 @@ static int drop_children(struct bt *b, struct bc_node *n, unsigned int i,
 	return r;
 }
 
+/*
+ * Range removal: child i of n, which holds the first key to remove, when
+ * it lies wholly inside the range (it starts at that key, and ends at or
+ * before hi) and n can lose an entry: released whole like the children
+ * drop_children drops (a shared subtree is not read, so cutting a tree
+ * that shares its nodes with another costs a count per subtree, not a
+ * copy of the path).  *dropped tells.
+ */
+static int drop_child_whole(struct bt *b, struct bc_node *n, unsigned int i,
+			    const void *ub, bool is_root, struct rm_req *req,
+			    bool *dropped)
+{
+	unsigned int nr = nr_of(n), keep = is_root ? 1 : min_of(n) + 1;
+	const void *upper = i + 1 < nr ? key_at(b, n, i + 1) : ub;
+	struct tm_ref ref;
+	int r = 0;
+
+	*dropped = false;
+	if (nr <= keep || kcmp(b, key_at(b, n, i), req->key) != 0 ||
+	    (req->hi && (!upper || kcmp(b, upper, req->hi) > 0)))
+		return 0;
+	child_ref(b, n, i, &ref);
+	if (!ref.blocknr)
+		return null_ref(n, i);
+	if (req->count)
+		r = count_tree(b, &ref, (int) level_of(n) - 1, &req->removed);
+	if (!r)
+		r = release_tree(b, &ref, (int) level_of(n) - 1);
+	/* the entry goes even on failure, as in drop_children */
+	delete_at(b, n, i, 1);
+	tm_dirty(b->tm, n);
+	req->progress = true;
+	*dropped = true;
+	return r;
+}
+
 /* The root n (writable, pinned) has one child: make the child the root.
  * n's only reference moves to *root; n is freed. */
 static int shrink_root(struct bt *b, struct tm_ref *root, struct bc_node *n)
@@ -1447,9 +1483,14 @@ static int remove_descend(struct bt *b, struct tm_ref *root, struct rm_req *req,
 	while (!is_leaf(n)) {
 		i = child_index(b, n, req->key);
 		if (req->range) {
+			bool dropped;
+
 			r = drop_children(b, n, i, ub, is_root, req);
-			if (r)
-				goto out;
+			if (!r)
+				r = drop_child_whole(b, n, i, ub, is_root, req,
+						     &dropped);
+			if (r || dropped)
+				goto out; /* the next round seeks again */
 		}
 		if (is_root && nr_of(n) == 1) {
 			unsigned int level = level_of(n);
@@ -1843,6 +1884,64 @@ int btree_count(const struct btree_info *info, const struct tm_ref *root,
 			return r;
 	}
 	*count = n;
+	return 0;
+}
+
+int btree_path_cost(const struct btree_info *info, const struct tm_ref *root,
+		    const void *key, bool shared, bool leaf, btree_ref_fn fn,
+		    void *ctx, uint64_t *nodes)
+{
+	struct bc_node *n, *c;
+	uint64_t cn = 1; /* a new root on a split of the old one */
+	uint32_t count;
+	struct bt b;
+	int r = bt_init(&b, info);
+
+	if (r)
+		return r;
+	if (!root->blocknr)
+		goto out;
+	r = node_read(&b, root, -1, &n);
+	if (r)
+		return r;
+	for (;;) {
+		unsigned int nr = nr_of(n);
+
+		r = tm_node_count(b.tm, n->blocknr, &count);
+		if (r)
+			break;
+		/* below a shared node everything is shared: the copy above
+		 * gives each child a reference more */
+		shared = shared || count > 1;
+		if (is_leaf(n) && !leaf)
+			break;
+		/* the copy and a split, each a new node; the original's
+		 * count */
+		cn += 2;
+		fn(ctx, n->blocknr, NULL);
+		for (unsigned int i = 0; shared && i < nr; i++) {
+			if (is_leaf(n)) {
+				fn(ctx, 0, val_at(&b, n, i));
+			} else {
+				struct tm_ref cref;
+
+				child_ref(&b, n, i, &cref);
+				fn(ctx, cref.blocknr, NULL);
+			}
+		}
+		if (is_leaf(n))
+			break;
+		r = child_read(&b, n, key ? child_index(&b, n, key) : 0, &c);
+		if (r)
+			break;
+		tm_put(b.tm, n);
+		n = c;
+	}
+	tm_put(b.tm, n);
+	if (r)
+		return r;
+out:
+	*nodes = cn;
 	return 0;
 }
 

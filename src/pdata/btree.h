@@ -168,6 +168,26 @@ typedef int (*btree_walk_fn)(void *ctx, const void *key, const void *value,
 int btree_walk(const struct btree_info *info, const struct tm_ref *root,
 	       btree_walk_fn fn, void *ctx);
 
+/*
+ * What a change of the entry at key (NULL: the first) may cost at most,
+ * for a caller that must know before it changes the tree that the
+ * transaction can still commit.  *nodes: the nodes it may allocate (a
+ * copy and a split per level, a new root).  fn is called for every
+ * reference count it may change: each node on the path (node, value
+ * NULL), and, for every node on the path that another tree shares or
+ * that lies below one (shared: treat the root as shared, as after a
+ * clone), each of its entries, whose owner the copy becomes too (a
+ * child: node; a value: node 0 and the value's bytes, borrowed for the
+ * call).  A range removal costs the paths to both of its ends plus what
+ * it releases.  leaf false: the path ends above the leaf (a range
+ * removal whose end is a leaf's first key leaves that leaf alone).
+ * O(height) reads plus the shared entries; changes nothing.
+ */
+typedef void (*btree_ref_fn)(void *ctx, uint64_t node, const void *value);
+int btree_path_cost(const struct btree_info *info, const struct tm_ref *root,
+		    const void *key, bool shared, bool leaf, btree_ref_fn fn,
+		    void *ctx, uint64_t *nodes);
+
 /* Height of the tree (0: a single leaf), -ENOENT for the empty tree. */
 int btree_height(const struct btree_info *info, const struct tm_ref *root,
 		 unsigned int *height);

@@ -28,8 +28,10 @@
  * 2 * R pool blocks are allocatable, new metadata chunks outside a commit
  * while fewer than R are; a commit may use the rest.  R = 4 MiB worth of
  * blocks, at most 1/16 of the pool, but never less than what a commit's
- * spare nodes need (128 nodes' worth of blocks).  So freeing, deleting and
- * committing always succeed on a full pool.
+ * spare nodes need (128 nodes' worth of blocks).  What a commit needs
+ * grows with its transaction (sm.c, rule 6): the engine asks sm_room
+ * before each change and commits first when the answer is no, so that
+ * freeing, deleting and committing always succeed on a full pool.
  *
  * Not thread-safe: called under the pool's metadata lock.
  */
@@ -58,6 +60,8 @@ struct sm_stats {
 	uint64_t reserve;	/* R, in blocks */
 	uint64_t flush_rounds;	/* sm_flush rounds since open (cumulative) */
 	uint64_t flush_tree_ops; /* tree changes by sm_flush (cumulative) */
+	uint64_t commit_need;	/* sm_commit_need now */
+	uint64_t need_exceeded;	/* commits that took more (cumulative) */
 };
 
 /*
@@ -93,6 +97,35 @@ void sm_committed(struct sm *sm);
 
 /* Let allocations dip into the reserve (commit, delete, discard paths). */
 void sm_set_reserve_mode(struct sm *sm, bool on);
+
+/*
+ * Room to commit (sm.c, rule 6).  sm_commit_need: an upper bound on the
+ * pool blocks the commit of the open transaction takes (for the space
+ * map's own changes), from the windows of keys its changed counts fall
+ * in.  O(1).
+ */
+uint64_t sm_commit_need(const struct sm *sm);
+/* Rule 6: the window of an sm tree key (a data block number, or
+ * SM_KEY_META | node), and whether this transaction changed a count in
+ * it already: a change there adds nothing to the commit's need. */
+uint64_t sm_window_of(uint64_t key);
+bool sm_window_known(const struct sm *sm, uint64_t key);
+
+/*
+ * Whether a change that allocates at most blocks data blocks and nodes
+ * metadata nodes, and changes counts in at most windows windows that the
+ * transaction has not touched yet (a count per change bounds it), can
+ * be made now and the open transaction still commit, while leaving the
+ * allocatable blocks that kind must leave:
+ *   SM_ROOM_DATA  twice the reserve (writes that need new blocks)
+ *   SM_ROOM_META  the reserve (metadata that does not free space)
+ *   SM_ROOM_FREE  nothing beyond the commit (steps that free space; they
+ *                 run in reserve mode)
+ * false: commit first, or refuse the change (-ENOSPC).  O(1).
+ */
+enum sm_room { SM_ROOM_DATA, SM_ROOM_META, SM_ROOM_FREE };
+bool sm_room(const struct sm *sm, enum sm_room kind, uint64_t blocks,
+	     uint64_t nodes, uint64_t windows);
 
 /* The smallest pool (in blocks past the superblocks) that can always
  * commit: room for the reserve several times over. */

@@ -562,6 +562,12 @@ struct tm_ref *tm_root(struct tm *tm, unsigned int slot)
 	return slot < TM_NR_ROOTS ? &tm->cur.roots[slot] : NULL;
 }
 
+const struct tm_ref *tm_committed_root(const struct tm *tm,
+				       unsigned int slot)
+{
+	return slot < TM_NR_ROOTS ? &tm->com.roots[slot] : NULL;
+}
+
 uint8_t *tm_user(struct tm *tm)
 {
 	return tm->cur.user;

@@ -120,6 +120,12 @@ uint64_t tm_committed_txn(const struct tm *tm); /* tm_txn() - 1 */
  * the transaction). */
 struct tm_ref *tm_root(struct tm *tm, unsigned int slot);
 uint8_t *tm_user(struct tm *tm);
+/* The root slot as the last committed transaction left it.  Its trees can
+ * be read while a transaction is open (rule 1: nothing they reference is
+ * written, and rule 2: nothing they reference is reused), e.g. to ask what
+ * the committed state shows. */
+const struct tm_ref *tm_committed_root(const struct tm *tm,
+				       unsigned int slot);
 
 /* Geometry. */
 uint32_t tm_block_size(const struct tm *tm);

@@ -3,10 +3,43 @@
  * pool.c - opening, creating and closing pools; commits, the background
  * committer, reclaim of deleted volumes, pool info and check.
  *
- * The committer thread wakes every commit_interval_ms: if anything changed
- * it commits (so at most one interval of metadata changes is at risk), then
- * frees a bounded part of the deleted volumes' trees and punches holes for
- * blocks that became free.
+ * Rules:
+ *   1. The committer thread wakes every commit_interval_ms: it frees a
+ *      bounded part of the deleted volumes' trees (rule 3), and if
+ *      anything changed it commits (so at most one interval of metadata
+ *      changes is at risk), then punches holes for blocks that became
+ *      free.
+ *   2. Room to commit.  A commit takes pool blocks for the space map's
+ *      changes, more the bigger its transaction (sm.c, rule 6), and on a
+ *      full pool only the reserve has them: a commit that found none
+ *      would lose its transaction and leave the pool read-only.  So
+ *      before every change the engine asks pool_room_locked whether the
+ *      transaction, with the change (and the provisions in flight, vio.c
+ *      rule 9), can still commit, and whether the change leaves what its
+ *      kind must leave: a write into a new block twice the reserve, other
+ *      metadata the reserve (discards too when a snapshot may share the
+ *      blocks: those free nothing), and what frees space or leads to it
+ *      (delete, shrink, reclaim, a discard in a volume never
+ *      snapshotted) only what the commit needs, so that the reserve is
+ *      there for them whatever ran before.  When the
+ *      answer is no, the I/O path and reclaim commit first
+ *      (pool_make_room_locked: that also makes what the transaction
+ *      freed allocatable, and starts the next transaction's need from
+ *      nothing), and a batch, which is one transaction, is refused with
+ *      -ENOSPC; so is any change for which a fresh transaction has no
+ *      room.  No transaction fails for lack of space once it has started
+ *      changing the metadata, and a full pool does not go read-only: on
+ *      a full pool trims commit every few hundred blocks, and the space
+ *      comes back at each commit.
+ *   3. Reclaim.  A deleted volume's mapping tree, and the part a shrink
+ *      cut off, wait in DEFERRED; reclaim frees them a piece at a time
+ *      (reclaim_one: the first tree's first mappings, at most a budget
+ *      and what rule 2 allows).  The committer reclaims every round; so
+ *      does a pool that finds no room (pool_make_room_locked: a write or
+ *      a batch that hit -ENOSPC tries again after it), and closing a pool
+ *      that this process changed reclaims CLOSE_BUDGET more
+ *      (tv_pool_close), so that commands run without the daemon free
+ *      space too, a bounded amount each.
  *
  * Syncs.  Linux reports a writeback error of a file once, to the first
  * sync of it that looks (fdatasync, sync_file_range, an RWF_DSYNC
@@ -45,6 +78,7 @@
 
 #define ENGINE_MAGIC "tvengine"
 #define RECLAIM_BUDGET 16384 /* mappings freed per committer round */
+#define CLOSE_BUDGET (4 * RECLAIM_BUDGET) /* and at a close (rule 3) */
 #define DISCARD_BATCH 1024   /* freed blocks punched per round */
 
 static __thread char last_error[256];
@@ -518,6 +552,15 @@ int tv_pool_close(struct tv_pool *p)
 		/* writes since the last flush (the committer's ranged
 		 * commits leave some): closing makes everything durable */
 		r = flush_locked(p);
+	/* rule 3: a process that changed the pool frees a bounded piece of
+	 * what is deleted before it goes, in transactions of its own (a
+	 * failure there loses nothing of the user's: that is committed) */
+	if (r == 0 && !p->read_only && p->committed &&
+	    tm_root(p->tm, SLOT_DEFERRED)->blocknr) {
+		r = pool_reclaim_locked(p, CLOSE_BUDGET);
+		if (r == 0 && p->dirty)
+			r = pool_commit_locked(p);
+	}
 	pthread_mutex_unlock(&p->meta_lock);
 	vio_destroy(p);
 	tm_close(p->tm);
@@ -657,6 +700,7 @@ static int commit_locked(struct tv_pool *p, bool ranged)
 			      strerror(-r));
 	}
 	p->dirty = false;
+	p->committed = true;
 	return 0;
 }
 
@@ -742,10 +786,170 @@ static int flush_locked(struct tv_pool *p)
 	return r;
 }
 
-/* ---- reclaim ---- */
+/* ---- room (rule 2) ---- */
 
-/* Free part of the first DEFERRED tree: at most budget mappings.  *used
- * gets how many it handled. */
+bool pool_room_locked(struct tv_pool *p, enum sm_room kind, uint64_t blocks,
+		      uint64_t nodes, uint64_t counts)
+{
+	uint64_t hn, hc;
+
+	vio_held_locked(p, &hn, &hc);
+	return sm_room(tm_sm(p->tm), kind, blocks, nodes + hn, counts + hc);
+}
+
+void probe_init(struct room_probe *q, struct tv_pool *p)
+{
+	memset(q, 0, sizeof(*q));
+	q->p = p;
+	u64map_init(&q->seen);
+}
+
+void probe_free(struct room_probe *q)
+{
+	u64map_free(&q->seen);
+}
+
+/* btree_path_cost's callback: one count that may change. */
+static void probe_ref(void *ctx, uint64_t node, const void *value)
+{
+	struct room_probe *q = ctx;
+	uint64_t key, w;
+
+	if (value) {
+		/* only a mapping holds a reference the tree counts (a
+		 * block); the tables' values hold none */
+		if (q->info != &q->p->map)
+			return;
+		key = get_le64(value);
+	} else {
+		key = SM_KEY_META | node;
+	}
+	if (sm_window_known(tm_sm(q->p->tm), key))
+		return;
+	w = sm_window_of(key);
+	if (u64map_find(&q->seen, w))
+		return;
+	if (u64map_put(&q->seen, w, 1) < 0)
+		q->lost = true;
+	q->windows++;
+}
+
+int probe_path(struct room_probe *q, const struct btree_info *info,
+	       const struct tm_ref *root, const void *key, bool shared,
+	       bool leaf)
+{
+	uint64_t nodes;
+	int r;
+
+	q->info = info;
+	r = btree_path_cost(info, root, key, shared, leaf, probe_ref, q,
+			    &nodes);
+	if (r < 0)
+		return r;
+	/* the new nodes' own counts: places not known yet */
+	probe_add(q, nodes, nodes);
+	return 0;
+}
+
+void probe_add(struct room_probe *q, uint64_t nodes, uint64_t windows)
+{
+	q->nodes += nodes;
+	q->windows += windows;
+}
+
+int probe_table(struct room_probe *q, unsigned int slot, uint64_t n)
+{
+	static const struct {
+		unsigned int slot;
+		size_t off;
+	} infos[] = {
+		{ SLOT_VOLS, offsetof(struct tv_pool, vols) },
+		{ SLOT_NAMES, offsetof(struct tv_pool, names) },
+		{ SLOT_BLOBIDX, offsetof(struct tv_pool, blobidx) },
+		{ SLOT_BLOBS, offsetof(struct tv_pool, blobs) },
+		{ SLOT_DEFERRED, offsetof(struct tv_pool, deferred) },
+	};
+	const struct btree_info *info = NULL;
+	unsigned int h = 0;
+	uint64_t nodes;
+	int r;
+
+	for (size_t i = 0; i < ARRAY_SIZE(infos); i++)
+		if (infos[i].slot == slot)
+			info = (const struct btree_info *)((const char *)q->p +
+							   infos[i].off);
+	if (!info)
+		return -EINVAL;
+	r = btree_height(info, tm_root(q->p->tm, slot), &h);
+	if (r < 0 && r != -ENOENT)
+		return r;
+	/* a copy and a split per level, a new root; their counts, and the
+	 * originals' */
+	nodes = 2 * (h + 1) + 1;
+	probe_add(q, n * nodes, n * (nodes + h + 1));
+	return 0;
+}
+
+bool probe_room(struct room_probe *q, enum sm_room kind, uint64_t blocks)
+{
+	return !q->lost &&
+	       pool_room_locked(q->p, kind, blocks, q->nodes, q->windows);
+}
+
+int pool_make_room_locked(struct tv_pool *p)
+{
+	int r;
+
+	if (p->read_only)
+		return tv_err(-EROFS, "%s: the pool is read-only%s%s", p->path,
+			      p->reason[0] ? ": " : "", p->reason);
+	if (!p->dirty && tm_root(p->tm, SLOT_DEFERRED)->blocknr) {
+		r = pool_reclaim_locked(p, RECLAIM_BUDGET);
+		if (r < 0)
+			return r;
+	}
+	if (!p->dirty)
+		return tv_err(-ENOSPC, "%s: the pool is full", p->path);
+	return pool_commit_bg_locked(p);
+}
+
+/* ---- reclaim (rule 3) ---- */
+
+/*
+ * Whether removing the first n mappings of the tree at map fits (rule
+ * 2): the paths to both ends (hi NULL: the whole tree goes), the
+ * mappings' blocks and the nodes released with them, and the change to
+ * DEFERRED.
+ */
+static int reclaim_fits(struct tv_pool *p, const struct tm_ref *map,
+			const uint8_t *hi, uint64_t n, const uint8_t *dkey,
+			bool *fits)
+{
+	struct room_probe q;
+	int r = 0;
+
+	probe_init(&q, p);
+	if (hi) {
+		/* hi is a leaf's first key: that leaf stays as it is, the
+		 * subtrees before it go whole (not read when shared) */
+		r = probe_path(&q, &p->map, map, NULL, false, true);
+		if (r == 0)
+			r = probe_path(&q, &p->map, map, hi, false, false);
+	}
+	if (r == 0)
+		r = probe_path(&q, &p->deferred, tm_root(p->tm, SLOT_DEFERRED),
+			       dkey, false, true);
+	/* a leaf holds at least 42 mappings: n / 32 covers the nodes */
+	probe_add(&q, 0, n + n / 32 + 2);
+	if (r == 0)
+		*fits = probe_room(&q, SM_ROOM_FREE, 0);
+	probe_free(&q);
+	return r;
+}
+
+/* Free part of the first DEFERRED tree: at most budget mappings, and at
+ * most what the commit can take (rule 2).  *used gets how many it
+ * handled, 0 when there was no room for even one. */
 static int reclaim_one(struct tv_pool *p, uint64_t budget, uint64_t *used)
 {
 	struct tm_ref *droot = tm_root(p->tm, SLOT_DEFERRED);
@@ -754,14 +958,13 @@ static int reclaim_one(struct tv_pool *p, uint64_t budget, uint64_t *used)
 	uint8_t key[8], hi[8];
 	struct disk_ref dref;
 	struct tm_ref map;
-	uint64_t n = 0, removed = 0;
-	bool have_hi = false;
+	uint64_t n, removed = 0;
+	bool have_hi, fits = false, found = false;
 	int r;
 
+	*used = 0;
 	if (!droot->blocknr)
 		return 0;
-	bool found = false;
-
 	r = btree_cursor_seek(&p->deferred, droot, NULL, &c);
 	if (r == 0 && c.valid) {
 		memcpy(key, btree_cursor_key(&c), 8);
@@ -773,19 +976,37 @@ static int reclaim_one(struct tv_pool *p, uint64_t budget, uint64_t *used)
 		return r;
 	ref_from_disk(&map, &dref);
 
-	/* Find the key budget entries in; everything before it goes now. */
-	r = btree_cursor_seek(&p->map, &map, NULL, &c);
-	while (r == 0 && c.valid && n < budget) {
-		n++;
-		r = btree_cursor_next(&c);
+	/* Find the first leaf boundary at least budget entries in (or the
+	 * end); everything before it goes now.  Cutting at a leaf's first
+	 * key copies no leaf of a tree that shares them with a snapshot's,
+	 * and drops whole subtrees without reading them.  No room for that
+	 * much: half as much, down to one leaf. */
+	for (;;) {
+		n = 0;
+		have_hi = false;
+		r = btree_cursor_seek(&p->map, &map, NULL, &c);
+		while (r == 0 && c.valid) {
+			if (n && c.path[c.depth - 1].index == 0 &&
+			    n >= budget) {
+				memcpy(hi, btree_cursor_key(&c), 8);
+				have_hi = true;
+				break;
+			}
+			n++;
+			r = btree_cursor_next(&c);
+		}
+		btree_cursor_close(&c);
+		if (r == 0)
+			r = reclaim_fits(p, &map, have_hi ? hi : NULL, n, key,
+					 &fits);
+		if (r < 0)
+			return r;
+		if (fits)
+			break;
+		if (budget <= 1)
+			return 0;
+		budget = MIN(budget, n) / 2;
 	}
-	if (r == 0 && c.valid) {
-		memcpy(hi, btree_cursor_key(&c), 8);
-		have_hi = true;
-	}
-	btree_cursor_close(&c);
-	if (r < 0)
-		return r;
 
 	sm_set_reserve_mode(tm_sm(p->tm), true);
 	if (have_hi) {
@@ -818,12 +1039,28 @@ static int reclaim_one(struct tv_pool *p, uint64_t budget, uint64_t *used)
 
 int pool_reclaim_locked(struct tv_pool *p, uint64_t budget)
 {
-	while (budget && tm_root(p->tm, SLOT_DEFERRED)->blocknr) {
+	while (budget && !p->read_only &&
+	       tm_root(p->tm, SLOT_DEFERRED)->blocknr) {
 		uint64_t used;
 		int r = reclaim_one(p, budget, &used);
 
-		if (r < 0)
-			return r;
+		if (r < 0) {
+			/* a metadata error: the transaction is lost */
+			pool_abort_locked(p);
+			pool_set_read_only(p, r, "reclaim failed");
+			return tv_err(r, "%s: reclaim failed: %s", p->path,
+				      strerror(-r));
+		}
+		if (!used) {
+			/* rule 2: commit what there is, then go on; with
+			 * nothing to commit there is no room at all now */
+			if (!p->dirty)
+				return 0;
+			r = pool_commit_bg_locked(p);
+			if (r < 0)
+				return r;
+			continue;
+		}
 		budget -= MIN(used, budget);
 	}
 	return 0;
@@ -878,14 +1115,9 @@ static void *committer_main(void *arg)
 		pthread_cond_timedwait(&p->wake, &p->meta_lock, &ts);
 		if (p->stopping || p->read_only)
 			continue;
-		if (tm_root(p->tm, SLOT_DEFERRED)->blocknr) {
-			int r = pool_reclaim_locked(p, RECLAIM_BUDGET);
-			if (r < 0) {
-				pool_abort_locked(p);
-				pool_set_read_only(p, r, "reclaim failed");
-				continue;
-			}
-		}
+		if (tm_root(p->tm, SLOT_DEFERRED)->blocknr &&
+		    pool_reclaim_locked(p, RECLAIM_BUDGET) < 0)
+			continue; /* the pool is read-only now */
 		if (p->dirty)
 			pool_commit_bg_locked(p);
 		if (vio_reap_pending(p)) {

@@ -33,6 +33,7 @@
 #include "pdata/btree.h"
 #include "pdata/check.h"
 #include "pdata/node.h"
+#include "pdata/sm.h"
 #include "pdata/tm.h"
 #include "thinvol.h"
 #include "util/u64map.h"
@@ -129,9 +130,21 @@ struct tv_pool {
 	pthread_cond_t wake;
 	unsigned int commit_interval_ms;
 	bool dirty; /* uncommitted changes exist */
+	bool committed; /* this process committed something (rule 3) */
 
 	struct vio *vio; /* I/O state (vio.c) */
 };
+
+/*
+ * pool.c, rule 2: what one change of a table (volumes, names, blobs,
+ * deferred frees: trees that are never shared) may cost at most, as
+ * btree_path_cost counts it for a tree of TABLE_DEPTH levels (at 15
+ * volume records a leaf, more than 10^16 volumes): a copy and a split
+ * per level, a new root, and their counts.
+ */
+#define TABLE_DEPTH 8
+#define TABLE_OP_NODES (2 * TABLE_DEPTH + 1)
+#define TABLE_OP_COUNTS (4 * TABLE_DEPTH + 2)
 
 /* Error reporting: sets the thread's last-error message, returns err. */
 int tv_err(int err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -181,6 +194,51 @@ void pool_set_damaged(struct tv_pool *p, const char *what);
 int pool_sync_unlocked(struct tv_pool *p, const struct io_range *r, size_t n);
 /* Free some of the DEFERRED trees (bounded work); meta_lock held. */
 int pool_reclaim_locked(struct tv_pool *p, uint64_t budget_blocks);
+/* Free some of the DEFERRED trees: at most budget mappings, in pieces
+ * that fit what the commit can take (pool.c, rules 2 and 3), committing
+ * between pieces when the room runs out.  meta_lock held; dropped while
+ * it commits. */
+int pool_reclaim_locked(struct tv_pool *p, uint64_t budget);
+/* Rule 2 of pool.c: whether a change of kind that allocates at most
+ * blocks data blocks and nodes metadata nodes and changes at most counts
+ * reference counts leaves the open transaction (with the provisions in
+ * flight) able to commit.  meta_lock held. */
+bool pool_room_locked(struct tv_pool *p, enum sm_room kind, uint64_t blocks,
+		      uint64_t nodes, uint64_t counts);
+/*
+ * Rule 2 of pool.c, a change's cost read from the trees: the nodes it
+ * may allocate, and the windows of the space map's keys (sm.c, rule 6)
+ * that its count changes fall in and the transaction has not touched
+ * yet.  probe_path adds a change of a tree at key (NULL: its first
+ * entry; shared: every node on the path shared, as after a clone; leaf
+ * false: the path's nodes above the leaf only, see btree_path_cost),
+ * probe_add changes in unknown places (each a window).  meta_lock held.
+ */
+struct room_probe {
+	struct tv_pool *p;
+	const struct btree_info *info; /* of the path being read */
+	struct u64map seen;	       /* windows counted already */
+	uint64_t nodes, windows;
+	bool lost;		       /* out of memory: no room */
+};
+void probe_init(struct room_probe *q, struct tv_pool *p);
+void probe_free(struct room_probe *q);
+int probe_path(struct room_probe *q, const struct btree_info *info,
+	       const struct tm_ref *root, const void *key, bool shared,
+	       bool leaf);
+void probe_add(struct room_probe *q, uint64_t nodes, uint64_t windows);
+/* n changes of the table in root slot slot (never shared): a path of
+ * its height each, every node on it a window of its own. */
+int probe_table(struct room_probe *q, unsigned int slot, uint64_t n);
+bool probe_room(struct room_probe *q, enum sm_room kind, uint64_t blocks);
+/* Rule 2 of pool.c: there was no room; make some: commit the open
+ * transaction, or when it holds nothing, free a piece of the deleted
+ * volumes and commit that.  0: something changed, look again (meta_lock
+ * was dropped: look up what you use again); -ENOSPC: nothing can; other
+ * errors: the commit failed (the pool is read-only).  The caller holds
+ * meta_lock and no provision in flight. */
+int pool_make_room_locked(struct tv_pool *p);
+
 
 /* volume.c */
 int vol_lookup_locked(struct tv_pool *p, uint64_t id, struct disk_volume *v);
@@ -208,8 +266,14 @@ void vio_forget_all_locked(struct tv_pool *p);
 /* tv_pool_reopen: the I/O state starts again (caches, rule 7's list, the
  * byte counters of rule 5).  meta_lock held, no provision in flight. */
 void vio_reset_locked(struct tv_pool *p);
+/* Zero [from, end of its block) of v when that block is mapped: a grow
+ * past an end inside a block (volume.c, rule 5).  in_place: no committed
+ * state shows those bytes, so the block may be written where it is; else
+ * (or when the block is shared) the zeroes go into a copy, and the old
+ * bytes stay for the committed state and for rollback.  meta_lock held;
+ * v is updated in memory, the caller stores it. */
 int vio_zero_tail_locked(struct tv_pool *p, struct disk_volume *v,
-			 uint64_t from);
+			 uint64_t from, bool in_place);
 /* Wait until no provision is in flight (vio.c, rule 4): before an abort.
  * meta_lock held; it is dropped while waiting. */
 void vio_drain_locked(struct tv_pool *p);
@@ -223,6 +287,9 @@ void vio_before_commit_locked(struct tv_pool *p, bool ranged);
  * is incomplete, flush everything.  meta_lock held. */
 int vio_sync_ranges_locked(struct tv_pool *p, struct io_range **out,
 			   size_t *n);
+/* Rule 9 of vio.c: what the provisions in flight may still add to the
+ * transaction when they are mapped (meta_lock held). */
+void vio_held_locked(struct tv_pool *p, uint64_t *nodes, uint64_t *counts);
 /* Whether any volume has seen I/O since the pool was opened. */
 bool vio_had_io(struct tv_pool *p);
 /* After a commit or an abort: the list starts again.  meta_lock held. */

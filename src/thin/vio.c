@@ -33,7 +33,7 @@
  *      holding older data.  A block in flight is allocated, so the hole puncher
  *      (pool.c, under meta_lock) leaves it alone, and nothing freed can be
  *      handed out twice.  Writes of zeroes and the tail zeroing of a
- *      shrink are rare and run all three steps under one hold of meta_lock
+ *      grow are rare and run all three steps under one hold of meta_lock
  *      (write_block_locked).  A read of a block the cache does not know
  *      looks it up under meta_lock (a block in flight reads as before the
  *      write: that write has not completed).
@@ -94,7 +94,24 @@
  *      rule 7 and the known holes hold.  The allocator hands blocks out in
  *      order (sm.c), so a chunk is mostly used soon; at most one chunk per
  *      place the allocator works is allocated ahead of the data.
- *   9. A mapping read from the tree is used only if its block is a data
+ *   9. Room to commit (pool.c, rule 2).  Before a step changes metadata
+ *      it asks whether the transaction could still commit after it: a
+ *      provision, before its block is allocated (prov_room_locked: the
+ *      block, the mapping's path, the record's store, on top of what its
+ *      batch planned and of every provision in flight, whose costs are
+ *      held in vio->held until step c maps them); an unmap, before it
+ *      starts (unmap_fit_locked: as many blocks as fit).  The cost of a
+ *      path is first bounded from the volume (never snapshotted: no node
+ *      shared), and when that bound does not fit, read from the path
+ *      itself (btree_path_cost).  No room: the first block of a step
+ *      makes room (pool_make_room_locked, with no provision of ours in
+ *      flight) and starts again, a later block of a batch ends the batch
+ *      there; when nothing makes room the write fails with -ENOSPC and
+ *      has changed nothing.  Unmaps run in reserve mode; those of a
+ *      volume never snapshotted (all its blocks its own: what it unmaps
+ *      is freed) may use the reserve as deletes do, the others leave it
+ *      (a trim of blocks that a snapshot shares frees nothing).
+ *  10. A mapping read from the tree is used only if its block is a data
  *      block: inside the pool's data area (not the superblocks, not past
  *      the end) and no metadata chunk (map_block_ok, O(1), where a
  *      mapping leaves the tree: the slow paths of read and write, before
@@ -145,6 +162,16 @@
 #define PREFLUSH_ROUNDS 3
 /* rule 8: the pool file is allocated this much at a time */
 #define PREALLOC_BYTES (4u << 20)
+/* Rule 9: a mapping tree has at most MAP_DEPTH levels (168 mappings a
+ * leaf: 7 levels hold more blocks than a volume of 1 EiB has); one change
+ * of it costs at most MAP_OP_NODES new nodes and MAP_OP_COUNTS count
+ * changes when no node on its path is shared, and MAP_NODE_REFS more
+ * counts per level when every one is (a copy references all its
+ * entries). */
+#define MAP_DEPTH 8
+#define MAP_OP_NODES (2 * MAP_DEPTH + 1)
+#define MAP_OP_COUNTS (4 * MAP_DEPTH + 2)
+#define MAP_NODE_REFS 170
 
 struct vstate {
 	uint64_t id;
@@ -175,6 +202,8 @@ struct vio {
 	uint64_t unflushed;	/* bytes into new blocks since the last
 				 * flush before a commit (rule 5) */
 	uint64_t unsynced;	/* of those, in blocks of rule 7's list */
+	/* rule 9: what the provisions in flight may add when mapped */
+	uint64_t held_nodes, held_counts;
 	/* one provisioning batch writes to a pool file at a time */
 	bool gate;
 	pthread_mutex_t wgate;
@@ -197,6 +226,12 @@ struct prov {
 	const uint8_t *buf;  /* the data; NULL: zeroes */
 	int r;		     /* how its data write went */
 	bool sync;	     /* rule 7: a commit must make its data durable */
+	uint64_t nodes, counts; /* rule 9: what mapping it may cost */
+};
+
+/* Rule 9: what a step plans to change. */
+struct cost {
+	uint64_t blocks, nodes, counts;
 };
 
 /* Rule 8: the unit of preallocation, at least a block. */
@@ -602,20 +637,82 @@ static int fail_locked(struct tv_pool *p, int r)
 	return r;
 }
 
+/* Rule 9: a bound on one change of v's mapping tree from what v is
+ * (into q): snap_epoch is 0 until the volume is snapshotted or is a
+ * snapshot, and until then no other tree shares its nodes. */
+static void map_bound(const struct disk_volume *v, struct room_probe *q)
+{
+	uint64_t counts = MAP_OP_COUNTS;
+
+	if (le64_to_cpu(v->snap_epoch))
+		counts += MAP_DEPTH * MAP_NODE_REFS;
+	probe_add(q, MAP_OP_NODES, counts);
+}
+
+/* Rule 9: the cost of one change of v's mapping tree at vblock as its
+ * path holds it now (into q). */
+static int map_probe(struct tv_pool *p, const struct disk_volume *v,
+		     uint64_t vblock, struct room_probe *q)
+{
+	struct tm_ref root;
+	uint8_t k[8];
+
+	ref_from_disk(&root, &v->map_root);
+	put_be64(k, vblock);
+	return probe_path(q, &p->map, &root, k, false, true);
+}
+
+/* Rule 9: room for a new block at vblock of v, on top of what the step
+ * planned already (acc); *c gets the mapping's cost.  -EAGAIN: none. */
+static int prov_room_locked(struct tv_pool *p, const struct disk_volume *v,
+			    uint64_t vblock, const struct cost *acc,
+			    struct cost *c)
+{
+	for (int exact = 0; exact < 2; exact++) {
+		struct room_probe q;
+		bool fits;
+		int r = 0;
+
+		probe_init(&q, p);
+		if (exact)
+			r = map_probe(p, v, vblock, &q);
+		else
+			map_bound(v, &q);
+		c->nodes = q.nodes;
+		c->counts = q.windows + 2; /* the new block, the old one */
+		/* and the store of the volume's record at the step's end */
+		probe_add(&q, acc->nodes, acc->counts + 2);
+		if (r == 0 && exact)
+			r = probe_table(&q, SLOT_VOLS, 1);
+		else
+			probe_add(&q, TABLE_OP_NODES, TABLE_OP_COUNTS);
+		fits = r == 0 && probe_room(&q, SM_ROOM_DATA, acc->blocks + 1);
+		probe_free(&q);
+		if (r < 0)
+			return r;
+		if (fits)
+			return 0;
+	}
+	return -EAGAIN;
+}
+
 /*
  * Step a of a write of buf (NULL: zeroes) at [in, in + len) of virtual
  * block vblock (rule 3), meta_lock held.  Our own block is written in
- * place at once; zeroes over a hole need nothing; else a new block is
- * allocated and described in *pv, and *queued set: steps b and c are the
- * caller's.
+ * place at once, unless copy (its old bytes must survive: the committed
+ * state may show them); zeroes over a hole need nothing; else a new block
+ * is allocated and described in *pv, and *queued set: steps b and c are
+ * the caller's.  acc: what the step planned so far (rule 9), this block
+ * added; -EAGAIN when there is no room for it.
  */
 static int plan_block_locked(struct tv_pool *p, const struct disk_volume *v,
 			     struct vstate *vs, uint64_t vblock, uint64_t in,
-			     const uint8_t *buf, uint64_t len, struct prov *pv,
-			     bool *queued)
+			     const uint8_t *buf, uint64_t len, bool copy,
+			     struct cost *acc, struct prov *pv, bool *queued)
 {
 	struct disk_mapping m;
 	uint64_t old = NO_BLOCK, nb;
+	struct cost c;
 	int r;
 
 	*queued = false;
@@ -626,7 +723,7 @@ static int plan_block_locked(struct tv_pool *p, const struct disk_volume *v,
 		old = le64_to_cpu(m.block);
 		if (!map_block_ok(p, old))
 			return bad_mapping_locked(p, v, vblock, old);
-		if (mapping_own(v, &m)) {
+		if (mapping_own(v, &m) && !copy) {
 			/* our own block: in place */
 			r = buf ? io_write(p->dev, buf, len,
 					   dev_off(p, old, in))
@@ -639,11 +736,19 @@ static int plan_block_locked(struct tv_pool *p, const struct disk_volume *v,
 	} else if (!buf) {
 		return 0; /* zeroes over a hole: nothing to do */
 	}
+	r = prov_room_locked(p, v, vblock, acc, &c);
+	if (r < 0)
+		return r;
 	r = sm_alloc_block(tm_sm(p->tm), &nb);
 	if (r < 0)
 		return r == -ENOSPC ? tv_err(r, "%s: the pool is full",
 					     p->path)
 				    : r;
+	acc->blocks++;
+	acc->nodes += c.nodes;
+	acc->counts += c.counts;
+	pv->nodes = c.nodes;
+	pv->counts = c.counts;
 	pv->vblock = vblock;
 	pv->block = nb;
 	pv->old = old;
@@ -844,18 +949,21 @@ static int prov_insert_locked(struct tv_pool *p, struct disk_volume *v,
 /*
  * Write buf (NULL: zeroes) at [in, in + len) of virtual block vblock, all
  * three steps under this one hold of meta_lock (rule 3: zeroing, and the
- * shrink's tail).  The record v is updated in memory (the caller stores
- * it).
+ * tail zeroing of a grow); copy as for plan_block_locked.  The record v
+ * is updated in memory (the caller stores it).  -EAGAIN: no room (rule
+ * 9), nothing done.
  */
 static int write_block_locked(struct tv_pool *p, struct disk_volume *v,
 			      struct vstate *vs, uint64_t vblock, uint64_t in,
-			      const uint8_t *buf, uint64_t len)
+			      const uint8_t *buf, uint64_t len, bool copy)
 {
+	struct cost acc = { 0, 0, 0 };
 	struct prov pv;
 	bool queued;
 	int r;
 
-	r = plan_block_locked(p, v, vs, vblock, in, buf, len, &pv, &queued);
+	r = plan_block_locked(p, v, vs, vblock, in, buf, len, copy, &acc, &pv,
+			      &queued);
 	if (r < 0 || !queued)
 		return r;
 	r = prov_write(p, &pv);
@@ -950,8 +1058,18 @@ static int pending_add_locked(struct tv_pool *p, struct vstate *vs,
 		}
 	}
 	p->vio->nr_pending += n;
+	for (unsigned int i = 0; i < n; i++) {
+		p->vio->held_nodes += pv[i].nodes;
+		p->vio->held_counts += pv[i].counts;
+	}
 	p->dirty = true; /* rule 4: whoever commits when dirty drains */
 	return 0;
+}
+
+void vio_held_locked(struct tv_pool *p, uint64_t *nodes, uint64_t *counts)
+{
+	*nodes = p->vio ? p->vio->held_nodes : 0;
+	*counts = p->vio ? p->vio->held_counts : 0;
 }
 
 /*
@@ -994,6 +1112,8 @@ static int pending_finish_locked(struct tv_pool *p, struct vstate *vs,
 			sm_dec_block(tm_sm(p->tm), pv[i].block, NULL);
 		}
 		u64map_del(&vs->pending, pv[i].vblock);
+		p->vio->held_nodes -= pv[i].nodes;
+		p->vio->held_counts -= pv[i].counts;
 	}
 	p->vio->nr_pending -= n;
 	pthread_cond_broadcast(&p->vio->done);
@@ -1156,7 +1276,7 @@ static int read_window_locked(struct tv_pool *p, struct vstate *vs,
 			break;
 		memcpy(&dm, btree_cursor_value(&c), sizeof(dm));
 		if (!map_block_ok(p, le64_to_cpu(dm.block))) {
-			/* rule 9: never cached, never read */
+			/* rule 10: never cached, never read */
 			bad = vb;
 			break;
 		}
@@ -1312,9 +1432,74 @@ int vio_read_map_nofill(struct tv_pool *p, uint64_t id, void *buf,
 }
 
 /*
+ * Rule 9: how many of the nr whole blocks from vblock of v one unmap may
+ * take, leaving the transaction able to commit: all of them when they
+ * fit, else as many as do (*nr; 0: not even one).
+ */
+static int unmap_fit_locked(struct tv_pool *p, const struct disk_volume *v,
+			    uint64_t vblock, uint64_t *nr)
+{
+	uint64_t n = *nr, m = le64_to_cpu(v->mapped);
+	bool exact = false;
+
+	for (;;) {
+		struct room_probe q;
+		bool fits;
+		int r = 0;
+
+		probe_init(&q, p);
+		/* both ends of a range (a single block: one path) */
+		if (!exact) {
+			map_bound(v, &q);
+			if (n > 1)
+				map_bound(v, &q);
+		} else {
+			r = map_probe(p, v, vblock, &q);
+			if (r == 0 && n > 1)
+				r = map_probe(p, v, vblock + n, &q);
+		}
+		/* the blocks, and the nodes released with them (a leaf
+		 * holds at least 42 mappings), and the record's store: no
+		 * more blocks than the volume maps (a trim of a huge, mostly
+		 * unmapped range goes in one step) */
+		probe_add(&q, 0, MIN(n, m) + MIN(n, m) / 32 + 2);
+		if (r == 0 && exact)
+			r = probe_table(&q, SLOT_VOLS, 1);
+		else
+			probe_add(&q, TABLE_OP_NODES, TABLE_OP_COUNTS);
+		/* A volume never snapshotted owns all its blocks: what it
+		 * unmaps is freed, and it may use the reserve as deletes do.
+		 * Else the reserve stays: an unmap of blocks a snapshot
+		 * shares frees nothing, and must not eat what reclaim and
+		 * deletes need to free space (pool.c, rule 2). */
+		fits = r == 0 &&
+		       probe_room(&q,
+				  le64_to_cpu(v->snap_epoch) ? SM_ROOM_META
+							     : SM_ROOM_FREE,
+				  0);
+		probe_free(&q);
+		if (r < 0)
+			return r;
+		if (fits) {
+			*nr = n;
+			return 0;
+		}
+		if (!exact) {
+			exact = true;
+		} else if (n == 1) {
+			*nr = 0;
+			return 0;
+		} else {
+			n /= 2;
+		}
+	}
+}
+
+/*
  * The slow path of modify(): the first blocks of [off, off + len), up to
- * SLOW_BATCH of them, or every whole block of a discard at once.  Sets
- * *done to the bytes done.  Provisions run in the three steps of rule 3.
+ * SLOW_BATCH of them, or the whole blocks of a discard at once (as many
+ * as rule 9 lets one step take).  Sets *done to the bytes done.
+ * Provisions run in the three steps of rule 3.
  */
 static int slow_modify(struct tv_pool *p, struct vstate *vs, uint64_t id,
 		       const uint8_t *buf, uint64_t len, uint64_t off,
@@ -1326,10 +1511,12 @@ static int slow_modify(struct tv_pool *p, struct vstate *vs, uint64_t id,
 	bool unmap = discard && in == 0 && n == bs;
 	struct prov pv[SLOW_BATCH];
 	struct disk_volume v, before;
-	unsigned int npv = 0;
+	struct cost acc = { 0, 0, 0 };
+	unsigned int npv = 0, tries = 0;
 	int r, late = 0;
 
 	pthread_mutex_lock(&p->meta_lock);
+again:
 	/* rule 4: no new provision while a drain waits; and whatever is in
 	 * flight where we go first */
 	while (p->vio->drainers ||
@@ -1351,9 +1538,19 @@ static int slow_modify(struct tv_pool *p, struct vstate *vs, uint64_t id,
 	*checked = true;
 	before = v;
 	if (unmap) {
-		/* every whole block left in the range, at once */
-		did = len / bs * bs;
-		r = unmap_blocks_locked(p, &v, vs, vblock, len / bs);
+		/* the whole blocks left in the range, at once, or as many as
+		 * the commit has room for (rule 9) */
+		uint64_t nr = len / bs;
+
+		r = unmap_fit_locked(p, &v, vblock, &nr);
+		if (r == 0 && !nr)
+			r = -EAGAIN;
+		if (r == 0) {
+			did = nr * bs;
+			sm_set_reserve_mode(tm_sm(p->tm), true);
+			r = unmap_blocks_locked(p, &v, vs, vblock, nr);
+			sm_set_reserve_mode(tm_sm(p->tm), false);
+		}
 	} else {
 		/* this block and up to SLOW_BATCH - 1 more in one hold of
 		 * the lock, with one store of the volume record: a large
@@ -1363,11 +1560,15 @@ static int slow_modify(struct tv_pool *p, struct vstate *vs, uint64_t id,
 
 			if (buf)
 				r = plan_block_locked(p, &v, vs, vblock, in,
-						      buf + did, n, &pv[npv],
-						      &queued);
+						      buf + did, n, false,
+						      &acc, &pv[npv], &queued);
 			else
 				r = write_block_locked(p, &v, vs, vblock, in,
-						       NULL, n);
+						       NULL, n, false);
+			if (r == -EAGAIN && k) {
+				r = 0; /* rule 9: the batch ends here */
+				break;
+			}
 			if (r < 0)
 				break;
 			npv += queued;
@@ -1382,6 +1583,23 @@ static int slow_modify(struct tv_pool *p, struct vstate *vs, uint64_t id,
 			if (in_flight(vs, vblock, 1))
 				break; /* the next round waits for it */
 		}
+	}
+	if (r == -EAGAIN) {
+		/* Rule 9: no room for the step's first block, and nothing of
+		 * the step done: make room (commit, or free deleted
+		 * volumes' blocks), then look everything up again.  A few
+		 * tries: other threads may fill what was made. */
+		r = ++tries <= 4 ? pool_make_room_locked(p) : -ENOSPC;
+		if (r == 0) {
+			vblock = off / bs;
+			in = off % bs;
+			n = MIN(len, bs - in);
+			goto again;
+		}
+		if (r == -ENOSPC)
+			r = tv_err(r, "%s: the pool is full", p->path);
+		pthread_mutex_unlock(&p->meta_lock);
+		return r;
 	}
 	if (r < 0 && npv && !tm_state(p->tm)) {
 		/* a refused allocation (ENOSPC) or a data error in the
@@ -1508,17 +1726,43 @@ int tv_vol_flush(struct tv_pool *p, uint64_t id)
 	return tv_pool_flush(p);
 }
 
-/* Zero [from, end of its block) if a mapped block straddles from: used
- * when a volume shrinks to a size inside a block. */
 int vio_zero_tail_locked(struct tv_pool *p, struct disk_volume *v,
-			 uint64_t from)
+			 uint64_t from, bool in_place)
 {
 	uint32_t bs = p->block_size;
 	uint64_t in = from % bs;
+	struct disk_mapping m;
+	uint8_t *tail;
+	bool zero = true;
+	int r;
 
 	if (!in)
 		return 0;
-	return write_block_locked(p, v, NULL, from / bs, in, NULL, bs - in);
+	r = map_lookup(p, v, from / bs, &m);
+	if (r == -ENOENT)
+		return 0;
+	if (r < 0)
+		return r;
+	/* Already zero (never shrunk from further, or zeroed before): no
+	 * write, and no copy of a block a snapshot shares. */
+	tail = malloc(bs - in);
+	if (!tail)
+		return tv_err(-ENOMEM, "out of memory");
+	r = io_read(p->dev, tail, bs - in,
+		    dev_off(p, le64_to_cpu(m.block), in));
+	for (uint64_t i = 0; r == 0 && zero && i < bs - in; i++)
+		zero = !tail[i];
+	free(tail);
+	if (r < 0)
+		return tv_err(r, "volume #%" PRIu64 ": read: %s",
+			      (uint64_t)le64_to_cpu(v->id), strerror(-r));
+	if (zero)
+		return 0;
+	r = write_block_locked(p, v, NULL, from / bs, in, NULL, bs - in,
+			       !in_place);
+	/* a batch cannot commit early (rule 9): the pool is full for it */
+	return r == -EAGAIN ? tv_err(-ENOSPC, "%s: the pool is full", p->path)
+			    : r;
 }
 
 /*

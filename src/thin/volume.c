@@ -14,7 +14,16 @@
  *      microseconds since TV_ID_EPOCH (thin-internal.h), so that ids stay
  *      unique even across a restore of an older copy of the pool.
  *   4. A VOLS value holds one reference to its mapping tree; a DEFERRED
- *      value holds one reference to a deleted volume's mapping tree.
+ *      value holds one reference to a mapping tree being freed (a deleted
+ *      volume's, or the part a shrink cut off).
+ *   5. An operation writes no byte that the committed state shows: every
+ *      change is in the transaction, so a failed batch or a crash before
+ *      the commit leaves every volume as it was.  So a shrink writes
+ *      nothing: a volume maps no block wholly past its end, but the last
+ *      block it keeps may hold, past the end, bytes from before a shrink.
+ *      Nothing reads there (I/O stays inside the size), and a grow zeroes
+ *      them first (grow_locked), in place only where the committed state
+ *      cannot show them.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -892,10 +901,101 @@ static int op_rename(struct tv_pool *p, struct tv_op *op)
 	return vol_store_locked(p, &v);
 }
 
+/* The size the committed state gives volume id (0 when it has none: a
+ * volume made in this transaction). */
+static int committed_size_locked(struct tv_pool *p, uint64_t id,
+				 uint64_t *size)
+{
+	struct disk_volume cv;
+	uint8_t k[8];
+	int r;
+
+	put_be64(k, id);
+	r = btree_lookup(&p->vols, tm_committed_root(p->tm, SLOT_VOLS), k, &cv);
+	if (r == -ENOENT) {
+		*size = 0;
+		return 0;
+	}
+	if (r == 0)
+		*size = le64_to_cpu(cv.size);
+	return r;
+}
+
+/*
+ * Shrink v to size (rule 5): the mappings of the blocks wholly past the
+ * new end move, as a tree of their own, to DEFERRED, which frees them a
+ * bounded piece at a time as for a deleted volume.  The volume's tree is
+ * split in two: a clone (O(1)) loses everything below the cut, the
+ * original everything from it on; each copies only the path to the cut
+ * and hands over the subtrees on the other side by reference counts, so
+ * the transaction changes O(height) reference counts however much is
+ * cut, and its commit stays small, also on a full pool.  Nothing is
+ * written to any block: what the last kept block holds past the end
+ * stays there, unseen (rule 5), and the old state is whole for a
+ * rollback or a crash.
+ */
+static int shrink_locked(struct tv_pool *p, struct disk_volume *v,
+			 uint64_t size)
+{
+	struct disk_pool_user *u = pool_user(p);
+	uint64_t first = DIV_ROUND_UP(size, p->block_size), cut_n = 0, seq;
+	struct tm_ref root, cut;
+	struct btree_cursor c;
+	struct disk_ref dref;
+	uint8_t lo[8], k[8];
+	bool any;
+	int r;
+
+	ref_from_disk(&root, &v->map_root);
+	put_be64(lo, first);
+	r = btree_cursor_seek(&p->map, &root, lo, &c);
+	any = r == 0 && c.valid;
+	btree_cursor_close(&c);
+	if (r < 0 || !any)
+		return r;
+	r = btree_clone(&p->map, &root, &cut);
+	if (r == 0)
+		r = btree_remove_range(&p->map, &cut, NULL, lo, NULL);
+	if (r == 0)
+		r = btree_remove_range(&p->map, &root, lo, NULL, &cut_n);
+	if (r < 0)
+		return r;
+	ref_to_disk(&v->map_root, &root);
+	v->mapped = cpu_to_le64(le64_to_cpu(v->mapped) - cut_n);
+	seq = le64_to_cpu(u->deferred_seq);
+	u->deferred_seq = cpu_to_le64(seq + 1);
+	u->reclaimable = cpu_to_le64(le64_to_cpu(u->reclaimable) + cut_n);
+	put_be64(k, seq);
+	ref_to_disk(&dref, &cut);
+	return btree_insert(&p->deferred, tm_root(p->tm, SLOT_DEFERRED), k,
+			    &dref);
+}
+
+/*
+ * Grow v from old (rule 5): the bytes of the block old falls in, from
+ * old on, may hold what the volume had there before a shrink; they must
+ * read as zeroes now.  When the committed state cannot show them (its
+ * size of the volume is at most old) they are zeroed in place; else in
+ * a copy of the block, so that a rollback or a crash before the commit
+ * finds them as they were.
+ */
+static int grow_locked(struct tv_pool *p, struct disk_volume *v, uint64_t old)
+{
+	uint64_t csize;
+	int r;
+
+	if (!(old % p->block_size))
+		return 0;
+	r = committed_size_locked(p, le64_to_cpu(v->id), &csize);
+	if (r == 0)
+		r = vio_zero_tail_locked(p, v, old, csize <= old);
+	return r;
+}
+
 static int op_resize(struct tv_pool *p, struct tv_op *op)
 {
 	struct disk_volume v;
-	uint64_t old, removed = 0;
+	uint64_t old;
 	int r;
 
 	r = check_size(op->size);
@@ -908,25 +1008,14 @@ static int op_resize(struct tv_pool *p, struct tv_op *op)
 			      (int)MIN(le32_to_cpu(v.name_len), TV_NAME_MAX),
 			      v.name);
 	old = le64_to_cpu(v.size);
+	if (op->size == old)
+		return 0;
+	/* rule 2 of vio.c: no fast-path I/O uses a block we change */
 	vio_invalidate_locked(p, op->id);
-	if (op->size < old) {
-		/* Unmap every block that lies wholly past the new end. */
-		uint64_t first = DIV_ROUND_UP(op->size, p->block_size);
-		struct tm_ref root;
-		uint8_t lo[8];
-
-		ref_from_disk(&root, &v.map_root);
-		put_be64(lo, first);
-		r = btree_remove_range(&p->map, &root, lo, NULL, &removed);
-		if (r < 0)
-			return r;
-		ref_to_disk(&v.map_root, &root);
-		v.mapped = cpu_to_le64(le64_to_cpu(v.mapped) - removed);
-		/* the block the new end cuts keeps no stale tail */
-		r = vio_zero_tail_locked(p, &v, op->size);
-		if (r < 0)
-			return r;
-	}
+	r = op->size < old ? shrink_locked(p, &v, op->size)
+			   : grow_locked(p, &v, old);
+	if (r < 0)
+		return r;
 	v.size = cpu_to_le64(op->size);
 	return vol_store_locked(p, &v);
 }
@@ -949,7 +1038,122 @@ static int op_set_blob(struct tv_pool *p, struct tv_op *op)
 	return r;
 }
 
+static int apply_op(struct tv_pool *p, struct tv_op *op);
+
+/*
+ * Pool.c, rule 2: whether op fits what the transaction can still commit.
+ * A batch is one transaction and cannot commit a part of itself first:
+ * no room is -ENOSPC, before the op changes anything.  A delete or a
+ * shrink frees space: it may use the reserve (*freeing: run it in
+ * reserve mode).  The tables' changes are bounded from their heights
+ * (probe_table); a shrink's split of the mapping tree (shrink_locked) is
+ * read from its path, every node on it counted as shared (it is, after
+ * the clone); a grow that must copy its tail block is checked where it
+ * allocates it (vio.c, rule 9).
+ */
+static int op_room_locked(struct tv_pool *p, const struct tv_op *op,
+			  bool *freeing)
+{
+	uint32_t blob = p->blob_size ? 1 : 0, chunks = nr_chunks(p);
+	enum sm_room kind = SM_ROOM_META;
+	struct room_probe q;
+	struct disk_volume v;
+	bool fits;
+	int r = 0;
+
+	*freeing = false;
+	probe_init(&q, p);
+	switch (op->kind) {
+	case TV_OP_CREATE:
+	case TV_OP_SNAPSHOT:
+		r = probe_table(&q, SLOT_NAMES, 1);
+		if (r == 0)
+			r = probe_table(&q, SLOT_BLOBIDX, blob);
+		if (r == 0)
+			r = probe_table(&q, SLOT_BLOBS, chunks);
+		if (r == 0)
+			r = probe_table(&q, SLOT_VOLS, 2);
+		probe_add(&q, 0, 1); /* a snapshot's clone: the root's count */
+		break;
+	case TV_OP_DELETE:
+		r = probe_table(&q, SLOT_NAMES, 1);
+		if (r == 0)
+			r = probe_table(&q, SLOT_BLOBIDX, blob);
+		if (r == 0)
+			r = probe_table(&q, SLOT_BLOBS, chunks);
+		if (r == 0)
+			r = probe_table(&q, SLOT_VOLS, 1);
+		if (r == 0)
+			r = probe_table(&q, SLOT_DEFERRED, 1);
+		kind = SM_ROOM_FREE;
+		break;
+	case TV_OP_RENAME:
+		r = probe_table(&q, SLOT_NAMES, 2);
+		if (r == 0)
+			r = probe_table(&q, SLOT_VOLS, 1);
+		break;
+	case TV_OP_SET_BLOB:
+		r = probe_table(&q, SLOT_BLOBIDX, 2 * blob);
+		if (r == 0)
+			r = probe_table(&q, SLOT_BLOBS, chunks);
+		break;
+	case TV_OP_RESIZE:
+		r = probe_table(&q, SLOT_VOLS, 1);
+		if (r < 0 || check_size(op->size) < 0 ||
+		    vol_lookup_locked(p, op->id, &v) < 0 ||
+		    (le32_to_cpu(v.flags) & TV_VOL_READ_ONLY) ||
+		    op->size >= le64_to_cpu(v.size)) {
+			tv_err(0, "%s", ""); /* the op says what is wrong */
+			break;
+		}
+		{
+			uint8_t k[8];
+			struct tm_ref root;
+
+			ref_from_disk(&root, &v.map_root);
+			put_be64(k, DIV_ROUND_UP(op->size, p->block_size));
+			/* the clone's two ends, the original's one */
+			r = probe_path(&q, &p->map, &root, NULL, true, true);
+			if (r == 0)
+				r = probe_path(&q, &p->map, &root, k, true,
+					       true);
+			if (r == 0)
+				r = probe_path(&q, &p->map, &root, k, true,
+					       true);
+			if (r == 0)
+				r = probe_table(&q, SLOT_DEFERRED, 1);
+		}
+		kind = SM_ROOM_FREE;
+		break;
+	}
+	fits = r == 0 && probe_room(&q, kind, 0);
+	probe_free(&q);
+	if (r < 0)
+		return r;
+	if (!fits)
+		return tv_err(-ENOSPC, "%s: the pool is full: no room to "
+				       "commit this operation",
+			      p->path);
+	*freeing = kind == SM_ROOM_FREE;
+	return 0;
+}
+
 static int apply(struct tv_pool *p, struct tv_op *op)
+{
+	bool freeing;
+	int r = op_room_locked(p, op, &freeing);
+
+	if (r < 0)
+		return r;
+	if (freeing)
+		sm_set_reserve_mode(tm_sm(p->tm), true);
+	r = apply_op(p, op);
+	if (freeing)
+		sm_set_reserve_mode(tm_sm(p->tm), false);
+	return r;
+}
+
+static int apply_op(struct tv_pool *p, struct tv_op *op)
 {
 	switch (op->kind) {
 	case TV_OP_CREATE:
@@ -987,10 +1191,37 @@ int tv_batch(struct tv_pool *p, struct tv_op *ops, size_t n, size_t *failed)
 		if (r < 0)
 			goto out;
 	}
-	for (i = 0; i < n; i++) {
-		r = apply(p, &ops[i]);
-		if (r < 0)
+	for (unsigned int tries = 0;; tries++) {
+		for (i = 0; i < n; i++) {
+			r = apply(p, &ops[i]);
+			if (r < 0)
+				break;
+		}
+		/* Full, while deleted volumes still hold blocks (pool.c,
+		 * rule 3): free some of them and try the batch again. */
+		if (r != -ENOSPC || tries >= 8 ||
+		    !tm_committed_root(p->tm, SLOT_DEFERRED)->blocknr)
 			break;
+		{
+			char msg[256];
+			int rm;
+
+			snprintf(msg, sizeof(msg), "%s", tv_last_error());
+			pool_abort_locked(p);
+			rm = pool_make_room_locked(p);
+			if (rm == -ENOSPC) {
+				/* nothing more to free: the op's error */
+				tv_err(r, "%s", msg);
+				if (failed)
+					*failed = i;
+				goto out;
+			}
+			if (rm < 0) {
+				r = rm;
+				goto out;
+			}
+		}
+		tv_err(0, "%s", "");
 	}
 	if (r < 0) {
 		/* A refused op leaves its message; a store error gets one */

@@ -550,6 +550,66 @@ static void test_remove_range(void)
 	env_teardown(&e);
 }
 
+/*
+ * Removing the front of a tree that shares its nodes with a clone, up to
+ * a leaf's first key (what reclaim does with a deleted snapshot's tree):
+ * the subtrees inside the range go whole, unread, their counts dropped,
+ * and only the path above the cut is copied.  The clone is untouched.
+ */
+static void test_remove_shared_prefix(void)
+{
+	const uint64_t n = 40000;
+	struct tm_commit_stats c0, c1;
+	struct btree_cursor c;
+	struct bc_stats st0, st1;
+	uint8_t hi[8];
+	uint64_t cut = 0, k = 0;
+	struct env e;
+
+	env_setup(&e);
+	for (k = 0; k < n; k++)
+		put_n(&e, &e.info, 0, k, k);
+	commit_check(&e, &e.info, 1);
+	CHECK_OK(btree_clone(&e.info, tm_root(e.tm, 0), tm_root(e.tm, 1)));
+	commit_check(&e, &e.info, 2);
+	/* the first leaf boundary past 9/10 of the keys */
+	CHECK_OK(btree_cursor_seek(&e.info, tm_root(e.tm, 1), NULL, &c));
+	for (k = 0; c.valid; k++) {
+		if (k >= n * 9 / 10 && c.path[c.depth - 1].index == 0) {
+			memcpy(hi, btree_cursor_key(&c), 8);
+			cut = k;
+			break;
+		}
+		CHECK_OK(btree_cursor_next(&c));
+	}
+	btree_cursor_close(&c);
+	CHECK(cut);
+	env_reopen(&e);
+	tm_commit_stats(e.tm, &c0);
+	bc_stats(tm_bc(e.tm), &st0);
+	CHECK_OK(btree_remove_range(&e.info, tm_root(e.tm, 1), NULL, hi,
+				    NULL));
+	bc_stats(tm_bc(e.tm), &st1);
+	CHECK_EQ(commit_check(&e, &e.info, 2) > 0, 1);
+	tm_commit_stats(e.tm, &c1);
+	printf("remove_range of the first %llu of %llu keys shared with a "
+	       "clone: %llu node reads, %llu nodes written\n",
+	       (unsigned long long)cut, (unsigned long long)n,
+	       (unsigned long long)(st1.reads - st0.reads),
+	       (unsigned long long)(c1.nodes_written - c0.nodes_written));
+	/* a tree of three levels: the two nodes above the cut copied, the
+	 * subtrees before it dropped unread (descending into the first
+	 * of them, as before, read 11 nodes and wrote 9) */
+	CHECK(st1.reads - st0.reads <= 8);
+	CHECK(c1.nodes_written - c0.nodes_written <= 7);
+	CHECK_EQ(count(&e, &e.info, 1), n - cut);
+	CHECK_EQ(count(&e, &e.info, 0), n);
+	expect(&e, &e.info, 1, cut - 1, ~0ull);
+	expect(&e, &e.info, 1, cut, cut);
+	expect(&e, &e.info, 0, 0, 0);
+	env_teardown(&e);
+}
+
 /* Clone, then change each side: the other must not see it. */
 static void test_clone(void)
 {
@@ -1049,6 +1109,7 @@ int main(void)
 	test_lookup_le();
 	test_cursor();
 	test_remove_range();
+	test_remove_shared_prefix();
 	test_clone();
 	test_value_refs();
 	test_persist_abort();
