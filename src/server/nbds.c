@@ -1,41 +1,55 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
- * nbds.c - the NBD server.
+ * nbds.c - the NBD server: the protocol.  Who may connect, what memory
+ * requests may hold and how connections are closed is nbds-conn.c.
  *
  * A connection goes through two phases (doc/proto.md):
  *
  *   accept --> handshake (options) --GO/EXPORT_NAME--> transmission --> close
  *                  |  ^                                    |
  *                  STARTTLS (the stream becomes TLS)       DISC, EOF, error,
- *                                                          claim --force,
- *                                                          shutdown
+ *                                                          killed (nbds-conn.c)
  *
  * Rules:
  *   1. Every request is validated once, in read_request(), against the
  *      export's size and flags and the options negotiated; below it the
  *      handlers assume a valid request.  A request that cannot be
- *      validated without losing sync with the stream (bad magic) ends the
- *      connection; every other bad request gets an error reply and the
- *      connection goes on.
+ *      validated without losing sync with the stream (bad magic, a write
+ *      payload too large to skip) ends the connection; every other bad
+ *      request gets an error reply and the connection goes on.  Errors
+ *      follow proto.md, "Error values": a read, trim, cache or block
+ *      status past the end is EINVAL, a write or write-zeroes past the
+ *      end ENOSPC, anything that writes to a read-only export EPERM (that
+ *      first), a flag not defined for the command EINVAL.  FUA is
+ *      accepted on every command ("Command flags": the server MUST).
  *   2. errno values become NBD errors in exactly one place, nbd_errno().
  *   3. A connection's threads take turns reading: one holds read_lock
  *      while it reads a request (and a write's payload), lets it go, and
  *      runs the request and sends its reply itself (leader/follower, as
  *      nbdkit does): no queue, no hand-off between threads.  A helper
  *      thread is started only while requests wait in the socket, up to
- *      NBDS_WORKERS; so a connection holds at most NBDS_WORKERS requests
- *      (each at most 32 MiB of buffer) and a client that floods the
- *      server, or does not read its replies, only slows itself.  On a
- *      plain socket the reader reads ahead into a buffer of
- *      NBDS_READ_AHEAD bytes (xport_read), so at a deep queue one recv
- *      brings several requests; that buffer, too, is all a flood gets.
+ *      NBDS_WORKERS threads in all.  The reader takes the request's
+ *      buffer memory from the budget before it reads on (mem_get, which
+ *      waits while the connection or the server is over budget), so a
+ *      client that floods the server, or does not read its replies,
+ *      holds at most NBDS_CONN_MEMORY.  On a plain socket the reader
+ *      reads ahead into a buffer of NBDS_READ_AHEAD bytes (xport_read),
+ *      so at a deep queue one recv brings several requests.
  *   4. A reply is sent whole under send_lock.  A write is acknowledged only
  *      after the engine accepted it; a flush only after tv_vol_flush made
  *      every acknowledged write of every connection durable (the engine's
  *      flush commits the whole pool: that is why CAN_MULTI_CONN is true).
- *   5. The registry (s->lock) knows every connection and the volume it
- *      serves.  A volume claimed for a delete or shrink accepts no new
+ *   5. Once a reply cannot be sent (conn_gone) the connection stops
+ *      reading and drops the requests it has not begun: the client has
+ *      left, and nobody would see their results.  After EOF without a
+ *      failed send the requests read are still answered (the client may
+ *      have shut down only its sending side).
+ *   6. The registry (nbds-conn.c) knows every connection and the volume
+ *      it serves.  A volume claimed for a delete or shrink accepts no new
  *      connection until it is released.
+ *   7. What a client sends is shown in a log line or a reply string only
+ *      through esc_text (util/escape.h): no forged log lines, and reply
+ *      strings stay UTF-8 as the spec wants of every string.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -46,6 +60,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -53,83 +68,26 @@
 #include <unistd.h>
 
 #include "server/nbd-proto.h"
-#include "server/nbds.h"
+#include "server/nbds-internal.h"
 #include "server/tls.h"
-#include "server/xport.h"
 #include "thin/thin-internal.h" /* vio_read_map_nofill */
 #include "util/checked.h"
 #include "util/clock.h"
 #include "util/endian.h"
+#include "util/escape.h"
 #include "util/log.h"
 
-#ifndef NBDS_WORKERS
-#define NBDS_WORKERS 8 /* threads per connection, at most */
-#endif
-#define NBDS_MAX_OPTION (64u << 10)   /* option data we keep */
-#define NBDS_MAX_DISCARD (64u << 20)  /* option data we read to skip */
-#define NBDS_MAX_EXTENTS 1024	       /* block-status descriptors */
-#define NBDS_READ_EXTENTS 64	       /* hole/data runs of one read */
+#define NBDS_MAX_OPTION (64u << 10)  /* option data we keep */
+#define NBDS_MAX_DISCARD (64u << 20) /* option or write data we skip */
+#define NBDS_MAX_EXTENTS 1024	      /* block-status descriptors */
+#define NBDS_READ_EXTENTS 64	      /* hole/data runs of one read */
 #define NBDS_PREF_BLOCK 4096u
-#define NBDS_CONTEXT_ID 1	       /* base:allocation */
+#define NBDS_CONTEXT_ID 1	      /* base:allocation */
 #define NBDS_ZERO_CHUNK (1u << 20)
-#define NBDS_SHUTDOWN_GRACE_S 5      /* replies still pending at shutdown */
-#define NBDS_POLL_MIN_NS 4000u	       /* read_header's polling window */
+#define NBDS_POLL_MIN_NS 4000u	      /* read_header's polling window */
 #define NBDS_POLL_MAX_NS 64000u
-/* read-ahead buffer of a plain connection: a queue of 32 4 KiB writes */
-#define NBDS_READ_AHEAD (256u << 10)
-
-struct req {
-	struct req *next;
-	uint16_t flags, type;
-	uint64_t cookie, off;
-	uint32_t len;
-	void *payload; /* a write's data */
-	int error;     /* an NBD error found by validation: reply only */
-};
-
-struct conn {
-	struct nbds *srv;
-	struct conn *prev, *next; /* registry, under srv->lock */
-	int fd;
-	struct xport x;
-	char peer[64];
-
-	/* negotiated in the handshake */
-	bool no_zeroes, structured, meta_alloc;
-	char *meta_export; /* the export SET_META_CONTEXT named */
-	uint64_t id;	   /* the volume, once in transmission (0 before) */
-	uint64_t size;
-	bool ro;
-	char name[TV_NAME_MAX + 1];
-
-	/* the threads that read and run requests (rule 3) */
-	pthread_mutex_t read_lock; /* held while reading one request */
-	pthread_mutex_t rlock;	   /* the fields below */
-	bool rdone;		   /* DISC, EOF or error: stop reading */
-	unsigned int nthreads, waiting;
-	pthread_t threads[NBDS_WORKERS];
-	uint32_t poll_ns; /* read_lock: how long to poll for the next
-			   * request before sleeping (read_header) */
-
-	pthread_mutex_t send_lock;
-	bool send_failed;
-};
-
-struct nbds {
-	struct tv_pool *pool;
-	struct tls_ctx *tls;
-	bool tls_required, verbose;
-
-	pthread_mutex_t lock; /* the registry (rule 5) */
-	pthread_cond_t cond;  /* a connection went away */
-	struct conn *conns;
-	size_t nconns;
-	uint64_t *claimed;
-	size_t nclaimed, capclaimed;
-	bool shutting_down;
-
-	pthread_mutex_t rmw_lock; /* unaligned writes (read-modify-write) */
-};
+/* a client's string as shown in logs and error replies (escaped, cut) */
+#define NBDS_SHOWN 100
 
 /* ---- errors (rule 2) ---- */
 
@@ -159,107 +117,6 @@ static uint32_t nbd_errno(int err)
 	}
 }
 
-/* ---- the registry ---- */
-
-static bool claimed_locked(struct nbds *s, uint64_t id)
-{
-	for (size_t i = 0; i < s->nclaimed; i++)
-		if (s->claimed[i] == id)
-			return true;
-	return false;
-}
-
-static void unregister(struct conn *c)
-{
-	struct nbds *s = c->srv;
-
-	pthread_mutex_lock(&s->lock);
-	if (c->prev)
-		c->prev->next = c->next;
-	else
-		s->conns = c->next;
-	if (c->next)
-		c->next->prev = c->prev;
-	s->nconns--;
-	pthread_cond_broadcast(&s->cond);
-	pthread_mutex_unlock(&s->lock);
-}
-
-size_t nbds_connections(struct nbds *s, uint64_t id)
-{
-	size_t n = 0;
-
-	pthread_mutex_lock(&s->lock);
-	for (struct conn *c = s->conns; c; c = c->next)
-		if (!id || c->id == id)
-			n++;
-	pthread_mutex_unlock(&s->lock);
-	return n;
-}
-
-int nbds_claim(struct nbds *s, uint64_t id, bool force, char *msg,
-	       size_t msglen)
-{
-	size_t n = 0;
-
-	pthread_mutex_lock(&s->lock);
-	for (struct conn *c = s->conns; c; c = c->next)
-		if (c->id == id)
-			n++;
-	if (n && !force) {
-		pthread_mutex_unlock(&s->lock);
-		snprintf(msg, msglen,
-			 "volume #%" PRIu64 " is exported to %zu NBD client%s; "
-			 "use --force to disconnect %s",
-			 id, n, n == 1 ? "" : "s", n == 1 ? "it" : "them");
-		return -EBUSY;
-	}
-	if (s->nclaimed == s->capclaimed) {
-		size_t cap = s->capclaimed ? 2 * s->capclaimed : 8;
-		uint64_t *a = realloc(s->claimed, cap * sizeof(*a));
-		if (!a) {
-			pthread_mutex_unlock(&s->lock);
-			snprintf(msg, msglen, "out of memory");
-			return -ENOMEM;
-		}
-		s->claimed = a;
-		s->capclaimed = cap;
-	}
-	s->claimed[s->nclaimed++] = id;
-	/* Kick the volume's clients off: their readers see EOF, their
-	 * requests in flight finish, then they unregister. */
-	if (n) {
-		log_info("disconnecting %zu client%s of volume #%" PRIu64, n,
-			 n == 1 ? "" : "s", id);
-		for (struct conn *c = s->conns; c; c = c->next)
-			if (c->id == id)
-				shutdown(c->fd, SHUT_RDWR);
-	}
-	for (;;) {
-		n = 0;
-		for (struct conn *c = s->conns; c; c = c->next)
-			if (c->id == id)
-				n++;
-		if (!n)
-			break;
-		pthread_cond_wait(&s->cond, &s->lock);
-	}
-	pthread_mutex_unlock(&s->lock);
-	return 0;
-}
-
-void nbds_release(struct nbds *s, uint64_t id)
-{
-	pthread_mutex_lock(&s->lock);
-	for (size_t i = 0; i < s->nclaimed; i++) {
-		if (s->claimed[i] == id) {
-			s->claimed[i] = s->claimed[--s->nclaimed];
-			break;
-		}
-	}
-	pthread_mutex_unlock(&s->lock);
-}
-
 /* ---- sending ---- */
 
 static int send_all(struct conn *c, const struct iovec *iov, int n)
@@ -274,8 +131,9 @@ static int send_all(struct conn *c, const struct iovec *iov, int n)
 		if (r < 0) {
 			c->send_failed = true;
 			/* the reader must not wait for a client that will
-			 * never read our replies */
+			 * never read our replies, nor do its work (rule 5) */
 			shutdown(c->fd, SHUT_RDWR);
+			conn_gone(c);
 		}
 	}
 	pthread_mutex_unlock(&c->send_lock);
@@ -286,7 +144,8 @@ static int send_all(struct conn *c, const struct iovec *iov, int n)
 
 struct opt {
 	uint32_t code, len;
-	uint8_t *data; /* len bytes (NULL when len is 0) */
+	uint8_t *data; /* len bytes (NULL when len is 0, or dropped) */
+	bool dropped;  /* len > NBDS_MAX_OPTION: read and dropped */
 };
 
 static int opt_reply(struct conn *c, uint32_t opt, uint32_t type,
@@ -303,13 +162,21 @@ static int opt_reply(struct conn *c, uint32_t opt, uint32_t type,
 	return xport_writev(&c->x, iov, len ? 2 : 1);
 }
 
-/* An error reply with a message for the client's logs. */
+/* What the client sent, as it may be shown (rule 7). */
+static const char *shown(char buf[NBDS_SHOWN], const char *s)
+{
+	return esc_str(buf, NBDS_SHOWN, s);
+}
+
+/* An error reply with a message for the client's logs.  The message is
+ * UTF-8 (a proto.md string): anything of the client's in it went through
+ * shown(), and a cut falls between characters. */
 static int opt_error(struct conn *c, uint32_t opt, uint32_t type,
 		     const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 static int opt_error(struct conn *c, uint32_t opt, uint32_t type,
 		     const char *fmt, ...)
 {
-	char msg[256];
+	char msg[512];
 	va_list ap;
 	int n;
 
@@ -318,8 +185,19 @@ static int opt_error(struct conn *c, uint32_t opt, uint32_t type,
 	va_end(ap);
 	if (n < 0)
 		n = 0;
-	if ((size_t)n >= sizeof(msg))
-		n = sizeof(msg) - 1;
+	if ((size_t)n >= sizeof(msg)) {
+		/* cut before a last character that lost its tail */
+		int k = n = sizeof(msg) - 1;
+		unsigned char lead;
+
+		while (k > 0 && ((unsigned char)msg[k - 1] & 0xc0) == 0x80)
+			k--;
+		lead = k > 0 ? (unsigned char)msg[k - 1] : 0;
+		if (lead >= 0xc0 &&
+		    k - 1 + (lead >= 0xf0 ? 4 : lead >= 0xe0 ? 3 : 2) > n)
+			n = k - 1;
+		msg[n] = 0;
+	}
 	if (c->srv->verbose)
 		log_info("%s: option %u: %s", c->peer, opt, msg);
 	return opt_reply(c, opt, type, msg, (uint32_t)n);
@@ -352,13 +230,18 @@ static int find_export(struct conn *c, const char *name,
 	return r;
 }
 
-static uint16_t tflags(const struct tv_vol_info *v)
+/* The transmission flags of v for this connection.  SEND_DF only with
+ * structured replies (proto.md, "Transmission flags": the server MUST
+ * leave it clear if they have not been negotiated). */
+static uint16_t tflags(const struct conn *c, const struct tv_vol_info *v)
 {
 	uint16_t f = NBDS_TF_HAS_FLAGS | NBDS_TF_SEND_FLUSH |
 		     NBDS_TF_SEND_FUA | NBDS_TF_SEND_TRIM |
-		     NBDS_TF_SEND_WRITE_ZEROES | NBDS_TF_SEND_DF |
-		     NBDS_TF_CAN_MULTI_CONN | NBDS_TF_SEND_CACHE |
-		     NBDS_TF_SEND_FAST_ZERO;
+		     NBDS_TF_SEND_WRITE_ZEROES | NBDS_TF_CAN_MULTI_CONN |
+		     NBDS_TF_SEND_CACHE | NBDS_TF_SEND_FAST_ZERO;
+
+	if (c->structured)
+		f |= NBDS_TF_SEND_DF;
 
 	/* a read-only export offers nothing that writes */
 	if (v->flags & TV_VOL_READ_ONLY)
@@ -419,11 +302,21 @@ static bool take_string(const struct opt *o, size_t *pos, char *out,
 	return strlen(out) == n; /* no NUL inside */
 }
 
+/* Forget the meta contexts selected.  A SET_META_CONTEXT replaces the
+ * selection "including when this command fails" (proto.md): the
+ * handshake calls this first for every one, whatever becomes of it. */
+static void meta_clear(struct conn *c)
+{
+	c->meta_alloc = false;
+	c->meta_id = 0;
+}
+
 /* LIST_META_CONTEXT and SET_META_CONTEXT. */
 static int reply_meta(struct conn *c, const struct opt *o)
 {
 	bool set = o->code == NBDS_OPT_SET_META_CONTEXT;
 	char name[NBDS_MAX_STRING + 1], q[NBDS_MAX_STRING + 1];
+	char sh[NBDS_SHOWN];
 	struct tv_vol_info v;
 	size_t pos = 0;
 	uint32_t nq;
@@ -454,7 +347,7 @@ static int reply_meta(struct conn *c, const struct opt *o)
 	}
 	if (find_export(c, name, &v) < 0)
 		return opt_error(c, o->code, NBDS_REP_ERR_UNKNOWN,
-				 "no volume '%s'", name);
+				 "no volume '%s'", shown(sh, name));
 	if (!nq && !set) {
 		match = true; /* list everything we have */
 	} else {
@@ -465,15 +358,12 @@ static int reply_meta(struct conn *c, const struct opt *o)
 				match = true;
 		}
 	}
-	if (set) {
-		free(c->meta_export);
-		c->meta_export = NULL;
-		c->meta_alloc = match;
-		if (match) {
-			c->meta_export = strdup(name);
-			if (!c->meta_export)
-				return -ENOMEM;
-		}
+	if (set && match) {
+		/* the volume, not the name: "#ID" and the name are the same
+		 * export, and a volume renamed or deleted and created again
+		 * under the name before GO is not */
+		c->meta_alloc = true;
+		c->meta_id = v.id;
 	}
 	if (match) {
 		uint8_t buf[4 + 15];
@@ -487,31 +377,24 @@ static int reply_meta(struct conn *c, const struct opt *o)
 	return opt_reply(c, o->code, NBDS_REP_ACK, NULL, 0);
 }
 
-/* Enter transmission on volume v: registers the connection (rule 5).
- * Returns 0, -EBUSY (claimed), or -ESHUTDOWN. */
+/* Enter transmission on volume v (rule 6).  Returns 0, -EBUSY
+ * (claimed), -ESHUTDOWN, or -ECONNRESET (the connection was closed
+ * meanwhile: out of time, or evicted). */
 static int attach(struct conn *c, const struct tv_vol_info *v)
 {
-	struct nbds *s = c->srv;
-	int r = 0;
+	char sh[NBDS_SHOWN];
+	int r = conn_attach(c, v);
 
-	pthread_mutex_lock(&s->lock);
-	if (s->shutting_down)
-		r = -ESHUTDOWN;
-	else if (claimed_locked(s, v->id))
-		r = -EBUSY;
-	else
-		c->id = v->id;
-	pthread_mutex_unlock(&s->lock);
 	if (r)
 		return r;
 	c->size = v->size;
 	c->ro = v->flags & TV_VOL_READ_ONLY;
 	snprintf(c->name, sizeof(c->name), "%s", v->name);
-	if (c->meta_alloc && c->meta_export && strcmp(c->meta_export, v->name))
-		c->meta_alloc = false; /* set for another export */
-	if (s->verbose)
+	if (c->meta_alloc && c->meta_id != v->id)
+		meta_clear(c); /* set for another export */
+	if (c->srv->verbose)
 		log_info("%s: serving volume '%s' (#%" PRIu64 ")%s", c->peer,
-			 v->name, v->id, c->ro ? " read-only" : "");
+			 shown(sh, v->name), v->id, c->ro ? " read-only" : "");
 	return 0;
 }
 
@@ -528,7 +411,7 @@ static int info_reply(struct conn *c, uint32_t opt, uint16_t type,
 /* INFO and GO: returns 1 when GO succeeded (enter transmission). */
 static int reply_info_go(struct conn *c, const struct opt *o)
 {
-	char name[NBDS_MAX_STRING + 1], desc[160];
+	char name[NBDS_MAX_STRING + 1], desc[160], sh[NBDS_SHOWN];
 	struct tv_vol_info v;
 	uint8_t body[12];
 	size_t pos = 0;
@@ -553,9 +436,9 @@ static int reply_info_go(struct conn *c, const struct opt *o)
 	r = find_export(c, name, &v);
 	if (r < 0)
 		return opt_error(c, o->code, NBDS_REP_ERR_UNKNOWN,
-				 "no volume '%s'", name);
+				 "no volume '%s'", shown(sh, name));
 	put_be64(body, v.size);
-	put_be16(body + 8, tflags(&v));
+	put_be16(body + 8, tflags(c, &v));
 	r = info_reply(c, o->code, NBDS_INFO_EXPORT, body, 10);
 	if (r == 0 && want_name)
 		r = info_reply(c, o->code, NBDS_INFO_NAME, v.name,
@@ -581,10 +464,12 @@ static int reply_info_go(struct conn *c, const struct opt *o)
 	if (r == -EBUSY)
 		return opt_error(c, o->code, NBDS_REP_ERR_UNKNOWN,
 				 "volume '%s' is being deleted or shrunk",
-				 v.name);
+				 shown(sh, v.name));
 	if (r == -ESHUTDOWN)
 		return opt_error(c, o->code, NBDS_REP_ERR_SHUTDOWN,
 				 "the server is shutting down");
+	if (r < 0)
+		return r;
 	r = opt_reply(c, o->code, NBDS_REP_ACK, NULL, 0);
 	return r < 0 ? r : 1;
 }
@@ -592,18 +477,22 @@ static int reply_info_go(struct conn *c, const struct opt *o)
 /* EXPORT_NAME: no error replies exist; a failure closes the connection. */
 static int reply_export_name(struct conn *c, const struct opt *o)
 {
-	char name[NBDS_MAX_STRING + 1];
+	char name[NBDS_MAX_STRING + 1], sh[NBDS_SHOWN];
 	struct tv_vol_info v;
 	uint8_t buf[10 + 124];
 	int r;
 
-	if (o->len > NBDS_MAX_STRING)
+	if (o->len > NBDS_MAX_STRING) {
+		log_info("%s: EXPORT_NAME of %u bytes: closing", c->peer,
+			 o->len);
 		return -EINVAL;
+	}
 	if (o->len) /* data is NULL when len is 0 (found by fuzz-nbd) */
 		memcpy(name, o->data, o->len);
 	name[o->len] = 0;
 	if (strlen(name) != o->len || find_export(c, name, &v) < 0) {
-		log_info("%s: no export '%.64s'", c->peer, name);
+		log_info("%s: no export '%s': closing", c->peer,
+			 esc_text(sh, sizeof(sh), o->data, o->len));
 		return -ENOENT;
 	}
 	r = attach(c, &v);
@@ -611,13 +500,14 @@ static int reply_export_name(struct conn *c, const struct opt *o)
 		return r;
 	memset(buf, 0, sizeof(buf));
 	put_be64(buf, v.size);
-	put_be16(buf + 8, tflags(&v));
+	put_be16(buf + 8, tflags(c, &v));
 	r = xport_write(&c->x, buf, c->no_zeroes ? 10 : sizeof(buf));
 	return r < 0 ? r : 1;
 }
 
 /* Read an option's header and data (data beyond NBDS_MAX_OPTION is read
- * and dropped: o->data NULL, o->len kept). */
+ * and dropped: o->dropped, o->len kept; beyond NBDS_MAX_DISCARD the
+ * connection ends: -E2BIG). */
 static int read_option(struct conn *c, struct opt *o)
 {
 	uint8_t h[16];
@@ -631,9 +521,14 @@ static int read_option(struct conn *c, struct opt *o)
 	o->code = get_be32(h + 8);
 	o->len = get_be32(h + 12);
 	o->data = NULL;
-	if (o->len > NBDS_MAX_DISCARD)
+	o->dropped = false;
+	if (o->len > NBDS_MAX_DISCARD) {
+		log_info("%s: option %u with %u bytes of data: closing",
+			 c->peer, o->code, o->len);
 		return -E2BIG;
+	}
 	if (o->len > NBDS_MAX_OPTION) {
+		o->dropped = true;
 		uint8_t junk[4096];
 		uint32_t left = o->len;
 		while (left) {
@@ -659,6 +554,104 @@ static int read_option(struct conn *c, struct opt *o)
 	return 0;
 }
 
+/* An error reply sent (r 0) means "refused" to option_refused's caller. */
+static int refused(int r)
+{
+	return r < 0 ? r : 1;
+}
+
+/*
+ * Whether option o may not be carried out as such, before looking at what
+ * it asks (proto.md, "Option haggling", "TLS support"): returns 0 to go
+ * on, 1 when an error reply went out instead, or a negative errno to
+ * close (EXPORT_NAME has no error reply).  In this order:
+ *   - a client without FIXED_NEWSTYLE is in NOTLS mode (the server MUST
+ *     operate so), where TLS_REQD MUST NOT be sent: under --tls require
+ *     it is refused everything with ERR_POLICY, since it can never reach
+ *     TLS;
+ *   - under --tls require, before TLS, every option but STARTTLS (and
+ *     ABORT, done earlier) gets ERR_TLS_REQD, whatever its size;
+ *   - data too large to keep: ERR_TOO_BIG for the options that take
+ *     data; those that take none say ERR_INVALID, and one we do not know
+ *     ERR_UNSUP (the MUST of "Baseline"), in their own handlers.
+ */
+static int option_refused(struct conn *c, const struct opt *o)
+{
+	struct nbds *s = c->srv;
+
+	if (!c->fixed && s->tls_required) {
+		if (o->code == NBDS_OPT_EXPORT_NAME) {
+			log_info("%s: EXPORT_NAME without TLS: closing",
+				 c->peer);
+			return -EACCES;
+		}
+		return refused(opt_error(c, o->code, NBDS_REP_ERR_POLICY,
+					 "TLS is required, and a client needs "
+					 "fixed newstyle negotiation to start "
+					 "it"));
+	}
+	if (s->tls_required && !c->x.tls && o->code != NBDS_OPT_STARTTLS) {
+		if (o->code == NBDS_OPT_EXPORT_NAME) {
+			log_info("%s: EXPORT_NAME without TLS: closing",
+				 c->peer);
+			return -EACCES;
+		}
+		return refused(opt_error(c, o->code, NBDS_REP_ERR_TLS_REQD,
+					 "TLS is required: use STARTTLS"));
+	}
+	if (o->dropped) {
+		switch (o->code) {
+		case NBDS_OPT_EXPORT_NAME:
+			log_info("%s: EXPORT_NAME of %u bytes: closing",
+				 c->peer, o->len);
+			return -E2BIG;
+		case NBDS_OPT_INFO:
+		case NBDS_OPT_GO:
+		case NBDS_OPT_LIST_META_CONTEXT:
+		case NBDS_OPT_SET_META_CONTEXT:
+			return refused(opt_error(c, o->code,
+						 NBDS_REP_ERR_TOO_BIG,
+						 "option data of %u bytes: "
+						 "more than %u",
+						 o->len, NBDS_MAX_OPTION));
+		}
+	}
+	return 0;
+}
+
+static int reply_starttls(struct conn *c, const struct opt *o)
+{
+	struct nbds *s = c->srv;
+	int r;
+
+	if (o->len)
+		return opt_error(c, o->code, NBDS_REP_ERR_INVALID,
+				 "STARTTLS takes no data");
+	if (!c->fixed)
+		return opt_error(c, o->code, NBDS_REP_ERR_POLICY,
+				 "TLS needs fixed newstyle negotiation");
+	if (!s->tls)
+		return opt_error(c, o->code, NBDS_REP_ERR_POLICY,
+				 "TLS is not configured");
+	if (c->x.tls)
+		return opt_error(c, o->code, NBDS_REP_ERR_INVALID,
+				 "TLS is already on");
+	r = opt_reply(c, o->code, NBDS_REP_ACK, NULL, 0);
+	if (r == 0)
+		r = tls_session_start(s->tls, c->fd, &c->x.tls);
+	if (r < 0) {
+		log_info("%s: TLS handshake failed: %s", c->peer,
+			 strerror(-r));
+		return r;
+	}
+	/* "the server MUST NOT preserve any negotiation state" */
+	c->structured = false;
+	meta_clear(c);
+	if (s->verbose)
+		log_info("%s: TLS on", c->peer);
+	return 0;
+}
+
 /*
  * The option phase.  Returns 1 when the connection enters transmission,
  * 0 when the client ended it (ABORT, or EOF), or a negative errno.
@@ -681,17 +674,18 @@ static int handshake(struct conn *c)
 		return r == -ECONNRESET ? 0 : r;
 	cflags = get_be32(h);
 	/* A client without FIXED_NEWSTYLE still speaks newstyle ("its side
-	 * of the protocol does not change incompatibly"); only flags we do
-	 * not know end the connection. */
+	 * of the protocol does not change incompatibly"; we honour fixed
+	 * newstyle from it, as the spec allows), but in NOTLS mode; only
+	 * flags we do not know end the connection. */
 	if (cflags & ~(NBDS_CFLAG_FIXED_NEWSTYLE | NBDS_CFLAG_NO_ZEROES)) {
 		log_info("%s: unsupported client flags %#x", c->peer, cflags);
 		return -EPROTO;
 	}
+	c->fixed = cflags & NBDS_CFLAG_FIXED_NEWSTYLE;
 	c->no_zeroes = cflags & NBDS_CFLAG_NO_ZEROES;
 
 	for (;;) {
 		struct opt o;
-		bool tls_ok = !s->tls_required || c->x.tls;
 
 		r = read_option(c, &o);
 		if (r == -ECONNRESET)
@@ -701,71 +695,31 @@ static int handshake(struct conn *c)
 		if (s->verbose)
 			log_info("%s: option %u, %u bytes", c->peer, o.code,
 				 o.len);
-		if (o.len && !o.data) {
-			/* too big to keep: only EXPORT_NAME must close */
-			r = o.code == NBDS_OPT_EXPORT_NAME
-				    ? -E2BIG
-				    : opt_error(c, o.code,
-						NBDS_REP_ERR_TOO_BIG,
-						"option data too long");
-			goto next;
+		/* replaced "including when this command fails" */
+		if (o.code == NBDS_OPT_SET_META_CONTEXT)
+			meta_clear(c);
+		if (o.code == NBDS_OPT_ABORT) {
+			/* "The server MUST reply with NBD_REP_ACK" and
+			 * ignore any data (read and dropped above); the
+			 * client may be gone already: best effort */
+			opt_reply(c, o.code, NBDS_REP_ACK, NULL, 0);
+			free(o.data);
+			return 0;
 		}
-		if (!tls_ok && o.code != NBDS_OPT_STARTTLS &&
-		    o.code != NBDS_OPT_ABORT) {
-			if (o.code == NBDS_OPT_EXPORT_NAME) {
-				log_info("%s: EXPORT_NAME without TLS: "
-					 "closing",
-					 c->peer);
-				r = -EACCES;
-			} else {
-				r = opt_error(c, o.code,
-					      NBDS_REP_ERR_TLS_REQD,
-					      "TLS is required: use STARTTLS");
-			}
+		r = option_refused(c, &o);
+		if (r != 0) {
+			r = r < 0 ? r : 0;
 			goto next;
 		}
 		switch (o.code) {
 		case NBDS_OPT_EXPORT_NAME:
 			r = reply_export_name(c, &o);
 			break;
-		case NBDS_OPT_ABORT:
-			/* the client may already be gone: best effort */
-			if (!o.len)
-				opt_reply(c, o.code, NBDS_REP_ACK, NULL, 0);
-			free(o.data);
-			return 0;
 		case NBDS_OPT_LIST:
 			r = reply_list(c, &o);
 			break;
 		case NBDS_OPT_STARTTLS:
-			if (o.len) {
-				r = opt_error(c, o.code, NBDS_REP_ERR_INVALID,
-					      "STARTTLS takes no data");
-			} else if (!s->tls) {
-				r = opt_error(c, o.code, NBDS_REP_ERR_POLICY,
-					      "TLS is not configured");
-			} else if (c->x.tls) {
-				r = opt_error(c, o.code, NBDS_REP_ERR_INVALID,
-					      "TLS is already on");
-			} else {
-				r = opt_reply(c, o.code, NBDS_REP_ACK, NULL,
-					      0);
-				if (r == 0)
-					r = tls_session_start(s->tls, c->fd,
-							      &c->x.tls);
-				if (r < 0) {
-					log_info("%s: TLS handshake failed: "
-						 "%s",
-						 c->peer, strerror(-r));
-				} else {
-					/* what was negotiated in clear
-					 * does not count */
-					c->structured = false;
-					c->meta_alloc = false;
-					if (s->verbose)
-						log_info("%s: TLS on", c->peer);
-				}
-			}
+			r = reply_starttls(c, &o);
 			break;
 		case NBDS_OPT_INFO:
 		case NBDS_OPT_GO:
@@ -1122,11 +1076,6 @@ static int handle(struct conn *c, struct req *q)
 	return reply_err(c, q, r);
 }
 
-/*
- * Read one request and validate it (rule 1).  Returns 1 for a request to
- * queue (q->error set if it only needs an error reply), 0 for DISC, or a
- * negative errno when the connection must end.
- */
 /* Threads polling at once, at most half the CPUs (at least one): many
  * connections at queue depth 1 must not keep every CPU spinning. */
 static atomic_uint pollers;
@@ -1227,6 +1176,32 @@ static int read_header(struct conn *c, uint8_t *h, size_t len)
 	return r;
 }
 
+/* The budget bytes a valid request holds until its reply went out: its
+ * data buffer and a bounce buffer of whole sectors when unaligned
+ * (vol_read, rmw_write), or the extents of a block status. */
+static uint64_t req_mem(const struct req *q)
+{
+	uint64_t m = NBDS_REQ_OVERHEAD;
+
+	switch (q->type) {
+	case NBDS_CMD_READ:
+	case NBDS_CMD_WRITE:
+		m += q->len;
+		if ((q->off | q->len) % TV_SECTOR)
+			m += q->len + 2 * TV_SECTOR;
+		break;
+	case NBDS_CMD_BLOCK_STATUS:
+		m += NBDS_MAX_EXTENTS * (sizeof(struct tv_extent) + 8);
+		break;
+	}
+	return m;
+}
+
+/*
+ * Read one request and validate it (rule 1).  Returns 1 for a request to
+ * queue (q->error set if it only needs an error reply), 0 for DISC, or a
+ * negative errno when the connection must end.
+ */
 static int read_request(struct conn *c, struct req *q)
 {
 	uint8_t h[28];
@@ -1255,7 +1230,6 @@ static int read_request(struct conn *c, struct req *q)
 		allowed = c->structured ? NBDS_CMD_FLAG_DF : 0;
 		break;
 	case NBDS_CMD_WRITE:
-		allowed = NBDS_CMD_FLAG_FUA;
 		write = true;
 		break;
 	case NBDS_CMD_DISC:
@@ -1264,12 +1238,10 @@ static int read_request(struct conn *c, struct req *q)
 		range = false;
 		break;
 	case NBDS_CMD_TRIM:
-		allowed = NBDS_CMD_FLAG_FUA;
 		write = true;
 		break;
 	case NBDS_CMD_WRITE_ZEROES:
-		allowed = NBDS_CMD_FLAG_FUA | NBDS_CMD_FLAG_NO_HOLE |
-			  NBDS_CMD_FLAG_FAST_ZERO;
+		allowed = NBDS_CMD_FLAG_NO_HOLE | NBDS_CMD_FLAG_FAST_ZERO;
 		write = true;
 		break;
 	case NBDS_CMD_CACHE:
@@ -1283,24 +1255,58 @@ static int read_request(struct conn *c, struct req *q)
 		err = NBDS_EINVAL;
 		break;
 	}
+	/* "This flag is valid for all commands ... the server MUST accept
+	 * all commands with this bit set (even by ignoring the bit)": it is
+	 * ignored where nothing is written */
+	allowed |= NBDS_CMD_FLAG_FUA;
 	if (!err && (q->flags & ~allowed))
 		err = NBDS_EINVAL;
+	if (!err && write && c->ro)
+		err = NBDS_EPERM; /* past the end too: it is read-only */
 	if (!err && range) {
-		if (!q->len || q->off > c->size || q->len > c->size - q->off)
-			err = write ? NBDS_ENOSPC : NBDS_EINVAL;
 		if (!q->len)
 			err = NBDS_EINVAL;
+		else if (q->off > c->size || q->len > c->size - q->off)
+			err = q->type == NBDS_CMD_WRITE ||
+					      q->type == NBDS_CMD_WRITE_ZEROES
+				      ? NBDS_ENOSPC
+				      : NBDS_EINVAL;
 	} else if (!err && (q->off || q->len)) {
 		err = NBDS_EINVAL; /* FLUSH: reserved fields must be zero */
 	}
+	/* Over the maximum payload: EINVAL; a structured READ may say
+	 * EOVERFLOW ("permitted to reject large read requests up front"),
+	 * which nothing else SHOULD ("Error values"). */
 	if (!err && (q->type == NBDS_CMD_READ || q->type == NBDS_CMD_WRITE) &&
 	    q->len > NBDS_MAX_REQUEST)
-		err = NBDS_EOVERFLOW;
-	if (!err && write && c->ro)
-		err = NBDS_EPERM;
+		err = q->type == NBDS_CMD_READ && c->structured
+			      ? NBDS_EOVERFLOW
+			      : NBDS_EINVAL;
+	/* The request's buffers come from the budget before anything more
+	 * is read (nbds-conn.c, rule 3): a client over its share waits
+	 * here, and the socket pushes back. */
+	if (!err) {
+		r = mem_get(c, req_mem(q));
+		if (r == -ESHUTDOWN) {
+			/* read no more, not even this write's payload */
+			err = NBDS_ESHUTDOWN;
+			c->rdone = true;
+			goto out;
+		}
+		if (r < 0)
+			return r;
+		q->mem = req_mem(q);
+	}
 
 	if (q->type == NBDS_CMD_WRITE) {
-		/* the payload follows whatever we think of the request */
+		/* the payload follows whatever we think of the request;
+		 * beyond what is worth skipping, the spec lets a server
+		 * take it for a denial of service ("Size constraints") */
+		if (err && q->len > NBDS_MAX_DISCARD) {
+			log_info("%s: refused write of %u bytes: closing",
+				 c->peer, q->len);
+			return -E2BIG;
+		}
 		if (!err) {
 			q->payload = malloc(q->len);
 			if (!q->payload)
@@ -1322,9 +1328,12 @@ static int read_request(struct conn *c, struct req *q)
 		if (r < 0) {
 			free(q->payload);
 			q->payload = NULL;
+			if (q->mem)
+				mem_put(c, q->mem);
 			return r;
 		}
 	}
+out:
 	if (err && c->srv->verbose)
 		log_info("%s: refused command %u flags %#x at %" PRIu64
 			 "+%u: error %u",
@@ -1346,8 +1355,8 @@ static bool want_thread(struct conn *c)
 {
 	int n = 0;
 
-	if (c->nthreads >= NBDS_WORKERS || c->waiting)
-		return false;
+	if (c->nthreads + 1 >= NBDS_WORKERS || c->waiting)
+		return false; /* the connection's own thread is one */
 	if (c->x.tls || xport_buffered(&c->x) >= 28)
 		return true;
 	return ioctl(c->fd, FIONREAD, &n) == 0 && n > 0;
@@ -1356,11 +1365,26 @@ static bool want_thread(struct conn *c)
 static void *conn_worker(void *arg);
 
 /*
+ * The end of the stream: whether the peer has gone for good rather than
+ * shut down only its sending side (it may still read replies).  A Unix
+ * socket tells (POLLHUP once both sides are shut); TCP does not until a
+ * send fails (rule 5).
+ */
+static void eof(struct conn *c)
+{
+	struct pollfd p = { .fd = c->fd, .events = POLLOUT };
+
+	if (poll(&p, 1, 0) == 1 && (p.revents & (POLLHUP | POLLERR)))
+		conn_gone(c);
+}
+
+/*
  * The transmission phase, run by every thread of the connection (rule 3):
  * take the read lock, read one request, maybe start a helper thread, let
  * the lock go, run the request, reply.  The thread that meets DISC, EOF or
  * an error marks the stream done; the others finish the request they hold
- * and stop.
+ * and stop.  Once the connection is gone, requests not begun are dropped
+ * (rule 5).
  */
 static void serve_requests(struct conn *c)
 {
@@ -1383,6 +1407,8 @@ static void serve_requests(struct conn *c)
 		r = q ? read_request(c, q) : -ENOMEM;
 		if (r <= 0) {
 			c->rdone = true;
+			if (r == -ECONNRESET)
+				eof(c);
 			pthread_mutex_unlock(&c->read_lock);
 			free(q);
 			if (r < 0 && r != -ECONNRESET && c->srv->verbose)
@@ -1397,8 +1423,11 @@ static void serve_requests(struct conn *c)
 		pthread_mutex_unlock(&c->rlock);
 		pthread_mutex_unlock(&c->read_lock);
 
-		handle(c, q);
+		if (!conn_is_gone(c))
+			handle(c, q);
 		free(q->payload);
+		if (q->mem)
+			mem_put(c, q->mem);
 		free(q);
 	}
 }
@@ -1417,7 +1446,7 @@ static void transmission(struct conn *c)
 	 * brings several requests, payloads included.  The handshake is
 	 * over, so nothing STARTTLS hands to GnuTLS can be in the buffer.
 	 * Without memory for it, reads go unbuffered. */
-	if (!c->x.tls)
+	if (!c->x.tls && mem_read_ahead(c, NBDS_READ_AHEAD))
 		(void)xport_buffer(&c->x, NBDS_READ_AHEAD);
 	serve_requests(c);
 	/* DISC or EOF: the requests other threads hold are still answered
@@ -1431,22 +1460,6 @@ static void transmission(struct conn *c)
 		pthread_join(c->threads[i], NULL);
 }
 
-static void conn_free(struct conn *c)
-{
-	if (c->x.tls) {
-		if (!c->send_failed)
-			tls_session_bye(c->x.tls);
-		tls_session_free(c->x.tls);
-	}
-	close(c->fd);
-	xport_unbuffer(&c->x);
-	free(c->meta_export);
-	pthread_mutex_destroy(&c->read_lock);
-	pthread_mutex_destroy(&c->rlock);
-	pthread_mutex_destroy(&c->send_lock);
-	free(c);
-}
-
 static void conn_run(struct conn *c)
 {
 	int r = handshake(c);
@@ -1457,8 +1470,7 @@ static void conn_run(struct conn *c)
 		transmission(c);
 	if (c->srv->verbose)
 		log_info("%s: disconnected", c->peer);
-	unregister(c);
-	conn_free(c);
+	conn_release(c);
 }
 
 static void *conn_thread(void *arg)
@@ -1467,53 +1479,18 @@ static void *conn_thread(void *arg)
 	return NULL;
 }
 
-static struct conn *conn_new(struct nbds *s, int fd, const char *peer)
+int nbds_accept(struct nbds *s, int fd, const char *peer, const char *addr)
 {
-	struct conn *c = calloc(1, sizeof(*c));
-
-	if (!c)
-		return NULL;
-	c->srv = s;
-	c->fd = fd;
-	c->x.fd = fd;
-	snprintf(c->peer, sizeof(c->peer), "%s", peer ? peer : "client");
-	pthread_mutex_init(&c->read_lock, NULL);
-	pthread_mutex_init(&c->rlock, NULL);
-	pthread_mutex_init(&c->send_lock, NULL);
-	return c;
-}
-
-/* Register c; fails once shutdown began. */
-static int conn_register(struct nbds *s, struct conn *c)
-{
-	pthread_mutex_lock(&s->lock);
-	if (s->shutting_down) {
-		pthread_mutex_unlock(&s->lock);
-		return -ESHUTDOWN;
-	}
-	c->next = s->conns;
-	if (s->conns)
-		s->conns->prev = c;
-	s->conns = c;
-	s->nconns++;
-	pthread_mutex_unlock(&s->lock);
-	return 0;
-}
-
-int nbds_accept(struct nbds *s, int fd, const char *peer)
-{
-	struct conn *c = conn_new(s, fd, peer);
+	struct conn *c = conn_new(s, fd, peer, addr);
 	pthread_attr_t attr;
 	pthread_t t;
 	int r;
 
-	if (!c) {
-		close(fd);
+	if (!c)
 		return -ENOMEM;
-	}
-	r = conn_register(s, c);
+	r = conn_admit(s, c);
 	if (r < 0) {
-		conn_free(c);
+		conn_release(c);
 		return r;
 	}
 	if (s->verbose)
@@ -1525,81 +1502,20 @@ int nbds_accept(struct nbds *s, int fd, const char *peer)
 	if (r < 0) {
 		log_error("%s: cannot start a thread: %s", c->peer,
 			  strerror(-r));
-		unregister(c);
-		conn_free(c);
+		conn_release(c);
 	}
 	return r;
 }
 
 void nbds_serve_fd(struct nbds *s, int fd)
 {
-	struct conn *c = conn_new(s, fd, "fd");
+	struct conn *c = conn_new(s, fd, "fd", NULL);
 
-	if (!c) {
-		close(fd);
+	if (!c)
 		return;
-	}
-	if (conn_register(s, c) < 0) {
-		conn_free(c);
+	if (conn_admit(s, c) < 0) {
+		conn_release(c);
 		return;
 	}
 	conn_run(c);
-}
-
-int nbds_new(const struct nbds_opts *o, struct nbds **out)
-{
-	struct nbds *s = calloc(1, sizeof(*s));
-
-	if (!s)
-		return -ENOMEM;
-	s->pool = o->pool;
-	s->tls = o->tls;
-	s->tls_required = o->tls_required;
-	s->verbose = o->verbose;
-	pthread_mutex_init(&s->lock, NULL);
-	pthread_cond_init(&s->cond, NULL);
-	pthread_mutex_init(&s->rmw_lock, NULL);
-	*out = s;
-	return 0;
-}
-
-void nbds_shutdown(struct nbds *s)
-{
-	struct timespec until;
-
-	pthread_mutex_lock(&s->lock);
-	s->shutting_down = true;
-	/* stop reading: readers see EOF, queued requests still complete
-	 * and their replies still go out */
-	for (struct conn *c = s->conns; c; c = c->next)
-		shutdown(c->fd, SHUT_RD);
-	/* A client that does not read its replies would keep a worker in
-	 * send() for ever: after a grace period its socket is shut both
-	 * ways (the requests have run; only their replies are lost). */
-	clock_gettime(CLOCK_REALTIME, &until);
-	until.tv_sec += NBDS_SHUTDOWN_GRACE_S;
-	while (s->nconns) {
-		if (pthread_cond_timedwait(&s->cond, &s->lock, &until) ==
-		    ETIMEDOUT) {
-			log_warn("%zu client%s not reading replies: "
-				 "disconnecting",
-				 s->nconns, s->nconns == 1 ? "" : "s");
-			for (struct conn *c = s->conns; c; c = c->next)
-				shutdown(c->fd, SHUT_RDWR);
-			while (s->nconns)
-				pthread_cond_wait(&s->cond, &s->lock);
-		}
-	}
-	pthread_mutex_unlock(&s->lock);
-}
-
-void nbds_free(struct nbds *s)
-{
-	if (!s)
-		return;
-	pthread_mutex_destroy(&s->lock);
-	pthread_cond_destroy(&s->cond);
-	pthread_mutex_destroy(&s->rmw_lock);
-	free(s->claimed);
-	free(s);
 }
