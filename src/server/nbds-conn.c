@@ -370,6 +370,7 @@ int mem_get(struct conn *c, uint64_t bytes)
 		 * holds up, not their own connection's (rule 4) */
 		if (mine != held_up) {
 			held_up = mine;
+			atomic_store(&c->held_up, held_up);
 			if (held_up)
 				s->mem_waiters++;
 			else
@@ -377,8 +378,10 @@ int mem_get(struct conn *c, uint64_t bytes)
 		}
 		pthread_cond_wait(&s->mem_cond, &s->mem_lock);
 	}
-	if (held_up)
+	if (held_up) {
+		atomic_store(&c->held_up, false);
 		s->mem_waiters--;
+	}
 	atomic_fetch_sub(&s->mem_sleepers, 1);
 	pthread_mutex_unlock(&s->mem_lock);
 	if (r)
@@ -429,14 +432,15 @@ static void put_read_ahead(struct conn *c)
 
 /* ---- the watchdog (rules 2, 4) ---- */
 
-static bool contended(struct nbds *s)
+/* How many readers the server's budget holds up. */
+static unsigned int held_up(struct nbds *s)
 {
 	unsigned int n;
 
 	pthread_mutex_lock(&s->mem_lock);
 	n = s->mem_waiters;
 	pthread_mutex_unlock(&s->mem_lock);
-	return n > 0;
+	return n;
 }
 
 /* One pass over the registry (srv->lock): close the connections past
@@ -444,7 +448,8 @@ static bool contended(struct nbds *s)
  * replies stalled.  Returns when to look again (0: not until woken). */
 static uint64_t watch_locked(struct nbds *s, uint64_t now)
 {
-	bool short_of_memory = s->stall_ns && contended(s);
+	unsigned int waiting = s->stall_ns ? held_up(s) : 0;
+	bool short_of_memory = waiting > 0;
 	/* A reader that starts waiting for memory cannot wake us (it holds
 	 * mem_lock and a read_lock, under which srv->lock may not be
 	 * taken): with the stall rule on, look at least once a second. */
@@ -473,9 +478,11 @@ static uint64_t watch_locked(struct nbds *s, uint64_t now)
 			if (!next || deadline < next)
 				next = deadline;
 		}
+		/* others must be waiting: its own reader, held up by the
+		 * memory it holds itself, does not count */
 		since = atomic_load(&c->x.stalled_since);
-		if (short_of_memory && c->attached && since &&
-		    now - since >= s->stall_ns) {
+		if (waiting > (atomic_load(&c->held_up) ? 1u : 0u) &&
+		    c->attached && since && now - since >= s->stall_ns) {
 			tell_locked(s, true,
 				    "%s: no reply taken for %.1f s while others "
 				    "wait for memory: closing",

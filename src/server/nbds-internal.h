@@ -91,6 +91,7 @@ struct conn {
 			   * request before sleeping (read_header) */
 
 	_Atomic uint64_t mem; /* bytes its requests hold */
+	atomic_bool held_up;  /* its reader waits for the server's budget */
 	uint64_t read_ahead;  /* bytes of its read-ahead buffer (its own
 			       * thread's) */
 

@@ -48,6 +48,25 @@ def meta_data(name, queries):
     return d
 
 
+def unix_connect(path, timeout):
+    """Connect to a Unix socket, waiting up to timeout seconds for room
+    in its backlog as a blocking client (libnbd, qemu) would: a
+    non-blocking connect fails at once with EAGAIN when it is full."""
+    import time
+    end = time.time() + timeout
+    while True:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(timeout)
+        try:
+            s.connect(path)
+            return s
+        except BlockingIOError:
+            s.close()
+            if time.time() > end:
+                raise
+            time.sleep(0.01)
+
+
 class Conn:
     """A client connection, after the greeting and the client flags."""
 
@@ -56,9 +75,7 @@ class Conn:
             self.s = socket.create_connection(tcp, timeout=timeout,
                                               source_address=(source, 0) if source else None)
         else:
-            self.s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            self.s.settimeout(timeout)
-            self.s.connect(path)
+            self.s = unix_connect(path, timeout)
         self.structured = False
         if greet:
             magic, opt, self.hflags = struct.unpack(">QQH", self.recvn(18))
