@@ -30,12 +30,14 @@
  *      reader of a connection waits, holding read_lock, while the
  *      connection holds NBDS_CONN_MEMORY or the server mem_max: it stops
  *      reading, and TCP or the socket buffer pushes back on the client.
- *      A request alone over a budget proceeds when the connection (or
- *      the server) holds nothing, so every connection makes progress.
- *   4. A connection whose reply has taken no byte for stall_ns while a
- *      reader waits for memory is closed by the watchdog: a client that
- *      stops reading cannot keep the others waiting for memory for good.
- *      Without contention it keeps its connection (a paused client).
+ *      A request larger than a budget proceeds when no other request
+ *      holds any of it (of the connection, or of the server: read-ahead
+ *      buffers do not count), so every connection makes progress.
+ *   4. A connection whose reply has taken no byte for stall_ns while
+ *      another connection's reader waits for the server's budget is
+ *      closed by the watchdog: a client that stops reading cannot keep
+ *      the others waiting for memory for good.  Otherwise it keeps its
+ *      connection (a paused client), holding its own budget at most.
  *   5. gone is set once the peer cannot be answered (a send failed) or
  *      the connection is killed: its reader stops, a reader waiting for
  *      memory wakes up, and requests not yet begun are dropped, so no
@@ -46,6 +48,7 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -64,7 +67,7 @@
 
 /* ---- the gone flag and killing (rules 5, 6) ---- */
 
-static void set_gone(struct conn *c)
+void conn_gone(struct conn *c)
 {
 	struct nbds *s = c->srv;
 
@@ -72,11 +75,6 @@ static void set_gone(struct conn *c)
 	atomic_store(&c->gone, true);
 	pthread_cond_broadcast(&s->mem_cond); /* its reader may wait there */
 	pthread_mutex_unlock(&s->mem_lock);
-}
-
-void conn_gone(struct conn *c)
-{
-	set_gone(c);
 }
 
 bool conn_is_gone(struct conn *c)
@@ -100,37 +98,50 @@ static void conn_kill_locked(struct conn *c)
 {
 	uncount_locked(c);
 	shutdown(c->fd, SHUT_RDWR);
-	set_gone(c);
+	conn_gone(c);
 }
 
 /* ---- admission (rule 1) ---- */
 
-/* Say why connections are refused or closed, once a second at most. */
-static void tell_locked(struct nbds *s, bool evicted, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-static void tell_locked(struct nbds *s, bool evicted, const char *fmt, ...)
+/*
+ * Lines about what clients did (refused, closed, protocol errors) are
+ * logged at most NBDS_NOTES_PER_S a second, --verbose or not: a flood of
+ * bad clients must not flood the log.  What is left out is counted, and
+ * the count said with the next line.
+ */
+#define NBDS_NOTES_PER_S 10
+
+void nbds_note(struct nbds *s, enum log_level lvl, const char *fmt, ...)
 {
 	uint64_t now = clock_mono_ns();
-	char msg[256], more[96] = "";
+	unsigned long quiet = 0;
+	char msg[512], more[64] = "";
 	va_list ap;
+	bool say;
 
-	if (now < s->quiet_until) {
-		if (evicted)
-			s->quiet_evicted++;
-		else
-			s->quiet_refused++;
-		return;
+	pthread_mutex_lock(&s->note_lock);
+	if (now - s->note_window >= NS_PER_S) {
+		s->note_window = now;
+		s->notes = 0;
 	}
+	say = s->notes < NBDS_NOTES_PER_S;
+	if (say) {
+		s->notes++;
+		quiet = s->notes_left_out;
+		s->notes_left_out = 0;
+	} else {
+		s->notes_left_out++;
+	}
+	pthread_mutex_unlock(&s->note_lock);
+	if (!say)
+		return;
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	if (s->quiet_refused || s->quiet_evicted)
-		snprintf(more, sizeof(more),
-			 " (and in the last second %lu refused, %lu closed)",
-			 s->quiet_refused, s->quiet_evicted);
-	log_warn("%s%s", msg, more);
-	s->quiet_refused = s->quiet_evicted = 0;
-	s->quiet_until = now + NS_PER_S;
+	if (quiet)
+		snprintf(more, sizeof(more), " (and %lu such lines left out)",
+			 quiet);
+	log_msg(lvl, "%s%s", msg, more);
 }
 
 /* The oldest counted connection still in its handshake, of addr (NULL:
@@ -154,10 +165,10 @@ static bool evict_locked(struct nbds *s, const char *addr, const char *why,
 
 	if (!old)
 		return false;
-	tell_locked(s, true,
-		    "%s: %s: closing %s, the oldest connection still in its "
-		    "handshake, to make room",
-		    by->peer, why, old->peer);
+	nbds_note(s, LOG_LVL_WARN,
+		  "%s: %s: closing %s, the oldest connection still in its "
+		  "handshake, to make room",
+		  by->peer, why, old->peer);
 	conn_kill_locked(old);
 	return true;
 }
@@ -180,10 +191,10 @@ int conn_admit(struct nbds *s, struct conn *c)
 			 c->addr);
 		if (n >= s->max_per_peer &&
 		    !evict_locked(s, c->addr, why, c)) {
-			tell_locked(s, false,
-				    "%s: refused: %s already (the limit per "
-				    "address, --max-connections-per-peer)",
-				    c->peer, why);
+			nbds_note(s, LOG_LVL_WARN,
+				  "%s: refused: %s already (the limit per "
+				  "address, --max-connections-per-peer)",
+				  c->peer, why);
 			pthread_mutex_unlock(&s->lock);
 			return -EAGAIN;
 		}
@@ -191,10 +202,10 @@ int conn_admit(struct nbds *s, struct conn *c)
 	if (s->max_conns && s->ncounted >= s->max_conns) {
 		snprintf(why, sizeof(why), "%zu connections", s->ncounted);
 		if (!evict_locked(s, NULL, why, c)) {
-			tell_locked(s, false,
-				    "%s: refused: %zu connections already "
-				    "(--max-connections)",
-				    c->peer, s->ncounted);
+			nbds_note(s, LOG_LVL_WARN,
+				  "%s: refused: %zu connections already "
+				  "(--max-connections)",
+				  c->peer, s->ncounted);
 			pthread_mutex_unlock(&s->lock);
 			return -EAGAIN;
 		}
@@ -433,7 +444,7 @@ static void put_read_ahead(struct conn *c)
 /* ---- the watchdog (rules 2, 4) ---- */
 
 /* How many readers the server's budget holds up. */
-static unsigned int held_up(struct nbds *s)
+static unsigned int readers_held_up(struct nbds *s)
 {
 	unsigned int n;
 
@@ -448,7 +459,7 @@ static unsigned int held_up(struct nbds *s)
  * replies stalled.  Returns when to look again (0: not until woken). */
 static uint64_t watch_locked(struct nbds *s, uint64_t now)
 {
-	unsigned int waiting = s->stall_ns ? held_up(s) : 0;
+	unsigned int waiting = s->stall_ns ? readers_held_up(s) : 0;
 	bool short_of_memory = waiting > 0;
 	/* A reader that starts waiting for memory cannot wake us (it holds
 	 * mem_lock and a read_lock, under which srv->lock may not be
@@ -466,12 +477,12 @@ static uint64_t watch_locked(struct nbds *s, uint64_t now)
 			uint64_t deadline = c->accepted + s->handshake_ns;
 
 			if (now >= deadline) {
-				tell_locked(s, true,
-					    "%s: handshake not finished after "
-					    "%.1f s (--handshake-timeout): "
-					    "closing",
-					    c->peer,
-					    (double)s->handshake_ns / NS_PER_S);
+				nbds_note(s, LOG_LVL_WARN,
+					  "%s: handshake not finished after "
+					  "%.1f s (--handshake-timeout): "
+					  "closing",
+					  c->peer,
+					  (double)s->handshake_ns / NS_PER_S);
 				conn_kill_locked(c);
 				continue;
 			}
@@ -483,10 +494,10 @@ static uint64_t watch_locked(struct nbds *s, uint64_t now)
 		since = atomic_load(&c->x.stalled_since);
 		if (waiting > (atomic_load(&c->held_up) ? 1u : 0u) &&
 		    c->attached && since && now - since >= s->stall_ns) {
-			tell_locked(s, true,
-				    "%s: no reply taken for %.1f s while others "
-				    "wait for memory: closing",
-				    c->peer, (double)(now - since) / NS_PER_S);
+			nbds_note(s, LOG_LVL_WARN,
+				  "%s: no reply taken for %.1f s while others "
+				  "wait for memory: closing",
+				  c->peer, (double)(now - since) / NS_PER_S);
 			conn_kill_locked(c);
 		}
 	}
@@ -551,6 +562,7 @@ int nbds_new(const struct nbds_opts *o, struct nbds **out)
 	pthread_mutex_init(&s->mem_lock, NULL);
 	pthread_cond_init(&s->mem_cond, NULL);
 	pthread_mutex_init(&s->rmw_lock, NULL);
+	pthread_mutex_init(&s->note_lock, NULL);
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	pthread_cond_init(&s->wd_cond, &ca);
@@ -693,6 +705,7 @@ void nbds_free(struct nbds *s)
 	pthread_cond_destroy(&s->mem_cond);
 	pthread_cond_destroy(&s->wd_cond);
 	pthread_mutex_destroy(&s->rmw_lock);
+	pthread_mutex_destroy(&s->note_lock);
 	free(s->claimed);
 	free(s);
 }

@@ -15,8 +15,9 @@
  *   c->read_lock   one reader per connection (nbds.c, rule 3)
  *   c->rlock       the connection's thread fields
  *   c->send_lock   one reply at a time on the stream
- *   srv->mem_lock  readers waiting for memory, and the gone flags:
- *                  innermost, nothing that holds it takes another lock
+ *   srv->mem_lock  readers waiting for memory, and the gone flags
+ *   srv->note_lock the rate of nbds_note
+ *   (the last two are innermost: nothing that holds one takes a lock)
  * (the reader waits on mem_cond holding read_lock: that is how a
  * connection over its budget stops reading.)
  */
@@ -31,6 +32,7 @@
 #include "server/nbd-proto.h"
 #include "server/nbds.h"
 #include "server/xport.h"
+#include "util/log.h"
 
 #ifndef NBDS_WORKERS
 #define NBDS_WORKERS 8 /* threads per connection, at most */
@@ -116,9 +118,6 @@ struct nbds {
 	uint64_t *claimed;
 	size_t nclaimed, capclaimed;
 	bool shutting_down;
-	/* refusals and evictions are logged once a second at most */
-	uint64_t quiet_until;
-	unsigned long quiet_refused, quiet_evicted;
 
 	/* the memory budget (nbds-conn.c, rule 3) */
 	uint64_t mem_max;
@@ -137,9 +136,20 @@ struct nbds {
 	bool wd_started, wd_stop;
 
 	pthread_mutex_t rmw_lock; /* unaligned writes (read-modify-write) */
+
+	/* nbds_note's rate (innermost) */
+	pthread_mutex_t note_lock;
+	uint64_t note_window;
+	unsigned int notes;
+	unsigned long notes_left_out;
 };
 
 /* ---- nbds-conn.c ---- */
+
+/* Log a line about what a client did (a refusal, a protocol error): at
+ * most a few a second, the rest counted. */
+void nbds_note(struct nbds *s, enum log_level lvl, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
 
 /* A new connection on fd (owned by it from now on); NULL without
  * memory (fd is then closed). */

@@ -483,16 +483,17 @@ static int reply_export_name(struct conn *c, const struct opt *o)
 	int r;
 
 	if (o->len > NBDS_MAX_STRING) {
-		log_info("%s: EXPORT_NAME of %u bytes: closing", c->peer,
-			 o->len);
+		nbds_note(c->srv, LOG_LVL_INFO,
+			  "%s: EXPORT_NAME of %u bytes: closing", c->peer,
+			  o->len);
 		return -EINVAL;
 	}
 	if (o->len) /* data is NULL when len is 0 (found by fuzz-nbd) */
 		memcpy(name, o->data, o->len);
 	name[o->len] = 0;
 	if (strlen(name) != o->len || find_export(c, name, &v) < 0) {
-		log_info("%s: no export '%s': closing", c->peer,
-			 esc_text(sh, sizeof(sh), o->data, o->len));
+		nbds_note(c->srv, LOG_LVL_INFO, "%s: no export '%s': closing",
+			  c->peer, esc_text(sh, sizeof(sh), o->data, o->len));
 		return -ENOENT;
 	}
 	r = attach(c, &v);
@@ -523,8 +524,9 @@ static int read_option(struct conn *c, struct opt *o)
 	o->data = NULL;
 	o->dropped = false;
 	if (o->len > NBDS_MAX_DISCARD) {
-		log_info("%s: option %u with %u bytes of data: closing",
-			 c->peer, o->code, o->len);
+		nbds_note(c->srv, LOG_LVL_INFO,
+			  "%s: option %u with %u bytes of data: closing",
+			  c->peer, o->code, o->len);
 		return -E2BIG;
 	}
 	if (o->len > NBDS_MAX_OPTION) {
@@ -581,8 +583,9 @@ static int option_refused(struct conn *c, const struct opt *o)
 
 	if (!c->fixed && s->tls_required) {
 		if (o->code == NBDS_OPT_EXPORT_NAME) {
-			log_info("%s: EXPORT_NAME without TLS: closing",
-				 c->peer);
+			nbds_note(c->srv, LOG_LVL_INFO,
+				  "%s: EXPORT_NAME without TLS: closing",
+				  c->peer);
 			return -EACCES;
 		}
 		return refused(opt_error(c, o->code, NBDS_REP_ERR_POLICY,
@@ -592,8 +595,9 @@ static int option_refused(struct conn *c, const struct opt *o)
 	}
 	if (s->tls_required && !c->x.tls && o->code != NBDS_OPT_STARTTLS) {
 		if (o->code == NBDS_OPT_EXPORT_NAME) {
-			log_info("%s: EXPORT_NAME without TLS: closing",
-				 c->peer);
+			nbds_note(c->srv, LOG_LVL_INFO,
+				  "%s: EXPORT_NAME without TLS: closing",
+				  c->peer);
 			return -EACCES;
 		}
 		return refused(opt_error(c, o->code, NBDS_REP_ERR_TLS_REQD,
@@ -602,8 +606,9 @@ static int option_refused(struct conn *c, const struct opt *o)
 	if (o->dropped) {
 		switch (o->code) {
 		case NBDS_OPT_EXPORT_NAME:
-			log_info("%s: EXPORT_NAME of %u bytes: closing",
-				 c->peer, o->len);
+			nbds_note(c->srv, LOG_LVL_INFO,
+				  "%s: EXPORT_NAME of %u bytes: closing",
+				  c->peer, o->len);
 			return -E2BIG;
 		case NBDS_OPT_INFO:
 		case NBDS_OPT_GO:
@@ -640,8 +645,8 @@ static int reply_starttls(struct conn *c, const struct opt *o)
 	if (r == 0)
 		r = tls_session_start(s->tls, c->fd, &c->x.tls);
 	if (r < 0) {
-		log_info("%s: TLS handshake failed: %s", c->peer,
-			 strerror(-r));
+		nbds_note(c->srv, LOG_LVL_INFO, "%s: TLS handshake failed: %s",
+			  c->peer, strerror(-r));
 		return r;
 	}
 	/* "the server MUST NOT preserve any negotiation state" */
@@ -678,7 +683,8 @@ static int handshake(struct conn *c)
 	 * newstyle from it, as the spec allows), but in NOTLS mode; only
 	 * flags we do not know end the connection. */
 	if (cflags & ~(NBDS_CFLAG_FIXED_NEWSTYLE | NBDS_CFLAG_NO_ZEROES)) {
-		log_info("%s: unsupported client flags %#x", c->peer, cflags);
+		nbds_note(c->srv, LOG_LVL_INFO,
+			  "%s: unsupported client flags %#x", c->peer, cflags);
 		return -EPROTO;
 	}
 	c->fixed = cflags & NBDS_CFLAG_FIXED_NEWSTYLE;
@@ -1214,8 +1220,9 @@ static int read_request(struct conn *c, struct req *q)
 	if (r < 0)
 		return r;
 	if (get_be32(h) != NBDS_REQUEST_MAGIC) {
-		log_info("%s: bad request magic %#x: closing", c->peer,
-			 get_be32(h));
+		nbds_note(c->srv, LOG_LVL_INFO,
+			  "%s: bad request magic %#x: closing", c->peer,
+			  get_be32(h));
 		return -EPROTO;
 	}
 	memset(q, 0, sizeof(*q));
@@ -1286,7 +1293,9 @@ static int read_request(struct conn *c, struct req *q)
 	 * is read (nbds-conn.c, rule 3): a client over its share waits
 	 * here, and the socket pushes back. */
 	if (!err) {
-		r = mem_get(c, req_mem(q));
+		uint64_t m = req_mem(q);
+
+		r = mem_get(c, m);
 		if (r == -ESHUTDOWN) {
 			/* read no more, not even this write's payload */
 			err = NBDS_ESHUTDOWN;
@@ -1295,7 +1304,7 @@ static int read_request(struct conn *c, struct req *q)
 		}
 		if (r < 0)
 			return r;
-		q->mem = req_mem(q);
+		q->mem = m;
 	}
 
 	if (q->type == NBDS_CMD_WRITE) {
@@ -1303,8 +1312,9 @@ static int read_request(struct conn *c, struct req *q)
 		 * beyond what is worth skipping, the spec lets a server
 		 * take it for a denial of service ("Size constraints") */
 		if (err && q->len > NBDS_MAX_DISCARD) {
-			log_info("%s: refused write of %u bytes: closing",
-				 c->peer, q->len);
+			nbds_note(c->srv, LOG_LVL_INFO,
+				  "%s: refused write of %u bytes: closing",
+				  c->peer, q->len);
 			return -E2BIG;
 		}
 		if (!err) {

@@ -246,7 +246,9 @@ def meta_contexts(rw, ro, vid):
 def error_strings():
     """Strings: error replies are UTF-8 (proto.md, "strings"); what the
     client sent comes back escaped, never raw (issue 14, item 21)."""
-    # a name that reaches the log (tests/nbd/test-spec.sh looks at it)
+    # a name that reaches the log (tests/nbd/test-spec.sh looks at it;
+    # the daemon logs ten lines a second about misbehaving clients, and
+    # fewer than that come before this one)
     c = conn()
     c.send_opt(OPT_EXPORT_NAME, b"x\n2026-01-01 00:00:00.000 thinvol serve[1]: forged-line")
     check(c.closed(), "EXPORT_NAME of an unknown export: the server must close")

@@ -56,6 +56,27 @@ start_serve --listen "127.0.0.1:$port" "${unauth[@]}" --max-connections $max_con
 vol_create vol 64M
 "$PY" "$here/limits.py" "$serve_pid" "$nsock" "$port" "$pool" "$tv" \
 	$max_conns $per_peer $handshake $max_mem || later_fail "limits.py (see above)"
+# 600 clients that break the protocol (unknown client flags, a bad
+# request magic, an unknown EXPORT_NAME) in a burst: a few log lines, not
+# one each
+before=$(wc -l <"$serve_log")
+"$PY" - "$nsock" <<'EOF' || later_fail "the burst of bad clients"
+import sys
+from nbdwire import Conn, OPT_EXPORT_NAME
+for i in range(200):
+    for kind in range(3):
+        c = Conn(path=sys.argv[1], cflags=0x80 if kind == 0 else 3)
+        if kind == 1:
+            c.go("vol")
+            c.s.sendall(b"\xee" * 28)
+        elif kind == 2:
+            c.send_opt(OPT_EXPORT_NAME, b"nosuch%d" % i)
+        assert c.closed()
+EOF
+burst=$(($(wc -l <"$serve_log") - before))
+[ "$burst" -le 30 ] || later_fail "$burst log lines for 600 bad clients: not rate-limited"
+grep -q 'such lines left out' "$serve_log" || later_fail "no count of the lines left out"
+note "600 bad clients: $burst log lines"
 # the daemon logged what it refused and closed, and not a line per
 # connection of the flood
 grep -q 'refused: 32 connections from 127.0.0.1 already\|closing .*, the oldest connection still in its handshake' "$serve_log" ||
