@@ -1510,8 +1510,10 @@ int nbds_accept(struct nbds *s, int fd, const char *peer, const char *addr)
 	r = -pthread_create(&t, &attr, conn_thread, c);
 	pthread_attr_destroy(&attr);
 	if (r < 0) {
-		log_error("%s: cannot start a thread: %s", c->peer,
-			  strerror(-r));
+		/* out of threads (RLIMIT_NPROC, pids.max): a flood must not
+		 * flood the log on top */
+		nbds_note(s, LOG_LVL_ERROR, "%s: cannot start a thread: %s",
+			  c->peer, strerror(-r));
 		conn_release(c);
 	}
 	return r;

@@ -40,6 +40,15 @@ if [ "$hard" = unlimited ] || [ "$hard" -gt 4096 ]; then
 	hard=4096
 fi
 
+# the options refuse what makes no sense, before touching anything
+for bad in "--max-connections 0" "--max-connections x" "--max-connections-per-peer 0" \
+	"--handshake-timeout 0" "--handshake-timeout 3601" "--max-memory 100K" "--max-memory 1Q"; do
+	rc=0
+	"$tv" serve "$pool" --foreground $bad >"$dir/bad.out" 2>&1 </dev/null || rc=$?
+	[ "$rc" -eq 2 ] || fail "serve $bad: exit $rc, want 2 (usage): $(cat "$dir/bad.out")"
+	grep -q -- "${bad%% *}" "$dir/bad.out" || fail "serve $bad: the message does not name the option: $(cat "$dir/bad.out")"
+done
+
 # the connection limit follows the descriptors: asked for more than
 # they allow, the daemon says so and takes fewer
 start_serve --max-connections 100000
