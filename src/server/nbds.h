@@ -59,7 +59,8 @@ int nbds_new(const struct nbds_opts *o, struct nbds **out);
 int nbds_accept(struct nbds *s, int fd, const char *peer, const char *addr);
 
 /* Serve a connection on fd in the calling thread, returning when it ends
- * (fd is closed).  For fuzzing and tests. */
+ * (fd is closed), as a Unix client under the same limits (refused: fd
+ * closed at once).  For fuzzing and tests. */
 void nbds_serve_fd(struct nbds *s, int fd);
 
 /* The ctl_hooks of the control server (see ctl.h): keep clients off a
