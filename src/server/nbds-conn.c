@@ -490,10 +490,12 @@ static uint64_t watch_locked(struct nbds *s, uint64_t now)
 				next = deadline;
 		}
 		/* others must be waiting: its own reader, held up by the
-		 * memory it holds itself, does not count */
+		 * memory it holds itself, does not count.  A writer may have
+		 * moved stalled_since past now meanwhile: that is progress */
 		since = atomic_load(&c->x.stalled_since);
 		if (waiting > (atomic_load(&c->held_up) ? 1u : 0u) &&
-		    c->attached && since && now - since >= s->stall_ns) {
+		    c->attached && since && since < now &&
+		    now - since >= s->stall_ns) {
 			nbds_note(s, LOG_LVL_WARN,
 				  "%s: no reply taken for %.1f s while others "
 				  "wait for memory: closing",
