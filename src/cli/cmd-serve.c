@@ -50,8 +50,8 @@ static int cmd_serve(const struct cli_cmd *cmd, int argc, char **argv)
 	const char *tls_mode = NULL;
 	int c, r;
 
-	while ((c = cli_getopt(cmd, argc, argv, ":S:l:P:C:K:A:t:fp:yvc:M:N:H:B:",
-			       opts)) != -1) {
+	while ((c = cli_getopt(cmd, argc, argv,
+			       ":S:l:P:C:K:A:t:fp:yvc:M:N:H:B:", opts)) != -1) {
 		switch (c) {
 		case 'S':
 			o.socket = optarg;

@@ -3,7 +3,7 @@
  * nbds-conn.c - the NBD server's connections: who gets in, what they may
  * hold, and how they are made to leave.
  *
- *   accept --conn_admit--> handshake --conn_attach--> transmission
+ *   accept --nbds_conn_admit--> handshake --nbds_conn_attach--> transmission
  *     |          |             |                           |
  *     refused    evicted,      deadline passed            claim --force,
  *     (a limit)  the oldest    (watchdog)                  stalled reply
@@ -11,7 +11,7 @@
  *                                                          short (watchdog),
  *                                                          shutdown grace
  *   every way out: conn_kill_locked (the socket is shut down both ways, so
- *   the connection's own threads wake up, finish and conn_release it).
+ *   the connection's own threads wake up, finish and nbds_conn_release it).
  *
  * Rules:
  *   1. At most max_conns connections count at once, and at most
@@ -43,7 +43,7 @@
  *      memory wakes up, and requests not yet begun are dropped, so no
  *      work is done for a client that has left.
  *   6. conn_kill_locked runs under srv->lock while c is registered, so
- *      c->fd is still c's own socket (conn_release closes it only after
+ *      c->fd is still c's own socket (nbds_conn_release closes it only after
  *      leaving the registry).
  */
 #include <errno.h>
@@ -67,7 +67,7 @@
 
 /* ---- the gone flag and killing (rules 5, 6) ---- */
 
-void conn_gone(struct conn *c)
+void nbds_conn_gone(struct conn *c)
 {
 	struct nbds *s = c->srv;
 
@@ -77,7 +77,7 @@ void conn_gone(struct conn *c)
 	pthread_mutex_unlock(&s->mem_lock);
 }
 
-bool conn_is_gone(struct conn *c)
+bool nbds_conn_is_gone(struct conn *c)
 {
 	return atomic_load(&c->gone);
 }
@@ -98,7 +98,7 @@ static void conn_kill_locked(struct conn *c)
 {
 	uncount_locked(c);
 	shutdown(c->fd, SHUT_RDWR);
-	conn_gone(c);
+	nbds_conn_gone(c);
 }
 
 /* ---- admission (rule 1) ---- */
@@ -173,7 +173,7 @@ static bool evict_locked(struct nbds *s, const char *addr, const char *why,
 	return true;
 }
 
-int conn_admit(struct nbds *s, struct conn *c)
+int nbds_conn_admit(struct nbds *s, struct conn *c)
 {
 	char why[96];
 
@@ -234,7 +234,7 @@ static bool claimed_locked(struct nbds *s, uint64_t id)
 	return false;
 }
 
-int conn_attach(struct conn *c, const struct tv_vol_info *v)
+int nbds_conn_attach(struct conn *c, const struct tv_vol_info *v)
 {
 	struct nbds *s = c->srv;
 	int r = 0;
@@ -256,7 +256,7 @@ int conn_attach(struct conn *c, const struct tv_vol_info *v)
 
 /* ---- new and released connections ---- */
 
-struct conn *conn_new(struct nbds *s, int fd, const char *peer,
+struct conn *nbds_conn_new(struct nbds *s, int fd, const char *peer,
 		      const char *addr)
 {
 	struct conn *c = calloc(1, sizeof(*c));
@@ -312,7 +312,7 @@ static void conn_free(struct conn *c)
 	free(c);
 }
 
-void conn_release(struct conn *c)
+void nbds_conn_release(struct conn *c)
 {
 	if (c->registered)
 		unregister(c);
@@ -326,9 +326,9 @@ void conn_release(struct conn *c)
  * its bytes without a lock shared by every connection.  Only readers
  * that must wait take mem_lock.  No wake-up is lost: a waiter counts
  * itself in mem_sleepers before it looks at the counts (under mem_lock,
- * which it holds until it sleeps), and mem_put looks at mem_sleepers
+ * which it holds until it sleeps), and nbds_mem_put looks at mem_sleepers
  * after it lowered the counts; both sequentially consistent, so one of
- * them sees the other, and mem_put then broadcasts under mem_lock.
+ * them sees the other, and nbds_mem_put then broadcasts under mem_lock.
  */
 
 /* Take bytes of the server's budget if they fit (or no request holds
@@ -353,7 +353,7 @@ static bool conn_fits(const struct conn *c, uint64_t bytes)
 	return !m || m + bytes <= NBDS_CONN_MEMORY;
 }
 
-int mem_get(struct conn *c, uint64_t bytes)
+int nbds_mem_get(struct conn *c, uint64_t bytes)
 {
 	struct nbds *s = c->srv;
 	bool held_up = false; /* counted in mem_waiters */
@@ -402,7 +402,7 @@ taken:
 	return 0;
 }
 
-bool mem_read_ahead(struct conn *c, uint64_t bytes)
+bool nbds_mem_read_ahead(struct conn *c, uint64_t bytes)
 {
 	struct nbds *s = c->srv;
 	uint64_t ra = atomic_load(&s->mem_ra);
@@ -424,14 +424,14 @@ static void wake_sleepers(struct nbds *s)
 	}
 }
 
-void mem_put(struct conn *c, uint64_t bytes)
+void nbds_mem_put(struct conn *c, uint64_t bytes)
 {
 	atomic_fetch_sub(&c->mem, bytes);
 	atomic_fetch_sub(&c->srv->mem_reqs, bytes);
 	wake_sleepers(c->srv);
 }
 
-/* conn_release: the read-ahead buffer's bytes go back. */
+/* nbds_conn_release: the read-ahead buffer's bytes go back. */
 static void put_read_ahead(struct conn *c)
 {
 	if (c->read_ahead) {

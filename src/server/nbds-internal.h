@@ -1,13 +1,15 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
- * nbds-internal.h - what the two halves of the NBD server share:
+ * nbds-internal.h - what the parts of the NBD server share:
  *
- *   nbds.c       the protocol: handshake, requests, replies
+ *   nbds.c       the transmission phase (requests, replies) and a
+ *                connection's life
+ *   nbds-opt.c   the option phase
  *   nbds-conn.c  the connections: admission (limits), the registry, the
  *                memory budget, the watchdog (handshake deadline,
  *                stalled replies), claims and shutdown
  *
- * Calls go one way: nbds.c uses nbds-conn.c.
+ * Calls go one way: nbds.c uses nbds-opt.c, both use nbds-conn.c.
  *
  * Locks, in the order they nest:
  *   srv->lock      the registry, the counts, every conn's admission and
@@ -46,6 +48,9 @@
 #define NBDS_CONN_MEMORY (2 * ((uint64_t)NBDS_MAX_REQUEST + NBDS_REQ_OVERHEAD))
 /* read-ahead buffer of a plain connection: a queue of 32 4 KiB writes */
 #define NBDS_READ_AHEAD (256u << 10)
+/* option or write data read and dropped; beyond, the connection ends */
+#define NBDS_MAX_DISCARD (64u << 20)
+#define NBDS_CONTEXT_ID 1 /* base:allocation */
 
 struct req {
 	uint16_t flags, type;
@@ -53,7 +58,7 @@ struct req {
 	uint32_t len;
 	void *payload; /* a write's data */
 	int error;     /* an NBD error found by validation: reply only */
-	uint64_t mem;  /* bytes of the budget it holds (mem_get) */
+	uint64_t mem;  /* bytes of the budget it holds (nbds_mem_get) */
 };
 
 struct conn {
@@ -144,6 +149,13 @@ struct nbds {
 	unsigned long notes_left_out;
 };
 
+/* ---- nbds-opt.c ---- */
+
+/* The option phase of c.  Returns 1 when the connection enters
+ * transmission, 0 when the client ended it (ABORT, or EOF), or a
+ * negative errno. */
+int nbds_handshake(struct conn *c);
+
 /* ---- nbds-conn.c ---- */
 
 /* Log a line about what a client did (a refusal, a protocol error): at
@@ -153,29 +165,29 @@ void nbds_note(struct nbds *s, enum log_level lvl, const char *fmt, ...)
 
 /* A new connection on fd (owned by it from now on); NULL without
  * memory (fd is then closed). */
-struct conn *conn_new(struct nbds *s, int fd, const char *peer,
+struct conn *nbds_conn_new(struct nbds *s, int fd, const char *peer,
 		      const char *addr);
 /* Admit c into the registry, within the limits (making room by closing
  * the oldest connection still in its handshake, if that is allowed), or
  * refuse it: -EAGAIN (over a limit) or -ESHUTDOWN.  On failure c is
  * not registered; the caller frees it. */
-int conn_admit(struct nbds *s, struct conn *c);
+int nbds_conn_admit(struct nbds *s, struct conn *c);
 /* Enter transmission on volume v: no handshake deadline any more.
  * 0, -EBUSY (the volume is claimed) or -ESHUTDOWN. */
-int conn_attach(struct conn *c, const struct tv_vol_info *v);
+int nbds_conn_attach(struct conn *c, const struct tv_vol_info *v);
 /* Leave the registry and free c (closes its socket). */
-void conn_release(struct conn *c);
+void nbds_conn_release(struct conn *c);
 /* The peer cannot be answered any more (a send failed): c is gone. */
-void conn_gone(struct conn *c);
-bool conn_is_gone(struct conn *c);
+void nbds_conn_gone(struct conn *c);
+bool nbds_conn_is_gone(struct conn *c);
 
 /* Take bytes of the budget for a request, waiting while the connection
  * or the server is over its budget: 0, -ECONNRESET (the connection is
  * gone) or -ESHUTDOWN (the server is shutting down). */
-int mem_get(struct conn *c, uint64_t bytes);
+int nbds_mem_get(struct conn *c, uint64_t bytes);
 /* Charge a read-ahead buffer of bytes if they are free now: true when
- * charged (until conn_release). */
-bool mem_read_ahead(struct conn *c, uint64_t bytes);
-void mem_put(struct conn *c, uint64_t bytes);
+ * charged (until nbds_conn_release). */
+bool nbds_mem_read_ahead(struct conn *c, uint64_t bytes);
+void nbds_mem_put(struct conn *c, uint64_t bytes);
 
 #endif
