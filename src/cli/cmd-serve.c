@@ -8,7 +8,22 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "cli/parse.h"
+#include "server/nbds.h"
 #include "server/serve.h"
+
+/* A count for a limit option: 1 to max. */
+static int limit_arg(const struct cli_cmd *cmd, const char *opt,
+		     const char *arg, unsigned int max, unsigned int *out)
+{
+	uint64_t v;
+
+	if (parse_u64(arg, &v) < 0 || !v || v > max)
+		return cli_usage(cmd, "%s %s: want a number from 1 to %u", opt,
+				 arg, max);
+	*out = (unsigned int)v;
+	return 0;
+}
 
 static int cmd_serve(const struct cli_cmd *cmd, int argc, char **argv)
 {
@@ -26,14 +41,18 @@ static int cmd_serve(const struct cli_cmd *cmd, int argc, char **argv)
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "commit-interval", required_argument, NULL, 'c' },
 		{ "allow-unauthenticated", no_argument, NULL, 'U' },
+		{ "max-connections", required_argument, NULL, 'M' },
+		{ "max-connections-per-peer", required_argument, NULL, 'N' },
+		{ "handshake-timeout", required_argument, NULL, 'H' },
+		{ "max-memory", required_argument, NULL, 'B' },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct serve_opts o = { .log_file = cli_err };
 	const char *tls_mode = NULL;
 	int c, r;
 
-	while ((c = cli_getopt(cmd, argc, argv, ":S:l:P:C:K:A:t:fp:yvc:",
-			       opts)) != -1) {
+	while ((c = cli_getopt(cmd, argc, argv,
+			       ":S:l:P:C:K:A:t:fp:yvc:M:N:H:B:", opts)) != -1) {
 		switch (c) {
 		case 'S':
 			o.socket = optarg;
@@ -85,6 +104,28 @@ static int cmd_serve(const struct cli_cmd *cmd, int argc, char **argv)
 			o.commit_interval_ms = (unsigned int)ms;
 			break;
 		}
+		case 'M':
+			if (limit_arg(cmd, "--max-connections", optarg,
+				      1u << 20, &o.max_connections))
+				return EXIT_USAGE;
+			break;
+		case 'N':
+			if (limit_arg(cmd, "--max-connections-per-peer",
+				      optarg, 1u << 20, &o.max_per_peer))
+				return EXIT_USAGE;
+			break;
+		case 'H':
+			if (limit_arg(cmd, "--handshake-timeout", optarg,
+				      3600, &o.handshake_timeout_s))
+				return EXIT_USAGE;
+			break;
+		case 'B':
+			if (parse_size(optarg, &o.max_memory) < 0 ||
+			    o.max_memory < (1u << 20))
+				return cli_usage(cmd, "--max-memory %s: want a "
+						      "size of at least 1M",
+						 optarg);
+			break;
 		default:
 			return EXIT_USAGE;
 		}
@@ -134,7 +175,9 @@ const struct cli_cmd cli_serve_cmd = {
 	"serve POOL [--socket PATH] [--listen ADDR:PORT] [--tls-psk FILE | "
 	"--tls-cert FILE --tls-key FILE [--tls-ca FILE]] "
 	"[--tls require|optional] [--allow-unauthenticated] [--foreground] "
-	"[--pidfile FILE] [--syslog] [--verbose]",
+	"[--pidfile FILE] [--syslog] [--verbose] [--max-connections N] "
+	"[--max-connections-per-peer N] [--handshake-timeout SECONDS] "
+	"[--max-memory SIZE]",
 	"usage: thinvol serve POOL [OPTIONS]\n"
 	"\n"
 	"Run the daemon that owns the pool: every volume is served as an NBD\n"
@@ -181,6 +224,20 @@ const struct cli_cmd cli_serve_cmd = {
 	"      --commit-interval MS\n"
 	"                         commit metadata at least this often (default\n"
 	"                         1000)\n"
+	"\n"
+	"Limits (docs/nbd.md, \"Limits\"): a connection over one closes the oldest\n"
+	"connection still in its handshake, or is refused when there is none.\n"
+	"      --max-connections N\n"
+	"                         NBD connections at once, Unix and TCP (default\n"
+	"                         1024, fewer if RLIMIT_NOFILE is low)\n"
+	"      --max-connections-per-peer N\n"
+	"                         TCP connections from one address (default 64)\n"
+	"      --handshake-timeout SECONDS\n"
+	"                         time from connecting to choosing an export,\n"
+	"                         TLS included (default 10)\n"
+	"      --max-memory SIZE  request buffers of all connections together\n"
+	"                         (default a quarter of the RAM, at most 1G);\n"
+	"                         each connection takes at most 64M\n"
 	"\n"
 	"Reach a volume with nbd+unix:///VOLUME?socket=POOL.nbd.sock, e.g.\n"
 	"  nbdinfo --list 'nbd+unix://?socket=POOL.nbd.sock'\n"

@@ -1,40 +1,52 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
- * nbds.c - the NBD server.
+ * nbds.c - the NBD server: the transmission phase, and a connection's
+ * life.  The option phase is nbds-opt.c; who may connect, what memory
+ * requests may hold and how connections are closed is nbds-conn.c.
  *
  * A connection goes through two phases (doc/proto.md):
  *
  *   accept --> handshake (options) --GO/EXPORT_NAME--> transmission --> close
- *                  |  ^                                    |
+ *                  |  ^    (nbds-opt.c)                    |
  *                  STARTTLS (the stream becomes TLS)       DISC, EOF, error,
- *                                                          claim --force,
- *                                                          shutdown
+ *                                                          killed (nbds-conn.c)
  *
  * Rules:
  *   1. Every request is validated once, in read_request(), against the
  *      export's size and flags and the options negotiated; below it the
  *      handlers assume a valid request.  A request that cannot be
- *      validated without losing sync with the stream (bad magic) ends the
- *      connection; every other bad request gets an error reply and the
- *      connection goes on.
+ *      validated without losing sync with the stream (bad magic, a write
+ *      payload too large to skip) ends the connection; every other bad
+ *      request gets an error reply and the connection goes on.  Errors
+ *      follow proto.md, "Error values": a read, trim, cache or block
+ *      status past the end is EINVAL, a write or write-zeroes past the
+ *      end ENOSPC, anything that writes to a read-only export EPERM (that
+ *      first), a flag not defined for the command EINVAL.  FUA is
+ *      accepted on every command ("Command flags": the server MUST).
  *   2. errno values become NBD errors in exactly one place, nbd_errno().
  *   3. A connection's threads take turns reading: one holds read_lock
  *      while it reads a request (and a write's payload), lets it go, and
  *      runs the request and sends its reply itself (leader/follower, as
  *      nbdkit does): no queue, no hand-off between threads.  A helper
  *      thread is started only while requests wait in the socket, up to
- *      NBDS_WORKERS; so a connection holds at most NBDS_WORKERS requests
- *      (each at most 32 MiB of buffer) and a client that floods the
- *      server, or does not read its replies, only slows itself.  On a
- *      plain socket the reader reads ahead into a buffer of
- *      NBDS_READ_AHEAD bytes (xport_read), so at a deep queue one recv
- *      brings several requests; that buffer, too, is all a flood gets.
+ *      NBDS_WORKERS threads in all.  The reader takes the request's
+ *      buffer memory from the budget before it reads on (nbds_mem_get,
+ *      which waits while the connection or the server is over budget),
+ *      so a client that floods the server, or does not read its replies,
+ *      holds at most NBDS_CONN_MEMORY.  On a plain socket the reader
+ *      reads ahead into a buffer of NBDS_READ_AHEAD bytes (xport_read),
+ *      so at a deep queue one recv brings several requests.
  *   4. A reply is sent whole under send_lock.  A write is acknowledged only
  *      after the engine accepted it; a flush only after tv_vol_flush made
  *      every acknowledged write of every connection durable (the engine's
  *      flush commits the whole pool: that is why CAN_MULTI_CONN is true).
- *   5. The registry (s->lock) knows every connection and the volume it
- *      serves.  A volume claimed for a delete or shrink accepts no new
+ *   5. Once a reply cannot be sent (nbds_conn_gone) the connection stops
+ *      reading and drops the requests it has not begun: the client has
+ *      left, and nobody would see their results.  After EOF without a
+ *      failed send the requests read are still answered (the client may
+ *      have shut down only its sending side).
+ *   6. The registry (nbds-conn.c) knows every connection and the volume
+ *      it serves.  A volume claimed for a delete or shrink accepts no new
  *      connection until it is released.
  */
 #include <arpa/inet.h>
@@ -46,6 +58,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -53,83 +66,20 @@
 #include <unistd.h>
 
 #include "server/nbd-proto.h"
-#include "server/nbds.h"
+#include "server/nbds-internal.h"
 #include "server/tls.h"
-#include "server/xport.h"
 #include "thin/thin-internal.h" /* vio_read_map_nofill */
 #include "util/checked.h"
 #include "util/clock.h"
 #include "util/endian.h"
+#include "util/escape.h"
 #include "util/log.h"
 
-#ifndef NBDS_WORKERS
-#define NBDS_WORKERS 8 /* threads per connection, at most */
-#endif
-#define NBDS_MAX_OPTION (64u << 10)   /* option data we keep */
-#define NBDS_MAX_DISCARD (64u << 20)  /* option data we read to skip */
-#define NBDS_MAX_EXTENTS 1024	       /* block-status descriptors */
-#define NBDS_READ_EXTENTS 64	       /* hole/data runs of one read */
-#define NBDS_PREF_BLOCK 4096u
-#define NBDS_CONTEXT_ID 1	       /* base:allocation */
+#define NBDS_MAX_EXTENTS 1024	      /* block-status descriptors */
+#define NBDS_READ_EXTENTS 64	      /* hole/data runs of one read */
 #define NBDS_ZERO_CHUNK (1u << 20)
-#define NBDS_SHUTDOWN_GRACE_S 5      /* replies still pending at shutdown */
-#define NBDS_POLL_MIN_NS 4000u	       /* read_header's polling window */
+#define NBDS_POLL_MIN_NS 4000u	      /* read_header's polling window */
 #define NBDS_POLL_MAX_NS 64000u
-/* read-ahead buffer of a plain connection: a queue of 32 4 KiB writes */
-#define NBDS_READ_AHEAD (256u << 10)
-
-struct req {
-	struct req *next;
-	uint16_t flags, type;
-	uint64_t cookie, off;
-	uint32_t len;
-	void *payload; /* a write's data */
-	int error;     /* an NBD error found by validation: reply only */
-};
-
-struct conn {
-	struct nbds *srv;
-	struct conn *prev, *next; /* registry, under srv->lock */
-	int fd;
-	struct xport x;
-	char peer[64];
-
-	/* negotiated in the handshake */
-	bool no_zeroes, structured, meta_alloc;
-	char *meta_export; /* the export SET_META_CONTEXT named */
-	uint64_t id;	   /* the volume, once in transmission (0 before) */
-	uint64_t size;
-	bool ro;
-	char name[TV_NAME_MAX + 1];
-
-	/* the threads that read and run requests (rule 3) */
-	pthread_mutex_t read_lock; /* held while reading one request */
-	pthread_mutex_t rlock;	   /* the fields below */
-	bool rdone;		   /* DISC, EOF or error: stop reading */
-	unsigned int nthreads, waiting;
-	pthread_t threads[NBDS_WORKERS];
-	uint32_t poll_ns; /* read_lock: how long to poll for the next
-			   * request before sleeping (read_header) */
-
-	pthread_mutex_t send_lock;
-	bool send_failed;
-};
-
-struct nbds {
-	struct tv_pool *pool;
-	struct tls_ctx *tls;
-	bool tls_required, verbose;
-
-	pthread_mutex_t lock; /* the registry (rule 5) */
-	pthread_cond_t cond;  /* a connection went away */
-	struct conn *conns;
-	size_t nconns;
-	uint64_t *claimed;
-	size_t nclaimed, capclaimed;
-	bool shutting_down;
-
-	pthread_mutex_t rmw_lock; /* unaligned writes (read-modify-write) */
-};
 
 /* ---- errors (rule 2) ---- */
 
@@ -159,124 +109,6 @@ static uint32_t nbd_errno(int err)
 	}
 }
 
-/* ---- the registry ---- */
-
-/* Whether id is claimed, by itself or by a claim of every volume (0). */
-static bool claimed_locked(struct nbds *s, uint64_t id)
-{
-	for (size_t i = 0; i < s->nclaimed; i++)
-		if (s->claimed[i] == id || !s->claimed[i])
-			return true;
-	return false;
-}
-
-/* Whether connection c serves what a claim of id covers. */
-static bool claim_covers(const struct conn *c, uint64_t id)
-{
-	return !id || c->id == id;
-}
-
-static void unregister(struct conn *c)
-{
-	struct nbds *s = c->srv;
-
-	pthread_mutex_lock(&s->lock);
-	if (c->prev)
-		c->prev->next = c->next;
-	else
-		s->conns = c->next;
-	if (c->next)
-		c->next->prev = c->prev;
-	s->nconns--;
-	pthread_cond_broadcast(&s->cond);
-	pthread_mutex_unlock(&s->lock);
-}
-
-size_t nbds_connections(struct nbds *s, uint64_t id)
-{
-	size_t n = 0;
-
-	pthread_mutex_lock(&s->lock);
-	for (struct conn *c = s->conns; c; c = c->next)
-		if (!id || c->id == id)
-			n++;
-	pthread_mutex_unlock(&s->lock);
-	return n;
-}
-
-int nbds_claim(struct nbds *s, uint64_t id, bool force, char *msg,
-	       size_t msglen)
-{
-	size_t n = 0;
-
-	pthread_mutex_lock(&s->lock);
-	for (struct conn *c = s->conns; c; c = c->next)
-		if (claim_covers(c, id))
-			n++;
-	if (n && !force) {
-		pthread_mutex_unlock(&s->lock);
-		snprintf(msg, msglen,
-			 "volume #%" PRIu64 " is exported to %zu NBD client%s; "
-			 "use --force to disconnect %s",
-			 id, n, n == 1 ? "" : "s", n == 1 ? "it" : "them");
-		return -EBUSY;
-	}
-	if (s->nclaimed == s->capclaimed) {
-		size_t cap = s->capclaimed ? 2 * s->capclaimed : 8;
-		uint64_t *a = realloc(s->claimed, cap * sizeof(*a));
-		if (!a) {
-			pthread_mutex_unlock(&s->lock);
-			snprintf(msg, msglen, "out of memory");
-			return -ENOMEM;
-		}
-		s->claimed = a;
-		s->capclaimed = cap;
-	}
-	s->claimed[s->nclaimed++] = id;
-	/* Kick the volume's clients off: their readers see EOF, their
-	 * requests in flight finish, then they unregister. */
-	if (n) {
-		if (id)
-			log_info("disconnecting %zu client%s of volume #%" PRIu64,
-				 n, n == 1 ? "" : "s", id);
-		else
-			log_info("disconnecting every client (%zu)", n);
-		for (struct conn *c = s->conns; c; c = c->next)
-			if (claim_covers(c, id))
-				shutdown(c->fd, SHUT_RDWR);
-	}
-	for (;;) {
-		n = 0;
-		for (struct conn *c = s->conns; c; c = c->next) {
-			if (!claim_covers(c, id))
-				continue;
-			n++;
-			/* a claim of everything also meets connections that
-			 * arrived meanwhile (still negotiating: they would
-			 * be refused their export, but may linger) */
-			if (!id)
-				shutdown(c->fd, SHUT_RDWR);
-		}
-		if (!n)
-			break;
-		pthread_cond_wait(&s->cond, &s->lock);
-	}
-	pthread_mutex_unlock(&s->lock);
-	return 0;
-}
-
-void nbds_release(struct nbds *s, uint64_t id)
-{
-	pthread_mutex_lock(&s->lock);
-	for (size_t i = 0; i < s->nclaimed; i++) {
-		if (s->claimed[i] == id) {
-			s->claimed[i] = s->claimed[--s->nclaimed];
-			break;
-		}
-	}
-	pthread_mutex_unlock(&s->lock);
-}
-
 /* ---- sending ---- */
 
 static int send_all(struct conn *c, const struct iovec *iov, int n)
@@ -291,528 +123,13 @@ static int send_all(struct conn *c, const struct iovec *iov, int n)
 		if (r < 0) {
 			c->send_failed = true;
 			/* the reader must not wait for a client that will
-			 * never read our replies */
+			 * never read our replies, nor do its work (rule 5) */
 			shutdown(c->fd, SHUT_RDWR);
+			nbds_conn_gone(c);
 		}
 	}
 	pthread_mutex_unlock(&c->send_lock);
 	return r;
-}
-
-/* ---- the handshake ---- */
-
-struct opt {
-	uint32_t code, len;
-	uint8_t *data; /* len bytes (NULL when len is 0) */
-};
-
-static int opt_reply(struct conn *c, uint32_t opt, uint32_t type,
-		     const void *data, uint32_t len)
-{
-	uint8_t h[20];
-	struct iovec iov[2] = { { h, sizeof(h) },
-				{ (void *)data, len } };
-
-	put_be64(h, NBDS_REP_MAGIC);
-	put_be32(h + 8, opt);
-	put_be32(h + 12, type);
-	put_be32(h + 16, len);
-	return xport_writev(&c->x, iov, len ? 2 : 1);
-}
-
-/* An error reply with a message for the client's logs. */
-static int opt_error(struct conn *c, uint32_t opt, uint32_t type,
-		     const char *fmt, ...) __attribute__((format(printf, 4, 5)));
-static int opt_error(struct conn *c, uint32_t opt, uint32_t type,
-		     const char *fmt, ...)
-{
-	char msg[256];
-	va_list ap;
-	int n;
-
-	va_start(ap, fmt);
-	n = vsnprintf(msg, sizeof(msg), fmt, ap);
-	va_end(ap);
-	if (n < 0)
-		n = 0;
-	if ((size_t)n >= sizeof(msg))
-		n = sizeof(msg) - 1;
-	if (c->srv->verbose)
-		log_info("%s: option %u: %s", c->peer, opt, msg);
-	return opt_reply(c, opt, type, msg, (uint32_t)n);
-}
-
-static void describe(const struct tv_vol_info *v, char *buf, size_t len)
-{
-	char parent[48] = "";
-
-	if (v->parent)
-		snprintf(parent, sizeof(parent), ", snapshot of #%" PRIu64,
-			 v->parent);
-	snprintf(buf, len, "thinvol volume #%" PRIu64 ", %" PRIu64 " bytes%s%s",
-		 v->id, v->size, parent,
-		 (v->flags & TV_VOL_READ_ONLY) ? ", read-only" : "");
-}
-
-/* Look an export name up: the volume's name, or "#ID". */
-static int find_export(struct conn *c, const char *name,
-		       struct tv_vol_info *v)
-{
-	uint64_t id;
-	int r;
-
-	if (!*name)
-		return -ENOENT; /* no default export */
-	r = tv_vol_resolve(c->srv->pool, name, &id);
-	if (r == 0)
-		r = tv_vol_info(c->srv->pool, id, v);
-	return r;
-}
-
-static uint16_t tflags(const struct tv_vol_info *v)
-{
-	uint16_t f = NBDS_TF_HAS_FLAGS | NBDS_TF_SEND_FLUSH |
-		     NBDS_TF_SEND_FUA | NBDS_TF_SEND_TRIM |
-		     NBDS_TF_SEND_WRITE_ZEROES | NBDS_TF_SEND_DF |
-		     NBDS_TF_CAN_MULTI_CONN | NBDS_TF_SEND_CACHE |
-		     NBDS_TF_SEND_FAST_ZERO;
-
-	/* a read-only export offers nothing that writes */
-	if (v->flags & TV_VOL_READ_ONLY)
-		f = (uint16_t)((f & ~(NBDS_TF_SEND_FUA | NBDS_TF_SEND_TRIM |
-				      NBDS_TF_SEND_WRITE_ZEROES |
-				      NBDS_TF_SEND_FAST_ZERO)) |
-			       NBDS_TF_READ_ONLY);
-	return f;
-}
-
-static int reply_list(struct conn *c, const struct opt *o)
-{
-	struct tv_vol_info v[64];
-	uint64_t cursor = 0;
-	int n, r;
-
-	if (o->len)
-		return opt_error(c, o->code, NBDS_REP_ERR_INVALID,
-				 "LIST takes no data");
-	while ((n = tv_vol_list(c->srv->pool, &cursor, v, 64)) > 0) {
-		for (int i = 0; i < n; i++) {
-			char desc[160];
-			uint8_t buf[4 + TV_NAME_MAX + sizeof(desc)];
-			size_t nl = strlen(v[i].name), dl;
-
-			describe(&v[i], desc, sizeof(desc));
-			dl = strlen(desc);
-			put_be32(buf, (uint32_t)nl);
-			memcpy(buf + 4, v[i].name, nl);
-			memcpy(buf + 4 + nl, desc, dl);
-			r = opt_reply(c, o->code, NBDS_REP_SERVER, buf,
-				      (uint32_t)(4 + nl + dl));
-			if (r < 0)
-				return r;
-		}
-	}
-	if (n < 0)
-		return opt_error(c, o->code, NBDS_REP_ERR_PLATFORM,
-				 "listing volumes: %s", tv_last_error());
-	return opt_reply(c, o->code, NBDS_REP_ACK, NULL, 0);
-}
-
-/* Parse "u32 len, name" at data[*pos]; name NUL-terminated into out. */
-static bool take_string(const struct opt *o, size_t *pos, char *out,
-			size_t outlen)
-{
-	uint32_t n;
-
-	if (o->len - *pos < 4)
-		return false;
-	n = get_be32(o->data + *pos);
-	*pos += 4;
-	if (n > o->len - *pos || n >= outlen)
-		return false;
-	memcpy(out, o->data + *pos, n);
-	out[n] = 0;
-	*pos += n;
-	return strlen(out) == n; /* no NUL inside */
-}
-
-/* LIST_META_CONTEXT and SET_META_CONTEXT. */
-static int reply_meta(struct conn *c, const struct opt *o)
-{
-	bool set = o->code == NBDS_OPT_SET_META_CONTEXT;
-	char name[NBDS_MAX_STRING + 1], q[NBDS_MAX_STRING + 1];
-	struct tv_vol_info v;
-	size_t pos = 0;
-	uint32_t nq;
-	bool match = false;
-	int r;
-
-	if (set && !c->structured)
-		return opt_error(c, o->code, NBDS_REP_ERR_INVALID,
-				 "structured replies were not negotiated");
-	if (!take_string(o, &pos, name, sizeof(name)) || o->len - pos < 4)
-		return opt_error(c, o->code, NBDS_REP_ERR_INVALID,
-				 "malformed meta context request");
-	nq = get_be32(o->data + pos);
-	pos += 4;
-	/* validate every query before answering any */
-	{
-		size_t p2 = pos;
-		for (uint32_t i = 0; i < nq; i++)
-			if (!take_string(o, &p2, q, sizeof(q)))
-				return opt_error(c, o->code,
-						 NBDS_REP_ERR_INVALID,
-						 "malformed meta context "
-						 "query %u",
-						 i);
-		if (p2 != o->len)
-			return opt_error(c, o->code, NBDS_REP_ERR_INVALID,
-					 "trailing bytes after the queries");
-	}
-	if (find_export(c, name, &v) < 0)
-		return opt_error(c, o->code, NBDS_REP_ERR_UNKNOWN,
-				 "no volume '%s'", name);
-	if (!nq && !set) {
-		match = true; /* list everything we have */
-	} else {
-		for (uint32_t i = 0; i < nq; i++) {
-			take_string(o, &pos, q, sizeof(q));
-			if (!strcmp(q, "base:allocation") ||
-			    (!set && !strcmp(q, "base:")))
-				match = true;
-		}
-	}
-	if (set) {
-		free(c->meta_export);
-		c->meta_export = NULL;
-		c->meta_alloc = match;
-		if (match) {
-			c->meta_export = strdup(name);
-			if (!c->meta_export)
-				return -ENOMEM;
-		}
-	}
-	if (match) {
-		uint8_t buf[4 + 15];
-		put_be32(buf, set ? NBDS_CONTEXT_ID : 0);
-		memcpy(buf + 4, "base:allocation", 15);
-		r = opt_reply(c, o->code, NBDS_REP_META_CONTEXT, buf,
-			      sizeof(buf));
-		if (r < 0)
-			return r;
-	}
-	return opt_reply(c, o->code, NBDS_REP_ACK, NULL, 0);
-}
-
-/* Enter transmission on volume v: registers the connection (rule 5).
- * Returns 0, -EBUSY (claimed), or -ESHUTDOWN. */
-static int attach(struct conn *c, const struct tv_vol_info *v)
-{
-	struct nbds *s = c->srv;
-	int r = 0;
-
-	pthread_mutex_lock(&s->lock);
-	if (s->shutting_down)
-		r = -ESHUTDOWN;
-	else if (claimed_locked(s, v->id))
-		r = -EBUSY;
-	else
-		c->id = v->id;
-	pthread_mutex_unlock(&s->lock);
-	if (r)
-		return r;
-	c->size = v->size;
-	c->ro = v->flags & TV_VOL_READ_ONLY;
-	snprintf(c->name, sizeof(c->name), "%s", v->name);
-	if (c->meta_alloc && c->meta_export && strcmp(c->meta_export, v->name))
-		c->meta_alloc = false; /* set for another export */
-	if (s->verbose)
-		log_info("%s: serving volume '%s' (#%" PRIu64 ")%s", c->peer,
-			 v->name, v->id, c->ro ? " read-only" : "");
-	return 0;
-}
-
-static int info_reply(struct conn *c, uint32_t opt, uint16_t type,
-		      const void *body, uint32_t blen)
-{
-	uint8_t buf[2 + NBDS_MAX_STRING];
-
-	put_be16(buf, type);
-	memcpy(buf + 2, body, blen);
-	return opt_reply(c, opt, NBDS_REP_INFO, buf, 2 + blen);
-}
-
-/* INFO and GO: returns 1 when GO succeeded (enter transmission). */
-static int reply_info_go(struct conn *c, const struct opt *o)
-{
-	char name[NBDS_MAX_STRING + 1], desc[160];
-	struct tv_vol_info v;
-	uint8_t body[12];
-	size_t pos = 0;
-	uint16_t nreq;
-	bool want_name = false, want_desc = false;
-	int r;
-
-	if (!take_string(o, &pos, name, sizeof(name)) || o->len - pos < 2)
-		return opt_error(c, o->code, NBDS_REP_ERR_INVALID,
-				 "malformed INFO/GO request");
-	nreq = get_be16(o->data + pos);
-	pos += 2;
-	if (o->len - pos != 2u * nreq)
-		return opt_error(c, o->code, NBDS_REP_ERR_INVALID,
-				 "INFO/GO: %u requests need %u bytes, got %zu",
-				 nreq, 2u * nreq, o->len - pos);
-	for (uint16_t i = 0; i < nreq; i++) {
-		uint16_t t = get_be16(o->data + pos + 2u * i);
-		want_name |= t == NBDS_INFO_NAME;
-		want_desc |= t == NBDS_INFO_DESCRIPTION;
-	}
-	r = find_export(c, name, &v);
-	if (r < 0)
-		return opt_error(c, o->code, NBDS_REP_ERR_UNKNOWN,
-				 "no volume '%s'", name);
-	put_be64(body, v.size);
-	put_be16(body + 8, tflags(&v));
-	r = info_reply(c, o->code, NBDS_INFO_EXPORT, body, 10);
-	if (r == 0 && want_name)
-		r = info_reply(c, o->code, NBDS_INFO_NAME, v.name,
-			       (uint32_t)strlen(v.name));
-	if (r == 0 && want_desc) {
-		describe(&v, desc, sizeof(desc));
-		r = info_reply(c, o->code, NBDS_INFO_DESCRIPTION, desc,
-			       (uint32_t)strlen(desc));
-	}
-	if (r == 0) {
-		/* any byte alignment works (unaligned writes are
-		 * read-modify-write); 4 KiB avoids that */
-		put_be32(body, 1);
-		put_be32(body + 4, NBDS_PREF_BLOCK);
-		put_be32(body + 8, NBDS_MAX_REQUEST);
-		r = info_reply(c, o->code, NBDS_INFO_BLOCK_SIZE, body, 12);
-	}
-	if (r < 0)
-		return r;
-	if (o->code == NBDS_OPT_INFO)
-		return opt_reply(c, o->code, NBDS_REP_ACK, NULL, 0);
-	r = attach(c, &v);
-	if (r == -EBUSY)
-		return opt_error(c, o->code, NBDS_REP_ERR_UNKNOWN,
-				 "volume '%s' is being deleted or shrunk",
-				 v.name);
-	if (r == -ESHUTDOWN)
-		return opt_error(c, o->code, NBDS_REP_ERR_SHUTDOWN,
-				 "the server is shutting down");
-	r = opt_reply(c, o->code, NBDS_REP_ACK, NULL, 0);
-	return r < 0 ? r : 1;
-}
-
-/* EXPORT_NAME: no error replies exist; a failure closes the connection. */
-static int reply_export_name(struct conn *c, const struct opt *o)
-{
-	char name[NBDS_MAX_STRING + 1];
-	struct tv_vol_info v;
-	uint8_t buf[10 + 124];
-	int r;
-
-	if (o->len > NBDS_MAX_STRING)
-		return -EINVAL;
-	if (o->len) /* data is NULL when len is 0 (found by fuzz-nbd) */
-		memcpy(name, o->data, o->len);
-	name[o->len] = 0;
-	if (strlen(name) != o->len || find_export(c, name, &v) < 0) {
-		log_info("%s: no export '%.64s'", c->peer, name);
-		return -ENOENT;
-	}
-	r = attach(c, &v);
-	if (r < 0)
-		return r;
-	memset(buf, 0, sizeof(buf));
-	put_be64(buf, v.size);
-	put_be16(buf + 8, tflags(&v));
-	r = xport_write(&c->x, buf, c->no_zeroes ? 10 : sizeof(buf));
-	return r < 0 ? r : 1;
-}
-
-/* Read an option's header and data (data beyond NBDS_MAX_OPTION is read
- * and dropped: o->data NULL, o->len kept). */
-static int read_option(struct conn *c, struct opt *o)
-{
-	uint8_t h[16];
-	int r;
-
-	r = xport_read(&c->x, h, sizeof(h));
-	if (r < 0)
-		return r;
-	if (get_be64(h) != NBDS_IHAVEOPT)
-		return -EPROTO;
-	o->code = get_be32(h + 8);
-	o->len = get_be32(h + 12);
-	o->data = NULL;
-	if (o->len > NBDS_MAX_DISCARD)
-		return -E2BIG;
-	if (o->len > NBDS_MAX_OPTION) {
-		uint8_t junk[4096];
-		uint32_t left = o->len;
-		while (left) {
-			uint32_t n = left < sizeof(junk) ? left : sizeof(junk);
-			r = xport_read(&c->x, junk, n);
-			if (r < 0)
-				return r;
-			left -= n;
-		}
-		return 0;
-	}
-	if (o->len) {
-		o->data = malloc(o->len);
-		if (!o->data)
-			return -ENOMEM;
-		r = xport_read(&c->x, o->data, o->len);
-		if (r < 0) {
-			free(o->data);
-			o->data = NULL;
-			return r;
-		}
-	}
-	return 0;
-}
-
-/*
- * The option phase.  Returns 1 when the connection enters transmission,
- * 0 when the client ended it (ABORT, or EOF), or a negative errno.
- */
-static int handshake(struct conn *c)
-{
-	struct nbds *s = c->srv;
-	uint8_t h[18];
-	uint32_t cflags;
-	int r;
-
-	put_be64(h, NBDS_MAGIC);
-	put_be64(h + 8, NBDS_IHAVEOPT);
-	put_be16(h + 16, NBDS_FLAG_FIXED_NEWSTYLE | NBDS_FLAG_NO_ZEROES);
-	r = xport_write(&c->x, h, sizeof(h));
-	if (r < 0)
-		return r;
-	r = xport_read(&c->x, h, 4);
-	if (r < 0)
-		return r == -ECONNRESET ? 0 : r;
-	cflags = get_be32(h);
-	/* A client without FIXED_NEWSTYLE still speaks newstyle ("its side
-	 * of the protocol does not change incompatibly"); only flags we do
-	 * not know end the connection. */
-	if (cflags & ~(NBDS_CFLAG_FIXED_NEWSTYLE | NBDS_CFLAG_NO_ZEROES)) {
-		log_info("%s: unsupported client flags %#x", c->peer, cflags);
-		return -EPROTO;
-	}
-	c->no_zeroes = cflags & NBDS_CFLAG_NO_ZEROES;
-
-	for (;;) {
-		struct opt o;
-		bool tls_ok = !s->tls_required || c->x.tls;
-
-		r = read_option(c, &o);
-		if (r == -ECONNRESET)
-			return 0;
-		if (r < 0)
-			return r;
-		if (s->verbose)
-			log_info("%s: option %u, %u bytes", c->peer, o.code,
-				 o.len);
-		if (o.len && !o.data) {
-			/* too big to keep: only EXPORT_NAME must close */
-			r = o.code == NBDS_OPT_EXPORT_NAME
-				    ? -E2BIG
-				    : opt_error(c, o.code,
-						NBDS_REP_ERR_TOO_BIG,
-						"option data too long");
-			goto next;
-		}
-		if (!tls_ok && o.code != NBDS_OPT_STARTTLS &&
-		    o.code != NBDS_OPT_ABORT) {
-			if (o.code == NBDS_OPT_EXPORT_NAME) {
-				log_info("%s: EXPORT_NAME without TLS: "
-					 "closing",
-					 c->peer);
-				r = -EACCES;
-			} else {
-				r = opt_error(c, o.code,
-					      NBDS_REP_ERR_TLS_REQD,
-					      "TLS is required: use STARTTLS");
-			}
-			goto next;
-		}
-		switch (o.code) {
-		case NBDS_OPT_EXPORT_NAME:
-			r = reply_export_name(c, &o);
-			break;
-		case NBDS_OPT_ABORT:
-			/* the client may already be gone: best effort */
-			if (!o.len)
-				opt_reply(c, o.code, NBDS_REP_ACK, NULL, 0);
-			free(o.data);
-			return 0;
-		case NBDS_OPT_LIST:
-			r = reply_list(c, &o);
-			break;
-		case NBDS_OPT_STARTTLS:
-			if (o.len) {
-				r = opt_error(c, o.code, NBDS_REP_ERR_INVALID,
-					      "STARTTLS takes no data");
-			} else if (!s->tls) {
-				r = opt_error(c, o.code, NBDS_REP_ERR_POLICY,
-					      "TLS is not configured");
-			} else if (c->x.tls) {
-				r = opt_error(c, o.code, NBDS_REP_ERR_INVALID,
-					      "TLS is already on");
-			} else {
-				r = opt_reply(c, o.code, NBDS_REP_ACK, NULL,
-					      0);
-				if (r == 0)
-					r = tls_session_start(s->tls, c->fd,
-							      &c->x.tls);
-				if (r < 0) {
-					log_info("%s: TLS handshake failed: "
-						 "%s",
-						 c->peer, strerror(-r));
-				} else {
-					/* what was negotiated in clear
-					 * does not count */
-					c->structured = false;
-					c->meta_alloc = false;
-					if (s->verbose)
-						log_info("%s: TLS on", c->peer);
-				}
-			}
-			break;
-		case NBDS_OPT_INFO:
-		case NBDS_OPT_GO:
-			r = reply_info_go(c, &o);
-			break;
-		case NBDS_OPT_STRUCTURED_REPLY:
-			if (o.len) {
-				r = opt_error(c, o.code, NBDS_REP_ERR_INVALID,
-					      "STRUCTURED_REPLY takes no "
-					      "data");
-			} else {
-				c->structured = true;
-				r = opt_reply(c, o.code, NBDS_REP_ACK, NULL,
-					      0);
-			}
-			break;
-		case NBDS_OPT_LIST_META_CONTEXT:
-		case NBDS_OPT_SET_META_CONTEXT:
-			r = reply_meta(c, &o);
-			break;
-		default:
-			r = opt_error(c, o.code, NBDS_REP_ERR_UNSUP,
-				      "option %u is not supported", o.code);
-			break;
-		}
-next:
-		free(o.data);
-		if (r != 0)
-			return r;
-	}
 }
 
 /* ---- transmission ---- */
@@ -1139,11 +456,6 @@ static int handle(struct conn *c, struct req *q)
 	return reply_err(c, q, r);
 }
 
-/*
- * Read one request and validate it (rule 1).  Returns 1 for a request to
- * queue (q->error set if it only needs an error reply), 0 for DISC, or a
- * negative errno when the connection must end.
- */
 /* Threads polling at once, at most half the CPUs (at least one): many
  * connections at queue depth 1 must not keep every CPU spinning. */
 static atomic_uint pollers;
@@ -1244,6 +556,32 @@ static int read_header(struct conn *c, uint8_t *h, size_t len)
 	return r;
 }
 
+/* The budget bytes a valid request holds until its reply went out: its
+ * data buffer and a bounce buffer of whole sectors when unaligned
+ * (vol_read, rmw_write), or the extents of a block status. */
+static uint64_t req_mem(const struct req *q)
+{
+	uint64_t m = NBDS_REQ_OVERHEAD;
+
+	switch (q->type) {
+	case NBDS_CMD_READ:
+	case NBDS_CMD_WRITE:
+		m += q->len;
+		if ((q->off | q->len) % TV_SECTOR)
+			m += q->len + 2 * TV_SECTOR;
+		break;
+	case NBDS_CMD_BLOCK_STATUS:
+		m += NBDS_MAX_EXTENTS * (sizeof(struct tv_extent) + 8);
+		break;
+	}
+	return m;
+}
+
+/*
+ * Read one request and validate it (rule 1).  Returns 1 for a request to
+ * queue (q->error set if it only needs an error reply), 0 for DISC, or a
+ * negative errno when the connection must end.
+ */
 static int read_request(struct conn *c, struct req *q)
 {
 	uint8_t h[28];
@@ -1256,8 +594,9 @@ static int read_request(struct conn *c, struct req *q)
 	if (r < 0)
 		return r;
 	if (get_be32(h) != NBDS_REQUEST_MAGIC) {
-		log_info("%s: bad request magic %#x: closing", c->peer,
-			 get_be32(h));
+		nbds_note(c->srv, LOG_LVL_INFO,
+			  "%s: bad request magic %#x: closing", c->peer,
+			  get_be32(h));
 		return -EPROTO;
 	}
 	memset(q, 0, sizeof(*q));
@@ -1272,7 +611,6 @@ static int read_request(struct conn *c, struct req *q)
 		allowed = c->structured ? NBDS_CMD_FLAG_DF : 0;
 		break;
 	case NBDS_CMD_WRITE:
-		allowed = NBDS_CMD_FLAG_FUA;
 		write = true;
 		break;
 	case NBDS_CMD_DISC:
@@ -1281,12 +619,10 @@ static int read_request(struct conn *c, struct req *q)
 		range = false;
 		break;
 	case NBDS_CMD_TRIM:
-		allowed = NBDS_CMD_FLAG_FUA;
 		write = true;
 		break;
 	case NBDS_CMD_WRITE_ZEROES:
-		allowed = NBDS_CMD_FLAG_FUA | NBDS_CMD_FLAG_NO_HOLE |
-			  NBDS_CMD_FLAG_FAST_ZERO;
+		allowed = NBDS_CMD_FLAG_NO_HOLE | NBDS_CMD_FLAG_FAST_ZERO;
 		write = true;
 		break;
 	case NBDS_CMD_CACHE:
@@ -1300,24 +636,61 @@ static int read_request(struct conn *c, struct req *q)
 		err = NBDS_EINVAL;
 		break;
 	}
+	/* "This flag is valid for all commands ... the server MUST accept
+	 * all commands with this bit set (even by ignoring the bit)": it is
+	 * ignored where nothing is written */
+	allowed |= NBDS_CMD_FLAG_FUA;
 	if (!err && (q->flags & ~allowed))
 		err = NBDS_EINVAL;
+	if (!err && write && c->ro)
+		err = NBDS_EPERM; /* past the end too: it is read-only */
 	if (!err && range) {
-		if (!q->len || q->off > c->size || q->len > c->size - q->off)
-			err = write ? NBDS_ENOSPC : NBDS_EINVAL;
 		if (!q->len)
 			err = NBDS_EINVAL;
+		else if (q->off > c->size || q->len > c->size - q->off)
+			err = q->type == NBDS_CMD_WRITE ||
+					      q->type == NBDS_CMD_WRITE_ZEROES
+				      ? NBDS_ENOSPC
+				      : NBDS_EINVAL;
 	} else if (!err && (q->off || q->len)) {
 		err = NBDS_EINVAL; /* FLUSH: reserved fields must be zero */
 	}
+	/* Over the maximum payload: EINVAL; a structured READ may say
+	 * EOVERFLOW ("permitted to reject large read requests up front"),
+	 * which nothing else SHOULD ("Error values"). */
 	if (!err && (q->type == NBDS_CMD_READ || q->type == NBDS_CMD_WRITE) &&
 	    q->len > NBDS_MAX_REQUEST)
-		err = NBDS_EOVERFLOW;
-	if (!err && write && c->ro)
-		err = NBDS_EPERM;
+		err = q->type == NBDS_CMD_READ && c->structured
+			      ? NBDS_EOVERFLOW
+			      : NBDS_EINVAL;
+	/* The request's buffers come from the budget before anything more
+	 * is read (nbds-conn.c, rule 3): a client over its share waits
+	 * here, and the socket pushes back. */
+	if (!err) {
+		uint64_t m = req_mem(q);
+
+		r = nbds_mem_get(c, m);
+		if (r == -ESHUTDOWN) {
+			/* read no more, not even this write's payload */
+			err = NBDS_ESHUTDOWN;
+			c->rdone = true;
+			goto out;
+		}
+		if (r < 0)
+			return r;
+		q->mem = m;
+	}
 
 	if (q->type == NBDS_CMD_WRITE) {
-		/* the payload follows whatever we think of the request */
+		/* the payload follows whatever we think of the request;
+		 * beyond what is worth skipping, the spec lets a server
+		 * take it for a denial of service ("Size constraints") */
+		if (err && q->len > NBDS_MAX_DISCARD) {
+			nbds_note(c->srv, LOG_LVL_INFO,
+				  "%s: refused write of %u bytes: closing",
+				  c->peer, q->len);
+			return -E2BIG;
+		}
 		if (!err) {
 			q->payload = malloc(q->len);
 			if (!q->payload)
@@ -1339,9 +712,12 @@ static int read_request(struct conn *c, struct req *q)
 		if (r < 0) {
 			free(q->payload);
 			q->payload = NULL;
+			if (q->mem)
+				nbds_mem_put(c, q->mem);
 			return r;
 		}
 	}
+out:
 	if (err && c->srv->verbose)
 		log_info("%s: refused command %u flags %#x at %" PRIu64
 			 "+%u: error %u",
@@ -1363,8 +739,8 @@ static bool want_thread(struct conn *c)
 {
 	int n = 0;
 
-	if (c->nthreads >= NBDS_WORKERS || c->waiting)
-		return false;
+	if (c->nthreads + 1 >= NBDS_WORKERS || c->waiting)
+		return false; /* the connection's own thread is one */
 	if (c->x.tls || xport_buffered(&c->x) >= 28)
 		return true;
 	return ioctl(c->fd, FIONREAD, &n) == 0 && n > 0;
@@ -1373,11 +749,26 @@ static bool want_thread(struct conn *c)
 static void *conn_worker(void *arg);
 
 /*
+ * The end of the stream: whether the peer has gone for good rather than
+ * shut down only its sending side (it may still read replies).  A Unix
+ * socket tells (POLLHUP once both sides are shut); TCP does not until a
+ * send fails (rule 5).
+ */
+static void eof(struct conn *c)
+{
+	struct pollfd p = { .fd = c->fd, .events = POLLOUT };
+
+	if (poll(&p, 1, 0) == 1 && (p.revents & (POLLHUP | POLLERR)))
+		nbds_conn_gone(c);
+}
+
+/*
  * The transmission phase, run by every thread of the connection (rule 3):
  * take the read lock, read one request, maybe start a helper thread, let
  * the lock go, run the request, reply.  The thread that meets DISC, EOF or
  * an error marks the stream done; the others finish the request they hold
- * and stop.
+ * and stop.  Once the connection is gone, requests not begun are dropped
+ * (rule 5).
  */
 static void serve_requests(struct conn *c)
 {
@@ -1400,6 +791,8 @@ static void serve_requests(struct conn *c)
 		r = q ? read_request(c, q) : -ENOMEM;
 		if (r <= 0) {
 			c->rdone = true;
+			if (r == -ECONNRESET)
+				eof(c);
 			pthread_mutex_unlock(&c->read_lock);
 			free(q);
 			if (r < 0 && r != -ECONNRESET && c->srv->verbose)
@@ -1414,8 +807,11 @@ static void serve_requests(struct conn *c)
 		pthread_mutex_unlock(&c->rlock);
 		pthread_mutex_unlock(&c->read_lock);
 
-		handle(c, q);
+		if (!nbds_conn_is_gone(c))
+			handle(c, q);
 		free(q->payload);
+		if (q->mem)
+			nbds_mem_put(c, q->mem);
 		free(q);
 	}
 }
@@ -1434,7 +830,7 @@ static void transmission(struct conn *c)
 	 * brings several requests, payloads included.  The handshake is
 	 * over, so nothing STARTTLS hands to GnuTLS can be in the buffer.
 	 * Without memory for it, reads go unbuffered. */
-	if (!c->x.tls)
+	if (!c->x.tls && nbds_mem_read_ahead(c, NBDS_READ_AHEAD))
 		(void)xport_buffer(&c->x, NBDS_READ_AHEAD);
 	serve_requests(c);
 	/* DISC or EOF: the requests other threads hold are still answered
@@ -1448,25 +844,9 @@ static void transmission(struct conn *c)
 		pthread_join(c->threads[i], NULL);
 }
 
-static void conn_free(struct conn *c)
-{
-	if (c->x.tls) {
-		if (!c->send_failed)
-			tls_session_bye(c->x.tls);
-		tls_session_free(c->x.tls);
-	}
-	close(c->fd);
-	xport_unbuffer(&c->x);
-	free(c->meta_export);
-	pthread_mutex_destroy(&c->read_lock);
-	pthread_mutex_destroy(&c->rlock);
-	pthread_mutex_destroy(&c->send_lock);
-	free(c);
-}
-
 static void conn_run(struct conn *c)
 {
-	int r = handshake(c);
+	int r = nbds_handshake(c);
 
 	if (r < 0 && c->srv->verbose)
 		log_info("%s: handshake ended: %s", c->peer, strerror(-r));
@@ -1474,8 +854,7 @@ static void conn_run(struct conn *c)
 		transmission(c);
 	if (c->srv->verbose)
 		log_info("%s: disconnected", c->peer);
-	unregister(c);
-	conn_free(c);
+	nbds_conn_release(c);
 }
 
 static void *conn_thread(void *arg)
@@ -1484,53 +863,18 @@ static void *conn_thread(void *arg)
 	return NULL;
 }
 
-static struct conn *conn_new(struct nbds *s, int fd, const char *peer)
+int nbds_accept(struct nbds *s, int fd, const char *peer, const char *addr)
 {
-	struct conn *c = calloc(1, sizeof(*c));
-
-	if (!c)
-		return NULL;
-	c->srv = s;
-	c->fd = fd;
-	c->x.fd = fd;
-	snprintf(c->peer, sizeof(c->peer), "%s", peer ? peer : "client");
-	pthread_mutex_init(&c->read_lock, NULL);
-	pthread_mutex_init(&c->rlock, NULL);
-	pthread_mutex_init(&c->send_lock, NULL);
-	return c;
-}
-
-/* Register c; fails once shutdown began. */
-static int conn_register(struct nbds *s, struct conn *c)
-{
-	pthread_mutex_lock(&s->lock);
-	if (s->shutting_down) {
-		pthread_mutex_unlock(&s->lock);
-		return -ESHUTDOWN;
-	}
-	c->next = s->conns;
-	if (s->conns)
-		s->conns->prev = c;
-	s->conns = c;
-	s->nconns++;
-	pthread_mutex_unlock(&s->lock);
-	return 0;
-}
-
-int nbds_accept(struct nbds *s, int fd, const char *peer)
-{
-	struct conn *c = conn_new(s, fd, peer);
+	struct conn *c = nbds_conn_new(s, fd, peer, addr);
 	pthread_attr_t attr;
 	pthread_t t;
 	int r;
 
-	if (!c) {
-		close(fd);
+	if (!c)
 		return -ENOMEM;
-	}
-	r = conn_register(s, c);
+	r = nbds_conn_admit(s, c);
 	if (r < 0) {
-		conn_free(c);
+		nbds_conn_release(c);
 		return r;
 	}
 	if (s->verbose)
@@ -1540,83 +884,24 @@ int nbds_accept(struct nbds *s, int fd, const char *peer)
 	r = -pthread_create(&t, &attr, conn_thread, c);
 	pthread_attr_destroy(&attr);
 	if (r < 0) {
-		log_error("%s: cannot start a thread: %s", c->peer,
-			  strerror(-r));
-		unregister(c);
-		conn_free(c);
+		/* out of threads (RLIMIT_NPROC, pids.max): a flood must not
+		 * flood the log on top */
+		nbds_note(s, LOG_LVL_ERROR, "%s: cannot start a thread: %s",
+			  c->peer, strerror(-r));
+		nbds_conn_release(c);
 	}
 	return r;
 }
 
 void nbds_serve_fd(struct nbds *s, int fd)
 {
-	struct conn *c = conn_new(s, fd, "fd");
+	struct conn *c = nbds_conn_new(s, fd, "fd", NULL);
 
-	if (!c) {
-		close(fd);
+	if (!c)
 		return;
-	}
-	if (conn_register(s, c) < 0) {
-		conn_free(c);
+	if (nbds_conn_admit(s, c) < 0) {
+		nbds_conn_release(c);
 		return;
 	}
 	conn_run(c);
-}
-
-int nbds_new(const struct nbds_opts *o, struct nbds **out)
-{
-	struct nbds *s = calloc(1, sizeof(*s));
-
-	if (!s)
-		return -ENOMEM;
-	s->pool = o->pool;
-	s->tls = o->tls;
-	s->tls_required = o->tls_required;
-	s->verbose = o->verbose;
-	pthread_mutex_init(&s->lock, NULL);
-	pthread_cond_init(&s->cond, NULL);
-	pthread_mutex_init(&s->rmw_lock, NULL);
-	*out = s;
-	return 0;
-}
-
-void nbds_shutdown(struct nbds *s)
-{
-	struct timespec until;
-
-	pthread_mutex_lock(&s->lock);
-	s->shutting_down = true;
-	/* stop reading: readers see EOF, queued requests still complete
-	 * and their replies still go out */
-	for (struct conn *c = s->conns; c; c = c->next)
-		shutdown(c->fd, SHUT_RD);
-	/* A client that does not read its replies would keep a worker in
-	 * send() for ever: after a grace period its socket is shut both
-	 * ways (the requests have run; only their replies are lost). */
-	clock_gettime(CLOCK_REALTIME, &until);
-	until.tv_sec += NBDS_SHUTDOWN_GRACE_S;
-	while (s->nconns) {
-		if (pthread_cond_timedwait(&s->cond, &s->lock, &until) ==
-		    ETIMEDOUT) {
-			log_warn("%zu client%s not reading replies: "
-				 "disconnecting",
-				 s->nconns, s->nconns == 1 ? "" : "s");
-			for (struct conn *c = s->conns; c; c = c->next)
-				shutdown(c->fd, SHUT_RDWR);
-			while (s->nconns)
-				pthread_cond_wait(&s->cond, &s->lock);
-		}
-	}
-	pthread_mutex_unlock(&s->lock);
-}
-
-void nbds_free(struct nbds *s)
-{
-	if (!s)
-		return;
-	pthread_mutex_destroy(&s->lock);
-	pthread_cond_destroy(&s->cond);
-	pthread_mutex_destroy(&s->rmw_lock);
-	free(s->claimed);
-	free(s);
 }

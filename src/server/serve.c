@@ -34,6 +34,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -408,6 +409,54 @@ static int run_dir(struct daemon *d)
 	return 0;
 }
 
+/* ---- descriptors ---- */
+
+/* Descriptors kept from NBD connections: the control server's clients
+ * and the descriptors they pass (ctl-server.c: 32 and 4 each), the pool,
+ * the listening sockets, signalfd, syslog, TLS files, the odd library. */
+#define SERVE_FD_RESERVE 256
+
+/*
+ * Raise the soft RLIMIT_NOFILE to the hard limit, and return how many NBD
+ * connections the descriptors allow: want, or fewer so that
+ * SERVE_FD_RESERVE stay free even when every connection is taken (said
+ * as a warning when the user asked for want).  A flood of connections
+ * then never starves the control socket.
+ */
+static unsigned int fd_budget(unsigned int want, bool asked)
+{
+	struct rlimit rl;
+	rlim_t avail;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+		return want;
+	if (rl.rlim_cur < rl.rlim_max) {
+		/* an infinite hard limit is not a number setrlimit takes
+		 * for descriptors (fs.nr_open caps it): ask for 2^20 */
+		struct rlimit up = {
+			.rlim_cur = rl.rlim_max == RLIM_INFINITY ? 1u << 20
+								 : rl.rlim_max,
+			.rlim_max = rl.rlim_max,
+		};
+		if (setrlimit(RLIMIT_NOFILE, &up) == 0)
+			rl.rlim_cur = up.rlim_cur;
+	}
+	avail = rl.rlim_cur > 2 * SERVE_FD_RESERVE
+			? rl.rlim_cur - SERVE_FD_RESERVE
+			: rl.rlim_cur / 2;
+	if (want > avail) {
+		say(asked ? 1 : 2,
+		    "at most %llu NBD connections, not %u: the descriptor "
+		    "limit (RLIMIT_NOFILE) is %llu, and %llu of them are kept "
+		    "for the control socket and the pool",
+		    (unsigned long long)avail, want,
+		    (unsigned long long)rl.rlim_cur,
+		    (unsigned long long)(rl.rlim_cur - avail));
+		want = (unsigned int)avail;
+	}
+	return want;
+}
+
 /* ---- control hooks ---- */
 
 static int hook_claim(void *ctx, uint64_t id, bool force, char *msg,
@@ -565,6 +614,17 @@ static int start(struct daemon *d, struct ctl_hooks *hooks)
 	no.tls = d->tls;
 	no.tls_required = d->tls && o->tls == SERVE_TLS_REQUIRE;
 	no.verbose = o->verbose;
+	no.max_connections = fd_budget(o->max_connections
+					       ? o->max_connections
+					       : NBDS_DEFAULT_CONNECTIONS,
+				       o->max_connections != 0);
+	no.max_per_peer = o->max_per_peer ? o->max_per_peer
+					  : NBDS_DEFAULT_PER_PEER;
+	no.handshake_ms = 1000 * (o->handshake_timeout_s
+					  ? o->handshake_timeout_s
+					  : NBDS_DEFAULT_HANDSHAKE_S);
+	no.stall_ms = 1000 * NBDS_DEFAULT_STALL_S;
+	no.max_memory = o->max_memory;
 	r = nbds_new(&no, &d->nbds);
 	if (r < 0)
 		return fail(d, r, "out of memory");
@@ -617,11 +677,13 @@ static int start(struct daemon *d, struct ctl_hooks *hooks)
 	return 0;
 }
 
+/* Accept one connection and hand it to the NBD server, which applies
+ * the connection limits (a refused one is closed at once). */
 static void accept_one(struct daemon *d, int lfd, bool tcp)
 {
 	struct sockaddr_storage ss;
 	socklen_t sl = sizeof(ss);
-	char peer[64] = "unix";
+	char peer[64] = "unix", host[NI_MAXHOST] = "";
 	int fd;
 
 	fd = accept4(lfd, (struct sockaddr *)&ss, &sl, SOCK_CLOEXEC);
@@ -633,7 +695,7 @@ static void accept_one(struct daemon *d, int lfd, bool tcp)
 		return;
 	}
 	if (tcp) {
-		char host[NI_MAXHOST], serv[NI_MAXSERV];
+		char serv[NI_MAXSERV];
 		int one = 1;
 		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one,
 			   sizeof(one));
@@ -643,11 +705,13 @@ static void accept_one(struct daemon *d, int lfd, bool tcp)
 			snprintf(peer, sizeof(peer),
 				 strchr(host, ':') ? "[%.46s]:%.8s" : "%.46s:%.8s",
 				 host, serv);
+		else
+			snprintf(host, sizeof(host), "?"); /* one peer */
 	} else {
 		static unsigned long seq;
 		snprintf(peer, sizeof(peer), "unix#%lu", ++seq);
 	}
-	nbds_accept(d->nbds, fd, peer);
+	nbds_accept(d->nbds, fd, peer, tcp ? host : NULL);
 }
 
 /*

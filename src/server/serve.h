@@ -9,6 +9,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 
 enum serve_tls_mode {
@@ -33,6 +34,11 @@ struct serve_opts {
 	bool verbose;		/* per-connection events */
 	FILE *log_file;		/* where log lines go (stderr of the command) */
 	unsigned int commit_interval_ms; /* 0: the engine's default */
+	/* NBD limits (docs/nbd.md, "Limits"); 0: the default of nbds.h */
+	unsigned int max_connections;	/* at most, as descriptors allow */
+	unsigned int max_per_peer;	/* from one TCP address */
+	unsigned int handshake_timeout_s;
+	uint64_t max_memory;		/* 0: a quarter of RAM, <= 1 GiB */
 };
 
 /*

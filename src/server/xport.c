@@ -10,6 +10,7 @@
 
 #include "server/tls.h"
 #include "server/xport.h"
+#include "util/clock.h"
 
 static int read_direct(struct xport *x, char *p, size_t len)
 {
@@ -122,39 +123,45 @@ int xport_write(struct xport *x, const void *buf, size_t len)
 	return xport_writev(x, &iov, 1);
 }
 
-int xport_writev(struct xport *x, const struct iovec *iov, int n)
+static int writev_tls(struct xport *x, const struct iovec *iov, int n)
+{
+	for (int i = 0; i < n; i++) {
+		const char *p = iov[i].iov_base;
+		size_t len = iov[i].iov_len;
+		while (len) {
+			ssize_t w = tls_send(x->tls, p, len);
+			if (w == -EINTR || w == -EAGAIN)
+				continue;
+			if (w < 0)
+				return (int)w;
+			atomic_store(&x->stalled_since, clock_mono_ns());
+			p += w;
+			len -= (size_t)w;
+		}
+	}
+	return 0;
+}
+
+static int writev_plain(struct xport *x, const struct iovec *iov, int n)
 {
 	struct iovec v[16];
 	size_t off = 0;
-	int i, cnt = 0;
+	int i = 0, cnt;
 
-	if (x->tls) {
-		for (i = 0; i < n; i++) {
-			const char *p = iov[i].iov_base;
-			size_t len = iov[i].iov_len;
-			while (len) {
-				ssize_t w = tls_send(x->tls, p, len);
-				if (w == -EINTR || w == -EAGAIN)
-					continue;
-				if (w < 0)
-					return (int)w;
-				p += w;
-				len -= (size_t)w;
-			}
-		}
-		return 0;
-	}
 	/* advance through iov by (i, off) after short writes */
-	i = 0;
 	while (i < n) {
-		size_t off0 = off;
+		size_t off0 = off, total = 0;
 		struct msghdr mh;
 		ssize_t w;
 
-		for (cnt = 0; cnt < 16 && i + cnt < n; cnt++) {
+		for (cnt = 0; cnt < 16 && i + cnt < n && total < XPORT_PIECE;
+		     cnt++) {
 			v[cnt].iov_base = (char *)iov[i + cnt].iov_base +
 					  (cnt ? 0 : off0);
 			v[cnt].iov_len = iov[i + cnt].iov_len - (cnt ? 0 : off0);
+			if (v[cnt].iov_len > XPORT_PIECE - total)
+				v[cnt].iov_len = XPORT_PIECE - total;
+			total += v[cnt].iov_len;
 		}
 		memset(&mh, 0, sizeof(mh));
 		mh.msg_iov = v;
@@ -165,6 +172,7 @@ int xport_writev(struct xport *x, const struct iovec *iov, int n)
 				continue;
 			return -errno;
 		}
+		atomic_store(&x->stalled_since, clock_mono_ns());
 		while (i < n) {
 			size_t rem = iov[i].iov_len - off;
 			if ((size_t)w < rem) {
@@ -177,4 +185,14 @@ int xport_writev(struct xport *x, const struct iovec *iov, int n)
 		}
 	}
 	return 0;
+}
+
+int xport_writev(struct xport *x, const struct iovec *iov, int n)
+{
+	int r;
+
+	atomic_store(&x->stalled_since, clock_mono_ns());
+	r = x->tls ? writev_tls(x, iov, n) : writev_plain(x, iov, n);
+	atomic_store(&x->stalled_since, 0);
+	return r;
 }

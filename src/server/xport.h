@@ -7,7 +7,9 @@
 #ifndef TV_SERVER_XPORT_H
 #define TV_SERVER_XPORT_H
 
+#include <stdatomic.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/uio.h>
 
 struct tls_session;
@@ -19,6 +21,10 @@ struct xport {
 	 * [rpos, rlen) of rbuf were received and not yet read. */
 	char *rbuf;
 	size_t rpos, rlen, rcap;
+	/* While a write is in progress: since when (CLOCK_MONOTONIC ns) it
+	 * has waited without a byte going out; 0 when no write is.  Another
+	 * thread reads it to tell a client that stopped reading. */
+	_Atomic uint64_t stalled_since;
 };
 
 /* Read exactly len bytes: 0, -ECONNRESET at end of stream (also in the
@@ -41,7 +47,9 @@ int xport_fill_nowait(struct xport *x);
 void xport_unbuffer(struct xport *x);
 
 /* Write all of iov[0, n): 0 or a negative errno (-EPIPE when the peer is
- * gone; never SIGPIPE). */
+ * gone; never SIGPIPE).  A plain socket takes at most XPORT_PIECE bytes
+ * per call, so that stalled_since follows the client's reading. */
+#define XPORT_PIECE (256u << 10)
 int xport_writev(struct xport *x, const struct iovec *iov, int n);
 int xport_write(struct xport *x, const void *buf, size_t len);
 

@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 #include "util/log.h"
 
+#include "util/escape.h"
+
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -32,25 +34,32 @@ static const char *const level_names[] = {
 	[LOG_LVL_DEBUG] = "debug",
 };
 
+/*
+ * A message is one line.  Callers escape what came from outside (names,
+ * identities) where they format it; control bytes that slip through all
+ * the same (a newline would let a client forge a log line) are escaped
+ * here, in the one place every message passes.
+ */
 void log_msg(enum log_level lvl, const char *fmt, ...)
 {
-	char buf[1024];
+	char raw[1024], buf[4 * sizeof(raw)]; /* "\xNN" per byte at most */
 	va_list ap;
 	int n;
 
 	if (lvl > cur_level)
 		return;
 	va_start(ap, fmt);
-	n = vsnprintf(buf, sizeof(buf), fmt, ap);
+	n = vsnprintf(raw, sizeof(raw), fmt, ap);
 	va_end(ap);
 	if (n < 0)
 		return;
+	esc_controls(buf, sizeof(buf), raw);
 	if (sink) {
 		sink(lvl, buf, sink_ctx);
 		return;
 	}
 	{
-		char line[1100];
+		char line[sizeof(buf) + 64];
 		int len = snprintf(line, sizeof(line), "thinvol: %s: %s\n",
 				   level_names[lvl], buf);
 		if (len > (int)sizeof(line) - 1)

@@ -73,6 +73,32 @@ SEEDS = {
     b"\x01" * 100,
     "gen-go-twice-and-list": flags() + opt(LIST) + opt(INFO, b"\0" * 6) +
     go("") + go("delta2"),
+    # issue 14: ABORT with data; options too big for each code; a failed
+    # SET_META_CONTEXT after a good one; "#ID" exports with block status;
+    # FUA on every command; NOTLS mode; a write too large to skip
+    "gen-abort-with-data": flags() + opt(ABORT, b"bye"),
+    "gen-abort-big": flags() + opt(ABORT, b"\xaa" * 70000),
+    "gen-big-options": flags() + b"".join(
+        opt(o, b"\0" * 70000) for o in (LIST, STARTTLS, INFO, GO, SR,
+                                        LIST_META, SET_META, 4, 0x4242)) +
+    opt(LIST) + opt(EXPORT_NAME, b"x" * 70000),
+    "gen-meta-failed-then-bs": flags() + opt(SR) +
+    meta(SET_META, "alpha", ["base:allocation"]) +
+    meta(SET_META, "nosuch", ["base:allocation"]) + go("alpha") +
+    req(7, 0, 1 << 20, 0, 1) + req(2),
+    "gen-meta-by-id": flags() + opt(SR) +
+    meta(SET_META, "#1", ["base:allocation"]) + go("#1", [1, 3]) +
+    req(7, 0, 1 << 20, 8, 1) + req(7, 0, 1 << 20, 1, 2) +
+    req(0, 0, 8192, 5, 3) + req(2),
+    "gen-fua-everywhere": flags() + go("beta") +
+    b"".join(req(c, 0, 0 if c == 3 else 4096, 1, c + 10,
+                 b"\x42" * 4096 if c == 1 else b"")
+             for c in (0, 1, 3, 4, 5, 6, 7)) +
+    req(4, 512 << 10, 4096) + req(6, 512 << 10, 4096, 16) + req(2, flags=1),
+    "gen-notls-starttls": flags(NO_ZEROES) + opt(STARTTLS) + opt(LIST) +
+    opt(EXPORT_NAME, b"alpha") + req(0, 0, 4096) + req(2),
+    "gen-write-too-big": flags() + go("beta") + req(1, 0, (64 << 20) + 1) +
+    b"\x01" * 4096,
 }
 
 

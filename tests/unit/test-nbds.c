@@ -8,10 +8,12 @@
  */
 #include <errno.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -21,6 +23,8 @@
 #include "util/checked.h"
 #include "thin/thin-internal.h"
 #include "util/endian.h"
+#include "util/escape.h"
+#include "util/log.h"
 
 static struct nbds *srv;
 
@@ -291,9 +295,9 @@ static void test_requests(void)
 	wr(fd, buf, 1024); /* the payload is consumed anyway */
 	CHECK(simple(fd, 10, NULL, 0) == NBDS_ENOSPC);
 	request(fd, 0, NBDS_CMD_TRIM, 11, size, 512);
-	CHECK(simple(fd, 11, NULL, 0) == NBDS_ENOSPC);
+	CHECK(simple(fd, 11, NULL, 0) == NBDS_EINVAL); /* proto.md */
 	request(fd, 0, NBDS_CMD_READ, 12, 0, 33u << 20);
-	CHECK(simple(fd, 12, NULL, 0) == NBDS_EOVERFLOW);
+	CHECK(simple(fd, 12, NULL, 0) == NBDS_EINVAL); /* EOVERFLOW: no */
 	request(fd, 0, NBDS_CMD_FLUSH, 13, 4096, 0);
 	CHECK(simple(fd, 13, NULL, 0) == NBDS_EINVAL);
 	request(fd, 0, NBDS_CMD_BLOCK_STATUS, 14, 0, 4096);
@@ -534,6 +538,251 @@ static void test_read_only(void)
 	done(&s, fd);
 }
 
+/* ---- limits (nbds-conn.c): admission, deadline, memory ---- */
+
+static uint64_t now_ms(void)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (uint64_t)t.tv_sec * 1000 + (uint64_t)t.tv_nsec / 1000000;
+}
+
+/* A connection handed to s by nbds_accept, as the daemon does: returns
+ * the client's end after the greeting, or -1 when it was refused (the
+ * server closed its end without a word). */
+static int accepted(struct nbds *s, const char *addr)
+{
+	int sv[2], r;
+	uint8_t g[18], f[4];
+
+	CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
+	r = nbds_accept(s, sv[0], addr ? addr : "unix", addr);
+	if (r < 0) {
+		CHECK(r == -EAGAIN);
+		CHECK(read(sv[1], g, 1) == 0); /* closed, nothing sent */
+		close(sv[1]);
+		return -1;
+	}
+	rd(sv[1], g, sizeof(g));
+	CHECK(get_be64(g) == NBDS_MAGIC);
+	put_be32(f, NBDS_CFLAG_FIXED_NEWSTYLE | NBDS_CFLAG_NO_ZEROES);
+	wr(sv[1], f, 4);
+	return sv[1];
+}
+
+/* Whether the server closed fd within ms (EOF after what it sent). */
+static bool closed_within(int fd, unsigned int ms)
+{
+	struct timeval tv = { .tv_sec = ms / 1000,
+			      .tv_usec = (ms % 1000) * 1000 };
+	uint8_t junk[65536];
+	ssize_t n;
+
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	while ((n = read(fd, junk, sizeof(junk))) > 0)
+		;
+	return n == 0;
+}
+
+static void wait_connections(struct nbds *s, size_t n)
+{
+	for (int i = 0; i < 500 && nbds_connections(s, 0) != n; i++)
+		usleep(10000);
+	CHECK(nbds_connections(s, 0) == n);
+}
+
+/*
+ * Admission (rule 1 of nbds-conn.c): over the per-peer limit the oldest
+ * connection of that address still in its handshake makes room; over
+ * the total limit, the oldest of anyone's; established connections are
+ * never closed for it, so when all are established a newcomer is
+ * refused.
+ */
+static void test_admission(struct nbds_opts base)
+{
+	struct nbds *s;
+	uint16_t tf;
+	int a1, a2, a3, a4, a5, u1, u2, u3;
+
+	base.max_connections = 4;
+	base.max_per_peer = 2;
+	CHECK(nbds_new(&base, &s) == 0);
+	a1 = accepted(s, "192.0.2.1");
+	a2 = accepted(s, "192.0.2.1");
+	CHECK(a1 >= 0 && a2 >= 0);
+	a3 = accepted(s, "192.0.2.1"); /* closes a1, the oldest */
+	CHECK(a3 >= 0);
+	CHECK(closed_within(a1, 2000));
+	go(a2, "vol", &tf); /* established: never closed to make room */
+	a4 = accepted(s, "192.0.2.1"); /* closes a3 */
+	CHECK(a4 >= 0 && closed_within(a3, 2000));
+	go(a4, "vol", &tf);
+	CHECK(accepted(s, "192.0.2.1") == -1); /* both established */
+	a5 = accepted(s, "198.51.100.7"); /* another address: its own */
+	u1 = accepted(s, NULL);		  /* Unix: no per-peer limit */
+	CHECK(a5 >= 0 && u1 >= 0);
+	wait_connections(s, 4);
+	u2 = accepted(s, NULL); /* the total: closes a5, the oldest */
+	CHECK(u2 >= 0 && closed_within(a5, 2000));
+	go(u1, "vol", &tf);
+	u3 = accepted(s, NULL); /* closes u2 */
+	CHECK(u3 >= 0 && closed_within(u2, 2000));
+	go(u3, "vol", &tf);
+	CHECK(accepted(s, NULL) == -1); /* four established */
+	CHECK(accepted(s, "203.0.113.9") == -1);
+	/* the established ones still work */
+	request(a2, 0, NBDS_CMD_FLUSH, 5, 0, 0);
+	CHECK(simple(a2, 5, NULL, 0) == 0);
+	request(u3, 0, NBDS_CMD_FLUSH, 6, 0, 0);
+	CHECK(simple(u3, 6, NULL, 0) == 0);
+	/* one leaves: room for one more */
+	close(u1);
+	wait_connections(s, 3);
+	u1 = accepted(s, NULL);
+	CHECK(u1 >= 0);
+	close(a1), close(a2), close(a3), close(a4), close(a5);
+	close(u1), close(u2), close(u3);
+	nbds_shutdown(s);
+	nbds_free(s);
+}
+
+/* The handshake deadline (rule 2): a client that says nothing is closed
+ * after it; one that entered transmission in time is not. */
+static void test_deadline(struct nbds_opts base)
+{
+	struct nbds *s;
+	uint64_t t0;
+	uint16_t tf;
+	int quiet, fast;
+
+	base.handshake_ms = 300;
+	CHECK(nbds_new(&base, &s) == 0);
+	t0 = now_ms();
+	quiet = accepted(s, NULL);
+	fast = accepted(s, NULL);
+	go(fast, "vol", &tf);
+	CHECK(closed_within(quiet, 3000));
+	CHECK(now_ms() - t0 >= 250 && now_ms() - t0 < 2000);
+	usleep(400000); /* past the deadline, in transmission */
+	request(fast, 0, NBDS_CMD_FLUSH, 1, 0, 0);
+	CHECK(simple(fast, 1, NULL, 0) == 0);
+	close(quiet);
+	close(fast);
+	nbds_shutdown(s);
+	nbds_free(s);
+}
+
+/*
+ * Memory (rules 3, 4): a client that does not read its replies holds
+ * what the budget lets it, no more; alone it keeps its connection; once
+ * another client waits for memory, its stalled connection is closed
+ * and the other is served.
+ */
+static void test_memory(struct nbds_opts base, struct tv_pool *pool)
+{
+	static uint8_t want[1 << 20], got[1 << 20];
+	struct nbds *s;
+	uint16_t tf;
+	uint64_t t0;
+	int hog, other;
+
+	base.max_memory = 4u << 20;
+	base.stall_ms = 300;
+	CHECK(nbds_new(&base, &s) == 0);
+	hog = accepted(s, NULL);
+	go(hog, "vol", &tf);
+	for (uint64_t i = 0; i < 16; i++)
+		request(hog, 0, NBDS_CMD_READ, i, i << 20, 1 << 20);
+	usleep(1300000); /* stalled, nobody else waits: it stays */
+	CHECK(nbds_connections(s, 0) == 1);
+	other = accepted(s, NULL);
+	go(other, "vol", &tf);
+	t0 = now_ms();
+	{
+		/* without rule 4 the read below waits for ever */
+		struct timeval tv = { .tv_sec = 5 };
+		setsockopt(other, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	}
+	request(other, 0, NBDS_CMD_READ, 99, 0, 1 << 20);
+	CHECK(simple(other, 99, got, sizeof(got)) == 0);
+	CHECK(now_ms() - t0 < 3000);
+	CHECK(tv_vol_read(pool, 1, want, sizeof(want), 0) == 0);
+	CHECK(!memcmp(want, got, sizeof(got)));
+	CHECK(closed_within(hog, 3000));
+	close(hog);
+	close(other);
+	nbds_shutdown(s);
+	nbds_free(s);
+}
+
+/* ---- escaping what clients send (util/escape.h) ---- */
+
+static char logged[8192];
+
+static void capture(enum log_level lvl, const char *msg, void *ctx)
+{
+	(void)lvl;
+	(void)ctx;
+	snprintf(logged, sizeof(logged), "%s", msg);
+}
+
+static void test_escape(void)
+{
+	static const struct {
+		const char *in;
+		size_t len;
+		const char *out;
+	} cases[] = {
+		{ "plain name", 10, "plain name" },
+		{ "a\nb", 3, "a\\x0ab" },
+		{ "back\\slash", 10, "back\\\\slash" },
+		{ "\xff\xfe", 2, "\\xff\\xfe" },
+		{ "\xc0\xaf", 2, "\\xc0\\xaf" },	       /* overlong '/' */
+		{ "\xed\xa0\x80", 3, "\\xed\\xa0\\x80" }, /* surrogate */
+		{ "\xf4\x90\x80\x80", 4, "\\xf4\\x90\\x80\\x80" },
+		{ "caf\xc3\xa9", 5, "caf\xc3\xa9" }, /* UTF-8 stays */
+		{ "\xf0\x9f\x92\xbe", 4, "\xf0\x9f\x92\xbe" },
+		{ "e\xe2\x80\xaegnp", 7, "e\\u202egnp" }, /* bidi override */
+		{ "\xc2\x85x", 3, "\\u0085x" },		 /* NEL */
+		{ "\xe2\x80\xa8", 3, "\\u2028" },	 /* line separator */
+		{ "nul\0in", 6, "nul\\x00in" },
+		{ "\x7f\x1b[31m", 6, "\\x7f\\x1b[31m" },
+		{ "\xe2\x82", 2, "\\xe2\\x82" }, /* cut short */
+	};
+	char out[64], small[12];
+
+	for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+		esc_text(out, sizeof(out), cases[i].in, cases[i].len);
+		if (strcmp(out, cases[i].out)) {
+			fprintf(stderr, "esc_text case %zu: '%s', want '%s'\n",
+				i, out, cases[i].out);
+			CHECK(0);
+		}
+	}
+	/* cut at a character boundary, with "..." */
+	esc_text(small, sizeof(small), "abcdefghijklmnop", 16);
+	CHECK(!strcmp(small, "abcdefgh..."));
+	esc_text(small, sizeof(small), "abcdefg\xc3\xa9xyz", 12);
+	CHECK(!strcmp(small, "abcdefg...")); /* not half of the e acute */
+	esc_text(small, sizeof(small), "abcdef\xc3\xa9wxyz", 12);
+	CHECK(!strcmp(small, "abcdef\xc3\xa9..."));
+	esc_text(small, sizeof(small), "abcdefg\n", 8);
+	CHECK(!strcmp(small, "abcdefg\\x0a")); /* fits exactly */
+	esc_text(small, sizeof(small), "abcdefgh\n", 9);
+	CHECK(!strcmp(small, "abcdefgh..."));
+	esc_text(small, sizeof(small), "abcdefghijk", 11);
+	CHECK(!strcmp(small, "abcdefghijk"));
+	esc_text(small, sizeof(small), "", 0);
+	CHECK(!strcmp(small, ""));
+	/* the logger's net: one line whatever a caller formats into it */
+	log_set_sink(capture, NULL);
+	log_warn("tls: unknown PSK identity '%s'", "mallory\nforged\r\x7f");
+	log_set_sink(NULL, NULL);
+	CHECK(!strcmp(logged, "tls: unknown PSK identity "
+			      "'mallory\\x0aforged\\x0d\\x7f'"));
+}
+
 int main(void)
 {
 	char path[] = "/tmp/test-nbds-XXXXXX";
@@ -558,6 +807,10 @@ int main(void)
 	no.pool = pool;
 	CHECK(nbds_new(&no, &srv) == 0);
 
+	test_escape();
+	test_admission(no);
+	test_deadline(no);
+	test_memory(no, pool);
 	test_options();
 	test_paced();
 	test_requests();
