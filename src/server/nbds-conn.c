@@ -305,22 +305,29 @@ static void put_read_ahead(struct conn *c);
 
 static void conn_free(struct conn *c)
 {
-	if (c->x.tls) {
-		if (!c->send_failed && !atomic_load(&c->gone))
-			tls_session_bye(c->x.tls);
-		tls_session_free(c->x.tls);
-	}
 	close(c->fd);
 	xport_unbuffer(&c->x);
-	put_read_ahead(c);
 	pthread_mutex_destroy(&c->read_lock);
 	pthread_mutex_destroy(&c->rlock);
 	pthread_mutex_destroy(&c->send_lock);
 	free(c);
 }
 
+/*
+ * Once c leaves the registry, nbds_shutdown may return and the daemon
+ * free the server and its TLS credentials: what c gives back to the
+ * server (its read-ahead budget) and its TLS session go before that.
+ * Its socket is closed only after (rule 6).
+ */
 void nbds_conn_release(struct conn *c)
 {
+	if (c->x.tls) {
+		if (!c->send_failed && !atomic_load(&c->gone))
+			tls_session_bye(c->x.tls);
+		tls_session_free(c->x.tls);
+		c->x.tls = NULL;
+	}
+	put_read_ahead(c);
 	if (c->registered)
 		unregister(c);
 	conn_free(c);
