@@ -94,6 +94,9 @@ struct tm {
 	 */
 	uint64_t node_gen;
 	uint64_t sb_meta_nodes, sb_meta_chunks; /* as the superblock says */
+	/* The slot whose superblock did not validate at open while the
+	 * other did (-1: none), until a commit rewrites it. */
+	int sb_damaged;
 	struct tm_commit_stats cst;
 };
 
@@ -304,6 +307,22 @@ static int read_superblocks(struct tm *tm)
 		r = -EUCLEAN;
 		goto out;
 	}
+	/*
+	 * One superblock does not validate: a power cut tore it while its
+	 * commit was writing it (that commit never returned, and the other
+	 * superblock is the pool's state), or it was damaged later, and a
+	 * newer commit is lost.  Nothing tells the two apart, so say so;
+	 * the next commit rewrites the slot.
+	 */
+	tm->sb_damaged = -1;
+	if (!ok[0] || !ok[1]) {
+		tm->sb_damaged = ok[0] ? 1 : 0;
+		log_warn("%s: superblock %d is damaged; the pool opens at "
+			 "transaction %" PRIu64 " from superblock %d (if the "
+			 "pool was not cut off while committing, a later "
+			 "commit is lost)",
+			 tm->dev->name, tm->sb_damaged, s[best].txn, best);
+	}
 	if (ok[0] && ok[1] && memcmp(t[0].uuid, t[1].uuid, 16))
 		log_warn("%s: the two superblocks belong to different pools; "
 			 "using the newer",
@@ -486,6 +505,7 @@ int tm_commit_ranged(struct tm *tm, const struct io_range *data, size_t n)
 	tm->cst.ns_flush += t3 - t2;
 	tm->cst.ns_super += clock_mono_ns() - t3;
 	sm_committed(tm->sm);
+	tm->sb_damaged = -1; /* both slots hold valid superblocks again */
 	tm->com = tm->cur;
 	tm->sb_meta_nodes = st.meta_nodes;
 	tm->sb_meta_chunks = st.meta_chunks;
@@ -538,6 +558,11 @@ void tm_commit_stats(const struct tm *tm, struct tm_commit_stats *out)
 	*out = tm->cst;
 	bc_stats(tm->bc, &b);
 	out->nodes_written = b.writes;
+}
+
+int tm_damaged_superblock(const struct tm *tm)
+{
+	return tm->sb_damaged;
 }
 
 void tm_sb_counters(const struct tm *tm, uint64_t *meta_nodes,

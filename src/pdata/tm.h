@@ -115,6 +115,9 @@ uint64_t tm_txn(const struct tm *tm);		/* the open transaction */
 void tm_sb_counters(const struct tm *tm, uint64_t *meta_nodes,
 		    uint64_t *meta_chunks);
 uint64_t tm_committed_txn(const struct tm *tm); /* tm_txn() - 1 */
+/* The slot (0 or 1) whose superblock did not validate when the store was
+ * opened while the other did, or -1; cleared by the next commit. */
+int tm_damaged_superblock(const struct tm *tm);
 
 /* Root slots and user bytes of the superblock (mutable, committed with
  * the transaction). */

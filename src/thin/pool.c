@@ -1372,6 +1372,12 @@ int tv_pool_check(struct tv_pool *p, void *out_file,
 		if (r < 0)
 			goto out;
 	}
+	if (out_file && tm_damaged_superblock(p->tm) >= 0)
+		fprintf(out_file,
+			"warning: superblock %d was damaged when the pool was "
+			"opened; it is at transaction %" PRIu64 " from the "
+			"other (a later commit, if there was one, is lost)\n",
+			tm_damaged_superblock(p->tm), tm_committed_txn(p->tm));
 	r = vol_check_roots(p, roots, &nr);
 	if (r == 0)
 		r = check_run(p->tm, roots, nr, out_file, 50, &cr);

@@ -153,4 +153,26 @@ EOF2
 else
 	echo "# no working strace: the directory sync of pool create not checked"
 fi
+# ---- one superblock damaged: the pool opens at the other one's (older)
+# transaction, and check says so (a later commit may be lost) until the
+# next commit rewrites the slot ----
+sp=$dir/sb.pool
+expect 0 "$tv" pool create "$sp" --size 64M
+expect 0 "$tv" create "$sp" a --size 1M
+expect 0 "$tv" create "$sp" b --size 1M
+expect 0 "$tv" pool info "$sp" --json
+txn=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["transaction"])' "$dir/out")
+# the newest superblock sits in slot txn % 2 (4 KiB each)
+dd if=/dev/zero of="$sp" bs=512 count=1 seek=$(( (txn % 2) * 8 )) conv=notrunc 2>/dev/null
+expect 0 "$tv" check "$sp"
+grep -q "warning: superblock $((txn % 2)) was damaged" "$dir/out" ||
+	fail "check does not report the damaged superblock: $(cat "$dir/out")"
+grep -q "at transaction $((txn - 1))" "$dir/out" || fail "txn: $(cat "$dir/out")"
+expect 0 "$tv" list "$sp"
+grep -q " a " "$dir/out" && ! grep -q " b " "$dir/out" ||
+	fail "the older transaction holds a only: $(cat "$dir/out")"
+expect 0 "$tv" create "$sp" c --size 1M
+expect 0 "$tv" check "$sp"
+! grep -q "warning: superblock" "$dir/out" ||
+	fail "the warning outlived the commit that rewrote the slot"
 echo "test-pool-cli: ok"
