@@ -1489,6 +1489,15 @@ static int remove_descend(struct bt *b, struct tm_ref *root, struct rm_req *req,
 			if (!r)
 				r = drop_child_whole(b, n, i, ub, is_root, req,
 						     &dropped);
+			if (!r && dropped && is_root && nr_of(n) == 1) {
+				/* rule 5 now, not in a next round: there
+				 * may be none (nothing left in the range),
+				 * and the root would keep one child.  That
+				 * child, not a root, holds min >= 2 entries:
+				 * a valid root. */
+				r = shrink_root(b, root, n);
+				n = NULL;
+			}
 			if (r || dropped)
 				goto out; /* the next round seeks again */
 		}
@@ -1725,7 +1734,10 @@ int btree_remove_hinted(const struct btree_info *info, struct tm_ref *root,
  * Each round finds the first key left in the range and descends to it,
  * dropping whole subtrees to its right that lie inside the range and
  * removing what it can from the leaf (all but min entries).  Restructuring
- * on the way down keeps every node valid between rounds.
+ * on the way down keeps every node valid between rounds, the root too
+ * (rule 5): a round that leaves it one child makes that child the root
+ * before it ends, since no later round may come (the range may be empty
+ * by then).
  *
  * A node may drop children only down to min + 1 (so that the merge below
  * it stays legal); the in-range children it keeps are emptied by later
