@@ -862,6 +862,164 @@ static void test_range_random(uint64_t seed)
 	       (unsigned long long) removals, (unsigned long long) max_h);
 }
 
+/* What btree_release_walk reports, by kind; stops after stop_at calls
+ * (0: never) with 7. */
+struct rw_count {
+	uint64_t alone, shared, values, calls, stop_at;
+};
+
+static int rw_count_fn(void *ctx, uint64_t node, const void *value, bool alone)
+{
+	struct rw_count *c = ctx;
+
+	if (c->stop_at && c->calls >= c->stop_at)
+		return 7;
+	c->calls++;
+	if (value)
+		c->values++;
+	else if (alone)
+		c->alone++;
+	else
+		c->shared++;
+	CHECK(value || node);
+	return 0;
+}
+
+static struct rw_count release_walk(struct env *e,
+				    const struct btree_info *info,
+				    unsigned int slot, int64_t lo)
+{
+	struct rw_count c = {0};
+	uint8_t key[BTREE_MAX_KEY];
+
+	key_of(info, (uint64_t) lo, key);
+	CHECK_OK(btree_release_walk(info, tm_root(e->tm, slot),
+				    lo < 0 ? NULL : key, rw_count_fn, &c));
+	return c;
+}
+
+/*
+ * btree_release_walk reports what btree_del frees (every node of a tree
+ * alone, its values), a shared subtree as one count, and stops when told;
+ * btree_split_root takes a tree apart into valid trees, down to a leaf,
+ * the checker clean after each step, with a clone sharing it all.
+ */
+static void test_release_split(void)
+{
+	const uint64_t n = 2000;
+	struct rw_count c;
+	struct tm_ref kids[32];
+	uint64_t nodes, total, k, pieces = 0;
+	unsigned int h, nr;
+	uint8_t key[BTREE_MAX_KEY], v[BTREE_MAX_VALUE];
+	struct env e;
+
+	env_setup(&e);
+	for (k = 0; k < n; k++)
+		put_n(&e, &e.big, 0, k, k);
+	nodes = commit_check(&e, &e.big, 4);
+	CHECK_OK(btree_height(&e.big, tm_root(e.tm, 0), &h));
+	CHECK(h >= 3);
+	/* alone: every node, every value */
+	c = release_walk(&e, &e.big, 0, -1);
+	CHECK_EQ(c.alone, nodes);
+	CHECK_EQ(c.values, n);
+	CHECK_EQ(c.shared, 0);
+	/* from a key on: the values from there */
+	c = release_walk(&e, &e.big, 0, 1234);
+	CHECK_EQ(c.values, n - 1234);
+	CHECK(c.alone < nodes);
+	/* told to stop */
+	c.stop_at = 5;
+	c.calls = 0;
+	CHECK_EQ(
+	    btree_release_walk(&e.big, tm_root(e.tm, 0), NULL, rw_count_fn, &c),
+	    7);
+	CHECK_EQ(c.calls, 5);
+	/* shared whole: one count */
+	CHECK_OK(btree_clone(&e.big, tm_root(e.tm, 0), tm_root(e.tm, 1)));
+	c = release_walk(&e, &e.big, 0, -1);
+	CHECK(c.calls == 1 && c.shared == 1);
+	c = release_walk(&e, &e.big, 0, 10);
+	CHECK_EQ(c.calls, 0); /* the path is shared: nothing is released */
+	/* one path apart: that path alone (its leaf's values), the rest
+	 * shared subtrees; btree_del frees exactly the nodes reported */
+	key_of(&e.big, 1000, key);
+	val_of(0, 77, v, e.big.value.size);
+	CHECK_OK(btree_update(&e.big, tm_root(e.tm, 1), key, v));
+	nodes = commit_check(&e, &e.big, 4);
+	c = release_walk(&e, &e.big, 0, -1);
+	CHECK_EQ(c.alone, h + 1);
+	CHECK(c.values > 0 && c.values < 16);
+	CHECK(c.shared > 0);
+	CHECK_OK(btree_del(&e.big, tm_root(e.tm, 0)));
+	CHECK_EQ(commit_check(&e, &e.big, 4), nodes - c.alone);
+	/* slot 1 back to slot 0, shared with slot 3 */
+	*tm_root(e.tm, 0) = *tm_root(e.tm, 1);
+	tm_root(e.tm, 1)->blocknr = 0;
+	tm_root(e.tm, 1)->gen = 0;
+	CHECK_OK(btree_clone(&e.big, tm_root(e.tm, 0), tm_root(e.tm, 3)));
+	commit_check(&e, &e.big, 4);
+
+	/* split slot 0, then its last child, and so on down to a leaf:
+	 * the last child kept in slot 2 and checked, the others released */
+	total = n;
+	CHECK_ERR(btree_split_root(&e.big, tm_root(e.tm, 2), kids, 32, &nr),
+		  -EINVAL);
+	*tm_root(e.tm, 2) = *tm_root(e.tm, 0);
+	*tm_root(e.tm, 0) = (struct tm_ref){0, 0};
+	for (;;) {
+		uint64_t last = 0;
+
+		CHECK_OK(btree_height(&e.big, tm_root(e.tm, 2), &h));
+		if (!h)
+			break;
+		CHECK_ERR(
+		    btree_split_root(&e.big, tm_root(e.tm, 2), kids, 1, &nr),
+		    -EINVAL);
+		CHECK_OK(
+		    btree_split_root(&e.big, tm_root(e.tm, 2), kids, 32, &nr));
+		CHECK(nr >= 2);
+		CHECK_EQ(tm_root(e.tm, 2)->blocknr, 0);
+		for (unsigned int i = 0; i < nr; i++) {
+			struct btree_cursor cur;
+			uint64_t m;
+
+			/* each a tree, in key order */
+			CHECK_OK(btree_count(&e.big, &kids[i], &m));
+			CHECK_OK(
+			    btree_cursor_seek(&e.big, &kids[i], NULL, &cur));
+			CHECK(cur.valid);
+			CHECK(!i || get_be64(btree_cursor_key(&cur)) >= last);
+			btree_cursor_close(&cur);
+			if (i + 1 < nr) {
+				CHECK_OK(btree_del(&e.big, &kids[i]));
+				total -= m;
+			}
+			last = m;
+		}
+		*tm_root(e.tm, 2) = kids[nr - 1];
+		/* the last child a tree the checker finds sound (rule 5
+		 * too), the other pieces released, the clone untouched */
+		commit_check(&e, &e.big, 4);
+		CHECK_EQ(count(&e, &e.big, 2), total);
+		CHECK_EQ(count(&e, &e.big, 3), n);
+		pieces += nr;
+	}
+	CHECK_ERR(btree_split_root(&e.big, tm_root(e.tm, 2), kids, 32, &nr),
+		  -EINVAL);
+	/* what is left is the last keys */
+	for (k = 0; k < n; k++)
+		expect(&e, &e.big, 2, k,
+		       k >= n - total ? (k == 1000 ? 77 : k) : ~0ull);
+	CHECK_OK(btree_del(&e.big, tm_root(e.tm, 2)));
+	CHECK_OK(btree_del(&e.big, tm_root(e.tm, 3)));
+	CHECK_EQ(commit_check(&e, &e.big, 4), 0);
+	printf("release walk and root splits: %llu pieces\n",
+	       (unsigned long long) pieces);
+	env_teardown(&e);
+}
+
 /* Clone, then change each side: the other must not see it. */
 static void test_clone(void)
 {
@@ -1364,6 +1522,7 @@ int main(void)
 	test_remove_shared_prefix();
 	test_range_root();
 	test_range_random(tseed("test-btree"));
+	test_release_split();
 	test_clone();
 	test_value_refs();
 	test_persist_abort();
