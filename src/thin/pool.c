@@ -39,7 +39,9 @@
  *      a batch that hit -ENOSPC tries again after it), and closing a pool
  *      that this process changed reclaims CLOSE_BUDGET more
  *      (tv_pool_close), so that commands run without the daemon free
- *      space too, a bounded amount each.
+ *      space too, a bounded amount each.  The blocks it frees leave the
+ *      user area's reclaimable (volume.c, rule 6), which is 0 once
+ *      DEFERRED is empty.
  *
  * Syncs.  Linux reports a writeback error of a file once, to the first
  * sync of it that looks (fdatasync, sync_file_range, an RWF_DSYNC
@@ -953,12 +955,11 @@ static int reclaim_fits(struct tv_pool *p, const struct tm_ref *map,
 static int reclaim_one(struct tv_pool *p, uint64_t budget, uint64_t *used)
 {
 	struct tm_ref *droot = tm_root(p->tm, SLOT_DEFERRED);
-	struct disk_pool_user *u = pool_user(p);
 	struct btree_cursor c;
 	uint8_t key[8], hi[8];
 	struct disk_ref dref;
 	struct tm_ref map;
-	uint64_t n, removed = 0;
+	uint64_t n;
 	bool have_hi, fits = false, found = false;
 	int r;
 
@@ -1012,7 +1013,7 @@ static int reclaim_one(struct tv_pool *p, uint64_t budget, uint64_t *used)
 	if (have_hi) {
 		/* The mapping tree may be shared with a snapshot's: cut a
 		 * private copy of the path, never the other's nodes. */
-		r = btree_remove_range(&p->map, &map, NULL, hi, &removed);
+		r = btree_remove_range(&p->map, &map, NULL, hi, NULL);
 		if (r == 0) {
 			ref_to_disk(&dref, &map);
 			r = btree_update(&p->deferred, droot, key, &dref);
@@ -1023,15 +1024,10 @@ static int reclaim_one(struct tv_pool *p, uint64_t budget, uint64_t *used)
 		r = btree_remove(&p->deferred, droot, key, NULL);
 		if (r == 0)
 			r = btree_del(&p->map, &map);
-		removed = n;
 	}
 	sm_set_reserve_mode(tm_sm(p->tm), false);
 	if (r < 0)
 		return r;
-	{
-		uint64_t rec = le64_to_cpu(u->reclaimable);
-		u->reclaimable = cpu_to_le64(rec > removed ? rec - removed : 0);
-	}
 	p->dirty = true;
 	*used = MAX(n, 1);
 	return 0;
@@ -1039,17 +1035,36 @@ static int reclaim_one(struct tv_pool *p, uint64_t budget, uint64_t *used)
 
 int pool_reclaim_locked(struct tv_pool *p, uint64_t budget)
 {
+	struct disk_pool_user *u = pool_user(p);
+
 	while (budget && !p->read_only &&
 	       tm_root(p->tm, SLOT_DEFERRED)->blocknr) {
-		uint64_t used;
-		int r = reclaim_one(p, budget, &used);
+		struct sm_stats s0, s1;
+		uint64_t used, rec;
+		int r;
 
+		sm_get_stats(tm_sm(p->tm), &s0);
+		r = reclaim_one(p, budget, &used);
 		if (r < 0) {
 			/* a metadata error: the transaction is lost */
 			pool_abort_locked(p);
 			pool_set_read_only(p, r, "reclaim failed");
 			return tv_err(r, "%s: reclaim failed: %s", p->path,
 				      strerror(-r));
+		}
+		/* the blocks it freed are reclaimable no more (the figure
+		 * is a lower bound: volume.c, rule 6) */
+		sm_get_stats(tm_sm(p->tm), &s1);
+		rec = le64_to_cpu(u->reclaimable);
+		if (s1.pending_free > s0.pending_free)
+			rec -= MIN(rec, s1.pending_free - s0.pending_free);
+		/* nothing deferred, nothing to come (also for a figure that
+		 * older versions counted otherwise) */
+		if (!tm_root(p->tm, SLOT_DEFERRED)->blocknr)
+			rec = 0;
+		if (rec != le64_to_cpu(u->reclaimable)) {
+			u->reclaimable = cpu_to_le64(rec);
+			p->dirty = true;
 		}
 		if (!used) {
 			/* rule 2: commit what there is, then go on; with
@@ -1152,7 +1167,11 @@ int tv_pool_info(struct tv_pool *p, struct tv_pool_info *out)
 	out->used = st.data_used * bs;
 	out->free = st.allocatable * bs;
 	out->metadata = st.meta_chunks * bs;
-	out->reclaimable = le64_to_cpu(u->reclaimable) * bs;
+	/* volume.c, rule 6: at most what reclaim will free, so never more
+	 * than the data blocks in use (a damaged or crafted counter) */
+	out->reclaimable = MIN(le64_to_cpu(u->reclaimable),
+			       st.data_used - MIN(st.data_used, st.meta_chunks)) *
+			   bs;
 	out->nr_volumes = le64_to_cpu(u->nr_volumes);
 	out->next_id = le64_to_cpu(u->next_id);
 	out->transaction = tm_committed_txn(p->tm);

@@ -65,7 +65,8 @@ struct disk_pool_user {
 	uint64_t epoch;		  /* le64: snapshot epoch counter */
 	uint64_t nr_volumes;	  /* le64 */
 	uint64_t deferred_seq;	  /* le64: next DEFERRED key */
-	uint64_t reclaimable;	  /* le64: blocks held by DEFERRED trees */
+	uint64_t reclaimable;	  /* le64: blocks reclaim will free, at
+				   * least (volume.c, rule 6) */
 	uint32_t blob_size;	  /* le32: fixed at creation */
 	uint32_t flags;		  /* le32: POOL_F_* */
 	uint8_t magic[8];	  /* "tvengine" */
