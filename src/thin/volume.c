@@ -15,7 +15,8 @@
  *      unique even across a restore of an older copy of the pool.
  *   4. A VOLS value holds one reference to its mapping tree; a DEFERRED
  *      value holds one reference to a mapping tree being freed (a deleted
- *      volume's, or the part a shrink cut off).
+ *      volume's, the part a shrink cut off, or a subtree of one of those
+ *      that reclaim split off: pool.c, rule 3).
  *   5. An operation writes no byte that the committed state shows: every
  *      change is in the transaction, so a failed batch or a crash before
  *      the commit leaves every volume as it was.  So a shrink writes
@@ -1151,9 +1152,11 @@ static int apply_op(struct tv_pool *p, struct tv_op *op);
 /*
  * Pool.c, rule 2: whether op fits what the transaction can still commit.
  * A batch is one transaction and cannot commit a part of itself first:
- * no room is -ENOSPC, before the op changes anything.  A delete or a
- * shrink frees space: it may use the reserve (*freeing: run it in
- * reserve mode).  The tables' changes are bounded from their heights
+ * no room is -ENOSPC, before the op changes anything.  A delete frees
+ * space, and so does a shrink whose cut holds at least what it takes
+ * alone: they may use the reserve down to the free floor (*freeing: run
+ * them in reserve mode); a shrink whose cut others share (a snapshot's)
+ * leaves the reserve, as metadata does.  The tables' changes are bounded from their heights
  * (probe_table); a shrink's split of the mapping tree (shrink_locked) is
  * read from its path, every node on it counted as shared (it is, after
  * the clone); a grow that must copy its tail block is checked where it
@@ -1230,8 +1233,24 @@ static int op_room_locked(struct tv_pool *p, const struct tv_op *op,
 					       true);
 			if (r == 0)
 				r = probe_table(&q, SLOT_DEFERRED, 1);
+			/* Into the reserve only if what the shrink cuts off
+			 * frees at least the nodes it may take, once reclaim
+			 * has done it (pool.c, rule 2).  A volume never
+			 * snapshotted holds everything alone; a snapshot's
+			 * cut, shared with its origin, frees nothing. */
+			kind = SM_ROOM_FREE;
+			if (r == 0 && le64_to_cpu(v.snap_epoch)) {
+				struct alone a;
+
+				r = tree_alone(p, &root, k, ALONE_LIMIT,
+					       q.nodes, &a);
+				if (r == 0 &&
+				    a.nodes + a.blocks * (p->block_size /
+							  PD_NODE_SIZE) <
+					    q.nodes)
+					kind = SM_ROOM_META;
+			}
 		}
-		kind = SM_ROOM_FREE;
 		break;
 	}
 	fits = r == 0 && probe_room(&q, kind, 0);
