@@ -1156,11 +1156,11 @@ static int apply_op(struct tv_pool *p, struct tv_op *op);
  * space, and so does a shrink whose cut holds at least what it takes
  * alone: they may use the reserve down to the free floor (*freeing: run
  * them in reserve mode); a shrink whose cut others share (a snapshot's)
- * leaves the reserve, as metadata does.  The tables' changes are bounded from their heights
- * (probe_table); a shrink's split of the mapping tree (shrink_locked) is
- * read from its path, every node on it counted as shared (it is, after
- * the clone); a grow that must copy its tail block is checked where it
- * allocates it (vio.c, rule 9).
+ * leaves the reserve, as metadata does.  The tables' changes are bounded
+ * from their heights (probe_table); a shrink's split of the mapping tree
+ * (shrink_locked) is read from its path, every node on it counted as
+ * shared (it is, after the clone); a grow that must copy its tail block
+ * is checked where it allocates it (vio.c, rule 9).
  */
 static int op_room_locked(struct tv_pool *p, const struct tv_op *op,
 			  bool *freeing)
