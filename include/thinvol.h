@@ -97,7 +97,15 @@ struct tv_pool_info {
 	uint64_t used;		/* bytes in use (data and metadata) */
 	uint64_t free;		/* bytes allocatable now */
 	uint64_t metadata;	/* bytes of metadata chunks */
-	uint64_t reclaimable;	/* bytes held by deletes still in progress */
+	uint64_t reclaimable;	/* bytes that freeing deleted volumes and
+				 * shrinks' cuts will still give back, at
+				 * least: blocks they held alone (no
+				 * snapshot or other volume maps them),
+				 * all of a volume never snapshotted, of a
+				 * snapshotted one what a bounded walk of
+				 * its tree found; at most used; 0 when
+				 * nothing is left to free
+				 * (docs/cli.md, pool info) */
 	uint64_t nr_volumes;
 	uint64_t next_id;
 	uint64_t transaction;
@@ -239,7 +247,7 @@ int tv_vol_snapshot(struct tv_pool *pool, uint64_t origin, const char *name,
 		    uint32_t flags, const void *blob, size_t blob_len,
 		    uint64_t *id);
 /* Returns at once; the blocks are freed by later transactions and show as
- * reclaimable meanwhile. */
+ * reclaimable meanwhile (those the volume held alone). */
 int tv_vol_delete(struct tv_pool *pool, uint64_t id);
 int tv_vol_rename(struct tv_pool *pool, uint64_t id, const char *name);
 /* Grow or shrink; shrinking frees the blocks past the end. */

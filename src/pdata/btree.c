@@ -1489,6 +1489,15 @@ static int remove_descend(struct bt *b, struct tm_ref *root, struct rm_req *req,
 			if (!r)
 				r = drop_child_whole(b, n, i, ub, is_root, req,
 						     &dropped);
+			if (!r && dropped && is_root && nr_of(n) == 1) {
+				/* rule 5 now, not in a next round: there
+				 * may be none (nothing left in the range),
+				 * and the root would keep one child.  That
+				 * child, not a root, holds min >= 2 entries:
+				 * a valid root. */
+				r = shrink_root(b, root, n);
+				n = NULL;
+			}
 			if (r || dropped)
 				goto out; /* the next round seeks again */
 		}
@@ -1725,7 +1734,10 @@ int btree_remove_hinted(const struct btree_info *info, struct tm_ref *root,
  * Each round finds the first key left in the range and descends to it,
  * dropping whole subtrees to its right that lie inside the range and
  * removing what it can from the leaf (all but min entries).  Restructuring
- * on the way down keeps every node valid between rounds.
+ * on the way down keeps every node valid between rounds, the root too
+ * (rule 5): a round that leaves it one child makes that child the root
+ * before it ends, since no later round may come (the range may be empty
+ * by then).
  *
  * A node may drop children only down to min + 1 (so that the merge below
  * it stays legal); the in-range children it keeps are emptied by later
@@ -1825,6 +1837,146 @@ int btree_del(const struct btree_info *info, struct tm_ref *root)
 	}
 	root->blocknr = 0;
 	root->gen = 0;
+	return 0;
+}
+
+/* release_walk below ref (btree_release_walk's rules); level as for
+ * node_read. */
+static int release_walk(struct bt *b, const struct tm_ref *ref, int level,
+			btree_release_fn fn, void *ctx)
+{
+	struct bc_node *n;
+	uint32_t count;
+	int r = tm_node_count(b->tm, ref->blocknr, &count);
+
+	if (r)
+		return r;
+	/* release_tree reads a node only when this is its last reference,
+	 * and a leaf only when its values hold references */
+	if (count != 1 || (level == 0 && !b->info->value.dec))
+		return fn(ctx, ref->blocknr, NULL, count == 1);
+	r = fn(ctx, ref->blocknr, NULL, true);
+	if (r)
+		return r;
+	r = node_read(b, ref, level, &n);
+	if (r)
+		return r;
+	for (unsigned int i = 0; i < nr_of(n) && !r; i++) {
+		if (is_leaf(n)) {
+			if (b->info->value.dec)
+				r = fn(ctx, 0, val_at(b, n, i), true);
+		} else {
+			struct tm_ref cref;
+
+			child_ref(b, n, i, &cref);
+			r = cref.blocknr
+				? release_walk(b, &cref, (int) level_of(n) - 1,
+					       fn, ctx)
+				: null_ref(n, i);
+		}
+	}
+	tm_put(b->tm, n);
+	return r;
+}
+
+int btree_release_walk(const struct btree_info *info, const struct tm_ref *root,
+		       const void *lo, btree_release_fn fn, void *ctx)
+{
+	struct bc_node *n, *c;
+	unsigned int i, pos;
+	uint32_t count;
+	bool found;
+	struct bt b;
+	int r = bt_init(&b, info);
+
+	if (r || !root->blocknr)
+		return r;
+	if (!lo)
+		return release_walk(&b, root, -1, fn, ctx);
+	/* the path to lo is changed, not released; below a node on it that
+	 * another tree shares, nothing is released (the copy takes a
+	 * reference to what the removal drops) */
+	r = node_read(&b, root, -1, &n);
+	if (r)
+		return r;
+	for (;;) {
+		r = tm_node_count(b.tm, n->blocknr, &count);
+		if (r || count != 1)
+			break;
+		if (is_leaf(n)) {
+			pos = lower_bound(&b, n, lo, &found);
+			for (i = pos; i < nr_of(n) && !r && info->value.dec;
+			     i++)
+				r = fn(ctx, 0, val_at(&b, n, i), true);
+			break;
+		}
+		pos = child_index(&b, n, lo);
+		for (i = pos + 1; i < nr_of(n) && !r; i++) {
+			struct tm_ref cref;
+
+			child_ref(&b, n, i, &cref);
+			r = cref.blocknr
+				? release_walk(&b, &cref, (int) level_of(n) - 1,
+					       fn, ctx)
+				: null_ref(n, i);
+		}
+		if (r)
+			break;
+		r = child_read(&b, n, pos, &c);
+		if (r)
+			break;
+		tm_put(b.tm, n);
+		n = c;
+	}
+	tm_put(b.tm, n);
+	return r;
+}
+
+int btree_split_root(const struct btree_info *info, struct tm_ref *root,
+		     struct tm_ref *out, unsigned int max, unsigned int *nr)
+{
+	struct bc_node *n;
+	unsigned int k = 0;
+	uint32_t count;
+	bool leaf;
+	struct bt b;
+	int r = bt_init(&b, info);
+
+	if (r)
+		return r;
+	if (!root->blocknr)
+		return -EINVAL;
+	r = node_read(&b, root, -1, &n);
+	if (r)
+		return r;
+	leaf = is_leaf(n);
+	if (!leaf)
+		k = nr_of(n);
+	for (unsigned int i = 0; i < k && i < max && !r; i++) {
+		child_ref(&b, n, i, &out[i]);
+		if (!out[i].blocknr)
+			r = null_ref(n, i);
+	}
+	/* out holds the references now: copied before the node may go */
+	tm_put(b.tm, n);
+	if (r)
+		return r;
+	if (leaf || k > max)
+		return -EINVAL;
+	/* a root still shared: the new trees are owners of its children
+	 * too; else its references move to them */
+	r = tm_node_count(b.tm, root->blocknr, &count);
+	for (unsigned int i = 0; !r && count > 1 && i < k; i++)
+		r = tm_inc_node(b.tm, out[i].blocknr);
+	if (!r)
+		r = tm_dec_node(b.tm, root->blocknr, &count);
+	if (r) {
+		tm_poison(b.tm, r);
+		return r;
+	}
+	root->blocknr = 0;
+	root->gen = 0;
+	*nr = k;
 	return 0;
 }
 

@@ -153,6 +153,38 @@ int btree_clone(const struct btree_info *info, const struct tm_ref *root,
  * and value reference no other tree shares. */
 int btree_del(const struct btree_info *info, struct tm_ref *root);
 
+/*
+ * What btree_del would release (lo NULL), or a removal of every key from
+ * lo on: fn is called, in key order, for every reference count that drops
+ * with it: a node's (node, value NULL; alone: this was its last reference,
+ * so the node is freed and what it references is reported next) and a
+ * value's (node 0, alone true; the value's bytes borrowed for the call).
+ * A subtree that another tree shares is one call (its root, alone false),
+ * never read.  With lo, the path to lo is not reported (it is copied, not
+ * released), nor anything below a node on it that another tree shares
+ * (the copy keeps what the removal drops).  fn's first non-zero return
+ * stops the walk and is returned.  Changes nothing; reads what it reports
+ * as alone: a caller that bounds fn's calls bounds the reads.
+ */
+typedef int (*btree_release_fn)(void *ctx, uint64_t node, const void *value,
+				bool alone);
+int btree_release_walk(const struct btree_info *info, const struct tm_ref *root,
+		       const void *lo, btree_release_fn fn, void *ctx);
+
+/*
+ * Take an internal root apart: out[0 .. *nr) receive its children, in key
+ * order, each now a tree of its own that the caller owns one reference
+ * to (a node below the root holds min >= 2 entries: a valid root), and
+ * this reference to the root is dropped (*root becomes empty).  Reads
+ * the root only: a root this reference holds alone is freed and its
+ * children's counts stay as they are; a shared one gives each child a
+ * reference more.  -EINVAL for a leaf, the empty tree, or a root of more
+ * than max children (nothing changed).  For freeing a big tree a piece
+ * at a time, each piece a tree.
+ */
+int btree_split_root(const struct btree_info *info, struct tm_ref *root,
+		     struct tm_ref *out, unsigned int max, unsigned int *nr);
+
 /* Number of entries (reads every leaf: O(n)). */
 int btree_count(const struct btree_info *info, const struct tm_ref *root,
 		uint64_t *count);

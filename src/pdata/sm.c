@@ -1972,13 +1972,25 @@ uint64_t sm_commit_need(const struct sm *sm)
 	return commit_blocks(sm, need_nodes(sm, 0));
 }
 
+/* sm_room's free floor (sm.h): a step of SM_FREE_FLOOR_NODES nodes and
+ * the commit of SM_FREE_FLOOR_WINDOWS windows, from a fresh transaction. */
+static uint64_t free_floor(const struct sm *sm)
+{
+	uint64_t f =
+	    DIV_ROUND_UP(SM_FREE_FLOOR_NODES, sm->npc) +
+	    commit_blocks(sm, 2 * SM_FREE_FLOOR_WINDOWS + NEED_SLACK_NODES);
+
+	return MIN(f, sm->reserve / 2);
+}
+
 bool sm_room(const struct sm *sm, enum sm_room kind, uint64_t blocks,
 	     uint64_t nodes, uint64_t windows)
 {
 	uint64_t a = allocatable(sm), floor, step, all;
 
-	floor = kind == SM_ROOM_DATA  ? 2 * sm->reserve
+	floor = kind == SM_ROOM_DATA   ? 2 * sm->reserve
 		: kind == SM_ROOM_META ? sm->reserve
+		: kind == SM_ROOM_FREE ? free_floor(sm)
 				       : 0;
 	/* what the change takes must leave its floor; what it and then the
 	 * commit take must be there */

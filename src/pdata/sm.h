@@ -117,13 +117,25 @@ bool sm_window_known(const struct sm *sm, uint64_t key);
  * transaction has not touched yet (a count per change bounds it), can
  * be made now and the open transaction still commit, while leaving the
  * allocatable blocks that kind must leave:
- *   SM_ROOM_DATA  twice the reserve (writes that need new blocks)
- *   SM_ROOM_META  the reserve (metadata that does not free space)
- *   SM_ROOM_FREE  nothing beyond the commit (steps that free space; they
- *                 run in reserve mode)
+ *   SM_ROOM_DATA     twice the reserve (writes that need new blocks)
+ *   SM_ROOM_META     the reserve (metadata that does not free space)
+ *   SM_ROOM_FREE     the free floor (below): changes that free at least
+ *                    what they take, at their commit or when the engine's
+ *                    background freeing has done what they handed it;
+ *                    they run in reserve mode
+ *   SM_ROOM_RECLAIM  nothing beyond the commit: the steps of that
+ *                    background freeing, each of which fits the free
+ *                    floor from a fresh transaction (SM_FREE_FLOOR_*)
  * false: commit first, or refuse the change (-ENOSPC).  O(1).
+ *
+ * The free floor is SM_FREE_FLOOR_NODES nodes' worth of blocks and their
+ * commit (from a fresh transaction: SM_FREE_FLOOR_WINDOWS windows), but
+ * at most half the reserve (so that on the smallest pools deletes still
+ * have room beside the metadata's floor).
  */
-enum sm_room { SM_ROOM_DATA, SM_ROOM_META, SM_ROOM_FREE };
+enum sm_room { SM_ROOM_DATA, SM_ROOM_META, SM_ROOM_FREE, SM_ROOM_RECLAIM };
+#define SM_FREE_FLOOR_NODES   96u
+#define SM_FREE_FLOOR_WINDOWS 64u
 bool sm_room(const struct sm *sm, enum sm_room kind, uint64_t blocks,
 	     uint64_t nodes, uint64_t windows);
 

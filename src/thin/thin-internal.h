@@ -11,6 +11,7 @@
  *   slot 3  BLOBS     id (be64), chunk (be16)     -> blob bytes
  *   slot 4  DEFERRED  sequence (be64)             -> struct disk_ref of a
  *                                                    mapping tree being freed
+ *                                                    (or a piece of one)
  *   per volume: MAP   virtual block (be64)        -> struct disk_mapping
  *
  * The superblock's user bytes hold struct disk_pool_user.
@@ -65,7 +66,8 @@ struct disk_pool_user {
 	uint64_t epoch;		  /* le64: snapshot epoch counter */
 	uint64_t nr_volumes;	  /* le64 */
 	uint64_t deferred_seq;	  /* le64: next DEFERRED key */
-	uint64_t reclaimable;	  /* le64: blocks held by DEFERRED trees */
+	uint64_t reclaimable;	  /* le64: blocks reclaim will free, at
+				   * least (volume.c, rule 6) */
 	uint32_t blob_size;	  /* le32: fixed at creation */
 	uint32_t flags;		  /* le32: POOL_F_* */
 	uint8_t magic[8];	  /* "tvengine" */
@@ -192,12 +194,10 @@ void pool_set_damaged(struct tv_pool *p, const char *what);
  * failure the error is recorded, and whoever next holds meta_lock and
  * would declare a sync or commit done makes the pool read-only instead. */
 int pool_sync_unlocked(struct tv_pool *p, const struct io_range *r, size_t n);
-/* Free some of the DEFERRED trees (bounded work); meta_lock held. */
-int pool_reclaim_locked(struct tv_pool *p, uint64_t budget_blocks);
-/* Free some of the DEFERRED trees: at most budget mappings, in pieces
- * that fit what the commit can take (pool.c, rules 2 and 3), committing
- * between pieces when the room runs out.  meta_lock held; dropped while
- * it commits. */
+/* Free some of the DEFERRED trees, the last first: steps that change at
+ * most budget reference counts in all, each one what the commit can take
+ * (pool.c, rules 2 and 3), committing between steps when the room runs
+ * out.  meta_lock held; dropped while it commits. */
 int pool_reclaim_locked(struct tv_pool *p, uint64_t budget);
 /* Rule 2 of pool.c: whether a change of kind that allocates at most
  * blocks data blocks and nodes metadata nodes and changes at most counts
@@ -227,9 +227,14 @@ int probe_path(struct room_probe *q, const struct btree_info *info,
 	       const struct tm_ref *root, const void *key, bool shared,
 	       bool leaf);
 void probe_add(struct room_probe *q, uint64_t nodes, uint64_t windows);
+/* A count that changes at key of the space map's tree (a data block, or
+ * SM_KEY_META | node): a window, unless one is counted there already. */
+void probe_key(struct room_probe *q, uint64_t key);
 /* n changes of the table in root slot slot (never shared): a path of
  * its height each, every node on it a window of its own. */
 int probe_table(struct room_probe *q, unsigned int slot, uint64_t n);
+/* n inserts, in order, of keys past the last one of the table in slot. */
+int probe_table_append(struct room_probe *q, unsigned int slot, uint64_t n);
 bool probe_room(struct room_probe *q, enum sm_room kind, uint64_t blocks);
 /* Rule 2 of pool.c: there was no room; make some: commit the open
  * transaction, or when it holds nothing, free a piece of the deleted

@@ -15,7 +15,8 @@
  *      unique even across a restore of an older copy of the pool.
  *   4. A VOLS value holds one reference to its mapping tree; a DEFERRED
  *      value holds one reference to a mapping tree being freed (a deleted
- *      volume's, or the part a shrink cut off).
+ *      volume's, the part a shrink cut off, or a subtree of one of those
+ *      that reclaim split off: pool.c, rule 3).
  *   5. An operation writes no byte that the committed state shows: every
  *      change is in the transaction, so a failed batch or a crash before
  *      the commit leaves every volume as it was.  So a shrink writes
@@ -24,6 +25,16 @@
  *      Nothing reads there (I/O stays inside the size), and a grow zeroes
  *      them first (grow_locked), in place only where the committed state
  *      cannot show them.
+ *   6. The user area's reclaimable is at most the data blocks that reclaim
+ *      will still free (pool.c, rule 3): a delete or shrink adds the
+ *      blocks that the tree it hands to DEFERRED holds alone (no other
+ *      mapping, live or deferred, shares them: tree_alone), and reclaim
+ *      takes off every block it frees, down to 0.  Nothing can share a
+ *      deferred tree's blocks later, so what was counted is freed; what
+ *      others shared at the time and reclaim frees when they are gone
+ *      too was never counted (it may take off more than the tree added,
+ *      hence the floor at 0).  So the figure never exceeds what is to
+ *      come, and never counts a block twice.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -93,6 +104,97 @@ static void map_check(void *ctx, const void *value, struct check *ck)
 {
 	(void)ctx;
 	check_data_ref(ck, get_le64(value));
+}
+
+/*
+ * What the tree at root holds alone from key lo on (lo NULL: all of it):
+ * the nodes no other tree shares, and in them the mappings of blocks no
+ * other mapping shares: what removing that part frees, once reclaim has
+ * done it (btree_release_walk).  Looks at limit counts at most, and
+ * stops once nodes + blocks * (nodes a block holds) reach enough (0: no
+ * such stop); the figures are lower bounds then.  Reads what it counts:
+ * O(limit).
+ */
+#define ALONE_LIMIT 16384 /* counts a delete or shrink looks at (rule 6) */
+
+struct alone {
+	struct tv_pool *p;
+	uint64_t nodes, blocks;
+	uint64_t refs, limit, enough;
+};
+
+static int alone_count(void *ctx, uint64_t node, const void *value,
+		       bool alone)
+{
+	struct alone *a = ctx;
+	uint32_t count;
+	int r;
+
+	(void)node;
+	if (a->refs >= a->limit)
+		return 1;
+	a->refs++;
+	if (!value) {
+		a->nodes += alone;
+	} else {
+		r = sm_block_count(tm_sm(a->p->tm), get_le64(value), &count);
+		if (r < 0)
+			return r;
+		a->blocks += count == 1;
+	}
+	if (a->enough &&
+	    a->nodes + a->blocks * (a->p->block_size / PD_NODE_SIZE) >=
+		    a->enough)
+		return 1;
+	return 0;
+}
+
+static int tree_alone(struct tv_pool *p, const struct tm_ref *root,
+		      const uint8_t *lo, uint64_t limit, uint64_t enough,
+		      struct alone *out)
+{
+	int r;
+
+	memset(out, 0, sizeof(*out));
+	out->p = p;
+	out->limit = limit;
+	out->enough = enough;
+	r = btree_release_walk(&p->map, root, lo, alone_count, out);
+	return r < 0 ? r : 0;
+}
+
+/*
+ * Rule 6: what a tree handed to DEFERRED adds to reclaimable: the blocks
+ * of v's tree from lo on (NULL: all) that it holds alone.  A volume never
+ * snapshotted holds all its blocks alone: mapped, which the caller knows
+ * (a delete: v.mapped; a shrink: what it cut).  Else they are counted, a
+ * delete's up to ALONE_LIMIT counts (a delete stays a bounded step; the
+ * rest of a big tree is not counted), a shrink's all (it reads what it
+ * cuts anyway, to count the mappings the volume loses).
+ */
+static int reclaimable_of(struct tv_pool *p, const struct disk_volume *v,
+			  const uint8_t *lo, uint64_t mapped, uint64_t *out)
+{
+	struct tm_ref root;
+	struct alone a;
+	int r;
+
+	if (!le64_to_cpu(v->snap_epoch)) {
+		*out = mapped;
+		return 0;
+	}
+	ref_from_disk(&root, &v->map_root);
+	r = tree_alone(p, &root, lo, lo ? UINT64_MAX : ALONE_LIMIT, 0, &a);
+	if (r == 0)
+		*out = a.blocks;
+	return r;
+}
+
+static void add_reclaimable(struct tv_pool *p, uint64_t blocks)
+{
+	struct disk_pool_user *u = pool_user(p);
+
+	u->reclaimable = cpu_to_le64(le64_to_cpu(u->reclaimable) + blocks);
 }
 
 void pool_init_infos(struct tv_pool *p)
@@ -838,7 +940,7 @@ static int op_delete(struct tv_pool *p, struct tv_op *op)
 	struct disk_pool_user *u = pool_user(p);
 	uint8_t k[8], blob[TV_BLOB_MAX];
 	struct disk_volume v;
-	uint64_t seq;
+	uint64_t seq, alone;
 	int r;
 
 	r = vol_lookup_locked(p, op->id, &v);
@@ -861,10 +963,12 @@ static int op_delete(struct tv_pool *p, struct tv_op *op)
 	u->nr_volumes = cpu_to_le64(le64_to_cpu(u->nr_volumes) - 1);
 	if (!v.map_root.blocknr)
 		return 0;
+	r = reclaimable_of(p, &v, NULL, le64_to_cpu(v.mapped), &alone);
+	if (r < 0)
+		return r;
+	add_reclaimable(p, alone);
 	seq = le64_to_cpu(u->deferred_seq);
 	u->deferred_seq = cpu_to_le64(seq + 1);
-	u->reclaimable = cpu_to_le64(le64_to_cpu(u->reclaimable) +
-				     le64_to_cpu(v.mapped));
 	put_be64(k, seq);
 	return btree_insert(&p->deferred, tm_root(p->tm, SLOT_DEFERRED), k,
 			    &v.map_root);
@@ -939,6 +1043,7 @@ static int shrink_locked(struct tv_pool *p, struct disk_volume *v,
 {
 	struct disk_pool_user *u = pool_user(p);
 	uint64_t first = DIV_ROUND_UP(size, p->block_size), cut_n = 0, seq;
+	uint64_t alone = 0;
 	struct tm_ref root, cut;
 	struct btree_cursor c;
 	struct disk_ref dref;
@@ -953,18 +1058,22 @@ static int shrink_locked(struct tv_pool *p, struct disk_volume *v,
 	btree_cursor_close(&c);
 	if (r < 0 || !any)
 		return r;
-	r = btree_clone(&p->map, &root, &cut);
+	/* rule 6, before the split (after it the two trees share the path
+	 * to the cut) */
+	r = reclaimable_of(p, v, lo, 0, &alone);
+	if (r == 0)
+		r = btree_clone(&p->map, &root, &cut);
 	if (r == 0)
 		r = btree_remove_range(&p->map, &cut, NULL, lo, NULL);
 	if (r == 0)
 		r = btree_remove_range(&p->map, &root, lo, NULL, &cut_n);
 	if (r < 0)
 		return r;
+	add_reclaimable(p, le64_to_cpu(v->snap_epoch) ? alone : cut_n);
 	ref_to_disk(&v->map_root, &root);
 	v->mapped = cpu_to_le64(le64_to_cpu(v->mapped) - cut_n);
 	seq = le64_to_cpu(u->deferred_seq);
 	u->deferred_seq = cpu_to_le64(seq + 1);
-	u->reclaimable = cpu_to_le64(le64_to_cpu(u->reclaimable) + cut_n);
 	put_be64(k, seq);
 	ref_to_disk(&dref, &cut);
 	return btree_insert(&p->deferred, tm_root(p->tm, SLOT_DEFERRED), k,
@@ -1043,13 +1152,15 @@ static int apply_op(struct tv_pool *p, struct tv_op *op);
 /*
  * Pool.c, rule 2: whether op fits what the transaction can still commit.
  * A batch is one transaction and cannot commit a part of itself first:
- * no room is -ENOSPC, before the op changes anything.  A delete or a
- * shrink frees space: it may use the reserve (*freeing: run it in
- * reserve mode).  The tables' changes are bounded from their heights
- * (probe_table); a shrink's split of the mapping tree (shrink_locked) is
- * read from its path, every node on it counted as shared (it is, after
- * the clone); a grow that must copy its tail block is checked where it
- * allocates it (vio.c, rule 9).
+ * no room is -ENOSPC, before the op changes anything.  A delete frees
+ * space, and so does a shrink whose cut holds at least what it takes
+ * alone: they may use the reserve down to the free floor (*freeing: run
+ * them in reserve mode); a shrink whose cut others share (a snapshot's)
+ * leaves the reserve, as metadata does.  The tables' changes are bounded
+ * from their heights (probe_table); a shrink's split of the mapping tree
+ * (shrink_locked) is read from its path, every node on it counted as
+ * shared (it is, after the clone); a grow that must copy its tail block
+ * is checked where it allocates it (vio.c, rule 9).
  */
 static int op_room_locked(struct tv_pool *p, const struct tv_op *op,
 			  bool *freeing)
@@ -1122,8 +1233,24 @@ static int op_room_locked(struct tv_pool *p, const struct tv_op *op,
 					       true);
 			if (r == 0)
 				r = probe_table(&q, SLOT_DEFERRED, 1);
+			/* Into the reserve only if what the shrink cuts off
+			 * frees at least the nodes it may take, once reclaim
+			 * has done it (pool.c, rule 2).  A volume never
+			 * snapshotted holds everything alone; a snapshot's
+			 * cut, shared with its origin, frees nothing. */
+			kind = SM_ROOM_FREE;
+			if (r == 0 && le64_to_cpu(v.snap_epoch)) {
+				struct alone a;
+
+				r = tree_alone(p, &root, k, ALONE_LIMIT,
+					       q.nodes, &a);
+				if (r == 0 &&
+				    a.nodes + a.blocks * (p->block_size /
+							  PD_NODE_SIZE) <
+					    q.nodes)
+					kind = SM_ROOM_META;
+			}
 		}
-		kind = SM_ROOM_FREE;
 		break;
 	}
 	fits = r == 0 && probe_room(&q, kind, 0);
