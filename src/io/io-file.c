@@ -595,9 +595,10 @@ static int file_reserve(struct io_dev *dev, uint64_t off, uint64_t len)
 
 /* POSIX_FADV_DONTNEED: clean pages of the file (or the device) leave the
  * page cache; the known holes stay right (dropping data changes none). */
-static int file_drop_cache(struct io_dev *dev)
+static int file_drop_cache(struct io_dev *dev, uint64_t off, uint64_t len)
 {
-	int r = posix_fadvise(to_file(dev)->fd, 0, 0, POSIX_FADV_DONTNEED);
+	int r = posix_fadvise(to_file(dev)->fd, (off_t)off, (off_t)len,
+			      POSIX_FADV_DONTNEED);
 
 	if (r)
 		log_warn("%s: posix_fadvise(DONTNEED): %s", dev->name,

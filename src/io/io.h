@@ -68,8 +68,8 @@ struct io_ops {
 	/* Optional: io_sync_ranges (only called with valid ranges). */
 	int (*sync_ranges)(struct io_dev *dev, const struct io_range *r,
 			   size_t n, const struct io_range *barrier);
-	/* Optional: io_drop_cache. */
-	int (*drop_cache)(struct io_dev *dev);
+	/* Optional: io_drop_cache (len 0: to the end). */
+	int (*drop_cache)(struct io_dev *dev, uint64_t off, uint64_t len);
 	/* Optional: io_reserve. */
 	int (*reserve)(struct io_dev *dev, uint64_t off, uint64_t len);
 	/* Optional: io_dev_fd. */
@@ -131,14 +131,14 @@ size_t io_ranges_merge(struct io_range *v, size_t n);
  * (memory, a block device) or the filesystem cannot. */
 int io_prealloc(struct io_dev *dev, uint64_t off, uint64_t len);
 /*
- * Drop what the kernel caches of the device's contents (clean pages of
- * the page cache), so that reads come from the device again: after a
- * failed writeback, a page whose data never reached the disk still reads
- * as the lost data until it leaves the cache.  Call after a successful
- * flush (nothing dirty left).  Best effort: pages in use stay.  0 where
- * there is no such cache.
+ * Drop what the kernel caches of [off, off + len) of the device (len 0:
+ * to its end; clean pages of the page cache), so that reads come from
+ * the device again: after a failed writeback, a page whose data never
+ * reached the disk still reads as the lost data until it leaves the
+ * cache.  Dirty pages stay (a later flush writes them).  Best effort:
+ * pages in use stay.  0 where there is no such cache.
  */
-int io_drop_cache(struct io_dev *dev);
+int io_drop_cache(struct io_dev *dev, uint64_t off, uint64_t len);
 /*
  * Make later writes into [off, off + len) need no more room from the
  * filesystem under a pool file (fallocate, KEEP_SIZE: where it is a hole
@@ -318,6 +318,25 @@ bool io_pc_is_cut(struct io_dev *dev);
 /* Number of writes, discards and write_zeroes pending (issued since the
  * last completed flush). */
 size_t io_pc_pending(struct io_dev *dev);
+
+/*
+ * A flush that fails as Linux's writeback does (io-powercut.c, rule 9):
+ * the nth flush or barrier sync from now (1-based; 0 disarms) returns
+ * error; each write pending then reached the device whole, not at all or
+ * torn (chosen from seed), and none is written again by a later flush,
+ * but reads still show them all, as the page cache keeps pages whose
+ * writeback failed, until io_drop_cache (never, when sticky: pages in
+ * use).  Later writes over them replace them.
+ */
+struct io_pc_flush_fail {
+	uint64_t nth;
+	int error;	/* negative errno; 0: -EIO */
+	uint64_t seed;
+	bool sticky;
+};
+void io_pc_fail_flush(struct io_dev *dev, const struct io_pc_flush_fail *f);
+/* Writes a failed flush lost that reads still show. */
+size_t io_pc_lost(struct io_dev *dev);
 
 enum io_pc_policy {
 	IO_PC_DROP_ALL,	 /* every pending write is lost */

@@ -1304,7 +1304,7 @@ int tv_pool_reopen(struct tv_pool *p)
 	 * writeback failed still reads as if it had landed (the probe's
 	 * sync left nothing dirty) */
 	vio_reset_locked(p);
-	io_drop_cache(p->dev);
+	io_drop_cache(p->dev, 0, 0);
 	tm_close(p->tm);
 	p->tm = tm;
 	pool_init_infos(p);
