@@ -693,9 +693,20 @@ static int commit_locked(struct tv_pool *p, bool ranged)
 	vio_sync_clear_locked(p);
 	if (r < 0) {
 		/* A metadata I/O error: the transaction is lost, and the
-		 * pool stops writing until it is reopened and checked. */
+		 * pool stops writing until it is reopened and checked.
+		 * Unless the superblock write had begun (tm.h, rule 4): then
+		 * the device may hold the transaction, and a reopen may find
+		 * it; whoever asked must not be told it did not happen. */
+		bool doubt = tm_in_doubt(p->tm);
+
 		tm_abort(p->tm);
 		pool_set_read_only(p, r, "metadata commit failed");
+		if (doubt)
+			return tv_err(r, "%s: commit failed after its "
+					 "superblock was written (%s): the "
+					 "change may or may not be in the "
+					 "pool; reopen it to see which",
+				      p->path, strerror(-r));
 		return tv_err(r, "%s: commit failed: %s", p->path,
 			      strerror(-r));
 	}
@@ -1198,13 +1209,16 @@ static int after_error_locked(struct tv_pool *p)
 /*
  * tv_pool_probe under meta_lock and the sync gate (syncs, rule 2: no sync
  * beside it takes its error), the pool read-only after an error and no
- * provision in flight (so nothing else writes, allocates or syncs).  A block free in the space
- * map is free in the last commit too (sm.c, rule 1), so whatever is
- * written there is never read: a new block is zeroed or overwritten
- * whole before a mapping names it (vio.c, rule 3).  The write allocates
- * space in a pool file's hole, which is what a full filesystem refuses;
- * the hole is punched again after.  On a pool without a free block the
- * sync alone is the probe.
+ * provision in flight (so nothing else writes, allocates or syncs).  A
+ * block the space map can allocate is free in the open transaction and
+ * in the last commit (sm.c, rule 1), and after a commit in doubt the
+ * space map is that commit's (tm.h, rule 4): so the block is free in
+ * every state a reopen may find, the transaction before the failure and
+ * the one that failed, and whatever is written there is never read (a
+ * new block is zeroed or overwritten whole before a mapping names it:
+ * vio.c, rule 3).  The write allocates space in a pool file's hole,
+ * which is what a full filesystem refuses; the hole is punched again
+ * after.  On a pool without a free block the sync alone is the probe.
  */
 static int probe_locked(struct tv_pool *p)
 {
@@ -1275,6 +1289,7 @@ int tv_pool_probe(struct tv_pool *p)
 
 int tv_pool_reopen(struct tv_pool *p)
 {
+	uint64_t doubt = 0;
 	struct tm *tm;
 	bool gate;
 	int r;
@@ -1284,8 +1299,16 @@ int tv_pool_reopen(struct tv_pool *p)
 	gate = r == 0;
 	if (r == 0)
 		r = probe_locked(p);
-	if (r == 0)
-		r = open_store(p, p->path, &tm);
+	if (r < 0)
+		goto out;
+	/* The kernel's cache of the pool's bytes goes first, where a write
+	 * whose writeback failed still reads as if it had landed (the
+	 * probe's sync left nothing dirty): the superblocks are read from
+	 * the disk, where it drops them. */
+	io_drop_cache(p->dev, 0, 0);
+	if (tm_in_doubt(p->tm))
+		doubt = tm_txn(p->tm);
+	r = open_store(p, p->path, &tm);
 	if (r < 0)
 		goto out;
 	if (tm_block_size(tm) != p->block_size ||
@@ -1297,14 +1320,24 @@ int tv_pool_reopen(struct tv_pool *p)
 			   p->path);
 		goto out;
 	}
+	/* tm.h, rule 4: at the commit in doubt, that superblock may still be
+	 * only in the page cache (a page in use stays there): it is written
+	 * again before anything else is, so no crash can take the pool back
+	 * to the transaction before it, whose blocks the next ones reuse */
+	if (doubt && tm_committed_txn(tm) == doubt) {
+		r = tm_settle(tm);
+		if (r < 0) {
+			tm_close(tm);
+			r = tv_err(r, "%s: cannot reopen: writing the "
+				      "superblock again: %s",
+				   p->path, strerror(-r));
+			goto out;
+		}
+	}
 	/* the committed state replaces everything in memory: the lost
 	 * transaction, the metadata cache, the mappings the I/O path
-	 * cached (no provision is in flight: probe_locked drained them),
-	 * and the kernel's cache of the pool's bytes, where a write whose
-	 * writeback failed still reads as if it had landed (the probe's
-	 * sync left nothing dirty) */
+	 * cached (no provision is in flight: probe_locked drained them) */
 	vio_reset_locked(p);
-	io_drop_cache(p->dev, 0, 0);
 	tm_close(p->tm);
 	p->tm = tm;
 	pool_init_infos(p);
