@@ -492,6 +492,15 @@ static void sm_chunk_freed(struct sm *sm, const struct mchunk *c)
 		sm->schunks.hint = pos;
 }
 
+/* The layer above learns of a chunk (tm.h, struct tm_hooks). */
+static void hook_chunk(struct sm *sm, uint64_t block)
+{
+	const struct tm_hooks *h = tm_hooks(sm->tm);
+
+	if (h->chunk)
+		h->chunk(h->ctx, block);
+}
+
 /* A new chunk at block (not an sm chunk). */
 static int chunk_add(struct sm *sm, uint64_t block, struct mchunk **out)
 {
@@ -516,6 +525,7 @@ static int chunk_add(struct sm *sm, uint64_t block, struct mchunk **out)
 	}
 	sm->nr_chunks++;
 	free_add(sm, c, sm->npc);
+	hook_chunk(sm, block);
 	*out = c;
 	return 0;
 fail:
@@ -936,6 +946,7 @@ static int ensure_spare(struct sm *sm)
 
 int sm_alloc_block(struct sm *sm, uint64_t *block)
 {
+	const struct tm_hooks *h = tm_hooks(sm->tm);
 	struct dentry *e;
 	uint64_t b;
 	int r = find_free_block(sm, ALLOC_DATA, &b);
@@ -946,6 +957,8 @@ int sm_alloc_block(struct sm *sm, uint64_t *block)
 	if (r < 0)
 		return r;
 	d_set(sm, e, 1);
+	if (h->data)
+		h->data(h->ctx, b);
 	*block = b;
 	return 0;
 }
@@ -1017,6 +1030,68 @@ int sm_block_count(struct sm *sm, uint64_t block, uint32_t *count)
 		return 0;
 	}
 	return tree_count(sm, block, count);
+}
+
+/* How far sm_block_counts steps a cursor before it seeks instead. */
+#define COUNTS_STEPS 8
+
+static uint64_t cursor_at(const struct btree_cursor *c)
+{
+	return c->valid ? get_be64(btree_cursor_key(c)) : UINT64_MAX;
+}
+
+int sm_block_counts(struct sm *sm, const uint64_t *blocks, size_t n,
+		    uint32_t *counts)
+{
+	/* the keys in [lo, at) are not in the tree; the cursor is on at
+	 * (UINT64_MAX: past the last key) */
+	uint64_t lo = 0, at = 0;
+	struct btree_cursor c;
+	bool open = false;
+	int r = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		uint64_t b = blocks[i];
+		unsigned int steps = 0;
+		struct dentry *e;
+
+		r = check_block(sm, b);
+		if (r == 0)
+			r = d_get(sm, b, false, &e);
+		if (r < 0)
+			break;
+		if (e) {
+			counts[i] = e->now;
+			continue;
+		}
+		/* a few entries on from where the cursor is (blocks mapped
+		 * in a row are counted in a row), else a descent */
+		while (open && b > at && steps++ < COUNTS_STEPS) {
+			lo = at + 1;
+			r = btree_cursor_next(&c);
+			if (r < 0)
+				goto out;
+			at = cursor_at(&c);
+		}
+		if (!open || b < lo || b > at) {
+			uint8_t k[8];
+
+			if (open)
+				btree_cursor_close(&c);
+			key_of(k, b);
+			r = btree_cursor_seek(&sm->info, &sm->root, k, &c);
+			open = true;
+			if (r < 0)
+				goto out;
+			lo = b;
+			at = cursor_at(&c);
+		}
+		counts[i] = at == b ? get_le32(btree_cursor_value(&c)) : 0;
+	}
+out:
+	if (open)
+		btree_cursor_close(&c);
+	return r;
 }
 
 /* ---- public: metadata nodes ---- */
@@ -1587,6 +1662,9 @@ static void room_check(const struct sm *sm, const struct cvec *v)
 
 void sm_committed(struct sm *sm)
 {
+	const struct tm_hooks *h = tm_hooks(sm->tm);
+	bool freed = false;
+
 	for (size_t t = 0; t < sm->nr_touched; t++) {
 		struct mchunk *c = chunk_find(sm, sm->touched[t]);
 
@@ -1615,6 +1693,7 @@ void sm_committed(struct sm *sm)
 
 		/* next-fit restarts at the lowest block freed, so space is
 		 * reused early and the pool stays compact */
+		freed |= e->old && !e->now;
 		if (e->old && !e->now && e->block < sm->d_hint)
 			sm->d_hint = e->block;
 		if (e->old && !e->now && sm->nr_freed < FREED_MAX) {
@@ -1641,6 +1720,8 @@ void sm_committed(struct sm *sm)
 	}
 	sm->nr_d = 0;
 	sm->d_pending = 0;
+	if (freed && h->freed)
+		h->freed(h->ctx);
 	/* a big transaction grew the table: do not pay for its capacity at
 	 * every commit after it */
 	if (sm->win.cap > 4096 && sm->win.len * 4 < sm->win.cap) {

@@ -79,6 +79,11 @@ int sm_inc_block(struct sm *sm, uint64_t block);
 /* *new_count may be NULL; decrementing a zero count is -EUCLEAN */
 int sm_dec_block(struct sm *sm, uint64_t block, uint32_t *new_count);
 int sm_block_count(struct sm *sm, uint64_t block, uint32_t *count);
+/* The counts of n blocks, as sm_block_count gives them, with one walk of
+ * the tree where the blocks ascend: O(n + the leaves they fall in); a
+ * block below the one before costs a descent. */
+int sm_block_counts(struct sm *sm, const uint64_t *blocks, size_t n,
+		    uint32_t *counts);
 
 /* Metadata nodes (SM_META), used through tm.h.  near: a node the new one
  * replaces (a copy's original), to allocate close to, or 0.  Inside

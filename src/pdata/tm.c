@@ -97,6 +97,7 @@ struct tm {
 	uint64_t node_gen;
 	uint64_t sb_meta_nodes, sb_meta_chunks; /* as the superblock says */
 	struct tm_commit_stats cst;
+	struct tm_hooks hooks;
 };
 
 
@@ -341,6 +342,8 @@ int tm_open(struct io_dev *dev, const struct tm_open_opts *opts,
 		return -ENOMEM;
 	tm->dev = dev;
 	tm->read_only_open = opts && opts->read_only;
+	if (opts && opts->hooks)
+		tm->hooks = *opts->hooks;
 	/*
 	 * Rule 4: a store that is going to write starts from what the disk
 	 * holds.  What a process before this one wrote may still be only in
@@ -658,6 +661,11 @@ uint64_t tm_pool_tag(const struct tm *tm)
 struct sm *tm_sm(struct tm *tm)
 {
 	return tm->sm;
+}
+
+const struct tm_hooks *tm_hooks(const struct tm *tm)
+{
+	return &tm->hooks;
 }
 
 struct bc *tm_bc(struct tm *tm)

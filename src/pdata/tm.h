@@ -84,9 +84,28 @@ struct tm_format_opts {
 			      * a pool is never seen without them */
 };
 
+/*
+ * What the layer above learns of the space map's blocks (the engine's I/O
+ * path keeps a set of the metadata chunks that it reads without the
+ * metadata lock: vio.c, rule 10).  Called from inside tm and sm calls,
+ * with the caller's lock held; a hook must not call tm or sm.  Any may be
+ * NULL.
+ */
+struct tm_hooks {
+	void *ctx;
+	/* block holds metadata now: a chunk found at open (or at an abort's
+	 * reload) or taken by the space map */
+	void (*chunk)(void *ctx, uint64_t block);
+	/* block was taken for data (sm_alloc_block) */
+	void (*data)(void *ctx, uint64_t block);
+	/* a commit made blocks free (reusable from now on) */
+	void (*freed)(void *ctx);
+};
+
 struct tm_open_opts {
 	size_t cache_bytes; /* metadata cache budget; 0 = 64 MiB */
 	bool read_only;	    /* never write (commit returns -EROFS) */
+	const struct tm_hooks *hooks; /* copied; NULL: none */
 };
 
 /*
@@ -157,6 +176,7 @@ uint64_t tm_first_block(const struct tm *tm); /* first allocatable block */
 const uint8_t *tm_uuid(const struct tm *tm);	/* 16 bytes */
 uint64_t tm_pool_tag(const struct tm *tm);
 struct sm *tm_sm(struct tm *tm);
+const struct tm_hooks *tm_hooks(const struct tm *tm);
 struct bc *tm_bc(struct tm *tm);
 struct io_dev *tm_dev(struct tm *tm);
 
