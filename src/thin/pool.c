@@ -449,6 +449,7 @@ int pool_open_dev(struct io_dev *dev, bool own_dev, const char *name,
 	pthread_mutex_init(&p->meta_lock, NULL);
 	pthread_cond_init(&p->wake, NULL);
 	sync_gate_init(p);
+	abits_init(&p->chunk_bits);
 	p->read_only = p->opened_ro = o && o->read_only;
 	p->cache_bytes = o ? o->cache_bytes : 0;
 	p->commit_interval_ms = o && o->commit_interval_ms
@@ -464,12 +465,15 @@ int pool_open_dev(struct io_dev *dev, bool own_dev, const char *name,
  * its user bytes: the first open, and tv_pool_reopen. */
 static int open_store(struct tv_pool *p, const char *path, struct tm **out)
 {
+	struct tm_hooks hooks = vio_tm_hooks;
 	struct tm_open_opts to = { .cache_bytes = p->cache_bytes,
-				   .read_only = p->opened_ro };
+				   .read_only = p->opened_ro,
+				   .hooks = &hooks };
 	struct disk_pool_user *u;
 	struct tm *tm;
 	int r;
 
+	hooks.ctx = p;
 	r = tm_open(p->dev, &to, &tm);
 	if (r < 0)
 		return tv_err(r, "%s: cannot open the pool: %s", path,
@@ -528,6 +532,7 @@ fail:
 	pthread_mutex_destroy(&p->meta_lock);
 	pthread_cond_destroy(&p->wake);
 	pthread_rwlock_destroy(&p->sync_gate);
+	abits_free(&p->chunk_bits);
 	free(p);
 	return r;
 }
@@ -569,6 +574,7 @@ int tv_pool_close(struct tv_pool *p)
 	pthread_mutex_destroy(&p->meta_lock);
 	pthread_cond_destroy(&p->wake);
 	pthread_rwlock_destroy(&p->sync_gate);
+	abits_free(&p->chunk_bits);
 	free(p);
 	return r;
 }
@@ -727,6 +733,8 @@ void pool_abort_locked(struct tv_pool *p)
 	vio_drain_locked(p); /* may drop meta_lock meanwhile */
 	vio_sync_clear_locked(p);
 	r = tm_abort(p->tm);
+	/* vio.c, rule 10: blocks the transaction took are free again */
+	atomic_store(&p->freed_since_drain, true);
 
 	p->dirty = false;
 	if (r < 0)
