@@ -828,6 +828,7 @@ int io_file_open(const char *path, unsigned int flags, uint64_t size,
 		if (!ranged_sync_off())
 			dflags |= IO_DEV_RANGED_SYNC; /* see is_ranged_fs */
 	} else if (S_ISREG(st.st_mode)) {
+		dflags |= IO_DEV_SPARSE;
 		dsize = (uint64_t)st.st_size;
 		if (created) {
 			if (size > (uint64_t)INT64_MAX) {

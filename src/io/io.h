@@ -88,6 +88,9 @@ struct io_ops {
  * blocks in them, whatever was synced (its fsync does not write the block
  * bitmaps, nor on some kernels the inode); worth a warning */
 #define IO_DEV_FS_NO_JOURNAL (1u << 4)
+/* a file on a filesystem: a write into a hole needs room there, which a
+ * full filesystem refuses (ENOSPC) unless io_reserve took it before */
+#define IO_DEV_SPARSE (1u << 5)
 
 struct io_dev {
 	const struct io_ops *ops;
@@ -295,6 +298,24 @@ void io_fault_disarm(struct io_dev *dev);
 uint64_t io_fault_count(struct io_dev *dev);
 /* Number of ops that were failed since the last arm. */
 uint64_t io_fault_failed(struct io_dev *dev);
+
+/* ---- a filesystem of limited room ---- */
+
+/*
+ * Wrap lower as a sparse file on a filesystem with room for bytes (a
+ * tmpfs of that size): 4 KiB pages are allocated by the writes that first
+ * touch them, and by io_reserve and io_prealloc (KEEP_SIZE fallocate);
+ * discard and write_zeroes punch whole pages out again (as PUNCH_HOLE on
+ * tmpfs).  A write, reservation or preallocation that needs more pages
+ * than there is room for fails with -ENOSPC and changes nothing.  Adds
+ * IO_DEV_SPARSE.  own_lower: closing the wrapper closes lower.
+ */
+int io_quota_wrap(struct io_dev *lower, bool own_lower, uint64_t bytes,
+		  struct io_dev **out);
+/* Change the room (the filesystem grown, or another file removed). */
+void io_quota_set(struct io_dev *dev, uint64_t bytes);
+/* Bytes of pages allocated now. */
+uint64_t io_quota_used(struct io_dev *dev);
 
 /* ---- power-cut simulation ---- */
 
