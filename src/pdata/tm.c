@@ -585,6 +585,8 @@ int tm_abort(struct tm *tm)
 		tm_poison(tm, r);
 		return r;
 	}
+	/* the blocks reserved in the file stay so (sm.c, rule 7) */
+	sm_move_secured(sm, tm->sm);
 	sm_destroy(tm->sm);
 	tm->sm = sm;
 	tm->err = 0;

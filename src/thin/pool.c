@@ -30,7 +30,12 @@
  *      room.  No transaction fails for lack of space once it has started
  *      changing the metadata, and a full pool does not go read-only: on
  *      a full pool trims commit every few hundred blocks, and the space
- *      comes back at each commit.
+ *      comes back at each commit.  The same holds for the room in a pool
+ *      file's filesystem: the answer is also no when the blocks the
+ *      change and the commit may take as metadata chunks are not
+ *      reserved in the file already and the filesystem refuses more
+ *      (sm_secure; sm.c, rule 7), so that a full filesystem refuses a
+ *      change before it begins, and never a commit.
  *   3. Reclaim.  A deleted volume's mapping tree, and the part a shrink
  *      cut off, wait in DEFERRED; reclaim frees them a piece at a time
  *      (reclaim_one: the first tree's first mappings, at most a budget
@@ -566,6 +571,10 @@ int tv_pool_close(struct tv_pool *p)
 		if (r == 0 && p->dirty)
 			r = pool_commit_locked(p);
 	}
+	/* the room reserved ahead in the pool file goes back (sm.c, rule
+	 * 7): free blocks in every state the pool may open at */
+	if (!p->opened_ro)
+		sm_release_secured(tm_sm(p->tm));
 	pthread_mutex_unlock(&p->meta_lock);
 	vio_destroy(p);
 	tm_close(p->tm);
@@ -810,10 +819,15 @@ static int flush_locked(struct tv_pool *p)
 bool pool_room_locked(struct tv_pool *p, enum sm_room kind, uint64_t blocks,
 		      uint64_t nodes, uint64_t counts)
 {
+	struct sm *sm = tm_sm(p->tm);
 	uint64_t hn, hc;
 
 	vio_held_locked(p, &hn, &hc);
-	return sm_room(tm_sm(p->tm), kind, blocks, nodes + hn, counts + hc);
+	/* the pool's blocks, then the room in the pool file for the nodes
+	 * (sm.c, rule 7): a full filesystem refuses the change now, never
+	 * the commit later */
+	return sm_room(sm, kind, blocks, nodes + hn, counts + hc) &&
+	       sm_secure(sm, kind, nodes + hn, counts + hc) == 0;
 }
 
 void probe_init(struct room_probe *q, struct tv_pool *p)
@@ -1097,8 +1111,9 @@ static void discard_freed_locked(struct tv_pool *p)
 	       (n = sm_take_freed(tm_sm(p->tm), blocks, ARRAY_SIZE(blocks)))) {
 		for (size_t i = 0; i < n; i++) {
 			uint32_t count;
+			/* a secured block stays allocated (sm.c, rule 7) */
 			if (sm_block_count(tm_sm(p->tm), blocks[i], &count) ||
-			    count)
+			    count || sm_secured(tm_sm(p->tm), blocks[i]))
 				continue;
 			io_discard(p->dev, blocks[i] * p->block_size,
 				   p->block_size);
@@ -1346,6 +1361,8 @@ int tv_pool_reopen(struct tv_pool *p)
 	 * transaction, the metadata cache, the mappings the I/O path
 	 * cached (no provision is in flight: probe_locked drained them) */
 	vio_reset_locked(p);
+	/* free in every state (sm.c, rule 7): the new store has its own */
+	sm_release_secured(tm_sm(p->tm));
 	tm_close(p->tm);
 	p->tm = tm;
 	pool_init_infos(p);
@@ -1378,6 +1395,20 @@ int tv_pool_resize(struct tv_pool *p, uint64_t new_size)
 				    " bytes)",
 			   p->path, tm_nr_blocks(p->tm) * p->block_size);
 		goto out;
+	}
+	/* the commit's room in the pool file (sm.c, rule 7; its blocks a
+	 * full pool has in its reserve, and the grow adds more) */
+	{
+		uint64_t hn, hc;
+
+		vio_held_locked(p, &hn, &hc);
+		r = sm_secure(tm_sm(p->tm), SM_ROOM_FREE, hn, hc + 1);
+		if (r < 0) {
+			r = tv_err(r, "%s: no room to commit the grow in the "
+				      "filesystem under the pool",
+				   p->path);
+			goto out;
+		}
 	}
 	if (new_size > p->dev->size) {
 		r = io_resize(p->dev, new_size);

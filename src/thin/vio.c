@@ -103,7 +103,9 @@
  *      starts (unmap_fit_locked: as many blocks as fit).  The cost of a
  *      path is first bounded from the volume (never snapshotted: no node
  *      shared), and when that bound does not fit, read from the path
- *      itself (btree_path_cost).  No room: the first block of a step
+ *      itself (btree_path_cost); on a pool file it is read from the path
+ *      at once, since the room the bound asks for would be reserved in
+ *      the file (sm.c, rule 7).  No room: the first block of a step
  *      makes room (pool_make_room_locked, with no provision of ours in
  *      flight) and starts again, a later block of a batch ends the batch
  *      there; when nothing makes room the write fails with -ENOSPC and
@@ -801,7 +803,9 @@ static int prov_room_locked(struct tv_pool *p, const struct disk_volume *v,
 			    uint64_t vblock, const struct cost *acc,
 			    struct cost *c)
 {
-	for (int exact = 0; exact < 2; exact++) {
+	/* on a pool file, the room the bound asks for would be held in the
+	 * file (sm.c, rule 7): several MiB that new data then lacks */
+	for (int exact = sm_fs_room(tm_sm(p->tm)); exact < 2; exact++) {
 		struct room_probe q;
 		bool fits;
 		int r = 0;
@@ -1105,6 +1109,8 @@ static int write_block_locked(struct tv_pool *p, struct disk_volume *v,
 	r = prov_write(p, &pv);
 	if (r == 0)
 		return prov_insert_locked(p, v, vs, &pv);
+	if (r == -ENOSPC || r == -EDQUOT)
+		sm_fs_full(tm_sm(p->tm)); /* sm.c, rule 7 */
 	sm_dec_block(tm_sm(p->tm), pv.block, NULL);
 	return r;
 }
@@ -1235,6 +1241,9 @@ static int pending_finish_locked(struct tv_pool *p, struct vstate *vs,
 	for (unsigned int i = 0; i < n; i++) {
 		if (pv[i].r < 0 && !werr)
 			werr = pv[i].r;
+		/* sm.c, rule 7: the filesystem is full */
+		if ((pv[i].r == -ENOSPC || pv[i].r == -EDQUOT) && !poisoned)
+			sm_fs_full(tm_sm(p->tm));
 		if (r == 0 && pv[i].r == 0) {
 			r = prov_insert_locked(p, &v, vs, &pv[i]);
 			uint64_t bytes = pv[i].old == NO_BLOCK
@@ -1592,7 +1601,7 @@ static int unmap_fit_locked(struct tv_pool *p, const struct disk_volume *v,
 			    uint64_t vblock, uint64_t *nr)
 {
 	uint64_t n = *nr, m = le64_to_cpu(v->mapped);
-	bool exact = false;
+	bool exact = sm_fs_room(tm_sm(p->tm)); /* as prov_room_locked */
 
 	for (;;) {
 		struct room_probe q;
