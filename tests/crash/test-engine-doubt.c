@@ -18,7 +18,8 @@
  * them the way Linux does (each reached the disk or not, none is written
  * again, reads still show them until the cache is dropped); and the same
  * with pages that stay in the cache (so a reopen reads T+1 from the cache
- * while the disk may hold T).  Then:
+ * while the disk may hold T).  And the superblock's write itself failing
+ * after a part of it landed (step d).  Then:
  *
  *   1. crash images at once (pending writes dropped, applied, mixed):
  *      each opens clean at T or T+1, the bytes as one of them has them;
@@ -57,8 +58,9 @@ static void quiet(enum log_level lvl, const char *msg, void *ctx)
 
 static const struct tv_pool_open_opts oo = { .commit_interval_ms = 3600000 };
 
-enum how { FAULT, LOST, STICKY };
-static const char *const how_name[] = { "fault", "lost", "sticky" };
+enum how { FAULT, LOST, STICKY, TORN_SB };
+static const char *const how_name[] = { "fault", "lost", "sticky",
+					"torn superblock" };
 
 struct rig {
 	bool cow; /* the workload */
@@ -253,10 +255,10 @@ static void post_work(struct rig *g)
 	io_fault_disarm(g->fault);
 }
 
-/* The flushes of the doomed operation (a dry run). */
-static uint64_t count_flushes(bool cow)
+/* The flushes (or writes) of the doomed operation (a dry run). */
+static uint64_t count_ops(bool cow, unsigned int mask)
 {
-	struct io_fault_cfg fc = { .fail_at = 0, .op_mask = IO_OP_FLUSH };
+	struct io_fault_cfg fc = { .fail_at = 0, .op_mask = mask };
 	struct rig g;
 	uint64_t n;
 
@@ -282,6 +284,14 @@ static void one(bool cow, enum how how, uint64_t k, uint64_t seed)
 	if (how == FAULT) {
 		struct io_fault_cfg fc = { .fail_at = k, .error = -EIO,
 					   .op_mask = IO_OP_FLUSH };
+		io_fault_arm(g.fault, &fc);
+	} else if (how == TORN_SB) {
+		/* write k is the commit's last, its superblock: a prefix of
+		 * its sectors lands (seeded), then it fails */
+		struct io_fault_cfg fc = { .fail_at = k, .error = -EIO,
+					   .kind = IO_FAULT_SHORT,
+					   .op_mask = IO_OP_WRITE,
+					   .seed = seed };
 		io_fault_arm(g.fault, &fc);
 	} else {
 		struct io_pc_flush_fail ff = { .nth = k, .error = -EIO,
@@ -323,7 +333,8 @@ int main(void)
 		log_set_sink(quiet, NULL);
 	volume_id_clock = NULL;
 	for (int cow = 1; cow >= 0; cow--) {
-		uint64_t n = count_flushes(cow);
+		uint64_t n = count_ops(cow, IO_OP_FLUSH);
+		uint64_t w = count_ops(cow, IO_OP_WRITE);
 
 		CHECK(n >= 2);
 		for (uint64_t k = 1; k <= n; k++) {
@@ -333,10 +344,13 @@ int main(void)
 				one(cow, STICKY, k, seed);
 			}
 		}
+		for (uint64_t seed = 0; seed < 4; seed++)
+			one(cow, TORN_SB, w, seed);
 		printf("%s: each of the %" PRIu64 " flushes of the commit "
-		       "failing, three ways: crash images at T or T+1; "
-		       "reopened at T or T+1, clean; after new work no crash "
-		       "goes back past the reopened state\n",
+		       "failing, three ways, and its superblock's write torn: "
+		       "crash images at T or T+1; reopened at T or T+1, clean; "
+		       "after new work no crash goes back past the reopened "
+		       "state\n",
 		       cow ? "cow" : "batch", n);
 	}
 	return 0;
