@@ -1018,16 +1018,20 @@ static void secure_chunks(struct sm *sm, struct cvec *v)
 /*
  * A new chunk (an sm chunk: for_sm), allocated in the pool file first
  * (rule 7).  When the filesystem refuses, a block of the secured set if
- * need (the transaction cannot do without it), else -ENOSPC.
+ * need (the transaction cannot do without it), else -ENOSPC with
+ * *refused set, before anything changed: only then may the caller place
+ * its nodes elsewhere.  Any other error (an I/O error may well be
+ * -ENOSPC too) is the transaction's and must reach the caller.
  */
 static int acquire_chunk(struct sm *sm, bool for_sm, bool need,
-			 struct mchunk **out)
+			 bool *refused, struct mchunk **out)
 {
 	struct dentry *e;
 	struct mchunk *c;
 	uint64_t block;
 	int r;
 
+	*refused = false;
 	r = for_sm ? find_sm_block(sm, &block)
 		   : find_free_block(sm, ALLOC_META, &block);
 	if (r < 0)
@@ -1035,8 +1039,10 @@ static int acquire_chunk(struct sm *sm, bool for_sm, bool need,
 	if (res_has(sm, block)) {
 		res_del(sm, block); /* reserved already */
 	} else if (reserve_block(sm, block) < 0) {
-		if (!need || !res_pop(sm, &block))
+		if (!need || !res_pop(sm, &block)) {
+			*refused = true;
 			return -ENOSPC;
+		}
 	}
 	r = d_get(sm, block, true, &e);
 	if (r < 0)
@@ -1064,18 +1070,23 @@ static int acquire_chunk(struct sm *sm, bool for_sm, bool need,
  * (the pool is full, or the filesystem and the chunk is not needed: rule
  * 7) the emptiest other chunk that has room (O(chunks), on a full pool
  * only).  need: the commit's spare nodes are short, not only those of the
- * sm chunks.
+ * sm chunks.  -ENOSPC with *no_room set when there was no room (decided
+ * without I/O); any other error is the transaction's.
  */
-static int grow_sm_chunks(struct sm *sm, bool need)
+static int grow_sm_chunks(struct sm *sm, bool need, bool *no_room)
 {
 	struct mchunk *best = NULL;
 
+	*no_room = false;
 	/* decided before any I/O: a read error may well be -ENOSPC */
 	if (can_allocate(sm, ALLOC_META)) {
-		int r = acquire_chunk(sm, true, need, NULL);
+		bool refused;
+		int r = acquire_chunk(sm, true, need, &refused, NULL);
 
-		if (r != -ENOSPC || need)
+		if (!refused || need) {
+			*no_room = refused;
 			return r;
+		}
 	}
 	for (size_t i = 0; i < sm->uchunks.n; i++) {
 		struct mchunk *c = sm->uchunks.v[i];
@@ -1083,8 +1094,10 @@ static int grow_sm_chunks(struct sm *sm, bool need)
 		if (!best || c->busy < best->busy)
 			best = c;
 	}
-	if (!best || best->busy == sm->npc)
+	if (!best || best->busy == sm->npc) {
+		*no_room = true;
 		return -ENOSPC;
+	}
 	return chunk_set_sm(sm, best);
 }
 
@@ -1097,12 +1110,13 @@ static int grow_sm_chunks(struct sm *sm, bool need)
 static int ensure_spare(struct sm *sm)
 {
 	while (sm->m_free < SPARE_NODES || sm->s_free < SM_SPARE_NODES) {
+		bool no_room;
 		int r;
 
 		if (sm->m_free >= SPARE_NODES && !can_allocate(sm, ALLOC_META))
 			return 0;
-		r = grow_sm_chunks(sm, sm->m_free < SPARE_NODES);
-		if (r == -ENOSPC && sm->m_free >= SPARE_NODES)
+		r = grow_sm_chunks(sm, sm->m_free < SPARE_NODES, &no_room);
+		if (r < 0 && no_room && sm->m_free >= SPARE_NODES)
 			return 0; /* only the sm chunks' share was short */
 		if (r < 0)
 			return r;
@@ -1447,12 +1461,13 @@ static bool hot_fill(const struct sm *sm)
  * filled, emptied and released like any other.  Only when no chunk has
  * HOT_ROOM free nodes is a chunk acquired for it; hot_fill bounds how
  * many free nodes the chunks can then hold.  Without one (a full pool),
- * the hot chunks are filled up, then -ENOSPC: place it elsewhere.  In
+ * the hot chunks are filled up, then -ENOSPC with *no_room set: place it
+ * elsewhere (any other error is the transaction's).  In
  * steady state no chunk is acquired or released: the hot nodes of
  * transaction t are copied again by t + 1, so their chunk has room again
  * from t + 2 on (and is kept: release_empty_chunks skips hot chunks).
  */
-static int alloc_hot(struct sm *sm, uint64_t *node)
+static int alloc_hot(struct sm *sm, uint64_t *node, bool *no_room)
 {
 	struct mchunk *c = sm->hot_cur < sm->nr_hot && sm->hot_used
 				   ? hot_chunk(sm, sm->hot_cur)
@@ -1461,6 +1476,7 @@ static int alloc_hot(struct sm *sm, uint64_t *node)
 	uint32_t best_free = 0, worst_free = UINT32_MAX;
 	int r;
 
+	*no_room = false;
 	if (c && c->busy < sm->npc)
 		return take_hot(sm, c, sm->hot_cur, node);
 	c = NULL;
@@ -1483,9 +1499,13 @@ static int alloc_hot(struct sm *sm, uint64_t *node)
 
 		/* decided before any I/O: a read error may well be -ENOSPC */
 		if (!n && can_allocate(sm, ALLOC_META)) {
-			/* a hot chunk is a placement, not a need (rule 7) */
-			r = acquire_chunk(sm, false, false, &n);
-			if (r < 0)
+			/* a hot chunk is a placement, not a need (rule 7);
+			 * an I/O error is the transaction's, never a reason
+			 * to place the node elsewhere */
+			bool refused;
+
+			r = acquire_chunk(sm, false, false, &refused, &n);
+			if (r < 0 && !refused)
 				return r;
 		}
 		if (n) {
@@ -1494,14 +1514,17 @@ static int alloc_hot(struct sm *sm, uint64_t *node)
 			c = n;
 		}
 	}
-	if (!c)
+	if (!c) {
+		*no_room = true;
 		return -ENOSPC;
+	}
 	return take_hot(sm, c, best, node);
 }
 
 int sm_alloc_node(struct sm *sm, uint64_t near, uint64_t *node)
 {
 	struct mchunk *nc = NULL;
+	bool refused, no_room;
 	uint32_t ni;
 	int r;
 
@@ -1534,14 +1557,14 @@ int sm_alloc_node(struct sm *sm, uint64_t near, uint64_t *node)
 			r = alloc_sm(sm, node);
 			goto out;
 		}
-		r = acquire_chunk(sm, false, true, NULL);
+		r = acquire_chunk(sm, false, true, &refused, NULL);
 		if (r < 0)
 			return r;
 	}
 	if (!near && sm->npc >= HOT_MIN_NPC &&
 	    sm->hot_used < HOT_MAX(sm->npc) && !hot_fill(sm)) {
-		r = alloc_hot(sm, node);
-		if (r != -ENOSPC)
+		r = alloc_hot(sm, node, &no_room);
+		if (r == 0 || !no_room)
 			return r;
 	}
 	r = alloc_other(sm, node);
