@@ -472,7 +472,7 @@ static void map_shared(void)
 static void shared_reused(void)
 {
 	uint8_t *img = malloc(DEV_SIZE), *buf = malloc(BS), *before = malloc(BS);
-	struct io_dev *dev;
+	struct io_dev *dev, *dev2;
 	struct tv_pool *p;
 	uint64_t off, node;
 	bool chunk = false;
@@ -518,10 +518,11 @@ static void shared_reused(void)
 	tv_pool_close(p);
 	CHECK(!memcmp(before, dimg + b_block * BS, BS));
 	/* what the engine committed reads back clean but for the damage */
-	p = open_img(dimg, &dev);
+	p = open_img(dimg, &dev2);
 	expect_check(p, "is a metadata chunk, but mapped as data",
 		     "shared-reused");
 	tv_pool_close(p);
+	io_close(dev2);
 	io_close(dev);
 	free(img);
 	free(buf);
