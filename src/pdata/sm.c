@@ -111,7 +111,10 @@
  *        - a chunk the space map must take when the filesystem is full
  *          (its reservation failed) is a block of the secured set; one it
  *          may do without (a hot chunk, more sm chunks than the commit
- *          needs) is not taken then;
+ *          needs) is not taken then, and only that refusal (known
+ *          before anything changed: acquire_chunk's *refused) sends its
+ *          nodes elsewhere: any other error, -ENOSPC from a failed read
+ *          included, is the transaction's;
  *        - secured blocks are free: data is allocated elsewhere while any
  *          other block is free, the hole puncher leaves them alone, an
  *          abort keeps them, and closing the pool punches them out.
