@@ -129,9 +129,11 @@ int tv_pool_resize(struct tv_pool *pool, uint64_t new_size);
 /*
  * After an error made the pool read-only (a failed commit or flush, a
  * full backing filesystem, damaged metadata met on the I/O path): whether
- * the device takes writes again.  Writes a block of zeroes to a free pool
- * block, syncs the device, and punches the block out again; changes
- * nothing else.  -EINVAL when the pool is not read-only after an error
+ * the device takes writes again.  Writes a block of zeroes to a pool
+ * block that is free in every state a reopen may find (after a commit
+ * whose superblock write or flush failed: the state before it and the
+ * state it made), syncs the device, and punches the block out again;
+ * changes nothing else.  -EINVAL when the pool is not read-only after an error
  * (read-write, or opened read-only); the write's or sync's error when the
  * device still fails.  O(1) I/O; takes the metadata lock.
  */
@@ -142,7 +144,11 @@ int tv_pool_probe(struct tv_pool *pool);
  * commit, as a restart would.  Probes the device (tv_pool_probe, which
  * must pass), then drops the open transaction, the metadata cache and
  * the volumes' mapping caches, re-reads the superblocks, and the pool is
- * read-write again.  Writes acknowledged since the last commit that
+ * read-write again.  After a commit whose superblock write or flush
+ * failed, the pool reopens at the state before it or at the state it
+ * made, whichever the device shows; in the second case that superblock
+ * is written and flushed again first, so that no later crash brings up
+ * the other.  Writes acknowledged since the last commit that
  * reached the disk may be lost, as after a crash: the caller must make
  * sure that whoever made them learns so (the daemon disconnects every
  * NBD client first) and that no volume I/O is in flight meanwhile.  A
@@ -236,7 +242,11 @@ struct tv_op {
 
 /*
  * Apply ops in order, all in one transaction: all or nothing.  On failure
- * *failed (if not NULL) is the index of the op that failed.
+ * *failed (if not NULL) is the index of the op that failed, or n when
+ * the commit failed.  A commit that failed after its superblock was
+ * written (a failed flush) may have made the batch durable after all:
+ * its message says so, and the pool, read-only until reopened, reopens
+ * with the batch or without it.
  */
 int tv_batch(struct tv_pool *pool, struct tv_op *ops, size_t n,
 	     size_t *failed);

@@ -1060,7 +1060,7 @@ static int remote_batch(struct cli_pool *p, struct tv_op *ops, size_t n,
 {
 	const struct json_value *res, *arr;
 	struct json_value *doc;
-	size_t index = 0;
+	size_t index = SIZE_MAX; /* none: the batch's commit failed */
 	struct rq q;
 	int r;
 

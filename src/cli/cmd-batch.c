@@ -241,7 +241,7 @@ static int cmd_batch(const struct cli_cmd *cmd, int argc, char **argv)
 	struct json_error jerr;
 	const char *path, *file = "-";
 	bool json = false, force = false;
-	size_t len, failed = 0;
+	size_t len, failed = SIZE_MAX;
 	char *text = NULL;
 	int c, r;
 
@@ -297,9 +297,10 @@ static int cmd_batch(const struct cli_cmd *cmd, int argc, char **argv)
 		r = cli_batch(b.pool, b.ops, b.n, &failed, force);
 		if (r < 0) {
 			if (failed >= b.n)
-				failed = 0;
-			r = cli_fail(r, "batch: operation %zu (%s)",
-				     failed + 1, b.spec[failed]->op);
+				r = cli_fail(r, "batch"); /* its commit */
+			else
+				r = cli_fail(r, "batch: operation %zu (%s)",
+					     failed + 1, b.spec[failed]->op);
 			goto out_close;
 		}
 	}

@@ -225,9 +225,9 @@ static int fault_reserve(struct io_dev *dev, uint64_t off, uint64_t len)
 	return io_reserve(to_fault(dev)->lower, off, len);
 }
 
-static int fault_drop_cache(struct io_dev *dev)
+static int fault_drop_cache(struct io_dev *dev, uint64_t off, uint64_t len)
 {
-	return io_drop_cache(to_fault(dev)->lower);
+	return io_drop_cache(to_fault(dev)->lower, off, len);
 }
 
 static int fault_prealloc(struct io_dev *dev, uint64_t off, uint64_t len)

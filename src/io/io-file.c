@@ -595,9 +595,10 @@ static int file_reserve(struct io_dev *dev, uint64_t off, uint64_t len)
 
 /* POSIX_FADV_DONTNEED: clean pages of the file (or the device) leave the
  * page cache; the known holes stay right (dropping data changes none). */
-static int file_drop_cache(struct io_dev *dev)
+static int file_drop_cache(struct io_dev *dev, uint64_t off, uint64_t len)
 {
-	int r = posix_fadvise(to_file(dev)->fd, 0, 0, POSIX_FADV_DONTNEED);
+	int r = posix_fadvise(to_file(dev)->fd, (off_t)off, (off_t)len,
+			      POSIX_FADV_DONTNEED);
 
 	if (r)
 		log_warn("%s: posix_fadvise(DONTNEED): %s", dev->name,
@@ -827,6 +828,7 @@ int io_file_open(const char *path, unsigned int flags, uint64_t size,
 		if (!ranged_sync_off())
 			dflags |= IO_DEV_RANGED_SYNC; /* see is_ranged_fs */
 	} else if (S_ISREG(st.st_mode)) {
+		dflags |= IO_DEV_SPARSE;
 		dsize = (uint64_t)st.st_size;
 		if (created) {
 			if (size > (uint64_t)INT64_MAX) {

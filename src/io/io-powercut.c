@@ -32,11 +32,19 @@
  *     each write, less what a later discard or write_zeroes covered (the
  *     page cache lost those bytes with it).  It is counted like a flush;
  *     without a barrier it only counts.
- *  8. is_hole: no pending write touches the range and it reads as zeroes
- *     (so it is zero in lower or under a pending discard, which the next
- *     barrier makes durable).  Never when lower has IO_DEV_BLOCKDEV, as
- *     io-file answers for a block device: a device has no holes whose
- *     zeroes last through a crash by themselves.
+ *  8. is_hole: no pending or lost write touches the range and it reads
+ *     as zeroes (so it is zero in lower or under a pending discard, which
+ *     the next barrier makes durable).  Never when lower has
+ *     IO_DEV_BLOCKDEV, as io-file answers for a block device: a device
+ *     has no holes whose zeroes last through a crash by themselves.
+ *  9. A failed flush (io_pc_fail_flush) is Linux's failed writeback: each
+ *     pending write reaches lower whole, not at all or torn (seeded, as
+ *     IO_PC_RANDOM picks), and then leaves the pending list for the lost
+ *     list: never written again, but still what reads show (between
+ *     lower and the pending list), as the page cache keeps pages whose
+ *     writeback failed, until io_drop_cache drops them (unless sticky:
+ *     pages in use).  A later write, discard or write_zeroes takes its
+ *     range out of the lost list, as it replaces the cached bytes.
  *
  * One mutex serializes every operation, reads included, so that a read
  * never sees lower half-way through a flush.
@@ -74,6 +82,12 @@ struct io_pc {
 	uint64_t nr_mutating; /* mutating ops completed */
 	uint64_t cut_at; /* cut when nr_mutating reaches it; 0: never */
 	bool cut;
+	/* rule 9: the flush that fails (ff.nth: 0 disarmed), the flushes
+	 * counted since it was armed, and the lost writes, in issue order */
+	struct io_pc_flush_fail ff;
+	uint64_t nr_flushes;
+	struct pc_op *lost;
+	size_t nr_lost;
 };
 
 static const struct io_ops pc_ops;
@@ -117,6 +131,64 @@ static void free_pending(struct io_pc *pc)
 	for (size_t i = 0; i < pc->nr_ops; i++)
 		free(pc->ops[i].data);
 	pc->nr_ops = 0;
+}
+
+static void free_lost(struct io_pc *pc)
+{
+	for (size_t i = 0; i < pc->nr_lost; i++)
+		free(pc->lost[i].data);
+	free(pc->lost);
+	pc->lost = NULL;
+	pc->nr_lost = 0;
+}
+
+/*
+ * Rule 9, with the lock held: [off, off + len) is written again (or cut
+ * off by a resize): take it out of the lost list.  Out of memory: the
+ * whole list goes (shows less of the lost writes, never stale bytes).
+ */
+static void lost_clip(struct io_pc *pc, uint64_t off, uint64_t len)
+{
+	struct pc_op *v;
+	size_t n = 0;
+
+	if (!pc->nr_lost)
+		return;
+	v = calloc(2 * pc->nr_lost, sizeof(*v));
+	if (!v) {
+		free_lost(pc);
+		return;
+	}
+	for (size_t i = 0; i < pc->nr_lost; i++) {
+		struct pc_op *op = &pc->lost[i];
+		uint64_t e = op->off + op->len;
+
+		if (e <= off || op->off >= off + len) {
+			v[n++] = *op;
+			op->data = NULL;
+			continue;
+		}
+		/* the part before the range, the part after it */
+		for (int side = 0; side < 2; side++) {
+			uint64_t s0 = side ? off + len : op->off;
+			uint64_t e0 = side ? e : off;
+			uint8_t *d = NULL;
+
+			if (s0 >= e0 || s0 < op->off || e0 > e)
+				continue;
+			if (op->data) {
+				d = malloc((size_t)(e0 - s0));
+				if (!d)
+					continue; /* shown as lower's bytes */
+				memcpy(d, op->data + (s0 - op->off),
+				       (size_t)(e0 - s0));
+			}
+			v[n++] = (struct pc_op){ s0, e0 - s0, d };
+		}
+	}
+	free_lost(pc);
+	pc->lost = v;
+	pc->nr_lost = n;
 }
 
 /* Rule 2, with the lock held; takes ownership of data. */
@@ -180,6 +252,8 @@ static int read_locked(struct io_pc *pc, void *buf, size_t len, uint64_t off)
 		r = io_read(pc->lower, buf, len, off);
 	if (r)
 		return r;
+	for (size_t i = 0; i < pc->nr_lost; i++)
+		overlay(buf, off, len, &pc->lost[i]);
 	for (size_t i = 0; i < pc->nr_ops; i++)
 		overlay(buf, off, len, &pc->ops[i]);
 	return 0;
@@ -218,6 +292,8 @@ static int pc_mutate(struct io_pc *pc, const void *buf, uint64_t len,
 		memcpy(copy, buf, (size_t)len);
 	}
 	r = add_pending(pc, off, len, copy);
+	if (!r)
+		lost_clip(pc, off, len);
 count:
 	count_op(pc);
 out:
@@ -236,6 +312,61 @@ static int pc_zero(struct io_dev *dev, uint64_t off, uint64_t len)
 	return pc_mutate(to_pc(dev), NULL, len, off);
 }
 
+static int apply_torn(struct io_dev *img, const struct pc_op *op,
+		      uint64_t *rng);
+
+/* Rule 9, with the lock held: a flush or barrier sync comes; true when it
+ * is the one armed to fail. */
+static bool flush_fails(struct io_pc *pc)
+{
+	return pc->ff.nth && ++pc->nr_flushes == pc->ff.nth;
+}
+
+/* Rule 9, with the lock held: the flush fails.  Returns its error (or
+ * lower's, which leaves everything pending). */
+static int fail_flush_locked(struct io_pc *pc)
+{
+	uint64_t rng = pc->ff.seed;
+	struct pc_op *v;
+	int r = 0;
+
+	pc->ff.nth = 0; /* once */
+	for (size_t i = 0; i < pc->nr_ops && !r; i++) {
+		const struct pc_op *op = &pc->ops[i];
+
+		switch (splitmix64(&rng) % 3) {
+		case 0:
+			r = apply_part(pc->lower, op, op->off,
+				       op->off + op->len);
+			break;
+		case 1:
+			break; /* never reached the disk */
+		default:
+			r = apply_torn(pc->lower, op, &rng);
+			break;
+		}
+	}
+	if (!r)
+		r = io_flush(pc->lower);
+	if (r)
+		return r;
+	/* the pending writes are lost now, after those lost before (which
+	 * they clipped when they were issued) */
+	v = realloc(pc->lost, (pc->nr_lost + pc->nr_ops + 1) * sizeof(*v));
+	if (!v) {
+		free_pending(pc);
+		free_lost(pc);
+		return pc->ff.error;
+	}
+	memcpy(v + pc->nr_lost, pc->ops, pc->nr_ops * sizeof(*v));
+	pc->lost = v;
+	pc->nr_lost += pc->nr_ops;
+	pc->nr_ops = 0;
+	log_debug("%s: a flush failed: %zu writes lost", pc->dev.name,
+		  pc->nr_lost);
+	return pc->ff.error;
+}
+
 static int pc_flush(struct io_dev *dev)
 {
 	struct io_pc *pc = to_pc(dev);
@@ -245,6 +376,11 @@ static int pc_flush(struct io_dev *dev)
 	r = power_is_off(pc);
 	if (r)
 		goto out;
+	if (flush_fails(pc)) {
+		r = fail_flush_locked(pc);
+		count_op(pc);
+		goto out;
+	}
 	/* rule 4: in issue order, then a flush of lower, then forget */
 	for (size_t i = 0; i < pc->nr_ops && !r; i++) {
 		const struct pc_op *op = &pc->ops[i];
@@ -437,7 +573,8 @@ static int pc_sync_ranges(struct io_dev *dev, const struct io_range *rg,
 	if (r)
 		goto out;
 	if (barrier)
-		r = ranged_sync(pc, rg, n, barrier);
+		r = flush_fails(pc) ? fail_flush_locked(pc)
+				    : ranged_sync(pc, rg, n, barrier);
 	count_op(pc);
 out:
 	pthread_mutex_unlock(&pc->lock);
@@ -465,8 +602,10 @@ static int pc_is_hole(struct io_dev *dev, uint64_t off, uint64_t len)
 	if (!buf)
 		return 0;
 	pthread_mutex_lock(&pc->lock);
-	for (size_t i = 0; i < pc->nr_ops; i++) {
-		const struct pc_op *op = &pc->ops[i];
+	for (size_t i = 0; i < pc->nr_ops + pc->nr_lost; i++) {
+		const struct pc_op *op = i < pc->nr_ops
+						 ? &pc->ops[i]
+						 : &pc->lost[i - pc->nr_ops];
 
 		if (op->data && op->off < off + len && off < op->off + op->len)
 			goto out;
@@ -511,6 +650,7 @@ static int pc_resize(struct io_dev *dev, uint64_t new_size)
 		pc->ops[j++] = op;
 	}
 	pc->nr_ops = j;
+	lost_clip(pc, new_size, UINT64_MAX - new_size);
 out:
 	pthread_mutex_unlock(&pc->lock);
 	return r;
@@ -522,6 +662,7 @@ static void pc_close(struct io_dev *dev)
 
 	free_pending(pc);
 	free(pc->ops);
+	free_lost(pc);
 	if (pc->own_lower)
 		io_close(pc->lower);
 	pthread_mutex_destroy(&pc->lock);
@@ -531,6 +672,20 @@ static void pc_close(struct io_dev *dev)
 static int pc_fd(struct io_dev *dev)
 {
 	return io_dev_fd(to_pc(dev)->lower);
+}
+
+/* Rule 9: the lost writes leave the cache, unless sticky. */
+static int pc_drop_cache(struct io_dev *dev, uint64_t off, uint64_t len)
+{
+	struct io_pc *pc = to_pc(dev);
+	int r;
+
+	pthread_mutex_lock(&pc->lock);
+	r = power_is_off(pc);
+	if (!r && !pc->ff.sticky)
+		lost_clip(pc, off, len ? len : dev->size - off);
+	pthread_mutex_unlock(&pc->lock);
+	return r;
 }
 
 static const struct io_ops pc_ops = {
@@ -545,6 +700,7 @@ static const struct io_ops pc_ops = {
 	.resize = pc_resize,
 	.close = pc_close,
 	.fd = pc_fd,
+	.drop_cache = pc_drop_cache,
 };
 
 int io_pc_wrap(struct io_dev *lower, bool own_lower, struct io_dev **out)
@@ -583,6 +739,29 @@ void io_pc_set_cut_after(struct io_dev *dev, uint64_t n)
 	pthread_mutex_lock(&pc->lock);
 	pc->cut_at = n ? pc->nr_mutating + n : 0;
 	pthread_mutex_unlock(&pc->lock);
+}
+
+void io_pc_fail_flush(struct io_dev *dev, const struct io_pc_flush_fail *f)
+{
+	struct io_pc *pc = to_pc(dev);
+
+	pthread_mutex_lock(&pc->lock);
+	pc->ff = *f;
+	if (!pc->ff.error)
+		pc->ff.error = -EIO;
+	pc->nr_flushes = 0;
+	pthread_mutex_unlock(&pc->lock);
+}
+
+size_t io_pc_lost(struct io_dev *dev)
+{
+	struct io_pc *pc = to_pc(dev);
+	size_t n;
+
+	pthread_mutex_lock(&pc->lock);
+	n = pc->nr_lost;
+	pthread_mutex_unlock(&pc->lock);
+	return n;
 }
 
 uint64_t io_pc_ops(struct io_dev *dev)

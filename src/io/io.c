@@ -174,10 +174,12 @@ int io_reserve(struct io_dev *dev, uint64_t off, uint64_t len)
 	return dev->ops->reserve ? dev->ops->reserve(dev, off, len) : 0;
 }
 
-int io_drop_cache(struct io_dev *dev)
+int io_drop_cache(struct io_dev *dev, uint64_t off, uint64_t len)
 {
 	assert(dev);
-	return dev->ops->drop_cache ? dev->ops->drop_cache(dev) : 0;
+	if (off > dev->size || (len && range_outside(off, len, dev->size)))
+		return -EINVAL;
+	return dev->ops->drop_cache ? dev->ops->drop_cache(dev, off, len) : 0;
 }
 
 int io_is_hole(struct io_dev *dev, uint64_t off, uint64_t len)

@@ -68,8 +68,8 @@ struct io_ops {
 	/* Optional: io_sync_ranges (only called with valid ranges). */
 	int (*sync_ranges)(struct io_dev *dev, const struct io_range *r,
 			   size_t n, const struct io_range *barrier);
-	/* Optional: io_drop_cache. */
-	int (*drop_cache)(struct io_dev *dev);
+	/* Optional: io_drop_cache (len 0: to the end). */
+	int (*drop_cache)(struct io_dev *dev, uint64_t off, uint64_t len);
 	/* Optional: io_reserve. */
 	int (*reserve)(struct io_dev *dev, uint64_t off, uint64_t len);
 	/* Optional: io_dev_fd. */
@@ -88,6 +88,9 @@ struct io_ops {
  * blocks in them, whatever was synced (its fsync does not write the block
  * bitmaps, nor on some kernels the inode); worth a warning */
 #define IO_DEV_FS_NO_JOURNAL (1u << 4)
+/* a file on a filesystem: a write into a hole needs room there, which a
+ * full filesystem refuses (ENOSPC) unless io_reserve took it before */
+#define IO_DEV_SPARSE (1u << 5)
 
 struct io_dev {
 	const struct io_ops *ops;
@@ -131,14 +134,14 @@ size_t io_ranges_merge(struct io_range *v, size_t n);
  * (memory, a block device) or the filesystem cannot. */
 int io_prealloc(struct io_dev *dev, uint64_t off, uint64_t len);
 /*
- * Drop what the kernel caches of the device's contents (clean pages of
- * the page cache), so that reads come from the device again: after a
- * failed writeback, a page whose data never reached the disk still reads
- * as the lost data until it leaves the cache.  Call after a successful
- * flush (nothing dirty left).  Best effort: pages in use stay.  0 where
- * there is no such cache.
+ * Drop what the kernel caches of [off, off + len) of the device (len 0:
+ * to its end; clean pages of the page cache), so that reads come from
+ * the device again: after a failed writeback, a page whose data never
+ * reached the disk still reads as the lost data until it leaves the
+ * cache.  Dirty pages stay (a later flush writes them).  Best effort:
+ * pages in use stay.  0 where there is no such cache.
  */
-int io_drop_cache(struct io_dev *dev);
+int io_drop_cache(struct io_dev *dev, uint64_t off, uint64_t len);
 /*
  * Make later writes into [off, off + len) need no more room from the
  * filesystem under a pool file (fallocate, KEEP_SIZE: where it is a hole
@@ -296,6 +299,24 @@ uint64_t io_fault_count(struct io_dev *dev);
 /* Number of ops that were failed since the last arm. */
 uint64_t io_fault_failed(struct io_dev *dev);
 
+/* ---- a filesystem of limited room ---- */
+
+/*
+ * Wrap lower as a sparse file on a filesystem with room for bytes (a
+ * tmpfs of that size): 4 KiB pages are allocated by the writes that first
+ * touch them, and by io_reserve and io_prealloc (KEEP_SIZE fallocate);
+ * discard and write_zeroes punch whole pages out again (as PUNCH_HOLE on
+ * tmpfs).  A write, reservation or preallocation that needs more pages
+ * than there is room for fails with -ENOSPC and changes nothing.  Adds
+ * IO_DEV_SPARSE.  own_lower: closing the wrapper closes lower.
+ */
+int io_quota_wrap(struct io_dev *lower, bool own_lower, uint64_t bytes,
+		  struct io_dev **out);
+/* Change the room (the filesystem grown, or another file removed). */
+void io_quota_set(struct io_dev *dev, uint64_t bytes);
+/* Bytes of pages allocated now. */
+uint64_t io_quota_used(struct io_dev *dev);
+
 /* ---- power-cut simulation ---- */
 
 /*
@@ -318,6 +339,25 @@ bool io_pc_is_cut(struct io_dev *dev);
 /* Number of writes, discards and write_zeroes pending (issued since the
  * last completed flush). */
 size_t io_pc_pending(struct io_dev *dev);
+
+/*
+ * A flush that fails as Linux's writeback does (io-powercut.c, rule 9):
+ * the nth flush or barrier sync from now (1-based; 0 disarms) returns
+ * error; each write pending then reached the device whole, not at all or
+ * torn (chosen from seed), and none is written again by a later flush,
+ * but reads still show them all, as the page cache keeps pages whose
+ * writeback failed, until io_drop_cache (never, when sticky: pages in
+ * use).  Later writes over them replace them.
+ */
+struct io_pc_flush_fail {
+	uint64_t nth;
+	int error;	/* negative errno; 0: -EIO */
+	uint64_t seed;
+	bool sticky;
+};
+void io_pc_fail_flush(struct io_dev *dev, const struct io_pc_flush_fail *f);
+/* Writes a failed flush lost that reads still show. */
+size_t io_pc_lost(struct io_dev *dev);
 
 enum io_pc_policy {
 	IO_PC_DROP_ALL,	 /* every pending write is lost */

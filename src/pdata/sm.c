@@ -90,9 +90,36 @@
  *      fail on it.  The engine keeps every transaction within what its
  *      commit can get (sm_room; pool.c, rule 2), so a commit does not
  *      fail for lack of space.
- *   7. A chunk acquired is allocated in the pool file at once
- *      (reserve_chunk), so that a full filesystem refuses new data before
- *      it refuses the nodes of a commit.
+ *   7. Room in the pool file (a device with IO_DEV_SPARSE: a file, whose
+ *      holes a full filesystem refuses to fill).  A commit writes nodes
+ *      only where the file has room for them already, so that a full
+ *      filesystem refuses new data (ENOSPC to the writer) while commits
+ *      pass:
+ *        - a block becomes a chunk only once it is allocated in the file
+ *          (io_reserve, fallocate KEEP_SIZE: reserve_block), and a chunk
+ *          found at open is allocated there again (load_secure); one
+ *          that cannot be has its free nodes left unused ("unsecured":
+ *          counted busy) until it is emptied and released;
+ *        - free blocks reserved ahead, the secured set: before each
+ *          change the engine asks sm_secure to hold as many as the change
+ *          and then the commit may take as new chunks (rule 6's estimate,
+ *          as sm_room counts them), plus a floor by kind (writes of new
+ *          data leave two fresh commits' worth, other metadata one,
+ *          what frees space none), reserving more while the filesystem
+ *          has room; when it has none and the set is short, the change
+ *          is refused before it begins (-ENOSPC);
+ *        - a chunk the space map must take when the filesystem is full
+ *          (its reservation failed) is a block of the secured set; one it
+ *          may do without (a hot chunk, more sm chunks than the commit
+ *          needs) is not taken then, and only that refusal (known
+ *          before anything changed: acquire_chunk's *refused) sends its
+ *          nodes elsewhere: any other error, -ENOSPC from a failed read
+ *          included, is the transaction's;
+ *        - secured blocks are free: data is allocated elsewhere while any
+ *          other block is free, the hole puncher leaves them alone, an
+ *          abort keeps them, and closing the pool punches them out.
+ *      A filesystem without fallocate (EOPNOTSUPP) gets none of this: its
+ *      chunks are allocated as their nodes are written.
  */
 #include "pdata/sm.h"
 
@@ -151,6 +178,8 @@ struct mchunk {
 	bool record_in_tree;
 	bool record_dirty;
 	bool for_sm;	   /* an sm chunk (rule 4) */
+	bool unsecured;	   /* rule 7: not allocated in the file; busy is
+			    * npc, so no node of it is handed out */
 	uint32_t pos;	   /* position in its cvec, when last known */
 };
 
@@ -229,6 +258,16 @@ struct sm {
 	uint64_t hot[HOT_CHUNKS];
 	unsigned int nr_hot, hot_cur;
 	uint32_t hot_used;
+
+	/* rule 7: whether the device needs room reserved, and the secured
+	 * set (free blocks reserved in the file): res[], its index, where
+	 * sm_secure looks next */
+	bool fs_room;
+	bool fs_full; /* the last reservation failed */
+	uint64_t *res;
+	size_t nr_res, cap_res;
+	struct u64map res_idx; /* block -> index in res */
+	uint64_t res_hint;
 };
 
 static void key_of(uint8_t k[8], uint64_t v)
@@ -492,6 +531,15 @@ static void sm_chunk_freed(struct sm *sm, const struct mchunk *c)
 		sm->schunks.hint = pos;
 }
 
+/* The layer above learns of a chunk (tm.h, struct tm_hooks). */
+static void hook_chunk(struct sm *sm, uint64_t block)
+{
+	const struct tm_hooks *h = tm_hooks(sm->tm);
+
+	if (h->chunk)
+		h->chunk(h->ctx, block);
+}
+
 /* A new chunk at block (not an sm chunk). */
 static int chunk_add(struct sm *sm, uint64_t block, struct mchunk **out)
 {
@@ -516,6 +564,7 @@ static int chunk_add(struct sm *sm, uint64_t block, struct mchunk **out)
 	}
 	sm->nr_chunks++;
 	free_add(sm, c, sm->npc);
+	hook_chunk(sm, block);
 	*out = c;
 	return 0;
 fail:
@@ -598,8 +647,11 @@ static int set_meta(struct sm *sm, struct mchunk *c, uint32_t i, uint32_t v)
 			sm->nr_empty_touched++;
 		sm->m_used--;
 	}
-	/* the bits change only at two thresholds: no update otherwise */
-	if (!busy_before && busy_after) {
+	/* the bits change only at two thresholds: no update otherwise; an
+	 * unsecured chunk stays busy (rule 7) */
+	if (c->unsecured) {
+		/* nothing: its free nodes are not handed out */
+	} else if (!busy_before && busy_after) {
 		c->busy++;
 		free_add(sm, c, -1);
 		if (c->busy == sm->npc ||
@@ -718,12 +770,15 @@ static uint64_t allocatable(const struct sm *sm)
 }
 
 /*
- * Find a free block in [lo, hi): not in the tree, not touched now.
- * *found is set only if one was found; errors are the tree's (an I/O error
- * may well be -ENOSPC, so "none here" is not an error code).
+ * Find a free block in [lo, hi): not in the tree, not touched now, and
+ * with skip_res not in the secured set (rule 7).  *found is set only if
+ * one was found; errors are the tree's (an I/O error may well be -ENOSPC,
+ * so "none here" is not an error code).
  */
-static int scan_range(struct sm *sm, uint64_t lo, uint64_t hi, bool *ok,
-		      uint64_t *found)
+static bool res_has(const struct sm *sm, uint64_t block);
+
+static int scan_range(struct sm *sm, uint64_t lo, uint64_t hi, bool skip_res,
+		      bool *ok, uint64_t *found)
 {
 	struct btree_cursor c;
 	uint8_t k[8];
@@ -750,7 +805,8 @@ static int scan_range(struct sm *sm, uint64_t lo, uint64_t hi, bool *ok,
 			continue;
 		}
 		idx = u64map_find(&sm->d_idx, cand);
-		if (idx && (sm->d[*idx].now || sm->d[*idx].old)) {
+		if ((idx && (sm->d[*idx].now || sm->d[*idx].old)) ||
+		    (skip_res && res_has(sm, cand))) {
 			cand++;
 			continue;
 		}
@@ -774,9 +830,15 @@ static bool can_allocate(const struct sm *sm, enum alloc_kind kind)
 	return allocatable(sm) > limit;
 }
 
+static bool res_pop(struct sm *sm, uint64_t *block);
+
+/* A free block, next-fit; data goes where no block of the secured set is
+ * (rule 7) while there is such a place, a chunk anywhere (a secured
+ * block is one the chunk need not reserve). */
 static int find_free_block(struct sm *sm, enum alloc_kind kind,
 			   uint64_t *block)
 {
+	bool skip = kind == ALLOC_DATA && sm->nr_res;
 	uint64_t avail = allocatable(sm);
 	uint64_t hint = sm->d_hint;
 	bool ok;
@@ -786,11 +848,15 @@ static int find_free_block(struct sm *sm, enum alloc_kind kind,
 		return -ENOSPC;
 	if (hint < sm->first_block || hint >= sm->nr_blocks)
 		hint = sm->first_block;
-	r = scan_range(sm, hint, sm->nr_blocks, &ok, block);
+	r = scan_range(sm, hint, sm->nr_blocks, skip, &ok, block);
 	if (r == 0 && !ok && hint > sm->first_block)
-		r = scan_range(sm, sm->first_block, hint, &ok, block);
+		r = scan_range(sm, sm->first_block, hint, skip, &ok, block);
 	if (r < 0)
 		return r;
+	if (!ok && skip && res_pop(sm, block)) {
+		/* every free block is secured: data takes one */
+		return 0;
+	}
 	if (!ok) {
 		log_error("space map: %" PRIu64
 			  " blocks counted free but none found",
@@ -837,36 +903,150 @@ static int find_sm_block(struct sm *sm, uint64_t *block)
 	return find_free_block(sm, ALLOC_META, block);
 }
 
-/*
- * Rule 6: a new chunk is allocated in the pool file at once (io_reserve),
- * so that the nodes later written there need no room from the
- * filesystem: when it fills up, new data is refused (ENOSPC to the
- * writer) while commits still pass, and what was written stays.  Best
- * effort: a filesystem already full, or one without fallocate, leaves
- * the chunk to be allocated as its nodes are written.
- */
-static void reserve_chunk(struct sm *sm, uint64_t block)
-{
-	uint64_t bs = (uint64_t)sm->npc * PD_NODE_SIZE;
-	int r = io_reserve(tm_dev(sm->tm), block * bs, bs);
+/* ---- rule 7: room in the pool file ---- */
 
-	if (r < 0 && r != -EOPNOTSUPP)
-		log_debug("space map: reserving metadata chunk %" PRIu64
-			  ": %s",
-			  block, strerror(-r));
+static bool res_has(const struct sm *sm, uint64_t block)
+{
+	return u64map_find(&sm->res_idx, block) != NULL;
 }
 
-static int acquire_chunk(struct sm *sm, bool for_sm, struct mchunk **out)
+static int res_add(struct sm *sm, uint64_t block)
+{
+	int r;
+
+	if (sm->nr_res == sm->cap_res) {
+		size_t cap = sm->cap_res ? sm->cap_res * 2 : 64;
+		uint64_t *v = realloc(sm->res, cap * sizeof(*v));
+
+		if (!v)
+			return -ENOMEM;
+		sm->res = v;
+		sm->cap_res = cap;
+	}
+	r = u64map_put(&sm->res_idx, block, sm->nr_res);
+	if (r < 0)
+		return r;
+	sm->res[sm->nr_res++] = block;
+	return 0;
+}
+
+static void res_del(struct sm *sm, uint64_t block)
+{
+	uint64_t *i = u64map_find(&sm->res_idx, block);
+	uint64_t last;
+
+	if (!i)
+		return;
+	last = sm->res[--sm->nr_res];
+	if (last != block) {
+		sm->res[*i] = last;
+		u64map_put(&sm->res_idx, last, *i); /* updates: no memory */
+	}
+	u64map_del(&sm->res_idx, block);
+}
+
+/* A block of the secured set, taken out of it; false when it is empty. */
+static bool res_pop(struct sm *sm, uint64_t *block)
+{
+	if (!sm->nr_res)
+		return false;
+	*block = sm->res[sm->nr_res - 1];
+	res_del(sm, *block);
+	return true;
+}
+
+/*
+ * Allocate block in the pool file (rule 7): 0 when done or when the
+ * device needs nothing; the filesystem's error (-ENOSPC when full).  A
+ * filesystem without fallocate turns rule 7 off.
+ */
+static int reserve_block(struct sm *sm, uint64_t block)
+{
+	uint64_t bs = (uint64_t)sm->npc * PD_NODE_SIZE;
+	int r;
+
+	if (!sm->fs_room)
+		return 0;
+	r = io_reserve(tm_dev(sm->tm), block * bs, bs);
+	if (r == -EOPNOTSUPP) {
+		log_info("%s: the filesystem cannot reserve room (fallocate): "
+			 "a commit may fail when it is full",
+			 tm_dev(sm->tm)->name);
+		sm->fs_room = false;
+		return 0;
+	}
+	if (r < 0)
+		log_debug("space map: reserving block %" PRIu64 ": %s", block,
+			  strerror(-r));
+	return r;
+}
+
+/*
+ * Rule 7: chunks found at open that have free nodes are allocated in the
+ * file again (a sparse copy of the pool, or an older thinvol, may have
+ * left holes there), a run of neighbours at a time; a chunk that cannot
+ * be is unsecured: its free nodes are not handed out.
+ */
+static void secure_chunks(struct sm *sm, struct cvec *v)
+{
+	uint64_t bs = (uint64_t)sm->npc * PD_NODE_SIZE;
+
+	for (size_t i = 0; i < v->n && sm->fs_room;) {
+		size_t j = i;
+		int r;
+
+		if (v->v[i]->busy == sm->npc) {
+			i++;
+			continue;
+		}
+		while (j + 1 < v->n && v->v[j + 1]->block == v->v[j]->block + 1 &&
+		       v->v[j + 1]->busy < sm->npc)
+			j++;
+		r = io_reserve(tm_dev(sm->tm), v->v[i]->block * bs,
+			       (v->v[j]->block - v->v[i]->block + 1) * bs);
+		for (size_t k = i; r < 0 && k <= j && sm->fs_room; k++) {
+			struct mchunk *c = v->v[k];
+
+			if (reserve_block(sm, c->block) == 0)
+				continue;
+			c->unsecured = true;
+			free_add(sm, c, -(int64_t)(sm->npc - c->busy));
+			c->busy = sm->npc;
+			room_set(v, k, c->busy, sm->npc);
+		}
+		i = j + 1;
+	}
+}
+
+/*
+ * A new chunk (an sm chunk: for_sm), allocated in the pool file first
+ * (rule 7).  When the filesystem refuses, a block of the secured set if
+ * need (the transaction cannot do without it), else -ENOSPC with
+ * *refused set, before anything changed: only then may the caller place
+ * its nodes elsewhere.  Any other error (an I/O error may well be
+ * -ENOSPC too) is the transaction's and must reach the caller.
+ */
+static int acquire_chunk(struct sm *sm, bool for_sm, bool need,
+			 bool *refused, struct mchunk **out)
 {
 	struct dentry *e;
 	struct mchunk *c;
 	uint64_t block;
 	int r;
 
+	*refused = false;
 	r = for_sm ? find_sm_block(sm, &block)
 		   : find_free_block(sm, ALLOC_META, &block);
 	if (r < 0)
 		return r;
+	if (res_has(sm, block)) {
+		res_del(sm, block); /* reserved already */
+	} else if (reserve_block(sm, block) < 0) {
+		if (!need || !res_pop(sm, &block)) {
+			*refused = true;
+			return -ENOSPC;
+		}
+	}
 	r = d_get(sm, block, true, &e);
 	if (r < 0)
 		return r;
@@ -883,7 +1063,6 @@ static int acquire_chunk(struct sm *sm, bool for_sm, struct mchunk **out)
 		if (r < 0)
 			return r;
 	}
-	reserve_chunk(sm, block);
 	if (out)
 		*out = c;
 	return touch(sm, c);
@@ -891,24 +1070,37 @@ static int acquire_chunk(struct sm *sm, bool for_sm, struct mchunk **out)
 
 /*
  * One more sm chunk with free nodes: a new block next to the others, else
- * (the pool is full) the emptiest other chunk that has room (O(chunks), on
- * a full pool only).
+ * (the pool is full, or the filesystem and the chunk is not needed: rule
+ * 7) the emptiest other chunk that has room (O(chunks), on a full pool
+ * only).  need: the commit's spare nodes are short, not only those of the
+ * sm chunks.  -ENOSPC with *no_room set when there was no room (decided
+ * without I/O); any other error is the transaction's.
  */
-static int grow_sm_chunks(struct sm *sm)
+static int grow_sm_chunks(struct sm *sm, bool need, bool *no_room)
 {
 	struct mchunk *best = NULL;
 
+	*no_room = false;
 	/* decided before any I/O: a read error may well be -ENOSPC */
-	if (can_allocate(sm, ALLOC_META))
-		return acquire_chunk(sm, true, NULL);
+	if (can_allocate(sm, ALLOC_META)) {
+		bool refused;
+		int r = acquire_chunk(sm, true, need, &refused, NULL);
+
+		if (!refused || need) {
+			*no_room = refused;
+			return r;
+		}
+	}
 	for (size_t i = 0; i < sm->uchunks.n; i++) {
 		struct mchunk *c = sm->uchunks.v[i];
 
 		if (!best || c->busy < best->busy)
 			best = c;
 	}
-	if (!best || best->busy == sm->npc)
+	if (!best || best->busy == sm->npc) {
+		*no_room = true;
 		return -ENOSPC;
+	}
 	return chunk_set_sm(sm, best);
 }
 
@@ -921,11 +1113,14 @@ static int grow_sm_chunks(struct sm *sm)
 static int ensure_spare(struct sm *sm)
 {
 	while (sm->m_free < SPARE_NODES || sm->s_free < SM_SPARE_NODES) {
+		bool no_room;
 		int r;
 
 		if (sm->m_free >= SPARE_NODES && !can_allocate(sm, ALLOC_META))
 			return 0;
-		r = grow_sm_chunks(sm);
+		r = grow_sm_chunks(sm, sm->m_free < SPARE_NODES, &no_room);
+		if (r < 0 && no_room && sm->m_free >= SPARE_NODES)
+			return 0; /* only the sm chunks' share was short */
 		if (r < 0)
 			return r;
 	}
@@ -936,6 +1131,7 @@ static int ensure_spare(struct sm *sm)
 
 int sm_alloc_block(struct sm *sm, uint64_t *block)
 {
+	const struct tm_hooks *h = tm_hooks(sm->tm);
 	struct dentry *e;
 	uint64_t b;
 	int r = find_free_block(sm, ALLOC_DATA, &b);
@@ -946,6 +1142,8 @@ int sm_alloc_block(struct sm *sm, uint64_t *block)
 	if (r < 0)
 		return r;
 	d_set(sm, e, 1);
+	if (h->data)
+		h->data(h->ctx, b);
 	*block = b;
 	return 0;
 }
@@ -1017,6 +1215,68 @@ int sm_block_count(struct sm *sm, uint64_t block, uint32_t *count)
 		return 0;
 	}
 	return tree_count(sm, block, count);
+}
+
+/* How far sm_block_counts steps a cursor before it seeks instead. */
+#define COUNTS_STEPS 8
+
+static uint64_t cursor_at(const struct btree_cursor *c)
+{
+	return c->valid ? get_be64(btree_cursor_key(c)) : UINT64_MAX;
+}
+
+int sm_block_counts(struct sm *sm, const uint64_t *blocks, size_t n,
+		    uint32_t *counts)
+{
+	/* the keys in [lo, at) are not in the tree; the cursor is on at
+	 * (UINT64_MAX: past the last key) */
+	uint64_t lo = 0, at = 0;
+	struct btree_cursor c;
+	bool open = false;
+	int r = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		uint64_t b = blocks[i];
+		unsigned int steps = 0;
+		struct dentry *e;
+
+		r = check_block(sm, b);
+		if (r == 0)
+			r = d_get(sm, b, false, &e);
+		if (r < 0)
+			break;
+		if (e) {
+			counts[i] = e->now;
+			continue;
+		}
+		/* a few entries on from where the cursor is (blocks mapped
+		 * in a row are counted in a row), else a descent */
+		while (open && b > at && steps++ < COUNTS_STEPS) {
+			lo = at + 1;
+			r = btree_cursor_next(&c);
+			if (r < 0)
+				goto out;
+			at = cursor_at(&c);
+		}
+		if (!open || b < lo || b > at) {
+			uint8_t k[8];
+
+			if (open)
+				btree_cursor_close(&c);
+			key_of(k, b);
+			r = btree_cursor_seek(&sm->info, &sm->root, k, &c);
+			open = true;
+			if (r < 0)
+				goto out;
+			lo = b;
+			at = cursor_at(&c);
+		}
+		counts[i] = at == b ? get_le32(btree_cursor_value(&c)) : 0;
+	}
+out:
+	if (open)
+		btree_cursor_close(&c);
+	return r;
 }
 
 /* ---- public: metadata nodes ---- */
@@ -1204,12 +1464,13 @@ static bool hot_fill(const struct sm *sm)
  * filled, emptied and released like any other.  Only when no chunk has
  * HOT_ROOM free nodes is a chunk acquired for it; hot_fill bounds how
  * many free nodes the chunks can then hold.  Without one (a full pool),
- * the hot chunks are filled up, then -ENOSPC: place it elsewhere.  In
+ * the hot chunks are filled up, then -ENOSPC with *no_room set: place it
+ * elsewhere (any other error is the transaction's).  In
  * steady state no chunk is acquired or released: the hot nodes of
  * transaction t are copied again by t + 1, so their chunk has room again
  * from t + 2 on (and is kept: release_empty_chunks skips hot chunks).
  */
-static int alloc_hot(struct sm *sm, uint64_t *node)
+static int alloc_hot(struct sm *sm, uint64_t *node, bool *no_room)
 {
 	struct mchunk *c = sm->hot_cur < sm->nr_hot && sm->hot_used
 				   ? hot_chunk(sm, sm->hot_cur)
@@ -1218,6 +1479,7 @@ static int alloc_hot(struct sm *sm, uint64_t *node)
 	uint32_t best_free = 0, worst_free = UINT32_MAX;
 	int r;
 
+	*no_room = false;
 	if (c && c->busy < sm->npc)
 		return take_hot(sm, c, sm->hot_cur, node);
 	c = NULL;
@@ -1240,8 +1502,13 @@ static int alloc_hot(struct sm *sm, uint64_t *node)
 
 		/* decided before any I/O: a read error may well be -ENOSPC */
 		if (!n && can_allocate(sm, ALLOC_META)) {
-			r = acquire_chunk(sm, false, &n);
-			if (r < 0)
+			/* a hot chunk is a placement, not a need (rule 7);
+			 * an I/O error is the transaction's, never a reason
+			 * to place the node elsewhere */
+			bool refused;
+
+			r = acquire_chunk(sm, false, false, &refused, &n);
+			if (r < 0 && !refused)
 				return r;
 		}
 		if (n) {
@@ -1250,14 +1517,17 @@ static int alloc_hot(struct sm *sm, uint64_t *node)
 			c = n;
 		}
 	}
-	if (!c)
+	if (!c) {
+		*no_room = true;
 		return -ENOSPC;
+	}
 	return take_hot(sm, c, best, node);
 }
 
 int sm_alloc_node(struct sm *sm, uint64_t near, uint64_t *node)
 {
 	struct mchunk *nc = NULL;
+	bool refused, no_room;
 	uint32_t ni;
 	int r;
 
@@ -1290,14 +1560,14 @@ int sm_alloc_node(struct sm *sm, uint64_t near, uint64_t *node)
 			r = alloc_sm(sm, node);
 			goto out;
 		}
-		r = acquire_chunk(sm, false, NULL);
+		r = acquire_chunk(sm, false, true, &refused, NULL);
 		if (r < 0)
 			return r;
 	}
 	if (!near && sm->npc >= HOT_MIN_NPC &&
 	    sm->hot_used < HOT_MAX(sm->npc) && !hot_fill(sm)) {
-		r = alloc_hot(sm, node);
-		if (r != -ENOSPC)
+		r = alloc_hot(sm, node, &no_room);
+		if (r == 0 || !no_room)
 			return r;
 	}
 	r = alloc_other(sm, node);
@@ -1587,6 +1857,9 @@ static void room_check(const struct sm *sm, const struct cvec *v)
 
 void sm_committed(struct sm *sm)
 {
+	const struct tm_hooks *h = tm_hooks(sm->tm);
+	bool freed = false;
+
 	for (size_t t = 0; t < sm->nr_touched; t++) {
 		struct mchunk *c = chunk_find(sm, sm->touched[t]);
 
@@ -1595,6 +1868,10 @@ void sm_committed(struct sm *sm)
 		memcpy(c->com, c->cur, sm->npc * sizeof(uint32_t));
 		if (!c->used_cur && sm->nr_kept < KEPT_MAX)
 			sm->kept[sm->nr_kept++] = c->block;
+		if (c->unsecured) {
+			c->touched = false; /* stays busy (rule 7) */
+			continue;
+		}
 		free_add(sm, c, (int64_t)c->busy - (int64_t)c->used_cur);
 		if (c->busy != c->used_cur) {
 			sm_chunk_freed(sm, c);
@@ -1615,6 +1892,7 @@ void sm_committed(struct sm *sm)
 
 		/* next-fit restarts at the lowest block freed, so space is
 		 * reused early and the pool stays compact */
+		freed |= e->old && !e->now;
 		if (e->old && !e->now && e->block < sm->d_hint)
 			sm->d_hint = e->block;
 		if (e->old && !e->now && sm->nr_freed < FREED_MAX) {
@@ -1641,6 +1919,8 @@ void sm_committed(struct sm *sm)
 	}
 	sm->nr_d = 0;
 	sm->d_pending = 0;
+	if (freed && h->freed)
+		h->freed(h->ctx);
 	/* a big transaction grew the table: do not pay for its capacity at
 	 * every commit after it */
 	if (sm->win.cap > 4096 && sm->win.len * 4 < sm->win.cap) {
@@ -1816,6 +2096,11 @@ static int load(struct sm *sm)
 	/* after the counts: chunk_set_sm counts the chunk's free nodes */
 	if (r == 0)
 		r = mark_sm_chunks(sm, &seen);
+	/* rule 7, once the free nodes are known */
+	if (r == 0) {
+		secure_chunks(sm, &sm->uchunks);
+		secure_chunks(sm, &sm->schunks);
+	}
 	/* empty chunks: the first commit releases them */
 	for (size_t i = 0; r == 0 && i < sm->uchunks.n + sm->schunks.n; i++) {
 		const struct mchunk *m = i < sm->uchunks.n
@@ -1879,9 +2164,12 @@ int sm_open(struct tm *tm, const struct tm_ref *root, uint64_t data_used,
 	sm->reserve = reserve_for(sm->nr_blocks - sm->first_block, bs);
 	sm->d_used = data_used;
 	sm->d_hint = sm->first_block;
+	sm->res_hint = sm->first_block;
+	sm->fs_room = (tm_dev(tm)->flags & IO_DEV_SPARSE) && !tm_read_only(tm);
 	u64map_init(&sm->chunk_idx);
 	u64map_init(&sm->d_idx);
 	u64map_init(&sm->win);
+	u64map_init(&sm->res_idx);
 	r = load(sm);
 	if (r < 0) {
 		sm_destroy(sm);
@@ -1918,6 +2206,8 @@ void sm_destroy(struct sm *sm)
 	u64map_free(&sm->chunk_idx);
 	u64map_free(&sm->d_idx);
 	u64map_free(&sm->win);
+	u64map_free(&sm->res_idx);
+	free(sm->res);
 	free(sm);
 }
 
@@ -1999,6 +2289,89 @@ bool sm_room(const struct sm *sm, enum sm_room kind, uint64_t blocks,
 	return a >= step + floor && a >= all;
 }
 
+int sm_secure(struct sm *sm, enum sm_room kind, uint64_t nodes,
+	      uint64_t windows)
+{
+	uint64_t fresh = commit_blocks(sm, NEED_SLACK_NODES), want;
+
+	if (!sm->fs_room || sm->in_flush)
+		return 0;
+	want = step_blocks(sm, nodes) +
+	       commit_blocks(sm, need_nodes(sm, windows)) +
+	       (kind == SM_ROOM_DATA	? 2 * fresh
+		: kind == SM_ROOM_META ? fresh
+				       : 0);
+	/* a full pool holds fewer: sm_room decides that */
+	want = MIN(want, allocatable(sm));
+	/* The set keeps the most any change asked for; once the filesystem
+	 * is full (sm_fs_full), what it holds beyond what new data's change
+	 * needs goes back to the filesystem for the data. */
+	if (sm->fs_full && kind == SM_ROOM_DATA && sm->nr_res > want) {
+		uint64_t bs = (uint64_t)sm->npc * PD_NODE_SIZE, b;
+
+		while (sm->nr_res > want && res_pop(sm, &b))
+			io_discard(tm_dev(sm->tm), b * bs, bs);
+	}
+	while (sm->nr_res < want) {
+		uint64_t hint = sm->res_hint, b;
+		bool ok;
+		int r;
+
+		if (hint < sm->first_block || hint >= sm->nr_blocks)
+			hint = sm->first_block;
+		r = scan_range(sm, hint, sm->nr_blocks, true, &ok, &b);
+		if (r == 0 && !ok && hint > sm->first_block)
+			r = scan_range(sm, sm->first_block, hint, true, &ok, &b);
+		if (r < 0)
+			return r;
+		if (!ok)
+			break; /* every free block is secured */
+		r = reserve_block(sm, b);
+		if (!sm->fs_room)
+			return 0; /* no fallocate: nothing to secure */
+		sm->fs_full = r < 0;
+		if (r < 0)
+			return -ENOSPC;
+		r = res_add(sm, b);
+		if (r < 0)
+			return r;
+		sm->res_hint = b + 1;
+	}
+	return 0;
+}
+
+void sm_fs_full(struct sm *sm)
+{
+	sm->fs_full = sm->fs_room;
+}
+
+bool sm_fs_room(const struct sm *sm)
+{
+	return sm->fs_room;
+}
+
+bool sm_secured(const struct sm *sm, uint64_t block)
+{
+	return res_has(sm, block);
+}
+
+void sm_move_secured(struct sm *to, struct sm *from)
+{
+	uint64_t b;
+
+	while (res_pop(from, &b))
+		if (res_add(to, b) < 0)
+			break; /* out of memory: stays allocated, unused */
+}
+
+void sm_release_secured(struct sm *sm)
+{
+	uint64_t bs = (uint64_t)sm->npc * PD_NODE_SIZE, b;
+
+	while (res_pop(sm, &b))
+		io_discard(tm_dev(sm->tm), b * bs, bs);
+}
+
 int sm_grow(struct sm *sm, uint64_t nr_blocks)
 {
 	if (nr_blocks < sm->nr_blocks)
@@ -2022,6 +2395,7 @@ void sm_get_stats(const struct sm *sm, struct sm_stats *st)
 	st->flush_tree_ops = sm->flush_tree_ops;
 	st->commit_need = sm_commit_need(sm);
 	st->need_exceeded = sm->need_exceeded;
+	st->secured = sm->nr_res;
 }
 
 size_t sm_take_freed(struct sm *sm, uint64_t *out, size_t max)

@@ -31,7 +31,9 @@
  * spare nodes need (128 nodes' worth of blocks).  What a commit needs
  * grows with its transaction (sm.c, rule 6): the engine asks sm_room
  * before each change and commits first when the answer is no, so that
- * freeing, deleting and committing always succeed on a full pool.
+ * freeing, deleting and committing always succeed on a full pool.  On a
+ * pool file the same is asked of the room in the file (sm_secure, sm.c
+ * rule 7), so that a full filesystem refuses changes, never commits.
  *
  * Not thread-safe: called under the pool's metadata lock.
  */
@@ -62,6 +64,7 @@ struct sm_stats {
 	uint64_t flush_tree_ops; /* tree changes by sm_flush (cumulative) */
 	uint64_t commit_need;	/* sm_commit_need now */
 	uint64_t need_exceeded;	/* commits that took more (cumulative) */
+	uint64_t secured;	/* free blocks reserved in the file (rule 7) */
 };
 
 /*
@@ -79,6 +82,11 @@ int sm_inc_block(struct sm *sm, uint64_t block);
 /* *new_count may be NULL; decrementing a zero count is -EUCLEAN */
 int sm_dec_block(struct sm *sm, uint64_t block, uint32_t *new_count);
 int sm_block_count(struct sm *sm, uint64_t block, uint32_t *count);
+/* The counts of n blocks, as sm_block_count gives them, with one walk of
+ * the tree where the blocks ascend: O(n + the leaves they fall in); a
+ * block below the one before costs a descent. */
+int sm_block_counts(struct sm *sm, const uint64_t *blocks, size_t n,
+		    uint32_t *counts);
 
 /* Metadata nodes (SM_META), used through tm.h.  near: a node the new one
  * replaces (a copy's original), to allocate close to, or 0.  Inside
@@ -138,6 +146,33 @@ enum sm_room { SM_ROOM_DATA, SM_ROOM_META, SM_ROOM_FREE, SM_ROOM_RECLAIM };
 #define SM_FREE_FLOOR_WINDOWS 64u
 bool sm_room(const struct sm *sm, enum sm_room kind, uint64_t blocks,
 	     uint64_t nodes, uint64_t windows);
+
+/*
+ * Rule 7 of sm.c, room in the pool file: make the secured set (free
+ * blocks allocated in the file) hold what a change of kind that
+ * allocates nodes metadata nodes and changes counts in windows new
+ * windows, and then the commit, may take as new chunks, plus the kind's
+ * floor; reserves more while the filesystem has room.  -ENOSPC: it has
+ * none, and the set is short (refuse the change, or commit first).  0 at
+ * once where the device needs no reservations.  Call after sm_room said
+ * yes.
+ */
+int sm_secure(struct sm *sm, enum sm_room kind, uint64_t nodes,
+	      uint64_t windows);
+/* The filesystem refused room (a write of new data failed with ENOSPC):
+ * until a reservation passes again, the secured set gives back what it
+ * holds beyond what the next writes of new data need. */
+void sm_fs_full(struct sm *sm);
+/* Whether rule 7 is on (the device needs room reserved): the engine then
+ * estimates a change from the trees rather than by its loose bounds,
+ * whose room the set would hold (several MiB). */
+bool sm_fs_room(const struct sm *sm);
+/* Whether block is in the secured set (free, but not to be punched). */
+bool sm_secured(const struct sm *sm, uint64_t block);
+/* An abort's new space map takes the old one's secured set. */
+void sm_move_secured(struct sm *to, struct sm *from);
+/* Closing: the secured blocks are punched out of the file again. */
+void sm_release_secured(struct sm *sm);
 
 /* The smallest pool (in blocks past the superblocks) that can always
  * commit: room for the reserve several times over. */

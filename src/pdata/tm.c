@@ -8,7 +8,8 @@
  *     |                                               ^
  *     +--tm_commit ok--------------------------------+
  *     |
- *     +--error writing/flushing the superblock--> READ_ONLY (until reopen)
+ *     +--error writing/flushing the superblock--> IN DOUBT (read-only,
+ *                                                 until reopened: rule 4)
  *
  * In memory the superblock is kept twice: "cur" (roots and user bytes the
  * open transaction changes) and "com" (the last committed, restored by
@@ -83,7 +84,8 @@ struct tm {
 
 	bool sm_loading;  /* sm_open is reading the sm tree (tm_read) */
 	int err;	  /* poisons the transaction */
-	bool read_only;	  /* error after the superblock write began */
+	bool read_only;	  /* in doubt: an error after the superblock
+			   * write began (rule 4) */
 	/*
 	 * Generation stamped on the nodes of the open transaction: (txn << 20)
 	 * | 20 random bits, new for every attempt.  A transaction number is
@@ -98,6 +100,7 @@ struct tm {
 	 * other did (-1: none), until a commit rewrites it. */
 	int sb_damaged;
 	struct tm_commit_stats cst;
+	struct tm_hooks hooks;
 };
 
 
@@ -358,6 +361,25 @@ int tm_open(struct io_dev *dev, const struct tm_open_opts *opts,
 		return -ENOMEM;
 	tm->dev = dev;
 	tm->read_only_open = opts && opts->read_only;
+	if (opts && opts->hooks)
+		tm->hooks = *opts->hooks;
+	/*
+	 * Rule 4: a store that is going to write starts from what the disk
+	 * holds.  What a process before this one wrote may still be only in
+	 * the page cache: a superblock written but not yet flushed (a crash
+	 * of that process between steps d and e) is made durable here, or
+	 * this open fails, before any node of ours can overwrite blocks its
+	 * transaction freed; and one whose writeback failed, which reads as
+	 * if it had landed, leaves the cache.
+	 */
+	if (!tm->read_only_open) {
+		r = io_flush(dev);
+		if (r < 0) {
+			log_error("%s: flush: %s", dev->name, strerror(-r));
+			goto fail;
+		}
+		io_drop_cache(dev, 0, MIN(dev->size, 2ull * PD_NODE_SIZE));
+	}
 	r = read_superblocks(tm);
 	if (r < 0)
 		goto fail;
@@ -397,6 +419,40 @@ int tm_state(const struct tm *tm)
 bool tm_read_only(const struct tm *tm)
 {
 	return tm->read_only || tm->read_only_open;
+}
+
+bool tm_in_doubt(const struct tm *tm)
+{
+	return tm->read_only;
+}
+
+int tm_settle(struct tm *tm)
+{
+	struct sm_stats st = { .data_used = tm->com.data_used,
+			       .meta_nodes = tm->sb_meta_nodes,
+			       .meta_chunks = tm->sb_meta_chunks };
+	struct disk_superblock *sb;
+	int r;
+
+	if (tm->err)
+		return tm->err;
+	if (tm_read_only(tm))
+		return -EROFS;
+	sb = aligned_alloc(PD_NODE_SIZE, sizeof(*sb));
+	if (!sb)
+		return -ENOMEM;
+	sb_build(tm, &tm->com, &st, sb);
+	/* what it names first (rule 3's order), then the superblock */
+	r = io_flush(tm->dev);
+	if (r == 0)
+		r = sb_write(tm->dev, sb);
+	if (r == 0)
+		r = io_flush(tm->dev);
+	if (r < 0)
+		log_error("%s: writing superblock %" PRIu64 " again: %s",
+			  tm->dev->name, tm->com.txn % 2, strerror(-r));
+	free(sb);
+	return r;
 }
 
 void tm_poison(struct tm *tm, int err)
@@ -516,9 +572,11 @@ int tm_commit_ranged(struct tm *tm, const struct io_range *data, size_t n)
 
 read_only:
 	/*
-	 * Which superblock is on the device is unknown now: the new one may
-	 * have landed.  Writing another transaction could overwrite nodes it
-	 * references, so stop writing until the store is reopened.
+	 * Rule 4: which superblock is on the device is unknown now: the new
+	 * one may have landed.  Writing another transaction could overwrite
+	 * nodes it references, so stop writing until the store is reopened;
+	 * and keep this transaction's state (tm_abort will not roll it back),
+	 * so that the space map allocates only what both leave free.
 	 */
 	tm->read_only = true;
 poison:
@@ -532,6 +590,9 @@ int tm_abort(struct tm *tm)
 	struct sm *sm;
 	int r;
 
+	/* rule 4: in doubt, the failed transaction's state stays */
+	if (tm->read_only)
+		return 0;
 	bc_forget_gen(tm->bc, tm->node_gen);
 	bc_written_clear(tm->bc);
 	tm->cur = tm->com;
@@ -544,10 +605,11 @@ int tm_abort(struct tm *tm)
 		tm_poison(tm, r);
 		return r;
 	}
+	/* the blocks reserved in the file stay so (sm.c, rule 7) */
+	sm_move_secured(sm, tm->sm);
 	sm_destroy(tm->sm);
 	tm->sm = sm;
-	if (!tm->read_only)
-		tm->err = 0;
+	tm->err = 0;
 	return 0;
 }
 
@@ -626,6 +688,11 @@ uint64_t tm_pool_tag(const struct tm *tm)
 struct sm *tm_sm(struct tm *tm)
 {
 	return tm->sm;
+}
+
+const struct tm_hooks *tm_hooks(const struct tm *tm)
+{
+	return &tm->hooks;
 }
 
 struct bc *tm_bc(struct tm *tm)

@@ -33,8 +33,19 @@
  *      new one.  Opening picks the valid superblock with the higher txn.
  *   4. Any error inside a transaction poisons it: every later call fails
  *      with the same error until tm_abort.  An error during commit steps
- *      (d)-(e) leaves it unknown which superblock is on disk, so the store
- *      becomes read-only (tm_state) until it is reopened.
+ *      (d)-(e) leaves it unknown which superblock the device holds, the
+ *      new one or the one before (after a failed flush the page cache may
+ *      show the new one while the disk has the old, and a crash may then
+ *      bring up either): the store is in doubt (tm_in_doubt) and
+ *      read-only (tm_state) until it is reopened.  In doubt it keeps the
+ *      failed transaction's state, its roots and its space map, and
+ *      tm_abort changes nothing: what that space map can still allocate
+ *      is free in both transactions (sm.c, rule 1), so a block written
+ *      meanwhile (tv_pool_probe's) holds nothing either one uses.  A store
+ *      opened again at the new transaction writes its superblock again
+ *      (tm_settle) before anything else, so that no crash takes it back to
+ *      the old one, whose blocks the new one may have freed and the next
+ *      transactions reuse.
  *   5. A node pointer from disk is followed (tm_read) only to a node of a
  *      metadata chunk: never a superblock, a data block or past the pool
  *      (a data block's bytes are a client's to choose).
@@ -73,9 +84,28 @@ struct tm_format_opts {
 			      * a pool is never seen without them */
 };
 
+/*
+ * What the layer above learns of the space map's blocks (the engine's I/O
+ * path keeps a set of the metadata chunks that it reads without the
+ * metadata lock: vio.c, rule 10).  Called from inside tm and sm calls,
+ * with the caller's lock held; a hook must not call tm or sm.  Any may be
+ * NULL.
+ */
+struct tm_hooks {
+	void *ctx;
+	/* block holds metadata now: a chunk found at open (or at an abort's
+	 * reload) or taken by the space map */
+	void (*chunk)(void *ctx, uint64_t block);
+	/* block was taken for data (sm_alloc_block) */
+	void (*data)(void *ctx, uint64_t block);
+	/* a commit made blocks free (reusable from now on) */
+	void (*freed)(void *ctx);
+};
+
 struct tm_open_opts {
 	size_t cache_bytes; /* metadata cache budget; 0 = 64 MiB */
 	bool read_only;	    /* never write (commit returns -EROFS) */
+	const struct tm_hooks *hooks; /* copied; NULL: none */
 };
 
 /*
@@ -100,13 +130,25 @@ int tm_commit(struct tm *tm);
  * ranges given and what io_sync_ranges promises (rule 3). */
 int tm_commit_ranged(struct tm *tm, const struct io_range *data, size_t n);
 /* Drop the open transaction's changes and return to the committed state.
- * Allowed after any error; may fail only for I/O errors reloading it. */
+ * Allowed after any error; may fail only for I/O errors reloading it.  In
+ * doubt (rule 4) it changes nothing. */
 int tm_abort(struct tm *tm);
 
 /* 0, or the negative errno that poisoned the transaction or the store. */
 int tm_state(const struct tm *tm);
 /* true once an error made the store read-only until reopened */
 bool tm_read_only(const struct tm *tm);
+/* Rule 4: a commit failed at step d or e; tm_txn() is the transaction
+ * the device may or may not hold. */
+bool tm_in_doubt(const struct tm *tm);
+/*
+ * Rule 4: make the committed state durable where it is: a flush, its
+ * superblock written again in its own slot, a flush.  For a store opened
+ * after a commit in doubt, at that commit's transaction: the superblock
+ * may have reached only the page cache.  A torn rewrite leaves the other
+ * slot, the transaction before, whose blocks nothing has reused yet.
+ */
+int tm_settle(struct tm *tm);
 /* Poison the open transaction from a layer above (after a failed write). */
 void tm_poison(struct tm *tm, int err);
 
@@ -137,6 +179,7 @@ uint64_t tm_first_block(const struct tm *tm); /* first allocatable block */
 const uint8_t *tm_uuid(const struct tm *tm);	/* 16 bytes */
 uint64_t tm_pool_tag(const struct tm *tm);
 struct sm *tm_sm(struct tm *tm);
+const struct tm_hooks *tm_hooks(const struct tm *tm);
 struct bc *tm_bc(struct tm *tm);
 struct io_dev *tm_dev(struct tm *tm);
 

@@ -907,8 +907,9 @@ static int op_batch(struct req *q)
 	if (n) {
 		r = tv_batch(q->pool, ops, n, &failed);
 		if (r < 0) {
-			q->has_index = true;
-			q->index = failed < n ? failed : 0;
+			/* no op failed when the commit did */
+			q->has_index = failed < n;
+			q->index = failed;
 			req_engine(q, r);
 			goto out_release;
 		}

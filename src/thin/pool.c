@@ -36,7 +36,12 @@
  *      fails for lack of space once it has started changing the
  *      metadata, and a full pool does not go read-only: on a full pool
  *      trims commit every few hundred blocks, and the space comes back at
- *      each commit.
+ *      each commit.  The same holds for the room in a pool file's
+ *      filesystem: the answer is also no when the blocks the change and
+ *      the commit may take as metadata chunks are not reserved in the
+ *      file already and the filesystem refuses more (sm_secure; sm.c,
+ *      rule 7), so that a full filesystem refuses a change before it
+ *      begins, and never a commit.
  *   3. Reclaim.  A deleted volume's mapping tree, and the part a shrink
  *      cut off, wait in DEFERRED; reclaim frees them a step at a time,
  *      the last entry first (reclaim_one), so that what was deleted last
@@ -468,6 +473,7 @@ int pool_open_dev(struct io_dev *dev, bool own_dev, const char *name,
 	pthread_mutex_init(&p->meta_lock, NULL);
 	pthread_cond_init(&p->wake, NULL);
 	sync_gate_init(p);
+	abits_init(&p->chunk_bits);
 	p->read_only = p->opened_ro = o && o->read_only;
 	p->cache_bytes = o ? o->cache_bytes : 0;
 	p->commit_interval_ms = o && o->commit_interval_ms
@@ -483,12 +489,15 @@ int pool_open_dev(struct io_dev *dev, bool own_dev, const char *name,
  * its user bytes: the first open, and tv_pool_reopen. */
 static int open_store(struct tv_pool *p, const char *path, struct tm **out)
 {
+	struct tm_hooks hooks = vio_tm_hooks;
 	struct tm_open_opts to = { .cache_bytes = p->cache_bytes,
-				   .read_only = p->opened_ro };
+				   .read_only = p->opened_ro,
+				   .hooks = &hooks };
 	struct disk_pool_user *u;
 	struct tm *tm;
 	int r;
 
+	hooks.ctx = p;
 	r = tm_open(p->dev, &to, &tm);
 	if (r < 0)
 		return tv_err(r, "%s: cannot open the pool: %s", path,
@@ -547,6 +556,7 @@ fail:
 	pthread_mutex_destroy(&p->meta_lock);
 	pthread_cond_destroy(&p->wake);
 	pthread_rwlock_destroy(&p->sync_gate);
+	abits_free(&p->chunk_bits);
 	free(p);
 	return r;
 }
@@ -580,6 +590,10 @@ int tv_pool_close(struct tv_pool *p)
 		if (r == 0 && p->dirty)
 			r = pool_commit_locked(p);
 	}
+	/* the room reserved ahead in the pool file goes back (sm.c, rule
+	 * 7): free blocks in every state the pool may open at */
+	if (!p->opened_ro)
+		sm_release_secured(tm_sm(p->tm));
 	pthread_mutex_unlock(&p->meta_lock);
 	vio_destroy(p);
 	tm_close(p->tm);
@@ -588,6 +602,7 @@ int tv_pool_close(struct tv_pool *p)
 	pthread_mutex_destroy(&p->meta_lock);
 	pthread_cond_destroy(&p->wake);
 	pthread_rwlock_destroy(&p->sync_gate);
+	abits_free(&p->chunk_bits);
 	free(p);
 	return r;
 }
@@ -712,9 +727,20 @@ static int commit_locked(struct tv_pool *p, bool ranged)
 	vio_sync_clear_locked(p);
 	if (r < 0) {
 		/* A metadata I/O error: the transaction is lost, and the
-		 * pool stops writing until it is reopened and checked. */
+		 * pool stops writing until it is reopened and checked.
+		 * Unless the superblock write had begun (tm.h, rule 4): then
+		 * the device may hold the transaction, and a reopen may find
+		 * it; whoever asked must not be told it did not happen. */
+		bool doubt = tm_in_doubt(p->tm);
+
 		tm_abort(p->tm);
 		pool_set_read_only(p, r, "metadata commit failed");
+		if (doubt)
+			return tv_err(r, "%s: commit failed after its "
+					 "superblock was written (%s): the "
+					 "change may or may not be in the "
+					 "pool; reopen it to see which",
+				      p->path, strerror(-r));
 		return tv_err(r, "%s: commit failed: %s", p->path,
 			      strerror(-r));
 	}
@@ -735,6 +761,8 @@ void pool_abort_locked(struct tv_pool *p)
 	vio_drain_locked(p); /* may drop meta_lock meanwhile */
 	vio_sync_clear_locked(p);
 	r = tm_abort(p->tm);
+	/* vio.c, rule 10: blocks the transaction took are free again */
+	atomic_store(&p->freed_since_drain, true);
 
 	p->dirty = false;
 	if (r < 0)
@@ -810,10 +838,15 @@ static int flush_locked(struct tv_pool *p)
 bool pool_room_locked(struct tv_pool *p, enum sm_room kind, uint64_t blocks,
 		      uint64_t nodes, uint64_t counts)
 {
+	struct sm *sm = tm_sm(p->tm);
 	uint64_t hn, hc;
 
 	vio_held_locked(p, &hn, &hc);
-	return sm_room(tm_sm(p->tm), kind, blocks, nodes + hn, counts + hc);
+	/* the pool's blocks, then the room in the pool file for the nodes
+	 * (sm.c, rule 7): a full filesystem refuses the change now, never
+	 * the commit later */
+	return sm_room(sm, kind, blocks, nodes + hn, counts + hc) &&
+	       sm_secure(sm, kind, nodes + hn, counts + hc) == 0;
 }
 
 void probe_init(struct room_probe *q, struct tv_pool *p)
@@ -1259,8 +1292,9 @@ static void discard_freed_locked(struct tv_pool *p)
 	       (n = sm_take_freed(tm_sm(p->tm), blocks, ARRAY_SIZE(blocks)))) {
 		for (size_t i = 0; i < n; i++) {
 			uint32_t count;
+			/* a secured block stays allocated (sm.c, rule 7) */
 			if (sm_block_count(tm_sm(p->tm), blocks[i], &count) ||
-			    count)
+			    count || sm_secured(tm_sm(p->tm), blocks[i]))
 				continue;
 			io_discard(p->dev, blocks[i] * p->block_size,
 				   p->block_size);
@@ -1383,13 +1417,16 @@ static int after_error_locked(struct tv_pool *p)
 /*
  * tv_pool_probe under meta_lock and the sync gate (syncs, rule 2: no sync
  * beside it takes its error), the pool read-only after an error and no
- * provision in flight (so nothing else writes, allocates or syncs).  A block free in the space
- * map is free in the last commit too (sm.c, rule 1), so whatever is
- * written there is never read: a new block is zeroed or overwritten
- * whole before a mapping names it (vio.c, rule 3).  The write allocates
- * space in a pool file's hole, which is what a full filesystem refuses;
- * the hole is punched again after.  On a pool without a free block the
- * sync alone is the probe.
+ * provision in flight (so nothing else writes, allocates or syncs).  A
+ * block the space map can allocate is free in the open transaction and
+ * in the last commit (sm.c, rule 1), and after a commit in doubt the
+ * space map is that commit's (tm.h, rule 4): so the block is free in
+ * every state a reopen may find, the transaction before the failure and
+ * the one that failed, and whatever is written there is never read (a
+ * new block is zeroed or overwritten whole before a mapping names it:
+ * vio.c, rule 3).  The write allocates space in a pool file's hole,
+ * which is what a full filesystem refuses; the hole is punched again
+ * after.  On a pool without a free block the sync alone is the probe.
  */
 static int probe_locked(struct tv_pool *p)
 {
@@ -1460,6 +1497,7 @@ int tv_pool_probe(struct tv_pool *p)
 
 int tv_pool_reopen(struct tv_pool *p)
 {
+	uint64_t doubt = 0;
 	struct tm *tm;
 	bool gate;
 	int r;
@@ -1469,8 +1507,16 @@ int tv_pool_reopen(struct tv_pool *p)
 	gate = r == 0;
 	if (r == 0)
 		r = probe_locked(p);
-	if (r == 0)
-		r = open_store(p, p->path, &tm);
+	if (r < 0)
+		goto out;
+	/* The kernel's cache of the pool's bytes goes first, where a write
+	 * whose writeback failed still reads as if it had landed (the
+	 * probe's sync left nothing dirty): the superblocks are read from
+	 * the disk, where it drops them. */
+	io_drop_cache(p->dev, 0, 0);
+	if (tm_in_doubt(p->tm))
+		doubt = tm_txn(p->tm);
+	r = open_store(p, p->path, &tm);
 	if (r < 0)
 		goto out;
 	if (tm_block_size(tm) != p->block_size ||
@@ -1482,14 +1528,26 @@ int tv_pool_reopen(struct tv_pool *p)
 			   p->path);
 		goto out;
 	}
+	/* tm.h, rule 4: at the commit in doubt, that superblock may still be
+	 * only in the page cache (a page in use stays there): it is written
+	 * again before anything else is, so no crash can take the pool back
+	 * to the transaction before it, whose blocks the next ones reuse */
+	if (doubt && tm_committed_txn(tm) == doubt) {
+		r = tm_settle(tm);
+		if (r < 0) {
+			tm_close(tm);
+			r = tv_err(r, "%s: cannot reopen: writing the "
+				      "superblock again: %s",
+				   p->path, strerror(-r));
+			goto out;
+		}
+	}
 	/* the committed state replaces everything in memory: the lost
 	 * transaction, the metadata cache, the mappings the I/O path
-	 * cached (no provision is in flight: probe_locked drained them),
-	 * and the kernel's cache of the pool's bytes, where a write whose
-	 * writeback failed still reads as if it had landed (the probe's
-	 * sync left nothing dirty) */
+	 * cached (no provision is in flight: probe_locked drained them) */
 	vio_reset_locked(p);
-	io_drop_cache(p->dev);
+	/* free in every state (sm.c, rule 7): the new store has its own */
+	sm_release_secured(tm_sm(p->tm));
 	tm_close(p->tm);
 	p->tm = tm;
 	pool_init_infos(p);
@@ -1522,6 +1580,20 @@ int tv_pool_resize(struct tv_pool *p, uint64_t new_size)
 				    " bytes)",
 			   p->path, tm_nr_blocks(p->tm) * p->block_size);
 		goto out;
+	}
+	/* the commit's room in the pool file (sm.c, rule 7; its blocks a
+	 * full pool has in its reserve, and the grow adds more) */
+	{
+		uint64_t hn, hc;
+
+		vio_held_locked(p, &hn, &hc);
+		r = sm_secure(tm_sm(p->tm), SM_ROOM_FREE, hn, hc + 1);
+		if (r < 0) {
+			r = tv_err(r, "%s: no room to commit the grow in the "
+				      "filesystem under the pool",
+				   p->path);
+			goto out;
+		}
 	}
 	if (new_size > p->dev->size) {
 		r = io_resize(p->dev, new_size);

@@ -37,6 +37,7 @@
 #include "pdata/sm.h"
 #include "pdata/tm.h"
 #include "thinvol.h"
+#include "util/abits.h"
 #include "util/u64map.h"
 
 enum {
@@ -135,6 +136,12 @@ struct tv_pool {
 	bool committed; /* this process committed something (rule 3) */
 
 	struct vio *vio; /* I/O state (vio.c) */
+	/* vio.c, rule 10: the blocks that are (or were, and not taken for
+	 * data since) metadata chunks, which the fast path tests without
+	 * meta_lock; set through the store's hooks (vio_tm_hooks) */
+	struct abits chunk_bits;
+	atomic_bool chunk_bits_lost; /* out of memory: no fast path */
+	atomic_bool freed_since_drain;
 };
 
 /*
@@ -257,6 +264,9 @@ int vol_check_roots(struct tv_pool *p, struct check_root *roots,
 int vol_check_indexes_locked(struct tv_pool *p, FILE *out, uint64_t *errors);
 
 /* vio.c */
+/* The hooks (tm.h) that keep rule 10's set of metadata chunks; ctx is the
+ * pool.  For every store the pool opens. */
+extern const struct tm_hooks vio_tm_hooks;
 int vio_init(struct tv_pool *p);
 void vio_destroy(struct tv_pool *p);
 /* Drop a volume's cached mappings, size and flags, after waiting for the

@@ -103,7 +103,9 @@
  *      starts (unmap_fit_locked: as many blocks as fit).  The cost of a
  *      path is first bounded from the volume (never snapshotted: no node
  *      shared), and when that bound does not fit, read from the path
- *      itself (btree_path_cost).  No room: the first block of a step
+ *      itself (btree_path_cost); on a pool file it is read from the path
+ *      at once, since the room the bound asks for would be reserved in
+ *      the file (sm.c, rule 7).  No room: the first block of a step
  *      makes room (pool_make_room_locked, with no provision of ours in
  *      flight) and starts again, a later block of a batch ends the batch
  *      there; when nothing makes room the write fails with -ENOSPC and
@@ -112,14 +114,29 @@
  *      is freed) may use the reserve as deletes do, the others leave it
  *      (a trim of blocks that a snapshot shares frees nothing).
  *  10. A mapping read from the tree is used only if its block is a data
- *      block: inside the pool's data area (not the superblocks, not past
- *      the end) and no metadata chunk (map_block_ok, O(1), where a
- *      mapping leaves the tree: the slow paths of read and write, before
- *      it is cached).  Else the I/O fails with EIO and the pool goes
- *      read-only in state needs-check: a damaged or hostile image must
- *      not turn a client's writes into writes of the superblocks or the
- *      metadata.  (A block whose count does not account for every
- *      mapping of it is the checker's to find: tv_pool_check.)
+ *      block in use: inside the pool's data area (not the superblocks,
+ *      not past the end), no metadata chunk, and counted in the space map
+ *      (map_block_check where a mapping leaves the tree: the slow paths
+ *      of read and write, before it is cached, and the tail zeroing of a
+ *      grow; the counts of a read's window in one walk of the space map).
+ *      Else the I/O fails with EIO and the pool goes read-only in state
+ *      needs-check: a damaged or hostile image must not turn a client's
+ *      writes into writes of the superblocks or the metadata, and a free
+ *      block may become a metadata chunk any time.  A block counted more
+ *      than once is written in place by no one, whatever its mapping's
+ *      epoch says (rule 6).  A cached block stays counted while it is
+ *      cached, but where the metadata is damaged: a block counted once
+ *      and mapped twice (the checker's missing count), freed through one
+ *      mapping, may be taken again while the other is cached.  So the
+ *      fast path uses a cached block only while it is not in the set of
+ *      metadata chunks (pool->chunk_bits, kept by the space map's hooks:
+ *      vio_tm_hooks; tested without a lock, O(1)), and the first chunk
+ *      taken after a commit freed blocks waits for the fast-path I/O in
+ *      flight (hook_chunk), so none that tested the set before can reach
+ *      the chunk's nodes.  A freed block taken again for data is not
+ *      caught: through the damaged mapping, the volume then reads and
+ *      writes the block's new owner's data, as it shared the block with
+ *      the other mapping before; the checker reports the missing count.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -437,6 +454,75 @@ void vio_reset_locked(struct tv_pool *p)
 		p->vio->unflushed = p->vio->unsynced = 0;
 }
 
+/* ---- rule 10: the metadata chunks, for the fast path ---- */
+
+/* Wait for every fast-path I/O in flight: each holds its volume's lock
+ * shared for the whole I/O (rule 2).  meta_lock held, no vstate lock. */
+static void fast_drain_locked(struct tv_pool *p)
+{
+	size_t pos = 0;
+	uint64_t k, val;
+
+	pthread_mutex_lock(&p->vio->lock);
+	while (u64map_next(&p->vio->vols, &pos, &k, &val)) {
+		struct vstate *vs = (struct vstate *)(uintptr_t)val;
+
+		pthread_rwlock_wrlock(&vs->lock);
+		pthread_rwlock_unlock(&vs->lock);
+	}
+	pthread_mutex_unlock(&p->vio->lock);
+}
+
+/* tm_hooks.chunk (meta_lock held, or the pool being opened): block holds
+ * metadata from now on.  Only a block freed since the open can be in a
+ * cache (a mapping is cached only while its block is counted), and only
+ * where the metadata is damaged; a fast-path I/O on it that tested the
+ * set before this ends before the chunk's nodes can be written. */
+static void hook_chunk(void *ctx, uint64_t block)
+{
+	struct tv_pool *p = ctx;
+	bool lost = abits_set(&p->chunk_bits, block) < 0;
+
+	if (lost)
+		atomic_store(&p->chunk_bits_lost, true);
+	if (p->vio && (atomic_exchange(&p->freed_since_drain, false) || lost))
+		fast_drain_locked(p);
+}
+
+/* tm_hooks.data: block was taken for data: a volume may cache it now. */
+static void hook_data(void *ctx, uint64_t block)
+{
+	struct tv_pool *p = ctx;
+
+	abits_clear(&p->chunk_bits, block);
+}
+
+/* tm_hooks.freed: blocks a volume mapped may be free now. */
+static void hook_freed(void *ctx)
+{
+	struct tv_pool *p = ctx;
+
+	atomic_store(&p->freed_since_drain, true);
+}
+
+const struct tm_hooks vio_tm_hooks = {
+	.chunk = hook_chunk,
+	.data = hook_data,
+	.freed = hook_freed,
+};
+
+/* Whether the fast path may use cached value val: a hole, or a block
+ * that is no metadata chunk (rule 10).  Any thread. */
+static bool fast_val_ok(struct tv_pool *p, uint64_t val)
+{
+	if (val == C_HOLE)
+		return true;
+	return !atomic_load_explicit(&p->chunk_bits_lost,
+				     memory_order_relaxed) &&
+	       !abits_test(&p->chunk_bits,
+			   val & C_OWN ? val & C_BLOCK_MASK : val);
+}
+
 /* Remember the volume's size and flags for the fast path (meta_lock).
  * A volume of a pool that went read-only is read-only to the fast path
  * too: its writes go to the slow path, which refuses them (EROFS). */
@@ -580,15 +666,42 @@ static uint64_t dev_off(struct tv_pool *p, uint64_t block, uint64_t in)
 	return block * p->block_size + in;
 }
 
-/* Rule 9: a mapping read from the tree names a data block. */
-static bool map_block_ok(struct tv_pool *p, uint64_t block)
+/*
+ * Rule 10: whether block, which a mapping names, is a data block in use:
+ * 1 when it is (*count: its reference count), 0 when not (*why says
+ * what it is), or the error reading its count.  O(1) but the count: a
+ * lookup in the space map.  meta_lock held.
+ */
+/* Rule 10 without the count: NULL when block lies in the data area and
+ * is no metadata chunk, else what it is.  O(1). */
+static const char *map_block_place(struct tv_pool *p, uint64_t block)
 {
-	return block >= tm_first_block(p->tm) &&
-	       block < tm_nr_blocks(p->tm) &&
-	       !sm_is_chunk(tm_sm(p->tm), block);
+	if (block < tm_first_block(p->tm) || block >= tm_nr_blocks(p->tm))
+		return "outside the data area";
+	if (sm_is_chunk(tm_sm(p->tm), block))
+		return "a metadata chunk";
+	return NULL;
 }
 
-/* Rule 9: reading v's mapping tree failed with r; a node that failed its
+static int map_block_check(struct tv_pool *p, uint64_t block,
+			   uint32_t *count, const char **why)
+{
+	int r;
+
+	*why = map_block_place(p, block);
+	if (*why)
+		return 0;
+	r = sm_block_count(tm_sm(p->tm), block, count);
+	if (r < 0)
+		return r;
+	if (!*count) {
+		*why = "a free block";
+		return 0;
+	}
+	return 1;
+}
+
+/* Rule 10: reading v's mapping tree failed with r; a node that failed its
  * checks (EUCLEAN: damaged, or not in a metadata chunk) is damage the
  * pool must not write on.  meta_lock held, no vstate lock.  Returns r. */
 static int map_tree_failed_locked(struct tv_pool *p,
@@ -605,24 +718,46 @@ static int map_tree_failed_locked(struct tv_pool *p,
 	return r;
 }
 
-/* Rule 9: virtual block vblock of v maps to block, which is no data
- * block: refuse the I/O, and the pool needs a check.  meta_lock held,
- * no vstate lock. */
+/* Rule 10: virtual block vblock of v maps to block, which is no data
+ * block in use (why: what it is): refuse the I/O, and the pool needs a
+ * check.  meta_lock held, no vstate lock. */
 static int bad_mapping_locked(struct tv_pool *p, const struct disk_volume *v,
-			      uint64_t vblock, uint64_t block)
+			      uint64_t vblock, uint64_t block, const char *why)
 {
 	char what[160];
 
 	snprintf(what, sizeof(what),
 		 "volume #%" PRIu64 " maps block %" PRIu64 " to pool block %"
 		 PRIu64 ", %s",
-		 le64_to_cpu(v->id), vblock, block,
-		 block < tm_first_block(p->tm) || block >= tm_nr_blocks(p->tm)
-			 ? "outside the data area"
-			 : "a metadata chunk");
+		 le64_to_cpu(v->id), vblock, block, why);
 	pool_set_damaged(p, what);
 	return tv_err(-EIO, "%s: damaged metadata: %s; run thinvol check",
 		      p->path, what);
+}
+
+/* Rule 10: the mapping m of vblock of v, read from the tree: 0 when its
+ * block may be used (*own: in place, as v's own: written since v's last
+ * snapshot and counted once), else the I/O's error (the pool then needs
+ * a check).  meta_lock held, no vstate lock. */
+static int mapping_use_locked(struct tv_pool *p, const struct disk_volume *v,
+			      uint64_t vblock, const struct disk_mapping *m,
+			      bool *own)
+{
+	uint64_t block = le64_to_cpu(m->block);
+	const char *why = NULL;
+	uint32_t count = 0;
+	int r = map_block_check(p, block, &count, &why);
+
+	if (r < 0)
+		return map_tree_failed_locked(p, v, r);
+	if (!r)
+		return bad_mapping_locked(p, v, vblock, block, why);
+	/* a count above 1 on a block v wrote since its last snapshot is
+	 * damage too (a snapshot gives both sides a new epoch), which the
+	 * checker reports; the block is treated as shared, so that v's
+	 * writes do not reach whoever else maps it */
+	*own = mapping_own(v, m) && count == 1;
+	return 0;
 }
 
 /* An error inside a metadata change: the transaction is lost. */
@@ -668,7 +803,9 @@ static int prov_room_locked(struct tv_pool *p, const struct disk_volume *v,
 			    uint64_t vblock, const struct cost *acc,
 			    struct cost *c)
 {
-	for (int exact = 0; exact < 2; exact++) {
+	/* on a pool file, the room the bound asks for would be held in the
+	 * file (sm.c, rule 7): several MiB that new data then lacks */
+	for (int exact = sm_fs_room(tm_sm(p->tm)); exact < 2; exact++) {
 		struct room_probe q;
 		bool fits;
 		int r = 0;
@@ -720,10 +857,13 @@ static int plan_block_locked(struct tv_pool *p, const struct disk_volume *v,
 	if (r < 0 && r != -ENOENT)
 		return map_tree_failed_locked(p, v, r);
 	if (r == 0) {
+		bool own;
+
 		old = le64_to_cpu(m.block);
-		if (!map_block_ok(p, old))
-			return bad_mapping_locked(p, v, vblock, old);
-		if (mapping_own(v, &m) && !copy) {
+		r = mapping_use_locked(p, v, vblock, &m, &own);
+		if (r < 0)
+			return r;
+		if (own && !copy) {
 			/* our own block: in place */
 			r = buf ? io_write(p->dev, buf, len,
 					   dev_off(p, old, in))
@@ -969,6 +1109,8 @@ static int write_block_locked(struct tv_pool *p, struct disk_volume *v,
 	r = prov_write(p, &pv);
 	if (r == 0)
 		return prov_insert_locked(p, v, vs, &pv);
+	if (r == -ENOSPC || r == -EDQUOT)
+		sm_fs_full(tm_sm(p->tm)); /* sm.c, rule 7 */
 	sm_dec_block(tm_sm(p->tm), pv.block, NULL);
 	return r;
 }
@@ -1099,6 +1241,9 @@ static int pending_finish_locked(struct tv_pool *p, struct vstate *vs,
 	for (unsigned int i = 0; i < n; i++) {
 		if (pv[i].r < 0 && !werr)
 			werr = pv[i].r;
+		/* sm.c, rule 7: the filesystem is full */
+		if ((pv[i].r == -ENOSPC || pv[i].r == -EDQUOT) && !poisoned)
+			sm_fs_full(tm_sm(p->tm));
 		if (r == 0 && pv[i].r == 0) {
 			r = prov_insert_locked(p, &v, vs, &pv[i]);
 			uint64_t bytes = pv[i].old == NO_BLOCK
@@ -1256,52 +1401,67 @@ static int read_window_locked(struct tv_pool *p, struct vstate *vs,
 {
 	uint64_t end = MIN((vblock / READ_WINDOW + 1) * READ_WINDOW,
 			   DIV_ROUND_UP(le64_to_cpu(v->size), p->block_size));
-	uint64_t at = vblock, bad = NO_BLOCK;
+	uint64_t vbs[READ_WINDOW], blocks[READ_WINDOW], at = vblock;
+	struct disk_mapping dms[READ_WINDOW];
+	uint32_t counts[READ_WINDOW];
+	const char *why = NULL;
 	struct btree_cursor c;
 	struct tm_ref root;
+	size_t n = 0, ok;
 	uint8_t k[8];
 	int r, found = -ENOENT;
 
+	/* the window's mappings (end - vblock <= READ_WINDOW of them) */
 	ref_from_disk(&root, &v->map_root);
 	put_be64(k, vblock);
 	r = btree_cursor_seek(&p->map, &root, k, &c);
-	pthread_rwlock_wrlock(&vs->lock);
-	while (r == 0) {
-		uint64_t vb = c.valid ? get_be64(btree_cursor_key(&c)) : end;
-		struct disk_mapping dm;
-
-		for (; at < MIN(vb, end); at++)
-			cache_put_locked(vs, at, C_HOLE);
-		if (vb >= end)
+	while (r == 0 && c.valid && n < READ_WINDOW) {
+		vbs[n] = get_be64(btree_cursor_key(&c));
+		if (vbs[n] >= end)
 			break;
-		memcpy(&dm, btree_cursor_value(&c), sizeof(dm));
-		if (!map_block_ok(p, le64_to_cpu(dm.block))) {
-			/* rule 10: never cached, never read */
-			bad = vb;
-			break;
-		}
-		if (vb == vblock) {
-			*m = dm;
-			found = 0;
-		}
-		cache_put_locked(vs, vb,
-				 mapping_own(v, &dm)
-					 ? own_val(vs, le64_to_cpu(dm.block))
-					 : le64_to_cpu(dm.block));
-		at = vb + 1;
+		memcpy(&dms[n], btree_cursor_value(&c), sizeof(dms[n]));
+		blocks[n] = le64_to_cpu(dms[n].block);
+		n++;
 		r = btree_cursor_next(&c);
 	}
-	pthread_rwlock_unlock(&vs->lock);
-	if (bad != NO_BLOCK) {
-		uint64_t block = le64_to_cpu(
-			((const struct disk_mapping *)btree_cursor_value(&c))
-				->block);
-
-		btree_cursor_close(&c);
-		return bad_mapping_locked(p, v, bad, block);
-	}
 	btree_cursor_close(&c);
-	return r < 0 ? map_tree_failed_locked(p, v, r) : found;
+	if (r < 0)
+		return map_tree_failed_locked(p, v, r);
+	/* rule 10: which are data blocks in use (the counts in one walk of
+	 * the space map: a volume's blocks mostly ascend); what comes
+	 * before the first that is not is cached, that one is refused */
+	for (ok = 0; ok < n && !(why = map_block_place(p, blocks[ok])); ok++)
+		;
+	r = sm_block_counts(tm_sm(p->tm), blocks, ok, counts);
+	if (r < 0)
+		return map_tree_failed_locked(p, v, r);
+	for (size_t i = 0; i < ok; i++) {
+		if (!counts[i]) {
+			ok = i;
+			why = "a free block";
+		}
+	}
+	pthread_rwlock_wrlock(&vs->lock);
+	for (size_t i = 0; i < ok; i++) {
+		for (; at < vbs[i]; at++)
+			cache_put_locked(vs, at, C_HOLE);
+		if (vbs[i] == vblock) {
+			*m = dms[i];
+			found = 0;
+		}
+		/* own: see mapping_use_locked */
+		cache_put_locked(vs, vbs[i],
+				 mapping_own(v, &dms[i]) && counts[i] == 1
+					 ? own_val(vs, blocks[i])
+					 : blocks[i]);
+		at = vbs[i] + 1;
+	}
+	for (; at < (ok < n ? vbs[ok] : end); at++)
+		cache_put_locked(vs, at, C_HOLE);
+	pthread_rwlock_unlock(&vs->lock);
+	if (ok < n)
+		return bad_mapping_locked(p, v, vbs[ok], blocks[ok], why);
+	return found;
 }
 
 static int vol_read(struct tv_pool *p, uint64_t id, void *buf, size_t len,
@@ -1330,7 +1490,8 @@ static int vol_read(struct tv_pool *p, uint64_t id, void *buf, size_t len,
 			 * reads must not keep a writer (who may hold meta_lock)
 			 * waiting for the lock */
 			for (; len && k < READ_HOLD_BLOCKS &&
-			       (cv = u64map_find(&vs->cache, off / bs));
+			       (cv = u64map_find(&vs->cache, off / bs)) &&
+			       fast_val_ok(p, *cv);
 			     k++) {
 				in = off % bs;
 				n = MIN(len, bs - in);
@@ -1440,7 +1601,7 @@ static int unmap_fit_locked(struct tv_pool *p, const struct disk_volume *v,
 			    uint64_t vblock, uint64_t *nr)
 {
 	uint64_t n = *nr, m = le64_to_cpu(v->mapped);
-	bool exact = false;
+	bool exact = sm_fs_room(tm_sm(p->tm)); /* as prov_room_locked */
 
 	for (;;) {
 		struct room_probe q;
@@ -1665,7 +1826,7 @@ static int modify(struct tv_pool *p, uint64_t id, const uint8_t *buf,
 			if (checked || fast_ok(vs, len, off, true)) {
 				checked = true;
 				cv = u64map_find(&vs->cache, vblock);
-				if (cv && c_own(vs, *cv)) {
+				if (cv && c_own(vs, *cv) && fast_val_ok(p, *cv)) {
 					r = io_write(p->dev, buf, n,
 						     dev_off(p, c_block(*cv),
 							     in));
@@ -1733,7 +1894,7 @@ int vio_zero_tail_locked(struct tv_pool *p, struct disk_volume *v,
 	uint64_t in = from % bs;
 	struct disk_mapping m;
 	uint8_t *tail;
-	bool zero = true;
+	bool zero = true, own;
 	int r;
 
 	if (!in)
@@ -1741,6 +1902,10 @@ int vio_zero_tail_locked(struct tv_pool *p, struct disk_volume *v,
 	r = map_lookup(p, v, from / bs, &m);
 	if (r == -ENOENT)
 		return 0;
+	if (r < 0)
+		return map_tree_failed_locked(p, v, r);
+	/* rule 10: the block is read below, before any write looks at it */
+	r = mapping_use_locked(p, v, from / bs, &m, &own);
 	if (r < 0)
 		return r;
 	/* Already zero (never shrunk from further, or zeroed before): no

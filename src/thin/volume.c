@@ -1365,6 +1365,8 @@ int tv_batch(struct tv_pool *p, struct tv_op *ops, size_t n, size_t *failed)
 	}
 	p->dirty = true;
 	r = pool_commit_locked(p);
+	if (r < 0 && failed)
+		*failed = n; /* no op failed: the commit did */
 out:
 	pthread_mutex_unlock(&p->meta_lock);
 	return r;

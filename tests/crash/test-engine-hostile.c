@@ -15,6 +15,16 @@
  *   map-metadata     ... the metadata chunk that holds the mapping itself
  *   map-shared       ... "b"'s block, whose count (1) does not account
  *                    for the second mapping
+ *   map-free         ... free blocks (count 0), several (review 2,
+ *                    finding 2: the space map later took one as a
+ *                    metadata chunk, and a's cached mapping wrote there)
+ *   shared-reused    map-shared, then b trims the block, which is freed
+ *                    and taken as a metadata chunk while a's mapping is
+ *                    cached: a's reads and writes must not reach it
+ *   own-counted-twice a's mapping, written since a's last snapshot, names
+ *                    b's block, counted twice (for a and b): the check is
+ *                    clean, and a's write must copy the block, not write
+ *                    over b's data
  *   root-in-data     "a"'s mapping tree root names a node in "b"'s data
  *                    block, where a well-formed copy of the real root lies
  *                    (what b's client could have written there)
@@ -28,7 +38,9 @@
  * still reads right, and the checker reports the damage (not clean, with
  * the message the case is about).  A node pointer into a data block is
  * refused wherever it is followed (open, I/O, reclaim, check).  The
- * shared block is the checker's to find ("missing reference count").
+ * shared block is the checker's to find ("missing reference count"); the
+ * I/O path's part is that nothing but the checker's finding follows from
+ * it: no write of metadata when the block is freed and taken again.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -352,6 +364,77 @@ static uint64_t t_metadata(struct tv_pool *p, uint64_t node)
 	return node / NPC; /* the chunk holding the mapping's own leaf */
 }
 
+static uint64_t t_free(struct tv_pool *p, uint64_t node)
+{
+	(void)node;
+	/* a free block of the data area, far from what the base uses */
+	for (uint64_t b = tm_nr_blocks(p->tm) - 1;; b--) {
+		uint32_t count;
+
+		CHECK(b > tm_first_block(p->tm));
+		CHECK_OK(sm_block_count(tm_sm(p->tm), b, &count));
+		if (!count && !sm_is_chunk(tm_sm(p->tm), b))
+			return b - 8;
+	}
+}
+
+/*
+ * Finding 2 of review 2 as the reviewer ran it: all of a's mappings point
+ * at free blocks; a's client reads them (once accepted and cached), then
+ * other volumes' creates make the space map take new chunks.  Now the
+ * first read is refused: EIO, needs-check, nothing cached; the creates
+ * are refused on the read-only pool; the device is left as it was.
+ */
+static void map_free_all(void)
+{
+	uint8_t *img = malloc(DEV_SIZE), *buf = malloc(BS);
+	uint64_t off[4], node, tgt[4], n = 0;
+	struct io_dev *dev;
+	struct tv_pool *p;
+
+	CHECK(img && buf);
+	memcpy(img, base, DEV_SIZE);
+	p = open_img(img, &dev);
+	pthread_mutex_lock(&p->meta_lock);
+	for (uint64_t b = tm_first_block(p->tm); b < tm_nr_blocks(p->tm) && n < 4;
+	     b++) {
+		uint32_t count;
+
+		CHECK_OK(sm_block_count(tm_sm(p->tm), b, &count));
+		if (!count && !sm_is_chunk(tm_sm(p->tm), b))
+			tgt[n++] = b; /* the next chunks would go here */
+	}
+	pthread_mutex_unlock(&p->meta_lock);
+	CHECK_EQ(n, 4);
+	for (uint64_t vb = 0; vb < 4; vb++)
+		off[vb] = mapping_at(p, a_id, vb, &node);
+	tv_pool_close(p);
+	io_close(dev);
+	for (uint64_t vb = 0; vb < 4; vb++)
+		patch_u64(img, off[vb] + offsetof(struct disk_mapping, block),
+			  tgt[vb]);
+	p = open_img(img, &dev);
+	for (uint64_t vb = 0; vb < 4; vb++)
+		CHECK_EQ(tv_vol_read(p, a_id, buf, BS, vb * BS), -EIO);
+	expect_needs_check(p, "map-free");
+	for (int k = 0; k < 300; k++) {
+		char name[32];
+
+		snprintf(name, sizeof(name), "vol-%d", k);
+		CHECK(tv_vol_create(p, name, BS, NULL, 0, NULL) < 0);
+	}
+	memset(buf, 0xee, BS);
+	CHECK(tv_vol_write(p, a_id, buf, BS, 0, 0) < 0);
+	expect_b(p);
+	tv_pool_close(p);
+	CHECK(!memcmp(io_mem_data(dev), img, DEV_SIZE));
+	io_close(dev);
+	free(img);
+	free(buf);
+	printf("  map-free (all of a's blocks, then 300 creates): the first "
+	       "read refused, nothing written\n");
+}
+
 /* a's vblock 1 maps to b's block (count 1, two mappings): no cheap way
  * for the I/O path to know; the checker finds it. */
 static void map_shared(void)
@@ -378,6 +461,134 @@ static void map_shared(void)
 	free(buf);
 	printf("  map-shared: the checker reports the uncounted second "
 	       "mapping\n");
+}
+
+/*
+ * map-shared, and then b trims the block: it is freed, and the space map
+ * takes it again as a metadata chunk while a's cache still names it.
+ * a's reads and writes of vblock 1 must not reach the chunk (EIO, the
+ * pool needs a check); the chunk's bytes stay as the engine wrote them.
+ */
+static void shared_reused(void)
+{
+	uint8_t *img = malloc(DEV_SIZE), *buf = malloc(BS), *before = malloc(BS);
+	struct io_dev *dev, *dev2;
+	struct tv_pool *p;
+	uint64_t off, node;
+	bool chunk = false;
+	uint8_t *dimg;
+
+	CHECK(img && buf && before);
+	memcpy(img, base, DEV_SIZE);
+	p = open_img(img, &dev);
+	off = mapping_at(p, a_id, 1, &node);
+	tv_pool_close(p);
+	io_close(dev);
+	patch_u64(img, off + offsetof(struct disk_mapping, block), b_block);
+	p = open_img(img, &dev);
+	dimg = io_mem_data(dev);
+	/* a reads (and writes in place) its vblock 1: b's block, cached */
+	CHECK_OK(tv_vol_read(p, a_id, buf, BS, BS));
+	CHECK_EQ(buf[0], pattern(2, 0));
+	memset(buf, 0x5a, 4096);
+	CHECK_OK(tv_vol_write(p, a_id, buf, 4096, BS, 0));
+	/* b trims it: its count drops to 0, and the commit frees it */
+	CHECK_OK(tv_vol_discard(p, b_id, BS, 0));
+	CHECK_OK(tv_pool_flush(p));
+	/* other volumes' metadata until the block is a chunk */
+	for (int k = 0; k < 4000 && !chunk; k++) {
+		char name[64];
+
+		snprintf(name, sizeof(name), "vol-%d-%040d", k, k);
+		CHECK_OK(tv_vol_create(p, name, BS, NULL, 0, NULL));
+		pthread_mutex_lock(&p->meta_lock);
+		chunk = sm_is_chunk(tm_sm(p->tm), b_block);
+		pthread_mutex_unlock(&p->meta_lock);
+	}
+	CHECK(chunk);
+	CHECK_OK(tv_pool_flush(p));
+	memcpy(before, dimg + b_block * BS, BS);
+	memset(buf, 0xee, BS);
+	CHECK_EQ(tv_vol_write(p, a_id, buf, BS, BS, 0), -EIO);
+	CHECK(!memcmp(before, dimg + b_block * BS, BS));
+	CHECK_EQ(tv_vol_read(p, a_id, buf, BS, BS), -EIO);
+	expect_needs_check(p, "shared-reused");
+	CHECK_EQ(tv_vol_write(p, a_id, buf, 4096, BS, 0), -EROFS);
+	CHECK(!memcmp(before, dimg + b_block * BS, BS));
+	tv_pool_close(p);
+	CHECK(!memcmp(before, dimg + b_block * BS, BS));
+	/* what the engine committed reads back clean but for the damage */
+	p = open_img(dimg, &dev2);
+	expect_check(p, "is a metadata chunk, but mapped as data",
+		     "shared-reused");
+	tv_pool_close(p);
+	io_close(dev2);
+	io_close(dev);
+	free(img);
+	free(buf);
+	free(before);
+	printf("  shared-reused: the freed block taken as a metadata chunk; "
+	       "a's cached mapping does not reach it\n");
+}
+
+/*
+ * a's vblock 1, written after a's last snapshot (its epoch says a owns
+ * it), names b's block, and the space map counts that block twice: a
+ * consistent image as far as the checker can tell.  A block counted
+ * twice is shared whatever the epoch: a's write copies it, and b keeps
+ * its bytes.
+ */
+static void own_counted_twice(void)
+{
+	uint8_t *img = malloc(DEV_SIZE), *buf = malloc(BS);
+	struct tv_check_report rep;
+	struct io_dev *dev;
+	struct tv_pool *p;
+	uint64_t off, cnt_off, node;
+
+	CHECK(img && buf);
+	memcpy(img, base, DEV_SIZE);
+	p = open_img(img, &dev);
+	off = mapping_at(p, a_id, 1, &node);
+	pthread_mutex_lock(&p->meta_lock);
+	{
+		struct tm_ref root = sm_root(tm_sm(p->tm));
+
+		cnt_off = value_at(p, sm_tree_info(tm_sm(p->tm)), &root,
+				   b_block, &node);
+	}
+	pthread_mutex_unlock(&p->meta_lock);
+	tv_pool_close(p);
+	io_close(dev);
+	CHECK_EQ(get_le32(img + cnt_off), 1);
+	put_le32(img + cnt_off, 2);
+	reseal(img, cnt_off);
+	patch_u64(img, off + offsetof(struct disk_mapping, block), b_block);
+	/* (a's own block of vblock 1 is counted but unmapped now: a leak) */
+	p = open_img(img, &dev);
+	CHECK_OK(tv_pool_check(p, NULL, &rep));
+	CHECK(!rep.missing && !rep.errors);
+	for (int round = 0; round < 2; round++) {
+		/* a whole block, then a part of one (after a reopen) */
+		memset(buf, 0xee, BS);
+		CHECK_OK(tv_vol_write(p, a_id, buf, round ? 4096 : BS, BS, 0));
+		expect_b(p);
+		CHECK_OK(tv_vol_read(p, a_id, buf, BS, BS));
+		CHECK_EQ(buf[0], 0xee);
+		CHECK_OK(tv_pool_flush(p));
+		expect_b(p);
+		tv_pool_close(p);
+		if (!round) {
+			/* again on the image as it was */
+			io_close(dev);
+			p = open_img(img, &dev);
+		}
+	}
+	io_close(dev);
+	free(img);
+	free(buf);
+	printf("  own-counted-twice: a's write copies the block; b keeps its "
+	       "bytes\n");
 }
 
 /* a's record names a mapping tree root in b's data block, a copy of the
@@ -513,7 +724,11 @@ int main(void)
 	map_case(t_past_end, "outside the data area", "map-past-end");
 	map_case(t_metadata, "is a metadata chunk, but mapped as data",
 		 "map-metadata");
+	map_case(t_free, "missing reference count", "map-free");
+	map_free_all();
 	map_shared();
+	shared_reused();
+	own_counted_twice();
 	root_in_data();
 	sm_root_in_data();
 	deferred_in_data();
