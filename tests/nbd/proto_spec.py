@@ -262,6 +262,14 @@ def error_strings():
     check("bad\\x0aname\\xff" in r[0][1].decode(), "escaped name in %r" % r[0][1])
     r = c.opt(OPT_INFO, name_data("e\u202egnp".encode()))
     check("e\\u202egnp" in r[0][1].decode(), "bidi control shown as \\u202e: %r" % r[0][1])
+    # characters that hide text (review 2, finding 8): word joiner, tag
+    # characters (an invisible "evil"), interlinear annotation, soft
+    # hyphen, Mongolian vowel separator, Hangul filler, private use
+    for ch in ("\u2060", "\U000E0065", "\uFFF9", "\u00AD", "\u180E", "\u3164", "\uE000", "\U0010FFFD"):
+        r = c.opt(OPT_INFO, name_data(("v" + ch + "l").encode()))
+        s = string_ok(r[0][1], "error message for U+%04X" % ord(ch))
+        esc = ("\\u%04x" if ord(ch) <= 0xFFFF else "\\U%08x") % ord(ch)
+        check(ch not in s and ("v" + esc + "l") in s, "U+%04X not shown as %s: %r" % (ord(ch), esc, s))
     c.close()
 
 

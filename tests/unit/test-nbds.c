@@ -727,6 +727,140 @@ static void capture(enum log_level lvl, const char *msg, void *ctx)
 	snprintf(logged, sizeof(logged), "%s", msg);
 }
 
+/* The UTF-8 of code point cp into b (4 bytes at most): its length. */
+static size_t utf8_put(uint8_t *b, unsigned int cp)
+{
+	if (cp < 0x80) {
+		b[0] = (uint8_t)cp;
+		return 1;
+	}
+	if (cp < 0x800) {
+		b[0] = (uint8_t)(0xc0 | cp >> 6);
+		b[1] = (uint8_t)(0x80 | (cp & 0x3f));
+		return 2;
+	}
+	if (cp < 0x10000) {
+		b[0] = (uint8_t)(0xe0 | cp >> 12);
+		b[1] = (uint8_t)(0x80 | ((cp >> 6) & 0x3f));
+		b[2] = (uint8_t)(0x80 | (cp & 0x3f));
+		return 3;
+	}
+	b[0] = (uint8_t)(0xf0 | cp >> 18);
+	b[1] = (uint8_t)(0x80 | ((cp >> 12) & 0x3f));
+	b[2] = (uint8_t)(0x80 | ((cp >> 6) & 0x3f));
+	b[3] = (uint8_t)(0x80 | (cp & 0x3f));
+	return 4;
+}
+
+/* Whether esc_text shows code point cp as an escape rather than as it
+ * is (it must be one or the other). */
+static bool escaped(unsigned int cp)
+{
+	uint8_t b[4];
+	char out[32], want[16];
+	size_t n = utf8_put(b, cp);
+
+	esc_text(out, sizeof(out), b, n);
+	snprintf(want, sizeof(want), cp > 0xffff ? "\\U%08x" : "\\u%04x",
+		 cp);
+	if (!strcmp(out, want))
+		return true;
+	if (strlen(out) != n || memcmp(out, b, n)) {
+		fprintf(stderr, "esc_text U+%04X: '%s'\n", cp, out);
+		CHECK(0);
+	}
+	return false;
+}
+
+/*
+ * The characters that hide or move text (issue 14 review 2, finding 8):
+ * the ranges of Unicode 15.1's general categories Cf, Zl, Zp and Co, the
+ * C1 controls, and DerivedCoreProperties' Default_Ignorable_Code_Point,
+ * written out from the standard's files here, apart from escape.c's
+ * table.  Every listed code point is escaped, both ends of each range
+ * checked and the neighbours outside shown as they are; then a sweep of
+ * every code point counts exactly these as escaped.
+ */
+static void test_escape_hidden(void)
+{
+	static const struct {
+		unsigned int first, last;
+		const char *what;
+	} ranges[] = {
+		{ 0x0080, 0x009f, "C1 controls (Cc)" },
+		{ 0x00ad, 0x00ad, "soft hyphen (Cf)" },
+		{ 0x034f, 0x034f, "combining grapheme joiner (DI)" },
+		{ 0x0600, 0x0605, "Arabic number signs (Cf)" },
+		{ 0x061c, 0x061c, "Arabic letter mark (Cf)" },
+		{ 0x06dd, 0x06dd, "Arabic end of ayah (Cf)" },
+		{ 0x070f, 0x070f, "Syriac abbreviation mark (Cf)" },
+		{ 0x0890, 0x0891, "Arabic pound/piastre mark above (Cf)" },
+		{ 0x08e2, 0x08e2, "Arabic disputed end of ayah (Cf)" },
+		{ 0x115f, 0x1160, "Hangul choseong/jungseong fillers (DI)" },
+		{ 0x17b4, 0x17b5, "Khmer inherent vowels (DI)" },
+		{ 0x180b, 0x180d, "Mongolian variation selectors (DI)" },
+		{ 0x180e, 0x180e, "Mongolian vowel separator (Cf)" },
+		{ 0x180f, 0x180f, "Mongolian variation selector four (DI)" },
+		{ 0x200b, 0x200f, "zero-width, LRM, RLM (Cf)" },
+		{ 0x2028, 0x2028, "line separator (Zl)" },
+		{ 0x2029, 0x2029, "paragraph separator (Zp)" },
+		{ 0x202a, 0x202e, "bidi embeddings and overrides (Cf)" },
+		{ 0x2060, 0x2064, "word joiner, invisible operators (Cf)" },
+		{ 0x2065, 0x2065, "reserved (DI)" },
+		{ 0x2066, 0x206f, "bidi isolates, deprecated formats (Cf)" },
+		{ 0x3164, 0x3164, "Hangul filler (DI)" },
+		{ 0xe000, 0xf8ff, "private use (Co)" },
+		{ 0xfe00, 0xfe0f, "variation selectors (DI)" },
+		{ 0xfeff, 0xfeff, "zero-width no-break space (Cf)" },
+		{ 0xffa0, 0xffa0, "halfwidth Hangul filler (DI)" },
+		{ 0xfff0, 0xfff8, "reserved (DI)" },
+		{ 0xfff9, 0xfffb, "interlinear annotation (Cf)" },
+		{ 0x110bd, 0x110bd, "Kaithi number sign (Cf)" },
+		{ 0x110cd, 0x110cd, "Kaithi number sign above (Cf)" },
+		{ 0x13430, 0x1343f, "Egyptian hieroglyph format (Cf)" },
+		{ 0x1bca0, 0x1bca3, "shorthand format controls (Cf)" },
+		{ 0x1d173, 0x1d17a, "musical symbol beams (Cf)" },
+		{ 0xe0000, 0xe0000, "reserved (DI)" },
+		{ 0xe0001, 0xe0001, "language tag (Cf)" },
+		{ 0xe0002, 0xe001f, "reserved (DI)" },
+		{ 0xe0020, 0xe007f, "tag characters (Cf)" },
+		{ 0xe0080, 0xe00ff, "reserved (DI)" },
+		{ 0xe0100, 0xe01ef, "variation selectors 17-256 (DI)" },
+		{ 0xe01f0, 0xe0fff, "reserved (DI)" },
+		{ 0xf0000, 0xffffd, "supplementary private use A (Co)" },
+		{ 0x100000, 0x10fffd, "supplementary private use B (Co)" },
+	};
+	uint64_t want = 0, got = 0;
+
+	for (size_t i = 0; i < ARRAY_SIZE(ranges); i++) {
+		unsigned int a = ranges[i].first, b = ranges[i].last;
+		bool in_before = i && ranges[i - 1].last + 1 == a;
+		bool in_after = i + 1 < ARRAY_SIZE(ranges) &&
+				ranges[i + 1].first == b + 1;
+
+		if (!escaped(a) || !escaped(b) || !escaped(a + (b - a) / 2)) {
+			fprintf(stderr, "U+%04X..U+%04X (%s) not escaped\n",
+				a, b, ranges[i].what);
+			CHECK(0);
+		}
+		/* the neighbours (surrogates have no UTF-8) */
+		if (!in_before && a - 1 >= 0x80 &&
+		    !(a - 1 >= 0xd800 && a - 1 <= 0xdfff))
+			CHECK(!escaped(a - 1));
+		if (!in_after && b < 0x10ffff)
+			CHECK(!escaped(b + 1));
+		want += b - a + 1;
+	}
+	for (unsigned int cp = 0x80; cp <= 0x10ffff; cp++)
+		if ((cp < 0xd800 || cp > 0xdfff) && escaped(cp))
+			got++;
+	if (got != want) {
+		fprintf(stderr, "%llu code points escaped, %llu listed\n",
+			(unsigned long long)got, (unsigned long long)want);
+		CHECK(0);
+	}
+}
+
 static void test_escape(void)
 {
 	static const struct {
@@ -808,6 +942,7 @@ int main(void)
 	CHECK(nbds_new(&no, &srv) == 0);
 
 	test_escape();
+	test_escape_hidden();
 	test_admission(no);
 	test_deadline(no);
 	test_memory(no, pool);
