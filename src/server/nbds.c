@@ -77,7 +77,8 @@
 
 #define NBDS_MAX_EXTENTS 1024	      /* block-status descriptors */
 #define NBDS_READ_EXTENTS 64	      /* hole/data runs of one read */
-#define NBDS_ZERO_CHUNK (1u << 20)
+#define NBDS_ZERO_CHUNK (1u << 20)      /* zeroes written at a time */
+#define NBDS_UNMAP_STEP (256u << 20)    /* bytes unmapped at a time */
 #define NBDS_POLL_MIN_NS 4000u	      /* read_header's polling window */
 #define NBDS_POLL_MAX_NS 64000u
 
@@ -259,6 +260,22 @@ static int vol_write(struct conn *c, const void *data, uint32_t len,
 	return tv_vol_write(c->srv->pool, c->id, data, len, off, flags);
 }
 
+/* Unmap the whole blocks of a sector-aligned range and zero the sectors
+ * of the partial ones. */
+static int vol_zero_blocks(struct conn *c, uint64_t len, uint64_t off)
+{
+	int r = 0;
+
+	while (len && r == 0) {
+		uint64_t n = MIN(len, (uint64_t)NBDS_UNMAP_STEP);
+
+		r = tv_vol_discard(c->srv->pool, c->id, n, off);
+		off += n;
+		len -= n;
+	}
+	return r;
+}
+
 /* Zero a range: whole sectors by the engine (whole blocks become holes
  * unless no_hole), the unaligned edges by read-modify-write. */
 static int vol_zero(struct conn *c, uint64_t len, uint64_t off, bool no_hole,
@@ -278,10 +295,8 @@ static int vol_zero(struct conn *c, uint64_t len, uint64_t off, bool no_hole,
 		r = rmw_write(c, NULL, off + len - a1, a1, 0);
 	if (r < 0)
 		return r;
-	if (discard)
-		return tv_vol_discard(p, c->id, a1 - a0, a0);
-	if (!no_hole)
-		return tv_vol_write_zeroes(p, c->id, a1 - a0, a0);
+	if (discard || !no_hole)
+		return vol_zero_blocks(c, a1 - a0, a0);
 	/* NO_HOLE: the client wants the blocks allocated */
 	{
 		static const uint8_t zero[NBDS_ZERO_CHUNK];
@@ -293,6 +308,50 @@ static int vol_zero(struct conn *c, uint64_t len, uint64_t off, bool no_hole,
 		}
 	}
 	return r;
+}
+
+/* Whether [off, off + len), inside one pool block, is unmapped. */
+static int is_hole(struct conn *c, uint64_t off, uint64_t len, bool *hole)
+{
+	struct tv_extent e;
+	size_t n = 0;
+	int r;
+
+	r = tv_vol_extents(c->srv->pool, c->id, off, len, &e, 1, &n);
+	if (r == 0)
+		*hole = n == 1 && e.len >= len && (e.flags & TV_EXTENT_HOLE);
+	return r;
+}
+
+/*
+ * WRITE_ZEROES with FAST_ZERO (proto.md: "MUST fail quickly with
+ * NBD_ENOTSUP unless the request can be serviced in less time than a
+ * corresponding NBD_CMD_WRITE").  Fast: pool blocks the range covers
+ * whole are unmapped (a metadata change, whatever they held), and the
+ * part of a block at either end is left alone when that block is
+ * unmapped (it reads as zeroes already).  Slow: the part of a mapped
+ * block at either end, which would take a write of zeroes (or a
+ * read-modify-write of a sector, or a copy of a shared block): the
+ * request then fails with ENOTSUP before anything is changed.
+ */
+static int vol_zero_fast(struct conn *c, uint64_t len, uint64_t off)
+{
+	uint64_t bs = c->srv->pool->block_size, end = off + len;
+	uint64_t b0 = (off + bs - 1) / bs * bs, b1 = end / bs * bs;
+	bool hole = true;
+	int r = 0;
+
+	if (b0 > b1) /* inside one block */
+		r = is_hole(c, off, len, &hole);
+	else if (off < b0)
+		r = is_hole(c, off, b0 - off, &hole);
+	if (r == 0 && hole && b0 <= b1 && b1 < end)
+		r = is_hole(c, b1, end - b1, &hole);
+	if (r < 0)
+		return r;
+	if (!hole)
+		return -ENOTSUP;
+	return b0 < b1 ? vol_zero_blocks(c, b1 - b0, b0) : 0;
 }
 
 static int do_read(struct conn *c, const struct req *q)
@@ -432,14 +491,13 @@ static int handle(struct conn *c, struct req *q)
 			r = tv_vol_flush(p, c->id);
 		break;
 	case NBDS_CMD_WRITE_ZEROES:
-		if ((q->flags & NBDS_CMD_FLAG_FAST_ZERO) &&
-		    (q->flags & NBDS_CMD_FLAG_NO_HOLE)) {
-			/* allocating zeroes means writing them: not fast */
-			r = -ENOTSUP;
-			break;
-		}
-		r = vol_zero(c, q->len, q->off,
-			     q->flags & NBDS_CMD_FLAG_NO_HOLE, false);
+		if (!(q->flags & NBDS_CMD_FLAG_FAST_ZERO))
+			r = vol_zero(c, q->len, q->off,
+				     q->flags & NBDS_CMD_FLAG_NO_HOLE, false);
+		else if (q->flags & NBDS_CMD_FLAG_NO_HOLE)
+			r = -ENOTSUP; /* allocating zeroes is writing them */
+		else
+			r = vol_zero_fast(c, q->len, q->off);
 		if (r == 0 && fua)
 			r = tv_vol_flush(p, c->id);
 		break;
