@@ -42,9 +42,12 @@
  *      flush commits the whole pool: that is why CAN_MULTI_CONN is true).
  *   5. Once a reply cannot be sent (nbds_conn_gone) the connection stops
  *      reading and drops the requests it has not begun: the client has
- *      left, and nobody would see their results.  After EOF without a
- *      failed send the requests read are still answered (the client may
- *      have shut down only its sending side).
+ *      left, and nobody would see their results.  A request that can
+ *      take long (a write or unmap of zeroes: up to 4 GiB) looks again
+ *      between steps of NBDS_ZERO_CHUNK or NBDS_UNMAP_STEP bytes and
+ *      stops, unanswered; a read (32 MiB at most) is finished.  After
+ *      EOF without a failed send the requests read are still answered
+ *      (the client may have shut down only its sending side).
  *   6. The registry (nbds-conn.c) knows every connection and the volume
  *      it serves.  A volume claimed for a delete or shrink accepts no new
  *      connection until it is released.
@@ -260,8 +263,30 @@ static int vol_write(struct conn *c, const void *data, uint32_t len,
 	return tv_vol_write(c->srv->pool, c->id, data, len, off, flags);
 }
 
+/*
+ * Whether the client has left (rule 5): a send failed, the connection
+ * was killed, or the peer has gone for good rather than shut down only
+ * its sending side (it may still read replies).  A Unix socket tells
+ * (POLLHUP once both sides are shut, also while nobody reads it); TCP
+ * does not until a send fails.  One poll: cheap enough between the steps
+ * of a long request.
+ */
+static bool client_left(struct conn *c)
+{
+	struct pollfd p = { .fd = c->fd, .events = POLLOUT };
+
+	if (nbds_conn_is_gone(c))
+		return true;
+	if (poll(&p, 1, 0) == 1 && (p.revents & (POLLHUP | POLLERR))) {
+		nbds_conn_gone(c);
+		return true;
+	}
+	return false;
+}
+
 /* Unmap the whole blocks of a sector-aligned range and zero the sectors
- * of the partial ones. */
+ * of the partial ones, a step at a time: a client that has left stops
+ * it (rule 5). */
 static int vol_zero_blocks(struct conn *c, uint64_t len, uint64_t off)
 {
 	int r = 0;
@@ -269,6 +294,8 @@ static int vol_zero_blocks(struct conn *c, uint64_t len, uint64_t off)
 	while (len && r == 0) {
 		uint64_t n = MIN(len, (uint64_t)NBDS_UNMAP_STEP);
 
+		if (client_left(c))
+			return -ECONNRESET; /* rule 5 */
 		r = tv_vol_discard(c->srv->pool, c->id, n, off);
 		off += n;
 		len -= n;
@@ -303,6 +330,8 @@ static int vol_zero(struct conn *c, uint64_t len, uint64_t off, bool no_hole,
 		for (uint64_t pos = a0; pos < a1 && r == 0;) {
 			uint64_t n = a1 - pos < sizeof(zero) ? a1 - pos
 							     : sizeof(zero);
+			if (client_left(c))
+				return -ECONNRESET; /* rule 5 */
 			r = tv_vol_write(p, c->id, zero, n, pos, 0);
 			pos += n;
 		}
@@ -508,7 +537,7 @@ static int handle(struct conn *c, struct req *q)
 	case NBDS_CMD_BLOCK_STATUS:
 		return do_block_status(c, q);
 	}
-	if (r < 0 && c->srv->verbose)
+	if (r < 0 && r != -ECONNRESET && c->srv->verbose)
 		log_info("%s: command %u at %" PRIu64 "+%u: %s", c->peer,
 			 q->type, q->off, q->len, tv_last_error());
 	return reply_err(c, q, r);
@@ -807,20 +836,6 @@ static bool want_thread(struct conn *c)
 static void *conn_worker(void *arg);
 
 /*
- * The end of the stream: whether the peer has gone for good rather than
- * shut down only its sending side (it may still read replies).  A Unix
- * socket tells (POLLHUP once both sides are shut); TCP does not until a
- * send fails (rule 5).
- */
-static void eof(struct conn *c)
-{
-	struct pollfd p = { .fd = c->fd, .events = POLLOUT };
-
-	if (poll(&p, 1, 0) == 1 && (p.revents & (POLLHUP | POLLERR)))
-		nbds_conn_gone(c);
-}
-
-/*
  * The transmission phase, run by every thread of the connection (rule 3):
  * take the read lock, read one request, maybe start a helper thread, let
  * the lock go, run the request, reply.  The thread that meets DISC, EOF or
@@ -850,7 +865,7 @@ static void serve_requests(struct conn *c)
 		if (r <= 0) {
 			c->rdone = true;
 			if (r == -ECONNRESET)
-				eof(c);
+				(void)client_left(c);
 			pthread_mutex_unlock(&c->read_lock);
 			free(q);
 			if (r < 0 && r != -ECONNRESET && c->srv->verbose)

@@ -328,8 +328,45 @@ def leavers():
     c.close()
 
 
+def wchar():
+    for line in open("/proc/%d/io" % pid):
+        if line.startswith("wchar:"):
+            return int(line.split()[1])
+
+
+def zeroers():
+    """Review 2, finding 6: three WRITE_ZEROES|NO_HOLE of 1 GiB, then the
+    client leaves (Unix: the daemon sees it go at EOF).  The daemon stops
+    writing zeroes within a step of each; it wrote them all (3 GiB)
+    before."""
+    p = subprocess.run([tv, "create", pool, "zeroes", "--size", "3G"], capture_output=True)
+    check(p.returncode == 0, "create zeroes: %s" % p.stderr.decode(errors="replace"))
+    G = 1 << 30
+    c = Conn(path=nsock)
+    c.go("zeroes")
+    w0 = wchar()
+    c.s.sendall(b"".join(struct.pack(">IHHQQI", REQMAGIC, F_NO_HOLE, CMD_WZ, k, k * G, G) for k in range(3)))
+    time.sleep(0.3)
+    c.close()
+    w1 = wchar()
+    prev = None
+    end = time.time() + 60
+    while time.time() < end:
+        cur = wchar()
+        if cur == prev:
+            break
+        prev = cur
+        time.sleep(0.3)
+    after = wchar() - w1
+    note("zeroers: %d MiB of zeroes written in 0.3 s, %d MiB after the client left" % ((w1 - w0) >> 20, after >> 20))
+    check(w1 - w0 < 2 * G, "zeroers: %d MiB written in 0.3 s: the test cannot tell" % ((w1 - w0) >> 20))
+    check(after <= 64 * MiB, "zeroers: %d MiB of zeroes written for a client that left" % (after >> 20))
+    p = subprocess.run([tv, "delete", pool, "zeroes"], capture_output=True)
+    check(p.returncode == 0, "delete zeroes: %s" % p.stderr.decode(errors="replace"))
+
+
 section = sys.argv[10] if len(sys.argv) > 10 else "all"
-for name, fn in (("write", write_vol), ("flood", flood), ("stallers", stallers), ("non-readers", non_readers), ("leavers", leavers)):
+for name, fn in (("write", write_vol), ("flood", flood), ("stallers", stallers), ("non-readers", non_readers), ("leavers", leavers), ("zeroers", zeroers)):
     if section in ("all", name):
         try:
             fn()

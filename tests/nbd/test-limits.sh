@@ -17,7 +17,7 @@
 here=$(cd "$(dirname "$0")" && pwd)
 export PYTHONPATH=$here${PYTHONPATH:+:$PYTHONPATH}
 
-pool_create 1G --block-size 64K
+pool_create 4G --block-size 64K
 port=$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 "$PY" -c 'import socket; socket.create_connection(("127.0.0.1", '"$port"'), timeout=1)' 2>/dev/null &&
 	fail "port $port is taken"
