@@ -134,6 +134,7 @@ static double now(void)
 struct srv {
 	pthread_t th;
 	struct tls_ctx *ctx;
+	const struct tls_note *note; /* NULL: the log */
 	int fd; /* closed by the thread if the handshake fails */
 	int rc;
 	struct tls_session *s;
@@ -145,7 +146,7 @@ static void *srv_main(void *arg)
 	struct srv *v = arg;
 	double t0 = now();
 
-	v->rc = tls_session_start(v->ctx, v->fd, &v->s);
+	v->rc = tls_session_start(v->ctx, v->fd, v->note, &v->s);
 	v->secs = now() - t0;
 	if (v->rc < 0) {
 		/* The client must see the end, not wait forever. */
@@ -644,6 +645,59 @@ static void test_not_tls(void)
 	tls_ctx_free(ctx);
 }
 
+/* ---- what a client causes: through the note; a bye that never waits ---- */
+
+static char noted[1024];
+static unsigned int notes;
+
+static void note_capture(void *arg, enum log_level lvl, const char *msg)
+{
+	CHECK(arg == noted);
+	CHECK(lvl <= LOG_LVL_WARN);
+	snprintf(noted, sizeof(noted), "%s", msg);
+	notes++;
+}
+
+/*
+ * Review 2, NBD finding 5.  A failed handshake is said through the
+ * session's note (the NBD server's rate limit), once, and not logged on
+ * its own.
+ */
+static void test_note(void)
+{
+	struct tls_opts o = { .psk_file = g_psk };
+	struct tls_note note = { note_capture, noted };
+	struct copts co = { .prio = PRIO_13,
+			    .user = "mallory",
+			    .key = alice_key,
+			    .keylen = sizeof(alice_key) };
+	struct tls_ctx *ctx;
+	struct client c;
+	struct srv v;
+	int sv[2], r;
+
+	CHECK_OK(tls_ctx_new(&o, &ctx, NULL, 0));
+
+	printf("  note: an unknown identity is said through the note\n");
+	log_reset();
+	CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
+	srv_spawn(&v, ctx, sv[0]);
+	v.note = &note;
+	r = client_handshake(&c, sv[1], &co);
+	if (r < 0)
+		shutdown(sv[1], SHUT_RDWR);
+	srv_join(&v);
+	CHECK_ERR(v.rc, -EACCES);
+	printf("    noted %u: %s\n", notes, noted);
+	CHECK(notes == 1);
+	CHECK(strstr(noted, "unknown PSK identity 'mallory'"));
+	CHECK(!log_has("tls: "));
+	client_done(&c);
+	srv_done(&v);
+
+	tls_ctx_free(ctx);
+}
+
 /* ---- malformed PSK files ---- */
 
 static void bad_file(const char *name, const void *data, size_t len,
@@ -987,6 +1041,8 @@ int main(void)
 	test_psk();
 	printf("not tls\n");
 	test_not_tls();
+	printf("note\n");
+	test_note();
 	printf("x509\n");
 	test_x509();
 	printf("ok\n");
