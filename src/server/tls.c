@@ -830,15 +830,29 @@ ssize_t tls_send(struct tls_session *s, const void *buf, size_t len)
 
 void tls_session_bye(struct tls_session *s)
 {
-	int gr, tries = 0;
+	int fd, fl, gr;
 
 	if (!s)
 		return;
-	/* SHUT_WR: send close_notify, do not wait for the peer's. */
-	do {
+	/* A client that sends its requests and never reads the replies
+	 * fills the socket buffer: a blocking send of close_notify would
+	 * then wait for ever, holding the connection's thread and socket.
+	 * The socket is made non-blocking for this one record (GnuTLS then
+	 * says AGAIN, and close_notify is dropped); SHUT_WR does not wait
+	 * for the peer's close_notify. */
+	fd = gnutls_transport_get_int(s->gs);
+	fl = fcntl(fd, F_GETFL);
+	if (fl < 0 || (!(fl & O_NONBLOCK) &&
+		       fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)) {
+		say(s, LOG_LVL_DEBUG, "tls: close_notify not sent: %s",
+		    strerror(errno));
+		return;
+	}
+	do
 		gr = gnutls_bye(s->gs, GNUTLS_SHUT_WR);
-	} while ((gr == GNUTLS_E_AGAIN || gr == GNUTLS_E_INTERRUPTED) &&
-		 ++tries < 100);
+	while (gr == GNUTLS_E_INTERRUPTED);
+	if (!(fl & O_NONBLOCK))
+		(void)fcntl(fd, F_SETFL, fl);
 	if (gr < 0)
 		say(s, LOG_LVL_DEBUG, "tls: close_notify: %s",
 		    gnutls_strerror(gr));

@@ -57,7 +57,9 @@ int tls_session_start(struct tls_ctx *ctx, int fd, const struct tls_note *note,
 ssize_t tls_recv(struct tls_session *s, void *buf, size_t len);
 ssize_t tls_send(struct tls_session *s, const void *buf, size_t len);
 
-/* Send close_notify (best effort, does not wait for the peer's). */
+/* Send close_notify if the socket takes it at once: never waits, neither
+ * for room in a socket buffer that a client does not read nor for the
+ * peer's close_notify.  No other thread may use the session meanwhile. */
 void tls_session_bye(struct tls_session *s);
 void tls_session_free(struct tls_session *s);
 

@@ -658,12 +658,20 @@ static void note_capture(void *arg, enum log_level lvl, const char *msg)
 	notes++;
 }
 
+static void *bye_main(void *arg)
+{
+	tls_session_bye(arg);
+	return NULL;
+}
+
 /*
- * Review 2, NBD finding 5.  A failed handshake is said through the
+ * Review 2, NBD findings 5 and 2.  A failed handshake is said through the
  * session's note (the NBD server's rate limit), once, and not logged on
- * its own.
+ * its own.  And tls_session_bye on a socket whose buffer a client filled
+ * without reading returns at once: it blocked for ever in send(), keeping
+ * a thread and a descriptor per such client.
  */
-static void test_note(void)
+static void test_note_and_bye(void)
 {
 	struct tls_opts o = { .psk_file = g_psk };
 	struct tls_note note = { note_capture, noted };
@@ -671,9 +679,13 @@ static void test_note(void)
 			    .user = "mallory",
 			    .key = alice_key,
 			    .keylen = sizeof(alice_key) };
+	static uint8_t junk[65536];
 	struct tls_ctx *ctx;
+	struct timespec until;
 	struct client c;
 	struct srv v;
+	pthread_t t;
+	size_t filled = 0;
 	int sv[2], r;
 
 	CHECK_OK(tls_ctx_new(&o, &ctx, NULL, 0));
@@ -695,6 +707,40 @@ static void test_note(void)
 	client_done(&c);
 	srv_done(&v);
 
+	printf("  bye: a client that reads nothing\n");
+	co.user = "alice";
+	CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
+	srv_spawn(&v, ctx, sv[0]);
+	CHECK(client_handshake(&c, sv[1], &co) == 0);
+	srv_join(&v);
+	CHECK_OK(v.rc);
+	/* fill the server's side to the client: what replies that the
+	 * client never reads leave behind */
+	CHECK(fcntl(v.fd, F_SETFL, fcntl(v.fd, F_GETFL) | O_NONBLOCK) == 0);
+	for (;;) {
+		ssize_t n = send(v.fd, junk, sizeof(junk), MSG_NOSIGNAL);
+		if (n < 0) {
+			CHECK(errno == EAGAIN || errno == EWOULDBLOCK);
+			break;
+		}
+		filled += (size_t)n;
+	}
+	CHECK(fcntl(v.fd, F_SETFL, fcntl(v.fd, F_GETFL) & ~O_NONBLOCK) == 0);
+	printf("    %zu bytes wait in the socket\n", filled);
+	CHECK(pthread_create(&t, NULL, bye_main, v.s) == 0);
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += 5;
+	r = pthread_timedjoin_np(t, NULL, &until);
+	if (r) {
+		fprintf(stderr, "  tls_session_bye still blocked after 5 s\n");
+		shutdown(v.fd, SHUT_RDWR); /* let it go before failing */
+		pthread_join(t, NULL);
+		CHECK(0);
+	}
+	/* it left the socket as it was: blocking */
+	CHECK(!(fcntl(v.fd, F_GETFL) & O_NONBLOCK));
+	client_done(&c);
+	srv_done(&v);
 	tls_ctx_free(ctx);
 }
 
@@ -1041,8 +1087,8 @@ int main(void)
 	test_psk();
 	printf("not tls\n");
 	test_not_tls();
-	printf("note\n");
-	test_note();
+	printf("note and bye\n");
+	test_note_and_bye();
 	printf("x509\n");
 	test_x509();
 	printf("ok\n");
