@@ -26,18 +26,31 @@
  *      accepted, or the watchdog closes it (slow or stalled clients,
  *      TLS handshakes included).
  *   3. Memory: a request holds budget bytes (its buffer and bounce
- *      buffers) from when it is read until its reply went out.  The
- *      reader of a connection waits, holding read_lock, while the
- *      connection holds NBDS_CONN_MEMORY or the server mem_max: it stops
- *      reading, and TCP or the socket buffer pushes back on the client.
- *      A request larger than a budget proceeds when no other request
- *      holds any of it (of the connection, or of the server: read-ahead
+ *      buffers) from when it is read until its reply went out.  Every
+ *      connection has a slot of s->slot bytes (NBDS_SLOT_MIN to
+ *      NBDS_SLOT_MAX), reserved for it out of mem_max: one request that
+ *      fits takes it when it is free, whatever the other connections
+ *      hold, so a small request never waits for another connection's
+ *      big ones.  Other requests, and read-ahead buffers, share what is
+ *      left (mem_shared).  The reader of a connection waits, holding
+ *      read_lock, while the connection holds NBDS_CONN_MEMORY (its slot
+ *      included) or the shared budget is spent: it stops reading, and
+ *      TCP or the socket buffer pushes back on the client.  A request
+ *      larger than a budget proceeds when no other request holds any of
+ *      it (of the connection, or of the shared budget: read-ahead
  *      buffers do not count), so every connection makes progress.
- *   4. A connection whose reply has taken no byte for stall_ns while
- *      another connection's reader waits for the server's budget is
- *      closed by the watchdog: a client that stops reading cannot keep
- *      the others waiting for memory for good.  Otherwise it keeps its
- *      connection (a paused client), holding its own budget at most.
+ *   4. A write's payload and a reply are transfers; one that has been
+ *      going for stall_ns and moved fewer than NBDS_MIN_RATE bytes a
+ *      second on average since it began is too slow.  While another
+ *      connection's reader waits for the shared budget, the watchdog
+ *      closes a connection with a transfer too slow: a client that
+ *      sends a write header and no payload, stops reading, or reads a
+ *      trickle cannot keep the others waiting for memory longer than
+ *      that.  A connection that reads no more requests (DISC, EOF)
+ *      is closed when its reply is too slow, memory short or not: it
+ *      has nothing left to do but that reply.  Otherwise a slow client
+ *      keeps its connection (a paused client), holding its own budget
+ *      at most.
  *   5. gone is set once the peer cannot be answered (a send failed) or
  *      the connection is killed: its reader stops, a reader waiting for
  *      memory wakes up, and requests not yet begun are dropped, so no
@@ -345,16 +358,26 @@ void nbds_conn_release(struct conn *c)
  * them sees the other, and nbds_mem_put then broadcasts under mem_lock.
  */
 
-/* Take bytes of the server's budget if they fit (or no request holds
- * any: a request alone always proceeds). */
+/* Take bytes of the shared budget if they fit (or no request holds any:
+ * a request alone always proceeds). */
 static bool take_server(struct nbds *s, uint64_t bytes)
 {
 	uint64_t u = atomic_load(&s->mem_reqs);
 
 	do {
-		if (u && u + atomic_load(&s->mem_ra) + bytes > s->mem_max)
+		if (u && u + atomic_load(&s->mem_ra) + bytes > s->mem_shared)
 			return false;
 	} while (!atomic_compare_exchange_weak(&s->mem_reqs, &u, u + bytes));
+	return true;
+}
+
+/* Take the connection's slot if bytes fit in it and it is free.  Only
+ * its reader takes it (under read_lock); any thread gives it back. */
+static bool take_slot(struct conn *c, uint64_t bytes)
+{
+	if (bytes > c->srv->slot || atomic_load(&c->slot_busy))
+		return false;
+	atomic_store(&c->slot_busy, true);
 	return true;
 }
 
@@ -367,14 +390,21 @@ static bool conn_fits(const struct conn *c, uint64_t bytes)
 	return !m || m + bytes <= NBDS_CONN_MEMORY;
 }
 
-int nbds_mem_get(struct conn *c, uint64_t bytes)
+int nbds_mem_get(struct conn *c, uint64_t bytes, bool *slot)
 {
 	struct nbds *s = c->srv;
 	bool held_up = false; /* counted in mem_waiters */
 	int r = 0;
 
-	if (conn_fits(c, bytes) && take_server(s, bytes))
-		goto taken;
+	*slot = false;
+	if (conn_fits(c, bytes)) {
+		if (take_slot(c, bytes)) {
+			*slot = true;
+			goto taken;
+		}
+		if (take_server(s, bytes))
+			goto taken;
+	}
 	pthread_mutex_lock(&s->mem_lock);
 	atomic_fetch_add(&s->mem_sleepers, 1);
 	for (;;) {
@@ -389,6 +419,10 @@ int nbds_mem_get(struct conn *c, uint64_t bytes)
 			break;
 		}
 		mine = conn_fits(c, bytes);
+		if (mine && take_slot(c, bytes)) {
+			*slot = true;
+			break;
+		}
 		if (mine && take_server(s, bytes))
 			break;
 		/* mem_waiters counts the readers that the server's budget
@@ -422,7 +456,7 @@ bool nbds_mem_read_ahead(struct conn *c, uint64_t bytes)
 	uint64_t ra = atomic_load(&s->mem_ra);
 
 	do {
-		if (atomic_load(&s->mem_reqs) + ra + bytes > s->mem_max)
+		if (atomic_load(&s->mem_reqs) + ra + bytes > s->mem_shared)
 			return false;
 	} while (!atomic_compare_exchange_weak(&s->mem_ra, &ra, ra + bytes));
 	c->read_ahead += bytes;
@@ -438,10 +472,13 @@ static void wake_sleepers(struct nbds *s)
 	}
 }
 
-void nbds_mem_put(struct conn *c, uint64_t bytes)
+void nbds_mem_put(struct conn *c, uint64_t bytes, bool slot)
 {
 	atomic_fetch_sub(&c->mem, bytes);
-	atomic_fetch_sub(&c->srv->mem_reqs, bytes);
+	if (slot)
+		atomic_store(&c->slot_busy, false);
+	else
+		atomic_fetch_sub(&c->srv->mem_reqs, bytes);
 	wake_sleepers(c->srv);
 }
 
@@ -468,9 +505,52 @@ static unsigned int readers_held_up(struct nbds *s)
 	return n;
 }
 
+/* Whether a transfer that began at since (0: none is going) and has
+ * moved bytes since then is too slow at now (rule 4).  A transfer that
+ * began after the watchdog read its clock is not. */
+static bool too_slow(const struct nbds *s, uint64_t since, uint64_t moved,
+		     uint64_t now, double *secs)
+{
+	double t;
+
+	if (!since || since >= now || now - since < s->stall_ns)
+		return false;
+	t = (double)(now - since) / NS_PER_S;
+	*secs = t;
+	return (double)moved < t * NBDS_MIN_RATE;
+}
+
+/* The write payload c's reader waits for. */
+static bool payload_too_slow(const struct nbds *s, struct conn *c,
+			     uint64_t now, double *secs, uint64_t *moved)
+{
+	uint64_t since = atomic_load(&c->rx_since);
+	uint64_t from = atomic_load(&c->rx_from);
+
+	if (atomic_load(&c->rx_since) != since)
+		return false; /* another payload began meanwhile */
+	*moved = atomic_load(&c->x.rx_bytes) - from;
+	return too_slow(s, since, *moved, now, secs);
+}
+
+/* The reply being sent on c (xport.h: tx_since is stable around the
+ * read of tx_from). */
+static bool reply_too_slow(const struct nbds *s, struct conn *c,
+			   uint64_t now, double *secs, uint64_t *moved)
+{
+	uint64_t since = atomic_load(&c->x.tx_since);
+	uint64_t from = atomic_load(&c->x.tx_from);
+
+	if (atomic_load(&c->x.tx_since) != since)
+		return false;
+	*moved = atomic_load(&c->x.tx_bytes) - from;
+	return too_slow(s, since, *moved, now, secs);
+}
+
 /* One pass over the registry (srv->lock): close the connections past
- * their handshake deadline and, while memory is short, those whose
- * replies stalled.  Returns when to look again (0: not until woken). */
+ * their handshake deadline and those whose transfers are too slow while
+ * memory is short (rule 4).  Returns when to look again (0: not until
+ * woken). */
 static uint64_t watch_locked(struct nbds *s, uint64_t now)
 {
 	unsigned int waiting = s->stall_ns ? readers_held_up(s) : 0;
@@ -483,7 +563,9 @@ static uint64_t watch_locked(struct nbds *s, uint64_t now)
 					  : now + NS_PER_S;
 
 	for (struct conn *c = s->conns; c; c = c->next) {
-		uint64_t since;
+		uint64_t moved;
+		bool others;
+		double t;
 
 		if (atomic_load(&c->gone))
 			continue;
@@ -503,17 +585,26 @@ static uint64_t watch_locked(struct nbds *s, uint64_t now)
 			if (!next || deadline < next)
 				next = deadline;
 		}
+		if (!c->attached || !s->stall_ns)
+			continue;
 		/* others must be waiting: its own reader, held up by the
-		 * memory it holds itself, does not count.  A writer may have
-		 * moved stalled_since past now meanwhile: that is progress */
-		since = atomic_load(&c->x.stalled_since);
-		if (waiting > (atomic_load(&c->held_up) ? 1u : 0u) &&
-		    c->attached && since && since < now &&
-		    now - since >= s->stall_ns) {
+		 * memory it holds itself, does not count */
+		others = waiting > (atomic_load(&c->held_up) ? 1u : 0u);
+		if (others && payload_too_slow(s, c, now, &t, &moved)) {
 			nbds_note(s, LOG_LVL_WARN,
-				  "%s: no reply taken for %.1f s while others "
-				  "wait for memory: closing",
-				  c->peer, (double)(now - since) / NS_PER_S);
+				  "%s: %" PRIu64 " bytes of a write's payload "
+				  "in %.1f s while others wait for memory: "
+				  "closing",
+				  c->peer, moved, t);
+			conn_kill_locked(c);
+		} else if ((others || atomic_load(&c->ended)) &&
+			   reply_too_slow(s, c, now, &t, &moved)) {
+			nbds_note(s, LOG_LVL_WARN,
+				  "%s: %" PRIu64 " bytes of a reply taken in "
+				  "%.1f s %s: closing",
+				  c->peer, moved, t,
+				  others ? "while others wait for memory"
+					 : "after its last request");
 			conn_kill_locked(c);
 		}
 	}
@@ -556,6 +647,33 @@ static uint64_t default_memory(void)
 	return m < (128ull << 20) ? 128ull << 20 : m;
 }
 
+/*
+ * Rule 3: every connection's slot is reserved out of mem_max, a quarter
+ * of it shared out among max_conns, each between NBDS_SLOT_MIN and
+ * NBDS_SLOT_MAX.  When even the minimum slots take more than half of
+ * mem_max (a small --max-memory for many connections) the shared budget
+ * keeps half, and the slots go beyond mem_max.  Without a connection
+ * limit nothing bounds the slots: they are not reserved.
+ */
+static void set_slots(struct nbds *s)
+{
+	uint64_t slot = NBDS_SLOT_MAX, reserve;
+
+	if (!s->max_conns) {
+		s->slot = slot;
+		s->mem_shared = s->mem_max;
+		return;
+	}
+	if (s->mem_max / 4 / s->max_conns < slot)
+		slot = s->mem_max / 4 / s->max_conns / 4096 * 4096;
+	if (slot < NBDS_SLOT_MIN)
+		slot = NBDS_SLOT_MIN;
+	reserve = slot * s->max_conns;
+	s->slot = slot;
+	s->mem_shared = reserve <= s->mem_max / 2 ? s->mem_max - reserve
+						  : s->mem_max / 2;
+}
+
 int nbds_new(const struct nbds_opts *o, struct nbds **out)
 {
 	struct nbds *s = calloc(1, sizeof(*s));
@@ -573,6 +691,7 @@ int nbds_new(const struct nbds_opts *o, struct nbds **out)
 	s->handshake_ns = (uint64_t)o->handshake_ms * 1000000;
 	s->stall_ns = (uint64_t)o->stall_ms * 1000000;
 	s->mem_max = o->max_memory ? o->max_memory : default_memory();
+	set_slots(s);
 	pthread_mutex_init(&s->lock, NULL);
 	pthread_cond_init(&s->cond, NULL);
 	pthread_mutex_init(&s->mem_lock, NULL);

@@ -30,10 +30,12 @@
  *      nbdkit does): no queue, no hand-off between threads.  A helper
  *      thread is started only while requests wait in the socket, up to
  *      NBDS_WORKERS threads in all.  The reader takes the request's
- *      buffer memory from the budget before it reads on (nbds_mem_get,
- *      which waits while the connection or the server is over budget),
+ *      buffer memory from the budget before it reads on (nbds_mem_get:
+ *      the connection's slot for a small request, else the shared
+ *      budget, waiting while the connection or the server is over it),
  *      so a client that floods the server, or does not read its replies,
- *      holds at most NBDS_CONN_MEMORY.  On a plain socket the reader
+ *      holds at most NBDS_CONN_MEMORY, and a small request of another
+ *      client never waits for it.  On a plain socket the reader
  *      reads ahead into a buffer of NBDS_READ_AHEAD bytes (xport_read),
  *      so at a deep queue one recv brings several requests.
  *   4. A reply is sent whole under send_lock.  A write is acknowledged only
@@ -643,6 +645,15 @@ static int read_header(struct conn *c, uint8_t *h, size_t len)
 	return r;
 }
 
+/* DISC, EOF, an error or shutdown: the connection reads no more
+ * requests (read_lock held).  The watchdog then judges its replies
+ * whether memory is short or not (nbds-conn.c, rule 4). */
+static void stop_reading(struct conn *c)
+{
+	c->rdone = true;
+	atomic_store(&c->ended, true);
+}
+
 /* The budget bytes a valid request holds until its reply went out: its
  * data buffer and a bounce buffer of whole sectors when unaligned
  * (vol_read, rmw_write), or the extents of a block status. */
@@ -756,11 +767,11 @@ static int read_request(struct conn *c, struct req *q)
 	if (!err) {
 		uint64_t m = req_mem(q);
 
-		r = nbds_mem_get(c, m);
+		r = nbds_mem_get(c, m, &q->slot);
 		if (r == -ESHUTDOWN) {
 			/* read no more, not even this write's payload */
 			err = NBDS_ESHUTDOWN;
-			c->rdone = true;
+			stop_reading(c);
 			goto out;
 		}
 		if (r < 0)
@@ -784,7 +795,12 @@ static int read_request(struct conn *c, struct req *q)
 				err = NBDS_ENOMEM;
 		}
 		if (q->payload) {
+			/* a transfer the watchdog judges (nbds-conn.c, rule 4):
+			 * it holds memory others may wait for */
+			atomic_store(&c->rx_from, atomic_load(&c->x.rx_bytes));
+			atomic_store(&c->rx_since, clock_mono_ns());
 			r = xport_read(&c->x, q->payload, q->len);
+			atomic_store(&c->rx_since, 0);
 		} else {
 			uint8_t junk[4096];
 			uint32_t left = q->len;
@@ -800,7 +816,7 @@ static int read_request(struct conn *c, struct req *q)
 			free(q->payload);
 			q->payload = NULL;
 			if (q->mem)
-				nbds_mem_put(c, q->mem);
+				nbds_mem_put(c, q->mem, q->slot);
 			return r;
 		}
 	}
@@ -863,7 +879,7 @@ static void serve_requests(struct conn *c)
 		q = malloc(sizeof(*q));
 		r = q ? read_request(c, q) : -ENOMEM;
 		if (r <= 0) {
-			c->rdone = true;
+			stop_reading(c);
 			if (r == -ECONNRESET)
 				(void)client_left(c);
 			pthread_mutex_unlock(&c->read_lock);
@@ -884,7 +900,7 @@ static void serve_requests(struct conn *c)
 			handle(c, q);
 		free(q->payload);
 		if (q->mem)
-			nbds_mem_put(c, q->mem);
+			nbds_mem_put(c, q->mem, q->slot);
 		free(q);
 	}
 }

@@ -7,7 +7,8 @@
 # against a daemon started with those limits, serving "vol" (64 MiB, the
 # first 64 MiB written with pat()) over the Unix socket NSOCK and TCP
 # 127.0.0.1:PORT.  Sections: a flood of idle connections, handshake
-# stallers, clients that never read their replies, clients that leave.
+# stallers, clients that never read their replies, clients that hold the
+# memory budget while others send small requests, clients that leave.
 import os
 import resource
 import socket
@@ -279,6 +280,103 @@ def non_readers():
     settle("non-readers: %d threads left (base %d)" % (threads(), th0), lambda: threads() <= th0, 10)
 
 
+def small_served(what, timeout=3):
+    """A new Unix client's 4 KiB READ, WRITE (the same bytes back) and
+    FLUSH, each answered within timeout seconds, the data right."""
+    try:
+        c = Conn(path=nsock, timeout=10)
+        c.go("vol")
+        c.s.settimeout(timeout)
+        t = time.time()
+        r = c.cmd(CMD_READ, 5 * MiB, 4096, 0, 1)
+        ok = r[2] == 0 and r[3] == pat(4096, 5 * MiB)
+        ok = ok and c.cmd(CMD_WRITE, 5 * MiB, 4096, 0, 2, pat(4096, 5 * MiB))[2] == 0
+        ok = ok and c.cmd(CMD_FLUSH, cookie=3)[2] == 0
+        c.close()
+        check(ok, "%s: wrong data or an error" % what)
+        return time.time() - t
+    except Exception as e:
+        check(False, "%s: not served: %s: %s" % (what, type(e).__name__, e))
+        return None
+
+
+def fill_plan(per_conn):
+    """How to hold all of --max-memory with requests of 32 MiB, as the
+    budget counted it before the slots: k connections (each charged a
+    256 KiB read-ahead buffer), `full` requests of 32 MiB, per_conn on a
+    connection, and one of `last` bytes that leaves less than a 4 KiB
+    READ needs (8 KiB)."""
+    ra, over, k = 256 << 10, 4096, 1
+    while True:
+        full = (MAX_MEMORY - k * ra) // (32 * MiB + over)
+        need = (full + 1 + per_conn - 1) // per_conn + (1 if per_conn > 1 else 0)
+        if need <= k:
+            break
+        k = need
+    room = MAX_MEMORY - k * ra - full * (32 * MiB + over)
+    return k, full, (room - over) // 512 * 512
+
+
+def fairness():
+    """Review 2, finding 1: clients that hold all of --max-memory, (1)
+    with WRITE headers whose payload never comes, (1b) with two READs of
+    32 MiB each whose replies they read at 512 KiB a second (so some byte
+    always moves), do not hold up another client's small requests: each
+    connection's slot takes them.  They waited for ever (1), or until the
+    hogs' replies drained (1b)."""
+    k, full, last = fill_plan(1)
+    hogs = [Conn(path=nsock) for _ in range(k)]
+    for c in hogs:
+        c.go("vol")
+    for i, c in enumerate(hogs):
+        n = 32 * MiB if i < full else last
+        if i <= full and n > 0:
+            c.s.sendall(struct.pack(">IHHQQI", REQMAGIC, 0, CMD_WRITE, i, 0, n) + b"\0" * 1000)
+    time.sleep(1)
+    dt = small_served("write headers without payload: another client")
+    note("fairness: %d clients hold their WRITE payloads back; another's 4 KiB READ, WRITE and FLUSH took %s s"
+         % (k, "%.2f" % dt if dt is not None else "for ever"))
+    for c in hogs:
+        c.close()
+
+    k, full, last = fill_plan(2)
+    hogs = [Conn(path=nsock) for _ in range(k)]
+    for c in hogs:
+        c.go("vol")
+    sent = 0
+    for c in hogs[:-1]:
+        m = min(2, full - sent)
+        c.s.sendall(b"".join(struct.pack(">IHHQQI", REQMAGIC, 0, CMD_READ, sent + j, 0, 32 * MiB)
+                             for j in range(m)))
+        sent += m
+        time.sleep(0.05)
+    if last > 0:
+        hogs[-1].req(CMD_READ, 0, last, 0, 999)
+    for c in hogs:
+        c.s.setblocking(False)
+    stop = []
+
+    def trickle():
+        while not stop:
+            for c in hogs:
+                try:
+                    c.s.recv(512 << 10)
+                except OSError:
+                    pass
+            time.sleep(1)
+
+    t = threading.Thread(target=trickle)
+    t.start()
+    time.sleep(1.5)
+    dt = small_served("slow readers: another client")
+    note("fairness: %d clients read their 32 MiB replies at 512 KiB/s; another's 4 KiB READ, WRITE and FLUSH took %s s"
+         % (k, "%.2f" % dt if dt is not None else "for ever"))
+    stop.append(1)
+    t.join()
+    for c in hogs:
+        c.close()
+
+
 def leavers():
     """Item 18: 200 READs of 32 MiB, then the client leaves (over Unix
     and TCP): the daemon must not go on reading the pool for nobody.
@@ -366,7 +464,7 @@ def zeroers():
 
 
 section = sys.argv[10] if len(sys.argv) > 10 else "all"
-for name, fn in (("write", write_vol), ("flood", flood), ("stallers", stallers), ("non-readers", non_readers), ("leavers", leavers), ("zeroers", zeroers)):
+for name, fn in (("write", write_vol), ("flood", flood), ("stallers", stallers), ("non-readers", non_readers), ("fairness", fairness), ("leavers", leavers), ("zeroers", zeroers)):
     if section in ("all", name):
         try:
             fn()

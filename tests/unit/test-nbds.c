@@ -583,7 +583,10 @@ static bool closed_within(int fd, unsigned int ms)
 	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 	while ((n = read(fd, junk, sizeof(junk))) > 0)
 		;
-	return n == 0;
+	if (n < 0 && errno != ECONNRESET) /* a Unix socket closed with our
+					     * bytes unread resets */
+		fprintf(stderr, "not closed: %s\n", strerror(errno));
+	return n == 0 || errno == ECONNRESET;
 }
 
 static void wait_connections(struct nbds *s, size_t n)
@@ -674,6 +677,31 @@ static void test_deadline(struct nbds_opts base)
 	nbds_free(s);
 }
 
+/* A connection to vol that sends n READs of len (at i * len) in one
+ * write, so that all wait in its socket when the server reads the first
+ * (and starts threads for the others), and reads nothing. */
+static int hog_reads(struct nbds *s, unsigned int n, uint32_t len)
+{
+	uint8_t reqs[32 * 28];
+	uint16_t tf;
+	int fd = accepted(s, NULL);
+
+	CHECK(fd >= 0 && n <= 32);
+	go(fd, "vol", &tf);
+	for (unsigned int i = 0; i < n; i++) {
+		uint8_t *h = reqs + 28 * i;
+
+		put_be32(h, NBDS_REQUEST_MAGIC);
+		put_be16(h + 4, 0);
+		put_be16(h + 6, NBDS_CMD_READ);
+		put_be64(h + 8, i);
+		put_be64(h + 16, (uint64_t)i * len);
+		put_be32(h + 24, len);
+	}
+	wr(fd, reqs, 28 * n);
+	return fd;
+}
+
 /*
  * Memory (rules 3, 4): a client that does not read its replies holds
  * what the budget lets it, no more; alone it keeps its connection; once
@@ -691,10 +719,7 @@ static void test_memory(struct nbds_opts base, struct tv_pool *pool)
 	base.max_memory = 4u << 20;
 	base.stall_ms = 300;
 	CHECK(nbds_new(&base, &s) == 0);
-	hog = accepted(s, NULL);
-	go(hog, "vol", &tf);
-	for (uint64_t i = 0; i < 16; i++)
-		request(hog, 0, NBDS_CMD_READ, i, i << 20, 1 << 20);
+	hog = hog_reads(s, 16, 1 << 20);
 	usleep(1300000); /* stalled, nobody else waits: it stays */
 	CHECK(nbds_connections(s, 0) == 1);
 	other = accepted(s, NULL);
@@ -712,6 +737,165 @@ static void test_memory(struct nbds_opts base, struct tv_pool *pool)
 	CHECK(!memcmp(want, got, sizeof(got)));
 	CHECK(closed_within(hog, 3000));
 	close(hog);
+	close(other);
+	nbds_shutdown(s);
+	nbds_free(s);
+}
+
+/* A reply within ms, or the test fails (rd() checks every read). */
+static void answer_within(int fd, unsigned int ms)
+{
+	struct timeval tv = { .tv_sec = ms / 1000,
+			      .tv_usec = (ms % 1000) * 1000 };
+
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+}
+
+/* A new client's 4 KiB READ, 4 KiB WRITE (the same bytes back) and
+ * FLUSH, each answered within ms, the data right. */
+static void small_requests_served(struct nbds *s, struct tv_pool *pool,
+				  unsigned int ms)
+{
+	static uint8_t want[4096], got[4096];
+	uint8_t h[28];
+	uint16_t tf;
+	uint64_t t0 = now_ms();
+	int fd = accepted(s, NULL);
+
+	CHECK(fd >= 0);
+	go(fd, "vol", &tf);
+	answer_within(fd, ms);
+	CHECK(tv_vol_read(pool, 1, want, sizeof(want), 8192) == 0);
+	request(fd, 0, NBDS_CMD_READ, 1, 8192, 4096);
+	CHECK(simple(fd, 1, got, sizeof(got)) == 0);
+	CHECK(!memcmp(want, got, sizeof(got)));
+	put_be32(h, NBDS_REQUEST_MAGIC);
+	put_be16(h + 4, 0);
+	put_be16(h + 6, NBDS_CMD_WRITE);
+	put_be64(h + 8, 2);
+	put_be64(h + 16, 8192);
+	put_be32(h + 24, 4096);
+	wr(fd, h, 28);
+	wr(fd, want, sizeof(want));
+	CHECK(simple(fd, 2, NULL, 0) == 0);
+	request(fd, 0, NBDS_CMD_FLUSH, 3, 0, 0);
+	CHECK(simple(fd, 3, NULL, 0) == 0);
+	CHECK(now_ms() - t0 < ms);
+	close(fd);
+}
+
+/* Read 32 KiB every 50 ms (640 KiB/s) until EOF or 8 s. */
+struct trickle {
+	int fd;
+	bool closed;
+};
+
+static void *trickle_main(void *arg)
+{
+	struct trickle *t = arg;
+	uint8_t buf[32768];
+	uint64_t t0 = now_ms();
+
+	while (now_ms() - t0 < 8000) {
+		ssize_t n = read(t->fd, buf, sizeof(buf));
+
+		if (n <= 0) {
+			t->closed = n == 0;
+			break;
+		}
+		usleep(50000);
+	}
+	return NULL;
+}
+
+/*
+ * Review 2, NBD finding 1 (nbds-conn.c, rules 3 and 4).  (a) With the
+ * shared budget held by clients that never read, and no stall rule at
+ * all, another client's small READ, WRITE and FLUSH are answered at once
+ * from its slot (they waited for ever).  (b) A client that sends a WRITE
+ * header without its payload holds the shared budget: a 1 MiB READ of
+ * another waits, and it is closed after stall_ms (nothing moved).
+ * (c) A client that reads its replies at 640 KiB/s, a piece of 256 KiB
+ * at a time (so a byte moves more often than stall_ms), is closed too:
+ * judged by its rate, not by the last byte.
+ */
+static void test_fair_memory(struct nbds_opts base, struct tv_pool *pool)
+{
+	static uint8_t want[1 << 20], got[1 << 20];
+	struct nbds *s;
+	uint16_t tf;
+	int hogs[2], other;
+
+	CHECK(tv_vol_read(pool, 1, want, sizeof(want), 0) == 0);
+
+	/* (a) slots */
+	base.max_memory = 4u << 20;
+	base.stall_ms = 0;
+	CHECK(nbds_new(&base, &s) == 0);
+	hogs[0] = hog_reads(s, 16, 1 << 20);
+	hogs[1] = hog_reads(s, 16, 1 << 20);
+	usleep(300000); /* they hold the 4 MiB */
+	small_requests_served(s, pool, 2000);
+	close(hogs[0]);
+	close(hogs[1]);
+	nbds_shutdown(s);
+	nbds_free(s);
+
+	/* (b) a payload that does not come: 3 MiB of the 4 (its read-ahead
+	 * buffer takes 256 KiB, the other's too) */
+	base.stall_ms = 1000;
+	CHECK(nbds_new(&base, &s) == 0);
+	{
+		static const uint8_t some[1000];
+		uint8_t h[28];
+
+		hogs[0] = accepted(s, NULL);
+		CHECK(hogs[0] >= 0);
+		go(hogs[0], "vol", &tf);
+		put_be32(h, NBDS_REQUEST_MAGIC);
+		put_be16(h + 4, 0);
+		put_be16(h + 6, NBDS_CMD_WRITE);
+		put_be64(h + 8, 1);
+		put_be64(h + 16, 0);
+		put_be32(h + 24, 3u << 20);
+		wr(hogs[0], h, 28);
+		wr(hogs[0], some, sizeof(some));
+	}
+	usleep(200000);
+	other = accepted(s, NULL);
+	go(other, "vol", &tf);
+	answer_within(other, 5000);
+	request(other, 0, NBDS_CMD_READ, 9, 0, 1 << 20);
+	CHECK(simple(other, 9, got, sizeof(got)) == 0);
+	CHECK(!memcmp(want, got, sizeof(got)));
+	CHECK(closed_within(hogs[0], 3000));
+	close(hogs[0]);
+	close(other);
+	nbds_shutdown(s);
+	nbds_free(s);
+
+	/* (c) a trickle reader */
+	CHECK(nbds_new(&base, &s) == 0);
+	{
+		struct trickle t = { .fd = hog_reads(s, 16, 1 << 20) };
+		pthread_t th;
+		uint64_t t0;
+
+		CHECK(pthread_create(&th, NULL, trickle_main, &t) == 0);
+		usleep(300000);
+		other = accepted(s, NULL);
+		go(other, "vol", &tf);
+		t0 = now_ms();
+		answer_within(other, 5000);
+		request(other, 0, NBDS_CMD_READ, 9, 0, 1 << 20);
+		CHECK(simple(other, 9, got, sizeof(got)) == 0);
+		CHECK(!memcmp(want, got, sizeof(got)));
+		printf("trickle reader: the other client answered after "
+		       "%llu ms\n", (unsigned long long)(now_ms() - t0));
+		pthread_join(th, NULL);
+		CHECK(t.closed); /* by the server: EOF */
+		close(t.fd);
+	}
 	close(other);
 	nbds_shutdown(s);
 	nbds_free(s);
@@ -947,6 +1131,7 @@ int main(void)
 	test_admission(no);
 	test_deadline(no);
 	test_memory(no, pool);
+	test_fair_memory(no, pool);
 	test_options();
 	test_paced();
 	test_requests();
