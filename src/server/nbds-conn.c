@@ -58,23 +58,37 @@
  *   6. conn_kill_locked runs under srv->lock while c is registered, so
  *      c->fd is still c's own socket (nbds_conn_release closes it only after
  *      leaving the registry).
+ *   7. Threads: each connection has one, counted by the connection limit;
+ *      the helpers a connection starts for a deep queue (nbds.c, rule 7)
+ *      come from one budget of max_helpers for all connections.  Without
+ *      a --max-threads, the budget follows the task limits the daemon
+ *      runs under (RLIMIT_NPROC, the pids.max of its cgroup and their
+ *      parents): NBDS_THREAD_RESERVE tasks are kept for everything else
+ *      (the control server's threads first), the connection limit is
+ *      lowered to half of the rest at most, and the helpers have what
+ *      is left.  So a flood of deep queues never takes the threads the
+ *      control socket needs.
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "server/nbds-internal.h"
 #include "server/tls.h"
+#include "util/checked.h"
 #include "util/clock.h"
 #include "util/log.h"
 
 #define NBDS_SHUTDOWN_GRACE_S 5 /* replies still pending at shutdown */
+#define NBDS_THREAD_RESERVE 64	/* tasks kept from the NBD connections */
 #define NBDS_WATCHDOG_TICK_NS (250ull * 1000 * 1000) /* while contended */
 #define NS_PER_S 1000000000ull
 
@@ -293,6 +307,7 @@ struct conn *nbds_conn_new(struct nbds *s, int fd, const char *peer,
 	snprintf(c->addr, sizeof(c->addr), "%s", addr ? addr : "");
 	pthread_mutex_init(&c->read_lock, NULL);
 	pthread_mutex_init(&c->rlock, NULL);
+	pthread_cond_init(&c->left, NULL);
 	pthread_mutex_init(&c->send_lock, NULL);
 	return c;
 }
@@ -322,6 +337,7 @@ static void conn_free(struct conn *c)
 	xport_unbuffer(&c->x);
 	pthread_mutex_destroy(&c->read_lock);
 	pthread_mutex_destroy(&c->rlock);
+	pthread_cond_destroy(&c->left);
 	pthread_mutex_destroy(&c->send_lock);
 	free(c);
 }
@@ -490,6 +506,158 @@ static void put_read_ahead(struct conn *c)
 		c->read_ahead = 0;
 		wake_sleepers(c->srv);
 	}
+}
+
+/* ---- threads (rule 7) ---- */
+
+bool nbds_thread_get(struct nbds *s)
+{
+	unsigned int n = atomic_load(&s->helpers);
+
+	do {
+		if (n >= s->max_helpers)
+			return false;
+	} while (!atomic_compare_exchange_weak(&s->helpers, &n, n + 1));
+	return true;
+}
+
+void nbds_thread_put(struct nbds *s)
+{
+	atomic_fetch_sub(&s->helpers, 1);
+}
+
+/* A number from a cgroup or /proc file ("max": UINT64_MAX); false when
+ * the file cannot be read. */
+static bool read_count(const char *path, uint64_t *out)
+{
+	char buf[64];
+	FILE *f = fopen(path, "re");
+	bool ok;
+
+	if (!f)
+		return false;
+	ok = fgets(buf, sizeof(buf), f) != NULL;
+	fclose(f);
+	if (!ok)
+		return false;
+	if (!strncmp(buf, "max", 3)) {
+		*out = UINT64_MAX;
+		return true;
+	}
+	return sscanf(buf, "%" SCNu64, out) == 1;
+}
+
+/* Tasks the pids controller lets the cgroup at dir (under root) and its
+ * parents up to root start: the least of pids.max - pids.current. */
+static uint64_t cgroup_room(const char *root, const char *dir)
+{
+	char path[PATH_MAX];
+	uint64_t room = UINT64_MAX;
+	size_t n = strlen(dir);
+
+	for (;;) {
+		uint64_t max, cur;
+
+		snprintf(path, sizeof(path), "%s%.*s/pids.max", root, (int)n,
+			 dir);
+		if (read_count(path, &max) && max != UINT64_MAX) {
+			snprintf(path, sizeof(path), "%s%.*s/pids.current",
+				 root, (int)n, dir);
+			if (!read_count(path, &cur))
+				cur = 0;
+			if (max - MIN(max, cur) < room)
+				room = max - MIN(max, cur);
+		}
+		while (n && dir[n - 1] != '/')
+			n--;
+		if (!n)
+			break;
+		n--; /* the parent: without its trailing part */
+	}
+	return room;
+}
+
+/* How many more tasks (threads) this process may start, as far as its
+ * limits tell: RLIMIT_NPROC (not enforced for root; it counts every
+ * process of the user, of which only ours are known here) and the pids
+ * controller, cgroup v1 or v2.  UINT64_MAX: no limit found. */
+static uint64_t task_room(void)
+{
+	uint64_t room = UINT64_MAX, own = 0;
+	struct rlimit rl;
+	char line[PATH_MAX + 64];
+	FILE *f;
+
+	f = fopen("/proc/self/status", "re");
+	if (f) {
+		while (fgets(line, sizeof(line), f))
+			if (sscanf(line, "Threads: %" SCNu64, &own) == 1)
+				break;
+		fclose(f);
+	}
+	if (geteuid() != 0 && getrlimit(RLIMIT_NPROC, &rl) == 0 &&
+	    rl.rlim_cur != RLIM_INFINITY)
+		room = rl.rlim_cur > own ? rl.rlim_cur - own : 0;
+	f = fopen("/proc/self/cgroup", "re");
+	if (!f)
+		return room;
+	while (fgets(line, sizeof(line), f)) {
+		char *ctl = strchr(line, ':'), *dir;
+		uint64_t r = UINT64_MAX;
+
+		if (!ctl || !(dir = strchr(ctl + 1, ':')))
+			continue;
+		*dir++ = 0;
+		dir[strcspn(dir, "\n")] = 0;
+		ctl++;
+		if (!strcmp(dir, "/"))
+			dir[0] = 0;
+		if (!*ctl) { /* v2: the unified hierarchy */
+			r = cgroup_room("/sys/fs/cgroup", dir);
+			if (r == UINT64_MAX)
+				r = cgroup_room("/sys/fs/cgroup/unified", dir);
+		} else {
+			for (char *t = strtok(ctl, ","); t; t = strtok(NULL, ","))
+				if (!strcmp(t, "pids"))
+					r = cgroup_room("/sys/fs/cgroup/pids",
+							dir);
+		}
+		if (r < room)
+			room = r;
+	}
+	fclose(f);
+	return room;
+}
+
+/* Rule 7: the helpers' budget, and the connection limit within the
+ * task limits. */
+static void set_threads(struct nbds *s, unsigned int max_threads)
+{
+	uint64_t room = max_threads, avail, conns;
+
+	if (!room) {
+		room = task_room();
+		if (room == UINT64_MAX) {
+			s->max_helpers = UINT_MAX;
+			return;
+		}
+	}
+	avail = max_threads ? room
+		: room > 2 * NBDS_THREAD_RESERVE ? room - NBDS_THREAD_RESERVE
+						 : room / 2;
+	conns = MAX(MIN(avail / 2, (uint64_t)UINT_MAX), 1);
+	if (s->max_conns > conns)
+		log_warn("at most %" PRIu64 " NBD connections, not %u: %" PRIu64
+			 " threads may be started (RLIMIT_NPROC, pids.max, "
+			 "less %u kept for the rest of the daemon), and a "
+			 "connection needs one, and more for a deep queue",
+			 conns, s->max_conns, room,
+			 max_threads ? 0 : NBDS_THREAD_RESERVE);
+	/* no limit (0) becomes this one: each connection takes a thread */
+	if (!s->max_conns || s->max_conns > conns)
+		s->max_conns = (unsigned int)conns;
+	s->max_helpers = (unsigned int)MIN(avail - MIN(avail, s->max_conns),
+					   (uint64_t)UINT_MAX - 1);
 }
 
 /* ---- the watchdog (rules 2, 4) ---- */
@@ -690,6 +858,7 @@ int nbds_new(const struct nbds_opts *o, struct nbds **out)
 	s->max_per_peer = o->max_per_peer;
 	s->handshake_ns = (uint64_t)o->handshake_ms * 1000000;
 	s->stall_ns = (uint64_t)o->stall_ms * 1000000;
+	set_threads(s, o->max_threads);
 	s->mem_max = o->max_memory ? o->max_memory : default_memory();
 	set_slots(s);
 	pthread_mutex_init(&s->lock, NULL);

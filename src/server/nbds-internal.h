@@ -15,7 +15,7 @@
  *   srv->lock      the registry, the counts, every conn's admission and
  *                  phase fields
  *   c->read_lock   one reader per connection (nbds.c, rule 3)
- *   c->rlock       the connection's thread fields
+ *   c->rlock       the connection's thread fields (nbds.c, rule 7)
  *   c->send_lock   one reply at a time on the stream
  *   srv->mem_lock  readers waiting for memory, and the gone flags
  *   srv->note_lock the rate of nbds_note
@@ -99,12 +99,13 @@ struct conn {
 	bool ro;
 	char name[TV_NAME_MAX + 1];
 
-	/* the threads that read and run requests (nbds.c, rule 3) */
+	/* the threads that read and run requests (nbds.c, rules 3, 7) */
 	pthread_mutex_t read_lock; /* held while reading one request */
 	pthread_mutex_t rlock;	   /* the fields below */
+	pthread_cond_t left;	   /* a thread left the transmission */
 	bool rdone;		   /* DISC, EOF or error: stop reading */
-	unsigned int nthreads, waiting;
-	pthread_t threads[NBDS_WORKERS];
+	unsigned int nthreads;	   /* in the transmission */
+	unsigned int waiting;	   /* of which wait for their turn to read */
 	uint32_t poll_ns; /* read_lock: how long to poll for the next
 			   * request before sleeping (read_header) */
 
@@ -158,6 +159,10 @@ struct nbds {
 	pthread_cond_t wd_cond; /* CLOCK_MONOTONIC */
 	bool wd_started, wd_stop;
 
+	/* the thread budget (nbds-conn.c, rule 7) */
+	atomic_uint helpers;	   /* threads beyond each connection's first */
+	unsigned int max_helpers; /* UINT_MAX: no limit */
+
 	pthread_mutex_t rmw_lock; /* unaligned writes (read-modify-write) */
 
 	/* nbds_note's rate (innermost) */
@@ -210,5 +215,10 @@ int nbds_mem_get(struct conn *c, uint64_t bytes, bool *slot);
 bool nbds_mem_read_ahead(struct conn *c, uint64_t bytes);
 /* Give back what nbds_mem_get took (slot as it said). */
 void nbds_mem_put(struct conn *c, uint64_t bytes, bool slot);
+
+/* A thread more for a connection that has one, if the server's thread
+ * budget has it: true when taken (give it back with nbds_thread_put). */
+bool nbds_thread_get(struct nbds *s);
+void nbds_thread_put(struct nbds *s);
 
 #endif

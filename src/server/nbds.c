@@ -53,6 +53,14 @@
  *   6. The registry (nbds-conn.c) knows every connection and the volume
  *      it serves.  A volume claimed for a delete or shrink accepts no new
  *      connection until it is released.
+ *   7. Threads come and go with the work: a helper is started only while
+ *      requests wait and the server's thread budget allows
+ *      (nbds_thread_get: threads beyond each connection's first, all
+ *      connections together), and a thread that has waited NBDS_IDLE_MS
+ *      for its turn to read leaves, since another has been waiting in
+ *      the socket all that time; an idle connection keeps one thread.
+ *      The threads are detached; the last to leave ends the connection
+ *      (nbds_conn_release).  nbds_serve_fd's caller stays to the end.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -84,6 +92,7 @@
 #define NBDS_READ_EXTENTS 64	      /* hole/data runs of one read */
 #define NBDS_ZERO_CHUNK (1u << 20)      /* zeroes written at a time */
 #define NBDS_UNMAP_STEP (256u << 20)    /* bytes unmapped at a time */
+#define NBDS_IDLE_MS 2000u	      /* a helper thread with no work leaves */
 #define NBDS_POLL_MIN_NS 4000u	      /* read_header's polling window */
 #define NBDS_POLL_MAX_NS 64000u
 
@@ -842,14 +851,58 @@ static bool want_thread(struct conn *c)
 {
 	int n = 0;
 
-	if (c->nthreads + 1 >= NBDS_WORKERS || c->waiting)
-		return false; /* the connection's own thread is one */
-	if (c->x.tls || xport_buffered(&c->x) >= 28)
-		return true;
-	return ioctl(c->fd, FIONREAD, &n) == 0 && n > 0;
+	if (c->nthreads >= NBDS_WORKERS || c->waiting)
+		return false;
+	if (!c->x.tls && xport_buffered(&c->x) < 28 &&
+	    (ioctl(c->fd, FIONREAD, &n) < 0 || n <= 0))
+		return false;
+	return nbds_thread_get(c->srv);
 }
 
 static void *conn_worker(void *arg);
+
+/* Start a helper thread for c (rlock held, and read_lock: nthreads only
+ * grows under both).  Detached: the last thread of the connection ends
+ * it (rule 7). */
+static void start_helper(struct conn *c)
+{
+	pthread_attr_t attr;
+	pthread_t t;
+	int r;
+
+	pthread_attr_init(&attr);
+	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	r = pthread_create(&t, &attr, conn_worker, c);
+	pthread_attr_destroy(&attr);
+	if (r == 0)
+		c->nthreads++;
+	else
+		nbds_thread_put(c->srv); /* the one thread goes on alone */
+}
+
+/*
+ * Wait for the turn to read (rule 3).  A thread that may leave waits
+ * NBDS_IDLE_MS at most: when it has not had its turn by then, another
+ * thread has held read_lock all that time, waiting for a request that
+ * does not come, and this one leaves (rule 7).  Returns false then.
+ */
+static bool take_turn(struct conn *c, bool may_leave)
+{
+	struct timespec until;
+
+	if (!may_leave) {
+		pthread_mutex_lock(&c->read_lock);
+		return true;
+	}
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += NBDS_IDLE_MS / 1000;
+	until.tv_nsec += (long)(NBDS_IDLE_MS % 1000) * 1000000;
+	if (until.tv_nsec >= 1000000000) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000;
+	}
+	return pthread_mutex_timedlock(&c->read_lock, &until) == 0;
+}
 
 /*
  * The transmission phase, run by every thread of the connection (rule 3):
@@ -857,21 +910,25 @@ static void *conn_worker(void *arg);
  * the lock go, run the request, reply.  The thread that meets DISC, EOF or
  * an error marks the stream done; the others finish the request they hold
  * and stop.  Once the connection is gone, requests not begun are dropped
- * (rule 5).
+ * (rule 5).  Returns when the stream is done, or this thread was idle
+ * (may_leave, rule 7).
  */
-static void serve_requests(struct conn *c)
+static void serve_requests(struct conn *c, bool may_leave)
 {
 	for (;;) {
 		struct req *q;
+		bool turn;
 		int r;
 
 		pthread_mutex_lock(&c->rlock);
 		c->waiting++;
 		pthread_mutex_unlock(&c->rlock);
-		pthread_mutex_lock(&c->read_lock);
+		turn = take_turn(c, may_leave);
 		pthread_mutex_lock(&c->rlock);
 		c->waiting--;
 		pthread_mutex_unlock(&c->rlock);
+		if (!turn)
+			break;
 		if (c->rdone) {
 			pthread_mutex_unlock(&c->read_lock);
 			break;
@@ -889,10 +946,8 @@ static void serve_requests(struct conn *c)
 			break;
 		}
 		pthread_mutex_lock(&c->rlock);
-		if (want_thread(c) &&
-		    pthread_create(&c->threads[c->nthreads], NULL, conn_worker,
-				   c) == 0)
-			c->nthreads++;
+		if (want_thread(c))
+			start_helper(c);
 		pthread_mutex_unlock(&c->rlock);
 		pthread_mutex_unlock(&c->read_lock);
 
@@ -905,50 +960,80 @@ static void serve_requests(struct conn *c)
 	}
 }
 
+/*
+ * A thread of c's transmission leaves (rule 7): true when it was the
+ * last, which then ends the connection.  One that must stay to the end
+ * (nbds_serve_fd's caller) first waits for the others.
+ */
+static bool leave(struct conn *c, bool stay)
+{
+	bool last;
+
+	pthread_mutex_lock(&c->rlock);
+	while (stay && c->nthreads > 1)
+		pthread_cond_wait(&c->left, &c->rlock);
+	last = --c->nthreads == 0;
+	if (!last)
+		nbds_thread_put(c->srv);
+	pthread_cond_broadcast(&c->left);
+	pthread_mutex_unlock(&c->rlock);
+	return last;
+}
+
+/* The end of a connection, by its last thread. */
+static void conn_end(struct conn *c)
+{
+	if (c->srv->verbose)
+		log_info("%s: disconnected", c->peer);
+	nbds_conn_release(c);
+}
+
 static void *conn_worker(void *arg)
 {
-	serve_requests(arg);
+	struct conn *c = arg;
+
+	serve_requests(c, true);
+	if (leave(c, false))
+		conn_end(c);
 	return NULL;
 }
 
-static void transmission(struct conn *c)
+/* Returns whether this thread was the connection's last. */
+static bool transmission(struct conn *c, bool stay)
 {
-	unsigned int n;
-
 	/* Plain sockets read ahead (xport_read): at a deep queue one recv
 	 * brings several requests, payloads included.  The handshake is
 	 * over, so nothing STARTTLS hands to GnuTLS can be in the buffer.
 	 * Without memory for it, reads go unbuffered. */
 	if (!c->x.tls && nbds_mem_read_ahead(c, NBDS_READ_AHEAD))
 		(void)xport_buffer(&c->x, NBDS_READ_AHEAD);
-	serve_requests(c);
-	/* DISC or EOF: the requests other threads hold are still answered
-	 * (proto.md: "the server MUST handle all outstanding requests").
-	 * nthreads only grows under rlock by threads that hold read_lock,
-	 * and none does once rdone is set. */
 	pthread_mutex_lock(&c->rlock);
-	n = c->nthreads;
+	c->nthreads = 1;
 	pthread_mutex_unlock(&c->rlock);
-	for (unsigned int i = 0; i < n; i++)
-		pthread_join(c->threads[i], NULL);
+	serve_requests(c, !stay);
+	/* DISC or EOF: the requests other threads hold are still answered
+	 * (proto.md: "the server MUST handle all outstanding requests"),
+	 * by those threads; the last to leave ends the connection */
+	return leave(c, stay);
 }
 
-static void conn_run(struct conn *c)
+/* The life of connection c in the calling thread; stay: return only when
+ * the connection has ended (else this thread may leave the transmission
+ * to its helpers, rule 7). */
+static void conn_run(struct conn *c, bool stay)
 {
 	int r = nbds_handshake(c);
 
 	if (r < 0 && c->srv->verbose)
 		log_info("%s: handshake ended: %s", c->peer, strerror(-r));
-	if (r == 1)
-		transmission(c);
-	if (c->srv->verbose)
-		log_info("%s: disconnected", c->peer);
-	nbds_conn_release(c);
+	if (r == 1 && !transmission(c, stay))
+		return; /* another thread ends it */
+	conn_end(c);
 }
 
 static void *conn_thread(void *arg)
 {
-	conn_run(arg);
+	conn_run(arg, false);
 	return NULL;
 }
 
@@ -992,5 +1077,5 @@ void nbds_serve_fd(struct nbds *s, int fd)
 		nbds_conn_release(c);
 		return;
 	}
-	conn_run(c);
+	conn_run(c, true);
 }

@@ -377,6 +377,36 @@ def fairness():
         c.close()
 
 
+def idle_threads():
+    """Review 2, finding 3: 20 connections that once had 64 requests
+    queued (replies read) and then go idle fall back to one thread each
+    within a few seconds; their helpers stayed until the connection
+    ended, 8 threads each."""
+    th0 = threads()
+    conns = []
+    for i in range(20):
+        c = Conn(path=nsock)
+        c.go("vol")
+        c.s.sendall(b"".join(struct.pack(">IHHQQI", REQMAGIC, 0, CMD_READ, k, k * 65536, 65536)
+                             for k in range(64)))
+        conns.append(c)
+    for c in conns:
+        for k in range(64):
+            r = c.reply(65536)
+            check(r[2] == 0, "idle threads: a read failed")
+    busy = threads() - th0
+    note("idle threads: 20 connections after a queue of 64: %d threads more" % busy)
+    check(busy > 20, "idle threads: only %d threads for 20 deep queues: no helpers, the test cannot tell" % busy)
+    t = time.time()
+    settle("idle threads: %d threads more for 20 idle connections (one each)" % (threads() - th0),
+           lambda: threads() - th0 <= 20, 6)
+    note("idle threads: back to one per connection in %.1f s" % (time.time() - t))
+    for c in conns:
+        r = c.cmd(CMD_READ, 0, 4096, 0, 99)
+        check(r[2] == 0 and r[3] == pat(4096, 0), "idle threads: a connection does not answer any more")
+        c.close()
+
+
 def leavers():
     """Item 18: 200 READs of 32 MiB, then the client leaves (over Unix
     and TCP): the daemon must not go on reading the pool for nobody.
@@ -464,7 +494,7 @@ def zeroers():
 
 
 section = sys.argv[10] if len(sys.argv) > 10 else "all"
-for name, fn in (("write", write_vol), ("flood", flood), ("stallers", stallers), ("non-readers", non_readers), ("fairness", fairness), ("leavers", leavers), ("zeroers", zeroers)):
+for name, fn in (("write", write_vol), ("flood", flood), ("stallers", stallers), ("non-readers", non_readers), ("fairness", fairness), ("idle-threads", idle_threads), ("leavers", leavers), ("zeroers", zeroers)):
     if section in ("all", name):
         try:
             fn()
