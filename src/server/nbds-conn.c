@@ -5,8 +5,8 @@
  *
  *   accept --nbds_conn_admit--> handshake --nbds_conn_attach--> transmission
  *     |          |             |                           |
- *     refused    evicted,      deadline passed            claim --force,
- *     (a limit)  the oldest    (watchdog)                  stalled reply
+ *     refused    evicted, the  deadline passed            claim --force,
+ *     (a limit)  least along   (watchdog)                  stalled reply
  *                in handshake                              while memory is
  *                                                          short (watchdog),
  *                                                          shutdown grace
@@ -17,11 +17,19 @@
  *   1. At most max_conns connections count at once, and at most
  *      max_per_peer from one TCP address (Unix clients have no per-peer
  *      limit: the socket is the daemon user's own).  A connection over a
- *      limit makes room by closing the oldest connection that is still in
- *      its handshake (of its own address for the per-peer limit), and is
+ *      limit makes room by closing a connection that is still in its
+ *      handshake (of its own address for the per-peer limit), and is
  *      refused (closed at once) when there is none: a flood of idle
  *      connections cannot lock a new client out, and one that completed
- *      its handshake is never closed to make room.
+ *      its handshake is never closed to make room.  Which one: the one
+ *      that has come least far (nothing received, bytes received, TLS
+ *      handshake done: progress()), of those the one whose address
+ *      holds the most such connections, then the oldest (victim_locked).
+ *      Age alone closed a client that negotiates slowly (a long round
+ *      trip, a TLS handshake) again and again under a flood faster than
+ *      max_conns per negotiation: now a flood that sends nothing can
+ *      only close a client that has sent nothing either and whose
+ *      address holds as many connections in their handshake as any.
  *   2. A connection must enter transmission within handshake_ns of being
  *      accepted, or the watchdog closes it (slow or stalled clients,
  *      TLS handshakes included).
@@ -171,8 +179,28 @@ void nbds_note(struct nbds *s, enum log_level lvl, const char *fmt, ...)
 	log_msg(lvl, "%s%s", msg, more);
 }
 
+/* How far c has come in its handshake (rule 1): 0 nothing received, 1
+ * some bytes received, 2 its TLS handshake succeeded. */
+static int progress(const struct conn *c)
+{
+	if (atomic_load(&c->secured))
+		return 2;
+	return atomic_load(&c->x.rx_bytes) ? 1 : 0;
+}
+
+struct candidate {
+	struct conn *c;
+	int progress; /* as it was when looked at: it grows meanwhile */
+};
+
+static int by_addr(const void *a, const void *b)
+{
+	return strcmp(((const struct candidate *)a)->c->addr,
+		      ((const struct candidate *)b)->c->addr);
+}
+
 /* The oldest counted connection still in its handshake, of addr (NULL:
- * any); NULL when there is none. */
+ * any): what is closed when the list of candidates cannot be made. */
 static struct conn *oldest_negotiating_locked(struct nbds *s,
 					      const char *addr)
 {
@@ -185,17 +213,69 @@ static struct conn *oldest_negotiating_locked(struct nbds *s,
 	return old;
 }
 
+/*
+ * The connection to close to make room (rule 1), among the counted ones
+ * still in their handshake, of addr (NULL: any): the least progress
+ * first; among those, one of the address that holds the most of them;
+ * then the oldest.  NULL when there is none.
+ */
+static struct conn *victim_locked(struct nbds *s, const char *addr)
+{
+	struct candidate *v;
+	struct conn *best = NULL;
+	size_t n = 0, m = 0, run, best_run = 0;
+	int low = 2;
+
+	if (!s->ncounted)
+		return NULL;
+	v = malloc(s->ncounted * sizeof(*v));
+	if (!v)
+		return oldest_negotiating_locked(s, addr);
+	for (struct conn *c = s->conns; c && n < s->ncounted; c = c->next)
+		if (c->counted && !c->attached &&
+		    (!addr || !strcmp(c->addr, addr))) {
+			v[n].c = c;
+			v[n].progress = progress(c);
+			low = MIN(low, v[n].progress);
+			n++;
+		}
+	for (size_t i = 0; i < n; i++)
+		if (v[i].progress == low)
+			v[m++] = v[i];
+	/* each address's run, oldest first (qsort keeps no order: ages
+	 * are compared) */
+	qsort(v, m, sizeof(*v), by_addr);
+	for (size_t i = 0; i < m; i += run) {
+		struct conn *old = v[i].c;
+
+		for (run = 1; i + run < m && !by_addr(&v[i], &v[i + run]);
+		     run++)
+			if (v[i + run].c->accepted < old->accepted)
+				old = v[i + run].c;
+		if (run > best_run ||
+		    (run == best_run && old->accepted < best->accepted)) {
+			best = old;
+			best_run = run;
+		}
+	}
+	free(v);
+	return best;
+}
+
 static bool evict_locked(struct nbds *s, const char *addr, const char *why,
 			 const struct conn *by)
 {
-	struct conn *old = oldest_negotiating_locked(s, addr);
+	static const char *const how[] = { "has sent nothing",
+					   "is negotiating",
+					   "is negotiating over TLS" };
+	struct conn *old = victim_locked(s, addr);
 
 	if (!old)
 		return false;
 	nbds_note(s, LOG_LVL_WARN,
-		  "%s: %s: closing %s, the oldest connection still in its "
-		  "handshake, to make room",
-		  by->peer, why, old->peer);
+		  "%s: %s: closing %s, still in its handshake (it %s), to "
+		  "make room",
+		  by->peer, why, old->peer, how[progress(old)]);
 	conn_kill_locked(old);
 	return true;
 }

@@ -85,6 +85,9 @@ struct conn {
 	bool registered; /* admitted (set before its threads start) */
 	bool attached;	 /* in transmission (no handshake deadline) */
 	bool counted;  /* counts against the connection limits */
+	/* its TLS handshake succeeded (set by its thread, read by the
+	 * eviction, nbds-conn.c rule 1) */
+	atomic_bool secured;
 
 	/* set under srv->mem_lock; read anywhere */
 	atomic_bool gone; /* killed, or a reply could not be sent: stop

@@ -556,6 +556,9 @@ static int reply_starttls(struct conn *c, const struct opt *o)
 	r = tls_session_start(s->tls, c->fd, &note, &c->x.tls);
 	if (r < 0)
 		return r;
+	/* the client holds the credentials: eviction spares it first
+	 * (nbds-conn.c, rule 1) */
+	atomic_store(&c->secured, true);
 	/* "the server MUST NOT preserve any negotiation state" */
 	c->structured = false;
 	meta_clear(c);

@@ -493,8 +493,73 @@ def zeroers():
     check(p.returncode == 0, "delete zeroes: %s" % p.stderr.decode(errors="replace"))
 
 
+def negotiators():
+    """Review 2, NBD finding 4: a flood of idle TCP connections from 20
+    addresses, fast enough to turn the total limit over every 0.3 s or
+    so, and a client from another address that takes 1 s to negotiate
+    (0.5 s before its first byte, 0.5 s between its flags and its GO).
+    It must be served, three times in a row.  Eviction took the oldest
+    connection in its handshake: the slow client, every time."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    fd0 = fds()
+    stop = threading.Event()
+    made = [0]
+
+    def flooder():
+        ring = []
+        k = 0
+        while not stop.is_set():
+            try:
+                f = socket.socket()
+                f.setblocking(False)
+                f.bind(("127.0.0.%d" % (10 + k % 20), 0))
+                f.connect_ex(("127.0.0.1", port))
+                ring.append(f)
+                made[0] += 1
+            except OSError:
+                time.sleep(0.01)
+            k += 1
+            if len(ring) > 2 * MAX_CONNS:
+                for f in ring[:MAX_CONNS]:
+                    f.close()
+                del ring[:MAX_CONNS]
+            if k % 10 == 0:
+                time.sleep(0.01)  # 1000 a second at most
+        for f in ring:
+            f.close()
+
+    th = threading.Thread(target=flooder)
+    th.start()
+    try:
+        time.sleep(0.5)
+        ok = 0
+        for i in range(3):
+            try:
+                c = Conn(tcp=("127.0.0.1", port), source="127.0.0.1", timeout=10, greet=False)
+                time.sleep(0.5)
+                magic, opt, hflags = struct.unpack(">QQH", c.recvn(18))
+                c.s.sendall(struct.pack(">I", 3))
+                time.sleep(0.5)
+                c.go("vol")
+                r = c.cmd(CMD_READ, MiB, 65536, 0, 1)
+                check(r[2] == 0 and r[3] == pat(65536, MiB), "negotiators: wrong data")
+                c.close()
+                ok += 1
+            except Exception as e:
+                check(False, "negotiators: a slow client not served during the flood (try %d): %s: %s"
+                      % (i + 1, type(e).__name__, e))
+    finally:
+        stop.set()
+        th.join()
+    note("negotiators: %d flooding connections from 20 addresses in %.1f s; a client that negotiates for 1 s served %d/3"
+         % (made[0], 0.5 + 3 * 1.0, ok))
+    check(made[0] > 3 * MAX_CONNS, "negotiators: only %d connections made: the limit did not bind" % made[0])
+    settle("negotiators: the daemon still holds %d fds (base %d)" % (fds(), fd0), lambda: fds() <= fd0 + 2, HANDSHAKE_S + 3)
+
+
 section = sys.argv[10] if len(sys.argv) > 10 else "all"
-for name, fn in (("write", write_vol), ("flood", flood), ("stallers", stallers), ("non-readers", non_readers), ("fairness", fairness), ("idle-threads", idle_threads), ("leavers", leavers), ("zeroers", zeroers)):
+for name, fn in (("write", write_vol), ("flood", flood), ("stallers", stallers), ("non-readers", non_readers), ("fairness", fairness), ("idle-threads", idle_threads), ("leavers", leavers), ("zeroers", zeroers), ("negotiators", negotiators)):
     if section in ("all", name):
         try:
             fn()
