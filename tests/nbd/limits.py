@@ -535,6 +535,7 @@ def negotiators():
         time.sleep(0.5)
         ok = 0
         for i in range(3):
+            t0 = time.time()
             try:
                 c = Conn(tcp=("127.0.0.1", port), source="127.0.0.1", timeout=10, greet=False)
                 time.sleep(0.5)
@@ -547,8 +548,8 @@ def negotiators():
                 c.close()
                 ok += 1
             except Exception as e:
-                check(False, "negotiators: a slow client not served during the flood (try %d): %s: %s"
-                      % (i + 1, type(e).__name__, e))
+                check(False, "negotiators: a slow client not served during the flood (try %d, after %.1f s; the deadline is %d s): %s: %s"
+                      % (i + 1, time.time() - t0, HANDSHAKE_S, type(e).__name__, e))
     finally:
         stop.set()
         th.join()

@@ -550,8 +550,10 @@ static uint64_t now_ms(void)
 }
 
 /* A connection handed to s by nbds_accept, as the daemon does: returns
- * the client's end after the greeting, or -1 when it was refused (the
- * server closed its end without a word). */
+ * the client's end after the greeting and the flags, once the server has
+ * read them (an option answered: it has come that far, which eviction
+ * looks at), or -1 when it was refused (the server closed its end
+ * without a word). */
 static int accepted(struct nbds *s, const char *addr)
 {
 	int sv[2], r;
@@ -569,6 +571,17 @@ static int accepted(struct nbds *s, const char *addr)
 	CHECK(get_be64(g) == NBDS_MAGIC);
 	put_be32(f, NBDS_CFLAG_FIXED_NEWSTYLE | NBDS_CFLAG_NO_ZEROES);
 	wr(sv[1], f, 4);
+	CHECK(opt_error_of(sv[1], 99, NULL, 0) == NBDS_REP_ERR_UNSUP);
+	return sv[1];
+}
+
+/* A connection handed to s that sends nothing (a flood's). */
+static int silent(struct nbds *s, const char *addr)
+{
+	int sv[2];
+
+	CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
+	CHECK(nbds_accept(s, sv[0], addr, addr) == 0);
 	return sv[1];
 }
 
@@ -597,7 +610,8 @@ static void wait_connections(struct nbds *s, size_t n)
 }
 
 /*
- * Admission (rule 1 of nbds-conn.c): over the per-peer limit the oldest
+ * Admission (rule 1 of nbds-conn.c; all here have come as far in their
+ * handshake): over the per-peer limit the oldest
  * connection of that address still in its handshake makes room; over
  * the total limit, the oldest of anyone's; established connections are
  * never closed for it, so when all are established a newcomer is
@@ -647,6 +661,39 @@ static void test_admission(struct nbds_opts base)
 	CHECK(u1 >= 0);
 	close(a1), close(a2), close(a3), close(a4), close(a5);
 	close(u1), close(u2), close(u3);
+	nbds_shutdown(s);
+	nbds_free(s);
+}
+
+/*
+ * Review 2, NBD finding 4 (rule 1 of nbds-conn.c): the connection closed
+ * to make room is the one that has come least far, of those one of the
+ * address that holds the most, then the oldest.  b1, the oldest, has
+ * sent its flags: kept (age alone closed it); of the silent ones, x1 of
+ * the address with two goes before n1, older but alone; then n1.
+ */
+static void test_eviction_order(struct nbds_opts base)
+{
+	struct nbds *s;
+	uint16_t tf;
+	int b1, n1, x1, x2, y, z;
+
+	base.max_connections = 4;
+	base.max_per_peer = 8;
+	CHECK(nbds_new(&base, &s) == 0);
+	b1 = accepted(s, "192.0.2.1");
+	n1 = silent(s, "192.0.2.2");
+	x1 = silent(s, "192.0.2.3");
+	x2 = silent(s, "192.0.2.3");
+	CHECK(b1 >= 0);
+	y = silent(s, "192.0.2.4"); /* closes x1 */
+	CHECK(closed_within(x1, 2000));
+	go(b1, "vol", &tf);
+	request(b1, 0, NBDS_CMD_FLUSH, 1, 0, 0);
+	CHECK(simple(b1, 1, NULL, 0) == 0);
+	z = silent(s, "192.0.2.5"); /* closes n1, the oldest left */
+	CHECK(closed_within(n1, 2000));
+	close(b1), close(n1), close(x1), close(x2), close(y), close(z);
 	nbds_shutdown(s);
 	nbds_free(s);
 }
@@ -1191,6 +1238,7 @@ int main(void)
 	test_escape();
 	test_escape_hidden();
 	test_admission(no);
+	test_eviction_order(no);
 	test_deadline(no);
 	test_memory(no, pool);
 	test_fair_memory(no, pool);
