@@ -15,7 +15,7 @@
  *   srv->lock      the registry, the counts, every conn's admission and
  *                  phase fields
  *   c->read_lock   one reader per connection (nbds.c, rule 3)
- *   c->rlock       the connection's thread fields
+ *   c->rlock       the connection's thread fields (nbds.c, rule 7)
  *   c->send_lock   one reply at a time on the stream
  *   srv->mem_lock  readers waiting for memory, and the gone flags
  *   srv->note_lock the rate of nbds_note
@@ -46,6 +46,16 @@
  * two aligned requests of the largest size (a request alone may exceed
  * it: one always proceeds). */
 #define NBDS_CONN_MEMORY (2 * ((uint64_t)NBDS_MAX_REQUEST + NBDS_REQ_OVERHEAD))
+/* A connection's slot: one small request of its own in flight, whatever
+ * the others hold (nbds-conn.c, rule 3): a quarter of the budget shared
+ * out among max_conns, within these bounds.  32 KiB takes a 4 KiB read
+ * or write, even unaligned, a flush, a trim, a block status. */
+#define NBDS_SLOT_MIN (32u << 10)
+#define NBDS_SLOT_MAX (64u << 10)
+/* A payload or reply that has been moving for stall_ns must have moved
+ * at least this many bytes a second on average, or its connection is
+ * closed when others wait for memory (nbds-conn.c, rule 4). */
+#define NBDS_MIN_RATE (1u << 20)
 /* read-ahead buffer of a plain connection: a queue of 32 4 KiB writes */
 #define NBDS_READ_AHEAD (256u << 10)
 /* option or write data read and dropped; beyond, the connection ends */
@@ -59,6 +69,7 @@ struct req {
 	void *payload; /* a write's data */
 	int error;     /* an NBD error found by validation: reply only */
 	uint64_t mem;  /* bytes of the budget it holds (nbds_mem_get) */
+	bool slot;     /* ... in its connection's slot */
 };
 
 struct conn {
@@ -74,6 +85,9 @@ struct conn {
 	bool registered; /* admitted (set before its threads start) */
 	bool attached;	 /* in transmission (no handshake deadline) */
 	bool counted;  /* counts against the connection limits */
+	/* its TLS handshake succeeded (set by its thread, read by the
+	 * eviction, nbds-conn.c rule 1) */
+	atomic_bool secured;
 
 	/* set under srv->mem_lock; read anywhere */
 	atomic_bool gone; /* killed, or a reply could not be sent: stop
@@ -88,17 +102,23 @@ struct conn {
 	bool ro;
 	char name[TV_NAME_MAX + 1];
 
-	/* the threads that read and run requests (nbds.c, rule 3) */
+	/* the threads that read and run requests (nbds.c, rules 3, 7) */
 	pthread_mutex_t read_lock; /* held while reading one request */
 	pthread_mutex_t rlock;	   /* the fields below */
+	pthread_cond_t left;	   /* a thread left the transmission */
 	bool rdone;		   /* DISC, EOF or error: stop reading */
-	unsigned int nthreads, waiting;
-	pthread_t threads[NBDS_WORKERS];
+	unsigned int nthreads;	   /* in the transmission */
+	unsigned int waiting;	   /* of which wait for their turn to read */
 	uint32_t poll_ns; /* read_lock: how long to poll for the next
 			   * request before sleeping (read_header) */
 
 	_Atomic uint64_t mem; /* bytes its requests hold */
+	atomic_bool slot_busy; /* a request holds its slot */
 	atomic_bool held_up;  /* its reader waits for the server's budget */
+	/* while a write's payload is read: since when (0: none), and the
+	 * x.rx_bytes of then (nbds-conn.c, rule 4) */
+	_Atomic uint64_t rx_since, rx_from;
+	atomic_bool ended; /* it reads no more requests (DISC, EOF...) */
 	uint64_t read_ahead;  /* bytes of its read-ahead buffer (its own
 			       * thread's) */
 
@@ -126,6 +146,8 @@ struct nbds {
 
 	/* the memory budget (nbds-conn.c, rule 3) */
 	uint64_t mem_max;
+	uint64_t slot;		/* bytes of a connection's slot */
+	uint64_t mem_shared;	/* what the requests beyond the slots share */
 	_Atomic uint64_t mem_reqs;	    /* held by requests */
 	_Atomic uint64_t mem_ra;	    /* by read-ahead buffers */
 	_Atomic unsigned int mem_sleepers; /* readers in the slow path */
@@ -139,6 +161,10 @@ struct nbds {
 	pthread_t wd_thread;
 	pthread_cond_t wd_cond; /* CLOCK_MONOTONIC */
 	bool wd_started, wd_stop;
+
+	/* the thread budget (nbds-conn.c, rule 7) */
+	atomic_uint helpers;	   /* threads beyond each connection's first */
+	unsigned int max_helpers; /* UINT_MAX: no limit */
 
 	pthread_mutex_t rmw_lock; /* unaligned writes (read-modify-write) */
 
@@ -181,13 +207,21 @@ void nbds_conn_release(struct conn *c);
 void nbds_conn_gone(struct conn *c);
 bool nbds_conn_is_gone(struct conn *c);
 
-/* Take bytes of the budget for a request, waiting while the connection
- * or the server is over its budget: 0, -ECONNRESET (the connection is
- * gone) or -ESHUTDOWN (the server is shutting down). */
-int nbds_mem_get(struct conn *c, uint64_t bytes);
+/* Take bytes of the budget for a request, from the connection's slot
+ * when they fit there and it is free (*slot set), else from the shared
+ * budget, waiting while the connection or the server is over its
+ * budget: 0, -ECONNRESET (the connection is gone) or -ESHUTDOWN (the
+ * server is shutting down). */
+int nbds_mem_get(struct conn *c, uint64_t bytes, bool *slot);
 /* Charge a read-ahead buffer of bytes if they are free now: true when
  * charged (until nbds_conn_release). */
 bool nbds_mem_read_ahead(struct conn *c, uint64_t bytes);
-void nbds_mem_put(struct conn *c, uint64_t bytes);
+/* Give back what nbds_mem_get took (slot as it said). */
+void nbds_mem_put(struct conn *c, uint64_t bytes, bool slot);
+
+/* A thread more for a connection that has one, if the server's thread
+ * budget has it: true when taken (give it back with nbds_thread_put). */
+bool nbds_thread_get(struct nbds *s);
+void nbds_thread_put(struct nbds *s);
 
 #endif

@@ -17,7 +17,8 @@
  *   3. What a client sends is shown in a log line or a reply string only
  *      through esc_text (util/escape.h): no forged log lines, and reply
  *      strings stay UTF-8 as the spec wants of every string.  Lines about
- *      misbehaving clients go through nbds_note (a few a second).
+ *      misbehaving clients go through nbds_note (a few a second), the
+ *      TLS session's too (tls_noted).
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -521,9 +522,19 @@ static int option_refused(struct conn *c, const struct opt *o)
 	return 0;
 }
 
+/* The TLS session's lines about its client (a failed handshake, a
+ * broken record), with the client's name, at the rate of nbds_note. */
+static void tls_noted(void *arg, enum log_level lvl, const char *msg)
+{
+	struct conn *c = arg;
+
+	nbds_note(c->srv, lvl, "%s: %s", c->peer, msg);
+}
+
 static int reply_starttls(struct conn *c, const struct opt *o)
 {
 	struct nbds *s = c->srv;
+	struct tls_note note = { tls_noted, c };
 	int r;
 
 	if (o->len)
@@ -539,13 +550,15 @@ static int reply_starttls(struct conn *c, const struct opt *o)
 		return opt_error(c, o->code, NBDS_REP_ERR_INVALID,
 				 "TLS is already on");
 	r = opt_reply(c, o->code, NBDS_REP_ACK, NULL, 0);
-	if (r == 0)
-		r = tls_session_start(s->tls, c->fd, &c->x.tls);
-	if (r < 0) {
-		nbds_note(c->srv, LOG_LVL_INFO, "%s: TLS handshake failed: %s",
-			  c->peer, strerror(-r));
+	if (r < 0)
 		return r;
-	}
+	/* a failure is said once, by the session, through the note */
+	r = tls_session_start(s->tls, c->fd, &note, &c->x.tls);
+	if (r < 0)
+		return r;
+	/* the client holds the credentials: eviction spares it first
+	 * (nbds-conn.c, rule 1) */
+	atomic_store(&c->secured, true);
 	/* "the server MUST NOT preserve any negotiation state" */
 	c->structured = false;
 	meta_clear(c);

@@ -30,10 +30,12 @@
  *      nbdkit does): no queue, no hand-off between threads.  A helper
  *      thread is started only while requests wait in the socket, up to
  *      NBDS_WORKERS threads in all.  The reader takes the request's
- *      buffer memory from the budget before it reads on (nbds_mem_get,
- *      which waits while the connection or the server is over budget),
+ *      buffer memory from the budget before it reads on (nbds_mem_get:
+ *      the connection's slot for a small request, else the shared
+ *      budget, waiting while the connection or the server is over it),
  *      so a client that floods the server, or does not read its replies,
- *      holds at most NBDS_CONN_MEMORY.  On a plain socket the reader
+ *      holds at most NBDS_CONN_MEMORY, and a small request of another
+ *      client never waits for it.  On a plain socket the reader
  *      reads ahead into a buffer of NBDS_READ_AHEAD bytes (xport_read),
  *      so at a deep queue one recv brings several requests.
  *   4. A reply is sent whole under send_lock.  A write is acknowledged only
@@ -42,12 +44,23 @@
  *      flush commits the whole pool: that is why CAN_MULTI_CONN is true).
  *   5. Once a reply cannot be sent (nbds_conn_gone) the connection stops
  *      reading and drops the requests it has not begun: the client has
- *      left, and nobody would see their results.  After EOF without a
- *      failed send the requests read are still answered (the client may
- *      have shut down only its sending side).
+ *      left, and nobody would see their results.  A request that can
+ *      take long (a write or unmap of zeroes: up to 4 GiB) looks again
+ *      between steps of NBDS_ZERO_CHUNK or NBDS_UNMAP_STEP bytes and
+ *      stops, unanswered; a read (32 MiB at most) is finished.  After
+ *      EOF without a failed send the requests read are still answered
+ *      (the client may have shut down only its sending side).
  *   6. The registry (nbds-conn.c) knows every connection and the volume
  *      it serves.  A volume claimed for a delete or shrink accepts no new
  *      connection until it is released.
+ *   7. Threads come and go with the work: a helper is started only while
+ *      requests wait and the server's thread budget allows
+ *      (nbds_thread_get: threads beyond each connection's first, all
+ *      connections together), and a thread that has waited NBDS_IDLE_MS
+ *      for its turn to read leaves, since another has been waiting in
+ *      the socket all that time; an idle connection keeps one thread.
+ *      The threads are detached; the last to leave ends the connection
+ *      (nbds_conn_release).  nbds_serve_fd's caller stays to the end.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -77,7 +90,9 @@
 
 #define NBDS_MAX_EXTENTS 1024	      /* block-status descriptors */
 #define NBDS_READ_EXTENTS 64	      /* hole/data runs of one read */
-#define NBDS_ZERO_CHUNK (1u << 20)
+#define NBDS_ZERO_CHUNK (1u << 20)      /* zeroes written at a time */
+#define NBDS_UNMAP_STEP (256u << 20)    /* bytes unmapped at a time */
+#define NBDS_IDLE_MS 2000u	      /* a helper thread with no work leaves */
 #define NBDS_POLL_MIN_NS 4000u	      /* read_header's polling window */
 #define NBDS_POLL_MAX_NS 64000u
 
@@ -259,6 +274,46 @@ static int vol_write(struct conn *c, const void *data, uint32_t len,
 	return tv_vol_write(c->srv->pool, c->id, data, len, off, flags);
 }
 
+/*
+ * Whether the client has left (rule 5): a send failed, the connection
+ * was killed, or the peer has gone for good rather than shut down only
+ * its sending side (it may still read replies).  A Unix socket tells
+ * (POLLHUP once both sides are shut, also while nobody reads it); TCP
+ * does not until a send fails.  One poll: cheap enough between the steps
+ * of a long request.
+ */
+static bool client_left(struct conn *c)
+{
+	struct pollfd p = { .fd = c->fd, .events = POLLOUT };
+
+	if (nbds_conn_is_gone(c))
+		return true;
+	if (poll(&p, 1, 0) == 1 && (p.revents & (POLLHUP | POLLERR))) {
+		nbds_conn_gone(c);
+		return true;
+	}
+	return false;
+}
+
+/* Unmap the whole blocks of a sector-aligned range and zero the sectors
+ * of the partial ones, a step at a time: a client that has left stops
+ * it (rule 5). */
+static int vol_zero_blocks(struct conn *c, uint64_t len, uint64_t off)
+{
+	int r = 0;
+
+	while (len && r == 0) {
+		uint64_t n = MIN(len, (uint64_t)NBDS_UNMAP_STEP);
+
+		if (client_left(c))
+			return -ECONNRESET; /* rule 5 */
+		r = tv_vol_discard(c->srv->pool, c->id, n, off);
+		off += n;
+		len -= n;
+	}
+	return r;
+}
+
 /* Zero a range: whole sectors by the engine (whole blocks become holes
  * unless no_hole), the unaligned edges by read-modify-write. */
 static int vol_zero(struct conn *c, uint64_t len, uint64_t off, bool no_hole,
@@ -278,21 +333,65 @@ static int vol_zero(struct conn *c, uint64_t len, uint64_t off, bool no_hole,
 		r = rmw_write(c, NULL, off + len - a1, a1, 0);
 	if (r < 0)
 		return r;
-	if (discard)
-		return tv_vol_discard(p, c->id, a1 - a0, a0);
-	if (!no_hole)
-		return tv_vol_write_zeroes(p, c->id, a1 - a0, a0);
+	if (discard || !no_hole)
+		return vol_zero_blocks(c, a1 - a0, a0);
 	/* NO_HOLE: the client wants the blocks allocated */
 	{
 		static const uint8_t zero[NBDS_ZERO_CHUNK];
 		for (uint64_t pos = a0; pos < a1 && r == 0;) {
 			uint64_t n = a1 - pos < sizeof(zero) ? a1 - pos
 							     : sizeof(zero);
+			if (client_left(c))
+				return -ECONNRESET; /* rule 5 */
 			r = tv_vol_write(p, c->id, zero, n, pos, 0);
 			pos += n;
 		}
 	}
 	return r;
+}
+
+/* Whether [off, off + len), inside one pool block, is unmapped. */
+static int is_hole(struct conn *c, uint64_t off, uint64_t len, bool *hole)
+{
+	struct tv_extent e;
+	size_t n = 0;
+	int r;
+
+	r = tv_vol_extents(c->srv->pool, c->id, off, len, &e, 1, &n);
+	if (r == 0)
+		*hole = n == 1 && e.len >= len && (e.flags & TV_EXTENT_HOLE);
+	return r;
+}
+
+/*
+ * WRITE_ZEROES with FAST_ZERO (proto.md: "MUST fail quickly with
+ * NBD_ENOTSUP unless the request can be serviced in less time than a
+ * corresponding NBD_CMD_WRITE").  Fast: pool blocks the range covers
+ * whole are unmapped (a metadata change, whatever they held), and the
+ * part of a block at either end is left alone when that block is
+ * unmapped (it reads as zeroes already).  Slow: the part of a mapped
+ * block at either end, which would take a write of zeroes (or a
+ * read-modify-write of a sector, or a copy of a shared block): the
+ * request then fails with ENOTSUP before anything is changed.
+ */
+static int vol_zero_fast(struct conn *c, uint64_t len, uint64_t off)
+{
+	uint64_t bs = c->srv->pool->block_size, end = off + len;
+	uint64_t b0 = (off + bs - 1) / bs * bs, b1 = end / bs * bs;
+	bool hole = true;
+	int r = 0;
+
+	if (b0 > b1) /* inside one block */
+		r = is_hole(c, off, len, &hole);
+	else if (off < b0)
+		r = is_hole(c, off, b0 - off, &hole);
+	if (r == 0 && hole && b0 <= b1 && b1 < end)
+		r = is_hole(c, b1, end - b1, &hole);
+	if (r < 0)
+		return r;
+	if (!hole)
+		return -ENOTSUP;
+	return b0 < b1 ? vol_zero_blocks(c, b1 - b0, b0) : 0;
 }
 
 static int do_read(struct conn *c, const struct req *q)
@@ -432,14 +531,13 @@ static int handle(struct conn *c, struct req *q)
 			r = tv_vol_flush(p, c->id);
 		break;
 	case NBDS_CMD_WRITE_ZEROES:
-		if ((q->flags & NBDS_CMD_FLAG_FAST_ZERO) &&
-		    (q->flags & NBDS_CMD_FLAG_NO_HOLE)) {
-			/* allocating zeroes means writing them: not fast */
-			r = -ENOTSUP;
-			break;
-		}
-		r = vol_zero(c, q->len, q->off,
-			     q->flags & NBDS_CMD_FLAG_NO_HOLE, false);
+		if (!(q->flags & NBDS_CMD_FLAG_FAST_ZERO))
+			r = vol_zero(c, q->len, q->off,
+				     q->flags & NBDS_CMD_FLAG_NO_HOLE, false);
+		else if (q->flags & NBDS_CMD_FLAG_NO_HOLE)
+			r = -ENOTSUP; /* allocating zeroes is writing them */
+		else
+			r = vol_zero_fast(c, q->len, q->off);
 		if (r == 0 && fua)
 			r = tv_vol_flush(p, c->id);
 		break;
@@ -450,7 +548,7 @@ static int handle(struct conn *c, struct req *q)
 	case NBDS_CMD_BLOCK_STATUS:
 		return do_block_status(c, q);
 	}
-	if (r < 0 && c->srv->verbose)
+	if (r < 0 && r != -ECONNRESET && c->srv->verbose)
 		log_info("%s: command %u at %" PRIu64 "+%u: %s", c->peer,
 			 q->type, q->off, q->len, tv_last_error());
 	return reply_err(c, q, r);
@@ -554,6 +652,15 @@ static int read_header(struct conn *c, uint8_t *h, size_t len)
 			c->poll_ns = 0;
 	}
 	return r;
+}
+
+/* DISC, EOF, an error or shutdown: the connection reads no more
+ * requests (read_lock held).  The watchdog then judges its replies
+ * whether memory is short or not (nbds-conn.c, rule 4). */
+static void stop_reading(struct conn *c)
+{
+	c->rdone = true;
+	atomic_store(&c->ended, true);
 }
 
 /* The budget bytes a valid request holds until its reply went out: its
@@ -669,11 +776,11 @@ static int read_request(struct conn *c, struct req *q)
 	if (!err) {
 		uint64_t m = req_mem(q);
 
-		r = nbds_mem_get(c, m);
+		r = nbds_mem_get(c, m, &q->slot);
 		if (r == -ESHUTDOWN) {
 			/* read no more, not even this write's payload */
 			err = NBDS_ESHUTDOWN;
-			c->rdone = true;
+			stop_reading(c);
 			goto out;
 		}
 		if (r < 0)
@@ -697,7 +804,12 @@ static int read_request(struct conn *c, struct req *q)
 				err = NBDS_ENOMEM;
 		}
 		if (q->payload) {
+			/* a transfer the watchdog judges (nbds-conn.c, rule 4):
+			 * it holds memory others may wait for */
+			atomic_store(&c->rx_from, atomic_load(&c->x.rx_bytes));
+			atomic_store(&c->rx_since, clock_mono_ns());
 			r = xport_read(&c->x, q->payload, q->len);
+			atomic_store(&c->rx_since, 0);
 		} else {
 			uint8_t junk[4096];
 			uint32_t left = q->len;
@@ -713,7 +825,7 @@ static int read_request(struct conn *c, struct req *q)
 			free(q->payload);
 			q->payload = NULL;
 			if (q->mem)
-				nbds_mem_put(c, q->mem);
+				nbds_mem_put(c, q->mem, q->slot);
 			return r;
 		}
 	}
@@ -739,27 +851,57 @@ static bool want_thread(struct conn *c)
 {
 	int n = 0;
 
-	if (c->nthreads + 1 >= NBDS_WORKERS || c->waiting)
-		return false; /* the connection's own thread is one */
-	if (c->x.tls || xport_buffered(&c->x) >= 28)
-		return true;
-	return ioctl(c->fd, FIONREAD, &n) == 0 && n > 0;
+	if (c->nthreads >= NBDS_WORKERS || c->waiting)
+		return false;
+	if (!c->x.tls && xport_buffered(&c->x) < 28 &&
+	    (ioctl(c->fd, FIONREAD, &n) < 0 || n <= 0))
+		return false;
+	return nbds_thread_get(c->srv);
 }
 
 static void *conn_worker(void *arg);
 
-/*
- * The end of the stream: whether the peer has gone for good rather than
- * shut down only its sending side (it may still read replies).  A Unix
- * socket tells (POLLHUP once both sides are shut); TCP does not until a
- * send fails (rule 5).
- */
-static void eof(struct conn *c)
+/* Start a helper thread for c (rlock held, and read_lock: nthreads only
+ * grows under both).  Detached: the last thread of the connection ends
+ * it (rule 7). */
+static void start_helper(struct conn *c)
 {
-	struct pollfd p = { .fd = c->fd, .events = POLLOUT };
+	pthread_attr_t attr;
+	pthread_t t;
+	int r;
 
-	if (poll(&p, 1, 0) == 1 && (p.revents & (POLLHUP | POLLERR)))
-		nbds_conn_gone(c);
+	pthread_attr_init(&attr);
+	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	r = pthread_create(&t, &attr, conn_worker, c);
+	pthread_attr_destroy(&attr);
+	if (r == 0)
+		c->nthreads++;
+	else
+		nbds_thread_put(c->srv); /* the one thread goes on alone */
+}
+
+/*
+ * Wait for the turn to read (rule 3).  A thread that may leave waits
+ * NBDS_IDLE_MS at most: when it has not had its turn by then, another
+ * thread has held read_lock all that time, waiting for a request that
+ * does not come, and this one leaves (rule 7).  Returns false then.
+ */
+static bool take_turn(struct conn *c, bool may_leave)
+{
+	struct timespec until;
+
+	if (!may_leave) {
+		pthread_mutex_lock(&c->read_lock);
+		return true;
+	}
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += NBDS_IDLE_MS / 1000;
+	until.tv_nsec += (long)(NBDS_IDLE_MS % 1000) * 1000000;
+	if (until.tv_nsec >= 1000000000) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000;
+	}
+	return pthread_mutex_timedlock(&c->read_lock, &until) == 0;
 }
 
 /*
@@ -768,21 +910,25 @@ static void eof(struct conn *c)
  * the lock go, run the request, reply.  The thread that meets DISC, EOF or
  * an error marks the stream done; the others finish the request they hold
  * and stop.  Once the connection is gone, requests not begun are dropped
- * (rule 5).
+ * (rule 5).  Returns when the stream is done, or this thread was idle
+ * (may_leave, rule 7).
  */
-static void serve_requests(struct conn *c)
+static void serve_requests(struct conn *c, bool may_leave)
 {
 	for (;;) {
 		struct req *q;
+		bool turn;
 		int r;
 
 		pthread_mutex_lock(&c->rlock);
 		c->waiting++;
 		pthread_mutex_unlock(&c->rlock);
-		pthread_mutex_lock(&c->read_lock);
+		turn = take_turn(c, may_leave);
 		pthread_mutex_lock(&c->rlock);
 		c->waiting--;
 		pthread_mutex_unlock(&c->rlock);
+		if (!turn)
+			break;
 		if (c->rdone) {
 			pthread_mutex_unlock(&c->read_lock);
 			break;
@@ -790,9 +936,9 @@ static void serve_requests(struct conn *c)
 		q = malloc(sizeof(*q));
 		r = q ? read_request(c, q) : -ENOMEM;
 		if (r <= 0) {
-			c->rdone = true;
+			stop_reading(c);
 			if (r == -ECONNRESET)
-				eof(c);
+				(void)client_left(c);
 			pthread_mutex_unlock(&c->read_lock);
 			free(q);
 			if (r < 0 && r != -ECONNRESET && c->srv->verbose)
@@ -800,10 +946,8 @@ static void serve_requests(struct conn *c)
 			break;
 		}
 		pthread_mutex_lock(&c->rlock);
-		if (want_thread(c) &&
-		    pthread_create(&c->threads[c->nthreads], NULL, conn_worker,
-				   c) == 0)
-			c->nthreads++;
+		if (want_thread(c))
+			start_helper(c);
 		pthread_mutex_unlock(&c->rlock);
 		pthread_mutex_unlock(&c->read_lock);
 
@@ -811,55 +955,85 @@ static void serve_requests(struct conn *c)
 			handle(c, q);
 		free(q->payload);
 		if (q->mem)
-			nbds_mem_put(c, q->mem);
+			nbds_mem_put(c, q->mem, q->slot);
 		free(q);
 	}
 }
 
+/*
+ * A thread of c's transmission leaves (rule 7): true when it was the
+ * last, which then ends the connection.  One that must stay to the end
+ * (nbds_serve_fd's caller) first waits for the others.
+ */
+static bool leave(struct conn *c, bool stay)
+{
+	bool last;
+
+	pthread_mutex_lock(&c->rlock);
+	while (stay && c->nthreads > 1)
+		pthread_cond_wait(&c->left, &c->rlock);
+	last = --c->nthreads == 0;
+	if (!last)
+		nbds_thread_put(c->srv);
+	pthread_cond_broadcast(&c->left);
+	pthread_mutex_unlock(&c->rlock);
+	return last;
+}
+
+/* The end of a connection, by its last thread. */
+static void conn_end(struct conn *c)
+{
+	if (c->srv->verbose)
+		log_info("%s: disconnected", c->peer);
+	nbds_conn_release(c);
+}
+
 static void *conn_worker(void *arg)
 {
-	serve_requests(arg);
+	struct conn *c = arg;
+
+	serve_requests(c, true);
+	if (leave(c, false))
+		conn_end(c);
 	return NULL;
 }
 
-static void transmission(struct conn *c)
+/* Returns whether this thread was the connection's last. */
+static bool transmission(struct conn *c, bool stay)
 {
-	unsigned int n;
-
 	/* Plain sockets read ahead (xport_read): at a deep queue one recv
 	 * brings several requests, payloads included.  The handshake is
 	 * over, so nothing STARTTLS hands to GnuTLS can be in the buffer.
 	 * Without memory for it, reads go unbuffered. */
 	if (!c->x.tls && nbds_mem_read_ahead(c, NBDS_READ_AHEAD))
 		(void)xport_buffer(&c->x, NBDS_READ_AHEAD);
-	serve_requests(c);
-	/* DISC or EOF: the requests other threads hold are still answered
-	 * (proto.md: "the server MUST handle all outstanding requests").
-	 * nthreads only grows under rlock by threads that hold read_lock,
-	 * and none does once rdone is set. */
 	pthread_mutex_lock(&c->rlock);
-	n = c->nthreads;
+	c->nthreads = 1;
 	pthread_mutex_unlock(&c->rlock);
-	for (unsigned int i = 0; i < n; i++)
-		pthread_join(c->threads[i], NULL);
+	serve_requests(c, !stay);
+	/* DISC or EOF: the requests other threads hold are still answered
+	 * (proto.md: "the server MUST handle all outstanding requests"),
+	 * by those threads; the last to leave ends the connection */
+	return leave(c, stay);
 }
 
-static void conn_run(struct conn *c)
+/* The life of connection c in the calling thread; stay: return only when
+ * the connection has ended (else this thread may leave the transmission
+ * to its helpers, rule 7). */
+static void conn_run(struct conn *c, bool stay)
 {
 	int r = nbds_handshake(c);
 
 	if (r < 0 && c->srv->verbose)
 		log_info("%s: handshake ended: %s", c->peer, strerror(-r));
-	if (r == 1)
-		transmission(c);
-	if (c->srv->verbose)
-		log_info("%s: disconnected", c->peer);
-	nbds_conn_release(c);
+	if (r == 1 && !transmission(c, stay))
+		return; /* another thread ends it */
+	conn_end(c);
 }
 
 static void *conn_thread(void *arg)
 {
-	conn_run(arg);
+	conn_run(arg, false);
 	return NULL;
 }
 
@@ -903,5 +1077,5 @@ void nbds_serve_fd(struct nbds *s, int fd)
 		nbds_conn_release(c);
 		return;
 	}
-	conn_run(c);
+	conn_run(c, true);
 }

@@ -46,6 +46,11 @@ struct nbds_opts {
 	/* buffer memory of the requests in flight, all connections; 0: a
 	 * quarter of the RAM, at most 1 GiB */
 	uint64_t max_memory;
+	/* threads for the connections (each has one, and helpers while its
+	 * queue is deep); 0: what the task limits allow (RLIMIT_NPROC,
+	 * pids.max) less a reserve for the rest of the daemon.  With a
+	 * limit, max_connections is lowered to half of it at most. */
+	unsigned int max_threads;
 };
 
 int nbds_new(const struct nbds_opts *o, struct nbds **out);

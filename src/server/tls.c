@@ -24,9 +24,11 @@
  *     by the next gnutls_record_send (in the sending thread), not by the
  *     receiver, so the two never write the socket at once.
  *
- * Logging: tls_ctx_new logs an error (and fills msg); tls_session_start
- * logs a failed handshake once, as a warning, with the reason; tls_recv
- * and tls_send log only errors that are not the peer simply going away.
+ * Logging: tls_ctx_new logs an error (and fills msg).  What a client
+ * causes goes through the session's note (tls.h), which the NBD server
+ * rate-limits: tls_session_start says a failed handshake once, as a
+ * warning, with the reason; tls_recv and tls_send say only errors that
+ * are not the peer simply going away.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -82,6 +84,7 @@ struct tls_ctx {
 struct tls_session {
 	gnutls_session_t gs;
 	struct tls_ctx *ctx; /* borrowed (rule 1) */
+	struct tls_note note; /* fn NULL: the log */
 	/* Set by the PSK callback during the handshake, for the log. */
 	bool unknown_identity;
 	char identity[64];
@@ -104,6 +107,27 @@ static void ctx_fail(char *msg, size_t msglen, const char *fmt, ...)
 	if (msg && msglen)
 		snprintf(msg, msglen, "%s", buf);
 	log_error("tls: %s", buf);
+}
+
+/* A line about what the session's client did, through its note. */
+static void say(const struct tls_session *s, enum log_level lvl,
+		const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+static void say(const struct tls_session *s, enum log_level lvl,
+		const char *fmt, ...)
+{
+	char buf[512];
+	va_list ap;
+
+	if (lvl > log_get_level())
+		return; /* not shown: not counted against the note's rate */
+	va_start(ap, fmt);
+	vsnprintf(buf, sizeof(buf), fmt, ap);
+	va_end(ap);
+	if (s->note.fn)
+		s->note.fn(s->note.arg, lvl, buf);
+	else
+		log_msg(lvl, "%s", buf);
 }
 
 /* Printable copy of a peer-supplied identity, for messages. */
@@ -590,18 +614,21 @@ static void log_handshake_failure(const struct tls_session *s, int gr)
 	if (gr == GNUTLS_E_FATAL_ALERT_RECEIVED)
 		alert = gnutls_alert_get_name(gnutls_alert_get(s->gs));
 	if (s->unknown_identity)
-		log_warn("tls: handshake failed: unknown PSK identity '%s'",
-			 s->identity);
+		say(s, LOG_LVL_WARN,
+		    "tls: handshake failed: unknown PSK identity '%s'",
+		    s->identity);
 	else if (s->identity[0])
-		log_warn("tls: handshake failed for PSK identity '%s': %s",
-			 s->identity, gnutls_strerror(gr));
+		say(s, LOG_LVL_WARN,
+		    "tls: handshake failed for PSK identity '%s': %s",
+		    s->identity, gnutls_strerror(gr));
 	else if (gr == GNUTLS_E_CERTIFICATE_VERIFICATION_ERROR &&
 		 cert_status_text(s, why, sizeof(why)) == 0)
-		log_warn("tls: handshake failed: client certificate: %s", why);
+		say(s, LOG_LVL_WARN,
+		    "tls: handshake failed: client certificate: %s", why);
 	else
-		log_warn("tls: handshake failed: %s%s%s%s", gnutls_strerror(gr),
-			 alert ? " (" : "", alert ? alert : "",
-			 alert ? ")" : "");
+		say(s, LOG_LVL_WARN, "tls: handshake failed: %s%s%s%s",
+		    gnutls_strerror(gr), alert ? " (" : "", alert ? alert : "",
+		    alert ? ")" : "");
 }
 
 /*
@@ -619,23 +646,26 @@ static int verify_client(struct tls_session *s)
 		return 0;
 	r = gnutls_certificate_verify_peers3(s->gs, NULL, &status);
 	if (r < 0) {
-		log_warn("tls: client certificate: %s", gnutls_strerror(r));
+		say(s, LOG_LVL_WARN, "tls: client certificate: %s",
+		    gnutls_strerror(r));
 		return -EACCES;
 	}
 	if (status == 0)
 		return 0;
 	if (gnutls_certificate_verification_status_print(
 		    status, GNUTLS_CRT_X509, &txt, 0) == 0) {
-		log_warn("tls: client certificate refused: %s", txt.data);
+		say(s, LOG_LVL_WARN, "tls: client certificate refused: %s",
+		    txt.data);
 		gnutls_free(txt.data);
 	} else {
-		log_warn("tls: client certificate refused (status 0x%x)",
-			 status);
+		say(s, LOG_LVL_WARN,
+		    "tls: client certificate refused (status 0x%x)", status);
 	}
 	return -EACCES;
 }
 
-int tls_session_start(struct tls_ctx *ctx, int fd, struct tls_session **out)
+int tls_session_start(struct tls_ctx *ctx, int fd, const struct tls_note *note,
+		      struct tls_session **out)
 {
 	struct tls_session *s;
 	int gr, r;
@@ -646,6 +676,8 @@ int tls_session_start(struct tls_ctx *ctx, int fd, struct tls_session **out)
 		return -ENOMEM;
 	}
 	s->ctx = ctx;
+	if (note)
+		s->note = *note;
 
 	/* No SIGPIPE on a dead peer; no resumption (rule 5). */
 	gr = gnutls_init(&s->gs, GNUTLS_SERVER | GNUTLS_NO_SIGNAL |
@@ -722,25 +754,30 @@ out_deinit:
 	return r;
 }
 
-/* A record-layer error as an errno; logs what is not a plain hang-up. */
-static ssize_t record_errno(ssize_t gr, const char *op)
+/* A record-layer error as an errno; says what is not a plain hang-up. */
+static ssize_t record_errno(const struct tls_session *s, ssize_t gr,
+			    const char *op)
 {
 	switch (gr) {
 	case GNUTLS_E_MEMORY_ERROR:
-		log_error("tls: %s: %s", op, gnutls_strerror((int)gr));
+		say(s, LOG_LVL_ERROR, "tls: %s: %s", op,
+		    gnutls_strerror((int)gr));
 		return -ENOMEM;
 	case GNUTLS_E_PUSH_ERROR:
 	case GNUTLS_E_PULL_ERROR:
 	case GNUTLS_E_PREMATURE_TERMINATION:
 	case GNUTLS_E_SESSION_EOF:
 	case GNUTLS_E_INVALID_SESSION:
-		log_debug("tls: %s: %s", op, gnutls_strerror((int)gr));
+		say(s, LOG_LVL_DEBUG, "tls: %s: %s", op,
+		    gnutls_strerror((int)gr));
 		return -ECONNRESET;
 	case GNUTLS_E_REHANDSHAKE:
-		log_warn("tls: %s: client asked to renegotiate; refused", op);
+		say(s, LOG_LVL_WARN,
+		    "tls: %s: client asked to renegotiate; refused", op);
 		return -EPROTO;
 	default:
-		log_warn("tls: %s: %s", op, gnutls_strerror((int)gr));
+		say(s, LOG_LVL_WARN, "tls: %s: %s", op,
+		    gnutls_strerror((int)gr));
 		return -EIO;
 	}
 }
@@ -765,7 +802,7 @@ ssize_t tls_recv(struct tls_session *s, void *buf, size_t len)
 		 * a message boundary). */
 		if (gr == GNUTLS_E_PREMATURE_TERMINATION)
 			return 0;
-		return record_errno(gr, "recv");
+		return record_errno(s, gr, "recv");
 	}
 }
 
@@ -787,23 +824,38 @@ ssize_t tls_send(struct tls_session *s, const void *buf, size_t len)
 			continue;
 		if (gr == 0) /* cannot happen with len > 0 */
 			return -EIO;
-		return record_errno(gr, "send");
+		return record_errno(s, gr, "send");
 	}
 }
 
 void tls_session_bye(struct tls_session *s)
 {
-	int gr, tries = 0;
+	int fd, fl, gr;
 
 	if (!s)
 		return;
-	/* SHUT_WR: send close_notify, do not wait for the peer's. */
-	do {
+	/* A client that sends its requests and never reads the replies
+	 * fills the socket buffer: a blocking send of close_notify would
+	 * then wait for ever, holding the connection's thread and socket.
+	 * The socket is made non-blocking for this one record (GnuTLS then
+	 * says AGAIN, and close_notify is dropped); SHUT_WR does not wait
+	 * for the peer's close_notify. */
+	fd = gnutls_transport_get_int(s->gs);
+	fl = fcntl(fd, F_GETFL);
+	if (fl < 0 || (!(fl & O_NONBLOCK) &&
+		       fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)) {
+		say(s, LOG_LVL_DEBUG, "tls: close_notify not sent: %s",
+		    strerror(errno));
+		return;
+	}
+	do
 		gr = gnutls_bye(s->gs, GNUTLS_SHUT_WR);
-	} while ((gr == GNUTLS_E_AGAIN || gr == GNUTLS_E_INTERRUPTED) &&
-		 ++tries < 100);
+	while (gr == GNUTLS_E_INTERRUPTED);
+	if (!(fl & O_NONBLOCK))
+		(void)fcntl(fd, F_SETFL, fl);
 	if (gr < 0)
-		log_debug("tls: close_notify: %s", gnutls_strerror(gr));
+		say(s, LOG_LVL_DEBUG, "tls: close_notify: %s",
+		    gnutls_strerror(gr));
 }
 
 void tls_session_free(struct tls_session *s)

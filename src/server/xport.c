@@ -25,6 +25,7 @@ static int read_direct(struct xport *x, char *p, size_t len)
 			return (int)n;
 		if (n == 0)
 			return -ECONNRESET;
+		atomic_fetch_add(&x->rx_bytes, (uint64_t)n);
 		p += n;
 		len -= (size_t)n;
 	}
@@ -49,6 +50,7 @@ static int fill(struct xport *x, int flags)
 		return errno == EWOULDBLOCK ? -EAGAIN : -errno;
 	if (n == 0)
 		return -ECONNRESET;
+	atomic_fetch_add(&x->rx_bytes, (uint64_t)n);
 	x->rlen += (size_t)n;
 	return (int)n;
 }
@@ -134,7 +136,7 @@ static int writev_tls(struct xport *x, const struct iovec *iov, int n)
 				continue;
 			if (w < 0)
 				return (int)w;
-			atomic_store(&x->stalled_since, clock_mono_ns());
+			atomic_fetch_add(&x->tx_bytes, (uint64_t)w);
 			p += w;
 			len -= (size_t)w;
 		}
@@ -172,7 +174,7 @@ static int writev_plain(struct xport *x, const struct iovec *iov, int n)
 				continue;
 			return -errno;
 		}
-		atomic_store(&x->stalled_since, clock_mono_ns());
+		atomic_fetch_add(&x->tx_bytes, (uint64_t)w);
 		while (i < n) {
 			size_t rem = iov[i].iov_len - off;
 			if ((size_t)w < rem) {
@@ -191,8 +193,9 @@ int xport_writev(struct xport *x, const struct iovec *iov, int n)
 {
 	int r;
 
-	atomic_store(&x->stalled_since, clock_mono_ns());
+	atomic_store(&x->tx_from, atomic_load(&x->tx_bytes));
+	atomic_store(&x->tx_since, clock_mono_ns());
 	r = x->tls ? writev_tls(x, iov, n) : writev_plain(x, iov, n);
-	atomic_store(&x->stalled_since, 0);
+	atomic_store(&x->tx_since, 0);
 	return r;
 }

@@ -21,10 +21,16 @@ struct xport {
 	 * [rpos, rlen) of rbuf were received and not yet read. */
 	char *rbuf;
 	size_t rpos, rlen, rcap;
-	/* While a write is in progress: since when (CLOCK_MONOTONIC ns) it
-	 * has waited without a byte going out; 0 when no write is.  Another
-	 * thread reads it to tell a client that stopped reading. */
-	_Atomic uint64_t stalled_since;
+	/* Bytes received and sent since the start (the reader adds to rx,
+	 * the sender, under the caller's send lock, to tx); and, while an
+	 * xport_writev is in progress, when it began (CLOCK_MONOTONIC ns; 0
+	 * when none is) and what tx was then.  Another thread reads them to
+	 * judge how fast a client takes its replies: tx_since is written
+	 * last when a write begins and first when it ends, so a reader that
+	 * sees the same tx_since before and after reading tx_from has the
+	 * tx_from of that write. */
+	_Atomic uint64_t rx_bytes, tx_bytes;
+	_Atomic uint64_t tx_since, tx_from;
 };
 
 /* Read exactly len bytes: 0, -ECONNRESET at end of stream (also in the
@@ -48,7 +54,7 @@ void xport_unbuffer(struct xport *x);
 
 /* Write all of iov[0, n): 0 or a negative errno (-EPIPE when the peer is
  * gone; never SIGPIPE).  A plain socket takes at most XPORT_PIECE bytes
- * per call, so that stalled_since follows the client's reading. */
+ * per call, so that tx_bytes follows the client's reading. */
 #define XPORT_PIECE (256u << 10)
 int xport_writev(struct xport *x, const struct iovec *iov, int n);
 int xport_write(struct xport *x, const void *buf, size_t len);

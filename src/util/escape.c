@@ -48,17 +48,54 @@ static size_t utf8_seq(const unsigned char *p, size_t n, unsigned int *cp)
 	return len;
 }
 
-/* Characters that are well-formed but move, hide or break lines of text
- * on a terminal or in a log viewer: shown as \uXXXX. */
+/*
+ * Characters that are well-formed but control, hide or move text rather
+ * than show it, on a terminal or in a log viewer: shown as \uXXXX (or
+ * \UXXXXXXXX beyond the BMP).  The union, in Unicode 15.1 (the UCD's
+ * UnicodeData.txt and DerivedCoreProperties.txt), of:
+ *   - general category Cc beyond ASCII: the C1 controls (NEL, CSI...);
+ *   - Cf, format: bidirectional controls, zero-width characters, the
+ *     invisible operators, interlinear annotation, the tag characters
+ *     (invisible copies of ASCII), prepended concatenation marks;
+ *   - Zl and Zp, the line and paragraph separators;
+ *   - Co, private use: no meaning a reader could check;
+ *   - Default_Ignorable_Code_Point, what a renderer shows as nothing:
+ *     variation selectors, the Hangul fillers (U+115F, U+1160, U+3164,
+ *     U+FFA0), the combining grapheme joiner, and the unassigned code
+ *     points the standard keeps for more of them (U+2065, U+FFF0-FFF8,
+ *     U+E0000-E0FFF).
+ * Sorted, merged where adjacent, both ends included.  Unicode releases
+ * add to these sets rarely; the sources name where to look.
+ */
+static const struct {
+	unsigned int first, last;
+} hidden[] = {
+	{ 0x0080, 0x009f },   { 0x00ad, 0x00ad },   { 0x034f, 0x034f },
+	{ 0x0600, 0x0605 },   { 0x061c, 0x061c },   { 0x06dd, 0x06dd },
+	{ 0x070f, 0x070f },   { 0x0890, 0x0891 },   { 0x08e2, 0x08e2 },
+	{ 0x115f, 0x1160 },   { 0x17b4, 0x17b5 },   { 0x180b, 0x180f },
+	{ 0x200b, 0x200f },   { 0x2028, 0x202e },   { 0x2060, 0x206f },
+	{ 0x3164, 0x3164 },   { 0xe000, 0xf8ff },   { 0xfe00, 0xfe0f },
+	{ 0xfeff, 0xfeff },   { 0xffa0, 0xffa0 },   { 0xfff0, 0xfffb },
+	{ 0x110bd, 0x110bd }, { 0x110cd, 0x110cd }, { 0x13430, 0x1343f },
+	{ 0x1bca0, 0x1bca3 }, { 0x1d173, 0x1d17a }, { 0xe0000, 0xe0fff },
+	{ 0xf0000, 0xffffd }, { 0x100000, 0x10fffd },
+};
+
 static bool invisible(unsigned int cp)
 {
-	return (cp >= 0x80 && cp <= 0x9f) ||	 /* C1 controls (NEL...) */
-	       cp == 0x061c ||			 /* arabic letter mark */
-	       (cp >= 0x200b && cp <= 0x200f) || /* zero-width, LRM, RLM */
-	       cp == 0x2028 || cp == 0x2029 ||	 /* line/para separator */
-	       (cp >= 0x202a && cp <= 0x202e) || /* bidi embeddings */
-	       (cp >= 0x2066 && cp <= 0x2069) || /* bidi isolates */
-	       cp == 0xfeff;			 /* zero-width no-break */
+	size_t lo = 0, hi = sizeof(hidden) / sizeof(hidden[0]);
+
+	while (lo < hi) { /* the first range that ends at or after cp */
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (hidden[mid].last < cp)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo < sizeof(hidden) / sizeof(hidden[0]) &&
+	       hidden[lo].first <= cp;
 }
 
 /*
@@ -99,7 +136,8 @@ static size_t show_char(const unsigned char *p, size_t n, char *piece,
 	if (len <= 1) /* malformed, C0 or DEL */
 		return (size_t)snprintf(piece, 12, "\\x%02x", p[0]);
 	if (invisible(cp))
-		return (size_t)snprintf(piece, 12, "\\u%04x", cp);
+		return (size_t)snprintf(piece, 12,
+					cp > 0xffff ? "\\U%08x" : "\\u%04x", cp);
 	memcpy(piece, p, len);
 	return len;
 }

@@ -17,10 +17,12 @@
  *   - printable ASCII stays, except '\', which becomes "\\";
  *   - a well-formed UTF-8 sequence (shortest form, no surrogate, at most
  *     U+10FFFF) of a character that is not a control stays;
- *   - C1 controls (U+0080-U+009F), the line and paragraph separators
- *     (U+2028, U+2029) and the bidirectional controls (U+061C, U+200E,
- *     U+200F, U+202A-U+202E, U+2066-U+2069), which can move or hide
- *     text on a terminal, become "\uXXXX";
+ *   - characters that control, hide or move text rather than show it
+ *     (the C1 controls, format characters such as the bidirectional and
+ *     zero-width controls and the tag characters, the line and
+ *     paragraph separators, private use, default-ignorable code points
+ *     such as the Hangul fillers: the table in escape.c names its
+ *     Unicode sources) become "\uXXXX", or "\UXXXXXXXX" beyond U+FFFF;
  *   - every other byte (C0 controls such as newline, DEL, a byte of a
  *     malformed sequence) becomes "\xNN".
  *

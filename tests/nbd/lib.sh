@@ -14,7 +14,8 @@
 #   need CMD...           skip unless every command exists
 #   pool_create SIZE [ARG...]      thinvol pool create $pool --size SIZE ARG...
 #   start_serve [ARG...]  start `thinvol serve $pool --foreground` and wait
-#                         until both sockets listen ($serve_pid, $nsock, $csock)
+#                         until both sockets listen ($serve_pid, $nsock, $csock);
+#                         through the command in the array serve_prefix if set
 #   stop_serve            SIGTERM; it must exit 0 and remove its sockets
 #   kill9_serve           SIGKILL, as a crash
 #   vol_create NAME SIZE  thinvol create (through the daemon when serving)
@@ -123,13 +124,16 @@ _serve_ready() {
 
 # start_serve [ARG...]: the daemon in the foreground (its stderr goes to
 # $serve_log), ready when its pidfile is written and both sockets exist.
+# serve_prefix (an array, empty by default) is a command that runs it,
+# and must exec it in the end (a wrapper that moves it into a cgroup).
+serve_prefix=()
 start_serve() {
 	[ -z "$serve_pid" ] || fail "start_serve: a daemon is running already"
 	rm -f "$dir/serve.pid" "$dir/serve.rc"
 	echo "== thinvol serve $* ($(date +%T.%N))" >>"$serve_log"
 	(
 		rc=0
-		"$tv" serve "$pool" --foreground --pidfile "$dir/serve.pid" "$@" || rc=$?
+		"${serve_prefix[@]}" "$tv" serve "$pool" --foreground --pidfile "$dir/serve.pid" "$@" || rc=$?
 		echo "$rc" >"$dir/serve.rc"
 	) </dev/null >>"$serve_log" 2>&1 &
 	serve_wrap=$!

@@ -17,7 +17,7 @@
 here=$(cd "$(dirname "$0")" && pwd)
 export PYTHONPATH=$here${PYTHONPATH:+:$PYTHONPATH}
 
-pool_create 1G --block-size 64K
+pool_create 4G --block-size 64K
 port=$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 "$PY" -c 'import socket; socket.create_connection(("127.0.0.1", '"$port"'), timeout=1)' 2>/dev/null &&
 	fail "port $port is taken"
@@ -88,12 +88,62 @@ grep -q 'such lines left out' "$serve_log" || later_fail "no count of the lines 
 note "600 bad clients: $burst log lines"
 # the daemon logged what it refused and closed, and not a line per
 # connection of the flood
-grep -q 'refused: 32 connections from 127.0.0.1 already\|closing .*, the oldest connection still in its handshake' "$serve_log" ||
+grep -q 'refused: 32 connections from 127.0.0.1 already\|closing .*, still in its handshake (it has sent nothing)' "$serve_log" ||
 	later_fail "no log line about the per-peer limit"
 grep -q 'handshake not finished after 3.0 s' "$serve_log" || later_fail "no log line about the handshake timeout"
 n=$(wc -l <"$serve_log")
 [ "$n" -lt 200 ] || later_fail "$n log lines for the flood: not rate-limited"
 note "$n log lines for all that"
 stop_serve
+
+# ---- under a task limit (review 2, NBD finding 3) ----
+# The daemon in a pids cgroup of 300 tasks: it keeps 64 for the rest of
+# the daemon, lowers its connection limit to half of what is left, and
+# gives the helpers of deep queues the other half.  40 connections with
+# 64 requests queued each, unread, then want 320 threads: they used to
+# get them until thread creation failed, and the control socket with
+# it.  Now `thinvol list` and a new client are served meanwhile.
+cg=
+if [ "$(id -u)" = 0 ] && [ -w /sys/fs/cgroup/pids ] && [ -e /sys/fs/cgroup/pids/pids.max -o -d /sys/fs/cgroup/pids ]; then
+	cg=/sys/fs/cgroup/pids/tv-test-limits.$$
+elif [ "$(id -u)" = 0 ] && grep -qw pids /sys/fs/cgroup/cgroup.subtree_control 2>/dev/null; then
+	cg=/sys/fs/cgroup/tv-test-limits.$$
+fi
+if [ -n "$cg" ] && mkdir "$cg" 2>/dev/null; then
+	on_exit rmdir "$cg"
+	echo 300 >"$cg/pids.max"
+	serve_prefix=(sh -c 'echo $$ >"$0/cgroup.procs" && exec "$@"' "$cg")
+	start_serve
+	serve_prefix=()
+	grep -q "at most [0-9]* NBD connections, not 1024: [0-9]* threads may be started" "$serve_log" ||
+		later_fail "no warning about the task limit: $(tail -n 3 "$serve_log")"
+	"$PY" - "$serve_pid" "$nsock" "$tv" "$pool" <<'EOF' || later_fail "deep queues under a task limit (see above)"
+import struct, subprocess, sys, time
+from nbdwire import *
+pid, nsock, tv, pool = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+def threads():
+    return int([l for l in open("/proc/%d/status" % pid) if l.startswith("Threads:")][0].split()[1])
+hogs = []
+for i in range(40):
+    c = Conn(path=nsock)
+    c.go("vol")
+    c.s.sendall(b"".join(struct.pack(">IHHQQI", REQMAGIC, 0, CMD_READ, k, k * 65536, 65536) for k in range(64)))
+    hogs.append(c)
+time.sleep(1)
+th = threads()
+p = subprocess.run([tv, "list", pool], capture_output=True, timeout=20)
+c = Conn(path=nsock, timeout=10)
+c.go("vol")
+r = c.cmd(CMD_READ, 0, 4096, 0, 1)
+print("# task limit 300: 40 deep queues, the daemon has %d threads; thinvol list: exit %d" % (th, p.returncode))
+assert p.returncode == 0, "thinvol list: %s" % p.stderr.decode(errors="replace")
+assert r[2] == 0, "a new client's read: error %d" % r[2]
+assert th <= 300 - 64, "%d threads under a task limit of 300" % th
+EOF
+	stop_serve
+	! grep -q 'cannot start a thread' "$serve_log" || later_fail "a thread could not be started: $(grep -m1 'cannot start' "$serve_log")"
+else
+	note "no pids cgroup to make (not root, or no pids controller): the task limit not tried"
+fi
 check_clean
 finish

@@ -89,6 +89,36 @@ s.sendall(struct.pack(">QII", 0x49484156454F5054, 1, 3) + b"vol")
 assert s.recv(1) == b"", "EXPORT_NAME before STARTTLS was answered"
 EOF
 [ "$(nbdinfo --size "$(tls_uri vol)")" = $((64 << 20)) ] || fail "TLS client after the refused ones"
+# 400 clients that send STARTTLS and then an empty ClientHello (review 2,
+# NBD finding 5): anyone who reaches the socket causes these, so their
+# lines go through the rate limit (10 a second) like every other line
+# about a misbehaving client; it was one line each
+before=$(wc -l <"$serve_log")
+secs=$("$PY" - "$nsock" <<'EOF'
+import socket, struct, sys, time
+t0 = time.time()
+for i in range(400):
+    s = socket.socket(socket.AF_UNIX)
+    s.settimeout(10)
+    s.connect(sys.argv[1])
+    s.recv(18)
+    s.sendall(struct.pack(">I", 3) + struct.pack(">QII", 0x49484156454F5054, 5, 0))
+    got = b""
+    while len(got) < 20:
+        got += s.recv(20 - len(got))
+    s.sendall(b"\x16\x03\x01\x00\x04\x01\x00\x00\x00")  # a ClientHello with no body
+    s.recv(1024)  # the alert, or the close
+    s.close()
+print("%d" % (time.time() - t0 + 1.999))
+EOF
+) || fail "the bad ClientHellos"
+sleep 1
+lines=$(($(wc -l <"$serve_log") - before))
+[ "$lines" -le $((10 * (secs + 1) + 5)) ] ||
+	later_fail "$lines log lines for 400 failed TLS handshakes in $secs s: not rate-limited"
+grep -q 'unix#[0-9]*: tls: handshake failed: ' "$serve_log" ||
+	later_fail "the failed handshakes were not logged: $(tail -n 3 "$serve_log")"
+note "400 failed TLS handshakes in ${secs} s: $lines log lines"
 stop_serve
 
 # ---- --tls optional: both ----

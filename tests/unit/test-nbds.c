@@ -311,8 +311,9 @@ static void test_requests(void)
 	/* still fine: flush, zero, read zeroes */
 	request(fd, 0, NBDS_CMD_FLUSH, 17, 0, 0);
 	CHECK(simple(fd, 17, NULL, 0) == 0);
+	/* FAST_ZERO: a whole pool block (64 KiB) is unmapped at once */
 	request(fd, NBDS_CMD_FLAG_FAST_ZERO, NBDS_CMD_WRITE_ZEROES, 18, 65536,
-		8192);
+		65536);
 	CHECK(simple(fd, 18, NULL, 0) == 0);
 	request(fd, 0, NBDS_CMD_READ, 19, 65536, 8192);
 	CHECK(simple(fd, 19, back, 8192) == 0);
@@ -549,8 +550,10 @@ static uint64_t now_ms(void)
 }
 
 /* A connection handed to s by nbds_accept, as the daemon does: returns
- * the client's end after the greeting, or -1 when it was refused (the
- * server closed its end without a word). */
+ * the client's end after the greeting and the flags, once the server has
+ * read them (an option answered: it has come that far, which eviction
+ * looks at), or -1 when it was refused (the server closed its end
+ * without a word). */
 static int accepted(struct nbds *s, const char *addr)
 {
 	int sv[2], r;
@@ -568,6 +571,17 @@ static int accepted(struct nbds *s, const char *addr)
 	CHECK(get_be64(g) == NBDS_MAGIC);
 	put_be32(f, NBDS_CFLAG_FIXED_NEWSTYLE | NBDS_CFLAG_NO_ZEROES);
 	wr(sv[1], f, 4);
+	CHECK(opt_error_of(sv[1], 99, NULL, 0) == NBDS_REP_ERR_UNSUP);
+	return sv[1];
+}
+
+/* A connection handed to s that sends nothing (a flood's). */
+static int silent(struct nbds *s, const char *addr)
+{
+	int sv[2];
+
+	CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
+	CHECK(nbds_accept(s, sv[0], addr, addr) == 0);
 	return sv[1];
 }
 
@@ -582,7 +596,10 @@ static bool closed_within(int fd, unsigned int ms)
 	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 	while ((n = read(fd, junk, sizeof(junk))) > 0)
 		;
-	return n == 0;
+	if (n < 0 && errno != ECONNRESET) /* a Unix socket closed with our
+					     * bytes unread resets */
+		fprintf(stderr, "not closed: %s\n", strerror(errno));
+	return n == 0 || errno == ECONNRESET;
 }
 
 static void wait_connections(struct nbds *s, size_t n)
@@ -593,7 +610,8 @@ static void wait_connections(struct nbds *s, size_t n)
 }
 
 /*
- * Admission (rule 1 of nbds-conn.c): over the per-peer limit the oldest
+ * Admission (rule 1 of nbds-conn.c; all here have come as far in their
+ * handshake): over the per-peer limit the oldest
  * connection of that address still in its handshake makes room; over
  * the total limit, the oldest of anyone's; established connections are
  * never closed for it, so when all are established a newcomer is
@@ -647,6 +665,39 @@ static void test_admission(struct nbds_opts base)
 	nbds_free(s);
 }
 
+/*
+ * Review 2, NBD finding 4 (rule 1 of nbds-conn.c): the connection closed
+ * to make room is the one that has come least far, of those one of the
+ * address that holds the most, then the oldest.  b1, the oldest, has
+ * sent its flags: kept (age alone closed it); of the silent ones, x1 of
+ * the address with two goes before n1, older but alone; then n1.
+ */
+static void test_eviction_order(struct nbds_opts base)
+{
+	struct nbds *s;
+	uint16_t tf;
+	int b1, n1, x1, x2, y, z;
+
+	base.max_connections = 4;
+	base.max_per_peer = 8;
+	CHECK(nbds_new(&base, &s) == 0);
+	b1 = accepted(s, "192.0.2.1");
+	n1 = silent(s, "192.0.2.2");
+	x1 = silent(s, "192.0.2.3");
+	x2 = silent(s, "192.0.2.3");
+	CHECK(b1 >= 0);
+	y = silent(s, "192.0.2.4"); /* closes x1 */
+	CHECK(closed_within(x1, 2000));
+	go(b1, "vol", &tf);
+	request(b1, 0, NBDS_CMD_FLUSH, 1, 0, 0);
+	CHECK(simple(b1, 1, NULL, 0) == 0);
+	z = silent(s, "192.0.2.5"); /* closes n1, the oldest left */
+	CHECK(closed_within(n1, 2000));
+	close(b1), close(n1), close(x1), close(x2), close(y), close(z);
+	nbds_shutdown(s);
+	nbds_free(s);
+}
+
 /* The handshake deadline (rule 2): a client that says nothing is closed
  * after it; one that entered transmission in time is not. */
 static void test_deadline(struct nbds_opts base)
@@ -673,6 +724,31 @@ static void test_deadline(struct nbds_opts base)
 	nbds_free(s);
 }
 
+/* A connection to vol that sends n READs of len (at i * len) in one
+ * write, so that all wait in its socket when the server reads the first
+ * (and starts threads for the others), and reads nothing. */
+static int hog_reads(struct nbds *s, unsigned int n, uint32_t len)
+{
+	uint8_t reqs[32 * 28];
+	uint16_t tf;
+	int fd = accepted(s, NULL);
+
+	CHECK(fd >= 0 && n <= 32);
+	go(fd, "vol", &tf);
+	for (unsigned int i = 0; i < n; i++) {
+		uint8_t *h = reqs + 28 * i;
+
+		put_be32(h, NBDS_REQUEST_MAGIC);
+		put_be16(h + 4, 0);
+		put_be16(h + 6, NBDS_CMD_READ);
+		put_be64(h + 8, i);
+		put_be64(h + 16, (uint64_t)i * len);
+		put_be32(h + 24, len);
+	}
+	wr(fd, reqs, 28 * n);
+	return fd;
+}
+
 /*
  * Memory (rules 3, 4): a client that does not read its replies holds
  * what the budget lets it, no more; alone it keeps its connection; once
@@ -690,10 +766,7 @@ static void test_memory(struct nbds_opts base, struct tv_pool *pool)
 	base.max_memory = 4u << 20;
 	base.stall_ms = 300;
 	CHECK(nbds_new(&base, &s) == 0);
-	hog = accepted(s, NULL);
-	go(hog, "vol", &tf);
-	for (uint64_t i = 0; i < 16; i++)
-		request(hog, 0, NBDS_CMD_READ, i, i << 20, 1 << 20);
+	hog = hog_reads(s, 16, 1 << 20);
 	usleep(1300000); /* stalled, nobody else waits: it stays */
 	CHECK(nbds_connections(s, 0) == 1);
 	other = accepted(s, NULL);
@@ -716,6 +789,227 @@ static void test_memory(struct nbds_opts base, struct tv_pool *pool)
 	nbds_free(s);
 }
 
+/* A reply within ms, or the test fails (rd() checks every read). */
+static void answer_within(int fd, unsigned int ms)
+{
+	struct timeval tv = { .tv_sec = ms / 1000,
+			      .tv_usec = (ms % 1000) * 1000 };
+
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+}
+
+/* A new client's 4 KiB READ, 4 KiB WRITE (the same bytes back) and
+ * FLUSH, each answered within ms, the data right. */
+static void small_requests_served(struct nbds *s, struct tv_pool *pool,
+				  unsigned int ms)
+{
+	static uint8_t want[4096], got[4096];
+	uint8_t h[28];
+	uint16_t tf;
+	uint64_t t0 = now_ms();
+	int fd = accepted(s, NULL);
+
+	CHECK(fd >= 0);
+	go(fd, "vol", &tf);
+	answer_within(fd, ms);
+	CHECK(tv_vol_read(pool, 1, want, sizeof(want), 8192) == 0);
+	request(fd, 0, NBDS_CMD_READ, 1, 8192, 4096);
+	CHECK(simple(fd, 1, got, sizeof(got)) == 0);
+	CHECK(!memcmp(want, got, sizeof(got)));
+	put_be32(h, NBDS_REQUEST_MAGIC);
+	put_be16(h + 4, 0);
+	put_be16(h + 6, NBDS_CMD_WRITE);
+	put_be64(h + 8, 2);
+	put_be64(h + 16, 8192);
+	put_be32(h + 24, 4096);
+	wr(fd, h, 28);
+	wr(fd, want, sizeof(want));
+	CHECK(simple(fd, 2, NULL, 0) == 0);
+	request(fd, 0, NBDS_CMD_FLUSH, 3, 0, 0);
+	CHECK(simple(fd, 3, NULL, 0) == 0);
+	CHECK(now_ms() - t0 < ms);
+	close(fd);
+}
+
+/* Read 32 KiB every 50 ms (640 KiB/s) until EOF or 8 s. */
+struct trickle {
+	int fd;
+	bool closed;
+};
+
+static void *trickle_main(void *arg)
+{
+	struct trickle *t = arg;
+	uint8_t buf[32768];
+	uint64_t t0 = now_ms();
+
+	while (now_ms() - t0 < 8000) {
+		ssize_t n = read(t->fd, buf, sizeof(buf));
+
+		if (n <= 0) {
+			t->closed = n == 0;
+			break;
+		}
+		usleep(50000);
+	}
+	return NULL;
+}
+
+/*
+ * Review 2, NBD finding 1 (nbds-conn.c, rules 3 and 4).  (a) With the
+ * shared budget held by clients that never read, and no stall rule at
+ * all, another client's small READ, WRITE and FLUSH are answered at once
+ * from its slot (they waited for ever).  (b) A client that sends a WRITE
+ * header without its payload holds the shared budget: a 1 MiB READ of
+ * another waits, and it is closed after stall_ms (nothing moved).
+ * (c) A client that reads its replies at 640 KiB/s, a piece of 256 KiB
+ * at a time (so a byte moves more often than stall_ms), is closed too:
+ * judged by its rate, not by the last byte.
+ */
+static void test_fair_memory(struct nbds_opts base, struct tv_pool *pool)
+{
+	static uint8_t want[1 << 20], got[1 << 20];
+	struct nbds *s;
+	uint16_t tf;
+	int hogs[2], other;
+
+	CHECK(tv_vol_read(pool, 1, want, sizeof(want), 0) == 0);
+
+	/* (a) slots */
+	base.max_memory = 4u << 20;
+	base.stall_ms = 0;
+	CHECK(nbds_new(&base, &s) == 0);
+	hogs[0] = hog_reads(s, 16, 1 << 20);
+	hogs[1] = hog_reads(s, 16, 1 << 20);
+	usleep(300000); /* they hold the 4 MiB */
+	small_requests_served(s, pool, 2000);
+	close(hogs[0]);
+	close(hogs[1]);
+	nbds_shutdown(s);
+	nbds_free(s);
+
+	/* (b) a payload that does not come: 3 MiB of the 4 (its read-ahead
+	 * buffer takes 256 KiB, the other's too) */
+	base.stall_ms = 1000;
+	CHECK(nbds_new(&base, &s) == 0);
+	{
+		static const uint8_t some[1000];
+		uint8_t h[28];
+
+		hogs[0] = accepted(s, NULL);
+		CHECK(hogs[0] >= 0);
+		go(hogs[0], "vol", &tf);
+		put_be32(h, NBDS_REQUEST_MAGIC);
+		put_be16(h + 4, 0);
+		put_be16(h + 6, NBDS_CMD_WRITE);
+		put_be64(h + 8, 1);
+		put_be64(h + 16, 0);
+		put_be32(h + 24, 3u << 20);
+		wr(hogs[0], h, 28);
+		wr(hogs[0], some, sizeof(some));
+	}
+	usleep(200000);
+	other = accepted(s, NULL);
+	go(other, "vol", &tf);
+	answer_within(other, 5000);
+	request(other, 0, NBDS_CMD_READ, 9, 0, 1 << 20);
+	CHECK(simple(other, 9, got, sizeof(got)) == 0);
+	CHECK(!memcmp(want, got, sizeof(got)));
+	CHECK(closed_within(hogs[0], 3000));
+	close(hogs[0]);
+	close(other);
+	nbds_shutdown(s);
+	nbds_free(s);
+
+	/* (c) a trickle reader */
+	CHECK(nbds_new(&base, &s) == 0);
+	{
+		struct trickle t = { .fd = hog_reads(s, 16, 1 << 20) };
+		pthread_t th;
+		uint64_t t0;
+
+		CHECK(pthread_create(&th, NULL, trickle_main, &t) == 0);
+		usleep(300000);
+		other = accepted(s, NULL);
+		go(other, "vol", &tf);
+		t0 = now_ms();
+		answer_within(other, 5000);
+		request(other, 0, NBDS_CMD_READ, 9, 0, 1 << 20);
+		CHECK(simple(other, 9, got, sizeof(got)) == 0);
+		CHECK(!memcmp(want, got, sizeof(got)));
+		printf("trickle reader: the other client answered after "
+		       "%llu ms\n", (unsigned long long)(now_ms() - t0));
+		pthread_join(th, NULL);
+		CHECK(t.closed); /* by the server: EOF */
+		close(t.fd);
+	}
+	close(other);
+	nbds_shutdown(s);
+	nbds_free(s);
+}
+
+/* Threads of this process, from /proc. */
+static unsigned int threads_now(void)
+{
+	char line[256];
+	unsigned int n = 0;
+	FILE *f = fopen("/proc/self/status", "r");
+
+	CHECK(f);
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "Threads: %u", &n) == 1)
+			break;
+	fclose(f);
+	return n;
+}
+
+static char warned[1024];
+
+static void capture_warning(enum log_level lvl, const char *msg, void *ctx)
+{
+	(void)ctx;
+	if (lvl == LOG_LVL_WARN && strstr(msg, "NBD connections"))
+		snprintf(warned, sizeof(warned), "%s", msg);
+}
+
+/*
+ * Review 2, NBD finding 3 (nbds-conn.c, rule 7): the helpers of all
+ * connections come from one budget.  With max_threads 8 and no
+ * connection limit, four connections with deep queues that nobody reads
+ * get 4 helpers in all (they took 7 each); a connection limit above
+ * half of max_threads is lowered, with a warning.
+ */
+static void test_thread_budget(struct nbds_opts base)
+{
+	struct nbds *s;
+	unsigned int t0, t1;
+	int hogs[4];
+
+	base.max_threads = 8;
+	CHECK(nbds_new(&base, &s) == 0);
+	t0 = threads_now();
+	for (int i = 0; i < 4; i++)
+		hogs[i] = hog_reads(s, 16, 1 << 20);
+	usleep(500000);
+	t1 = threads_now();
+	printf("thread budget 8: 4 connections with deep queues, %u threads "
+	       "more\n",
+	       t1 - t0);
+	CHECK(t1 - t0 >= 4 && t1 - t0 <= 4 + 4);
+	for (int i = 0; i < 4; i++)
+		close(hogs[i]);
+	nbds_shutdown(s);
+	nbds_free(s);
+
+	base.max_threads = 20;
+	base.max_connections = 100;
+	log_set_sink(capture_warning, NULL);
+	CHECK(nbds_new(&base, &s) == 0);
+	log_set_sink(NULL, NULL);
+	CHECK(strstr(warned, "at most 10 NBD connections, not 100"));
+	nbds_free(s);
+}
+
 /* ---- escaping what clients send (util/escape.h) ---- */
 
 static char logged[8192];
@@ -725,6 +1019,140 @@ static void capture(enum log_level lvl, const char *msg, void *ctx)
 	(void)lvl;
 	(void)ctx;
 	snprintf(logged, sizeof(logged), "%s", msg);
+}
+
+/* The UTF-8 of code point cp into b (4 bytes at most): its length. */
+static size_t utf8_put(uint8_t *b, unsigned int cp)
+{
+	if (cp < 0x80) {
+		b[0] = (uint8_t)cp;
+		return 1;
+	}
+	if (cp < 0x800) {
+		b[0] = (uint8_t)(0xc0 | cp >> 6);
+		b[1] = (uint8_t)(0x80 | (cp & 0x3f));
+		return 2;
+	}
+	if (cp < 0x10000) {
+		b[0] = (uint8_t)(0xe0 | cp >> 12);
+		b[1] = (uint8_t)(0x80 | ((cp >> 6) & 0x3f));
+		b[2] = (uint8_t)(0x80 | (cp & 0x3f));
+		return 3;
+	}
+	b[0] = (uint8_t)(0xf0 | cp >> 18);
+	b[1] = (uint8_t)(0x80 | ((cp >> 12) & 0x3f));
+	b[2] = (uint8_t)(0x80 | ((cp >> 6) & 0x3f));
+	b[3] = (uint8_t)(0x80 | (cp & 0x3f));
+	return 4;
+}
+
+/* Whether esc_text shows code point cp as an escape rather than as it
+ * is (it must be one or the other). */
+static bool escaped(unsigned int cp)
+{
+	uint8_t b[4];
+	char out[32], want[16];
+	size_t n = utf8_put(b, cp);
+
+	esc_text(out, sizeof(out), b, n);
+	snprintf(want, sizeof(want), cp > 0xffff ? "\\U%08x" : "\\u%04x",
+		 cp);
+	if (!strcmp(out, want))
+		return true;
+	if (strlen(out) != n || memcmp(out, b, n)) {
+		fprintf(stderr, "esc_text U+%04X: '%s'\n", cp, out);
+		CHECK(0);
+	}
+	return false;
+}
+
+/*
+ * The characters that hide or move text (issue 14 review 2, finding 8):
+ * the ranges of Unicode 15.1's general categories Cf, Zl, Zp and Co, the
+ * C1 controls, and DerivedCoreProperties' Default_Ignorable_Code_Point,
+ * written out from the standard's files here, apart from escape.c's
+ * table.  Every listed code point is escaped, both ends of each range
+ * checked and the neighbours outside shown as they are; then a sweep of
+ * every code point counts exactly these as escaped.
+ */
+static void test_escape_hidden(void)
+{
+	static const struct {
+		unsigned int first, last;
+		const char *what;
+	} ranges[] = {
+		{ 0x0080, 0x009f, "C1 controls (Cc)" },
+		{ 0x00ad, 0x00ad, "soft hyphen (Cf)" },
+		{ 0x034f, 0x034f, "combining grapheme joiner (DI)" },
+		{ 0x0600, 0x0605, "Arabic number signs (Cf)" },
+		{ 0x061c, 0x061c, "Arabic letter mark (Cf)" },
+		{ 0x06dd, 0x06dd, "Arabic end of ayah (Cf)" },
+		{ 0x070f, 0x070f, "Syriac abbreviation mark (Cf)" },
+		{ 0x0890, 0x0891, "Arabic pound/piastre mark above (Cf)" },
+		{ 0x08e2, 0x08e2, "Arabic disputed end of ayah (Cf)" },
+		{ 0x115f, 0x1160, "Hangul choseong/jungseong fillers (DI)" },
+		{ 0x17b4, 0x17b5, "Khmer inherent vowels (DI)" },
+		{ 0x180b, 0x180d, "Mongolian variation selectors (DI)" },
+		{ 0x180e, 0x180e, "Mongolian vowel separator (Cf)" },
+		{ 0x180f, 0x180f, "Mongolian variation selector four (DI)" },
+		{ 0x200b, 0x200f, "zero-width, LRM, RLM (Cf)" },
+		{ 0x2028, 0x2028, "line separator (Zl)" },
+		{ 0x2029, 0x2029, "paragraph separator (Zp)" },
+		{ 0x202a, 0x202e, "bidi embeddings and overrides (Cf)" },
+		{ 0x2060, 0x2064, "word joiner, invisible operators (Cf)" },
+		{ 0x2065, 0x2065, "reserved (DI)" },
+		{ 0x2066, 0x206f, "bidi isolates, deprecated formats (Cf)" },
+		{ 0x3164, 0x3164, "Hangul filler (DI)" },
+		{ 0xe000, 0xf8ff, "private use (Co)" },
+		{ 0xfe00, 0xfe0f, "variation selectors (DI)" },
+		{ 0xfeff, 0xfeff, "zero-width no-break space (Cf)" },
+		{ 0xffa0, 0xffa0, "halfwidth Hangul filler (DI)" },
+		{ 0xfff0, 0xfff8, "reserved (DI)" },
+		{ 0xfff9, 0xfffb, "interlinear annotation (Cf)" },
+		{ 0x110bd, 0x110bd, "Kaithi number sign (Cf)" },
+		{ 0x110cd, 0x110cd, "Kaithi number sign above (Cf)" },
+		{ 0x13430, 0x1343f, "Egyptian hieroglyph format (Cf)" },
+		{ 0x1bca0, 0x1bca3, "shorthand format controls (Cf)" },
+		{ 0x1d173, 0x1d17a, "musical symbol beams (Cf)" },
+		{ 0xe0000, 0xe0000, "reserved (DI)" },
+		{ 0xe0001, 0xe0001, "language tag (Cf)" },
+		{ 0xe0002, 0xe001f, "reserved (DI)" },
+		{ 0xe0020, 0xe007f, "tag characters (Cf)" },
+		{ 0xe0080, 0xe00ff, "reserved (DI)" },
+		{ 0xe0100, 0xe01ef, "variation selectors 17-256 (DI)" },
+		{ 0xe01f0, 0xe0fff, "reserved (DI)" },
+		{ 0xf0000, 0xffffd, "supplementary private use A (Co)" },
+		{ 0x100000, 0x10fffd, "supplementary private use B (Co)" },
+	};
+	uint64_t want = 0, got = 0;
+
+	for (size_t i = 0; i < ARRAY_SIZE(ranges); i++) {
+		unsigned int a = ranges[i].first, b = ranges[i].last;
+		bool in_before = i && ranges[i - 1].last + 1 == a;
+		bool in_after = i + 1 < ARRAY_SIZE(ranges) &&
+				ranges[i + 1].first == b + 1;
+
+		if (!escaped(a) || !escaped(b) || !escaped(a + (b - a) / 2)) {
+			fprintf(stderr, "U+%04X..U+%04X (%s) not escaped\n",
+				a, b, ranges[i].what);
+			CHECK(0);
+		}
+		/* the neighbours (surrogates have no UTF-8) */
+		if (!in_before && a - 1 >= 0x80 &&
+		    !(a - 1 >= 0xd800 && a - 1 <= 0xdfff))
+			CHECK(!escaped(a - 1));
+		if (!in_after && b < 0x10ffff)
+			CHECK(!escaped(b + 1));
+		want += b - a + 1;
+	}
+	for (unsigned int cp = 0x80; cp <= 0x10ffff; cp++)
+		if ((cp < 0xd800 || cp > 0xdfff) && escaped(cp))
+			got++;
+	if (got != want) {
+		fprintf(stderr, "%llu code points escaped, %llu listed\n",
+			(unsigned long long)got, (unsigned long long)want);
+		CHECK(0);
+	}
 }
 
 static void test_escape(void)
@@ -808,9 +1236,13 @@ int main(void)
 	CHECK(nbds_new(&no, &srv) == 0);
 
 	test_escape();
+	test_escape_hidden();
 	test_admission(no);
+	test_eviction_order(no);
 	test_deadline(no);
 	test_memory(no, pool);
+	test_fair_memory(no, pool);
+	test_thread_budget(no);
 	test_options();
 	test_paced();
 	test_requests();

@@ -134,6 +134,7 @@ static double now(void)
 struct srv {
 	pthread_t th;
 	struct tls_ctx *ctx;
+	const struct tls_note *note; /* NULL: the log */
 	int fd; /* closed by the thread if the handshake fails */
 	int rc;
 	struct tls_session *s;
@@ -145,7 +146,7 @@ static void *srv_main(void *arg)
 	struct srv *v = arg;
 	double t0 = now();
 
-	v->rc = tls_session_start(v->ctx, v->fd, &v->s);
+	v->rc = tls_session_start(v->ctx, v->fd, v->note, &v->s);
 	v->secs = now() - t0;
 	if (v->rc < 0) {
 		/* The client must see the end, not wait forever. */
@@ -644,6 +645,105 @@ static void test_not_tls(void)
 	tls_ctx_free(ctx);
 }
 
+/* ---- what a client causes: through the note; a bye that never waits ---- */
+
+static char noted[1024];
+static unsigned int notes;
+
+static void note_capture(void *arg, enum log_level lvl, const char *msg)
+{
+	CHECK(arg == noted);
+	CHECK(lvl <= LOG_LVL_WARN);
+	snprintf(noted, sizeof(noted), "%s", msg);
+	notes++;
+}
+
+static void *bye_main(void *arg)
+{
+	tls_session_bye(arg);
+	return NULL;
+}
+
+/*
+ * Review 2, NBD findings 5 and 2.  A failed handshake is said through the
+ * session's note (the NBD server's rate limit), once, and not logged on
+ * its own.  And tls_session_bye on a socket whose buffer a client filled
+ * without reading returns at once: it blocked for ever in send(), keeping
+ * a thread and a descriptor per such client.
+ */
+static void test_note_and_bye(void)
+{
+	struct tls_opts o = { .psk_file = g_psk };
+	struct tls_note note = { note_capture, noted };
+	struct copts co = { .prio = PRIO_13,
+			    .user = "mallory",
+			    .key = alice_key,
+			    .keylen = sizeof(alice_key) };
+	static uint8_t junk[65536];
+	struct tls_ctx *ctx;
+	struct timespec until;
+	struct client c;
+	struct srv v;
+	pthread_t t;
+	size_t filled = 0;
+	int sv[2], r;
+
+	CHECK_OK(tls_ctx_new(&o, &ctx, NULL, 0));
+
+	printf("  note: an unknown identity is said through the note\n");
+	log_reset();
+	CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
+	srv_spawn(&v, ctx, sv[0]);
+	v.note = &note;
+	r = client_handshake(&c, sv[1], &co);
+	if (r < 0)
+		shutdown(sv[1], SHUT_RDWR);
+	srv_join(&v);
+	CHECK_ERR(v.rc, -EACCES);
+	printf("    noted %u: %s\n", notes, noted);
+	CHECK(notes == 1);
+	CHECK(strstr(noted, "unknown PSK identity 'mallory'"));
+	CHECK(!log_has("tls: "));
+	client_done(&c);
+	srv_done(&v);
+
+	printf("  bye: a client that reads nothing\n");
+	co.user = "alice";
+	CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
+	srv_spawn(&v, ctx, sv[0]);
+	CHECK(client_handshake(&c, sv[1], &co) == 0);
+	srv_join(&v);
+	CHECK_OK(v.rc);
+	/* fill the server's side to the client: what replies that the
+	 * client never reads leave behind */
+	CHECK(fcntl(v.fd, F_SETFL, fcntl(v.fd, F_GETFL) | O_NONBLOCK) == 0);
+	for (;;) {
+		ssize_t n = send(v.fd, junk, sizeof(junk), MSG_NOSIGNAL);
+		if (n < 0) {
+			CHECK(errno == EAGAIN || errno == EWOULDBLOCK);
+			break;
+		}
+		filled += (size_t)n;
+	}
+	CHECK(fcntl(v.fd, F_SETFL, fcntl(v.fd, F_GETFL) & ~O_NONBLOCK) == 0);
+	printf("    %zu bytes wait in the socket\n", filled);
+	CHECK(pthread_create(&t, NULL, bye_main, v.s) == 0);
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += 5;
+	r = pthread_timedjoin_np(t, NULL, &until);
+	if (r) {
+		fprintf(stderr, "  tls_session_bye still blocked after 5 s\n");
+		shutdown(v.fd, SHUT_RDWR); /* let it go before failing */
+		pthread_join(t, NULL);
+		CHECK(0);
+	}
+	/* it left the socket as it was: blocking */
+	CHECK(!(fcntl(v.fd, F_GETFL) & O_NONBLOCK));
+	client_done(&c);
+	srv_done(&v);
+	tls_ctx_free(ctx);
+}
+
 /* ---- malformed PSK files ---- */
 
 static void bad_file(const char *name, const void *data, size_t len,
@@ -987,6 +1087,8 @@ int main(void)
 	test_psk();
 	printf("not tls\n");
 	test_not_tls();
+	printf("note and bye\n");
+	test_note_and_bye();
 	printf("x509\n");
 	test_x509();
 	printf("ok\n");
