@@ -173,11 +173,14 @@ int io_file_open(const char *path, unsigned int flags, uint64_t size,
 int io_file_fd(struct io_dev *dev);
 /*
  * Claim the storage of a pool opened with io_file_open, for as long as dev
- * is open (io-ident.c, rules 3-5): a block device is reopened O_EXCL and
+ * is open (io-ident.c, rules 3-6): a block device is reopened O_EXCL and
  * the file or device is flock'ed; what lies under a loop device, a
- * partition or a device-mapper/md device is claimed too.  -EBUSY when
- * another holder has any of it, with who in why ("process 123 (thinvol)",
- * "mounted at /mnt", ...); other errors with the reason in why.
+ * partition or a device-mapper/md device is claimed too, and so is every
+ * loop device over the file or device (found by device and inode, not by
+ * name).  -EBUSY when another holder has any of it, with who in why
+ * ("process 123 (thinvol)", "a filesystem mounted at /mnt, through
+ * /dev/loop3 (a loop device over /srv/a.pool)", ...); other errors with
+ * the reason in why.
  */
 int io_file_claim(struct io_dev *dev, char *why, size_t whylen);
 /* Tests: called by a regular file's is_hole between its SEEK_DATA and
@@ -219,18 +222,30 @@ bool io_ident_equal(const struct io_ident *a, const struct io_ident *b);
  * 1 when writing through one of the two descriptors may change what the
  * other reads (io-ident.c, rule 1): the same file or device, a partition
  * and its disk, a loop device and its backing file (through any chain of
- * loops), a device-mapper/md device and a device under it.  how then says
+ * loops; the backing file by device and inode, whatever its names), a
+ * device-mapper/md device and a device under it.  how then says
  * which, as a phrase ("it is the pool itself"); pool names the first
  * descriptor in it.  0 when not (or not as far as can be seen: rule 2).
  */
 int io_fd_overlap(int pool_fd, int other_fd, char *how, size_t howlen);
 
 /*
- * A block device open on fd, opened again O_EXCL with the same access
- * mode (*out, owned by the caller): -EBUSY, with who in why, while the
- * kernel has it claimed (mounted, under md/dm, a pool's storage).
+ * Claim the file or block device open on fd, into which something is
+ * about to be written on a user's behalf (an export), as a pool claims its
+ * storage (io-ident.c, rules 3, 5 and 7): a block device is reopened
+ * O_EXCL with the same access mode (*newfd, the caller's to write through
+ * and close; else *newfd is fd), and it, what lies under it and every loop
+ * device over it are held until io_claim_release.  -EBUSY, with who in
+ * why ("a filesystem mounted at /mnt, through /dev/loop3 (a loop device
+ * over /srv/fs.img)"), while anything of it is held by someone else: a
+ * pool, a mount, a RAID or device-mapper device.  name is fd's path, for
+ * messages.  fd stays the caller's and carries no lock afterwards.
  */
-int io_fd_reopen_excl(int fd, int *out, char *why, size_t whylen);
+struct io_claim;
+int io_fd_claim_target(int fd, const char *name, struct io_claim **out,
+		       int *newfd, char *why, size_t whylen);
+/* Drop the locks and close what the claim opened.  NULL is allowed. */
+void io_claim_release(struct io_claim *c);
 
 /* The process holding a flock on the inode (dev, ino) (/proc/locks), or
  * 0 when none is found. */

@@ -499,6 +499,7 @@ int ctl_export(struct tv_pool *pool, uint64_t id, int fd, bool stream,
 	struct copy k = {.c = c, .what = "export", .pool = pool, .id = id};
 	struct tv_pool_info in;
 	bool sparse, seekable;
+	struct io_claim *claim = NULL;
 	struct stat st;
 	int xfd = -1, r;
 
@@ -515,8 +516,8 @@ int ctl_export(struct tv_pool *pool, uint64_t id, int fd, bool stream,
 	if (r)
 		goto out;
 	if (S_ISREG(st.st_mode) || S_ISBLK(st.st_mode)) {
-		/* not another pool's storage, nor an image a VM has open */
-		char who[256];
+		/* not an image a VM has open (qemu takes POSIX locks) */
+		char who[256], why[1024];
 
 		if (io_fd_locked(fd, who, sizeof(who)) > 0) {
 			r = copy_err(&k, -EBUSY, "refusing to write into %s: "
@@ -524,23 +525,26 @@ int ctl_export(struct tv_pool *pool, uint64_t id, int fd, bool stream,
 				     c->file, who);
 			goto out;
 		}
-	}
-	if (S_ISBLK(st.st_mode)) {
-		/* nobody else's: not mounted, not under RAID or dm, not a
-		 * pool.  Only a refusal counts; where it cannot be opened
-		 * again (permissions), the descriptor we were given will do */
-		char why[512];
-
-		r = io_fd_reopen_excl(fd, &xfd, why, sizeof(why));
+		/* held while we write, as a pool holds its storage: not
+		 * another pool's, not mounted (also through a loop device
+		 * over the file), not under RAID or dm.  A block device is
+		 * written through its exclusive descriptor. */
+		r = io_fd_claim_target(fd, c->file, &claim, &xfd, why,
+				       sizeof(why));
 		if (r == -EBUSY) {
 			r = copy_err(&k, r, "refusing to write into %s: it is "
 					    "in use by %s",
 				     c->file, why);
 			goto out;
 		}
-		if (r == 0)
+		if (r < 0) {
+			r = copy_err(&k, r, "%s: %s", c->file, why);
+			goto out;
+		}
+		if (xfd != fd)
 			fd = xfd;
-		r = 0;
+		else
+			xfd = -1;
 	}
 	sparse = !stream && S_ISREG(st.st_mode);
 	seekable = !stream && (S_ISREG(st.st_mode) || S_ISBLK(st.st_mode));
@@ -555,6 +559,7 @@ int ctl_export(struct tv_pool *pool, uint64_t id, int fd, bool stream,
 out:
 	if (xfd >= 0)
 		close(xfd);
+	io_claim_release(claim);
 	free(k.buf);
 	return r;
 }
