@@ -11,7 +11,12 @@
 #      trusted;
 #   2. serve --socket PATH removes nothing but a stale socket: a regular
 #      file, or a symlink (even to a stale socket), stays as it was and
-#      the daemon refuses to start;
+#      the daemon refuses to start; a listener with a full backlog is live
+#      (exit 8 at once, not a connect() that waits); of two daemons that
+#      find one stale socket, one serves there and the other is refused
+#      (exit 8), also when the first is slowed down between the check and
+#      the removal (strace); another user's socket at POOL.nbd.sock, with
+#      a full backlog, is refused at once (exit 4) and left alone;
 #   3. --pidfile: a symlink is not followed, a FIFO not waited on; a
 #      pidfile that a running daemon holds is neither truncated nor
 #      rewritten by a second one;
@@ -32,6 +37,29 @@ run() {
 	[ "$rc" -eq "$want" ] || fail "$*: exit $rc, want $want: $(cat "$dir/err")"
 }
 in_err() { grep -qF -- "$1" "$dir/err" || fail "stderr lacks '$1': $(cat "$dir/err")"; }
+
+# hog.py PATH USER: listen at PATH with a backlog of 0 and fill it, so that
+# a blocking connect() there waits for ever (as USER: nobody, or self)
+cat >"$dir/hog.py" <<'EOF'
+import os, socket, sys, time
+s = socket.socket(socket.AF_UNIX)
+s.bind(sys.argv[1])
+if sys.argv[2] == "nobody":
+    os.chown(sys.argv[1], 65534, 65534)
+    os.setgroups([]); os.setgid(65534); os.setuid(65534)
+s.listen(0)
+cs = []
+for i in range(4):
+    c = socket.socket(socket.AF_UNIX)
+    c.setblocking(False)
+    try:
+        c.connect(sys.argv[1])
+    except BlockingIOError:
+        pass
+    cs.append(c)
+print("ready", flush=True)
+time.sleep(120)
+EOF
 
 # ---- 1. a planted fake daemon ----
 if [ "$(id -u)" -eq 0 ]; then
@@ -155,8 +183,24 @@ EOF
 	else
 		note "user nobody cannot run $tv: the owner's daemon not tried"
 	fi
+	# another user's listener with a full backlog at POOL.nbd.sock: serve
+	# neither connects to it (a connect would wait for ever) nor removes
+	# it, and fails at once (exit 4) without keeping the pool
+	"$PY" "$dir/hog.py" "$sp.nbd.sock" nobody >"$dir/hog.out" 2>&1 &
+	hog_pid=$!
+	on_exit "kill -KILL $hog_pid"
+	wait_for 10 grep -q ready "$dir/hog.out" || fail "the hog: $(cat "$dir/hog.out")"
+	SECONDS=0
+	run 4 "$tv" serve "$sp" --foreground
+	in_err "a socket (owned by nobody, uid 65534) is in the way: refusing to use or replace another user's socket"
+	[ "$SECONDS" -lt 10 ] || fail "serve took ${SECONDS}s to refuse another user's socket"
+	[ -S "$sp.nbd.sock" ] || fail "serve removed another user's socket"
+	run 0 "$tv" list "$sp"
+	kill -KILL "$hog_pid"
+	wait "$hog_pid" 2>/dev/null || true
+	rm -f "$sp.nbd.sock"
 	chmod 0700 "$dir"
-	note "a fake daemon of another user, a root-owned socket it listens on, a symlink, a file: all refused"
+	note "a fake daemon of another user, a root-owned socket it listens on, a symlink, a file, another user's socket with a full backlog: all refused"
 else
 	note "not root: cannot plant a socket as another user; section 1 not run"
 fi
@@ -179,7 +223,52 @@ start_serve --socket "$nsock"
 [ "$(stat -c %a "$nsock")" = 600 ] || fail "the stale socket was not replaced"
 stop_serve
 nsock=$pool.nbd.sock
-note "serve --socket: a file and a symlink stay, a stale socket is replaced"
+# our own listener with a full backlog is live: refused at once (exit 8),
+# not waited on in connect()
+"$PY" "$dir/hog.py" "$dir/full.sock" self >"$dir/hog.out" 2>&1 &
+hog_pid=$!
+on_exit "kill -KILL $hog_pid"
+wait_for 10 grep -q ready "$dir/hog.out" || fail "the hog: $(cat "$dir/hog.out")"
+SECONDS=0
+run 8 "$tv" serve "$pool" --foreground --socket "$dir/full.sock"
+in_err "in use by a running server"
+[ "$SECONDS" -lt 10 ] || fail "serve took ${SECONDS}s to find a live socket"
+kill -KILL "$hog_pid"
+wait "$hog_pid" 2>/dev/null || true
+# two daemons for one stale socket: the first one's removal of it is slowed
+# down (strace) while the second one starts; the second waits for the
+# directory's lock, finds the first one's socket live and is refused
+if command -v strace >/dev/null; then
+	"$tv" pool create "$dir/b.pool" --size 64M >/dev/null 2>&1 || fail "pool create b"
+	"$tv" create "$dir/b.pool" only-in-b --size 1M >/dev/null || fail "create only-in-b"
+	"$PY" -c 'import socket, sys; socket.socket(socket.AF_UNIX).bind(sys.argv[1])' "$dir/race.sock"
+	strace -f -o /dev/null -e trace=unlink,unlinkat -e inject=unlink,unlinkat:delay_enter=1500000 \
+		"$tv" serve "$dir/b.pool" --foreground --socket "$dir/race.sock" --pidfile "$dir/b.pid" \
+		>"$dir/b.log" 2>&1 </dev/null &
+	bpid=$!
+	on_exit "pkill -KILL -P $bpid"
+	# wait until it is in the slowed unlink of the stale socket
+	# (/proc/PID/syscall: 87 unlink, 263 unlinkat)
+	in_unlink() {
+		local c
+		c=$(pgrep -P "$bpid") && [ -n "$c" ] &&
+			grep -Eq '^(87|263) ' "/proc/$c/syscall" 2>/dev/null
+	}
+	wait_for 20 in_unlink || fail "the first daemon never removed the stale socket: $(cat "$dir/b.log")"
+	run 8 "$tv" serve "$pool" --foreground --socket "$dir/race.sock"
+	in_err "$dir/race.sock: in use by a running server"
+	wait_for 20 test -s "$dir/b.pid" || fail "the first daemon did not start: $(cat "$dir/b.log")"
+	[ "$(nbdinfo --list --json "nbd+unix:///?socket=$dir/race.sock" |
+		"$PY" -c 'import json, sys; print(" ".join(e["export-name"] for e in json.load(sys.stdin)["exports"]))')" = only-in-b ] ||
+		fail "$dir/race.sock does not lead to the daemon that serves there"
+	kill -TERM "$(cat "$dir/b.pid")"
+	wait "$bpid" || fail "the first daemon exited $?"
+	[ ! -e "$dir/race.sock" ] || fail "the first daemon left its socket"
+	note "two daemons for one stale socket: the second is refused (exit 8)"
+else
+	note "no strace: the race for a stale socket not tried"
+fi
+note "serve --socket: a file and a symlink stay, a stale socket is replaced, a full backlog is live"
 
 # ---- 3. pidfiles ----
 echo "not a pidfile" >"$dir/target"
