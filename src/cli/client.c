@@ -567,13 +567,23 @@ static int try_socket(struct cli_pool *p, const char *path,
 	return r == -ESTALE ? 0 : r;
 }
 
+/* A pool file others may read or write, or another user's (whose daemon
+ * rule 2 trusts), is said once, not refused: someone chose it so. */
+static void warn_exposed(const char *path, const struct stat *pst)
+{
+	char what[256];
+
+	if (io_pool_file_exposed(pst, what, sizeof(what)))
+		cli_error(0, "warning: %s: %s", path, what);
+}
+
 int cli_open(const char *path, enum cli_open_mode mode, struct cli_pool **pool,
 	     struct tv_pool_info *info)
 {
 	struct tv_pool_open_opts o = {.read_only = mode == CLI_RO};
 	char sock[sizeof(((struct sockaddr_un *) 0)->sun_path)];
 	struct cli_pool *p;
-	struct stat pst;
+	struct stat pst = {0};
 	bool have_st;
 	int r;
 
@@ -634,6 +644,7 @@ int cli_open(const char *path, enum cli_open_mode mode, struct cli_pool **pool,
 		free(p);
 		return r;
 	}
+	warn_exposed(path, &pst);
 	*pool = p;
 	return 0;
 
@@ -644,6 +655,7 @@ remote_info:
 		cli_close(p, path, r);
 		return r;
 	}
+	warn_exposed(path, &pst);
 	*pool = p;
 	return 0;
 refuse:

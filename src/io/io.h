@@ -169,6 +169,15 @@ void io_close(struct io_dev *dev);
  */
 int io_file_open(const char *path, unsigned int flags, uint64_t size,
 		 struct io_dev **out);
+/*
+ * The same for a descriptor the caller opened (fd, read-write unless
+ * IO_FILE_RDONLY, on path, which names it in messages), which the device
+ * takes (closed on failure too).  With IO_FILE_CREATE, fd is a file the
+ * caller has just created: it is sized to size bytes.  Nothing is removed
+ * on failure: the caller created it.
+ */
+int io_file_open_fd(int fd, const char *path, unsigned int flags,
+		    uint64_t size, struct io_dev **out);
 /* The fd, borrowed until io_close; -EINVAL if dev is not a file device. */
 int io_file_fd(struct io_dev *dev);
 /*
@@ -193,6 +202,38 @@ extern void (*io_file_seek_hook)(void);
  * there is none (memory).
  */
 int io_dev_fd(struct io_dev *dev);
+
+/* ---- paths that users name (io-path.c) ---- */
+
+/*
+ * Open path as open(2) does (flags, mode: with O_CREAT, create it), except
+ * that a symbolic link as its last component, in a sticky directory that
+ * others may write into (/tmp), is followed only when it belongs to us or
+ * to the directory's owner (io-path.c, rule 2, the kernel's
+ * fs.protected_symlinks whatever it is set to).  Returns the descriptor,
+ * or a negative errno with why set: -EPERM for another user's link there
+ * ("a symbolic link owned by mallory (uid 1001) in /tmp, ...").
+ */
+int io_open_user_path(const char *path, int flags, mode_t mode, char *why,
+		      size_t whylen);
+
+/*
+ * Whether what is open on fd may be written into on the user's behalf
+ * (io-path.c, rule 3): 0, or -EPERM with why set for a regular file in a
+ * sticky directory that others may write into that belongs to someone
+ * other than us or the directory's owner, or has more than one link.
+ */
+int io_fd_user_target(int fd, char *why, size_t whylen);
+
+/*
+ * 1, with what set ("anyone may read the pool file (mode 0644): ..."),
+ * when the regular file st describes, a pool, is exposed to others: it
+ * belongs to someone other than us and root, or its group or others may
+ * read or write it; 0 otherwise.  For a warning: pool create makes its
+ * files private, a pool file made otherwise may not be.
+ */
+struct stat;
+int io_pool_file_exposed(const struct stat *st, char *what, size_t len);
 
 /* ---- storage identity (io-ident.c) ---- */
 

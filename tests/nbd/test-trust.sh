@@ -25,6 +25,12 @@
 #   5. an import from a pipe that never sends, and an export into one that
 #      is never read, do not keep SIGTERM from stopping the daemon; such a
 #      copy ends when its client is killed.
+#   6. (before 2, while root's shared directory exists) what another user
+#      (nobody) puts in a sticky directory where root makes a pool or
+#      exports: nobody's empty file (mode 0666), nobody's symbolic link to
+#      a root file, nobody's file and a file with two links as export
+#      targets are refused (exit 1) and left unchanged; root's new pool
+#      and export are mode 0600, root's own symbolic link is followed.
 . "$(dirname "$0")/lib.sh"
 need setpriv
 
@@ -175,6 +181,7 @@ EOF
 		on_exit "kill -KILL $npid"
 		wait_for 20 test -s "$sh/n.pid" || fail "serve as nobody: $(cat "$dir/n.log")"
 		run 0 "$tv" create "$np" by-root --size 1M
+		in_err "warning: $np: the pool file belongs to nobody (uid 65534)"
 		"${asnobody[@]}" "$tv" list "$np" | grep -q by-root ||
 			fail "root's create did not reach nobody's daemon"
 		kill -TERM "$npid"
@@ -203,6 +210,59 @@ EOF
 	note "a fake daemon of another user, a root-owned socket it listens on, a symlink, a file, another user's socket with a full backlog: all refused"
 else
 	note "not root: cannot plant a socket as another user; section 1 not run"
+fi
+
+# ---- 6. what another user puts where root writes ----
+if [ "$(id -u)" -eq 0 ]; then
+	sh=$dir/shared6
+	mkdir -m 1777 "$sh"
+	chmod 0755 "$dir"
+	asnobody=(setpriv --reuid=65534 --regid=65534 --clear-groups)
+	mkdir -m 0700 "$dir/private"
+	echo "root's precious file" >"$dir/private/precious"
+	# a file that nobody made (mode 0666) where root makes a pool: refused,
+	# with --force too; the file stays nobody's and empty
+	"${asnobody[@]}" bash -c "umask 0; : >$sh/planted.pool"
+	for f in "" --force; do
+		run 1 "$tv" pool create "$sh/planted.pool" --size 64M $f
+		in_err "$sh/planted.pool: it is another user's file (owner nobody (uid 65534)"
+	done
+	[ "$(stat -c %U:%s "$sh/planted.pool")" = nobody:0 ] || fail "pool create changed nobody's file"
+	# nobody's symbolic link to root's file: not followed
+	"${asnobody[@]}" ln -s "$dir/private/precious" "$sh/link.pool"
+	run 1 "$tv" pool create "$sh/link.pool" --size 64M --force
+	in_err "a symbolic link owned by nobody (uid 65534) in $sh, a sticky directory that others may write into: refusing to follow it"
+	# export: nobody's symbolic link, nobody's file (0666), a file with
+	# another hard link: refused, nothing written
+	"$tv" pool create "$sh/r.pool" --size 64M >/dev/null 2>&1 || fail "pool create r"
+	[ "$(stat -c %a "$sh/r.pool")" = 600 ] || fail "root's new pool in $sh is mode $(stat -c %a "$sh/r.pool")"
+	"$tv" create "$sh/r.pool" v --size 1M >/dev/null || fail "create v"
+	echo "root's secret volume" | "$tv" import "$sh/r.pool" v - || fail "import v"
+	"${asnobody[@]}" ln -s "$dir/private/precious" "$sh/out1.img"
+	run 1 "$tv" export "$sh/r.pool" v "$sh/out1.img"
+	in_err "a symbolic link owned by nobody (uid 65534) in $sh"
+	[ "$(cat "$dir/private/precious")" = "root's precious file" ] || fail "export wrote through nobody's symlink"
+	"${asnobody[@]}" bash -c "umask 0; : >$sh/out2.img"
+	run 1 "$tv" export "$sh/r.pool" v "$sh/out2.img"
+	in_err "a file owned by nobody (uid 65534) in $sh, a sticky directory that others may write into: refusing to write into another user's file there"
+	[ ! -s "$sh/out2.img" ] || fail "export wrote into nobody's file"
+	echo "root's" >"$sh/mine.img"
+	ln "$sh/mine.img" "$sh/mine-too.img"
+	run 1 "$tv" export "$sh/r.pool" v "$sh/mine.img"
+	in_err "a file with 2 hard links in $sh"
+	# root's own names there still work: a new file (0600, which nobody
+	# cannot read), and root's own symbolic link
+	run 0 "$tv" export "$sh/r.pool" v "$sh/new.img"
+	[ "$(stat -c %U:%a "$sh/new.img")" = root:600 ] || fail "export made $(stat -c %U:%a "$sh/new.img")"
+	! "${asnobody[@]}" cat "$sh/new.img" >/dev/null 2>&1 || fail "nobody reads root's export"
+	[ "$(head -c 20 "$sh/new.img")" = "root's secret volume" ] || fail "the export's bytes"
+	ln -s "$dir/private/out.img" "$sh/root-link.img"
+	run 0 "$tv" export "$sh/r.pool" v "$sh/root-link.img"
+	cmp -s "$sh/new.img" "$dir/private/out.img" || fail "export through root's own symlink"
+	chmod 0700 "$dir"
+	note "another user's file, symlink or hard link where root makes a pool or exports: refused; root's own names work"
+else
+	note "not root: cannot act as another user; section 6 not run"
 fi
 
 # ---- 2. serve --socket removes only a stale socket ----
