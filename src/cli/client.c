@@ -367,9 +367,11 @@ out:
  * Rules (docs/cli.md, "The daemon's sockets"):
  *
  *  1. A pool's control socket is where ctl_socket_path says: beside the
- *     pool file's real path, or named after a block device's number, so
- *     that every path to a pool (symlinks, relative paths, /dev/disk/by-id
- *     links) gives the same socket and no two pools share one.
+ *     pool file's real path, or named after a block device's number (or
+ *     after the file's device and inode when its real path is too long
+ *     for a socket beside it), so that every path to a pool (symlinks,
+ *     relative paths, /dev/disk/by-id links) gives the same socket and no
+ *     two pools share one.
  *  2. Nothing is sent on a socket before it is trusted: it must be a
  *     socket (not a symlink or anything else) owned by root, by the
  *     pool's owner or by us, and the process listening on it

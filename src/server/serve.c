@@ -611,7 +611,8 @@ static int start(struct daemon *d, struct ctl_hooks *hooks)
 				    err[0] ? err : strerror(-r));
 	}
 
-	/* a block device's sockets are in CTL_RUN_DIR, a file's beside it */
+	/* a block device's sockets are in CTL_RUN_DIR, a file's beside it
+	 * (or in CTL_RUN_DIR too when its path is too long for that) */
 	if (!strncmp(d->ctl_path, CTL_RUN_DIR "/", strlen(CTL_RUN_DIR) + 1)) {
 		r = run_dir(d);
 		if (r < 0)

@@ -37,7 +37,10 @@
 #   9. an image file mounted through a loop device, and a device under a
 #      mounted loop over it: pool create --force, serve and export
 #      refused (exit 8, the mount and the loop device named), the file
-#      system clean; a loop device over a served pool cannot be mounted.
+#      system clean; a loop device over a served pool cannot be mounted;
+#  10. a pool file whose real path is too long for a socket beside it:
+#      served, its sockets in /run/thinvol named after its device and
+#      inode; the commands reach its daemon by the pool's path.
 . "$(dirname "$0")/lib.sh"
 need losetup python3
 [ "$(id -u)" -eq 0 ] || skip "needs root for loop devices"
@@ -377,6 +380,26 @@ if command -v mkfs.ext4 >/dev/null; then
 else
 	note "no mkfs.ext4: section 9 not run"
 fi
+
+# ---- 10. a pool file whose real path is too long for a socket beside it ----
+# (review 2, finding 9): its sockets are /run/thinvol/file-MAJ:MIN-INO.*,
+# and the commands find the daemon there from the pool's path alone
+d10=$dir/$(printf 'd%.0s' {1..60})/$(printf 'e%.0s' {1..30})
+mkdir -p "$d10"
+"$tv" pool create "$d10/p.pool" --size 64M >/dev/null 2>&1 || fail "pool create with a long path"
+s10=/run/thinvol/$("$PY" -c 'import os, sys; s = os.stat(sys.argv[1]); print("file-%d:%d-%d" % (os.major(s.st_dev), os.minor(s.st_dev), s.st_ino))' "$d10/p.pool")
+serve_dev "$d10/p.pool" long10
+w=$sp
+grep -qF "control socket $s10.ctl.sock" "$dir/long10.log" || fail "serve of a long path: $(cat "$dir/long10.log")"
+[ -S "$s10.ctl.sock" ] && [ -S "$s10.nbd.sock" ] || fail "no sockets at $s10.*"
+(cd "$d10" && "$tv" create p.pool v10 --size 4M >/dev/null) || fail "create through the daemon of a long path"
+# through the daemon: the NBD socket serves what the command made
+nbdinfo --list "nbd+unix://?socket=$s10.nbd.sock" 2>/dev/null | grep -q "v10" ||
+	fail "v10 not served on $s10.nbd.sock"
+stop_dev "$w"
+[ ! -e "$s10.ctl.sock" ] && [ ! -e "$s10.nbd.sock" ] || fail "sockets left at $s10.*"
+[ "$(names "$d10/p.pool")" = v10 ] || fail "long path: volumes $(names "$d10/p.pool")"
+note "a pool file with a long path: served with its sockets in /run/thinvol, found by its path"
 
 # ---- 7. /run/thinvol that others may write into ----
 if unshare -m true 2>/dev/null; then
