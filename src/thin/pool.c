@@ -312,74 +312,78 @@ int pool_format_dev(struct io_dev *dev, const struct tv_pool_create_opts *o)
 }
 
 /*
- * The existing file or device at path, to make a pool of.  A pool holds
- * other people's volumes and its file's owner is trusted as their daemon's
- * (docs/cli.md, "The daemon's sockets"), so a regular file must be ours
- * (or root's) already, have no other name, and nobody else may write it:
- * whoever can may hold it open already, and would read and write the
- * pool through that descriptor whatever its mode becomes.  --force
- * overrides what the file holds, never who may have it.  What group and
- * others may read is taken away (the pool's file is mode 0600, as a new
- * one is).  A symbolic link that another user put in a sticky directory
- * is not followed (io-path.c).
+ * The existing file or device at path, to make a pool of, opened: a
+ * symbolic link that another user put in a sticky directory is not
+ * followed (io-path.c).
  */
 static int open_existing(const char *path, struct io_dev **out)
 {
 	char why[512];
-	struct stat st;
 	int fd, r;
 
 	fd = io_open_user_path(path, O_RDWR | O_CLOEXEC | O_NOCTTY, 0, why,
 			       sizeof(why));
 	if (fd < 0)
 		return tv_err(fd, "%s: %s", path, why);
-	if (fstat(fd, &st) < 0) {
-		r = -errno;
-		close(fd);
-		return tv_err(r, "%s: %s", path, strerror(-r));
-	}
-	if (S_ISREG(st.st_mode)) {
-		const char *bad = NULL;
-
-		if (st.st_uid != geteuid() && st.st_uid != 0)
-			bad = "it is another user's file";
-		else if (st.st_nlink != 1) {
-			bad = "it has other hard links, which may be anyone's "
-			      "names for it";
-		} else if (st.st_mode & (S_IWGRP | S_IWOTH)) {
-			bad = "its group or others may write it, and may hold "
-			      "it open already";
-		}
-		if (bad) {
-			close(fd);
-			struct passwd pw, *res = NULL;
-			char pwbuf[1024];
-
-			if (getpwuid_r(st.st_uid, &pw, pwbuf, sizeof(pwbuf),
-				       &res) != 0)
-				res = NULL;
-			return tv_err(-EPERM,
-				      "%s: %s (owner %s%suid %u%s, mode %04o, "
-				      "%lu link%s): refusing to make a pool of "
-				      "it, with --force too; remove it, and "
-				      "pool create makes a new file of mode "
-				      "0600",
-				      path, bad, res ? res->pw_name : "",
-				      res ? " (" : "", (unsigned int)st.st_uid,
-				      res ? ")" : "",
-				      (unsigned int)(st.st_mode & 07777),
-				      (unsigned long)st.st_nlink,
-				      st.st_nlink == 1 ? "" : "s");
-		}
-		if ((st.st_mode & 077) && fchmod(fd, st.st_mode & 0700) < 0) {
-			r = -errno;
-			close(fd);
-			return tv_err(r, "%s: chmod: %s", path, strerror(-r));
-		}
-	}
 	r = io_file_open_fd(fd, path, 0, 0, out);
 	if (r < 0)
 		return tv_err(r, "%s: %s", path, strerror(-r));
+	return 0;
+}
+
+/*
+ * Whether the existing regular file open on dev may become a pool.  A
+ * pool holds other people's volumes and its file's owner is trusted as
+ * their daemon's (docs/cli.md, "The daemon's sockets"), so the file must
+ * be ours (or root's) already, have no other name, and nobody else may
+ * write it: whoever can may hold it open already, and would read and
+ * write the pool through that descriptor whatever its mode becomes.
+ * --force overrides what the file holds, never who may have it.  What
+ * group and others may read is taken away: a pool file is mode 0600, as
+ * a new one is.
+ */
+static int check_existing(struct io_dev *dev, const char *path)
+{
+	int fd = io_dev_fd(dev), r;
+	const char *bad = NULL;
+	struct stat st;
+
+	if (fstat(fd, &st) < 0) {
+		r = -errno;
+		return tv_err(r, "%s: %s", path, strerror(-r));
+	}
+	if (!S_ISREG(st.st_mode))
+		return 0;
+	if (st.st_uid != geteuid() && st.st_uid != 0)
+		bad = "it is another user's file";
+	else if (st.st_nlink != 1)
+		bad = "it has other hard links, which may be anyone's names "
+		      "for it";
+	else if (st.st_mode & (S_IWGRP | S_IWOTH))
+		bad = "its group or others may write it, and may hold it open "
+		      "already";
+	if (bad) {
+		struct passwd pw, *res = NULL;
+		char pwbuf[1024];
+
+		if (getpwuid_r(st.st_uid, &pw, pwbuf, sizeof(pwbuf), &res) != 0)
+			res = NULL;
+		return tv_err(-EPERM,
+			      "%s: %s (owner %s%suid %u%s, mode %04o, %lu "
+			      "link%s): refusing to make a pool of it, with "
+			      "--force too; remove it, and pool create makes a "
+			      "new file of mode 0600",
+			      path, bad, res ? res->pw_name : "",
+			      res ? " (" : "", (unsigned int)st.st_uid,
+			      res ? ")" : "",
+			      (unsigned int)(st.st_mode & 07777),
+			      (unsigned long)st.st_nlink,
+			      st.st_nlink == 1 ? "" : "s");
+	}
+	if ((st.st_mode & 077) && fchmod(fd, st.st_mode & 0700) < 0) {
+		r = -errno;
+		return tv_err(r, "%s: chmod: %s", path, strerror(-r));
+	}
 	return 0;
 }
 
@@ -432,6 +436,8 @@ int tv_pool_create(const char *path, const struct tv_pool_create_opts *o)
 	 * (a pool served through a loop device over this file, a mount) */
 	r = claim_dev(dev, path, "it is");
 	if (r < 0)
+		goto out;
+	if (!created && (r = check_existing(dev, path)) < 0)
 		goto out;
 	/* what is there, before a file is grown: its old end counts */
 	if (!created && !o->force) {

@@ -396,6 +396,12 @@ grep -qF "control socket $s10.ctl.sock" "$dir/long10.log" || fail "serve of a lo
 # through the daemon: the NBD socket serves what the command made
 nbdinfo --list "nbd+unix://?socket=$s10.nbd.sock" 2>/dev/null | grep -q "v10" ||
 	fail "v10 not served on $s10.nbd.sock"
+# pool create on a pool in use changes nothing, not even the file's mode
+# (review 2, finding 3: the group and other bits go only once it is ours)
+chmod 0640 "$d10/p.pool"
+busy "$tv" pool create "$d10/p.pool" --force
+[ "$(stat -c %a "$d10/p.pool")" = 640 ] || fail "a refused pool create changed the served pool's mode to $(stat -c %a "$d10/p.pool")"
+chmod 0600 "$d10/p.pool"
 stop_dev "$w"
 [ ! -e "$s10.ctl.sock" ] && [ ! -e "$s10.nbd.sock" ] || fail "sockets left at $s10.*"
 [ "$(names "$d10/p.pool")" = v10 ] || fail "long path: volumes $(names "$d10/p.pool")"
