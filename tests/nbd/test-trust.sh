@@ -24,7 +24,8 @@
 #      exit 2, nothing started) and logs the address it bound;
 #   5. an import from a pipe that never sends, and an export into one that
 #      is never read, do not keep SIGTERM from stopping the daemon; such a
-#      copy ends when its client is killed.
+#      copy ends when its client is killed; nor do an import and an export
+#      on a FUSE file whose reads and writes never return.
 #   6. (before 2, while root's shared directory exists) what another user
 #      (nobody) puts in a sticky directory where root makes a pool or
 #      exports: nobody's empty file (mode 0666), nobody's symbolic link to
@@ -285,10 +286,11 @@ stop_serve
 nsock=$pool.nbd.sock
 # our own listener with a full backlog is live: refused at once (exit 8),
 # not waited on in connect()
-"$PY" "$dir/hog.py" "$dir/full.sock" self >"$dir/hog.out" 2>&1 &
+# (its own output file: section 1's hog.out says "ready" already)
+"$PY" "$dir/hog.py" "$dir/full.sock" self >"$dir/hog2.out" 2>&1 &
 hog_pid=$!
 on_exit "kill -KILL $hog_pid"
-wait_for 10 grep -q ready "$dir/hog.out" || fail "the hog: $(cat "$dir/hog.out")"
+wait_for 10 grep -q ready "$dir/hog2.out" || fail "the hog: $(cat "$dir/hog2.out")"
 SECONDS=0
 run 8 "$tv" serve "$pool" --foreground --socket "$dir/full.sock"
 in_err "in use by a running server"
@@ -400,4 +402,58 @@ wait "$exp" || rc=$?
 exec 8>&- 7>&-
 check_clean
 note "a killed client's import ends; SIGTERM with an import and an export waiting on pipes: stopped in ${SECONDS}s"
+
+# ... nor an import from a regular file whose reads never return (a FUSE
+# file: nbdfuse over nbdkit's delay filter, reads answered after 120 s;
+# a hung NFS mount does the same), nor an export into one whose writes
+# never return (review 2, finding 7)
+if command -v nbdfuse >/dev/null && command -v nbdkit >/dev/null &&
+	command -v fusermount3 >/dev/null && [ -c /dev/fuse ] &&
+	nbdkit --dump-plugin memory >/dev/null 2>&1 && nbdkit --filter=delay null --dump-plugin >/dev/null 2>&1; then
+	mkdir "$dir/fmnt"
+	nbdfuse -P "$dir/nbdfuse.pid" "$dir/fmnt/hang" \
+		--command nbdkit -s --filter=delay memory 1M rdelay=120 wdelay=120 \
+		>"$dir/nbdfuse.log" 2>&1 &
+	on_exit "fusermount3 -u '$dir/fmnt' || fusermount3 -u -z '$dir/fmnt'; sleep 0.2"
+	wait_for 20 test -s "$dir/nbdfuse.pid" || fail "nbdfuse not ready: $(cat "$dir/nbdfuse.log")"
+	# gone first at the end, so that nothing waits for its answers
+	fuse_pid=$(cat "$dir/nbdfuse.pid")
+	on_exit "kill -KILL \$(pgrep -P $fuse_pid) $fuse_pid; sleep 0.2"
+	start_serve
+	"$tv" import "$pool" v "$dir/fmnt/hang" >"$dir/imp.out" 2>&1 &
+	imp=$!
+	on_exit "kill -KILL $imp"
+	# (as a stream: nbdfuse's files cannot be truncated)
+	"$tv" export "$pool" v - 1<>"$dir/fmnt/hang" 2>"$dir/exp.out" &
+	exp=$!
+	on_exit "kill -KILL $exp"
+	# both files are in the daemon, and in their reads and writes
+	wait_for 10 eval '[ "$(ls -l /proc/$serve_pid/fd 2>/dev/null | grep -c "fmnt/hang$")" -ge 2 ]' ||
+		fail "the daemon did not get both FUSE files: $(ls -l "/proc/$serve_pid/fd")"
+	sleep 0.5
+	SECONDS=0
+	kill -TERM "$serve_pid"
+	# the copies' clients are answered, the pool is closed and its lock
+	# free at once (a check runs offline meanwhile); the process itself
+	# ends once the FUSE server is gone (Linux waits for a FUSE request
+	# that was taken, even through SIGKILL)
+	wait_for 10 grep -q "thinvol serve\[$serve_pid\]: stopped" "$serve_log" ||
+		fail "SIGTERM with copies stuck on a FUSE file: not stopped after ${SECONDS}s: $(tail -5 "$serve_log")"
+	t=$SECONDS
+	"$tv" check "$pool" >"$dir/check.out" 2>&1 || fail "check while the daemon's FUSE reads hang: $(cat "$dir/check.out")"
+	kill -KILL $(pgrep -P "$fuse_pid") "$fuse_pid" 2>/dev/null
+	_wait_serve 30
+	serve_pid=
+	[ "$serve_rc" -eq 0 ] || fail "SIGTERM with copies stuck on a FUSE file: exit $serve_rc after ${SECONDS}s"
+	SECONDS=$t
+	for c in imp exp; do
+		rc=0
+		wait "${!c}" || rc=$?
+		[ "$rc" -ne 0 ] && grep -q "the daemon is stopping" "$dir/$c.out" || fail "$c: exit $rc: $(cat "$dir/$c.out")"
+	done
+	check_clean
+	note "SIGTERM with an import and an export stuck on a FUSE file that never answers: stopped in ${SECONDS}s"
+else
+	note "no nbdfuse, nbdkit (memory plugin, delay filter) or FUSE: copies stuck on a FUSE file not tried"
+fi
 finish
