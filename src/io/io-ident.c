@@ -29,7 +29,10 @@
  *     our mount namespace) is still a layer, known by its identity alone
  *     (fd -1): it counts for rule 1.  Other layers that cannot be reached
  *     (no permission) end their branch: the answer is then "as far as can
- *     be seen".
+ *     be seen".  overlayfs reports a device of its own for the files of
+ *     its layers: io_fd_overlap also looks up, in /proc/self/mountinfo,
+ *     the layers of an overlay mount a descriptor is on, and compares the
+ *     file at the same path in each (overlay_shows).
  *  3. Claiming a pool's storage holds every layer of its stack while the
  *     pool is open.  A whole block device is opened O_EXCL, so that the
  *     kernel refuses every other exclusive opener (a mount, md or dm, a
@@ -82,6 +85,7 @@
 #include <sys/file.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
@@ -1043,6 +1047,107 @@ static void fd_name(int fd, char *buf, size_t len)
 	buf[n > 0 ? n : 0] = 0;
 }
 
+/* mountinfo's octal escapes (\040 for a space) undone in place */
+static void unescape_mountinfo(char *s)
+{
+	char *d = s;
+
+	for (; *s; s++) {
+		if (s[0] == '\\' && s[1] >= '0' && s[1] <= '3' &&
+		    s[2] >= '0' && s[2] <= '7' && s[3] >= '0' && s[3] <= '7') {
+			*d++ = (char)((s[1] - '0') * 64 + (s[2] - '0') * 8 +
+				      (s[3] - '0'));
+			s += 3;
+		} else {
+			*d++ = *s;
+		}
+	}
+	*d = 0;
+}
+
+/*
+ * Whether fd is a file of an overlayfs mount that shows the file st (by
+ * device and inode) of one of its layers: overlayfs reports a device of
+ * its own, so io_fd_overlap's identities do not meet (rule 2).  The
+ * layers are those /proc/self/mountinfo lists for the mount fd is on
+ * (lowerdir, upperdir), the file the one at fd's path below the mount
+ * point in each.  1 (what set, naming the mount), or 0.
+ */
+static int overlay_shows(int fd, const struct stat *st, char *what,
+			 size_t whatlen)
+{
+	char path[PATH_MAX + 1], link[64], best[PATH_MAX + 1] = "";
+	char opts[PATH_MAX * 2] = "", *line = NULL;
+	size_t cap = 0, blen = 0;
+	struct statfs sf;
+	ssize_t n;
+	int found = 0;
+	FILE *f;
+
+	if (fstatfs(fd, &sf) < 0 || sf.f_type != 0x794c7630 /* overlayfs */)
+		return 0;
+	snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+	n = readlink(link, path, sizeof(path) - 1);
+	if (n <= 0 || path[0] != '/')
+		return 0;
+	path[n] = 0;
+	f = fopen("/proc/self/mountinfo", "re");
+	if (!f)
+		return 0;
+	/* the overlay mount whose point is the longest prefix of path */
+	while (getline(&line, &cap, f) > 0) {
+		char mnt[PATH_MAX + 1], type[64], sopts[PATH_MAX * 2];
+		size_t ml;
+
+		if (sscanf(line, "%*s %*s %*s %*s %4096s %*[^-]- %63s %*s %8191s",
+			   mnt, type, sopts) != 3 ||
+		    strcmp(type, "overlay"))
+			continue;
+		unescape_mountinfo(mnt);
+		ml = strlen(mnt);
+		if (ml == 1)
+			ml = 0; /* "/" */
+		if (strncmp(path, mnt, ml) || (path[ml] && path[ml] != '/') ||
+		    (blen && ml <= blen))
+			continue;
+		snprintf(best, sizeof(best), "%s", mnt);
+		snprintf(opts, sizeof(opts), "%s", sopts);
+		blen = ml ? ml : 1;
+	}
+	free(line);
+	fclose(f);
+	if (!best[0])
+		return 0;
+	/* each layer of lowerdir=a:b and upperdir=c, with path's rest */
+	for (char *o = strtok(opts, ","); o && !found; o = strtok(NULL, ",")) {
+		char *dirs = NULL, *save = NULL;
+
+		if (!strncmp(o, "lowerdir=", 9))
+			dirs = o + 9;
+		else if (!strncmp(o, "upperdir=", 9))
+			dirs = o + 9;
+		if (!dirs)
+			continue;
+		unescape_mountinfo(dirs);
+		for (char *d = strtok_r(dirs, ":", &save); d && !found;
+		     d = strtok_r(NULL, ":", &save)) {
+			char p[PATH_MAX * 2 + 2];
+			struct stat ls;
+
+			snprintf(p, sizeof(p), "%s%s", d,
+				 path + (strcmp(best, "/") ? strlen(best) : 0));
+			if (stat(p, &ls) == 0 && ls.st_dev == st->st_dev &&
+			    ls.st_ino == st->st_ino) {
+				snprintf(what, whatlen,
+					 "%.400s seen through the overlayfs at %.400s",
+					 p, best);
+				found = 1;
+			}
+		}
+	}
+	return found;
+}
+
 int io_fd_overlap(int pool_fd, int other_fd, char *how, size_t howlen)
 {
 	struct stack *a = calloc(2, sizeof(*a)), *b = a + 1;
@@ -1077,6 +1182,21 @@ int io_fd_overlap(int pool_fd, int other_fd, char *how, size_t howlen)
 					 "both it and the pool are on %s",
 					 a->l[i].name);
 			}
+		}
+	}
+	/* overlayfs hides its layers' identities (rule 2) */
+	if (!r) {
+		struct stat pst, ost;
+		char what[LAYER_NAME * 2];
+
+		if (fstat(pool_fd, &pst) == 0 &&
+		    overlay_shows(other_fd, &pst, what, sizeof(what))) {
+			snprintf(how, howlen, "it is the pool itself (%s)", what);
+			r = 1;
+		} else if (fstat(other_fd, &ost) == 0 &&
+			   overlay_shows(pool_fd, &ost, what, sizeof(what))) {
+			snprintf(how, howlen, "the pool is it (%s)", what);
+			r = 1;
 		}
 	}
 out:

@@ -264,7 +264,8 @@ bool io_ident_equal(const struct io_ident *a, const struct io_ident *b);
  * other reads (io-ident.c, rule 1): the same file or device, a partition
  * and its disk, a loop device and its backing file (through any chain of
  * loops; the backing file by device and inode, whatever its names), a
- * device-mapper/md device and a device under it.  how then says
+ * device-mapper/md device and a device under it, a file and an overlayfs
+ * mount's view of it (the layers in /proc/self/mountinfo).  how then says
  * which, as a phrase ("it is the pool itself"); pool names the first
  * descriptor in it.  0 when not (or not as far as can be seen: rule 2).
  */

@@ -40,7 +40,9 @@
 #      system clean; a loop device over a served pool cannot be mounted;
 #  10. a pool file whose real path is too long for a socket beside it:
 #      served, its sockets in /run/thinvol named after its device and
-#      inode; the commands reach its daemon by the pool's path.
+#      inode; the commands reach its daemon by the pool's path;
+#  11. the pool seen through an overlayfs mount of its directory: import
+#      refused (exit 2), offline and through the daemon; nothing changed.
 . "$(dirname "$0")/lib.sh"
 need losetup python3
 [ "$(id -u)" -eq 0 ] || skip "needs root for loop devices"
@@ -406,6 +408,31 @@ stop_dev "$w"
 [ ! -e "$s10.ctl.sock" ] && [ ! -e "$s10.nbd.sock" ] || fail "sockets left at $s10.*"
 [ "$(names "$d10/p.pool")" = v10 ] || fail "long path: volumes $(names "$d10/p.pool")"
 note "a pool file with a long path: served with its sockets in /run/thinvol, found by its path"
+
+# ---- 11. the pool seen through overlayfs (review 2, finding 8) ----
+mkdir -p "$dir/ov/low" "$dir/ov/up" "$dir/ov/wk" "$dir/ov/mg"
+"$tv" pool create "$dir/ov/low/p.pool" --size 64M >/dev/null 2>&1 || fail "pool create ov"
+# (as large as the pool file, so that nothing but the identity refuses)
+"$tv" create "$dir/ov/low/p.pool" v --size 64M >/dev/null || fail "create ov v"
+head -c 4M /dev/urandom >"$dir/ov.img"
+"$tv" import "$dir/ov/low/p.pool" v "$dir/ov.img" || fail "import ov"
+if mount -t overlay overlay -o "lowerdir=$dir/ov/low,upperdir=$dir/ov/up,workdir=$dir/ov/wk" "$dir/ov/mg" 2>/dev/null; then
+	on_exit "umount '$dir/ov/mg'"
+	sum=$(md5sum <"$dir/ov/low/p.pool")
+	refused 2 "it is the pool itself" "$tv" import "$dir/ov/low/p.pool" v "$dir/ov/mg/p.pool"
+	serve_dev "$dir/ov/low/p.pool" ov
+	w=$sp
+	refused 2 "seen through the overlayfs" "$tv" import "$dir/ov/low/p.pool" v "$dir/ov/mg/p.pool"
+	stop_dev "$w"
+	[ "$(md5sum <"$dir/ov/low/p.pool")" = "$sum" ] || fail "the pool changed under a refused import"
+	"$tv" export "$dir/ov/low/p.pool" v "$dir/ov.out" || fail "export ov"
+	cp "$dir/ov.img" "$dir/ov.want"
+	truncate -s 64M "$dir/ov.want"
+	cmp "$dir/ov.want" "$dir/ov.out" || fail "the volume changed under a refused import"
+	note "the pool seen through overlayfs: import refused (exit 2), offline and through the daemon"
+else
+	note "no overlayfs here: section 11 not run"
+fi
 
 # ---- 7. /run/thinvol that others may write into ----
 if unshare -m true 2>/dev/null; then
