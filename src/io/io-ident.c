@@ -1077,7 +1077,7 @@ static int overlay_shows(int fd, const struct stat *st, char *what,
 			 size_t whatlen)
 {
 	char path[PATH_MAX + 1], link[64], best[PATH_MAX + 1] = "";
-	char opts[PATH_MAX * 2] = "", *line = NULL;
+	char opts[PATH_MAX * 2] = "", *line = NULL, *osave = NULL;
 	size_t cap = 0, blen = 0;
 	struct statfs sf;
 	ssize_t n;
@@ -1119,7 +1119,8 @@ static int overlay_shows(int fd, const struct stat *st, char *what,
 	if (!best[0])
 		return 0;
 	/* each layer of lowerdir=a:b and upperdir=c, with path's rest */
-	for (char *o = strtok(opts, ","); o && !found; o = strtok(NULL, ",")) {
+	for (char *o = strtok_r(opts, ",", &osave); o && !found;
+	     o = strtok_r(NULL, ",", &osave)) {
 		char *dirs = NULL, *save = NULL;
 
 		if (!strncmp(o, "lowerdir=", 9))
