@@ -250,7 +250,8 @@ static void check_file(struct file *f)
  * own fields are touched (rule 2). */
 static void run_op(struct file *f)
 {
-	uint8_t *p = f->buf + f->pos;
+	/* the buffer exists once the copy is set up: READ and WRITE only */
+	uint8_t *p = f->buf ? f->buf + f->pos : NULL;
 	ssize_t n;
 	off_t o;
 
