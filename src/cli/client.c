@@ -367,9 +367,11 @@ out:
  * Rules (docs/cli.md, "The daemon's sockets"):
  *
  *  1. A pool's control socket is where ctl_socket_path says: beside the
- *     pool file's real path, or named after a block device's number, so
- *     that every path to a pool (symlinks, relative paths, /dev/disk/by-id
- *     links) gives the same socket and no two pools share one.
+ *     pool file's real path, or named after a block device's number (or
+ *     after the file's device and inode when its real path is too long
+ *     for a socket beside it), so that every path to a pool (symlinks,
+ *     relative paths, /dev/disk/by-id links) gives the same socket and no
+ *     two pools share one.
  *  2. Nothing is sent on a socket before it is trusted: it must be a
  *     socket (not a symlink or anything else) owned by root, by the
  *     pool's owner or by us, and the process listening on it
@@ -567,13 +569,23 @@ static int try_socket(struct cli_pool *p, const char *path,
 	return r == -ESTALE ? 0 : r;
 }
 
+/* A pool file others may read or write, or another user's (whose daemon
+ * rule 2 trusts), is said once, not refused: someone chose it so. */
+static void warn_exposed(const char *path, const struct stat *pst)
+{
+	char what[256];
+
+	if (io_pool_file_exposed(pst, what, sizeof(what)))
+		cli_error(0, "warning: %s: %s", path, what);
+}
+
 int cli_open(const char *path, enum cli_open_mode mode, struct cli_pool **pool,
 	     struct tv_pool_info *info)
 {
 	struct tv_pool_open_opts o = {.read_only = mode == CLI_RO};
 	char sock[sizeof(((struct sockaddr_un *) 0)->sun_path)];
 	struct cli_pool *p;
-	struct stat pst;
+	struct stat pst = {0};
 	bool have_st;
 	int r;
 
@@ -634,6 +646,7 @@ int cli_open(const char *path, enum cli_open_mode mode, struct cli_pool **pool,
 		free(p);
 		return r;
 	}
+	warn_exposed(path, &pst);
 	*pool = p;
 	return 0;
 
@@ -644,6 +657,7 @@ remote_info:
 		cli_close(p, path, r);
 		return r;
 	}
+	warn_exposed(path, &pst);
 	*pool = p;
 	return 0;
 refuse:

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "io/io.h"
 #include "server/ctl-copy.h"
 
 static int copy_parse(const struct cli_cmd *cmd, int argc, char **argv,
@@ -103,6 +104,42 @@ out_file:
 
 /* ---- export ---- */
 
+/*
+ * The export's FILE, opened for writing.  A new file is made with O_EXCL
+ * and mode 0600 (it holds a volume: as private as the pool).  An existing
+ * one is written into (a device, or a regular file that ctl_export
+ * replaces), except where another user may have put it there for us to
+ * write (io-path.c): another user's symbolic link in a sticky directory
+ * is not followed, and another user's file there (or one with other hard
+ * links) is not written.  Returns the descriptor or -errno, why set.
+ */
+static int open_target(const char *file, char *why, size_t whylen)
+{
+	int fd, r;
+
+	fd = open(file, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOCTTY,
+		  0600);
+	if (fd >= 0)
+		return fd;
+	if (errno != EEXIST) {
+		r = -errno;
+		snprintf(why, whylen, "%s", strerror(-r));
+		return r;
+	}
+	/* O_CREAT again: an allowed symbolic link to nowhere makes its
+	 * target, as it always did */
+	fd = io_open_user_path(file, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOCTTY,
+			       0600, why, whylen);
+	if (fd < 0)
+		return fd;
+	r = io_fd_user_target(fd, why, whylen);
+	if (r < 0) {
+		close(fd);
+		return r;
+	}
+	return fd;
+}
+
 static int cmd_export(const struct cli_cmd *cmd, int argc, char **argv)
 {
 	struct ctl_copy c = { .cancel_fd = -1, .peer_fd = -1 };
@@ -110,6 +147,7 @@ static int cmd_export(const struct cli_cmd *cmd, int argc, char **argv)
 	struct tv_vol_info v;
 	struct cli_pool *pool;
 	bool is_stdout, verbose = false;
+	char why[512] = "";
 	uint64_t id;
 	int fd = -1, r;
 
@@ -132,12 +170,12 @@ static int cmd_export(const struct cli_cmd *cmd, int argc, char **argv)
 		fd = STDOUT_FILENO;
 		c.file = "<stdout>";
 	} else {
-		fd = open(c.file, O_WRONLY | O_CREAT | O_CLOEXEC, 0666);
+		fd = open_target(c.file, why, sizeof(why));
 	}
 	if (fd < 0) {
-		r = cli_error(errno == ENOENT ? EXIT_NOTFOUND : EXIT_OTHER,
+		r = cli_error(fd == -ENOENT ? EXIT_NOTFOUND : EXIT_OTHER,
 			      "%s '%s': %s: %s", cmd->name, c.vol, c.file,
-			      strerror(errno));
+			      why);
 		goto out_pool;
 	}
 	r = cli_export(pool, id, fd, is_stdout, &c);

@@ -788,11 +788,11 @@ static int open_fd(const char *path, unsigned int flags, bool *created)
 }
 
 /*
- * Open path (see io.h).  A file created here has mode 0600: it will hold
- * other people's volumes.  On failure a file created here is removed again.
+ * The device for fd, open on path (see io.h); created: fd is a file made
+ * just now, to be sized to size bytes.  Takes fd: closed on failure.
  */
-int io_file_open(const char *path, unsigned int flags, uint64_t size,
-		 struct io_dev **out)
+static int file_dev(int fd, const char *path, unsigned int flags,
+		    bool created, uint64_t size, struct io_dev **out)
 {
 	struct io_file *f;
 	unsigned int dflags = 0;
@@ -800,19 +800,8 @@ int io_file_open(const char *path, unsigned int flags, uint64_t size,
 	struct statfs sfs;
 	struct stat st;
 	uint64_t dsize;
-	bool created;
-	int fd, r;
+	int r;
 
-	if ((flags & IO_FILE_CREATE) && (flags & IO_FILE_RDONLY)) {
-		log_error("%s: cannot create a file read-only", path);
-		return -EINVAL;
-	}
-	fd = open_fd(path, flags, &created);
-	if (fd < 0) {
-		r = fd;
-		log_error("%s: open: %s", path, strerror(-r));
-		return r;
-	}
 	if (fstat(fd, &st) < 0) {
 		r = -errno;
 		log_error("%s: fstat: %s", path, strerror(-r));
@@ -835,13 +824,13 @@ int io_file_open(const char *path, unsigned int flags, uint64_t size,
 				r = -EFBIG;
 				log_error("%s: size %" PRIu64 " too large",
 					  path, size);
-				goto err_unlink;
+				goto err_close;
 			}
 			if (ftruncate(fd, (off_t)size) < 0) {
 				r = -errno;
 				log_error("%s: ftruncate to %" PRIu64 ": %s",
 					  path, size, strerror(-r));
-				goto err_unlink;
+				goto err_close;
 			}
 			dsize = size;
 		}
@@ -870,7 +859,7 @@ int io_file_open(const char *path, unsigned int flags, uint64_t size,
 	if (!f) {
 		r = -ENOMEM;
 		log_error("%s: out of memory", path);
-		goto err_unlink;
+		goto err_close;
 	}
 	f->fd = fd;
 	f->prealloc = prealloc;
@@ -887,12 +876,42 @@ int io_file_open(const char *path, unsigned int flags, uint64_t size,
 	*out = &f->dev;
 	return 0;
 
-err_unlink:
-	if (created)
-		unlink(path);
 err_close:
 	close(fd);
 	return r;
+}
+
+/*
+ * Open path (see io.h).  A file created here has mode 0600: it will hold
+ * other people's volumes.  On failure a file created here is removed again.
+ */
+int io_file_open(const char *path, unsigned int flags, uint64_t size,
+		 struct io_dev **out)
+{
+	bool created;
+	int fd, r;
+
+	if ((flags & IO_FILE_CREATE) && (flags & IO_FILE_RDONLY)) {
+		log_error("%s: cannot create a file read-only", path);
+		return -EINVAL;
+	}
+	fd = open_fd(path, flags, &created);
+	if (fd < 0) {
+		r = fd;
+		log_error("%s: open: %s", path, strerror(-r));
+		return r;
+	}
+	r = file_dev(fd, path, flags, created, size, out);
+	if (r < 0 && created)
+		unlink(path);
+	return r;
+}
+
+int io_file_open_fd(int fd, const char *path, unsigned int flags,
+		    uint64_t size, struct io_dev **out)
+{
+	return file_dev(fd, path, flags & ~IO_FILE_CREATE,
+			(flags & IO_FILE_CREATE) != 0, size, out);
 }
 
 int io_file_fd(struct io_dev *dev)

@@ -9,6 +9,8 @@
  * or md device, the devices under it (sysfs "slaves"); for a loop device,
  * its backing file or device; and so on down.  A layer reached through a
  * partition or a slave is *partial*: only part of it is under the top.
+ * Above the top lie the loop devices that read it (and loops over those):
+ * writing through one of them writes the top too.
  *
  * Rules:
  *
@@ -18,12 +20,19 @@
  *     share, a loop device and its backing file share, and two
  *     partitions of one disk (or of one loop device) do not.
  *  2. The walk reads sysfs (/sys/dev/block/MAJ:MIN) and opens every lower
- *     layer by its name (/dev/NAME, or the loop's backing_file) to check
- *     that it is what sysfs says: a loop device's backing file must be
- *     the device and inode that LOOP_GET_STATUS64 reports.  A layer that
- *     cannot be reached (a deleted backing file, one outside our mount
- *     namespace, no permission) ends its branch: the answer is then "as
- *     far as can be seen".
+ *     layer to check that it is what sysfs says.  A loop device's backing
+ *     file or device is the one LOOP_GET_STATUS64 names, by device and
+ *     inode (a device: by number): the name sysfs shows (backing_file)
+ *     only helps to open it, and a file there that is not that inode is
+ *     not taken.  A backing file that cannot be opened by that name (its
+ *     name was removed and it lives on under another one, or it is outside
+ *     our mount namespace) is still a layer, known by its identity alone
+ *     (fd -1): it counts for rule 1.  Other layers that cannot be reached
+ *     (no permission) end their branch: the answer is then "as far as can
+ *     be seen".  overlayfs reports a device of its own for the files of
+ *     its layers: io_fd_overlap also looks up, in /proc/self/mountinfo,
+ *     the layers of an overlay mount a descriptor is on, and compares the
+ *     file at the same path in each (overlay_shows).
  *  3. Claiming a pool's storage holds every layer of its stack while the
  *     pool is open.  A whole block device is opened O_EXCL, so that the
  *     kernel refuses every other exclusive opener (a mount, md or dm, a
@@ -33,13 +42,34 @@
  *     through a loop device (or on the loop device through the file)
  *     finds the first one's lock, while pools on two partitions of one
  *     loop device coexist and exclude a pool on the whole backing file.
+ *     A layer known by identity alone cannot be locked: the claim is
+ *     refused while any process holds a conflicting lock on its inode in
+ *     /proc/locks (every thinvol process that opened it by some name
+ *     holds one).
  *  4. The top of a claim is the pool's own descriptor, reopened O_EXCL
  *     through /proc/self/fd when it is a block device (the same device,
  *     the same access mode); the caller uses that descriptor from then
  *     on.  A claim that fails holds nothing.
- *  5. Locks are advisory and O_EXCL binds only exclusive openers: a
+ *  5. Looking up.  A loop device holds nothing of what it reads (no lock,
+ *     no exclusive open, an empty holders directory), so a claim also
+ *     holds, O_EXCL and LOCK_EX, every bound loop device whose backing
+ *     file or device (by identity, rule 2) is a layer the claim holds
+ *     whole, and every loop device over those.  One that is mounted,
+ *     under dm or md, a pool's, or whose partition is in use, makes the
+ *     claim fail (-EBUSY, named).  So nothing is formatted, served or
+ *     exported into while a filesystem is mounted from a loop device over
+ *     it, and a pool file and a loop device over it exclude each other in
+ *     either order whatever the file's names.  The claim looks up only
+ *     after the layers below are locked: a loop device attached later and
+ *     claimed by another process then finds those locks (rule 3), even
+ *     when its backing file has no name.
+ *  6. Locks are advisory and O_EXCL binds only exclusive openers: a
  *     process that opens the device plainly and writes is not stopped.
  *     Every thinvol process claims, so no two of them share a pool.
+ *  7. An export's target is claimed the same way (io_fd_claim_target), but
+ *     its top is locked through a description of the claim's own: the
+ *     descriptor belongs to a client, whose file description must not
+ *     keep a lock after the export.
  */
 #include "io/io.h"
 #include "io/io-internal.h"
@@ -55,27 +85,29 @@
 #include <sys/file.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
-#define STACK_MAX 16  /* layers of one stack */
+#define STACK_MAX 32  /* layers of one stack, below and above the top */
 #define LAYER_NAME 512 /* bytes of a layer's name, for messages */
 
-/* What a layer is to the layer above it. */
+/* What a layer is to the layer it was reached from. */
 enum rel {
 	REL_TOP,
 	REL_DISK,    /* the whole disk of a partition */
 	REL_UNDER,   /* a device under a device-mapper or md device */
 	REL_BACKING, /* the backing file or device of a loop device */
+	REL_OVER,    /* a loop device reading it (rule 5) */
 };
 
 struct layer {
 	struct io_ident id;
 	struct stat st; /* of what we opened: a device node for a device */
 	bool partial;	/* only part of it is under the top (rule 1) */
-	int fd;		/* -1: not open */
+	int fd;		/* -1: not open (known by identity alone, rule 2) */
 	bool own;	/* fd was opened by the walk */
-	int up;		/* index of the layer above; -1 for the top */
+	int up;		/* the layer it was reached from; -1 for the top */
 	enum rel rel;
 	char name[LAYER_NAME];
 };
@@ -87,6 +119,7 @@ struct stack {
 
 struct io_claim {
 	struct stack s;
+	int top_lock; /* a target's own description of the top (rule 7) */
 };
 
 /* ---- small readers ---- */
@@ -130,6 +163,17 @@ static int parse_devt(const char *s, dev_t *out)
 	return 0;
 }
 
+/*
+ * A device number as the kernel hands it out in a 64-bit field
+ * (huge_encode_dev: minor bits 0-7, major bits 8-19, minor bits 20-31),
+ * which is not glibc's dev_t layout.
+ */
+static dev_t kdev_decode(uint64_t v)
+{
+	return makedev((unsigned int)((v >> 8) & 0xfff),
+		       (unsigned int)((v & 0xff) | ((v >> 12) & 0xfff00)));
+}
+
 /* The kernel's sequence number of rdev's disk (a partition's is its
  * disk's), 0 when the kernel has none (before Linux 5.15). */
 static uint64_t disk_seq(dev_t rdev)
@@ -143,6 +187,24 @@ static uint64_t disk_seq(dev_t rdev)
 	errno = 0;
 	v = strtoull(buf, &end, 10);
 	return errno || end == buf ? 0 : v;
+}
+
+/* "/dev/NAME" of the block device rdev, from its uevent. */
+static int dev_name(dev_t rdev, char *buf, size_t len)
+{
+	char ue[1024], *p;
+
+	if (sys_attr(rdev, "uevent", ue, sizeof(ue)))
+		return -ENOENT;
+	p = strstr(ue, "DEVNAME=");
+	if (!p || (p != ue && p[-1] != '\n'))
+		return -ENOENT;
+	p += 8;
+	p[strcspn(p, "\n")] = 0;
+	if (!*p || strstr(p, ".."))
+		return -ENOENT;
+	snprintf(buf, len, "/dev/%s", p);
+	return 0;
 }
 
 static int ident_of(const struct stat *st, struct io_ident *out)
@@ -160,6 +222,26 @@ static int ident_of(const struct stat *st, struct io_ident *out)
 		return 0;
 	}
 	return -EINVAL;
+}
+
+/* What the loop device open on fd reads, by the kernel's word (rule 2):
+ * a file's device and inode, or a block device's number. */
+static int loop_backing(int fd, struct io_ident *out)
+{
+	struct loop_info64 li;
+
+	if (ioctl(fd, LOOP_GET_STATUS64, &li) < 0)
+		return -errno;
+	memset(out, 0, sizeof(*out));
+	if (li.lo_rdevice) {
+		out->blk = true;
+		out->rdev = kdev_decode(li.lo_rdevice);
+		out->diskseq = disk_seq(out->rdev);
+	} else {
+		out->dev = kdev_decode(li.lo_device);
+		out->ino = (ino_t)li.lo_inode;
+	}
+	return 0;
 }
 
 int io_ident_fd(int fd, struct io_ident *out)
@@ -192,7 +274,12 @@ bool io_ident_equal(const struct io_ident *a, const struct io_ident *b)
 
 /* ---- holders ---- */
 
-pid_t io_lock_holder(dev_t dev, ino_t ino)
+/*
+ * A process holding a lock on the inode (dev, ino) in /proc/locks (a
+ * flock, a POSIX or an OFD lock); with write_only, only an exclusive one
+ * counts.  0 when none is found.
+ */
+static pid_t lock_holder(dev_t dev, ino_t ino, bool write_only)
 {
 	FILE *f = fopen("/proc/locks", "re");
 	char line[256];
@@ -205,11 +292,14 @@ pid_t io_lock_holder(dev_t dev, ino_t ino)
 	while (!pid && fgets(line, sizeof(line), f)) {
 		unsigned int maj, min;
 		unsigned long long i;
+		char type[16];
 		long p;
 
 		if (strstr(line, "->") ||
-		    sscanf(line, "%*s %*s %*s %*s %ld %x:%x:%llu", &p, &maj,
-			   &min, &i) != 4)
+		    sscanf(line, "%*s %*s %*s %15s %ld %x:%x:%llu", type, &p,
+			   &maj, &min, &i) != 5)
+			continue;
+		if (write_only && strcmp(type, "WRITE"))
 			continue;
 		if (p > 0 && makedev(maj, min) == dev &&
 		    i == (unsigned long long)ino)
@@ -217,6 +307,11 @@ pid_t io_lock_holder(dev_t dev, ino_t ino)
 	}
 	fclose(f);
 	return pid;
+}
+
+pid_t io_lock_holder(dev_t dev, ino_t ino)
+{
+	return lock_holder(dev, ino, false);
 }
 
 /* "process 123 (thinvol)" */
@@ -279,24 +374,64 @@ static bool sys_holder(dev_t rdev, char *buf, size_t len)
 	return found;
 }
 
-/* Who has the block device at node (st) claimed: an O_EXCL open failed
- * with EBUSY. */
-static void describe_excl(const struct stat *st, char *buf, size_t len)
+/* A partition of the disk rdev that is mounted: "NAME mounted at DIR". */
+static bool part_mounted(dev_t rdev, char *buf, size_t len)
+{
+	char path[160], dev[400], num[32], at[LAYER_NAME / 2];
+	struct dirent *e;
+	bool found = false;
+	dev_t part;
+	DIR *d;
+
+	snprintf(path, sizeof(path), "/sys/dev/block/%u:%u", major(rdev),
+		 minor(rdev));
+	d = opendir(path);
+	if (!d)
+		return false;
+	while (!found && (e = readdir(d))) {
+		if (e->d_name[0] == '.')
+			continue;
+		snprintf(dev, sizeof(dev), "%s/%.200s/partition", path,
+			 e->d_name);
+		if (read_small(dev, num, sizeof(num)) < 0)
+			continue;
+		snprintf(dev, sizeof(dev), "%s/%.200s/dev", path, e->d_name);
+		if (read_small(dev, num, sizeof(num)) < 0 ||
+		    parse_devt(num, &part) < 0 || !mounted_at(part, at, sizeof(at)))
+			continue;
+		snprintf(buf, len, "%.64s mounted at %s", e->d_name, at);
+		found = true;
+	}
+	closedir(d);
+	return found;
+}
+
+/* Who has the block device rdev (its node: dev, ino) claimed, as far as
+ * can be told: an O_EXCL open of it failed with EBUSY. */
+static void describe_busy(dev_t dev, ino_t ino, dev_t rdev, char *buf,
+			  size_t len)
 {
 	char what[LAYER_NAME];
-	pid_t pid = io_lock_holder(st->st_dev, st->st_ino);
+	pid_t pid = io_lock_holder(dev, ino);
 
 	if (pid > 0)
 		describe_pid(pid, buf, len);
-	else if (mounted_at(st->st_rdev, what, sizeof(what)))
+	else if (mounted_at(rdev, what, sizeof(what)))
 		snprintf(buf, len, "a filesystem mounted at %s", what);
-	else if (sys_holder(st->st_rdev, what, sizeof(what)))
+	else if (sys_holder(rdev, what, sizeof(what)))
 		snprintf(buf, len, "the device %s built on it", what);
+	else if (part_mounted(rdev, what, sizeof(what)))
+		snprintf(buf, len, "a filesystem on its partition %s", what);
 	else
 		snprintf(buf, len,
 			 "another exclusive user (a mount, a RAID or "
 			 "device-mapper device, a pool, or a partition of it "
 			 "or its disk)");
+}
+
+static void describe_excl(const struct stat *st, char *buf, size_t len)
+{
+	describe_busy(st->st_dev, st->st_ino, st->st_rdev, buf, len);
 }
 
 int io_fd_locked(int fd, char *who, size_t whylen)
@@ -350,6 +485,35 @@ static struct layer *find(struct stack *s, const struct io_ident *id)
 	return NULL;
 }
 
+static const char *rel_name(enum rel r)
+{
+	switch (r) {
+	case REL_DISK:
+		return "the disk of";
+	case REL_UNDER:
+		return "a device under";
+	case REL_BACKING:
+		return "the backing file of";
+	case REL_OVER:
+		return "a loop device over";
+	case REL_TOP:
+		break;
+	}
+	return "";
+}
+
+/* ", through NAME (the backing file of UP)" for a layer that is not the
+ * top. */
+static void through(const struct stack *s, const struct layer *l, char *buf,
+		    size_t len)
+{
+	if (l->up < 0)
+		buf[0] = 0;
+	else
+		snprintf(buf, len, ", through %s (%s %s)", l->name,
+			 rel_name(l->rel), s->l[l->up].name);
+}
+
 /* Claiming: open whole block devices O_EXCL (rule 3). */
 struct walk {
 	struct stack *s;
@@ -377,7 +541,8 @@ static int add_open(struct walk *w, int up, enum rel rel, bool partial,
 			describe_excl(&st, who, sizeof(who));
 		else
 			snprintf(who, sizeof(who), "another exclusive user");
-		snprintf(w->why, w->whylen, "%s, through %s", who, name);
+		snprintf(w->why, w->whylen, "%s, through %s (%s %s)", who,
+			 name, rel_name(rel), s->l[up].name);
 		return -EBUSY;
 	}
 	if (fd < 0)
@@ -400,12 +565,13 @@ static int add_open(struct walk *w, int up, enum rel rel, bool partial,
 	return 0;
 }
 
-/* The block device rdev under layer up, opened by its kernel name. */
+/* The block device rdev, reached from layer up, opened by its kernel
+ * name. */
 static int add_blk(struct walk *w, int up, enum rel rel, dev_t rdev,
 		   bool partial)
 {
 	struct io_ident want = {.blk = true, .rdev = rdev};
-	char ue[1024], name[LAYER_NAME], *p;
+	char name[LAYER_NAME];
 	struct layer *old;
 
 	want.diskseq = disk_seq(rdev);
@@ -417,35 +583,53 @@ static int add_blk(struct walk *w, int up, enum rel rel, dev_t rdev,
 		old->partial = old->partial && partial;
 		return 0;
 	}
-	if (w->s->n == STACK_MAX || sys_attr(rdev, "uevent", ue, sizeof(ue)))
+	if (w->s->n == STACK_MAX || dev_name(rdev, name, sizeof(name)) < 0)
 		return 1;
-	p = strstr(ue, "DEVNAME=");
-	if (!p || (p != ue && p[-1] != '\n'))
-		return 1;
-	p += 8;
-	p[strcspn(p, "\n")] = 0;
-	if (!*p || strstr(p, ".."))
-		return 1;
-	snprintf(name, sizeof(name), "/dev/%s", p);
 	return add_open(w, up, rel, partial, name, &want,
 			w->claim && !partial ? O_EXCL : 0);
 }
 
-/* The backing file of the loop device that layer up is. */
+/* A backing file known by its identity alone (rule 2), named as sysfs
+ * names it ("... (deleted)"). */
+static int add_nameless(struct walk *w, int up, const char *path,
+			const struct io_ident *want)
+{
+	struct layer *l = &w->s->l[w->s->n];
+
+	memset(l, 0, sizeof(*l));
+	l->id = *want;
+	l->st.st_mode = S_IFREG;
+	l->st.st_dev = want->dev;
+	l->st.st_ino = want->ino;
+	l->partial = w->s->l[up].partial;
+	l->fd = -1;
+	l->up = up;
+	l->rel = REL_BACKING;
+	snprintf(l->name, sizeof(l->name), "%s", path);
+	w->s->n++;
+	return 0;
+}
+
+/* The backing file or device of the loop device that layer up is; path
+ * is what sysfs calls it (rule 2). */
 static int add_backing(struct walk *w, int up, const char *path)
 {
-	struct layer *u = &w->s->l[up], *old, *l;
-	struct loop_info64 li;
+	static const char del[] = " (deleted)";
+	struct layer *u = &w->s->l[up], *old;
+	size_t n = strlen(path), dl = sizeof(del) - 1;
+	char name[LAYER_NAME];
 	struct io_ident want;
 	struct stat st;
-	size_t n = strlen(path);
-	const char *del = " (deleted)";
 	int r;
 
-	if (n >= strlen(del) && !strcmp(path + n - strlen(del), del))
-		return 1;
-	if (stat(path, &st) < 0 || ident_of(&st, &want) < 0)
-		return 1;
+	if (u->fd < 0 || loop_backing(u->fd, &want) < 0) {
+		/* the loop device will not say: its name, as far as it goes */
+		if (path[0] != '/' || stat(path, &st) < 0 ||
+		    ident_of(&st, &want) < 0)
+			return 1;
+	}
+	if (want.blk)
+		return add_blk(w, up, REL_BACKING, want.rdev, u->partial);
 	old = find(w->s, &want);
 	if (old) {
 		old->partial = old->partial && u->partial;
@@ -453,20 +637,23 @@ static int add_backing(struct walk *w, int up, const char *path)
 	}
 	if (w->s->n == STACK_MAX)
 		return 1;
-	r = add_open(w, up, REL_BACKING, u->partial, path, &want,
-		     want.blk && w->claim && !u->partial ? O_EXCL : 0);
-	if (r)
-		return r;
-	/* the loop's own word on which inode it reads (rule 2) */
-	l = &w->s->l[w->s->n - 1];
-	if (u->fd >= 0 && ioctl(u->fd, LOOP_GET_STATUS64, &li) == 0 &&
-	    ((dev_t)li.lo_device != l->st.st_dev ||
-	     (ino_t)li.lo_inode != l->st.st_ino)) {
-		close(l->fd);
-		w->s->n--;
-		return 1;
+	/* by the name sysfs shows, and by that name without the " (deleted)"
+	 * the kernel adds to a removed one (a file may be called that):
+	 * add_open takes only the very inode */
+	if (path[0] == '/') {
+		r = add_open(w, up, REL_BACKING, u->partial, path, &want, 0);
+		if (r != 1)
+			return r;
+		if (n > dl && !strcmp(path + n - dl, del)) {
+			snprintf(name, sizeof(name), "%.*s", (int)(n - dl),
+				 path);
+			r = add_open(w, up, REL_BACKING, u->partial, name,
+				     &want, 0);
+			if (r != 1)
+				return r;
+		}
 	}
-	return 0;
+	return add_nameless(w, up, path, &want);
 }
 
 /* The layers under layer i, a block device. */
@@ -509,8 +696,7 @@ static int expand(struct walk *w, int i)
 	if (r < 0)
 		return r;
 	/* a loop device: its backing file or device */
-	if (sys_attr(rdev, "loop/backing_file", buf, sizeof(buf)) == 0 &&
-	    buf[0] == '/') {
+	if (sys_attr(rdev, "loop/backing_file", buf, sizeof(buf)) == 0) {
 		r = add_backing(w, i, buf);
 		if (r < 0)
 			return r;
@@ -538,7 +724,7 @@ static int walk(int fd, const char *name, struct walk *w)
 	snprintf(top->name, sizeof(top->name), "%s", name);
 	s->n = 1;
 	for (size_t i = 0; i < s->n; i++) {
-		if (!s->l[i].id.blk)
+		if (!s->l[i].id.blk || s->l[i].fd < 0)
 			continue;
 		r = expand(w, (int)i);
 		if (r < 0) {
@@ -549,35 +735,107 @@ static int walk(int fd, const char *name, struct walk *w)
 	return 0;
 }
 
-static const char *rel_name(enum rel r)
+/* ---- looking up (rule 5) ---- */
+
+/*
+ * What the bound loop device rdev reads (*back), by LOOP_GET_STATUS64 on
+ * its node; where we may not open it, by the name sysfs gives its backing
+ * file (bf), as far as that goes.  -errno when it cannot be told.
+ */
+static int loop_of(dev_t rdev, const char *bf, struct io_ident *back)
 {
-	switch (r) {
-	case REL_DISK:
-		return "the disk of";
-	case REL_UNDER:
-		return "a device under";
-	case REL_BACKING:
-		return "the backing file of";
-	case REL_TOP:
-		break;
+	char name[LAYER_NAME];
+	struct stat st;
+	int fd, r = -ENOENT;
+
+	if (dev_name(rdev, name, sizeof(name)) == 0) {
+		fd = open(name, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+		if (fd >= 0) {
+			r = fstat(fd, &st) == 0 && S_ISBLK(st.st_mode) &&
+					st.st_rdev == rdev
+				? loop_backing(fd, back)
+				: -ENOENT;
+			close(fd);
+			if (r == 0)
+				return 0;
+		}
 	}
-	return "";
+	if (bf[0] != '/' || stat(bf, &st) < 0)
+		return r;
+	return ident_of(&st, back);
 }
 
-/* ", through NAME (the backing file of UP)" for a layer under the top. */
-static void through(const struct stack *s, const struct layer *l, char *buf,
-		    size_t len)
+/* Hold the loop device rdev, which reads layer i (rule 5).  0, or -EBUSY
+ * with who in why. */
+static int add_over(struct walk *w, int i, dev_t rdev)
 {
-	if (l->up < 0)
-		buf[0] = 0;
-	else
-		snprintf(buf, len, ", through %s (%s %s)", l->name,
-			 rel_name(l->rel), s->l[l->up].name);
+	char name[LAYER_NAME], who[LAYER_NAME];
+	struct stat st;
+	int r;
+
+	if (w->s->n == STACK_MAX) {
+		snprintf(w->why, w->whylen,
+			 "more than %d devices are stacked on %s: cannot hold "
+			 "them all",
+			 STACK_MAX, w->s->l[i].name);
+		return -EBUSY;
+	}
+	r = add_blk(w, i, REL_OVER, rdev, false);
+	if (r != 1)
+		return r;
+	/* we may not open it: refuse at least while it is in use */
+	if (dev_name(rdev, name, sizeof(name)) < 0)
+		snprintf(name, sizeof(name), "block device %u:%u",
+			 major(rdev), minor(rdev));
+	memset(&st, 0, sizeof(st));
+	if (stat(name, &st) < 0 || st.st_rdev != rdev)
+		memset(&st, 0, sizeof(st));
+	describe_busy(st.st_dev, st.st_ino, rdev, who, sizeof(who));
+	if (!strncmp(who, "another exclusive user", 22))
+		return 0; /* nothing seen: as far as can be seen, unused */
+	snprintf(w->why, w->whylen, "%s, through %s (%s %s)", who, name,
+		 rel_name(REL_OVER), w->s->l[i].name);
+	return -EBUSY;
+}
+
+/* Every bound loop device that reads layer i and is not in the stack. */
+static int add_loops_over(struct walk *w, int i)
+{
+	struct dirent *e;
+	int r = 0;
+	DIR *d;
+
+	d = opendir("/sys/block");
+	if (!d)
+		return 0;
+	while (r >= 0 && (e = readdir(d))) {
+		char path[300], buf[32], bf[LAYER_NAME];
+		struct io_ident id = {.blk = true}, back;
+
+		if (e->d_name[0] == '.')
+			continue;
+		/* only a bound loop device has loop/ */
+		snprintf(path, sizeof(path), "/sys/block/%.200s/loop/backing_file",
+			 e->d_name);
+		if (read_small(path, bf, sizeof(bf)) < 0)
+			continue;
+		snprintf(path, sizeof(path), "/sys/block/%.200s/dev", e->d_name);
+		if (read_small(path, buf, sizeof(buf)) < 0 ||
+		    parse_devt(buf, &id.rdev) < 0)
+			continue;
+		id.diskseq = disk_seq(id.rdev);
+		if (find(w->s, &id) || loop_of(id.rdev, bf, &back) < 0 ||
+		    !io_ident_equal(&back, &w->s->l[i].id))
+			continue;
+		r = add_over(w, i, id.rdev);
+	}
+	closedir(d);
+	return r;
 }
 
 /* ---- claims ---- */
 
-int io_fd_reopen_excl(int fd, int *out, char *why, size_t whylen)
+static int reopen_excl(int fd, int *out, char *why, size_t whylen)
 {
 	char path[64];
 	struct stat st, nst;
@@ -616,13 +874,51 @@ int io_fd_reopen_excl(int fd, int *out, char *why, size_t whylen)
 	return 0;
 }
 
-int io_claim(int fd, const char *name, struct io_claim **out, int *newfd,
-	     char *why, size_t whylen)
+/* flock layer l of s (rule 3); 0, or -EBUSY/-errno with why set. */
+static int lock_layer(const struct stack *s, const struct layer *l, int fd,
+		      char *why, size_t whylen)
+{
+	char who[LAYER_NAME / 2], via[LAYER_NAME * 2];
+	pid_t pid;
+
+	if (fd < 0) {
+		/* known by identity alone: nobody may hold what we would */
+		pid = lock_holder(l->id.dev, l->id.ino, l->partial);
+		if (!pid)
+			return 0;
+	} else if (flock(fd, (l->partial ? LOCK_SH : LOCK_EX) | LOCK_NB) ==
+		   0) {
+		return 0;
+	} else if (errno != EWOULDBLOCK) {
+		int e = errno;
+
+		snprintf(why, whylen, "lock %s: %s", l->name, strerror(e));
+		return -e;
+	} else {
+		pid = io_lock_holder(l->st.st_dev, l->st.st_ino);
+	}
+	if (pid > 0)
+		describe_pid(pid, who, sizeof(who));
+	else
+		snprintf(who, sizeof(who), "another process");
+	through(s, l, via, sizeof(via));
+	snprintf(why, whylen, "%s%s", who, via);
+	return -EBUSY;
+}
+
+/*
+ * Claim the storage open on fd (rules 3-5, and 7 when target): walk
+ * down, lock what is below, then look up and hold the loop devices over
+ * it.
+ */
+static int claim(int fd, const char *name, bool target, struct io_claim **out,
+		 int *newfd, char *why, size_t whylen)
 {
 	struct io_claim *c = calloc(1, sizeof(*c));
 	struct walk w = {.s = c ? &c->s : NULL, .claim = true,
 			 .why = why, .whylen = whylen};
 	struct stat st;
+	size_t below;
 	int top = fd, r;
 
 	why[0] = 0;
@@ -630,15 +926,27 @@ int io_claim(int fd, const char *name, struct io_claim **out, int *newfd,
 		snprintf(why, whylen, "out of memory");
 		return -ENOMEM;
 	}
+	c->top_lock = -1;
 	if (fstat(fd, &st) < 0) {
 		r = -errno;
 		snprintf(why, whylen, "%s", strerror(-r));
 		goto out_free;
 	}
 	if (S_ISBLK(st.st_mode)) {
-		r = io_fd_reopen_excl(fd, &top, why, whylen);
+		r = reopen_excl(fd, &top, why, whylen);
 		if (r < 0)
 			goto out_free;
+	} else if (target) {
+		/* rule 7: the lock on a description of our own */
+		char path[64];
+		int fl = fcntl(fd, F_GETFL);
+
+		snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+		c->top_lock = open(path,
+				   (fl >= 0 && (fl & O_ACCMODE) == O_WRONLY
+					    ? O_WRONLY
+					    : O_RDONLY) |
+				       O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
 	}
 	r = walk(top, name, &w);
 	if (r < 0) {
@@ -647,28 +955,29 @@ int io_claim(int fd, const char *name, struct io_claim **out, int *newfd,
 		goto out_top;
 	}
 	for (size_t i = 0; i < c->s.n; i++) {
-		struct layer *l = &c->s.l[i];
-		char who[LAYER_NAME / 2], via[LAYER_NAME * 2];
-		pid_t pid;
+		int lfd = c->s.l[i].fd;
 
-		if (flock(l->fd, (l->partial ? LOCK_SH : LOCK_EX) | LOCK_NB) ==
-		    0)
-			continue;
-		if (errno != EWOULDBLOCK) {
-			r = -errno;
-			snprintf(why, whylen, "lock %s: %s", l->name,
-				 strerror(-r));
+		if (!i && c->top_lock >= 0)
+			lfd = c->top_lock;
+		else if (!i && target && top == fd)
+			continue; /* no description of our own: cannot lock */
+		r = lock_layer(&c->s, &c->s.l[i], lfd, why, whylen);
+		if (r < 0)
 			goto out_stack;
-		}
-		pid = io_lock_holder(l->st.st_dev, l->st.st_ino);
-		if (pid > 0)
-			describe_pid(pid, who, sizeof(who));
-		else
-			snprintf(who, sizeof(who), "another process");
-		through(&c->s, l, via, sizeof(via));
-		snprintf(why, whylen, "%s%s", who, via);
-		r = -EBUSY;
-		goto out_stack;
+	}
+	/* rule 5: up from every layer held whole, below locked first */
+	below = c->s.n;
+	for (size_t i = 0; i < c->s.n; i++) {
+		if (c->s.l[i].partial)
+			continue;
+		r = add_loops_over(&w, (int)i);
+		if (r < 0)
+			goto out_stack;
+	}
+	for (size_t i = below; i < c->s.n; i++) {
+		r = lock_layer(&c->s, &c->s.l[i], c->s.l[i].fd, why, whylen);
+		if (r < 0)
+			goto out_stack;
 	}
 	/* the caller owns the top; the claim holds the rest */
 	c->s.l[0].fd = -1;
@@ -681,9 +990,23 @@ out_stack:
 out_top:
 	if (top != fd)
 		close(top);
+	if (c->top_lock >= 0)
+		close(c->top_lock);
 out_free:
 	free(c);
 	return r;
+}
+
+int io_claim(int fd, const char *name, struct io_claim **out, int *newfd,
+	     char *why, size_t whylen)
+{
+	return claim(fd, name, false, out, newfd, why, whylen);
+}
+
+int io_fd_claim_target(int fd, const char *name, struct io_claim **out,
+		       int *newfd, char *why, size_t whylen)
+{
+	return claim(fd, name, true, out, newfd, why, whylen);
 }
 
 void io_claim_release(struct io_claim *c)
@@ -691,6 +1014,8 @@ void io_claim_release(struct io_claim *c)
 	if (!c)
 		return;
 	stack_free(&c->s);
+	if (c->top_lock >= 0)
+		close(c->top_lock);
 	free(c);
 }
 
@@ -720,6 +1045,108 @@ static void fd_name(int fd, char *buf, size_t len)
 	snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
 	n = readlink(link, buf, len - 1);
 	buf[n > 0 ? n : 0] = 0;
+}
+
+/* mountinfo's octal escapes (\040 for a space) undone in place */
+static void unescape_mountinfo(char *s)
+{
+	char *d = s;
+
+	for (; *s; s++) {
+		if (s[0] == '\\' && s[1] >= '0' && s[1] <= '3' &&
+		    s[2] >= '0' && s[2] <= '7' && s[3] >= '0' && s[3] <= '7') {
+			*d++ = (char)((s[1] - '0') * 64 + (s[2] - '0') * 8 +
+				      (s[3] - '0'));
+			s += 3;
+		} else {
+			*d++ = *s;
+		}
+	}
+	*d = 0;
+}
+
+/*
+ * Whether fd is a file of an overlayfs mount that shows the file st (by
+ * device and inode) of one of its layers: overlayfs reports a device of
+ * its own, so io_fd_overlap's identities do not meet (rule 2).  The
+ * layers are those /proc/self/mountinfo lists for the mount fd is on
+ * (lowerdir, upperdir), the file the one at fd's path below the mount
+ * point in each.  1 (what set, naming the mount), or 0.
+ */
+static int overlay_shows(int fd, const struct stat *st, char *what,
+			 size_t whatlen)
+{
+	char path[PATH_MAX + 1], link[64], best[PATH_MAX + 1] = "";
+	char opts[PATH_MAX * 2] = "", *line = NULL, *osave = NULL;
+	size_t cap = 0, blen = 0;
+	struct statfs sf;
+	ssize_t n;
+	int found = 0;
+	FILE *f;
+
+	if (fstatfs(fd, &sf) < 0 || sf.f_type != 0x794c7630 /* overlayfs */)
+		return 0;
+	snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+	n = readlink(link, path, sizeof(path) - 1);
+	if (n <= 0 || path[0] != '/')
+		return 0;
+	path[n] = 0;
+	f = fopen("/proc/self/mountinfo", "re");
+	if (!f)
+		return 0;
+	/* the overlay mount whose point is the longest prefix of path */
+	while (getline(&line, &cap, f) > 0) {
+		char mnt[PATH_MAX + 1], type[64], sopts[PATH_MAX * 2];
+		size_t ml;
+
+		if (sscanf(line, "%*s %*s %*s %*s %4096s %*[^-]- %63s %*s %8191s",
+			   mnt, type, sopts) != 3 ||
+		    strcmp(type, "overlay"))
+			continue;
+		unescape_mountinfo(mnt);
+		ml = strlen(mnt);
+		if (ml == 1)
+			ml = 0; /* "/" */
+		if (strncmp(path, mnt, ml) || (path[ml] && path[ml] != '/') ||
+		    (blen && ml <= blen))
+			continue;
+		snprintf(best, sizeof(best), "%s", mnt);
+		snprintf(opts, sizeof(opts), "%s", sopts);
+		blen = ml ? ml : 1;
+	}
+	free(line);
+	fclose(f);
+	if (!best[0])
+		return 0;
+	/* each layer of lowerdir=a:b and upperdir=c, with path's rest */
+	for (char *o = strtok_r(opts, ",", &osave); o && !found;
+	     o = strtok_r(NULL, ",", &osave)) {
+		char *dirs = NULL, *save = NULL;
+
+		if (!strncmp(o, "lowerdir=", 9))
+			dirs = o + 9;
+		else if (!strncmp(o, "upperdir=", 9))
+			dirs = o + 9;
+		if (!dirs)
+			continue;
+		unescape_mountinfo(dirs);
+		for (char *d = strtok_r(dirs, ":", &save); d && !found;
+		     d = strtok_r(NULL, ":", &save)) {
+			char p[PATH_MAX * 2 + 2];
+			struct stat ls;
+
+			snprintf(p, sizeof(p), "%s%s", d,
+				 path + (strcmp(best, "/") ? strlen(best) : 0));
+			if (stat(p, &ls) == 0 && ls.st_dev == st->st_dev &&
+			    ls.st_ino == st->st_ino) {
+				snprintf(what, whatlen,
+					 "%.400s seen through the overlayfs at %.400s",
+					 p, best);
+				found = 1;
+			}
+		}
+	}
+	return found;
 }
 
 int io_fd_overlap(int pool_fd, int other_fd, char *how, size_t howlen)
@@ -756,6 +1183,21 @@ int io_fd_overlap(int pool_fd, int other_fd, char *how, size_t howlen)
 					 "both it and the pool are on %s",
 					 a->l[i].name);
 			}
+		}
+	}
+	/* overlayfs hides its layers' identities (rule 2) */
+	if (!r) {
+		struct stat pst, ost;
+		char what[LAYER_NAME * 2];
+
+		if (fstat(pool_fd, &pst) == 0 &&
+		    overlay_shows(other_fd, &pst, what, sizeof(what))) {
+			snprintf(how, howlen, "it is the pool itself (%s)", what);
+			r = 1;
+		} else if (fstat(other_fd, &ost) == 0 &&
+			   overlay_shows(pool_fd, &ost, what, sizeof(what))) {
+			snprintf(how, howlen, "the pool is it (%s)", what);
+			r = 1;
 		}
 	}
 out:

@@ -172,15 +172,27 @@ void io_close(struct io_dev *dev);
  */
 int io_file_open(const char *path, unsigned int flags, uint64_t size,
 		 struct io_dev **out);
+/*
+ * The same for a descriptor the caller opened (fd, read-write unless
+ * IO_FILE_RDONLY, on path, which names it in messages), which the device
+ * takes (closed on failure too).  With IO_FILE_CREATE, fd is a file the
+ * caller has just created: it is sized to size bytes.  Nothing is removed
+ * on failure: the caller created it.
+ */
+int io_file_open_fd(int fd, const char *path, unsigned int flags,
+		    uint64_t size, struct io_dev **out);
 /* The fd, borrowed until io_close; -EINVAL if dev is not a file device. */
 int io_file_fd(struct io_dev *dev);
 /*
  * Claim the storage of a pool opened with io_file_open, for as long as dev
- * is open (io-ident.c, rules 3-5): a block device is reopened O_EXCL and
+ * is open (io-ident.c, rules 3-6): a block device is reopened O_EXCL and
  * the file or device is flock'ed; what lies under a loop device, a
- * partition or a device-mapper/md device is claimed too.  -EBUSY when
- * another holder has any of it, with who in why ("process 123 (thinvol)",
- * "mounted at /mnt", ...); other errors with the reason in why.
+ * partition or a device-mapper/md device is claimed too, and so is every
+ * loop device over the file or device (found by device and inode, not by
+ * name).  -EBUSY when another holder has any of it, with who in why
+ * ("process 123 (thinvol)", "a filesystem mounted at /mnt, through
+ * /dev/loop3 (a loop device over /srv/a.pool)", ...); other errors with
+ * the reason in why.
  */
 int io_file_claim(struct io_dev *dev, char *why, size_t whylen);
 /* Tests: called by a regular file's is_hole between its SEEK_DATA and
@@ -193,6 +205,38 @@ extern void (*io_file_seek_hook)(void);
  * there is none (memory).
  */
 int io_dev_fd(struct io_dev *dev);
+
+/* ---- paths that users name (io-path.c) ---- */
+
+/*
+ * Open path as open(2) does (flags, mode: with O_CREAT, create it), except
+ * that a symbolic link as its last component, in a sticky directory that
+ * others may write into (/tmp), is followed only when it belongs to us or
+ * to the directory's owner (io-path.c, rule 2, the kernel's
+ * fs.protected_symlinks whatever it is set to).  Returns the descriptor,
+ * or a negative errno with why set: -EPERM for another user's link there
+ * ("a symbolic link owned by mallory (uid 1001) in /tmp, ...").
+ */
+int io_open_user_path(const char *path, int flags, mode_t mode, char *why,
+		      size_t whylen);
+
+/*
+ * Whether what is open on fd may be written into on the user's behalf
+ * (io-path.c, rule 3): 0, or -EPERM with why set for a regular file in a
+ * sticky directory that others may write into that belongs to someone
+ * other than us or the directory's owner, or has more than one link.
+ */
+int io_fd_user_target(int fd, char *why, size_t whylen);
+
+/*
+ * 1, with what set ("anyone may read the pool file (mode 0644): ..."),
+ * when the regular file st describes, a pool, is exposed to others: it
+ * belongs to someone other than us and root, or its group or others may
+ * read or write it; 0 otherwise.  For a warning: pool create makes its
+ * files private, a pool file made otherwise may not be.
+ */
+struct stat;
+int io_pool_file_exposed(const struct stat *st, char *what, size_t len);
 
 /* ---- storage identity (io-ident.c) ---- */
 
@@ -222,18 +266,31 @@ bool io_ident_equal(const struct io_ident *a, const struct io_ident *b);
  * 1 when writing through one of the two descriptors may change what the
  * other reads (io-ident.c, rule 1): the same file or device, a partition
  * and its disk, a loop device and its backing file (through any chain of
- * loops), a device-mapper/md device and a device under it.  how then says
+ * loops; the backing file by device and inode, whatever its names), a
+ * device-mapper/md device and a device under it, a file and an overlayfs
+ * mount's view of it (the layers in /proc/self/mountinfo).  how then says
  * which, as a phrase ("it is the pool itself"); pool names the first
  * descriptor in it.  0 when not (or not as far as can be seen: rule 2).
  */
 int io_fd_overlap(int pool_fd, int other_fd, char *how, size_t howlen);
 
 /*
- * A block device open on fd, opened again O_EXCL with the same access
- * mode (*out, owned by the caller): -EBUSY, with who in why, while the
- * kernel has it claimed (mounted, under md/dm, a pool's storage).
+ * Claim the file or block device open on fd, into which something is
+ * about to be written on a user's behalf (an export), as a pool claims its
+ * storage (io-ident.c, rules 3, 5 and 7): a block device is reopened
+ * O_EXCL with the same access mode (*newfd, the caller's to write through
+ * and close; else *newfd is fd), and it, what lies under it and every loop
+ * device over it are held until io_claim_release.  -EBUSY, with who in
+ * why ("a filesystem mounted at /mnt, through /dev/loop3 (a loop device
+ * over /srv/fs.img)"), while anything of it is held by someone else: a
+ * pool, a mount, a RAID or device-mapper device.  name is fd's path, for
+ * messages.  fd stays the caller's and carries no lock afterwards.
  */
-int io_fd_reopen_excl(int fd, int *out, char *why, size_t whylen);
+struct io_claim;
+int io_fd_claim_target(int fd, const char *name, struct io_claim **out,
+		       int *newfd, char *why, size_t whylen);
+/* Drop the locks and close what the claim opened.  NULL is allowed. */
+void io_claim_release(struct io_claim *c);
 
 /* The process holding a flock on the inode (dev, ino) (/proc/locks), or
  * 0 when none is found. */

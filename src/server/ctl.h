@@ -83,7 +83,10 @@ int ctl_handle(struct tv_pool *pool, const struct ctl_hooks *hooks,
  *     CTL_RUN_DIR "/block-MAJ:MIN" SUFFIX, named after the device number;
  *   - a file: beside the file, under its real path (symlinks and "."
  *     resolved), so that every path to it gives the same socket.  A path
- *     that does not exist (yet) is used as given.
+ *     that does not exist (yet) is used as given;
+ *   - a file whose real path is too long for a socket beside it:
+ *     CTL_RUN_DIR "/file-MAJ:MIN-INO" SUFFIX, named after the file's
+ *     device and inode, as a block device is named after its number.
  * Returns 0 or -ENAMETOOLONG (a Unix socket path is at most 107 bytes).
  */
 #define CTL_RUN_DIR "/run/thinvol"

@@ -585,6 +585,14 @@ static int start(struct daemon *d, struct ctl_hooks *hooks)
 	}
 	if (d->pool->dev->flags & IO_DEV_FS_NO_JOURNAL)
 		say(1, "%s: " SERVE_NO_JOURNAL_WARNING, o->pool);
+	{
+		struct stat st;
+		char what[256];
+
+		if (fstat(io_dev_fd(d->pool->dev), &st) == 0 &&
+		    io_pool_file_exposed(&st, what, sizeof(what)))
+			say(1, "%s: %s", o->pool, what);
+	}
 	r = tv_pool_info(d->pool, &info);
 	if (r == 0 && info.state != TV_POOL_RW)
 		return fail(d, -EROFS,
@@ -603,7 +611,8 @@ static int start(struct daemon *d, struct ctl_hooks *hooks)
 				    err[0] ? err : strerror(-r));
 	}
 
-	/* a block device's sockets are in CTL_RUN_DIR, a file's beside it */
+	/* a block device's sockets are in CTL_RUN_DIR, a file's beside it
+	 * (or in CTL_RUN_DIR too when its path is too long for that) */
 	if (!strncmp(d->ctl_path, CTL_RUN_DIR "/", strlen(CTL_RUN_DIR) + 1)) {
 		r = run_dir(d);
 		if (r < 0)

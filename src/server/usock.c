@@ -5,17 +5,31 @@
 #include "server/usock.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pwd.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
-/* Whether a server accepts on the socket at sa. */
+#include "io/io.h"
+
+/* How long we wait for another process's lock on the directory. */
+#define DIR_LOCK_MS 5000
+
+/*
+ * Whether a server accepts on the socket at sa, without waiting: a
+ * listener whose backlog is full (connect would block) is alive, and so
+ * is anything we cannot tell.  Only ECONNREFUSED (nobody listens) and
+ * ENOENT (gone) say it is not.
+ */
 static bool alive(const struct sockaddr_un *sa)
 {
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	bool live;
 
 	if (fd < 0)
@@ -51,7 +65,7 @@ static const char *kind(mode_t m)
 	return "a device or other file";
 }
 
-/* " (owned by NAME)" when uid is not ours. */
+/* " (owned by NAME, uid N)" when uid is not ours. */
 static void owner(uid_t uid, char *buf, size_t len)
 {
 	struct passwd pw, *res = NULL;
@@ -67,13 +81,112 @@ static void owner(uid_t uid, char *buf, size_t len)
 		snprintf(buf, len, " (owned by uid %u)", (unsigned int)uid);
 }
 
+/*
+ * Lock the directory holding path (flock, LOCK_EX), waiting at most
+ * DIR_LOCK_MS for another holder.  *out is the locked descriptor, or -1
+ * when the directory cannot be opened for that (no read permission): the
+ * caller then replaces nothing.  -EBUSY (msg set) when the wait ran out.
+ */
+static int dir_lock(const char *path, int *out, char *msg, size_t msglen)
+{
+	char dir[sizeof(((struct sockaddr_un *)0)->sun_path)], *slash;
+	struct timespec nap = {.tv_nsec = 10 * 1000 * 1000};
+	struct stat st;
+	int fd, waited = 0;
+
+	*out = -1;
+	snprintf(dir, sizeof(dir), "%s", path);
+	slash = strrchr(dir, '/');
+	if (!slash)
+		strcpy(dir, ".");
+	else if (slash == dir)
+		dir[1] = 0;
+	else
+		*slash = 0;
+	fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	while (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+		if (errno != EWOULDBLOCK && errno != EINTR) {
+			close(fd);
+			return 0;
+		}
+		if (waited >= DIR_LOCK_MS) {
+			char who[64] = "another process";
+			pid_t pid = fstat(fd, &st) == 0
+					    ? io_lock_holder(st.st_dev, st.st_ino)
+					    : 0;
+
+			if (pid > 0)
+				snprintf(who, sizeof(who), "process %ld",
+					 (long)pid);
+			snprintf(msg, msglen,
+				 "the directory %s stays locked by %s: cannot "
+				 "tell whether a server listens at the socket",
+				 dir, who);
+			close(fd);
+			return -EBUSY;
+		}
+		nanosleep(&nap, NULL);
+		waited += 10;
+	}
+	*out = fd;
+	return 0;
+}
+
+static void dir_unlock(int fd)
+{
+	if (fd >= 0)
+		close(fd); /* the lock goes with the description */
+}
+
+/* With the directory locked (lk, or -1 when it could not be): what is at
+ * path is ours to replace, or the error. */
+static int may_replace(const struct sockaddr_un *sa, int lk, char *msg,
+		       size_t msglen)
+{
+	const char *path = sa->sun_path;
+	char who[96];
+	struct stat st;
+
+	if (lstat(path, &st) < 0)
+		return errno == ENOENT ? 0 : -errno;
+	owner(st.st_uid, who, sizeof(who));
+	if (!S_ISSOCK(st.st_mode)) {
+		snprintf(msg, msglen,
+			 "%s%s is in the way (only a stale socket is replaced)",
+			 kind(st.st_mode), who);
+		return -EEXIST;
+	}
+	if (st.st_uid != geteuid()) {
+		/* not probed: another user's listener can make a connect
+		 * wait, and its socket is not ours to remove */
+		snprintf(msg, msglen,
+			 "a socket%s is in the way: refusing to use or "
+			 "replace another user's socket; remove it if no "
+			 "server listens there",
+			 who);
+		return -EEXIST;
+	}
+	if (alive(sa)) {
+		snprintf(msg, msglen, "in use by a running server");
+		return -EADDRINUSE;
+	}
+	if (lk < 0) {
+		snprintf(msg, msglen,
+			 "a stale socket is in the way, and its directory "
+			 "cannot be locked to replace it safely: remove it");
+		return -EEXIST;
+	}
+	return 0;
+}
+
 int usock_listen(struct usock *u, const char *path, int backlog, char *msg,
 		 size_t msglen)
 {
 	struct sockaddr_un sa = {.sun_family = AF_UNIX};
-	char who[96];
 	struct stat st;
-	int fd, r;
+	int fd, lk = -1, r;
 
 	u->fd = -1;
 	u->bound = false;
@@ -89,33 +202,20 @@ int usock_listen(struct usock *u, const char *path, int backlog, char *msg,
 		r = -errno;
 		goto out_msg;
 	}
+	/* rule 3: bind and listen, or find a stale socket and replace it,
+	 * while no other daemon does the same at this path */
+	r = dir_lock(path, &lk, msg, msglen);
+	if (r < 0)
+		goto out_close;
 	r = bind_private(fd, &sa);
 	if (r == -EADDRINUSE) {
-		/* a socket left by a server that died is replaced; a live
-		 * one, or anything that is not a socket, is left alone */
-		if (lstat(path, &st) < 0) {
-			r = -errno;
-			goto out_msg;
-		}
-		owner(st.st_uid, who, sizeof(who));
-		if (!S_ISSOCK(st.st_mode)) {
-			snprintf(msg, msglen,
-				 "%s%s is in the way (only a stale socket is "
-				 "replaced)",
-				 kind(st.st_mode), who);
-			r = -EEXIST;
+		r = may_replace(&sa, lk, msg, msglen);
+		if (r < 0)
 			goto out_close;
-		}
-		if (alive(&sa)) {
-			snprintf(msg, msglen, "in use by a running server%s",
-				 who);
-			r = -EADDRINUSE;
-			goto out_close;
-		}
 		if (unlink(path) < 0 && errno != ENOENT) {
 			r = -errno;
-			snprintf(msg, msglen, "removing a stale socket%s: %s",
-				 who, strerror(-r));
+			snprintf(msg, msglen, "removing a stale socket: %s",
+				 strerror(-r));
 			goto out_close;
 		}
 		r = bind_private(fd, &sa);
@@ -127,6 +227,7 @@ int usock_listen(struct usock *u, const char *path, int backlog, char *msg,
 		unlink(path);
 		goto out_msg;
 	}
+	dir_unlock(lk);
 	u->fd = fd;
 	u->dev = st.st_dev;
 	u->ino = st.st_ino;
@@ -135,6 +236,7 @@ int usock_listen(struct usock *u, const char *path, int backlog, char *msg,
 out_msg:
 	snprintf(msg, msglen, "%s", strerror(-r));
 out_close:
+	dir_unlock(lk);
 	if (fd >= 0)
 		close(fd);
 	return r;
@@ -142,13 +244,21 @@ out_close:
 
 void usock_close(struct usock *u)
 {
+	char msg[256];
 	struct stat st;
+	int lk = -1;
 
 	if (u->fd >= 0)
 		close(u->fd);
 	u->fd = -1;
-	if (u->bound && lstat(u->path, &st) == 0 && S_ISSOCK(st.st_mode) &&
+	if (!u->bound)
+		return;
+	/* under the lock: a daemon that replaced our socket (stale once
+	 * closed) keeps its own */
+	if (dir_lock(u->path, &lk, msg, sizeof(msg)) == 0 &&
+	    lstat(u->path, &st) == 0 && S_ISSOCK(st.st_mode) &&
 	    st.st_dev == u->dev && st.st_ino == u->ino)
 		unlink(u->path);
+	dir_unlock(lk);
 	u->bound = false;
 }

@@ -3,15 +3,24 @@
  * usock - a listening Unix socket at a path: the one way the daemon makes
  * its NBD and control sockets.
  *
- *  - The socket is mode 0600 from the moment it exists (the umask is set
- *    around bind).
- *  - Only a stale socket is replaced: a socket at the path that nobody
- *    accepts on (connect says ECONNREFUSED).  A live socket is
- *    -EADDRINUSE; anything that is not a socket (a regular file, a
- *    symlink, a directory, ...) is -EEXIST and stays as it is.
- *  - usock_close removes the path only while it still names the socket
- *    we bound (same inode): a socket another daemon bound there since, or
- *    a file someone put there, stays.
+ *  1. The socket is mode 0600 from the moment it exists (the umask is set
+ *     around bind).
+ *  2. Only a stale socket of our own user is replaced: a socket at the
+ *     path that nobody accepts on (a non-blocking connect says
+ *     ECONNREFUSED).  A live socket (one that accepts, or whose backlog is
+ *     full) is -EADDRINUSE.  Anything that is not a socket (a regular
+ *     file, a symlink, a directory, ...) and another user's socket, which
+ *     is not even probed (its listener could make a connect wait), are
+ *     -EEXIST and stay as they are.
+ *  3. Binding, finding a stale socket and replacing it, and listening
+ *     happen under an flock on the socket's directory (waited for at most
+ *     5 s, then -EBUSY), so that two daemons never both take one stale
+ *     socket: the second one sees the first one's socket live.  Where the
+ *     directory cannot be locked (no read permission), a stale socket is
+ *     left for the user to remove (-EEXIST).
+ *  4. usock_close removes the path only while it still names the socket
+ *     we bound (same inode), under the same lock: a socket another daemon
+ *     bound there since, or a file someone put there, stays.
  *
  * Not thread-safe against other threads that create files (the umask is
  * process-wide): call while the daemon starts.
@@ -36,7 +45,8 @@ struct usock {
 
 /*
  * Listen on path.  Returns 0, -ENAMETOOLONG, -EADDRINUSE (a live socket
- * is there), -EEXIST (something that is not a socket is there) or
+ * is there), -EEXIST (something that is not a socket, or another user's
+ * socket, is there), -EBUSY (the directory's lock was not had in time) or
  * another negative errno; on error msg says what (e.g. "a regular file is
  * in the way") and nothing was changed at path.
  */

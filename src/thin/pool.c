@@ -86,6 +86,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <pwd.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -334,6 +335,82 @@ int pool_format_dev(struct io_dev *dev, const struct tv_pool_create_opts *o)
 	return tm_format(dev, &fo);
 }
 
+/*
+ * The existing file or device at path, to make a pool of, opened: a
+ * symbolic link that another user put in a sticky directory is not
+ * followed (io-path.c).
+ */
+static int open_existing(const char *path, struct io_dev **out)
+{
+	char why[512];
+	int fd, r;
+
+	fd = io_open_user_path(path, O_RDWR | O_CLOEXEC | O_NOCTTY, 0, why,
+			       sizeof(why));
+	if (fd < 0)
+		return tv_err(fd, "%s: %s", path, why);
+	r = io_file_open_fd(fd, path, 0, 0, out);
+	if (r < 0)
+		return tv_err(r, "%s: %s", path, strerror(-r));
+	return 0;
+}
+
+/*
+ * Whether the existing regular file open on dev may become a pool.  A
+ * pool holds other people's volumes and its file's owner is trusted as
+ * their daemon's (docs/cli.md, "The daemon's sockets"), so the file must
+ * be ours (or root's) already, have no other name, and nobody else may
+ * write it: whoever can may hold it open already, and would read and
+ * write the pool through that descriptor whatever its mode becomes.
+ * --force overrides what the file holds, never who may have it.  What
+ * group and others may read is taken away: a pool file is mode 0600, as
+ * a new one is.
+ */
+static int check_existing(struct io_dev *dev, const char *path)
+{
+	int fd = io_dev_fd(dev), r;
+	const char *bad = NULL;
+	struct stat st;
+
+	if (fstat(fd, &st) < 0) {
+		r = -errno;
+		return tv_err(r, "%s: %s", path, strerror(-r));
+	}
+	if (!S_ISREG(st.st_mode))
+		return 0;
+	if (st.st_uid != geteuid() && st.st_uid != 0)
+		bad = "it is another user's file";
+	else if (st.st_nlink != 1)
+		bad = "it has other hard links, which may be anyone's names "
+		      "for it";
+	else if (st.st_mode & (S_IWGRP | S_IWOTH))
+		bad = "its group or others may write it, and may hold it open "
+		      "already";
+	if (bad) {
+		struct passwd pw, *res = NULL;
+		char pwbuf[1024];
+
+		if (getpwuid_r(st.st_uid, &pw, pwbuf, sizeof(pwbuf), &res) != 0)
+			res = NULL;
+		return tv_err(-EPERM,
+			      "%s: %s (owner %s%suid %u%s, mode %04o, %lu "
+			      "link%s): refusing to make a pool of it, with "
+			      "--force too; remove it, and pool create makes a "
+			      "new file of mode 0600",
+			      path, bad, res ? res->pw_name : "",
+			      res ? " (" : "", (unsigned int)st.st_uid,
+			      res ? ")" : "",
+			      (unsigned int)(st.st_mode & 07777),
+			      (unsigned long)st.st_nlink,
+			      st.st_nlink == 1 ? "" : "s");
+	}
+	if ((st.st_mode & 077) && fchmod(fd, st.st_mode & 0700) < 0) {
+		r = -errno;
+		return tv_err(r, "%s: chmod: %s", path, strerror(-r));
+	}
+	return 0;
+}
+
 int tv_pool_create(const char *path, const struct tv_pool_create_opts *o)
 {
 	uint32_t bs = o->block_size ? o->block_size : TV_BLOCK_DEFAULT;
@@ -356,24 +433,35 @@ int tv_pool_create(const char *path, const struct tv_pool_create_opts *o)
 			return tv_err(-EINVAL, "%s: not a file or block "
 					       "device",
 				      path);
-		r = io_file_open(path, 0, 0, &dev);
+		r = open_existing(path, &dev);
+		if (r < 0)
+			return r;
 	} else if (errno == ENOENT) {
 		if (!o->size)
 			return tv_err(-EINVAL, "%s: a size is needed to create "
 					       "a new file",
 				      path);
+		/* O_EXCL: a name that appeared meanwhile, or a symbolic
+		 * link to nowhere, is not followed */
 		r = io_file_open(path, IO_FILE_CREATE | IO_FILE_EXCL, o->size,
 				 &dev);
-		created = r == 0;
+		if (r == -EEXIST)
+			return tv_err(r, "%s: something is in the way (a "
+					 "symbolic link to nowhere, or a file "
+					 "made meanwhile)",
+				      path);
+		if (r < 0)
+			return tv_err(r, "%s: %s", path, strerror(-r));
+		created = true;
 	} else {
 		return tv_err(-errno, "%s: %s", path, strerror(errno));
 	}
-	if (r < 0)
-		return tv_err(r, "%s: %s", path, strerror(-r));
 	/* claimed before anything is read or changed: nobody else uses it
 	 * (a pool served through a loop device over this file, a mount) */
 	r = claim_dev(dev, path, "it is");
 	if (r < 0)
+		goto out;
+	if (!created && (r = check_existing(dev, path)) < 0)
 		goto out;
 	/* what is there, before a file is grown: its old end counts */
 	if (!created && !o->force) {

@@ -87,6 +87,8 @@ grep -q "import 'vm': $((nz * bs)) bytes copied, $((16 * 1048576 - nz * bs)) byt
 
 # ---- export: the same bytes, sparse ----
 expect 0 "$tv" export "$p" vm "$dir/out.img"
+# a new file holds a volume: as private as the pool
+[ "$(stat -c %a "$dir/out.img")" = 600 ] || fail "export made a file of mode $(stat -c %a "$dir/out.img")"
 same_padded "$img" "$dir/out.img" $((16 * 1048576))
 is_sparse "$dir/out.img"
 alloc=$(($(stat -c '%b * %B' "$dir/out.img")))

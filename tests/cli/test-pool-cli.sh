@@ -45,6 +45,31 @@ if command -v mkfs.ext4 >/dev/null; then
 	grep -q "ext2/3/4" "$dir/err" || fail "$(cat "$dir/err")"
 fi
 
+# a pool file is private: a new one is mode 0600, an existing one loses
+# its group and other permissions; one that others may write (they may
+# hold it open), or with another name, is refused even with --force and
+# left as it was (review 2, access finding 3)
+[ "$(stat -c %a "$p")" = 600 ] || fail "a new pool file is mode $(stat -c %a "$p")"
+: >"$dir/open.img"
+chmod 0644 "$dir/open.img"
+expect 0 "$tv" pool create "$dir/open.img" --size 64M
+[ "$(stat -c %a "$dir/open.img")" = 600 ] || fail "an existing 0644 file became a pool of mode $(stat -c %a "$dir/open.img")"
+: >"$dir/ww.img"
+chmod 0666 "$dir/ww.img"
+for f in "" --force; do
+	expect 1 "$tv" pool create "$dir/ww.img" --size 64M $f
+	grep -q "its group or others may write it, and may hold it open already" "$dir/err" || fail "$(cat "$dir/err")"
+done
+[ "$(stat -c %a:%s "$dir/ww.img")" = 666:0 ] || fail "a refused pool create changed the file: $(stat -c %a:%s "$dir/ww.img")"
+: >"$dir/gw.img"
+chmod 0620 "$dir/gw.img"
+expect 1 "$tv" pool create "$dir/gw.img" --size 64M
+: >"$dir/two.img"
+ln "$dir/two.img" "$dir/two-b.img"
+expect 1 "$tv" pool create "$dir/two.img" --size 64M --force
+grep -q "it has other hard links" "$dir/err" || fail "$(cat "$dir/err")"
+[ "$(stat -c %s "$dir/two.img")" = 0 ] || fail "a file with two links was made a pool"
+
 # usage errors: exit 2 with one line naming the problem
 expect 2 "$tv"
 expect 2 "$tv" frobnicate

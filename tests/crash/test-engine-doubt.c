@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
- * A commit in doubt (tm.h, rule 4; review 2, finding 1).
+ * A commit in doubt (tm.h, rule 4; review 2, engine finding 1).
  *
  * When a flush of a commit fails after its superblock was written, the
  * device may hold the transaction before it (T) or the one it made

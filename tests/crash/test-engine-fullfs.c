@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
- * A full backing filesystem (review 2, findings 3 and 5).
+ * A full backing filesystem (review 2, engine findings 3 and 5).
  *
  * The pool (256 MiB) is a sparse file on a filesystem with room for 24
  * MiB (the quota device: io_quota_wrap, a tmpfs of that size), for 4 KiB

@@ -318,7 +318,7 @@ def fill_plan(per_conn):
 
 
 def fairness():
-    """Review 2, finding 1: clients that hold all of --max-memory, (1)
+    """Review 2, NBD finding 1: clients that hold all of --max-memory, (1)
     with WRITE headers whose payload never comes, (1b) with two READs of
     32 MiB each whose replies they read at 512 KiB a second (so some byte
     always moves), do not hold up another client's small requests: each
@@ -378,7 +378,7 @@ def fairness():
 
 
 def idle_threads():
-    """Review 2, finding 3: 20 connections that once had 64 requests
+    """Review 2, NBD finding 3: 20 connections that once had 64 requests
     queued (replies read) and then go idle fall back to one thread each
     within a few seconds; their helpers stayed until the connection
     ended, 8 threads each."""
@@ -463,7 +463,7 @@ def wchar():
 
 
 def zeroers():
-    """Review 2, finding 6: three WRITE_ZEROES|NO_HOLE of 1 GiB, then the
+    """Review 2, NBD finding 6: three WRITE_ZEROES|NO_HOLE of 1 GiB, then the
     client leaves (Unix: the daemon sees it go at EOF).  The daemon stops
     writing zeroes within a step of each; it wrote them all (3 GiB)
     before."""

@@ -262,7 +262,7 @@ def error_strings():
     check("bad\\x0aname\\xff" in r[0][1].decode(), "escaped name in %r" % r[0][1])
     r = c.opt(OPT_INFO, name_data("e\u202egnp".encode()))
     check("e\\u202egnp" in r[0][1].decode(), "bidi control shown as \\u202e: %r" % r[0][1])
-    # characters that hide text (review 2, finding 8): word joiner, tag
+    # characters that hide text (review 2, NBD finding 8): word joiner, tag
     # characters (an invisible "evil"), interlinear annotation, soft
     # hyphen, Mongolian vowel separator, Hangul filler, private use
     for ch in ("\u2060", "\U000E0065", "\uFFF9", "\u00AD", "\u180E", "\u3164", "\uE000", "\U0010FFFD"):
@@ -424,7 +424,7 @@ def fast_zero(rw):
     """NBD_CMD_WRITE_ZEROES with NBD_CMD_FLAG_FAST_ZERO: "the server MUST
     fail quickly with NBD_ENOTSUP unless the request can be serviced in
     less time than a corresponding NBD_CMD_WRITE", and then change
-    nothing (review 2, finding 7).  Fast: whole pool blocks unmapped, and
+    nothing (review 2, NBD finding 7).  Fast: whole pool blocks unmapped, and
     the edges of a range in blocks that are holes already; slow: any part
     of a mapped block that would need zeroes written (a sector's
     read-modify-write, 4 KiB inside a block).  The pool's blocks are

@@ -457,7 +457,7 @@ grep -q 'disconnecting every client' "$serve_log" || fail "the reopen's disconne
 stop_serve
 check_clean
 
-# A commit in doubt (review 2, finding 1): the flush after a FLUSH's
+# A commit in doubt (review 2, engine finding 1): the flush after a FLUSH's
 # superblock fails, so the device may hold that commit or the one before.
 # The commit copied a block a snapshot shares.  The daemon reopens by
 # itself after ENOSPC, `thinvol pool reopen` after EIO; either way v's

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A full backing filesystem (issue 14, item 15; review 2, findings 3 and
+# A full backing filesystem (issue 14, item 15; review 2, engine findings 3 and
 # 5): the pool file on a tmpfs of 24 MiB, a pool of 256 MiB on it.  A
 # full filesystem refuses new data with ENOSPC while commits pass:
 # metadata chunks are allocated in the file when the pool takes them, and
@@ -82,7 +82,7 @@ def state():
                                      capture_output=True, text=True, check=True).stdout)
 assert state()["state"] == "rw", state()
 # metadata on the full filesystem: it passes or is refused, never a
-# failed commit (review 2, finding 5)
+# failed commit (review 2, engine finding 5)
 r = subprocess.run([os.environ["THINVOL"], "create", pool, "w", "--size", "1M"],
                    capture_output=True, text=True)
 assert r.returncode in (0, 5), (r.returncode, r.stderr)

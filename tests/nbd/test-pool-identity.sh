@@ -28,6 +28,21 @@
 #   7. a block device's sockets are /run/thinvol/block-MAJ:MIN.*.sock, and
 #      the daemon refuses a /run/thinvol that others may write into (in a
 #      mount namespace of its own, so the machine's is not touched).
+#   8. a loop device over a pool file whose name was removed (the pool
+#      lives on under a hard link), served or exported into by either
+#      name in either order, also when the loop device is attached while
+#      the file is served, and a pool file called "x (deleted)": one
+#      holder at a time (exit 8), exports into the loop device refused
+#      (exit 2), the volumes intact;
+#   9. an image file mounted through a loop device, and a device under a
+#      mounted loop over it: pool create --force, serve and export
+#      refused (exit 8, the mount and the loop device named), the file
+#      system clean; a loop device over a served pool cannot be mounted;
+#  10. a pool file whose real path is too long for a socket beside it:
+#      served, its sockets in /run/thinvol named after its device and
+#      inode; the commands reach its daemon by the pool's path;
+#  11. the pool seen through an overlayfs mount of its directory: import
+#      refused (exit 2), offline and through the daemon; nothing changed.
 . "$(dirname "$0")/lib.sh"
 need losetup python3
 [ "$(id -u)" -eq 0 ] || skip "needs root for loop devices"
@@ -251,6 +266,172 @@ if command -v mkfs.ext4 >/dev/null; then
 	note "a mounted device: pool create --force, serve and export refused"
 else
 	note "no mkfs.ext4: section 6 not run"
+fi
+
+# ---- 8. a loop device whose backing file has no name left ----
+# The loop device is known to read the pool by device and inode (what
+# LOOP_GET_STATUS64 says), not by the name sysfs shows (review 2, access finding
+# 1): here that name is removed while the pool lives on under a hard link,
+# and then a pool file is literally called "... (deleted)".
+"$tv" pool create "$dir/n.pool" --size 64M >/dev/null 2>&1 || fail "pool create n"
+"$tv" create "$dir/n.pool" base --size 4M >/dev/null || fail "create base"
+head -c 4M /dev/urandom >"$dir/nimg"
+"$tv" import "$dir/n.pool" base "$dir/nimg" || fail "import base"
+ln "$dir/n.pool" "$dir/n2.pool"
+loop_attach "$dir/n.pool"
+ln=$loop
+rm "$dir/n.pool"
+grep -q ' (deleted)$' "/sys/block/${ln#/dev/}/loop/backing_file" || fail "the backing file's name is still there"
+# the file served first: the loop device is refused (exit 8), and an
+# export into it is the pool itself (exit 2)
+serve_dev "$dir/n2.pool" n2
+w=$sp
+"$tv" create "$dir/n2.pool" via-file --size 1M >/dev/null || fail "create through the file's daemon"
+busy "$tv" serve "$ln" --foreground
+busy "$tv" create "$ln" offline-loop --size 1M
+refused 2 "the backing file of $ln" "$tv" export "$dir/n2.pool" base "$ln"
+refused 2 "the backing file of $ln" "$tv" import "$dir/n2.pool" base "$ln"
+stop_dev "$w"
+# offline too
+refused 2 "the backing file of $ln" "$tv" export "$dir/n2.pool" base "$ln"
+# the loop device served first: the file is refused
+serve_dev "$ln" nloop
+w=$sp
+"$tv" create "$ln" via-loop --size 1M >/dev/null || fail "create through the loop device's daemon"
+busy "$tv" serve "$dir/n2.pool" --foreground
+busy "$tv" list "$dir/n2.pool"
+busy "$tv" pool create "$dir/n2.pool" --force
+refused 2 "the backing file of the pool $ln" "$tv" export "$ln" base "$dir/n2.pool"
+stop_dev "$w"
+# a loop device attached (and its name removed) while the file is served:
+# its daemon finds the file's lock by device and inode (/proc/locks)
+serve_dev "$dir/n2.pool" n2b
+w=$sp
+ln "$dir/n2.pool" "$dir/n3.pool"
+loop_attach "$dir/n3.pool"
+ln3=$loop
+rm "$dir/n3.pool"
+busy "$tv" serve "$ln3" --foreground
+busy "$tv" create "$ln3" offline-loop3 --size 1M
+stop_dev "$w"
+check_one() { "$tv" check "$1" >/dev/null || fail "check $1"; }
+check_one "$dir/n2.pool"
+[ "$(names "$dir/n2.pool")" = "base via-file via-loop" ] ||
+	fail "volumes after serving the pool by two names: $(names "$dir/n2.pool")"
+"$tv" export "$dir/n2.pool" base "$dir/nout" || fail "export base"
+cmp -s "$dir/nout" "$dir/nimg" || fail "the pool's volume changed"
+# a pool file whose own name ends in " (deleted)", both orders
+"$tv" pool create "$dir/x (deleted)" --size 64M >/dev/null 2>&1 || fail "pool create 'x (deleted)'"
+"$tv" create "$dir/x (deleted)" xv --size 1M >/dev/null || fail "create xv"
+loop_attach "$dir/x (deleted)"
+lx=$loop
+serve_dev "$dir/x (deleted)" xd
+w=$sp
+busy "$tv" serve "$lx" --foreground
+stop_dev "$w"
+serve_dev "$lx" xl
+w=$sp
+busy "$tv" serve "$dir/x (deleted)" --foreground
+refused 2 "it is $dir/x (deleted), the backing file of the pool $lx" "$tv" export "$lx" xv "$dir/x (deleted)"
+stop_dev "$w"
+note "a loop device over a pool file whose name is gone (or ends in ' (deleted)'): one holder, every order; exports refused"
+
+# ---- 9. a file or device under a mounted loop device ----
+# A loop device holds nothing of its backing file, so a claim looks up
+# for loop devices over it (review 2, access finding 2).
+if command -v mkfs.ext4 >/dev/null; then
+	mkdir -p "$dir/mnt9"
+	truncate -s 64M "$dir/fs9.img"
+	mkfs.ext4 -q -F "$dir/fs9.img" || fail "mkfs.ext4"
+	loop_attach "$dir/fs9.img"
+	l9=$loop
+	mount "$l9" "$dir/mnt9" || fail "mount $l9"
+	on_exit "umount $dir/mnt9"
+	echo kept >"$dir/mnt9/file"
+	sync
+	want="a filesystem mounted at $dir/mnt9, through $l9 (a loop device over $dir/fs9.img)"
+	refused 8 "$want" "$tv" pool create "$dir/fs9.img" --force
+	refused 8 "$want" "$tv" export "$pool" v "$dir/fs9.img"
+	refused 8 "$want" "$tv" serve "$dir/fs9.img" --foreground
+	umount "$dir/mnt9"
+	e2fsck -fn "$dir/fs9.img" >"$dir/fsck9" 2>&1 || fail "the mounted file system was damaged: $(cat "$dir/fsck9")"
+	# a loop device over a loop device, the upper one mounted
+	truncate -s 64M "$dir/base9.img"
+	loop_attach "$dir/base9.img"
+	la9=$loop
+	loop_attach "$la9"
+	lb9=$loop
+	mkfs.ext4 -q -F "$lb9" || fail "mkfs.ext4 $lb9"
+	mount "$lb9" "$dir/mnt9" || fail "mount $lb9"
+	echo kept >"$dir/mnt9/file"
+	sync
+	want="a filesystem mounted at $dir/mnt9, through $lb9 (a loop device over $la9)"
+	refused 8 "$want" "$tv" pool create "$la9" --force
+	refused 8 "$want" "$tv" pool create "$dir/base9.img" --force
+	refused 8 "$want" "$tv" export "$pool" v "$la9"
+	umount "$dir/mnt9"
+	e2fsck -fn "$lb9" >"$dir/fsck9" 2>&1 || fail "the file system on $lb9 was damaged: $(cat "$dir/fsck9")"
+	# unmounted, the loop devices are held while the pool is: a mount
+	# of one of them is refused meanwhile
+	"$tv" pool create "$dir/base9.img" --force >/dev/null 2>&1 || fail "pool create base9.img once unmounted"
+	serve_dev "$dir/base9.img" b9
+	w=$sp
+	! mount "$lb9" "$dir/mnt9" 2>/dev/null || { umount "$dir/mnt9"; fail "mounted $lb9 while its backing pool is served"; }
+	stop_dev "$w"
+	note "a filesystem mounted through a loop device (and a loop over a loop): pool create --force, serve and export refused"
+else
+	note "no mkfs.ext4: section 9 not run"
+fi
+
+# ---- 10. a pool file whose real path is too long for a socket beside it ----
+# (review 2, access finding 9): its sockets are /run/thinvol/file-MAJ:MIN-INO.*,
+# and the commands find the daemon there from the pool's path alone
+d10=$dir/$(printf 'd%.0s' {1..60})/$(printf 'e%.0s' {1..30})
+mkdir -p "$d10"
+"$tv" pool create "$d10/p.pool" --size 64M >/dev/null 2>&1 || fail "pool create with a long path"
+s10=/run/thinvol/$("$PY" -c 'import os, sys; s = os.stat(sys.argv[1]); print("file-%d:%d-%d" % (os.major(s.st_dev), os.minor(s.st_dev), s.st_ino))' "$d10/p.pool")
+serve_dev "$d10/p.pool" long10
+w=$sp
+grep -qF "control socket $s10.ctl.sock" "$dir/long10.log" || fail "serve of a long path: $(cat "$dir/long10.log")"
+[ -S "$s10.ctl.sock" ] && [ -S "$s10.nbd.sock" ] || fail "no sockets at $s10.*"
+(cd "$d10" && "$tv" create p.pool v10 --size 4M >/dev/null) || fail "create through the daemon of a long path"
+# through the daemon: the NBD socket serves what the command made
+nbdinfo --list "nbd+unix://?socket=$s10.nbd.sock" 2>/dev/null | grep -q "v10" ||
+	fail "v10 not served on $s10.nbd.sock"
+# pool create on a pool in use changes nothing, not even the file's mode
+# (review 2, access finding 3: the group and other bits go only once it is ours)
+chmod 0640 "$d10/p.pool"
+busy "$tv" pool create "$d10/p.pool" --force
+[ "$(stat -c %a "$d10/p.pool")" = 640 ] || fail "a refused pool create changed the served pool's mode to $(stat -c %a "$d10/p.pool")"
+chmod 0600 "$d10/p.pool"
+stop_dev "$w"
+[ ! -e "$s10.ctl.sock" ] && [ ! -e "$s10.nbd.sock" ] || fail "sockets left at $s10.*"
+[ "$(names "$d10/p.pool")" = v10 ] || fail "long path: volumes $(names "$d10/p.pool")"
+note "a pool file with a long path: served with its sockets in /run/thinvol, found by its path"
+
+# ---- 11. the pool seen through overlayfs (review 2, access finding 8) ----
+mkdir -p "$dir/ov/low" "$dir/ov/up" "$dir/ov/wk" "$dir/ov/mg"
+"$tv" pool create "$dir/ov/low/p.pool" --size 64M >/dev/null 2>&1 || fail "pool create ov"
+# (as large as the pool file, so that nothing but the identity refuses)
+"$tv" create "$dir/ov/low/p.pool" v --size 64M >/dev/null || fail "create ov v"
+head -c 4M /dev/urandom >"$dir/ov.img"
+"$tv" import "$dir/ov/low/p.pool" v "$dir/ov.img" || fail "import ov"
+if mount -t overlay overlay -o "lowerdir=$dir/ov/low,upperdir=$dir/ov/up,workdir=$dir/ov/wk" "$dir/ov/mg" 2>/dev/null; then
+	on_exit "umount '$dir/ov/mg'"
+	sum=$(md5sum <"$dir/ov/low/p.pool")
+	refused 2 "it is the pool itself" "$tv" import "$dir/ov/low/p.pool" v "$dir/ov/mg/p.pool"
+	serve_dev "$dir/ov/low/p.pool" ov
+	w=$sp
+	refused 2 "seen through the overlayfs" "$tv" import "$dir/ov/low/p.pool" v "$dir/ov/mg/p.pool"
+	stop_dev "$w"
+	[ "$(md5sum <"$dir/ov/low/p.pool")" = "$sum" ] || fail "the pool changed under a refused import"
+	"$tv" export "$dir/ov/low/p.pool" v "$dir/ov.out" || fail "export ov"
+	cp "$dir/ov.img" "$dir/ov.want"
+	truncate -s 64M "$dir/ov.want"
+	cmp "$dir/ov.want" "$dir/ov.out" || fail "the volume changed under a refused import"
+	note "the pool seen through overlayfs: import refused (exit 2), offline and through the daemon"
+else
+	note "no overlayfs here: section 11 not run"
 fi
 
 # ---- 7. /run/thinvol that others may write into ----

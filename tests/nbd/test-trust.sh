@@ -11,7 +11,12 @@
 #      trusted;
 #   2. serve --socket PATH removes nothing but a stale socket: a regular
 #      file, or a symlink (even to a stale socket), stays as it was and
-#      the daemon refuses to start;
+#      the daemon refuses to start; a listener with a full backlog is live
+#      (exit 8 at once, not a connect() that waits); of two daemons that
+#      find one stale socket, one serves there and the other is refused
+#      (exit 8), also when the first is slowed down between the check and
+#      the removal (strace); another user's socket at POOL.nbd.sock, with
+#      a full backlog, is refused at once (exit 4) and left alone;
 #   3. --pidfile: a symlink is not followed, a FIFO not waited on; a
 #      pidfile that a running daemon holds is neither truncated nor
 #      rewritten by a second one;
@@ -19,7 +24,14 @@
 #      exit 2, nothing started) and logs the address it bound;
 #   5. an import from a pipe that never sends, and an export into one that
 #      is never read, do not keep SIGTERM from stopping the daemon; such a
-#      copy ends when its client is killed.
+#      copy ends when its client is killed; nor do an import and an export
+#      on a FUSE file whose reads and writes never return.
+#   6. (before 2, while root's shared directory exists) what another user
+#      (nobody) puts in a sticky directory where root makes a pool or
+#      exports: nobody's empty file (mode 0666), nobody's symbolic link to
+#      a root file, nobody's file and a file with two links as export
+#      targets are refused (exit 1) and left unchanged; root's new pool
+#      and export are mode 0600, root's own symbolic link is followed.
 . "$(dirname "$0")/lib.sh"
 need setpriv
 
@@ -32,6 +44,29 @@ run() {
 	[ "$rc" -eq "$want" ] || fail "$*: exit $rc, want $want: $(cat "$dir/err")"
 }
 in_err() { grep -qF -- "$1" "$dir/err" || fail "stderr lacks '$1': $(cat "$dir/err")"; }
+
+# hog.py PATH USER: listen at PATH with a backlog of 0 and fill it, so that
+# a blocking connect() there waits for ever (as USER: nobody, or self)
+cat >"$dir/hog.py" <<'EOF'
+import os, socket, sys, time
+s = socket.socket(socket.AF_UNIX)
+s.bind(sys.argv[1])
+if sys.argv[2] == "nobody":
+    os.chown(sys.argv[1], 65534, 65534)
+    os.setgroups([]); os.setgid(65534); os.setuid(65534)
+s.listen(0)
+cs = []
+for i in range(4):
+    c = socket.socket(socket.AF_UNIX)
+    c.setblocking(False)
+    try:
+        c.connect(sys.argv[1])
+    except BlockingIOError:
+        pass
+    cs.append(c)
+print("ready", flush=True)
+time.sleep(120)
+EOF
 
 # ---- 1. a planted fake daemon ----
 if [ "$(id -u)" -eq 0 ]; then
@@ -147,6 +182,7 @@ EOF
 		on_exit "kill -KILL $npid"
 		wait_for 20 test -s "$sh/n.pid" || fail "serve as nobody: $(cat "$dir/n.log")"
 		run 0 "$tv" create "$np" by-root --size 1M
+		in_err "warning: $np: the pool file belongs to nobody (uid 65534)"
 		"${asnobody[@]}" "$tv" list "$np" | grep -q by-root ||
 			fail "root's create did not reach nobody's daemon"
 		kill -TERM "$npid"
@@ -155,10 +191,79 @@ EOF
 	else
 		note "user nobody cannot run $tv: the owner's daemon not tried"
 	fi
+	# another user's listener with a full backlog at POOL.nbd.sock: serve
+	# neither connects to it (a connect would wait for ever) nor removes
+	# it, and fails at once (exit 4) without keeping the pool
+	"$PY" "$dir/hog.py" "$sp.nbd.sock" nobody >"$dir/hog.out" 2>&1 &
+	hog_pid=$!
+	on_exit "kill -KILL $hog_pid"
+	wait_for 10 grep -q ready "$dir/hog.out" || fail "the hog: $(cat "$dir/hog.out")"
+	SECONDS=0
+	run 4 "$tv" serve "$sp" --foreground
+	in_err "a socket (owned by nobody, uid 65534) is in the way: refusing to use or replace another user's socket"
+	[ "$SECONDS" -lt 10 ] || fail "serve took ${SECONDS}s to refuse another user's socket"
+	[ -S "$sp.nbd.sock" ] || fail "serve removed another user's socket"
+	run 0 "$tv" list "$sp"
+	kill -KILL "$hog_pid"
+	wait "$hog_pid" 2>/dev/null || true
+	rm -f "$sp.nbd.sock"
 	chmod 0700 "$dir"
-	note "a fake daemon of another user, a root-owned socket it listens on, a symlink, a file: all refused"
+	note "a fake daemon of another user, a root-owned socket it listens on, a symlink, a file, another user's socket with a full backlog: all refused"
 else
 	note "not root: cannot plant a socket as another user; section 1 not run"
+fi
+
+# ---- 6. what another user puts where root writes ----
+if [ "$(id -u)" -eq 0 ]; then
+	sh=$dir/shared6
+	mkdir -m 1777 "$sh"
+	chmod 0755 "$dir"
+	asnobody=(setpriv --reuid=65534 --regid=65534 --clear-groups)
+	mkdir -m 0700 "$dir/private"
+	echo "root's precious file" >"$dir/private/precious"
+	# a file that nobody made (mode 0666) where root makes a pool: refused,
+	# with --force too; the file stays nobody's and empty
+	"${asnobody[@]}" bash -c "umask 0; : >$sh/planted.pool"
+	for f in "" --force; do
+		run 1 "$tv" pool create "$sh/planted.pool" --size 64M $f
+		in_err "$sh/planted.pool: it is another user's file (owner nobody (uid 65534)"
+	done
+	[ "$(stat -c %U:%s "$sh/planted.pool")" = nobody:0 ] || fail "pool create changed nobody's file"
+	# nobody's symbolic link to root's file: not followed
+	"${asnobody[@]}" ln -s "$dir/private/precious" "$sh/link.pool"
+	run 1 "$tv" pool create "$sh/link.pool" --size 64M --force
+	in_err "a symbolic link owned by nobody (uid 65534) in $sh, a sticky directory that others may write into: refusing to follow it"
+	# export: nobody's symbolic link, nobody's file (0666), a file with
+	# another hard link: refused, nothing written
+	"$tv" pool create "$sh/r.pool" --size 64M >/dev/null 2>&1 || fail "pool create r"
+	[ "$(stat -c %a "$sh/r.pool")" = 600 ] || fail "root's new pool in $sh is mode $(stat -c %a "$sh/r.pool")"
+	"$tv" create "$sh/r.pool" v --size 1M >/dev/null || fail "create v"
+	echo "root's secret volume" | "$tv" import "$sh/r.pool" v - || fail "import v"
+	"${asnobody[@]}" ln -s "$dir/private/precious" "$sh/out1.img"
+	run 1 "$tv" export "$sh/r.pool" v "$sh/out1.img"
+	in_err "a symbolic link owned by nobody (uid 65534) in $sh"
+	[ "$(cat "$dir/private/precious")" = "root's precious file" ] || fail "export wrote through nobody's symlink"
+	"${asnobody[@]}" bash -c "umask 0; : >$sh/out2.img"
+	run 1 "$tv" export "$sh/r.pool" v "$sh/out2.img"
+	in_err "a file owned by nobody (uid 65534) in $sh, a sticky directory that others may write into: refusing to write into another user's file there"
+	[ ! -s "$sh/out2.img" ] || fail "export wrote into nobody's file"
+	echo "root's" >"$sh/mine.img"
+	ln "$sh/mine.img" "$sh/mine-too.img"
+	run 1 "$tv" export "$sh/r.pool" v "$sh/mine.img"
+	in_err "a file with 2 hard links in $sh"
+	# root's own names there still work: a new file (0600, which nobody
+	# cannot read), and root's own symbolic link
+	run 0 "$tv" export "$sh/r.pool" v "$sh/new.img"
+	[ "$(stat -c %U:%a "$sh/new.img")" = root:600 ] || fail "export made $(stat -c %U:%a "$sh/new.img")"
+	! "${asnobody[@]}" cat "$sh/new.img" >/dev/null 2>&1 || fail "nobody reads root's export"
+	[ "$(head -c 20 "$sh/new.img")" = "root's secret volume" ] || fail "the export's bytes"
+	ln -s "$dir/private/out.img" "$sh/root-link.img"
+	run 0 "$tv" export "$sh/r.pool" v "$sh/root-link.img"
+	cmp -s "$sh/new.img" "$dir/private/out.img" || fail "export through root's own symlink"
+	chmod 0700 "$dir"
+	note "another user's file, symlink or hard link where root makes a pool or exports: refused; root's own names work"
+else
+	note "not root: cannot act as another user; section 6 not run"
 fi
 
 # ---- 2. serve --socket removes only a stale socket ----
@@ -179,7 +284,56 @@ start_serve --socket "$nsock"
 [ "$(stat -c %a "$nsock")" = 600 ] || fail "the stale socket was not replaced"
 stop_serve
 nsock=$pool.nbd.sock
-note "serve --socket: a file and a symlink stay, a stale socket is replaced"
+# our own listener with a full backlog is live: refused at once (exit 8),
+# not waited on in connect()
+# (its own output file: section 1's hog.out says "ready" already)
+"$PY" "$dir/hog.py" "$dir/full.sock" self >"$dir/hog2.out" 2>&1 &
+hog_pid=$!
+on_exit "kill -KILL $hog_pid"
+wait_for 10 grep -q ready "$dir/hog2.out" || fail "the hog: $(cat "$dir/hog2.out")"
+SECONDS=0
+run 8 "$tv" serve "$pool" --foreground --socket "$dir/full.sock"
+in_err "in use by a running server"
+[ "$SECONDS" -lt 10 ] || fail "serve took ${SECONDS}s to find a live socket"
+kill -KILL "$hog_pid"
+wait "$hog_pid" 2>/dev/null || true
+# two daemons for one stale socket: the first one's removal of it is slowed
+# down (strace) while the second one starts; the second waits for the
+# directory's lock, finds the first one's socket live and is refused
+if command -v strace >/dev/null; then
+	"$tv" pool create "$dir/b.pool" --size 64M >/dev/null 2>&1 || fail "pool create b"
+	"$tv" create "$dir/b.pool" only-in-b --size 1M >/dev/null || fail "create only-in-b"
+	"$PY" -c 'import socket, sys; socket.socket(socket.AF_UNIX).bind(sys.argv[1])' "$dir/race.sock"
+	# (LeakSanitizer cannot run under ptrace: an ASan build's daemon
+	# would exit 1 at the end)
+	ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0 \
+	strace -f -o /dev/null -e trace=unlink,unlinkat -e inject=unlink,unlinkat:delay_enter=1500000 \
+		"$tv" serve "$dir/b.pool" --foreground --socket "$dir/race.sock" --pidfile "$dir/b.pid" \
+		>"$dir/b.log" 2>&1 </dev/null &
+	bpid=$!
+	on_exit "pkill -KILL -P $bpid"
+	# wait until it is in the slowed unlink of the stale socket
+	# (/proc/PID/syscall: 87 unlink, 263 unlinkat)
+	in_unlink() {
+		local c
+		c=$(pgrep -P "$bpid") && [ -n "$c" ] &&
+			grep -Eq '^(87|263) ' "/proc/$c/syscall" 2>/dev/null
+	}
+	wait_for 20 in_unlink || fail "the first daemon never removed the stale socket: $(cat "$dir/b.log")"
+	run 8 "$tv" serve "$pool" --foreground --socket "$dir/race.sock"
+	in_err "$dir/race.sock: in use by a running server"
+	wait_for 20 test -s "$dir/b.pid" || fail "the first daemon did not start: $(cat "$dir/b.log")"
+	[ "$(nbdinfo --list --json "nbd+unix:///?socket=$dir/race.sock" |
+		"$PY" -c 'import json, sys; print(" ".join(e["export-name"] for e in json.load(sys.stdin)["exports"]))')" = only-in-b ] ||
+		fail "$dir/race.sock does not lead to the daemon that serves there"
+	kill -TERM "$(cat "$dir/b.pid")"
+	wait "$bpid" || fail "the first daemon exited $?"
+	[ ! -e "$dir/race.sock" ] || fail "the first daemon left its socket"
+	note "two daemons for one stale socket: the second is refused (exit 8)"
+else
+	note "no strace: the race for a stale socket not tried"
+fi
+note "serve --socket: a file and a symlink stay, a stale socket is replaced, a full backlog is live"
 
 # ---- 3. pidfiles ----
 echo "not a pidfile" >"$dir/target"
@@ -251,4 +405,58 @@ wait "$exp" || rc=$?
 exec 8>&- 7>&-
 check_clean
 note "a killed client's import ends; SIGTERM with an import and an export waiting on pipes: stopped in ${SECONDS}s"
+
+# ... nor an import from a regular file whose reads never return (a FUSE
+# file: nbdfuse over nbdkit's delay filter, reads answered after 120 s;
+# a hung NFS mount does the same), nor an export into one whose writes
+# never return (review 2, access finding 7)
+if command -v nbdfuse >/dev/null && command -v nbdkit >/dev/null &&
+	command -v fusermount3 >/dev/null && [ -c /dev/fuse ] &&
+	nbdkit --dump-plugin memory >/dev/null 2>&1 && nbdkit --filter=delay null --dump-plugin >/dev/null 2>&1; then
+	mkdir "$dir/fmnt"
+	nbdfuse -P "$dir/nbdfuse.pid" "$dir/fmnt/hang" \
+		--command nbdkit -s --filter=delay memory 1M rdelay=120 wdelay=120 \
+		>"$dir/nbdfuse.log" 2>&1 &
+	on_exit "fusermount3 -u '$dir/fmnt' || fusermount3 -u -z '$dir/fmnt'; sleep 0.2"
+	wait_for 20 test -s "$dir/nbdfuse.pid" || fail "nbdfuse not ready: $(cat "$dir/nbdfuse.log")"
+	# gone first at the end, so that nothing waits for its answers
+	fuse_pid=$(cat "$dir/nbdfuse.pid")
+	on_exit "kill -KILL \$(pgrep -P $fuse_pid) $fuse_pid; sleep 0.2"
+	start_serve
+	"$tv" import "$pool" v "$dir/fmnt/hang" >"$dir/imp.out" 2>&1 &
+	imp=$!
+	on_exit "kill -KILL $imp"
+	# (as a stream: nbdfuse's files cannot be truncated)
+	"$tv" export "$pool" v - 1<>"$dir/fmnt/hang" 2>"$dir/exp.out" &
+	exp=$!
+	on_exit "kill -KILL $exp"
+	# both files are in the daemon, and in their reads and writes
+	wait_for 10 eval '[ "$(ls -l /proc/$serve_pid/fd 2>/dev/null | grep -c "fmnt/hang$")" -ge 2 ]' ||
+		fail "the daemon did not get both FUSE files: $(ls -l "/proc/$serve_pid/fd")"
+	sleep 0.5
+	SECONDS=0
+	kill -TERM "$serve_pid"
+	# the copies' clients are answered, the pool is closed and its lock
+	# free at once (a check runs offline meanwhile); the process itself
+	# ends once the FUSE server is gone (Linux waits for a FUSE request
+	# that was taken, even through SIGKILL)
+	wait_for 10 grep -q "thinvol serve\[$serve_pid\]: stopped" "$serve_log" ||
+		fail "SIGTERM with copies stuck on a FUSE file: not stopped after ${SECONDS}s: $(tail -5 "$serve_log")"
+	t=$SECONDS
+	"$tv" check "$pool" >"$dir/check.out" 2>&1 || fail "check while the daemon's FUSE reads hang: $(cat "$dir/check.out")"
+	kill -KILL $(pgrep -P "$fuse_pid") "$fuse_pid" 2>/dev/null
+	_wait_serve 30
+	serve_pid=
+	[ "$serve_rc" -eq 0 ] || fail "SIGTERM with copies stuck on a FUSE file: exit $serve_rc after ${SECONDS}s"
+	SECONDS=$t
+	for c in imp exp; do
+		rc=0
+		wait "${!c}" || rc=$?
+		[ "$rc" -ne 0 ] && grep -q "the daemon is stopping" "$dir/$c.out" || fail "$c: exit $rc: $(cat "$dir/$c.out")"
+	done
+	check_clean
+	note "SIGTERM with an import and an export stuck on a FUSE file that never answers: stopped in ${SECONDS}s"
+else
+	note "no nbdfuse, nbdkit (memory plugin, delay filter) or FUSE: copies stuck on a FUSE file not tried"
+fi
 finish

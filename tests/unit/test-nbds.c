@@ -1067,7 +1067,7 @@ static bool escaped(unsigned int cp)
 }
 
 /*
- * The characters that hide or move text (issue 14 review 2, finding 8):
+ * The characters that hide or move text (issue 14 review 2, NBD finding 8):
  * the ranges of Unicode 15.1's general categories Cf, Zl, Zp and Co, the
  * C1 controls, and DerivedCoreProperties' Default_Ignorable_Code_Point,
  * written out from the standard's files here, apart from escape.c's
