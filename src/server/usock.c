@@ -18,8 +18,8 @@
 
 #include "io/io.h"
 
-/* How long we wait for another process's lock on the directory. */
-#define DIR_LOCK_MS 5000
+/* How long we wait for another process's lock on the socket's path. */
+#define PATH_LOCK_MS 5000
 
 /*
  * Whether a server accepts on the socket at sa, without waiting: a
@@ -82,48 +82,70 @@ static void owner(uid_t uid, char *buf, size_t len)
 }
 
 /*
- * Lock the directory holding path (flock, LOCK_EX), waiting at most
- * DIR_LOCK_MS for another holder.  *out is the locked descriptor, or -1
- * when the directory cannot be opened for that (no read permission): the
- * caller then replaces nothing.  -EBUSY (msg set) when the wait ran out.
+ * Lock the socket's path for replacing what is there (rule 3): an flock
+ * of the lock file PATH.lock, made by us, mode 0600, and removed again by
+ * path_unlock.  Only a process of our user (or root) can open that file,
+ * so nobody else can take the lock and keep us waiting; a directory that
+ * others may only read gives them no way in.  Waited for at most
+ * PATH_LOCK_MS.  *out is the locked descriptor, or -1 when there is no
+ * lock to be had: the directory is not ours to write into, or another
+ * user's file (or a link, or anything but a regular file) holds the lock
+ * file's name, and then the caller replaces nothing.  -EBUSY (msg set)
+ * when the wait ran out.
+ *
+ * The lock file is removed while it is locked, so a waiter may end up
+ * holding a lock on a file that no longer has the name: after each flock
+ * the descriptor must still be the file at the name, or we start over.
  */
-static int dir_lock(const char *path, int *out, char *msg, size_t msglen)
+static int path_lock(const char *path, int *out, char *msg, size_t msglen)
 {
-	char dir[sizeof(((struct sockaddr_un *)0)->sun_path)], *slash;
 	struct timespec nap = {.tv_nsec = 10 * 1000 * 1000};
-	struct stat st;
-	int fd, waited = 0;
+	struct stat fst, pst;
+	char lock[sizeof(((struct sockaddr_un *)0)->sun_path) + 8];
+	int fd = -1, waited = 0;
 
 	*out = -1;
-	snprintf(dir, sizeof(dir), "%s", path);
-	slash = strrchr(dir, '/');
-	if (!slash)
-		strcpy(dir, ".");
-	else if (slash == dir)
-		dir[1] = 0;
-	else
-		*slash = 0;
-	fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0)
-		return 0;
-	while (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+	snprintf(lock, sizeof(lock), "%s.lock", path);
+	for (;;) {
+		if (fd < 0) {
+			/* 0600: a umask can only narrow it */
+			fd = open(lock,
+				  O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC |
+					  O_NONBLOCK | O_NOCTTY,
+				  0600);
+			if (fd < 0)
+				return 0; /* not ours to write, or a link */
+			if (fstat(fd, &fst) < 0 || !S_ISREG(fst.st_mode) ||
+			    fst.st_uid != geteuid() || fst.st_nlink != 1) {
+				close(fd);
+				return 0; /* someone else's: no lock */
+			}
+		}
+		if (flock(fd, LOCK_EX | LOCK_NB) == 0) {
+			if (stat(lock, &pst) == 0 && pst.st_dev == fst.st_dev &&
+			    pst.st_ino == fst.st_ino)
+				break;
+			/* removed (and maybe made again) by its last
+			 * holder while we waited: take the new one */
+			close(fd);
+			fd = -1;
+			continue;
+		}
 		if (errno != EWOULDBLOCK && errno != EINTR) {
 			close(fd);
 			return 0;
 		}
-		if (waited >= DIR_LOCK_MS) {
+		if (waited >= PATH_LOCK_MS) {
 			char who[64] = "another process";
-			pid_t pid = fstat(fd, &st) == 0
-					    ? io_lock_holder(st.st_dev, st.st_ino)
-					    : 0;
+			pid_t pid = io_lock_holder(fst.st_dev, fst.st_ino);
 
 			if (pid > 0)
 				snprintf(who, sizeof(who), "process %ld",
 					 (long)pid);
 			snprintf(msg, msglen,
-				 "the directory %s stays locked by %s: cannot "
-				 "tell whether a server listens at the socket",
-				 dir, who);
+				 "%s stays locked by %s: cannot tell whether a "
+				 "server listens at the socket",
+				 lock, who);
 			close(fd);
 			return -EBUSY;
 		}
@@ -134,13 +156,20 @@ static int dir_lock(const char *path, int *out, char *msg, size_t msglen)
 	return 0;
 }
 
-static void dir_unlock(int fd)
+/* Remove the lock file while we hold it (waiters see it gone and make a
+ * new one), then let go. */
+static void path_unlock(int fd, const char *path)
 {
-	if (fd >= 0)
-		close(fd); /* the lock goes with the description */
+	char lock[sizeof(((struct sockaddr_un *)0)->sun_path) + 8];
+
+	if (fd < 0)
+		return;
+	snprintf(lock, sizeof(lock), "%s.lock", path);
+	unlink(lock);
+	close(fd); /* the lock goes with the description */
 }
 
-/* With the directory locked (lk, or -1 when it could not be): what is at
+/* With the path locked (lk, or -1 when it could not be): what is at
  * path is ours to replace, or the error. */
 static int may_replace(const struct sockaddr_un *sa, int lk, char *msg,
 		       size_t msglen)
@@ -174,8 +203,8 @@ static int may_replace(const struct sockaddr_un *sa, int lk, char *msg,
 	}
 	if (lk < 0) {
 		snprintf(msg, msglen,
-			 "a stale socket is in the way, and its directory "
-			 "cannot be locked to replace it safely: remove it");
+			 "a stale socket is in the way, and its lock file "
+			 "cannot be had to replace it safely: remove it");
 		return -EEXIST;
 	}
 	return 0;
@@ -204,7 +233,7 @@ int usock_listen(struct usock *u, const char *path, int backlog, char *msg,
 	}
 	/* rule 3: bind and listen, or find a stale socket and replace it,
 	 * while no other daemon does the same at this path */
-	r = dir_lock(path, &lk, msg, msglen);
+	r = path_lock(path, &lk, msg, msglen);
 	if (r < 0)
 		goto out_close;
 	r = bind_private(fd, &sa);
@@ -227,7 +256,7 @@ int usock_listen(struct usock *u, const char *path, int backlog, char *msg,
 		unlink(path);
 		goto out_msg;
 	}
-	dir_unlock(lk);
+	path_unlock(lk, path);
 	u->fd = fd;
 	u->dev = st.st_dev;
 	u->ino = st.st_ino;
@@ -236,7 +265,7 @@ int usock_listen(struct usock *u, const char *path, int backlog, char *msg,
 out_msg:
 	snprintf(msg, msglen, "%s", strerror(-r));
 out_close:
-	dir_unlock(lk);
+	path_unlock(lk, path);
 	if (fd >= 0)
 		close(fd);
 	return r;
@@ -255,10 +284,10 @@ void usock_close(struct usock *u)
 		return;
 	/* under the lock: a daemon that replaced our socket (stale once
 	 * closed) keeps its own */
-	if (dir_lock(u->path, &lk, msg, sizeof(msg)) == 0 &&
+	if (path_lock(u->path, &lk, msg, sizeof(msg)) == 0 &&
 	    lstat(u->path, &st) == 0 && S_ISSOCK(st.st_mode) &&
 	    st.st_dev == u->dev && st.st_ino == u->ino)
 		unlink(u->path);
-	dir_unlock(lk);
+	path_unlock(lk, u->path);
 	u->bound = false;
 }

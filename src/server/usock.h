@@ -13,11 +13,15 @@
  *     is not even probed (its listener could make a connect wait), are
  *     -EEXIST and stay as they are.
  *  3. Binding, finding a stale socket and replacing it, and listening
- *     happen under an flock on the socket's directory (waited for at most
- *     5 s, then -EBUSY), so that two daemons never both take one stale
- *     socket: the second one sees the first one's socket live.  Where the
- *     directory cannot be locked (no read permission), a stale socket is
- *     left for the user to remove (-EEXIST).
+ *     happen under an flock of the lock file PATH.lock (made mode 0600
+ *     and removed again each time; waited for at most 5 s, then -EBUSY),
+ *     so that two daemons never both take one stale socket: the second one
+ *     sees the first one's socket live.  Only our user can open that file,
+ *     so another user cannot hold the lock and keep a daemon from starting
+ *     or stopping.  Where it cannot be had (a directory we may not write
+ *     into, another user's file or a link at PATH.lock), a stale socket is
+ *     left for the user to remove (-EEXIST); a path where nothing is is
+ *     bound all the same (bind itself refuses a path that exists).
  *  4. usock_close removes the path only while it still names the socket
  *     we bound (same inode), under the same lock: a socket another daemon
  *     bound there since, or a file someone put there, stays.
@@ -46,7 +50,7 @@ struct usock {
 /*
  * Listen on path.  Returns 0, -ENAMETOOLONG, -EADDRINUSE (a live socket
  * is there), -EEXIST (something that is not a socket, or another user's
- * socket, is there), -EBUSY (the directory's lock was not had in time) or
+ * socket, is there), -EBUSY (the lock was not had in time) or
  * another negative errno; on error msg says what (e.g. "a regular file is
  * in the way") and nothing was changed at path.
  */

@@ -333,6 +333,65 @@ if command -v strace >/dev/null; then
 else
 	note "no strace: the race for a stale socket not tried"
 fi
+# another user who may only read the socket's directory cannot hold up
+# serve: nobody holds an flock on the directory (what the lock was until
+# review 3, finding 2) and cannot open the lock file, while root's daemon
+# starts, serves and stops (each at once, sockets removed); in a sticky
+# directory, nobody's file at the lock file's name is not used, yet a
+# fresh socket is bound and removed at exit
+if [ "$(id -u)" -eq 0 ]; then
+	chmod 0755 "$dir"
+	pub=$dir/pub
+	mkdir -m 0755 "$pub"
+	"$tv" pool create "$pub/p.pool" --size 64M >/dev/null || fail "pool create pub"
+	"$tv" create "$pub/p.pool" in-pub --size 1M >/dev/null || fail "create in-pub"
+	setpriv --reuid=65534 --regid=65534 --clear-groups "$PY" -c '
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDONLY | os.O_DIRECTORY)
+fcntl.flock(fd, fcntl.LOCK_EX)
+for f in ("p.pool.ctl.sock.lock", "p.pool.nbd.sock.lock"):
+    try:
+        os.open(os.path.join(sys.argv[1], f), os.O_RDONLY | os.O_CREAT)
+        print("nobody opened", f, flush=True)
+    except OSError:
+        pass
+print("locked", flush=True)
+time.sleep(60)' "$pub" >"$dir/dirlock.out" 2>&1 &
+	lk_pid=$!
+	on_exit "kill -KILL $lk_pid"
+	wait_for 10 grep -q locked "$dir/dirlock.out" || fail "the directory locker: $(cat "$dir/dirlock.out")"
+	SECONDS=0
+	"$tv" serve "$pub/p.pool" --foreground --pidfile "$pub/p.pid" >"$dir/pub.log" 2>&1 </dev/null &
+	ppid_=$!
+	wait_for 20 test -S "$pub/p.pool.nbd.sock" || fail "serve did not start beside a locked directory: $(cat "$dir/pub.log")"
+	wait_for 20 test -s "$pub/p.pid" || fail "serve wrote no pidfile: $(cat "$dir/pub.log")"
+	[ "$SECONDS" -lt 4 ] || fail "serve took ${SECONDS}s to start beside a locked directory"
+	nbdinfo --list "nbd+unix:///?socket=$pub/p.pool.nbd.sock" | grep -q in-pub || fail "no in-pub on the socket"
+	SECONDS=0
+	kill -TERM "$ppid_"
+	wait "$ppid_" || fail "serve exited $? beside a locked directory: $(cat "$dir/pub.log")"
+	[ "$SECONDS" -lt 4 ] || fail "serve took ${SECONDS}s to stop beside a locked directory"
+	[ ! -e "$pub/p.pool.nbd.sock" ] && [ ! -e "$pub/p.pool.ctl.sock" ] ||
+		fail "serve left its sockets beside a locked directory"
+	! grep -q "nobody opened" "$dir/dirlock.out" || fail "nobody could open a lock file: $(cat "$dir/dirlock.out")"
+	ls "$pub" | grep -q '\.lock$' && fail "lock files left: $(ls "$pub")"
+	kill -KILL "$lk_pid"
+	wait "$lk_pid" 2>/dev/null || true
+	# nobody's file at the lock file's name in a sticky directory
+	st=$dir/sticky2
+	mkdir -m 1777 "$st"
+	"$tv" pool create "$st/q.pool" --size 64M >/dev/null || fail "pool create sticky2"
+	setpriv --reuid=65534 --regid=65534 --clear-groups bash -c "umask 0; : >$st/q.pool.nbd.sock.lock"
+	"$tv" serve "$st/q.pool" --foreground --pidfile "$st/q.pid" >"$dir/q.log" 2>&1 </dev/null &
+	qpid=$!
+	wait_for 20 test -s "$st/q.pid" || fail "serve beside nobody's lock file: $(cat "$dir/q.log")"
+	kill -TERM "$qpid"
+	wait "$qpid" || fail "serve beside nobody's lock file exited $?: $(cat "$dir/q.log")"
+	[ ! -e "$st/q.pool.nbd.sock" ] || fail "serve left its socket beside nobody's lock file"
+	[ "$(stat -c %U:%s "$st/q.pool.nbd.sock.lock")" = nobody:0 ] || fail "nobody's lock file was changed"
+	chmod 0700 "$dir"
+	note "another user who locks the directory or plants a lock file holds up nothing"
+fi
 note "serve --socket: a file and a symlink stay, a stale socket is replaced, a full backlog is live"
 
 # ---- 3. pidfiles ----
