@@ -117,6 +117,8 @@ int cli_pool_info(struct cli_pool *p, struct tv_pool_info *out);
 /* True if p is a local pool in a file on ext4 without a journal, where
  * the filesystem itself is not crash-safe (serve.h). */
 bool cli_pool_fs_no_journal(const struct cli_pool *p);
+/* The pool file is copied on every overwrite (IO_DEV_FS_COW). */
+bool cli_pool_fs_cow(const struct cli_pool *p);
 int cli_pool_resize(struct cli_pool *p, uint64_t size);
 /* tv_pool_reopen (through a daemon: pool.reopen, which disconnects every
  * NBD client first); *transaction: the one it reopened at. */

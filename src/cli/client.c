@@ -705,6 +705,11 @@ bool cli_pool_fs_no_journal(const struct cli_pool *p)
 	return p->local && (p->local->dev->flags & IO_DEV_FS_NO_JOURNAL);
 }
 
+bool cli_pool_fs_cow(const struct cli_pool *p)
+{
+	return p->local && (p->local->dev->flags & IO_DEV_FS_COW);
+}
+
 int cli_pool_info(struct cli_pool *p, struct tv_pool_info *out)
 {
 	const struct json_value *res;

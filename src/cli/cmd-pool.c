@@ -81,6 +81,8 @@ static int cmd_pool_create(const struct cli_cmd *cmd, int argc, char **argv)
 	       fmt_size(info.block_size, b2, sizeof(b2)), info.blob_size);
 	if (cli_pool_fs_no_journal(pool))
 		cli_error(0, "warning: %s: " SERVE_NO_JOURNAL_WARNING, path);
+	if (cli_pool_fs_cow(pool))
+		cli_error(0, "warning: %s: " SERVE_COW_WARNING, path);
 	return cli_close(pool, path, 0);
 }
 

@@ -60,6 +60,7 @@
 #define FS_EXT4 0xef53u /* also ext2/3 through the ext4 driver */
 #define FS_XFS 0x58465342u
 #define FS_TMPFS 0x01021994u
+#define FS_BTRFS 0x9123683eu
 #define DIRECT_ALIGN 4096u
 
 /* Ranges of a regular file known to be holes (file_is_hole). */
@@ -85,6 +86,7 @@ struct io_file {
 	atomic_bool zero_bytes_written;
 	atomic_bool no_dsync; /* RWF_DSYNC failed as unsupported */
 	bool prealloc;	      /* ext4 or XFS: file_prealloc pays */
+	atomic_bool unshare;  /* file_reserve tries FALLOC_FL_UNSHARE_RANGE */
 	struct io_claim *claim; /* io_file_claim: what it holds, or NULL */
 };
 
@@ -585,12 +587,26 @@ static int file_is_hole(struct io_dev *dev, uint64_t off, uint64_t len)
 }
 
 /* fallocate(KEEP_SIZE) on any regular file (io_prealloc only where it
- * pays); nothing to do on a block device. */
+ * pays); nothing to do on a block device.  With UNSHARE_RANGE first,
+ * while the filesystem takes it: on XFS a block shared with a reflinked
+ * copy of the pool (cp makes one by default) would need new room at its
+ * next write, KEEP_SIZE alone leaves it shared, and a commit writing there
+ * on a full filesystem would fail. */
 static int file_reserve(struct io_dev *dev, uint64_t off, uint64_t len)
 {
+	struct io_file *f = to_file(dev);
+	int r;
+
 	if (dev->flags & IO_DEV_BLOCKDEV)
 		return 0;
-	return do_fallocate(to_file(dev), FALLOC_FL_KEEP_SIZE, off, len);
+	if (atomic_load(&f->unshare)) {
+		r = do_fallocate(f, FALLOC_FL_KEEP_SIZE | FALLOC_FL_UNSHARE_RANGE,
+				 off, len);
+		if (r != -EOPNOTSUPP && r != -EINVAL)
+			return r;
+		atomic_store(&f->unshare, false);
+	}
+	return do_fallocate(f, FALLOC_FL_KEEP_SIZE, off, len);
 }
 
 /* POSIX_FADV_DONTNEED: clean pages of the file (or the device) leave the
@@ -731,6 +747,29 @@ static bool ranged_sync_off(void)
 }
 
 /*
+ * A file on btrfs is copied on every overwrite unless it has the nocow
+ * attribute (chattr +C), which only an empty file can be given: then no
+ * reservation holds and a full filesystem fails commits.  A pool file we
+ * create gets it (as qemu-img and libvirt do for images; btrfs then keeps
+ * no checksums of the file's data, while thinvol checks its metadata
+ * itself).  Returns whether fd is such a copy-on-write file.
+ */
+static bool btrfs_cow(int fd, bool set)
+{
+	int attr = 0;
+
+	if (ioctl(fd, FS_IOC_GETFLAGS, &attr) < 0)
+		return true; /* cannot tell: take the worse case */
+	if (!(attr & FS_NOCOW_FL) && set) {
+		attr |= FS_NOCOW_FL;
+		if (ioctl(fd, FS_IOC_SETFLAGS, &attr) < 0 ||
+		    ioctl(fd, FS_IOC_GETFLAGS, &attr) < 0)
+			return true;
+	}
+	return !(attr & FS_NOCOW_FL);
+}
+
+/*
  * Whether file_sync_ranges is sound on fd's filesystem.  It relies on a
  * data sync of one range committing every allocation and hole punch of
  * the whole file made before it, and on no committed allocation naming a
@@ -820,6 +859,10 @@ static int file_dev(int fd, const char *path, unsigned int flags,
 		dflags |= IO_DEV_SPARSE;
 		dsize = (uint64_t)st.st_size;
 		if (created) {
+			/* while the file is empty: the only time btrfs
+			 * takes nocow */
+			if (fstatfs(fd, &sfs) == 0 && sfs.f_type == FS_BTRFS)
+				(void)btrfs_cow(fd, true);
 			if (size > (uint64_t)INT64_MAX) {
 				r = -EFBIG;
 				log_error("%s: size %" PRIu64 " too large",
@@ -853,6 +896,8 @@ static int file_dev(int fd, const char *path, unsigned int flags,
 		if (mode == EXT4_NOJOURNAL)
 			dflags |= IO_DEV_FS_NO_JOURNAL;
 		prealloc = sfs.f_type == FS_EXT4 || sfs.f_type == FS_XFS;
+		if (sfs.f_type == FS_BTRFS && btrfs_cow(fd, false))
+			dflags |= IO_DEV_FS_COW;
 	}
 
 	f = calloc(1, sizeof(*f));
@@ -863,6 +908,7 @@ static int file_dev(int fd, const char *path, unsigned int flags,
 	}
 	f->fd = fd;
 	f->prealloc = prealloc;
+	atomic_init(&f->unshare, S_ISREG(st.st_mode));
 	pthread_mutex_init(&f->hlock, NULL);
 	atomic_init(&f->lo, UINT64_MAX);
 	atomic_init(&f->hi, 0);

@@ -91,6 +91,10 @@ struct io_ops {
 /* a file on a filesystem: a write into a hole needs room there, which a
  * full filesystem refuses (ENOSPC) unless io_reserve took it before */
 #define IO_DEV_SPARSE (1u << 5)
+/* a file that its filesystem copies on every overwrite (btrfs without
+ * nocow): io_reserve cannot make later writes need no more room, so a
+ * full filesystem can fail a commit; worth a warning */
+#define IO_DEV_FS_COW (1u << 6)
 
 struct io_dev {
 	const struct io_ops *ops;
@@ -145,7 +149,10 @@ int io_drop_cache(struct io_dev *dev, uint64_t off, uint64_t len);
 /*
  * Make later writes into [off, off + len) need no more room from the
  * filesystem under a pool file (fallocate, KEEP_SIZE: where it is a hole
- * it becomes allocated, still reading as zeroes).  For the metadata
+ * it becomes allocated, still reading as zeroes; with UNSHARE_RANGE where
+ * the filesystem has it (XFS), so that blocks shared with a reflinked
+ * copy get their own room too).  Not on a copy-on-write file
+ * (IO_DEV_FS_COW), whose every overwrite needs new room.  For the metadata
  * chunks, so that a full filesystem refuses new data before it refuses a
  * commit.  0 where there is nothing to reserve (memory, a block device);
  * -ENOSPC, -EOPNOTSUPP etc. from the filesystem.

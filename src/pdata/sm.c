@@ -96,8 +96,10 @@
  *      filesystem refuses new data (ENOSPC to the writer) while commits
  *      pass:
  *        - a block becomes a chunk only once it is allocated in the file
- *          (io_reserve, fallocate KEEP_SIZE: reserve_block), and a chunk
- *          found at open is allocated there again (load_secure); one
+ *          (io_reserve, fallocate KEEP_SIZE, unsharing blocks a reflinked
+ *          copy shares: reserve_block), and a chunk found at open is
+ *          allocated there again (load_secure), as are the superblocks,
+ *          which every commit overwrites (secure_superblocks); one
  *          that cannot be has its free nodes left unused ("unsecured":
  *          counted busy) until it is emptied and released;
  *        - free blocks reserved ahead, the secured set: before each
@@ -119,7 +121,10 @@
  *          other block is free, the hole puncher leaves them alone, an
  *          abort keeps them, and closing the pool punches them out.
  *      A filesystem without fallocate (EOPNOTSUPP) gets none of this: its
- *      chunks are allocated as their nodes are written.
+ *      chunks are allocated as their nodes are written; nor does a file
+ *      copied on every overwrite (btrfs without nocow: IO_DEV_FS_COW,
+ *      warned about), nor blocks a reflinked copy made while the pool is
+ *      open shares (until the next open unshares them).
  */
 #include "pdata/sm.h"
 
@@ -979,6 +984,25 @@ static int reserve_block(struct sm *sm, uint64_t block)
 		log_debug("space map: reserving block %" PRIu64 ": %s", block,
 			  strerror(-r));
 	return r;
+}
+
+/*
+ * Rule 7: every commit writes a superblock in place, so its room is taken
+ * at open as a chunk's is (after a reflinked copy of the pool on XFS it is
+ * shared; see io_reserve).  When the filesystem refuses, said: nothing
+ * else can be done about it here.
+ */
+static void secure_superblocks(struct sm *sm)
+{
+	int r;
+
+	if (!sm->fs_room)
+		return;
+	r = io_reserve(tm_dev(sm->tm), 0, 2 * PD_NODE_SIZE);
+	if (r < 0 && r != -EOPNOTSUPP)
+		log_warn("%s: reserving room for the superblocks: %s: a "
+			 "commit may fail while the filesystem is full",
+			 tm_dev(sm->tm)->name, strerror(-r));
 }
 
 /*
@@ -2098,6 +2122,7 @@ static int load(struct sm *sm)
 		r = mark_sm_chunks(sm, &seen);
 	/* rule 7, once the free nodes are known */
 	if (r == 0) {
+		secure_superblocks(sm);
 		secure_chunks(sm, &sm->uchunks);
 		secure_chunks(sm, &sm->schunks);
 	}

@@ -585,6 +585,8 @@ static int start(struct daemon *d, struct ctl_hooks *hooks)
 	}
 	if (d->pool->dev->flags & IO_DEV_FS_NO_JOURNAL)
 		say(1, "%s: " SERVE_NO_JOURNAL_WARNING, o->pool);
+	if (d->pool->dev->flags & IO_DEV_FS_COW)
+		say(1, "%s: " SERVE_COW_WARNING, o->pool);
 	{
 		struct stat st;
 		char what[256];

@@ -80,4 +80,12 @@ int serve_check_opts(const struct serve_opts *o, char *err, size_t errlen);
 	"no allocation crash-safe; keep pools on a journalled filesystem or " \
 	"a block device"
 
+/* ... about a pool file that its filesystem copies on every overwrite
+ * (IO_DEV_FS_COW). */
+#define SERVE_COW_WARNING                                                    \
+	"on btrfs without the nocow attribute: every overwrite needs new "   \
+	"room, so a full filesystem can fail a commit and make the pool "    \
+	"read-only; make the pool with 'thinvol pool create' on btrfs "      \
+	"(which sets nocow) or keep it on another filesystem"
+
 #endif
