@@ -933,8 +933,16 @@ bool pool_room_locked(struct tv_pool *p, enum sm_room kind, uint64_t blocks,
 	/* the pool's blocks, then the room in the pool file for the nodes
 	 * (sm.c, rule 7): a full filesystem refuses the change now, never
 	 * the commit later */
-	return sm_room(sm, kind, blocks, nodes + hn, counts + hc) &&
-	       sm_secure(sm, kind, nodes + hn, counts + hc) == 0;
+	if (!sm_room(sm, kind, blocks, nodes + hn, counts + hc))
+		return p->fs_full = false;
+	p->fs_full = sm_secure(sm, kind, nodes + hn, counts + hc) != 0;
+	return !p->fs_full;
+}
+
+const char *pool_full_what(const struct tv_pool *p)
+{
+	return p->fs_full ? "the filesystem under the pool file is full"
+			  : "the pool is full";
 }
 
 void probe_init(struct room_probe *q, struct tv_pool *p)
@@ -1101,7 +1109,7 @@ int pool_make_room_locked(struct tv_pool *p)
 			return r;
 	}
 	if (!p->dirty)
-		return tv_err(-ENOSPC, "%s: the pool is full", p->path);
+		return tv_err(-ENOSPC, "%s: %s", p->path, pool_full_what(p));
 	return pool_commit_bg_locked(p);
 }
 

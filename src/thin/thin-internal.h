@@ -110,6 +110,7 @@ struct tv_pool {
 	uint32_t block_size;
 	uint32_t blob_size;
 	bool read_only;
+	bool fs_full;	  /* the last room refused was the file's (rule 2) */
 	bool opened_ro;	  /* opened read-only (not by an error) */
 	bool needs_check; /* damaged metadata met (pool_set_damaged) */
 	int ro_err;	  /* the error that made it read-only, or 0 */
@@ -210,6 +211,9 @@ int pool_reclaim_locked(struct tv_pool *p, uint64_t budget);
  * blocks data blocks and nodes metadata nodes and changes at most counts
  * reference counts leaves the open transaction (with the provisions in
  * flight) able to commit.  meta_lock held. */
+/* What was full when a change was refused for want of room: "the pool
+ * is full", or the filesystem under the pool file (pool_room_locked). */
+const char *pool_full_what(const struct tv_pool *p);
 bool pool_room_locked(struct tv_pool *p, enum sm_room kind, uint64_t blocks,
 		      uint64_t nodes, uint64_t counts);
 /*

@@ -1758,7 +1758,8 @@ again:
 			goto again;
 		}
 		if (r == -ENOSPC)
-			r = tv_err(r, "%s: the pool is full", p->path);
+			r = tv_err(r, "%s: %s", p->path,
+				   pool_full_what(p));
 		pthread_mutex_unlock(&p->meta_lock);
 		return r;
 	}
@@ -1926,7 +1927,8 @@ int vio_zero_tail_locked(struct tv_pool *p, struct disk_volume *v,
 	r = write_block_locked(p, v, NULL, from / bs, in, NULL, bs - in,
 			       !in_place);
 	/* a batch cannot commit early (rule 9): the pool is full for it */
-	return r == -EAGAIN ? tv_err(-ENOSPC, "%s: the pool is full", p->path)
+	return r == -EAGAIN ? tv_err(-ENOSPC, "%s: %s", p->path,
+				     pool_full_what(p))
 			    : r;
 }
 

@@ -1258,9 +1258,9 @@ static int op_room_locked(struct tv_pool *p, const struct tv_op *op,
 	if (r < 0)
 		return r;
 	if (!fits)
-		return tv_err(-ENOSPC, "%s: the pool is full: no room to "
-				       "commit this operation",
-			      p->path);
+		return tv_err(-ENOSPC, "%s: %s: no room to commit this "
+				       "operation",
+			      p->path, pool_full_what(p));
 	*freeing = kind == SM_ROOM_FREE;
 	return 0;
 }

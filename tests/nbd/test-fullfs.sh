@@ -20,7 +20,8 @@
 #      single-block trims, a FLUSH every 100: each passes, the pool stays
 #      read-write, no reopen;
 #   4. the filesystem full before the pool has any metadata chunk: a
-#      create is refused (exit 5) and the pool stays read-write; once the
+#      create is refused (exit 5, through the daemon and offline, saying
+#      that the filesystem is full) and the pool stays read-write; once the
 #      filler file is gone the create passes.
 # Needs root (mount -t tmpfs); skips where a tmpfs cannot be mounted.
 . "$(dirname "$0")/lib.sh"
@@ -148,6 +149,18 @@ dd if=/dev/zero of="$fs/filler" bs=64k 2>/dev/null || true # until full
 rc=0
 "$tv" create "$pool" w --size 8M 2>"$dir/create.err" || rc=$?
 [ "$rc" -eq 5 ] || fail "4: create on a full filesystem: exit $rc: $(cat "$dir/create.err")"
+# the message names what is full: the filesystem, not the pool, which has
+# nearly all its 256 MiB free (review 3, finding 3)
+grep -q "the filesystem under the pool file is full" "$dir/create.err" ||
+	fail "4: the refusal does not say the filesystem is full: $(cat "$dir/create.err")"
+# offline too
+stop_serve
+rc=0
+"$tv" create "$pool" w --size 8M 2>"$dir/create.err" || rc=$?
+[ "$rc" -eq 5 ] || fail "4: offline create on a full filesystem: exit $rc: $(cat "$dir/create.err")"
+grep -q "the filesystem under the pool file is full" "$dir/create.err" ||
+	fail "4: offline, the refusal does not say the filesystem is full: $(cat "$dir/create.err")"
+start_serve
 "$tv" pool info "$pool" | grep -q '^state: *rw$' || fail "4: pool info: $("$tv" pool info "$pool")"
 rm -f "$fs/filler"
 vol_create w 8M
