@@ -898,6 +898,8 @@ static int file_dev(int fd, const char *path, unsigned int flags,
 		prealloc = sfs.f_type == FS_EXT4 || sfs.f_type == FS_XFS;
 		if (sfs.f_type == FS_BTRFS && btrfs_cow(fd, false))
 			dflags |= IO_DEV_FS_COW;
+		if (sfs.f_type == FS_XFS)
+			dflags |= IO_DEV_FS_SHARING;
 	}
 
 	f = calloc(1, sizeof(*f));

@@ -95,6 +95,10 @@ struct io_ops {
  * nocow): io_reserve cannot make later writes need no more room, so a
  * full filesystem can fail a commit; worth a warning */
 #define IO_DEV_FS_COW (1u << 6)
+/* a file whose blocks another file may share (XFS reflinks: cp makes
+ * them), so that overwriting any of them can need new room until
+ * io_reserve unshared it */
+#define IO_DEV_FS_SHARING (1u << 7)
 
 struct io_dev {
 	const struct io_ops *ops;

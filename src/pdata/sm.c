@@ -1009,22 +1009,26 @@ static void secure_superblocks(struct sm *sm)
  * Rule 7: chunks found at open that have free nodes are allocated in the
  * file again (a sparse copy of the pool, or an older thinvol, may have
  * left holes there), a run of neighbours at a time; a chunk that cannot
- * be is unsecured: its free nodes are not handed out.
+ * be is unsecured: its free nodes are not handed out.  Where another file
+ * may share the pool file's blocks (IO_DEV_FS_SHARING: a reflinked copy
+ * on XFS), full chunks too: their nodes, once freed, are written again in
+ * place, and io_reserve unshares them.
  */
 static void secure_chunks(struct sm *sm, struct cvec *v)
 {
 	uint64_t bs = (uint64_t)sm->npc * PD_NODE_SIZE;
+	bool all = tm_dev(sm->tm)->flags & IO_DEV_FS_SHARING;
 
 	for (size_t i = 0; i < v->n && sm->fs_room;) {
 		size_t j = i;
 		int r;
 
-		if (v->v[i]->busy == sm->npc) {
+		if (v->v[i]->busy == sm->npc && !all) {
 			i++;
 			continue;
 		}
 		while (j + 1 < v->n && v->v[j + 1]->block == v->v[j]->block + 1 &&
-		       v->v[j + 1]->busy < sm->npc)
+		       (all || v->v[j + 1]->busy < sm->npc))
 			j++;
 		r = io_reserve(tm_dev(sm->tm), v->v[i]->block * bs,
 			       (v->v[j]->block - v->v[i]->block + 1) * bs);

@@ -7,7 +7,9 @@
 #      new data and an overwrite acknowledged, the filesystem filled, and
 #      a FLUSH must pass (the open unshared the superblocks and the
 #      metadata chunks, io_reserve), the pool stays read-write and every
-#      acknowledged byte reads back; check clean;
+#      acknowledged byte reads back; check clean; and a pool of metadata
+#      only (full chunks among them), copied so: once open, no block of it
+#      is shared;
 #   2. btrfs (where mkfs.btrfs and the module are): `pool create` gives
 #      the file the nocow attribute and says nothing; the same run as 1
 #      without the copy; a pool file that already had data gets no nocow
@@ -75,6 +77,22 @@ if command -v mkfs.xfs >/dev/null && truncate -s 512M "$img" &&
 	on_exit umount -l "$mnt"
 	"$tv" pool create "$mnt/p.pool" --size 256M >/dev/null || fail "xfs: pool create"
 	run_full xfs
+	# metadata only (150 volumes with blobs: full chunks among them),
+	# copied with reflinks while closed: once the daemon has opened it, no
+	# block of the pool file is shared any more (every commit may write
+	# into any of its chunks and its superblocks)
+	rm -f "$mnt/fill" "$mnt/fill2" "$mnt/backup.pool"
+	"$tv" pool create "$mnt/m.pool" --size 128M >/dev/null || fail "xfs: pool create m"
+	"$PY" -c "import json, os; print(json.dumps([{'op': 'create', 'name': 'v%d' % i, 'size': '1M', 'blob_hex': os.urandom(256).hex()} for i in range(150)]))" >"$dir/batch"
+	"$tv" batch "$mnt/m.pool" "$dir/batch" >/dev/null || fail "xfs: batch"
+	cp --reflink=always "$mnt/m.pool" "$mnt/m-copy.pool" || fail "xfs: reflink copy m"
+	filefrag -v "$mnt/m.pool" | grep -q shared || fail "xfs: the reflinked copy shares nothing: $(filefrag -v "$mnt/m.pool")"
+	pool=$mnt/m.pool nsock=$mnt/m.pool.nbd.sock csock=$mnt/m.pool.ctl.sock
+	export TV_NSOCK=$nsock TV_CSOCK=$csock TV_POOL=$pool
+	start_serve
+	! filefrag -v "$mnt/m.pool" | grep shared ||
+		fail "xfs: blocks of the open pool are still shared with the copy"
+	stop_serve
 	umount "$mnt"
 	note "xfs: a FLUSH on the full filesystem passes after a reflinked copy"
 else
