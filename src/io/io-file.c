@@ -835,7 +835,7 @@ static int file_dev(int fd, const char *path, unsigned int flags,
 {
 	struct io_file *f;
 	unsigned int dflags = 0;
-	bool prealloc = false;
+	bool prealloc = false, cow = false, have_sfs = false;
 	struct statfs sfs;
 	struct stat st;
 	uint64_t dsize;
@@ -858,11 +858,12 @@ static int file_dev(int fd, const char *path, unsigned int flags,
 	} else if (S_ISREG(st.st_mode)) {
 		dflags |= IO_DEV_SPARSE;
 		dsize = (uint64_t)st.st_size;
+		have_sfs = fstatfs(fd, &sfs) == 0;
 		if (created) {
 			/* while the file is empty: the only time btrfs
 			 * takes nocow */
-			if (fstatfs(fd, &sfs) == 0 && sfs.f_type == FS_BTRFS)
-				(void)btrfs_cow(fd, true);
+			if (have_sfs && sfs.f_type == FS_BTRFS)
+				cow = btrfs_cow(fd, true);
 			if (size > (uint64_t)INT64_MAX) {
 				r = -EFBIG;
 				log_error("%s: size %" PRIu64 " too large",
@@ -887,7 +888,7 @@ static int file_dev(int fd, const char *path, unsigned int flags,
 		dflags |= IO_DEV_RDONLY;
 	if (flags & IO_FILE_DIRECT)
 		dflags |= IO_DEV_DIRECT;
-	if (S_ISREG(st.st_mode) && fstatfs(fd, &sfs) == 0) {
+	if (have_sfs) {
 		enum ext4_mode mode = sfs.f_type == FS_EXT4 ? ext4_mode(fd)
 							    : EXT4_UNKNOWN;
 
@@ -896,7 +897,9 @@ static int file_dev(int fd, const char *path, unsigned int flags,
 		if (mode == EXT4_NOJOURNAL)
 			dflags |= IO_DEV_FS_NO_JOURNAL;
 		prealloc = sfs.f_type == FS_EXT4 || sfs.f_type == FS_XFS;
-		if (sfs.f_type == FS_BTRFS && btrfs_cow(fd, false))
+		/* a file made here was asked before it had a size */
+		if (sfs.f_type == FS_BTRFS &&
+		    (created ? cow : btrfs_cow(fd, false)))
 			dflags |= IO_DEV_FS_COW;
 		if (sfs.f_type == FS_XFS)
 			dflags |= IO_DEV_FS_SHARING;
