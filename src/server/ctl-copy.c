@@ -752,7 +752,7 @@ static int import_run(struct copy *k, int fd, const struct stat *st)
 	/* nothing mapped yet: zeroes need no discard (we move forwards) */
 	bool unmapped = k->v.mapped == 0;
 	uint64_t vsize = k->v.size, fsize = UINT64_MAX, off = 0;
-	size_t got;
+	size_t got = 0;
 	int r;
 
 	if (is_reg) {
@@ -838,7 +838,7 @@ int ctl_import(struct tv_pool *pool, uint64_t id, int fd, struct ctl_copy *c)
 {
 	struct copy k = {.c = c, .what = "import", .pool = pool, .id = id};
 	struct tv_pool_info in;
-	struct stat st;
+	struct stat st = {0};
 	int r, f;
 
 	c->copied = c->zero = 0;
