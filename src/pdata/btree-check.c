@@ -17,6 +17,8 @@
 #include "pdata/tm.h"
 #include "util/log.h"
 
+static int btree_validate(const struct bc_node *n, const void *ctx);
+
 int btree_geom_init(const struct btree_info *info, struct geom *g)
 {
 	uint32_t ks, vs;
@@ -67,7 +69,7 @@ int btree_bad_field(const struct bc_node *n, const char *field,
 /* bc_expect.validate: the btree header against the tree's geometry.
  * Also run on every pin (cheap), because bc skips it on cache hits and a
  * corrupt pointer may lead into a cached node of another tree. */
-int btree_validate(const struct bc_node *n, const void *ctx)
+static int btree_validate(const struct bc_node *n, const void *ctx)
 {
 	const struct geom *g = ctx;
 	const struct disk_btree_header *h = bth(n);

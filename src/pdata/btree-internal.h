@@ -310,8 +310,6 @@ static inline void delete_at(const struct bt *b, struct bc_node *n,
 int btree_geom_init(const struct btree_info *info, struct geom *g);
 /* Set up an operation on info's tree (its geometry and validator). */
 int btree_bt_init(struct bt *b, const struct btree_info *info);
-/* bc_expect.validate for btree nodes (ctx: struct geom). */
-int btree_validate(const struct bc_node *n, const void *ctx);
 /* Log a header field that is not what it must be; -EUCLEAN. */
 int btree_bad_field(const struct bc_node *n, const char *field,
 		    unsigned long long expected, unsigned long long found);
@@ -337,9 +335,6 @@ int btree_node_shadow(struct bt *b, struct tm_ref *ref, int level,
 		      struct bc_node **out);
 int btree_child_shadow(struct bt *b, struct bc_node *parent, unsigned int i,
 		       struct bc_node **out);
-/* A new empty node, pinned and dirty. */
-int btree_new_node(struct bt *b, bool leaf, unsigned int level,
-		   struct tm_ref *ref, struct bc_node **out);
 /* Add the number of entries under ref to *count (reads every leaf). */
 int btree_count_tree(struct bt *b, const struct tm_ref *ref, int level,
 		     uint64_t *count);

@@ -128,8 +128,8 @@ int btree_child_shadow(struct bt *b, struct bc_node *parent, unsigned int i,
 	return 0;
 }
 
-int btree_new_node(struct bt *b, bool leaf, unsigned int level,
-		   struct tm_ref *ref, struct bc_node **out)
+static int new_node(struct bt *b, bool leaf, unsigned int level,
+		    struct tm_ref *ref, struct bc_node **out)
 {
 	struct disk_btree_header *h;
 	struct bc_node *n;
@@ -497,7 +497,7 @@ static int grow_root(struct bt *b, struct tm_ref *root, struct bc_node *n,
 	const void *low = key_at(b, n, 0);
 	struct tm_ref ref;
 	struct bc_node *p;
-	int r = btree_new_node(b, false, level_of(n) + 1, &ref, &p);
+	int r = new_node(b, false, level_of(n) + 1, &ref, &p);
 
 	if (r)
 		return r;
@@ -524,7 +524,7 @@ static int split_child(struct bt *b, struct bc_node *parent, unsigned int idx,
 	unsigned int nr = nr_of(n);
 	int r;
 
-	r = btree_new_node(b, is_leaf(n), level_of(n), &ref, &sib);
+	r = new_node(b, is_leaf(n), level_of(n), &ref, &sib);
 	if (r)
 		return r;
 	move_entries(b, sib, 0, n, s, nr - s);
@@ -630,7 +630,7 @@ static int put(struct bt *b, struct tm_ref *root, const void *key,
 	}
 
 	if (!rt.blocknr) {
-		r = btree_new_node(b, true, 0, &rt, &n);
+		r = new_node(b, true, 0, &rt, &n);
 		if (r)
 			goto fail;
 		insert_at(b, n, 0, key, value);
