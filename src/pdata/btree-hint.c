@@ -36,16 +36,20 @@ void btree_hint_drop(const struct btree_info *info, struct btree_hint *hint)
 }
 
 /*
- * Whether key lies in the hint's leaf: [key[0], hi).  A key below key[0]
- * may belong there too, but placing it would lower the leaf's first key,
- * which the path's separators may not allow: the ordinary path decides.
+ * Whether key lies in the hint's leaf: [key[0], hi), and the leaf may
+ * still be changed in place: no node gained an owner since the hint was
+ * taken (btree.h; a clone raises only the root's count, so the leaf's
+ * own count would not tell).  A key below key[0] may belong there too,
+ * but placing it would lower the leaf's first key, which the path's
+ * separators may not allow: the ordinary path decides.
  */
 static bool hint_covers(const struct bt *b, const struct btree_hint *h,
 			const struct tm_ref *root, const void *key)
 {
 	const struct bc_node *n = h->leaf;
 
-	return n && h->root == root->blocknr && nr_of(n) &&
+	return n && h->root == root->blocknr &&
+	       h->share_seq == tm_share_seq(b->tm) && nr_of(n) &&
 	       kcmp(b, key, key_at(b, n, 0)) >= 0 &&
 	       (!h->has_hi || kcmp(b, key, h->hi) < 0);
 }

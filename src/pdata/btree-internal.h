@@ -54,6 +54,7 @@
 #include "pdata/bc.h"
 #include "pdata/btree.h"
 #include "pdata/node.h"
+#include "pdata/tm.h"
 #include "util/endian.h"
 
 /* Bytes 32..63 of every btree node, after struct disk_node_header. */
@@ -380,6 +381,7 @@ static inline void hint_set(const struct bt *b, struct btree_hint *h,
 	h->root = root->blocknr;
 	h->is_root = is_root;
 	h->has_hi = ub != NULL;
+	h->share_seq = tm_share_seq(b->tm);
 	if (ub)
 		memcpy(h->hi, ub, b->g.key_size);
 }

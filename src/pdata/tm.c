@@ -98,6 +98,7 @@ struct tm {
 	 */
 	uint64_t node_gen;
 	uint64_t gen_seq;
+	uint64_t share_seq; /* tm_share_seq */
 	uint64_t sb_meta_nodes, sb_meta_chunks; /* as the superblock says */
 	/* The slot whose superblock did not validate at open while the
 	 * other did (-1: none), until a commit rewrites it. */
@@ -920,7 +921,14 @@ int tm_inc_node(struct tm *tm, uint64_t blocknr)
 		r = sm_inc_node(tm->sm, blocknr);
 	if (r < 0)
 		tm_poison(tm, r);
+	else
+		tm->share_seq++;
 	return r;
+}
+
+uint64_t tm_share_seq(const struct tm *tm)
+{
+	return tm->share_seq;
 }
 
 int tm_dec_node(struct tm *tm, uint64_t blocknr, uint32_t *new_count)

@@ -251,6 +251,10 @@ void tm_dirty(struct tm *tm, struct bc_node *n);
  * in this transaction) and need never have been written: read what you
  * need from it before the decrement (check tm_node_count first). */
 int tm_inc_node(struct tm *tm, uint64_t blocknr);
+/* Changes whenever a node gains an owner (tm_inc_node): whoever changes
+ * a node in place that it pinned earlier (btree hints) learns whether the
+ * node may be shared since.  O(1). */
+uint64_t tm_share_seq(const struct tm *tm);
 int tm_dec_node(struct tm *tm, uint64_t blocknr, uint32_t *new_count);
 int tm_node_count(struct tm *tm, uint64_t blocknr, uint32_t *count);
 
