@@ -70,18 +70,11 @@ int btree_put_hinted(const struct btree_info *info, struct tm_ref *root,
 	if (hint_covers(&b, hint, root, key)) {
 		pos = lower_bound(&b, n, key, &found);
 		if (found) {
-			if (info->value.dec) {
-				r = info->value.dec(info->value.ctx,
-						    val_at(&b, n, pos));
-				if (r) {
-					tm_poison(b.tm, r);
-					return r;
-				}
+			r = overwrite_value(&b, n, pos, value);
+			if (r) {
+				tm_poison(b.tm, r);
+				return r;
 			}
-			if (b.g.leaf_vsize)
-				memcpy(val_at(&b, n, pos), value,
-				       b.g.leaf_vsize);
-			tm_dirty(b.tm, n);
 			if (inserted)
 				*inserted = false;
 			return 0;
@@ -120,17 +113,10 @@ int btree_remove_hinted(const struct btree_info *info, struct tm_ref *root,
 			return -ENOENT;
 		/* a non-root leaf keeps min entries, a root leaf one */
 		if (nr_of(n) > (hint->is_root ? 1u : min_of(n))) {
-			if (value_out) {
-				if (b.g.leaf_vsize)
-					memcpy(value_out, val_at(&b, n, pos),
-					       b.g.leaf_vsize);
-			} else if (info->value.dec) {
-				r = info->value.dec(info->value.ctx,
-						    val_at(&b, n, pos));
-				if (r) {
-					tm_poison(b.tm, r);
-					return r;
-				}
+			r = take_value(&b, n, pos, value_out);
+			if (r) {
+				tm_poison(b.tm, r);
+				return r;
 			}
 			delete_at(&b, n, pos, 1);
 			tm_dirty(b.tm, n);

@@ -304,6 +304,42 @@ static inline void delete_at(const struct bt *b, struct bc_node *n,
 	set_nr(n, nr - count);
 }
 
+/* Drop the references the value at i of leaf n holds (value.dec). */
+static inline int drop_value(const struct bt *b, const struct bc_node *n,
+			     unsigned int i)
+{
+	if (!b->info->value.dec)
+		return 0;
+	return b->info->value.dec(b->info->value.ctx, val_at(b, n, i));
+}
+
+/* Overwrite the value at pos of leaf n (writable), dropping the old
+ * value's references. */
+static inline int overwrite_value(const struct bt *b, struct bc_node *n,
+				  unsigned int pos, const void *value)
+{
+	int r = drop_value(b, n, pos);
+
+	if (r)
+		return r;
+	if (b->g.leaf_vsize)
+		memcpy(val_at(b, n, pos), value, b->g.leaf_vsize);
+	tm_dirty(b->tm, n);
+	return 0;
+}
+
+/* The value at pos of leaf n leaves the tree: copied to value_out, which
+ * takes its references, or (value_out NULL) its references dropped. */
+static inline int take_value(const struct bt *b, const struct bc_node *n,
+			     unsigned int pos, void *value_out)
+{
+	if (!value_out)
+		return drop_value(b, n, pos);
+	if (b->g.leaf_vsize)
+		memcpy(value_out, val_at(b, n, pos), b->g.leaf_vsize);
+	return 0;
+}
+
 /* ---- btree-check.c: geometry and validation ---- */
 
 /* The geometry of info's tree; -EINVAL for a description the tree
@@ -320,8 +356,9 @@ int btree_check_pinned(struct bt *b, const struct bc_node *n, int level);
 
 /* ---- btree.c: the spine, lookup, cursors, insertion ---- */
 
-/* Log a null child reference of parent; -EUCLEAN. */
-int btree_null_ref(const struct bc_node *parent, unsigned int i);
+/* Child i's reference in *ref; -EUCLEAN (logged) when it is null. */
+int btree_child(const struct bt *b, const struct bc_node *n, unsigned int i,
+		struct tm_ref *ref);
 /* Pin the node ref names (or child i of n), read-only; level as for
  * btree_check_pinned. */
 int btree_node_read(struct bt *b, const struct tm_ref *ref, int level,

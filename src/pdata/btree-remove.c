@@ -68,17 +68,12 @@ static int release_tree(struct bt *b, const struct tm_ref *ref, int level)
 
 		for (unsigned int i = 0; i < nr && !r; i++) {
 			if (is_leaf(&c)) {
-				if (b->info->value.dec)
-					r = b->info->value.dec(
-					    b->info->value.ctx,
-					    val_at(b, &c, i));
+				r = drop_value(b, &c, i);
 			} else {
 				struct tm_ref cref;
 
-				child_ref(b, &c, i, &cref);
-				if (!cref.blocknr)
-					r = btree_null_ref(&c, i);
-				else
+				r = btree_child(b, &c, i, &cref);
+				if (!r)
 					r = release_tree(
 					    b, &cref, (int) level_of(&c) - 1);
 			}
@@ -224,11 +219,9 @@ static int drop_children(struct bt *b, struct bc_node *n, unsigned int i,
 	for (j = i + 1; j < end && !r; j++) {
 		struct tm_ref ref;
 
-		child_ref(b, n, j, &ref);
-		if (!ref.blocknr) {
-			r = btree_null_ref(n, j);
+		r = btree_child(b, n, j, &ref);
+		if (r)
 			break;
-		}
 		if (req->count)
 			r = btree_count_tree(b, &ref, (int) level_of(n) - 1,
 					     &req->removed);
@@ -264,9 +257,9 @@ static int drop_child_whole(struct bt *b, struct bc_node *n, unsigned int i,
 	if (nr <= keep || kcmp(b, key_at(b, n, i), req->key) != 0 ||
 	    (req->hi && (!upper || kcmp(b, upper, req->hi) > 0)))
 		return 0;
-	child_ref(b, n, i, &ref);
-	if (!ref.blocknr)
-		return btree_null_ref(n, i);
+	r = btree_child(b, n, i, &ref);
+	if (r)
+		return r;
 	if (req->count)
 		r = btree_count_tree(b, &ref, (int) level_of(n) - 1,
 				     &req->removed);
@@ -369,16 +362,9 @@ int btree_remove_descend(struct bt *b, struct tm_ref *root, struct rm_req *req,
 		goto out;
 	}
 	if (!req->range) {
-		if (req->value_out) {
-			if (b->g.leaf_vsize)
-				memcpy(req->value_out, val_at(b, n, pos),
-				       b->g.leaf_vsize);
-		} else if (b->info->value.dec) {
-			r = b->info->value.dec(b->info->value.ctx,
-					       val_at(b, n, pos));
-			if (r)
-				goto out;
-		}
+		r = take_value(b, n, pos, req->value_out);
+		if (r)
+			goto out;
 		end = pos + 1;
 	} else {
 		/* a non-root leaf was topped up to more than min */
@@ -387,8 +373,7 @@ int btree_remove_descend(struct bt *b, struct tm_ref *root, struct rm_req *req,
 			if (req->hi && kcmp(b, key_at(b, n, end), req->hi) >= 0)
 				break;
 		for (k = pos; k < end && b->info->value.dec; k++) {
-			r = b->info->value.dec(b->info->value.ctx,
-					       val_at(b, n, k));
+			r = drop_value(b, n, k);
 			if (r)
 				goto out;
 		}
@@ -556,11 +541,10 @@ static int release_walk(struct bt *b, const struct tm_ref *ref, int level,
 		} else {
 			struct tm_ref cref;
 
-			child_ref(b, n, i, &cref);
-			r = cref.blocknr
-				? release_walk(b, &cref, (int) level_of(n) - 1,
-					       fn, ctx)
-				: btree_null_ref(n, i);
+			r = btree_child(b, n, i, &cref);
+			if (!r)
+				r = release_walk(
+				    b, &cref, (int) level_of(n) - 1, fn, ctx);
 		}
 	}
 	tm_put(b->tm, n);
@@ -602,11 +586,10 @@ int btree_release_walk(const struct btree_info *info, const struct tm_ref *root,
 		for (i = pos + 1; i < nr_of(n) && !r; i++) {
 			struct tm_ref cref;
 
-			child_ref(&b, n, i, &cref);
-			r = cref.blocknr
-				? release_walk(&b, &cref, (int) level_of(n) - 1,
-					       fn, ctx)
-				: btree_null_ref(n, i);
+			r = btree_child(&b, n, i, &cref);
+			if (!r)
+				r = release_walk(
+				    &b, &cref, (int) level_of(n) - 1, fn, ctx);
 		}
 		if (r)
 			break;
@@ -640,11 +623,8 @@ int btree_split_root(const struct btree_info *info, struct tm_ref *root,
 	leaf = is_leaf(n);
 	if (!leaf)
 		k = nr_of(n);
-	for (unsigned int i = 0; i < k && i < max && !r; i++) {
-		child_ref(&b, n, i, &out[i]);
-		if (!out[i].blocknr)
-			r = btree_null_ref(n, i);
-	}
+	for (unsigned int i = 0; i < k && i < max && !r; i++)
+		r = btree_child(&b, n, i, &out[i]);
 	/* out holds the references now: copied before the node may go */
 	tm_put(b.tm, n);
 	if (r)

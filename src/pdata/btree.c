@@ -17,10 +17,14 @@
 #include "pdata/tm.h"
 #include "util/log.h"
 
-int btree_null_ref(const struct bc_node *parent, unsigned int i)
+int btree_child(const struct bt *b, const struct bc_node *n, unsigned int i,
+		struct tm_ref *ref)
 {
+	child_ref(b, n, i, ref);
+	if (ref->blocknr)
+		return 0;
 	log_error("btree node %llu: child %u is a null reference",
-		  (unsigned long long) parent->blocknr, i);
+		  (unsigned long long) n->blocknr, i);
 	return -EUCLEAN;
 }
 
@@ -47,10 +51,10 @@ int btree_child_read(struct bt *b, const struct bc_node *n, unsigned int i,
 		     struct bc_node **out)
 {
 	struct tm_ref ref;
+	int r = btree_child(b, n, i, &ref);
 
-	child_ref(b, n, i, &ref);
-	if (!ref.blocknr)
-		return btree_null_ref(n, i);
+	if (r)
+		return r;
 	return btree_node_read(b, &ref, (int) level_of(n) - 1, out);
 }
 
@@ -74,9 +78,9 @@ int btree_inc_children(struct bt *b, const struct bc_node *n)
 	for (unsigned int i = 0; i < nr; i++) {
 		struct tm_ref ref;
 
-		child_ref(b, n, i, &ref);
-		if (!ref.blocknr)
-			return btree_null_ref(n, i);
+		r = btree_child(b, n, i, &ref);
+		if (r)
+			return r;
 		r = tm_inc_node(b->tm, ref.blocknr);
 		if (r)
 			return r;
@@ -117,9 +121,9 @@ int btree_child_shadow(struct bt *b, struct bc_node *parent, unsigned int i,
 	struct tm_ref ref;
 	int r;
 
-	child_ref(b, parent, i, &ref);
-	if (!ref.blocknr)
-		return btree_null_ref(parent, i);
+	r = btree_child(b, parent, i, &ref);
+	if (r)
+		return r;
 	r = btree_node_shadow(b, &ref, (int) level_of(parent) - 1, out);
 	if (r)
 		return r;
@@ -173,10 +177,8 @@ int btree_count_tree(struct bt *b, const struct tm_ref *ref, int level,
 		for (unsigned int i = 0; i < nr_of(n) && !r; i++) {
 			struct tm_ref cref;
 
-			child_ref(b, n, i, &cref);
-			if (!cref.blocknr)
-				r = btree_null_ref(n, i);
-			else
+			r = btree_child(b, n, i, &cref);
+			if (!r)
 				r = btree_count_tree(
 				    b, &cref, (int) level_of(n) - 1, count);
 		}
@@ -680,15 +682,9 @@ static int put(struct bt *b, struct tm_ref *root, const void *key,
 			r = -EEXIST; /* raced with nothing: cannot happen */
 			goto out;
 		}
-		if (b->info->value.dec) {
-			r = b->info->value.dec(b->info->value.ctx,
-					       val_at(b, n, pos));
-			if (r)
-				goto fail;
-		}
-		if (b->g.leaf_vsize)
-			memcpy(val_at(b, n, pos), value, b->g.leaf_vsize);
-		tm_dirty(b->tm, n);
+		r = overwrite_value(b, n, pos, value);
+		if (r)
+			goto fail;
 		*inserted = false;
 		goto out;
 	}
@@ -726,8 +722,9 @@ out:
 	return r;
 }
 
-int btree_insert(const struct btree_info *info, struct tm_ref *root,
-		 const void *key, const void *value)
+/* btree_insert and btree_update: put in mode, without a hint */
+static int put_mode(const struct btree_info *info, struct tm_ref *root,
+		    const void *key, const void *value, enum put_mode mode)
 {
 	struct bt b;
 	bool inserted;
@@ -735,19 +732,19 @@ int btree_insert(const struct btree_info *info, struct tm_ref *root,
 
 	if (r)
 		return r;
-	return put(&b, root, key, value, PUT_INSERT, &inserted, NULL);
+	return put(&b, root, key, value, mode, &inserted, NULL);
+}
+
+int btree_insert(const struct btree_info *info, struct tm_ref *root,
+		 const void *key, const void *value)
+{
+	return put_mode(info, root, key, value, PUT_INSERT);
 }
 
 int btree_update(const struct btree_info *info, struct tm_ref *root,
 		 const void *key, const void *value)
 {
-	struct bt b;
-	bool inserted;
-	int r = btree_bt_init(&b, info);
-
-	if (r)
-		return r;
-	return put(&b, root, key, value, PUT_UPDATE, &inserted, NULL);
+	return put_mode(info, root, key, value, PUT_UPDATE);
 }
 
 /* put(PUT_ANY), telling whether the key was new */
@@ -813,11 +810,10 @@ static int walk_tree(struct bt *b, const struct tm_ref *ref, int level,
 		} else {
 			struct tm_ref cref;
 
-			child_ref(b, n, i, &cref);
-			r = cref.blocknr
-				? walk_tree(b, &cref, (int) level_of(n) - 1,
-					    shared, fn, ctx)
-				: btree_null_ref(n, i);
+			r = btree_child(b, n, i, &cref);
+			if (!r)
+				r = walk_tree(b, &cref, (int) level_of(n) - 1,
+					      shared, fn, ctx);
 		}
 	}
 	tm_put(b->tm, n);

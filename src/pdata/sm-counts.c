@@ -134,18 +134,28 @@ void sm_chunk_unlink(struct sm *sm, struct mchunk *c)
 	sm_free_add(sm, c, -(int64_t) (sm->npc - c->busy));
 }
 
+int sm_u64_room(uint64_t **v, size_t n, size_t *cap, size_t first)
+{
+	size_t ncap;
+	uint64_t *nv;
+
+	if (n < *cap)
+		return 0;
+	ncap = *cap ? *cap * 2 : first;
+	nv = realloc(*v, ncap * sizeof(*nv));
+	if (!nv)
+		return -ENOMEM;
+	*v = nv;
+	*cap = ncap;
+	return 0;
+}
+
 int sm_touch(struct sm *sm, struct mchunk *c)
 {
 	if (c->touched)
 		return 0;
-	if (sm->nr_touched == sm->cap_touched) {
-		size_t cap = sm->cap_touched ? sm->cap_touched * 2 : 64;
-		uint64_t *v = realloc(sm->touched, cap * sizeof(*v));
-		if (!v)
-			return -ENOMEM;
-		sm->touched = v;
-		sm->cap_touched = cap;
-	}
+	if (sm_u64_room(&sm->touched, sm->nr_touched, &sm->cap_touched, 64))
+		return -ENOMEM;
 	sm->touched[sm->nr_touched++] = c->block;
 	c->touched = true;
 	if (!c->used_cur)
@@ -312,15 +322,8 @@ int sm_res_add(struct sm *sm, uint64_t block)
 {
 	int r;
 
-	if (sm->nr_res == sm->cap_res) {
-		size_t cap = sm->cap_res ? sm->cap_res * 2 : 64;
-		uint64_t *v = realloc(sm->res, cap * sizeof(*v));
-
-		if (!v)
-			return -ENOMEM;
-		sm->res = v;
-		sm->cap_res = cap;
-	}
+	if (sm_u64_room(&sm->res, sm->nr_res, &sm->cap_res, 64))
+		return -ENOMEM;
 	r = u64map_put(&sm->res_idx, block, sm->nr_res);
 	if (r < 0)
 		return r;

@@ -137,6 +137,10 @@ enum alloc_kind { ALLOC_DATA, ALLOC_META };
 
 /* ---- sm-counts.c ---- */
 
+/* Room for one more element in the array *v of n elements (capacity
+ * *cap, doubled from first): -ENOMEM leaves it as it was. */
+int sm_u64_room(uint64_t **v, size_t n, size_t *cap, size_t first);
+
 /* The chunk at block (NULL: none); the chunk that holds node, and the
  * node's index in it. */
 struct mchunk *sm_chunk_find(const struct sm *sm, uint64_t block);

@@ -166,9 +166,10 @@ static void secure_chunks(struct sm *sm, struct cvec *v)
 	}
 }
 
-int sm_inc_block(struct sm *sm, uint64_t block)
+/* The entry of data block block, for a change of its count by a
+ * reference: -EUCLEAN for a block outside the pool or a metadata chunk. */
+static int data_ref(struct sm *sm, uint64_t block, struct dentry **out)
 {
-	struct dentry *e;
 	int r = sm_check_block(sm, block);
 
 	if (r < 0)
@@ -179,7 +180,14 @@ int sm_inc_block(struct sm *sm, uint64_t block)
 		    block);
 		return -EUCLEAN;
 	}
-	r = sm_d_get(sm, block, true, &e);
+	return sm_d_get(sm, block, true, out);
+}
+
+int sm_inc_block(struct sm *sm, uint64_t block)
+{
+	struct dentry *e;
+	int r = data_ref(sm, block, &e);
+
 	if (r < 0)
 		return r;
 	if (e->now == 0) {
@@ -195,17 +203,8 @@ int sm_inc_block(struct sm *sm, uint64_t block)
 int sm_dec_block(struct sm *sm, uint64_t block, uint32_t *new_count)
 {
 	struct dentry *e;
-	int r = sm_check_block(sm, block);
+	int r = data_ref(sm, block, &e);
 
-	if (r < 0)
-		return r;
-	if (sm_chunk_find(sm, block)) {
-		log_error(
-		    "space map: data reference to metadata block %" PRIu64,
-		    block);
-		return -EUCLEAN;
-	}
-	r = sm_d_get(sm, block, true, &e);
 	if (r < 0)
 		return r;
 	if (e->now == 0) {
@@ -600,16 +599,9 @@ void sm_committed(struct sm *sm)
 		if (e->old && !e->now && e->block < sm->d_hint)
 			sm->d_hint = e->block;
 		if (e->old && !e->now && sm->nr_freed < FREED_MAX) {
-			if (sm->nr_freed == sm->cap_freed) {
-				size_t cap =
-				    sm->cap_freed ? sm->cap_freed * 2 : 256;
-				uint64_t *v =
-				    realloc(sm->freed, cap * sizeof(*v));
-				if (!v)
-					continue; /* only a discard hint */
-				sm->freed = v;
-				sm->cap_freed = cap;
-			}
+			if (sm_u64_room(&sm->freed, sm->nr_freed,
+					&sm->cap_freed, 256))
+				continue; /* only a discard hint */
 			sm->freed[sm->nr_freed++] = e->block;
 		}
 	}
@@ -653,15 +645,8 @@ static int seen_path(struct seen *s, const struct btree_cursor *c)
 		return 0;
 	s->last_leaf = c->path[c->depth - 1].node->blocknr;
 	for (unsigned int d = 0; d < c->depth; d++) {
-		if (s->n == s->cap) {
-			size_t cap = s->cap ? s->cap * 2 : 256;
-			uint64_t *v = realloc(s->v, cap * sizeof(*v));
-
-			if (!v)
-				return -ENOMEM;
-			s->v = v;
-			s->cap = cap;
-		}
+		if (sm_u64_room(&s->v, s->n, &s->cap, 256))
+			return -ENOMEM;
 		s->v[s->n++] = c->path[d].node->blocknr;
 	}
 	return 0;

@@ -463,13 +463,11 @@ bool tm_in_doubt(const struct tm *tm)
 	return tm->read_only;
 }
 
-int tm_settle(struct tm *tm)
+/* A buffer for a superblock about to be written (free it), if the store
+ * may write one: not poisoned, not read-only. */
+static int sb_begin(struct tm *tm, struct disk_superblock **out)
 {
-	struct sm_stats st = { .data_used = tm->com.data_used,
-			       .meta_nodes = tm->sb_meta_nodes,
-			       .meta_chunks = tm->sb_meta_chunks };
 	struct disk_superblock *sb;
-	int r;
 
 	if (tm->err)
 		return tm->err;
@@ -478,6 +476,20 @@ int tm_settle(struct tm *tm)
 	sb = aligned_alloc(PD_NODE_SIZE, sizeof(*sb));
 	if (!sb)
 		return -ENOMEM;
+	*out = sb;
+	return 0;
+}
+
+int tm_settle(struct tm *tm)
+{
+	struct sm_stats st = { .data_used = tm->com.data_used,
+			       .meta_nodes = tm->sb_meta_nodes,
+			       .meta_chunks = tm->sb_meta_chunks };
+	struct disk_superblock *sb;
+	int r = sb_begin(tm, &sb);
+
+	if (r)
+		return r;
 	sb_build(tm, &tm->com, &st, sb);
 	/* what it names first (rule 3's order), then the superblock */
 	r = io_flush(tm->dev);
@@ -540,15 +552,10 @@ int tm_commit_ranged(struct tm *tm, const struct io_range *data, size_t n)
 	struct disk_superblock *sb;
 	struct sm_stats st, st0;
 	uint64_t t0, t1, t2, t3;
-	int r;
+	int r = sb_begin(tm, &sb);
 
-	if (tm->err)
-		return tm->err;
-	if (tm_read_only(tm))
-		return -EROFS;
-	sb = aligned_alloc(PD_NODE_SIZE, sizeof(*sb));
-	if (!sb)
-		return -ENOMEM;
+	if (r)
+		return r;
 
 	/* a. space map counts into its tree (may use the reserve) */
 	t0 = clock_mono_ns();
