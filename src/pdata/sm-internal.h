@@ -52,7 +52,7 @@
  * consecutive keys fall in at most two leaves. */
 #define SM_WINDOW ((PD_NODE_SIZE - BTREE_HEADER_SIZE) / 12 / 4)
 /* Rule 6: nodes a commit may need besides 2 per window: the spare nodes
- * ensure_spare keeps free while it runs (SPARE_NODES in all, of which
+ * sm_ensure_spare keeps free while it runs (SPARE_NODES in all, of which
  * SM_SPARE_NODES in sm chunks), and a path to the root. */
 #define NEED_SLACK_NODES (SPARE_NODES + SM_SPARE_NODES + 16)
 

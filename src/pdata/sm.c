@@ -15,8 +15,8 @@
  *   2. The tree is changed only by sm_flush (commit), so during a
  *      transaction it holds the committed counts; sm_flush changes it in
  *      rounds until nothing is dirty.  During sm_flush no chunk is acquired
- *      in the middle of a tree operation: ensure_spare() tops up free nodes
- *      before each one, because finding a free block reads the tree.
+ *      in the middle of a tree operation: sm_ensure_spare tops up free
+ *      nodes before each one, because finding a free block reads the tree.
  *   3. Chunks whose nodes are all free are released at the start of
  *      sm_flush (keeping SPARE free nodes), never in its loop, so the loop
  *      cannot alternate between acquiring and releasing.  Only chunks
@@ -39,7 +39,7 @@
  *      commit releases (rule 3) count two windows each (their records
  *      and data counts).  sm_commit_need turns that into blocks: 2 nodes
  *      per window, plus NEED_SLACK_NODES
- *      (the spare nodes ensure_spare keeps free, a path to the root), in
+ *      (the spare nodes sm_ensure_spare keeps free, a path to the root), in
  *      whole chunks: a commit takes its nodes from sm chunks it acquires
  *      while the pool has free blocks.  The levels above the leaves (a
  *      node per SM_WINDOW leaves), splits and merges (they need keys
@@ -392,7 +392,7 @@ static int flush_chunk(struct sm *sm, struct mchunk *c, bool *progress)
 
 /*
  * Release the chunks this transaction emptied (no node in use), keeping
- * the spare nodes ensure_spare wants.  Only touched chunks can have
+ * the spare nodes sm_ensure_spare wants.  Only touched chunks can have
  * become empty, so this costs O(touched), not O(chunks); a chunk kept as
  * spare is looked at again when it is next touched.
  */
@@ -753,7 +753,7 @@ static int load(struct sm *sm)
 	btree_cursor_close(&c);
 	/* load() set busy directly: recompute the room bits */
 	sm_cvec_room_rebuild(&sm->uchunks, sm->npc);
-	/* after the counts: chunk_set_sm counts the chunk's free nodes */
+	/* after the counts: sm_chunk_set_sm counts the chunk's free nodes */
 	if (r == 0)
 		r = mark_sm_chunks(sm, &seen);
 	/* rule 7, once the free nodes are known */

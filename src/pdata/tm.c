@@ -883,7 +883,7 @@ int tm_shadow(struct tm *tm, struct tm_ref *ref, const struct bc_expect *exp,
 		return 0;
 	}
 	/*
-	 * Placement (sm.c, rule 4): a node the previous transaction wrote
+	 * Placement (sm-place.c): a node the previous transaction wrote
 	 * (a root, an upper level: copied by every change) goes with the
 	 * other new nodes; any other next to its original, whose count the
 	 * commit changes anyway.
