@@ -591,7 +591,8 @@ int sm_alloc_node(struct sm *sm, uint64_t near, uint64_t *node)
 	if (near)
 		nc = sm_chunk_of_node(sm, near, &ni);
 	if (sm->in_flush) {
-		/* the sm tree's own nodes (rule 4); sm_ensure_spare made room */
+		/* the sm tree's own nodes (rule 4): sm_ensure_spare made
+		 * room */
 		if (!sm->m_free) {
 			log_error("space map: spare metadata nodes exhausted "
 				  "during commit");

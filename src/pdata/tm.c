@@ -889,7 +889,8 @@ int tm_shadow(struct tm *tm, struct tm_ref *ref, const struct bc_expect *exp,
 	 * commit changes anyway.
 	 */
 	r = new_node(tm, exp->magic,
-		     ref->gen >> TM_GEN_RAND_BITS == tm->com.txn ? 0 : ref->blocknr,
+		     ref->gen >> TM_GEN_RAND_BITS == tm->com.txn ? 0
+								 : ref->blocknr,
 		     orig->data, &nref, &copy);
 	if (r < 0) {
 		bc_put(tm->bc, orig);
