@@ -118,12 +118,24 @@ int btree_remove(const struct btree_info *info, struct tm_ref *root,
  * it is held, change the tree only through these calls (with the same
  * root); release it with btree_hint_drop before the transaction commits
  * or aborts, and after any error.  Reads of the tree are fine meanwhile.
+ *
+ * A change in the pinned leaf is made in place, so the leaf must be
+ * reachable from this root only.  It was when the hint was taken (the
+ * path to it had just been copied); btree_clone of the tree, or anything
+ * else that gives a node another owner (tm_share_seq), may share it
+ * since, even when only the root's count went up.  So a hinted change
+ * after such a clone does not use the leaf: it drops the hint and takes
+ * the ordinary path, which copies what is shared, and the clone keeps
+ * its contents.  Cloning while a hint is held is correct but makes the
+ * next change a full descent: clone before taking the hint, or after
+ * dropping it.
  */
 struct btree_hint {
 	struct bc_node *leaf; /* pinned, written in this transaction; or NULL */
 	uint64_t root;	      /* the root's blocknr when it was taken */
 	bool is_root;	      /* the leaf is the root */
 	bool has_hi;	      /* the leaf's keys are < hi (else unbounded) */
+	uint64_t share_seq;   /* tm_share_seq when it was taken */
 	uint8_t hi[BTREE_MAX_KEY];
 };
 #define BTREE_HINT_INIT { .leaf = NULL }

@@ -12,9 +12,12 @@
  *             kind of structure
  *   blocknr   where the node was written: catches misdirected writes and
  *             reads
- *   gen       the transaction that wrote it; parents record it next to the
- *             child's location (struct disk_ref), which catches a stale
- *             older copy left by a lost write
+ *   gen       the generation of the transaction attempt that wrote it:
+ *             (txn << TM_GEN_RAND_BITS) | random bits, new for every
+ *             attempt (a superblock's is its txn); parents record it next
+ *             to the child's location (struct disk_ref), which catches a
+ *             stale older copy left by a lost write, also one an aborted
+ *             attempt at the same txn left
  *   pool_tag  first 8 bytes of the pool uuid: catches a node left in the
  *             file by an earlier pool
  *
@@ -34,11 +37,15 @@
 #define PD_MAGIC_SUPER 0x42535654u /* "TVSB" */
 #define PD_MAGIC_BTREE 0x54425654u /* "TVBT" */
 
+/* The low bits of a node's gen that are random (tm.c: new_node_gen). */
+#define TM_GEN_RAND_BITS 20
+#define TM_GEN_RAND_MASK ((1ull << TM_GEN_RAND_BITS) - 1)
+
 struct disk_node_header {
 	uint32_t csum;	   /* le32: crc32c(bytes 4..4095) */
 	uint32_t magic;	   /* le32: PD_MAGIC_* */
 	uint64_t blocknr;  /* le64: own node number */
-	uint64_t gen;	   /* le64: transaction that wrote it */
+	uint64_t gen;	   /* le64: generation of the attempt that wrote it */
 	uint64_t pool_tag; /* le64: identifies the pool */
 };
 _Static_assert(sizeof(struct disk_node_header) == 32, "node header size");

@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <unistd.h>
 
 #include "pdata/bc.h"
 #include "pdata/sm.h"
@@ -87,14 +88,17 @@ struct tm {
 	bool read_only;	  /* in doubt: an error after the superblock
 			   * write began (rule 4) */
 	/*
-	 * Generation stamped on the nodes of the open transaction: (txn << 20)
-	 * | 20 random bits, new for every attempt.  A transaction number is
-	 * reused after an abort or a crash, so nodes an abandoned attempt
-	 * wrote may lie on the device with the same txn; the random part
-	 * keeps a lost write of a new node at such a place from passing the
-	 * parent's generation check.
+	 * Generation stamped on the nodes of the open transaction:
+	 * (txn << TM_GEN_RAND_BITS) | random bits, new for every attempt.  A
+	 * transaction number is reused after an abort or a crash, so nodes
+	 * an abandoned attempt wrote may lie on the device with the same
+	 * txn; the random part keeps a lost write of a new node at such a
+	 * place from passing the parent's generation check.  gen_seq counts
+	 * the attempts of this tm (new_node_gen).
 	 */
 	uint64_t node_gen;
+	uint64_t gen_seq;
+	uint64_t share_seq; /* tm_share_seq */
 	uint64_t sb_meta_nodes, sb_meta_chunks; /* as the superblock says */
 	/* The slot whose superblock did not validate at open while the
 	 * other did (-1: none), until a commit rewrites it. */
@@ -103,14 +107,47 @@ struct tm {
 	struct tm_hooks hooks;
 };
 
+/* The random source of new_node_gen: getrandom, unless a test replaced
+ * it (tm_set_getrandom). */
+static ssize_t (*gen_getrandom)(void *, size_t, unsigned int) = getrandom;
 
+void tm_set_getrandom(ssize_t (*fn)(void *buf, size_t len, unsigned int flags))
+{
+	gen_getrandom = fn ? fn : getrandom;
+}
+
+/* splitmix64's finalizer: every input bit moves every output bit. */
+static uint64_t mix64(uint64_t z)
+{
+	z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+	z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+	return z ^ (z >> 31);
+}
+
+/*
+ * A new generation for the attempt that begins (open, commit, abort).
+ * Without getrandom (no entropy yet, a seccomp filter) the random bits
+ * come from the monotonic clock, the process id, this tm's address and
+ * its attempt counter: an attempt at the txn of an aborted one then still
+ * gets other bits (the counter and the clock), and so, most likely, does
+ * one in another process after a crash (the pid and the clock).
+ * Whatever the source, an attempt never takes the generation of the one
+ * before it: that is the aborted attempt whose nodes may be on the device.
+ */
 static void new_node_gen(struct tm *tm)
 {
-	uint32_t rnd = 0;
+	uint64_t prev = tm->node_gen, rnd = 0, gen;
 
-	if (getrandom(&rnd, sizeof(rnd), GRND_NONBLOCK) != sizeof(rnd))
-		rnd = (uint32_t)(uintptr_t)tm ^ (uint32_t)tm->cur.txn;
-	tm->node_gen = (tm->cur.txn << 20) | (rnd & 0xfffff);
+	tm->gen_seq++;
+	if (gen_getrandom(&rnd, sizeof(rnd), GRND_NONBLOCK) != sizeof(rnd))
+		rnd = mix64(clock_mono_ns() ^ (uint64_t) getpid() << 40 ^
+			    (uint64_t) (uintptr_t) tm ^
+			    tm->gen_seq * 0x9E3779B97F4A7C15ull);
+	gen = tm->cur.txn << TM_GEN_RAND_BITS | (rnd & TM_GEN_RAND_MASK);
+	if (gen == prev)
+		gen = tm->cur.txn << TM_GEN_RAND_BITS |
+		      ((rnd + 1) & TM_GEN_RAND_MASK);
+	tm->node_gen = gen;
 }
 
 static bool is_pow2(uint64_t x)
@@ -426,13 +463,11 @@ bool tm_in_doubt(const struct tm *tm)
 	return tm->read_only;
 }
 
-int tm_settle(struct tm *tm)
+/* A buffer for a superblock about to be written (free it), if the store
+ * may write one: not poisoned, not read-only. */
+static int sb_begin(struct tm *tm, struct disk_superblock **out)
 {
-	struct sm_stats st = { .data_used = tm->com.data_used,
-			       .meta_nodes = tm->sb_meta_nodes,
-			       .meta_chunks = tm->sb_meta_chunks };
 	struct disk_superblock *sb;
-	int r;
 
 	if (tm->err)
 		return tm->err;
@@ -441,6 +476,20 @@ int tm_settle(struct tm *tm)
 	sb = aligned_alloc(PD_NODE_SIZE, sizeof(*sb));
 	if (!sb)
 		return -ENOMEM;
+	*out = sb;
+	return 0;
+}
+
+int tm_settle(struct tm *tm)
+{
+	struct sm_stats st = { .data_used = tm->com.data_used,
+			       .meta_nodes = tm->sb_meta_nodes,
+			       .meta_chunks = tm->sb_meta_chunks };
+	struct disk_superblock *sb;
+	int r = sb_begin(tm, &sb);
+
+	if (r)
+		return r;
 	sb_build(tm, &tm->com, &st, sb);
 	/* what it names first (rule 3's order), then the superblock */
 	r = io_flush(tm->dev);
@@ -503,15 +552,10 @@ int tm_commit_ranged(struct tm *tm, const struct io_range *data, size_t n)
 	struct disk_superblock *sb;
 	struct sm_stats st, st0;
 	uint64_t t0, t1, t2, t3;
-	int r;
+	int r = sb_begin(tm, &sb);
 
-	if (tm->err)
-		return tm->err;
-	if (tm_read_only(tm))
-		return -EROFS;
-	sb = aligned_alloc(PD_NODE_SIZE, sizeof(*sb));
-	if (!sb)
-		return -ENOMEM;
+	if (r)
+		return r;
 
 	/* a. space map counts into its tree (may use the reserve) */
 	t0 = clock_mono_ns();
@@ -839,13 +883,14 @@ int tm_shadow(struct tm *tm, struct tm_ref *ref, const struct bc_expect *exp,
 		return 0;
 	}
 	/*
-	 * Placement (sm.c, rule 4): a node the previous transaction wrote
+	 * Placement (sm-place.c): a node the previous transaction wrote
 	 * (a root, an upper level: copied by every change) goes with the
 	 * other new nodes; any other next to its original, whose count the
 	 * commit changes anyway.
 	 */
 	r = new_node(tm, exp->magic,
-		     ref->gen >> 20 == tm->com.txn ? 0 : ref->blocknr,
+		     ref->gen >> TM_GEN_RAND_BITS == tm->com.txn ? 0
+								 : ref->blocknr,
 		     orig->data, &nref, &copy);
 	if (r < 0) {
 		bc_put(tm->bc, orig);
@@ -884,7 +929,14 @@ int tm_inc_node(struct tm *tm, uint64_t blocknr)
 		r = sm_inc_node(tm->sm, blocknr);
 	if (r < 0)
 		tm_poison(tm, r);
+	else
+		tm->share_seq++;
 	return r;
+}
+
+uint64_t tm_share_seq(const struct tm *tm)
+{
+	return tm->share_seq;
 }
 
 int tm_dec_node(struct tm *tm, uint64_t blocknr, uint32_t *new_count)

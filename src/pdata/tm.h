@@ -62,6 +62,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "io/io.h"
 #include "pdata/bc.h"
@@ -151,6 +152,14 @@ bool tm_in_doubt(const struct tm *tm);
 int tm_settle(struct tm *tm);
 /* Poison the open transaction from a layer above (after a failed write). */
 void tm_poison(struct tm *tm, int err);
+
+/*
+ * For tests: the random source of node generations (NULL: getrandom), so
+ * that a test can make it fail and check the fallback (tm.c,
+ * new_node_gen).  Process-wide; set it while no store is open.
+ */
+void tm_set_getrandom(ssize_t (*fn)(void *buf, size_t len,
+				    unsigned int flags));
 
 uint64_t tm_txn(const struct tm *tm);		/* the open transaction */
 /* The metadata counters the committed superblock records (for check). */
@@ -242,6 +251,10 @@ void tm_dirty(struct tm *tm, struct bc_node *n);
  * in this transaction) and need never have been written: read what you
  * need from it before the decrement (check tm_node_count first). */
 int tm_inc_node(struct tm *tm, uint64_t blocknr);
+/* Changes whenever a node gains an owner (tm_inc_node): whoever changes
+ * a node in place that it pinned earlier (btree hints) learns whether the
+ * node may be shared since.  O(1). */
+uint64_t tm_share_seq(const struct tm *tm);
 int tm_dec_node(struct tm *tm, uint64_t blocknr, uint32_t *new_count);
 int tm_node_count(struct tm *tm, uint64_t blocknr, uint32_t *count);
 

@@ -1499,6 +1499,89 @@ static void test_hinted(const struct btree_info *(*pick)(struct env *),
 	free(model);
 }
 
+/* A hinted put of key k (payload) in a tree of e->big, which must be
+ * an overwrite. */
+static void put_hinted(struct env *e, struct btree_hint *h, unsigned int slot,
+		       uint64_t k, uint64_t payload)
+{
+	uint8_t key[BTREE_MAX_KEY], v[BTREE_MAX_VALUE];
+	bool ins;
+
+	key_of(&e->big, k, key);
+	val_of(0, payload, v, e->big.value.size);
+	CHECK_OK(btree_put_hinted(&e->big, tm_root(e->tm, slot), h, key, v,
+				  &ins));
+	CHECK(!ins);
+}
+
+/*
+ * A clone taken while a hint is held (btree.h: the hint rules): the hinted
+ * leaf is then reachable from the clone too, so the next hinted change
+ * must copy it, not change it in place; the clone keeps its contents.
+ * Three shapes: a clone of a tree of three levels (only the root's count
+ * goes up), a clone whose root a change then copied (the root is private
+ * again, the nodes below it shared), and a single leaf.
+ */
+static void test_hinted_clone(void)
+{
+	struct btree_hint h = BTREE_HINT_INIT;
+	uint8_t key[BTREE_MAX_KEY];
+	struct env e;
+	uint64_t k, n = 3000;
+	unsigned int height;
+
+	env_setup(&e);
+	for (k = 0; k < n; k++)
+		put_n(&e, &e.big, 0, k, k + 1);
+	commit_check(&e, &e.big, 1);
+	CHECK_OK(btree_height(&e.big, tm_root(e.tm, 0), &height));
+	CHECK(height >= 2);
+
+	/* 1: clone, then a hinted put and remove in the hinted leaf */
+	put_hinted(&e, &h, 0, 100, 1000);
+	CHECK_OK(btree_clone(&e.big, tm_root(e.tm, 0), tm_root(e.tm, 1)));
+	put_hinted(&e, &h, 0, 101, 1001);
+	key_of(&e.big, 102, key);
+	CHECK_OK(btree_remove_hinted(&e.big, tm_root(e.tm, 0), &h, key,
+				     NULL));
+	btree_hint_drop(&e.big, &h);
+	CHECK(tm_root(e.tm, 0)->blocknr != tm_root(e.tm, 1)->blocknr);
+	expect(&e, &e.big, 1, 100, 1000); /* before the clone */
+	expect(&e, &e.big, 1, 101, 102);
+	expect(&e, &e.big, 1, 102, 103);
+	expect(&e, &e.big, 0, 101, 1001);
+	expect(&e, &e.big, 0, 102, ~0ull);
+	CHECK_EQ(count(&e, &e.big, 1), n);
+	CHECK_EQ(count(&e, &e.big, 0), n - 1);
+	commit_check(&e, &e.big, 2);
+
+	/* 2: clone, a change through the clone (far from the hinted leaf),
+	 * then a hinted put in the hinted leaf */
+	put_hinted(&e, &h, 0, 2000, 5);
+	CHECK_OK(btree_clone(&e.big, tm_root(e.tm, 0), tm_root(e.tm, 2)));
+	put_n(&e, &e.big, 2, n + 5, 9);
+	put_hinted(&e, &h, 0, 2001, 6);
+	btree_hint_drop(&e.big, &h);
+	expect(&e, &e.big, 2, 2000, 5); /* before the clone */
+	expect(&e, &e.big, 2, 2001, 2002);
+	expect(&e, &e.big, 0, 2001, 6);
+	expect(&e, &e.big, 0, n + 5, ~0ull);
+	commit_check(&e, &e.big, 3);
+
+	/* 3: a tree of one leaf, which is the root */
+	for (k = 0; k < 3; k++)
+		put_n(&e, &e.big, 3, k, k + 1);
+	commit_check(&e, &e.big, 4);
+	put_hinted(&e, &h, 3, 0, 10);
+	CHECK_OK(btree_clone(&e.big, tm_root(e.tm, 3), tm_root(e.tm, 4)));
+	put_hinted(&e, &h, 3, 1, 11);
+	btree_hint_drop(&e.big, &h);
+	expect(&e, &e.big, 4, 1, 2);
+	expect(&e, &e.big, 3, 1, 11);
+	commit_check(&e, &e.big, 5);
+	env_teardown(&e);
+}
+
 static const struct btree_info *pick_small(struct env *e)
 {
 	return &e->info;
@@ -1530,6 +1613,7 @@ int main(void)
 	test_faults();
 	test_hinted(pick_small, 3000);
 	test_hinted(pick_big, 400);
+	test_hinted_clone();
 	printf("test-btree: ok\n");
 	return 0;
 }

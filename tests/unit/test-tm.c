@@ -56,6 +56,49 @@ static uint64_t count(struct tm *tm, unsigned int slot)
 	return n;
 }
 
+/* A getrandom that always fails, as without entropy or under a seccomp
+ * filter: node generations come from the fallback. */
+static ssize_t no_random(void *buf, size_t len, unsigned int flags)
+{
+	(void)buf;
+	(void)len;
+	(void)flags;
+	errno = ENOSYS;
+	return -1;
+}
+
+/*
+ * An aborted attempt and its retry have the same txn; their nodes must
+ * still carry different generations, or a stale node the aborted attempt
+ * wrote would pass the parent's check in place of one whose write was
+ * lost.  Also when getrandom fails.
+ */
+static void gen_per_attempt(struct io_dev *mem)
+{
+	struct tm *tm;
+	uint64_t txn, gen[4];
+
+	tm_set_getrandom(no_random);
+	CHECK_OK(tm_format(mem, NULL));
+	CHECK_OK(tm_open(mem, NULL, &tm));
+	txn = tm_txn(tm);
+	for (int i = 0; i < 4; i++) {
+		put_n(tm, 0, 0, 10);
+		gen[i] = tm_root(tm, 0)->gen;
+		CHECK_EQ(gen[i] >> TM_GEN_RAND_BITS, txn);
+		CHECK_OK(tm_abort(tm));
+		CHECK_EQ(tm_txn(tm), txn);
+		for (int j = 0; j < i; j++)
+			CHECK(gen[i] != gen[j]);
+	}
+	/* the next transaction's nodes: the same rule */
+	put_n(tm, 0, 0, 10);
+	CHECK_OK(tm_commit(tm));
+	CHECK_EQ(tm_root(tm, 0)->gen >> TM_GEN_RAND_BITS, txn);
+	tm_close(tm);
+	tm_set_getrandom(NULL);
+}
+
 int main(void)
 {
 	struct io_dev *mem, *fdev;
@@ -233,6 +276,8 @@ int main(void)
 	CHECK_OK(tm_open(mem, NULL, &tm));
 	CHECK_EQ(count(tm, 0), 3000);
 	tm_close(tm);
+
+	gen_per_attempt(mem);
 
 	io_close(mem);
 	printf("test-tm: ok\n");
