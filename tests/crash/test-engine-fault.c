@@ -24,6 +24,7 @@
 #include <stdlib.h>
 
 #include "io/io.h"
+#include "iowrap.h"
 #include "tcheck.h"
 #include "thin/thin-internal.h"
 #include "thinvol.h"
@@ -37,8 +38,7 @@
 /* ---- a tracing device: remembers the kind of the last failed op ---- */
 
 struct tdev {
-	struct io_dev dev;
-	struct io_dev *lower;
+	struct iowrap w;
 	unsigned int failed_kind; /* IO_OP_* of the first failure, or 0 */
 	unsigned int nfailed;
 };
@@ -57,36 +57,28 @@ static int note(struct io_dev *d, unsigned int kind, int r)
 
 static int t_read(struct io_dev *d, void *buf, size_t len, uint64_t off)
 {
-	return note(d, IO_OP_READ, io_read(T(d)->lower, buf, len, off));
+	return note(d, IO_OP_READ, iowrap_read(d, buf, len, off));
 }
 
 static int t_write(struct io_dev *d, const void *buf, size_t len,
 		   uint64_t off)
 {
-	return note(d, IO_OP_WRITE, io_write(T(d)->lower, buf, len, off));
+	return note(d, IO_OP_WRITE, iowrap_write(d, buf, len, off));
 }
 
 static int t_flush(struct io_dev *d)
 {
-	return note(d, IO_OP_FLUSH, io_flush(T(d)->lower));
+	return note(d, IO_OP_FLUSH, iowrap_flush(d));
 }
 
 static int t_discard(struct io_dev *d, uint64_t off, uint64_t len)
 {
-	return note(d, IO_OP_DISCARD, io_discard(T(d)->lower, off, len));
+	return note(d, IO_OP_DISCARD, iowrap_discard(d, off, len));
 }
 
 static int t_wz(struct io_dev *d, uint64_t off, uint64_t len)
 {
-	return note(d, IO_OP_WRITE_ZEROES,
-		    io_write_zeroes(T(d)->lower, off, len));
-}
-
-static int t_resize(struct io_dev *d, uint64_t n)
-{
-	(void)d;
-	(void)n;
-	return -EOPNOTSUPP;
+	return note(d, IO_OP_WRITE_ZEROES, iowrap_write_zeroes(d, off, len));
 }
 
 static void t_close(struct io_dev *d)
@@ -100,7 +92,7 @@ static const struct io_ops tops = {
 	.flush = t_flush,
 	.discard = t_discard,
 	.write_zeroes = t_wz,
-	.resize = t_resize,
+	.resize = iowrap_no_resize,
 	.close = t_close,
 };
 
@@ -109,11 +101,8 @@ static struct io_dev *trace_wrap(struct io_dev *lower)
 	struct tdev *t = calloc(1, sizeof(*t));
 
 	CHECK(t);
-	t->dev.ops = &tops;
-	t->dev.size = lower->size;
-	snprintf(t->dev.name, sizeof(t->dev.name), "trace");
-	t->lower = lower;
-	return &t->dev;
+	iowrap_init(&t->w, &tops, lower, "trace");
+	return &t->w.dev;
 }
 
 static void quiet(enum log_level lvl, const char *msg, void *ctx)
