@@ -26,6 +26,7 @@
 #include "io/io.h"
 #include "iowrap.h"
 #include "tcheck.h"
+#include "tquiet.h"
 #include "thin/thin-internal.h"
 #include "thinvol.h"
 #include "util/checked.h"
@@ -103,13 +104,6 @@ static struct io_dev *trace_wrap(struct io_dev *lower)
 	CHECK(t);
 	iowrap_init(&t->w, &tops, lower, "trace");
 	return &t->w.dev;
-}
-
-static void quiet(enum log_level lvl, const char *msg, void *ctx)
-{
-	(void)lvl;
-	(void)msg;
-	(void)ctx;
 }
 
 enum step_kind { S_NONE, S_CREATE, S_SNAPSHOT, S_DELETE, S_WRITE, S_FLUSH };
@@ -423,7 +417,7 @@ int main(void)
 		vm_zero_hash = vm_hash(zero);
 	}
 	if (!getenv("V"))
-		log_set_sink(quiet, NULL);
+		log_set_sink(tquiet, NULL);
 	nsteps = (unsigned int)((tsanitized() ? 120 : 400) * tscale());
 	preflush_fault();
 	total = run_one(seed, 0, false, &st[0]);

@@ -20,19 +20,13 @@
 
 #include "io/io.h"
 #include "tcheck.h"
+#include "tquiet.h"
 #include "thin/thin-internal.h"
 #include "thinvol.h"
 #include "util/checked.h"
 #include "util/log.h"
 #include "volmodel.h"
 
-
-static void quiet(enum log_level lvl, const char *msg, void *ctx)
-{
-	(void)lvl;
-	(void)msg;
-	(void)ctx;
-}
 
 struct run {
 	struct trng rng;
@@ -366,7 +360,7 @@ int main(void)
 	volume_id_clock = NULL; /* plain counter: ids 1, 2, ... */
 	vm_zero_hash = vm_hash(zero);
 	if (!getenv("V"))
-		log_set_sink(quiet, NULL);
+		log_set_sink(tquiet, NULL);
 	ranged_commit_test(false);
 	ranged_commit_test(true);
 	/* small pools, so that freed blocks are soon handed out again: the

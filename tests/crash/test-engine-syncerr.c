@@ -36,6 +36,7 @@
 #include "io/io.h"
 #include "iowrap.h"
 #include "tcheck.h"
+#include "tquiet.h"
 #include "thin/thin-internal.h"
 #include "thinvol.h"
 #include "util/log.h"
@@ -43,13 +44,6 @@
 #define BS (64u << 10)
 #define DEV_SIZE (256ull << 20)
 #define VOL_SIZE (64ull << 20)
-
-static void quiet(enum log_level lvl, const char *msg, void *ctx)
-{
-	(void)lvl;
-	(void)msg;
-	(void)ctx;
-}
 
 static const struct tv_pool_open_opts oo = { .commit_interval_ms = 3600000 };
 
@@ -497,7 +491,7 @@ static void concurrent(int other)
 int main(void)
 {
 	if (!getenv("V"))
-		log_set_sink(quiet, NULL);
+		log_set_sink(tquiet, NULL);
 	flush_clean(false);
 	flush_clean(true);
 	flush_dirty();

@@ -41,6 +41,7 @@
 #include "pdata/sm.h"
 #include "pdata/tm.h"
 #include "tcheck.h"
+#include "tquiet.h"
 #include "thinvol.h"
 #include "util/endian.h"
 #include "util/log.h"
@@ -64,13 +65,6 @@ static bool verbose;
 static uint8_t *base;	       /* the committed image every case starts from */
 static uint64_t blocks[NKEYS]; /* the block key i references */
 static uint64_t root_node;     /* slot 0's root, an internal node */
-
-static void quiet(enum log_level lvl, const char *msg, void *ctx)
-{
-	(void) lvl;
-	(void) msg;
-	(void) ctx;
-}
 
 /* ---- the tree's values: le64 block, one reference each ---- */
 
@@ -766,7 +760,7 @@ int main(void)
 {
 	verbose = getenv("V") != NULL;
 	if (!verbose)
-		log_set_sink(quiet, NULL);
+		log_set_sink(tquiet, NULL);
 	printf("test-check:\n");
 	build_base();
 	clean_store();
