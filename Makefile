@@ -1,5 +1,10 @@
 # thinvol - the front door.  Meson does the building; this file names the
-# jobs.  `make run` and `make test` are the README's quick start.
+# jobs.  `make run` and `make test` are the README's quick start: they
+# install what is missing (scripts/install-deps) and build.  Every other
+# target expects the dependencies to be there (`make deps` installs them)
+# and neither installs packages nor configures again: meson set up a build
+# directory once, and ninja regenerates it when a meson.build changes
+# (a new test is a new line in one).
 
 BUILD      ?= build
 ASAN_BUILD ?= build-asan
@@ -10,7 +15,7 @@ PREFIX     ?= /usr/local
 DESTDIR    ?=
 
 .PHONY: all deps build build-asan test test-fast test-asan run bench \
-	bench-full install format clean distclean fuzz soak
+	bench-full install format check-format clean distclean fuzz soak
 
 all: build
 
@@ -24,18 +29,17 @@ $(ASAN_BUILD)/build.ninja:
 	CC=clang $(MESON) setup $(ASAN_BUILD) -Db_sanitize=address,undefined \
 		-Db_lundef=false -Dbuildtype=debug -Doptimization=1 >/dev/null
 
-# Reconfigure when a test appears (meson does not notice new files).
-build: deps $(BUILD)/build.ninja
-	@$(MESON) setup --reconfigure $(BUILD) >/dev/null
+build: $(BUILD)/build.ninja
 	@$(NINJA) -C $(BUILD)
 
-build-asan: deps $(ASAN_BUILD)/build.ninja
-	@$(MESON) setup --reconfigure $(ASAN_BUILD) >/dev/null
+build-asan: $(ASAN_BUILD)/build.ninja
 	@$(NINJA) -C $(ASAN_BUILD)
 
 # The whole suite, in the normal build (gcc) and under ASan+UBSan (clang),
 # so every change also compiles warning-free with both compilers.
-test: build build-asan
+# (The quick start: dependencies first, then the builds, in that order.)
+test: deps
+	@$(MAKE) --no-print-directory build build-asan
 	@scripts/run-tests $(BUILD) $(ASAN_BUILD)
 
 # The normal build only (quicker, for development).
@@ -45,7 +49,9 @@ test-fast: build
 test-asan: build-asan
 	@scripts/run-tests $(ASAN_BUILD)
 
-run: build
+# The quick start's other half: serve the default pool.
+run: deps
+	@$(MAKE) --no-print-directory build
 	@scripts/run-default $(BUILD)
 
 bench: build
@@ -58,7 +64,7 @@ bench-full: build
 # FUZZ_SECONDS on a copy of its corpus; prints where crash inputs went.
 FUZZ_BUILD   ?= build-fuzz
 FUZZ_SECONDS ?= 60
-fuzz: deps
+fuzz:
 	@tests/fuzz/run-fuzz $(FUZZ_BUILD) $(FUZZ_SECONDS)
 
 # The soak test (tests/soak/soak.py): random management and verified I/O
@@ -73,15 +79,26 @@ soak: build
 
 # The command, libthinvol.so.0, thinvol.h, thinvol.pc and thinvol(8) under
 # $(DESTDIR)$(PREFIX).  PREFIX is the build's meson prefix (it is compiled
-# into thinvol.pc), so it is set before building.
-install: deps $(BUILD)/build.ninja
-	@$(MESON) configure $(BUILD) -Dprefix=$(abspath $(PREFIX)) >/dev/null
+# into thinvol.pc), so it is set before building, and only when it differs
+# from the build's: `meson configure` regenerates the build even when
+# nothing changes.
+install: $(BUILD)/build.ninja
+	@want='$(abspath $(PREFIX))'; \
+	have=$$($(MESON) introspect --buildoptions $(BUILD) | python3 -c \
+		'import json, sys; print([o["value"] for o in json.load(sys.stdin) if o["name"] == "prefix"][0])'); \
+	[ "$$have" = "$$want" ] || \
+		$(MESON) configure $(BUILD) -Dprefix="$$want" >/dev/null
 	@$(NINJA) -C $(BUILD)
 	$(MESON) install -C $(BUILD) --no-rebuild \
 		$(if $(DESTDIR),--destdir $(abspath $(DESTDIR)))
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')
+
+# Whether every tracked .c and .h under src, include, tests and bench is
+# formatted as .clang-format says (lists the files that are not).
+check-format:
+	@scripts/check-format
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD)

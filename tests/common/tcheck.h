@@ -10,7 +10,7 @@
  *
  * Randomized tests seed with tseed(): TV_SEED from the environment if set,
  * else the clock; the seed is printed so any run can be replayed with
- * TV_SEED=<seed>.
+ * TV_SEED=<seed>.  tpattern() fills a buffer with bytes a tag names.
  */
 #ifndef TV_TESTS_TCHECK_H
 #define TV_TESTS_TCHECK_H
@@ -107,6 +107,20 @@ static inline uint64_t trng_next(struct trng *r)
 static inline uint64_t trng_below(struct trng *r, uint64_t n)
 {
 	return trng_next(r) % n;
+}
+
+/* Distinct, reproducible bytes for each tag: len bytes of a generator
+ * seeded from tag (a test writes them and later checks what it reads). */
+static inline void tpattern(uint8_t *buf, size_t len, uint64_t tag)
+{
+	struct trng r;
+
+	trng_init(&r, tag * 0x100000001b3ull + 0x5bd1e995u);
+	for (size_t i = 0; i < len; i += 8) {
+		uint64_t v = trng_next(&r);
+
+		memcpy(buf + i, &v, len - i < 8 ? len - i : 8);
+	}
 }
 
 /* The run's seed: $TV_SEED or the clock; printed for replay. */

@@ -134,3 +134,83 @@ bool vm_matches(struct tv_pool *p, const struct vm_model *m, bool verbose)
 	}
 	return true;
 }
+
+int vm_pick(const struct vm_model *m, struct trng *rng, bool live)
+{
+	for (int k = 0; k < 16; k++) {
+		int i = (int)trng_below(rng, VM_NV);
+
+		if (m->v[i].live == live)
+			return i;
+	}
+	return -1;
+}
+
+void vm_begin_meta(struct vm_model *m, struct vm_model *before)
+{
+	vm_free(before);
+	vm_copy(before, m);
+	vm_settle(m);
+}
+
+uint64_t vm_create(struct vm_model *m, int i, const char *name,
+		   uint64_t sectors)
+{
+	struct vm_vol *v = &m->v[i];
+
+	snprintf(v->name, sizeof(v->name), "%s", name);
+	v->live = true;
+	v->id = m->next_id++;
+	v->sectors = sectors;
+	v->s = calloc(sectors, sizeof(struct vm_sect));
+	CHECK(v->s);
+	for (uint64_t k = 0; k < sectors; k++) {
+		v->s[k].n = 1;
+		v->s[k].c[0] = vm_zero_hash;
+	}
+	m->max_id = v->id;
+	return v->id;
+}
+
+uint64_t vm_snapshot(struct vm_model *m, int i, int o, const char *name)
+{
+	struct vm_vol *v = &m->v[i];
+
+	snprintf(v->name, sizeof(v->name), "%s", name);
+	v->live = true;
+	v->id = m->next_id++;
+	v->sectors = m->v[o].sectors;
+	v->s = malloc(v->sectors * sizeof(struct vm_sect));
+	CHECK(v->s);
+	memcpy(v->s, m->v[o].s, v->sectors * sizeof(struct vm_sect));
+	m->max_id = v->id;
+	return v->id;
+}
+
+void vm_delete(struct vm_model *m, int i)
+{
+	m->v[i].live = false;
+	free(m->v[i].s);
+	m->v[i].s = NULL;
+}
+
+uint8_t *vm_random_data(struct trng *rng, uint64_t n)
+{
+	uint8_t *buf = malloc(n * VM_SECT);
+
+	CHECK(buf);
+	for (uint64_t k = 0; k < n * VM_SECT; k += 8) {
+		uint64_t x = trng_next(rng);
+
+		memcpy(buf + k, &x, 8);
+	}
+	return buf;
+}
+
+void vm_write(struct vm_model *m, int i, uint64_t first, uint64_t n,
+	      const uint8_t *buf)
+{
+	for (uint64_t k = 0; k < n; k++)
+		vm_add(&m->v[i].s[first + k],
+		       buf ? vm_hash(buf + k * VM_SECT) : vm_zero_hash);
+}

@@ -57,4 +57,34 @@ void vm_add(struct vm_sect *s, uint64_t h);
  * verbose: say what differs first. */
 bool vm_matches(struct tv_pool *p, const struct vm_model *m, bool verbose);
 
+/*
+ * The model's side of the workload steps the engine tests share.  A step
+ * moves the model first and then calls the engine, so that a crash or a
+ * failure in the call finds both states in the model.
+ */
+struct trng;
+
+/* A slot that is live (or free), tried 16 times at random; -1: none. */
+int vm_pick(const struct vm_model *m, struct trng *rng, bool live);
+/* Before a metadata operation (it commits): before receives a copy of m,
+ * the state the device keeps if the operation's commit does not land;
+ * then m is settled (its commit flushes every write before it). */
+void vm_begin_meta(struct vm_model *m, struct vm_model *before);
+/* Slot i becomes volume name, of sectors zero sectors, with the next id;
+ * returns the id. */
+uint64_t vm_create(struct vm_model *m, int i, const char *name,
+		   uint64_t sectors);
+/* Slot i becomes a snapshot name of slot o, with the next id; returns
+ * the id. */
+uint64_t vm_snapshot(struct vm_model *m, int i, int o, const char *name);
+void vm_delete(struct vm_model *m, int i);
+/* n sectors of random bytes from rng (malloc'd; the caller frees). */
+uint8_t *vm_random_data(struct trng *rng, uint64_t n);
+/* Sectors [first, first + n) of slot i were written with buf (or, buf
+ * NULL, discarded: they read zeroes).  A write that failed may have
+ * landed in part: its sectors are old or new, as for any write not yet
+ * flushed, so a failed one is recorded too. */
+void vm_write(struct vm_model *m, int i, uint64_t first, uint64_t n,
+	      const uint8_t *buf);
+
 #endif

@@ -29,6 +29,7 @@
 
 #include "io/io.h"
 #include "tcheck.h"
+#include "tquiet.h"
 #include "thin/thin-internal.h"
 #include "thinvol.h"
 #include "util/checked.h"
@@ -37,13 +38,6 @@
 #define BLOB 16u
 #define NS 6	/* volume slots of the model */
 #define MAXB 6	/* blocks per volume at most */
-
-static void quiet(enum log_level lvl, const char *msg, void *ctx)
-{
-	(void)lvl;
-	(void)msg;
-	(void)ctx;
-}
 
 static const struct tv_pool_open_opts oo = { .commit_interval_ms =
 						     3600000 };
@@ -674,7 +668,7 @@ int main(void)
 	uint64_t cuts = 0, images = 0;
 
 	if (!getenv("V"))
-		log_set_sink(quiet, NULL);
+		log_set_sink(tquiet, NULL);
 	volume_id_clock = NULL; /* ids from the counter: predictable */
 	if (!getenv("TV_MODEL_ONLY")) {
 		part1(4096);

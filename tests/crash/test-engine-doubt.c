@@ -40,6 +40,7 @@
 
 #include "io/io.h"
 #include "tcheck.h"
+#include "tquiet.h"
 #include "thin/thin-internal.h"
 #include "thinvol.h"
 #include "util/log.h"
@@ -48,13 +49,6 @@
 #define NBATCH 400
 #define NPOST 100
 #define NDATA 8 /* blocks of v written in T */
-
-static void quiet(enum log_level lvl, const char *msg, void *ctx)
-{
-	(void)lvl;
-	(void)msg;
-	(void)ctx;
-}
 
 static const struct tv_pool_open_opts oo = { .commit_interval_ms = 3600000 };
 
@@ -330,7 +324,7 @@ static void one(bool cow, enum how how, uint64_t k, uint64_t seed)
 int main(void)
 {
 	if (!getenv("TV_VERBOSE"))
-		log_set_sink(quiet, NULL);
+		log_set_sink(tquiet, NULL);
 	volume_id_clock = NULL;
 	for (int cow = 1; cow >= 0; cow--) {
 		uint64_t n = count_ops(cow, IO_OP_FLUSH);

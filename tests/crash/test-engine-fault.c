@@ -24,7 +24,9 @@
 #include <stdlib.h>
 
 #include "io/io.h"
+#include "iowrap.h"
 #include "tcheck.h"
+#include "tquiet.h"
 #include "thin/thin-internal.h"
 #include "thinvol.h"
 #include "util/checked.h"
@@ -37,8 +39,7 @@
 /* ---- a tracing device: remembers the kind of the last failed op ---- */
 
 struct tdev {
-	struct io_dev dev;
-	struct io_dev *lower;
+	struct iowrap w;
 	unsigned int failed_kind; /* IO_OP_* of the first failure, or 0 */
 	unsigned int nfailed;
 };
@@ -57,36 +58,28 @@ static int note(struct io_dev *d, unsigned int kind, int r)
 
 static int t_read(struct io_dev *d, void *buf, size_t len, uint64_t off)
 {
-	return note(d, IO_OP_READ, io_read(T(d)->lower, buf, len, off));
+	return note(d, IO_OP_READ, iowrap_read(d, buf, len, off));
 }
 
 static int t_write(struct io_dev *d, const void *buf, size_t len,
 		   uint64_t off)
 {
-	return note(d, IO_OP_WRITE, io_write(T(d)->lower, buf, len, off));
+	return note(d, IO_OP_WRITE, iowrap_write(d, buf, len, off));
 }
 
 static int t_flush(struct io_dev *d)
 {
-	return note(d, IO_OP_FLUSH, io_flush(T(d)->lower));
+	return note(d, IO_OP_FLUSH, iowrap_flush(d));
 }
 
 static int t_discard(struct io_dev *d, uint64_t off, uint64_t len)
 {
-	return note(d, IO_OP_DISCARD, io_discard(T(d)->lower, off, len));
+	return note(d, IO_OP_DISCARD, iowrap_discard(d, off, len));
 }
 
 static int t_wz(struct io_dev *d, uint64_t off, uint64_t len)
 {
-	return note(d, IO_OP_WRITE_ZEROES,
-		    io_write_zeroes(T(d)->lower, off, len));
-}
-
-static int t_resize(struct io_dev *d, uint64_t n)
-{
-	(void)d;
-	(void)n;
-	return -EOPNOTSUPP;
+	return note(d, IO_OP_WRITE_ZEROES, iowrap_write_zeroes(d, off, len));
 }
 
 static void t_close(struct io_dev *d)
@@ -100,7 +93,7 @@ static const struct io_ops tops = {
 	.flush = t_flush,
 	.discard = t_discard,
 	.write_zeroes = t_wz,
-	.resize = t_resize,
+	.resize = iowrap_no_resize,
 	.close = t_close,
 };
 
@@ -109,18 +102,8 @@ static struct io_dev *trace_wrap(struct io_dev *lower)
 	struct tdev *t = calloc(1, sizeof(*t));
 
 	CHECK(t);
-	t->dev.ops = &tops;
-	t->dev.size = lower->size;
-	snprintf(t->dev.name, sizeof(t->dev.name), "trace");
-	t->lower = lower;
-	return &t->dev;
-}
-
-static void quiet(enum log_level lvl, const char *msg, void *ctx)
-{
-	(void)lvl;
-	(void)msg;
-	(void)ctx;
+	iowrap_init(&t->w, &tops, lower, "trace");
+	return &t->w.dev;
 }
 
 enum step_kind { S_NONE, S_CREATE, S_SNAPSHOT, S_DELETE, S_WRITE, S_FLUSH };
@@ -135,93 +118,66 @@ struct run {
 	enum step_kind last;
 };
 
-static int pick(struct run *w, bool live)
-{
-	for (int k = 0; k < 16; k++) {
-		int i = (int)trng_below(&w->rng, VM_NV);
-		if (w->cur.v[i].live == live)
-			return i;
-	}
-	return -1;
-}
-
-static void begin_meta(struct run *w)
-{
-	vm_free(&w->before_op);
-	vm_copy(&w->before_op, &w->cur);
-	w->op_in_flight = true;
-	vm_settle(&w->cur);
-}
-
 static int step(struct run *w, struct tv_pool *p)
 {
 	struct vm_model *m = &w->cur;
 	unsigned int op = (unsigned int)trng_below(&w->rng, 100);
+	char name[16];
 	int i, r;
 
 	w->last = S_NONE;
 	if (op < 12) {
-		uint64_t id;
-		i = pick(w, false);
+		uint64_t id, want;
+		i = vm_pick(m, &w->rng, false);
 		if (i < 0)
 			return 0;
 		w->last = S_CREATE;
-		begin_meta(w);
-		snprintf(m->v[i].name, sizeof(m->v[i].name), "v%u", w->seq++);
-		m->v[i].live = true;
-		m->v[i].id = m->next_id++;
-		m->v[i].sectors = (2 + trng_below(&w->rng, 5)) * BS / VM_SECT;
-		m->v[i].s = calloc(m->v[i].sectors, sizeof(struct vm_sect));
-		for (uint64_t k = 0; k < m->v[i].sectors; k++) {
-			m->v[i].s[k].n = 1;
-			m->v[i].s[k].c[0] = vm_zero_hash;
-		}
-		m->max_id = m->v[i].id;
+		vm_begin_meta(m, &w->before_op);
+		w->op_in_flight = true;
+		snprintf(name, sizeof(name), "v%u", w->seq++);
+		want = vm_create(m, i, name,
+				 (2 + trng_below(&w->rng, 5)) * BS / VM_SECT);
 		r = tv_vol_create(p, m->v[i].name, m->v[i].sectors * VM_SECT,
 				  NULL, 0, &id);
 		if (r < 0)
 			return r;
-		CHECK_EQ(id, m->v[i].id);
+		CHECK_EQ(id, want);
 		w->op_in_flight = false;
 	} else if (op < 20) {
-		int o = pick(w, true);
-		uint64_t id;
-		i = pick(w, false);
+		int o = vm_pick(m, &w->rng, true);
+		uint64_t id, want;
+		i = vm_pick(m, &w->rng, false);
 		if (i < 0 || o < 0)
 			return 0;
 		w->last = S_SNAPSHOT;
-		begin_meta(w);
-		snprintf(m->v[i].name, sizeof(m->v[i].name), "s%u", w->seq++);
-		m->v[i].live = true;
-		m->v[i].id = m->next_id++;
-		m->v[i].sectors = m->v[o].sectors;
-		m->v[i].s = malloc(m->v[o].sectors * sizeof(struct vm_sect));
-		memcpy(m->v[i].s, m->v[o].s,
-		       m->v[o].sectors * sizeof(struct vm_sect));
-		m->max_id = m->v[i].id;
+		vm_begin_meta(m, &w->before_op);
+		w->op_in_flight = true;
+		snprintf(name, sizeof(name), "s%u", w->seq++);
+		want = vm_snapshot(m, i, o, name);
 		r = tv_vol_snapshot(p, m->v[o].id, m->v[i].name, 0, NULL, 0,
 				    &id);
 		if (r < 0)
 			return r;
-		CHECK_EQ(id, m->v[i].id);
+		CHECK_EQ(id, want);
 		w->op_in_flight = false;
 	} else if (op < 27) {
-		i = pick(w, true);
+		uint64_t id;
+		i = vm_pick(m, &w->rng, true);
 		if (i < 0)
 			return 0;
 		w->last = S_DELETE;
-		begin_meta(w);
-		m->v[i].live = false;
-		free(m->v[i].s);
-		m->v[i].s = NULL;
-		r = tv_vol_delete(p, m->v[i].id);
+		vm_begin_meta(m, &w->before_op);
+		w->op_in_flight = true;
+		id = m->v[i].id;
+		vm_delete(m, i);
+		r = tv_vol_delete(p, id);
 		if (r < 0)
 			return r;
 		w->op_in_flight = false;
 	} else if (op < 88) {
 		uint64_t first, n;
 		uint8_t *buf;
-		i = pick(w, true);
+		i = vm_pick(m, &w->rng, true);
 		if (i < 0)
 			return 0;
 		w->last = S_WRITE;
@@ -233,14 +189,9 @@ static int step(struct run *w, struct tv_pool *p)
 			n = 1 + trng_below(&w->rng, MIN(m->v[i].sectors - first,
 							 2 * BS / VM_SECT));
 		}
-		buf = malloc(n * VM_SECT);
-		for (uint64_t k = 0; k < n * VM_SECT; k += 8) {
-			uint64_t x = trng_next(&w->rng);
-			memcpy(buf + k, &x, 8);
-		}
+		buf = vm_random_data(&w->rng, n);
 		r = tv_vol_write(p, m->v[i].id, buf, n * VM_SECT, first * VM_SECT, 0);
-		for (uint64_t k = 0; k < n; k++)
-			vm_add(&m->v[i].s[first + k], vm_hash(buf + k * VM_SECT));
+		vm_write(m, i, first, n, buf);
 		free(buf);
 		if (r < 0)
 			return r;
@@ -253,7 +204,6 @@ static int step(struct run *w, struct tv_pool *p)
 	}
 	return 0;
 }
-
 
 struct stats {
 	uint64_t points, readonly_commit, meta_read_rw, close_failed;
@@ -467,7 +417,7 @@ int main(void)
 		vm_zero_hash = vm_hash(zero);
 	}
 	if (!getenv("V"))
-		log_set_sink(quiet, NULL);
+		log_set_sink(tquiet, NULL);
 	nsteps = (unsigned int)((tsanitized() ? 120 : 400) * tscale());
 	preflush_fault();
 	total = run_one(seed, 0, false, &st[0]);

@@ -34,6 +34,7 @@
 
 #include "io/io.h"
 #include "tcheck.h"
+#include "tquiet.h"
 #include "thin/thin-internal.h"
 #include "thinvol.h"
 #include "util/log.h"
@@ -42,13 +43,6 @@
 #define DEV_SIZE (256 * MiB)
 #define ROOM (24 * MiB)
 #define VOL_SIZE (64 * MiB)
-
-static void quiet(enum log_level lvl, const char *msg, void *ctx)
-{
-	(void)lvl;
-	(void)msg;
-	(void)ctx;
-}
 
 static const struct tv_pool_open_opts oo = { .commit_interval_ms = 20 };
 
@@ -370,7 +364,7 @@ static void holey_chunks(uint32_t bs)
 int main(void)
 {
 	if (!getenv("TV_VERBOSE"))
-		log_set_sink(quiet, NULL);
+		log_set_sink(tquiet, NULL);
 	run(4096);
 	run(65536);
 	holey_chunks(4096);

@@ -50,6 +50,7 @@
 #include "pdata/bc.h"
 #include "pdata/sm.h"
 #include "tcheck.h"
+#include "tquiet.h"
 #include "thin/thin-internal.h"
 #include "thinvol.h"
 #include "util/endian.h"
@@ -59,13 +60,6 @@
 #define NPC (BS / PD_NODE_SIZE)
 #define DEV_SIZE (16ull << 20)
 #define SB_SM_ROOT 120 /* disk_superblock.sm_root (docs/format.md) */
-
-static void quiet(enum log_level lvl, const char *msg, void *ctx)
-{
-	(void)lvl;
-	(void)msg;
-	(void)ctx;
-}
 
 static const struct tv_pool_open_opts oo = { .commit_interval_ms = 3600000,
 					     .cache_bytes = 1u << 20 };
@@ -708,7 +702,7 @@ int main(void)
 	uint64_t node;
 
 	if (!getenv("V"))
-		log_set_sink(quiet, NULL);
+		log_set_sink(tquiet, NULL);
 	build_base();
 	p = open_img(base, &dev);
 	{

@@ -20,19 +20,13 @@
 
 #include "io/io.h"
 #include "tcheck.h"
+#include "tquiet.h"
 #include "thin/thin-internal.h"
 #include "thinvol.h"
 #include "util/checked.h"
 #include "util/log.h"
 #include "volmodel.h"
 
-
-static void quiet(enum log_level lvl, const char *msg, void *ctx)
-{
-	(void)lvl;
-	(void)msg;
-	(void)ctx;
-}
 
 struct run {
 	struct trng rng;
@@ -43,86 +37,58 @@ struct run {
 	uint32_t bs;
 };
 
-static int pick(struct run *w, bool live)
-{
-	for (int k = 0; k < 16; k++) {
-		int i = (int)trng_below(&w->rng, VM_NV);
-		if (w->cur.v[i].live == live)
-			return i;
-	}
-	return -1;
-}
-
-/* One step; returns the engine's error (the power went) or 0. */
+/* One step; returns the engine's error (the power went) or 0.  A
+ * metadata step moves the model first: if the power goes during the
+ * commit, either state may be on the device. */
 static int step(struct run *w, struct tv_pool *p)
 {
 	struct vm_model *m = &w->cur;
 	unsigned int op = (unsigned int)trng_below(&w->rng, 100);
+	char name[16];
 	int i, r;
 
 	if (op < 12) { /* create */
-		uint64_t id;
-		i = pick(w, false);
+		uint64_t id, want;
+		i = vm_pick(m, &w->rng, false);
 		if (i < 0)
 			return 0;
-		vm_free(&w->before_op);
-		vm_copy(&w->before_op, m);
-		/* the model moves first: if the power goes during the
-		 * commit, either state may be on the device */
+		vm_begin_meta(m, &w->before_op);
 		w->op_in_flight = true;
-		snprintf(m->v[i].name, sizeof(m->v[i].name), "v%u", w->seq++);
-		vm_settle(m);
-		m->v[i].live = true;
-		m->v[i].id = m->next_id++;
-		m->v[i].sectors = (2 + trng_below(&w->rng, 6)) * w->bs / VM_SECT;
-		m->v[i].s = calloc(m->v[i].sectors, sizeof(struct vm_sect));
-		for (uint64_t k = 0; k < m->v[i].sectors; k++) {
-			m->v[i].s[k].n = 1;
-			m->v[i].s[k].c[0] = vm_zero_hash;
-		}
-		m->max_id = m->v[i].id;
+		snprintf(name, sizeof(name), "v%u", w->seq++);
+		want = vm_create(m, i, name,
+				 (2 + trng_below(&w->rng, 6)) * w->bs / VM_SECT);
 		r = tv_vol_create(p, m->v[i].name, m->v[i].sectors * VM_SECT,
 				  NULL, 0, &id);
 		if (r < 0)
 			return r;
-		CHECK_EQ(id, m->v[i].id);
+		CHECK_EQ(id, want);
 		w->op_in_flight = false;
 	} else if (op < 18) { /* snapshot */
-		int o = pick(w, true);
-		uint64_t id;
-		i = pick(w, false);
+		int o = vm_pick(m, &w->rng, true);
+		uint64_t id, want;
+		i = vm_pick(m, &w->rng, false);
 		if (i < 0 || o < 0)
 			return 0;
-		vm_free(&w->before_op);
-		vm_copy(&w->before_op, m);
+		vm_begin_meta(m, &w->before_op);
 		w->op_in_flight = true;
-		snprintf(m->v[i].name, sizeof(m->v[i].name), "s%u", w->seq++);
-		vm_settle(m);
-		m->v[i].live = true;
-		m->v[i].id = m->next_id++;
-		m->v[i].sectors = m->v[o].sectors;
-		m->v[i].s = malloc(m->v[o].sectors * sizeof(struct vm_sect));
-		memcpy(m->v[i].s, m->v[o].s,
-		       m->v[o].sectors * sizeof(struct vm_sect));
-		m->max_id = m->v[i].id;
+		snprintf(name, sizeof(name), "s%u", w->seq++);
+		want = vm_snapshot(m, i, o, name);
 		r = tv_vol_snapshot(p, m->v[o].id, m->v[i].name, 0, NULL, 0,
 				    &id);
 		if (r < 0)
 			return r;
-		CHECK_EQ(id, m->v[i].id);
+		CHECK_EQ(id, want);
 		w->op_in_flight = false;
 	} else if (op < 25) { /* delete */
-		i = pick(w, true);
+		uint64_t id;
+		i = vm_pick(m, &w->rng, true);
 		if (i < 0)
 			return 0;
-		vm_free(&w->before_op);
-		vm_copy(&w->before_op, m);
+		vm_begin_meta(m, &w->before_op);
 		w->op_in_flight = true;
-		vm_settle(m);
-		m->v[i].live = false;
-		free(m->v[i].s);
-		m->v[i].s = NULL;
-		r = tv_vol_delete(p, m->v[i].id);
+		id = m->v[i].id;
+		vm_delete(m, i);
+		r = tv_vol_delete(p, id);
 		if (r < 0)
 			return r;
 		w->op_in_flight = false;
@@ -130,7 +96,7 @@ static int step(struct run *w, struct tv_pool *p)
 			       * pieces, or a random range */
 		uint64_t first, n;
 		uint8_t *buf;
-		i = pick(w, true);
+		i = vm_pick(m, &w->rng, true);
 		if (i < 0)
 			return 0;
 		if (op < 30) {
@@ -144,29 +110,21 @@ static int step(struct run *w, struct tv_pool *p)
 			n = 1 + trng_below(&w->rng, MIN(m->v[i].sectors - first,
 							 2 * w->bs / VM_SECT));
 		}
-		buf = malloc(n * VM_SECT);
-		for (uint64_t k = 0; k < n * VM_SECT; k += 8) {
-			uint64_t x = trng_next(&w->rng);
-			memcpy(buf + k, &x, 8);
-		}
+		buf = vm_random_data(&w->rng, n);
 		r = tv_vol_write(p, m->v[i].id, buf, n * VM_SECT, first * VM_SECT, 0);
-		/* a write that failed may have landed in part: its sectors
-		 * are old or new, as for any write not yet flushed */
-		for (uint64_t k = 0; k < n; k++)
-			vm_add(&m->v[i].s[first + k], vm_hash(buf + k * VM_SECT));
+		vm_write(m, i, first, n, buf);
 		free(buf);
 		if (r < 0)
 			return r;
 	} else if (op < 86) { /* discard */
 		uint64_t first, n;
-		i = pick(w, true);
+		i = vm_pick(m, &w->rng, true);
 		if (i < 0)
 			return 0;
 		first = trng_below(&w->rng, m->v[i].sectors);
 		n = 1 + trng_below(&w->rng, m->v[i].sectors - first);
 		r = tv_vol_discard(p, m->v[i].id, n * VM_SECT, first * VM_SECT);
-		for (uint64_t k = 0; k < n; k++)
-			vm_add(&m->v[i].s[first + k], vm_zero_hash);
+		vm_write(m, i, first, n, NULL);
 		if (r < 0)
 			return r;
 	} else if (op < 94) { /* flush */
@@ -402,7 +360,7 @@ int main(void)
 	volume_id_clock = NULL; /* plain counter: ids 1, 2, ... */
 	vm_zero_hash = vm_hash(zero);
 	if (!getenv("V"))
-		log_set_sink(quiet, NULL);
+		log_set_sink(tquiet, NULL);
 	ranged_commit_test(false);
 	ranged_commit_test(true);
 	/* small pools, so that freed blocks are soon handed out again: the

@@ -34,7 +34,9 @@
 #include <time.h>
 
 #include "io/io.h"
+#include "iowrap.h"
 #include "tcheck.h"
+#include "tquiet.h"
 #include "thin/thin-internal.h"
 #include "thinvol.h"
 #include "util/log.h"
@@ -42,13 +44,6 @@
 #define BS (64u << 10)
 #define DEV_SIZE (256ull << 20)
 #define VOL_SIZE (64ull << 20)
-
-static void quiet(enum log_level lvl, const char *msg, void *ctx)
-{
-	(void)lvl;
-	(void)msg;
-	(void)ctx;
-}
 
 static const struct tv_pool_open_opts oo = { .commit_interval_ms = 3600000 };
 
@@ -352,8 +347,7 @@ static void ranged_writeback(void)
 #define HOLD_MS 300
 
 struct edev {
-	struct io_dev dev;
-	struct io_dev *lower;
+	struct iowrap w;
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
 	bool armed, other_passed;
@@ -362,34 +356,6 @@ struct edev {
 static struct edev *E(struct io_dev *d)
 {
 	return (struct edev *)d;
-}
-
-static int e_read(struct io_dev *d, void *buf, size_t len, uint64_t off)
-{
-	return io_read(E(d)->lower, buf, len, off);
-}
-
-static int e_write(struct io_dev *d, const void *buf, size_t len,
-		   uint64_t off)
-{
-	return io_write(E(d)->lower, buf, len, off);
-}
-
-static int e_discard(struct io_dev *d, uint64_t off, uint64_t len)
-{
-	return io_discard(E(d)->lower, off, len);
-}
-
-static int e_wz(struct io_dev *d, uint64_t off, uint64_t len)
-{
-	return io_write_zeroes(E(d)->lower, off, len);
-}
-
-static int e_resize(struct io_dev *d, uint64_t n)
-{
-	(void)d;
-	(void)n;
-	return -EOPNOTSUPP;
 }
 
 static void e_close(struct io_dev *d)
@@ -421,7 +387,7 @@ static int e_flush(struct io_dev *d)
 		return -EIO;
 	}
 	pthread_mutex_unlock(&e->lock);
-	r = io_flush(e->lower);
+	r = iowrap_flush(d);
 	pthread_mutex_lock(&e->lock);
 	e->other_passed = true;
 	pthread_cond_broadcast(&e->cond);
@@ -430,12 +396,12 @@ static int e_flush(struct io_dev *d)
 }
 
 static const struct io_ops eops = {
-	.read = e_read,
-	.write = e_write,
+	.read = iowrap_read,
+	.write = iowrap_write,
 	.flush = e_flush,
-	.discard = e_discard,
-	.write_zeroes = e_wz,
-	.resize = e_resize,
+	.discard = iowrap_discard,
+	.write_zeroes = iowrap_write_zeroes,
+	.resize = iowrap_no_resize,
 	.close = e_close,
 };
 
@@ -444,13 +410,10 @@ static struct io_dev *edev_wrap(struct io_dev *lower)
 	struct edev *e = calloc(1, sizeof(*e));
 
 	CHECK(e);
-	e->dev.ops = &eops;
-	e->dev.size = lower->size;
-	snprintf(e->dev.name, sizeof(e->dev.name), "errseq");
-	e->lower = lower;
+	iowrap_init(&e->w, &eops, lower, "errseq");
 	pthread_mutex_init(&e->lock, NULL);
 	pthread_cond_init(&e->cond, NULL);
-	return &e->dev;
+	return &e->w.dev;
 }
 
 struct flusher {
@@ -528,7 +491,7 @@ static void concurrent(int other)
 int main(void)
 {
 	if (!getenv("V"))
-		log_set_sink(quiet, NULL);
+		log_set_sink(tquiet, NULL);
 	flush_clean(false);
 	flush_clean(true);
 	flush_dirty();

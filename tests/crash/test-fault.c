@@ -34,6 +34,7 @@
 #include "io/io.h"
 #include "pdata/tm.h"
 #include "tcheck.h"
+#include "tquiet.h"
 #include "util/checked.h"
 #include "util/log.h"
 #include "workload.h"
@@ -62,13 +63,6 @@ struct totals {
 
 static bool verbose;
 static int saved_stderr = -1;
-
-static void quiet(enum log_level lvl, const char *msg, void *ctx)
-{
-	(void)lvl;
-	(void)msg;
-	(void)ctx;
-}
 
 /*
  * The workload prints a line on some expected failures; hide stderr while
@@ -348,7 +342,7 @@ int main(void)
 
 	verbose = getenv("V") != NULL;
 	if (!verbose)
-		log_set_sink(quiet, NULL);
+		log_set_sink(tquiet, NULL);
 	for (unsigned int i = 0; i < ARRAY_SIZE(cfs); i++)
 		run_config(&cfs[i], seed + i, &t);
 	printf("test-fault: %" PRIu64 " fault points injected, %" PRIu64

@@ -15,6 +15,7 @@
 #include "io/io.h"
 #include "pdata/tm.h"
 #include "tcheck.h"
+#include "tquiet.h"
 #include "util/checked.h"
 #include "util/log.h"
 #include "workload.h"
@@ -28,13 +29,6 @@ struct config {
 	uint64_t key_range;
 	uint32_t key_size, value_size;
 };
-
-static void quiet(enum log_level lvl, const char *msg, void *ctx)
-{
-	(void)lvl;
-	(void)msg;
-	(void)ctx;
-}
 
 struct totals {
 	uint64_t cut_points, images, at_commit, at_attempt;
@@ -188,7 +182,7 @@ int main(void)
 	struct totals t = { 0 };
 
 	if (!getenv("V"))
-		log_set_sink(quiet, NULL);
+		log_set_sink(tquiet, NULL);
 	for (unsigned int i = 0; i < ARRAY_SIZE(cfs); i++)
 		run_config(&cfs[i], seed + i, &t);
 	/* the workload must reach internal levels, or the test proves less */

@@ -97,6 +97,25 @@ pool_create() {
 		fail "pool create $size $*"
 }
 
+# make_pki DIR: an X.509 CA, a server and a client certificate (in
+# DIR/client/) made by certtool from the templates the test wrote,
+# DIR/ca.info, DIR/server.info and DIR/client.info; keys mode 600.
+make_pki() {
+	local pki=$1
+	(
+		cd "$pki" &&
+			certtool --generate-privkey --outfile ca-key.pem &&
+			certtool --generate-self-signed --load-privkey ca-key.pem --template ca.info --outfile ca-cert.pem &&
+			certtool --generate-privkey --outfile server-key.pem &&
+			certtool --generate-certificate --load-ca-certificate ca-cert.pem --load-ca-privkey ca-key.pem \
+				--load-privkey server-key.pem --template server.info --outfile server-cert.pem &&
+			certtool --generate-privkey --outfile client/client-key.pem &&
+			certtool --generate-certificate --load-ca-certificate ca-cert.pem --load-ca-privkey ca-key.pem \
+				--load-privkey client/client-key.pem --template client.info --outfile client/client-cert.pem
+	) >"$dir/certtool.log" 2>&1 || fail "certtool: $(tail -n 5 "$dir/certtool.log")"
+	chmod 600 "$pki"/*key.pem "$pki"/client/*key.pem
+}
+
 # wait_for TIMEOUT_S CMD...: poll CMD every 50 ms until it succeeds
 wait_for() {
 	local t=$(($1 * 20)); shift

@@ -5,27 +5,22 @@
 # length, pipelined requests, NBD_CMD_DISC.  Run by test-nbdsh-proto.sh:
 #   proto_raw.py SOCKET RW-EXPORT BLOCK-SIZE EXPORT...
 # (RW-EXPORT: 64 MiB, blocks 0-3 hold pat(4 * B, 1), as for proto_libnbd.py)
-import socket
+# The wire format (constants, connection, option replies) is nbdwire.py's.
 import struct
 import sys
+
+import nbdwire
+from nbdwire import (ERR, ERR_INVALID, ERR_POLICY, ERR_UNKNOWN, ERR_UNSUP,
+                     IHAVEOPT, NBDMAGIC, OPT_ABORT, OPT_EXPORT_NAME, OPT_GO,
+                     OPT_INFO, OPT_LIST, OPT_LIST_META, OPT_SET_META, OPT_SR,
+                     OPT_STARTTLS, REP_ACK, REP_INFO, REP_META, REP_SERVER,
+                     REQMAGIC, SIMPLE, STRUCT, CMD_BS, CMD_DISC, CMD_FLUSH,
+                     CMD_READ, CMD_WRITE, EINVAL, EOVERFLOW, meta_data,
+                     name_data)
 
 sock_path, RW, B = sys.argv[1], sys.argv[2], int(sys.argv[3])
 EXPORTS = sys.argv[4:]
 SIZE = 64 << 20
-
-NBDMAGIC = 0x4E42444D41474943
-IHAVEOPT = 0x49484156454F5054
-REPMAGIC = 0x0003E889045565A9
-REQMAGIC = 0x25609513
-SIMPLE = 0x67446698
-STRUCT = 0x668E33EF
-OPT_EXPORT_NAME, OPT_ABORT, OPT_LIST, OPT_STARTTLS = 1, 2, 3, 5
-OPT_INFO, OPT_GO, OPT_SR, OPT_LIST_META, OPT_SET_META = 6, 7, 8, 9, 10
-REP_ACK, REP_SERVER, REP_INFO, REP_META = 1, 2, 3, 4
-ERR = 1 << 31
-ERR_UNSUP, ERR_POLICY, ERR_INVALID, ERR_UNKNOWN = ERR | 1, ERR | 2, ERR | 3, ERR | 6
-CMD_READ, CMD_WRITE, CMD_DISC, CMD_FLUSH, CMD_BS = 0, 1, 2, 3, 7
-EPERM, EINVAL, ENOSPC, EOVERFLOW = 1, 22, 28, 75
 checks = 0
 
 
@@ -42,56 +37,19 @@ def pat(n, seed):
     return (period * (n // 256 + 1))[:n]
 
 
-def name_data(name, infos=()):
-    n = name.encode()
-    return struct.pack(">I", len(n)) + n + struct.pack(">H", len(infos)) + b"".join(struct.pack(">H", i) for i in infos)
+class Conn(nbdwire.Conn):
+    """nbdwire's connection (option replies checked there), with the
+    greeting checked here, and replies as this test reads them."""
 
-
-class Conn:
     def __init__(self, cflags=3):
-        self.s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.s.settimeout(20)
-        self.s.connect(sock_path)
+        super().__init__(sock_path, cflags=cflags, greet=False)
         magic, opt, hflags = struct.unpack(">QQH", self.recvn(18))
         check(magic == NBDMAGIC and opt == IHAVEOPT, "greeting magic %x %x" % (magic, opt))
         check(hflags & 3 == 3, "handshake flags %x lack FIXED_NEWSTYLE|NO_ZEROES" % hflags)
         self.s.sendall(struct.pack(">I", cflags))
 
-    def recvn(self, n):
-        out = bytearray()
-        while len(out) < n:
-            b = self.s.recv(min(n - len(out), 1 << 20))
-            if not b:
-                raise EOFError("connection closed after %d of %d bytes" % (len(out), n))
-            out += b
-        return bytes(out)
-
-    def closed(self):
-        """True if the server closes the connection (EOF or reset) within
-        the timeout without sending anything more."""
-        try:
-            return self.s.recv(1) == b""
-        except ConnectionResetError:
-            return True
-
-    def send_opt(self, opt, data=b"", length=None):
-        self.s.sendall(struct.pack(">QII", IHAVEOPT, opt, len(data) if length is None else length) + data)
-
-    def opt(self, opt, data=b""):
-        """Send an option; return its replies [(type, data)], the last being
-        the final one (ACK or an error)."""
-        self.send_opt(opt, data)
-        out = []
-        while True:
-            magic, o, typ, ln = struct.unpack(">QIII", self.recvn(20))
-            check(magic == REPMAGIC, "option reply magic %x" % magic)
-            check(o == opt, "reply to option %d, sent %d" % (o, opt))
-            out.append((typ, self.recvn(ln)))
-            if typ == REP_ACK or typ & ERR:
-                return out
-
     def req(self, typ, offset=0, length=0, flags=0, handle=1, data=b""):
-        self.s.sendall(struct.pack(">IHHQQI", REQMAGIC, flags, typ, handle, offset, length) + data)
+        super().req(typ, offset, length, flags, handle, data)
 
     def reply(self, structured):
         """One reply: ("simple", handle, error) or a list of chunks
@@ -170,13 +128,6 @@ r = c.opt(OPT_SR, b"x")
 check(len(r) == 1 and r[0][0] == ERR_INVALID, "STRUCTURED_REPLY with data: %s" % r)
 r = c.opt(OPT_SR)
 check(r == [(REP_ACK, b"")], "STRUCTURED_REPLY: %s" % r)
-
-
-def meta_data(name, queries):
-    d = name_data(name)[:-2] + struct.pack(">I", len(queries))
-    for q in queries:
-        d += struct.pack(">I", len(q)) + q.encode()
-    return d
 
 
 r = c.opt(OPT_LIST_META, meta_data(RW, []))
@@ -327,7 +278,7 @@ c.req(CMD_DISC)
 # in with EXPORT_NAME; the spec has the server drop only unknown flags
 try:
     export_name(0)
-except (OSError, EOFError) as e:
+except (OSError, nbdwire.Closed) as e:
     raise AssertionError("a plain newstyle client (client flags 0, EXPORT_NAME) was refused: %s" % e)
 
 print("proto_raw: %d checks passed" % checks)

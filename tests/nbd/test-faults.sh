@@ -30,6 +30,8 @@
 #
 # Seeded (TV_SEED replays the choice of fault points).
 . "$(dirname "$0")/lib.sh"
+here=$(cd "$(dirname "$0")" && pwd)
+export PYTHONPATH=$here${PYTHONPATH:+:$PYTHONPATH}
 seed=${TV_SEED:-$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')}
 echo "$me: seed $seed (replay with TV_SEED=$seed)"
 RANDOM=$seed
@@ -37,8 +39,10 @@ RANDOM=$seed
 cat >"$dir/faults.py" <<'EOF'
 # faults.py PHASE SCENARIO SEED: PHASE "run" (daemon with faults) or
 # "verify" (restarted without); state in $TV_DIR/model.json.
-import json, os, random, socket, subprocess, sys
+import json, os, random, sys
 import nbd
+import tvctl
+from tvctl import tv
 
 phase, scen, seed = sys.argv[1], sys.argv[2], int(sys.argv[3])
 action, opset, mode, err = scen.split(":")
@@ -54,25 +58,10 @@ def fail(msg):
 
 
 def ctl(op, args=None):
-    s = socket.socket(socket.AF_UNIX)
-    s.settimeout(30)
-    s.connect(csock)
-    req = {"v": 1, "id": 1, "op": op}
-    if args is not None:
-        req["args"] = args
-    s.sendall((json.dumps(req) + "\n").encode())
-    buf = b""
-    while not buf.endswith(b"\n"):
-        d = s.recv(1 << 16)
-        if not d:
-            fail("control socket closed during %s" % op)
-        buf += d
-    s.close()
-    return json.loads(buf)
-
-
-def tv(*args):
-    return subprocess.run([TV] + list(args), capture_output=True, text=True, timeout=60)
+    try:
+        return tvctl.ctl(op, args)
+    except tvctl.CtlClosed as e:
+        fail(str(e))
 
 
 def names():
@@ -83,10 +72,7 @@ def names():
 
 
 def connect(name):
-    h = nbd.NBD()
-    h.set_strict_mode(0)
-    h.connect_uri("nbd+unix:///%s?socket=%s" % (name, os.environ["TV_NSOCK"]))
-    return h
+    return tvctl.connect(name, strict=False)
 
 
 def errno_of(f):
@@ -363,25 +349,12 @@ rm -f "$pool"
 pool_create 256M
 THINVOL_TEST_FAULTS=1 start_serve "${srv_args[@]}"
 py <<'PYEOF' || fail "pool reopen"
-import json, os, socket, subprocess, time, nbd
+import os, subprocess, time, nbd
+from tvctl import ctl, tv
+import tvctl
 TV, pool = os.environ["THINVOL"], os.environ["TV_POOL"]
-def ctl(op, args=None):
-    s = socket.socket(socket.AF_UNIX)
-    s.connect(os.environ["TV_CSOCK"])
-    req = {"v": 1, "id": 1, "op": op}
-    if args is not None:
-        req["args"] = args
-    s.sendall((json.dumps(req) + "\n").encode())
-    buf = b""
-    while not buf.endswith(b"\n"):
-        buf += s.recv(65536)
-    return json.loads(buf)
-def tv(*a):
-    return subprocess.run([TV] + list(a), capture_output=True, text=True, timeout=60)
 def connect():
-    h = nbd.NBD()
-    h.connect_uri("nbd+unix:///a?socket=" + os.environ["TV_NSOCK"])
-    return h
+    return tvctl.connect("a")
 assert tv("create", pool, "a", "--size", "8M").returncode == 0
 assert tv("create", pool, "b", "--size", "8M").returncode == 0
 h = connect()
@@ -468,25 +441,12 @@ for err in ENOSPC EIO; do
 	pool_create 64M
 	THINVOL_TEST_FAULTS=1 start_serve "${srv_args[@]}"
 	TV_ERR=$err py <<'PYEOF' || fail "commit in doubt ($err)"
-import json, os, socket, subprocess, time, nbd
-TV, pool, err = os.environ["THINVOL"], os.environ["TV_POOL"], os.environ["TV_ERR"]
-def ctl(op, args=None):
-    s = socket.socket(socket.AF_UNIX)
-    s.connect(os.environ["TV_CSOCK"])
-    req = {"v": 1, "id": 1, "op": op}
-    if args is not None:
-        req["args"] = args
-    s.sendall((json.dumps(req) + "\n").encode())
-    buf = b""
-    while not buf.endswith(b"\n"):
-        buf += s.recv(65536)
-    return json.loads(buf)
-def tv(*a):
-    return subprocess.run([TV] + list(a), capture_output=True, text=True, timeout=60)
+import os, time, nbd
+from tvctl import ctl, tv
+import tvctl
+pool, err = os.environ["TV_POOL"], os.environ["TV_ERR"]
 def connect():
-    h = nbd.NBD()
-    h.connect_uri("nbd+unix:///v?socket=" + os.environ["TV_NSOCK"])
-    return h
+    return tvctl.connect("v")
 assert tv("create", pool, "v", "--size", "1M").returncode == 0
 h = connect()
 h.pwrite(b"\xd0" * 65536, 0)

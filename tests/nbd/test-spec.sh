@@ -63,18 +63,7 @@ mkdir -p "$pki/client"
 printf 'cn = thinvol test CA\nca\ncert_signing_key\nexpiration_days = 2\n' >"$pki/ca.info"
 printf 'cn = localhost\ndns_name = localhost\ntls_www_server\nencryption_key\nsigning_key\nexpiration_days = 2\n' >"$pki/server.info"
 printf 'cn = client\ntls_www_client\nencryption_key\nsigning_key\nexpiration_days = 2\n' >"$pki/client.info"
-(
-	cd "$pki" &&
-		certtool --generate-privkey --outfile ca-key.pem &&
-		certtool --generate-self-signed --load-privkey ca-key.pem --template ca.info --outfile ca-cert.pem &&
-		certtool --generate-privkey --outfile server-key.pem &&
-		certtool --generate-certificate --load-ca-certificate ca-cert.pem --load-ca-privkey ca-key.pem \
-			--load-privkey server-key.pem --template server.info --outfile server-cert.pem &&
-		certtool --generate-privkey --outfile client/client-key.pem &&
-		certtool --generate-certificate --load-ca-certificate ca-cert.pem --load-ca-privkey ca-key.pem \
-			--load-privkey client/client-key.pem --template client.info --outfile client/client-cert.pem
-) >"$dir/certtool.log" 2>&1 || fail "certtool: $(tail -n 5 "$dir/certtool.log")"
-chmod 600 "$pki"/*key.pem "$pki"/client/*key.pem
+make_pki "$pki"
 x509=(--tls-cert "$pki/server-cert.pem" --tls-key "$pki/server-key.pem" --tls-ca "$pki/ca-cert.pem")
 
 start_serve "${x509[@]}" --tls require

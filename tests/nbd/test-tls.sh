@@ -156,18 +156,7 @@ encryption_key
 signing_key
 expiration_days = 2
 EOF
-(
-	cd "$pki" &&
-		certtool --generate-privkey --outfile ca-key.pem &&
-		certtool --generate-self-signed --load-privkey ca-key.pem --template ca.info --outfile ca-cert.pem &&
-		certtool --generate-privkey --outfile server-key.pem &&
-		certtool --generate-certificate --load-ca-certificate ca-cert.pem --load-ca-privkey ca-key.pem \
-			--load-privkey server-key.pem --template server.info --outfile server-cert.pem &&
-		certtool --generate-privkey --outfile client/client-key.pem &&
-		certtool --generate-certificate --load-ca-certificate ca-cert.pem --load-ca-privkey ca-key.pem \
-			--load-privkey client/client-key.pem --template client.info --outfile client/client-cert.pem
-) >"$dir/certtool.log" 2>&1 || fail "certtool: $(tail -n 5 "$dir/certtool.log")"
-chmod 600 "$pki"/*key.pem "$pki"/client/*key.pem
+make_pki "$pki"
 cp "$pki/ca-cert.pem" "$pki/client/"
 cp "$pki/ca-cert.pem" "$pki/anon/"
 

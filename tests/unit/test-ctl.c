@@ -22,17 +22,11 @@
 
 #include "server/ctl.h"
 #include "tcheck.h"
+#include "tquiet.h"
 #include "thin/thin-internal.h"
 #include "thinvol.h"
 #include "util/json.h"
 #include "util/log.h"
-
-static void quiet(enum log_level lvl, const char *msg, void *ctx)
-{
-	(void) lvl;
-	(void) msg;
-	(void) ctx;
-}
 
 /* ---- hooks ---- */
 
@@ -346,7 +340,7 @@ int main(void)
 
 	volume_id_clock = NULL; /* plain counter: ids 1, 2, ... */
 	if (!getenv("V"))
-		log_set_sink(quiet, NULL);
+		log_set_sink(tquiet, NULL);
 	CHECK(mkdtemp(dir));
 	snprintf(path, sizeof(path), "%s/p.pool", dir);
 	snprintf(img, sizeof(img), "%s/img", dir);

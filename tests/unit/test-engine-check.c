@@ -9,16 +9,10 @@
 
 #include "io/io.h"
 #include "tcheck.h"
+#include "tquiet.h"
 #include "thin/thin-internal.h"
 #include "util/endian.h"
 #include "util/log.h"
-
-static void quiet(enum log_level lvl, const char *msg, void *ctx)
-{
-	(void)lvl;
-	(void)msg;
-	(void)ctx;
-}
 
 static struct tv_pool *fresh(struct io_dev **mem)
 {
@@ -56,7 +50,7 @@ int main(void)
 	struct btree_cursor c;
 
 	if (!getenv("V"))
-		log_set_sink(quiet, NULL);
+		log_set_sink(tquiet, NULL);
 
 	/* a volume missing from the name index */
 	p = fresh(&mem);

@@ -56,6 +56,7 @@
 #include <unistd.h>
 
 #include "tcheck.h"
+#include "tquiet.h"
 #include "thinvol.h"
 #include "util/checked.h"
 #include "util/log.h"
@@ -70,13 +71,6 @@
 static struct tv_pool *pool;
 static uint64_t seed;
 static double budget_s; /* seconds per timed part */
-
-static void quiet(enum log_level lvl, const char *msg, void *ctx)
-{
-	(void)lvl;
-	(void)msg;
-	(void)ctx;
-}
 
 static double now_s(void)
 {
@@ -960,7 +954,7 @@ int main(void)
 	seed = tseed("test-engine-concurrency");
 	budget_s = e && *e ? atof(e) : tsanitized() ? 6 : 3;
 	if (!getenv("V"))
-		log_set_sink(quiet, NULL);
+		log_set_sink(tquiet, NULL);
 	CHECK(mkdtemp(dir));
 	snprintf(path, sizeof(path), "%s/p.pool", dir);
 	CHECK_OK(tv_pool_create(path, &co));

@@ -42,6 +42,7 @@
 #include "io/io.h"
 #include "pdata/sm.h"
 #include "tcheck.h"
+#include "tquiet.h"
 #include "thin/thin-internal.h"
 #include "thinvol.h"
 #include "util/checked.h"
@@ -71,13 +72,6 @@ static struct tv_pool *pool;
 static struct trng rng;
 static uint32_t gen_next = 1;
 static uint8_t *buf, *got;
-
-static void quiet(enum log_level lvl, const char *msg, void *ctx)
-{
-	(void)lvl;
-	(void)msg;
-	(void)ctx;
-}
 
 /* What write number g put into block vb. */
 static void pattern(uint8_t *out, uint64_t vb, uint32_t g)
@@ -390,7 +384,7 @@ int main(void)
 	int r;
 
 	if (!getenv("V"))
-		log_set_sink(quiet, NULL);
+		log_set_sink(tquiet, NULL);
 	trng_init(&rng, seed);
 	buf = malloc(CHUNK * BS);
 	got = malloc(CHUNK * BS);

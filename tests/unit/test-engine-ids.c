@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "tcheck.h"
+#include "tquiet.h"
 #include "thin/thin-internal.h"
 #include "thinvol.h"
 #include "util/log.h"
@@ -23,13 +24,6 @@ static uint64_t fake_now;
 static uint64_t fake_clock(void)
 {
 	return fake_now;
-}
-
-static void quiet(enum log_level lvl, const char *msg, void *ctx)
-{
-	(void)lvl;
-	(void)msg;
-	(void)ctx;
 }
 
 static uint64_t create(struct tv_pool *p, const char *name)
@@ -94,7 +88,7 @@ int main(void)
 	int fd = mkstemp(path);
 
 	if (!getenv("V"))
-		log_set_sink(quiet, NULL);
+		log_set_sink(tquiet, NULL);
 	CHECK(fd >= 0);
 	close(fd);
 	unlink(path);

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "tcheck.h"
+#include "tquiet.h"
 #include "thin/thin-internal.h" /* vio_read_map_nofill */
 #include "thinvol.h"
 #include "util/checked.h"
@@ -31,13 +32,6 @@ static struct mvol vols[MAXV];
 static struct trng rng;
 static uint32_t bs;
 static uint64_t ops_done[10];
-
-static void quiet(enum log_level lvl, const char *msg, void *ctx)
-{
-	(void)lvl;
-	(void)msg;
-	(void)ctx;
-}
 
 static void clean(struct tv_pool *p)
 {
@@ -517,7 +511,7 @@ int main(void)
 					    tscale());
 
 	if (!getenv("V"))
-		log_set_sink(quiet, NULL);
+		log_set_sink(tquiet, NULL);
 	usage_test();
 	snapshot_gen_test();
 	shrink_race_test();

@@ -13,19 +13,13 @@
 
 #include "io/io.h"
 #include "tcheck.h"
+#include "tquiet.h"
 #include "thin/thin-internal.h"
 #include "thinvol.h"
 #include "util/log.h"
 
 #define BS (64u << 10)
 #define VOL_BLOCKS 40u
-
-static void quiet(enum log_level lvl, const char *msg, void *ctx)
-{
-	(void)lvl;
-	(void)msg;
-	(void)ctx;
-}
 
 /* Phase 1 on a clean pool: leave freed blocks full of old patterns. */
 static void dirty_the_pool(struct tv_pool *p)
@@ -118,7 +112,7 @@ int main(void)
 	uint8_t *base;
 
 	if (!getenv("V"))
-		log_set_sink(quiet, NULL);
+		log_set_sink(tquiet, NULL);
 
 	/* phase 1 once, keep the image */
 	CHECK_OK(io_mem_create(dev, &mem));

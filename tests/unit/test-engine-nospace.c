@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "tcheck.h"
+#include "tquiet.h"
 #include "thinvol.h"
 #include "util/checked.h"
 #include "util/log.h"
@@ -51,13 +52,6 @@ static struct mvol vols[NV];
 static struct trng rng;
 static struct tv_pool *pool;
 static uint64_t nwrites, nenospc;
-
-static void quiet(enum log_level lvl, const char *msg, void *ctx)
-{
-	(void)lvl;
-	(void)msg;
-	(void)ctx;
-}
 
 static void fill(uint8_t *buf, size_t len)
 {
@@ -218,7 +212,7 @@ int main(void)
 	int r;
 
 	if (!getenv("V"))
-		log_set_sink(quiet, NULL);
+		log_set_sink(tquiet, NULL);
 	trng_init(&rng, seed);
 	CHECK(mkdtemp(dir));
 	snprintf(path, sizeof(path), "%s/p.pool", dir);

@@ -38,6 +38,7 @@
 #include "io/io.h"
 #include "pdata/sm.h"
 #include "tcheck.h"
+#include "tquiet.h"
 #include "thin/thin-internal.h"
 #include "thinvol.h"
 #include "util/checked.h"
@@ -50,13 +51,6 @@
 static struct tv_pool *pool;
 static struct io_dev *mem;
 static uint8_t *buf, *got;
-
-static void quiet(enum log_level lvl, const char *msg, void *ctx)
-{
-	(void)lvl;
-	(void)msg;
-	(void)ctx;
-}
 
 /* What block vb of volume id holds: a pattern of both, never zero. */
 static void pattern(uint8_t *out, uint64_t id, uint64_t vb)
@@ -595,7 +589,7 @@ static bool want_phase(char c)
 int main(void)
 {
 	if (!getenv("V"))
-		log_set_sink(quiet, NULL);
+		log_set_sink(tquiet, NULL);
 	buf = malloc(256 * BS);
 	got = malloc(256 * BS);
 	CHECK(buf && got);

@@ -79,19 +79,6 @@ static void *xcalloc(size_t n)
 	return p;
 }
 
-/* Distinct, reproducible bytes for each tag. */
-static void pattern(uint8_t *buf, size_t len, uint64_t tag)
-{
-	struct trng r;
-
-	trng_init(&r, tag * 0x100000001b3ull + 0x5bd1e995u);
-	for (size_t i = 0; i < len; i += 8) {
-		uint64_t v = trng_next(&r);
-
-		memcpy(buf + i, &v, MIN((size_t)8, len - i));
-	}
-}
-
 static bool all_zero(const uint8_t *p, size_t len)
 {
 	for (size_t i = 0; i < len; i++)
@@ -157,7 +144,7 @@ static void *mem_worker(void *arg)
 	uint8_t w[4096], r[4096];
 
 	for (unsigned int i = 0; i < 500; i++) {
-		pattern(w, sizeof(w), t->id * 100000u + i);
+		tpattern(w, sizeof(w), t->id * 100000u + i);
 		CHECK_OK(io_write(t->dev, w, sizeof(w), t->base));
 		CHECK_OK(io_read(t->dev, r, sizeof(r), t->base));
 		CHECK(memcmp(w, r, sizeof(w)) == 0);
@@ -182,7 +169,7 @@ static void test_mem(void)
 	CHECK(io_mem_data(dev) != NULL);
 	check_contents(dev, ref); /* zero-filled */
 
-	pattern(ref + 1000, 5000, 1);
+	tpattern(ref + 1000, 5000, 1);
 	CHECK_OK(io_write(dev, ref + 1000, 5000, 1000));
 	check_contents(dev, ref);
 	CHECK(memcmp(io_mem_data(dev), ref, sz) == 0);
@@ -195,7 +182,7 @@ static void test_mem(void)
 	check_ranges(dev);
 
 	/* resize: shrink drops the tail, growth reads as zeroes */
-	pattern(ref + sz - 8192, 8192, 2);
+	tpattern(ref + sz - 8192, 8192, 2);
 	CHECK_OK(io_write(dev, ref + sz - 8192, 8192, sz - 8192));
 	CHECK_OK(io_resize(dev, sz - 4096));
 	CHECK_EQ(dev->size, sz - 4096);
@@ -266,7 +253,7 @@ static void test_file_direct(const char *path)
 	CHECK(posix_memalign(&r, 4096, 65536) == 0);
 	CHECK(posix_memalign(&o, 4096, 65536) == 0);
 	CHECK_OK(io_read(dev, o, 65536, 65536));
-	pattern(w, 65536, 77);
+	tpattern(w, 65536, 77);
 	CHECK_OK(io_write(dev, w, 65536, 65536));
 	CHECK_OK(io_read(dev, r, 65536, 65536));
 	CHECK(memcmp(w, r, 65536) == 0);
@@ -323,7 +310,7 @@ static void test_file(void)
 	quiet(false);
 
 	/* write, read back, and watch the allocation grow and shrink */
-	pattern(ref, 2 * mib, 10);
+	tpattern(ref, 2 * mib, 10);
 	CHECK_OK(io_write(dev, ref, 2 * mib, 0));
 	check_contents(dev, ref);
 	CHECK_OK(io_flush(dev));
@@ -470,7 +457,7 @@ static void test_blockdev(void)
 	CHECK_EQ(io_is_hole(dev, 0, 65536), 0);
 	check_ranges(dev);
 
-	pattern(ref, sz, 20);
+	tpattern(ref, sz, 20);
 	CHECK_OK(io_write(dev, ref, (size_t)sz, 0));
 	CHECK_OK(io_flush(dev));
 	check_contents(dev, ref);
@@ -484,8 +471,8 @@ static void test_blockdev(void)
 		const struct io_range bar = { 0, 4096 };
 		uint8_t *got = xcalloc(65536);
 
-		pattern(ref + (3 << 20), 65536, 21);
-		pattern(ref + (7 << 20), 4096, 22);
+		tpattern(ref + (3 << 20), 65536, 21);
+		tpattern(ref + (7 << 20), 4096, 22);
 		CHECK_OK(io_write(dev, ref + (3 << 20), 65536, 3 << 20));
 		CHECK_OK(io_write(dev, ref + (7 << 20), 4096, 7 << 20));
 		CHECK_OK(io_sync_ranges(dev, rg, 2, NULL));
@@ -614,7 +601,7 @@ static void run_workload(struct io_dev *dev, const struct io_fault_cfg *cfg)
 				CHECK(memcmp(buf, ref + w->off, w->len) == 0);
 			break;
 		case W_WRITE:
-			pattern(buf, w->len, i + 1);
+			tpattern(buf, w->len, i + 1);
 			r = io_write(dev, buf, w->len, w->off);
 			if (!r)
 				memcpy(ref + w->off, buf, w->len);
@@ -680,8 +667,8 @@ static uint64_t fault_one_write(enum io_fault_kind kind, uint64_t seed,
 	bool prefix_ended = false;
 	int r;
 
-	pattern(old, sz, 1000);
-	pattern(new, sz, 2000);
+	tpattern(old, sz, 1000);
+	tpattern(new, sz, 2000);
 	CHECK_OK(io_mem_create_from(old, sz, &mem));
 	CHECK_OK(io_fault_wrap(mem, true, &dev));
 	io_fault_arm(dev, &cfg);
@@ -875,7 +862,7 @@ static void test_pc_basic(void)
 	uint8_t *old = xcalloc(sz), *cur = xcalloc(sz), buf[4096];
 	struct io_dev *mem, *pc;
 
-	pattern(old, sz, 3000);
+	tpattern(old, sz, 3000);
 	memcpy(cur, old, sz);
 	CHECK_OK(io_mem_create_from(old, sz, &mem));
 	CHECK_OK(io_pc_wrap(mem, false, &pc));
@@ -884,7 +871,7 @@ static void test_pc_basic(void)
 	CHECK_EQ(io_pc_ops(pc), 0); /* rejected requests are not ops */
 
 	/* the cache is coherent: reads see pending writes, lower does not */
-	pattern(cur + 1024, 2048, 1);
+	tpattern(cur + 1024, 2048, 1);
 	CHECK_OK(io_write(pc, cur + 1024, 2048, 1024));
 	CHECK_OK(io_read(pc, buf, 4096, 0));
 	CHECK(memcmp(buf, cur, 4096) == 0);
@@ -893,7 +880,7 @@ static void test_pc_basic(void)
 	memset(cur + 1536, 0, 512);
 	CHECK_OK(io_write_zeroes(pc, 3000, 100));
 	memset(cur + 3000, 0, 100);
-	pattern(cur + 2000, 300, 2); /* overlaps both: issue order wins */
+	tpattern(cur + 2000, 300, 2); /* overlaps both: issue order wins */
 	CHECK_OK(io_write(pc, cur + 2000, 300, 2000));
 	CHECK_EQ(io_pc_pending(pc), 4);
 	CHECK_EQ(io_pc_ops(pc), 4);
@@ -915,7 +902,7 @@ static void test_pc_basic(void)
 	check_image(pc, IO_PC_RANDOM, 1, cur);
 
 	/* resize applies at once and clips pending writes */
-	pattern(cur + sz - 4096, 4096, 3);
+	tpattern(cur + sz - 4096, 4096, 3);
 	CHECK_OK(io_write(pc, cur + sz - 4096, 4096, sz - 4096));
 	CHECK_OK(io_resize(pc, sz - 1024));
 	CHECK_EQ(pc->size, sz - 1024);
@@ -946,10 +933,10 @@ static void test_pc_cut(void)
 	CHECK_OK(io_pc_wrap(mem, true, &pc));
 	CHECK_OK(io_write(pc, d0, 512, 0)); /* before arming: not in n */
 	io_pc_set_cut_after(pc, 3);
-	pattern(d1, 1024, 1);
+	tpattern(d1, 1024, 1);
 	CHECK_OK(io_write(pc, d1, 1024, 0)); /* 1 */
 	CHECK_OK(io_read(pc, buf, 512, 0)); /* reads don't count */
-	pattern(d1 + 4096, 512, 2);
+	tpattern(d1 + 4096, 512, 2);
 	CHECK_OK(io_write(pc, d1 + 4096, 512, 4096)); /* 2 */
 	CHECK(!io_pc_is_cut(pc));
 	CHECK_OK(io_flush(pc)); /* 3: completes, then the cut */
@@ -974,7 +961,7 @@ static void test_pc_cut(void)
 	CHECK_OK(io_pc_wrap(mem, true, &pc));
 	io_pc_set_cut_after(pc, 2);
 	memset(d2, 0, sz);
-	pattern(d2, 2048, 5);
+	tpattern(d2, 2048, 5);
 	CHECK_OK(io_write(pc, d2, 1024, 0));
 	CHECK_OK(io_write(pc, d2 + 1024, 1024, 1024));
 	CHECK(io_pc_is_cut(pc));
@@ -1029,7 +1016,7 @@ static void test_pc_random(void)
 	struct io_dev *mem, *pc, *img, *img2;
 	uint64_t nseeds = 500 * tscale();
 
-	pattern(old, sz, 4000);
+	tpattern(old, sz, 4000);
 	CHECK_OK(io_mem_create_from(old, sz, &mem));
 	CHECK_OK(io_pc_wrap(mem, true, &pc));
 	for (size_t i = 0; i < ARRAY_SIZE(ops); i++) {
@@ -1037,7 +1024,7 @@ static void test_pc_random(void)
 		data[i] = xcalloc(sz);
 		memcpy(data[i], old, sz);
 		if (ops[i].type == W_WRITE) {
-			pattern(data[i] + ops[i].off, ops[i].len, 50 + i);
+			tpattern(data[i] + ops[i].off, ops[i].len, 50 + i);
 			CHECK_OK(io_write(pc, data[i] + ops[i].off,
 					  ops[i].len, ops[i].off));
 		} else {
@@ -1130,7 +1117,7 @@ static void test_pc_model(void)
 		uint64_t off = trng_below(&r, sz - len + 1);
 
 		if (k < 4) {
-			pattern(cur + off, len, i);
+			tpattern(cur + off, len, i);
 			CHECK_OK(io_write(pc, cur + off, len, off));
 		} else if (k < 5) {
 			memset(cur + off, 0, len);
@@ -1172,7 +1159,7 @@ static void test_pc_file(void)
 	snprintf(path, sizeof(path), "%s/pc-file", g_dir);
 	CHECK_OK(io_file_open(path, IO_FILE_CREATE | IO_FILE_EXCL, sz, &f));
 	CHECK_OK(io_pc_wrap(f, true, &pc));
-	pattern(cur + sz - 10000, 10000, 9);
+	tpattern(cur + sz - 10000, 10000, 9);
 	CHECK_OK(io_write(pc, cur + sz - 10000, 10000, sz - 10000));
 	check_image(pc, IO_PC_DROP_ALL, 0, zero);
 	check_image(pc, IO_PC_APPLY_ALL, 0, cur);
@@ -1199,26 +1186,26 @@ static void test_pc_ranged(void)
 	struct io_dev *mem, *pc, *img;
 	uint64_t ops;
 
-	pattern(old, sz, 4000);
+	tpattern(old, sz, 4000);
 	memset(old + 49152, 0, 4096); /* a zero stretch for is_hole */
 	memcpy(cur, old, sz);
 	CHECK_OK(io_mem_create_from(old, sz, &mem));
 	CHECK_OK(io_pc_wrap(mem, false, &pc));
 	CHECK(pc->flags & IO_DEV_RANGED_SYNC);
 
-	pattern(cur, 4096, 1); /* outside the range */
+	tpattern(cur, 4096, 1); /* outside the range */
 	CHECK_OK(io_write(pc, cur, 4096, 0));
 	CHECK_OK(io_discard(pc, 0, 1024)); /* a later discard over it */
 	memset(cur, 0, 1024);
-	pattern(cur + 8192, 4096, 2); /* inside */
+	tpattern(cur + 8192, 4096, 2); /* inside */
 	CHECK_OK(io_write(pc, cur + 8192, 4096, 8192));
-	pattern(cur + 20480, 4096, 3); /* outside */
+	tpattern(cur + 20480, 4096, 3); /* outside */
 	CHECK_OK(io_write(pc, cur + 20480, 4096, 20480));
 	CHECK_OK(io_write_zeroes(pc, 40960, 1024)); /* outside: durable */
 	memset(cur + 40960, 0, 1024);
-	pattern(cur + 16000, 1000, 4); /* across the range's end */
+	tpattern(cur + 16000, 1000, 4); /* across the range's end */
 	CHECK_OK(io_write(pc, cur + 16000, 1000, 16000));
-	pattern(cur + 32768, 512, 5); /* the barrier */
+	tpattern(cur + 32768, 512, 5); /* the barrier */
 	CHECK_OK(io_write(pc, cur + 32768, 512, 32768));
 	CHECK_OK(io_discard(pc, 45056, 1024)); /* over durable data */
 	memset(cur + 45056, 0, 1024);
@@ -1401,7 +1388,7 @@ static void test_file_sync_ranges_in(const char *dir)
 	if (sfs.f_type == 0x01021994 || sfs.f_type == 0x58465342)
 		CHECK(dev->flags & IO_DEV_RANGED_SYNC);
 	ranged_fs = dev->flags & IO_DEV_RANGED_SYNC;
-	pattern(want, sz, 77);
+	tpattern(want, sz, 77);
 	memset(want + (2 << 20), 0, 1 << 20); /* a hole stays one */
 	CHECK_OK(io_write(dev, want, 2 << 20, 0));
 	CHECK_OK(io_write(dev, want + (3 << 20), sz - (3 << 20), 3 << 20));
@@ -1469,7 +1456,7 @@ static void test_file_prealloc_in(const char *dir)
 	snprintf(path, sizeof(path), "%s/tv-test-io-prealloc.%d", dir,
 		 (int)getpid());
 	CHECK_OK(io_file_open(path, IO_FILE_CREATE | IO_FILE_EXCL, sz, &dev));
-	pattern(want + (5 << 20), 65536, 9);
+	tpattern(want + (5 << 20), 65536, 9);
 	CHECK_OK(io_write(dev, want + (5 << 20), 65536, 5 << 20));
 	CHECK(stat(path, &st0) == 0);
 	CHECK_EQ(io_is_hole(dev, 4 << 20, 1 << 20), 1);

@@ -12,16 +12,10 @@
 #include "pdata/sm.h"
 #include "pdata/tm.h"
 #include "tcheck.h"
+#include "tquiet.h"
 #include "util/checked.h"
 #include "util/endian.h"
 #include "util/log.h"
-
-static void quiet(enum log_level lvl, const char *msg, void *ctx)
-{
-	(void)lvl;
-	(void)msg;
-	(void)ctx;
-}
 
 static void info_for(struct tm *tm, struct btree_info *info)
 {
@@ -273,7 +267,7 @@ int main(void)
 	int r;
 
 	if (!getenv("V"))
-		log_set_sink(quiet, NULL);
+		log_set_sink(tquiet, NULL);
 	/* 1024 blocks of 64 KiB */
 	CHECK_OK(io_mem_create(64 << 20, &mem));
 	CHECK_OK(tm_format(mem, NULL));

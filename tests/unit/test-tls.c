@@ -101,17 +101,6 @@ static size_t rnd_below(size_t n)
 	return r;
 }
 
-static void pattern(uint8_t *buf, size_t len, uint64_t tag)
-{
-	struct trng r;
-
-	trng_init(&r, tag * 0x100000001b3ull + 0x5bd1e995u);
-	for (size_t i = 0; i < len; i += 8) {
-		uint64_t v = trng_next(&r);
-		memcpy(buf + i, &v, MIN((size_t)8, len - i));
-	}
-}
-
 static void write_file(const char *path, const void *data, size_t len)
 {
 	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
@@ -317,7 +306,7 @@ static void *flow_main(void *arg)
 	uint8_t *buf = malloc(f->len), *want = malloc(f->len);
 
 	CHECK(buf && want);
-	pattern(want, f->len, f->tag);
+	tpattern(want, f->len, f->tag);
 	if (f->send && f->s)
 		srv_send_all(f->s, want, f->len);
 	else if (f->send)
@@ -382,14 +371,14 @@ static void exchange(struct tls_session *s, gnutls_session_t gs)
 		uint8_t *a = malloc(MIB), *b = malloc(MIB);
 		size_t got = 0;
 		CHECK(a && b);
-		pattern(a, MIB, 3);
+		tpattern(a, MIB, 3);
 		flow_start(&f[0], NULL, gs, false, 3, MIB);
 		ssize_t w = tls_send(s, a, MIB);
 		CHECK(w > 0);
 		srv_send_all(s, a + w, MIB - (size_t)w);
 		flow_join(&f[0]);
 		flow_start(&f[0], NULL, gs, true, 4, MIB);
-		pattern(a, MIB, 4);
+		tpattern(a, MIB, 4);
 		while (got < MIB) {
 			ssize_t r = tls_recv(s, b + got, MIB - got);
 			CHECK(r > 0);

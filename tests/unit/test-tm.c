@@ -13,15 +13,9 @@
 #include "pdata/sm.h"
 #include "pdata/tm.h"
 #include "tcheck.h"
+#include "tquiet.h"
 #include "util/endian.h"
 #include "util/log.h"
-
-static void quiet(enum log_level lvl, const char *msg, void *ctx)
-{
-	(void)lvl;
-	(void)msg;
-	(void)ctx;
-}
 
 static void info_for(struct tm *tm, struct btree_info *info)
 {
@@ -107,7 +101,7 @@ int main(void)
 	uint8_t save[4096];
 
 	if (!getenv("V"))
-		log_set_sink(quiet, NULL);
+		log_set_sink(tquiet, NULL);
 
 	/* geometry is validated */
 	CHECK_OK(io_mem_create(64 << 20, &mem));
