@@ -573,6 +573,23 @@ int pool_open_dev(struct io_dev *dev, bool own_dev, const char *name,
 	return r;
 }
 
+/* ---- for the daemon (thin-ext.h) ---- */
+
+struct io_dev *pool_dev(struct tv_pool *p)
+{
+	return p->dev;
+}
+
+const char *pool_name(const struct tv_pool *p)
+{
+	return p->path;
+}
+
+uint32_t pool_block_size(const struct tv_pool *p)
+{
+	return p->block_size;
+}
+
 /* Open the store on p->dev into *out and check the engine's header in
  * its user bytes: the first open, and tv_pool_reopen. */
 static int open_store(struct tv_pool *p, const char *path, struct tm **out)
@@ -1471,6 +1488,10 @@ int tv_pool_info(struct tv_pool *p, struct tv_pool_info *out)
 	out->nr_volumes = le64_to_cpu(u->nr_volumes);
 	out->next_id = le64_to_cpu(u->next_id);
 	out->transaction = tm_committed_txn(p->tm);
+	if (p->dev->flags & IO_DEV_FS_NO_JOURNAL)
+		out->fs_flags |= TV_POOL_FS_NO_JOURNAL;
+	if (p->dev->flags & IO_DEV_FS_COW)
+		out->fs_flags |= TV_POOL_FS_COW;
 	if (p->read_only) {
 		out->state = TV_POOL_READ_ONLY;
 		out->error = p->ro_err;

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * thin-internal.h - the engine's shared internals (pool.c, volume.c,
- * vio.c).  Nothing outside src/thin includes this.
+ * vio.c).  Nothing outside src/thin includes this (the tests may); the
+ * daemon's share of them is thin-ext.h.
  *
  * Metadata in the pool's root slots (see docs/format.md, "Engine"):
  *
@@ -36,6 +37,7 @@
 #include "pdata/node.h"
 #include "pdata/sm.h"
 #include "pdata/tm.h"
+#include "thin/thin-ext.h"
 #include "thinvol.h"
 #include "util/abits.h"
 #include "util/u64map.h"
@@ -175,10 +177,6 @@ uint64_t volume_id_clock_real(void);
 /* pool.c */
 /* Write an empty pool on dev (no checks for what it held). */
 int pool_format_dev(struct io_dev *dev, const struct tv_pool_create_opts *o);
-/* Open a pool on a device (tests: memory, fault and power-cut devices).
- * No lock is taken; own_dev: closing the pool closes dev. */
-int pool_open_dev(struct io_dev *dev, bool own_dev, const char *name,
-		  const struct tv_pool_open_opts *o, struct tv_pool **out);
 struct disk_pool_user *pool_user(struct tv_pool *p);
 /* Commit the open transaction; on failure the pool goes read-only with
  * the reason recorded.  Caller holds meta_lock; it is dropped for a while
@@ -313,11 +311,5 @@ void vio_held_locked(struct tv_pool *p, uint64_t *nodes, uint64_t *counts);
 bool vio_had_io(struct tv_pool *p);
 /* After a commit or an abort: the list starts again.  meta_lock held. */
 void vio_sync_clear_locked(struct tv_pool *p);
-/* tv_vol_read_map that leaves the bytes of the hole extents it reports
- * unwritten (holes it had to report as data are zeroed): for the NBD
- * server, which answers holes without payload. */
-int vio_read_map_nofill(struct tv_pool *p, uint64_t id, void *buf,
-			size_t len, uint64_t off, struct tv_extent *ext,
-			size_t max, size_t *n);
 
 #endif
