@@ -512,6 +512,22 @@ static int flush_locked(struct tv_pool *p);
 static int pool_open_common(struct tv_pool *p, const char *path,
 			    const struct tv_pool_open_opts *o);
 
+/* Free what pool_open_dev set up, once the committer is stopped (or was
+ * never started) and meta_lock is free: the I/O state, the store (NULL
+ * when it was not opened), the device if the pool owns it, and p. */
+static void pool_free(struct tv_pool *p)
+{
+	vio_destroy(p);
+	tm_close(p->tm);
+	if (p->own_dev)
+		io_close(p->dev);
+	pthread_mutex_destroy(&p->meta_lock);
+	pthread_cond_destroy(&p->wake);
+	pthread_rwlock_destroy(&p->sync_gate);
+	abits_free(&p->chunk_bits);
+	free(p);
+}
+
 /* Syncs, rule 3: a writer waiting for the gate holds new readers off. */
 static void sync_gate_init(struct tv_pool *p)
 {
@@ -654,15 +670,7 @@ static int pool_open_common(struct tv_pool *p, const char *path,
 	}
 	return 0;
 fail:
-	vio_destroy(p);
-	tm_close(p->tm);
-	if (p->own_dev)
-		io_close(p->dev);
-	pthread_mutex_destroy(&p->meta_lock);
-	pthread_cond_destroy(&p->wake);
-	pthread_rwlock_destroy(&p->sync_gate);
-	abits_free(&p->chunk_bits);
-	free(p);
+	pool_free(p);
 	return r;
 }
 
@@ -700,15 +708,7 @@ int tv_pool_close(struct tv_pool *p)
 	if (!p->opened_ro)
 		sm_release_secured(tm_sm(p->tm));
 	pthread_mutex_unlock(&p->meta_lock);
-	vio_destroy(p);
-	tm_close(p->tm);
-	if (p->own_dev)
-		io_close(p->dev);
-	pthread_mutex_destroy(&p->meta_lock);
-	pthread_cond_destroy(&p->wake);
-	pthread_rwlock_destroy(&p->sync_gate);
-	abits_free(&p->chunk_bits);
-	free(p);
+	pool_free(p);
 	return r;
 }
 
