@@ -197,9 +197,9 @@ struct sig {
 };
 
 /*
- * What pool create knows by sight, first match wins: the filesystems and
- * volume formats that --force was always needed for, images and archives
- * that are files people keep, and partition tables.  FAT and NTFS boot
+ * What pool create knows by sight and overwrites only with --force, first
+ * match wins: filesystems and volume formats, images and archives that
+ * are files people keep, and partition tables.  FAT and NTFS boot
  * sectors come before the DOS partition table, whose 0x55AA they share.
  */
 static const struct sig sigs[] = {

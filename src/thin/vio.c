@@ -86,13 +86,12 @@
  *      file first has its PREALLOC_BYTES chunk of the file allocated
  *      (fallocate, KEEP_SIZE; once per chunk since the open, and only if
  *      the whole chunk is a hole, so that blocks freed and punched among
- *      others' data stay holes; ext4 and XFS only): writing into
- *      an allocated, unwritten extent costs ext4 and XFS much less than
- *      allocating at writeback (measured with fio on ext4 here: 4 KiB
- *      first writes 278k against 113k IOPS, 64 KiB fills 4.2 against
- *      2.9 GB/s).  The extents read as zeroes, also after a crash, so
- *      rule 7 and the known holes hold.  The allocator hands blocks out in
- *      order (sm.c), so a chunk is mostly used soon; at most one chunk per
+ *      others' data stay holes; ext4 and XFS only): writing into an
+ *      allocated, unwritten extent costs ext4 and XFS much less than
+ *      allocating at writeback (bench/README.md has the figures).  The
+ *      extents read as zeroes, also after a crash, so rule 7 and the
+ *      known holes hold.  The allocator hands blocks out in order
+ *      (sm.c), so a chunk is mostly used soon; at most one chunk per
  *      place the allocator works is allocated ahead of the data.
  *   9. Room to commit (pool.c, rule 2).  Before a step changes metadata
  *      it asks whether the transaction could still commit after it: a
@@ -976,16 +975,12 @@ static int prov_write(struct tv_pool *p, struct prov *pv)
 
 /* Step b for a batch, one batch at a time on a pool file (io->wgate):
  * the file's inode lock lets one buffered write in at a time anyway, and
- * threads waiting for it in the kernel spin on a CPU the holder or the
- * client could use.  Measured with nbd-bench on this 2-CPU VM, 4K first
- * writes at QD32 went from 28-30k to 45k IOPS and the 1 MiB fill from
- * 350-460 to 690 MiB/s; perf had shown 30% of the daemon's samples in
- * rwsem_spin_on_owner.  Block by block: writing neighbouring whole blocks
- * with one pwrite saves little, and then ext4 caches the file in folios
- * as large as the write, which makes every later small overwrite in
- * them slower (ext4_block_write_begin visits each buffer of the folio):
- * measured, 4K random overwrites of a volume filled by 1 MiB writes went
- * from ~55k to ~45k IOPS with the merged writes. */
+ * threads waiting for it in the kernel (rwsem_spin_on_owner) spin on a
+ * CPU the holder or the client could use.  Block by block: writing
+ * neighbouring whole blocks with one pwrite saves little, and then ext4
+ * caches the file in folios as large as the write, which makes every
+ * later small overwrite in them slower (ext4_block_write_begin visits
+ * each buffer of the folio).  bench/README.md has the figures. */
 static void prov_write_all(struct tv_pool *p, struct prov *pv, unsigned int n)
 {
 	struct vio *io = p->vio;
