@@ -517,7 +517,7 @@ static int pool_open_common(struct tv_pool *p, const char *path,
  * when it was not opened), the device if the pool owns it, and p. */
 static void pool_free(struct tv_pool *p)
 {
-	vio_destroy(p);
+	p->io->destroy(p);
 	tm_close(p->tm);
 	if (p->own_dev)
 		io_close(p->dev);
@@ -559,6 +559,16 @@ int tv_pool_open(const char *path, const struct tv_pool_open_opts *o,
 	return r;
 }
 
+/*
+ * The one place a pool meets the I/O path above it (vio*.c): its hooks
+ * (thin-internal.h), set before anything of the pool is opened.  pool.c
+ * and volume.c reach the I/O path through p->io only.
+ */
+static void pool_attach_io(struct tv_pool *p)
+{
+	p->io = &vio_pool_hooks;
+}
+
 int pool_open_dev(struct io_dev *dev, bool own_dev, const char *name,
 		  const struct tv_pool_open_opts *o, struct tv_pool **out)
 {
@@ -571,6 +581,7 @@ int pool_open_dev(struct io_dev *dev, bool own_dev, const char *name,
 			io_close(dev);
 		return tv_err(-ENOMEM, "out of memory");
 	}
+	pool_attach_io(p);
 	p->dev = dev;
 	p->own_dev = own_dev;
 	snprintf(p->path, sizeof(p->path), "%s", name);
@@ -610,7 +621,7 @@ uint32_t pool_block_size(const struct tv_pool *p)
  * its user bytes: the first open, and tv_pool_reopen. */
 static int open_store(struct tv_pool *p, const char *path, struct tm **out)
 {
-	struct tm_hooks hooks = vio_tm_hooks;
+	struct tm_hooks hooks = *p->io->tm;
 	struct tm_open_opts to = { .cache_bytes = p->cache_bytes,
 				   .read_only = p->opened_ro,
 				   .hooks = &hooks };
@@ -655,7 +666,7 @@ static int pool_open_common(struct tv_pool *p, const char *path,
 	p->block_size = tm_block_size(p->tm);
 	p->blob_size = le32_to_cpu(pool_user(p)->blob_size);
 	pool_init_infos(p);
-	r = vio_init(p);
+	r = p->io->init(p);
 	if (r < 0) {
 		r = tv_err(r, "out of memory");
 		goto fail;
@@ -690,7 +701,7 @@ int tv_pool_close(struct tv_pool *p)
 	pthread_mutex_lock(&p->meta_lock);
 	if (!p->read_only && p->dirty)
 		r = pool_commit_locked(p);
-	else if (!p->read_only && vio_had_io(p))
+	else if (!p->read_only && p->io->had_io(p))
 		/* writes since the last flush (the committer's ranged
 		 * commits leave some): closing makes everything durable */
 		r = flush_locked(p);
@@ -778,7 +789,7 @@ void pool_set_read_only(struct tv_pool *p, int err, const char *why)
 	 * again, so that it sees the pool is read-only (a block it holds as
 	 * the volume's own may be shared by a transaction whose superblock
 	 * reached the disk before the failure) */
-	vio_forget_all_locked(p);
+	p->io->forget_all_locked(p);
 	log_error("%s: pool is now read-only: %s", p->path, p->reason);
 }
 
@@ -806,7 +817,7 @@ static int commit_locked(struct tv_pool *p, bool ranged)
 	size_t n = SIZE_MAX;
 	int r;
 
-	vio_before_commit_locked(p, ranged); /* may drop meta_lock */
+	p->io->before_commit_locked(p, ranged); /* may drop meta_lock */
 	if (p->read_only)
 		return tv_err(-EROFS, "%s: the pool is read-only%s%s", p->path,
 			      p->reason[0] ? ": " : "", p->reason);
@@ -822,14 +833,14 @@ static int commit_locked(struct tv_pool *p, bool ranged)
 	}
 	/* an incomplete list (out of memory): flush it all */
 	if (!ranged || !(p->dev->flags & IO_DEV_RANGED_SYNC) ||
-	    vio_sync_ranges_locked(p, &data, &n) < 0)
+	    p->io->sync_ranges_locked(p, &data, &n) < 0)
 		n = SIZE_MAX;
 	r = tm_commit_ranged(p->tm, data, n);
 	if (r < 0)
 		sync_failed(p, r); /* rule 1, whatever failed */
 	sync_gate_leave(p);
 	free(data);
-	vio_sync_clear_locked(p);
+	p->io->sync_clear_locked(p);
 	if (r < 0) {
 		/* A metadata I/O error: the transaction is lost, and the
 		 * pool stops writing until it is reopened and checked.
@@ -863,10 +874,10 @@ void pool_abort_locked(struct tv_pool *p)
 {
 	int r;
 
-	vio_drain_locked(p); /* may drop meta_lock meanwhile */
-	vio_sync_clear_locked(p);
+	p->io->drain_locked(p); /* may drop meta_lock meanwhile */
+	p->io->sync_clear_locked(p);
 	r = tm_abort(p->tm);
-	/* vio.c, rule 10: blocks the transaction took are free again */
+	/* vio-cache.c, rule 10: blocks the transaction took are free again */
 	atomic_store(&p->freed_since_drain, true);
 
 	p->dirty = false;
@@ -946,7 +957,7 @@ bool pool_room_locked(struct tv_pool *p, enum sm_room kind, uint64_t blocks,
 	struct sm *sm = tm_sm(p->tm);
 	uint64_t hn, hc;
 
-	vio_held_locked(p, &hn, &hc);
+	p->io->held_locked(p, &hn, &hc);
 	/* the pool's blocks, then the room in the pool file for the nodes
 	 * (sm.c, rule 7): a full filesystem refuses the change now, never
 	 * the commit later */
@@ -1448,9 +1459,9 @@ static void *committer_main(void *arg)
 			continue; /* the pool is read-only now */
 		if (p->dirty)
 			pool_commit_bg_locked(p);
-		if (vio_reap_pending(p)) {
+		if (p->io->reap_pending(p)) {
 			pthread_mutex_unlock(&p->meta_lock);
-			vio_reap(p);
+			p->io->reap(p);
 			pthread_mutex_lock(&p->meta_lock);
 		}
 	}
@@ -1591,7 +1602,7 @@ static int probe_enter_locked(struct tv_pool *p)
 
 	if (r)
 		return r;
-	vio_drain_locked(p); /* may drop meta_lock meanwhile */
+	p->io->drain_locked(p); /* may drop meta_lock meanwhile */
 	r = after_error_locked(p);
 	if (r == 0)
 		sync_gate_enter_locked(p);
@@ -1662,7 +1673,7 @@ int tv_pool_reopen(struct tv_pool *p)
 	/* the committed state replaces everything in memory: the lost
 	 * transaction, the metadata cache, the mappings the I/O path
 	 * cached (no provision is in flight: probe_locked drained them) */
-	vio_reset_locked(p);
+	p->io->reset_locked(p);
 	/* free in every state (sm.c, rule 7): the new store has its own */
 	sm_release_secured(tm_sm(p->tm));
 	tm_close(p->tm);
@@ -1703,7 +1714,7 @@ int tv_pool_resize(struct tv_pool *p, uint64_t new_size)
 	{
 		uint64_t hn, hc;
 
-		vio_held_locked(p, &hn, &hc);
+		p->io->held_locked(p, &hn, &hc);
 		r = sm_secure(tm_sm(p->tm), SM_ROOM_FREE, hn, hc + 1);
 		if (r < 0) {
 			r = tv_err(r, "%s: no room to commit the grow in the "

@@ -7,10 +7,10 @@
  * itself (its descriptor: to name the pool to clients, to stat it, and
  * to tell that a file to copy to or from is not the pool), a pool opened
  * on a device it built (the fault-injection device of its tests), and a
- * read that leaves holes unfilled.  None of that belongs to the public API: struct io_dev is not
- * part of it, and these calls are not exported from libthinvol.so (the
- * daemon links the static library).  The command (src/cli) uses
- * include/thinvol.h only; so does any outside program.
+ * read that leaves holes unfilled.  None of that belongs to the public
+ * API: struct io_dev is not part of it, and these calls are not exported
+ * from libthinvol.so (the daemon links the static library).  The command
+ * (src/cli) uses include/thinvol.h only; so does any outside program.
  *
  * Rules for the user:
  *   1. The device is borrowed for the pool's life (until tv_pool_close)

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * thin-internal.h - the engine's shared internals (pool.c, volume.c,
- * vio.c).  Nothing outside src/thin includes this (the tests may); the
+ * vio*.c).  Nothing outside src/thin includes this (the tests may); the
  * daemon's share of them is thin-ext.h.
  *
  * Metadata in the pool's root slots (see docs/format.md, "Engine"):
@@ -18,9 +18,9 @@
  * The superblock's user bytes hold struct disk_pool_user.
  *
  * Locking: pool->meta_lock serialises every use of tm/sm/btree (none of
- * which is thread-safe).  Per-volume I/O state (vio.c) has its own locks,
- * taken after meta_lock when both are held, never the other way round
- * (vio.c, rule 1).
+ * which is thread-safe).  Per-volume I/O state (vio-cache.c) has its own
+ * locks, taken after meta_lock when both are held, never the other way
+ * round (vio-cache.c, rule 1).
  */
 #ifndef TV_THIN_INTERNAL_H
 #define TV_THIN_INTERNAL_H
@@ -138,10 +138,11 @@ struct tv_pool {
 	bool dirty; /* uncommitted changes exist */
 	bool committed; /* this process committed something (rule 3) */
 
-	struct vio *vio; /* I/O state (vio.c) */
-	/* vio.c, rule 10: the blocks that are (or were, and not taken for
-	 * data since) metadata chunks, which the fast path tests without
-	 * meta_lock; set through the store's hooks (vio_tm_hooks) */
+	const struct vio_hooks *io; /* the I/O path (pool_attach_io) */
+	struct vio *vio; /* I/O state (vio-internal.h) */
+	/* vio-cache.c, rule 10: the blocks that are (or were, and not
+	 * taken for data since) metadata chunks, which the fast path tests
+	 * without meta_lock; set through the store's hooks (vio_hooks.tm) */
 	struct abits chunk_bits;
 	atomic_bool chunk_bits_lost; /* out of memory: no fast path */
 	atomic_bool freed_since_drain;
@@ -265,51 +266,75 @@ int vol_check_roots(struct tv_pool *p, struct check_root *roots,
 /* The table and its indexes agree (errors counted, up to 50 printed). */
 int vol_check_indexes_locked(struct tv_pool *p, FILE *out, uint64_t *errors);
 
-/* vio.c */
-/* The hooks (tm.h) that keep rule 10's set of metadata chunks; ctx is the
- * pool.  For every store the pool opens. */
-extern const struct tm_hooks vio_tm_hooks;
-int vio_init(struct tv_pool *p);
-void vio_destroy(struct tv_pool *p);
-/* Drop a volume's cached mappings, size and flags, after waiting for the
- * I/O that uses them.  meta_lock held. */
-void vio_invalidate_locked(struct tv_pool *p, uint64_t id);
-void vio_snapshot_locked(struct tv_pool *p, uint64_t id);
-void vio_reap(struct tv_pool *p);
-bool vio_reap_pending(struct tv_pool *p);
-/* Forget the cached state of every volume (the pool went read-only).
- * Caller holds meta_lock. */
-void vio_forget_all_locked(struct tv_pool *p);
-/* tv_pool_reopen: the I/O state starts again (caches, rule 7's list, the
- * byte counters of rule 5).  meta_lock held, no provision in flight. */
-void vio_reset_locked(struct tv_pool *p);
-/* Zero [from, end of its block) of v when that block is mapped: a grow
- * past an end inside a block (volume.c, rule 5).  in_place: no committed
- * state shows those bytes, so the block may be written where it is; else
- * (or when the block is shared) the zeroes go into a copy, and the old
- * bytes stay for the committed state and for rollback.  meta_lock held;
- * v is updated in memory, the caller stores it. */
-int vio_zero_tail_locked(struct tv_pool *p, struct disk_volume *v,
-			 uint64_t from, bool in_place);
-/* Wait until no provision is in flight (vio.c, rule 4): before an abort.
- * meta_lock held; it is dropped while waiting. */
-void vio_drain_locked(struct tv_pool *p);
-/* Before a commit (ranged: the committer's): flush the data of new
- * blocks with meta_lock dropped when there is much of it (a failed flush
- * poisons the transaction), then drain (vio.c, rules 4, 5 and 7).
- * meta_lock held; dropped meanwhile. */
-void vio_before_commit_locked(struct tv_pool *p, bool ranged);
-/* Rule 7 of vio.c: the ranges of the blocks whose data the next commit
- * must make durable (*out malloc'd; NULL when none).  -ENOMEM: the list
- * is incomplete, flush everything.  meta_lock held. */
-int vio_sync_ranges_locked(struct tv_pool *p, struct io_range **out,
-			   size_t *n);
-/* Rule 9 of vio.c: what the provisions in flight may still add to the
- * transaction when they are mapped (meta_lock held). */
-void vio_held_locked(struct tv_pool *p, uint64_t *nodes, uint64_t *counts);
-/* Whether any volume has seen I/O since the pool was opened. */
-bool vio_had_io(struct tv_pool *p);
-/* After a commit or an abort: the list starts again.  meta_lock held. */
-void vio_sync_clear_locked(struct tv_pool *p);
+/*
+ * The I/O path's hooks.  The I/O path (vio.c, vio-cache.c, vio-read.c)
+ * sits above pool.c and volume.c: it calls them, and they reach it only
+ * through these, as dm-thin's metadata code reaches the pool through its
+ * pre-commit callback.  vio.c fills them in (vio_pool_hooks); pool_attach_io
+ * (pool.c) is the one place a pool is given them, before its store opens.
+ * meta_lock is held where a name ends in _locked (and none of the I/O
+ * path's own locks); where the comment says so, the hook drops meta_lock
+ * for a while, and the caller must look again at what it read before.
+ */
+struct vio_hooks {
+	/* The store's hooks (tm.h) that keep the set of metadata chunks the
+	 * fast path tests (vio-cache.c, rule 10); ctx is the pool.  For
+	 * every store the pool opens. */
+	const struct tm_hooks *tm;
+
+	/* The I/O state: made once the store is open (-ENOMEM), freed when
+	 * the pool is (no I/O, no committer).  reset_locked: tv_pool_reopen
+	 * starts it again (caches, rule 7's list, the byte counters of rule
+	 * 5), no provision in flight. */
+	int (*init)(struct tv_pool *p);
+	void (*destroy)(struct tv_pool *p);
+	void (*reset_locked)(struct tv_pool *p);
+
+	/* Commits (vio.c, rules 4, 5, 7 and 9).  before_commit_locked: flush
+	 * the data of new blocks with meta_lock dropped when there is much of
+	 * it (ranged: the committer's commit; a failed flush poisons the
+	 * transaction), then drain.  drain_locked: wait until no provision is
+	 * in flight (before an abort); drops meta_lock while it waits.
+	 * sync_ranges_locked: the ranges of the blocks whose data the next
+	 * commit must make durable (*out malloc'd, NULL when none; -ENOMEM:
+	 * the list is incomplete, flush everything).  sync_clear_locked:
+	 * after a commit or an abort the list starts again.  held_locked:
+	 * what the provisions in flight may still add to the transaction
+	 * when they are mapped.  had_io: whether any volume has seen I/O
+	 * since the pool was opened (no lock needed). */
+	void (*before_commit_locked)(struct tv_pool *p, bool ranged);
+	void (*drain_locked)(struct tv_pool *p);
+	int (*sync_ranges_locked)(struct tv_pool *p, struct io_range **out,
+				  size_t *n);
+	void (*sync_clear_locked)(struct tv_pool *p);
+	void (*held_locked)(struct tv_pool *p, uint64_t *nodes,
+			    uint64_t *counts);
+	bool (*had_io)(struct tv_pool *p);
+
+	/* The volumes' cached state (vio-cache.c).  forget_all_locked: the
+	 * pool went read-only, every volume asks the slow path again.
+	 * invalidate_locked: drop a volume's cached mappings, size and
+	 * flags after waiting for the I/O that uses them (delete, resize).
+	 * snapshot_locked: a snapshot of id is being taken: wait for the
+	 * writes in flight through its cache, then every cached block of it
+	 * is shared.  reap_pending, reap: the caches that invalidate handed
+	 * over wait to be freed; reap frees them with no lock held (the
+	 * committer). */
+	void (*forget_all_locked)(struct tv_pool *p);
+	void (*invalidate_locked)(struct tv_pool *p, uint64_t id);
+	void (*snapshot_locked)(struct tv_pool *p, uint64_t id);
+	bool (*reap_pending)(struct tv_pool *p);
+	void (*reap)(struct tv_pool *p);
+
+	/* Zero [from, end of its block) of v when that block is mapped: a
+	 * grow past an end inside a block (volume.c, rule 5).  in_place: no
+	 * committed state shows those bytes, so the block may be written
+	 * where it is; else (or when the block is shared) the zeroes go into
+	 * a copy, and the old bytes stay for the committed state and for
+	 * rollback.  v is updated in memory, the caller stores it. */
+	int (*zero_tail_locked)(struct tv_pool *p, struct disk_volume *v,
+				uint64_t from, bool in_place);
+};
+extern const struct vio_hooks vio_pool_hooks;
 
 #endif

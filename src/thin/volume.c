@@ -911,7 +911,7 @@ static int op_snapshot(struct tv_pool *p, struct tv_op *op)
 	 */
 	/* Writes in flight on the origin finish first (their data is then
 	 * in the snapshot); later ones see the new epoch and copy. */
-	vio_snapshot_locked(p, op->id);
+	p->io->snapshot_locked(p, op->id);
 	epoch = le64_to_cpu(u->epoch) + 1;
 	u->epoch = cpu_to_le64(epoch);
 	ref_from_disk(&root, &o.map_root);
@@ -948,7 +948,7 @@ static int op_delete(struct tv_pool *p, struct tv_op *op)
 		r = blob_load_locked(p, op->id, blob);
 	if (r < 0)
 		return r;
-	vio_invalidate_locked(p, op->id);
+	p->io->invalidate_locked(p, op->id);
 	r = names_del(p, &v);
 	if (r == 0)
 		r = blob_del_locked(p, op->id, blob);
@@ -1097,7 +1097,7 @@ static int grow_locked(struct tv_pool *p, struct disk_volume *v, uint64_t old)
 		return 0;
 	r = committed_size_locked(p, le64_to_cpu(v->id), &csize);
 	if (r == 0)
-		r = vio_zero_tail_locked(p, v, old, csize <= old);
+		r = p->io->zero_tail_locked(p, v, old, csize <= old);
 	return r;
 }
 
@@ -1119,8 +1119,8 @@ static int op_resize(struct tv_pool *p, struct tv_op *op)
 	old = le64_to_cpu(v.size);
 	if (op->size == old)
 		return 0;
-	/* rule 2 of vio.c: no fast-path I/O uses a block we change */
-	vio_invalidate_locked(p, op->id);
+	/* rule 2 of vio-cache.c: no fast-path I/O uses a block we change */
+	p->io->invalidate_locked(p, op->id);
 	r = op->size < old ? shrink_locked(p, &v, op->size)
 			   : grow_locked(p, &v, old);
 	if (r < 0)
