@@ -504,6 +504,117 @@ out:
 	return r;
 }
 
+/* ---- the tables: their value types and infos (pool setup) ---- */
+
+static void maptree_check(void *ctx, const void *value, struct check *ck)
+{
+	struct tv_pool *p = ctx;
+	struct tm_ref r;
+
+	ref_load(&r, value);
+	if (r.blocknr)
+		check_tree(ck, &p->map, &r);
+}
+
+/*
+ * A volume record (and a DEFERRED entry) holds one reference to a mapping
+ * tree, but the btree is not asked to count it: the tables are never
+ * cloned, and the record is rewritten after every change to its mapping
+ * tree, which has already moved the reference to the tree's new root
+ * (shadowing decrements the old one).  The operations own the reference:
+ * snapshot clones, delete moves it to DEFERRED, reclaim deletes the tree.
+ * The checker is still told about it.
+ */
+#define MAPROOT_OFF offsetof(struct disk_volume, map_root)
+
+static void vol_check(void *ctx, const void *value, struct check *ck)
+{
+	const struct disk_volume *v = value;
+	uint32_t nl = le32_to_cpu(v->name_len);
+
+	if (!nl || nl > TV_NAME_MAX || !le64_to_cpu(v->id) ||
+	    le64_to_cpu(v->size) % TV_SECTOR)
+		check_error(ck, "volume %" PRIu64 ": malformed record",
+			    (uint64_t)le64_to_cpu(v->id));
+	maptree_check(ctx, (const uint8_t *)value + MAPROOT_OFF, ck);
+}
+
+static int map_inc(void *ctx, const void *value)
+{
+	struct tv_pool *p = ctx;
+
+	return sm_inc_block(tm_sm(p->tm), get_le64(value));
+}
+
+static int map_dec(void *ctx, const void *value)
+{
+	struct tv_pool *p = ctx;
+
+	return sm_dec_block(tm_sm(p->tm), get_le64(value), NULL);
+}
+
+static void map_check(void *ctx, const void *value, struct check *ck)
+{
+	(void)ctx;
+	check_data_ref(ck, get_le64(value));
+}
+
+/* The trees' descriptions (btree_info) for the pool's store: at open
+ * and reopen. */
+static void pool_init_infos(struct tv_pool *p)
+{
+	struct btree_info base = { .tm = p->tm };
+
+	p->blobidx_prefix = MIN(p->blob_size, BLOBIDX_PREFIX_MAX);
+	p->blob_chunk = MIN(p->blob_size, BLOB_CHUNK_MAX);
+
+	p->vols = base;
+	p->vols.tag = TAG_VOLS;
+	p->vols.key_size = 8;
+	p->vols.value = (struct btree_vtype){ sizeof(struct disk_volume), p,
+					      NULL, NULL, vol_check };
+	p->names = base;
+	p->names.tag = TAG_NAMES;
+	p->names.key_size = 16;
+	p->blobidx = base;
+	p->blobidx.tag = TAG_BLOBIDX;
+	p->blobidx.key_size = p->blobidx_prefix + 8;
+	p->blobs = base;
+	p->blobs.tag = TAG_BLOBS;
+	p->blobs.key_size = 10;
+	p->blobs.value.size = p->blob_chunk;
+	p->deferred = base;
+	p->deferred.tag = TAG_DEFERRED;
+	p->deferred.key_size = 8;
+	p->deferred.value = (struct btree_vtype){ sizeof(struct disk_ref), p,
+						  NULL, NULL, maptree_check };
+	p->map = base;
+	p->map.tag = TAG_MAP;
+	p->map.key_size = 8;
+	p->map.value = (struct btree_vtype){ sizeof(struct disk_mapping), p,
+					     map_inc, map_dec, map_check };
+}
+
+/* The tables tv_pool_check walks from the root slots. */
+static int check_roots(struct tv_pool *p, struct check_root *roots,
+		       unsigned int *nr)
+{
+	unsigned int n = 0;
+
+	roots[n++] = (struct check_root){ SLOT_VOLS, &p->vols, "volumes" };
+	roots[n++] = (struct check_root){ SLOT_NAMES, &p->names, "names" };
+	if (p->blob_size) {
+		roots[n++] = (struct check_root){ SLOT_BLOBIDX, &p->blobidx,
+						  "blob index" };
+		roots[n++] = (struct check_root){ SLOT_BLOBS, &p->blobs,
+						  "blobs" };
+	}
+	roots[n++] = (struct check_root){ SLOT_DEFERRED, &p->deferred,
+					  "deferred deletes" };
+	*nr = n;
+	return 0;
+}
+
 /* ---- open / close ---- */
 
 static void *committer_main(void *arg);
@@ -1763,7 +1874,7 @@ int tv_pool_check(struct tv_pool *p, void *out_file,
 			"opened; it is at transaction %" PRIu64 " from the "
 			"other (a later commit, if there was one, is lost)\n",
 			tm_damaged_superblock(p->tm), tm_committed_txn(p->tm));
-	r = vol_check_roots(p, roots, &nr);
+	r = check_roots(p, roots, &nr);
 	if (r == 0)
 		r = check_run(p->tm, roots, nr, out_file, 50, &cr);
 	/* the trees are sound: now the tables must agree with each other */

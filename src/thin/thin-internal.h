@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
- * thin-internal.h - the engine's shared internals (pool.c, volume.c,
+ * thin-internal.h - the engine's shared internals (pool*.c, volume*.c,
  * vio*.c).  Nothing outside src/thin includes this (the tests may); the
  * daemon's share of them is thin-ext.h.
  *
@@ -255,14 +255,28 @@ bool probe_room(struct room_probe *q, enum sm_room kind, uint64_t blocks);
 int pool_make_room_locked(struct tv_pool *p);
 
 
-/* volume.c */
+/* volume-table.c (the operations, volume.c, need these; meta_lock held) */
 int vol_lookup_locked(struct tv_pool *p, uint64_t id, struct disk_volume *v);
 int vol_store_locked(struct tv_pool *p, const struct disk_volume *v);
 void vol_to_info(const struct tv_pool *p, const struct disk_volume *v,
 		 struct tv_vol_info *info);
-void pool_init_infos(struct tv_pool *p);
-int vol_check_roots(struct tv_pool *p, struct check_root *roots,
-		    unsigned int *nr);
+/* A name a volume may have: 0, or -EINVAL with the message set. */
+int vol_check_name(const char *name);
+/* The id of the volume named name (-ENOENT: none). */
+int vol_name_find_locked(struct tv_pool *p, const char *name, uint64_t *id);
+/* The NAMES entry of a volume: add it, or remove v's. */
+int vol_names_add(struct tv_pool *p, const char *name, uint64_t id);
+int vol_names_del(struct tv_pool *p, const struct disk_volume *v);
+/* The chunks a blob is stored in (BLOBS). */
+uint32_t vol_blob_chunks(const struct tv_pool *p);
+/* A volume's blob (blob_size bytes; zeroes when none is stored). */
+int vol_blob_load_locked(struct tv_pool *p, uint64_t id, uint8_t *blob);
+/* Replace a volume's blob old (NULL: it has none yet) by blob, in BLOBS
+ * and the blob index (invariants 1 and 2). */
+int vol_blob_set_locked(struct tv_pool *p, uint64_t id, const uint8_t *old,
+			const uint8_t *blob);
+/* Remove a volume's blob old from BLOBS and the blob index. */
+int vol_blob_del_locked(struct tv_pool *p, uint64_t id, const uint8_t *old);
 /* The table and its indexes agree (errors counted, up to 50 printed). */
 int vol_check_indexes_locked(struct tv_pool *p, FILE *out, uint64_t *errors);
 
