@@ -119,7 +119,7 @@ struct tv_pool {
 	char reason[160]; /* why read-only, when it is */
 	size_t cache_bytes; /* as opened (tv_pool_reopen) */
 
-	/* Syncs (pool.c, "syncs"): the first error of any sync of the
+	/* Syncs (pool-commit.c): the first error of any sync of the
 	 * device, and the gate that syncs issued without meta_lock hold
 	 * shared and commits and flush_locked hold exclusive. */
 	_Atomic int sync_err;
@@ -149,7 +149,7 @@ struct tv_pool {
 };
 
 /*
- * pool.c, rule 2: what one change of a table (volumes, names, blobs,
+ * pool-space.c, rule 2: what one change of a table (volumes, names, blobs,
  * deferred frees: trees that are never shared) may cost at most, as
  * btree_path_cost counts it for a tree of TABLE_DEPTH levels (at 15
  * volume records a leaf, more than 10^16 volumes): a copy and a split
@@ -178,7 +178,16 @@ uint64_t volume_id_clock_real(void);
 /* pool.c */
 /* Write an empty pool on dev (no checks for what it held). */
 int pool_format_dev(struct io_dev *dev, const struct tv_pool_create_opts *o);
+
+/* pool-commit.c */
 struct disk_pool_user *pool_user(struct tv_pool *p);
+/* Syncs, rule 3: the gate, as a pool is opened. */
+void pool_sync_gate_init(struct tv_pool *p);
+/* Syncs, rule 2: wait for the syncs in flight without meta_lock and hold
+ * the gate; returns the first sync error so far (0: none).  meta_lock
+ * held; pool_sync_gate_leave when done. */
+int pool_sync_gate_enter_locked(struct tv_pool *p);
+void pool_sync_gate_leave(struct tv_pool *p);
 /* Commit the open transaction; on failure the pool goes read-only with
  * the reason recorded.  Caller holds meta_lock; it is dropped for a while
  * first, to wait for the I/O path's provisions (vio.c, rule 4). */
@@ -188,6 +197,9 @@ int pool_commit_locked(struct tv_pool *p);
  * the last flush.  Then, if it succeeded, punch holes for the blocks
  * freed (discard).  Same locking as pool_commit_locked. */
 int pool_commit_bg_locked(struct tv_pool *p);
+/* Make every acknowledged write durable: commit when dirty, else flush
+ * the device (tv_pool_flush, tv_pool_close).  meta_lock held. */
+int pool_flush_locked(struct tv_pool *p);
 /* Abandon the open transaction.  Caller holds meta_lock (dropped for a
  * while first, as for the commit). */
 void pool_abort_locked(struct tv_pool *p);
@@ -196,27 +208,32 @@ void pool_set_read_only(struct tv_pool *p, int err, const char *why);
  * pool goes read-only, in state needs-check, until reopened.  meta_lock
  * held; no vstate lock. */
 void pool_set_damaged(struct tv_pool *p, const char *what);
-/* A sync of the device without meta_lock (pool.c, "syncs"): n ==
+/* A sync of the device without meta_lock (pool-commit.c, "syncs"): n ==
  * SIZE_MAX flushes, else io_sync_ranges(r, n) without a barrier.  On
  * failure the error is recorded, and whoever next holds meta_lock and
  * would declare a sync or commit done makes the pool read-only instead. */
 int pool_sync_unlocked(struct tv_pool *p, const struct io_range *r, size_t n);
+
+/* pool-space.c */
+/* Reference counts reclaim drops in a committer round (pool.c, rule 1)
+ * and when a change found no room (pool-space.c, rule 3). */
+#define RECLAIM_BUDGET 16384
 /* Free some of the DEFERRED trees, the last first: steps that change at
  * most budget reference counts in all, each one what the commit can take
- * (pool.c, rules 2 and 3), committing between steps when the room runs
- * out.  meta_lock held; dropped while it commits. */
+ * (pool-space.c, rules 2 and 3), committing between steps when the room
+ * runs out.  meta_lock held; dropped while it commits. */
 int pool_reclaim_locked(struct tv_pool *p, uint64_t budget);
-/* Rule 2 of pool.c: whether a change of kind that allocates at most
- * blocks data blocks and nodes metadata nodes and changes at most counts
- * reference counts leaves the open transaction (with the provisions in
- * flight) able to commit.  meta_lock held. */
+/* Rule 2 of pool-space.c: whether a change of kind that allocates at
+ * most blocks data blocks and nodes metadata nodes and changes at most
+ * counts reference counts leaves the open transaction (with the
+ * provisions in flight) able to commit.  meta_lock held. */
+bool pool_room_locked(struct tv_pool *p, enum sm_room kind, uint64_t blocks,
+		      uint64_t nodes, uint64_t counts);
 /* What was full when a change was refused for want of room: "the pool
  * is full", or the filesystem under the pool file (pool_room_locked). */
 const char *pool_full_what(const struct tv_pool *p);
-bool pool_room_locked(struct tv_pool *p, enum sm_room kind, uint64_t blocks,
-		      uint64_t nodes, uint64_t counts);
 /*
- * Rule 2 of pool.c, a change's cost read from the trees: the nodes it
+ * Rule 2 of pool-space.c, a change's cost read from the trees: the nodes it
  * may allocate, and the windows of the space map's keys (sm.c, rule 6)
  * that its count changes fall in and the transaction has not touched
  * yet.  probe_path adds a change of a tree at key (NULL: its first
@@ -246,14 +263,13 @@ int probe_table(struct room_probe *q, unsigned int slot, uint64_t n);
 /* n inserts, in order, of keys past the last one of the table in slot. */
 int probe_table_append(struct room_probe *q, unsigned int slot, uint64_t n);
 bool probe_room(struct room_probe *q, enum sm_room kind, uint64_t blocks);
-/* Rule 2 of pool.c: there was no room; make some: commit the open
+/* Rule 2 of pool-space.c: there was no room; make some: commit the open
  * transaction, or when it holds nothing, free a piece of the deleted
  * volumes and commit that.  0: something changed, look again (meta_lock
  * was dropped: look up what you use again); -ENOSPC: nothing can; other
  * errors: the commit failed (the pool is read-only).  The caller holds
  * meta_lock and no provision in flight. */
 int pool_make_room_locked(struct tv_pool *p);
-
 
 /* volume-table.c (the operations, volume.c, need these; meta_lock held) */
 int vol_lookup_locked(struct tv_pool *p, uint64_t id, struct disk_volume *v);

@@ -22,13 +22,13 @@
  *      So a new block's data is on the device before the mapping that
  *      exposes it is inserted, and the commit makes it durable before its
  *      superblock (rule 7): no committed mapping ever points at a block
- *      holding older data.  A block in flight is allocated, so the hole puncher
- *      (pool.c, under meta_lock) leaves it alone, and nothing freed can be
- *      handed out twice.  Writes of zeroes and the tail zeroing of a
- *      grow are rare and run all three steps under one hold of meta_lock
- *      (write_block_locked).  A read of a block the cache does not know
- *      looks it up under meta_lock (a block in flight reads as before the
- *      write: that write has not completed).
+ *      holding older data.  A block in flight is allocated, so the hole
+ *      puncher (pool-commit.c, under meta_lock) leaves it alone, and
+ *      nothing freed can be handed out twice.  Writes of zeroes and the
+ *      tail zeroing of a grow are rare and run all three steps under one
+ *      hold of meta_lock (write_block_locked).  A read of a block the
+ *      cache does not know looks it up under meta_lock (a block in flight
+ *      reads as before the write: that write has not completed).
  *   4. Waiting for provisions in flight: on vio->done, with meta_lock.
  *        - The commit and the abort drain them all (vio_before_commit_locked,
  *          vio_drain_locked): else a committed space map would hold blocks
@@ -55,7 +55,7 @@
  *      path goes on, and the commit's own flush under meta_lock has little
  *      left.  If that flush fails the commit fails and the pool goes
  *      read-only: a writeback error is reported once, and the commit's
- *      flush must not pass after it (pool.c, "syncs").
+ *      flush must not pass after it (pool-commit.c, "syncs").
  *   6. Copy-on-write: a mapping written before the volume's last snapshot
  *      epoch may be shared; a write to it goes to a new block holding the
  *      old contents merged with the new data, and the old block loses one
@@ -85,7 +85,7 @@
  *      known holes hold.  The allocator hands blocks out in order
  *      (sm.c), so a chunk is mostly used soon; at most one chunk per
  *      place the allocator works is allocated ahead of the data.
- *   9. Room to commit (pool.c, rule 2).  Before a step changes metadata
+ *   9. Room to commit (pool-space.c, rule 2).  Before a step changes metadata
  *      it asks whether the transaction could still commit after it: a
  *      provision, before its block is allocated (prov_room_locked: the
  *      block, the mapping's path, the record's store, on top of what its
@@ -647,7 +647,8 @@ void vio_before_commit_locked(struct tv_pool *p, bool ranged)
 		if (r < 0) {
 			/* the commit must fail: its own flush would not see
 			 * this error again (rule 5); pool_sync_unlocked
-			 * recorded it for the commit (pool.c, "syncs") */
+			 * recorded it for the commit (pool-commit.c,
+			 * "syncs") */
 			log_error("%s: flush: %s", p->path, strerror(-r));
 			break;
 		}
@@ -850,7 +851,7 @@ static int unmap_fit_locked(struct tv_pool *p, const struct disk_volume *v,
 		 * unmaps is freed, and it may use the reserve as deletes do.
 		 * Else the reserve stays: an unmap of blocks a snapshot
 		 * shares frees nothing, and must not eat what reclaim and
-		 * deletes need to free space (pool.c, rule 2). */
+		 * deletes need to free space (pool-space.c, rule 2). */
 		fits = r == 0 &&
 		       probe_room(&q,
 				  le64_to_cpu(v->snap_epoch) ? SM_ROOM_META

@@ -15,7 +15,7 @@
  *   4. A VOLS value holds one reference to its mapping tree; a DEFERRED
  *      value holds one reference to a mapping tree being freed (a deleted
  *      volume's, the part a shrink cut off, or a subtree of one of those
- *      that reclaim split off: pool.c, rule 3).
+ *      that reclaim split off: pool-space.c, rule 3).
  *   5. An operation writes no byte that the committed state shows: every
  *      change is in the transaction, so a failed batch or a crash before
  *      the commit leaves every volume as it was.  So a shrink writes
@@ -25,7 +25,7 @@
  *      them first (grow_locked), in place only where the committed state
  *      cannot show them.
  *   6. The user area's reclaimable is at most the data blocks that reclaim
- *      will still free (pool.c, rule 3): a delete or shrink adds the
+ *      will still free (pool-space.c, rule 3): a delete or shrink adds the
  *      blocks that the tree it hands to DEFERRED holds alone (no other
  *      mapping, live or deferred, shares them: tree_alone), and reclaim
  *      takes off every block it frees, down to 0.  Nothing can share a
@@ -505,7 +505,7 @@ static int op_set_blob(struct tv_pool *p, struct tv_op *op)
 static int apply_op(struct tv_pool *p, struct tv_op *op);
 
 /*
- * Pool.c, rule 2: whether op fits what the transaction can still commit.
+ * Pool-space.c, rule 2: whether op fits what the transaction can still commit.
  * A batch is one transaction and cannot commit a part of itself first:
  * no room is -ENOSPC, before the op changes anything.  A delete frees
  * space, and so does a shrink whose cut holds at least what it takes
@@ -590,7 +590,7 @@ static int op_room_locked(struct tv_pool *p, const struct tv_op *op,
 				r = probe_table(&q, SLOT_DEFERRED, 1);
 			/* Into the reserve only if what the shrink cuts off
 			 * frees at least the nodes it may take, once reclaim
-			 * has done it (pool.c, rule 2).  A volume never
+			 * has done it (pool-space.c, rule 2).  A volume never
 			 * snapshotted holds everything alone; a snapshot's
 			 * cut, shared with its origin, frees nothing. */
 			kind = SM_ROOM_FREE;
