@@ -97,6 +97,14 @@ void pool_sync_gate_init(struct tv_pool *p)
 	atomic_init(&p->sync_err, 0);
 }
 
+/* The error of a change refused because the pool is read-only, with
+ * the reason it is.  meta_lock held. */
+int pool_read_only_err(struct tv_pool *p)
+{
+	return tv_err(-EROFS, "%s: the pool is read-only%s%s", p->path,
+		      p->reason[0] ? ": " : "", p->reason);
+}
+
 /* ---- syncs (rules at the top) ---- */
 
 /* Record a sync's error (the first one wins). */
@@ -193,8 +201,7 @@ static int commit_locked(struct tv_pool *p, bool ranged)
 
 	p->io->before_commit_locked(p, ranged); /* may drop meta_lock */
 	if (p->read_only)
-		return tv_err(-EROFS, "%s: the pool is read-only%s%s", p->path,
-			      p->reason[0] ? ": " : "", p->reason);
+		return pool_read_only_err(p);
 	/* syncs, rule 2: no sync without meta_lock runs beside the commit's
 	 * own, and none failed before it */
 	r = pool_sync_gate_enter_locked(p);
@@ -305,8 +312,7 @@ int pool_flush_locked(struct tv_pool *p)
 	int r = 0;
 
 	if (p->read_only)
-		return tv_err(-EROFS, "%s: the pool is read-only%s%s", p->path,
-			      p->reason[0] ? ": " : "", p->reason);
+		return pool_read_only_err(p);
 	if (p->dirty)
 		return pool_commit_locked(p);
 	/* nothing in the metadata changed; data may have */

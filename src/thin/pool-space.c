@@ -193,16 +193,25 @@ static int table_height(struct room_probe *q, const struct btree_info *info,
 	return r == -ENOENT ? 0 : r;
 }
 
+/* The table in root slot slot (*info) and its height (*h); -EINVAL when
+ * the slot holds no table. */
+static int table_of(struct room_probe *q, unsigned int slot,
+		    const struct btree_info **info, unsigned int *h)
+{
+	*info = table_info(q->p, slot);
+	if (!*info)
+		return -EINVAL;
+	return table_height(q, *info, slot, h);
+}
+
 int probe_table(struct room_probe *q, unsigned int slot, uint64_t n)
 {
-	const struct btree_info *info = table_info(q->p, slot);
+	const struct btree_info *info;
 	unsigned int h;
 	uint64_t nodes;
 	int r;
 
-	if (!info)
-		return -EINVAL;
-	r = table_height(q, info, slot, &h);
+	r = table_of(q, slot, &info, &h);
 	if (r < 0)
 		return r;
 	/* a copy and a split per level, a new root; their counts, and the
@@ -214,15 +223,13 @@ int probe_table(struct room_probe *q, unsigned int slot, uint64_t n)
 
 int probe_table_append(struct room_probe *q, unsigned int slot, uint64_t n)
 {
-	const struct btree_info *info = table_info(q->p, slot);
 	const uint64_t room = PD_NODE_SIZE - BTREE_HEADER_SIZE;
+	const struct btree_info *info;
 	uint64_t nodes, adds = n, fit;
 	unsigned int h;
 	int r;
 
-	if (!info)
-		return -EINVAL;
-	r = table_height(q, info, slot, &h);
+	r = table_of(q, slot, &info, &h);
 	if (r < 0)
 		return r;
 	/* The path to the end is copied once.  At each level, the node at
@@ -254,8 +261,7 @@ int pool_make_room_locked(struct tv_pool *p)
 	int r;
 
 	if (p->read_only)
-		return tv_err(-EROFS, "%s: the pool is read-only%s%s", p->path,
-			      p->reason[0] ? ": " : "", p->reason);
+		return pool_read_only_err(p);
 	if (!p->dirty && tm_root(p->tm, SLOT_DEFERRED)->blocknr) {
 		r = pool_reclaim_locked(p, RECLAIM_BUDGET);
 		if (r < 0)
@@ -267,6 +273,18 @@ int pool_make_room_locked(struct tv_pool *p)
 }
 
 /* ---- reclaim (rule 3) ---- */
+
+int pool_defer_locked(struct tv_pool *p, const struct disk_ref *tree)
+{
+	struct disk_pool_user *u = pool_user(p);
+	uint64_t seq = le64_to_cpu(u->deferred_seq);
+	uint8_t k[8];
+
+	u->deferred_seq = cpu_to_le64(seq + 1);
+	put_be64(k, seq);
+	return btree_insert(&p->deferred, tm_root(p->tm, SLOT_DEFERRED), k,
+			    tree);
+}
 
 /* The last DEFERRED entry: its key and tree.  *found false when none. */
 static int deferred_last(struct tv_pool *p, uint8_t key[8],
@@ -356,14 +374,11 @@ static int reclaim_whole(struct tv_pool *p, const uint8_t *key,
 static int reclaim_split(struct tv_pool *p, const uint8_t *key,
 			 struct tm_ref *tree, uint64_t *used)
 {
-	struct disk_pool_user *u = pool_user(p);
 	struct tm_ref *droot = tm_root(p->tm, SLOT_DEFERRED);
 	struct tm_ref kids[MAP_FANOUT];
 	struct disk_ref dref;
 	struct room_probe q;
 	unsigned int nr = 0;
-	uint8_t k[8];
-	uint64_t seq;
 	bool fits;
 	int r;
 
@@ -381,11 +396,8 @@ static int reclaim_split(struct tv_pool *p, const uint8_t *key,
 	if (r == 0)
 		r = btree_split_root(&p->map, tree, kids, MAP_FANOUT, &nr);
 	for (unsigned int i = 0; r == 0 && i < nr; i++) {
-		seq = le64_to_cpu(u->deferred_seq);
-		u->deferred_seq = cpu_to_le64(seq + 1);
-		put_be64(k, seq);
 		ref_to_disk(&dref, &kids[i]);
-		r = btree_insert(&p->deferred, droot, k, &dref);
+		r = pool_defer_locked(p, &dref);
 	}
 	if (r == 0)
 		*used = 1;

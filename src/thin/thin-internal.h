@@ -208,6 +208,9 @@ void pool_set_read_only(struct tv_pool *p, int err, const char *why);
  * pool goes read-only, in state needs-check, until reopened.  meta_lock
  * held; no vstate lock. */
 void pool_set_damaged(struct tv_pool *p, const char *what);
+/* The error of a change refused because the pool is read-only (-EROFS,
+ * the message naming the reason).  meta_lock held. */
+int pool_read_only_err(struct tv_pool *p);
 /* A sync of the device without meta_lock (pool-commit.c, "syncs"): n ==
  * SIZE_MAX flushes, else io_sync_ranges(r, n) without a barrier.  On
  * failure the error is recorded, and whoever next holds meta_lock and
@@ -218,6 +221,10 @@ int pool_sync_unlocked(struct tv_pool *p, const struct io_range *r, size_t n);
 /* Reference counts reclaim drops in a committer round (pool.c, rule 1)
  * and when a change found no room (pool-space.c, rule 3). */
 #define RECLAIM_BUDGET 16384
+/* Hand the tree tree names to DEFERRED, which then holds its reference
+ * (volume.c, rule 4), under the next sequence number: reclaim frees the
+ * last first (rule 3).  meta_lock held. */
+int pool_defer_locked(struct tv_pool *p, const struct disk_ref *tree);
 /* Free some of the DEFERRED trees, the last first: steps that change at
  * most budget reference counts in all, each one what the commit can take
  * (pool-space.c, rules 2 and 3), committing between steps when the room
@@ -276,6 +283,8 @@ int vol_lookup_locked(struct tv_pool *p, uint64_t id, struct disk_volume *v);
 int vol_store_locked(struct tv_pool *p, const struct disk_volume *v);
 void vol_to_info(const struct tv_pool *p, const struct disk_volume *v,
 		 struct tv_vol_info *info);
+/* -EROFS, the message naming v: a change refused, v is read-only. */
+int vol_read_only_err(const struct disk_volume *v);
 /* A name a volume may have: 0, or -EINVAL with the message set. */
 int vol_check_name(const char *name);
 /* The id of the volume named name (-ENOENT: none). */

@@ -800,12 +800,9 @@ static int unmap_blocks_locked(struct tv_pool *p, struct disk_volume *v,
 static int writable_locked(struct tv_pool *p, const struct disk_volume *v)
 {
 	if (p->read_only)
-		return tv_err(-EROFS, "%s: the pool is read-only%s%s", p->path,
-			      p->reason[0] ? ": " : "", p->reason);
+		return pool_read_only_err(p);
 	if (le32_to_cpu(v->flags) & TV_VOL_READ_ONLY)
-		return tv_err(-EROFS, "volume '%.*s' is read-only",
-			      (int)MIN(le32_to_cpu(v->name_len), TV_NAME_MAX),
-			      v->name);
+		return vol_read_only_err(v);
 	return 0;
 }
 

@@ -324,6 +324,14 @@ int vol_blob_del_locked(struct tv_pool *p, uint64_t id, const uint8_t *old)
 	return 0;
 }
 
+/* The error of a change refused because v is read-only. */
+int vol_read_only_err(const struct disk_volume *v)
+{
+	return tv_err(-EROFS, "volume '%.*s' is read-only",
+		      (int)MIN(le32_to_cpu(v->name_len), TV_NAME_MAX),
+		      v->name);
+}
+
 /* ---- queries ---- */
 
 void vol_to_info(const struct tv_pool *p, const struct disk_volume *v,

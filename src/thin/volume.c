@@ -295,7 +295,7 @@ static int op_delete(struct tv_pool *p, struct tv_op *op)
 	struct disk_pool_user *u = pool_user(p);
 	uint8_t k[8], blob[TV_BLOB_MAX];
 	struct disk_volume v;
-	uint64_t seq, alone;
+	uint64_t alone;
 	int r;
 
 	r = vol_lookup_locked(p, op->id, &v);
@@ -322,11 +322,7 @@ static int op_delete(struct tv_pool *p, struct tv_op *op)
 	if (r < 0)
 		return r;
 	add_reclaimable(p, alone);
-	seq = le64_to_cpu(u->deferred_seq);
-	u->deferred_seq = cpu_to_le64(seq + 1);
-	put_be64(k, seq);
-	return btree_insert(&p->deferred, tm_root(p->tm, SLOT_DEFERRED), k,
-			    &v.map_root);
+	return pool_defer_locked(p, &v.map_root);
 }
 
 static int op_rename(struct tv_pool *p, struct tv_op *op)
@@ -396,13 +392,12 @@ static int committed_size_locked(struct tv_pool *p, uint64_t id,
 static int shrink_locked(struct tv_pool *p, struct disk_volume *v,
 			 uint64_t size)
 {
-	struct disk_pool_user *u = pool_user(p);
-	uint64_t first = DIV_ROUND_UP(size, p->block_size), cut_n = 0, seq;
+	uint64_t first = DIV_ROUND_UP(size, p->block_size), cut_n = 0;
 	uint64_t alone = 0;
 	struct tm_ref root, cut;
 	struct btree_cursor c;
 	struct disk_ref dref;
-	uint8_t lo[8], k[8];
+	uint8_t lo[8];
 	bool any;
 	int r;
 
@@ -427,12 +422,8 @@ static int shrink_locked(struct tv_pool *p, struct disk_volume *v,
 	add_reclaimable(p, le64_to_cpu(v->snap_epoch) ? alone : cut_n);
 	ref_to_disk(&v->map_root, &root);
 	v->mapped = cpu_to_le64(le64_to_cpu(v->mapped) - cut_n);
-	seq = le64_to_cpu(u->deferred_seq);
-	u->deferred_seq = cpu_to_le64(seq + 1);
-	put_be64(k, seq);
 	ref_to_disk(&dref, &cut);
-	return btree_insert(&p->deferred, tm_root(p->tm, SLOT_DEFERRED), k,
-			    &dref);
+	return pool_defer_locked(p, &dref);
 }
 
 /*
@@ -468,9 +459,7 @@ static int op_resize(struct tv_pool *p, struct tv_op *op)
 	if (r < 0)
 		return r;
 	if (le32_to_cpu(v.flags) & TV_VOL_READ_ONLY)
-		return tv_err(-EROFS, "volume '%.*s' is read-only",
-			      (int)MIN(le32_to_cpu(v.name_len), TV_NAME_MAX),
-			      v.name);
+		return vol_read_only_err(&v);
 	old = le64_to_cpu(v.size);
 	if (op->size == old)
 		return 0;
@@ -662,8 +651,7 @@ int tv_batch(struct tv_pool *p, struct tv_op *ops, size_t n, size_t *failed)
 	tv_err(0, "%s", "");
 	pthread_mutex_lock(&p->meta_lock);
 	if (p->read_only) {
-		r = tv_err(-EROFS, "%s: the pool is read-only%s%s", p->path,
-			   p->reason[0] ? ": " : "", p->reason);
+		r = pool_read_only_err(p);
 		goto out;
 	}
 	/* Commit what the I/O path changed first, so that a failed batch
