@@ -688,9 +688,10 @@ int tv_pool_close(struct tv_pool *p)
 		/* writes since the last flush (the committer's ranged
 		 * commits leave some): closing makes everything durable */
 		r = pool_flush_locked(p);
-	/* rule 3: a process that changed the pool frees a bounded piece of
-	 * what is deleted before it goes, in transactions of its own (a
-	 * failure there loses nothing of the user's: that is committed) */
+	/* pool-space.c, rule 3: a process that changed the pool frees a
+	 * bounded piece of what is deleted before it goes, in transactions
+	 * of its own (a failure there loses nothing of the user's: that is
+	 * committed) */
 	if (r == 0 && !p->read_only && p->committed &&
 	    tm_root(p->tm, SLOT_DEFERRED)->blocknr) {
 		r = pool_reclaim_locked(p, CLOSE_BUDGET);

@@ -112,7 +112,8 @@ struct tv_pool {
 	uint32_t block_size;
 	uint32_t blob_size;
 	bool read_only;
-	bool fs_full;	  /* the last room refused was the file's (rule 2) */
+	/* the last room refused was the file's (pool-space.c, rule 2) */
+	bool fs_full;
 	bool opened_ro;	  /* opened read-only (not by an error) */
 	bool needs_check; /* damaged metadata met (pool_set_damaged) */
 	int ro_err;	  /* the error that made it read-only, or 0 */

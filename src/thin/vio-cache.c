@@ -31,8 +31,8 @@
  *      writes into writes of the superblocks or the metadata, and a free
  *      block may become a metadata chunk any time.  A block counted more
  *      than once is written in place by no one, whatever its mapping's
- *      epoch says (rule 6).  A cached block stays counted while it is
- *      cached, but where the metadata is damaged: a block counted once
+ *      epoch says (vio.c, rule 6).  A cached block stays counted while it
+ *      is cached, but where the metadata is damaged: a block counted once
  *      and mapped twice (the checker's missing count), freed through one
  *      mapping, may be taken again while the other is cached.  So the
  *      fast path uses a cached block only while it is not in the set of

@@ -113,7 +113,8 @@ static int read_window_locked(struct tv_pool *p, struct vstate *vs,
 	/* rule 10: which are data blocks in use (the counts in one walk of
 	 * the space map: a volume's blocks mostly ascend); what comes
 	 * before the first that is not is cached, that one is refused */
-	for (ok = 0; ok < n && !(why = vio_map_block_place(p, blocks[ok])); ok++)
+	for (ok = 0;
+	     ok < n && !(why = vio_map_block_place(p, blocks[ok])); ok++)
 		;
 	r = sm_block_counts(tm_sm(p->tm), blocks, ok, counts);
 	if (r < 0)

@@ -85,9 +85,9 @@
  *      known holes hold.  The allocator hands blocks out in order
  *      (sm.c), so a chunk is mostly used soon; at most one chunk per
  *      place the allocator works is allocated ahead of the data.
- *   9. Room to commit (pool-space.c, rule 2).  Before a step changes metadata
- *      it asks whether the transaction could still commit after it: a
- *      provision, before its block is allocated (prov_room_locked: the
+ *   9. Room to commit (pool-space.c, rule 2).  Before a step changes
+ *      metadata it asks whether the transaction could still commit after
+ *      it: a provision, before its block is allocated (prov_room_locked: the
  *      block, the mapping's path, the record's store, on top of what its
  *      batch planned and of every provision in flight, whose costs are
  *      held in vio->held until step c maps them); an unmap, before it
