@@ -115,7 +115,16 @@ struct tv_pool_info {
 				 * or needs-check (-ENOSPC, -EIO, -EUCLEAN,
 				 * ...); 0 when it is not, or was opened
 				 * read-only */
+	uint32_t fs_flags;	/* TV_POOL_FS_*: what the filesystem under a
+				 * pool file does that is worth a warning */
 };
+
+/* A file on ext4 without a journal: after a power failure the filesystem
+ * may lose the file's newest blocks, whatever the engine synced. */
+#define TV_POOL_FS_NO_JOURNAL (1u << 0)
+/* A file its filesystem copies on every overwrite (btrfs without nocow):
+ * a full filesystem can fail a commit, and the pool goes read-only. */
+#define TV_POOL_FS_COW (1u << 1)
 
 int tv_pool_info(struct tv_pool *pool, struct tv_pool_info *out);
 

@@ -28,7 +28,6 @@
 #include "io/io.h"
 #include "server/ctl-copy.h"
 #include "server/ctl.h"
-#include "thin/thin-internal.h"
 #include "util/json.h"
 
 #define REMOTE_LIST_MAX 256   /* volumes per vol.list request */
@@ -700,14 +699,24 @@ static int r_state(const struct json_value *o, enum tv_pool_state *out)
 	return bad_reply("state");
 }
 
+/* TV_POOL_FS_* of a pool opened here (a daemon's pool: none). */
+static uint32_t local_fs_flags(const struct cli_pool *p)
+{
+	struct tv_pool_info in;
+
+	if (!p->local || tv_pool_info(p->local, &in) < 0)
+		return 0;
+	return in.fs_flags;
+}
+
 bool cli_pool_fs_no_journal(const struct cli_pool *p)
 {
-	return p->local && (p->local->dev->flags & IO_DEV_FS_NO_JOURNAL);
+	return local_fs_flags(p) & TV_POOL_FS_NO_JOURNAL;
 }
 
 bool cli_pool_fs_cow(const struct cli_pool *p)
 {
-	return p->local && (p->local->dev->flags & IO_DEV_FS_COW);
+	return local_fs_flags(p) & TV_POOL_FS_COW;
 }
 
 int cli_pool_info(struct cli_pool *p, struct tv_pool_info *out)

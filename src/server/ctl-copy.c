@@ -60,7 +60,7 @@
 #include <unistd.h>
 
 #include "io/io.h"
-#include "thin/thin-internal.h"
+#include "thin/thin-ext.h"
 
 #define CHUNK (1u << 20)
 #define FILE_STUCK_MAX 16 /* rule 3 */
@@ -335,7 +335,7 @@ static int file_open(struct copy *k, int fd, bool import, bool threaded)
 {
 	struct ctl_copy *c = k->c;
 	struct file *f = calloc(1, sizeof(*f));
-	int pfd = io_dev_fd(k->pool->dev), r;
+	int pfd = io_dev_fd(pool_dev(k->pool)), r;
 	pthread_attr_t attr;
 	pthread_t t;
 

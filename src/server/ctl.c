@@ -35,7 +35,7 @@
 #include "server/ctl-copy.h"
 #include "server/ctl-internal.h"
 #include "io/io.h"
-#include "thin/thin-internal.h"
+#include "thin/thin-ext.h"
 #include "util/json.h"
 #include "util/hex.h"
 
@@ -461,7 +461,7 @@ static void put_pool(struct req *q)
 {
 	struct tv_pool_info in;
 	struct io_ident id;
-	int fd = io_dev_fd(q->pool->dev);
+	int fd = io_dev_fd(pool_dev(q->pool));
 
 	fputs("\"pool\":{", q->out);
 	if (tv_pool_info(q->pool, &in) == 0) {
@@ -469,7 +469,8 @@ static void put_pool(struct req *q)
 		json_put_hex(q->out, in.uuid, sizeof(in.uuid));
 		putc(',', q->out);
 	}
-	put_bytes(q->out, "path", q->pool->path, strlen(q->pool->path));
+	put_bytes(q->out, "path", pool_name(q->pool),
+		  strlen(pool_name(q->pool)));
 	if (fd < 0 || io_ident_fd(fd, &id) < 0)
 		fputs(",\"type\":\"other\"", q->out);
 	else if (id.blk)

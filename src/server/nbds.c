@@ -81,7 +81,7 @@
 #include "server/nbd-proto.h"
 #include "server/nbds-internal.h"
 #include "server/tls.h"
-#include "thin/thin-internal.h" /* vio_read_map_nofill */
+#include "thin/thin-ext.h" /* vio_read_map_nofill, pool_block_size */
 #include "util/checked.h"
 #include "util/clock.h"
 #include "util/endian.h"
@@ -376,7 +376,7 @@ static int is_hole(struct conn *c, uint64_t off, uint64_t len, bool *hole)
  */
 static int vol_zero_fast(struct conn *c, uint64_t len, uint64_t off)
 {
-	uint64_t bs = c->srv->pool->block_size, end = off + len;
+	uint64_t bs = pool_block_size(c->srv->pool), end = off + len;
 	uint64_t b0 = (off + bs - 1) / bs * bs, b1 = end / bs * bs;
 	bool hole = true;
 	int r = 0;

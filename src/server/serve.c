@@ -49,7 +49,7 @@
 #include "server/serve.h"
 #include "server/tls.h"
 #include "server/usock.h"
-#include "thin/thin-internal.h"
+#include "thin/thin-ext.h"
 #include "thinvol.h"
 
 struct daemon {
@@ -583,19 +583,19 @@ static int start(struct daemon *d, struct ctl_hooks *hooks)
 		if (r < 0)
 			return fail(d, r, "%s", tv_last_error());
 	}
-	if (d->pool->dev->flags & IO_DEV_FS_NO_JOURNAL)
+	r = tv_pool_info(d->pool, &info);
+	if (r == 0 && (info.fs_flags & TV_POOL_FS_NO_JOURNAL))
 		say(1, "%s: " SERVE_NO_JOURNAL_WARNING, o->pool);
-	if (d->pool->dev->flags & IO_DEV_FS_COW)
+	if (r == 0 && (info.fs_flags & TV_POOL_FS_COW))
 		say(1, "%s: " SERVE_COW_WARNING, o->pool);
 	{
 		struct stat st;
 		char what[256];
 
-		if (fstat(io_dev_fd(d->pool->dev), &st) == 0 &&
+		if (fstat(io_dev_fd(pool_dev(d->pool)), &st) == 0 &&
 		    io_pool_file_exposed(&st, what, sizeof(what)))
 			say(1, "%s: %s", o->pool, what);
 	}
-	r = tv_pool_info(d->pool, &info);
 	if (r == 0 && info.state != TV_POOL_RW)
 		return fail(d, -EROFS,
 			    "%s: the pool is read-only%s%s: run 'thinvol "

@@ -1,93 +1,24 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
- * pool.c - opening, creating and closing pools; commits, the background
- * committer, reclaim of deleted volumes, pool info and check.
+ * pool.c - a pool's life: creating it, opening it (with the one place it
+ * meets the I/O path, pool_attach_io, and the descriptions of its
+ * tables) and closing it; the background committer; info, probe and
+ * reopen, resize, and check.  Commits, syncs and the read-only state are
+ * pool-commit.c's; the room a change needs and reclaim, pool-space.c's.
  *
- * Rules:
+ * Rule 1 of the pool (pool-space.c has rules 2 and 3, pool-commit.c the
+ * rules of syncs):
+ *
  *   1. The committer thread wakes every commit_interval_ms: it frees a
- *      bounded part of the deleted volumes' trees (rule 3), and if
- *      anything changed it commits (so at most one interval of metadata
- *      changes is at risk), then punches holes for blocks that became
- *      free.
- *   2. Room to commit.  A commit takes pool blocks for the space map's
- *      changes, more the bigger its transaction (sm.c, rule 6), and on a
- *      full pool only the reserve has them: a commit that found none
- *      would lose its transaction and leave the pool read-only.  So
- *      before every change the engine asks pool_room_locked whether the
- *      transaction, with the change (and the provisions in flight, vio.c
- *      rule 9), can still commit, and whether the change leaves what its
- *      kind must leave (sm.h, sm_room): a write into a new block twice
- *      the reserve; other metadata the reserve (a discard where a
- *      snapshot may share the blocks, a shrink whose cut others share:
- *      those free nothing); what frees at least what it takes (a delete,
- *      a discard in a volume never snapshotted, a shrink whose cut holds
- *      that much alone: volume.c, tree_alone) the free floor, part of the
- *      reserve; and the steps of reclaim (rule 3), which free what those
- *      handed to DEFERRED, nothing but their commit.  So the reserve goes
- *      only to what gives it back, and below the free floor only reclaim
- *      goes, whose every step fits the floor from a fresh transaction:
- *      reclaim can always go on, and a full pool never wedges.  When the
- *      answer is no, the I/O path and reclaim commit first
- *      (pool_make_room_locked: that also makes what the transaction
- *      freed allocatable, and starts the next transaction's need from
- *      nothing), and a batch, which is one transaction, is refused with
- *      -ENOSPC (after reclaim freed what it could, tv_batch); so is any
- *      change for which a fresh transaction has no room.  No transaction
- *      fails for lack of space once it has started changing the
- *      metadata, and a full pool does not go read-only: on a full pool
- *      trims commit every few hundred blocks, and the space comes back at
- *      each commit.  The same holds for the room in a pool file's
- *      filesystem: the answer is also no when the blocks the change and
- *      the commit may take as metadata chunks are not reserved in the
- *      file already and the filesystem refuses more (sm_secure; sm.c,
- *      rule 7), so that a full filesystem refuses a change before it
- *      begins, and never a commit.
- *   3. Reclaim.  A deleted volume's mapping tree, and the part a shrink
- *      cut off, wait in DEFERRED; reclaim frees them a step at a time,
- *      the last entry first (reclaim_one), so that what was deleted last
- *      comes back first and the pieces of a tree go before anything
- *      older.  A step is the whole tree when what it releases (a count
- *      per node it frees or per subtree another tree shares, whose nodes
- *      are never read, and per block in the nodes it frees:
- *      btree_release_walk) is within the budget and fits (rule 2); else,
- *      for a root that the entry holds alone, the root split, each child
- *      an entry of its own after every other (btree_split_root: the root
- *      is freed, nothing else read), or, for a single leaf, its first
- *      mappings.  Those fit the free floor whatever the tree, so no entry
- *      blocks the ones after it; splitting frees a tree depth first, so
- *      DEFERRED holds a node's children more per level of it at most.
- *      The committer reclaims every round (RECLAIM_BUDGET counts); so
- *      does a pool that finds no room (pool_make_room_locked: a write or
- *      a batch that hit -ENOSPC tries again after it), and closing a
- *      pool that this process changed reclaims CLOSE_BUDGET more
- *      (tv_pool_close), so that commands run without the daemon free
- *      space too, a bounded amount each.  The blocks a step frees leave
- *      the user area's reclaimable (volume.c, rule 6), which is 0 once
- *      DEFERRED is empty.
- *
- * Syncs.  Linux reports a writeback error of a file once, to the first
- * sync of it that looks (fdatasync, sync_file_range, an RWF_DSYNC
- * write); a later one passes although the data is gone.  So:
- *
- *   1. Any failed sync of the device (a flush, a ranged sync, a commit's)
- *      makes the pool read-only with the reason, and the open transaction
- *      is abandoned, as after a failed commit: no later flush or commit
- *      returns 0 until the pool is reopened (tv_pool_reopen).
- *   2. A sync without meta_lock (pool_sync_unlocked: a client's flush
- *      writing the data back before its commit, vio.c's rule 5) holds
- *      sync_gate shared and records its error in sync_err before it lets
- *      go.  Whatever declares a sync done under meta_lock (a commit,
- *      flush_locked, tv_pool_flush's answer) takes the gate exclusively
- *      first, so it waits for the syncs in flight and sees an error one of
- *      them took from it (the kernel told only that one).
- *   3. The gate prefers writers: a stream of flushes cannot hold a commit
- *      off.  No one waits for meta_lock while holding the gate shared.
+ *      bounded part of the deleted volumes' trees (pool-space.c, rule 3),
+ *      and if anything changed it commits (so at most one interval of
+ *      metadata changes is at risk), then punches holes for blocks that
+ *      became free.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <pwd.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -102,48 +33,8 @@
 #include "util/log.h"
 
 #define ENGINE_MAGIC "tvengine"
-#define RECLAIM_BUDGET 16384 /* counts reclaim drops a committer round */
-#define CLOSE_BUDGET (4 * RECLAIM_BUDGET) /* and at a close (rule 3) */
-#define DISCARD_BATCH 1024   /* freed blocks punched per round */
-
-static __thread char last_error[256];
-
-const char *tv_last_error(void)
-{
-	return last_error;
-}
-
-int tv_err(int err, const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(last_error, sizeof(last_error), fmt, ap);
-	va_end(ap);
-	return err;
-}
-
-static void (*user_logger)(int level, const char *msg, void *ctx);
-static void *user_logger_ctx;
-
-static void logger_tramp(enum log_level lvl, const char *msg, void *ctx)
-{
-	(void)ctx;
-	user_logger((int)lvl, msg, user_logger_ctx);
-}
-
-void tv_set_logger(void (*fn)(int level, const char *msg, void *ctx),
-		   void *ctx, int max_level)
-{
-	user_logger = fn;
-	user_logger_ctx = ctx;
-	log_set_sink(fn ? logger_tramp : NULL, NULL);
-	if (max_level < LOG_LVL_ERROR)
-		max_level = LOG_LVL_ERROR;
-	if (max_level > LOG_LVL_DEBUG)
-		max_level = LOG_LVL_DEBUG;
-	log_set_level((enum log_level)max_level);
-}
+/* reclaim's counts at a close (pool-space.c, rule 3) */
+#define CLOSE_BUDGET (4 * RECLAIM_BUDGET)
 
 const char *tv_pool_state_name(enum tv_pool_state s)
 {
@@ -156,11 +47,6 @@ const char *tv_pool_state_name(enum tv_pool_state s)
 		return "needs-check";
 	}
 	return "unknown";
-}
-
-struct disk_pool_user *pool_user(struct tv_pool *p)
-{
-	return (struct disk_pool_user *)tm_user(p->tm);
 }
 
 /* ---- claiming the pool's storage ---- */
@@ -197,9 +83,9 @@ struct sig {
 };
 
 /*
- * What pool create knows by sight, first match wins: the filesystems and
- * volume formats that --force was always needed for, images and archives
- * that are files people keep, and partition tables.  FAT and NTFS boot
+ * What pool create knows by sight and overwrites only with --force, first
+ * match wins: filesystems and volume formats, images and archives that
+ * are files people keep, and partition tables.  FAT and NTFS boot
  * sectors come before the DOS partition table, whose 0x55AA they share.
  */
 static const struct sig sigs[] = {
@@ -504,25 +390,138 @@ out:
 	return r;
 }
 
+/* ---- the tables: their value types and infos (pool setup) ---- */
+
+static void maptree_check(void *ctx, const void *value, struct check *ck)
+{
+	struct tv_pool *p = ctx;
+	struct tm_ref r;
+
+	ref_load(&r, value);
+	if (r.blocknr)
+		check_tree(ck, &p->map, &r);
+}
+
+/*
+ * A volume record (and a DEFERRED entry) holds one reference to a mapping
+ * tree, but the btree is not asked to count it: the tables are never
+ * cloned, and the record is rewritten after every change to its mapping
+ * tree, which has already moved the reference to the tree's new root
+ * (shadowing decrements the old one).  The operations own the reference:
+ * snapshot clones, delete moves it to DEFERRED, reclaim deletes the tree.
+ * The checker is still told about it.
+ */
+#define MAPROOT_OFF offsetof(struct disk_volume, map_root)
+
+static void vol_check(void *ctx, const void *value, struct check *ck)
+{
+	const struct disk_volume *v = value;
+	uint32_t nl = le32_to_cpu(v->name_len);
+
+	if (!nl || nl > TV_NAME_MAX || !le64_to_cpu(v->id) ||
+	    le64_to_cpu(v->size) % TV_SECTOR)
+		check_error(ck, "volume %" PRIu64 ": malformed record",
+			    (uint64_t)le64_to_cpu(v->id));
+	maptree_check(ctx, (const uint8_t *)value + MAPROOT_OFF, ck);
+}
+
+static int map_inc(void *ctx, const void *value)
+{
+	struct tv_pool *p = ctx;
+
+	return sm_inc_block(tm_sm(p->tm), get_le64(value));
+}
+
+static int map_dec(void *ctx, const void *value)
+{
+	struct tv_pool *p = ctx;
+
+	return sm_dec_block(tm_sm(p->tm), get_le64(value), NULL);
+}
+
+static void map_check(void *ctx, const void *value, struct check *ck)
+{
+	(void)ctx;
+	check_data_ref(ck, get_le64(value));
+}
+
+/* The trees' descriptions (btree_info) for the pool's store: at open
+ * and reopen. */
+static void pool_init_infos(struct tv_pool *p)
+{
+	struct btree_info base = { .tm = p->tm };
+
+	p->blobidx_prefix = MIN(p->blob_size, BLOBIDX_PREFIX_MAX);
+	p->blob_chunk = MIN(p->blob_size, BLOB_CHUNK_MAX);
+
+	p->vols = base;
+	p->vols.tag = TAG_VOLS;
+	p->vols.key_size = 8;
+	p->vols.value = (struct btree_vtype){ sizeof(struct disk_volume), p,
+					      NULL, NULL, vol_check };
+	p->names = base;
+	p->names.tag = TAG_NAMES;
+	p->names.key_size = 16;
+	p->blobidx = base;
+	p->blobidx.tag = TAG_BLOBIDX;
+	p->blobidx.key_size = p->blobidx_prefix + 8;
+	p->blobs = base;
+	p->blobs.tag = TAG_BLOBS;
+	p->blobs.key_size = 10;
+	p->blobs.value.size = p->blob_chunk;
+	p->deferred = base;
+	p->deferred.tag = TAG_DEFERRED;
+	p->deferred.key_size = 8;
+	p->deferred.value = (struct btree_vtype){ sizeof(struct disk_ref), p,
+						  NULL, NULL, maptree_check };
+	p->map = base;
+	p->map.tag = TAG_MAP;
+	p->map.key_size = 8;
+	p->map.value = (struct btree_vtype){ sizeof(struct disk_mapping), p,
+					     map_inc, map_dec, map_check };
+}
+
+/* The tables tv_pool_check walks from the root slots. */
+static int check_roots(struct tv_pool *p, struct check_root *roots,
+		       unsigned int *nr)
+{
+	unsigned int n = 0;
+
+	roots[n++] = (struct check_root){ SLOT_VOLS, &p->vols, "volumes" };
+	roots[n++] = (struct check_root){ SLOT_NAMES, &p->names, "names" };
+	if (p->blob_size) {
+		roots[n++] = (struct check_root){ SLOT_BLOBIDX, &p->blobidx,
+						  "blob index" };
+		roots[n++] = (struct check_root){ SLOT_BLOBS, &p->blobs,
+						  "blobs" };
+	}
+	roots[n++] = (struct check_root){ SLOT_DEFERRED, &p->deferred,
+					  "deferred deletes" };
+	*nr = n;
+	return 0;
+}
+
 /* ---- open / close ---- */
 
 static void *committer_main(void *arg);
-static int flush_locked(struct tv_pool *p);
 
 static int pool_open_common(struct tv_pool *p, const char *path,
 			    const struct tv_pool_open_opts *o);
 
-/* Syncs, rule 3: a writer waiting for the gate holds new readers off. */
-static void sync_gate_init(struct tv_pool *p)
+/* Free what pool_open_dev set up, once the committer is stopped (or was
+ * never started) and meta_lock is free: the I/O state, the store (NULL
+ * when it was not opened), the device if the pool owns it, and p. */
+static void pool_free(struct tv_pool *p)
 {
-	pthread_rwlockattr_t a;
-
-	pthread_rwlockattr_init(&a);
-	pthread_rwlockattr_setkind_np(&a,
-				      PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
-	pthread_rwlock_init(&p->sync_gate, &a);
-	pthread_rwlockattr_destroy(&a);
-	atomic_init(&p->sync_err, 0);
+	p->io->destroy(p);
+	tm_close(p->tm);
+	if (p->own_dev)
+		io_close(p->dev);
+	pthread_mutex_destroy(&p->meta_lock);
+	pthread_cond_destroy(&p->wake);
+	pthread_rwlock_destroy(&p->sync_gate);
+	abits_free(&p->chunk_bits);
+	free(p);
 }
 
 int tv_pool_open(const char *path, const struct tv_pool_open_opts *o,
@@ -543,6 +542,16 @@ int tv_pool_open(const char *path, const struct tv_pool_open_opts *o,
 	return r;
 }
 
+/*
+ * The one place a pool meets the I/O path above it (vio*.c): its hooks
+ * (thin-internal.h), set before anything of the pool is opened.  pool.c
+ * and volume.c reach the I/O path through p->io only.
+ */
+static void pool_attach_io(struct tv_pool *p)
+{
+	p->io = &vio_pool_hooks;
+}
+
 int pool_open_dev(struct io_dev *dev, bool own_dev, const char *name,
 		  const struct tv_pool_open_opts *o, struct tv_pool **out)
 {
@@ -555,12 +564,13 @@ int pool_open_dev(struct io_dev *dev, bool own_dev, const char *name,
 			io_close(dev);
 		return tv_err(-ENOMEM, "out of memory");
 	}
+	pool_attach_io(p);
 	p->dev = dev;
 	p->own_dev = own_dev;
 	snprintf(p->path, sizeof(p->path), "%s", name);
 	pthread_mutex_init(&p->meta_lock, NULL);
 	pthread_cond_init(&p->wake, NULL);
-	sync_gate_init(p);
+	pool_sync_gate_init(p);
 	abits_init(&p->chunk_bits);
 	p->read_only = p->opened_ro = o && o->read_only;
 	p->cache_bytes = o ? o->cache_bytes : 0;
@@ -573,11 +583,28 @@ int pool_open_dev(struct io_dev *dev, bool own_dev, const char *name,
 	return r;
 }
 
+/* ---- for the daemon (thin-ext.h) ---- */
+
+struct io_dev *pool_dev(struct tv_pool *p)
+{
+	return p->dev;
+}
+
+const char *pool_name(const struct tv_pool *p)
+{
+	return p->path;
+}
+
+uint32_t pool_block_size(const struct tv_pool *p)
+{
+	return p->block_size;
+}
+
 /* Open the store on p->dev into *out and check the engine's header in
  * its user bytes: the first open, and tv_pool_reopen. */
 static int open_store(struct tv_pool *p, const char *path, struct tm **out)
 {
-	struct tm_hooks hooks = vio_tm_hooks;
+	struct tm_hooks hooks = *p->io->tm;
 	struct tm_open_opts to = { .cache_bytes = p->cache_bytes,
 				   .read_only = p->opened_ro,
 				   .hooks = &hooks };
@@ -622,7 +649,7 @@ static int pool_open_common(struct tv_pool *p, const char *path,
 	p->block_size = tm_block_size(p->tm);
 	p->blob_size = le32_to_cpu(pool_user(p)->blob_size);
 	pool_init_infos(p);
-	r = vio_init(p);
+	r = p->io->init(p);
 	if (r < 0) {
 		r = tv_err(r, "out of memory");
 		goto fail;
@@ -637,15 +664,7 @@ static int pool_open_common(struct tv_pool *p, const char *path,
 	}
 	return 0;
 fail:
-	vio_destroy(p);
-	tm_close(p->tm);
-	if (p->own_dev)
-		io_close(p->dev);
-	pthread_mutex_destroy(&p->meta_lock);
-	pthread_cond_destroy(&p->wake);
-	pthread_rwlock_destroy(&p->sync_gate);
-	abits_free(&p->chunk_bits);
-	free(p);
+	pool_free(p);
 	return r;
 }
 
@@ -665,13 +684,14 @@ int tv_pool_close(struct tv_pool *p)
 	pthread_mutex_lock(&p->meta_lock);
 	if (!p->read_only && p->dirty)
 		r = pool_commit_locked(p);
-	else if (!p->read_only && vio_had_io(p))
+	else if (!p->read_only && p->io->had_io(p))
 		/* writes since the last flush (the committer's ranged
 		 * commits leave some): closing makes everything durable */
-		r = flush_locked(p);
-	/* rule 3: a process that changed the pool frees a bounded piece of
-	 * what is deleted before it goes, in transactions of its own (a
-	 * failure there loses nothing of the user's: that is committed) */
+		r = pool_flush_locked(p);
+	/* pool-space.c, rule 3: a process that changed the pool frees a
+	 * bounded piece of what is deleted before it goes, in transactions
+	 * of its own (a failure there loses nothing of the user's: that is
+	 * committed) */
 	if (r == 0 && !p->read_only && p->committed &&
 	    tm_root(p->tm, SLOT_DEFERRED)->blocknr) {
 		r = pool_reclaim_locked(p, CLOSE_BUDGET);
@@ -683,730 +703,11 @@ int tv_pool_close(struct tv_pool *p)
 	if (!p->opened_ro)
 		sm_release_secured(tm_sm(p->tm));
 	pthread_mutex_unlock(&p->meta_lock);
-	vio_destroy(p);
-	tm_close(p->tm);
-	if (p->own_dev)
-		io_close(p->dev);
-	pthread_mutex_destroy(&p->meta_lock);
-	pthread_cond_destroy(&p->wake);
-	pthread_rwlock_destroy(&p->sync_gate);
-	abits_free(&p->chunk_bits);
-	free(p);
+	pool_free(p);
 	return r;
 }
 
-/* ---- syncs (rules at the top) ---- */
-
-/* Record a sync's error (the first one wins). */
-static void sync_failed(struct tv_pool *p, int err)
-{
-	int none = 0;
-
-	atomic_compare_exchange_strong(&p->sync_err, &none, err);
-}
-
-int pool_sync_unlocked(struct tv_pool *p, const struct io_range *r, size_t n)
-{
-	int e;
-
-	pthread_rwlock_rdlock(&p->sync_gate);
-	e = atomic_load(&p->sync_err);
-	if (!e) {
-		e = n == SIZE_MAX ? io_flush(p->dev)
-				  : io_sync_ranges(p->dev, r, n, NULL);
-		if (e < 0)
-			sync_failed(p, e);
-	}
-	pthread_rwlock_unlock(&p->sync_gate);
-	return e;
-}
-
-/* Rule 2: wait for the syncs in flight without meta_lock and hold the
- * gate; returns the first sync error so far (0: none).  meta_lock held;
- * sync_gate_leave when done. */
-static int sync_gate_enter_locked(struct tv_pool *p)
-{
-	pthread_rwlock_wrlock(&p->sync_gate);
-	return atomic_load(&p->sync_err);
-}
-
-static void sync_gate_leave(struct tv_pool *p)
-{
-	pthread_rwlock_unlock(&p->sync_gate);
-}
-
-/* Rule 1: a sync failed with err.  meta_lock held (dropped for a while
- * by the abort, which waits for the provisions in flight). */
-static void sync_fail_locked(struct tv_pool *p, int err)
-{
-	sync_failed(p, err);
-	if (p->read_only)
-		return;
-	if (p->dirty || tm_state(p->tm))
-		pool_abort_locked(p);
-	pool_set_read_only(p, err, "a data flush failed");
-}
-
-/* ---- commits ---- */
-
-void pool_set_read_only(struct tv_pool *p, int err, const char *why)
-{
-	if (p->read_only)
-		return;
-	p->read_only = true;
-	p->ro_err = err < 0 ? err : -EIO;
-	snprintf(p->reason, sizeof(p->reason), "%s: %s", why,
-		 strerror(-err));
-	/* the fast path writes in place without meta_lock: make it ask
-	 * again, so that it sees the pool is read-only (a block it holds as
-	 * the volume's own may be shared by a transaction whose superblock
-	 * reached the disk before the failure) */
-	vio_forget_all_locked(p);
-	log_error("%s: pool is now read-only: %s", p->path, p->reason);
-}
-
-void pool_set_damaged(struct tv_pool *p, const char *what)
-{
-	bool was_ro = p->read_only;
-
-	if (p->needs_check)
-		return;
-	p->needs_check = true;
-	if (!was_ro) {
-		pool_set_read_only(p, -EUCLEAN, what);
-		return;
-	}
-	/* opened read-only: there is nothing to stop, only to say */
-	p->ro_err = -EUCLEAN;
-	snprintf(p->reason, sizeof(p->reason), "%s", what);
-	log_error("%s: damaged metadata: %s", p->path, what);
-}
-
-/* ranged: the committer's commit (pool_commit_bg_locked). */
-static int commit_locked(struct tv_pool *p, bool ranged)
-{
-	struct io_range *data = NULL;
-	size_t n = SIZE_MAX;
-	int r;
-
-	vio_before_commit_locked(p, ranged); /* may drop meta_lock */
-	if (p->read_only)
-		return tv_err(-EROFS, "%s: the pool is read-only%s%s", p->path,
-			      p->reason[0] ? ": " : "", p->reason);
-	/* syncs, rule 2: no sync without meta_lock runs beside the commit's
-	 * own, and none failed before it */
-	r = sync_gate_enter_locked(p);
-	if (r < 0) {
-		sync_gate_leave(p);
-		sync_fail_locked(p, r);
-		return tv_err(r, "%s: commit refused: an earlier flush "
-				 "failed: %s",
-			      p->path, strerror(-r));
-	}
-	/* an incomplete list (out of memory): flush it all */
-	if (!ranged || !(p->dev->flags & IO_DEV_RANGED_SYNC) ||
-	    vio_sync_ranges_locked(p, &data, &n) < 0)
-		n = SIZE_MAX;
-	r = tm_commit_ranged(p->tm, data, n);
-	if (r < 0)
-		sync_failed(p, r); /* rule 1, whatever failed */
-	sync_gate_leave(p);
-	free(data);
-	vio_sync_clear_locked(p);
-	if (r < 0) {
-		/* A metadata I/O error: the transaction is lost, and the
-		 * pool stops writing until it is reopened and checked.
-		 * Unless the superblock write had begun (tm.h, rule 4): then
-		 * the device may hold the transaction, and a reopen may find
-		 * it; whoever asked must not be told it did not happen. */
-		bool doubt = tm_in_doubt(p->tm);
-
-		tm_abort(p->tm);
-		pool_set_read_only(p, r, "metadata commit failed");
-		if (doubt)
-			return tv_err(r, "%s: commit failed after its "
-					 "superblock was written (%s): the "
-					 "change may or may not be in the "
-					 "pool; reopen it to see which",
-				      p->path, strerror(-r));
-		return tv_err(r, "%s: commit failed: %s", p->path,
-			      strerror(-r));
-	}
-	p->dirty = false;
-	p->committed = true;
-	return 0;
-}
-
-int pool_commit_locked(struct tv_pool *p)
-{
-	return commit_locked(p, false);
-}
-
-void pool_abort_locked(struct tv_pool *p)
-{
-	int r;
-
-	vio_drain_locked(p); /* may drop meta_lock meanwhile */
-	vio_sync_clear_locked(p);
-	r = tm_abort(p->tm);
-	/* vio.c, rule 10: blocks the transaction took are free again */
-	atomic_store(&p->freed_since_drain, true);
-
-	p->dirty = false;
-	if (r < 0)
-		pool_set_read_only(p, r, "could not reload the metadata");
-}
-
-int tv_pool_flush(struct tv_pool *p)
-{
-	bool ro;
-	int r;
-
-	/* The data first, without meta_lock: since the committer's commits
-	 * are ranged, a flush may have gigabytes to write, and provisioning
-	 * goes on meanwhile.  Then what the metadata needs, under the lock
-	 * (a commit when dirty: every mapping a write acknowledged before
-	 * this call made is then durable, by this commit or an earlier
-	 * one). */
-	pthread_mutex_lock(&p->meta_lock);
-	ro = p->read_only;
-	pthread_mutex_unlock(&p->meta_lock);
-	if (!ro) {
-		r = pool_sync_unlocked(p, NULL, SIZE_MAX);
-		if (r < 0) {
-			pthread_mutex_lock(&p->meta_lock);
-			sync_fail_locked(p, r);
-			pthread_mutex_unlock(&p->meta_lock);
-			return tv_err(r, "%s: flush: %s", p->path,
-				      strerror(-r));
-		}
-	}
-	pthread_mutex_lock(&p->meta_lock);
-	if (p->dirty || p->read_only) {
-		r = flush_locked(p);
-	} else {
-		/* syncs, rule 2: a flush beside ours may have been told the
-		 * error that ours needed to hear */
-		r = sync_gate_enter_locked(p);
-		sync_gate_leave(p);
-		if (r < 0) {
-			sync_fail_locked(p, r);
-			r = tv_err(r, "%s: flush: %s", p->path, strerror(-r));
-		}
-	}
-	pthread_mutex_unlock(&p->meta_lock);
-	return r;
-}
-
-static int flush_locked(struct tv_pool *p)
-{
-	int r = 0;
-
-	if (p->read_only)
-		return tv_err(-EROFS, "%s: the pool is read-only%s%s", p->path,
-			      p->reason[0] ? ": " : "", p->reason);
-	if (p->dirty)
-		return pool_commit_locked(p);
-	/* nothing in the metadata changed; data may have */
-	r = sync_gate_enter_locked(p);
-	if (r == 0)
-		r = io_flush(p->dev);
-	if (r < 0)
-		sync_failed(p, r);
-	sync_gate_leave(p);
-	if (r < 0) {
-		sync_fail_locked(p, r);
-		r = tv_err(r, "%s: flush: %s", p->path, strerror(-r));
-	}
-	return r;
-}
-
-/* ---- room (rule 2) ---- */
-
-bool pool_room_locked(struct tv_pool *p, enum sm_room kind, uint64_t blocks,
-		      uint64_t nodes, uint64_t counts)
-{
-	struct sm *sm = tm_sm(p->tm);
-	uint64_t hn, hc;
-
-	vio_held_locked(p, &hn, &hc);
-	/* the pool's blocks, then the room in the pool file for the nodes
-	 * (sm.c, rule 7): a full filesystem refuses the change now, never
-	 * the commit later */
-	if (!sm_room(sm, kind, blocks, nodes + hn, counts + hc))
-		return p->fs_full = false;
-	p->fs_full = sm_secure(sm, kind, nodes + hn, counts + hc) != 0;
-	return !p->fs_full;
-}
-
-const char *pool_full_what(const struct tv_pool *p)
-{
-	return p->fs_full ? "the filesystem under the pool file is full"
-			  : "the pool is full";
-}
-
-void probe_init(struct room_probe *q, struct tv_pool *p)
-{
-	memset(q, 0, sizeof(*q));
-	q->p = p;
-	u64map_init(&q->seen);
-}
-
-void probe_free(struct room_probe *q)
-{
-	u64map_free(&q->seen);
-}
-
-void probe_key(struct room_probe *q, uint64_t key)
-{
-	uint64_t w;
-
-	if (sm_window_known(tm_sm(q->p->tm), key))
-		return;
-	w = sm_window_of(key);
-	if (u64map_find(&q->seen, w))
-		return;
-	if (u64map_put(&q->seen, w, 1) < 0)
-		q->lost = true;
-	q->windows++;
-}
-
-/* btree_path_cost's callback: one count that may change. */
-static void probe_ref(void *ctx, uint64_t node, const void *value)
-{
-	struct room_probe *q = ctx;
-
-	/* only a mapping holds a reference the tree counts (a block); the
-	 * tables' values hold none */
-	if (!value)
-		probe_key(q, SM_KEY_META | node);
-	else if (q->info == &q->p->map)
-		probe_key(q, get_le64(value));
-}
-
-int probe_path(struct room_probe *q, const struct btree_info *info,
-	       const struct tm_ref *root, const void *key, bool shared,
-	       bool leaf)
-{
-	uint64_t nodes;
-	int r;
-
-	q->info = info;
-	r = btree_path_cost(info, root, key, shared, leaf, probe_ref, q,
-			    &nodes);
-	if (r < 0)
-		return r;
-	/* the new nodes' own counts: places not known yet */
-	probe_add(q, nodes, nodes);
-	return 0;
-}
-
-void probe_add(struct room_probe *q, uint64_t nodes, uint64_t windows)
-{
-	q->nodes += nodes;
-	q->windows += windows;
-}
-
-/* The table in root slot slot (NULL: none). */
-static const struct btree_info *table_info(struct tv_pool *p,
-					   unsigned int slot)
-{
-	static const struct {
-		unsigned int slot;
-		size_t off;
-	} infos[] = {
-		{ SLOT_VOLS, offsetof(struct tv_pool, vols) },
-		{ SLOT_NAMES, offsetof(struct tv_pool, names) },
-		{ SLOT_BLOBIDX, offsetof(struct tv_pool, blobidx) },
-		{ SLOT_BLOBS, offsetof(struct tv_pool, blobs) },
-		{ SLOT_DEFERRED, offsetof(struct tv_pool, deferred) },
-	};
-
-	for (size_t i = 0; i < ARRAY_SIZE(infos); i++)
-		if (infos[i].slot == slot)
-			return (const struct btree_info *)((const char *)p +
-							   infos[i].off);
-	return NULL;
-}
-
-/* The height of the table info (0 when empty). */
-static int table_height(struct room_probe *q, const struct btree_info *info,
-			unsigned int slot, unsigned int *h)
-{
-	int r;
-
-	*h = 0;
-	r = btree_height(info, tm_root(q->p->tm, slot), h);
-	return r == -ENOENT ? 0 : r;
-}
-
-int probe_table(struct room_probe *q, unsigned int slot, uint64_t n)
-{
-	const struct btree_info *info = table_info(q->p, slot);
-	unsigned int h;
-	uint64_t nodes;
-	int r;
-
-	if (!info)
-		return -EINVAL;
-	r = table_height(q, info, slot, &h);
-	if (r < 0)
-		return r;
-	/* a copy and a split per level, a new root; their counts, and the
-	 * originals' */
-	nodes = 2 * (h + 1) + 1;
-	probe_add(q, n * nodes, n * (nodes + h + 1));
-	return 0;
-}
-
-int probe_table_append(struct room_probe *q, unsigned int slot, uint64_t n)
-{
-	const struct btree_info *info = table_info(q->p, slot);
-	const uint64_t room = PD_NODE_SIZE - BTREE_HEADER_SIZE;
-	uint64_t nodes, adds = n, fit;
-	unsigned int h;
-	int r;
-
-	if (!info)
-		return -EINVAL;
-	r = table_height(q, info, slot, &h);
-	if (r < 0)
-		return r;
-	/* The path to the end is copied once.  At each level, the node at
-	 * the end splits (btree.h: the new node holds a quarter of what
-	 * fits, the old one the rest) at most once more than every
-	 * fit - fit / 4 entries added to it; each split adds an entry to
-	 * the level above.  And a new root. */
-	nodes = h + 1;
-	for (unsigned int level = 0; level <= h; level++) {
-		fit = room / (info->key_size +
-			      (level ? sizeof(struct disk_ref)
-				     : info->value.size));
-		adds = 1 + adds / (fit - fit / 4);
-		nodes += adds;
-	}
-	nodes++;
-	probe_add(q, nodes, nodes + h + 1);
-	return 0;
-}
-
-bool probe_room(struct room_probe *q, enum sm_room kind, uint64_t blocks)
-{
-	return !q->lost &&
-	       pool_room_locked(q->p, kind, blocks, q->nodes, q->windows);
-}
-
-int pool_make_room_locked(struct tv_pool *p)
-{
-	int r;
-
-	if (p->read_only)
-		return tv_err(-EROFS, "%s: the pool is read-only%s%s", p->path,
-			      p->reason[0] ? ": " : "", p->reason);
-	if (!p->dirty && tm_root(p->tm, SLOT_DEFERRED)->blocknr) {
-		r = pool_reclaim_locked(p, RECLAIM_BUDGET);
-		if (r < 0)
-			return r;
-	}
-	if (!p->dirty)
-		return tv_err(-ENOSPC, "%s: %s", p->path, pool_full_what(p));
-	return pool_commit_bg_locked(p);
-}
-
-/* ---- reclaim (rule 3) ---- */
-
-/* The last DEFERRED entry: its key and tree.  *found false when none. */
-static int deferred_last(struct tv_pool *p, uint8_t key[8],
-			 struct tm_ref *tree, bool *found)
-{
-	uint8_t last[8];
-	struct disk_ref dref;
-	int r;
-
-	*found = false;
-	memset(last, 0xff, sizeof(last));
-	r = btree_lookup_le(&p->deferred, tm_root(p->tm, SLOT_DEFERRED), last,
-			    key, &dref);
-	if (r == -ENOENT)
-		return 0;
-	if (r < 0)
-		return r;
-	ref_from_disk(tree, &dref);
-	*found = true;
-	return 0;
-}
-
-/* A step's cost as btree_release_walk reports what it releases: a window
- * for each count that drops, at most budget counts, and no further once
- * the room is gone (looked at every 64 counts: the walk may be long). */
-struct release_cost {
-	struct room_probe *q;
-	uint64_t refs, budget;
-};
-
-static int release_count(void *ctx, uint64_t node, const void *value,
-			 bool alone)
-{
-	struct release_cost *w = ctx;
-
-	(void)alone;
-	if (w->refs >= w->budget)
-		return 1;
-	w->refs++;
-	probe_key(w->q, value ? get_le64(value) : SM_KEY_META | node);
-	if (w->refs % 64 == 0 && !probe_room(w->q, SM_ROOM_RECLAIM, 0))
-		return 1;
-	return 0;
-}
-
-/* Step 1: the whole tree at once, when what it releases is at most budget
- * counts and fits (rule 2).  *used: the counts, 0 when it did not fit. */
-static int reclaim_whole(struct tv_pool *p, const uint8_t *key,
-			 struct tm_ref *tree, uint64_t budget, uint64_t *used)
-{
-	struct tm_ref *droot = tm_root(p->tm, SLOT_DEFERRED);
-	struct room_probe q;
-	struct release_cost w = { &q, 0, budget };
-	bool fits;
-	int r;
-
-	probe_init(&q, p);
-	r = probe_path(&q, &p->deferred, droot, key, false, true);
-	if (r == 0)
-		r = btree_release_walk(&p->map, tree, NULL, release_count, &w);
-	fits = r == 0 && probe_room(&q, SM_ROOM_RECLAIM, 0);
-	probe_free(&q);
-	if (r < 0)
-		return r;
-	if (!fits)
-		return 0;
-	/* the entry's reference to the tree is ours to drop (volume.c) */
-	r = btree_remove(&p->deferred, droot, key, NULL);
-	if (r == 0)
-		r = btree_del(&p->map, tree);
-	if (r == 0)
-		*used = MAX(w.refs, 1);
-	return r;
-}
-
-/* The most children a mapping tree's node has (8-byte keys). */
-#define MAP_FANOUT \
-	((PD_NODE_SIZE - BTREE_HEADER_SIZE) / (8 + sizeof(struct disk_ref)))
-
-/* Step 2, for a tree whose root is internal and this entry's alone: each
- * child of the root becomes an entry of its own, after every other, so
- * that they are the next steps' (btree_split_root: the root is freed,
- * nothing else is read).  A bounded step whatever the tree's size; the
- * tree is freed depth first, a subtree walked once by a step that found
- * it too big before it is split: DEFERRED holds MAP_FANOUT entries more
- * per level at most, and the walks read each node twice at most. */
-static int reclaim_split(struct tv_pool *p, const uint8_t *key,
-			 struct tm_ref *tree, uint64_t *used)
-{
-	struct disk_pool_user *u = pool_user(p);
-	struct tm_ref *droot = tm_root(p->tm, SLOT_DEFERRED);
-	struct tm_ref kids[MAP_FANOUT];
-	struct disk_ref dref;
-	struct room_probe q;
-	unsigned int nr = 0;
-	uint8_t k[8];
-	uint64_t seq;
-	bool fits;
-	int r;
-
-	probe_init(&q, p);
-	/* the root freed, the entry removed, the children's entries */
-	probe_key(&q, SM_KEY_META | tree->blocknr);
-	r = probe_path(&q, &p->deferred, droot, key, false, true);
-	if (r == 0)
-		r = probe_table_append(&q, SLOT_DEFERRED, MAP_FANOUT);
-	fits = r == 0 && probe_room(&q, SM_ROOM_RECLAIM, 0);
-	probe_free(&q);
-	if (r < 0 || !fits)
-		return r;
-	r = btree_remove(&p->deferred, droot, key, NULL);
-	if (r == 0)
-		r = btree_split_root(&p->map, tree, kids, MAP_FANOUT, &nr);
-	for (unsigned int i = 0; r == 0 && i < nr; i++) {
-		seq = le64_to_cpu(u->deferred_seq);
-		u->deferred_seq = cpu_to_le64(seq + 1);
-		put_be64(k, seq);
-		ref_to_disk(&dref, &kids[i]);
-		r = btree_insert(&p->deferred, droot, k, &dref);
-	}
-	if (r == 0)
-		*used = 1;
-	return r;
-}
-
-/* Step 3, for a tree that is one leaf of this entry's alone: its first
- * mappings, as many as budget and the room allow (all but the last: the
- * tree stays a tree), each a block's count. */
-static int reclaim_front(struct tv_pool *p, const uint8_t *key,
-			 struct tm_ref *tree, uint64_t budget, uint64_t *used)
-{
-	struct tm_ref *droot = tm_root(p->tm, SLOT_DEFERRED);
-	struct btree_cursor c;
-	struct disk_ref dref;
-	struct room_probe q;
-	uint8_t hi[8];
-	uint64_t n = 0;
-	int r;
-
-	probe_init(&q, p);
-	/* the leaf's copy, the entry's new value */
-	r = probe_path(&q, &p->map, tree, NULL, false, true);
-	if (r == 0)
-		r = probe_path(&q, &p->deferred, droot, key, false, true);
-	if (r < 0) {
-		probe_free(&q);
-		return r;
-	}
-	r = btree_cursor_seek(&p->map, tree, NULL, &c);
-	while (r == 0 && c.valid && n < budget) {
-		uint64_t block = get_le64(btree_cursor_value(&c));
-
-		memcpy(hi, btree_cursor_key(&c), 8);
-		r = btree_cursor_next(&c);
-		if (r < 0 || !c.valid)
-			break; /* the last one stays */
-		probe_key(&q, block);
-		if (!probe_room(&q, SM_ROOM_RECLAIM, 0))
-			break;
-		n++;
-		memcpy(hi, btree_cursor_key(&c), 8);
-	}
-	btree_cursor_close(&c);
-	probe_free(&q);
-	if (r < 0 || !n)
-		return r;
-	r = btree_remove_range(&p->map, tree, NULL, hi, NULL);
-	if (r == 0) {
-		ref_to_disk(&dref, tree);
-		r = btree_update(&p->deferred, droot, key, &dref);
-	}
-	if (r == 0)
-		*used = n;
-	return r;
-}
-
-/*
- * One step of reclaim on the last DEFERRED entry (rule 3): the whole tree
- * when it fits, else a step that always fits what a fresh transaction
- * has room for (sm.h, the free floor): its root split into its children,
- * or the first mappings of a leaf.  *used: the counts it changed (the
- * budget's unit), 0 when there was no room for even that.
- */
-static int reclaim_one(struct tv_pool *p, uint64_t budget, uint64_t *used)
-{
-	struct tm_ref tree;
-	uint8_t key[8];
-	uint32_t count = 0;
-	unsigned int h = 0;
-	bool found;
-	int r;
-
-	*used = 0;
-	r = deferred_last(p, key, &tree, &found);
-	if (r < 0 || !found)
-		return r;
-	sm_set_reserve_mode(tm_sm(p->tm), true);
-	r = reclaim_whole(p, key, &tree, budget, used);
-	if (r == 0 && !*used && tree.blocknr) {
-		/* a root another tree shares went whole above (one count),
-		 * if anything could */
-		r = tm_node_count(p->tm, tree.blocknr, &count);
-		if (r == 0 && count == 1)
-			r = btree_height(&p->map, &tree, &h);
-		if (r == 0 && count == 1)
-			r = h ? reclaim_split(p, key, &tree, used)
-			      : reclaim_front(p, key, &tree, budget, used);
-	}
-	sm_set_reserve_mode(tm_sm(p->tm), false);
-	if (r == 0 && *used)
-		p->dirty = true;
-	return r;
-}
-
-int pool_reclaim_locked(struct tv_pool *p, uint64_t budget)
-{
-	struct disk_pool_user *u = pool_user(p);
-
-	while (budget && !p->read_only &&
-	       tm_root(p->tm, SLOT_DEFERRED)->blocknr) {
-		struct sm_stats s0, s1;
-		uint64_t used, rec;
-		int r;
-
-		sm_get_stats(tm_sm(p->tm), &s0);
-		r = reclaim_one(p, budget, &used);
-		if (r < 0) {
-			/* a metadata error: the transaction is lost */
-			pool_abort_locked(p);
-			pool_set_read_only(p, r, "reclaim failed");
-			return tv_err(r, "%s: reclaim failed: %s", p->path,
-				      strerror(-r));
-		}
-		/* the blocks it freed are reclaimable no more (the figure
-		 * is a lower bound: volume.c, rule 6) */
-		sm_get_stats(tm_sm(p->tm), &s1);
-		rec = le64_to_cpu(u->reclaimable);
-		if (s1.pending_free > s0.pending_free)
-			rec -= MIN(rec, s1.pending_free - s0.pending_free);
-		/* nothing deferred, nothing to come (also for a figure that
-		 * older versions counted otherwise) */
-		if (!tm_root(p->tm, SLOT_DEFERRED)->blocknr)
-			rec = 0;
-		if (rec != le64_to_cpu(u->reclaimable)) {
-			u->reclaimable = cpu_to_le64(rec);
-			p->dirty = true;
-		}
-		if (!used) {
-			/* rule 2: commit what there is, then go on; with
-			 * nothing to commit there is no room at all now */
-			if (!p->dirty)
-				return 0;
-			r = pool_commit_bg_locked(p);
-			if (r < 0)
-				return r;
-			continue;
-		}
-		budget -= MIN(used, budget);
-	}
-	return 0;
-}
-
-/* Punch holes for blocks freed by committed transactions.  The blocks are
- * re-checked under meta_lock, which also keeps them from being allocated
- * while the hole is punched. */
-static void discard_freed_locked(struct tv_pool *p)
-{
-	uint64_t blocks[64];
-	size_t n, done = 0;
-
-	while (done < DISCARD_BATCH &&
-	       (n = sm_take_freed(tm_sm(p->tm), blocks, ARRAY_SIZE(blocks)))) {
-		for (size_t i = 0; i < n; i++) {
-			uint32_t count;
-			/* a secured block stays allocated (sm.c, rule 7) */
-			if (sm_block_count(tm_sm(p->tm), blocks[i], &count) ||
-			    count || sm_secured(tm_sm(p->tm), blocks[i]))
-				continue;
-			io_discard(p->dev, blocks[i] * p->block_size,
-				   p->block_size);
-		}
-		done += n;
-	}
-}
-
-int pool_commit_bg_locked(struct tv_pool *p)
-{
-	int r = commit_locked(p, true);
-
-	if (r == 0)
-		discard_freed_locked(p);
-	return r;
-}
+/* ---- the committer (rule 1) ---- */
 
 static void *committer_main(void *arg)
 {
@@ -1431,9 +732,9 @@ static void *committer_main(void *arg)
 			continue; /* the pool is read-only now */
 		if (p->dirty)
 			pool_commit_bg_locked(p);
-		if (vio_reap_pending(p)) {
+		if (p->io->reap_pending(p)) {
 			pthread_mutex_unlock(&p->meta_lock);
-			vio_reap(p);
+			p->io->reap(p);
 			pthread_mutex_lock(&p->meta_lock);
 		}
 	}
@@ -1471,6 +772,10 @@ int tv_pool_info(struct tv_pool *p, struct tv_pool_info *out)
 	out->nr_volumes = le64_to_cpu(u->nr_volumes);
 	out->next_id = le64_to_cpu(u->next_id);
 	out->transaction = tm_committed_txn(p->tm);
+	if (p->dev->flags & IO_DEV_FS_NO_JOURNAL)
+		out->fs_flags |= TV_POOL_FS_NO_JOURNAL;
+	if (p->dev->flags & IO_DEV_FS_COW)
+		out->fs_flags |= TV_POOL_FS_COW;
 	if (p->read_only) {
 		out->state = TV_POOL_READ_ONLY;
 		out->error = p->ro_err;
@@ -1563,17 +868,17 @@ out:
 
 /* after_error_locked, then wait for the provisions in flight and take
  * the sync gate (probe_locked's conditions).  meta_lock held; on success
- * sync_gate_leave when done. */
+ * pool_sync_gate_leave when done. */
 static int probe_enter_locked(struct tv_pool *p)
 {
 	int r = after_error_locked(p);
 
 	if (r)
 		return r;
-	vio_drain_locked(p); /* may drop meta_lock meanwhile */
+	p->io->drain_locked(p); /* may drop meta_lock meanwhile */
 	r = after_error_locked(p);
 	if (r == 0)
-		sync_gate_enter_locked(p);
+		pool_sync_gate_enter_locked(p);
 	return r;
 }
 
@@ -1585,7 +890,7 @@ int tv_pool_probe(struct tv_pool *p)
 	r = probe_enter_locked(p);
 	if (r == 0) {
 		r = probe_locked(p);
-		sync_gate_leave(p);
+		pool_sync_gate_leave(p);
 	}
 	pthread_mutex_unlock(&p->meta_lock);
 	return r;
@@ -1641,7 +946,7 @@ int tv_pool_reopen(struct tv_pool *p)
 	/* the committed state replaces everything in memory: the lost
 	 * transaction, the metadata cache, the mappings the I/O path
 	 * cached (no provision is in flight: probe_locked drained them) */
-	vio_reset_locked(p);
+	p->io->reset_locked(p);
 	/* free in every state (sm.c, rule 7): the new store has its own */
 	sm_release_secured(tm_sm(p->tm));
 	tm_close(p->tm);
@@ -1657,7 +962,7 @@ int tv_pool_reopen(struct tv_pool *p)
 		 tm_committed_txn(p->tm));
 out:
 	if (gate)
-		sync_gate_leave(p);
+		pool_sync_gate_leave(p);
 	pthread_mutex_unlock(&p->meta_lock);
 	return r;
 }
@@ -1682,7 +987,7 @@ int tv_pool_resize(struct tv_pool *p, uint64_t new_size)
 	{
 		uint64_t hn, hc;
 
-		vio_held_locked(p, &hn, &hc);
+		p->io->held_locked(p, &hn, &hc);
 		r = sm_secure(tm_sm(p->tm), SM_ROOM_FREE, hn, hc + 1);
 		if (r < 0) {
 			r = tv_err(r, "%s: no room to commit the grow in the "
@@ -1731,7 +1036,7 @@ int tv_pool_check(struct tv_pool *p, void *out_file,
 			"opened; it is at transaction %" PRIu64 " from the "
 			"other (a later commit, if there was one, is lost)\n",
 			tm_damaged_superblock(p->tm), tm_committed_txn(p->tm));
-	r = vol_check_roots(p, roots, &nr);
+	r = check_roots(p, roots, &nr);
 	if (r == 0)
 		r = check_run(p->tm, roots, nr, out_file, 50, &cr);
 	/* the trees are sound: now the tables must agree with each other */

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
- * thin-internal.h - the engine's shared internals (pool.c, volume.c,
- * vio.c).  Nothing outside src/thin includes this.
+ * thin-internal.h - the engine's shared internals (pool*.c, volume*.c,
+ * vio*.c).  Nothing outside src/thin includes this (the tests may); the
+ * daemon's share of them is thin-ext.h.
  *
  * Metadata in the pool's root slots (see docs/format.md, "Engine"):
  *
@@ -17,9 +18,9 @@
  * The superblock's user bytes hold struct disk_pool_user.
  *
  * Locking: pool->meta_lock serialises every use of tm/sm/btree (none of
- * which is thread-safe).  Per-volume I/O state (vio.c) has its own locks,
- * taken after meta_lock when both are held, never the other way round
- * (vio.c, rule 1).
+ * which is thread-safe).  Per-volume I/O state (vio-cache.c) has its own
+ * locks, taken after meta_lock when both are held, never the other way
+ * round (vio-cache.c, rule 1).
  */
 #ifndef TV_THIN_INTERNAL_H
 #define TV_THIN_INTERNAL_H
@@ -36,6 +37,7 @@
 #include "pdata/node.h"
 #include "pdata/sm.h"
 #include "pdata/tm.h"
+#include "thin/thin-ext.h"
 #include "thinvol.h"
 #include "util/abits.h"
 #include "util/u64map.h"
@@ -110,14 +112,15 @@ struct tv_pool {
 	uint32_t block_size;
 	uint32_t blob_size;
 	bool read_only;
-	bool fs_full;	  /* the last room refused was the file's (rule 2) */
+	/* the last room refused was the file's (pool-space.c, rule 2) */
+	bool fs_full;
 	bool opened_ro;	  /* opened read-only (not by an error) */
 	bool needs_check; /* damaged metadata met (pool_set_damaged) */
 	int ro_err;	  /* the error that made it read-only, or 0 */
 	char reason[160]; /* why read-only, when it is */
 	size_t cache_bytes; /* as opened (tv_pool_reopen) */
 
-	/* Syncs (pool.c, "syncs"): the first error of any sync of the
+	/* Syncs (pool-commit.c): the first error of any sync of the
 	 * device, and the gate that syncs issued without meta_lock hold
 	 * shared and commits and flush_locked hold exclusive. */
 	_Atomic int sync_err;
@@ -136,17 +139,18 @@ struct tv_pool {
 	bool dirty; /* uncommitted changes exist */
 	bool committed; /* this process committed something (rule 3) */
 
-	struct vio *vio; /* I/O state (vio.c) */
-	/* vio.c, rule 10: the blocks that are (or were, and not taken for
-	 * data since) metadata chunks, which the fast path tests without
-	 * meta_lock; set through the store's hooks (vio_tm_hooks) */
+	const struct vio_hooks *io; /* the I/O path (pool_attach_io) */
+	struct vio *vio; /* I/O state (vio-internal.h) */
+	/* vio-cache.c, rule 10: the blocks that are (or were, and not
+	 * taken for data since) metadata chunks, which the fast path tests
+	 * without meta_lock; set through the store's hooks (vio_hooks.tm) */
 	struct abits chunk_bits;
 	atomic_bool chunk_bits_lost; /* out of memory: no fast path */
 	atomic_bool freed_since_drain;
 };
 
 /*
- * pool.c, rule 2: what one change of a table (volumes, names, blobs,
+ * pool-space.c, rule 2: what one change of a table (volumes, names, blobs,
  * deferred frees: trees that are never shared) may cost at most, as
  * btree_path_cost counts it for a tree of TABLE_DEPTH levels (at 15
  * volume records a leaf, more than 10^16 volumes): a copy and a split
@@ -175,11 +179,16 @@ uint64_t volume_id_clock_real(void);
 /* pool.c */
 /* Write an empty pool on dev (no checks for what it held). */
 int pool_format_dev(struct io_dev *dev, const struct tv_pool_create_opts *o);
-/* Open a pool on a device (tests: memory, fault and power-cut devices).
- * No lock is taken; own_dev: closing the pool closes dev. */
-int pool_open_dev(struct io_dev *dev, bool own_dev, const char *name,
-		  const struct tv_pool_open_opts *o, struct tv_pool **out);
+
+/* pool-commit.c */
 struct disk_pool_user *pool_user(struct tv_pool *p);
+/* Syncs, rule 3: the gate, as a pool is opened. */
+void pool_sync_gate_init(struct tv_pool *p);
+/* Syncs, rule 2: wait for the syncs in flight without meta_lock and hold
+ * the gate; returns the first sync error so far (0: none).  meta_lock
+ * held; pool_sync_gate_leave when done. */
+int pool_sync_gate_enter_locked(struct tv_pool *p);
+void pool_sync_gate_leave(struct tv_pool *p);
 /* Commit the open transaction; on failure the pool goes read-only with
  * the reason recorded.  Caller holds meta_lock; it is dropped for a while
  * first, to wait for the I/O path's provisions (vio.c, rule 4). */
@@ -189,6 +198,9 @@ int pool_commit_locked(struct tv_pool *p);
  * the last flush.  Then, if it succeeded, punch holes for the blocks
  * freed (discard).  Same locking as pool_commit_locked. */
 int pool_commit_bg_locked(struct tv_pool *p);
+/* Make every acknowledged write durable: commit when dirty, else flush
+ * the device (tv_pool_flush, tv_pool_close).  meta_lock held. */
+int pool_flush_locked(struct tv_pool *p);
 /* Abandon the open transaction.  Caller holds meta_lock (dropped for a
  * while first, as for the commit). */
 void pool_abort_locked(struct tv_pool *p);
@@ -197,27 +209,39 @@ void pool_set_read_only(struct tv_pool *p, int err, const char *why);
  * pool goes read-only, in state needs-check, until reopened.  meta_lock
  * held; no vstate lock. */
 void pool_set_damaged(struct tv_pool *p, const char *what);
-/* A sync of the device without meta_lock (pool.c, "syncs"): n ==
+/* The error of a change refused because the pool is read-only (-EROFS,
+ * the message naming the reason).  meta_lock held. */
+int pool_read_only_err(struct tv_pool *p);
+/* A sync of the device without meta_lock (pool-commit.c, "syncs"): n ==
  * SIZE_MAX flushes, else io_sync_ranges(r, n) without a barrier.  On
  * failure the error is recorded, and whoever next holds meta_lock and
  * would declare a sync or commit done makes the pool read-only instead. */
 int pool_sync_unlocked(struct tv_pool *p, const struct io_range *r, size_t n);
+
+/* pool-space.c */
+/* Reference counts reclaim drops in a committer round (pool.c, rule 1)
+ * and when a change found no room (pool-space.c, rule 3). */
+#define RECLAIM_BUDGET 16384
+/* Hand the tree tree names to DEFERRED, which then holds its reference
+ * (volume.c, rule 4), under the next sequence number: reclaim frees the
+ * last first (rule 3).  meta_lock held. */
+int pool_defer_locked(struct tv_pool *p, const struct disk_ref *tree);
 /* Free some of the DEFERRED trees, the last first: steps that change at
  * most budget reference counts in all, each one what the commit can take
- * (pool.c, rules 2 and 3), committing between steps when the room runs
- * out.  meta_lock held; dropped while it commits. */
+ * (pool-space.c, rules 2 and 3), committing between steps when the room
+ * runs out.  meta_lock held; dropped while it commits. */
 int pool_reclaim_locked(struct tv_pool *p, uint64_t budget);
-/* Rule 2 of pool.c: whether a change of kind that allocates at most
- * blocks data blocks and nodes metadata nodes and changes at most counts
- * reference counts leaves the open transaction (with the provisions in
- * flight) able to commit.  meta_lock held. */
+/* Rule 2 of pool-space.c: whether a change of kind that allocates at
+ * most blocks data blocks and nodes metadata nodes and changes at most
+ * counts reference counts leaves the open transaction (with the
+ * provisions in flight) able to commit.  meta_lock held. */
+bool pool_room_locked(struct tv_pool *p, enum sm_room kind, uint64_t blocks,
+		      uint64_t nodes, uint64_t counts);
 /* What was full when a change was refused for want of room: "the pool
  * is full", or the filesystem under the pool file (pool_room_locked). */
 const char *pool_full_what(const struct tv_pool *p);
-bool pool_room_locked(struct tv_pool *p, enum sm_room kind, uint64_t blocks,
-		      uint64_t nodes, uint64_t counts);
 /*
- * Rule 2 of pool.c, a change's cost read from the trees: the nodes it
+ * Rule 2 of pool-space.c, a change's cost read from the trees: the nodes it
  * may allocate, and the windows of the space map's keys (sm.c, rule 6)
  * that its count changes fall in and the transaction has not touched
  * yet.  probe_path adds a change of a tree at key (NULL: its first
@@ -247,7 +271,7 @@ int probe_table(struct room_probe *q, unsigned int slot, uint64_t n);
 /* n inserts, in order, of keys past the last one of the table in slot. */
 int probe_table_append(struct room_probe *q, unsigned int slot, uint64_t n);
 bool probe_room(struct room_probe *q, enum sm_room kind, uint64_t blocks);
-/* Rule 2 of pool.c: there was no room; make some: commit the open
+/* Rule 2 of pool-space.c: there was no room; make some: commit the open
  * transaction, or when it holds nothing, free a piece of the deleted
  * volumes and commit that.  0: something changed, look again (meta_lock
  * was dropped: look up what you use again); -ENOSPC: nothing can; other
@@ -255,69 +279,102 @@ bool probe_room(struct room_probe *q, enum sm_room kind, uint64_t blocks);
  * meta_lock and no provision in flight. */
 int pool_make_room_locked(struct tv_pool *p);
 
-
-/* volume.c */
+/* volume-table.c (the operations, volume.c, need these; meta_lock held) */
 int vol_lookup_locked(struct tv_pool *p, uint64_t id, struct disk_volume *v);
 int vol_store_locked(struct tv_pool *p, const struct disk_volume *v);
 void vol_to_info(const struct tv_pool *p, const struct disk_volume *v,
 		 struct tv_vol_info *info);
-void pool_init_infos(struct tv_pool *p);
-int vol_check_roots(struct tv_pool *p, struct check_root *roots,
-		    unsigned int *nr);
+/* -EROFS, the message naming v: a change refused, v is read-only. */
+int vol_read_only_err(const struct disk_volume *v);
+/* A name a volume may have: 0, or -EINVAL with the message set. */
+int vol_check_name(const char *name);
+/* The id of the volume named name (-ENOENT: none). */
+int vol_name_find_locked(struct tv_pool *p, const char *name, uint64_t *id);
+/* The NAMES entry of a volume: add it, or remove v's. */
+int vol_names_add(struct tv_pool *p, const char *name, uint64_t id);
+int vol_names_del(struct tv_pool *p, const struct disk_volume *v);
+/* The chunks a blob is stored in (BLOBS). */
+uint32_t vol_blob_chunks(const struct tv_pool *p);
+/* A volume's blob (blob_size bytes; zeroes when none is stored). */
+int vol_blob_load_locked(struct tv_pool *p, uint64_t id, uint8_t *blob);
+/* Replace a volume's blob old (NULL: it has none yet) by blob, in BLOBS
+ * and the blob index (invariants 1 and 2). */
+int vol_blob_set_locked(struct tv_pool *p, uint64_t id, const uint8_t *old,
+			const uint8_t *blob);
+/* Remove a volume's blob old from BLOBS and the blob index. */
+int vol_blob_del_locked(struct tv_pool *p, uint64_t id, const uint8_t *old);
 /* The table and its indexes agree (errors counted, up to 50 printed). */
 int vol_check_indexes_locked(struct tv_pool *p, FILE *out, uint64_t *errors);
 
-/* vio.c */
-/* The hooks (tm.h) that keep rule 10's set of metadata chunks; ctx is the
- * pool.  For every store the pool opens. */
-extern const struct tm_hooks vio_tm_hooks;
-int vio_init(struct tv_pool *p);
-void vio_destroy(struct tv_pool *p);
-/* Drop a volume's cached mappings, size and flags, after waiting for the
- * I/O that uses them.  meta_lock held. */
-void vio_invalidate_locked(struct tv_pool *p, uint64_t id);
-void vio_snapshot_locked(struct tv_pool *p, uint64_t id);
-void vio_reap(struct tv_pool *p);
-bool vio_reap_pending(struct tv_pool *p);
-/* Forget the cached state of every volume (the pool went read-only).
- * Caller holds meta_lock. */
-void vio_forget_all_locked(struct tv_pool *p);
-/* tv_pool_reopen: the I/O state starts again (caches, rule 7's list, the
- * byte counters of rule 5).  meta_lock held, no provision in flight. */
-void vio_reset_locked(struct tv_pool *p);
-/* Zero [from, end of its block) of v when that block is mapped: a grow
- * past an end inside a block (volume.c, rule 5).  in_place: no committed
- * state shows those bytes, so the block may be written where it is; else
- * (or when the block is shared) the zeroes go into a copy, and the old
- * bytes stay for the committed state and for rollback.  meta_lock held;
- * v is updated in memory, the caller stores it. */
-int vio_zero_tail_locked(struct tv_pool *p, struct disk_volume *v,
-			 uint64_t from, bool in_place);
-/* Wait until no provision is in flight (vio.c, rule 4): before an abort.
- * meta_lock held; it is dropped while waiting. */
-void vio_drain_locked(struct tv_pool *p);
-/* Before a commit (ranged: the committer's): flush the data of new
- * blocks with meta_lock dropped when there is much of it (a failed flush
- * poisons the transaction), then drain (vio.c, rules 4, 5 and 7).
- * meta_lock held; dropped meanwhile. */
-void vio_before_commit_locked(struct tv_pool *p, bool ranged);
-/* Rule 7 of vio.c: the ranges of the blocks whose data the next commit
- * must make durable (*out malloc'd; NULL when none).  -ENOMEM: the list
- * is incomplete, flush everything.  meta_lock held. */
-int vio_sync_ranges_locked(struct tv_pool *p, struct io_range **out,
-			   size_t *n);
-/* Rule 9 of vio.c: what the provisions in flight may still add to the
- * transaction when they are mapped (meta_lock held). */
-void vio_held_locked(struct tv_pool *p, uint64_t *nodes, uint64_t *counts);
-/* Whether any volume has seen I/O since the pool was opened. */
-bool vio_had_io(struct tv_pool *p);
-/* After a commit or an abort: the list starts again.  meta_lock held. */
-void vio_sync_clear_locked(struct tv_pool *p);
-/* tv_vol_read_map that leaves the bytes of the hole extents it reports
- * unwritten (holes it had to report as data are zeroed): for the NBD
- * server, which answers holes without payload. */
-int vio_read_map_nofill(struct tv_pool *p, uint64_t id, void *buf,
-			size_t len, uint64_t off, struct tv_extent *ext,
-			size_t max, size_t *n);
+/*
+ * The I/O path's hooks.  The I/O path (vio.c, vio-cache.c, vio-read.c)
+ * sits above pool.c and volume.c: it calls them, and they reach it only
+ * through these, as dm-thin's metadata code reaches the pool through its
+ * pre-commit callback.  vio.c fills them in (vio_pool_hooks); pool_attach_io
+ * (pool.c) is the one place a pool is given them, before its store opens.
+ * meta_lock is held where a name ends in _locked (and none of the I/O
+ * path's own locks); where the comment says so, the hook drops meta_lock
+ * for a while, and the caller must look again at what it read before.
+ */
+struct vio_hooks {
+	/* The store's hooks (tm.h) that keep the set of metadata chunks the
+	 * fast path tests (vio-cache.c, rule 10); ctx is the pool.  For
+	 * every store the pool opens. */
+	const struct tm_hooks *tm;
+
+	/* The I/O state: made once the store is open (-ENOMEM), freed when
+	 * the pool is (no I/O, no committer).  reset_locked: tv_pool_reopen
+	 * starts it again (caches, rule 7's list, the byte counters of rule
+	 * 5), no provision in flight. */
+	int (*init)(struct tv_pool *p);
+	void (*destroy)(struct tv_pool *p);
+	void (*reset_locked)(struct tv_pool *p);
+
+	/* Commits (vio.c, rules 4, 5, 7 and 9).  before_commit_locked: flush
+	 * the data of new blocks with meta_lock dropped when there is much of
+	 * it (ranged: the committer's commit; a failed flush poisons the
+	 * transaction), then drain.  drain_locked: wait until no provision is
+	 * in flight (before an abort); drops meta_lock while it waits.
+	 * sync_ranges_locked: the ranges of the blocks whose data the next
+	 * commit must make durable (*out malloc'd, NULL when none; -ENOMEM:
+	 * the list is incomplete, flush everything).  sync_clear_locked:
+	 * after a commit or an abort the list starts again.  held_locked:
+	 * what the provisions in flight may still add to the transaction
+	 * when they are mapped.  had_io: whether any volume has seen I/O
+	 * since the pool was opened (no lock needed). */
+	void (*before_commit_locked)(struct tv_pool *p, bool ranged);
+	void (*drain_locked)(struct tv_pool *p);
+	int (*sync_ranges_locked)(struct tv_pool *p, struct io_range **out,
+				  size_t *n);
+	void (*sync_clear_locked)(struct tv_pool *p);
+	void (*held_locked)(struct tv_pool *p, uint64_t *nodes,
+			    uint64_t *counts);
+	bool (*had_io)(struct tv_pool *p);
+
+	/* The volumes' cached state (vio-cache.c).  forget_all_locked: the
+	 * pool went read-only, every volume asks the slow path again.
+	 * invalidate_locked: drop a volume's cached mappings, size and
+	 * flags after waiting for the I/O that uses them (delete, resize).
+	 * snapshot_locked: a snapshot of id is being taken: wait for the
+	 * writes in flight through its cache, then every cached block of it
+	 * is shared.  reap_pending, reap: the caches that invalidate handed
+	 * over wait to be freed; reap frees them with no lock held (the
+	 * committer). */
+	void (*forget_all_locked)(struct tv_pool *p);
+	void (*invalidate_locked)(struct tv_pool *p, uint64_t id);
+	void (*snapshot_locked)(struct tv_pool *p, uint64_t id);
+	bool (*reap_pending)(struct tv_pool *p);
+	void (*reap)(struct tv_pool *p);
+
+	/* Zero [from, end of its block) of v when that block is mapped: a
+	 * grow past an end inside a block (volume.c, rule 5).  in_place: no
+	 * committed state shows those bytes, so the block may be written
+	 * where it is; else (or when the block is shared) the zeroes go into
+	 * a copy, and the old bytes stay for the committed state and for
+	 * rollback.  v is updated in memory, the caller stores it. */
+	int (*zero_tail_locked)(struct tv_pool *p, struct disk_volume *v,
+				uint64_t from, bool in_place);
+};
+extern const struct vio_hooks vio_pool_hooks;
 
 #endif

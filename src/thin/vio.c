@@ -1,21 +1,13 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
- * vio.c - the I/O path: read, write, discard, write-zeroes and flush on
- * volumes.
+ * vio.c - the write path: write, discard, write-zeroes and flush on
+ * volumes; provisioning (new blocks for holes, copies of shared ones);
+ * and what commits need of the I/O path (drain, the data to sync, the
+ * room provisions in flight hold).  The hooks the pool reaches the I/O
+ * path by (struct vio_hooks) are at the end.
  *
- * Each volume that has seen I/O has a struct vstate with a mapping cache:
- * virtual block -> pool block, with a bit saying the block is the
- * volume's own (written since its last snapshot, so not shared).  Rules:
+ * The I/O path's rules 3 to 9 (vio-cache.c has 1, 2 and 10):
  *
- *   1. Lock order: pool->meta_lock before any vstate->lock, never the
- *      other way round.  The fast path takes only vstate->lock (shared).
- *   2. A read or an in-place write through the cache holds vstate->lock
- *      shared for the whole device I/O.  Whatever unmaps a block or takes
- *      away its "own" bit (discard, snapshot, delete, resize) takes
- *      vstate->lock exclusively first — so it waits for those I/Os, and no
- *      block is freed, reused or shared while a fast-path I/O uses it.
- *      That is also how a snapshot drains the writes in flight on its
- *      origin: they finish before the tree is cloned.
  *   3. Provisioning (a new block for a hole, or the copy of a shared
  *      block) runs in three steps, so that the data I/O of many of them
  *      overlaps:
@@ -30,13 +22,13 @@
  *      So a new block's data is on the device before the mapping that
  *      exposes it is inserted, and the commit makes it durable before its
  *      superblock (rule 7): no committed mapping ever points at a block
- *      holding older data.  A block in flight is allocated, so the hole puncher
- *      (pool.c, under meta_lock) leaves it alone, and nothing freed can be
- *      handed out twice.  Writes of zeroes and the tail zeroing of a
- *      grow are rare and run all three steps under one hold of meta_lock
- *      (write_block_locked).  A read of a block the cache does not know
- *      looks it up under meta_lock (a block in flight reads as before the
- *      write: that write has not completed).
+ *      holding older data.  A block in flight is allocated, so the hole
+ *      puncher (pool-commit.c, under meta_lock) leaves it alone, and
+ *      nothing freed can be handed out twice.  Writes of zeroes and the
+ *      tail zeroing of a grow are rare and run all three steps under one
+ *      hold of meta_lock (write_block_locked).  A read of a block the
+ *      cache does not know looks it up under meta_lock (a block in flight
+ *      reads as before the write: that write has not completed).
  *   4. Waiting for provisions in flight: on vio->done, with meta_lock.
  *        - The commit and the abort drain them all (vio_before_commit_locked,
  *          vio_drain_locked): else a committed space map would hold blocks
@@ -63,7 +55,7 @@
  *      path goes on, and the commit's own flush under meta_lock has little
  *      left.  If that flush fails the commit fails and the pool goes
  *      read-only: a writeback error is reported once, and the commit's
- *      flush must not pass after it (pool.c, "syncs").
+ *      flush must not pass after it (pool-commit.c, "syncs").
  *   6. Copy-on-write: a mapping written before the volume's last snapshot
  *      epoch may be shared; a write to it goes to a new block holding the
  *      old contents merged with the new data, and the old block loses one
@@ -86,17 +78,16 @@
  *      file first has its PREALLOC_BYTES chunk of the file allocated
  *      (fallocate, KEEP_SIZE; once per chunk since the open, and only if
  *      the whole chunk is a hole, so that blocks freed and punched among
- *      others' data stay holes; ext4 and XFS only): writing into
- *      an allocated, unwritten extent costs ext4 and XFS much less than
- *      allocating at writeback (measured with fio on ext4 here: 4 KiB
- *      first writes 278k against 113k IOPS, 64 KiB fills 4.2 against
- *      2.9 GB/s).  The extents read as zeroes, also after a crash, so
- *      rule 7 and the known holes hold.  The allocator hands blocks out in
- *      order (sm.c), so a chunk is mostly used soon; at most one chunk per
+ *      others' data stay holes; ext4 and XFS only): writing into an
+ *      allocated, unwritten extent costs ext4 and XFS much less than
+ *      allocating at writeback (bench/README.md has the figures).  The
+ *      extents read as zeroes, also after a crash, so rule 7 and the
+ *      known holes hold.  The allocator hands blocks out in order
+ *      (sm.c), so a chunk is mostly used soon; at most one chunk per
  *      place the allocator works is allocated ahead of the data.
- *   9. Room to commit (pool.c, rule 2).  Before a step changes metadata
- *      it asks whether the transaction could still commit after it: a
- *      provision, before its block is allocated (prov_room_locked: the
+ *   9. Room to commit (pool-space.c, rule 2).  Before a step changes
+ *      metadata it asks whether the transaction could still commit after
+ *      it: a provision, before its block is allocated (prov_room_locked: the
  *      block, the mapping's path, the record's store, on top of what its
  *      batch planned and of every provision in flight, whose costs are
  *      held in vio->held until step c maps them); an unmap, before it
@@ -113,30 +104,6 @@
  *      volume never snapshotted (all its blocks its own: what it unmaps
  *      is freed) may use the reserve as deletes do, the others leave it
  *      (a trim of blocks that a snapshot shares frees nothing).
- *  10. A mapping read from the tree is used only if its block is a data
- *      block in use: inside the pool's data area (not the superblocks,
- *      not past the end), no metadata chunk, and counted in the space map
- *      (map_block_check where a mapping leaves the tree: the slow paths
- *      of read and write, before it is cached, and the tail zeroing of a
- *      grow; the counts of a read's window in one walk of the space map).
- *      Else the I/O fails with EIO and the pool goes read-only in state
- *      needs-check: a damaged or hostile image must not turn a client's
- *      writes into writes of the superblocks or the metadata, and a free
- *      block may become a metadata chunk any time.  A block counted more
- *      than once is written in place by no one, whatever its mapping's
- *      epoch says (rule 6).  A cached block stays counted while it is
- *      cached, but where the metadata is damaged: a block counted once
- *      and mapped twice (the checker's missing count), freed through one
- *      mapping, may be taken again while the other is cached.  So the
- *      fast path uses a cached block only while it is not in the set of
- *      metadata chunks (pool->chunk_bits, kept by the space map's hooks:
- *      vio_tm_hooks; tested without a lock, O(1)), and the first chunk
- *      taken after a commit freed blocks waits for the fast-path I/O in
- *      flight (hook_chunk), so none that tested the set before can reach
- *      the chunk's nodes.  A freed block taken again for data is not
- *      caught: through the damaged mapping, the volume then reads and
- *      writes the block's new owner's data, as it shared the block with
- *      the other mapping before; the checker reports the missing count.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -145,35 +112,11 @@
 #include <string.h>
 
 #include "pdata/sm.h"
-#include "thin/thin-internal.h"
+#include "thin/vio-internal.h"
 #include "util/checked.h"
 #include "util/endian.h"
 #include "util/log.h"
-
-#define CACHE_MAX_ENTRIES (1u << 20) /* per volume; cleared beyond */
-/*
- * A cached value is C_HOLE (not mapped), a block number below 2^63 (a
- * mapping that may be shared), or C_OWN | gen << C_GEN_SHIFT | block for
- * a block the volume owns (block < C_BLOCK_MASK).  A snapshot of the
- * volume bumps vs->gen instead of visiting the cache: the entries of the
- * older generation then read as shared, which they now are, and the
- * snapshot costs the same whatever the volume has mapped.  The mappings
- * stay good for reads.  When gen wraps round the cache is cleared, so an
- * old entry never passes for a new one.  Own blocks past C_BLOCK_MASK
- * (pools of 2^47 blocks and more) are cached as shared: their writes
- * take the slow path, which is right, only slower.
- */
-#define C_OWN (1ull << 63)
-#define C_HOLE UINT64_MAX
-#define C_GEN_SHIFT 47
-#define C_GEN_MASK 0xffffu
-#define C_BLOCK_MASK ((1ull << C_GEN_SHIFT) - 1)
 #define SLOW_BATCH 16		     /* blocks per hold of meta_lock */
-/* blocks a read that misses the cache looks up at once (aligned) */
-#define READ_WINDOW 256u
-/* cached blocks a read serves under one hold of vs->lock */
-#define READ_HOLD_BLOCKS 16u
-#define NO_BLOCK UINT64_MAX
 /* new-block bytes after which a commit flushes first without meta_lock */
 #define PREFLUSH_BYTES (16u << 20)
 #define PREFLUSH_ROUNDS 3
@@ -189,50 +132,6 @@
 #define MAP_OP_NODES (2 * MAP_DEPTH + 1)
 #define MAP_OP_COUNTS (4 * MAP_DEPTH + 2)
 #define MAP_NODE_REFS 170
-
-struct vstate {
-	uint64_t id;
-	pthread_rwlock_t lock;
-	bool valid;	     /* size and flags below are current */
-	uint64_t size;
-	uint32_t flags;
-	uint32_t gen;	     /* snapshots of the volume, mod C_GEN_MASK + 1 */
-	struct u64map cache; /* vblock -> cached value (above) */
-	struct u64map pending; /* meta_lock: vblock -> block in flight */
-};
-
-/* A cache taken from a volume, to be freed by the committer. */
-struct dead_cache {
-	struct u64map map;
-	struct dead_cache *next;
-};
-
-struct vio {
-	pthread_mutex_t lock; /* the table of vstates, and dead */
-	struct u64map vols;   /* id -> struct vstate * */
-	struct dead_cache *dead;
-
-	/* provisions in flight (rule 4), all under meta_lock */
-	pthread_cond_t done;	/* one finished, or a drain ended */
-	uint64_t nr_pending;	/* in all volumes */
-	unsigned int drainers;	/* threads waiting for nr_pending == 0 */
-	uint64_t unflushed;	/* bytes into new blocks since the last
-				 * flush before a commit (rule 5) */
-	uint64_t unsynced;	/* of those, in blocks of rule 7's list */
-	/* rule 9: what the provisions in flight may add when mapped */
-	uint64_t held_nodes, held_counts;
-	/* one provisioning batch writes to a pool file at a time */
-	bool gate;
-	pthread_mutex_t wgate;
-	/* rule 8: the pool file's chunks preallocated since the open, a bit
-	 * each (nr_chunks bits); NULL: not done on this device */
-	_Atomic uint64_t *pa_bits;
-	uint64_t pa_chunks;
-	/* rule 7: blocks whose data the next commit must make durable */
-	uint64_t *sync;
-	size_t nr_sync, sync_cap;
-	bool sync_lost;		/* out of memory: flush everything */
-};
 
 /* One provision (rule 3). */
 struct prov {
@@ -250,6 +149,8 @@ struct prov {
 struct cost {
 	uint64_t blocks, nodes, counts;
 };
+
+/* ---- the I/O state ---- */
 
 /* Rule 8: the unit of preallocation, at least a block. */
 static uint64_t prealloc_bytes(const struct tv_pool *p)
@@ -303,149 +204,6 @@ void vio_destroy(struct tv_pool *p)
 	p->vio = NULL;
 }
 
-/* The vstate of a volume, if it has one (vio->lock held). */
-static struct vstate *vstate_find_locked(struct tv_pool *p, uint64_t id)
-{
-	uint64_t *v = u64map_find(&p->vio->vols, id);
-
-	return v ? (struct vstate *)(uintptr_t)*v : NULL;
-}
-
-/* The vstate of a volume (created on first use; lives until close). */
-static struct vstate *vstate_get(struct tv_pool *p, uint64_t id)
-{
-	struct vstate *vs;
-
-	pthread_mutex_lock(&p->vio->lock);
-	vs = vstate_find_locked(p, id);
-	if (!vs) {
-		vs = calloc(1, sizeof(*vs));
-		if (vs) {
-			vs->id = id;
-			pthread_rwlock_init(&vs->lock, NULL);
-			u64map_init(&vs->cache);
-			u64map_init(&vs->pending);
-			if (u64map_put(&p->vio->vols, id,
-				       (uint64_t)(uintptr_t)vs) < 0) {
-				pthread_rwlock_destroy(&vs->lock);
-				free(vs);
-				vs = NULL;
-			}
-		}
-	}
-	pthread_mutex_unlock(&p->vio->lock);
-	return vs;
-}
-
-static struct vstate *vstate_find(struct tv_pool *p, uint64_t id)
-{
-	struct vstate *vs;
-
-	pthread_mutex_lock(&p->vio->lock);
-	vs = vstate_find_locked(p, id);
-	pthread_mutex_unlock(&p->vio->lock);
-	return vs;
-}
-
-/* Forget what we cached of a volume (deleted, or resized); waits for
- * fast-path I/O on it.  Called with meta_lock held (rule 1).  The cache
- * is handed to the committer to free, so that the caller does not pay
- * for the size of what was cached. */
-void vio_invalidate_locked(struct tv_pool *p, uint64_t id)
-{
-	struct vstate *vs = vstate_find(p, id);
-	struct dead_cache *d;
-	bool moved = false;
-
-	if (!vs)
-		return;
-	d = malloc(sizeof(*d));
-	pthread_rwlock_wrlock(&vs->lock);
-	if (d && vs->cache.len) {
-		d->map = vs->cache;
-		u64map_init(&vs->cache);
-		moved = true;
-	} else {
-		u64map_clear(&vs->cache);
-	}
-	vs->valid = false;
-	pthread_rwlock_unlock(&vs->lock);
-	if (moved) {
-		pthread_mutex_lock(&p->vio->lock);
-		d->next = p->vio->dead;
-		p->vio->dead = d;
-		pthread_mutex_unlock(&p->vio->lock);
-	} else {
-		free(d);
-	}
-}
-
-/* A snapshot of volume id is being taken (meta_lock held): wait for the
- * writes in flight through the cache, then make every cached block of it
- * shared (a new generation, see C_OWN) — O(1), whatever is cached. */
-void vio_snapshot_locked(struct tv_pool *p, uint64_t id)
-{
-	struct vstate *vs = vstate_find(p, id);
-
-	if (!vs)
-		return;
-	pthread_rwlock_wrlock(&vs->lock);
-	vs->gen = (vs->gen + 1) & C_GEN_MASK;
-	if (!vs->gen)
-		u64map_clear(&vs->cache);
-	pthread_rwlock_unlock(&vs->lock);
-}
-
-/* Free the caches of deleted and resized volumes (no lock held). */
-void vio_reap(struct tv_pool *p)
-{
-	struct dead_cache *d;
-
-	pthread_mutex_lock(&p->vio->lock);
-	d = p->vio->dead;
-	p->vio->dead = NULL;
-	pthread_mutex_unlock(&p->vio->lock);
-	while (d) {
-		struct dead_cache *next = d->next;
-
-		u64map_free(&d->map);
-		free(d);
-		d = next;
-	}
-}
-
-bool vio_reap_pending(struct tv_pool *p)
-{
-	bool r;
-
-	pthread_mutex_lock(&p->vio->lock);
-	r = p->vio->dead != NULL;
-	pthread_mutex_unlock(&p->vio->lock);
-	return r;
-}
-
-/* Forget what we cached of every volume (meta_lock held): used when the
- * pool goes read-only, so that the next I/O of each volume asks the slow
- * path again (and vstate_fill records the pool's state). */
-void vio_forget_all_locked(struct tv_pool *p)
-{
-	size_t pos = 0;
-	uint64_t k, val;
-
-	if (!p->vio)
-		return;
-	pthread_mutex_lock(&p->vio->lock);
-	while (u64map_next(&p->vio->vols, &pos, &k, &val)) {
-		struct vstate *vs = (struct vstate *)(uintptr_t)val;
-
-		pthread_rwlock_wrlock(&vs->lock);
-		u64map_clear(&vs->cache);
-		vs->valid = false;
-		pthread_rwlock_unlock(&vs->lock);
-	}
-	pthread_mutex_unlock(&p->vio->lock);
-}
-
 void vio_reset_locked(struct tv_pool *p)
 {
 	vio_forget_all_locked(p);
@@ -454,187 +212,7 @@ void vio_reset_locked(struct tv_pool *p)
 		p->vio->unflushed = p->vio->unsynced = 0;
 }
 
-/* ---- rule 10: the metadata chunks, for the fast path ---- */
-
-/* Wait for every fast-path I/O in flight: each holds its volume's lock
- * shared for the whole I/O (rule 2).  meta_lock held, no vstate lock. */
-static void fast_drain_locked(struct tv_pool *p)
-{
-	size_t pos = 0;
-	uint64_t k, val;
-
-	pthread_mutex_lock(&p->vio->lock);
-	while (u64map_next(&p->vio->vols, &pos, &k, &val)) {
-		struct vstate *vs = (struct vstate *)(uintptr_t)val;
-
-		pthread_rwlock_wrlock(&vs->lock);
-		pthread_rwlock_unlock(&vs->lock);
-	}
-	pthread_mutex_unlock(&p->vio->lock);
-}
-
-/* tm_hooks.chunk (meta_lock held, or the pool being opened): block holds
- * metadata from now on.  Only a block freed since the open can be in a
- * cache (a mapping is cached only while its block is counted), and only
- * where the metadata is damaged; a fast-path I/O on it that tested the
- * set before this ends before the chunk's nodes can be written. */
-static void hook_chunk(void *ctx, uint64_t block)
-{
-	struct tv_pool *p = ctx;
-	bool lost = abits_set(&p->chunk_bits, block) < 0;
-
-	if (lost)
-		atomic_store(&p->chunk_bits_lost, true);
-	if (p->vio && (atomic_exchange(&p->freed_since_drain, false) || lost))
-		fast_drain_locked(p);
-}
-
-/* tm_hooks.data: block was taken for data: a volume may cache it now. */
-static void hook_data(void *ctx, uint64_t block)
-{
-	struct tv_pool *p = ctx;
-
-	abits_clear(&p->chunk_bits, block);
-}
-
-/* tm_hooks.freed: blocks a volume mapped may be free now. */
-static void hook_freed(void *ctx)
-{
-	struct tv_pool *p = ctx;
-
-	atomic_store(&p->freed_since_drain, true);
-}
-
-const struct tm_hooks vio_tm_hooks = {
-	.chunk = hook_chunk,
-	.data = hook_data,
-	.freed = hook_freed,
-};
-
-/* Whether the fast path may use cached value val: a hole, or a block
- * that is no metadata chunk (rule 10).  Any thread. */
-static bool fast_val_ok(struct tv_pool *p, uint64_t val)
-{
-	if (val == C_HOLE)
-		return true;
-	return !atomic_load_explicit(&p->chunk_bits_lost,
-				     memory_order_relaxed) &&
-	       !abits_test(&p->chunk_bits,
-			   val & C_OWN ? val & C_BLOCK_MASK : val);
-}
-
-/* Remember the volume's size and flags for the fast path (meta_lock).
- * A volume of a pool that went read-only is read-only to the fast path
- * too: its writes go to the slow path, which refuses them (EROFS). */
-static void vstate_fill(struct tv_pool *p, struct vstate *vs,
-			const struct disk_volume *v)
-{
-	bool valid;
-
-	/* Usually already filled: don't wait for the fast path's I/O then.
-	 * (Size and flags change only under meta_lock, which we hold.) */
-	pthread_rwlock_rdlock(&vs->lock);
-	valid = vs->valid;
-	pthread_rwlock_unlock(&vs->lock);
-	if (valid)
-		return;
-	pthread_rwlock_wrlock(&vs->lock);
-	vs->size = le64_to_cpu(v->size);
-	vs->flags = le32_to_cpu(v->flags) |
-		    (p->read_only ? TV_VOL_READ_ONLY : 0);
-	vs->valid = true;
-	pthread_rwlock_unlock(&vs->lock);
-}
-
-/* Fast-path range check; vs->lock held.  1: fine, 0: ask the slow path
- * (which reports errors with the volume's name). */
-static int fast_ok(const struct vstate *vs, uint64_t len, uint64_t off,
-		   bool write)
-{
-	return vs->valid && !((off | len) % TV_SECTOR) &&
-	       !range_outside(off, len, vs->size) &&
-	       !(write && (vs->flags & TV_VOL_READ_ONLY));
-}
-
-/* The block a cached value names (not C_HOLE). */
-static uint64_t c_block(uint64_t val)
-{
-	return val & C_OWN ? val & C_BLOCK_MASK : val;
-}
-
-/* Whether a cached value is a block the volume owns now; vs->lock held. */
-static bool c_own(const struct vstate *vs, uint64_t val)
-{
-	return val != C_HOLE && (val & C_OWN) &&
-	       ((val >> C_GEN_SHIFT) & C_GEN_MASK) == vs->gen;
-}
-
-static void cache_put_locked(struct vstate *vs, uint64_t vblock,
-			     uint64_t val)
-{
-	if (vs->cache.len >= CACHE_MAX_ENTRIES)
-		u64map_clear(&vs->cache);
-	u64map_put(&vs->cache, vblock, val); /* ENOMEM: just not cached */
-}
-
-/* Cache C_HOLE, or a block that may be shared. */
-static void cache_put(struct vstate *vs, uint64_t vblock, uint64_t val)
-{
-	pthread_rwlock_wrlock(&vs->lock);
-	cache_put_locked(vs, vblock, val);
-	pthread_rwlock_unlock(&vs->lock);
-}
-
-/* The cached value of a block the volume owns; vs->lock held. */
-static uint64_t own_val(const struct vstate *vs, uint64_t block)
-{
-	return block < C_BLOCK_MASK
-		       ? C_OWN | (uint64_t)vs->gen << C_GEN_SHIFT | block
-		       : block;
-}
-
-/* Cache a block the volume owns (meta_lock held, so no snapshot of the
- * volume can come between the decision that it is owned and this). */
-static void cache_put_own(struct vstate *vs, uint64_t vblock, uint64_t block)
-{
-	pthread_rwlock_wrlock(&vs->lock);
-	cache_put_locked(vs, vblock, own_val(vs, block));
-	pthread_rwlock_unlock(&vs->lock);
-}
-
-static void cache_del(struct vstate *vs, uint64_t vblock)
-{
-	pthread_rwlock_wrlock(&vs->lock);
-	u64map_del(&vs->cache, vblock);
-	pthread_rwlock_unlock(&vs->lock);
-}
-
-/* ---- helpers under meta_lock ---- */
-
-static int check_range(struct tv_pool *p, const struct disk_volume *v,
-		       uint64_t len, uint64_t off)
-{
-	if ((off | len) % TV_SECTOR ||
-	    range_outside(off, len, le64_to_cpu(v->size)))
-		return tv_err(-EINVAL, "volume '%.*s': range %" PRIu64
-				       "+%" PRIu64 " is not 512-aligned inside "
-				       "its %" PRIu64 " bytes",
-			      (int)MIN(le32_to_cpu(v->name_len), TV_NAME_MAX),
-			      v->name, off, len, le64_to_cpu(v->size));
-	(void)p;
-	return 0;
-}
-
-static int map_lookup(struct tv_pool *p, const struct disk_volume *v,
-		      uint64_t vblock, struct disk_mapping *m)
-{
-	struct tm_ref root;
-	uint8_t k[8];
-
-	ref_from_disk(&root, &v->map_root);
-	put_be64(k, vblock);
-	return btree_lookup(&p->map, &root, k, m);
-}
+/* ---- provisioning (rules 3, 6, 7, 8 and 9) ---- */
 
 static int map_put(struct tv_pool *p, struct disk_volume *v, uint64_t vblock,
 		   uint64_t block, bool *inserted)
@@ -651,113 +229,6 @@ static int map_put(struct tv_pool *p, struct disk_volume *v, uint64_t vblock,
 	r = btree_put(&p->map, &root, k, &m, inserted);
 	ref_to_disk(&v->map_root, &root);
 	return r;
-}
-
-/* Whether a mapping of v is v's own (written since its last snapshot,
- * so not shared: rule 6). */
-static bool mapping_own(const struct disk_volume *v,
-			const struct disk_mapping *m)
-{
-	return le64_to_cpu(m->epoch) >= le64_to_cpu(v->snap_epoch);
-}
-
-static uint64_t dev_off(struct tv_pool *p, uint64_t block, uint64_t in)
-{
-	return block * p->block_size + in;
-}
-
-/*
- * Rule 10: whether block, which a mapping names, is a data block in use:
- * 1 when it is (*count: its reference count), 0 when not (*why says
- * what it is), or the error reading its count.  O(1) but the count: a
- * lookup in the space map.  meta_lock held.
- */
-/* Rule 10 without the count: NULL when block lies in the data area and
- * is no metadata chunk, else what it is.  O(1). */
-static const char *map_block_place(struct tv_pool *p, uint64_t block)
-{
-	if (block < tm_first_block(p->tm) || block >= tm_nr_blocks(p->tm))
-		return "outside the data area";
-	if (sm_is_chunk(tm_sm(p->tm), block))
-		return "a metadata chunk";
-	return NULL;
-}
-
-static int map_block_check(struct tv_pool *p, uint64_t block,
-			   uint32_t *count, const char **why)
-{
-	int r;
-
-	*why = map_block_place(p, block);
-	if (*why)
-		return 0;
-	r = sm_block_count(tm_sm(p->tm), block, count);
-	if (r < 0)
-		return r;
-	if (!*count) {
-		*why = "a free block";
-		return 0;
-	}
-	return 1;
-}
-
-/* Rule 10: reading v's mapping tree failed with r; a node that failed its
- * checks (EUCLEAN: damaged, or not in a metadata chunk) is damage the
- * pool must not write on.  meta_lock held, no vstate lock.  Returns r. */
-static int map_tree_failed_locked(struct tv_pool *p,
-				  const struct disk_volume *v, int r)
-{
-	char what[160];
-
-	if (r != -EUCLEAN)
-		return r;
-	snprintf(what, sizeof(what),
-		 "volume #%" PRIu64 ": its mapping tree is damaged",
-		 le64_to_cpu(v->id));
-	pool_set_damaged(p, what);
-	return r;
-}
-
-/* Rule 10: virtual block vblock of v maps to block, which is no data
- * block in use (why: what it is): refuse the I/O, and the pool needs a
- * check.  meta_lock held, no vstate lock. */
-static int bad_mapping_locked(struct tv_pool *p, const struct disk_volume *v,
-			      uint64_t vblock, uint64_t block, const char *why)
-{
-	char what[160];
-
-	snprintf(what, sizeof(what),
-		 "volume #%" PRIu64 " maps block %" PRIu64 " to pool block %"
-		 PRIu64 ", %s",
-		 le64_to_cpu(v->id), vblock, block, why);
-	pool_set_damaged(p, what);
-	return tv_err(-EIO, "%s: damaged metadata: %s; run thinvol check",
-		      p->path, what);
-}
-
-/* Rule 10: the mapping m of vblock of v, read from the tree: 0 when its
- * block may be used (*own: in place, as v's own: written since v's last
- * snapshot and counted once), else the I/O's error (the pool then needs
- * a check).  meta_lock held, no vstate lock. */
-static int mapping_use_locked(struct tv_pool *p, const struct disk_volume *v,
-			      uint64_t vblock, const struct disk_mapping *m,
-			      bool *own)
-{
-	uint64_t block = le64_to_cpu(m->block);
-	const char *why = NULL;
-	uint32_t count = 0;
-	int r = map_block_check(p, block, &count, &why);
-
-	if (r < 0)
-		return map_tree_failed_locked(p, v, r);
-	if (!r)
-		return bad_mapping_locked(p, v, vblock, block, why);
-	/* a count above 1 on a block v wrote since its last snapshot is
-	 * damage too (a snapshot gives both sides a new epoch), which the
-	 * checker reports; the block is treated as shared, so that v's
-	 * writes do not reach whoever else maps it */
-	*own = mapping_own(v, m) && count == 1;
-	return 0;
 }
 
 /* An error inside a metadata change: the transaction is lost. */
@@ -853,14 +324,14 @@ static int plan_block_locked(struct tv_pool *p, const struct disk_volume *v,
 	int r;
 
 	*queued = false;
-	r = map_lookup(p, v, vblock, &m);
+	r = vio_map_lookup(p, v, vblock, &m);
 	if (r < 0 && r != -ENOENT)
-		return map_tree_failed_locked(p, v, r);
+		return vio_map_failed_locked(p, v, r);
 	if (r == 0) {
 		bool own;
 
 		old = le64_to_cpu(m.block);
-		r = mapping_use_locked(p, v, vblock, &m, &own);
+		r = vio_mapping_use_locked(p, v, vblock, &m, &own);
 		if (r < 0)
 			return r;
 		if (own && !copy) {
@@ -870,7 +341,7 @@ static int plan_block_locked(struct tv_pool *p, const struct disk_volume *v,
 				: io_write_zeroes(p->dev, dev_off(p, old, in),
 						  len);
 			if (r == 0 && vs)
-				cache_put_own(vs, vblock, old);
+				vio_cache_put_own(vs, vblock, old);
 			return r;
 		}
 	} else if (!buf) {
@@ -976,16 +447,12 @@ static int prov_write(struct tv_pool *p, struct prov *pv)
 
 /* Step b for a batch, one batch at a time on a pool file (io->wgate):
  * the file's inode lock lets one buffered write in at a time anyway, and
- * threads waiting for it in the kernel spin on a CPU the holder or the
- * client could use.  Measured with nbd-bench on this 2-CPU VM, 4K first
- * writes at QD32 went from 28-30k to 45k IOPS and the 1 MiB fill from
- * 350-460 to 690 MiB/s; perf had shown 30% of the daemon's samples in
- * rwsem_spin_on_owner.  Block by block: writing neighbouring whole blocks
- * with one pwrite saves little, and then ext4 caches the file in folios
- * as large as the write, which makes every later small overwrite in
- * them slower (ext4_block_write_begin visits each buffer of the folio):
- * measured, 4K random overwrites of a volume filled by 1 MiB writes went
- * from ~55k to ~45k IOPS with the merged writes. */
+ * threads waiting for it in the kernel (rwsem_spin_on_owner) spin on a
+ * CPU the holder or the client could use.  Block by block: writing
+ * neighbouring whole blocks with one pwrite saves little, and then ext4
+ * caches the file in folios as large as the write, which makes every
+ * later small overwrite in them slower (ext4_block_write_begin visits
+ * each buffer of the folio).  bench/README.md has the figures. */
 static void prov_write_all(struct tv_pool *p, struct prov *pv, unsigned int n)
 {
 	struct vio *io = p->vio;
@@ -1079,7 +546,7 @@ static int prov_insert_locked(struct tv_pool *p, struct disk_volume *v,
 	if (inserted)
 		v->mapped = cpu_to_le64(le64_to_cpu(v->mapped) + 1);
 	if (vs)
-		cache_put_own(vs, pv->vblock, pv->block);
+		vio_cache_put_own(vs, pv->vblock, pv->block);
 	p->dirty = true;
 	if (pv->sync && (p->dev->flags & IO_DEV_RANGED_SYNC))
 		sync_add_locked(p->vio, pv->block);
@@ -1180,7 +647,8 @@ void vio_before_commit_locked(struct tv_pool *p, bool ranged)
 		if (r < 0) {
 			/* the commit must fail: its own flush would not see
 			 * this error again (rule 5); pool_sync_unlocked
-			 * recorded it for the commit (pool.c, "syncs") */
+			 * recorded it for the commit (pool-commit.c,
+			 * "syncs") */
 			log_error("%s: flush: %s", p->path, strerror(-r));
 			break;
 		}
@@ -1308,10 +776,10 @@ static int unmap_blocks_locked(struct tv_pool *p, struct disk_volume *v,
 	int r;
 
 	if (nr == 1) {
-		cache_del(vs, first);
+		vio_cache_del(vs, first);
 		r = unmap_block_locked(p, v, first);
 		if (r == 0)
-			cache_put(vs, first, C_HOLE);
+			vio_cache_put(vs, first, C_HOLE);
 		return r;
 	}
 	pthread_rwlock_wrlock(&vs->lock);
@@ -1332,265 +800,13 @@ static int unmap_blocks_locked(struct tv_pool *p, struct disk_volume *v,
 static int writable_locked(struct tv_pool *p, const struct disk_volume *v)
 {
 	if (p->read_only)
-		return tv_err(-EROFS, "%s: the pool is read-only%s%s", p->path,
-			      p->reason[0] ? ": " : "", p->reason);
+		return pool_read_only_err(p);
 	if (le32_to_cpu(v->flags) & TV_VOL_READ_ONLY)
-		return tv_err(-EROFS, "volume '%.*s' is read-only",
-			      (int)MIN(le32_to_cpu(v->name_len), TV_NAME_MAX),
-			      v->name);
+		return vol_read_only_err(v);
 	return 0;
 }
 
 /* ---- the API ---- */
-
-/* The holes and data a read met, for tv_vol_read_map (NULL: not wanted).
- * When max runs out, the last extent absorbs the rest as data: the buffer
- * holds the zeroes of any hole in it, so that is still the truth.  With
- * nofill (vio_read_map_nofill), the bytes of a hole are written only when
- * it ends up inside a data extent that way. */
-struct ext_acc {
-	struct tv_extent *e;
-	size_t max, n;
-	bool nofill;
-};
-
-/* Account len bytes at out (hole or data); fills a hole with zeroes
- * unless the accumulator says it need not. */
-static void acc_add(struct ext_acc *a, uint8_t *out, uint64_t len,
-		    uint32_t fl)
-{
-	bool hole = fl & TV_EXTENT_HOLE;
-
-	if (hole && !(a && a->nofill))
-		memset(out, 0, len);
-	if (!a)
-		return;
-	if (a->n && a->e[a->n - 1].flags == fl) {
-		a->e[a->n - 1].len += len;
-	} else if (a->n < a->max) {
-		a->e[a->n].len = len;
-		a->e[a->n].flags = fl;
-		a->n++;
-	} else {
-		struct tv_extent *last = &a->e[a->n - 1];
-
-		if (a->nofill) {
-			/* holes become data: their zeroes go in the buffer
-			 * (the last extent's bytes end where out begins) */
-			if (last->flags & TV_EXTENT_HOLE)
-				memset(out - last->len, 0, last->len);
-			if (hole)
-				memset(out, 0, len);
-		}
-		last->len += len;
-		last->flags = 0;
-	}
-}
-
-/*
- * The slow path of a read (meta_lock held): the mapping of vblock into *m
- * (-ENOENT: a hole), and into the cache the mappings and holes of the
- * blocks after it up to the next multiple of READ_WINDOW, found with one
- * walk of the tree: the reads that follow (sequential, or random over a
- * volume that is mostly holes) then find their blocks in the cache
- * instead of taking meta_lock each.
- */
-static int read_window_locked(struct tv_pool *p, struct vstate *vs,
-			      const struct disk_volume *v, uint64_t vblock,
-			      struct disk_mapping *m)
-{
-	uint64_t end = MIN((vblock / READ_WINDOW + 1) * READ_WINDOW,
-			   DIV_ROUND_UP(le64_to_cpu(v->size), p->block_size));
-	uint64_t vbs[READ_WINDOW], blocks[READ_WINDOW], at = vblock;
-	struct disk_mapping dms[READ_WINDOW];
-	uint32_t counts[READ_WINDOW];
-	const char *why = NULL;
-	struct btree_cursor c;
-	struct tm_ref root;
-	size_t n = 0, ok;
-	uint8_t k[8];
-	int r, found = -ENOENT;
-
-	/* the window's mappings (end - vblock <= READ_WINDOW of them) */
-	ref_from_disk(&root, &v->map_root);
-	put_be64(k, vblock);
-	r = btree_cursor_seek(&p->map, &root, k, &c);
-	while (r == 0 && c.valid && n < READ_WINDOW) {
-		vbs[n] = get_be64(btree_cursor_key(&c));
-		if (vbs[n] >= end)
-			break;
-		memcpy(&dms[n], btree_cursor_value(&c), sizeof(dms[n]));
-		blocks[n] = le64_to_cpu(dms[n].block);
-		n++;
-		r = btree_cursor_next(&c);
-	}
-	btree_cursor_close(&c);
-	if (r < 0)
-		return map_tree_failed_locked(p, v, r);
-	/* rule 10: which are data blocks in use (the counts in one walk of
-	 * the space map: a volume's blocks mostly ascend); what comes
-	 * before the first that is not is cached, that one is refused */
-	for (ok = 0; ok < n && !(why = map_block_place(p, blocks[ok])); ok++)
-		;
-	r = sm_block_counts(tm_sm(p->tm), blocks, ok, counts);
-	if (r < 0)
-		return map_tree_failed_locked(p, v, r);
-	for (size_t i = 0; i < ok; i++) {
-		if (!counts[i]) {
-			ok = i;
-			why = "a free block";
-		}
-	}
-	pthread_rwlock_wrlock(&vs->lock);
-	for (size_t i = 0; i < ok; i++) {
-		for (; at < vbs[i]; at++)
-			cache_put_locked(vs, at, C_HOLE);
-		if (vbs[i] == vblock) {
-			*m = dms[i];
-			found = 0;
-		}
-		/* own: see mapping_use_locked */
-		cache_put_locked(vs, vbs[i],
-				 mapping_own(v, &dms[i]) && counts[i] == 1
-					 ? own_val(vs, blocks[i])
-					 : blocks[i]);
-		at = vbs[i] + 1;
-	}
-	for (; at < (ok < n ? vbs[ok] : end); at++)
-		cache_put_locked(vs, at, C_HOLE);
-	pthread_rwlock_unlock(&vs->lock);
-	if (ok < n)
-		return bad_mapping_locked(p, v, vbs[ok], blocks[ok], why);
-	return found;
-}
-
-static int vol_read(struct tv_pool *p, uint64_t id, void *buf, size_t len,
-		    uint64_t off, struct ext_acc *acc)
-{
-	struct vstate *vs = vstate_get(p, id);
-	uint32_t bs = p->block_size;
-	uint8_t *out = buf;
-	bool checked = false;
-	int r = 0;
-
-	if (!vs)
-		return tv_err(-ENOMEM, "out of memory");
-	while (len) {
-		uint64_t vblock, in, n;
-		uint64_t *cv;
-		unsigned int k;
-
-		/* fast path: the range is fine; the blocks in a row that
-		 * the cache knows, several in one hold of vs->lock */
-		pthread_rwlock_rdlock(&vs->lock);
-		k = 0;
-		if (checked || fast_ok(vs, len, off, false)) {
-			checked = true;
-			/* at most READ_HOLD_BLOCKS per hold: a stream of long
-			 * reads must not keep a writer (who may hold meta_lock)
-			 * waiting for the lock */
-			for (; len && k < READ_HOLD_BLOCKS &&
-			       (cv = u64map_find(&vs->cache, off / bs)) &&
-			       fast_val_ok(p, *cv);
-			     k++) {
-				in = off % bs;
-				n = MIN(len, bs - in);
-				if (*cv == C_HOLE) {
-					acc_add(acc, out, n, TV_EXTENT_HOLE);
-				} else {
-					r = io_read(p->dev, out, n,
-						    dev_off(p, c_block(*cv),
-							    in));
-					if (r < 0)
-						break;
-					acc_add(acc, out, n, 0);
-				}
-				out += n;
-				off += n;
-				len -= n;
-			}
-		}
-		pthread_rwlock_unlock(&vs->lock);
-		if (r < 0)
-			return tv_err(r, "volume #%" PRIu64 ": read: %s", id,
-				      strerror(-r));
-		if (!len)
-			break;
-		if (k == READ_HOLD_BLOCKS)
-			continue; /* more cached blocks: take the lock again */
-		vblock = off / bs;
-		in = off % bs;
-		n = MIN(len, bs - in);
-		{
-			struct disk_volume v;
-			struct disk_mapping m = { 0 };
-
-			pthread_mutex_lock(&p->meta_lock);
-			r = vol_lookup_locked(p, id, &v);
-			if (r == 0 && !checked)
-				r = check_range(p, &v, len, off);
-			if (r < 0) {
-				pthread_mutex_unlock(&p->meta_lock);
-				return r;
-			}
-			vstate_fill(p, vs, &v);
-			checked = true;
-			r = read_window_locked(p, vs, &v, vblock, &m);
-			if (r == -ENOENT) {
-				acc_add(acc, out, n, TV_EXTENT_HOLE);
-				r = 0;
-			} else if (r == 0) {
-				acc_add(acc, out, n, 0);
-				r = io_read(p->dev, out, n,
-					    dev_off(p, le64_to_cpu(m.block),
-						    in));
-			}
-			pthread_mutex_unlock(&p->meta_lock);
-			if (r < 0)
-				return tv_err(r, "volume #%" PRIu64
-					      ": read: %s",
-					      id, strerror(-r));
-		}
-		out += n;
-		off += n;
-		len -= n;
-	}
-	return 0;
-}
-
-int tv_vol_read(struct tv_pool *p, uint64_t id, void *buf, size_t len,
-		uint64_t off)
-{
-	return vol_read(p, id, buf, len, off, NULL);
-}
-
-static int read_map(struct tv_pool *p, uint64_t id, void *buf, size_t len,
-		    uint64_t off, struct tv_extent *ext, size_t max, size_t *n,
-		    bool nofill)
-{
-	struct ext_acc acc = { .e = ext, .max = max, .n = 0, .nofill = nofill };
-	int r;
-
-	if (!max)
-		return tv_err(-EINVAL, "no room for extents");
-	r = vol_read(p, id, buf, len, off, &acc);
-	if (r == 0)
-		*n = acc.n;
-	return r;
-}
-
-int tv_vol_read_map(struct tv_pool *p, uint64_t id, void *buf, size_t len,
-		    uint64_t off, struct tv_extent *ext, size_t max, size_t *n)
-{
-	return read_map(p, id, buf, len, off, ext, max, n, false);
-}
-
-int vio_read_map_nofill(struct tv_pool *p, uint64_t id, void *buf,
-			size_t len, uint64_t off, struct tv_extent *ext,
-			size_t max, size_t *n)
-{
-	return read_map(p, id, buf, len, off, ext, max, n, true);
-}
 
 /*
  * Rule 9: how many of the nr whole blocks from vblock of v one unmap may
@@ -1632,7 +848,7 @@ static int unmap_fit_locked(struct tv_pool *p, const struct disk_volume *v,
 		 * unmaps is freed, and it may use the reserve as deletes do.
 		 * Else the reserve stays: an unmap of blocks a snapshot
 		 * shares frees nothing, and must not eat what reclaim and
-		 * deletes need to free space (pool.c, rule 2). */
+		 * deletes need to free space (pool-space.c, rule 2). */
 		fits = r == 0 &&
 		       probe_room(&q,
 				  le64_to_cpu(v->snap_epoch) ? SM_ROOM_META
@@ -1690,12 +906,12 @@ again:
 	 * a multi-block write must stop it, else it would map blocks past
 	 * the new end (and a later grow would show them). */
 	if (r == 0)
-		r = check_range(p, &v, len, off);
+		r = vio_check_range(p, &v, len, off);
 	if (r < 0) {
 		pthread_mutex_unlock(&p->meta_lock);
 		return r;
 	}
-	vstate_fill(p, vs, &v);
+	vio_vstate_fill(p, vs, &v);
 	*checked = true;
 	before = v;
 	if (unmap) {
@@ -1809,7 +1025,7 @@ again:
 static int modify(struct tv_pool *p, uint64_t id, const uint8_t *buf,
 		  uint64_t len, uint64_t off, bool discard)
 {
-	struct vstate *vs = vstate_get(p, id);
+	struct vstate *vs = vio_vstate_get(p, id);
 	uint32_t bs = p->block_size;
 	bool checked = false;
 	int r = 0;
@@ -1900,13 +1116,13 @@ int vio_zero_tail_locked(struct tv_pool *p, struct disk_volume *v,
 
 	if (!in)
 		return 0;
-	r = map_lookup(p, v, from / bs, &m);
+	r = vio_map_lookup(p, v, from / bs, &m);
 	if (r == -ENOENT)
 		return 0;
 	if (r < 0)
-		return map_tree_failed_locked(p, v, r);
+		return vio_map_failed_locked(p, v, r);
 	/* rule 10: the block is read below, before any write looks at it */
-	r = mapping_use_locked(p, v, from / bs, &m, &own);
+	r = vio_mapping_use_locked(p, v, from / bs, &m, &own);
 	if (r < 0)
 		return r;
 	/* Already zero (never shrunk from further, or zeroed before): no
@@ -1932,76 +1148,23 @@ int vio_zero_tail_locked(struct tv_pool *p, struct disk_volume *v,
 			    : r;
 }
 
-/*
- * The allocation map of [off, off + len): mapped and unmapped runs.  One
- * cursor walk over the mapping tree under meta_lock: O(log n + mapped
- * blocks in the range).  Mapped blocks in the cache are not consulted —
- * the tree is the truth, and the cache never holds a mapping the tree
- * lacks.
- */
-int tv_vol_extents(struct tv_pool *p, uint64_t id, uint64_t off, uint64_t len,
-		   struct tv_extent *out, size_t max, size_t *n)
-{
-	uint32_t bs = p->block_size;
-	struct btree_cursor c;
-	struct disk_volume v;
-	struct tm_ref root;
-	uint64_t pos = off, end, size;
-	uint8_t k[8];
-	size_t cnt = 0;
-	int r;
+/* ---- the pool's hooks (thin-internal.h) ---- */
 
-	if (!max)
-		return tv_err(-EINVAL, "no room for extents");
-	pthread_mutex_lock(&p->meta_lock);
-	r = vol_lookup_locked(p, id, &v);
-	if (r < 0)
-		goto out;
-	size = le64_to_cpu(v.size);
-	if (!len || range_outside(off, len, size)) {
-		r = tv_err(-EINVAL, "volume '%.*s': range %" PRIu64 "+%" PRIu64
-				    " is not inside its %" PRIu64 " bytes",
-			   (int)MIN(le32_to_cpu(v.name_len), TV_NAME_MAX),
-			   v.name, off, len, size);
-		goto out;
-	}
-	end = off + len;
-	ref_from_disk(&root, &v.map_root);
-	put_be64(k, off / bs);
-	r = btree_cursor_seek(&p->map, &root, k, &c);
-	while (r == 0 && pos < end && cnt < max) {
-		uint64_t mstart = end, mend = end; /* next mapped block */
-		uint32_t fl;
-		uint64_t stop;
-
-		if (c.valid) {
-			uint64_t vb = get_be64(btree_cursor_key(&c));
-			if (vb <= (end - 1) / bs) {
-				mstart = MAX(vb * bs, pos);
-				mend = MIN((vb + 1) * bs, end);
-			}
-		}
-		if (pos < mstart) {
-			fl = TV_EXTENT_HOLE;
-			stop = mstart;
-		} else {
-			fl = 0;
-			stop = mend;
-			r = btree_cursor_next(&c);
-		}
-		if (cnt && out[cnt - 1].flags == fl) {
-			out[cnt - 1].len += stop - pos;
-		} else {
-			out[cnt].len = stop - pos;
-			out[cnt].flags = fl;
-			cnt++;
-		}
-		pos = stop;
-	}
-	btree_cursor_close(&c);
-	if (r == 0)
-		*n = cnt;
-out:
-	pthread_mutex_unlock(&p->meta_lock);
-	return r;
-}
+const struct vio_hooks vio_pool_hooks = {
+	.tm = &vio_tm_hooks,
+	.init = vio_init,
+	.destroy = vio_destroy,
+	.reset_locked = vio_reset_locked,
+	.before_commit_locked = vio_before_commit_locked,
+	.drain_locked = vio_drain_locked,
+	.sync_ranges_locked = vio_sync_ranges_locked,
+	.sync_clear_locked = vio_sync_clear_locked,
+	.held_locked = vio_held_locked,
+	.had_io = vio_had_io,
+	.forget_all_locked = vio_forget_all_locked,
+	.invalidate_locked = vio_invalidate_locked,
+	.snapshot_locked = vio_snapshot_locked,
+	.reap_pending = vio_reap_pending,
+	.reap = vio_reap,
+	.zero_tail_locked = vio_zero_tail_locked,
+};

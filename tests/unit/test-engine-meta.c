@@ -227,6 +227,35 @@ int main(void)
 	}
 	CHECK_OK(tv_pool_close(p));
 
+	/* what the filesystem under the pool is worth a warning for, as the
+	 * device found it; and the daemon's view (thin-ext.h) */
+	{
+		struct tv_pool_open_opts oo = { .commit_interval_ms = 3600000 };
+		struct tv_pool_info pi;
+		struct io_dev *mem;
+
+		CHECK_OK(io_mem_create(32 << 20, &mem));
+		CHECK_OK(pool_format_dev(mem, &(struct tv_pool_create_opts){
+						      .block_size = 8192,
+						      .blob_size = -1 }));
+		CHECK_OK(pool_open_dev(mem, true, "memory pool", &oo, &p));
+		CHECK(pool_dev(p) == mem);
+		CHECK(!strcmp(pool_name(p), "memory pool"));
+		CHECK_EQ(pool_block_size(p), 8192);
+		CHECK_OK(tv_pool_info(p, &pi));
+		CHECK_EQ(pi.fs_flags, 0);
+		mem->flags |= IO_DEV_FS_NO_JOURNAL;
+		CHECK_OK(tv_pool_info(p, &pi));
+		CHECK_EQ(pi.fs_flags, TV_POOL_FS_NO_JOURNAL);
+		mem->flags |= IO_DEV_FS_COW;
+		CHECK_OK(tv_pool_info(p, &pi));
+		CHECK_EQ(pi.fs_flags, TV_POOL_FS_NO_JOURNAL | TV_POOL_FS_COW);
+		mem->flags &= ~IO_DEV_FS_NO_JOURNAL;
+		CHECK_OK(tv_pool_info(p, &pi));
+		CHECK_EQ(pi.fs_flags, TV_POOL_FS_COW);
+		CHECK_OK(tv_pool_close(p));
+	}
+
 	unlink(path);
 	rmdir(dir);
 	printf("test-engine-meta: ok\n");
