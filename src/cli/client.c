@@ -51,6 +51,20 @@ const char *cli_last_error(void)
 	return remote ? remote_msg : tv_last_error();
 }
 
+int cli_fail(int err, const char *fmt, ...)
+{
+	const char *why = cli_last_error();
+	va_list ap;
+
+	fprintf(cli_err, "%s: ", CLI_PROG);
+	va_start(ap, fmt);
+	vfprintf(cli_err, fmt, ap);
+	va_end(ap);
+	fprintf(cli_err, ": %s\n", why && why[0] ? why : strerror(-err));
+	return cli_exit(err);
+}
+
+
 static int set_msg(int err, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 static int set_msg(int err, const char *fmt, ...)
