@@ -93,10 +93,9 @@ static int cmd_create(const struct cli_cmd *cmd, int argc, char **argv)
 		return cli_close(pool, path, r);
 	r = cli_vol_create(pool, name, size, blob.set ? blob.buf : NULL,
 			  blob.set ? in.blob_size : 0, &id);
-	if (r < 0)
-		return cli_close(pool, path, cli_fail(r, "%s", ctx));
-	printf("%" PRIu64 "\n", id);
-	return cli_close(pool, path, 0);
+	if (r == 0)
+		printf("%" PRIu64 "\n", id);
+	return cli_finish(pool, path, ctx, r);
 }
 
 /* ---- snapshot ---- */
@@ -222,13 +221,10 @@ static int cmd_delete(const struct cli_cmd *cmd, int argc, char **argv)
 	char ctx[TV_NAME_MAX + 32];
 	size_t n, failed = 0;
 	bool force = false;
-	int c, r = 0;
+	int r = 0;
 
-	while ((c = cli_getopt(cmd, argc, argv, ":f", opts)) != -1) {
-		if (c != 'f')
-			return EXIT_USAGE;
-		force = true;
-	}
+	if (cli_flag_opt(cmd, argc, argv, ":f", opts, &force))
+		return EXIT_USAGE;
 	if (argc - optind < 2)
 		return cli_usage(cmd, "needs POOL and at least one VOL");
 	path = argv[optind];
@@ -276,9 +272,9 @@ static int cmd_rename(const struct cli_cmd *cmd, int argc, char **argv)
 	const char *path, *vol, *name;
 	char ctx[2 * TV_NAME_MAX + 32];
 	uint64_t id;
-	int c, r;
+	int r;
 
-	while ((c = cli_getopt(cmd, argc, argv, ":", opts)) != -1)
+	if (cli_flag_opt(cmd, argc, argv, ":", opts, NULL))
 		return EXIT_USAGE;
 	if (argc - optind != 3)
 		return cli_usage(cmd, "needs POOL, VOL and NEWNAME");
@@ -286,13 +282,10 @@ static int cmd_rename(const struct cli_cmd *cmd, int argc, char **argv)
 	vol = argv[optind + 1];
 	name = argv[optind + 2];
 	snprintf(ctx, sizeof(ctx), "rename '%s' to '%s'", vol, name);
-	r = cli_open(path, CLI_RW, &pool, &in);
+	r = cli_open_vol(path, CLI_RW, ctx, vol, &pool, &in, &id);
 	if (r)
 		return r;
-	r = cli_resolve(pool, ctx, vol, &id);
-	if (!r && (r = cli_vol_rename(pool, id, name)) < 0)
-		r = cli_fail(r, "%s", ctx);
-	return cli_close(pool, path, r);
+	return cli_finish(pool, path, ctx, cli_vol_rename(pool, id, name));
 }
 
 static int cmd_resize(const struct cli_cmd *cmd, int argc, char **argv)
@@ -307,13 +300,10 @@ static int cmd_resize(const struct cli_cmd *cmd, int argc, char **argv)
 	char ctx[TV_NAME_MAX + 32];
 	uint64_t id, size;
 	bool force = false;
-	int c, r;
+	int r;
 
-	while ((c = cli_getopt(cmd, argc, argv, ":f", opts)) != -1) {
-		if (c != 'f')
-			return EXIT_USAGE;
-		force = true;
-	}
+	if (cli_flag_opt(cmd, argc, argv, ":f", opts, &force))
+		return EXIT_USAGE;
 	if (argc - optind != 3)
 		return cli_usage(cmd, "needs POOL, VOL and SIZE");
 	path = argv[optind];
@@ -321,13 +311,11 @@ static int cmd_resize(const struct cli_cmd *cmd, int argc, char **argv)
 	if (cli_size(cmd, "SIZE", argv[optind + 2], &size))
 		return EXIT_USAGE;
 	snprintf(ctx, sizeof(ctx), "resize '%s'", vol);
-	r = cli_open(path, CLI_RW, &pool, &in);
+	r = cli_open_vol(path, CLI_RW, ctx, vol, &pool, &in, &id);
 	if (r)
 		return r;
-	r = cli_resolve(pool, ctx, vol, &id);
-	if (!r && (r = cli_vol_resize(pool, id, size, force)) < 0)
-		r = cli_fail(r, "%s", ctx);
-	return cli_close(pool, path, r);
+	return cli_finish(pool, path, ctx,
+			  cli_vol_resize(pool, id, size, force));
 }
 
 /* ---- set-blob, get-blob ---- */
@@ -369,12 +357,14 @@ static int cmd_set_blob(const struct cli_cmd *cmd, int argc, char **argv)
 	r = cli_open(path, CLI_RW, &pool, &in);
 	if (r)
 		return r;
+	/* the blob first: its errors come before VOL's */
 	r = blob_arg_load(&blob, ctx, "--hex", "--file", in.blob_size);
 	if (!r)
 		r = cli_resolve(pool, ctx, vol, &id);
-	if (!r && (r = cli_vol_set_blob(pool, id, blob.buf, in.blob_size)) < 0)
-		r = cli_fail(r, "%s", ctx);
-	return cli_close(pool, path, r);
+	if (r)
+		return cli_close(pool, path, r);
+	return cli_finish(pool, path, ctx,
+			  cli_vol_set_blob(pool, id, blob.buf, in.blob_size));
 }
 
 static int cmd_get_blob(const struct cli_cmd *cmd, int argc, char **argv)
@@ -390,31 +380,26 @@ static int cmd_get_blob(const struct cli_cmd *cmd, int argc, char **argv)
 	const char *path, *vol;
 	bool as_hex = false;
 	uint64_t id;
-	int c, r;
+	int r;
 
-	while ((c = cli_getopt(cmd, argc, argv, ":x", opts)) != -1) {
-		if (c != 'x')
-			return EXIT_USAGE;
-		as_hex = true;
-	}
+	if (cli_flag_opt(cmd, argc, argv, ":x", opts, &as_hex))
+		return EXIT_USAGE;
 	if (argc - optind != 2)
 		return cli_usage(cmd, "needs POOL and VOL");
 	path = argv[optind];
 	vol = argv[optind + 1];
 	snprintf(ctx, sizeof(ctx), "get-blob '%s'", vol);
-	r = cli_open(path, CLI_RO, &pool, &in);
+	r = cli_open_vol(path, CLI_RO, ctx, vol, &pool, &in, &id);
 	if (r)
 		return r;
-	r = cli_resolve(pool, ctx, vol, &id);
-	if (!r && (r = cli_vol_get_blob(pool, id, blob, in.blob_size)) < 0)
-		r = cli_fail(r, "%s", ctx);
+	r = cli_vol_get_blob(pool, id, blob, in.blob_size);
 	if (!r && as_hex) {
 		fmt_hex(blob, in.blob_size, hex);
 		printf("%s\n", hex);
 	} else if (!r) {
 		fwrite(blob, 1, in.blob_size, stdout);
 	}
-	return cli_close(pool, path, r);
+	return cli_finish(pool, path, ctx, r);
 }
 
 /* ---- list, show, find ---- */
@@ -448,13 +433,10 @@ static int cmd_list(const struct cli_cmd *cmd, int argc, char **argv)
 	uint64_t cursor = 0, count = 0;
 	bool json = false;
 	const char *path;
-	int c, r, n = 0;
+	int r, n = 0;
 
-	while ((c = cli_getopt(cmd, argc, argv, ":j", opts)) != -1) {
-		if (c != 'j')
-			return EXIT_USAGE;
-		json = true;
-	}
+	if (cli_flag_opt(cmd, argc, argv, ":j", opts, &json))
+		return EXIT_USAGE;
 	if (argc - optind != 1)
 		return cli_usage(cmd, "needs exactly one POOL");
 	path = argv[optind];
@@ -496,39 +478,33 @@ static int cmd_show(const struct cli_cmd *cmd, int argc, char **argv)
 	const char *path, *vol;
 	bool json = false, zero = true;
 	uint64_t id, mapped, exclusive;
-	int c, r;
+	int r;
 
-	while ((c = cli_getopt(cmd, argc, argv, ":j", opts)) != -1) {
-		if (c != 'j')
-			return EXIT_USAGE;
-		json = true;
-	}
+	if (cli_flag_opt(cmd, argc, argv, ":j", opts, &json))
+		return EXIT_USAGE;
 	if (argc - optind != 2)
 		return cli_usage(cmd, "needs POOL and VOL");
 	path = argv[optind];
 	vol = argv[optind + 1];
 	snprintf(ctx, sizeof(ctx), "show '%s'", vol);
-	r = cli_open(path, CLI_RO, &pool, &in);
+	r = cli_open_vol(path, CLI_RO, ctx, vol, &pool, &in, &id);
 	if (r)
 		return r;
-	r = cli_resolve(pool, ctx, vol, &id);
-	if (!r && (r = cli_vol_info(pool, id, &v)) < 0)
-		r = cli_fail(r, "%s", ctx);
-	if (!r && (r = cli_vol_usage(pool, id, &mapped, &exclusive)) < 0)
-		r = cli_fail(r, "%s", ctx);
+	r = cli_vol_info(pool, id, &v);
+	if (!r)
+		r = cli_vol_usage(pool, id, &mapped, &exclusive);
 	if (r)
-		return cli_close(pool, path, r);
+		return cli_finish(pool, path, ctx, r);
 	if (json) {
 		r = cli_put_vol_json(stdout, pool, in.blob_size, &v,
 				     &exclusive);
-		if (r < 0)
-			return cli_close(pool, path, cli_fail(r, "%s", ctx));
-		fputs("\n", stdout);
-		return cli_close(pool, path, 0);
+		if (!r)
+			fputs("\n", stdout);
+		return cli_finish(pool, path, ctx, r);
 	}
 	r = cli_vol_get_blob(pool, id, blob, in.blob_size);
 	if (r < 0)
-		return cli_close(pool, path, cli_fail(r, "%s", ctx));
+		return cli_finish(pool, path, ctx, r);
 	fmt_uuid(v.uuid, uuid);
 	printf("id:       #%" PRIu64 "\n"
 	       "name:     %s\n"
