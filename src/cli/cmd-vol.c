@@ -18,12 +18,25 @@
 
 #define LIST_PAGE 256
 
-/* The blob options of create and snapshot: at most one of the two. */
+/* The blob options of create, snapshot and set-blob (-x HEX, -F FILE):
+ * at most one of the two. */
 struct blob_arg {
 	const char *hex, *file;
 	uint8_t buf[TV_BLOB_MAX];
 	bool set;
 };
+
+/* Option c of cli_getopt is a blob option: keep its value. */
+static bool blob_arg_opt(struct blob_arg *b, int c)
+{
+	if (c == 'x')
+		b->hex = optarg;
+	else if (c == 'F')
+		b->file = optarg;
+	else
+		return false;
+	return true;
+}
 
 static int blob_arg_load(struct blob_arg *b, const char *ctx,
 			 const char *hex_opt, const char *file_opt,
@@ -58,19 +71,10 @@ static int cmd_create(const struct cli_cmd *cmd, int argc, char **argv)
 	int c, r;
 
 	while ((c = cli_getopt(cmd, argc, argv, ":s:x:F:", opts)) != -1) {
-		switch (c) {
-		case 's':
+		if (c == 's')
 			size_arg = optarg;
-			break;
-		case 'x':
-			blob.hex = optarg;
-			break;
-		case 'F':
-			blob.file = optarg;
-			break;
-		default:
+		else if (!blob_arg_opt(&blob, c))
 			return EXIT_USAGE;
-		}
 	}
 	if (argc - optind != 2)
 		return cli_usage(cmd, "needs POOL and NAME");
@@ -120,19 +124,10 @@ static int cmd_snapshot(const struct cli_cmd *cmd, int argc, char **argv)
 	int c, r;
 
 	while ((c = cli_getopt(cmd, argc, argv, ":rx:F:", opts)) != -1) {
-		switch (c) {
-		case 'r':
+		if (c == 'r')
 			ro = true;
-			break;
-		case 'x':
-			blob.hex = optarg;
-			break;
-		case 'F':
-			blob.file = optarg;
-			break;
-		default:
+		else if (!blob_arg_opt(&blob, c))
 			return EXIT_USAGE;
-		}
 	}
 	if (argc - optind < 2)
 		return cli_usage(cmd, "needs POOL ORIGIN NAME, or POOL "
@@ -335,18 +330,9 @@ static int cmd_set_blob(const struct cli_cmd *cmd, int argc, char **argv)
 	uint64_t id;
 	int c, r;
 
-	while ((c = cli_getopt(cmd, argc, argv, ":x:F:", opts)) != -1) {
-		switch (c) {
-		case 'x':
-			blob.hex = optarg;
-			break;
-		case 'F':
-			blob.file = optarg;
-			break;
-		default:
+	while ((c = cli_getopt(cmd, argc, argv, ":x:F:", opts)) != -1)
+		if (!blob_arg_opt(&blob, c))
 			return EXIT_USAGE;
-		}
-	}
 	if (argc - optind != 2)
 		return cli_usage(cmd, "needs POOL and VOL");
 	if (!blob.hex == !blob.file)
