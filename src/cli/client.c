@@ -29,6 +29,7 @@
 #include "server/ctl-copy.h"
 #include "server/ctl.h"
 #include "thin/thin-internal.h"
+#include "util/hex.h"
 #include "util/json.h"
 
 #define REMOTE_LIST_MAX 256   /* volumes per vol.list request */
@@ -241,13 +242,9 @@ static int r_bytes(const struct json_value *o, const char *key, char *out,
 	h = json_get(o, hkey);
 	if (h && h->type == JSON_STRING && h->str.len % 2 == 0 &&
 	    h->str.len / 2 <= max) {
-		for (size_t i = 0; i < h->str.len; i += 2) {
-			unsigned int b;
-
-			if (sscanf(h->str.s + i, "%2x", &b) != 1)
-				return bad_reply(key);
-			out[len++] = (char) b;
-		}
+		if (hex_decode(h->str.s, h->str.len, (uint8_t *) out, max,
+			       &len) < 0)
+			return bad_reply(key);
 		out[len] = 0;
 		return 0;
 	}
@@ -272,17 +269,11 @@ static int r_hex(const struct json_value *o, const char *key, void *out,
 		 size_t len)
 {
 	const struct json_value *v = json_get(o, key);
-	uint8_t *b = out;
+	size_t n;
 
-	if (!v || v->type != JSON_STRING || v->str.len != 2 * len)
+	if (!v || v->type != JSON_STRING || v->str.len != 2 * len ||
+	    hex_decode(v->str.s, v->str.len, out, len, &n) < 0)
 		return bad_reply(key);
-	for (size_t i = 0; i < len; i++) {
-		unsigned int x;
-
-		if (sscanf(v->str.s + 2 * i, "%2x", &x) != 1)
-			return bad_reply(key);
-		b[i] = (uint8_t) x;
-	}
 	return 0;
 }
 

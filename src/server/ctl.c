@@ -312,23 +312,6 @@ static void *req_alloc(struct req *q, size_t size)
 	return p;
 }
 
-/* Hex digits into at most max bytes of out. */
-static int hex_decode(const char *s, size_t slen, uint8_t *out, size_t max,
-		      size_t *len)
-{
-	if (slen % 2 || slen / 2 > max)
-		return -EINVAL;
-	for (size_t i = 0; i < slen; i += 2) {
-		int hi = hex_val(s[i]), lo = hex_val(s[i + 1]);
-
-		if (hi < 0 || lo < 0)
-			return -EINVAL;
-		out[i / 2] = (uint8_t) (hi << 4 | lo);
-	}
-	*len = slen / 2;
-	return 0;
-}
-
 /* Only the keys in allowed (NULL-terminated) may appear in obj. */
 static int check_keys(struct req *q, const char *where,
 		      const struct json_value *obj, const char *const *allowed)

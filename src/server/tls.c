@@ -296,17 +296,13 @@ static int add_psk_line(struct tls_ctx *ctx, const char *path,
 	key = malloc(hexlen / 2);
 	if (!key)
 		goto nomem;
-	for (i = 0; i < hexlen / 2; i++) {
-		int hi = hex_val(hex[2 * i]), lo = hex_val(hex[2 * i + 1]);
-		if (hi < 0 || lo < 0) {
-			gnutls_memset(key, 0, i);
-			free(key);
-			ctx_fail(msg, msglen,
-				 "%s: line %u: key is not hexadecimal", path,
-				 lineno);
-			return -EINVAL;
-		}
-		key[i] = (unsigned char)(hi << 4 | lo);
+	if (hex_decode(hex, hexlen, key, hexlen / 2, &i) < 0) {
+		/* what was decoded before the bad digit is part of a key */
+		gnutls_memset(key, 0, hexlen / 2);
+		free(key);
+		ctx_fail(msg, msglen, "%s: line %u: key is not hexadecimal",
+			 path, lineno);
+		return -EINVAL;
 	}
 	if (hexlen / 2 < PSK_KEY_WEAK)
 		log_warn("tls: %s: line %u: key of only %zu bytes", path,
