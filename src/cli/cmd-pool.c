@@ -11,6 +11,7 @@
 #include "cli/cli.h"
 #include "util/json.h"
 #include "cli/parse.h"
+#include "server/ctl.h"
 #include "server/serve.h"
 
 /* ---- pool create ---- */
@@ -239,16 +240,10 @@ static int cmd_check(const struct cli_cmd *cmd, int argc, char **argv)
 	r = cli_pool_check(pool, json ? cli_err : stdout, &rep);
 	if (r < 0)
 		return cli_finish(pool, path, "check", r);
-	if (json)
-		printf("{\"clean\":%s,\"nodes\":%" PRIu64
-		       ",\"node_refs\":%" PRIu64 ",\"data_refs\":%" PRIu64
-		       ",\"errors\":%" PRIu64 ",\"leaks\":%" PRIu64
-		       ",\"missing\":%" PRIu64 ",\"counter_errors\":%" PRIu64
-		       ",\"volumes\":%" PRIu64 "}\n",
-		       rep.clean ? "true" : "false", rep.nodes, rep.node_refs,
-		       rep.data_refs, rep.errors, rep.leaks, rep.missing,
-		       rep.counter_errors, rep.volumes);
-	else
+	if (json) {
+		ctl_put_check_report(stdout, &rep);
+		putchar('\n');
+	} else {
 		printf("%s: %s: %" PRIu64 " volumes, %" PRIu64
 		       " metadata nodes, %" PRIu64 " block references; %" PRIu64
 		       " errors, %" PRIu64 " leaks, %" PRIu64
@@ -256,6 +251,7 @@ static int cmd_check(const struct cli_cmd *cmd, int argc, char **argv)
 		       path, rep.clean ? "clean" : "DAMAGED", rep.volumes,
 		       rep.nodes, rep.data_refs, rep.errors, rep.leaks,
 		       rep.missing, rep.counter_errors);
+	}
 	if (!rep.clean)
 		fprintf(cli_err, "thinvol: %s: check found damage\n", path);
 	return cli_close(pool, path, rep.clean ? 0 : EXIT_CORRUPT);

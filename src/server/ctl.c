@@ -575,6 +575,18 @@ static int op_pool_reopen(struct req *q)
 	return 0;
 }
 
+void ctl_put_check_report(FILE *f, const struct tv_check_report *rep)
+{
+	fprintf(f,
+		"{\"clean\":%s,\"nodes\":%" PRIu64 ",\"node_refs\":%" PRIu64
+		",\"data_refs\":%" PRIu64 ",\"errors\":%" PRIu64
+		",\"leaks\":%" PRIu64 ",\"missing\":%" PRIu64
+		",\"counter_errors\":%" PRIu64 ",\"volumes\":%" PRIu64 "}",
+		rep->clean ? "true" : "false", rep->nodes, rep->node_refs,
+		rep->data_refs, rep->errors, rep->leaks, rep->missing,
+		rep->counter_errors, rep->volumes);
+}
+
 static int op_pool_check(struct req *q)
 {
 	struct tv_check_report rep;
@@ -592,15 +604,9 @@ static int op_pool_check(struct req *q)
 		free(text);
 		return req_engine(q, r);
 	}
-	fprintf(q->out,
-		"{\"report\":{\"clean\":%s,\"nodes\":%" PRIu64
-		",\"node_refs\":%" PRIu64 ",\"data_refs\":%" PRIu64
-		",\"errors\":%" PRIu64 ",\"leaks\":%" PRIu64
-		",\"missing\":%" PRIu64 ",\"counter_errors\":%" PRIu64
-		",\"volumes\":%" PRIu64 "},",
-		rep.clean ? "true" : "false", rep.nodes, rep.node_refs,
-		rep.data_refs, rep.errors, rep.leaks, rep.missing,
-		rep.counter_errors, rep.volumes);
+	fputs("{\"report\":", q->out);
+	ctl_put_check_report(q->out, &rep);
+	putc(',', q->out);
 	if (len > CTL_CHECK_TEXT) {
 		static const char more[] = "... (more messages cut short)\n";
 
