@@ -432,7 +432,8 @@ static int get_bytes(struct req *q, const char *where,
 
 /* ---- the operations ---- */
 
-static const char *const ops_list[];
+/* The names of the ops in the table below, for hello. */
+static void put_op_names(FILE *f);
 
 /*
  * Which pool this daemon serves, so that a client can tell it is the one
@@ -473,10 +474,7 @@ static int op_hello(struct req *q)
 		"{\"proto\":%d,\"versions\":[%d],\"max_line\":%u,"
 		"\"ops\":[",
 		CTL_PROTO_VERSION, CTL_PROTO_VERSION, CTL_MAX_LINE);
-	for (size_t i = 0; ops_list[i]; i++)
-		fprintf(q->out, "%s\"%s\"", i ? "," : "", ops_list[i]);
-	if (test_fault_dev)
-		fputs(",\"test.fault\"", q->out);
+	put_op_names(q->out);
 	fputs("],", q->out);
 	put_pool(q);
 	putc('}', q->out);
@@ -1038,6 +1036,7 @@ static int op_test_fault(struct req *q)
 
 /* ---- dispatch ---- */
 
+/* In the order hello lists them. */
 static const struct ctl_op {
 	const char *name;
 	int (*fn)(struct req *q);
@@ -1048,7 +1047,6 @@ static const struct ctl_op {
     {"pool.info", op_pool_info, {NULL}, false},
     {"pool.resize", op_pool_resize, {"size"}, false},
     {"pool.check", op_pool_check, {NULL}, false},
-    {"pool.reopen", op_pool_reopen, {NULL}, false},
     {"vol.list", op_vol_list, {"cursor", "max"}, false},
     {"vol.info", op_vol_info, {"id"}, false},
     {"vol.usage", op_vol_usage, {"id"}, false},
@@ -1065,17 +1063,32 @@ static const struct ctl_op {
      {"id", "pool", "pool_hex", "volume", "volume_hex", "file", "file_hex",
       "stream"},
      false},
+    {"pool.reopen", op_pool_reopen, {NULL}, false},
     {"test.fault",
      op_test_fault,
      {"fail_at", "persistent", "error", "ops"},
      false},
 };
 
-static const char *const ops_list[] = {
-    "hello",	"pool.info",  "pool.resize", "pool.check",   "vol.list",
-    "vol.info", "vol.usage",  "vol.resolve", "vol.get_blob", "vol.find_blob",
-    "batch",	"vol.import", "vol.export",  "pool.reopen",  NULL,
-};
+/* Whether this server answers op o: test.fault only in a daemon testing
+ * faults. */
+static bool op_known(const struct ctl_op *o)
+{
+	return o->fn != op_test_fault || test_fault_dev;
+}
+
+/* hello's "ops": every op run() answers, in the table's order. */
+static void put_op_names(FILE *f)
+{
+	bool first = true;
+
+	for (size_t i = 0; i < sizeof(ctl_ops) / sizeof(ctl_ops[0]); i++) {
+		if (!op_known(&ctl_ops[i]))
+			continue;
+		fprintf(f, "%s\"%s\"", first ? "" : ",", ctl_ops[i].name);
+		first = false;
+	}
+}
 
 static const struct json_value empty_args = {.type = JSON_OBJECT};
 
@@ -1119,8 +1132,8 @@ static int run(struct req *q, const struct json_value *doc, bool *has_id,
 	for (size_t i = 0; i < sizeof(ctl_ops) / sizeof(ctl_ops[0]); i++)
 		if (!strcmp(ctl_ops[i].name, op->str.s))
 			o = &ctl_ops[i];
-	if (o && o->fn == op_test_fault && !test_fault_dev)
-		o = NULL; /* only in a daemon testing faults */
+	if (o && !op_known(o))
+		o = NULL;
 	if (!o)
 		return req_err(q, -EOPNOTSUPP, "unknown op \"%.40s\"",
 			       op->str.s);
