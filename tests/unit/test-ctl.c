@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -32,6 +33,22 @@ static void quiet(enum log_level lvl, const char *msg, void *ctx)
 	(void) lvl;
 	(void) msg;
 	(void) ctx;
+}
+
+/* ---- the umask ---- */
+
+/*
+ * Every umask() call of this program lands here: the server library is
+ * linked in statically, so its calls bind to this definition.  The umask
+ * is the whole process's, and the daemon's other threads create files
+ * while it makes a socket: the listener must not change it.
+ */
+static atomic_int umask_calls;
+
+mode_t umask(mode_t mask)
+{
+	umask_calls++;
+	return (mode_t) syscall(SYS_umask, mask);
 }
 
 /* ---- hooks ---- */
@@ -492,7 +509,8 @@ int main(void)
 		unlink(stale);
 	}
 
-	/* a stale socket is replaced; the new one is 0600 */
+	/* a stale socket is replaced; the new one is 0600, whatever the
+	 * umask (here none), which stays untouched */
 	{
 		struct sockaddr_un sa = {.sun_family = AF_UNIX};
 		int s = socket(AF_UNIX, SOCK_STREAM, 0);
@@ -503,9 +521,13 @@ int main(void)
 	}
 	{
 		char msg[256];
+		mode_t old = (mode_t) syscall(SYS_umask, 0);
 
+		umask_calls = 0;
 		CHECK_OK(ctl_server_start(sock_path, pool, &hooks, &srv, msg,
 					  sizeof(msg)));
+		CHECK_EQ(umask_calls, 0);
+		CHECK_EQ(syscall(SYS_umask, old), 0);
 	}
 	CHECK_OK(stat(sock_path, &st));
 	CHECK(S_ISSOCK(st.st_mode));
