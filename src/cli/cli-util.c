@@ -5,9 +5,10 @@
  * SIZE and blob values, reading a whole file.
  *
  * Calls go one way in src/cli: thinvol.c (main) -> cmd-*.c ->
- * cmd-common.c -> client.c -> cli-util.c -> parse.c.  So nothing here
- * calls a cli_pool or cli_vol function (cli_fail, which prints the last
- * pool call's message, is in client.c).
+ * cmd-common.c -> client-open.c -> client.c -> cli-util.c -> parse.c
+ * (a file may skip a step down, never go up).  So nothing here calls a
+ * cli_pool or cli_vol function (cli_fail, which prints the last pool
+ * call's message, is in client.c).
  */
 #include <errno.h>
 #include <fcntl.h>
