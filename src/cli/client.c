@@ -582,19 +582,28 @@ out:
 	return r;
 }
 
+/* A request whose one argument is a volume's id. */
+static int call_id(struct cli_pool *p, const char *op, uint64_t id,
+		   struct json_value **doc, const struct json_value **res)
+{
+	struct rq q;
+	int r;
+
+	if ((r = cli_rq_start(&q, p, op)))
+		return r;
+	rq_u64(&q, "id", id);
+	return cli_call(p, &q, -1, doc, res, NULL);
+}
+
 int cli_vol_info(struct cli_pool *p, uint64_t id, struct tv_vol_info *out)
 {
 	const struct json_value *res;
 	struct json_value *doc;
-	struct rq q;
 	int r;
 
 	if (p->local)
 		return tv_vol_info(p->local, id, out);
-	if ((r = cli_rq_start(&q, p, "vol.info")))
-		return r;
-	rq_u64(&q, "id", id);
-	if ((r = cli_call(p, &q, -1, &doc, &res, NULL)))
+	if ((r = call_id(p, "vol.info", id, &doc, &res)))
 		return r;
 	r = r_vol(res, out);
 	json_free(doc);
@@ -607,15 +616,11 @@ int cli_vol_usage(struct cli_pool *p, uint64_t id, uint64_t *mapped,
 	const struct json_value *res;
 	struct json_value *doc;
 	uint64_t m = 0, e = 0;
-	struct rq q;
 	int r;
 
 	if (p->local)
 		return tv_vol_usage(p->local, id, mapped, exclusive);
-	if ((r = cli_rq_start(&q, p, "vol.usage")))
-		return r;
-	rq_u64(&q, "id", id);
-	if ((r = cli_call(p, &q, -1, &doc, &res, NULL)))
+	if ((r = call_id(p, "vol.usage", id, &doc, &res)))
 		return r;
 	if (!(r = cli_r_u64(res, "mapped", &m)) &&
 	    !(r = cli_r_u64(res, "exclusive", &e))) {

@@ -706,34 +706,19 @@ static int batch_op(struct req *q, size_t i, const struct json_value *o,
 	if ((r = check_keys(q, where, o, batch_kinds[k].keys)))
 		return r;
 	op->kind = batch_kinds[k].k;
-	switch (op->kind) {
-	case TV_OP_CREATE:
+	/* the fields each kind needs (its keys above), in this order: the
+	 * first one missing or ill-typed is the error */
+	r = 0;
+	if (op->kind != TV_OP_CREATE)
+		r = get_u64(q, where, o, "id", true, &op->id);
+	if (!r && (op->kind == TV_OP_CREATE || op->kind == TV_OP_SNAPSHOT ||
+		   op->kind == TV_OP_RENAME))
 		r = get_bytes(q, where, o, "name", true, &op->name);
-		if (!r)
-			r = get_u64(q, where, o, "size", true, &op->size);
-		break;
-	case TV_OP_SNAPSHOT:
-		r = get_u64(q, where, o, "id", true, &op->id);
-		if (!r)
-			r = get_bytes(q, where, o, "name", true, &op->name);
-		if (!r)
-			r = get_bool(q, where, o, "read_only", &ro);
+	if (!r && (op->kind == TV_OP_CREATE || op->kind == TV_OP_RESIZE))
+		r = get_u64(q, where, o, "size", true, &op->size);
+	if (!r && op->kind == TV_OP_SNAPSHOT) {
+		r = get_bool(q, where, o, "read_only", &ro);
 		op->flags = ro ? TV_VOL_READ_ONLY : 0;
-		break;
-	case TV_OP_RENAME:
-		r = get_u64(q, where, o, "id", true, &op->id);
-		if (!r)
-			r = get_bytes(q, where, o, "name", true, &op->name);
-		break;
-	case TV_OP_RESIZE:
-		r = get_u64(q, where, o, "id", true, &op->id);
-		if (!r)
-			r = get_u64(q, where, o, "size", true, &op->size);
-		break;
-	case TV_OP_DELETE:
-	case TV_OP_SET_BLOB:
-		r = get_u64(q, where, o, "id", true, &op->id);
-		break;
 	}
 	if (r)
 		return r;

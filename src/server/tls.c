@@ -109,6 +109,15 @@ static void ctx_fail(char *msg, size_t msglen, const char *fmt, ...)
 	log_error("tls: %s", buf);
 }
 
+/* A gnutls call that failed with r while setting up: "WHAT: REASON";
+ * returns err, what it means to the caller (-ENOMEM: no resources). */
+static int gnutls_fail(char *msg, size_t msglen, const char *what, int r,
+		       int err)
+{
+	ctx_fail(msg, msglen, "%s: %s", what, gnutls_strerror(r));
+	return err;
+}
+
 /* A line about what the session's client did, through its note. */
 static void say(const struct tls_session *s, enum log_level lvl,
 		const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -429,11 +438,9 @@ static int load_x509(struct tls_ctx *ctx, const struct tls_opts *o,
 	}
 
 	r = gnutls_certificate_allocate_credentials(&ctx->x509);
-	if (r < 0) {
-		ctx_fail(msg, msglen, "allocating X.509 credentials: %s",
-			 gnutls_strerror(r));
-		return -ENOMEM;
-	}
+	if (r < 0)
+		return gnutls_fail(msg, msglen, "allocating X.509 credentials",
+				   r, -ENOMEM);
 	/* Also checks that the key belongs to the certificate. */
 	r = gnutls_certificate_set_x509_key_file(ctx->x509, o->cert_file,
 						 o->key_file,
@@ -456,10 +463,8 @@ static int load_x509(struct tls_ctx *ctx, const struct tls_opts *o,
 	}
 	r = gnutls_certificate_set_known_dh_params(ctx->x509,
 						   GNUTLS_SEC_PARAM_MEDIUM);
-	if (r < 0) {
-		ctx_fail(msg, msglen, "DH parameters: %s", gnutls_strerror(r));
-		return -ENOMEM;
-	}
+	if (r < 0)
+		return gnutls_fail(msg, msglen, "DH parameters", r, -ENOMEM);
 	return 0;
 }
 
@@ -501,9 +506,9 @@ int tls_ctx_new(const struct tls_opts *o, struct tls_ctx **out, char *msg,
 			goto out_free;
 		r = gnutls_psk_allocate_server_credentials(&ctx->psk);
 		if (r < 0) {
-			ctx_fail(msg, msglen, "allocating PSK credentials: %s",
-				 gnutls_strerror(r));
-			r = -ENOMEM;
+			r = gnutls_fail(msg, msglen,
+					"allocating PSK credentials", r,
+					-ENOMEM);
 			goto out_free;
 		}
 		gnutls_psk_set_server_credentials_function2(ctx->psk,
@@ -511,9 +516,8 @@ int tls_ctx_new(const struct tls_opts *o, struct tls_ctx **out, char *msg,
 		r = gnutls_psk_set_server_known_dh_params(
 			ctx->psk, GNUTLS_SEC_PARAM_MEDIUM);
 		if (r < 0) {
-			ctx_fail(msg, msglen, "DH parameters: %s",
-				 gnutls_strerror(r));
-			r = -ENOMEM;
+			r = gnutls_fail(msg, msglen, "DH parameters", r,
+					-ENOMEM);
 			goto out_free;
 		}
 	}
