@@ -1,10 +1,10 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * cli.h - what the thinvol command's files share: exit statuses, error
- * reporting, option parsing and values (cli-util.c), opening pools and the
- * pool calls (client.c), and a command's preamble and volume output
- * (cmd-common.c).  Calls between these files go one way (cli-util.c says
- * the order).
+ * reporting, option parsing and values (cli-util.c), opening pools
+ * (client-open.c), the pool calls (client.c), and a command's preamble
+ * and volume output (cmd-common.c).  Calls between these files go one
+ * way (cli-util.c says the order).
  *
  * The command talks to the engine only through include/thinvol.h, and
  * only through the cli_pool_* / cli_vol_* calls below (client.c): they

@@ -2,9 +2,10 @@
 /*
  * thinvol - the command's main: argument dispatch and help.  The
  * subcommands are in cmd-pool.c, cmd-vol.c, cmd-io.c, cmd-batch.c and
- * cmd-serve.c; what they share in cmd-common.c (opening a pool, resolving
- * a volume, volume output), client.c (the pool calls) and cli-util.c
- * (messages, options, values).  Nothing calls into this file.
+ * cmd-serve.c; what they share in cmd-common.c (a command's preamble,
+ * volume output), client-open.c and client.c (opening pools, the pool
+ * calls) and cli-util.c (messages, options, values).  Nothing calls into
+ * this file.
  *
  * It works on a pool that no daemon holds through the engine API
  * (include/thinvol.h), and on one that a daemon holds through the
