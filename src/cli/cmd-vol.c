@@ -52,6 +52,22 @@ static int blob_arg_load(struct blob_arg *b, const char *ctx,
 	return r;
 }
 
+/* The arguments of "NAME POOL VOL" after the options: ctx becomes
+ * "NAME 'VOL'" for messages.  Returns 0 or EXIT_USAGE (reported). */
+static int pool_vol_args(const struct cli_cmd *cmd, int argc, char **argv,
+			 const char **path, const char **vol, char *ctx,
+			 size_t ctxlen)
+{
+	if (argc - optind != 2) {
+		cli_usage(cmd, "needs POOL and VOL");
+		return EXIT_USAGE;
+	}
+	*path = argv[optind];
+	*vol = argv[optind + 1];
+	snprintf(ctx, ctxlen, "%s '%s'", cmd->name, *vol);
+	return 0;
+}
+
 /* ---- create ---- */
 
 static int cmd_create(const struct cli_cmd *cmd, int argc, char **argv)
@@ -333,13 +349,10 @@ static int cmd_set_blob(const struct cli_cmd *cmd, int argc, char **argv)
 	while ((c = cli_getopt(cmd, argc, argv, ":x:F:", opts)) != -1)
 		if (!blob_arg_opt(&blob, c))
 			return EXIT_USAGE;
-	if (argc - optind != 2)
-		return cli_usage(cmd, "needs POOL and VOL");
+	if (pool_vol_args(cmd, argc, argv, &path, &vol, ctx, sizeof(ctx)))
+		return EXIT_USAGE;
 	if (!blob.hex == !blob.file)
 		return cli_usage(cmd, "needs exactly one of --hex and --file");
-	path = argv[optind];
-	vol = argv[optind + 1];
-	snprintf(ctx, sizeof(ctx), "set-blob '%s'", vol);
 	r = cli_open(path, CLI_RW, &pool, &in);
 	if (r)
 		return r;
@@ -370,11 +383,8 @@ static int cmd_get_blob(const struct cli_cmd *cmd, int argc, char **argv)
 
 	if (cli_flag_opt(cmd, argc, argv, ":x", opts, &as_hex))
 		return EXIT_USAGE;
-	if (argc - optind != 2)
-		return cli_usage(cmd, "needs POOL and VOL");
-	path = argv[optind];
-	vol = argv[optind + 1];
-	snprintf(ctx, sizeof(ctx), "get-blob '%s'", vol);
+	if (pool_vol_args(cmd, argc, argv, &path, &vol, ctx, sizeof(ctx)))
+		return EXIT_USAGE;
 	r = cli_open_vol(path, CLI_RO, ctx, vol, &pool, &in, &id);
 	if (r)
 		return r;
@@ -468,11 +478,8 @@ static int cmd_show(const struct cli_cmd *cmd, int argc, char **argv)
 
 	if (cli_flag_opt(cmd, argc, argv, ":j", opts, &json))
 		return EXIT_USAGE;
-	if (argc - optind != 2)
-		return cli_usage(cmd, "needs POOL and VOL");
-	path = argv[optind];
-	vol = argv[optind + 1];
-	snprintf(ctx, sizeof(ctx), "show '%s'", vol);
+	if (pool_vol_args(cmd, argc, argv, &path, &vol, ctx, sizeof(ctx)))
+		return EXIT_USAGE;
 	r = cli_open_vol(path, CLI_RO, ctx, vol, &pool, &in, &id);
 	if (r)
 		return r;
