@@ -4,7 +4,8 @@
 # holds the pool, must print the same stdout and stderr and exit with the
 # same status, byte for byte (only uuids and creation times, which are
 # random or the clock's, are masked).  Then: the socket's mode, a stale
-# socket left by a killed daemon, and --force accepted offline.
+# socket left by a killed daemon, --force accepted offline, and a fake
+# daemon's reply with a sign or a space in a hex field refused.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 

@@ -5,9 +5,10 @@
  * JSON, unknown op, wrong version, missing and ill-typed arguments, an
  * oversized line), 1000 requests pipelined on one connection, concurrent
  * clients, a file descriptor passed for import and export, the socket's
- * mode, a stale socket replaced and a live one refused, and the claim /
- * release hooks around deletes and shrinks (-EBUSY reaches the client
- * with the hook's message).  Then ctl_handle on random and mutated lines:
+ * mode (made without touching the umask), a stale socket replaced and a
+ * live one refused, hello's op list against the ops answered and
+ * documented, and the claim / release hooks around deletes and shrinks
+ * (-EBUSY reaches the client with the hook's message).  Then ctl_handle on random and mutated lines:
  * every one gets a well-formed reply.
  */
 #include <errno.h>
