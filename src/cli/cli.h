@@ -1,14 +1,18 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * cli.h - what the thinvol command's files share: exit statuses, error
- * reporting, opening pools, option parsing and volume output.
+ * reporting, option parsing and values (cli-util.c), opening pools
+ * (client-open.c), the pool calls (client.c), and a command's preamble
+ * and volume output (cmd-common.c).  Calls between these files go one
+ * way (cli-util.c says the order).
  *
  * The command talks to the engine only through include/thinvol.h, and
  * only through the cli_pool_* / cli_vol_* calls below (client.c): they
  * run on a pool this process opened, or, when a daemon holds the pool,
  * as requests on its control socket (docs/control.md), with the same
- * results and the same error messages.  Every error is reported once, as one line on stderr that names the
- * object and the reason, and turned into an exit status by cli_exit().
+ * results and the same error messages.  Every error is reported once, as
+ * one line on stderr that names the object and the reason, and turned
+ * into an exit status by cli_exit().
  */
 #ifndef TV_CLI_CLI_H
 #define TV_CLI_CLI_H
@@ -20,6 +24,9 @@
 #include <stdio.h>
 
 #include "thinvol.h"
+
+/* The name in every message. */
+#define CLI_PROG "thinvol"
 
 /* Exit statuses: stable, scripts rely on them (docs/cli.md). */
 #define EXIT_OK 0
@@ -61,7 +68,8 @@ int cli_usage(const struct cli_cmd *cmd, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 
 /* "thinvol: CONTEXT: REASON" where REASON is cli_last_error() (or
- * strerror(-err) when there is none); returns cli_exit(err). */
+ * strerror(-err) when there is none); returns cli_exit(err).  In
+ * client.c, beside the last error it prints. */
 int cli_fail(int err, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 
@@ -77,6 +85,16 @@ int cli_error(int status, const char *fmt, ...)
  */
 int cli_getopt(const struct cli_cmd *cmd, int argc, char **argv,
 	       const char *shortopts, const struct option *longopts);
+
+/*
+ * The options of a command whose only option is one flag (its short
+ * option alone in shortopts, after the ':'): *flag is set when it is
+ * given.  flag NULL: the command takes no option (but --help).  Returns
+ * 0, or EXIT_USAGE after reporting.
+ */
+int cli_flag_opt(const struct cli_cmd *cmd, int argc, char **argv,
+		 const char *shortopts, const struct option *longopts,
+		 bool *flag);
 
 enum cli_open_mode {
 	CLI_RO,	  /* read-only: listings, check */
@@ -174,6 +192,21 @@ int cli_blob_file(const char *ctx, const char *opt, const char *path,
  * status, 0 on success. */
 int cli_resolve(struct cli_pool *pool, const char *ctx, const char *spec,
 		uint64_t *id);
+
+/*
+ * The preamble of a command on one volume: cli_open the pool at path,
+ * then cli_resolve vol, with ctx ("show 'x'") naming the command in
+ * messages.  Returns 0, or the exit status (reported) with nothing open.
+ */
+int cli_open_vol(const char *path, enum cli_open_mode mode, const char *ctx,
+		 const char *vol, struct cli_pool **pool,
+		 struct tv_pool_info *info, uint64_t *id);
+
+/* The end of a command: r < 0 (the last call's -errno) is reported as
+ * "thinvol: CTX: REASON" (cli_fail), then cli_close.  r >= 0 is an exit
+ * status already.  Returns the exit status. */
+int cli_finish(struct cli_pool *pool, const char *path, const char *ctx,
+	       int r);
 
 /* One volume as a JSON object (no newline), with its blob in hex. */
 int cli_put_vol_json(FILE *f, struct cli_pool *pool, uint32_t blob_size,

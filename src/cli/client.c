@@ -11,82 +11,78 @@
  * gives the same exit status.
  *
  * One request is outstanding at a time: send a line, read a line.
+ * Finding the daemon and opening the pool (cli_open) are client-open.c's.
  */
 #include <errno.h>
 #include <inttypes.h>
-#include <pwd.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/sysmacros.h>
 #include <sys/un.h>
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "cli/client-internal.h"
 #include "io/io.h"
 #include "server/ctl-copy.h"
 #include "server/ctl.h"
+#include "util/hex.h"
 #include "util/json.h"
 
 #define REMOTE_LIST_MAX 256   /* volumes per vol.list request */
 #define REMOTE_FIND_MAX 32768 /* ids per vol.find_blob reply */
 
-struct cli_pool {
-	struct tv_pool *local; /* or NULL: remote */
-	int fd;		       /* remote: the control connection */
-	uint64_t next_id;      /* of the next request */
-	char *rbuf;	       /* bytes of replies read ahead */
-	size_t rlen, rcap;
-};
-
-/* The process works on one pool: remote or not is process-wide. */
-static bool remote;
-static char remote_msg[2048];
+bool cli_remote;
+char cli_remote_msg[CLI_REMOTE_MSG_MAX];
 
 const char *cli_last_error(void)
 {
-	return remote ? remote_msg : tv_last_error();
+	return cli_remote ? cli_remote_msg : tv_last_error();
 }
 
-static int set_msg(int err, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-static int set_msg(int err, const char *fmt, ...)
+int cli_fail(int err, const char *fmt, ...)
+{
+	const char *why = cli_last_error();
+	va_list ap;
+
+	fprintf(cli_err, "%s: ", CLI_PROG);
+	va_start(ap, fmt);
+	vfprintf(cli_err, fmt, ap);
+	va_end(ap);
+	fprintf(cli_err, ": %s\n", why && why[0] ? why : strerror(-err));
+	return cli_exit(err);
+}
+
+int cli_set_msg(int err, const char *fmt, ...)
 {
 	va_list ap;
 
 	va_start(ap, fmt);
-	vsnprintf(remote_msg, sizeof(remote_msg), fmt, ap);
+	vsnprintf(cli_remote_msg, sizeof(cli_remote_msg), fmt, ap);
 	va_end(ap);
 	return err;
 }
 
-static int bad_reply(const char *what)
+int cli_bad_reply(const char *what)
 {
-	return set_msg(-EPROTO,
-		       "control socket: malformed reply from the "
-		       "daemon (%s)",
-		       what);
+	return cli_set_msg(-EPROTO,
+			   "control socket: malformed reply from the "
+			   "daemon (%s)",
+			   what);
 }
 
 /* ---- requests ---- */
 
-struct rq {
-	FILE *f;
-	char *buf;
-	size_t len;
-	bool first; /* no argument written yet */
-};
-
-static int rq_start(struct rq *q, struct cli_pool *p, const char *op)
+int cli_rq_start(struct rq *q, struct cli_pool *p, const char *op)
 {
 	q->buf = NULL;
 	q->len = 0;
 	q->first = true;
 	q->f = open_memstream(&q->buf, &q->len);
 	if (!q->f)
-		return set_msg(-ENOMEM, "out of memory");
+		return cli_set_msg(-ENOMEM, "out of memory");
 	fprintf(q->f, "{\"v\":%d,\"id\":%" PRIu64 ",\"op\":\"%s\",\"args\":{",
 		CTL_PROTO_VERSION, ++p->next_id, op);
 	return 0;
@@ -163,8 +159,9 @@ static int send_line(struct cli_pool *p, const char *buf, size_t len,
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n <= 0)
-			return set_msg(-EIO, "control socket: %s",
-				       n < 0 ? strerror(errno) : "no progress");
+			return cli_set_msg(-EIO, "control socket: %s",
+					   n < 0 ? strerror(errno)
+						 : "no progress");
 		pass_fd = -1;
 		buf += n;
 		len -= (size_t) n;
@@ -189,13 +186,13 @@ static int recv_line(struct cli_pool *p, size_t *len)
 		}
 		scanned = p->rlen;
 		if (p->rlen > CTL_MAX_LINE)
-			return bad_reply("too long");
+			return cli_bad_reply("too long");
 		if (p->rcap - p->rlen < 4096) {
 			size_t nc = p->rcap ? 2 * p->rcap : 65536;
 			char *nb = realloc(p->rbuf, nc);
 
 			if (!nb)
-				return set_msg(-ENOMEM, "out of memory");
+				return cli_set_msg(-ENOMEM, "out of memory");
 			p->rbuf = nb;
 			p->rcap = nc;
 		}
@@ -203,11 +200,11 @@ static int recv_line(struct cli_pool *p, size_t *len)
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0)
-			return set_msg(-EIO, "control socket: %s",
-				       strerror(errno));
+			return cli_set_msg(-EIO, "control socket: %s",
+					   strerror(errno));
 		if (n == 0)
-			return set_msg(-EIO, "control socket: the daemon "
-					     "closed the connection");
+			return cli_set_msg(-EIO, "control socket: the daemon "
+						 "closed the connection");
 		p->rlen += (size_t) n;
 	}
 }
@@ -226,28 +223,24 @@ static int r_bytes(const struct json_value *o, const char *key, char *out,
 	h = json_get(o, hkey);
 	if (h && h->type == JSON_STRING && h->str.len % 2 == 0 &&
 	    h->str.len / 2 <= max) {
-		for (size_t i = 0; i < h->str.len; i += 2) {
-			unsigned int b;
-
-			if (sscanf(h->str.s + i, "%2x", &b) != 1)
-				return bad_reply(key);
-			out[len++] = (char) b;
-		}
+		if (hex_decode(h->str.s, h->str.len, (uint8_t *) out, max,
+			       &len) < 0)
+			return cli_bad_reply(key);
 		out[len] = 0;
 		return 0;
 	}
 	if (!v || v->type != JSON_STRING || v->str.len > max)
-		return bad_reply(key);
+		return cli_bad_reply(key);
 	memcpy(out, v->str.s, v->str.len + 1);
 	return 0;
 }
 
-static int r_u64(const struct json_value *o, const char *key, uint64_t *out)
+int cli_r_u64(const struct json_value *o, const char *key, uint64_t *out)
 {
 	const struct json_value *v = json_get(o, key);
 
 	if (!v || v->type != JSON_NUMBER || !v->num.is_uint)
-		return bad_reply(key);
+		return cli_bad_reply(key);
 	*out = v->num.u;
 	return 0;
 }
@@ -257,29 +250,17 @@ static int r_hex(const struct json_value *o, const char *key, void *out,
 		 size_t len)
 {
 	const struct json_value *v = json_get(o, key);
-	uint8_t *b = out;
+	size_t n;
 
-	if (!v || v->type != JSON_STRING || v->str.len != 2 * len)
-		return bad_reply(key);
-	for (size_t i = 0; i < len; i++) {
-		unsigned int x;
-
-		if (sscanf(v->str.s + 2 * i, "%2x", &x) != 1)
-			return bad_reply(key);
-		b[i] = (uint8_t) x;
-	}
+	if (!v || v->type != JSON_STRING || v->str.len != 2 * len ||
+	    hex_decode(v->str.s, v->str.len, out, len, &n) < 0)
+		return cli_bad_reply(key);
 	return 0;
 }
 
-/*
- * Send the request in q (with fd passed, if >= 0) and read its reply.
- * On success *doc is the reply (json_free) and *res its result.  On an
- * error reply returns its -errno, with cli_last_error() its message and
- * *index (if not NULL) the failed op of a batch.
- */
-static int call(struct cli_pool *p, struct rq *q, int fd,
-		struct json_value **doc, const struct json_value **res,
-		size_t *index)
+/* client-internal.h */
+int cli_call(struct cli_pool *p, struct rq *q, int fd, struct json_value **doc,
+	     const struct json_value **res, size_t *index)
 {
 	static const struct json_limits lim = {
 	    .max_depth = 8,
@@ -299,14 +280,14 @@ static int call(struct cli_pool *p, struct rq *q, int fd,
 	bad = ferror(q->f);
 	if (fclose(q->f) != 0 || bad) {
 		free(q->buf);
-		return set_msg(-ENOMEM, "out of memory");
+		return cli_set_msg(-ENOMEM, "out of memory");
 	}
 	if (q->len > CTL_MAX_LINE + 1) {
 		free(q->buf);
-		return set_msg(-E2BIG,
-			       "the request is larger than the control "
-			       "protocol allows (%u bytes)",
-			       CTL_MAX_LINE);
+		return cli_set_msg(-E2BIG,
+				   "the request is larger than the control "
+				   "protocol allows (%u bytes)",
+				   CTL_MAX_LINE);
 	}
 	r = send_line(p, q->buf, q->len, fd);
 	free(q->buf);
@@ -319,27 +300,28 @@ static int call(struct cli_pool *p, struct rq *q, int fd,
 	memmove(p->rbuf, p->rbuf + len + 1, p->rlen - len - 1);
 	p->rlen -= len + 1;
 	if (r < 0)
-		return r == -ENOMEM ? set_msg(r, "out of memory")
-				    : bad_reply(jerr.msg);
+		return r == -ENOMEM ? cli_set_msg(r, "out of memory")
+				    : cli_bad_reply(jerr.msg);
 	r = -EPROTO;
-	if (d->type != JSON_OBJECT || r_u64(d, "v", &id) ||
+	if (d->type != JSON_OBJECT || cli_r_u64(d, "v", &id) ||
 	    id != CTL_PROTO_VERSION) {
-		bad_reply("version");
+		cli_bad_reply("version");
 		goto out;
 	}
 	v = json_get(d, "id");
 	if (v && v->type == JSON_NULL) {
 		/* the daemon could not read the request */
-	} else if (r_u64(d, "id", &id) || id != p->next_id) {
-		bad_reply("id");
+	} else if (cli_r_u64(d, "id", &id) || id != p->next_id) {
+		cli_bad_reply("id");
 		goto out;
 	}
 	e = json_get(d, "error");
 	if (e) {
-		if (e->type != JSON_OBJECT || r_u64(e, "code", &code) ||
+		if (e->type != JSON_OBJECT || cli_r_u64(e, "code", &code) ||
 		    !code || code > 4095 ||
-		    r_bytes(e, "message", remote_msg, sizeof(remote_msg) - 1)) {
-			bad_reply("error");
+		    r_bytes(e, "message", cli_remote_msg,
+			    sizeof(cli_remote_msg) - 1)) {
+			cli_bad_reply("error");
 			goto out;
 		}
 		v = json_get(e, "index");
@@ -350,7 +332,7 @@ static int call(struct cli_pool *p, struct rq *q, int fd,
 	}
 	*res = json_get(d, "result");
 	if (!*res) {
-		bad_reply("no result");
+		cli_bad_reply("no result");
 		goto out;
 	}
 	*doc = d;
@@ -360,328 +342,6 @@ out:
 	return r;
 }
 
-/* ---- finding the daemon ---- */
-
-/*
- * Rules (docs/cli.md, "The daemon's sockets"):
- *
- *  1. A pool's control socket is where ctl_socket_path says: beside the
- *     pool file's real path, or named after a block device's number (or
- *     after the file's device and inode when its real path is too long
- *     for a socket beside it), so that every path to a pool (symlinks,
- *     relative paths, /dev/disk/by-id links) gives the same socket and no
- *     two pools share one.
- *  2. Nothing is sent on a socket before it is trusted: it must be a
- *     socket (not a symlink or anything else) owned by root, by the
- *     pool's owner or by us, and the process listening on it
- *     (SO_PEERCRED) must run as one of them.  Anything else at the
- *     socket's path is refused with a message that names it and its
- *     owner; the command does not go on offline as if nothing were there.
- *  3. The daemon's hello must name this very pool: the same file (device
- *     and inode) or block device (number and disk sequence).  A daemon
- *     that serves another one (the pool file was replaced by a copy, the
- *     socket outlived its device) is not used: the command opens the pool
- *     itself, under its lock, as if no daemon were there.
- *  4. A pool whose lock a daemon holds that rule 1 does not find (reached
- *     through a hard link, or renamed since the daemon started) is found
- *     through its lock: the holder in /proc/locks, that process's
- *     listening control socket in /proc/net/unix.  That socket passes
- *     rules 2 and 3, and SO_PEERCRED must name the holder.
- */
-
-/* "alice (uid 1000)" */
-static void user_name(uid_t uid, char *buf, size_t len)
-{
-	struct passwd pw, *res = NULL;
-	char pwbuf[1024];
-
-	if (getpwuid_r(uid, &pw, pwbuf, sizeof(pwbuf), &res) == 0 && res)
-		snprintf(buf, len, "%s (uid %u)", res->pw_name,
-			 (unsigned int) uid);
-	else
-		snprintf(buf, len, "uid %u", (unsigned int) uid);
-}
-
-/* Rule 2: root, the pool's owner, or ourselves. */
-static bool trusted(uid_t uid, const struct stat *pool)
-{
-	return uid == 0 || uid == pool->st_uid || uid == geteuid();
-}
-
-/* "WHAT SOCK IS uid, not by root or by the pool's owner ...": -EPERM */
-static int untrusted(const char *what, const char *sock, const char *is,
-		     uid_t uid, const struct stat *pool)
-{
-	char who[128], owner[128];
-
-	user_name(uid, who, sizeof(who));
-	user_name(pool->st_uid, owner, sizeof(owner));
-	return set_msg(-EPERM,
-		       "%s %s %s %s, not root or the pool's owner %s: "
-		       "refusing to use it (remove it if no thinvol daemon of "
-		       "this pool listens there)",
-		       what, sock, is, who, owner);
-}
-
-/* Rule 3: the "pool" of a hello names the pool at path. */
-static int same_pool(const struct json_value *res, const char *path,
-		     const char *sock)
-{
-	const struct json_value *pl = json_get(res, "pool"), *t, *v;
-	struct io_ident want, got = {0};
-	unsigned int ma, mi;
-	char extra;
-
-	if (!pl || pl->type != JSON_OBJECT ||
-	    !(t = json_get(pl, "type")) || t->type != JSON_STRING)
-		return set_msg(-EPROTO,
-			       "the daemon on %s does not say which pool it "
-			       "serves (a thinvol older than this command?); "
-			       "restart it",
-			       sock);
-	if (io_ident_path(path, &want) < 0)
-		return -ESTALE;
-	if (!strcmp(t->str.s, "block")) {
-		got.blk = true;
-		v = json_get(pl, "rdev");
-		if (!v || v->type != JSON_STRING ||
-		    sscanf(v->str.s, "%u:%u%c", &ma, &mi, &extra) != 2)
-			return bad_reply("pool.rdev");
-		got.rdev = makedev(ma, mi);
-		v = json_get(pl, "diskseq");
-		if (v && v->type == JSON_NUMBER && v->num.is_uint)
-			got.diskseq = v->num.u;
-	} else if (!strcmp(t->str.s, "file")) {
-		v = json_get(pl, "dev");
-		if (!v || v->type != JSON_STRING ||
-		    sscanf(v->str.s, "%u:%u%c", &ma, &mi, &extra) != 2)
-			return bad_reply("pool.dev");
-		got.dev = makedev(ma, mi);
-		v = json_get(pl, "ino");
-		if (!v || v->type != JSON_NUMBER || !v->num.is_uint)
-			return bad_reply("pool.ino");
-		got.ino = (ino_t) v->num.u;
-	} else {
-		return -ESTALE;
-	}
-	return io_ident_equal(&want, &got) ? 0 : -ESTALE;
-}
-
-static int remote_hello(struct cli_pool *p, const char *path,
-			const char *sock)
-{
-	const struct json_value *res;
-	struct json_value *doc;
-	struct rq q;
-	uint64_t proto = 0;
-	int r;
-
-	if ((r = rq_start(&q, p, "hello")) ||
-	    (r = call(p, &q, -1, &doc, &res, NULL)))
-		return r;
-	r = r_u64(res, "proto", &proto);
-	if (!r && proto != CTL_PROTO_VERSION)
-		r = set_msg(-EPROTONOSUPPORT,
-			    "control socket: the daemon "
-			    "speaks protocol version %" PRIu64
-			    ", this command %d",
-			    proto, CTL_PROTO_VERSION);
-	if (!r)
-		r = same_pool(res, path, sock);
-	json_free(doc);
-	return r;
-}
-
-/*
- * Use the daemon on sock for the pool at path (pst: its stat), if rules
- * 2 and 3 let us; want_pid (rule 4): the listener must be that process.
- * Returns 1 (p->fd is the connection), 0 (no daemon of this pool there:
- * go on offline), or a negative errno with remote_msg set (refuse).
- */
-static int try_socket(struct cli_pool *p, const char *path,
-		      const struct stat *pst, const char *sock, pid_t want_pid)
-{
-	struct sockaddr_un sa = {.sun_family = AF_UNIX};
-	struct ucred cred;
-	socklen_t cl = sizeof(cred);
-	struct stat sst;
-	int fd, r;
-
-	if (lstat(sock, &sst) < 0)
-		return 0;
-	if (!S_ISSOCK(sst.st_mode) && want_pid)
-		return 0;
-	if (!S_ISSOCK(sst.st_mode)) {
-		char who[128];
-
-		user_name(sst.st_uid, who, sizeof(who));
-		return set_msg(-EPERM,
-			       "%s is in the place of the pool's control "
-			       "socket but is not a socket (%s, owned by "
-			       "%s): refusing to use it; remove it",
-			       sock,
-			       S_ISLNK(sst.st_mode) ? "a symbolic link"
-						    : "a file",
-			       who);
-	}
-	if (!trusted(sst.st_uid, pst))
-		return untrusted("control socket", sock, "is owned by",
-				 sst.st_uid, pst);
-	if (strlen(sock) >= sizeof(sa.sun_path))
-		return 0;
-	strcpy(sa.sun_path, sock);
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return set_msg(-errno, "socket: %s", strerror(errno));
-	if (connect(fd, (struct sockaddr *) &sa, sizeof(sa)) < 0) {
-		/* stale (nobody listens), gone, or not ours to use: the
-		 * pool's lock tells the rest */
-		close(fd);
-		return 0;
-	}
-	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &cl) < 0) {
-		r = set_msg(-errno, "control socket %s: SO_PEERCRED: %s", sock,
-			    strerror(errno));
-		close(fd);
-		return r;
-	}
-	if (!trusted(cred.uid, pst)) {
-		close(fd);
-		return untrusted("the process listening on", sock, "runs as",
-				 cred.uid, pst);
-	}
-	if (want_pid && cred.pid != want_pid) {
-		close(fd);
-		return 0;
-	}
-	p->fd = fd;
-	remote = true;
-	r = remote_hello(p, path, sock);
-	if (r == 0)
-		return 1;
-	close(fd);
-	p->fd = -1;
-	remote = false;
-	free(p->rbuf);
-	p->rbuf = NULL;
-	p->rlen = p->rcap = 0;
-	return r == -ESTALE ? 0 : r;
-}
-
-/* A pool file others may read or write, or another user's (whose daemon
- * rule 2 trusts), is said once, not refused: someone chose it so. */
-static void warn_exposed(const char *path, const struct stat *pst)
-{
-	char what[256];
-
-	if (io_pool_file_exposed(pst, what, sizeof(what)))
-		cli_error(0, "warning: %s: %s", path, what);
-}
-
-int cli_open(const char *path, enum cli_open_mode mode, struct cli_pool **pool,
-	     struct tv_pool_info *info)
-{
-	struct tv_pool_open_opts o = {.read_only = mode == CLI_RO};
-	char sock[sizeof(((struct sockaddr_un *) 0)->sun_path)];
-	struct cli_pool *p;
-	struct stat pst = {0};
-	bool have_st;
-	int r;
-
-	p = calloc(1, sizeof(*p));
-	if (!p)
-		return cli_error(EXIT_OTHER, "out of memory");
-	p->fd = -1;
-	/* A daemon of this pool holds it: everything goes there (rules
-	 * 1-3).  None: open the pool here; if someone holds it after all,
-	 * it may be a daemon reached by another name (rule 4), else the
-	 * engine names the holder. */
-	have_st = stat(path, &pst) == 0;
-	r = 0;
-	if (have_st && ctl_socket_path(path, ".ctl.sock", sock,
-				       sizeof(sock)) == 0)
-		r = try_socket(p, path, &pst, sock, 0);
-	if (r == 1)
-		goto remote_info;
-	if (r < 0)
-		goto refuse;
-	if (mode == CLI_INFO)
-		o.commit_interval_ms = 1u << 30; /* no background commits */
-	r = tv_pool_open(path, &o, &p->local);
-	if (mode == CLI_INFO && (r == -EACCES || r == -EROFS || r == -EPERM)) {
-		o.read_only = true;
-		r = tv_pool_open(path, &o, &p->local);
-	}
-	if (r == -EBUSY && have_st) {
-		char busy[512];
-		pid_t pid = io_lock_holder(pst.st_dev, pst.st_ino);
-		int t = 0;
-
-		snprintf(busy, sizeof(busy), "%s", tv_last_error());
-		if (pid > 0 && ctl_socket_of(pid, sock, sizeof(sock)) == 0)
-			t = try_socket(p, path, &pst, sock, pid);
-		if (t == 1)
-			goto remote_info;
-		if (t < 0) {
-			r = t;
-			goto refuse;
-		}
-		free(p);
-		return cli_error(cli_exit(r), "%s", busy);
-	}
-	if (r < 0) {
-		/* the engine's message names the path */
-		const char *why = tv_last_error();
-
-		free(p);
-		if (why[0])
-			return cli_error(cli_exit(r), "%s", why);
-		return cli_fail(r, "%s", path);
-	}
-	r = tv_pool_info(p->local, info);
-	if (r < 0) {
-		r = cli_fail(r, "%s", path);
-		tv_pool_close(p->local);
-		free(p);
-		return r;
-	}
-	warn_exposed(path, &pst);
-	*pool = p;
-	return 0;
-
-remote_info:
-	r = cli_pool_info(p, info);
-	if (r < 0) {
-		r = cli_fail(r, "%s", path);
-		cli_close(p, path, r);
-		return r;
-	}
-	warn_exposed(path, &pst);
-	*pool = p;
-	return 0;
-refuse:
-	free(p);
-	return cli_error(cli_exit(r), "%s: %s", path, remote_msg);
-}
-
-int cli_close(struct cli_pool *p, const char *path, int status)
-{
-	int r = 0;
-
-	if (p->local) {
-		r = tv_pool_close(p->local);
-	} else {
-		close(p->fd);
-		free(p->rbuf);
-	}
-	free(p);
-	if (r < 0) {
-		int s = cli_fail(r, "%s: close", path);
-		return status ? status : s;
-	}
-	return status;
-}
-
 /* ---- pools ---- */
 
 static int r_state(const struct json_value *o, enum tv_pool_state *out)
@@ -689,14 +349,14 @@ static int r_state(const struct json_value *o, enum tv_pool_state *out)
 	const struct json_value *v = json_get(o, "state");
 
 	if (!v || v->type != JSON_STRING)
-		return bad_reply("state");
+		return cli_bad_reply("state");
 	for (int s = TV_POOL_RW; s <= TV_POOL_NEEDS_CHECK; s++) {
 		if (!strcmp(v->str.s, tv_pool_state_name(s))) {
 			*out = (enum tv_pool_state)s;
 			return 0;
 		}
 	}
-	return bad_reply("state");
+	return cli_bad_reply("state");
 }
 
 /* TV_POOL_FS_* of a pool opened here (a daemon's pool: none). */
@@ -730,21 +390,21 @@ int cli_pool_info(struct cli_pool *p, struct tv_pool_info *out)
 
 	if (p->local)
 		return tv_pool_info(p->local, out);
-	if ((r = rq_start(&q, p, "pool.info")) ||
-	    (r = call(p, &q, -1, &doc, &res, NULL)))
+	if ((r = cli_rq_start(&q, p, "pool.info")) ||
+	    (r = cli_call(p, &q, -1, &doc, &res, NULL)))
 		return r;
-	if ((r = r_u64(res, "format_version", &fv)) ||
+	if ((r = cli_r_u64(res, "format_version", &fv)) ||
 	    (r = r_hex(res, "uuid", in.uuid, sizeof(in.uuid))) ||
-	    (r = r_u64(res, "block_size", &bs)) ||
-	    (r = r_u64(res, "blob_size", &blob)) ||
-	    (r = r_u64(res, "size", &in.size)) ||
-	    (r = r_u64(res, "used", &in.used)) ||
-	    (r = r_u64(res, "free", &in.free)) ||
-	    (r = r_u64(res, "metadata", &in.metadata)) ||
-	    (r = r_u64(res, "reclaimable", &in.reclaimable)) ||
-	    (r = r_u64(res, "nr_volumes", &in.nr_volumes)) ||
-	    (r = r_u64(res, "next_id", &in.next_id)) ||
-	    (r = r_u64(res, "transaction", &in.transaction)) ||
+	    (r = cli_r_u64(res, "block_size", &bs)) ||
+	    (r = cli_r_u64(res, "blob_size", &blob)) ||
+	    (r = cli_r_u64(res, "size", &in.size)) ||
+	    (r = cli_r_u64(res, "used", &in.used)) ||
+	    (r = cli_r_u64(res, "free", &in.free)) ||
+	    (r = cli_r_u64(res, "metadata", &in.metadata)) ||
+	    (r = cli_r_u64(res, "reclaimable", &in.reclaimable)) ||
+	    (r = cli_r_u64(res, "nr_volumes", &in.nr_volumes)) ||
+	    (r = cli_r_u64(res, "next_id", &in.next_id)) ||
+	    (r = cli_r_u64(res, "transaction", &in.transaction)) ||
 	    (r = r_state(res, &in.state)) ||
 	    (r = r_bytes(res, "reason", in.reason, sizeof(in.reason) - 1)))
 		goto out;
@@ -754,16 +414,16 @@ int cli_pool_info(struct cli_pool *p, struct tv_pool_info *out)
 		uint64_t code = 0;
 
 		if (e && e->type != JSON_NULL &&
-		    (e->type != JSON_OBJECT || r_u64(e, "code", &code) ||
+		    (e->type != JSON_OBJECT || cli_r_u64(e, "code", &code) ||
 		     !code || code > 4095)) {
-			r = bad_reply("error");
+			r = cli_bad_reply("error");
 			goto out;
 		}
 		in.error = -(int)code;
 	}
 	/* hostile even from the daemon: sizes we divide by and index with */
 	if (fv > UINT32_MAX || !bs || bs > UINT32_MAX || blob > TV_BLOB_MAX) {
-		r = bad_reply("sizes");
+		r = cli_bad_reply("sizes");
 		goto out;
 	}
 	in.format_version = (uint32_t) fv;
@@ -780,7 +440,7 @@ static int call_plain(struct cli_pool *p, struct rq *q, int fd, size_t *index)
 {
 	const struct json_value *res;
 	struct json_value *doc;
-	int r = call(p, q, fd, &doc, &res, index);
+	int r = cli_call(p, q, fd, &doc, &res, index);
 
 	if (!r)
 		json_free(doc);
@@ -794,7 +454,7 @@ int cli_pool_resize(struct cli_pool *p, uint64_t size)
 
 	if (p->local)
 		return tv_pool_resize(p->local, size);
-	if ((r = rq_start(&q, p, "pool.resize")))
+	if ((r = cli_rq_start(&q, p, "pool.resize")))
 		return r;
 	rq_u64(&q, "size", size);
 	return call_plain(p, &q, -1, NULL);
@@ -816,10 +476,10 @@ int cli_pool_reopen(struct cli_pool *p, uint64_t *transaction)
 			*transaction = in.transaction;
 		return r;
 	}
-	if ((r = rq_start(&q, p, "pool.reopen")) ||
-	    (r = call(p, &q, -1, &doc, &res, NULL)))
+	if ((r = cli_rq_start(&q, p, "pool.reopen")) ||
+	    (r = cli_call(p, &q, -1, &doc, &res, NULL)))
 		return r;
-	r = r_u64(res, "transaction", transaction);
+	r = cli_r_u64(res, "transaction", transaction);
 	json_free(doc);
 	return r;
 }
@@ -835,28 +495,28 @@ int cli_pool_check(struct cli_pool *p, FILE *out, struct tv_check_report *rep)
 
 	if (p->local)
 		return tv_pool_check(p->local, out, rep);
-	if ((r = rq_start(&q, p, "pool.check")) ||
-	    (r = call(p, &q, -1, &doc, &res, NULL)))
+	if ((r = cli_rq_start(&q, p, "pool.check")) ||
+	    (r = cli_call(p, &q, -1, &doc, &res, NULL)))
 		return r;
 	rp = json_get(res, "report");
 	clean = rp ? json_get(rp, "clean") : NULL;
 	if (!clean || clean->type != JSON_BOOL) {
-		r = bad_reply("report");
+		r = cli_bad_reply("report");
 		goto out;
 	}
 	c.clean = clean->b;
-	if ((r = r_u64(rp, "nodes", &c.nodes)) ||
-	    (r = r_u64(rp, "node_refs", &c.node_refs)) ||
-	    (r = r_u64(rp, "data_refs", &c.data_refs)) ||
-	    (r = r_u64(rp, "errors", &c.errors)) ||
-	    (r = r_u64(rp, "leaks", &c.leaks)) ||
-	    (r = r_u64(rp, "missing", &c.missing)) ||
-	    (r = r_u64(rp, "counter_errors", &c.counter_errors)) ||
-	    (r = r_u64(rp, "volumes", &c.volumes)))
+	if ((r = cli_r_u64(rp, "nodes", &c.nodes)) ||
+	    (r = cli_r_u64(rp, "node_refs", &c.node_refs)) ||
+	    (r = cli_r_u64(rp, "data_refs", &c.data_refs)) ||
+	    (r = cli_r_u64(rp, "errors", &c.errors)) ||
+	    (r = cli_r_u64(rp, "leaks", &c.leaks)) ||
+	    (r = cli_r_u64(rp, "missing", &c.missing)) ||
+	    (r = cli_r_u64(rp, "counter_errors", &c.counter_errors)) ||
+	    (r = cli_r_u64(rp, "volumes", &c.volumes)))
 		goto out;
 	text = malloc(CTL_MAX_LINE + 1);
 	if (!text) {
-		r = set_msg(-ENOMEM, "out of memory");
+		r = cli_set_msg(-ENOMEM, "out of memory");
 		goto out;
 	}
 	r = r_bytes(res, "text", text, CTL_MAX_LINE);
@@ -879,18 +539,18 @@ static int r_vol(const struct json_value *o, struct tv_vol_info *out)
 	int r;
 
 	if (o->type != JSON_OBJECT)
-		return bad_reply("volume");
-	if ((r = r_u64(o, "id", &v.id)) ||
+		return cli_bad_reply("volume");
+	if ((r = cli_r_u64(o, "id", &v.id)) ||
 	    (r = r_hex(o, "uuid", v.uuid, sizeof(v.uuid))) ||
 	    (r = r_bytes(o, "name", v.name, TV_NAME_MAX)) ||
-	    (r = r_u64(o, "size", &v.size)) ||
-	    (r = r_u64(o, "flags", &flags)) ||
-	    (r = r_u64(o, "parent", &v.parent)) ||
-	    (r = r_u64(o, "ctime_ns", &v.ctime_ns)) ||
-	    (r = r_u64(o, "mapped", &v.mapped)))
+	    (r = cli_r_u64(o, "size", &v.size)) ||
+	    (r = cli_r_u64(o, "flags", &flags)) ||
+	    (r = cli_r_u64(o, "parent", &v.parent)) ||
+	    (r = cli_r_u64(o, "ctime_ns", &v.ctime_ns)) ||
+	    (r = cli_r_u64(o, "mapped", &v.mapped)))
 		return r;
 	if (flags > UINT32_MAX)
-		return bad_reply("flags");
+		return cli_bad_reply("flags");
 	v.flags = (uint32_t) flags;
 	*out = v;
 	return 0;
@@ -907,19 +567,19 @@ int cli_vol_list(struct cli_pool *p, uint64_t *cursor, struct tv_vol_info *out,
 
 	if (p->local)
 		return tv_vol_list(p->local, cursor, out, max);
-	if ((r = rq_start(&q, p, "vol.list")))
+	if ((r = cli_rq_start(&q, p, "vol.list")))
 		return r;
 	rq_u64(&q, "cursor", *cursor);
 	rq_u64(&q, "max", max < REMOTE_LIST_MAX ? max : REMOTE_LIST_MAX);
-	if ((r = call(p, &q, -1, &doc, &res, NULL)))
+	if ((r = cli_call(p, &q, -1, &doc, &res, NULL)))
 		return r;
 	vols = json_get(res, "volumes");
 	if (!vols || vols->type != JSON_ARRAY || vols->arr.n > max ||
 	    vols->arr.n > REMOTE_LIST_MAX) {
-		r = bad_reply("volumes");
+		r = cli_bad_reply("volumes");
 		goto out;
 	}
-	if ((r = r_u64(res, "cursor", &next)))
+	if ((r = cli_r_u64(res, "cursor", &next)))
 		goto out;
 	for (size_t i = 0; i < vols->arr.n; i++)
 		if ((r = r_vol(vols->arr.items[i], &out[i])))
@@ -931,19 +591,28 @@ out:
 	return r;
 }
 
+/* A request whose one argument is a volume's id. */
+static int call_id(struct cli_pool *p, const char *op, uint64_t id,
+		   struct json_value **doc, const struct json_value **res)
+{
+	struct rq q;
+	int r;
+
+	if ((r = cli_rq_start(&q, p, op)))
+		return r;
+	rq_u64(&q, "id", id);
+	return cli_call(p, &q, -1, doc, res, NULL);
+}
+
 int cli_vol_info(struct cli_pool *p, uint64_t id, struct tv_vol_info *out)
 {
 	const struct json_value *res;
 	struct json_value *doc;
-	struct rq q;
 	int r;
 
 	if (p->local)
 		return tv_vol_info(p->local, id, out);
-	if ((r = rq_start(&q, p, "vol.info")))
-		return r;
-	rq_u64(&q, "id", id);
-	if ((r = call(p, &q, -1, &doc, &res, NULL)))
+	if ((r = call_id(p, "vol.info", id, &doc, &res)))
 		return r;
 	r = r_vol(res, out);
 	json_free(doc);
@@ -956,18 +625,14 @@ int cli_vol_usage(struct cli_pool *p, uint64_t id, uint64_t *mapped,
 	const struct json_value *res;
 	struct json_value *doc;
 	uint64_t m = 0, e = 0;
-	struct rq q;
 	int r;
 
 	if (p->local)
 		return tv_vol_usage(p->local, id, mapped, exclusive);
-	if ((r = rq_start(&q, p, "vol.usage")))
+	if ((r = call_id(p, "vol.usage", id, &doc, &res)))
 		return r;
-	rq_u64(&q, "id", id);
-	if ((r = call(p, &q, -1, &doc, &res, NULL)))
-		return r;
-	if (!(r = r_u64(res, "mapped", &m)) &&
-	    !(r = r_u64(res, "exclusive", &e))) {
+	if (!(r = cli_r_u64(res, "mapped", &m)) &&
+	    !(r = cli_r_u64(res, "exclusive", &e))) {
 		*mapped = m;
 		*exclusive = e;
 	}
@@ -984,12 +649,12 @@ int cli_vol_resolve(struct cli_pool *p, const char *spec, uint64_t *id)
 
 	if (p->local)
 		return tv_vol_resolve(p->local, spec, id);
-	if ((r = rq_start(&q, p, "vol.resolve")))
+	if ((r = cli_rq_start(&q, p, "vol.resolve")))
 		return r;
 	rq_bytes(&q, "spec", spec);
-	if ((r = call(p, &q, -1, &doc, &res, NULL)))
+	if ((r = cli_call(p, &q, -1, &doc, &res, NULL)))
 		return r;
-	r = r_u64(res, "id", id);
+	r = cli_r_u64(res, "id", id);
 	json_free(doc);
 	return r;
 }
@@ -1003,11 +668,11 @@ int cli_vol_get_blob(struct cli_pool *p, uint64_t id, void *blob, size_t len)
 
 	if (p->local)
 		return tv_vol_get_blob(p->local, id, blob, len);
-	if ((r = rq_start(&q, p, "vol.get_blob")))
+	if ((r = cli_rq_start(&q, p, "vol.get_blob")))
 		return r;
 	rq_u64(&q, "id", id);
 	rq_u64(&q, "len", len);
-	if ((r = call(p, &q, -1, &doc, &res, NULL)))
+	if ((r = cli_call(p, &q, -1, &doc, &res, NULL)))
 		return r;
 	r = r_hex(res, "blob", blob, len);
 	json_free(doc);
@@ -1026,32 +691,32 @@ int cli_vol_find_blob(struct cli_pool *p, const void *prefix, size_t len,
 
 	if (p->local)
 		return tv_vol_find_blob(p->local, prefix, len, ids, max);
-	if ((r = rq_start(&q, p, "vol.find_blob")))
+	if ((r = cli_rq_start(&q, p, "vol.find_blob")))
 		return r;
 	rq_hex(&q, "prefix", prefix, len);
 	rq_u64(&q, "max", ask);
-	if ((r = call(p, &q, -1, &doc, &res, NULL)))
+	if ((r = cli_call(p, &q, -1, &doc, &res, NULL)))
 		return r;
 	arr = json_get(res, "ids");
-	if ((r = r_u64(res, "count", &count)))
+	if ((r = cli_r_u64(res, "count", &count)))
 		goto out;
 	if (count > INT32_MAX || !arr || arr->type != JSON_ARRAY ||
 	    arr->arr.n != (count < ask ? count : ask)) {
-		r = bad_reply("ids");
+		r = cli_bad_reply("ids");
 		goto out;
 	}
 	if (count > ask && max > ask) {
-		r = set_msg(-E2BIG,
-			    "more than %d volumes match: too many for "
-			    "the control protocol",
-			    REMOTE_FIND_MAX);
+		r = cli_set_msg(-E2BIG,
+				"more than %d volumes match: too many for "
+				"the control protocol",
+				REMOTE_FIND_MAX);
 		goto out;
 	}
 	for (size_t i = 0; i < arr->arr.n; i++) {
 		const struct json_value *v = arr->arr.items[i];
 
 		if (v->type != JSON_NUMBER || !v->num.is_uint) {
-			r = bad_reply("ids");
+			r = cli_bad_reply("ids");
 			goto out;
 		}
 		ids[i] = v->num.u;
@@ -1092,7 +757,7 @@ static int remote_batch(struct cli_pool *p, struct tv_op *ops, size_t n,
 	struct rq q;
 	int r;
 
-	if ((r = rq_start(&q, p, "batch")))
+	if ((r = cli_rq_start(&q, p, "batch")))
 		return r;
 	rq_bool(&q, "force", force);
 	rq_key(&q, "ops");
@@ -1117,7 +782,7 @@ static int remote_batch(struct cli_pool *p, struct tv_op *ops, size_t n,
 		putc('}', q.f);
 	}
 	putc(']', q.f);
-	r = call(p, &q, -1, &doc, &res, &index);
+	r = cli_call(p, &q, -1, &doc, &res, &index);
 	if (r < 0) {
 		if (failed)
 			*failed = index;
@@ -1125,14 +790,14 @@ static int remote_batch(struct cli_pool *p, struct tv_op *ops, size_t n,
 	}
 	arr = json_get(res, "ids");
 	if (!arr || arr->type != JSON_ARRAY || arr->arr.n != n) {
-		r = bad_reply("ids");
+		r = cli_bad_reply("ids");
 		goto out;
 	}
 	for (size_t i = 0; i < n; i++) {
 		const struct json_value *v = arr->arr.items[i];
 
 		if (v->type != JSON_NUMBER || !v->num.is_uint) {
-			r = bad_reply("ids");
+			r = cli_bad_reply("ids");
 			goto out;
 		}
 		ops[i].result_id = v->num.u;
@@ -1207,7 +872,7 @@ static int remote_copy(struct cli_pool *p, const char *op, uint64_t id, int fd,
 	struct rq q;
 	int r;
 
-	if ((r = rq_start(&q, p, op)))
+	if ((r = cli_rq_start(&q, p, op)))
 		goto out_msg;
 	rq_u64(&q, "id", id);
 	rq_bytes(&q, "pool", c->pool);
@@ -1215,17 +880,17 @@ static int remote_copy(struct cli_pool *p, const char *op, uint64_t id, int fd,
 	rq_bytes(&q, "file", c->file);
 	if (stream)
 		rq_bool(&q, "stream", *stream);
-	r = call(p, &q, fd, &doc, &res, NULL);
+	r = cli_call(p, &q, fd, &doc, &res, NULL);
 	if (r < 0)
 		goto out_msg;
-	if (!(r = r_u64(res, "copied", &c->copied)))
-		r = r_u64(res, "zero", &c->zero);
+	if (!(r = cli_r_u64(res, "copied", &c->copied)))
+		r = cli_r_u64(res, "zero", &c->zero);
 	json_free(doc);
 	if (!r)
 		return 0;
 out_msg:
 	snprintf(c->msg, sizeof(c->msg), "%.*s", (int) sizeof(c->msg) - 1,
-		 remote_msg);
+		 cli_remote_msg);
 	return r;
 }
 

@@ -26,13 +26,8 @@ static int copy_parse(const struct cli_cmd *cmd, int argc, char **argv,
 		{ "verbose", no_argument, NULL, 'v' },
 		{ NULL, 0, NULL, 0 },
 	};
-	int o;
-
-	while ((o = cli_getopt(cmd, argc, argv, ":v", opts)) != -1) {
-		if (o != 'v')
-			return EXIT_USAGE;
-		*verbose = true;
-	}
+	if (cli_flag_opt(cmd, argc, argv, ":v", opts, verbose))
+		return EXIT_USAGE;
 	if (argc - optind != 3)
 		return cli_usage(cmd, "needs POOL, VOL and FILE");
 	c->pool = argv[optind];
@@ -83,18 +78,14 @@ static int cmd_import(const struct cli_cmd *cmd, int argc, char **argv)
 			      cmd->name, c.vol, c.file);
 		goto out_file;
 	}
-	r = cli_open(c.pool, CLI_RW, &pool, &in);
+	r = cli_open_vol(c.pool, CLI_RW, cmd->name, c.vol, &pool, &in, &id);
 	if (r)
 		goto out_file;
-	r = cli_resolve(pool, cmd->name, c.vol, &id);
-	if (r)
-		goto out_pool;
 	r = cli_import(pool, id, fd, &c);
 	if (r < 0)
 		r = cli_error(cli_exit(r), "%s", c.msg);
 	else
 		copy_report(cmd->name, &c, verbose);
-out_pool:
 	r = cli_close(pool, c.pool, r);
 out_file:
 	if (!is_stdin)
@@ -155,14 +146,14 @@ static int cmd_export(const struct cli_cmd *cmd, int argc, char **argv)
 	if (r)
 		return r;
 	is_stdout = !strcmp(c.file, "-");
-	r = cli_open(c.pool, CLI_RO, &pool, &in);
+	r = cli_open_vol(c.pool, CLI_RO, cmd->name, c.vol, &pool, &in, &id);
 	if (r)
 		return r;
-	r = cli_resolve(pool, cmd->name, c.vol, &id);
-	if (!r && (r = cli_vol_info(pool, id, &v)) < 0)
+	r = cli_vol_info(pool, id, &v);
+	if (r < 0) {
 		r = cli_fail(r, "%s '%s'", cmd->name, c.vol);
-	if (r)
 		goto out_pool;
+	}
 	/* the file only once the volume is known: a failed export of an
 	 * unknown volume leaves no empty file behind */
 	if (is_stdout) {

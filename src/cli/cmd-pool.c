@@ -11,6 +11,7 @@
 #include "cli/cli.h"
 #include "util/json.h"
 #include "cli/parse.h"
+#include "server/ctl.h"
 #include "server/serve.h"
 
 /* ---- pool create ---- */
@@ -99,13 +100,10 @@ static int cmd_pool_info(const struct cli_cmd *cmd, int argc, char **argv)
 	bool json = false;
 	const char *path;
 	char uuid[37];
-	int c, r;
+	int r;
 
-	while ((c = cli_getopt(cmd, argc, argv, ":j", opts)) != -1) {
-		if (c != 'j')
-			return EXIT_USAGE;
-		json = true;
-	}
+	if (cli_flag_opt(cmd, argc, argv, ":j", opts, &json))
+		return EXIT_USAGE;
 	if (argc - optind != 1)
 		return cli_usage(cmd, "needs exactly one PATH");
 	path = argv[optind];
@@ -176,9 +174,9 @@ static int cmd_pool_reopen(const struct cli_cmd *cmd, int argc, char **argv)
 	struct tv_pool_info in;
 	struct cli_pool *pool;
 	uint64_t txn = 0;
-	int c, r;
+	int r;
 
-	while ((c = cli_getopt(cmd, argc, argv, ":", opts)) != -1)
+	if (cli_flag_opt(cmd, argc, argv, ":", opts, NULL))
 		return EXIT_USAGE;
 	if (argc - optind != 1)
 		return cli_usage(cmd, "needs exactly one PATH");
@@ -186,12 +184,10 @@ static int cmd_pool_reopen(const struct cli_cmd *cmd, int argc, char **argv)
 	if (r)
 		return r;
 	r = cli_pool_reopen(pool, &txn);
-	if (r < 0)
-		r = cli_fail(r, "pool reopen");
-	else
+	if (r == 0)
 		printf("reopened %s at transaction %" PRIu64 "\n",
 		       argv[optind], txn);
-	return cli_close(pool, argv[optind], r);
+	return cli_finish(pool, argv[optind], "pool reopen", r);
 }
 
 /* ---- pool resize ---- */
@@ -202,9 +198,9 @@ static int cmd_pool_resize(const struct cli_cmd *cmd, int argc, char **argv)
 	struct tv_pool_info in;
 	struct cli_pool *pool;
 	uint64_t size;
-	int c, r;
+	int r;
 
-	while ((c = cli_getopt(cmd, argc, argv, ":", opts)) != -1)
+	if (cli_flag_opt(cmd, argc, argv, ":", opts, NULL))
 		return EXIT_USAGE;
 	if (argc - optind != 2)
 		return cli_usage(cmd, "needs PATH and SIZE");
@@ -213,10 +209,8 @@ static int cmd_pool_resize(const struct cli_cmd *cmd, int argc, char **argv)
 	r = cli_open(argv[optind], CLI_RW, &pool, &in);
 	if (r)
 		return r;
-	r = cli_pool_resize(pool, size);
-	if (r < 0)
-		r = cli_fail(r, "pool resize");
-	return cli_close(pool, argv[optind], r);
+	return cli_finish(pool, argv[optind], "pool resize",
+			  cli_pool_resize(pool, size));
 }
 
 /* ---- check ---- */
@@ -232,13 +226,10 @@ static int cmd_check(const struct cli_cmd *cmd, int argc, char **argv)
 	struct cli_pool *pool;
 	bool json = false;
 	const char *path;
-	int c, r;
+	int r;
 
-	while ((c = cli_getopt(cmd, argc, argv, ":j", opts)) != -1) {
-		if (c != 'j')
-			return EXIT_USAGE;
-		json = true;
-	}
+	if (cli_flag_opt(cmd, argc, argv, ":j", opts, &json))
+		return EXIT_USAGE;
 	if (argc - optind != 1)
 		return cli_usage(cmd, "needs exactly one POOL");
 	path = argv[optind];
@@ -248,17 +239,11 @@ static int cmd_check(const struct cli_cmd *cmd, int argc, char **argv)
 	/* the checker's findings go to cli_err when stdout carries JSON */
 	r = cli_pool_check(pool, json ? cli_err : stdout, &rep);
 	if (r < 0)
-		return cli_close(pool, path, cli_fail(r, "check"));
-	if (json)
-		printf("{\"clean\":%s,\"nodes\":%" PRIu64
-		       ",\"node_refs\":%" PRIu64 ",\"data_refs\":%" PRIu64
-		       ",\"errors\":%" PRIu64 ",\"leaks\":%" PRIu64
-		       ",\"missing\":%" PRIu64 ",\"counter_errors\":%" PRIu64
-		       ",\"volumes\":%" PRIu64 "}\n",
-		       rep.clean ? "true" : "false", rep.nodes, rep.node_refs,
-		       rep.data_refs, rep.errors, rep.leaks, rep.missing,
-		       rep.counter_errors, rep.volumes);
-	else
+		return cli_finish(pool, path, "check", r);
+	if (json) {
+		ctl_put_check_report(stdout, &rep);
+		putchar('\n');
+	} else {
 		printf("%s: %s: %" PRIu64 " volumes, %" PRIu64
 		       " metadata nodes, %" PRIu64 " block references; %" PRIu64
 		       " errors, %" PRIu64 " leaks, %" PRIu64
@@ -266,6 +251,7 @@ static int cmd_check(const struct cli_cmd *cmd, int argc, char **argv)
 		       path, rep.clean ? "clean" : "DAMAGED", rep.volumes,
 		       rep.nodes, rep.data_refs, rep.errors, rep.leaks,
 		       rep.missing, rep.counter_errors);
+	}
 	if (!rep.clean)
 		fprintf(cli_err, "thinvol: %s: check found damage\n", path);
 	return cli_close(pool, path, rep.clean ? 0 : EXIT_CORRUPT);

@@ -18,12 +18,25 @@
 
 #define LIST_PAGE 256
 
-/* The blob options of create and snapshot: at most one of the two. */
+/* The blob options of create, snapshot and set-blob (-x HEX, -F FILE):
+ * at most one of the two. */
 struct blob_arg {
 	const char *hex, *file;
 	uint8_t buf[TV_BLOB_MAX];
 	bool set;
 };
+
+/* Option c of cli_getopt is a blob option: keep its value. */
+static bool blob_arg_opt(struct blob_arg *b, int c)
+{
+	if (c == 'x')
+		b->hex = optarg;
+	else if (c == 'F')
+		b->file = optarg;
+	else
+		return false;
+	return true;
+}
 
 static int blob_arg_load(struct blob_arg *b, const char *ctx,
 			 const char *hex_opt, const char *file_opt,
@@ -37,6 +50,22 @@ static int blob_arg_load(struct blob_arg *b, const char *ctx,
 		r = cli_blob_file(ctx, file_opt, b->file, blob_size, b->buf);
 	b->set = !r && (b->hex || b->file);
 	return r;
+}
+
+/* The arguments of "NAME POOL VOL" after the options: ctx becomes
+ * "NAME 'VOL'" for messages.  Returns 0 or EXIT_USAGE (reported). */
+static int pool_vol_args(const struct cli_cmd *cmd, int argc, char **argv,
+			 const char **path, const char **vol, char *ctx,
+			 size_t ctxlen)
+{
+	if (argc - optind != 2) {
+		cli_usage(cmd, "needs POOL and VOL");
+		return EXIT_USAGE;
+	}
+	*path = argv[optind];
+	*vol = argv[optind + 1];
+	snprintf(ctx, ctxlen, "%s '%s'", cmd->name, *vol);
+	return 0;
 }
 
 /* ---- create ---- */
@@ -58,19 +87,10 @@ static int cmd_create(const struct cli_cmd *cmd, int argc, char **argv)
 	int c, r;
 
 	while ((c = cli_getopt(cmd, argc, argv, ":s:x:F:", opts)) != -1) {
-		switch (c) {
-		case 's':
+		if (c == 's')
 			size_arg = optarg;
-			break;
-		case 'x':
-			blob.hex = optarg;
-			break;
-		case 'F':
-			blob.file = optarg;
-			break;
-		default:
+		else if (!blob_arg_opt(&blob, c))
 			return EXIT_USAGE;
-		}
 	}
 	if (argc - optind != 2)
 		return cli_usage(cmd, "needs POOL and NAME");
@@ -93,10 +113,9 @@ static int cmd_create(const struct cli_cmd *cmd, int argc, char **argv)
 		return cli_close(pool, path, r);
 	r = cli_vol_create(pool, name, size, blob.set ? blob.buf : NULL,
 			  blob.set ? in.blob_size : 0, &id);
-	if (r < 0)
-		return cli_close(pool, path, cli_fail(r, "%s", ctx));
-	printf("%" PRIu64 "\n", id);
-	return cli_close(pool, path, 0);
+	if (r == 0)
+		printf("%" PRIu64 "\n", id);
+	return cli_finish(pool, path, ctx, r);
 }
 
 /* ---- snapshot ---- */
@@ -121,19 +140,10 @@ static int cmd_snapshot(const struct cli_cmd *cmd, int argc, char **argv)
 	int c, r;
 
 	while ((c = cli_getopt(cmd, argc, argv, ":rx:F:", opts)) != -1) {
-		switch (c) {
-		case 'r':
+		if (c == 'r')
 			ro = true;
-			break;
-		case 'x':
-			blob.hex = optarg;
-			break;
-		case 'F':
-			blob.file = optarg;
-			break;
-		default:
+		else if (!blob_arg_opt(&blob, c))
 			return EXIT_USAGE;
-		}
 	}
 	if (argc - optind < 2)
 		return cli_usage(cmd, "needs POOL ORIGIN NAME, or POOL "
@@ -222,13 +232,10 @@ static int cmd_delete(const struct cli_cmd *cmd, int argc, char **argv)
 	char ctx[TV_NAME_MAX + 32];
 	size_t n, failed = 0;
 	bool force = false;
-	int c, r = 0;
+	int r = 0;
 
-	while ((c = cli_getopt(cmd, argc, argv, ":f", opts)) != -1) {
-		if (c != 'f')
-			return EXIT_USAGE;
-		force = true;
-	}
+	if (cli_flag_opt(cmd, argc, argv, ":f", opts, &force))
+		return EXIT_USAGE;
 	if (argc - optind < 2)
 		return cli_usage(cmd, "needs POOL and at least one VOL");
 	path = argv[optind];
@@ -276,9 +283,9 @@ static int cmd_rename(const struct cli_cmd *cmd, int argc, char **argv)
 	const char *path, *vol, *name;
 	char ctx[2 * TV_NAME_MAX + 32];
 	uint64_t id;
-	int c, r;
+	int r;
 
-	while ((c = cli_getopt(cmd, argc, argv, ":", opts)) != -1)
+	if (cli_flag_opt(cmd, argc, argv, ":", opts, NULL))
 		return EXIT_USAGE;
 	if (argc - optind != 3)
 		return cli_usage(cmd, "needs POOL, VOL and NEWNAME");
@@ -286,13 +293,10 @@ static int cmd_rename(const struct cli_cmd *cmd, int argc, char **argv)
 	vol = argv[optind + 1];
 	name = argv[optind + 2];
 	snprintf(ctx, sizeof(ctx), "rename '%s' to '%s'", vol, name);
-	r = cli_open(path, CLI_RW, &pool, &in);
+	r = cli_open_vol(path, CLI_RW, ctx, vol, &pool, &in, &id);
 	if (r)
 		return r;
-	r = cli_resolve(pool, ctx, vol, &id);
-	if (!r && (r = cli_vol_rename(pool, id, name)) < 0)
-		r = cli_fail(r, "%s", ctx);
-	return cli_close(pool, path, r);
+	return cli_finish(pool, path, ctx, cli_vol_rename(pool, id, name));
 }
 
 static int cmd_resize(const struct cli_cmd *cmd, int argc, char **argv)
@@ -307,13 +311,10 @@ static int cmd_resize(const struct cli_cmd *cmd, int argc, char **argv)
 	char ctx[TV_NAME_MAX + 32];
 	uint64_t id, size;
 	bool force = false;
-	int c, r;
+	int r;
 
-	while ((c = cli_getopt(cmd, argc, argv, ":f", opts)) != -1) {
-		if (c != 'f')
-			return EXIT_USAGE;
-		force = true;
-	}
+	if (cli_flag_opt(cmd, argc, argv, ":f", opts, &force))
+		return EXIT_USAGE;
 	if (argc - optind != 3)
 		return cli_usage(cmd, "needs POOL, VOL and SIZE");
 	path = argv[optind];
@@ -321,13 +322,11 @@ static int cmd_resize(const struct cli_cmd *cmd, int argc, char **argv)
 	if (cli_size(cmd, "SIZE", argv[optind + 2], &size))
 		return EXIT_USAGE;
 	snprintf(ctx, sizeof(ctx), "resize '%s'", vol);
-	r = cli_open(path, CLI_RW, &pool, &in);
+	r = cli_open_vol(path, CLI_RW, ctx, vol, &pool, &in, &id);
 	if (r)
 		return r;
-	r = cli_resolve(pool, ctx, vol, &id);
-	if (!r && (r = cli_vol_resize(pool, id, size, force)) < 0)
-		r = cli_fail(r, "%s", ctx);
-	return cli_close(pool, path, r);
+	return cli_finish(pool, path, ctx,
+			  cli_vol_resize(pool, id, size, force));
 }
 
 /* ---- set-blob, get-blob ---- */
@@ -347,34 +346,24 @@ static int cmd_set_blob(const struct cli_cmd *cmd, int argc, char **argv)
 	uint64_t id;
 	int c, r;
 
-	while ((c = cli_getopt(cmd, argc, argv, ":x:F:", opts)) != -1) {
-		switch (c) {
-		case 'x':
-			blob.hex = optarg;
-			break;
-		case 'F':
-			blob.file = optarg;
-			break;
-		default:
+	while ((c = cli_getopt(cmd, argc, argv, ":x:F:", opts)) != -1)
+		if (!blob_arg_opt(&blob, c))
 			return EXIT_USAGE;
-		}
-	}
-	if (argc - optind != 2)
-		return cli_usage(cmd, "needs POOL and VOL");
+	if (pool_vol_args(cmd, argc, argv, &path, &vol, ctx, sizeof(ctx)))
+		return EXIT_USAGE;
 	if (!blob.hex == !blob.file)
 		return cli_usage(cmd, "needs exactly one of --hex and --file");
-	path = argv[optind];
-	vol = argv[optind + 1];
-	snprintf(ctx, sizeof(ctx), "set-blob '%s'", vol);
 	r = cli_open(path, CLI_RW, &pool, &in);
 	if (r)
 		return r;
+	/* the blob first: its errors come before VOL's */
 	r = blob_arg_load(&blob, ctx, "--hex", "--file", in.blob_size);
 	if (!r)
 		r = cli_resolve(pool, ctx, vol, &id);
-	if (!r && (r = cli_vol_set_blob(pool, id, blob.buf, in.blob_size)) < 0)
-		r = cli_fail(r, "%s", ctx);
-	return cli_close(pool, path, r);
+	if (r)
+		return cli_close(pool, path, r);
+	return cli_finish(pool, path, ctx,
+			  cli_vol_set_blob(pool, id, blob.buf, in.blob_size));
 }
 
 static int cmd_get_blob(const struct cli_cmd *cmd, int argc, char **argv)
@@ -390,31 +379,23 @@ static int cmd_get_blob(const struct cli_cmd *cmd, int argc, char **argv)
 	const char *path, *vol;
 	bool as_hex = false;
 	uint64_t id;
-	int c, r;
+	int r;
 
-	while ((c = cli_getopt(cmd, argc, argv, ":x", opts)) != -1) {
-		if (c != 'x')
-			return EXIT_USAGE;
-		as_hex = true;
-	}
-	if (argc - optind != 2)
-		return cli_usage(cmd, "needs POOL and VOL");
-	path = argv[optind];
-	vol = argv[optind + 1];
-	snprintf(ctx, sizeof(ctx), "get-blob '%s'", vol);
-	r = cli_open(path, CLI_RO, &pool, &in);
+	if (cli_flag_opt(cmd, argc, argv, ":x", opts, &as_hex))
+		return EXIT_USAGE;
+	if (pool_vol_args(cmd, argc, argv, &path, &vol, ctx, sizeof(ctx)))
+		return EXIT_USAGE;
+	r = cli_open_vol(path, CLI_RO, ctx, vol, &pool, &in, &id);
 	if (r)
 		return r;
-	r = cli_resolve(pool, ctx, vol, &id);
-	if (!r && (r = cli_vol_get_blob(pool, id, blob, in.blob_size)) < 0)
-		r = cli_fail(r, "%s", ctx);
+	r = cli_vol_get_blob(pool, id, blob, in.blob_size);
 	if (!r && as_hex) {
 		fmt_hex(blob, in.blob_size, hex);
 		printf("%s\n", hex);
 	} else if (!r) {
 		fwrite(blob, 1, in.blob_size, stdout);
 	}
-	return cli_close(pool, path, r);
+	return cli_finish(pool, path, ctx, r);
 }
 
 /* ---- list, show, find ---- */
@@ -448,13 +429,10 @@ static int cmd_list(const struct cli_cmd *cmd, int argc, char **argv)
 	uint64_t cursor = 0, count = 0;
 	bool json = false;
 	const char *path;
-	int c, r, n = 0;
+	int r, n = 0;
 
-	while ((c = cli_getopt(cmd, argc, argv, ":j", opts)) != -1) {
-		if (c != 'j')
-			return EXIT_USAGE;
-		json = true;
-	}
+	if (cli_flag_opt(cmd, argc, argv, ":j", opts, &json))
+		return EXIT_USAGE;
 	if (argc - optind != 1)
 		return cli_usage(cmd, "needs exactly one POOL");
 	path = argv[optind];
@@ -496,39 +474,30 @@ static int cmd_show(const struct cli_cmd *cmd, int argc, char **argv)
 	const char *path, *vol;
 	bool json = false, zero = true;
 	uint64_t id, mapped, exclusive;
-	int c, r;
+	int r;
 
-	while ((c = cli_getopt(cmd, argc, argv, ":j", opts)) != -1) {
-		if (c != 'j')
-			return EXIT_USAGE;
-		json = true;
-	}
-	if (argc - optind != 2)
-		return cli_usage(cmd, "needs POOL and VOL");
-	path = argv[optind];
-	vol = argv[optind + 1];
-	snprintf(ctx, sizeof(ctx), "show '%s'", vol);
-	r = cli_open(path, CLI_RO, &pool, &in);
+	if (cli_flag_opt(cmd, argc, argv, ":j", opts, &json))
+		return EXIT_USAGE;
+	if (pool_vol_args(cmd, argc, argv, &path, &vol, ctx, sizeof(ctx)))
+		return EXIT_USAGE;
+	r = cli_open_vol(path, CLI_RO, ctx, vol, &pool, &in, &id);
 	if (r)
 		return r;
-	r = cli_resolve(pool, ctx, vol, &id);
-	if (!r && (r = cli_vol_info(pool, id, &v)) < 0)
-		r = cli_fail(r, "%s", ctx);
-	if (!r && (r = cli_vol_usage(pool, id, &mapped, &exclusive)) < 0)
-		r = cli_fail(r, "%s", ctx);
+	r = cli_vol_info(pool, id, &v);
+	if (!r)
+		r = cli_vol_usage(pool, id, &mapped, &exclusive);
 	if (r)
-		return cli_close(pool, path, r);
+		return cli_finish(pool, path, ctx, r);
 	if (json) {
 		r = cli_put_vol_json(stdout, pool, in.blob_size, &v,
 				     &exclusive);
-		if (r < 0)
-			return cli_close(pool, path, cli_fail(r, "%s", ctx));
-		fputs("\n", stdout);
-		return cli_close(pool, path, 0);
+		if (!r)
+			fputs("\n", stdout);
+		return cli_finish(pool, path, ctx, r);
 	}
 	r = cli_vol_get_blob(pool, id, blob, in.blob_size);
 	if (r < 0)
-		return cli_close(pool, path, cli_fail(r, "%s", ctx));
+		return cli_finish(pool, path, ctx, r);
 	fmt_uuid(v.uuid, uuid);
 	printf("id:       #%" PRIu64 "\n"
 	       "name:     %s\n"

@@ -95,10 +95,8 @@ int parse_hex(const char *s, uint8_t *out, size_t max, size_t *len,
 		snprintf(why, whylen, "longer than %zu bytes", max);
 		return -EINVAL;
 	}
-	for (size_t i = 0; i < n / 2; i++)
-		out[i] = (uint8_t)(hex_val(s[2 * i]) << 4 | hex_val(s[2 * i + 1]));
-	*len = n / 2;
-	return 0;
+	/* checked above, each with its reason */
+	return hex_decode(s, n, out, max, len);
 }
 
 void fmt_hex(const uint8_t *b, size_t len, char *out)

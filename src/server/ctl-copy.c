@@ -161,6 +161,25 @@ static bool all_zero(const uint8_t *p, size_t len)
 	return !len || (!p[0] && !memcmp(p, p + 1, len - 1));
 }
 
+/* The end of the run of blocks of k->buf[pos, len) of one kind, all zero
+ * or not (*zero says which), from pos: blocks of k->bs bytes, the last
+ * one maybe shorter.  pos < len. */
+static size_t same_run(const struct copy *k, size_t pos, size_t len,
+		       bool *zero)
+{
+	size_t end = pos;
+
+	*zero = all_zero(k->buf + pos, MIN(k->bs, len - pos));
+	while (end < len) {
+		size_t n = MIN(k->bs, len - end);
+
+		if (all_zero(k->buf + end, n) != *zero)
+			break;
+		end += n;
+	}
+	return end;
+}
+
 /* ---- the client's file (rules 1-3) ---- */
 
 /* Everything f holds: its last reference is gone. */
@@ -715,17 +734,9 @@ static int import_chunk(struct copy *k, bool unmapped, uint64_t off, size_t len)
 	int r;
 
 	while (pos < len) {
-		size_t end = pos;
-		bool zero = all_zero(k->buf + pos, MIN(k->bs, len - pos));
+		bool zero;
+		size_t end = same_run(k, pos, len, &zero);
 
-		/* the run of blocks of the same kind */
-		while (end < len) {
-			size_t n = MIN(k->bs, len - end);
-
-			if (all_zero(k->buf + end, n) != zero)
-				break;
-			end += n;
-		}
 		if (zero) {
 			r = import_zero(k, unmapped, off + pos, end - pos);
 		} else {
@@ -920,16 +931,9 @@ static int export_run(struct copy *k, int fd, bool sparse, bool seekable)
 		if (r < 0)
 			return copy_fail(k, r, "read", off);
 		while (pos < n) {
-			size_t end = pos;
-			bool zero = all_zero(k->buf + pos, MIN(k->bs, n - pos));
+			bool zero;
+			size_t end = same_run(k, pos, n, &zero);
 
-			while (end < n) {
-				size_t m = MIN(k->bs, n - end);
-
-				if (all_zero(k->buf + end, m) != zero)
-					break;
-				end += m;
-			}
 			if (zero && sparse) {
 				k->c->zero += end - pos;
 			} else {

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * ctl.c - the control protocol's requests: one JSON line in, one JSON line
- * out (docs/control.md).  The socket side is ctl-server.c.
+ * out (docs/control.md).  The socket side is ctl-server.c, the socket
+ * paths ctl-path.c.
  *
  * Every request is hostile input.  It is parsed strictly (util/json.c,
  * with limits that bound the memory one line can make us use), checked
@@ -20,7 +21,6 @@
  */
 #include "server/ctl.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdarg.h>
@@ -58,95 +58,6 @@ static atomic_uint imports_running;
 /* Set once by a daemon started with THINVOL_TEST_FAULTS=1 (serve.c),
  * before any request; NULL otherwise, and then "test.fault" is unknown. */
 static struct io_dev *test_fault_dev;
-
-/* ---- socket path ---- */
-
-int ctl_socket_path(const char *pool_path, const char *suffix, char *out,
-		    size_t outlen)
-{
-	struct stat st;
-	size_t max = outlen < 108 ? outlen : 108;
-	int n;
-
-	if (stat(pool_path, &st) == 0 && S_ISBLK(st.st_mode)) {
-		n = snprintf(out, max, CTL_RUN_DIR "/block-%u:%u%s",
-			     major(st.st_rdev), minor(st.st_rdev), suffix);
-	} else {
-		char *real = realpath(pool_path, NULL);
-
-		n = snprintf(out, max, "%s%s", real ? real : pool_path,
-			     suffix);
-		free(real);
-		/* too long to sit beside the file: in the run directory,
-		 * named after what the file is, not after its path */
-		if ((n < 0 || (size_t) n >= max) &&
-		    stat(pool_path, &st) == 0 && S_ISREG(st.st_mode))
-			n = snprintf(out, max,
-				     CTL_RUN_DIR "/file-%u:%u-%ju%s",
-				     major(st.st_dev), minor(st.st_dev),
-				     (uintmax_t) st.st_ino, suffix);
-	}
-	if (n < 0 || (size_t) n >= max)
-		return -ENAMETOOLONG;
-	return 0;
-}
-
-int ctl_socket_of(pid_t pid, char *out, size_t len)
-{
-	unsigned long inodes[256];
-	size_t n = 0;
-	char path[64], line[512];
-	struct dirent *e;
-	bool found = false;
-	FILE *f;
-	DIR *d;
-
-	snprintf(path, sizeof(path), "/proc/%ld/fd", (long) pid);
-	d = opendir(path);
-	if (!d)
-		return -errno;
-	while (n < sizeof(inodes) / sizeof(inodes[0]) && (e = readdir(d))) {
-		char link[96], target[64];
-		ssize_t k;
-
-		snprintf(link, sizeof(link), "%s/%.20s", path, e->d_name);
-		k = readlink(link, target, sizeof(target) - 1);
-		if (k <= 0)
-			continue;
-		target[k] = 0;
-		if (sscanf(target, "socket:[%lu]", &inodes[n]) == 1)
-			n++;
-	}
-	closedir(d);
-	f = fopen("/proc/net/unix", "re");
-	if (!f)
-		return -errno;
-	/* Num RefCount Protocol Flags Type St Inode Path */
-	while (!found && fgets(line, sizeof(line), f)) {
-		unsigned int flags, type, st;
-		unsigned long ino;
-		int pos = 0;
-		size_t pl;
-		char *sp;
-
-		if (sscanf(line, "%*s %*s %*s %x %x %x %lu %n", &flags, &type,
-			   &st, &ino, &pos) != 4 ||
-		    !pos || !(flags & 0x10000) /* __SO_ACCEPTCON */)
-			continue;
-		sp = line + pos;
-		sp[strcspn(sp, "\n")] = 0;
-		pl = strlen(sp);
-		if (sp[0] != '/' || pl < 9 || strcmp(sp + pl - 9, ".ctl.sock"))
-			continue;
-		for (size_t i = 0; i < n && !found; i++)
-			if (inodes[i] == ino && pl < len) {
-				memcpy(out, sp, pl + 1);
-				found = true;
-			}
-	}
-	fclose(f);
-	return found ? 0 : -ENOENT;
-}
 
 /* ---- errno names ---- */
 
@@ -312,23 +223,6 @@ static void *req_alloc(struct req *q, size_t size)
 	return p;
 }
 
-/* Hex digits into at most max bytes of out. */
-static int hex_decode(const char *s, size_t slen, uint8_t *out, size_t max,
-		      size_t *len)
-{
-	if (slen % 2 || slen / 2 > max)
-		return -EINVAL;
-	for (size_t i = 0; i < slen; i += 2) {
-		int hi = hex_val(s[i]), lo = hex_val(s[i + 1]);
-
-		if (hi < 0 || lo < 0)
-			return -EINVAL;
-		out[i / 2] = (uint8_t) (hi << 4 | lo);
-	}
-	*len = slen / 2;
-	return 0;
-}
-
 /* Only the keys in allowed (NULL-terminated) may appear in obj. */
 static int check_keys(struct req *q, const char *where,
 		      const struct json_value *obj, const char *const *allowed)
@@ -449,7 +343,8 @@ static int get_bytes(struct req *q, const char *where,
 
 /* ---- the operations ---- */
 
-static const char *const ops_list[];
+/* The names of the ops in the table below, for hello. */
+static void put_op_names(FILE *f);
 
 /*
  * Which pool this daemon serves, so that a client can tell it is the one
@@ -491,10 +386,7 @@ static int op_hello(struct req *q)
 		"{\"proto\":%d,\"versions\":[%d],\"max_line\":%u,"
 		"\"ops\":[",
 		CTL_PROTO_VERSION, CTL_PROTO_VERSION, CTL_MAX_LINE);
-	for (size_t i = 0; ops_list[i]; i++)
-		fprintf(q->out, "%s\"%s\"", i ? "," : "", ops_list[i]);
-	if (test_fault_dev)
-		fputs(",\"test.fault\"", q->out);
+	put_op_names(q->out);
 	fputs("],", q->out);
 	put_pool(q);
 	putc('}', q->out);
@@ -593,6 +485,18 @@ static int op_pool_reopen(struct req *q)
 	return 0;
 }
 
+void ctl_put_check_report(FILE *f, const struct tv_check_report *rep)
+{
+	fprintf(f,
+		"{\"clean\":%s,\"nodes\":%" PRIu64 ",\"node_refs\":%" PRIu64
+		",\"data_refs\":%" PRIu64 ",\"errors\":%" PRIu64
+		",\"leaks\":%" PRIu64 ",\"missing\":%" PRIu64
+		",\"counter_errors\":%" PRIu64 ",\"volumes\":%" PRIu64 "}",
+		rep->clean ? "true" : "false", rep->nodes, rep->node_refs,
+		rep->data_refs, rep->errors, rep->leaks, rep->missing,
+		rep->counter_errors, rep->volumes);
+}
+
 static int op_pool_check(struct req *q)
 {
 	struct tv_check_report rep;
@@ -610,15 +514,9 @@ static int op_pool_check(struct req *q)
 		free(text);
 		return req_engine(q, r);
 	}
-	fprintf(q->out,
-		"{\"report\":{\"clean\":%s,\"nodes\":%" PRIu64
-		",\"node_refs\":%" PRIu64 ",\"data_refs\":%" PRIu64
-		",\"errors\":%" PRIu64 ",\"leaks\":%" PRIu64
-		",\"missing\":%" PRIu64 ",\"counter_errors\":%" PRIu64
-		",\"volumes\":%" PRIu64 "},",
-		rep.clean ? "true" : "false", rep.nodes, rep.node_refs,
-		rep.data_refs, rep.errors, rep.leaks, rep.missing,
-		rep.counter_errors, rep.volumes);
+	fputs("{\"report\":", q->out);
+	ctl_put_check_report(q->out, &rep);
+	putc(',', q->out);
 	if (len > CTL_CHECK_TEXT) {
 		static const char more[] = "... (more messages cut short)\n";
 
@@ -809,34 +707,19 @@ static int batch_op(struct req *q, size_t i, const struct json_value *o,
 	if ((r = check_keys(q, where, o, batch_kinds[k].keys)))
 		return r;
 	op->kind = batch_kinds[k].k;
-	switch (op->kind) {
-	case TV_OP_CREATE:
+	/* the fields each kind needs (its keys above), in this order: the
+	 * first one missing or ill-typed is the error */
+	r = 0;
+	if (op->kind != TV_OP_CREATE)
+		r = get_u64(q, where, o, "id", true, &op->id);
+	if (!r && (op->kind == TV_OP_CREATE || op->kind == TV_OP_SNAPSHOT ||
+		   op->kind == TV_OP_RENAME))
 		r = get_bytes(q, where, o, "name", true, &op->name);
-		if (!r)
-			r = get_u64(q, where, o, "size", true, &op->size);
-		break;
-	case TV_OP_SNAPSHOT:
-		r = get_u64(q, where, o, "id", true, &op->id);
-		if (!r)
-			r = get_bytes(q, where, o, "name", true, &op->name);
-		if (!r)
-			r = get_bool(q, where, o, "read_only", &ro);
+	if (!r && (op->kind == TV_OP_CREATE || op->kind == TV_OP_RESIZE))
+		r = get_u64(q, where, o, "size", true, &op->size);
+	if (!r && op->kind == TV_OP_SNAPSHOT) {
+		r = get_bool(q, where, o, "read_only", &ro);
 		op->flags = ro ? TV_VOL_READ_ONLY : 0;
-		break;
-	case TV_OP_RENAME:
-		r = get_u64(q, where, o, "id", true, &op->id);
-		if (!r)
-			r = get_bytes(q, where, o, "name", true, &op->name);
-		break;
-	case TV_OP_RESIZE:
-		r = get_u64(q, where, o, "id", true, &op->id);
-		if (!r)
-			r = get_u64(q, where, o, "size", true, &op->size);
-		break;
-	case TV_OP_DELETE:
-	case TV_OP_SET_BLOB:
-		r = get_u64(q, where, o, "id", true, &op->id);
-		break;
 	}
 	if (r)
 		return r;
@@ -1050,6 +933,7 @@ static int op_test_fault(struct req *q)
 
 /* ---- dispatch ---- */
 
+/* In the order hello lists them. */
 static const struct ctl_op {
 	const char *name;
 	int (*fn)(struct req *q);
@@ -1060,7 +944,6 @@ static const struct ctl_op {
     {"pool.info", op_pool_info, {NULL}, false},
     {"pool.resize", op_pool_resize, {"size"}, false},
     {"pool.check", op_pool_check, {NULL}, false},
-    {"pool.reopen", op_pool_reopen, {NULL}, false},
     {"vol.list", op_vol_list, {"cursor", "max"}, false},
     {"vol.info", op_vol_info, {"id"}, false},
     {"vol.usage", op_vol_usage, {"id"}, false},
@@ -1077,17 +960,32 @@ static const struct ctl_op {
      {"id", "pool", "pool_hex", "volume", "volume_hex", "file", "file_hex",
       "stream"},
      false},
+    {"pool.reopen", op_pool_reopen, {NULL}, false},
     {"test.fault",
      op_test_fault,
      {"fail_at", "persistent", "error", "ops"},
      false},
 };
 
-static const char *const ops_list[] = {
-    "hello",	"pool.info",  "pool.resize", "pool.check",   "vol.list",
-    "vol.info", "vol.usage",  "vol.resolve", "vol.get_blob", "vol.find_blob",
-    "batch",	"vol.import", "vol.export",  "pool.reopen",  NULL,
-};
+/* Whether this server answers op o: test.fault only in a daemon testing
+ * faults. */
+static bool op_known(const struct ctl_op *o)
+{
+	return o->fn != op_test_fault || test_fault_dev;
+}
+
+/* hello's "ops": every op run() answers, in the table's order. */
+static void put_op_names(FILE *f)
+{
+	bool first = true;
+
+	for (size_t i = 0; i < sizeof(ctl_ops) / sizeof(ctl_ops[0]); i++) {
+		if (!op_known(&ctl_ops[i]))
+			continue;
+		fprintf(f, "%s\"%s\"", first ? "" : ",", ctl_ops[i].name);
+		first = false;
+	}
+}
 
 static const struct json_value empty_args = {.type = JSON_OBJECT};
 
@@ -1131,8 +1029,8 @@ static int run(struct req *q, const struct json_value *doc, bool *has_id,
 	for (size_t i = 0; i < sizeof(ctl_ops) / sizeof(ctl_ops[0]); i++)
 		if (!strcmp(ctl_ops[i].name, op->str.s))
 			o = &ctl_ops[i];
-	if (o && o->fn == op_test_fault && !test_fault_dev)
-		o = NULL; /* only in a daemon testing faults */
+	if (o && !op_known(o))
+		o = NULL;
 	if (!o)
 		return req_err(q, -EOPNOTSUPP, "unknown op \"%.40s\"",
 			       op->str.s);

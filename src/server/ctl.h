@@ -16,6 +16,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <sys/types.h>
 
 #include "thinvol.h"
@@ -52,6 +53,13 @@ struct ctl_hooks {
  */
 int ctl_pool_reopen(struct tv_pool *pool, const struct ctl_hooks *hooks,
 		    char *msg, size_t msglen);
+
+/*
+ * A check report as one JSON object, {"clean":...,"volumes":N} without a
+ * newline: pool.check's "report", and what thinvol check --json prints
+ * (docs/control.md, docs/cli.md), byte for byte the same.
+ */
+void ctl_put_check_report(FILE *f, const struct tv_check_report *rep);
 
 /*
  * When an import or export waiting on a client's pipe or socket gives up

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * nbds - the NBD server: every volume of a pool as an export
- * (fixed newstyle; doc/nbd.md says what is supported and how).
+ * (fixed newstyle; docs/nbd.md says what is supported and how).
  *
  * Threads: each connection has its own threads (one for the handshake,
  * then up to NBDS_WORKERS that take turns reading a request and run it and

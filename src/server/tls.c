@@ -109,6 +109,15 @@ static void ctx_fail(char *msg, size_t msglen, const char *fmt, ...)
 	log_error("tls: %s", buf);
 }
 
+/* A gnutls call that failed with r while setting up: "WHAT: REASON";
+ * returns err, what it means to the caller (-ENOMEM: no resources). */
+static int gnutls_fail(char *msg, size_t msglen, const char *what, int r,
+		       int err)
+{
+	ctx_fail(msg, msglen, "%s: %s", what, gnutls_strerror(r));
+	return err;
+}
+
 /* A line about what the session's client did, through its note. */
 static void say(const struct tls_session *s, enum log_level lvl,
 		const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -296,17 +305,13 @@ static int add_psk_line(struct tls_ctx *ctx, const char *path,
 	key = malloc(hexlen / 2);
 	if (!key)
 		goto nomem;
-	for (i = 0; i < hexlen / 2; i++) {
-		int hi = hex_val(hex[2 * i]), lo = hex_val(hex[2 * i + 1]);
-		if (hi < 0 || lo < 0) {
-			gnutls_memset(key, 0, i);
-			free(key);
-			ctx_fail(msg, msglen,
-				 "%s: line %u: key is not hexadecimal", path,
-				 lineno);
-			return -EINVAL;
-		}
-		key[i] = (unsigned char)(hi << 4 | lo);
+	if (hex_decode(hex, hexlen, key, hexlen / 2, &i) < 0) {
+		/* what was decoded before the bad digit is part of a key */
+		gnutls_memset(key, 0, hexlen / 2);
+		free(key);
+		ctx_fail(msg, msglen, "%s: line %u: key is not hexadecimal",
+			 path, lineno);
+		return -EINVAL;
 	}
 	if (hexlen / 2 < PSK_KEY_WEAK)
 		log_warn("tls: %s: line %u: key of only %zu bytes", path,
@@ -433,11 +438,9 @@ static int load_x509(struct tls_ctx *ctx, const struct tls_opts *o,
 	}
 
 	r = gnutls_certificate_allocate_credentials(&ctx->x509);
-	if (r < 0) {
-		ctx_fail(msg, msglen, "allocating X.509 credentials: %s",
-			 gnutls_strerror(r));
-		return -ENOMEM;
-	}
+	if (r < 0)
+		return gnutls_fail(msg, msglen, "allocating X.509 credentials",
+				   r, -ENOMEM);
 	/* Also checks that the key belongs to the certificate. */
 	r = gnutls_certificate_set_x509_key_file(ctx->x509, o->cert_file,
 						 o->key_file,
@@ -460,10 +463,8 @@ static int load_x509(struct tls_ctx *ctx, const struct tls_opts *o,
 	}
 	r = gnutls_certificate_set_known_dh_params(ctx->x509,
 						   GNUTLS_SEC_PARAM_MEDIUM);
-	if (r < 0) {
-		ctx_fail(msg, msglen, "DH parameters: %s", gnutls_strerror(r));
-		return -ENOMEM;
-	}
+	if (r < 0)
+		return gnutls_fail(msg, msglen, "DH parameters", r, -ENOMEM);
 	return 0;
 }
 
@@ -505,9 +506,9 @@ int tls_ctx_new(const struct tls_opts *o, struct tls_ctx **out, char *msg,
 			goto out_free;
 		r = gnutls_psk_allocate_server_credentials(&ctx->psk);
 		if (r < 0) {
-			ctx_fail(msg, msglen, "allocating PSK credentials: %s",
-				 gnutls_strerror(r));
-			r = -ENOMEM;
+			r = gnutls_fail(msg, msglen,
+					"allocating PSK credentials", r,
+					-ENOMEM);
 			goto out_free;
 		}
 		gnutls_psk_set_server_credentials_function2(ctx->psk,
@@ -515,9 +516,8 @@ int tls_ctx_new(const struct tls_opts *o, struct tls_ctx **out, char *msg,
 		r = gnutls_psk_set_server_known_dh_params(
 			ctx->psk, GNUTLS_SEC_PARAM_MEDIUM);
 		if (r < 0) {
-			ctx_fail(msg, msglen, "DH parameters: %s",
-				 gnutls_strerror(r));
-			r = -ENOMEM;
+			r = gnutls_fail(msg, msglen, "DH parameters", r,
+					-ENOMEM);
 			goto out_free;
 		}
 	}

@@ -40,16 +40,19 @@ static bool alive(const struct sockaddr_un *sa)
 	return live;
 }
 
-/* Bind fd to sa with mode 0600 from the start: the umask makes the
- * socket's inode, so it is never wider, not even for a moment. */
+/*
+ * Bind fd to sa with mode 0600 from the start (rule 1).  Linux makes the
+ * node that bind creates with the mode of the socket's own inode, masked
+ * by the umask: so that inode is made 0600 first (fchmod), and the node
+ * is never wider, not even for a moment.  Not the umask: it is the whole
+ * process's, and other threads of the daemon create files meanwhile.
+ */
 static int bind_private(int fd, const struct sockaddr_un *sa)
 {
-	mode_t old = umask(0177);
-	int r = bind(fd, (const struct sockaddr *)sa, sizeof(*sa));
-	int e = errno;
-
-	umask(old);
-	return r < 0 ? -e : 0;
+	if (fchmod(fd, 0600) < 0 ||
+	    bind(fd, (const struct sockaddr *)sa, sizeof(*sa)) < 0)
+		return -errno;
+	return 0;
 }
 
 static const char *kind(mode_t m)

@@ -3,8 +3,10 @@
  * usock - a listening Unix socket at a path: the one way the daemon makes
  * its NBD and control sockets.
  *
- *  1. The socket is mode 0600 from the moment it exists (the umask is set
- *     around bind).
+ *  1. The socket is mode 0600 from the moment it exists: its inode is
+ *     made 0600 before bind, which gives the node that mode (narrowed
+ *     only by a umask that takes the owner's own bits).  The process's
+ *     umask is not touched.
  *  2. Only a stale socket of our own user is replaced: a socket at the
  *     path that nobody accepts on (a non-blocking connect says
  *     ECONNREFUSED).  A live socket (one that accepts, or whose backlog is
@@ -25,9 +27,6 @@
  *  4. usock_close removes the path only while it still names the socket
  *     we bound (same inode), under the same lock: a socket another daemon
  *     bound there since, or a file someone put there, stays.
- *
- * Not thread-safe against other threads that create files (the umask is
- * process-wide): call while the daemon starts.
  */
 #ifndef TV_SERVER_USOCK_H
 #define TV_SERVER_USOCK_H

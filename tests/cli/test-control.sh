@@ -4,7 +4,8 @@
 # holds the pool, must print the same stdout and stderr and exit with the
 # same status, byte for byte (only uuids and creation times, which are
 # random or the clock's, are masked).  Then: the socket's mode, a stale
-# socket left by a killed daemon, and --force accepted offline.
+# socket left by a killed daemon, --force accepted offline, and a fake
+# daemon's reply with a sign or a space in a hex field refused.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
@@ -268,4 +269,55 @@ fi
 expect 0 "$tv" resize "$p" after-restart 512K --force
 expect 0 "$tv" delete "$p" after-restart --force
 expect 0 "$tv" check "$p"
+# a hex field of a daemon's reply is strict (util/hex.h): a sign or a
+# space among its digits is a malformed reply, not a byte.  A daemon of
+# our own that names this pool in its hello, then answers pool.info with
+# such a uuid.
+fake_daemon() { # UUID-HEX: serve one connection, hello then pool.info
+	python3 - "$p" "$sock" "$1" >/dev/null <<'PY' &
+import json, os, socket, sys
+pool, path, uuid = sys.argv[1:]
+st = os.stat(pool)
+s = socket.socket(socket.AF_UNIX)
+s.bind(path)
+s.listen(1)
+c, _ = s.accept()
+f = c.makefile("rwb")
+for line in f:
+    q = json.loads(line)
+    if q["op"] == "hello":
+        res = {"proto": 1, "versions": [1], "max_line": 1048576, "ops": [],
+               "pool": {"type": "file", "ino": st.st_ino,
+                        "dev": "%d:%d" % (os.major(st.st_dev), os.minor(st.st_dev))}}
+    else:
+        res = {"format_version": 1, "uuid": uuid, "block_size": 65536,
+               "blob_size": 16, "size": 1 << 30, "used": 0, "free": 0,
+               "metadata": 0, "reclaimable": 0, "nr_volumes": 0,
+               "next_id": 1, "transaction": 1, "state": "rw", "reason": "",
+               "error": None}
+    f.write((json.dumps({"v": 1, "id": q["id"], "result": res}) + "\n").encode())
+    f.flush()
+c.close()
+os.unlink(path)
+PY
+	fpid=$!
+	for _ in $(seq 200); do
+		[ -S "$sock" ] && return 0
+		sleep 0.05
+	done
+	fail "the fake daemon did not start"
+}
+good=00112233445566778899aabbccddeeff
+fake_daemon "$good"
+expect 0 "$tv" pool info "$p" --json
+grep -q '"uuid":"00112233-4455-6677-8899-aabbccddeeff"' "$dir/out" ||
+	fail "the fake daemon was not used: $(cat "$dir/out")"
+wait "$fpid"
+for bad in "+f112233445566778899aabbccddeeff" " f112233445566778899aabbccddeeff" \
+	"0-112233445566778899aabbccddeeff"; do
+	fake_daemon "$bad"
+	expect_in 1 "malformed reply from the daemon (uuid)" "$tv" pool info "$p"
+	wait "$fpid"
+done
+
 echo "test-control: ok"

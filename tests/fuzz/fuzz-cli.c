@@ -129,7 +129,7 @@ int cli_close(struct cli_pool *pool, const char *path, int status)
 	return status;
 }
 
-/* As in thinvol.c. */
+/* As in cli-util.c. */
 int cli_blob_hex(const char *ctx, const char *opt, const char *hex,
 		 uint32_t blob_size, uint8_t *buf)
 {

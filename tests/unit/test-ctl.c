@@ -5,9 +5,10 @@
  * JSON, unknown op, wrong version, missing and ill-typed arguments, an
  * oversized line), 1000 requests pipelined on one connection, concurrent
  * clients, a file descriptor passed for import and export, the socket's
- * mode, a stale socket replaced and a live one refused, and the claim /
- * release hooks around deletes and shrinks (-EBUSY reaches the client
- * with the hook's message).  Then ctl_handle on random and mutated lines:
+ * mode (made without touching the umask), a stale socket replaced and a
+ * live one refused, hello's op list against the ops answered and
+ * documented, and the claim / release hooks around deletes and shrinks
+ * (-EBUSY reaches the client with the hook's message).  Then ctl_handle on random and mutated lines:
  * every one gets a well-formed reply.
  */
 #include <errno.h>
@@ -17,6 +18,7 @@
 #include <stdlib.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -27,6 +29,22 @@
 #include "thinvol.h"
 #include "util/json.h"
 #include "util/log.h"
+
+/* ---- the umask ---- */
+
+/*
+ * Every umask() call of this program lands here: the server library is
+ * linked in statically, so its calls bind to this definition.  The umask
+ * is the whole process's, and the daemon's other threads create files
+ * while it makes a socket: the listener must not change it.
+ */
+static atomic_int umask_calls;
+
+mode_t umask(mode_t mask)
+{
+	umask_calls++;
+	return (mode_t) syscall(SYS_umask, mask);
+}
 
 /* ---- hooks ---- */
 
@@ -228,6 +246,81 @@ static uint64_t u64_of(const struct json_value *o, const char *key)
 	return v->num.u;
 }
 
+/* ---- hello's op list ---- */
+
+/* The ops of docs/control.md's table of ops ("| `name` | ..." rows
+ * after the "| op | args" header, up to the blank line), into names. */
+static size_t documented_ops(char names[][32], size_t max)
+{
+	const char *src = getenv("TV_SRCDIR");
+	char path[4096], line[4096];
+	bool in_table = false;
+	size_t n = 0;
+	FILE *f;
+
+	CHECK(src);
+	snprintf(path, sizeof(path), "%s/docs/control.md", src);
+	f = fopen(path, "r");
+	CHECK(f);
+	while (fgets(line, sizeof(line), f)) {
+		char *end;
+
+		if (!strncmp(line, "| op | args", 11)) {
+			in_table = true;
+			continue;
+		}
+		if (!in_table || !strncmp(line, "|---", 4))
+			continue;
+		if (line[0] != '|')
+			break;
+		CHECK(!strncmp(line, "| `", 3));
+		end = strchr(line + 3, '`');
+		CHECK(end && end - (line + 3) < 32 && n < max);
+		memcpy(names[n], line + 3, (size_t) (end - (line + 3)));
+		names[n++][end - (line + 3)] = 0;
+	}
+	fclose(f);
+	CHECK(n > 0);
+	return n;
+}
+
+/*
+ * hello's "ops" are exactly the ops the server answers: each documented
+ * op is listed once, each listed op is answered (whatever the arguments
+ * say, never "unknown op"), and an op it does not list (test.fault,
+ * outside a daemon testing faults) is unknown.
+ */
+static void check_hello_ops(struct conn *c, const struct json_value *res)
+{
+	const struct json_value *ops = json_get(res, "ops");
+	char doc[32][32], req[128];
+	size_t ndoc = documented_ops(doc, 32);
+
+	CHECK(ops && ops->type == JSON_ARRAY);
+	CHECK_EQ(ops->arr.n, ndoc);
+	for (size_t i = 0; i < ops->arr.n; i++) {
+		const struct json_value *o = ops->arr.items[i];
+		struct json_value *d;
+		size_t k, seen = 0;
+
+		CHECK(o->type == JSON_STRING);
+		for (k = 0; k < ndoc; k++)
+			seen += !strcmp(doc[k], o->str.s);
+		CHECK_EQ(seen, 1);
+		for (k = 0; k < i; k++)
+			CHECK(strcmp(ops->arr.items[k]->str.s, o->str.s));
+		snprintf(req, sizeof(req),
+			 "{\"v\":1,\"id\":%zu,\"op\":\"%s\"}", 100 + i,
+			 o->str.s);
+		d = ask(c, req, -1);
+		CHECK(code_of(d) != -EOPNOTSUPP);
+		json_free(d);
+	}
+	want_err(c, "{\"v\":1,\"id\":99,\"op\":\"test.fault\",\"args\":"
+		    "{\"fail_at\":0}}",
+		 -EOPNOTSUPP, "unknown op");
+}
+
 /* ---- concurrent clients ---- */
 
 static void *client_thread(void *arg)
@@ -411,7 +504,8 @@ int main(void)
 		unlink(stale);
 	}
 
-	/* a stale socket is replaced; the new one is 0600 */
+	/* a stale socket is replaced; the new one is 0600, whatever the
+	 * umask (here none), which stays untouched */
 	{
 		struct sockaddr_un sa = {.sun_family = AF_UNIX};
 		int s = socket(AF_UNIX, SOCK_STREAM, 0);
@@ -422,9 +516,13 @@ int main(void)
 	}
 	{
 		char msg[256];
+		mode_t old = (mode_t) syscall(SYS_umask, 0);
 
+		umask_calls = 0;
 		CHECK_OK(ctl_server_start(sock_path, pool, &hooks, &srv, msg,
 					  sizeof(msg)));
+		CHECK_EQ(umask_calls, 0);
+		CHECK_EQ(syscall(SYS_umask, old), 0);
 	}
 	CHECK_OK(stat(sock_path, &st));
 	CHECK(S_ISSOCK(st.st_mode));
@@ -443,6 +541,7 @@ int main(void)
 	d = ask(&c, "{\"v\":1,\"id\":1,\"op\":\"hello\"}", -1);
 	CHECK_EQ(u64_of(d, "id"), 1);
 	CHECK_EQ(u64_of(result_of(d), "proto"), CTL_PROTO_VERSION);
+	check_hello_ops(&c, result_of(d));
 	json_free(d);
 
 	/* bad requests: each gets its error, and the connection goes on */

@@ -7,6 +7,7 @@
  */
 #include <errno.h>
 
+#include "util/hex.h"
 #include "util/json.h"
 #include "cli/parse.h"
 #include "tcheck.h"
@@ -114,6 +115,34 @@ static void test_hex(void)
 	CHECK_OK(parse_hex(s, big, sizeof(big), &len, why, sizeof(why)));
 	CHECK_EQ(len, 4096);
 	CHECK(big[4095] == 0xff);
+	CHECK_ERR(parse_hex("+f", out, 8, &len, why, sizeof(why)), -EINVAL);
+	CHECK(!strcmp(why, "character 1 ('+') is not a hex digit"));
+}
+
+/* util/hex.h, the decoder of the control protocol and the PSK file too:
+ * exactly the hex digits, no sign and no space where scanf takes one. */
+static void test_hex_decode(void)
+{
+	static const char *const bad[] = {"+f", "-f", " f", "f ", "0x",
+					   "\tf", "g0", "0", "abc"};
+	uint8_t out[4] = {0};
+	size_t len = 99;
+
+	CHECK_OK(hex_decode("00aAfF19", 8, out, 4, &len));
+	CHECK_EQ(len, 4);
+	CHECK(out[0] == 0 && out[1] == 0xaa && out[2] == 0xff &&
+	      out[3] == 0x19);
+	CHECK_OK(hex_decode("", 0, out, 0, &len));
+	CHECK_EQ(len, 0);
+	/* slen bounds it, not a NUL: the digits after it are not read */
+	CHECK_OK(hex_decode("12zz", 2, out, 4, &len));
+	CHECK(len == 1 && out[0] == 0x12);
+	len = 99;
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		CHECK_ERR(hex_decode(bad[i], strlen(bad[i]), out, 4, &len),
+			  -EINVAL);
+	CHECK_ERR(hex_decode("0011223344", 10, out, 4, &len), -EINVAL);
+	CHECK_EQ(len, 99); /* not written on error */
 }
 
 /* Parse and expect an error at offset off with exactly msg. */
@@ -371,6 +400,7 @@ int main(void)
 {
 	test_sizes();
 	test_hex();
+	test_hex_decode();
 	test_json_values();
 	test_json_errors();
 	test_json_limits();
