@@ -49,7 +49,7 @@
  *      has what commits take), and sm_flush counts (need_exceeded) and
  *      logs any commit that takes more blocks than estimated; the tests
  *      fail on it.  The engine keeps every transaction within what its
- *      commit can get (sm_room; pool.c, rule 2), so a commit does not
+ *      commit can get (sm_room; pool-space.c, rule 2), so a commit does not
  *      fail for lack of space.
  *   7. Room in the pool file (a device with IO_DEV_SPARSE: a file, whose
  *      holes a full filesystem refuses to fill).  A commit writes nodes

@@ -88,7 +88,7 @@ struct tm_format_opts {
 /*
  * What the layer above learns of the space map's blocks (the engine's I/O
  * path keeps a set of the metadata chunks that it reads without the
- * metadata lock: vio.c, rule 10).  Called from inside tm and sm calls,
+ * metadata lock: vio-cache.c, rule 10).  Called from inside tm and sm calls,
  * with the caller's lock held; a hook must not call tm or sm.  Any may be
  * NULL.
  */

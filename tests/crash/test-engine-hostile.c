@@ -97,7 +97,7 @@ static void build_base(void)
 	CHECK_OK(tv_pool_flush(p));
 	CHECK_OK(tv_vol_delete(p, d_id));
 	/* the image as committed with d's tree still in DEFERRED: closing
-	 * the pool would reclaim it (pool.c, rule 3) */
+	 * the pool would reclaim it (pool-space.c, rule 3) */
 	CHECK_OK(tv_pool_flush(p));
 	base = malloc(DEV_SIZE);
 	CHECK(base);

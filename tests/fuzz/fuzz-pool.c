@@ -47,7 +47,7 @@
  *     the run when a write, discard or write-zeroes that is not a sealed
  *     node at its own place lands in the superblocks' block, a block the
  *     space map counts as a metadata chunk, or past the pool's last block
- *     (a client's data turned into metadata: vio.c, rule 10);
+ *     (a client's data turned into metadata: vio-cache.c, rule 10);
  *   - the checker: a mapping outside the data area or onto a metadata
  *     chunk (found by walking every volume's and every deleted volume's
  *     mapping tree here) is a finding, so the check must not call such a
