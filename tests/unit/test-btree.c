@@ -1582,6 +1582,102 @@ static void test_hinted_clone(void)
 	env_teardown(&e);
 }
 
+/*
+ * Review: hinted changes interleaved with clones (snapshots) of the hinted
+ * tree, deletions of clones, and ordinary changes of the clones, against
+ * one model per slot.  Every clone must keep its contents whatever the
+ * hinted tree does after it, the hint must never hold more than the one
+ * pin of its leaf (the fallback drops the old pin), and the store checks
+ * clean (counts exact) after every round.
+ */
+static void test_hinted_snapshots(void)
+{
+	enum { NS = 4, RANGE = 1500 };
+	struct btree_hint h = BTREE_HINT_INIT;
+	uint8_t key[BTREE_MAX_KEY], v[BTREE_MAX_VALUE];
+	const struct btree_info *info;
+	uint64_t *model[NS];
+	struct trng r;
+	struct env e;
+	uint64_t k = 0;
+
+	env_setup(&e);
+	info = &e.info;
+	trng_init(&r, tseed("test-btree hinted snapshots"));
+	for (unsigned int s = 0; s < NS; s++) {
+		model[s] = calloc(RANGE, sizeof(uint64_t));
+		CHECK(model[s] != NULL);
+	}
+	for (k = 0; k < RANGE; k += 2) {
+		put_n(&e, info, 0, k, k + 1);
+		model[0][k] = k + 1;
+	}
+	commit_check(&e, info, 1);
+	for (int round = 0; round < 30; round++) {
+		for (int i = 0; i < 300; i++) {
+			unsigned int op = trng_below(&r, 100);
+
+			k = trng_below(&r, 4) ? (k + 1) % RANGE
+					      : trng_below(&r, RANGE);
+			key_of(info, k, key);
+			if (op < 4) {
+				/* snapshot the hinted tree, hint held */
+				unsigned int s = 1 + trng_below(&r, NS - 1);
+
+				if (tm_root(e.tm, s)->blocknr)
+					CHECK_OK(btree_del(info,
+							   tm_root(e.tm, s)));
+				CHECK_OK(btree_clone(info, tm_root(e.tm, 0),
+						     tm_root(e.tm, s)));
+				memcpy(model[s], model[0],
+				       RANGE * sizeof(uint64_t));
+			} else if (op < 10) {
+				/* an ordinary change in a snapshot */
+				unsigned int s = 1 + trng_below(&r, NS - 1);
+				uint64_t pl = trng_next(&r) | 1;
+
+				if (!tm_root(e.tm, s)->blocknr)
+					continue;
+				val_of(0, pl, v, info->value.size);
+				CHECK_OK(btree_put(info, tm_root(e.tm, s), key,
+						   v, NULL));
+				model[s][k] = pl;
+			} else if (op < 40) {
+				int rr = btree_remove_hinted(
+				    info, tm_root(e.tm, 0), &h, key, NULL);
+
+				CHECK_ERR(rr, model[0][k] ? 0 : -ENOENT);
+				model[0][k] = 0;
+			} else {
+				uint64_t pl = trng_next(&r) | 1;
+				bool ins;
+
+				val_of(0, pl, v, info->value.size);
+				CHECK_OK(btree_put_hinted(info,
+							  tm_root(e.tm, 0), &h,
+							  key, v, &ins));
+				CHECK_EQ(ins, !model[0][k]);
+				model[0][k] = pl;
+			}
+			/* the hint's leaf, and nothing else, stays pinned */
+			CHECK_EQ(pinned(e.tm), h.leaf ? 1u : 0u);
+		}
+		btree_hint_drop(info, &h);
+		CHECK_EQ(pinned(e.tm), 0);
+		commit_check(&e, info, NS);
+		for (unsigned int s = 0; s < NS; s++) {
+			if (s && !tm_root(e.tm, s)->blocknr)
+				continue;
+			for (uint64_t j = 0; j < RANGE; j++)
+				expect(&e, info, s, j,
+				       model[s][j] ? model[s][j] : ~0ull);
+		}
+	}
+	env_teardown(&e);
+	for (unsigned int s = 0; s < NS; s++)
+		free(model[s]);
+}
+
 static const struct btree_info *pick_small(struct env *e)
 {
 	return &e->info;
@@ -1614,6 +1710,7 @@ int main(void)
 	test_hinted(pick_small, 3000);
 	test_hinted(pick_big, 400);
 	test_hinted_clone();
+	test_hinted_snapshots();
 	printf("test-btree: ok\n");
 	return 0;
 }
