@@ -683,7 +683,7 @@ static int batch_op(struct req *q, size_t i, const struct json_value *o,
 {
 	const struct json_value *kind;
 	char where[64];
-	size_t k, len;
+	size_t k, len = 0;
 	uint8_t *blob;
 	bool ro = false;
 	int r;
