@@ -55,6 +55,37 @@ static int bind_private(int fd, const struct sockaddr_un *sa)
 	return 0;
 }
 
+/*
+ * Rule 1's second half: a umask that takes the owner's own bits (0277,
+ * 0777) leaves the node narrower than 0600, and the owner's own commands
+ * could not connect.  Widen it back to exactly 0600 through a descriptor
+ * of the node *st names (no link followed, the same inode checked), so a
+ * name swapped since is never changed.  Only ever narrower, never wider,
+ * than 0600 before this.
+ */
+static int restore_mode(const char *path, const struct stat *st)
+{
+	char proc[64];
+	struct stat fst;
+	int fd, r = 0;
+
+	if ((st->st_mode & 07777) == 0600)
+		return 0;
+	fd = open(path, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
+	if (fstat(fd, &fst) < 0)
+		r = -errno;
+	else if (!S_ISSOCK(fst.st_mode) || fst.st_dev != st->st_dev ||
+		 fst.st_ino != st->st_ino)
+		r = -ESTALE;
+	else if (chmod(proc, 0600) < 0)
+		r = -errno;
+	close(fd);
+	return r;
+}
+
 static const char *kind(mode_t m)
 {
 	if (S_ISREG(m))
@@ -258,6 +289,14 @@ int usock_listen(struct usock *u, const char *path, int backlog, char *msg,
 		r = -errno;
 		unlink(path);
 		goto out_msg;
+	}
+	r = restore_mode(path, &st);
+	if (r < 0) {
+		unlink(path);
+		snprintf(msg, msglen, "making the socket mode 0600 (the umask "
+			 "left it %03o): %s", (unsigned int)(st.st_mode & 0777),
+			 strerror(-r));
+		goto out_close;
 	}
 	path_unlock(lk, path);
 	u->fd = fd;

@@ -3,10 +3,12 @@
  * usock - a listening Unix socket at a path: the one way the daemon makes
  * its NBD and control sockets.
  *
- *  1. The socket is mode 0600 from the moment it exists: its inode is
- *     made 0600 before bind, which gives the node that mode (narrowed
- *     only by a umask that takes the owner's own bits).  The process's
- *     umask is not touched.
+ *  1. The socket is never wider than 0600, and is exactly 0600 once
+ *     usock_listen returns: its inode is made 0600 before bind, which
+ *     gives the node that mode less the umask; a umask that takes the
+ *     owner's own bits is undone afterwards on the node itself (checked
+ *     to be the one bound).  The process's umask is not touched: other
+ *     threads of the daemon create files meanwhile.
  *  2. Only a stale socket of our own user is replaced: a socket at the
  *     path that nobody accepts on (a non-blocking connect says
  *     ECONNREFUSED).  A live socket (one that accepts, or whose backlog is

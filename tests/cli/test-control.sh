@@ -230,6 +230,27 @@ expect 0 "$tv" show "$p" after-restart --json
 stop_daemon
 expect 0 "$tv" show "$p" after-restart
 
+# the sockets are 0600 whatever the daemon's umask, even one that takes
+# the owner's own bits (a service manager's UMask=0277): a socket of
+# mode 0400 or 0000 shuts out the pool owner's own commands and NBD
+# clients (root's DAC override hides it from root, not the mode)
+for um in 0177 0277 0777; do
+	(umask "$um" && exec "$tv" serve "$p" --foreground) 2>>"$dir/serve.log" &
+	pid=$!
+	# a node can be seen between its bind and the end of its set-up:
+	# wait (up to 10 s) for both to be there at 0600
+	for _ in $(seq 200); do
+		[ "$(stat -c %a "$sock" "$p.nbd.sock" 2>/dev/null)" = \
+			"$(printf '600\n600')" ] && break
+		sleep 0.05
+	done
+	for s in "$sock" "$p.nbd.sock"; do
+		[ "$(stat -c %a "$s")" = 600 ] ||
+			fail "umask $um: $s is mode $(stat -c %a "$s"), not 600"
+	done
+	stop_daemon
+done
+
 # a volume that an NBD client has open is neither deleted nor shrunk
 # without --force (exit status 8, the daemon's message); growing is fine
 if command -v qemu-io >/dev/null; then
