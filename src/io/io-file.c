@@ -137,8 +137,8 @@ static int file_rw(struct io_dev *dev, bool write, void *buf, size_t len,
 		}
 		if (n == 0) {
 			log_error("%s: %s at %" PRIu64 ": %s", dev->name, how,
-				  off,
-				  write ? "no progress" : "unexpected end of file");
+				  off, write ? "no progress"
+					     : "unexpected end of file");
 			return -EIO;
 		}
 		p += n;
