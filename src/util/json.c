@@ -171,7 +171,11 @@ static int hex4(struct parser *p, uint32_t *out)
  */
 static int parse_string(struct parser *p, char **out, size_t *out_len)
 {
+	/* the one-letter escapes after '\\', and the bytes they stand for */
+	static const char esc_name[] = "\"\\/bfnrt";
+	static const char esc_byte[] = "\"\\/\b\f\n\r\t";
 	size_t start = p->pos, end, n = 0;
+	const char *esc;
 	uint8_t *o;
 	int r;
 
@@ -219,27 +223,12 @@ static int parse_string(struct parser *p, char **out, size_t *out_len)
 		}
 		p->pos++;
 		c = p->s[p->pos++];
+		esc = c ? strchr(esc_name, c) : NULL;
+		if (esc) {
+			o[n++] = (uint8_t)esc_byte[esc - esc_name];
+			continue;
+		}
 		switch (c) {
-		case '"':
-		case '\\':
-		case '/':
-			o[n++] = c;
-			break;
-		case 'b':
-			o[n++] = '\b';
-			break;
-		case 'f':
-			o[n++] = '\f';
-			break;
-		case 'n':
-			o[n++] = '\n';
-			break;
-		case 'r':
-			o[n++] = '\r';
-			break;
-		case 't':
-			o[n++] = '\t';
-			break;
 		case 'u': {
 			size_t at = p->pos - 2;
 			uint32_t cp, lo;
