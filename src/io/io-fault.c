@@ -26,24 +26,19 @@
  * resize and close pass through; resize is not counted.
  */
 #include "io/io.h"
+#include "io/io-internal.h"
 
 #include <assert.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <stddef.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 
 #include "util/checked.h"
 #include "util/log.h"
 
 struct io_fault {
-	struct io_dev dev; /* first: io_dev pointers convert back */
-	struct io_dev *lower;
-	bool own_lower;
-	pthread_mutex_t lock; /* protects everything below */
+	struct io_wrap w; /* first; w.lock protects everything below */
 	struct io_fault_cfg cfg; /* cfg.fail_at == 0: disarmed */
 	uint64_t count;
 	uint64_t failed;
@@ -55,16 +50,7 @@ static struct io_fault *to_fault(struct io_dev *dev)
 {
 	assert(dev->ops == &fault_ops);
 	return (struct io_fault *)((char *)dev -
-				   offsetof(struct io_fault, dev));
-}
-
-static uint64_t splitmix64(uint64_t *x)
-{
-	uint64_t z = (*x += 0x9E3779B97F4A7C15ull);
-
-	z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-	z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-	return z ^ (z >> 31);
+				   offsetof(struct io_fault, w.dev));
 }
 
 /*
@@ -76,7 +62,7 @@ static bool fault_hit(struct io_fault *f, unsigned int op,
 {
 	bool hit = false;
 
-	pthread_mutex_lock(&f->lock);
+	pthread_mutex_lock(&f->w.lock);
 	if (f->cfg.op_mask & op) {
 		*idx = ++f->count;
 		if (f->cfg.fail_at &&
@@ -87,10 +73,10 @@ static bool fault_hit(struct io_fault *f, unsigned int op,
 			*cfg = f->cfg;
 		}
 	}
-	pthread_mutex_unlock(&f->lock);
+	pthread_mutex_unlock(&f->w.lock);
 	if (hit)
 		log_debug("%s: injecting fault %d (kind %d) into op %" PRIu64,
-			  f->dev.name, cfg->error, (int)cfg->kind, *idx);
+			  f->w.dev.name, cfg->error, (int)cfg->kind, *idx);
 	return hit;
 }
 
@@ -113,11 +99,11 @@ static int short_write(struct io_fault *f, const struct io_fault_cfg *cfg,
 {
 	uint64_t rng = cfg->seed + idx;
 	uint64_t n = nr_pieces(off, len);
-	uint64_t keep = splitmix64(&rng) % n; /* strict prefix: < n */
+	uint64_t keep = io_splitmix64(&rng) % n; /* strict prefix: < n */
 	uint64_t end = keep ? piece_end(off, len, keep - 1) : off;
 	int r;
 
-	r = io_write(f->lower, buf, (size_t)(end - off), off);
+	r = io_write(f->w.lower, buf, (size_t)(end - off), off);
 	return r ? r : cfg->error;
 }
 
@@ -135,11 +121,11 @@ static int torn_write(struct io_fault *f, const struct io_fault_cfg *cfg,
 		return 0; /* no non-empty strict subset: lose it all */
 	/* one piece forced in and another forced out keep the subset
 	 * non-empty and strict; the others are coin flips */
-	in = splitmix64(&rng) % n;
-	out = (in + 1 + splitmix64(&rng) % (n - 1)) % n;
+	in = io_splitmix64(&rng) % n;
+	out = (in + 1 + io_splitmix64(&rng) % (n - 1)) % n;
 	for (i = 0; i <= n; i++) {
 		if (i < n)
-			take = i == in || (i != out && (splitmix64(&rng) & 1));
+			take = i == in || (i != out && (io_splitmix64(&rng) & 1));
 		else
 			take = false;
 		start = pos;
@@ -147,7 +133,7 @@ static int torn_write(struct io_fault *f, const struct io_fault_cfg *cfg,
 			run = start;
 			in_run = true;
 		} else if (!take && in_run) {
-			r = io_write(f->lower, p + (run - off),
+			r = io_write(f->w.lower, p + (run - off),
 				     (size_t)(start - run), run);
 			if (r)
 				return r;
@@ -159,15 +145,21 @@ static int torn_write(struct io_fault *f, const struct io_fault_cfg *cfg,
 	return 0;
 }
 
-static int fault_read(struct io_dev *dev, void *buf, size_t len, uint64_t off)
+/* Count an operation of type op that fails whole or not at all: its
+ * error if it must fail, else 0 (a configured error is never 0). */
+static int fault_op(struct io_dev *dev, unsigned int op)
 {
-	struct io_fault *f = to_fault(dev);
 	struct io_fault_cfg cfg;
 	uint64_t idx;
 
-	if (fault_hit(f, IO_OP_READ, &cfg, &idx))
-		return cfg.error;
-	return io_read(f->lower, buf, len, off);
+	return fault_hit(to_fault(dev), op, &cfg, &idx) ? cfg.error : 0;
+}
+
+static int fault_read(struct io_dev *dev, void *buf, size_t len, uint64_t off)
+{
+	int r = fault_op(dev, IO_OP_READ);
+
+	return r ? r : io_wrap_read(dev, buf, len, off);
 }
 
 static int fault_write(struct io_dev *dev, const void *buf, size_t len,
@@ -178,7 +170,7 @@ static int fault_write(struct io_dev *dev, const void *buf, size_t len,
 	uint64_t idx;
 
 	if (!fault_hit(f, IO_OP_WRITE, &cfg, &idx))
-		return io_write(f->lower, buf, len, off);
+		return io_write(f->w.lower, buf, len, off);
 	switch (cfg.kind) {
 	case IO_FAULT_SHORT:
 		return short_write(f, &cfg, idx, buf, len, off);
@@ -192,69 +184,32 @@ static int fault_write(struct io_dev *dev, const void *buf, size_t len,
 
 static int fault_flush(struct io_dev *dev)
 {
-	struct io_fault *f = to_fault(dev);
-	struct io_fault_cfg cfg;
-	uint64_t idx;
+	int r = fault_op(dev, IO_OP_FLUSH);
 
-	if (fault_hit(f, IO_OP_FLUSH, &cfg, &idx))
-		return cfg.error;
-	return io_flush(f->lower);
+	return r ? r : io_wrap_flush(dev);
 }
 
 /* Counted as a flush. */
-static int fault_sync_ranges(struct io_dev *dev, const struct io_range *r,
+static int fault_sync_ranges(struct io_dev *dev, const struct io_range *rg,
 			     size_t n, const struct io_range *barrier)
 {
-	struct io_fault *f = to_fault(dev);
-	struct io_fault_cfg cfg;
-	uint64_t idx;
+	int r = fault_op(dev, IO_OP_FLUSH);
 
-	if (fault_hit(f, IO_OP_FLUSH, &cfg, &idx))
-		return cfg.error;
-	return io_sync_ranges(f->lower, r, n, barrier);
-}
-
-static int fault_is_hole(struct io_dev *dev, uint64_t off, uint64_t len)
-{
-	return io_is_hole(to_fault(dev)->lower, off, len);
-}
-
-/* Not counted: a reservation changes no contents (as prealloc). */
-static int fault_reserve(struct io_dev *dev, uint64_t off, uint64_t len)
-{
-	return io_reserve(to_fault(dev)->lower, off, len);
-}
-
-static int fault_drop_cache(struct io_dev *dev, uint64_t off, uint64_t len)
-{
-	return io_drop_cache(to_fault(dev)->lower, off, len);
-}
-
-static int fault_prealloc(struct io_dev *dev, uint64_t off, uint64_t len)
-{
-	return io_prealloc(to_fault(dev)->lower, off, len);
+	return r ? r : io_wrap_sync_ranges(dev, rg, n, barrier);
 }
 
 static int fault_discard(struct io_dev *dev, uint64_t off, uint64_t len)
 {
-	struct io_fault *f = to_fault(dev);
-	struct io_fault_cfg cfg;
-	uint64_t idx;
+	int r = fault_op(dev, IO_OP_DISCARD);
 
-	if (fault_hit(f, IO_OP_DISCARD, &cfg, &idx))
-		return cfg.error;
-	return io_discard(f->lower, off, len);
+	return r ? r : io_discard(to_fault(dev)->w.lower, off, len);
 }
 
 static int fault_write_zeroes(struct io_dev *dev, uint64_t off, uint64_t len)
 {
-	struct io_fault *f = to_fault(dev);
-	struct io_fault_cfg cfg;
-	uint64_t idx;
+	int r = fault_op(dev, IO_OP_WRITE_ZEROES);
 
-	if (fault_hit(f, IO_OP_WRITE_ZEROES, &cfg, &idx))
-		return cfg.error;
-	return io_write_zeroes(f->lower, off, len);
+	return r ? r : io_write_zeroes(to_fault(dev)->w.lower, off, len);
 }
 
 static int fault_resize(struct io_dev *dev, uint64_t new_size)
@@ -262,70 +217,51 @@ static int fault_resize(struct io_dev *dev, uint64_t new_size)
 	struct io_fault *f = to_fault(dev);
 	int r;
 
-	r = io_resize(f->lower, new_size);
-	dev->size = f->lower->size;
+	r = io_resize(f->w.lower, new_size);
+	dev->size = f->w.lower->size;
 	return r;
 }
 
 static void fault_close(struct io_dev *dev)
 {
-	struct io_fault *f = to_fault(dev);
-
-	if (f->own_lower)
-		io_close(f->lower);
-	pthread_mutex_destroy(&f->lock);
-	free(f);
+	io_wrap_free(&to_fault(dev)->w);
 }
 
-static int fault_fd(struct io_dev *dev)
-{
-	return io_dev_fd(to_fault(dev)->lower);
-}
-
+/*
+ * Not counted, never failed: is_hole, prealloc and reserve change no
+ * contents (a reservation is a preallocation), drop_cache and fd neither
+ * read nor write.
+ */
 static const struct io_ops fault_ops = {
 	.read = fault_read,
 	.write = fault_write,
 	.flush = fault_flush,
 	.sync_ranges = fault_sync_ranges,
-	.drop_cache = fault_drop_cache,
-	.reserve = fault_reserve,
-	.is_hole = fault_is_hole,
-	.prealloc = fault_prealloc,
+	.drop_cache = io_wrap_drop_cache,
+	.reserve = io_wrap_reserve,
+	.is_hole = io_wrap_is_hole,
+	.prealloc = io_wrap_prealloc,
 	.discard = fault_discard,
 	.write_zeroes = fault_write_zeroes,
 	.resize = fault_resize,
 	.close = fault_close,
-	.fd = fault_fd,
+	.fd = io_wrap_fd,
 };
 
 int io_fault_wrap(struct io_dev *lower, bool own_lower, struct io_dev **out)
 {
 	struct io_fault *f;
+	void *w;
 	int r;
 
-	f = calloc(1, sizeof(*f));
-	if (!f) {
-		log_error("fault:%s: out of memory", lower->name);
-		return -ENOMEM;
-	}
-	r = pthread_mutex_init(&f->lock, NULL);
-	if (r) {
-		log_error("fault:%s: pthread_mutex_init: %s", lower->name,
-			  strerror(r));
-		free(f);
-		return -r;
-	}
-	f->lower = lower;
-	f->own_lower = own_lower;
+	r = io_wrap_new(sizeof(*f), &fault_ops, "fault", lower, own_lower, 0,
+			&w);
+	if (r)
+		return r;
+	f = w;
 	f->cfg.op_mask = IO_OP_ALL;
 	f->cfg.error = -EIO;
-	f->dev.ops = &fault_ops;
-	f->dev.size = lower->size;
-	f->dev.flags = lower->flags;
-	/* the precision keeps "fault:" + name inside dev.name */
-	snprintf(f->dev.name, sizeof(f->dev.name), "fault:%.57s",
-		 lower->name);
-	*out = &f->dev;
+	*out = &f->w.dev;
 	return 0;
 }
 
@@ -333,7 +269,7 @@ void io_fault_arm(struct io_dev *dev, const struct io_fault_cfg *cfg)
 {
 	struct io_fault *f = to_fault(dev);
 
-	pthread_mutex_lock(&f->lock);
+	pthread_mutex_lock(&f->w.lock);
 	f->cfg = *cfg;
 	if (!f->cfg.op_mask)
 		f->cfg.op_mask = IO_OP_ALL;
@@ -341,36 +277,40 @@ void io_fault_arm(struct io_dev *dev, const struct io_fault_cfg *cfg)
 		f->cfg.error = -EIO; /* a failure must look like one */
 	f->count = 0;
 	f->failed = 0;
-	pthread_mutex_unlock(&f->lock);
+	pthread_mutex_unlock(&f->w.lock);
 }
 
 void io_fault_disarm(struct io_dev *dev)
 {
 	struct io_fault *f = to_fault(dev);
 
-	pthread_mutex_lock(&f->lock);
+	pthread_mutex_lock(&f->w.lock);
 	f->cfg.fail_at = 0;
-	pthread_mutex_unlock(&f->lock);
+	pthread_mutex_unlock(&f->w.lock);
+}
+
+/* The counters, read together under the lock. */
+struct fault_counts {
+	uint64_t count, failed;
+};
+
+static struct fault_counts fault_counts(struct io_dev *dev)
+{
+	struct io_fault *f = to_fault(dev);
+	struct fault_counts c;
+
+	pthread_mutex_lock(&f->w.lock);
+	c = (struct fault_counts){ f->count, f->failed };
+	pthread_mutex_unlock(&f->w.lock);
+	return c;
 }
 
 uint64_t io_fault_count(struct io_dev *dev)
 {
-	struct io_fault *f = to_fault(dev);
-	uint64_t n;
-
-	pthread_mutex_lock(&f->lock);
-	n = f->count;
-	pthread_mutex_unlock(&f->lock);
-	return n;
+	return fault_counts(dev).count;
 }
 
 uint64_t io_fault_failed(struct io_dev *dev)
 {
-	struct io_fault *f = to_fault(dev);
-	uint64_t n;
-
-	pthread_mutex_lock(&f->lock);
-	n = f->failed;
-	pthread_mutex_unlock(&f->lock);
-	return n;
+	return fault_counts(dev).failed;
 }

@@ -106,27 +106,39 @@ static bool unsupported(int err, bool blockdev)
 	       (blockdev && err == -EINVAL);
 }
 
-static int file_read(struct io_dev *dev, void *buf, size_t len, uint64_t off)
+/*
+ * pread (write false) or pwrite (write true: buf is only read) of
+ * [off, off + len), until all of it is done or an error occurs; short
+ * transfers continue, EINTR retries.  A transfer of nothing is an error:
+ * a read past the end of the file, and a write that pwrite never reports
+ * for len > 0 on a file or a device (do not spin if it does).
+ */
+static int file_rw(struct io_dev *dev, bool write, void *buf, size_t len,
+		   uint64_t off)
 {
 	struct io_file *f = to_file(dev);
+	const char *how = write ? "pwrite" : "pread";
 	uint8_t *p = buf;
 	ssize_t n;
 	int r;
 
 	while (len) {
-		n = pread(f->fd, p, MIN(len, (size_t)SSIZE_MAX), (off_t)off);
+		size_t chunk = MIN(len, (size_t)SSIZE_MAX);
+
+		n = write ? pwrite(f->fd, p, chunk, (off_t)off)
+			  : pread(f->fd, p, chunk, (off_t)off);
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
 			r = -errno;
-			log_error("%s: pread of %zu bytes at %" PRIu64 ": %s",
-				  dev->name, len, off, strerror(-r));
+			log_error("%s: %s of %zu bytes at %" PRIu64 ": %s",
+				  dev->name, how, len, off, strerror(-r));
 			return r;
 		}
 		if (n == 0) {
-			log_error("%s: pread at %" PRIu64
-				  ": unexpected end of file",
-				  dev->name, off);
+			log_error("%s: %s at %" PRIu64 ": %s", dev->name, how,
+				  off, write ? "no progress"
+					     : "unexpected end of file");
 			return -EIO;
 		}
 		p += n;
@@ -134,6 +146,11 @@ static int file_read(struct io_dev *dev, void *buf, size_t len, uint64_t off)
 		len -= (size_t)n;
 	}
 	return 0;
+}
+
+static int file_read(struct io_dev *dev, void *buf, size_t len, uint64_t off)
+{
+	return file_rw(dev, false, buf, len, off);
 }
 
 /* [lo, hi) := the span of the known holes (hlock held, no SEEK_DATA in
@@ -209,42 +226,10 @@ static void holes_forget(struct io_file *f, uint64_t off, uint64_t len)
 	pthread_mutex_unlock(&f->hlock);
 }
 
-static int file_pwrite(struct io_dev *dev, const void *buf, size_t len,
-		       uint64_t off)
-{
-	struct io_file *f = to_file(dev);
-	const uint8_t *p = buf;
-	ssize_t n;
-	int r;
-
-	while (len) {
-		n = pwrite(f->fd, p, MIN(len, (size_t)SSIZE_MAX), (off_t)off);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			r = -errno;
-			log_error("%s: pwrite of %zu bytes at %" PRIu64 ": %s",
-				  dev->name, len, off, strerror(-r));
-			return r;
-		}
-		if (n == 0) {
-			/* pwrite never returns 0 for len > 0 on a file or a
-			 * device; do not spin if it does */
-			log_error("%s: pwrite at %" PRIu64 ": no progress",
-				  dev->name, off);
-			return -EIO;
-		}
-		p += n;
-		off += (uint64_t)n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
-
 static int file_write(struct io_dev *dev, const void *buf, size_t len,
 		      uint64_t off)
 {
-	int r = file_pwrite(dev, buf, len, off);
+	int r = file_rw(dev, true, (void *)buf, len, off);
 
 	/* also after a failure: part of it may have landed */
 	if (!(dev->flags & IO_DEV_BLOCKDEV))
@@ -366,13 +351,19 @@ static int file_sync_ranges(struct io_dev *dev, const struct io_range *r,
 	return e;
 }
 
-/* The last resort: write zeroes from a buffer of at most ZERO_BUF_MAX. */
+/*
+ * The last resort: write zeroes from a buffer of at most ZERO_BUF_MAX.
+ * They are in the page cache now, and a barrier does not write back
+ * what it is not told of: the next one is a whole flush
+ * (file_sync_ranges).
+ */
 static int write_zero_bytes(struct io_dev *dev, uint64_t off, uint64_t len)
 {
 	size_t bsz = (size_t)MIN(len, (uint64_t)ZERO_BUF_MAX);
 	void *zero;
 	int r;
 
+	atomic_store(&to_file(dev)->zero_bytes_written, true);
 	r = posix_memalign(&zero, DIRECT_ALIGN, bsz);
 	if (r) {
 		log_error("%s: allocating %zu bytes of zeroes: %s", dev->name,
@@ -416,9 +407,19 @@ static int do_blkzeroout(struct io_file *f, uint64_t off, uint64_t len)
 	return 0;
 }
 
-static int zero_failed(struct io_dev *dev, const char *how, uint64_t off,
-		       uint64_t len, int r)
+/*
+ * One way of zeroing [off, off + len) (how: its name) has answered r
+ * (blk: on a block device).  Returns 0 when it zeroed the range, the
+ * error (logged) when it failed, or 1 when the kernel or the filesystem
+ * does not support it (see unsupported): try the next way.
+ */
+static int zeroed(struct io_dev *dev, const char *how, uint64_t off,
+		  uint64_t len, bool blk, int r)
 {
+	if (r == 0)
+		return 0;
+	if (unsupported(r, blk))
+		return 1;
 	log_error("%s: %s of %" PRIu64 " bytes at %" PRIu64 ": %s", dev->name,
 		  how, len, off, strerror(-r));
 	return r;
@@ -427,34 +428,22 @@ static int zero_failed(struct io_dev *dev, const char *how, uint64_t off,
 static int file_write_zeroes(struct io_dev *dev, uint64_t off, uint64_t len)
 {
 	struct io_file *f = to_file(dev);
-	bool blk = dev->flags & IO_DEV_BLOCKDEV;
 	int r;
 
-	if (blk) {
-		r = do_blkzeroout(f, off, len);
-		if (r == 0)
-			return 0;
-		if (!unsupported(r, true))
-			return zero_failed(dev, "BLKZEROOUT", off, len, r);
-		/* zeroes in the page cache: the next barrier flushes them */
-		atomic_store(&f->zero_bytes_written, true);
-		return write_zero_bytes(dev, off, len);
+	if (dev->flags & IO_DEV_BLOCKDEV) {
+		r = zeroed(dev, "BLKZEROOUT", off, len, true,
+			   do_blkzeroout(f, off, len));
+		return r <= 0 ? r : write_zero_bytes(dev, off, len);
 	}
-
-	r = do_fallocate(f, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, off,
-			 len);
-	if (r == 0)
-		return 0;
-	if (!unsupported(r, false))
-		return zero_failed(dev, "fallocate(ZERO_RANGE)", off, len, r);
-	r = do_fallocate(f, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off,
-			 len);
-	if (r == 0)
-		return 0;
-	if (!unsupported(r, false))
-		return zero_failed(dev, "fallocate(PUNCH_HOLE)", off, len, r);
-	atomic_store(&f->zero_bytes_written, true);
-	return write_zero_bytes(dev, off, len);
+	r = zeroed(dev, "fallocate(ZERO_RANGE)", off, len, false,
+		   do_fallocate(f, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE,
+				off, len));
+	if (r <= 0)
+		return r;
+	r = zeroed(dev, "fallocate(PUNCH_HOLE)", off, len, false,
+		   do_fallocate(f, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+				off, len));
+	return r <= 0 ? r : write_zero_bytes(dev, off, len);
 }
 
 static int file_discard(struct io_dev *dev, uint64_t off, uint64_t len)
@@ -463,15 +452,13 @@ static int file_discard(struct io_dev *dev, uint64_t off, uint64_t len)
 	bool blk = dev->flags & IO_DEV_BLOCKDEV;
 	int r;
 
-	r = do_fallocate(f, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off,
-			 len);
-	if (r == 0)
-		return 0;
-	if (!unsupported(r, blk))
-		return zero_failed(dev, "fallocate(PUNCH_HOLE)", off, len, r);
+	r = zeroed(dev, "fallocate(PUNCH_HOLE)", off, len, blk,
+		   do_fallocate(f, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+				off, len));
+	if (r <= 0)
+		return r;
 	if (blk)
 		return file_write_zeroes(dev, off, len);
-	atomic_store(&f->zero_bytes_written, true);
 	return write_zero_bytes(dev, off, len);
 }
 

@@ -151,6 +151,16 @@ int io_fd_user_target(int fd, char *why, size_t whylen)
 	return 0;
 }
 
+/* What the mode bits of a pool file let its group or others do, the
+ * worse first. */
+static const struct exposure {
+	mode_t group, others;
+	const char *verb, *can;
+} modes[] = {
+	{ S_IWGRP, S_IWOTH, "write", "read and change every volume" },
+	{ S_IRGRP, S_IROTH, "read", "read every volume" },
+};
+
 int io_pool_file_exposed(const struct stat *st, char *what, size_t len)
 {
 	char who[128];
@@ -166,20 +176,15 @@ int io_pool_file_exposed(const struct stat *st, char *what, size_t len)
 			 who);
 		return 1;
 	}
-	if (st->st_mode & (S_IWGRP | S_IWOTH)) {
+	for (size_t i = 0; i < sizeof(modes) / sizeof(modes[0]); i++) {
+		const struct exposure *m = &modes[i];
+
+		if (!(st->st_mode & (m->group | m->others)))
+			continue;
 		snprintf(what, len,
-			 "%s may write the pool file (mode %04o): they can "
-			 "read and change every volume",
-			 st->st_mode & S_IWOTH ? "anyone" : "its group",
-			 (unsigned int)(st->st_mode & 07777));
-		return 1;
-	}
-	if (st->st_mode & (S_IRGRP | S_IROTH)) {
-		snprintf(what, len,
-			 "%s may read the pool file (mode %04o): they can "
-			 "read every volume",
-			 st->st_mode & S_IROTH ? "anyone" : "its group",
-			 (unsigned int)(st->st_mode & 07777));
+			 "%s may %s the pool file (mode %04o): they can %s",
+			 st->st_mode & m->others ? "anyone" : "its group",
+			 m->verb, (unsigned int)(st->st_mode & 07777), m->can);
 		return 1;
 	}
 	return 0;

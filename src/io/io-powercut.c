@@ -50,6 +50,7 @@
  * never sees lower half-way through a flush.
  */
 #include "io/io.h"
+#include "io/io-internal.h"
 
 #include <assert.h>
 #include <errno.h>
@@ -72,10 +73,8 @@ struct pc_op {
 };
 
 struct io_pc {
-	struct io_dev dev; /* first: io_dev pointers convert back */
-	struct io_dev *lower;
-	bool own_lower;
-	pthread_mutex_t lock; /* protects everything below and lower */
+	/* first; w.lock protects everything below, and lower */
+	struct io_wrap w;
 	struct pc_op *ops; /* the pending list, in issue order */
 	size_t nr_ops;
 	size_t cap_ops;
@@ -95,16 +94,7 @@ static const struct io_ops pc_ops;
 static struct io_pc *to_pc(struct io_dev *dev)
 {
 	assert(dev->ops == &pc_ops);
-	return (struct io_pc *)((char *)dev - offsetof(struct io_pc, dev));
-}
-
-static uint64_t splitmix64(uint64_t *x)
-{
-	uint64_t z = (*x += 0x9E3779B97F4A7C15ull);
-
-	z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-	z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-	return z ^ (z >> 31);
+	return (struct io_pc *)((char *)dev - offsetof(struct io_pc, w.dev));
 }
 
 /* Rule 5, with the lock held: an operation has completed. */
@@ -113,7 +103,7 @@ static void count_op(struct io_pc *pc)
 	pc->nr_mutating++;
 	if (pc->cut_at && pc->nr_mutating >= pc->cut_at && !pc->cut) {
 		pc->cut = true;
-		log_debug("%s: power cut after op %" PRIu64, pc->dev.name,
+		log_debug("%s: power cut after op %" PRIu64, pc->w.dev.name,
 			  pc->nr_mutating);
 	}
 }
@@ -122,7 +112,7 @@ static int power_is_off(struct io_pc *pc)
 {
 	if (!pc->cut)
 		return 0;
-	log_debug("%s: power is off", pc->dev.name);
+	log_debug("%s: power is off", pc->w.dev.name);
 	return -EIO;
 }
 
@@ -204,7 +194,7 @@ static int add_pending(struct io_pc *pc, uint64_t off, uint64_t len,
 		    !(p = realloc(pc->ops, bytes))) {
 			free(data);
 			log_error("%s: pending list: out of memory",
-				  pc->dev.name);
+				  pc->w.dev.name);
 			return -ENOMEM;
 		}
 		pc->ops = p;
@@ -249,7 +239,7 @@ static int read_locked(struct io_pc *pc, void *buf, size_t len, uint64_t off)
 	int r = power_is_off(pc);
 
 	if (!r)
-		r = io_read(pc->lower, buf, len, off);
+		r = io_read(pc->w.lower, buf, len, off);
 	if (r)
 		return r;
 	for (size_t i = 0; i < pc->nr_lost; i++)
@@ -264,9 +254,9 @@ static int pc_read(struct io_dev *dev, void *buf, size_t len, uint64_t off)
 	struct io_pc *pc = to_pc(dev);
 	int r;
 
-	pthread_mutex_lock(&pc->lock);
+	pthread_mutex_lock(&pc->w.lock);
 	r = read_locked(pc, buf, len, off);
-	pthread_mutex_unlock(&pc->lock);
+	pthread_mutex_unlock(&pc->w.lock);
 	return r;
 }
 
@@ -276,7 +266,7 @@ static int pc_mutate(struct io_pc *pc, const void *buf, uint64_t len,
 	uint8_t *copy = NULL;
 	int r;
 
-	pthread_mutex_lock(&pc->lock);
+	pthread_mutex_lock(&pc->w.lock);
 	r = power_is_off(pc);
 	if (r)
 		goto out;
@@ -285,7 +275,7 @@ static int pc_mutate(struct io_pc *pc, const void *buf, uint64_t len,
 		if (!copy) {
 			log_error("%s: copying a write of %" PRIu64
 				  " bytes: out of memory",
-				  pc->dev.name, len);
+				  pc->w.dev.name, len);
 			r = -ENOMEM;
 			goto count;
 		}
@@ -297,7 +287,7 @@ static int pc_mutate(struct io_pc *pc, const void *buf, uint64_t len,
 count:
 	count_op(pc);
 out:
-	pthread_mutex_unlock(&pc->lock);
+	pthread_mutex_unlock(&pc->w.lock);
 	return r;
 }
 
@@ -334,20 +324,20 @@ static int fail_flush_locked(struct io_pc *pc)
 	for (size_t i = 0; i < pc->nr_ops && !r; i++) {
 		const struct pc_op *op = &pc->ops[i];
 
-		switch (splitmix64(&rng) % 3) {
+		switch (io_splitmix64(&rng) % 3) {
 		case 0:
-			r = apply_part(pc->lower, op, op->off,
+			r = apply_part(pc->w.lower, op, op->off,
 				       op->off + op->len);
 			break;
 		case 1:
 			break; /* never reached the disk */
 		default:
-			r = apply_torn(pc->lower, op, &rng);
+			r = apply_torn(pc->w.lower, op, &rng);
 			break;
 		}
 	}
 	if (!r)
-		r = io_flush(pc->lower);
+		r = io_flush(pc->w.lower);
 	if (r)
 		return r;
 	/* the pending writes are lost now, after those lost before (which
@@ -362,7 +352,7 @@ static int fail_flush_locked(struct io_pc *pc)
 	pc->lost = v;
 	pc->nr_lost += pc->nr_ops;
 	pc->nr_ops = 0;
-	log_debug("%s: a flush failed: %zu writes lost", pc->dev.name,
+	log_debug("%s: a flush failed: %zu writes lost", pc->w.dev.name,
 		  pc->nr_lost);
 	return pc->ff.error;
 }
@@ -372,7 +362,7 @@ static int pc_flush(struct io_dev *dev)
 	struct io_pc *pc = to_pc(dev);
 	int r = 0;
 
-	pthread_mutex_lock(&pc->lock);
+	pthread_mutex_lock(&pc->w.lock);
 	r = power_is_off(pc);
 	if (r)
 		goto out;
@@ -385,15 +375,15 @@ static int pc_flush(struct io_dev *dev)
 	for (size_t i = 0; i < pc->nr_ops && !r; i++) {
 		const struct pc_op *op = &pc->ops[i];
 
-		r = apply_part(pc->lower, op, op->off, op->off + op->len);
+		r = apply_part(pc->w.lower, op, op->off, op->off + op->len);
 	}
 	if (!r)
-		r = io_flush(pc->lower);
+		r = io_flush(pc->w.lower);
 	if (!r)
 		free_pending(pc);
 	count_op(pc);
 out:
-	pthread_mutex_unlock(&pc->lock);
+	pthread_mutex_unlock(&pc->w.lock);
 	return r;
 }
 
@@ -470,7 +460,7 @@ static int ranged_sync(struct io_pc *pc, const struct io_range *rg, size_t n,
 		const struct pc_op *op = &pc->ops[i];
 
 		if (!op->data) {
-			r = apply_part(pc->lower, op, op->off,
+			r = apply_part(pc->w.lower, op, op->off,
 				       op->off + op->len);
 			continue;
 		}
@@ -480,11 +470,11 @@ static int ranged_sync(struct io_pc *pc, const struct io_range *rg, size_t n,
 					 sync.v[k].off + sync.v[k].len);
 
 			if (s < e)
-				r = apply_part(pc->lower, op, s, e);
+				r = apply_part(pc->w.lower, op, s, e);
 		}
 	}
 	if (!r)
-		r = io_flush(pc->lower);
+		r = io_flush(pc->w.lower);
 	if (r)
 		goto out; /* the list is kept: re-applying it is harmless */
 	/* what stays pending: newest first, to know the later zeroings */
@@ -568,7 +558,7 @@ static int pc_sync_ranges(struct io_dev *dev, const struct io_range *rg,
 	struct io_pc *pc = to_pc(dev);
 	int r;
 
-	pthread_mutex_lock(&pc->lock);
+	pthread_mutex_lock(&pc->w.lock);
 	r = power_is_off(pc);
 	if (r)
 		goto out;
@@ -577,7 +567,7 @@ static int pc_sync_ranges(struct io_dev *dev, const struct io_range *rg,
 				    : ranged_sync(pc, rg, n, barrier);
 	count_op(pc);
 out:
-	pthread_mutex_unlock(&pc->lock);
+	pthread_mutex_unlock(&pc->w.lock);
 	return r;
 }
 
@@ -596,12 +586,12 @@ static int pc_is_hole(struct io_dev *dev, uint64_t off, uint64_t len)
 	uint8_t *buf;
 	int hole = 0;
 
-	if (len > COPY_CHUNK || (pc->lower->flags & IO_DEV_BLOCKDEV))
+	if (len > COPY_CHUNK || (pc->w.lower->flags & IO_DEV_BLOCKDEV))
 		return 0;
 	buf = malloc((size_t)len);
 	if (!buf)
 		return 0;
-	pthread_mutex_lock(&pc->lock);
+	pthread_mutex_lock(&pc->w.lock);
 	for (size_t i = 0; i < pc->nr_ops + pc->nr_lost; i++) {
 		const struct pc_op *op = i < pc->nr_ops
 						 ? &pc->ops[i]
@@ -619,7 +609,7 @@ static int pc_is_hole(struct io_dev *dev, uint64_t off, uint64_t len)
 			break;
 		}
 out:
-	pthread_mutex_unlock(&pc->lock);
+	pthread_mutex_unlock(&pc->w.lock);
 	free(buf);
 	return hole;
 }
@@ -631,12 +621,12 @@ static int pc_resize(struct io_dev *dev, uint64_t new_size)
 	size_t i, j;
 	int r;
 
-	pthread_mutex_lock(&pc->lock);
+	pthread_mutex_lock(&pc->w.lock);
 	r = power_is_off(pc);
 	if (r)
 		goto out;
-	r = io_resize(pc->lower, new_size);
-	dev->size = pc->lower->size;
+	r = io_resize(pc->w.lower, new_size);
+	dev->size = pc->w.lower->size;
 	if (r)
 		goto out;
 	for (i = 0, j = 0; i < pc->nr_ops; i++) {
@@ -652,7 +642,7 @@ static int pc_resize(struct io_dev *dev, uint64_t new_size)
 	pc->nr_ops = j;
 	lost_clip(pc, new_size, UINT64_MAX - new_size);
 out:
-	pthread_mutex_unlock(&pc->lock);
+	pthread_mutex_unlock(&pc->w.lock);
 	return r;
 }
 
@@ -663,15 +653,7 @@ static void pc_close(struct io_dev *dev)
 	free_pending(pc);
 	free(pc->ops);
 	free_lost(pc);
-	if (pc->own_lower)
-		io_close(pc->lower);
-	pthread_mutex_destroy(&pc->lock);
-	free(pc);
-}
-
-static int pc_fd(struct io_dev *dev)
-{
-	return io_dev_fd(to_pc(dev)->lower);
+	io_wrap_free(&pc->w);
 }
 
 /* Rule 9: the lost writes leave the cache, unless sticky. */
@@ -680,11 +662,11 @@ static int pc_drop_cache(struct io_dev *dev, uint64_t off, uint64_t len)
 	struct io_pc *pc = to_pc(dev);
 	int r;
 
-	pthread_mutex_lock(&pc->lock);
+	pthread_mutex_lock(&pc->w.lock);
 	r = power_is_off(pc);
 	if (!r && !pc->ff.sticky)
 		lost_clip(pc, off, len ? len : dev->size - off);
-	pthread_mutex_unlock(&pc->lock);
+	pthread_mutex_unlock(&pc->w.lock);
 	return r;
 }
 
@@ -699,36 +681,20 @@ static const struct io_ops pc_ops = {
 	.write_zeroes = pc_zero,
 	.resize = pc_resize,
 	.close = pc_close,
-	.fd = pc_fd,
+	.fd = io_wrap_fd,
 	.drop_cache = pc_drop_cache,
 };
 
 int io_pc_wrap(struct io_dev *lower, bool own_lower, struct io_dev **out)
 {
-	struct io_pc *pc;
+	void *w;
 	int r;
 
-	pc = calloc(1, sizeof(*pc));
-	if (!pc) {
-		log_error("pc:%s: out of memory", lower->name);
-		return -ENOMEM;
-	}
-	r = pthread_mutex_init(&pc->lock, NULL);
-	if (r) {
-		log_error("pc:%s: pthread_mutex_init: %s", lower->name,
-			  strerror(r));
-		free(pc);
-		return -r;
-	}
-	pc->lower = lower;
-	pc->own_lower = own_lower;
-	pc->dev.ops = &pc_ops;
-	pc->dev.size = lower->size;
-	pc->dev.flags = lower->flags | IO_DEV_RANGED_SYNC;
-	/* the precision keeps "pc:" + name inside dev.name */
-	snprintf(pc->dev.name, sizeof(pc->dev.name), "pc:%.60s",
-		 lower->name);
-	*out = &pc->dev;
+	r = io_wrap_new(sizeof(struct io_pc), &pc_ops, "pc", lower, own_lower,
+			IO_DEV_RANGED_SYNC, &w);
+	if (r)
+		return r;
+	*out = &((struct io_pc *)w)->w.dev;
 	return 0;
 }
 
@@ -736,65 +702,60 @@ void io_pc_set_cut_after(struct io_dev *dev, uint64_t n)
 {
 	struct io_pc *pc = to_pc(dev);
 
-	pthread_mutex_lock(&pc->lock);
+	pthread_mutex_lock(&pc->w.lock);
 	pc->cut_at = n ? pc->nr_mutating + n : 0;
-	pthread_mutex_unlock(&pc->lock);
+	pthread_mutex_unlock(&pc->w.lock);
 }
 
 void io_pc_fail_flush(struct io_dev *dev, const struct io_pc_flush_fail *f)
 {
 	struct io_pc *pc = to_pc(dev);
 
-	pthread_mutex_lock(&pc->lock);
+	pthread_mutex_lock(&pc->w.lock);
 	pc->ff = *f;
 	if (!pc->ff.error)
 		pc->ff.error = -EIO;
 	pc->nr_flushes = 0;
-	pthread_mutex_unlock(&pc->lock);
+	pthread_mutex_unlock(&pc->w.lock);
+}
+
+/* The counters, read together under the lock. */
+struct pc_counts {
+	uint64_t mutating;
+	size_t pending, lost;
+	bool cut;
+};
+
+static struct pc_counts pc_counts(struct io_dev *dev)
+{
+	struct io_pc *pc = to_pc(dev);
+	struct pc_counts c;
+
+	pthread_mutex_lock(&pc->w.lock);
+	c = (struct pc_counts){ pc->nr_mutating, pc->nr_ops, pc->nr_lost,
+				pc->cut };
+	pthread_mutex_unlock(&pc->w.lock);
+	return c;
 }
 
 size_t io_pc_lost(struct io_dev *dev)
 {
-	struct io_pc *pc = to_pc(dev);
-	size_t n;
-
-	pthread_mutex_lock(&pc->lock);
-	n = pc->nr_lost;
-	pthread_mutex_unlock(&pc->lock);
-	return n;
+	return pc_counts(dev).lost;
 }
 
 uint64_t io_pc_ops(struct io_dev *dev)
 {
-	struct io_pc *pc = to_pc(dev);
-	uint64_t n;
-
-	pthread_mutex_lock(&pc->lock);
-	n = pc->nr_mutating;
-	pthread_mutex_unlock(&pc->lock);
-	return n;
+	return pc_counts(dev).mutating;
 }
 
 bool io_pc_is_cut(struct io_dev *dev)
 {
-	struct io_pc *pc = to_pc(dev);
-	bool cut;
-
-	pthread_mutex_lock(&pc->lock);
-	cut = pc->cut;
-	pthread_mutex_unlock(&pc->lock);
-	return cut;
+	return pc_counts(dev).cut;
 }
 
 size_t io_pc_pending(struct io_dev *dev)
 {
-	struct io_pc *pc = to_pc(dev);
-	size_t n;
-
-	pthread_mutex_lock(&pc->lock);
-	n = pc->nr_ops;
-	pthread_mutex_unlock(&pc->lock);
-	return n;
+	return pc_counts(dev).pending;
 }
 
 /* Copy lower's durable contents into img, a memory device of its size. */
@@ -806,7 +767,7 @@ static int copy_durable(struct io_pc *pc, struct io_dev *img)
 
 	for (off = 0; off < img->size; off += n) {
 		n = MIN(img->size - off, (uint64_t)COPY_CHUNK);
-		r = io_read(pc->lower, data + off, (size_t)n, off);
+		r = io_read(pc->w.lower, data + off, (size_t)n, off);
 		if (r)
 			return r;
 	}
@@ -823,7 +784,7 @@ static int apply_torn(struct io_dev *img, const struct pc_op *op,
 
 	for (s = op->off; s < end; s = e) {
 		e = MIN(end, (s / IO_SECTOR + 1) * IO_SECTOR);
-		if (splitmix64(rng) & 1) {
+		if (io_splitmix64(rng) & 1) {
 			r = apply_part(img, op, s, e);
 			if (r)
 				return r;
@@ -848,13 +809,13 @@ static int apply_random(struct io_pc *pc, struct io_dev *img, uint64_t seed)
 		return 0;
 	order = calloc(pc->nr_ops, sizeof(*order));
 	if (!order) {
-		log_error("%s: crash image: out of memory", pc->dev.name);
+		log_error("%s: crash image: out of memory", pc->w.dev.name);
 		return -ENOMEM;
 	}
 	for (i = 0; i < pc->nr_ops; i++)
 		order[i] = i;
 	for (i = pc->nr_ops - 1; i > 0; i--) {
-		j = (size_t)(splitmix64(&rng) % (i + 1));
+		j = (size_t)(io_splitmix64(&rng) % (i + 1));
 		t = order[i];
 		order[i] = order[j];
 		order[j] = t;
@@ -862,7 +823,7 @@ static int apply_random(struct io_pc *pc, struct io_dev *img, uint64_t seed)
 	for (i = 0; i < pc->nr_ops && !r; i++) {
 		const struct pc_op *op = &pc->ops[order[i]];
 
-		switch (splitmix64(&rng) % 3) {
+		switch (io_splitmix64(&rng) % 3) {
 		case 0:
 			r = apply_part(img, op, op->off, op->off + op->len);
 			break;
@@ -884,8 +845,8 @@ int io_pc_crash_image(struct io_dev *dev, enum io_pc_policy policy,
 	struct io_dev *img;
 	int r;
 
-	pthread_mutex_lock(&pc->lock);
-	r = io_mem_create(pc->lower->size, &img);
+	pthread_mutex_lock(&pc->w.lock);
+	r = io_mem_create(pc->w.lower->size, &img);
 	if (r)
 		goto out_unlock;
 	r = copy_durable(pc, img);
@@ -910,13 +871,13 @@ int io_pc_crash_image(struct io_dev *dev, enum io_pc_policy policy,
 	}
 	if (r)
 		goto err_img;
-	pthread_mutex_unlock(&pc->lock);
+	pthread_mutex_unlock(&pc->w.lock);
 	*out = img;
 	return 0;
 
 err_img:
 	io_close(img);
 out_unlock:
-	pthread_mutex_unlock(&pc->lock);
+	pthread_mutex_unlock(&pc->w.lock);
 	return r;
 }

@@ -17,12 +17,12 @@
  *   4. Everything else passes through; one mutex serialises rules 1-3.
  */
 #include "io/io.h"
+#include "io/io-internal.h"
 
 #include <assert.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stddef.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -32,10 +32,7 @@
 #define QPAGE 4096u
 
 struct io_quota {
-	struct io_dev dev; /* first: io_dev pointers convert back */
-	struct io_dev *lower;
-	bool own_lower;
-	pthread_mutex_t lock;
+	struct io_wrap w; /* first; w.lock serialises rules 1-3 */
 	uint64_t *alloc; /* bit per page */
 	uint64_t pages;
 	uint64_t used, room; /* pages */
@@ -46,7 +43,8 @@ static const struct io_ops quota_ops;
 static struct io_quota *to_q(struct io_dev *dev)
 {
 	assert(dev->ops == &quota_ops);
-	return (struct io_quota *)((char *)dev - offsetof(struct io_quota, dev));
+	return (struct io_quota *)((char *)dev -
+				   offsetof(struct io_quota, w.dev));
 }
 
 static bool is_alloc(const struct io_quota *q, uint64_t pg)
@@ -70,22 +68,17 @@ static int take(struct io_quota *q, uint64_t off, uint64_t len)
 	return 0;
 }
 
-static int quota_read(struct io_dev *dev, void *buf, size_t len, uint64_t off)
-{
-	return io_read(to_q(dev)->lower, buf, len, off);
-}
-
 static int quota_write(struct io_dev *dev, const void *buf, size_t len,
 		       uint64_t off)
 {
 	struct io_quota *q = to_q(dev);
 	int r;
 
-	pthread_mutex_lock(&q->lock);
+	pthread_mutex_lock(&q->w.lock);
 	r = take(q, off, len);
 	if (r == 0)
-		r = io_write(q->lower, buf, len, off);
-	pthread_mutex_unlock(&q->lock);
+		r = io_write(q->w.lower, buf, len, off);
+	pthread_mutex_unlock(&q->w.lock);
 	return r;
 }
 
@@ -94,9 +87,9 @@ static int quota_take(struct io_dev *dev, uint64_t off, uint64_t len)
 	struct io_quota *q = to_q(dev);
 	int r;
 
-	pthread_mutex_lock(&q->lock);
+	pthread_mutex_lock(&q->w.lock);
 	r = take(q, off, len);
-	pthread_mutex_unlock(&q->lock);
+	pthread_mutex_unlock(&q->w.lock);
 	return r;
 }
 
@@ -107,27 +100,16 @@ static int quota_punch(struct io_dev *dev, uint64_t off, uint64_t len)
 	uint64_t first = DIV_ROUND_UP(off, QPAGE), end = (off + len) / QPAGE;
 	int r;
 
-	pthread_mutex_lock(&q->lock);
-	r = io_write_zeroes(q->lower, off, len);
+	pthread_mutex_lock(&q->w.lock);
+	r = io_write_zeroes(q->w.lower, off, len);
 	for (uint64_t pg = first; r == 0 && pg < end; pg++) {
 		if (!is_alloc(q, pg))
 			continue;
 		q->alloc[pg / 64] &= ~(1ull << (pg % 64));
 		q->used--;
 	}
-	pthread_mutex_unlock(&q->lock);
+	pthread_mutex_unlock(&q->w.lock);
 	return r;
-}
-
-static int quota_flush(struct io_dev *dev)
-{
-	return io_flush(to_q(dev)->lower);
-}
-
-static int quota_sync_ranges(struct io_dev *dev, const struct io_range *r,
-			     size_t n, const struct io_range *barrier)
-{
-	return io_sync_ranges(to_q(dev)->lower, r, n, barrier);
 }
 
 static int quota_is_hole(struct io_dev *dev, uint64_t off, uint64_t len)
@@ -136,10 +118,10 @@ static int quota_is_hole(struct io_dev *dev, uint64_t off, uint64_t len)
 	uint64_t first = off / QPAGE, end = DIV_ROUND_UP(off + len, QPAGE);
 	int hole = 1;
 
-	pthread_mutex_lock(&q->lock);
+	pthread_mutex_lock(&q->w.lock);
 	for (uint64_t pg = first; pg < end && hole; pg++)
 		hole = !is_alloc(q, pg);
-	pthread_mutex_unlock(&q->lock);
+	pthread_mutex_unlock(&q->w.lock);
 	return hole;
 }
 
@@ -149,7 +131,7 @@ static int quota_resize(struct io_dev *dev, uint64_t new_size)
 	uint64_t pages = DIV_ROUND_UP(new_size, QPAGE);
 	int r;
 
-	pthread_mutex_lock(&q->lock);
+	pthread_mutex_lock(&q->w.lock);
 	if (pages > q->pages) {
 		uint64_t *a = realloc(q->alloc, DIV_ROUND_UP(pages, 64) * 8);
 
@@ -162,7 +144,7 @@ static int quota_resize(struct io_dev *dev, uint64_t new_size)
 			       8);
 		q->alloc = a;
 	}
-	r = io_resize(q->lower, new_size);
+	r = io_resize(q->w.lower, new_size);
 	if (r == 0) {
 		for (uint64_t pg = pages; pg < q->pages; pg++)
 			if (is_alloc(q, pg)) {
@@ -170,10 +152,10 @@ static int quota_resize(struct io_dev *dev, uint64_t new_size)
 				q->used--;
 			}
 		q->pages = MAX(pages, q->pages);
-		dev->size = q->lower->size;
+		dev->size = q->w.lower->size;
 	}
 out:
-	pthread_mutex_unlock(&q->lock);
+	pthread_mutex_unlock(&q->w.lock);
 	return r;
 }
 
@@ -181,28 +163,16 @@ static void quota_close(struct io_dev *dev)
 {
 	struct io_quota *q = to_q(dev);
 
-	if (q->own_lower)
-		io_close(q->lower);
-	pthread_mutex_destroy(&q->lock);
 	free(q->alloc);
-	free(q);
+	io_wrap_free(&q->w);
 }
 
-static int quota_fd(struct io_dev *dev)
-{
-	return io_dev_fd(to_q(dev)->lower);
-}
-
-static int quota_drop_cache(struct io_dev *dev, uint64_t off, uint64_t len)
-{
-	return io_drop_cache(to_q(dev)->lower, off, len);
-}
-
+/* Rule 4: read, flush, sync_ranges, drop_cache and fd pass through. */
 static const struct io_ops quota_ops = {
-	.read = quota_read,
+	.read = io_wrap_read,
 	.write = quota_write,
-	.flush = quota_flush,
-	.sync_ranges = quota_sync_ranges,
+	.flush = io_wrap_flush,
+	.sync_ranges = io_wrap_sync_ranges,
 	.discard = quota_punch,
 	.write_zeroes = quota_punch,
 	.resize = quota_resize,
@@ -210,33 +180,32 @@ static const struct io_ops quota_ops = {
 	.is_hole = quota_is_hole,
 	.prealloc = quota_take,
 	.reserve = quota_take,
-	.drop_cache = quota_drop_cache,
-	.fd = quota_fd,
+	.drop_cache = io_wrap_drop_cache,
+	.fd = io_wrap_fd,
 };
 
 int io_quota_wrap(struct io_dev *lower, bool own_lower, uint64_t bytes,
 		  struct io_dev **out)
 {
-	struct io_quota *q = calloc(1, sizeof(*q));
+	struct io_quota *q;
+	void *w;
+	int r;
 
-	if (!q)
-		return -ENOMEM;
+	r = io_wrap_new(sizeof(*q), &quota_ops, "quota", lower, own_lower,
+			IO_DEV_SPARSE, &w);
+	if (r)
+		return r;
+	q = w;
 	q->pages = DIV_ROUND_UP(lower->size, QPAGE);
 	q->alloc = calloc(DIV_ROUND_UP(q->pages, 64) + 1, 8);
 	if (!q->alloc) {
-		free(q);
+		/* lower stays the caller's on failure */
+		q->w.own_lower = false;
+		io_wrap_free(&q->w);
 		return -ENOMEM;
 	}
-	pthread_mutex_init(&q->lock, NULL);
-	q->lower = lower;
-	q->own_lower = own_lower;
 	q->room = bytes / QPAGE;
-	q->dev.ops = &quota_ops;
-	q->dev.size = lower->size;
-	q->dev.flags = lower->flags | IO_DEV_SPARSE;
-	snprintf(q->dev.name, sizeof(q->dev.name), "quota:%.57s",
-		 lower->name);
-	*out = &q->dev;
+	*out = &q->w.dev;
 	return 0;
 }
 
@@ -244,9 +213,9 @@ void io_quota_set(struct io_dev *dev, uint64_t bytes)
 {
 	struct io_quota *q = to_q(dev);
 
-	pthread_mutex_lock(&q->lock);
+	pthread_mutex_lock(&q->w.lock);
 	q->room = bytes / QPAGE;
-	pthread_mutex_unlock(&q->lock);
+	pthread_mutex_unlock(&q->w.lock);
 }
 
 uint64_t io_quota_used(struct io_dev *dev)
@@ -254,8 +223,8 @@ uint64_t io_quota_used(struct io_dev *dev)
 	struct io_quota *q = to_q(dev);
 	uint64_t n;
 
-	pthread_mutex_lock(&q->lock);
+	pthread_mutex_lock(&q->w.lock);
 	n = q->used * QPAGE;
-	pthread_mutex_unlock(&q->lock);
+	pthread_mutex_unlock(&q->w.lock);
 	return n;
 }

@@ -49,6 +49,24 @@ static int check_change(struct io_dev *dev, const char *what, uint64_t off,
 	return len ? check_range(dev, what, off, len) : 1;
 }
 
+/*
+ * A change to [off, off + len) without a buffer, through the front door:
+ * op, or none where the backend has no such operation (the optional
+ * ones), in which case absent is the answer.  Callers assert dev before
+ * they read its ops.
+ */
+static int change(struct io_dev *dev, const char *what, uint64_t off,
+		  uint64_t len,
+		  int (*op)(struct io_dev *dev, uint64_t off, uint64_t len),
+		  int absent)
+{
+	int r = check_change(dev, what, off, len);
+
+	if (r)
+		return r < 0 ? r : 0;
+	return op ? op(dev, off, len) : absent;
+}
+
 int io_read(struct io_dev *dev, void *buf, size_t len, uint64_t off)
 {
 	int r;
@@ -142,36 +160,21 @@ int io_sync_ranges(struct io_dev *dev, const struct io_range *r, size_t n,
 
 int io_prealloc(struct io_dev *dev, uint64_t off, uint64_t len)
 {
-	int r;
-
 	assert(dev);
-	r = check_change(dev, "prealloc", off, len);
-	if (r)
-		return r < 0 ? r : 0;
-	return dev->ops->prealloc ? dev->ops->prealloc(dev, off, len)
-				  : -EOPNOTSUPP;
+	return change(dev, "prealloc", off, len, dev->ops->prealloc,
+		      -EOPNOTSUPP);
 }
 
 int io_discard(struct io_dev *dev, uint64_t off, uint64_t len)
 {
-	int r;
-
 	assert(dev);
-	r = check_change(dev, "discard", off, len);
-	if (r)
-		return r < 0 ? r : 0;
-	return dev->ops->discard(dev, off, len);
+	return change(dev, "discard", off, len, dev->ops->discard, 0);
 }
 
 int io_reserve(struct io_dev *dev, uint64_t off, uint64_t len)
 {
-	int r;
-
 	assert(dev);
-	r = check_change(dev, "reserve", off, len);
-	if (r)
-		return r < 0 ? r : 0;
-	return dev->ops->reserve ? dev->ops->reserve(dev, off, len) : 0;
+	return change(dev, "reserve", off, len, dev->ops->reserve, 0);
 }
 
 int io_drop_cache(struct io_dev *dev, uint64_t off, uint64_t len)
@@ -192,13 +195,9 @@ int io_is_hole(struct io_dev *dev, uint64_t off, uint64_t len)
 
 int io_write_zeroes(struct io_dev *dev, uint64_t off, uint64_t len)
 {
-	int r;
-
 	assert(dev);
-	r = check_change(dev, "write_zeroes", off, len);
-	if (r)
-		return r < 0 ? r : 0;
-	return dev->ops->write_zeroes(dev, off, len);
+	return change(dev, "write_zeroes", off, len, dev->ops->write_zeroes,
+		      0);
 }
 
 int io_resize(struct io_dev *dev, uint64_t new_size)

@@ -63,6 +63,21 @@ static void skip_ws(struct parser *p)
 		p->pos++;
 }
 
+/* When the byte at pos is c: step over it and say so. */
+static bool take(struct parser *p, uint8_t c)
+{
+	if (p->pos >= p->len || p->s[p->pos] != c)
+		return false;
+	p->pos++;
+	return true;
+}
+
+/* Whether the byte at pos is a decimal digit. */
+static bool at_digit(const struct parser *p)
+{
+	return p->pos < p->len && p->s[p->pos] >= '0' && p->s[p->pos] <= '9';
+}
+
 /* Length of the valid UTF-8 sequence at s[0, n) (1..4), or 0. */
 static size_t utf8_seq(const uint8_t *s, size_t n)
 {
@@ -156,7 +171,11 @@ static int hex4(struct parser *p, uint32_t *out)
  */
 static int parse_string(struct parser *p, char **out, size_t *out_len)
 {
+	/* the one-letter escapes after '\\', and the bytes they stand for */
+	static const char esc_name[] = "\"\\/bfnrt";
+	static const char esc_byte[] = "\"\\/\b\f\n\r\t";
 	size_t start = p->pos, end, n = 0;
+	const char *esc;
 	uint8_t *o;
 	int r;
 
@@ -204,27 +223,12 @@ static int parse_string(struct parser *p, char **out, size_t *out_len)
 		}
 		p->pos++;
 		c = p->s[p->pos++];
+		esc = c ? strchr(esc_name, c) : NULL;
+		if (esc) {
+			o[n++] = (uint8_t)esc_byte[esc - esc_name];
+			continue;
+		}
 		switch (c) {
-		case '"':
-		case '\\':
-		case '/':
-			o[n++] = c;
-			break;
-		case 'b':
-			o[n++] = '\b';
-			break;
-		case 'f':
-			o[n++] = '\f';
-			break;
-		case 'n':
-			o[n++] = '\n';
-			break;
-		case 'r':
-			o[n++] = '\r';
-			break;
-		case 't':
-			o[n++] = '\t';
-			break;
 		case 'u': {
 			size_t at = p->pos - 2;
 			uint32_t cp, lo;
@@ -299,40 +303,33 @@ static int parse_number(struct parser *p, struct json_value *v)
 		neg = true;
 		p->pos++;
 	}
-	if (p->pos >= p->len || p->s[p->pos] < '0' || p->s[p->pos] > '9')
+	if (!at_digit(p))
 		return unexpected(p, "expected a digit");
 	if (p->s[p->pos] == '0' && p->pos + 1 < p->len &&
 	    p->s[p->pos + 1] >= '0' && p->s[p->pos + 1] <= '9')
 		return fail(p, p->pos, "leading zeros are not allowed");
-	while (p->pos < p->len && p->s[p->pos] >= '0' && p->s[p->pos] <= '9') {
+	while (at_digit(p)) {
 		unsigned int d = (unsigned int)(p->s[p->pos++] - '0');
 		if (u > (UINT64_MAX - d) / 10)
 			overflow = true;
 		else
 			u = u * 10 + d;
 	}
-	if (p->pos < p->len && p->s[p->pos] == '.') {
+	if (take(p, '.')) {
 		integer = false;
-		p->pos++;
-		if (p->pos >= p->len || p->s[p->pos] < '0' ||
-		    p->s[p->pos] > '9')
+		if (!at_digit(p))
 			return unexpected(p, "expected a digit after '.'");
-		while (p->pos < p->len && p->s[p->pos] >= '0' &&
-		       p->s[p->pos] <= '9')
+		while (at_digit(p))
 			p->pos++;
 	}
-	if (p->pos < p->len && (p->s[p->pos] == 'e' || p->s[p->pos] == 'E')) {
+	if (take(p, 'e') || take(p, 'E')) {
 		integer = false;
-		p->pos++;
-		if (p->pos < p->len &&
-		    (p->s[p->pos] == '+' || p->s[p->pos] == '-'))
-			p->pos++;
-		if (p->pos >= p->len || p->s[p->pos] < '0' ||
-		    p->s[p->pos] > '9')
+		if (!take(p, '+'))
+			take(p, '-');
+		if (!at_digit(p))
 			return unexpected(p, "expected a digit in the "
 					     "exponent");
-		while (p->pos < p->len && p->s[p->pos] >= '0' &&
-		       p->s[p->pos] <= '9')
+		while (at_digit(p))
 			p->pos++;
 	}
 	v->type = JSON_NUMBER;
@@ -368,48 +365,76 @@ static const char *key_for_msg(const char *k, char *buf, size_t len)
 	return buf;
 }
 
+/*
+ * Room for one more item in v[0, n) (items of size bytes, room for *cap):
+ * v itself, or v moved to twice the room (8 at first); NULL when out of
+ * memory, and v is still the caller's.
+ */
+static void *grow(void *v, size_t n, size_t *cap, size_t size)
+{
+	size_t nc = *cap ? *cap * 2 : 8;
+	void *nv;
+
+	if (n < *cap)
+		return v;
+	nv = realloc(v, nc * size);
+	if (nv)
+		*cap = nc;
+	return nv;
+}
+
+/*
+ * An array's or an object's opening bracket is at pos: step over it and
+ * the blanks after it; true when close follows at once (an empty one,
+ * stepped over too).
+ */
+static bool open_empty(struct parser *p, uint8_t close)
+{
+	p->pos++;
+	skip_ws(p);
+	return take(p, close);
+}
+
+/*
+ * After an element of an array or a member of an object: 1 when a ','
+ * says another follows, 0 at the closing bracket close, or the error
+ * (what: what was expected).  Steps over what it found.
+ */
+static int next_or_close(struct parser *p, uint8_t close, const char *what)
+{
+	skip_ws(p);
+	if (take(p, ','))
+		return 1;
+	if (take(p, close))
+		return 0;
+	return unexpected(p, what);
+}
+
 static int parse_array(struct parser *p, struct json_value *v)
 {
 	size_t cap = 0;
 	int r;
 
 	v->type = JSON_ARRAY;
-	p->pos++;
-	skip_ws(p);
-	if (p->pos < p->len && p->s[p->pos] == ']') {
-		p->pos++;
+	if (open_empty(p, ']'))
 		return 0;
-	}
-	for (;;) {
-		struct json_value *item = NULL;
+	do {
+		struct json_value *item = NULL, **ni;
 
-		if (v->arr.n == cap) {
-			size_t nc = cap ? cap * 2 : 8;
-			struct json_value **ni =
-				realloc(v->arr.items, nc * sizeof(*ni));
-			if (!ni)
-				return -ENOMEM;
-			v->arr.items = ni;
-			cap = nc;
-		}
+		ni = grow(v->arr.items, v->arr.n, &cap, sizeof(*ni));
+		if (!ni)
+			return -ENOMEM;
+		v->arr.items = ni;
 		skip_ws(p);
 		r = parse_value(p, &item);
 		if (item)
 			v->arr.items[v->arr.n++] = item;
 		if (r < 0)
 			return r;
-		skip_ws(p);
-		if (p->pos < p->len && p->s[p->pos] == ',') {
-			p->pos++;
-			continue;
-		}
-		if (p->pos < p->len && p->s[p->pos] == ']') {
-			p->pos++;
-			return 0;
-		}
-		return unexpected(p, "expected ',' or ']' after an array "
-				     "element");
-	}
+		r = next_or_close(p, ']',
+				  "expected ',' or ']' after an array element");
+	} while (r > 0);
+	return r;
 }
 
 static int parse_object(struct parser *p, struct json_value *v)
@@ -418,14 +443,10 @@ static int parse_object(struct parser *p, struct json_value *v)
 	int r;
 
 	v->type = JSON_OBJECT;
-	p->pos++;
-	skip_ws(p);
-	if (p->pos < p->len && p->s[p->pos] == '}') {
-		p->pos++;
+	if (open_empty(p, '}'))
 		return 0;
-	}
-	for (;;) {
-		struct json_member *m;
+	do {
+		struct json_member *m, *nm;
 		char kb[48];
 
 		skip_ws(p);
@@ -436,15 +457,10 @@ static int parse_object(struct parser *p, struct json_value *v)
 			return fail(p, p->pos, "too many members in an "
 					       "object (more than %zu)",
 				    p->lim->max_members);
-		if (v->obj.n == cap) {
-			size_t nc = cap ? cap * 2 : 8;
-			struct json_member *nm =
-				realloc(v->obj.m, nc * sizeof(*nm));
-			if (!nm)
-				return -ENOMEM;
-			v->obj.m = nm;
-			cap = nc;
-		}
+		nm = grow(v->obj.m, v->obj.n, &cap, sizeof(*nm));
+		if (!nm)
+			return -ENOMEM;
+		v->obj.m = nm;
 		m = &v->obj.m[v->obj.n];
 		memset(m, 0, sizeof(*m));
 		m->offset = p->pos;
@@ -460,26 +476,17 @@ static int parse_object(struct parser *p, struct json_value *v)
 					    key_for_msg(m->key, kb,
 							sizeof(kb)));
 		skip_ws(p);
-		if (p->pos >= p->len || p->s[p->pos] != ':')
+		if (!take(p, ':'))
 			return unexpected(p, "expected ':' after an object "
 					     "key");
-		p->pos++;
 		skip_ws(p);
 		r = parse_value(p, &m->val);
 		if (r < 0)
 			return r;
-		skip_ws(p);
-		if (p->pos < p->len && p->s[p->pos] == ',') {
-			p->pos++;
-			continue;
-		}
-		if (p->pos < p->len && p->s[p->pos] == '}') {
-			p->pos++;
-			return 0;
-		}
-		return unexpected(p, "expected ',' or '}' after an object "
-				     "member");
-	}
+		r = next_or_close(p, '}',
+				  "expected ',' or '}' after an object member");
+	} while (r > 0);
+	return r;
 }
 
 static int literal(struct parser *p, const char *word)
