@@ -6,7 +6,6 @@
  */
 #include <errno.h>
 #include <inttypes.h>
-#include <pwd.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -48,19 +47,6 @@
  *     rules 2 and 3, and SO_PEERCRED must name the holder.
  */
 
-/* "alice (uid 1000)" */
-static void user_name(uid_t uid, char *buf, size_t len)
-{
-	struct passwd pw, *res = NULL;
-	char pwbuf[1024];
-
-	if (getpwuid_r(uid, &pw, pwbuf, sizeof(pwbuf), &res) == 0 && res)
-		snprintf(buf, len, "%s (uid %u)", res->pw_name,
-			 (unsigned int) uid);
-	else
-		snprintf(buf, len, "uid %u", (unsigned int) uid);
-}
-
 /* Rule 2: root, the pool's owner, or ourselves. */
 static bool trusted(uid_t uid, const struct stat *pool)
 {
@@ -73,8 +59,8 @@ static int untrusted(const char *what, const char *sock, const char *is,
 {
 	char who[128], owner[128];
 
-	user_name(uid, who, sizeof(who));
-	user_name(pool->st_uid, owner, sizeof(owner));
+	io_uid_name(uid, who, sizeof(who));
+	io_uid_name(pool->st_uid, owner, sizeof(owner));
 	return cli_set_msg(
 	    -EPERM,
 	    "%s %s %s %s, not root or the pool's owner %s: "
@@ -175,7 +161,7 @@ static int try_socket(struct cli_pool *p, const char *path,
 	if (!S_ISSOCK(sst.st_mode)) {
 		char who[128];
 
-		user_name(sst.st_uid, who, sizeof(who));
+		io_uid_name(sst.st_uid, who, sizeof(who));
 		return cli_set_msg(
 		    -EPERM,
 		    "%s is in the place of the pool's control "

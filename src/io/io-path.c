@@ -34,8 +34,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-/* "mallory (uid 1001)" */
-static void uid_name(uid_t uid, char *buf, size_t len)
+void io_uid_name(uid_t uid, char *buf, size_t len)
 {
 	struct passwd pw, *res = NULL;
 	char pwbuf[1024];
@@ -78,7 +77,7 @@ static int link_ok(const char *path, const struct stat *lst, char *why,
 	if (stat(dir, &d) < 0 || !shared_dir(&d) || lst->st_uid == geteuid() ||
 	    lst->st_uid == d.st_uid)
 		return 0;
-	uid_name(lst->st_uid, who, sizeof(who));
+	io_uid_name(lst->st_uid, who, sizeof(who));
 	snprintf(why, whylen,
 		 "a symbolic link owned by %s in %s, a sticky directory that "
 		 "others may write into: refusing to follow it",
@@ -132,7 +131,7 @@ int io_fd_user_target(int fd, char *why, size_t whylen)
 	if (stat(dir, &d) < 0 || !shared_dir(&d))
 		return 0;
 	if (st.st_uid != geteuid() && st.st_uid != d.st_uid) {
-		uid_name(st.st_uid, who, sizeof(who));
+		io_uid_name(st.st_uid, who, sizeof(who));
 		snprintf(why, whylen,
 			 "a file owned by %s in %s, a sticky directory that "
 			 "others may write into: refusing to write into "
@@ -168,7 +167,7 @@ int io_pool_file_exposed(const struct stat *st, char *what, size_t len)
 	if (!S_ISREG(st->st_mode))
 		return 0;
 	if (st->st_uid != geteuid() && st->st_uid != 0) {
-		uid_name(st->st_uid, who, sizeof(who));
+		io_uid_name(st->st_uid, who, sizeof(who));
 		snprintf(what, len,
 			 "the pool file belongs to %s, who can read and write "
 			 "every volume, and whose daemon thinvol commands "

@@ -219,6 +219,10 @@ int io_dev_fd(struct io_dev *dev);
 
 /* ---- paths that users name (io-path.c) ---- */
 
+/* A user as messages name one: "mallory (uid 1001)", or "uid 1001" when
+ * the password database does not know it.  Always NUL-terminates buf. */
+void io_uid_name(uid_t uid, char *buf, size_t len);
+
 /*
  * Open path as open(2) does (flags, mode: with O_CREAT, create it), except
  * that a symbolic link as its last component, in a sticky directory that
