@@ -115,8 +115,6 @@ struct tv_pool_info {
 				 * or needs-check (-ENOSPC, -EIO, -EUCLEAN,
 				 * ...); 0 when it is not, or was opened
 				 * read-only */
-	uint32_t fs_flags;	/* TV_POOL_FS_*: what the filesystem under a
-				 * pool file does that is worth a warning */
 };
 
 /* A file on ext4 without a journal: after a power failure the filesystem
@@ -127,6 +125,12 @@ struct tv_pool_info {
 #define TV_POOL_FS_COW (1u << 1)
 
 int tv_pool_info(struct tv_pool *pool, struct tv_pool_info *out);
+
+/* TV_POOL_FS_*: what the filesystem under a pool file does that is worth
+ * a warning (0 for a block device).  Fixed while the pool is open; O(1),
+ * takes no lock.  (A function, not a field of struct tv_pool_info: the
+ * public structs' sizes are libthinvol.so.0's ABI.) */
+uint32_t tv_pool_fs_flags(struct tv_pool *pool);
 
 /* "rw", "read-only", "needs-check" (what pool info prints). */
 const char *tv_pool_state_name(enum tv_pool_state s);

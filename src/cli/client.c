@@ -362,11 +362,7 @@ static int r_state(const struct json_value *o, enum tv_pool_state *out)
 /* TV_POOL_FS_* of a pool opened here (a daemon's pool: none). */
 static uint32_t local_fs_flags(const struct cli_pool *p)
 {
-	struct tv_pool_info in;
-
-	if (!p->local || tv_pool_info(p->local, &in) < 0)
-		return 0;
-	return in.fs_flags;
+	return p->local ? tv_pool_fs_flags(p->local) : 0;
 }
 
 bool cli_pool_fs_no_journal(const struct cli_pool *p)

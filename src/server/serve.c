@@ -583,10 +583,9 @@ static int start(struct daemon *d, struct ctl_hooks *hooks)
 		if (r < 0)
 			return fail(d, r, "%s", tv_last_error());
 	}
-	r = tv_pool_info(d->pool, &info);
-	if (r == 0 && (info.fs_flags & TV_POOL_FS_NO_JOURNAL))
+	if (tv_pool_fs_flags(d->pool) & TV_POOL_FS_NO_JOURNAL)
 		say(1, "%s: " SERVE_NO_JOURNAL_WARNING, o->pool);
-	if (r == 0 && (info.fs_flags & TV_POOL_FS_COW))
+	if (tv_pool_fs_flags(d->pool) & TV_POOL_FS_COW)
 		say(1, "%s: " SERVE_COW_WARNING, o->pool);
 	{
 		struct stat st;
@@ -596,6 +595,7 @@ static int start(struct daemon *d, struct ctl_hooks *hooks)
 		    io_pool_file_exposed(&st, what, sizeof(what)))
 			say(1, "%s: %s", o->pool, what);
 	}
+	r = tv_pool_info(d->pool, &info);
 	if (r == 0 && info.state != TV_POOL_RW)
 		return fail(d, -EROFS,
 			    "%s: the pool is read-only%s%s: run 'thinvol "

@@ -772,10 +772,6 @@ int tv_pool_info(struct tv_pool *p, struct tv_pool_info *out)
 	out->nr_volumes = le64_to_cpu(u->nr_volumes);
 	out->next_id = le64_to_cpu(u->next_id);
 	out->transaction = tm_committed_txn(p->tm);
-	if (p->dev->flags & IO_DEV_FS_NO_JOURNAL)
-		out->fs_flags |= TV_POOL_FS_NO_JOURNAL;
-	if (p->dev->flags & IO_DEV_FS_COW)
-		out->fs_flags |= TV_POOL_FS_COW;
 	if (p->read_only) {
 		out->state = TV_POOL_READ_ONLY;
 		out->error = p->ro_err;
@@ -795,6 +791,17 @@ int tv_pool_info(struct tv_pool *p, struct tv_pool_info *out)
 	}
 	pthread_mutex_unlock(&p->meta_lock);
 	return 0;
+}
+
+uint32_t tv_pool_fs_flags(struct tv_pool *p)
+{
+	uint32_t f = 0;
+
+	if (p->dev->flags & IO_DEV_FS_NO_JOURNAL)
+		f |= TV_POOL_FS_NO_JOURNAL;
+	if (p->dev->flags & IO_DEV_FS_COW)
+		f |= TV_POOL_FS_COW;
+	return f;
 }
 
 /* ---- probe and reopen ---- */

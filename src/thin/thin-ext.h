@@ -17,7 +17,9 @@
  *      and the engine owns its contents: identify or stat it through its
  *      descriptor, never read or write it.
  *   2. Every call here is O(1) and takes no lock, except
- *      vio_read_map_nofill, which costs what tv_vol_read_map costs.
+ *      vio_read_map_nofill, which costs what tv_vol_read_map costs, and
+ *      pool_open_dev, which costs what tv_pool_open costs (it reads and
+ *      checks the metadata and starts the committer thread).
  */
 #ifndef TV_THIN_EXT_H
 #define TV_THIN_EXT_H
