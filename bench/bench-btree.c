@@ -50,13 +50,13 @@
 #include "util/checked.h"
 #include "util/endian.h"
 
-#define KEY_SIZE 8u
+#define KEY_SIZE   8u
 #define VALUE_SIZE 16u
-#define BENCH_TAG 0x48434e42u /* "BNCH" */
+#define BENCH_TAG  0x48434e42u /* "BNCH" */
 #define MAX_LEVELS BTREE_MAX_DEPTH
 
 enum order { ORDER_RANDOM, ORDER_SEQUENTIAL };
-static const char *const order_names[] = { "random", "sequential" };
+static const char *const order_names[] = {"random", "sequential"};
 
 struct opts {
 	uint64_t keys;
@@ -82,7 +82,7 @@ struct result {
 	struct sm_stats sm;
 	uint64_t tree_nodes, tree_leaves, sm_nodes, sm_entries;
 	unsigned int height;
-	double leaf_fill; /* entries / (leaves * max_entries) */
+	double leaf_fill;    /* entries / (leaves * max_entries) */
 	uint64_t file_bytes; /* allocated in the pool file */
 	uint64_t lookups, absent, lookup_misses;
 	double lookup_s, absent_s;
@@ -101,7 +101,7 @@ static double clock_s(clockid_t id)
 	struct timespec ts;
 
 	clock_gettime(id, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+	return (double) ts.tv_sec + (double) ts.tv_nsec * 1e-9;
 }
 
 static double now_s(void)
@@ -157,7 +157,7 @@ static void make_value(uint8_t *v, uint64_t key)
 
 static int cmp_double(const void *a, const void *b)
 {
-	double x = *(const double *)a, y = *(const double *)b;
+	double x = *(const double *) a, y = *(const double *) b;
 
 	return x < y ? -1 : x > y;
 }
@@ -172,7 +172,7 @@ static int parse_u64(const char *s, uint64_t *out)
 		return -EINVAL;
 	for (; *p >= '0' && *p <= '9'; p++) {
 		if (mul_overflow_u64(v, 10, &v) ||
-		    add_overflow_u64(v, (uint64_t)(*p - '0'), &v))
+		    add_overflow_u64(v, (uint64_t) (*p - '0'), &v))
 			return -ERANGE;
 	}
 	if (p == s)
@@ -183,7 +183,7 @@ static int parse_u64(const char *s, uint64_t *out)
 		if (p[1] < '0' || p[1] > '9' || (p[2] && p[3]))
 			return -EINVAL;
 		for (p++; *p; p++)
-			e = e * 10 + (unsigned int)(*p - '0');
+			e = e * 10 + (unsigned int) (*p - '0');
 		while (e--)
 			if (mul_overflow_u64(mul, 10, &mul))
 				return -ERANGE;
@@ -215,53 +215,54 @@ static int parse_u64(const char *s, uint64_t *out)
 
 static void usage(FILE *f)
 {
-	fprintf(f,
-		"usage: bench-btree [options]\n"
-		"  --keys N           keys to insert (default 1000000)\n"
-		"  --order ORDER      random, sequential or both (default both)\n"
-		"  --commit-every N   inserts per commit (default 10000)\n"
-		"  --cache-mb N       metadata cache, MiB (default 2048)\n"
-		"  --pool PATH        pool file to create (must not exist);\n"
-		"                     default: a temporary file in $TMPDIR or\n"
-		"                     /var/tmp; deleted at the end either way\n"
-		"  --block-size N     pool block size (default 64K)\n"
-		"  --lookups N        warm lookups of present keys (default: "
-		"keys)\n"
-		"  --absent N         warm lookups of absent keys\n"
-		"                     (default: min(lookups, 1000000))\n"
-		"  --cold N           lookups after reopening with cold caches\n"
-		"                     (default 10000; 0: skip)\n"
-		"  --seed N           random seed (default 1)\n");
+	fprintf(
+	    f,
+	    "usage: bench-btree [options]\n"
+	    "  --keys N           keys to insert (default 1000000)\n"
+	    "  --order ORDER      random, sequential or both (default both)\n"
+	    "  --commit-every N   inserts per commit (default 10000)\n"
+	    "  --cache-mb N       metadata cache, MiB (default 2048)\n"
+	    "  --pool PATH        pool file to create (must not exist);\n"
+	    "                     default: a temporary file in $TMPDIR or\n"
+	    "                     /var/tmp; deleted at the end either way\n"
+	    "  --block-size N     pool block size (default 64K)\n"
+	    "  --lookups N        warm lookups of present keys (default: "
+	    "keys)\n"
+	    "  --absent N         warm lookups of absent keys\n"
+	    "                     (default: min(lookups, 1000000))\n"
+	    "  --cold N           lookups after reopening with cold caches\n"
+	    "                     (default 10000; 0: skip)\n"
+	    "  --seed N           random seed (default 1)\n");
 }
 
 static int parse_opts(int argc, char **argv, struct opts *o)
 {
 	static const struct option longopts[] = {
-		{ "keys", required_argument, NULL, 'k' },
-		{ "order", required_argument, NULL, 'o' },
-		{ "commit-every", required_argument, NULL, 'c' },
-		{ "cache-mb", required_argument, NULL, 'm' },
-		{ "pool", required_argument, NULL, 'p' },
-		{ "block-size", required_argument, NULL, 'b' },
-		{ "lookups", required_argument, NULL, 'l' },
-		{ "absent", required_argument, NULL, 'a' },
-		{ "cold", required_argument, NULL, 'C' },
-		{ "seed", required_argument, NULL, 's' },
-		{ "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
+	    {"keys", required_argument, NULL, 'k'},
+	    {"order", required_argument, NULL, 'o'},
+	    {"commit-every", required_argument, NULL, 'c'},
+	    {"cache-mb", required_argument, NULL, 'm'},
+	    {"pool", required_argument, NULL, 'p'},
+	    {"block-size", required_argument, NULL, 'b'},
+	    {"lookups", required_argument, NULL, 'l'},
+	    {"absent", required_argument, NULL, 'a'},
+	    {"cold", required_argument, NULL, 'C'},
+	    {"seed", required_argument, NULL, 's'},
+	    {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0},
 	};
 	uint64_t v;
 	int c;
 
 	*o = (struct opts){
-		.keys = 1000000,
-		.orders = { true, true },
-		.commit_every = 10000,
-		.cache_mb = 2048,
-		.block_size = 64u << 10,
-		.absent = UINT64_MAX,
-		.cold = 10000,
-		.seed = 1,
+	    .keys = 1000000,
+	    .orders = {true, true},
+	    .commit_every = 10000,
+	    .cache_mb = 2048,
+	    .block_size = 64u << 10,
+	    .absent = UINT64_MAX,
+	    .cold = 10000,
+	    .seed = 1,
 	};
 	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
 		if (c == 'h') {
@@ -276,8 +277,8 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 			o->orders[ORDER_RANDOM] = !strcmp(optarg, "random") ||
 						  !strcmp(optarg, "both");
 			o->orders[ORDER_SEQUENTIAL] =
-				!strcmp(optarg, "sequential") ||
-				!strcmp(optarg, "both");
+			    !strcmp(optarg, "sequential") ||
+			    !strcmp(optarg, "both");
 			if (!o->orders[0] && !o->orders[1])
 				goto bad;
 			continue;
@@ -298,7 +299,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 			if (v < TM_MIN_BLOCK_SIZE || v > TM_MAX_BLOCK_SIZE ||
 			    (v & (v - 1)))
 				goto bad;
-			o->block_size = (uint32_t)v;
+			o->block_size = (uint32_t) v;
 			break;
 		case 'l':
 			o->lookups = v;
@@ -316,9 +317,8 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 			goto bad;
 		}
 	}
-	if (optind != argc || !o->keys || !o->commit_every ||
-	    !o->cache_mb || o->keys > (1ull << 40) ||
-	    o->cache_mb > (SIZE_MAX >> 20))
+	if (optind != argc || !o->keys || !o->commit_every || !o->cache_mb ||
+	    o->keys > (1ull << 40) || o->cache_mb > (SIZE_MAX >> 20))
 		goto bad;
 	if (!o->lookups)
 		o->lookups = o->keys;
@@ -338,8 +338,8 @@ bad:
  * the name to unlink afterwards (malloc'd, caller frees).  A temporary file
  * is unlinked at once: the open fd keeps it, and it cannot be left behind.
  */
-static int pool_create(const struct opts *o, uint64_t size,
-		       struct io_dev **dev, char **path_out)
+static int pool_create(const struct opts *o, uint64_t size, struct io_dev **dev,
+		       char **path_out)
 {
 	char *path;
 	int r;
@@ -374,7 +374,7 @@ static int pool_create(const struct opts *o, uint64_t size,
 			strerror(errno));
 		goto out_free;
 	}
-	if (ftruncate(fd, (off_t)size) < 0) {
+	if (ftruncate(fd, (off_t) size) < 0) {
 		r = -errno;
 		fprintf(stderr, "bench-btree: ftruncate %s: %s\n", path,
 			strerror(errno));
@@ -401,7 +401,7 @@ static uint64_t file_allocated(struct io_dev *dev)
 
 	if (fd < 0 || fstat(fd, &st) < 0)
 		return 0;
-	return (uint64_t)st.st_blocks * 512;
+	return (uint64_t) st.st_blocks * 512;
 }
 
 static void drop_page_cache(struct io_dev *dev)
@@ -409,8 +409,8 @@ static void drop_page_cache(struct io_dev *dev)
 	int fd = io_file_fd(dev);
 
 	if (fd >= 0) {
-		(void)fdatasync(fd);
-		(void)posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+		(void) fdatasync(fd);
+		(void) posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
 	}
 }
 
@@ -497,8 +497,9 @@ static int build(const struct opts *o, struct tm *tm,
 			r = btree_insert(info, tm_root(tm, 0), kb, vb);
 		}
 		if (r) {
-			fprintf(stderr, "bench-btree: insert #%" PRIu64 ": %s\n",
-				i, strerror(-r));
+			fprintf(stderr,
+				"bench-btree: insert #%" PRIu64 ": %s\n", i,
+				strerror(-r));
 			goto out;
 		}
 		keys[i] = k;
@@ -516,13 +517,13 @@ static int build(const struct opts *o, struct tm *tm,
 	res->build_s = now_s() - t0;
 	bc_stats(tm_bc(tm), &bs);
 	res->nodes_written_per_commit =
-		(double)(bs.writes - writes0) / (double)res->nr_commits;
+	    (double) (bs.writes - writes0) / (double) res->nr_commits;
 
 	for (i = 0; i < res->nr_commits; i++)
 		sum += lat[i];
 	res->commit_s = sum;
 	qsort(lat, res->nr_commits, sizeof(*lat), cmp_double);
-	res->commit_mean_ms = sum / (double)res->nr_commits * 1e3;
+	res->commit_mean_ms = sum / (double) res->nr_commits * 1e3;
 	res->commit_p50_ms = lat[res->nr_commits / 2] * 1e3;
 	res->commit_p99_ms = lat[(res->nr_commits * 99) / 100] * 1e3;
 	res->commit_max_ms = lat[res->nr_commits - 1] * 1e3;
@@ -556,9 +557,8 @@ static int lookup_present(const struct btree_info *info, struct tm *tm,
 		make_value(want, k);
 		if (r || memcmp(vb, want, VALUE_SIZE)) {
 			fprintf(stderr,
-				"bench-btree: lookup of %016" PRIx64
-				" %s\n",
-				k, r ? strerror(-r) : "returned a wrong value");
+				"bench-btree: lookup of %016" PRIx64 " %s\n", k,
+				r ? strerror(-r) : "returned a wrong value");
 			return r ? r : -EUCLEAN;
 		}
 	}
@@ -582,8 +582,8 @@ static int lookup_absent(const struct btree_info *info, struct tm *tm,
 
 	for (i = 0; i < n; i++) {
 		uint64_t k = order == ORDER_RANDOM
-				     ? rng_next(rng)
-				     : 2 * rng_below(rng, nkeys) + 1;
+				 ? rng_next(rng)
+				 : 2 * rng_below(rng, nkeys) + 1;
 
 		put_be64(kb, k);
 		r = btree_lookup(info, tm_root(tm, 0), kb, vb);
@@ -605,12 +605,12 @@ static int lookup_absent(const struct btree_info *info, struct tm *tm,
 
 static int run(const struct opts *o, enum order order, struct result *res)
 {
-	struct tm_format_opts fo = { .block_size = o->block_size };
-	struct tm_open_opts oo = { .cache_bytes = (size_t)o->cache_mb << 20 };
+	struct tm_format_opts fo = {.block_size = o->block_size};
+	struct tm_open_opts oo = {.cache_bytes = (size_t) o->cache_mb << 20};
 	struct btree_info info = {
-		.tag = BENCH_TAG,
-		.key_size = KEY_SIZE,
-		.value = { .size = VALUE_SIZE },
+	    .tag = BENCH_TAG,
+	    .key_size = KEY_SIZE,
+	    .value = {.size = VALUE_SIZE},
 	};
 	uint64_t pool_size, *keys, entries, sm_leaves;
 	struct io_dev *dev = NULL;
@@ -624,7 +624,7 @@ static int run(const struct opts *o, enum order order, struct result *res)
 	memset(res, 0, sizeof(*res));
 	res->order = order;
 	res->keys = o->keys;
-	rng_init(&rng, o->seed ^ (uint64_t)order);
+	rng_init(&rng, o->seed ^ (uint64_t) order);
 
 	/* Sparse, so generous: the metadata of random inserts is about 35
 	 * bytes a key, plus what the copies of each transaction hold until
@@ -676,7 +676,8 @@ static int run(const struct opts *o, enum order order, struct result *res)
 		r = walk_tree(sm_tree_info(tm_sm(tm)), &smr, &res->sm_entries,
 			      &res->sm_nodes, &sm_leaves);
 		if (r) {
-			fprintf(stderr, "bench-btree: walking the sm tree: %s\n",
+			fprintf(stderr,
+				"bench-btree: walking the sm tree: %s\n",
 				strerror(-r));
 			goto out_tm;
 		}
@@ -684,9 +685,9 @@ static int run(const struct opts *o, enum order order, struct result *res)
 	r = btree_height(&info, tm_root(tm, 0), &res->height);
 	if (r)
 		goto out_tm;
-	res->leaf_fill = (double)o->keys / (double)res->tree_leaves /
-			 (double)((PD_NODE_SIZE - BTREE_HEADER_SIZE) /
-				  (KEY_SIZE + VALUE_SIZE));
+	res->leaf_fill = (double) o->keys / (double) res->tree_leaves /
+			 (double) ((PD_NODE_SIZE - BTREE_HEADER_SIZE) /
+				   (KEY_SIZE + VALUE_SIZE));
 
 	/* 3. warm lookups (the walk above read every node of the tree) */
 	res->lookups = o->lookups;
@@ -742,7 +743,7 @@ out_keys:
 
 static double per_key(uint64_t nodes, uint64_t keys)
 {
-	return (double)nodes * PD_NODE_SIZE / (double)keys;
+	return (double) nodes * PD_NODE_SIZE / (double) keys;
 }
 
 static void print_run(const struct opts *o, const struct result *r)
@@ -754,8 +755,8 @@ static void print_run(const struct opts *o, const struct result *r)
 	       order_names[r->order], r->keys, o->commit_every);
 	printf("build        %.2f s: %.0f inserts/s (%.0f/s without the "
 	       "commits)\n",
-	       r->build_s, (double)r->keys / r->build_s,
-	       (double)r->keys / (r->build_s - r->commit_s));
+	       r->build_s, (double) r->keys / r->build_s,
+	       (double) r->keys / (r->build_s - r->commit_s));
 	printf("commits      %" PRIu64 ", %.2f s in all, %.0f nodes written "
 	       "per commit\n",
 	       r->nr_commits, r->commit_s, r->nodes_written_per_commit);
@@ -767,26 +768,26 @@ static void print_run(const struct opts *o, const struct result *r)
 	       r->height, r->tree_nodes, r->tree_leaves, r->leaf_fill * 100);
 	printf("space map    %" PRIu64 " nodes, %" PRIu64 " entries\n",
 	       r->sm_nodes, r->sm_entries);
-	printf("metadata     %" PRIu64 " nodes in %" PRIu64
-	       " chunks (%" PRIu64 " other nodes)\n",
+	printf("metadata     %" PRIu64 " nodes in %" PRIu64 " chunks (%" PRIu64
+	       " other nodes)\n",
 	       r->sm.meta_nodes, r->sm.meta_chunks, other);
 	printf("bytes/key    %.1f total (%.1f tree + %.1f space map); "
 	       "%.1f in chunks\n",
 	       per_key(r->sm.meta_nodes, r->keys),
 	       per_key(r->tree_nodes, r->keys), per_key(r->sm_nodes, r->keys),
-	       (double)r->sm.meta_chunks * o->block_size / (double)r->keys);
+	       (double) r->sm.meta_chunks * o->block_size / (double) r->keys);
 	printf("pool file    %.1f MiB allocated\n",
-	       (double)r->file_bytes / (1 << 20));
+	       (double) r->file_bytes / (1 << 20));
 	printf("warm lookups %.0f/s present (%" PRIu64 "), %.0f/s absent "
 	       "(%" PRIu64 "), %" PRIu64 " cache misses, on CPU %.0f%%\n",
-	       (double)r->lookups / r->lookup_s, r->lookups,
-	       r->absent ? (double)r->absent / r->absent_s : 0.0, r->absent,
+	       (double) r->lookups / r->lookup_s, r->lookups,
+	       r->absent ? (double) r->absent / r->absent_s : 0.0, r->absent,
 	       r->lookup_misses, r->lookup_cpu_s / r->lookup_s * 100);
 	if (r->cold)
 		printf("cold         reopen %.1f ms; %.0f lookups/s (%" PRIu64
 		       ", %.2f node reads each)\n",
-		       r->reopen_s * 1e3, (double)r->cold / r->cold_s, r->cold,
-		       (double)r->cold_reads / (double)r->cold);
+		       r->reopen_s * 1e3, (double) r->cold / r->cold_s, r->cold,
+		       (double) r->cold_reads / (double) r->cold);
 	fflush(stdout);
 }
 
@@ -803,24 +804,22 @@ static void print_line(const struct opts *o, const struct result *r)
 	       " tree_bytes_per_key=%.2f height=%u leaf_fill=%.3f"
 	       " reopen_ms=%.1f cold_lookups_per_s=%.0f\n",
 	       order_names[r->order], r->keys, o->commit_every, o->block_size,
-	       o->cache_mb, (double)r->keys / r->build_s, r->commit_mean_ms,
+	       o->cache_mb, (double) r->keys / r->build_s, r->commit_mean_ms,
 	       r->commit_p50_ms, r->commit_p99_ms, r->commit_max_ms,
-	       r->nodes_written_per_commit, (double)r->lookups / r->lookup_s,
-	       r->absent ? (double)r->absent / r->absent_s : 0.0,
+	       r->nodes_written_per_commit, (double) r->lookups / r->lookup_s,
+	       r->absent ? (double) r->absent / r->absent_s : 0.0,
 	       r->lookup_misses, r->lookup_cpu_s / r->lookup_s,
 	       r->sm.meta_nodes, r->tree_nodes, r->sm_nodes,
 	       per_key(r->sm.meta_nodes, r->keys),
 	       per_key(r->tree_nodes, r->keys), r->height, r->leaf_fill,
-	       r->reopen_s * 1e3,
-	       r->cold ? (double)r->cold / r->cold_s : 0.0);
+	       r->reopen_s * 1e3, r->cold ? (double) r->cold / r->cold_s : 0.0);
 }
 
-static void print_summary(const struct opts *o, const struct result *rs,
-			  int n)
+static void print_summary(const struct opts *o, const struct result *rs, int n)
 {
 	printf("\n%-10s %9s %9s %27s %10s %10s %8s %8s\n", "order", "keys",
-	       "ins/s", "commit ms mean/p50/p99/max", "lookup/s",
-	       "absent/s", "B/key", "tree B/k");
+	       "ins/s", "commit ms mean/p50/p99/max", "lookup/s", "absent/s",
+	       "B/key", "tree B/k");
 	for (int i = 0; i < n; i++) {
 		const struct result *r = &rs[i];
 		char lat[64];
@@ -831,9 +830,9 @@ static void print_summary(const struct opts *o, const struct result *rs,
 		printf("%-10s %9" PRIu64 " %9.0f %27s %10.0f %10.0f %8.1f "
 		       "%8.1f\n",
 		       order_names[r->order], r->keys,
-		       (double)r->keys / r->build_s, lat,
-		       (double)r->lookups / r->lookup_s,
-		       r->absent ? (double)r->absent / r->absent_s : 0.0,
+		       (double) r->keys / r->build_s, lat,
+		       (double) r->lookups / r->lookup_s,
+		       r->absent ? (double) r->absent / r->absent_s : 0.0,
 		       per_key(r->sm.meta_nodes, r->keys),
 		       per_key(r->tree_nodes, r->keys));
 	}
@@ -857,7 +856,7 @@ int main(int argc, char **argv)
 	for (int ord = 0; ord < 2; ord++) {
 		if (!o.orders[ord])
 			continue;
-		if (run(&o, (enum order)ord, &rs[n]))
+		if (run(&o, (enum order) ord, &rs[n]))
 			return 1;
 		print_run(&o, &rs[n]);
 		n++;

@@ -78,8 +78,8 @@
 #include "thin/thin-internal.h"
 
 #define MAX_SNAP_SIZES 8
-#define GiB ((uint64_t)1 << 30)
-#define MiB ((uint64_t)1 << 20)
+#define GiB	       ((uint64_t) 1 << 30)
+#define MiB	       ((uint64_t) 1 << 20)
 
 struct opts {
 	uint64_t volumes;
@@ -109,7 +109,7 @@ static double now_s(void)
 	struct timespec ts;
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+	return (double) ts.tv_sec + (double) ts.tv_nsec * 1e-9;
 }
 
 static double cpu_s(void)
@@ -117,7 +117,7 @@ static double cpu_s(void)
 	struct timespec ts;
 
 	clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+	return (double) ts.tv_sec + (double) ts.tv_nsec * 1e-9;
 }
 
 /* CPU time of the calling thread: on a shared machine, unlike the wall
@@ -128,7 +128,7 @@ static double thread_cpu_s(void)
 	struct timespec ts;
 
 	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+	return (double) ts.tv_sec + (double) ts.tv_nsec * 1e-9;
 }
 
 static uint64_t splitmix(uint64_t *x)
@@ -195,7 +195,7 @@ static void lat_add(struct lat *l, double s)
 
 static int cmp_double(const void *a, const void *b)
 {
-	double x = *(const double *)a, y = *(const double *)b;
+	double x = *(const double *) a, y = *(const double *) b;
 
 	return x < y ? -1 : x > y;
 }
@@ -207,14 +207,14 @@ struct stats {
 
 static struct stats lat_stats(struct lat *l)
 {
-	struct stats s = { .n = l->n, .sum = l->sum };
+	struct stats s = {.n = l->n, .sum = l->sum};
 
 	if (!l->n)
 		return s;
 	qsort(l->v, l->n, sizeof(*l->v), cmp_double);
-	s.mean = l->sum / (double)l->n;
+	s.mean = l->sum / (double) l->n;
 	s.p50 = l->v[(l->n - 1) / 2];
-	s.p99 = l->v[(size_t)((double)(l->n - 1) * 0.99)];
+	s.p99 = l->v[(size_t) ((double) (l->n - 1) * 0.99)];
 	s.max = l->v[l->n - 1];
 	return s;
 }
@@ -229,7 +229,7 @@ static void lat_reset(struct lat *l)
 static char bench_line[8192];
 
 static void bench_add(const char *fmt, ...)
-	__attribute__((format(printf, 1, 2)));
+    __attribute__((format(printf, 1, 2)));
 
 static void bench_add(const char *fmt, ...)
 {
@@ -262,8 +262,8 @@ static void print_cpu(const char *key, struct lat *l)
 {
 	struct stats s = lat_stats(l);
 
-	printf("    thread CPU us: mean %.1f p50 %.1f p99 %.1f\n",
-	       s.mean * 1e6, s.p50 * 1e6, s.p99 * 1e6);
+	printf("    thread CPU us: mean %.1f p50 %.1f p99 %.1f\n", s.mean * 1e6,
+	       s.p50 * 1e6, s.p99 * 1e6);
 	bench_add(" %s_cpu_mean_us=%.2f %s_cpu_p50_us=%.2f"
 		  " %s_cpu_p99_us=%.2f",
 		  key, s.mean * 1e6, key, s.p50 * 1e6, key, s.p99 * 1e6);
@@ -321,49 +321,50 @@ static int parse_u64(const char *s, uint64_t *out)
 	}
 	if (v && mul > UINT64_MAX / v)
 		return -ERANGE;
-	*out = (uint64_t)v * mul;
+	*out = (uint64_t) v * mul;
 	return 0;
 }
 
 static void usage(FILE *f)
 {
-	fprintf(f,
-		"usage: bench-engine [options]\n"
-		"  --volumes N         volumes to create (default 100000)\n"
-		"  --batch N           creates (snapshots, deletes) per tv_batch "
-		"(default 1000)\n"
-		"  --single N          single creates, snapshots, deletes timed "
-		"one by one\n"
-		"                      at --volumes volumes (default 10000)\n"
-		"  --lookups N         lookups of each kind (default 100000)\n"
-		"  --page N            infos per tv_vol_list call (default "
-		"1000)\n"
-		"  --cache-mb N        metadata cache, MiB (default 0: the "
-		"library's, 64)\n"
-		"  --dir DIR           pool directory of part 1 (default "
-		"$TMPDIR or /var/tmp)\n"
-		"  --snap-dir DIR      pool directory of part 2 (default "
-		"/dev/shm if it\n"
-		"                      exists, else as --dir)\n"
-		"  --snap-sizes LIST   mapped sizes, comma-separated (default "
-		"1G,16G)\n"
-		"  --snaps N           snapshots of each (default 50)\n"
-		"  --random-blocks N   blocks written by random 4 KiB writes "
-		"(default 256K)\n"
-		"  --reclaim-max SIZE  wait for (and time) the reclaim after "
-		"the deletes\n"
-		"                      up to this mapped size (default 1G; "
-		"it is throttled\n"
-		"                      by the commit interval, so slow)\n"
-		"  --block-size N      pool block size of part 1 (default 64K)\n"
-		"  --snap-block-size N pool block size of part 2 (default "
-		"64K)\n"
-		"  --blob-size N       pool blob size (default 256)\n"
-		"  --seed N            random seed (default 1)\n"
-		"  --skip-volumes      skip part 1\n"
-		"  --skip-snapshots    skip part 2\n"
-		"  --skip-same-pool    skip part 2's volumes of every size in "
-		"one pool\n");
+	fprintf(
+	    f,
+	    "usage: bench-engine [options]\n"
+	    "  --volumes N         volumes to create (default 100000)\n"
+	    "  --batch N           creates (snapshots, deletes) per tv_batch "
+	    "(default 1000)\n"
+	    "  --single N          single creates, snapshots, deletes timed "
+	    "one by one\n"
+	    "                      at --volumes volumes (default 10000)\n"
+	    "  --lookups N         lookups of each kind (default 100000)\n"
+	    "  --page N            infos per tv_vol_list call (default "
+	    "1000)\n"
+	    "  --cache-mb N        metadata cache, MiB (default 0: the "
+	    "library's, 64)\n"
+	    "  --dir DIR           pool directory of part 1 (default "
+	    "$TMPDIR or /var/tmp)\n"
+	    "  --snap-dir DIR      pool directory of part 2 (default "
+	    "/dev/shm if it\n"
+	    "                      exists, else as --dir)\n"
+	    "  --snap-sizes LIST   mapped sizes, comma-separated (default "
+	    "1G,16G)\n"
+	    "  --snaps N           snapshots of each (default 50)\n"
+	    "  --random-blocks N   blocks written by random 4 KiB writes "
+	    "(default 256K)\n"
+	    "  --reclaim-max SIZE  wait for (and time) the reclaim after "
+	    "the deletes\n"
+	    "                      up to this mapped size (default 1G; "
+	    "it is throttled\n"
+	    "                      by the commit interval, so slow)\n"
+	    "  --block-size N      pool block size of part 1 (default 64K)\n"
+	    "  --snap-block-size N pool block size of part 2 (default "
+	    "64K)\n"
+	    "  --blob-size N       pool blob size (default 256)\n"
+	    "  --seed N            random seed (default 1)\n"
+	    "  --skip-volumes      skip part 1\n"
+	    "  --skip-snapshots    skip part 2\n"
+	    "  --skip-same-pool    skip part 2's volumes of every size in "
+	    "one pool\n");
 }
 
 static bool good_block(uint64_t v)
@@ -374,47 +375,47 @@ static bool good_block(uint64_t v)
 static int parse_opts(int argc, char **argv, struct opts *o)
 {
 	static const struct option longopts[] = {
-		{ "volumes", required_argument, NULL, 'n' },
-		{ "batch", required_argument, NULL, 'B' },
-		{ "single", required_argument, NULL, 'S' },
-		{ "lookups", required_argument, NULL, 'l' },
-		{ "page", required_argument, NULL, 'P' },
-		{ "cache-mb", required_argument, NULL, 'm' },
-		{ "dir", required_argument, NULL, 'd' },
-		{ "snap-dir", required_argument, NULL, 'D' },
-		{ "snap-sizes", required_argument, NULL, 'z' },
-		{ "snaps", required_argument, NULL, 'k' },
-		{ "random-blocks", required_argument, NULL, 'r' },
-		{ "reclaim-max", required_argument, NULL, 'R' },
-		{ "block-size", required_argument, NULL, 'b' },
-		{ "snap-block-size", required_argument, NULL, 'c' },
-		{ "blob-size", required_argument, NULL, 'o' },
-		{ "seed", required_argument, NULL, 's' },
-		{ "skip-volumes", no_argument, NULL, 'V' },
-		{ "skip-snapshots", no_argument, NULL, 'X' },
-		{ "skip-same-pool", no_argument, NULL, 'Y' },
-		{ "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
+	    {"volumes", required_argument, NULL, 'n'},
+	    {"batch", required_argument, NULL, 'B'},
+	    {"single", required_argument, NULL, 'S'},
+	    {"lookups", required_argument, NULL, 'l'},
+	    {"page", required_argument, NULL, 'P'},
+	    {"cache-mb", required_argument, NULL, 'm'},
+	    {"dir", required_argument, NULL, 'd'},
+	    {"snap-dir", required_argument, NULL, 'D'},
+	    {"snap-sizes", required_argument, NULL, 'z'},
+	    {"snaps", required_argument, NULL, 'k'},
+	    {"random-blocks", required_argument, NULL, 'r'},
+	    {"reclaim-max", required_argument, NULL, 'R'},
+	    {"block-size", required_argument, NULL, 'b'},
+	    {"snap-block-size", required_argument, NULL, 'c'},
+	    {"blob-size", required_argument, NULL, 'o'},
+	    {"seed", required_argument, NULL, 's'},
+	    {"skip-volumes", no_argument, NULL, 'V'},
+	    {"skip-snapshots", no_argument, NULL, 'X'},
+	    {"skip-same-pool", no_argument, NULL, 'Y'},
+	    {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0},
 	};
 	struct stat st;
 	uint64_t v;
 	int c;
 
 	*o = (struct opts){
-		.volumes = 100000,
-		.batch = 1000,
-		.single = 10000,
-		.lookups = 100000,
-		.page = 1000,
-		.snap_sizes = { GiB, 16 * GiB },
-		.nr_snap_sizes = 2,
-		.snaps = 50,
-		.random_blocks = 256 * 1024,
-		.reclaim_max = GiB,
-		.block_size = 64u << 10,
-		.snap_block_size = 64u << 10,
-		.blob_size = 256,
-		.seed = 1,
+	    .volumes = 100000,
+	    .batch = 1000,
+	    .single = 10000,
+	    .lookups = 100000,
+	    .page = 1000,
+	    .snap_sizes = {GiB, 16 * GiB},
+	    .nr_snap_sizes = 2,
+	    .snaps = 50,
+	    .random_blocks = 256 * 1024,
+	    .reclaim_max = GiB,
+	    .block_size = 64u << 10,
+	    .snap_block_size = 64u << 10,
+	    .blob_size = 256,
+	    .seed = 1,
 	};
 	o->dir = getenv("TMPDIR");
 	if (!o->dir || !*o->dir)
@@ -491,17 +492,17 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 		case 'b':
 			if (!good_block(v))
 				goto bad;
-			o->block_size = (uint32_t)v;
+			o->block_size = (uint32_t) v;
 			break;
 		case 'c':
 			if (!good_block(v))
 				goto bad;
-			o->snap_block_size = (uint32_t)v;
+			o->snap_block_size = (uint32_t) v;
 			break;
 		case 'o':
 			if (v > TV_BLOB_MAX)
 				goto bad;
-			o->blob_size = (int32_t)v;
+			o->blob_size = (int32_t) v;
 			break;
 		case 's':
 			o->seed = v;
@@ -515,8 +516,8 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 		goto bad;
 	if (!o->snap_dir)
 		o->snap_dir = stat("/dev/shm", &st) == 0 && S_ISDIR(st.st_mode)
-				      ? "/dev/shm"
-				      : o->dir;
+				  ? "/dev/shm"
+				  : o->dir;
 	return 0;
 bad:
 	fprintf(stderr, "bench-engine: bad arguments\n");
@@ -546,7 +547,7 @@ static const char *fs_name(const char *dir)
 
 	if (statfs(dir, &sf) < 0)
 		return "?";
-	switch ((unsigned long)sf.f_type) {
+	switch ((unsigned long) sf.f_type) {
 	case 0x01021994ul:
 		return "tmpfs";
 	case 0xEF53ul:
@@ -566,12 +567,12 @@ static struct tv_pool *pool_new(const struct opts *o, const char *dir,
 				char **path_out)
 {
 	struct tv_pool_create_opts co = {
-		.size = size,
-		.block_size = block_size,
-		.blob_size = o->blob_size,
+	    .size = size,
+	    .block_size = block_size,
+	    .blob_size = o->blob_size,
 	};
 	struct tv_pool_open_opts oo = {
-		.cache_bytes = (size_t)(o->cache_mb * MiB),
+	    .cache_bytes = (size_t) (o->cache_mb * MiB),
 	};
 	struct tv_pool *pool;
 	char *d, *path;
@@ -622,7 +623,7 @@ static uint64_t file_allocated(const char *path)
 {
 	struct stat st;
 
-	return stat(path, &st) == 0 ? (uint64_t)st.st_blocks * 512 : 0;
+	return stat(path, &st) == 0 ? (uint64_t) st.st_blocks * 512 : 0;
 }
 
 static long max_rss_mb(void)
@@ -656,28 +657,30 @@ static struct probe probe_of(struct tv_pool *pool)
 static void print_probe(const char *key, const struct probe *a,
 			const struct probe *b, uint64_t ops)
 {
-	double n = (double)ops;
-	double commits = (double)(b->c.commits - a->c.commits);
+	double n = (double) ops;
+	double commits = (double) (b->c.commits - a->c.commits);
 
 	printf("    per op: %.2f commits, %.1f nodes written, %.1f nodes "
 	       "read (%.1f cache misses), sm %.1f rounds %.1f tree changes; "
 	       "commit us: sm_flush %.1f write %.1f flush %.1f super+flush "
 	       "%.1f\n",
-	       commits / n, (double)(b->c.nodes_written - a->c.nodes_written) / n,
-	       (double)(b->b.reads - a->b.reads) / n,
-	       (double)(b->b.misses - a->b.misses) / n,
-	       (double)(b->c.sm_rounds - a->c.sm_rounds) / n,
-	       (double)(b->c.sm_tree_ops - a->c.sm_tree_ops) / n,
-	       (double)(b->c.ns_sm_flush - a->c.ns_sm_flush) / n / 1e3,
-	       (double)(b->c.ns_write - a->c.ns_write) / n / 1e3,
-	       (double)(b->c.ns_flush - a->c.ns_flush) / n / 1e3,
-	       (double)(b->c.ns_super - a->c.ns_super) / n / 1e3);
+	       commits / n,
+	       (double) (b->c.nodes_written - a->c.nodes_written) / n,
+	       (double) (b->b.reads - a->b.reads) / n,
+	       (double) (b->b.misses - a->b.misses) / n,
+	       (double) (b->c.sm_rounds - a->c.sm_rounds) / n,
+	       (double) (b->c.sm_tree_ops - a->c.sm_tree_ops) / n,
+	       (double) (b->c.ns_sm_flush - a->c.ns_sm_flush) / n / 1e3,
+	       (double) (b->c.ns_write - a->c.ns_write) / n / 1e3,
+	       (double) (b->c.ns_flush - a->c.ns_flush) / n / 1e3,
+	       (double) (b->c.ns_super - a->c.ns_super) / n / 1e3);
 	bench_add(" %s_nodes_written=%.1f %s_nodes_read=%.1f"
 		  " %s_sync_us=%.1f",
-		  key, (double)(b->c.nodes_written - a->c.nodes_written) / n,
-		  key, (double)(b->b.reads - a->b.reads) / n, key,
-		  (double)(b->c.ns_flush - a->c.ns_flush +
-			   b->c.ns_super - a->c.ns_super) / n / 1e3);
+		  key, (double) (b->c.nodes_written - a->c.nodes_written) / n,
+		  key, (double) (b->b.reads - a->b.reads) / n, key,
+		  (double) (b->c.ns_flush - a->c.ns_flush + b->c.ns_super -
+			    a->c.ns_super) /
+		      n / 1e3);
 }
 
 /* ---- part 1: many volumes ---- */
@@ -692,14 +695,14 @@ static void name_of(char *buf, const char *prefix, uint64_t i)
 static void part_volumes(const struct opts *o)
 {
 	const uint64_t n = o->volumes, B = o->batch;
-	const size_t bsz = (size_t)o->blob_size;
+	const size_t bsz = (size_t) o->blob_size;
 	struct tv_pool_info in0, in1, in2;
 	struct tv_pool *pool;
-	struct lat lat = { 0 };
+	struct lat lat = {0};
 	uint64_t *ids, *snap_ids, *found;
 	struct tv_op *ops;
 	uint8_t *blobs;
-	char (*names)[32];
+	char(*names)[32];
 	char *path;
 	double t0, t1, c0;
 	int r;
@@ -730,7 +733,7 @@ static void part_volumes(const struct opts *o)
 	t0 = now_s();
 	c0 = cpu_s();
 	for (uint64_t i = 0; i < n; i += B) {
-		size_t m = (size_t)(n - i < B ? n - i : B);
+		size_t m = (size_t) (n - i < B ? n - i : B);
 		size_t failed = 0;
 		double b0;
 
@@ -738,11 +741,11 @@ static void part_volumes(const struct opts *o)
 			name_of(names[j], "vol", i + j);
 			make_blob(blobs + j * bsz, bsz, o->seed, i + j);
 			ops[j] = (struct tv_op){
-				.kind = TV_OP_CREATE,
-				.name = names[j],
-				.size = VOL_SIZE,
-				.blob = blobs + j * bsz,
-				.blob_len = bsz,
+			    .kind = TV_OP_CREATE,
+			    .name = names[j],
+			    .size = VOL_SIZE,
+			    .blob = blobs + j * bsz,
+			    .blob_len = bsz,
 			};
 		}
 		b0 = now_s();
@@ -757,24 +760,24 @@ static void part_volumes(const struct opts *o)
 	in1 = info_of(pool);
 	printf("build (tv_batch of %" PRIu64 " creates): %.2f s, %.0f "
 	       "creates/s, on CPU %.0f%%\n",
-	       B, t1 - t0, (double)n / (t1 - t0),
+	       B, t1 - t0, (double) n / (t1 - t0),
 	       (cpu_s() - c0) / (t1 - t0) * 100);
 	print_lat("batch of creates, per create", "batch_create", &lat,
-		  (double)B);
+		  (double) B);
 	printf("  metadata %.1f MiB (empty pool %.1f MiB): %.1f bytes/volume;"
 	       " pool file allocated %.1f MiB; nr_volumes %" PRIu64 "\n",
-	       (double)in1.metadata / MiB, (double)in0.metadata / MiB,
-	       (double)(in1.metadata - in0.metadata) / (double)n,
-	       (double)file_allocated(path) / MiB, in1.nr_volumes);
+	       (double) in1.metadata / MiB, (double) in0.metadata / MiB,
+	       (double) (in1.metadata - in0.metadata) / (double) n,
+	       (double) file_allocated(path) / MiB, in1.nr_volumes);
 	bench_add(" build_s=%.3f meta_bytes_per_volume=%.1f", t1 - t0,
-		  (double)(in1.metadata - in0.metadata) / (double)n);
+		  (double) (in1.metadata - in0.metadata) / (double) n);
 	lat_reset(&lat);
 
 	/* 2. single ops, each its own transaction */
 	if (o->single) {
 		uint8_t *blob = blobs;
 		struct probe pa, pb;
-		struct lat cpu = { 0 };
+		struct lat cpu = {0};
 
 		pa = probe_of(pool);
 
@@ -813,8 +816,7 @@ static void part_volumes(const struct opts *o)
 			if (r)
 				die("tv_vol_snapshot", r);
 		}
-		print_lat("tv_vol_snapshot (commit each)", "snapshot", &lat,
-			  1);
+		print_lat("tv_vol_snapshot (commit each)", "snapshot", &lat, 1);
 		pb = probe_of(pool);
 		print_probe("snapshot", &pa, &pb, o->single);
 		print_cpu("snapshot", &cpu);
@@ -841,49 +843,49 @@ static void part_volumes(const struct opts *o)
 
 		/* the same through tv_batch */
 		for (uint64_t i = 0; i < o->single; i += B) {
-			size_t m = (size_t)(o->single - i < B ? o->single - i
-							      : B);
+			size_t m =
+			    (size_t) (o->single - i < B ? o->single - i : B);
 			size_t failed = 0;
 			double b0;
 
 			for (size_t j = 0; j < m; j++) {
 				name_of(names[j], "bsnap", i + j);
 				ops[j] = (struct tv_op){
-					.kind = TV_OP_SNAPSHOT,
-					.id = ids[rnd_below(n)],
-					.name = names[j],
+				    .kind = TV_OP_SNAPSHOT,
+				    .id = ids[rnd_below(n)],
+				    .name = names[j],
 				};
 			}
 			b0 = now_s();
 			r = tv_batch(pool, ops, m, &failed);
-			lat_add(&lat, (now_s() - b0) * (double)B / (double)m);
+			lat_add(&lat, (now_s() - b0) * (double) B / (double) m);
 			if (r)
 				die("tv_batch(snapshot)", r);
 			for (size_t j = 0; j < m; j++)
 				snap_ids[i + j] = ops[j].result_id;
 		}
 		print_lat("batch of snapshots, per snapshot", "batch_snapshot",
-			  &lat, (double)B);
+			  &lat, (double) B);
 		lat_reset(&lat);
 		for (uint64_t i = 0; i < o->single; i += B) {
-			size_t m = (size_t)(o->single - i < B ? o->single - i
-							      : B);
+			size_t m =
+			    (size_t) (o->single - i < B ? o->single - i : B);
 			size_t failed = 0;
 			double b0;
 
 			for (size_t j = 0; j < m; j++)
 				ops[j] = (struct tv_op){
-					.kind = TV_OP_DELETE,
-					.id = snap_ids[i + j],
+				    .kind = TV_OP_DELETE,
+				    .id = snap_ids[i + j],
 				};
 			b0 = now_s();
 			r = tv_batch(pool, ops, m, &failed);
-			lat_add(&lat, (now_s() - b0) * (double)B / (double)m);
+			lat_add(&lat, (now_s() - b0) * (double) B / (double) m);
 			if (r)
 				die("tv_batch(delete)", r);
 		}
 		print_lat("batch of deletes, per delete", "batch_delete", &lat,
-			  (double)B);
+			  (double) B);
 		lat_reset(&lat);
 	}
 	in2 = info_of(pool);
@@ -899,23 +901,24 @@ static void part_volumes(const struct opts *o)
 		t0 = now_s();
 		c0 = cpu_s();
 		while ((got = tv_vol_list(pool, &cursor, infos,
-					  (size_t)o->page)) > 0)
-			total += (uint64_t)got;
+					  (size_t) o->page)) > 0)
+			total += (uint64_t) got;
 		t1 = now_s();
 		if (got < 0)
 			die("tv_vol_list", got);
 		if (total != in2.nr_volumes) {
-			fprintf(stderr, "bench-engine: listed %" PRIu64
-					" volumes of %" PRIu64 "\n",
+			fprintf(stderr,
+				"bench-engine: listed %" PRIu64
+				" volumes of %" PRIu64 "\n",
 				total, in2.nr_volumes);
 			exit(1);
 		}
 		printf("list: %" PRIu64 " volumes in %.3f s, %.2f us/volume "
 		       "(%" PRIu64 " a call), on CPU %.0f%%\n",
-		       total, t1 - t0, (t1 - t0) / (double)total * 1e6, o->page,
-		       (cpu_s() - c0) / (t1 - t0) * 100);
+		       total, t1 - t0, (t1 - t0) / (double) total * 1e6,
+		       o->page, (cpu_s() - c0) / (t1 - t0) * 100);
 		bench_add(" list_s=%.3f list_us_per_volume=%.3f", t1 - t0,
-			  (t1 - t0) / (double)total * 1e6);
+			  (t1 - t0) / (double) total * 1e6);
 		free(infos);
 	}
 
@@ -933,9 +936,9 @@ static void part_volumes(const struct opts *o)
 			r = tv_vol_resolve(pool, names[0], &id);
 			lat_add(&lat, now_s() - l0);
 			if (r || id != ids[i]) {
-				fprintf(stderr, "bench-engine: resolve %s: %d, "
-						"id %" PRIu64 " not %" PRIu64
-						"\n",
+				fprintf(stderr,
+					"bench-engine: resolve %s: %d, "
+					"id %" PRIu64 " not %" PRIu64 "\n",
 					names[0], r, id, ids[i]);
 				exit(1);
 			}
@@ -950,8 +953,9 @@ static void part_volumes(const struct opts *o)
 			r = tv_vol_find_blob(pool, blob, bsz, found, 64);
 			lat_add(&lat, now_s() - l0);
 			if (r != 1 || found[0] != ids[i]) {
-				fprintf(stderr, "bench-engine: find_blob of "
-						"volume %" PRIu64 ": %d\n",
+				fprintf(stderr,
+					"bench-engine: find_blob of "
+					"volume %" PRIu64 ": %d\n",
 					i, r);
 				exit(1);
 			}
@@ -970,17 +974,18 @@ static void part_volumes(const struct opts *o)
 			for (int j = 0; j < r && j < 64; j++)
 				hit |= found[j] == ids[i];
 			if (r < 1 || (r <= 64 && !hit)) {
-				fprintf(stderr, "bench-engine: find_blob prefix "
-						"of volume %" PRIu64 ": %d\n",
+				fprintf(stderr,
+					"bench-engine: find_blob prefix "
+					"of volume %" PRIu64 ": %d\n",
 					i, r);
 				exit(1);
 			}
-			prefix_hits += (uint64_t)r;
+			prefix_hits += (uint64_t) r;
 		}
 		print_lat("tv_vol_find_blob (4-byte prefix)", "find_prefix",
 			  &lat, 1);
 		printf("  4-byte prefix: %.4f volumes found per lookup\n",
-		       (double)prefix_hits / (double)o->lookups);
+		       (double) prefix_hits / (double) o->lookups);
 		lat_reset(&lat);
 	}
 	printf("  max RSS %ld MiB\n", max_rss_mb());
@@ -1031,7 +1036,7 @@ static void part_snapshot(const struct opts *o, uint64_t size)
 	const uint32_t bs = o->snap_block_size;
 	const uint64_t blocks = size / bs;
 	struct tv_pool_info in0, in1;
-	struct lat lat = { 0 };
+	struct lat lat = {0};
 	struct probe pa, pb;
 	struct tv_pool *pool;
 	char *path, name[32];
@@ -1065,11 +1070,11 @@ static void part_snapshot(const struct opts *o, uint64_t size)
 	in1 = info_of(pool);
 	printf("sequential fill: %.2f s, %.2f us per block mapped; metadata "
 	       "+%.2f MiB: %.2f bytes per mapped block\n",
-	       t1 - t0, (t1 - t0) / (double)blocks * 1e6,
-	       (double)(in1.metadata - in0.metadata) / MiB,
-	       (double)(in1.metadata - in0.metadata) / (double)blocks);
+	       t1 - t0, (t1 - t0) / (double) blocks * 1e6,
+	       (double) (in1.metadata - in0.metadata) / MiB,
+	       (double) (in1.metadata - in0.metadata) / (double) blocks);
 	bench_add(" fill_s=%.2f meta_bytes_per_block_seq=%.2f", t1 - t0,
-		  (double)(in1.metadata - in0.metadata) / (double)blocks);
+		  (double) (in1.metadata - in0.metadata) / (double) blocks);
 
 	snaps = calloc(o->snaps + 1, sizeof(*snaps));
 	if (!snaps)
@@ -1125,7 +1130,7 @@ static void part_snapshot(const struct opts *o, uint64_t size)
 		wait_reclaimed(pool, &rec_s);
 		printf("  reclaim of the origin's %" PRIu64 " blocks: %.3f s "
 		       "(%.2f us/block)\n",
-		       blocks, rec_s, rec_s / (double)blocks * 1e6);
+		       blocks, rec_s, rec_s / (double) blocks * 1e6);
 		bench_add(" reclaim_s=%.3f", rec_s);
 	}
 	printf("  max RSS %ld MiB\n", max_rss_mb());
@@ -1146,8 +1151,8 @@ static void part_same_pool(const struct opts *o)
 {
 	const uint32_t bs = o->snap_block_size;
 	const int ns = o->nr_snap_sizes;
-	struct lat lat[MAX_SNAP_SIZES] = { 0 };
-	uint64_t ids[MAX_SNAP_SIZES], nodes[MAX_SNAP_SIZES] = { 0 };
+	struct lat lat[MAX_SNAP_SIZES] = {0};
+	uint64_t ids[MAX_SNAP_SIZES], nodes[MAX_SNAP_SIZES] = {0};
 	uint64_t total = 0, *snaps, nsnaps = 0;
 	static uint8_t sector[512];
 	struct tv_pool *pool;
@@ -1177,7 +1182,7 @@ static void part_same_pool(const struct opts *o)
 	r = tv_pool_flush(pool);
 	if (r)
 		die("tv_pool_flush", r);
-	snaps = calloc(o->snaps * (uint64_t)ns + 1, sizeof(*snaps));
+	snaps = calloc(o->snaps * (uint64_t) ns + 1, sizeof(*snaps));
 	if (!snaps)
 		die("calloc", -ENOMEM);
 	for (uint64_t k = 0; k < o->snaps; k++) {
@@ -1200,15 +1205,16 @@ static void part_same_pool(const struct opts *o)
 	for (int i = 0; i < ns; i++) {
 		char label[64], key[48];
 
-		snprintf(label, sizeof(label), "tv_vol_snapshot, %" PRIu64
-			 " MiB mapped", o->snap_sizes[i] / MiB);
+		snprintf(label, sizeof(label),
+			 "tv_vol_snapshot, %" PRIu64 " MiB mapped",
+			 o->snap_sizes[i] / MiB);
 		snprintf(key, sizeof(key), "same_pool_snapshot_%" PRIu64 "m",
 			 o->snap_sizes[i] / MiB);
 		print_lat(label, key, &lat[i], 1);
 		printf("    per op: %.1f nodes written\n",
-		       (double)nodes[i] / (double)o->snaps);
+		       (double) nodes[i] / (double) o->snaps);
 		bench_add(" %s_nodes_written=%.1f", key,
-			  (double)nodes[i] / (double)o->snaps);
+			  (double) nodes[i] / (double) o->snaps);
 		free(lat[i].v);
 	}
 	for (uint64_t k = 0; k < nsnaps; k++) {
@@ -1234,8 +1240,8 @@ static void part_random(const struct opts *o)
 	int r;
 
 	memset(buf, 0x5a, sizeof(buf));
-	pool = pool_new(o, o->snap_dir, blocks * bs + blocks * bs / 4 + GiB,
-			bs, &path);
+	pool = pool_new(o, o->snap_dir, blocks * bs + blocks * bs / 4 + GiB, bs,
+			&path);
 	printf("\n== part 2: random 4 KiB writes into %" PRIu64 " blocks of "
 	       "%u, pool on %s ==\n",
 	       blocks, bs, fs_name(o->snap_dir));
@@ -1269,13 +1275,13 @@ static void part_random(const struct opts *o)
 	in1 = info_of(pool);
 	printf("random fill: %.2f s, %.2f us per block mapped; metadata "
 	       "+%.2f MiB: %.2f bytes per mapped block\n",
-	       t1 - t0, (t1 - t0) / (double)blocks * 1e6,
-	       (double)(in1.metadata - in0.metadata) / MiB,
-	       (double)(in1.metadata - in0.metadata) / (double)blocks);
+	       t1 - t0, (t1 - t0) / (double) blocks * 1e6,
+	       (double) (in1.metadata - in0.metadata) / MiB,
+	       (double) (in1.metadata - in0.metadata) / (double) blocks);
 	bench_add(" blocks=%" PRIu64 " block_size=%u fill_s=%.2f"
 		  " meta_bytes_per_block_random=%.2f",
 		  blocks, bs, t1 - t0,
-		  (double)(in1.metadata - in0.metadata) / (double)blocks);
+		  (double) (in1.metadata - in0.metadata) / (double) blocks);
 	bench_flush("random");
 	pool_end(pool, path);
 	free(perm);

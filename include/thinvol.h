@@ -43,11 +43,11 @@ extern "C" {
 
 struct tv_pool;
 
-#define TV_NAME_MAX 128	       /* bytes of UTF-8 */
-#define TV_BLOB_MAX 4096       /* largest blob size of a pool */
-#define TV_BLOB_DEFAULT 256
+#define TV_NAME_MAX	 128  /* bytes of UTF-8 */
+#define TV_BLOB_MAX	 4096 /* largest blob size of a pool */
+#define TV_BLOB_DEFAULT	 256
 #define TV_BLOCK_DEFAULT (64u << 10)
-#define TV_SECTOR 512u
+#define TV_SECTOR	 512u
 
 /* ---- pools ---- */
 
@@ -64,7 +64,7 @@ int tv_pool_create(const char *path, const struct tv_pool_create_opts *o);
 
 struct tv_pool_open_opts {
 	bool read_only;
-	size_t cache_bytes;		/* 0: default (64 MiB) */
+	size_t cache_bytes;		 /* 0: default (64 MiB) */
 	unsigned int commit_interval_ms; /* 0: 1000; periodic commits */
 };
 
@@ -84,7 +84,7 @@ int tv_pool_flush(struct tv_pool *pool);
 
 enum tv_pool_state {
 	TV_POOL_RW,
-	TV_POOL_READ_ONLY,  /* opened read-only, or an error made it so */
+	TV_POOL_READ_ONLY, /* opened read-only, or an error made it so */
 	TV_POOL_NEEDS_CHECK,
 };
 
@@ -93,28 +93,28 @@ struct tv_pool_info {
 	uint8_t uuid[16];
 	uint32_t block_size;
 	uint32_t blob_size;
-	uint64_t size;		/* bytes of pool blocks */
-	uint64_t used;		/* bytes in use (data and metadata) */
-	uint64_t free;		/* bytes allocatable now */
-	uint64_t metadata;	/* bytes of metadata chunks */
-	uint64_t reclaimable;	/* bytes that freeing deleted volumes and
-				 * shrinks' cuts will still give back, at
-				 * least: blocks they held alone (no
-				 * snapshot or other volume maps them),
-				 * all of a volume never snapshotted, of a
-				 * snapshotted one what a bounded walk of
-				 * its tree found; at most used; 0 when
-				 * nothing is left to free
-				 * (docs/cli.md, pool info) */
+	uint64_t size;	      /* bytes of pool blocks */
+	uint64_t used;	      /* bytes in use (data and metadata) */
+	uint64_t free;	      /* bytes allocatable now */
+	uint64_t metadata;    /* bytes of metadata chunks */
+	uint64_t reclaimable; /* bytes that freeing deleted volumes and
+			       * shrinks' cuts will still give back, at
+			       * least: blocks they held alone (no
+			       * snapshot or other volume maps them),
+			       * all of a volume never snapshotted, of a
+			       * snapshotted one what a bounded walk of
+			       * its tree found; at most used; 0 when
+			       * nothing is left to free
+			       * (docs/cli.md, pool info) */
 	uint64_t nr_volumes;
 	uint64_t next_id;
 	uint64_t transaction;
 	enum tv_pool_state state;
-	char reason[160];	/* why read-only / needs check, or "" */
-	int error;		/* the negative errno that made it read-only
-				 * or needs-check (-ENOSPC, -EIO, -EUCLEAN,
-				 * ...); 0 when it is not, or was opened
-				 * read-only */
+	char reason[160]; /* why read-only / needs check, or "" */
+	int error;	  /* the negative errno that made it read-only
+			   * or needs-check (-ENOSPC, -EIO, -EUCLEAN,
+			   * ...); 0 when it is not, or was opened
+			   * read-only */
 };
 
 /* A file on ext4 without a journal: after a power failure the filesystem
@@ -180,8 +180,8 @@ const char *tv_last_error(void);
  * line of level <= max_level (0 error, 1 warning, 2 info, 3 debug); fn NULL
  * means stderr.  Process-wide; set it before opening pools.
  */
-void tv_set_logger(void (*fn)(int level, const char *msg, void *ctx),
-		   void *ctx, int max_level);
+void tv_set_logger(void (*fn)(int level, const char *msg, void *ctx), void *ctx,
+		   int max_level);
 
 /* ---- volumes ---- */
 
@@ -191,11 +191,11 @@ struct tv_vol_info {
 	uint64_t id;
 	uint8_t uuid[16];
 	char name[TV_NAME_MAX + 1];
-	uint64_t size;		/* bytes, a multiple of 512 */
-	uint32_t flags;		/* TV_VOL_* */
-	uint64_t parent;	/* id of the origin of a snapshot, or 0 */
-	uint64_t ctime_ns;	/* creation time, CLOCK_REALTIME */
-	uint64_t mapped;	/* bytes mapped (allocated to the volume) */
+	uint64_t size;	   /* bytes, a multiple of 512 */
+	uint32_t flags;	   /* TV_VOL_* */
+	uint64_t parent;   /* id of the origin of a snapshot, or 0 */
+	uint64_t ctime_ns; /* creation time, CLOCK_REALTIME */
+	uint64_t mapped;   /* bytes mapped (allocated to the volume) */
 };
 
 /*
@@ -212,15 +212,14 @@ int tv_vol_resolve(struct tv_pool *pool, const char *spec, uint64_t *id);
 int tv_vol_info(struct tv_pool *pool, uint64_t id, struct tv_vol_info *out);
 
 /* Blob of exactly blob_size bytes (all zero if never set). */
-int tv_vol_get_blob(struct tv_pool *pool, uint64_t id, void *blob,
-		    size_t len);
+int tv_vol_get_blob(struct tv_pool *pool, uint64_t id, void *blob, size_t len);
 
 /*
  * Iterate volumes in id order: start with *cursor = 0; each call fills up
  * to max infos and returns how many (0 at the end) or a negative errno.
  */
-int tv_vol_list(struct tv_pool *pool, uint64_t *cursor,
-		struct tv_vol_info *out, size_t max);
+int tv_vol_list(struct tv_pool *pool, uint64_t *cursor, struct tv_vol_info *out,
+		size_t max);
 
 /*
  * Volumes whose blob starts with prefix[0, len) (len == blob_size: equal
@@ -261,8 +260,7 @@ struct tv_op {
  * its message says so, and the pool, read-only until reopened, reopens
  * with the batch or without it.
  */
-int tv_batch(struct tv_pool *pool, struct tv_op *ops, size_t n,
-	     size_t *failed);
+int tv_batch(struct tv_pool *pool, struct tv_op *ops, size_t n, size_t *failed);
 
 int tv_vol_create(struct tv_pool *pool, const char *name, uint64_t size,
 		  const void *blob, size_t blob_len, uint64_t *id);
@@ -290,8 +288,8 @@ int tv_vol_set_blob(struct tv_pool *pool, uint64_t id, const void *blob,
 
 int tv_vol_read(struct tv_pool *pool, uint64_t id, void *buf, size_t len,
 		uint64_t off);
-int tv_vol_write(struct tv_pool *pool, uint64_t id, const void *buf,
-		 size_t len, uint64_t off, unsigned int flags);
+int tv_vol_write(struct tv_pool *pool, uint64_t id, const void *buf, size_t len,
+		 uint64_t off, unsigned int flags);
 /* Unmap whole blocks in the range, zero the partial ones. */
 int tv_vol_discard(struct tv_pool *pool, uint64_t id, uint64_t len,
 		   uint64_t off);
@@ -317,8 +315,7 @@ struct tv_extent {
  * range), under the metadata lock.
  */
 int tv_vol_extents(struct tv_pool *pool, uint64_t id, uint64_t off,
-		   uint64_t len, struct tv_extent *out, size_t max,
-		   size_t *n);
+		   uint64_t len, struct tv_extent *out, size_t max, size_t *n);
 
 /*
  * tv_vol_read, also telling which parts of the range it found unmapped
@@ -326,9 +323,8 @@ int tv_vol_extents(struct tv_pool *pool, uint64_t id, uint64_t off,
  * the last extent covers the rest as data (whose zeroes are in buf).  No
  * extra cost over tv_vol_read.
  */
-int tv_vol_read_map(struct tv_pool *pool, uint64_t id, void *buf,
-		    size_t len, uint64_t off, struct tv_extent *ext,
-		    size_t max, size_t *n);
+int tv_vol_read_map(struct tv_pool *pool, uint64_t id, void *buf, size_t len,
+		    uint64_t off, struct tv_extent *ext, size_t max, size_t *n);
 
 /* ---- check ---- */
 

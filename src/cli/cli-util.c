@@ -125,8 +125,9 @@ int cli_size(const struct cli_cmd *cmd, const char *what, const char *s,
 	if (r == -ERANGE)
 		return cli_usage(cmd, "%s '%s': too large", what, s);
 	if (r < 0)
-		return cli_usage(cmd, "%s '%s': not a size (digits with an "
-				      "optional K, M, G, T or P suffix)",
+		return cli_usage(cmd,
+				 "%s '%s': not a size (digits with an "
+				 "optional K, M, G, T or P suffix)",
 				 what, s);
 	return 0;
 }
@@ -136,8 +137,9 @@ static int blob_len_ok(const char *ctx, const char *opt, size_t len,
 {
 	if (len == blob_size)
 		return 0;
-	return cli_error(EXIT_USAGE, "%s: %s: %zu bytes, but the blobs of "
-				     "this pool are exactly %u bytes",
+	return cli_error(EXIT_USAGE,
+			 "%s: %s: %zu bytes, but the blobs of "
+			 "this pool are exactly %u bytes",
 			 ctx, opt, len, blob_size);
 }
 
@@ -193,10 +195,11 @@ int cli_read_all(const char *path, size_t max, char **out, size_t *out_len)
 		}
 		if (n == 0)
 			break;
-		len += (size_t)n;
+		len += (size_t) n;
 		if (len > max) {
-			status = cli_error(EXIT_USAGE, "%s: larger than %zu "
-						       "bytes",
+			status = cli_error(EXIT_USAGE,
+					   "%s: larger than %zu "
+					   "bytes",
 					   is_stdin ? "<stdin>" : path, max);
 			goto out;
 		}

@@ -29,15 +29,15 @@
 #define CLI_PROG "thinvol"
 
 /* Exit statuses: stable, scripts rely on them (docs/cli.md). */
-#define EXIT_OK 0
-#define EXIT_OTHER 1
-#define EXIT_USAGE 2	/* bad arguments or input, -EINVAL */
+#define EXIT_OK	      0
+#define EXIT_OTHER    1
+#define EXIT_USAGE    2 /* bad arguments or input, -EINVAL */
 #define EXIT_NOTFOUND 3 /* -ENOENT */
-#define EXIT_EXISTS 4	/* -EEXIST */
-#define EXIT_NOSPACE 5	/* -ENOSPC */
-#define EXIT_CORRUPT 6	/* -EUCLEAN, or check found damage */
-#define EXIT_ROFS 7	/* -EROFS */
-#define EXIT_BUSY 8	/* -EBUSY */
+#define EXIT_EXISTS   4 /* -EEXIST */
+#define EXIT_NOSPACE  5 /* -ENOSPC */
+#define EXIT_CORRUPT  6 /* -EUCLEAN, or check found damage */
+#define EXIT_ROFS     7 /* -EROFS */
+#define EXIT_BUSY     8 /* -EBUSY */
 
 /*
  * Where the command's own messages go: the process's stderr.  The engine's
@@ -65,17 +65,17 @@ int cli_exit(int err);
 
 /* "thinvol CMD: MESSAGE (see 'thinvol CMD --help')"; returns EXIT_USAGE. */
 int cli_usage(const struct cli_cmd *cmd, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
+    __attribute__((format(printf, 2, 3)));
 
 /* "thinvol: CONTEXT: REASON" where REASON is cli_last_error() (or
  * strerror(-err) when there is none); returns cli_exit(err).  In
  * client.c, beside the last error it prints. */
 int cli_fail(int err, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
+    __attribute__((format(printf, 2, 3)));
 
 /* "thinvol: MESSAGE"; returns status. */
 int cli_error(int status, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
+    __attribute__((format(printf, 2, 3)));
 
 /*
  * getopt_long with our messages: returns the option's value, -1 at the
@@ -111,8 +111,8 @@ struct cli_pool;
  * socket when one answers there (mode does not matter then), else here.
  * Reports the error itself and returns the exit status (0 on success).
  */
-int cli_open(const char *path, enum cli_open_mode mode,
-	     struct cli_pool **pool, struct tv_pool_info *info);
+int cli_open(const char *path, enum cli_open_mode mode, struct cli_pool **pool,
+	     struct tv_pool_info *info);
 
 /* Close the pool (or the connection); reports a failed final commit.
  * Returns status, or the close's exit status when status is 0 and the
@@ -143,23 +143,21 @@ int cli_pool_resize(struct cli_pool *p, uint64_t size);
 int cli_pool_reopen(struct cli_pool *p, uint64_t *transaction);
 /* The checker's messages go to out. */
 int cli_pool_check(struct cli_pool *p, FILE *out, struct tv_check_report *rep);
-int cli_vol_list(struct cli_pool *p, uint64_t *cursor,
-		 struct tv_vol_info *out, size_t max);
+int cli_vol_list(struct cli_pool *p, uint64_t *cursor, struct tv_vol_info *out,
+		 size_t max);
 int cli_vol_info(struct cli_pool *p, uint64_t id, struct tv_vol_info *out);
 int cli_vol_usage(struct cli_pool *p, uint64_t id, uint64_t *mapped,
 		  uint64_t *exclusive);
 int cli_vol_resolve(struct cli_pool *p, const char *spec, uint64_t *id);
-int cli_vol_get_blob(struct cli_pool *p, uint64_t id, void *blob,
-		     size_t len);
+int cli_vol_get_blob(struct cli_pool *p, uint64_t id, void *blob, size_t len);
 int cli_vol_find_blob(struct cli_pool *p, const void *prefix, size_t len,
 		      uint64_t *ids, size_t max);
-int cli_batch(struct cli_pool *p, struct tv_op *ops, size_t n,
-	      size_t *failed, bool force);
+int cli_batch(struct cli_pool *p, struct tv_op *ops, size_t n, size_t *failed,
+	      bool force);
 int cli_vol_create(struct cli_pool *p, const char *name, uint64_t size,
 		   const void *blob, size_t blob_len, uint64_t *id);
 int cli_vol_rename(struct cli_pool *p, uint64_t id, const char *name);
-int cli_vol_resize(struct cli_pool *p, uint64_t id, uint64_t size,
-		   bool force);
+int cli_vol_resize(struct cli_pool *p, uint64_t id, uint64_t size, bool force);
 int cli_vol_set_blob(struct cli_pool *p, uint64_t id, const void *blob,
 		     size_t len);
 
@@ -205,8 +203,7 @@ int cli_open_vol(const char *path, enum cli_open_mode mode, const char *ctx,
 /* The end of a command: r < 0 (the last call's -errno) is reported as
  * "thinvol: CTX: REASON" (cli_fail), then cli_close.  r >= 0 is an exit
  * status already.  Returns the exit status. */
-int cli_finish(struct cli_pool *pool, const char *path, const char *ctx,
-	       int r);
+int cli_finish(struct cli_pool *pool, const char *path, const char *ctx, int r);
 
 /* One volume as a JSON object (no newline), with its blob in hex. */
 int cli_put_vol_json(FILE *f, struct cli_pool *pool, uint32_t blob_size,

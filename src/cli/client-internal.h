@@ -36,7 +36,7 @@ extern char cli_remote_msg[CLI_REMOTE_MSG_MAX];
 
 /* Set cli_remote_msg; returns err. */
 int cli_set_msg(int err, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
+    __attribute__((format(printf, 2, 3)));
 
 /* "control socket: malformed reply from the daemon (WHAT)": -EPROTO. */
 int cli_bad_reply(const char *what);
@@ -59,9 +59,8 @@ int cli_rq_start(struct rq *q, struct cli_pool *p, const char *op);
  * error reply returns its -errno, with cli_last_error() its message and
  * *index (if not NULL) the failed op of a batch.
  */
-int cli_call(struct cli_pool *p, struct rq *q, int fd,
-	     struct json_value **doc, const struct json_value **res,
-	     size_t *index);
+int cli_call(struct cli_pool *p, struct rq *q, int fd, struct json_value **doc,
+	     const struct json_value **res, size_t *index);
 
 /* o[key], an unsigned integer, or a malformed reply. */
 int cli_r_u64(const struct json_value *o, const char *key, uint64_t *out);

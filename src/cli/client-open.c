@@ -78,8 +78,8 @@ static int same_pool(const struct json_value *res, const char *path,
 	unsigned int ma, mi;
 	char extra;
 
-	if (!pl || pl->type != JSON_OBJECT ||
-	    !(t = json_get(pl, "type")) || t->type != JSON_STRING)
+	if (!pl || pl->type != JSON_OBJECT || !(t = json_get(pl, "type")) ||
+	    t->type != JSON_STRING)
 		return cli_set_msg(
 		    -EPROTO,
 		    "the daemon on %s does not say which pool it "
@@ -114,8 +114,7 @@ static int same_pool(const struct json_value *res, const char *path,
 	return io_ident_equal(&want, &got) ? 0 : -ESTALE;
 }
 
-static int remote_hello(struct cli_pool *p, const char *path,
-			const char *sock)
+static int remote_hello(struct cli_pool *p, const char *path, const char *sock)
 {
 	const struct json_value *res;
 	struct json_value *doc;
@@ -244,8 +243,8 @@ int cli_open(const char *path, enum cli_open_mode mode, struct cli_pool **pool,
 	 * engine names the holder. */
 	have_st = stat(path, &pst) == 0;
 	r = 0;
-	if (have_st && ctl_socket_path(path, ".ctl.sock", sock,
-				       sizeof(sock)) == 0)
+	if (have_st &&
+	    ctl_socket_path(path, ".ctl.sock", sock, sizeof(sock)) == 0)
 		r = try_socket(p, path, &pst, sock, 0);
 	if (r == 1)
 		goto remote_info;

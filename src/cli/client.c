@@ -352,7 +352,7 @@ static int r_state(const struct json_value *o, enum tv_pool_state *out)
 		return cli_bad_reply("state");
 	for (int s = TV_POOL_RW; s <= TV_POOL_NEEDS_CHECK; s++) {
 		if (!strcmp(v->str.s, tv_pool_state_name(s))) {
-			*out = (enum tv_pool_state)s;
+			*out = (enum tv_pool_state) s;
 			return 0;
 		}
 	}
@@ -415,7 +415,7 @@ int cli_pool_info(struct cli_pool *p, struct tv_pool_info *out)
 			r = cli_bad_reply("error");
 			goto out;
 		}
-		in.error = -(int)code;
+		in.error = -(int) code;
 	}
 	/* hostile even from the daemon: sizes we divide by and index with */
 	if (fv > UINT32_MAX || !bs || bs > UINT32_MAX || blob > TV_BLOB_MAX) {

@@ -31,16 +31,18 @@ struct op_spec {
 };
 
 static const struct op_spec specs[] = {
-	{ "create", TV_OP_CREATE, { "name", "size", "blob_hex" },
-	  { "name", "size" } },
-	{ "snapshot", TV_OP_SNAPSHOT,
-	  { "origin", "name", "read_only", "blob_hex" },
-	  { "origin", "name" } },
-	{ "delete", TV_OP_DELETE, { "volume" }, { "volume" } },
-	{ "rename", TV_OP_RENAME, { "volume", "name" }, { "volume", "name" } },
-	{ "resize", TV_OP_RESIZE, { "volume", "size" }, { "volume", "size" } },
-	{ "set-blob", TV_OP_SET_BLOB, { "volume", "blob_hex" },
-	  { "volume", "blob_hex" } },
+    {"create", TV_OP_CREATE, {"name", "size", "blob_hex"}, {"name", "size"}},
+    {"snapshot",
+     TV_OP_SNAPSHOT,
+     {"origin", "name", "read_only", "blob_hex"},
+     {"origin", "name"}},
+    {"delete", TV_OP_DELETE, {"volume"}, {"volume"}},
+    {"rename", TV_OP_RENAME, {"volume", "name"}, {"volume", "name"}},
+    {"resize", TV_OP_RESIZE, {"volume", "size"}, {"volume", "size"}},
+    {"set-blob",
+     TV_OP_SET_BLOB,
+     {"volume", "blob_hex"},
+     {"volume", "blob_hex"}},
 };
 
 static bool in_list(const char *const *list, size_t n, const char *s)
@@ -62,7 +64,7 @@ struct batch {
 
 /* Report a problem with operation i at byte off; returns status. */
 static int op_error(int status, size_t i, size_t off, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
+    __attribute__((format(printf, 4, 5)));
 static int op_error(int status, size_t i, size_t off, const char *fmt, ...)
 {
 	char msg[256];
@@ -75,8 +77,8 @@ static int op_error(int status, size_t i, size_t off, const char *fmt, ...)
 			 off, msg);
 }
 
-static int field_string(size_t i, const struct json_value *obj,
-			const char *key, const char **out)
+static int field_string(size_t i, const struct json_value *obj, const char *key,
+			const char **out)
 {
 	const struct json_value *v = json_get(obj, key);
 
@@ -208,8 +210,8 @@ static void put_results(const struct batch *b, bool json)
 		fputs("[", stdout);
 	for (size_t i = 0; i < b->n; i++) {
 		const struct tv_op *op = &b->ops[i];
-		bool makes = op->kind == TV_OP_CREATE ||
-			     op->kind == TV_OP_SNAPSHOT;
+		bool makes =
+		    op->kind == TV_OP_CREATE || op->kind == TV_OP_SNAPSHOT;
 
 		if (!json) {
 			if (makes)
@@ -231,11 +233,11 @@ static void put_results(const struct batch *b, bool json)
 static int cmd_batch(const struct cli_cmd *cmd, int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{ "json", no_argument, NULL, 'j' },
-		{ "force", no_argument, NULL, 'f' },
-		{ NULL, 0, NULL, 0 },
+	    {"json", no_argument, NULL, 'j'},
+	    {"force", no_argument, NULL, 'f'},
+	    {NULL, 0, NULL, 0},
 	};
-	struct batch b = { 0 };
+	struct batch b = {0};
 	struct tv_pool_info in;
 	struct json_value *doc = NULL;
 	struct json_error jerr;
@@ -265,15 +267,16 @@ static int cmd_batch(const struct cli_cmd *cmd, int argc, char **argv)
 	if (r < 0) {
 		r = cli_error(r == -ENOMEM ? EXIT_OTHER : EXIT_USAGE,
 			      "batch: %s: byte %zu: %s",
-			      strcmp(file, "-") ? file : "<stdin>",
-			      jerr.offset, jerr.msg);
+			      strcmp(file, "-") ? file : "<stdin>", jerr.offset,
+			      jerr.msg);
 		goto out_free;
 	}
 	if (doc->type != JSON_ARRAY) {
-		r = cli_error(EXIT_USAGE, "batch: %s: byte %zu: the input must "
-					  "be an array of operations, not %s",
-			      strcmp(file, "-") ? file : "<stdin>",
-			      doc->offset, json_type_name(doc->type));
+		r = cli_error(EXIT_USAGE,
+			      "batch: %s: byte %zu: the input must "
+			      "be an array of operations, not %s",
+			      strcmp(file, "-") ? file : "<stdin>", doc->offset,
+			      json_type_name(doc->type));
 		goto out_free;
 	}
 	b.n = doc->arr.n;
@@ -317,32 +320,32 @@ out_free:
 }
 
 const struct cli_cmd cli_batch_cmd = {
-	"batch",
-	"batch POOL [FILE] [--json] [--force]",
-	"usage: thinvol batch POOL [FILE] [--json] [--force]\n"
-	"\n"
-	"Apply a JSON array of operations (read from FILE, or stdin) in one\n"
-	"transaction: all of them, or none when any is refused.  Each\n"
-	"operation is an object:\n"
-	"\n"
-	"  {\"op\":\"create\", \"name\":N, \"size\":S, \"blob_hex\":H?}\n"
-	"  {\"op\":\"snapshot\", \"origin\":V, \"name\":N, \"read_only\":B?, "
-	"\"blob_hex\":H?}\n"
-	"  {\"op\":\"delete\", \"volume\":V}\n"
-	"  {\"op\":\"rename\", \"volume\":V, \"name\":N}\n"
-	"  {\"op\":\"resize\", \"volume\":V, \"size\":S}\n"
-	"  {\"op\":\"set-blob\", \"volume\":V, \"blob_hex\":H}\n"
-	"\n"
-	"V is a volume name or \"#ID\" of a volume that exists before the\n"
-	"batch; S is a SIZE string (\"1G\") or a number of bytes; fields\n"
-	"marked ? are optional.  Unknown fields and duplicate keys are\n"
-	"errors.  Prints the ids of the new volumes, one per line.\n"
-	"\n"
-	"  -j, --json   print one result object per operation:\n"
-	"               [{\"op\":..,\"id\":..,\"name\":..}, ...]\n"
-	"  -f, --force  while 'thinvol serve' holds the pool: disconnect the\n"
-	"               NBD clients of volumes that are deleted or shrunk\n"
-	"               (else the batch is refused, exit status 8)\n"
-	"  -h, --help   this text\n",
-	cmd_batch,
+    "batch",
+    "batch POOL [FILE] [--json] [--force]",
+    "usage: thinvol batch POOL [FILE] [--json] [--force]\n"
+    "\n"
+    "Apply a JSON array of operations (read from FILE, or stdin) in one\n"
+    "transaction: all of them, or none when any is refused.  Each\n"
+    "operation is an object:\n"
+    "\n"
+    "  {\"op\":\"create\", \"name\":N, \"size\":S, \"blob_hex\":H?}\n"
+    "  {\"op\":\"snapshot\", \"origin\":V, \"name\":N, \"read_only\":B?, "
+    "\"blob_hex\":H?}\n"
+    "  {\"op\":\"delete\", \"volume\":V}\n"
+    "  {\"op\":\"rename\", \"volume\":V, \"name\":N}\n"
+    "  {\"op\":\"resize\", \"volume\":V, \"size\":S}\n"
+    "  {\"op\":\"set-blob\", \"volume\":V, \"blob_hex\":H}\n"
+    "\n"
+    "V is a volume name or \"#ID\" of a volume that exists before the\n"
+    "batch; S is a SIZE string (\"1G\") or a number of bytes; fields\n"
+    "marked ? are optional.  Unknown fields and duplicate keys are\n"
+    "errors.  Prints the ids of the new volumes, one per line.\n"
+    "\n"
+    "  -j, --json   print one result object per operation:\n"
+    "               [{\"op\":..,\"id\":..,\"name\":..}, ...]\n"
+    "  -f, --force  while 'thinvol serve' holds the pool: disconnect the\n"
+    "               NBD clients of volumes that are deleted or shrunk\n"
+    "               (else the batch is refused, exit status 8)\n"
+    "  -h, --help   this text\n",
+    cmd_batch,
 };

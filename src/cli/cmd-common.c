@@ -40,8 +40,7 @@ int cli_open_vol(const char *path, enum cli_open_mode mode, const char *ctx,
 	return 0;
 }
 
-int cli_finish(struct cli_pool *pool, const char *path, const char *ctx,
-	       int r)
+int cli_finish(struct cli_pool *pool, const char *path, const char *ctx, int r)
 {
 	if (r < 0)
 		r = cli_fail(r, "%s", ctx);
@@ -52,7 +51,7 @@ int cli_finish(struct cli_pool *pool, const char *path, const char *ctx,
 
 static void put_time(FILE *f, uint64_t ns)
 {
-	time_t t = (time_t)(ns / 1000000000u);
+	time_t t = (time_t) (ns / 1000000000u);
 	struct tm tm;
 	char buf[40];
 
@@ -100,8 +99,8 @@ int cli_put_vol_json(FILE *f, struct cli_pool *pool, uint32_t blob_size,
 
 void cli_put_vol_header(FILE *f)
 {
-	fprintf(f, "%*s  %-20s  %10s  %10s  %*s  %s\n", ID_COLUMN, "ID",
-		"NAME", "SIZE", "MAPPED", ID_COLUMN, "PARENT", "FLAGS");
+	fprintf(f, "%*s  %-20s  %10s  %10s  %*s  %s\n", ID_COLUMN, "ID", "NAME",
+		"SIZE", "MAPPED", ID_COLUMN, "PARENT", "FLAGS");
 }
 
 void cli_put_vol_row(FILE *f, const struct tv_vol_info *v)
@@ -113,8 +112,8 @@ void cli_put_vol_row(FILE *f, const struct tv_vol_info *v)
 		snprintf(parent, sizeof(parent), "#%" PRIu64, v->parent);
 	else
 		snprintf(parent, sizeof(parent), "-");
-	fprintf(f, "%*s  %-20s  %10s  %10s  %*s  %s\n", ID_COLUMN, id,
-		v->name, fmt_size(v->size, size, sizeof(size)),
+	fprintf(f, "%*s  %-20s  %10s  %10s  %*s  %s\n", ID_COLUMN, id, v->name,
+		fmt_size(v->size, size, sizeof(size)),
 		fmt_size(v->mapped, mapped, sizeof(mapped)), ID_COLUMN, parent,
 		v->flags & TV_VOL_READ_ONLY ? "ro" : "-");
 }

@@ -23,8 +23,8 @@ static int copy_parse(const struct cli_cmd *cmd, int argc, char **argv,
 		      struct ctl_copy *c, bool *verbose)
 {
 	static const struct option opts[] = {
-		{ "verbose", no_argument, NULL, 'v' },
-		{ NULL, 0, NULL, 0 },
+	    {"verbose", no_argument, NULL, 'v'},
+	    {NULL, 0, NULL, 0},
 	};
 	if (cli_flag_opt(cmd, argc, argv, ":v", opts, verbose))
 		return EXIT_USAGE;
@@ -40,8 +40,9 @@ static void copy_report(const char *what, const struct ctl_copy *c,
 			bool verbose)
 {
 	if (verbose)
-		fprintf(cli_err, "thinvol: %s '%s': %" PRIu64 " bytes copied, "
-				 "%" PRIu64 " bytes skipped as zero\n",
+		fprintf(cli_err,
+			"thinvol: %s '%s': %" PRIu64 " bytes copied, "
+			"%" PRIu64 " bytes skipped as zero\n",
 			what, c->vol, c->copied, c->zero);
 }
 
@@ -49,7 +50,7 @@ static void copy_report(const char *what, const struct ctl_copy *c,
 
 static int cmd_import(const struct cli_cmd *cmd, int argc, char **argv)
 {
-	struct ctl_copy c = { .cancel_fd = -1, .peer_fd = -1 };
+	struct ctl_copy c = {.cancel_fd = -1, .peer_fd = -1};
 	struct tv_pool_info in;
 	struct cli_pool *pool;
 	bool is_stdin, verbose = false;
@@ -133,7 +134,7 @@ static int open_target(const char *file, char *why, size_t whylen)
 
 static int cmd_export(const struct cli_cmd *cmd, int argc, char **argv)
 {
-	struct ctl_copy c = { .cancel_fd = -1, .peer_fd = -1 };
+	struct ctl_copy c = {.cancel_fd = -1, .peer_fd = -1};
 	struct tv_pool_info in;
 	struct tv_vol_info v;
 	struct cli_pool *pool;
@@ -165,8 +166,7 @@ static int cmd_export(const struct cli_cmd *cmd, int argc, char **argv)
 	}
 	if (fd < 0) {
 		r = cli_error(fd == -ENOENT ? EXIT_NOTFOUND : EXIT_OTHER,
-			      "%s '%s': %s: %s", cmd->name, c.vol, c.file,
-			      why);
+			      "%s '%s': %s: %s", cmd->name, c.vol, c.file, why);
 		goto out_pool;
 	}
 	r = cli_export(pool, id, fd, is_stdout, &c);
@@ -182,39 +182,39 @@ out_pool:
 }
 
 const struct cli_cmd cli_io_cmds[] = {
-	{
-		"import",
-		"import POOL VOL FILE [--verbose]",
-		"usage: thinvol import POOL VOL FILE [--verbose]\n"
-		"\n"
-		"Copy a raw image from FILE ('-' reads stdin) into the volume\n"
-		"VOL, from its first byte.  All-zero blocks (and the holes of a\n"
-		"sparse FILE) are not written: they are discarded, so they stay\n"
-		"or become unallocated.  A FILE shorter than the volume leaves\n"
-		"the rest of the volume zero (discarded); a FILE longer than the\n"
-		"volume is refused (exit status 2: resize the volume first).\n"
-		"The data is flushed before the command returns.  A failed\n"
-		"import keeps what it had written.\n"
-		"\n"
-		"  -v, --verbose   report the bytes copied and the bytes skipped\n"
-		"                  as zero on stderr\n"
-		"  -h, --help      this text\n",
-		cmd_import,
-	},
-	{
-		"export",
-		"export POOL VOL FILE [--verbose]",
-		"usage: thinvol export POOL VOL FILE [--verbose]\n"
-		"\n"
-		"Copy the whole volume VOL into FILE ('-' writes stdout) as a raw\n"
-		"image of the volume's size.  A regular FILE is replaced and\n"
-		"written sparse: all-zero blocks are left as holes.  To stdout or\n"
-		"a device every byte is written.\n"
-		"\n"
-		"  -v, --verbose   report the bytes copied and the bytes skipped\n"
-		"                  as zero on stderr\n"
-		"  -h, --help      this text\n",
-		cmd_export,
-	},
-	{ NULL, NULL, NULL, NULL },
+    {
+	"import",
+	"import POOL VOL FILE [--verbose]",
+	"usage: thinvol import POOL VOL FILE [--verbose]\n"
+	"\n"
+	"Copy a raw image from FILE ('-' reads stdin) into the volume\n"
+	"VOL, from its first byte.  All-zero blocks (and the holes of a\n"
+	"sparse FILE) are not written: they are discarded, so they stay\n"
+	"or become unallocated.  A FILE shorter than the volume leaves\n"
+	"the rest of the volume zero (discarded); a FILE longer than the\n"
+	"volume is refused (exit status 2: resize the volume first).\n"
+	"The data is flushed before the command returns.  A failed\n"
+	"import keeps what it had written.\n"
+	"\n"
+	"  -v, --verbose   report the bytes copied and the bytes skipped\n"
+	"                  as zero on stderr\n"
+	"  -h, --help      this text\n",
+	cmd_import,
+    },
+    {
+	"export",
+	"export POOL VOL FILE [--verbose]",
+	"usage: thinvol export POOL VOL FILE [--verbose]\n"
+	"\n"
+	"Copy the whole volume VOL into FILE ('-' writes stdout) as a raw\n"
+	"image of the volume's size.  A regular FILE is replaced and\n"
+	"written sparse: all-zero blocks are left as holes.  To stdout or\n"
+	"a device every byte is written.\n"
+	"\n"
+	"  -v, --verbose   report the bytes copied and the bytes skipped\n"
+	"                  as zero on stderr\n"
+	"  -h, --help      this text\n",
+	cmd_export,
+    },
+    {NULL, NULL, NULL, NULL},
 };

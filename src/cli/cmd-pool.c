@@ -19,13 +19,13 @@
 static int cmd_pool_create(const struct cli_cmd *cmd, int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{ "size", required_argument, NULL, 's' },
-		{ "block-size", required_argument, NULL, 'b' },
-		{ "blob-size", required_argument, NULL, 'B' },
-		{ "force", no_argument, NULL, 'f' },
-		{ NULL, 0, NULL, 0 },
+	    {"size", required_argument, NULL, 's'},
+	    {"block-size", required_argument, NULL, 'b'},
+	    {"blob-size", required_argument, NULL, 'B'},
+	    {"force", no_argument, NULL, 'f'},
+	    {NULL, 0, NULL, 0},
 	};
-	struct tv_pool_create_opts o = { .blob_size = -1 };
+	struct tv_pool_create_opts o = {.blob_size = -1};
 	struct tv_pool_info info;
 	struct cli_pool *pool;
 	char b1[32], b2[32];
@@ -46,20 +46,22 @@ static int cmd_pool_create(const struct cli_cmd *cmd, int argc, char **argv)
 			if (cli_size(cmd, "--block-size", optarg, &v))
 				return EXIT_USAGE;
 			if (v < 4096 || v > (1u << 30) || (v & (v - 1)))
-				return cli_usage(cmd, "--block-size %s: a "
-						      "power of two from 4K "
-						      "to 1G is needed",
+				return cli_usage(cmd,
+						 "--block-size %s: a "
+						 "power of two from 4K "
+						 "to 1G is needed",
 						 optarg);
-			o.block_size = (uint32_t)v;
+			o.block_size = (uint32_t) v;
 			break;
 		case 'B':
 			if (cli_size(cmd, "--blob-size", optarg, &v))
 				return EXIT_USAGE;
 			if (v > TV_BLOB_MAX)
-				return cli_usage(cmd, "--blob-size %s: at "
-						      "most %d bytes",
+				return cli_usage(cmd,
+						 "--blob-size %s: at "
+						 "most %d bytes",
 						 optarg, TV_BLOB_MAX);
-			o.blob_size = (int32_t)v;
+			o.blob_size = (int32_t) v;
 			break;
 		case 'f':
 			o.force = true;
@@ -92,8 +94,8 @@ static int cmd_pool_create(const struct cli_cmd *cmd, int argc, char **argv)
 static int cmd_pool_info(const struct cli_cmd *cmd, int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{ "json", no_argument, NULL, 'j' },
-		{ NULL, 0, NULL, 0 },
+	    {"json", no_argument, NULL, 'j'},
+	    {NULL, 0, NULL, 0},
 	};
 	struct tv_pool_info in;
 	struct cli_pool *pool;
@@ -125,8 +127,8 @@ static int cmd_pool_info(const struct cli_cmd *cmd, int argc, char **argv)
 		       in.size, in.used, in.free, in.metadata, in.reclaimable,
 		       in.nr_volumes, in.next_id, in.transaction,
 		       tv_pool_state_name(in.state));
-		json_put_string(stdout, in.reason, strnlen(in.reason,
-							   sizeof(in.reason)));
+		json_put_string(stdout, in.reason,
+				strnlen(in.reason, sizeof(in.reason)));
 		printf("}\n");
 	} else {
 		char b[6][32];
@@ -152,16 +154,16 @@ static int cmd_pool_info(const struct cli_cmd *cmd, int argc, char **argv)
 		       fmt_size(in.free, b[4], 32),
 		       fmt_size(in.reclaimable, b[5], 32), in.nr_volumes,
 		       in.next_id, in.transaction, tv_pool_state_name(in.state),
-		       in.reason[0] ? ": " : "", (int)sizeof(in.reason),
+		       in.reason[0] ? ": " : "", (int) sizeof(in.reason),
 		       in.reason);
 		if (in.error)
 			printf("                once the cause is fixed: "
 			       "thinvol pool reopen %s%s\n",
 			       path,
 			       in.error == -ENOSPC || in.error == -EDQUOT
-				       ? " (thinvol serve also does it by "
-					 "itself once writes pass again)"
-				       : "");
+				   ? " (thinvol serve also does it by "
+				     "itself once writes pass again)"
+				   : "");
 	}
 	return cli_close(pool, path, 0);
 }
@@ -170,7 +172,7 @@ static int cmd_pool_info(const struct cli_cmd *cmd, int argc, char **argv)
 
 static int cmd_pool_reopen(const struct cli_cmd *cmd, int argc, char **argv)
 {
-	static const struct option opts[] = { { NULL, 0, NULL, 0 } };
+	static const struct option opts[] = {{NULL, 0, NULL, 0}};
 	struct tv_pool_info in;
 	struct cli_pool *pool;
 	uint64_t txn = 0;
@@ -185,8 +187,8 @@ static int cmd_pool_reopen(const struct cli_cmd *cmd, int argc, char **argv)
 		return r;
 	r = cli_pool_reopen(pool, &txn);
 	if (r == 0)
-		printf("reopened %s at transaction %" PRIu64 "\n",
-		       argv[optind], txn);
+		printf("reopened %s at transaction %" PRIu64 "\n", argv[optind],
+		       txn);
 	return cli_finish(pool, argv[optind], "pool reopen", r);
 }
 
@@ -194,7 +196,7 @@ static int cmd_pool_reopen(const struct cli_cmd *cmd, int argc, char **argv)
 
 static int cmd_pool_resize(const struct cli_cmd *cmd, int argc, char **argv)
 {
-	static const struct option opts[] = { { NULL, 0, NULL, 0 } };
+	static const struct option opts[] = {{NULL, 0, NULL, 0}};
 	struct tv_pool_info in;
 	struct cli_pool *pool;
 	uint64_t size;
@@ -218,8 +220,8 @@ static int cmd_pool_resize(const struct cli_cmd *cmd, int argc, char **argv)
 static int cmd_check(const struct cli_cmd *cmd, int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{ "json", no_argument, NULL, 'j' },
-		{ NULL, 0, NULL, 0 },
+	    {"json", no_argument, NULL, 'j'},
+	    {NULL, 0, NULL, 0},
 	};
 	struct tv_check_report rep;
 	struct tv_pool_info in;
@@ -258,90 +260,90 @@ static int cmd_check(const struct cli_cmd *cmd, int argc, char **argv)
 }
 
 const struct cli_cmd cli_pool_cmds[] = {
-	{
-		"pool create",
-		"pool create PATH [--size SIZE] [--block-size SIZE] "
-		"[--blob-size N] [--force]",
-		"usage: thinvol pool create PATH [--size SIZE] "
-		"[--block-size SIZE] [--blob-size N] [--force]\n"
-		"\n"
-		"Make a new, empty pool.  PATH is a file (created sparse, or an\n"
-		"existing one grown to SIZE) or a block device (its whole size).\n"
-		"\n"
-		"  -s, --size SIZE        size of the pool; needed for a new file,\n"
-		"                         optional for an existing file or device\n"
-		"  -b, --block-size SIZE  allocation unit: a power of two from 4K\n"
-		"                         to 1G (default 64K); fixed for the pool's\n"
-		"                         life\n"
-		"  -B, --blob-size N      bytes of the opaque blob every volume\n"
-		"                         carries: 0 to 4096 (default 256); fixed\n"
-		"                         for the pool's life\n"
-		"  -f, --force            overwrite a pool or a filesystem found at\n"
-		"                         PATH (refused otherwise, exit status 4)\n"
-		"  -h, --help             this text\n"
-		"\n"
-		"Prints one line describing the new pool.\n",
-		cmd_pool_create,
-	},
-	{
-		"pool info",
-		"pool info PATH [--json]",
-		"usage: thinvol pool info PATH [--json]\n"
-		"\n"
-		"Show a pool's format version, uuid, block and blob sizes, size,\n"
-		"used / free / metadata / reclaimable bytes, number of volumes,\n"
-		"next volume id, last committed transaction and state (rw,\n"
-		"read-only with the reason, needs-check).\n"
-		"\n"
-		"  -j, --json   one JSON object instead of text (docs/cli.md)\n"
-		"  -h, --help   this text\n",
-		cmd_pool_info,
-	},
-	{
-		"pool reopen",
-		"pool reopen PATH",
-		"usage: thinvol pool reopen PATH\n"
-		"\n"
-		"After an error made the pool read-only (a failed flush or\n"
-		"commit, a full backing filesystem: pool info says why), start\n"
-		"it again from its last commit without restarting thinvol serve.\n"
-		"A probe write and sync must pass first (else the pool stays\n"
-		"read-only and the command fails with the error).  Then every\n"
-		"NBD client is disconnected: writes acknowledged since the last\n"
-		"commit may be lost, as in a crash, and the clients must see\n"
-		"one.  A pool the daemon found damaged (needs-check) reopens too:\n"
-		"run thinvol check first.  Refused (exit status 2) when the\n"
-		"pool is read-write; a command that opens the pool itself always\n"
-		"starts at its last commit.\n"
-		"\n"
-		"  -h, --help   this text\n",
-		cmd_pool_reopen,
-	},
-	{
-		"pool resize",
-		"pool resize PATH SIZE",
-		"usage: thinvol pool resize PATH SIZE\n"
-		"\n"
-		"Grow the pool to SIZE bytes.  A file is extended; a block device\n"
-		"must already be that large.  Pools cannot shrink.\n"
-		"\n"
-		"  -h, --help   this text\n",
-		cmd_pool_resize,
-	},
-	{
-		"check",
-		"check POOL [--json]",
-		"usage: thinvol check POOL [--json]\n"
-		"\n"
-		"Verify the whole pool: every metadata node, the reference counts\n"
-		"of metadata and data blocks, every volume's mappings, and that\n"
-		"the name and blob indexes agree with the volume table.  Exit\n"
-		"status 0 only when the pool is clean, 6 when damage is found.\n"
-		"\n"
-		"  -j, --json   one JSON object on stdout (the checker's messages\n"
-		"               go to cli_err)\n"
-		"  -h, --help   this text\n",
-		cmd_check,
-	},
-	{ NULL, NULL, NULL, NULL },
+    {
+	"pool create",
+	"pool create PATH [--size SIZE] [--block-size SIZE] "
+	"[--blob-size N] [--force]",
+	"usage: thinvol pool create PATH [--size SIZE] "
+	"[--block-size SIZE] [--blob-size N] [--force]\n"
+	"\n"
+	"Make a new, empty pool.  PATH is a file (created sparse, or an\n"
+	"existing one grown to SIZE) or a block device (its whole size).\n"
+	"\n"
+	"  -s, --size SIZE        size of the pool; needed for a new file,\n"
+	"                         optional for an existing file or device\n"
+	"  -b, --block-size SIZE  allocation unit: a power of two from 4K\n"
+	"                         to 1G (default 64K); fixed for the pool's\n"
+	"                         life\n"
+	"  -B, --blob-size N      bytes of the opaque blob every volume\n"
+	"                         carries: 0 to 4096 (default 256); fixed\n"
+	"                         for the pool's life\n"
+	"  -f, --force            overwrite a pool or a filesystem found at\n"
+	"                         PATH (refused otherwise, exit status 4)\n"
+	"  -h, --help             this text\n"
+	"\n"
+	"Prints one line describing the new pool.\n",
+	cmd_pool_create,
+    },
+    {
+	"pool info",
+	"pool info PATH [--json]",
+	"usage: thinvol pool info PATH [--json]\n"
+	"\n"
+	"Show a pool's format version, uuid, block and blob sizes, size,\n"
+	"used / free / metadata / reclaimable bytes, number of volumes,\n"
+	"next volume id, last committed transaction and state (rw,\n"
+	"read-only with the reason, needs-check).\n"
+	"\n"
+	"  -j, --json   one JSON object instead of text (docs/cli.md)\n"
+	"  -h, --help   this text\n",
+	cmd_pool_info,
+    },
+    {
+	"pool reopen",
+	"pool reopen PATH",
+	"usage: thinvol pool reopen PATH\n"
+	"\n"
+	"After an error made the pool read-only (a failed flush or\n"
+	"commit, a full backing filesystem: pool info says why), start\n"
+	"it again from its last commit without restarting thinvol serve.\n"
+	"A probe write and sync must pass first (else the pool stays\n"
+	"read-only and the command fails with the error).  Then every\n"
+	"NBD client is disconnected: writes acknowledged since the last\n"
+	"commit may be lost, as in a crash, and the clients must see\n"
+	"one.  A pool the daemon found damaged (needs-check) reopens too:\n"
+	"run thinvol check first.  Refused (exit status 2) when the\n"
+	"pool is read-write; a command that opens the pool itself always\n"
+	"starts at its last commit.\n"
+	"\n"
+	"  -h, --help   this text\n",
+	cmd_pool_reopen,
+    },
+    {
+	"pool resize",
+	"pool resize PATH SIZE",
+	"usage: thinvol pool resize PATH SIZE\n"
+	"\n"
+	"Grow the pool to SIZE bytes.  A file is extended; a block device\n"
+	"must already be that large.  Pools cannot shrink.\n"
+	"\n"
+	"  -h, --help   this text\n",
+	cmd_pool_resize,
+    },
+    {
+	"check",
+	"check POOL [--json]",
+	"usage: thinvol check POOL [--json]\n"
+	"\n"
+	"Verify the whole pool: every metadata node, the reference counts\n"
+	"of metadata and data blocks, every volume's mappings, and that\n"
+	"the name and blob indexes agree with the volume table.  Exit\n"
+	"status 0 only when the pool is clean, 6 when damage is found.\n"
+	"\n"
+	"  -j, --json   one JSON object on stdout (the checker's messages\n"
+	"               go to cli_err)\n"
+	"  -h, --help   this text\n",
+	cmd_check,
+    },
+    {NULL, NULL, NULL, NULL},
 };

@@ -73,12 +73,12 @@ static int pool_vol_args(const struct cli_cmd *cmd, int argc, char **argv,
 static int cmd_create(const struct cli_cmd *cmd, int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{ "size", required_argument, NULL, 's' },
-		{ "blob-hex", required_argument, NULL, 'x' },
-		{ "blob-file", required_argument, NULL, 'F' },
-		{ NULL, 0, NULL, 0 },
+	    {"size", required_argument, NULL, 's'},
+	    {"blob-hex", required_argument, NULL, 'x'},
+	    {"blob-file", required_argument, NULL, 'F'},
+	    {NULL, 0, NULL, 0},
 	};
-	struct blob_arg blob = { 0 };
+	struct blob_arg blob = {0};
 	struct tv_pool_info in;
 	struct cli_pool *pool;
 	const char *path, *name, *size_arg = NULL;
@@ -112,7 +112,7 @@ static int cmd_create(const struct cli_cmd *cmd, int argc, char **argv)
 	if (r)
 		return cli_close(pool, path, r);
 	r = cli_vol_create(pool, name, size, blob.set ? blob.buf : NULL,
-			  blob.set ? in.blob_size : 0, &id);
+			   blob.set ? in.blob_size : 0, &id);
 	if (r == 0)
 		printf("%" PRIu64 "\n", id);
 	return cli_finish(pool, path, ctx, r);
@@ -123,12 +123,12 @@ static int cmd_create(const struct cli_cmd *cmd, int argc, char **argv)
 static int cmd_snapshot(const struct cli_cmd *cmd, int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{ "read-only", no_argument, NULL, 'r' },
-		{ "blob-hex", required_argument, NULL, 'x' },
-		{ "blob-file", required_argument, NULL, 'F' },
-		{ NULL, 0, NULL, 0 },
+	    {"read-only", no_argument, NULL, 'r'},
+	    {"blob-hex", required_argument, NULL, 'x'},
+	    {"blob-file", required_argument, NULL, 'F'},
+	    {NULL, 0, NULL, 0},
 	};
-	struct blob_arg blob = { 0 };
+	struct blob_arg blob = {0};
 	struct tv_pool_info in;
 	struct cli_pool *pool;
 	struct tv_op *ops = NULL;
@@ -159,7 +159,7 @@ static int cmd_snapshot(const struct cli_cmd *cmd, int argc, char **argv)
 	if (!pairs && argc - optind != 3)
 		return cli_usage(cmd, "needs POOL ORIGIN NAME, or POOL "
 				      "ORIGIN=NAME...");
-	n = pairs ? (size_t)(argc - optind - 1) : 1;
+	n = pairs ? (size_t) (argc - optind - 1) : 1;
 	ops = calloc(n, sizeof(*ops));
 	origins = calloc(n, sizeof(*origins));
 	names = calloc(n, sizeof(*names));
@@ -169,7 +169,7 @@ static int cmd_snapshot(const struct cli_cmd *cmd, int argc, char **argv)
 	}
 	for (size_t i = 0; i < n; i++) {
 		if (pairs) {
-			char *arg = argv[optind + 1 + (int)i];
+			char *arg = argv[optind + 1 + (int) i];
 			char *eq = strchr(arg, '=');
 
 			*eq = 0; /* split ORIGIN=NAME in place */
@@ -187,8 +187,8 @@ static int cmd_snapshot(const struct cli_cmd *cmd, int argc, char **argv)
 	r = blob_arg_load(&blob, ctx, "--blob-hex", "--blob-file",
 			  in.blob_size);
 	for (size_t i = 0; !r && i < n; i++) {
-		snprintf(ctx, sizeof(ctx), "snapshot '%s' as '%s'",
-			 origins[i], names[i]);
+		snprintf(ctx, sizeof(ctx), "snapshot '%s' as '%s'", origins[i],
+			 names[i]);
 		ops[i].kind = TV_OP_SNAPSHOT;
 		ops[i].name = names[i];
 		ops[i].flags = ro ? TV_VOL_READ_ONLY : 0;
@@ -222,8 +222,8 @@ out_free:
 static int cmd_delete(const struct cli_cmd *cmd, int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{ "force", no_argument, NULL, 'f' },
-		{ NULL, 0, NULL, 0 },
+	    {"force", no_argument, NULL, 'f'},
+	    {NULL, 0, NULL, 0},
 	};
 	struct tv_pool_info in;
 	struct cli_pool *pool;
@@ -239,7 +239,7 @@ static int cmd_delete(const struct cli_cmd *cmd, int argc, char **argv)
 	if (argc - optind < 2)
 		return cli_usage(cmd, "needs POOL and at least one VOL");
 	path = argv[optind];
-	n = (size_t)(argc - optind - 1);
+	n = (size_t) (argc - optind - 1);
 	ops = calloc(n, sizeof(*ops));
 	if (!ops)
 		return cli_error(EXIT_OTHER, "out of memory");
@@ -247,15 +247,16 @@ static int cmd_delete(const struct cli_cmd *cmd, int argc, char **argv)
 	if (r)
 		goto out_free;
 	for (size_t i = 0; !r && i < n; i++) {
-		const char *vol = argv[optind + 1 + (int)i];
+		const char *vol = argv[optind + 1 + (int) i];
 
 		snprintf(ctx, sizeof(ctx), "delete '%s'", vol);
 		ops[i].kind = TV_OP_DELETE;
 		r = cli_resolve(pool, ctx, vol, &ops[i].id);
 		for (size_t k = 0; !r && k < i; k++)
 			if (ops[k].id == ops[i].id)
-				r = cli_error(EXIT_USAGE, "%s: volume #%" PRIu64
-							  " is named twice",
+				r = cli_error(EXIT_USAGE,
+					      "%s: volume #%" PRIu64
+					      " is named twice",
 					      ctx, ops[i].id);
 	}
 	if (r)
@@ -264,7 +265,7 @@ static int cmd_delete(const struct cli_cmd *cmd, int argc, char **argv)
 	if (r < 0) {
 		if (failed >= n)
 			failed = 0;
-		r = cli_fail(r, "delete '%s'", argv[optind + 1 + (int)failed]);
+		r = cli_fail(r, "delete '%s'", argv[optind + 1 + (int) failed]);
 	}
 out_close:
 	r = cli_close(pool, path, r);
@@ -277,7 +278,7 @@ out_free:
 
 static int cmd_rename(const struct cli_cmd *cmd, int argc, char **argv)
 {
-	static const struct option opts[] = { { NULL, 0, NULL, 0 } };
+	static const struct option opts[] = {{NULL, 0, NULL, 0}};
 	struct tv_pool_info in;
 	struct cli_pool *pool;
 	const char *path, *vol, *name;
@@ -302,8 +303,8 @@ static int cmd_rename(const struct cli_cmd *cmd, int argc, char **argv)
 static int cmd_resize(const struct cli_cmd *cmd, int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{ "force", no_argument, NULL, 'f' },
-		{ NULL, 0, NULL, 0 },
+	    {"force", no_argument, NULL, 'f'},
+	    {NULL, 0, NULL, 0},
 	};
 	struct tv_pool_info in;
 	struct cli_pool *pool;
@@ -334,11 +335,11 @@ static int cmd_resize(const struct cli_cmd *cmd, int argc, char **argv)
 static int cmd_set_blob(const struct cli_cmd *cmd, int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{ "hex", required_argument, NULL, 'x' },
-		{ "file", required_argument, NULL, 'F' },
-		{ NULL, 0, NULL, 0 },
+	    {"hex", required_argument, NULL, 'x'},
+	    {"file", required_argument, NULL, 'F'},
+	    {NULL, 0, NULL, 0},
 	};
-	struct blob_arg blob = { 0 };
+	struct blob_arg blob = {0};
 	struct tv_pool_info in;
 	struct cli_pool *pool;
 	const char *path, *vol;
@@ -369,8 +370,8 @@ static int cmd_set_blob(const struct cli_cmd *cmd, int argc, char **argv)
 static int cmd_get_blob(const struct cli_cmd *cmd, int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{ "hex", no_argument, NULL, 'x' },
-		{ NULL, 0, NULL, 0 },
+	    {"hex", no_argument, NULL, 'x'},
+	    {NULL, 0, NULL, 0},
 	};
 	uint8_t blob[TV_BLOB_MAX];
 	char hex[2 * TV_BLOB_MAX + 1], ctx[TV_NAME_MAX + 32];
@@ -420,8 +421,8 @@ static int put_vol(struct cli_pool *pool, const struct tv_pool_info *in,
 static int cmd_list(const struct cli_cmd *cmd, int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{ "json", no_argument, NULL, 'j' },
-		{ NULL, 0, NULL, 0 },
+	    {"json", no_argument, NULL, 'j'},
+	    {NULL, 0, NULL, 0},
 	};
 	struct tv_vol_info *page;
 	struct tv_pool_info in;
@@ -462,8 +463,8 @@ out_free:
 static int cmd_show(const struct cli_cmd *cmd, int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{ "json", no_argument, NULL, 'j' },
-		{ NULL, 0, NULL, 0 },
+	    {"json", no_argument, NULL, 'j'},
+	    {NULL, 0, NULL, 0},
 	};
 	uint8_t blob[TV_BLOB_MAX];
 	char hex[2 * TV_BLOB_MAX + 1], ctx[TV_NAME_MAX + 32], uuid[37];
@@ -518,7 +519,7 @@ static int cmd_show(const struct cli_cmd *cmd, int argc, char **argv)
 	printf("flags:    %s\n",
 	       v.flags & TV_VOL_READ_ONLY ? "read-only" : "-");
 	{
-		time_t t = (time_t)(v.ctime_ns / 1000000000u);
+		time_t t = (time_t) (v.ctime_ns / 1000000000u);
 		struct tm tm;
 		char when[40] = "?";
 
@@ -545,10 +546,10 @@ static int cmd_show(const struct cli_cmd *cmd, int argc, char **argv)
 static int cmd_find(const struct cli_cmd *cmd, int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{ "blob-hex", required_argument, NULL, 'x' },
-		{ "blob-prefix-hex", required_argument, NULL, 'p' },
-		{ "json", no_argument, NULL, 'j' },
-		{ NULL, 0, NULL, 0 },
+	    {"blob-hex", required_argument, NULL, 'x'},
+	    {"blob-prefix-hex", required_argument, NULL, 'p'},
+	    {"json", no_argument, NULL, 'j'},
+	    {NULL, 0, NULL, 0},
 	};
 	uint8_t key[TV_BLOB_MAX];
 	const char *path, *hex = NULL, *prefix = NULL;
@@ -587,15 +588,17 @@ static int cmd_find(const struct cli_cmd *cmd, int argc, char **argv)
 	if (hex) {
 		r = cli_blob_hex("find", "--blob-hex", hex, in.blob_size, key);
 		len = in.blob_size;
-	} else if (parse_hex(prefix, key, TV_BLOB_MAX, &len, why,
-			     sizeof(why)) < 0) {
-		r = cli_error(EXIT_USAGE, "find: --blob-prefix-hex: malformed "
-					  "hex: %s",
+	} else if (parse_hex(prefix, key, TV_BLOB_MAX, &len, why, sizeof(why)) <
+		   0) {
+		r = cli_error(EXIT_USAGE,
+			      "find: --blob-prefix-hex: malformed "
+			      "hex: %s",
 			      why);
 	} else if (!len || len > in.blob_size) {
-		r = cli_error(EXIT_USAGE, "find: --blob-prefix-hex: %zu "
-					  "bytes, but a prefix is 1 to %u "
-					  "bytes in this pool",
+		r = cli_error(EXIT_USAGE,
+			      "find: --blob-prefix-hex: %zu "
+			      "bytes, but a prefix is 1 to %u "
+			      "bytes in this pool",
 			      len, in.blob_size);
 	}
 	if (r)
@@ -614,9 +617,9 @@ static int cmd_find(const struct cli_cmd *cmd, int argc, char **argv)
 			r = cli_fail(n, "find");
 			goto out;
 		}
-		if ((size_t)n <= max)
+		if ((size_t) n <= max)
 			break;
-		max = (size_t)n;
+		max = (size_t) n;
 	}
 	if (json)
 		fputs("[", stdout);
@@ -640,152 +643,152 @@ out:
 }
 
 const struct cli_cmd cli_vol_cmds[] = {
-	{
-		"create",
-		"create POOL NAME --size SIZE [--blob-hex HEX | --blob-file "
-		"FILE]",
-		"usage: thinvol create POOL NAME --size SIZE [--blob-hex HEX | "
-		"--blob-file FILE]\n"
-		"\n"
-		"Create an empty thin volume and print its id.  NAME is 1 to 128\n"
-		"bytes of UTF-8 without '/' or control characters, not starting\n"
-		"with '#', and unique in the pool.\n"
-		"\n"
-		"  -s, --size SIZE        virtual size, a non-zero multiple of 512\n"
-		"  -x, --blob-hex HEX     the volume's blob, exactly the pool's\n"
-		"                         blob size (default: all zero)\n"
-		"  -F, --blob-file FILE   the blob from a file of exactly the blob\n"
-		"                         size ('-' reads stdin)\n"
-		"  -h, --help             this text\n",
-		cmd_create,
-	},
-	{
-		"snapshot",
-		"snapshot POOL ORIGIN NAME | POOL ORIGIN=NAME... [--read-only] "
-		"[--blob-hex HEX | --blob-file FILE]",
-		"usage: thinvol snapshot POOL ORIGIN NAME [OPTION...]\n"
-		"       thinvol snapshot POOL ORIGIN=NAME [ORIGIN=NAME...] "
-		"[OPTION...]\n"
-		"\n"
-		"Snapshot ORIGIN (a name or #ID) as a new volume NAME and print\n"
-		"the new id.  The second form takes several snapshots at once,\n"
-		"atomically (all or none), and prints one id per line in order;\n"
-		"it is used when every argument after POOL contains '=' (split at\n"
-		"the first '=').\n"
-		"\n"
-		"  -r, --read-only        make the snapshots read-only\n"
-		"  -x, --blob-hex HEX     blob of the new volumes (default: all\n"
-		"                         zero); the same for every snapshot\n"
-		"  -F, --blob-file FILE   the blob from a file ('-' reads stdin)\n"
-		"  -h, --help             this text\n",
-		cmd_snapshot,
-	},
-	{
-		"delete",
-		"delete POOL VOL... [--force]",
-		"usage: thinvol delete POOL VOL... [--force]\n"
-		"\n"
-		"Delete volumes, all in one transaction (all or none).  Returns at\n"
-		"once; the blocks are freed by later transactions and show as\n"
-		"reclaimable in 'pool info' meanwhile.  Ids are never reused.\n"
-		"While 'thinvol serve' holds the pool, a volume that NBD clients\n"
-		"have open is not deleted (exit status 8) unless --force.\n"
-		"\n"
-		"  -f, --force  disconnect the volume's NBD clients first\n"
-		"  -h, --help   this text\n",
-		cmd_delete,
-	},
-	{
-		"rename",
-		"rename POOL VOL NEWNAME",
-		"usage: thinvol rename POOL VOL NEWNAME\n"
-		"\n"
-		"Give a volume a new name (unique in the pool).\n"
-		"\n"
-		"  -h, --help   this text\n",
-		cmd_rename,
-	},
-	{
-		"resize",
-		"resize POOL VOL SIZE [--force]",
-		"usage: thinvol resize POOL VOL SIZE [--force]\n"
-		"\n"
-		"Grow or shrink a volume to SIZE (a non-zero multiple of 512).\n"
-		"Shrinking frees the blocks past the new end, as delete does:\n"
-		"later transactions free them (reclaimable in 'pool info'\n"
-		"meanwhile).  Growing reads as zeroes past the old end.\n"
-		"While 'thinvol serve' holds the pool, a volume that NBD\n"
-		"clients have open is not shrunk (exit status 8) unless\n"
-		"--force.\n"
-		"\n"
-		"  -f, --force  disconnect the volume's NBD clients before\n"
-		"               shrinking\n"
-		"  -h, --help   this text\n",
-		cmd_resize,
-	},
-	{
-		"set-blob",
-		"set-blob POOL VOL (--hex HEX | --file FILE)",
-		"usage: thinvol set-blob POOL VOL (--hex HEX | --file FILE)\n"
-		"\n"
-		"Replace a volume's blob; it must be exactly the pool's blob size.\n"
-		"\n"
-		"  -x, --hex HEX     the blob as hex digits\n"
-		"  -F, --file FILE   the blob's raw bytes from FILE ('-': stdin)\n"
-		"  -h, --help        this text\n",
-		cmd_set_blob,
-	},
-	{
-		"get-blob",
-		"get-blob POOL VOL [--hex]",
-		"usage: thinvol get-blob POOL VOL [--hex]\n"
-		"\n"
-		"Write a volume's blob to stdout: its raw bytes, or hex and a\n"
-		"newline with --hex.\n"
-		"\n"
-		"  -x, --hex    hex instead of raw bytes\n"
-		"  -h, --help   this text\n",
-		cmd_get_blob,
-	},
-	{
-		"list",
-		"list POOL [--json]",
-		"usage: thinvol list POOL [--json]\n"
-		"\n"
-		"List every volume in id order: id, name, size, mapped bytes,\n"
-		"parent and flags (a table), or with --json an array of objects\n"
-		"that also carry the uuid, creation time and blob (docs/cli.md).\n"
-		"\n"
-		"  -j, --json   JSON instead of a table\n"
-		"  -h, --help   this text\n",
-		cmd_list,
-	},
-	{
-		"show",
-		"show POOL VOL [--json]",
-		"usage: thinvol show POOL VOL [--json]\n"
-		"\n"
-		"Everything about one volume.\n"
-		"\n"
-		"  -j, --json   one JSON object (as in 'list --json')\n"
-		"  -h, --help   this text\n",
-		cmd_show,
-	},
-	{
-		"find",
-		"find POOL (--blob-hex HEX | --blob-prefix-hex HEX) [--json]",
-		"usage: thinvol find POOL (--blob-hex HEX | --blob-prefix-hex "
-		"HEX) [--json]\n"
-		"\n"
-		"The volumes whose blob equals HEX, or starts with the prefix,\n"
-		"found through the pool's blob index, in id order.\n"
-		"\n"
-		"  -x, --blob-hex HEX          the whole blob (exactly the blob "
-		"size)\n"
-		"  -p, --blob-prefix-hex HEX   its first 1 to blob-size bytes\n"
-		"  -j, --json                  JSON array (as 'list --json')\n"
-		"  -h, --help                  this text\n",
-		cmd_find,
-	},
-	{ NULL, NULL, NULL, NULL },
+    {
+	"create",
+	"create POOL NAME --size SIZE [--blob-hex HEX | --blob-file "
+	"FILE]",
+	"usage: thinvol create POOL NAME --size SIZE [--blob-hex HEX | "
+	"--blob-file FILE]\n"
+	"\n"
+	"Create an empty thin volume and print its id.  NAME is 1 to 128\n"
+	"bytes of UTF-8 without '/' or control characters, not starting\n"
+	"with '#', and unique in the pool.\n"
+	"\n"
+	"  -s, --size SIZE        virtual size, a non-zero multiple of 512\n"
+	"  -x, --blob-hex HEX     the volume's blob, exactly the pool's\n"
+	"                         blob size (default: all zero)\n"
+	"  -F, --blob-file FILE   the blob from a file of exactly the blob\n"
+	"                         size ('-' reads stdin)\n"
+	"  -h, --help             this text\n",
+	cmd_create,
+    },
+    {
+	"snapshot",
+	"snapshot POOL ORIGIN NAME | POOL ORIGIN=NAME... [--read-only] "
+	"[--blob-hex HEX | --blob-file FILE]",
+	"usage: thinvol snapshot POOL ORIGIN NAME [OPTION...]\n"
+	"       thinvol snapshot POOL ORIGIN=NAME [ORIGIN=NAME...] "
+	"[OPTION...]\n"
+	"\n"
+	"Snapshot ORIGIN (a name or #ID) as a new volume NAME and print\n"
+	"the new id.  The second form takes several snapshots at once,\n"
+	"atomically (all or none), and prints one id per line in order;\n"
+	"it is used when every argument after POOL contains '=' (split at\n"
+	"the first '=').\n"
+	"\n"
+	"  -r, --read-only        make the snapshots read-only\n"
+	"  -x, --blob-hex HEX     blob of the new volumes (default: all\n"
+	"                         zero); the same for every snapshot\n"
+	"  -F, --blob-file FILE   the blob from a file ('-' reads stdin)\n"
+	"  -h, --help             this text\n",
+	cmd_snapshot,
+    },
+    {
+	"delete",
+	"delete POOL VOL... [--force]",
+	"usage: thinvol delete POOL VOL... [--force]\n"
+	"\n"
+	"Delete volumes, all in one transaction (all or none).  Returns at\n"
+	"once; the blocks are freed by later transactions and show as\n"
+	"reclaimable in 'pool info' meanwhile.  Ids are never reused.\n"
+	"While 'thinvol serve' holds the pool, a volume that NBD clients\n"
+	"have open is not deleted (exit status 8) unless --force.\n"
+	"\n"
+	"  -f, --force  disconnect the volume's NBD clients first\n"
+	"  -h, --help   this text\n",
+	cmd_delete,
+    },
+    {
+	"rename",
+	"rename POOL VOL NEWNAME",
+	"usage: thinvol rename POOL VOL NEWNAME\n"
+	"\n"
+	"Give a volume a new name (unique in the pool).\n"
+	"\n"
+	"  -h, --help   this text\n",
+	cmd_rename,
+    },
+    {
+	"resize",
+	"resize POOL VOL SIZE [--force]",
+	"usage: thinvol resize POOL VOL SIZE [--force]\n"
+	"\n"
+	"Grow or shrink a volume to SIZE (a non-zero multiple of 512).\n"
+	"Shrinking frees the blocks past the new end, as delete does:\n"
+	"later transactions free them (reclaimable in 'pool info'\n"
+	"meanwhile).  Growing reads as zeroes past the old end.\n"
+	"While 'thinvol serve' holds the pool, a volume that NBD\n"
+	"clients have open is not shrunk (exit status 8) unless\n"
+	"--force.\n"
+	"\n"
+	"  -f, --force  disconnect the volume's NBD clients before\n"
+	"               shrinking\n"
+	"  -h, --help   this text\n",
+	cmd_resize,
+    },
+    {
+	"set-blob",
+	"set-blob POOL VOL (--hex HEX | --file FILE)",
+	"usage: thinvol set-blob POOL VOL (--hex HEX | --file FILE)\n"
+	"\n"
+	"Replace a volume's blob; it must be exactly the pool's blob size.\n"
+	"\n"
+	"  -x, --hex HEX     the blob as hex digits\n"
+	"  -F, --file FILE   the blob's raw bytes from FILE ('-': stdin)\n"
+	"  -h, --help        this text\n",
+	cmd_set_blob,
+    },
+    {
+	"get-blob",
+	"get-blob POOL VOL [--hex]",
+	"usage: thinvol get-blob POOL VOL [--hex]\n"
+	"\n"
+	"Write a volume's blob to stdout: its raw bytes, or hex and a\n"
+	"newline with --hex.\n"
+	"\n"
+	"  -x, --hex    hex instead of raw bytes\n"
+	"  -h, --help   this text\n",
+	cmd_get_blob,
+    },
+    {
+	"list",
+	"list POOL [--json]",
+	"usage: thinvol list POOL [--json]\n"
+	"\n"
+	"List every volume in id order: id, name, size, mapped bytes,\n"
+	"parent and flags (a table), or with --json an array of objects\n"
+	"that also carry the uuid, creation time and blob (docs/cli.md).\n"
+	"\n"
+	"  -j, --json   JSON instead of a table\n"
+	"  -h, --help   this text\n",
+	cmd_list,
+    },
+    {
+	"show",
+	"show POOL VOL [--json]",
+	"usage: thinvol show POOL VOL [--json]\n"
+	"\n"
+	"Everything about one volume.\n"
+	"\n"
+	"  -j, --json   one JSON object (as in 'list --json')\n"
+	"  -h, --help   this text\n",
+	cmd_show,
+    },
+    {
+	"find",
+	"find POOL (--blob-hex HEX | --blob-prefix-hex HEX) [--json]",
+	"usage: thinvol find POOL (--blob-hex HEX | --blob-prefix-hex "
+	"HEX) [--json]\n"
+	"\n"
+	"The volumes whose blob equals HEX, or starts with the prefix,\n"
+	"found through the pool's blob index, in id order.\n"
+	"\n"
+	"  -x, --blob-hex HEX          the whole blob (exactly the blob "
+	"size)\n"
+	"  -p, --blob-prefix-hex HEX   its first 1 to blob-size bytes\n"
+	"  -j, --json                  JSON array (as 'list --json')\n"
+	"  -h, --help                  this text\n",
+	cmd_find,
+    },
+    {NULL, NULL, NULL, NULL},
 };

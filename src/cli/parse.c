@@ -18,7 +18,7 @@ int parse_u64(const char *s, uint64_t *out)
 
 		if (*p < '0' || *p > '9')
 			return -EINVAL;
-		d = (unsigned int)(*p - '0');
+		d = (unsigned int) (*p - '0');
 		if (v > (UINT64_MAX - d) / 10)
 			return -ERANGE;
 		v = v * 10 + d;
@@ -37,23 +37,23 @@ int parse_size(const char *s, uint64_t *out)
 	if (!s || *p < '0' || *p > '9')
 		return -EINVAL;
 	while (*p >= '0' && *p <= '9') {
-		unsigned int d = (unsigned int)(*p++ - '0');
+		unsigned int d = (unsigned int) (*p++ - '0');
 		if (v > (UINT64_MAX - d) / 10) {
 			/* keep going: garbage after the digits is -EINVAL */
 			while (*p >= '0' && *p <= '9')
 				p++;
-			return *p && !strchr(units, toupper((unsigned char)*p))
-				       ? -EINVAL
-				       : -ERANGE;
+			return *p && !strchr(units, toupper((unsigned char) *p))
+				   ? -EINVAL
+				   : -ERANGE;
 		}
 		v = v * 10 + d;
 	}
 	if (*p) {
-		const char *u = memchr(units, toupper((unsigned char)*p),
+		const char *u = memchr(units, toupper((unsigned char) *p),
 				       sizeof(units) - 1);
 		if (!u)
 			return -EINVAL;
-		shift = 10 * (int)(u - units + 1);
+		shift = 10 * (int) (u - units + 1);
 		p++;
 		if (p[0] == 'i' && p[1] == 'B')
 			p += 2;
@@ -68,15 +68,15 @@ int parse_size(const char *s, uint64_t *out)
 	return 0;
 }
 
-int parse_hex(const char *s, uint8_t *out, size_t max, size_t *len,
-	      char *why, size_t whylen)
+int parse_hex(const char *s, uint8_t *out, size_t max, size_t *len, char *why,
+	      size_t whylen)
 {
 	size_t n = strlen(s);
 
 	for (size_t i = 0; i < n; i++) {
 		if (hex_val(s[i]) >= 0)
 			continue;
-		if (isprint((unsigned char)s[i]))
+		if (isprint((unsigned char) s[i]))
 			snprintf(why, whylen,
 				 "character %zu ('%c') is not a hex digit",
 				 i + 1, s[i]);
@@ -84,7 +84,7 @@ int parse_hex(const char *s, uint8_t *out, size_t max, size_t *len,
 			snprintf(why, whylen,
 				 "character %zu (byte 0x%02x) is not a hex "
 				 "digit",
-				 i + 1, (unsigned char)s[i]);
+				 i + 1, (unsigned char) s[i]);
 		return -EINVAL;
 	}
 	if (n % 2) {
@@ -112,16 +112,16 @@ void fmt_hex(const uint8_t *b, size_t len, char *out)
 
 const char *fmt_size(uint64_t v, char *buf, unsigned int len)
 {
-	static const char *const u[] = { "B",	"KiB", "MiB", "GiB",
-					  "TiB", "PiB", "EiB" };
+	static const char *const u[] = {"B",   "KiB", "MiB", "GiB",
+					"TiB", "PiB", "EiB"};
 	int i = 0;
-	double d = (double)v;
+	double d = (double) v;
 
 	while (d >= 1024 && i < 6) {
 		d /= 1024;
 		i++;
 	}
-	if (i == 0 || d >= 100 || d == (double)(uint64_t)d)
+	if (i == 0 || d >= 100 || d == (double) (uint64_t) d)
 		snprintf(buf, len, "%.0f %s", d, u[i]);
 	else
 		snprintf(buf, len, "%.1f %s", d, u[i]);

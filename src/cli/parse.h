@@ -31,8 +31,8 @@ int parse_u64(const char *s, uint64_t *out);
  * digit", "odd number of hex digits (7)", "longer than 4096 bytes").
  * The empty string is 0 bytes.
  */
-int parse_hex(const char *s, uint8_t *out, size_t max, size_t *len,
-	      char *why, size_t whylen);
+int parse_hex(const char *s, uint8_t *out, size_t max, size_t *len, char *why,
+	      size_t whylen);
 
 /* len bytes as lower-case hex into out, which holds 2 * len + 1 bytes. */
 void fmt_hex(const uint8_t *b, size_t len, char *out);

@@ -31,13 +31,15 @@ static const char prog[] = CLI_PROG;
 
 static void usage(FILE *f)
 {
-	fprintf(f, "usage: %s COMMAND [ARGUMENT...] [OPTION...]\n"
-		   "\n"
-		   "Manage a thinvol pool, and serve its volumes over NBD.  While\n"
-		   "'thinvol serve' holds a pool, every command runs through it.\n"
-		   "\n"
-		   "Pools:\n",
-		prog);
+	fprintf(
+	    f,
+	    "usage: %s COMMAND [ARGUMENT...] [OPTION...]\n"
+	    "\n"
+	    "Manage a thinvol pool, and serve its volumes over NBD.  While\n"
+	    "'thinvol serve' holds a pool, every command runs through it.\n"
+	    "\n"
+	    "Pools:\n",
+	    prog);
 	for (const struct cli_cmd *c = cli_pool_cmds; c->name; c++)
 		fprintf(f, "  %s %s\n", prog, c->synopsis);
 	fprintf(f, "\nVolumes (VOL is a volume's name or #ID):\n");
@@ -184,7 +186,7 @@ static void setup_stderr(void)
 	}
 	setvbuf(cli_err, NULL, _IOLBF, 0);
 	if (__sanitizer_set_report_fd)
-		__sanitizer_set_report_fd((void *)(intptr_t)fd);
+		__sanitizer_set_report_fd((void *) (intptr_t) fd);
 	dup2(null, STDERR_FILENO);
 	close(null);
 }

@@ -38,7 +38,7 @@
 #include "util/log.h"
 
 struct io_fault {
-	struct io_wrap w; /* first; w.lock protects everything below */
+	struct io_wrap w;	 /* first; w.lock protects everything below */
 	struct io_fault_cfg cfg; /* cfg.fail_at == 0: disarmed */
 	uint64_t count;
 	uint64_t failed;
@@ -49,8 +49,8 @@ static const struct io_ops fault_ops;
 static struct io_fault *to_fault(struct io_dev *dev)
 {
 	assert(dev->ops == &fault_ops);
-	return (struct io_fault *)((char *)dev -
-				   offsetof(struct io_fault, w.dev));
+	return (struct io_fault *) ((char *) dev -
+				    offsetof(struct io_fault, w.dev));
 }
 
 /*
@@ -76,7 +76,7 @@ static bool fault_hit(struct io_fault *f, unsigned int op,
 	pthread_mutex_unlock(&f->w.lock);
 	if (hit)
 		log_debug("%s: injecting fault %d (kind %d) into op %" PRIu64,
-			  f->w.dev.name, cfg->error, (int)cfg->kind, *idx);
+			  f->w.dev.name, cfg->error, (int) cfg->kind, *idx);
 	return hit;
 }
 
@@ -103,7 +103,7 @@ static int short_write(struct io_fault *f, const struct io_fault_cfg *cfg,
 	uint64_t end = keep ? piece_end(off, len, keep - 1) : off;
 	int r;
 
-	r = io_write(f->w.lower, buf, (size_t)(end - off), off);
+	r = io_write(f->w.lower, buf, (size_t) (end - off), off);
 	return r ? r : cfg->error;
 }
 
@@ -125,7 +125,8 @@ static int torn_write(struct io_fault *f, const struct io_fault_cfg *cfg,
 	out = (in + 1 + io_splitmix64(&rng) % (n - 1)) % n;
 	for (i = 0; i <= n; i++) {
 		if (i < n)
-			take = i == in || (i != out && (io_splitmix64(&rng) & 1));
+			take =
+			    i == in || (i != out && (io_splitmix64(&rng) & 1));
 		else
 			take = false;
 		start = pos;
@@ -134,7 +135,7 @@ static int torn_write(struct io_fault *f, const struct io_fault_cfg *cfg,
 			in_run = true;
 		} else if (!take && in_run) {
 			r = io_write(f->w.lower, p + (run - off),
-				     (size_t)(start - run), run);
+				     (size_t) (start - run), run);
 			if (r)
 				return r;
 			in_run = false;
@@ -233,19 +234,19 @@ static void fault_close(struct io_dev *dev)
  * read nor write.
  */
 static const struct io_ops fault_ops = {
-	.read = fault_read,
-	.write = fault_write,
-	.flush = fault_flush,
-	.sync_ranges = fault_sync_ranges,
-	.drop_cache = io_wrap_drop_cache,
-	.reserve = io_wrap_reserve,
-	.is_hole = io_wrap_is_hole,
-	.prealloc = io_wrap_prealloc,
-	.discard = fault_discard,
-	.write_zeroes = fault_write_zeroes,
-	.resize = fault_resize,
-	.close = fault_close,
-	.fd = io_wrap_fd,
+    .read = fault_read,
+    .write = fault_write,
+    .flush = fault_flush,
+    .sync_ranges = fault_sync_ranges,
+    .drop_cache = io_wrap_drop_cache,
+    .reserve = io_wrap_reserve,
+    .is_hole = io_wrap_is_hole,
+    .prealloc = io_wrap_prealloc,
+    .discard = fault_discard,
+    .write_zeroes = fault_write_zeroes,
+    .resize = fault_resize,
+    .close = fault_close,
+    .fd = io_wrap_fd,
 };
 
 int io_fault_wrap(struct io_dev *lower, bool own_lower, struct io_dev **out)
@@ -300,7 +301,7 @@ static struct fault_counts fault_counts(struct io_dev *dev)
 	struct fault_counts c;
 
 	pthread_mutex_lock(&f->w.lock);
-	c = (struct fault_counts){ f->count, f->failed };
+	c = (struct fault_counts){f->count, f->failed};
 	pthread_mutex_unlock(&f->w.lock);
 	return c;
 }

@@ -57,10 +57,10 @@
 
 #define ZERO_BUF_MAX (1024u * 1024u)
 /* statfs f_type values (linux/magic.h) */
-#define FS_EXT4 0xef53u /* also ext2/3 through the ext4 driver */
-#define FS_XFS 0x58465342u
-#define FS_TMPFS 0x01021994u
-#define FS_BTRFS 0x9123683eu
+#define FS_EXT4	     0xef53u /* also ext2/3 through the ext4 driver */
+#define FS_XFS	     0x58465342u
+#define FS_TMPFS     0x01021994u
+#define FS_BTRFS     0x9123683eu
 #define DIRECT_ALIGN 4096u
 
 /* Ranges of a regular file known to be holes (file_is_hole). */
@@ -82,11 +82,12 @@ struct io_file {
 	_Atomic uint64_t lo, hi;
 
 	/* A discard or write_zeroes fell back to writing zero bytes: those
-	 * need a whole flush, which the next barrier does (file_sync_ranges). */
+	 * need a whole flush, which the next barrier does (file_sync_ranges).
+	 */
 	atomic_bool zero_bytes_written;
-	atomic_bool no_dsync; /* RWF_DSYNC failed as unsupported */
-	bool prealloc;	      /* ext4 or XFS: file_prealloc pays */
-	atomic_bool unshare;  /* file_reserve tries FALLOC_FL_UNSHARE_RANGE */
+	atomic_bool no_dsync;	/* RWF_DSYNC failed as unsupported */
+	bool prealloc;		/* ext4 or XFS: file_prealloc pays */
+	atomic_bool unshare;	/* file_reserve tries FALLOC_FL_UNSHARE_RANGE */
 	struct io_claim *claim; /* io_file_claim: what it holds, or NULL */
 };
 
@@ -96,7 +97,8 @@ void (*io_file_seek_hook)(void);
 
 static struct io_file *to_file(struct io_dev *dev)
 {
-	return (struct io_file *)((char *)dev - offsetof(struct io_file, dev));
+	return (struct io_file *) ((char *) dev -
+				   offsetof(struct io_file, dev));
 }
 
 /* The fallback-worthy answers of fallocate and the zeroing ioctls. */
@@ -123,10 +125,10 @@ static int file_rw(struct io_dev *dev, bool write, void *buf, size_t len,
 	int r;
 
 	while (len) {
-		size_t chunk = MIN(len, (size_t)SSIZE_MAX);
+		size_t chunk = MIN(len, (size_t) SSIZE_MAX);
 
-		n = write ? pwrite(f->fd, p, chunk, (off_t)off)
-			  : pread(f->fd, p, chunk, (off_t)off);
+		n = write ? pwrite(f->fd, p, chunk, (off_t) off)
+			  : pread(f->fd, p, chunk, (off_t) off);
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
@@ -136,14 +138,14 @@ static int file_rw(struct io_dev *dev, bool write, void *buf, size_t len,
 			return r;
 		}
 		if (n == 0) {
-			log_error("%s: %s at %" PRIu64 ": %s", dev->name, how,
-				  off, write ? "no progress"
-					     : "unexpected end of file");
+			log_error(
+			    "%s: %s at %" PRIu64 ": %s", dev->name, how, off,
+			    write ? "no progress" : "unexpected end of file");
 			return -EIO;
 		}
 		p += n;
-		off += (uint64_t)n;
-		len -= (size_t)n;
+		off += (uint64_t) n;
+		len -= (size_t) n;
 	}
 	return 0;
 }
@@ -200,7 +202,7 @@ static void holes_forget(struct io_file *f, uint64_t off, uint64_t len)
 			 * is bigger (partial writes into fresh blocks leave
 			 * small pieces that are never asked about again,
 			 * while the tail often runs to the end of the file) */
-			struct hole tail = { end, h->end };
+			struct hole tail = {end, h->end};
 
 			h->end = off;
 			if (f->nholes < HOLES_MAX) {
@@ -229,7 +231,7 @@ static void holes_forget(struct io_file *f, uint64_t off, uint64_t len)
 static int file_write(struct io_dev *dev, const void *buf, size_t len,
 		      uint64_t off)
 {
-	int r = file_rw(dev, true, (void *)buf, len, off);
+	int r = file_rw(dev, true, (void *) buf, len, off);
 
 	/* also after a failure: part of it may have landed */
 	if (!(dev->flags & IO_DEV_BLOCKDEV))
@@ -254,17 +256,18 @@ static int write_back(struct io_dev *dev, const struct io_range *r, size_t n)
 {
 	struct io_file *f = to_file(dev);
 	static const unsigned int how[2] = {
-		SYNC_FILE_RANGE_WRITE,
-		SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
-			SYNC_FILE_RANGE_WAIT_AFTER,
+	    SYNC_FILE_RANGE_WRITE,
+	    SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
+		SYNC_FILE_RANGE_WAIT_AFTER,
 	};
 
 	for (int pass = 0; pass < 2; pass++) {
 		for (size_t i = 0; i < n; i++) {
 			if (!r[i].len)
 				continue;
-			if (sync_file_range(f->fd, (off64_t)r[i].off,
-					    (off64_t)r[i].len, how[pass]) < 0) {
+			if (sync_file_range(f->fd, (off64_t) r[i].off,
+					    (off64_t) r[i].len,
+					    how[pass]) < 0) {
 				int e = -errno;
 
 				log_error("%s: sync_file_range of %" PRIu64
@@ -314,18 +317,18 @@ static int file_sync_ranges(struct io_dev *dev, const struct io_range *r,
 			  dev->name, barrier->len);
 		return -EINVAL;
 	}
-	e = posix_memalign(&buf, DIRECT_ALIGN, (size_t)barrier->len);
+	e = posix_memalign(&buf, DIRECT_ALIGN, (size_t) barrier->len);
 	if (e) {
 		log_error("%s: sync barrier: %s", dev->name, strerror(e));
 		return -e;
 	}
-	e = file_read(dev, buf, (size_t)barrier->len, barrier->off);
-	iov = (struct iovec){ buf, (size_t)barrier->len };
+	e = file_read(dev, buf, (size_t) barrier->len, barrier->off);
+	iov = (struct iovec){buf, (size_t) barrier->len};
 	while (e == 0) {
-		ssize_t w = pwritev2(f->fd, &iov, 1, (off_t)barrier->off,
-				     RWF_DSYNC);
+		ssize_t w =
+		    pwritev2(f->fd, &iov, 1, (off_t) barrier->off, RWF_DSYNC);
 
-		if (w == (ssize_t)barrier->len)
+		if (w == (ssize_t) barrier->len)
 			break;
 		if (w < 0 && errno == EINTR)
 			continue;
@@ -359,7 +362,7 @@ static int file_sync_ranges(struct io_dev *dev, const struct io_range *r,
  */
 static int write_zero_bytes(struct io_dev *dev, uint64_t off, uint64_t len)
 {
-	size_t bsz = (size_t)MIN(len, (uint64_t)ZERO_BUF_MAX);
+	size_t bsz = (size_t) MIN(len, (uint64_t) ZERO_BUF_MAX);
 	void *zero;
 	int r;
 
@@ -372,7 +375,7 @@ static int write_zero_bytes(struct io_dev *dev, uint64_t off, uint64_t len)
 	}
 	memset(zero, 0, bsz);
 	while (len) {
-		size_t n = (size_t)MIN(len, (uint64_t)bsz);
+		size_t n = (size_t) MIN(len, (uint64_t) bsz);
 
 		r = file_write(dev, zero, n, off);
 		if (r)
@@ -385,10 +388,9 @@ static int write_zero_bytes(struct io_dev *dev, uint64_t off, uint64_t len)
 }
 
 /* fallocate, retried on EINTR; returns 0 or -errno and does not log. */
-static int do_fallocate(struct io_file *f, int mode, uint64_t off,
-			uint64_t len)
+static int do_fallocate(struct io_file *f, int mode, uint64_t off, uint64_t len)
 {
-	while (fallocate(f->fd, mode, (off_t)off, (off_t)len) < 0) {
+	while (fallocate(f->fd, mode, (off_t) off, (off_t) len) < 0) {
 		if (errno != EINTR)
 			return -errno;
 	}
@@ -398,7 +400,7 @@ static int do_fallocate(struct io_file *f, int mode, uint64_t off,
 /* BLKZEROOUT; returns 0 or -errno and does not log. */
 static int do_blkzeroout(struct io_file *f, uint64_t off, uint64_t len)
 {
-	uint64_t range[2] = { off, len };
+	uint64_t range[2] = {off, len};
 
 	while (ioctl(f->fd, BLKZEROOUT, range) < 0) {
 		if (errno != EINTR)
@@ -484,12 +486,12 @@ static int file_resize(struct io_dev *dev, uint64_t new_size)
 			  dev->name, dev->size, new_size);
 		return -EOPNOTSUPP;
 	}
-	if (new_size > (uint64_t)INT64_MAX) {
+	if (new_size > (uint64_t) INT64_MAX) {
 		log_error("%s: size %" PRIu64 " too large", dev->name,
 			  new_size);
 		return -EFBIG;
 	}
-	while (ftruncate(f->fd, (off_t)new_size) < 0) {
+	while (ftruncate(f->fd, (off_t) new_size) < 0) {
 		if (errno == EINTR)
 			continue;
 		r = -errno;
@@ -551,13 +553,13 @@ static int file_is_hole(struct io_dev *dev, uint64_t off, uint64_t len)
 	if (off < atomic_load(&f->lo))
 		atomic_store(&f->lo, off);
 	atomic_store(&f->hi, UINT64_MAX);
-	d = lseek(f->fd, (off_t)off, SEEK_DATA);
+	d = lseek(f->fd, (off_t) off, SEEK_DATA);
 	if (d < 0) {
 		hole = errno == ENXIO; /* no data after off at all */
 		hole_end = dev->size;
 	} else {
-		hole = (uint64_t)d >= end;
-		hole_end = (uint64_t)d;
+		hole = (uint64_t) d >= end;
+		hole_end = (uint64_t) d;
 	}
 	if (io_file_seek_hook)
 		io_file_seek_hook();
@@ -566,7 +568,7 @@ static int file_is_hole(struct io_dev *dev, uint64_t off, uint64_t len)
 		struct hole *h = f->nholes < HOLES_MAX ? &f->holes[f->nholes++]
 						       : smallest_hole(f);
 
-		*h = (struct hole){ off, hole_end };
+		*h = (struct hole){off, hole_end};
 	}
 	holes_bound(f);
 	pthread_mutex_unlock(&f->hlock);
@@ -587,8 +589,8 @@ static int file_reserve(struct io_dev *dev, uint64_t off, uint64_t len)
 	if (dev->flags & IO_DEV_BLOCKDEV)
 		return 0;
 	if (atomic_load(&f->unshare)) {
-		r = do_fallocate(f, FALLOC_FL_KEEP_SIZE | FALLOC_FL_UNSHARE_RANGE,
-				 off, len);
+		r = do_fallocate(
+		    f, FALLOC_FL_KEEP_SIZE | FALLOC_FL_UNSHARE_RANGE, off, len);
 		if (r != -EOPNOTSUPP && r != -EINVAL)
 			return r;
 		atomic_store(&f->unshare, false);
@@ -600,7 +602,7 @@ static int file_reserve(struct io_dev *dev, uint64_t off, uint64_t len)
  * page cache; the known holes stay right (dropping data changes none). */
 static int file_drop_cache(struct io_dev *dev, uint64_t off, uint64_t len)
 {
-	int r = posix_fadvise(to_file(dev)->fd, (off_t)off, (off_t)len,
+	int r = posix_fadvise(to_file(dev)->fd, (off_t) off, (off_t) len,
 			      POSIX_FADV_DONTNEED);
 
 	if (r)
@@ -615,19 +617,19 @@ static int file_fd(struct io_dev *dev)
 }
 
 static const struct io_ops file_ops = {
-	.drop_cache = file_drop_cache,
-	.reserve = file_reserve,
-	.fd = file_fd,
-	.is_hole = file_is_hole,
-	.sync_ranges = file_sync_ranges,
-	.prealloc = file_prealloc,
-	.read = file_read,
-	.write = file_write,
-	.flush = file_flush,
-	.discard = file_discard,
-	.write_zeroes = file_write_zeroes,
-	.resize = file_resize,
-	.close = file_close,
+    .drop_cache = file_drop_cache,
+    .reserve = file_reserve,
+    .fd = file_fd,
+    .is_hole = file_is_hole,
+    .sync_ranges = file_sync_ranges,
+    .prealloc = file_prealloc,
+    .read = file_read,
+    .write = file_write,
+    .flush = file_flush,
+    .discard = file_discard,
+    .write_zeroes = file_write_zeroes,
+    .resize = file_resize,
+    .close = file_close,
 };
 
 enum ext4_mode {
@@ -646,7 +648,7 @@ static bool read_line(const char *path, char *line, size_t len)
 
 	if (!fp)
 		return false;
-	ok = fgets(line, (int)len, fp) != NULL;
+	ok = fgets(line, (int) len, fp) != NULL;
 	fclose(fp);
 	if (ok)
 		line[strcspn(line, "\n")] = 0;
@@ -778,7 +780,7 @@ static bool is_ranged_fs(const struct statfs *sfs, enum ext4_mode mode)
 {
 	if (ranged_sync_off())
 		return false;
-	switch ((unsigned long)sfs->f_type) {
+	switch ((unsigned long) sfs->f_type) {
 	case FS_EXT4:
 		return mode == EXT4_ORDERED;
 	case FS_XFS:
@@ -817,8 +819,8 @@ static int open_fd(const char *path, unsigned int flags, bool *created)
  * The device for fd, open on path (see io.h); created: fd is a file made
  * just now, to be sized to size bytes.  Takes fd: closed on failure.
  */
-static int file_dev(int fd, const char *path, unsigned int flags,
-		    bool created, uint64_t size, struct io_dev **out)
+static int file_dev(int fd, const char *path, unsigned int flags, bool created,
+		    uint64_t size, struct io_dev **out)
 {
 	struct io_file *f;
 	unsigned int dflags = 0;
@@ -844,20 +846,20 @@ static int file_dev(int fd, const char *path, unsigned int flags,
 			dflags |= IO_DEV_RANGED_SYNC; /* see is_ranged_fs */
 	} else if (S_ISREG(st.st_mode)) {
 		dflags |= IO_DEV_SPARSE;
-		dsize = (uint64_t)st.st_size;
+		dsize = (uint64_t) st.st_size;
 		have_sfs = fstatfs(fd, &sfs) == 0;
 		if (created) {
 			/* while the file is empty: the only time btrfs
 			 * takes nocow */
 			if (have_sfs && sfs.f_type == FS_BTRFS)
 				cow = btrfs_cow(fd, true);
-			if (size > (uint64_t)INT64_MAX) {
+			if (size > (uint64_t) INT64_MAX) {
 				r = -EFBIG;
 				log_error("%s: size %" PRIu64 " too large",
 					  path, size);
 				goto err_close;
 			}
-			if (ftruncate(fd, (off_t)size) < 0) {
+			if (ftruncate(fd, (off_t) size) < 0) {
 				r = -errno;
 				log_error("%s: ftruncate to %" PRIu64 ": %s",
 					  path, size, strerror(-r));
@@ -876,8 +878,8 @@ static int file_dev(int fd, const char *path, unsigned int flags,
 	if (flags & IO_FILE_DIRECT)
 		dflags |= IO_DEV_DIRECT;
 	if (have_sfs) {
-		enum ext4_mode mode = sfs.f_type == FS_EXT4 ? ext4_mode(fd)
-							    : EXT4_UNKNOWN;
+		enum ext4_mode mode =
+		    sfs.f_type == FS_EXT4 ? ext4_mode(fd) : EXT4_UNKNOWN;
 
 		if (is_ranged_fs(&sfs, mode))
 			dflags |= IO_DEV_RANGED_SYNC;
@@ -908,7 +910,7 @@ static int file_dev(int fd, const char *path, unsigned int flags,
 	f->dev.size = dsize;
 	f->dev.flags = dflags;
 	if (snprintf(f->dev.name, sizeof(f->dev.name), "%s", path) >=
-	    (int)sizeof(f->dev.name)) {
+	    (int) sizeof(f->dev.name)) {
 		/* a long path is cut short in messages; no harm done */
 	}
 	*out = &f->dev;
@@ -945,8 +947,8 @@ int io_file_open(const char *path, unsigned int flags, uint64_t size,
 	return r;
 }
 
-int io_file_open_fd(int fd, const char *path, unsigned int flags,
-		    uint64_t size, struct io_dev **out)
+int io_file_open_fd(int fd, const char *path, unsigned int flags, uint64_t size,
+		    struct io_dev **out)
 {
 	return file_dev(fd, path, flags & ~IO_FILE_CREATE,
 			(flags & IO_FILE_CREATE) != 0, size, out);

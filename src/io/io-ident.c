@@ -89,7 +89,7 @@
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
-#define STACK_MAX 32  /* layers of one stack, below and above the top */
+#define STACK_MAX  32  /* layers of one stack, below and above the top */
 #define LAYER_NAME 512 /* bytes of a layer's name, for messages */
 
 /* What a layer is to the layer it was reached from. */
@@ -170,8 +170,8 @@ static int parse_devt(const char *s, dev_t *out)
  */
 static dev_t kdev_decode(uint64_t v)
 {
-	return makedev((unsigned int)((v >> 8) & 0xfff),
-		       (unsigned int)((v & 0xff) | ((v >> 12) & 0xfff00)));
+	return makedev((unsigned int) ((v >> 8) & 0xfff),
+		       (unsigned int) ((v & 0xff) | ((v >> 12) & 0xfff00)));
 }
 
 /* The kernel's sequence number of rdev's disk (a partition's is its
@@ -239,7 +239,7 @@ static int loop_backing(int fd, struct io_ident *out)
 		out->diskseq = disk_seq(out->rdev);
 	} else {
 		out->dev = kdev_decode(li.lo_device);
-		out->ino = (ino_t)li.lo_inode;
+		out->ino = (ino_t) li.lo_inode;
 	}
 	return 0;
 }
@@ -302,8 +302,8 @@ static pid_t lock_holder(dev_t dev, ino_t ino, bool write_only)
 		if (write_only && strcmp(type, "WRITE"))
 			continue;
 		if (p > 0 && makedev(maj, min) == dev &&
-		    i == (unsigned long long)ino)
-			pid = (pid_t)p;
+		    i == (unsigned long long) ino)
+			pid = (pid_t) p;
 	}
 	fclose(f);
 	return pid;
@@ -319,10 +319,10 @@ static void describe_pid(pid_t pid, char *buf, size_t len)
 {
 	char path[64], comm[64] = "";
 
-	snprintf(path, sizeof(path), "/proc/%ld/comm", (long)pid);
+	snprintf(path, sizeof(path), "/proc/%ld/comm", (long) pid);
 	if (read_small(path, comm, sizeof(comm)) < 0)
 		comm[0] = 0;
-	snprintf(buf, len, "process %ld (%s)", (long)pid,
+	snprintf(buf, len, "process %ld (%s)", (long) pid,
 		 comm[0] ? comm : "?");
 }
 
@@ -397,7 +397,8 @@ static bool part_mounted(dev_t rdev, char *buf, size_t len)
 			continue;
 		snprintf(dev, sizeof(dev), "%s/%.200s/dev", path, e->d_name);
 		if (read_small(dev, num, sizeof(num)) < 0 ||
-		    parse_devt(num, &part) < 0 || !mounted_at(part, at, sizeof(at)))
+		    parse_devt(num, &part) < 0 ||
+		    !mounted_at(part, at, sizeof(at)))
 			continue;
 		snprintf(buf, len, "%.64s mounted at %s", e->d_name, at);
 		found = true;
@@ -541,8 +542,8 @@ static int add_open(struct walk *w, int up, enum rel rel, bool partial,
 			describe_excl(&st, who, sizeof(who));
 		else
 			snprintf(who, sizeof(who), "another exclusive user");
-		snprintf(w->why, w->whylen, "%s, through %s (%s %s)", who,
-			 name, rel_name(rel), s->l[up].name);
+		snprintf(w->why, w->whylen, "%s, through %s (%s %s)", who, name,
+			 rel_name(rel), s->l[up].name);
 		return -EBUSY;
 	}
 	if (fd < 0)
@@ -645,7 +646,7 @@ static int add_backing(struct walk *w, int up, const char *path)
 		if (r != 1)
 			return r;
 		if (n > dl && !strcmp(path + n - dl, del)) {
-			snprintf(name, sizeof(name), "%.*s", (int)(n - dl),
+			snprintf(name, sizeof(name), "%.*s", (int) (n - dl),
 				 path);
 			r = add_open(w, up, REL_BACKING, u->partial, name,
 				     &want, 0);
@@ -674,8 +675,8 @@ static int expand(struct walk *w, int i)
 			return r;
 	}
 	/* device-mapper, md: the devices under it */
-	snprintf(path, sizeof(path), "/sys/dev/block/%u:%u/slaves",
-		 major(rdev), minor(rdev));
+	snprintf(path, sizeof(path), "/sys/dev/block/%u:%u/slaves", major(rdev),
+		 minor(rdev));
 	d = opendir(path);
 	while (d && (e = readdir(d))) {
 		char dev[160];
@@ -726,7 +727,7 @@ static int walk(int fd, const char *name, struct walk *w)
 	for (size_t i = 0; i < s->n; i++) {
 		if (!s->l[i].id.blk || s->l[i].fd < 0)
 			continue;
-		r = expand(w, (int)i);
+		r = expand(w, (int) i);
 		if (r < 0) {
 			stack_free(s);
 			return r;
@@ -752,7 +753,7 @@ static int loop_of(dev_t rdev, const char *bf, struct io_ident *back)
 		fd = open(name, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
 		if (fd >= 0) {
 			r = fstat(fd, &st) == 0 && S_ISBLK(st.st_mode) &&
-					st.st_rdev == rdev
+				    st.st_rdev == rdev
 				? loop_backing(fd, back)
 				: -ENOENT;
 			close(fd);
@@ -785,8 +786,8 @@ static int add_over(struct walk *w, int i, dev_t rdev)
 		return r;
 	/* we may not open it: refuse at least while it is in use */
 	if (dev_name(rdev, name, sizeof(name)) < 0)
-		snprintf(name, sizeof(name), "block device %u:%u",
-			 major(rdev), minor(rdev));
+		snprintf(name, sizeof(name), "block device %u:%u", major(rdev),
+			 minor(rdev));
 	memset(&st, 0, sizeof(st));
 	if (stat(name, &st) < 0 || st.st_rdev != rdev)
 		memset(&st, 0, sizeof(st));
@@ -815,11 +816,12 @@ static int add_loops_over(struct walk *w, int i)
 		if (e->d_name[0] == '.')
 			continue;
 		/* only a bound loop device has loop/ */
-		snprintf(path, sizeof(path), "/sys/block/%.200s/loop/backing_file",
-			 e->d_name);
+		snprintf(path, sizeof(path),
+			 "/sys/block/%.200s/loop/backing_file", e->d_name);
 		if (read_small(path, bf, sizeof(bf)) < 0)
 			continue;
-		snprintf(path, sizeof(path), "/sys/block/%.200s/dev", e->d_name);
+		snprintf(path, sizeof(path), "/sys/block/%.200s/dev",
+			 e->d_name);
 		if (read_small(path, buf, sizeof(buf)) < 0 ||
 		    parse_devt(buf, &id.rdev) < 0)
 			continue;
@@ -850,8 +852,8 @@ static int reopen_excl(int fd, int *out, char *why, size_t whylen)
 		return -EINVAL;
 	}
 	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
-	nfd = open(path, (flags & (O_ACCMODE | O_DIRECT)) | O_EXCL |
-				 O_CLOEXEC | O_NOCTTY);
+	nfd = open(path, (flags & (O_ACCMODE | O_DIRECT)) | O_EXCL | O_CLOEXEC |
+			     O_NOCTTY);
 	if (nfd < 0 && errno == EBUSY) {
 		describe_excl(&st, why, whylen);
 		return -EBUSY;
@@ -886,8 +888,7 @@ static int lock_layer(const struct stack *s, const struct layer *l, int fd,
 		pid = lock_holder(l->id.dev, l->id.ino, l->partial);
 		if (!pid)
 			return 0;
-	} else if (flock(fd, (l->partial ? LOCK_SH : LOCK_EX) | LOCK_NB) ==
-		   0) {
+	} else if (flock(fd, (l->partial ? LOCK_SH : LOCK_EX) | LOCK_NB) == 0) {
 		return 0;
 	} else if (errno != EWOULDBLOCK) {
 		int e = errno;
@@ -915,8 +916,8 @@ static int claim(int fd, const char *name, bool target, struct io_claim **out,
 		 int *newfd, char *why, size_t whylen)
 {
 	struct io_claim *c = calloc(1, sizeof(*c));
-	struct walk w = {.s = c ? &c->s : NULL, .claim = true,
-			 .why = why, .whylen = whylen};
+	struct walk w = {
+	    .s = c ? &c->s : NULL, .claim = true, .why = why, .whylen = whylen};
 	struct stat st;
 	size_t below;
 	int top = fd, r;
@@ -942,11 +943,10 @@ static int claim(int fd, const char *name, bool target, struct io_claim **out,
 		int fl = fcntl(fd, F_GETFL);
 
 		snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
-		c->top_lock = open(path,
-				   (fl >= 0 && (fl & O_ACCMODE) == O_WRONLY
-					    ? O_WRONLY
-					    : O_RDONLY) |
-				       O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+		c->top_lock = open(
+		    path, (fl >= 0 && (fl & O_ACCMODE) == O_WRONLY ? O_WRONLY
+								   : O_RDONLY) |
+			      O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
 	}
 	r = walk(top, name, &w);
 	if (r < 0) {
@@ -970,7 +970,7 @@ static int claim(int fd, const char *name, bool target, struct io_claim **out,
 	for (size_t i = 0; i < c->s.n; i++) {
 		if (c->s.l[i].partial)
 			continue;
-		r = add_loops_over(&w, (int)i);
+		r = add_loops_over(&w, (int) i);
 		if (r < 0)
 			goto out_stack;
 	}
@@ -1029,8 +1029,7 @@ static void chain(const struct stack *s, size_t i, const char *top, char *buf,
 	const struct layer *l = &s->l[i];
 
 	if (l->up == 0)
-		snprintf(buf, len, "%s, %s %s", l->name, rel_name(l->rel),
-			 top);
+		snprintf(buf, len, "%s, %s %s", l->name, rel_name(l->rel), top);
 	else
 		snprintf(buf, len, "%s, %s %s (below %s)", l->name,
 			 rel_name(l->rel), s->l[l->up].name, top);
@@ -1053,10 +1052,10 @@ static void unescape_mountinfo(char *s)
 	char *d = s;
 
 	for (; *s; s++) {
-		if (s[0] == '\\' && s[1] >= '0' && s[1] <= '3' &&
-		    s[2] >= '0' && s[2] <= '7' && s[3] >= '0' && s[3] <= '7') {
-			*d++ = (char)((s[1] - '0') * 64 + (s[2] - '0') * 8 +
-				      (s[3] - '0'));
+		if (s[0] == '\\' && s[1] >= '0' && s[1] <= '3' && s[2] >= '0' &&
+		    s[2] <= '7' && s[3] >= '0' && s[3] <= '7') {
+			*d++ = (char) ((s[1] - '0') * 64 + (s[2] - '0') * 8 +
+				       (s[3] - '0'));
 			s += 3;
 		} else {
 			*d++ = *s;
@@ -1099,7 +1098,8 @@ static int overlay_shows(int fd, const struct stat *st, char *what,
 		char mnt[PATH_MAX + 1], type[64], sopts[PATH_MAX * 2];
 		size_t ml;
 
-		if (sscanf(line, "%*s %*s %*s %*s %4096s %*[^-]- %63s %*s %8191s",
+		if (sscanf(line,
+			   "%*s %*s %*s %*s %4096s %*[^-]- %63s %*s %8191s",
 			   mnt, type, sopts) != 3 ||
 		    strcmp(type, "overlay"))
 			continue;
@@ -1140,7 +1140,8 @@ static int overlay_shows(int fd, const struct stat *st, char *what,
 			if (stat(p, &ls) == 0 && ls.st_dev == st->st_dev &&
 			    ls.st_ino == st->st_ino) {
 				snprintf(what, whatlen,
-					 "%.400s seen through the overlayfs at %.400s",
+					 "%.400s seen through the overlayfs at "
+					 "%.400s",
 					 p, best);
 				found = 1;
 			}
@@ -1192,7 +1193,8 @@ int io_fd_overlap(int pool_fd, int other_fd, char *how, size_t howlen)
 
 		if (fstat(pool_fd, &pst) == 0 &&
 		    overlay_shows(other_fd, &pst, what, sizeof(what))) {
-			snprintf(how, howlen, "it is the pool itself (%s)", what);
+			snprintf(how, howlen, "it is the pool itself (%s)",
+				 what);
 			r = 1;
 		} else if (fstat(other_fd, &ost) == 0 &&
 			   overlay_shows(pool_fd, &ost, what, sizeof(what))) {

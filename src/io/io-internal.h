@@ -60,7 +60,8 @@ void io_wrap_free(struct io_wrap *w);
 /* The io_wrap at the head of a wrapping device. */
 static inline struct io_wrap *io_wrap_of(struct io_dev *dev)
 {
-	return (struct io_wrap *)((char *)dev - offsetof(struct io_wrap, dev));
+	return (struct io_wrap *) ((char *) dev -
+				   offsetof(struct io_wrap, dev));
 }
 
 /*
@@ -70,8 +71,8 @@ static inline struct io_wrap *io_wrap_of(struct io_dev *dev)
  */
 int io_wrap_read(struct io_dev *dev, void *buf, size_t len, uint64_t off);
 int io_wrap_flush(struct io_dev *dev);
-int io_wrap_sync_ranges(struct io_dev *dev, const struct io_range *r,
-			size_t n, const struct io_range *barrier);
+int io_wrap_sync_ranges(struct io_dev *dev, const struct io_range *r, size_t n,
+			const struct io_range *barrier);
 int io_wrap_is_hole(struct io_dev *dev, uint64_t off, uint64_t len);
 int io_wrap_prealloc(struct io_dev *dev, uint64_t off, uint64_t len);
 int io_wrap_reserve(struct io_dev *dev, uint64_t off, uint64_t len);

@@ -29,7 +29,7 @@ static const struct io_ops mem_ops;
 
 static struct io_mem *to_mem(struct io_dev *dev)
 {
-	return (struct io_mem *)((char *)dev - offsetof(struct io_mem, dev));
+	return (struct io_mem *) ((char *) dev - offsetof(struct io_mem, dev));
 }
 
 static int mem_read(struct io_dev *dev, void *buf, size_t len, uint64_t off)
@@ -55,7 +55,7 @@ static int mem_write(struct io_dev *dev, const void *buf, size_t len,
 
 static int mem_flush(struct io_dev *dev)
 {
-	(void)dev;
+	(void) dev;
 	return 0;
 }
 
@@ -65,7 +65,7 @@ static int mem_zero(struct io_dev *dev, uint64_t off, uint64_t len)
 	struct io_mem *m = to_mem(dev);
 
 	pthread_rwlock_wrlock(&m->lock);
-	memset(m->data + off, 0, (size_t)len);
+	memset(m->data + off, 0, (size_t) len);
 	pthread_rwlock_unlock(&m->lock);
 	return 0;
 }
@@ -81,7 +81,7 @@ static int mem_resize(struct io_dev *dev, uint64_t new_size)
 		return -ENOMEM;
 	}
 	pthread_rwlock_wrlock(&m->lock);
-	p = realloc(m->data, new_size ? (size_t)new_size : 1);
+	p = realloc(m->data, new_size ? (size_t) new_size : 1);
 	if (!p) {
 		pthread_rwlock_unlock(&m->lock);
 		log_error("%s: resize to %" PRIu64 " bytes: out of memory",
@@ -89,7 +89,7 @@ static int mem_resize(struct io_dev *dev, uint64_t new_size)
 		return -ENOMEM;
 	}
 	if (new_size > dev->size)
-		memset(p + dev->size, 0, (size_t)(new_size - dev->size));
+		memset(p + dev->size, 0, (size_t) (new_size - dev->size));
 	m->data = p;
 	dev->size = new_size;
 	pthread_rwlock_unlock(&m->lock);
@@ -106,13 +106,13 @@ static void mem_close(struct io_dev *dev)
 }
 
 static const struct io_ops mem_ops = {
-	.read = mem_read,
-	.write = mem_write,
-	.flush = mem_flush,
-	.discard = mem_zero,
-	.write_zeroes = mem_zero,
-	.resize = mem_resize,
-	.close = mem_close,
+    .read = mem_read,
+    .write = mem_write,
+    .flush = mem_flush,
+    .discard = mem_zero,
+    .write_zeroes = mem_zero,
+    .resize = mem_resize,
+    .close = mem_close,
 };
 
 int io_mem_create(uint64_t size, struct io_dev **out)
@@ -128,7 +128,7 @@ int io_mem_create(uint64_t size, struct io_dev **out)
 	if (!m)
 		goto err_nomem;
 	/* calloc(0) may return NULL; keep one byte so data is never NULL */
-	m->data = calloc(size ? (size_t)size : 1, 1);
+	m->data = calloc(size ? (size_t) size : 1, 1);
 	if (!m->data)
 		goto err_free;
 	r = pthread_rwlock_init(&m->lock, NULL);
@@ -161,7 +161,7 @@ int io_mem_create_from(const void *buf, uint64_t size, struct io_dev **out)
 	if (r)
 		return r;
 	if (size)
-		memcpy(to_mem(dev)->data, buf, (size_t)size);
+		memcpy(to_mem(dev)->data, buf, (size_t) size);
 	*out = dev;
 	return 0;
 }

@@ -41,9 +41,9 @@ void io_uid_name(uid_t uid, char *buf, size_t len)
 
 	if (getpwuid_r(uid, &pw, pwbuf, sizeof(pwbuf), &res) == 0 && res)
 		snprintf(buf, len, "%s (uid %u)", res->pw_name,
-			 (unsigned int)uid);
+			 (unsigned int) uid);
 	else
-		snprintf(buf, len, "uid %u", (unsigned int)uid);
+		snprintf(buf, len, "uid %u", (unsigned int) uid);
 }
 
 /* The directory part of path ("." when there is none). */
@@ -56,7 +56,7 @@ static void dir_of(const char *path, char *buf, size_t len)
 	else if (slash == path)
 		snprintf(buf, len, "/");
 	else
-		snprintf(buf, len, "%.*s", (int)(slash - path), path);
+		snprintf(buf, len, "%.*s", (int) (slash - path), path);
 }
 
 /* Rule 1. */
@@ -144,7 +144,7 @@ int io_fd_user_target(int fd, char *why, size_t whylen)
 			 "a file with %lu hard links in %s, a sticky directory "
 			 "that others may write into: refusing to write into "
 			 "it (another name of it may be anyone's)",
-			 (unsigned long)st.st_nlink, dir);
+			 (unsigned long) st.st_nlink, dir);
 		return -EPERM;
 	}
 	return 0;
@@ -156,8 +156,8 @@ static const struct exposure {
 	mode_t group, others;
 	const char *verb, *can;
 } modes[] = {
-	{ S_IWGRP, S_IWOTH, "write", "read and change every volume" },
-	{ S_IRGRP, S_IROTH, "read", "read every volume" },
+    {S_IWGRP, S_IWOTH, "write", "read and change every volume"},
+    {S_IRGRP, S_IROTH, "read", "read every volume"},
 };
 
 int io_pool_file_exposed(const struct stat *st, char *what, size_t len)
@@ -183,7 +183,7 @@ int io_pool_file_exposed(const struct stat *st, char *what, size_t len)
 		snprintf(what, len,
 			 "%s may %s the pool file (mode %04o): they can %s",
 			 st->st_mode & m->others ? "anyone" : "its group",
-			 m->verb, (unsigned int)(st->st_mode & 07777), m->can);
+			 m->verb, (unsigned int) (st->st_mode & 07777), m->can);
 		return 1;
 	}
 	return 0;

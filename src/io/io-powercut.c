@@ -79,7 +79,7 @@ struct io_pc {
 	size_t nr_ops;
 	size_t cap_ops;
 	uint64_t nr_mutating; /* mutating ops completed */
-	uint64_t cut_at; /* cut when nr_mutating reaches it; 0: never */
+	uint64_t cut_at;      /* cut when nr_mutating reaches it; 0: never */
 	bool cut;
 	/* rule 9: the flush that fails (ff.nth: 0 disarmed), the flushes
 	 * counted since it was armed, and the lost writes, in issue order */
@@ -94,7 +94,7 @@ static const struct io_ops pc_ops;
 static struct io_pc *to_pc(struct io_dev *dev)
 {
 	assert(dev->ops == &pc_ops);
-	return (struct io_pc *)((char *)dev - offsetof(struct io_pc, w.dev));
+	return (struct io_pc *) ((char *) dev - offsetof(struct io_pc, w.dev));
 }
 
 /* Rule 5, with the lock held: an operation has completed. */
@@ -167,13 +167,13 @@ static void lost_clip(struct io_pc *pc, uint64_t off, uint64_t len)
 			if (s0 >= e0 || s0 < op->off || e0 > e)
 				continue;
 			if (op->data) {
-				d = malloc((size_t)(e0 - s0));
+				d = malloc((size_t) (e0 - s0));
 				if (!d)
 					continue; /* shown as lower's bytes */
 				memcpy(d, op->data + (s0 - op->off),
-				       (size_t)(e0 - s0));
+				       (size_t) (e0 - s0));
 			}
-			v[n++] = (struct pc_op){ s0, e0 - s0, d };
+			v[n++] = (struct pc_op){s0, e0 - s0, d};
 		}
 	}
 	free_lost(pc);
@@ -200,7 +200,7 @@ static int add_pending(struct io_pc *pc, uint64_t off, uint64_t len,
 		pc->ops = p;
 		pc->cap_ops = cap;
 	}
-	pc->ops[pc->nr_ops++] = (struct pc_op){ off, len, data };
+	pc->ops[pc->nr_ops++] = (struct pc_op){off, len, data};
 	return 0;
 }
 
@@ -218,9 +218,9 @@ static void overlay(uint8_t *buf, uint64_t off, uint64_t len,
 		return;
 	if (op->data)
 		memcpy(buf + (s - off), op->data + (s - op->off),
-		       (size_t)(e - s));
+		       (size_t) (e - s));
 	else
-		memset(buf + (s - off), 0, (size_t)(e - s));
+		memset(buf + (s - off), 0, (size_t) (e - s));
 }
 
 /* Write [s, e) of op (absolute offsets inside it) to dev. */
@@ -228,7 +228,7 @@ static int apply_part(struct io_dev *dev, const struct pc_op *op, uint64_t s,
 		      uint64_t e)
 {
 	if (op->data)
-		return io_write(dev, op->data + (s - op->off), (size_t)(e - s),
+		return io_write(dev, op->data + (s - op->off), (size_t) (e - s),
 				s);
 	return io_write_zeroes(dev, s, e - s);
 }
@@ -271,7 +271,7 @@ static int pc_mutate(struct io_pc *pc, const void *buf, uint64_t len,
 	if (r)
 		goto out;
 	if (buf) {
-		copy = malloc((size_t)len);
+		copy = malloc((size_t) len);
 		if (!copy) {
 			log_error("%s: copying a write of %" PRIu64
 				  " bytes: out of memory",
@@ -279,7 +279,7 @@ static int pc_mutate(struct io_pc *pc, const void *buf, uint64_t len,
 			r = -ENOMEM;
 			goto count;
 		}
-		memcpy(copy, buf, (size_t)len);
+		memcpy(copy, buf, (size_t) len);
 	}
 	r = add_pending(pc, off, len, copy);
 	if (!r)
@@ -404,7 +404,7 @@ static int ivals_push(struct ivals *s, uint64_t off, uint64_t len)
 		s->v = v;
 		s->cap = cap;
 	}
-	s->v[s->n++] = (struct io_range){ off, len };
+	s->v[s->n++] = (struct io_range){off, len};
 	return 0;
 }
 
@@ -442,7 +442,7 @@ static int ivals_minus(uint64_t off, uint64_t len, const struct ivals *sub,
 static int ranged_sync(struct io_pc *pc, const struct io_range *rg, size_t n,
 		       const struct io_range *barrier)
 {
-	struct ivals sync = { 0 }, later = { 0 }, rest = { 0 };
+	struct ivals sync = {0}, later = {0}, rest = {0};
 	struct pc_op *ops = NULL;
 	size_t nops = 0, cap = pc->nr_ops + 1;
 	int r = 0;
@@ -485,7 +485,7 @@ static int ranged_sync(struct io_pc *pc, const struct io_range *rg, size_t n,
 	}
 	for (size_t i = pc->nr_ops; i-- > 0 && !r;) {
 		const struct pc_op *op = &pc->ops[i];
-		struct ivals sub = { 0 };
+		struct ivals sub = {0};
 
 		if (!op->data) {
 			r = ivals_push(&later, op->off, op->len);
@@ -507,8 +507,8 @@ static int ranged_sync(struct io_pc *pc, const struct io_range *rg, size_t n,
 			struct pc_op *o;
 
 			if (nops == cap) {
-				struct pc_op *b = realloc(
-					ops, cap * 2 * sizeof(*ops));
+				struct pc_op *b =
+				    realloc(ops, cap * 2 * sizeof(*ops));
 				if (!b) {
 					r = -ENOMEM;
 					break;
@@ -519,13 +519,13 @@ static int ranged_sync(struct io_pc *pc, const struct io_range *rg, size_t n,
 			o = &ops[nops];
 			o->off = rest.v[k].off;
 			o->len = rest.v[k].len;
-			o->data = malloc((size_t)o->len);
+			o->data = malloc((size_t) o->len);
 			if (!o->data) {
 				r = -ENOMEM;
 				break;
 			}
 			memcpy(o->data, op->data + (o->off - op->off),
-			       (size_t)o->len);
+			       (size_t) o->len);
 			nops++;
 		}
 	}
@@ -574,8 +574,8 @@ out:
 /* Preallocation changes no byte: nothing to model. */
 static int pc_prealloc(struct io_dev *dev, uint64_t off, uint64_t len)
 {
-	(void)off;
-	(void)len;
+	(void) off;
+	(void) len;
 	return power_is_off(to_pc(dev));
 }
 
@@ -588,19 +588,18 @@ static int pc_is_hole(struct io_dev *dev, uint64_t off, uint64_t len)
 
 	if (len > COPY_CHUNK || (pc->w.lower->flags & IO_DEV_BLOCKDEV))
 		return 0;
-	buf = malloc((size_t)len);
+	buf = malloc((size_t) len);
 	if (!buf)
 		return 0;
 	pthread_mutex_lock(&pc->w.lock);
 	for (size_t i = 0; i < pc->nr_ops + pc->nr_lost; i++) {
-		const struct pc_op *op = i < pc->nr_ops
-						 ? &pc->ops[i]
-						 : &pc->lost[i - pc->nr_ops];
+		const struct pc_op *op =
+		    i < pc->nr_ops ? &pc->ops[i] : &pc->lost[i - pc->nr_ops];
 
 		if (op->data && op->off < off + len && off < op->off + op->len)
 			goto out;
 	}
-	if (read_locked(pc, buf, (size_t)len, off))
+	if (read_locked(pc, buf, (size_t) len, off))
 		goto out;
 	hole = 1;
 	for (uint64_t i = 0; i < len; i++)
@@ -671,18 +670,18 @@ static int pc_drop_cache(struct io_dev *dev, uint64_t off, uint64_t len)
 }
 
 static const struct io_ops pc_ops = {
-	.read = pc_read,
-	.write = pc_write,
-	.flush = pc_flush,
-	.sync_ranges = pc_sync_ranges,
-	.is_hole = pc_is_hole,
-	.prealloc = pc_prealloc,
-	.discard = pc_zero,
-	.write_zeroes = pc_zero,
-	.resize = pc_resize,
-	.close = pc_close,
-	.fd = io_wrap_fd,
-	.drop_cache = pc_drop_cache,
+    .read = pc_read,
+    .write = pc_write,
+    .flush = pc_flush,
+    .sync_ranges = pc_sync_ranges,
+    .is_hole = pc_is_hole,
+    .prealloc = pc_prealloc,
+    .discard = pc_zero,
+    .write_zeroes = pc_zero,
+    .resize = pc_resize,
+    .close = pc_close,
+    .fd = io_wrap_fd,
+    .drop_cache = pc_drop_cache,
 };
 
 int io_pc_wrap(struct io_dev *lower, bool own_lower, struct io_dev **out)
@@ -694,7 +693,7 @@ int io_pc_wrap(struct io_dev *lower, bool own_lower, struct io_dev **out)
 			IO_DEV_RANGED_SYNC, &w);
 	if (r)
 		return r;
-	*out = &((struct io_pc *)w)->w.dev;
+	*out = &((struct io_pc *) w)->w.dev;
 	return 0;
 }
 
@@ -732,8 +731,8 @@ static struct pc_counts pc_counts(struct io_dev *dev)
 	struct pc_counts c;
 
 	pthread_mutex_lock(&pc->w.lock);
-	c = (struct pc_counts){ pc->nr_mutating, pc->nr_ops, pc->nr_lost,
-				pc->cut };
+	c = (struct pc_counts){pc->nr_mutating, pc->nr_ops, pc->nr_lost,
+			       pc->cut};
 	pthread_mutex_unlock(&pc->w.lock);
 	return c;
 }
@@ -766,8 +765,8 @@ static int copy_durable(struct io_pc *pc, struct io_dev *img)
 	int r;
 
 	for (off = 0; off < img->size; off += n) {
-		n = MIN(img->size - off, (uint64_t)COPY_CHUNK);
-		r = io_read(pc->w.lower, data + off, (size_t)n, off);
+		n = MIN(img->size - off, (uint64_t) COPY_CHUNK);
+		r = io_read(pc->w.lower, data + off, (size_t) n, off);
 		if (r)
 			return r;
 	}
@@ -775,8 +774,7 @@ static int copy_durable(struct io_pc *pc, struct io_dev *img)
 }
 
 /* Apply a random subset of op's sectors (cut at absolute boundaries). */
-static int apply_torn(struct io_dev *img, const struct pc_op *op,
-		      uint64_t *rng)
+static int apply_torn(struct io_dev *img, const struct pc_op *op, uint64_t *rng)
 {
 	uint64_t end = op->off + op->len;
 	uint64_t s, e;
@@ -815,7 +813,7 @@ static int apply_random(struct io_pc *pc, struct io_dev *img, uint64_t seed)
 	for (i = 0; i < pc->nr_ops; i++)
 		order[i] = i;
 	for (i = pc->nr_ops - 1; i > 0; i--) {
-		j = (size_t)(io_splitmix64(&rng) % (i + 1));
+		j = (size_t) (io_splitmix64(&rng) % (i + 1));
 		t = order[i];
 		order[i] = order[j];
 		order[j] = t;

@@ -33,7 +33,7 @@
 
 struct io_quota {
 	struct io_wrap w; /* first; w.lock serialises rules 1-3 */
-	uint64_t *alloc; /* bit per page */
+	uint64_t *alloc;  /* bit per page */
 	uint64_t pages;
 	uint64_t used, room; /* pages */
 };
@@ -43,8 +43,8 @@ static const struct io_ops quota_ops;
 static struct io_quota *to_q(struct io_dev *dev)
 {
 	assert(dev->ops == &quota_ops);
-	return (struct io_quota *)((char *)dev -
-				   offsetof(struct io_quota, w.dev));
+	return (struct io_quota *) ((char *) dev -
+				    offsetof(struct io_quota, w.dev));
 }
 
 static bool is_alloc(const struct io_quota *q, uint64_t pg)
@@ -141,7 +141,7 @@ static int quota_resize(struct io_dev *dev, uint64_t new_size)
 		}
 		memset(a + DIV_ROUND_UP(q->pages, 64), 0,
 		       (DIV_ROUND_UP(pages, 64) - DIV_ROUND_UP(q->pages, 64)) *
-			       8);
+			   8);
 		q->alloc = a;
 	}
 	r = io_resize(q->w.lower, new_size);
@@ -169,19 +169,19 @@ static void quota_close(struct io_dev *dev)
 
 /* Rule 4: read, flush, sync_ranges, drop_cache and fd pass through. */
 static const struct io_ops quota_ops = {
-	.read = io_wrap_read,
-	.write = quota_write,
-	.flush = io_wrap_flush,
-	.sync_ranges = io_wrap_sync_ranges,
-	.discard = quota_punch,
-	.write_zeroes = quota_punch,
-	.resize = quota_resize,
-	.close = quota_close,
-	.is_hole = quota_is_hole,
-	.prealloc = quota_take,
-	.reserve = quota_take,
-	.drop_cache = io_wrap_drop_cache,
-	.fd = io_wrap_fd,
+    .read = io_wrap_read,
+    .write = quota_write,
+    .flush = io_wrap_flush,
+    .sync_ranges = io_wrap_sync_ranges,
+    .discard = quota_punch,
+    .write_zeroes = quota_punch,
+    .resize = quota_resize,
+    .close = quota_close,
+    .is_hole = quota_is_hole,
+    .prealloc = quota_take,
+    .reserve = quota_take,
+    .drop_cache = io_wrap_drop_cache,
+    .fd = io_wrap_fd,
 };
 
 int io_quota_wrap(struct io_dev *lower, bool own_lower, uint64_t bytes,

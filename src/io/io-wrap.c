@@ -25,7 +25,7 @@ int io_wrap_new(size_t size, const struct io_ops *ops, const char *prefix,
 {
 	struct io_wrap *w;
 	/* the precision keeps prefix, ':' and lower's name inside dev.name */
-	int keep = (int)(sizeof(w->dev.name) - 2 - strlen(prefix));
+	int keep = (int) (sizeof(w->dev.name) - 2 - strlen(prefix));
 	int r;
 
 	w = calloc(1, size);
@@ -69,8 +69,8 @@ int io_wrap_flush(struct io_dev *dev)
 	return io_flush(io_wrap_of(dev)->lower);
 }
 
-int io_wrap_sync_ranges(struct io_dev *dev, const struct io_range *r,
-			size_t n, const struct io_range *barrier)
+int io_wrap_sync_ranges(struct io_dev *dev, const struct io_range *r, size_t n,
+			const struct io_range *barrier)
 {
 	return io_sync_ranges(io_wrap_of(dev)->lower, r, n, barrier);
 }

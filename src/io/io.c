@@ -99,8 +99,8 @@ int io_flush(struct io_dev *dev)
 
 static int cmp_range(const void *a, const void *b)
 {
-	uint64_t x = ((const struct io_range *)a)->off;
-	uint64_t y = ((const struct io_range *)b)->off;
+	uint64_t x = ((const struct io_range *) a)->off;
+	uint64_t y = ((const struct io_range *) b)->off;
 
 	return x < y ? -1 : x > y;
 }
@@ -114,8 +114,8 @@ size_t io_ranges_merge(struct io_range *v, size_t n)
 	qsort(v, n, sizeof(*v), cmp_range);
 	for (size_t i = 1; i < n; i++) {
 		if (v[i].off <= v[k].off + v[k].len) {
-			uint64_t end = MAX(v[k].off + v[k].len,
-					   v[i].off + v[i].len);
+			uint64_t end =
+			    MAX(v[k].off + v[k].len, v[i].off + v[i].len);
 			v[k].len = end - v[k].off;
 		} else {
 			v[++k] = v[i];
@@ -148,7 +148,7 @@ int io_sync_ranges(struct io_dev *dev, const struct io_range *r, size_t n,
 			return -EINVAL;
 		}
 		if (!(dev->flags & IO_DEV_RANGED_SYNC) ||
-			 !dev->ops->sync_ranges)
+		    !dev->ops->sync_ranges)
 			return dev->ops->flush(dev);
 	}
 	if (!dev->ops->sync_ranges || !(dev->flags & IO_DEV_RANGED_SYNC))
@@ -196,8 +196,7 @@ int io_is_hole(struct io_dev *dev, uint64_t off, uint64_t len)
 int io_write_zeroes(struct io_dev *dev, uint64_t off, uint64_t len)
 {
 	assert(dev);
-	return change(dev, "write_zeroes", off, len, dev->ops->write_zeroes,
-		      0);
+	return change(dev, "write_zeroes", off, len, dev->ops->write_zeroes, 0);
 }
 
 int io_resize(struct io_dev *dev, uint64_t new_size)

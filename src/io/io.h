@@ -78,8 +78,8 @@ struct io_ops {
 
 /* Flags describing a device (io_dev.flags). */
 #define IO_DEV_BLOCKDEV (1u << 0) /* a block device, not a file */
-#define IO_DEV_RDONLY (1u << 1)	  /* opened read-only */
-#define IO_DEV_DIRECT (1u << 2)	  /* O_DIRECT: buffers must be aligned */
+#define IO_DEV_RDONLY	(1u << 1) /* opened read-only */
+#define IO_DEV_DIRECT	(1u << 2) /* O_DIRECT: buffers must be aligned */
 /* io_sync_ranges costs less than a flush: it leaves the other written
  * data where it is (in the page cache) */
 #define IO_DEV_RANGED_SYNC (1u << 3)
@@ -170,7 +170,7 @@ void io_close(struct io_dev *dev);
 /* ---- file / block device ---- */
 
 #define IO_FILE_CREATE (1u << 0) /* create if missing (sparse, size bytes) */
-#define IO_FILE_EXCL (1u << 1)	 /* with CREATE: fail if it exists */
+#define IO_FILE_EXCL   (1u << 1) /* with CREATE: fail if it exists */
 #define IO_FILE_RDONLY (1u << 2)
 #define IO_FILE_DIRECT (1u << 3) /* O_DIRECT; callers align to 4096 */
 
@@ -190,8 +190,8 @@ int io_file_open(const char *path, unsigned int flags, uint64_t size,
  * caller has just created: it is sized to size bytes.  Nothing is removed
  * on failure: the caller created it.
  */
-int io_file_open_fd(int fd, const char *path, unsigned int flags,
-		    uint64_t size, struct io_dev **out);
+int io_file_open_fd(int fd, const char *path, unsigned int flags, uint64_t size,
+		    struct io_dev **out);
 /* The fd, borrowed until io_close; -EINVAL if dev is not a file device. */
 int io_file_fd(struct io_dev *dev);
 /*
@@ -340,22 +340,22 @@ enum io_fault_kind {
 };
 
 /* Which operations count towards fail_at, and can fail. */
-#define IO_OP_READ (1u << 0)
-#define IO_OP_WRITE (1u << 1)
-#define IO_OP_FLUSH (1u << 2)
-#define IO_OP_DISCARD (1u << 3)
+#define IO_OP_READ	   (1u << 0)
+#define IO_OP_WRITE	   (1u << 1)
+#define IO_OP_FLUSH	   (1u << 2)
+#define IO_OP_DISCARD	   (1u << 3)
 #define IO_OP_WRITE_ZEROES (1u << 4)
-#define IO_OP_ALL 0x1fu
+#define IO_OP_ALL	   0x1fu
 
 struct io_fault_cfg {
-	uint64_t fail_at;	/* 1-based index of the first counted op to
-				 * fail; 0 disarms */
-	bool persistent;	/* true: every counted op from fail_at on fails;
-				 * false: only that one */
-	int error;		/* negative errno returned, e.g. -EIO, -ENOSPC */
+	uint64_t fail_at; /* 1-based index of the first counted op to
+			   * fail; 0 disarms */
+	bool persistent;  /* true: every counted op from fail_at on fails;
+			   * false: only that one */
+	int error;	  /* negative errno returned, e.g. -EIO, -ENOSPC */
 	enum io_fault_kind kind;
-	unsigned int op_mask;	/* IO_OP_*; 0 means IO_OP_ALL */
-	uint64_t seed;		/* for IO_FAULT_TORN's choice of sectors */
+	unsigned int op_mask; /* IO_OP_*; 0 means IO_OP_ALL */
+	uint64_t seed;	      /* for IO_FAULT_TORN's choice of sectors */
 };
 
 /*
@@ -423,7 +423,7 @@ size_t io_pc_pending(struct io_dev *dev);
  */
 struct io_pc_flush_fail {
 	uint64_t nth;
-	int error;	/* negative errno; 0: -EIO */
+	int error; /* negative errno; 0: -EIO */
 	uint64_t seed;
 	bool sticky;
 };

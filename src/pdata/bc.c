@@ -58,11 +58,11 @@
 #include <sanitizer/asan_interface.h>
 /* A free slot's node data is poisoned: a use after bc_put + eviction (or
  * bc_forget) is reported as it was when every node had its own malloc. */
-#define POISON(p, n) ASAN_POISON_MEMORY_REGION(p, n)
+#define POISON(p, n)   ASAN_POISON_MEMORY_REGION(p, n)
 #define UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION(p, n)
 #else
-#define POISON(p, n) ((void)(p), (void)(n))
-#define UNPOISON(p, n) ((void)(p), (void)(n))
+#define POISON(p, n)   ((void) (p), (void) (n))
+#define UNPOISON(p, n) ((void) (p), (void) (n))
 #endif
 
 /* 32 bytes: two to a cache line, never straddling one. */
@@ -110,10 +110,10 @@ struct bc {
 	size_t nr_chunks, chunks_cap;
 	unsigned int cshift; /* log2(nodes per chunk) */
 	size_t nr_slots;     /* nr_chunks << cshift */
-	uint32_t free_list; /* slot, BC_EMPTY: none */
-	size_t hand; /* CLOCK hand: next slot to look at */
+	uint32_t free_list;  /* slot, BC_EMPTY: none */
+	size_t hand;	     /* CLOCK hand: next slot to look at */
 	/* dirty list (unordered) */
-	uint32_t dirty_head; /* slot, BC_EMPTY: none */
+	uint32_t dirty_head;	/* slot, BC_EMPTY: none */
 	struct bc_entry **dvec; /* bc_write_dirty's sort buffer */
 	size_t dvec_cap;
 	struct bc_stats st;
@@ -125,30 +125,30 @@ struct bc {
 	bool wr_lost;
 };
 
-#define BC_MIN_NODES 16
-#define BC_WRITE_BATCH 64 /* nodes per coalesced write */
-#define BC_EMPTY UINT32_MAX
+#define BC_MIN_NODES	   16
+#define BC_WRITE_BATCH	   64 /* nodes per coalesced write */
+#define BC_EMPTY	   UINT32_MAX
 #define BC_CHUNK_SHIFT_MAX 9 /* 512 nodes = 2 MiB: one huge page */
-#define BC_HUGE (2u << 20)
-#define BC_HTAB_MIN 64
+#define BC_HUGE		   (2u << 20)
+#define BC_HTAB_MIN	   64
 /* the slot number must fit a uint32_t below BC_EMPTY */
-#define BC_MAX_SLOTS ((size_t)UINT32_MAX >> 1)
+#define BC_MAX_SLOTS ((size_t) UINT32_MAX >> 1)
 
 static struct bc_entry *to_entry(struct bc_node *n)
 {
-	return (struct bc_entry *)n;
+	return (struct bc_entry *) n;
 }
 
 static struct bc_entry *slot_entry(const struct bc *bc, size_t slot)
 {
-	size_t mask = ((size_t)1 << bc->cshift) - 1;
+	size_t mask = ((size_t) 1 << bc->cshift) - 1;
 
 	return &bc->chunks[slot >> bc->cshift].ents[slot & mask];
 }
 
 static uint8_t *slot_data(const struct bc *bc, size_t slot)
 {
-	size_t mask = ((size_t)1 << bc->cshift) - 1;
+	size_t mask = ((size_t) 1 << bc->cshift) - 1;
 
 	return bc->chunks[slot >> bc->cshift].data +
 	       (slot & mask) * PD_NODE_SIZE;
@@ -170,19 +170,19 @@ static void *big_alloc(size_t len, size_t *map_len)
 
 		if (p != MAP_FAILED) {
 			/* trim to a 2 MiB-aligned run of len bytes */
-			a = ((uintptr_t)p + BC_HUGE - 1) &
-			    ~(uintptr_t)(BC_HUGE - 1);
-			if (a > (uintptr_t)p)
-				munmap(p, a - (uintptr_t)p);
-			if ((uintptr_t)p + ml > a + len)
-				munmap((uint8_t *)(a + len),
-				       (uintptr_t)p + ml - (a + len));
+			a = ((uintptr_t) p + BC_HUGE - 1) &
+			    ~(uintptr_t) (BC_HUGE - 1);
+			if (a > (uintptr_t) p)
+				munmap(p, a - (uintptr_t) p);
+			if ((uintptr_t) p + ml > a + len)
+				munmap((uint8_t *) (a + len),
+				       (uintptr_t) p + ml - (a + len));
 #ifdef MADV_HUGEPAGE
 			/* advice only: without it we just get 4 KiB pages */
-			(void)madvise((void *)a, len, MADV_HUGEPAGE);
+			(void) madvise((void *) a, len, MADV_HUGEPAGE);
 #endif
 			*map_len = len;
-			return (void *)a;
+			return (void *) a;
 		}
 		/* fall back to the C library */
 	}
@@ -205,7 +205,7 @@ static void big_free(void *p, size_t map_len)
 
 static size_t hash_home(const struct bc *bc, uint64_t blocknr)
 {
-	return (size_t)((blocknr * 0x9E3779B97F4A7C15ull) >> bc->hshift);
+	return (size_t) ((blocknr * 0x9E3779B97F4A7C15ull) >> bc->hshift);
 }
 
 /* The table slot holding blocknr, or the empty slot where it would go. */
@@ -240,7 +240,7 @@ static int htab_alloc(struct bc *bc, size_t size)
 	bc->htab_map_len = map_len;
 	for (size_t i = 0; i < size; i++)
 		t[i].slot = BC_EMPTY;
-	while (((size_t)1 << bits) < size)
+	while (((size_t) 1 << bits) < size)
 		bits++;
 	bc->htab = t;
 	bc->hmask = size - 1;
@@ -337,7 +337,7 @@ static void chunk_free(struct bc_chunk *c)
 /* Add a chunk of free slots. */
 static int chunk_add(struct bc *bc)
 {
-	size_t n = (size_t)1 << bc->cshift;
+	size_t n = (size_t) 1 << bc->cshift;
 	struct bc_chunk *c;
 	size_t base;
 
@@ -372,7 +372,7 @@ static int chunk_add(struct bc *bc)
 		struct bc_entry *e = &c->ents[i];
 
 		e->node.data = c->data + i * PD_NODE_SIZE;
-		e->slot = (uint32_t)(base + i);
+		e->slot = (uint32_t) (base + i);
 		e->dprev = BC_EMPTY;
 		e->dnext = bc->free_list;
 		bc->free_list = e->slot;
@@ -398,15 +398,15 @@ void bc_seal(void *data)
 {
 	struct disk_node_header *h = data;
 
-	h->csum = cpu_to_le32(crc32c(0, (uint8_t *)data + 4,
-				     PD_NODE_SIZE - 4));
+	h->csum =
+	    cpu_to_le32(crc32c(0, (uint8_t *) data + 4, PD_NODE_SIZE - 4));
 }
 
 int bc_check_header(const void *data, uint64_t blocknr, uint64_t pool_tag,
 		    const struct bc_expect *exp)
 {
 	const struct disk_node_header *h = data;
-	uint32_t want = crc32c(0, (const uint8_t *)data + 4, PD_NODE_SIZE - 4);
+	uint32_t want = crc32c(0, (const uint8_t *) data + 4, PD_NODE_SIZE - 4);
 	uint32_t got = le32_to_cpu(h->csum);
 
 	if (got != want) {
@@ -416,15 +416,15 @@ int bc_check_header(const void *data, uint64_t blocknr, uint64_t pool_tag,
 		return -EUCLEAN;
 	}
 	if (le64_to_cpu(h->blocknr) != blocknr) {
-		log_error("metadata node %" PRIu64
-			  ": holds node %" PRIu64 " (misdirected write)",
-			  blocknr, (uint64_t)le64_to_cpu(h->blocknr));
+		log_error("metadata node %" PRIu64 ": holds node %" PRIu64
+			  " (misdirected write)",
+			  blocknr, (uint64_t) le64_to_cpu(h->blocknr));
 		return -EUCLEAN;
 	}
 	if (le64_to_cpu(h->pool_tag) != pool_tag) {
 		log_error("metadata node %" PRIu64 ": belongs to another pool "
 			  "(tag %016" PRIx64 ", expected %016" PRIx64 ")",
-			  blocknr, (uint64_t)le64_to_cpu(h->pool_tag),
+			  blocknr, (uint64_t) le64_to_cpu(h->pool_tag),
 			  pool_tag);
 		return -EUCLEAN;
 	}
@@ -437,7 +437,7 @@ int bc_check_header(const void *data, uint64_t blocknr, uint64_t pool_tag,
 	if (exp && exp->gen && le64_to_cpu(h->gen) != exp->gen) {
 		log_error("metadata node %" PRIu64 ": generation %" PRIu64
 			  ", expected %" PRIu64 " (stale or lost write)",
-			  blocknr, (uint64_t)le64_to_cpu(h->gen), exp->gen);
+			  blocknr, (uint64_t) le64_to_cpu(h->gen), exp->gen);
 		return -EUCLEAN;
 	}
 	return 0;
@@ -460,7 +460,7 @@ static int check_cached(const uint8_t *data, uint64_t blocknr,
 	if (exp->gen && le64_to_cpu(h->gen) != exp->gen) {
 		log_error("metadata node %" PRIu64 ": generation %" PRIu64
 			  ", expected %" PRIu64 " (stale or lost write)",
-			  blocknr, (uint64_t)le64_to_cpu(h->gen), exp->gen);
+			  blocknr, (uint64_t) le64_to_cpu(h->gen), exp->gen);
 		return -EUCLEAN;
 	}
 	return 0;
@@ -483,13 +483,13 @@ int bc_create(struct io_dev *dev, uint64_t pool_tag, size_t cache_bytes,
 		bc->max_nodes = BC_MIN_NODES;
 	/* chunks: the budget rounded up to a power of two, at most 2 MiB */
 	while (bc->cshift < BC_CHUNK_SHIFT_MAX &&
-	       ((size_t)1 << bc->cshift) < bc->max_nodes)
+	       ((size_t) 1 << bc->cshift) < bc->max_nodes)
 		bc->cshift++;
 	/* the table grows with the entries; start near the budget if small */
 	while (hsize < 2 * bc->max_nodes && hsize < 4096)
 		hsize <<= 1;
-	bc->wbuf = aligned_alloc(PD_NODE_SIZE,
-				 (size_t)BC_WRITE_BATCH * PD_NODE_SIZE);
+	bc->wbuf =
+	    aligned_alloc(PD_NODE_SIZE, (size_t) BC_WRITE_BATCH * PD_NODE_SIZE);
 	if (!bc->wbuf || htab_alloc(bc, hsize) < 0) {
 		free(bc->wbuf);
 		free(bc);
@@ -516,8 +516,8 @@ void bc_destroy(struct bc *bc)
 /* Note nr nodes written from blocknr on. */
 static void note_written(struct bc *bc, uint64_t blocknr, size_t nr)
 {
-	uint64_t off = blocknr << PD_NODE_SHIFT, len = (uint64_t)nr
-						       << PD_NODE_SHIFT;
+	uint64_t off = blocknr << PD_NODE_SHIFT,
+		 len = (uint64_t) nr << PD_NODE_SHIFT;
 	struct io_range *last = bc->nr_wr ? &bc->wr[bc->nr_wr - 1] : NULL;
 
 	if (last && last->off + last->len == off) {
@@ -535,7 +535,7 @@ static void note_written(struct bc *bc, uint64_t blocknr, size_t nr)
 		bc->wr = v;
 		bc->wr_cap = cap;
 	}
-	bc->wr[bc->nr_wr++] = (struct io_range){ off, len };
+	bc->wr[bc->nr_wr++] = (struct io_range){off, len};
 }
 
 bool bc_written(const struct bc *bc, const struct io_range **v, size_t *n)
@@ -698,8 +698,8 @@ int bc_get(struct bc *bc, uint64_t blocknr, const struct bc_expect *exp,
 	r = io_read(bc->dev, e->node.data, PD_NODE_SIZE,
 		    blocknr << PD_NODE_SHIFT);
 	if (r < 0) {
-		log_error("metadata node %" PRIu64 ": read failed: %s",
-			  blocknr, strerror(-r));
+		log_error("metadata node %" PRIu64 ": read failed: %s", blocknr,
+			  strerror(-r));
 		goto fail;
 	}
 	bc->st.reads++;
@@ -744,11 +744,11 @@ static int new_entry(struct bc *bc, uint64_t blocknr, uint32_t magic,
 	/* src is pinned, so making room above did not evict it */
 	if (src)
 		memcpy(e->node.data + sizeof(*h),
-		       (const uint8_t *)src + sizeof(*h),
+		       (const uint8_t *) src + sizeof(*h),
 		       PD_NODE_SIZE - sizeof(*h));
 	else
 		memset(e->node.data + sizeof(*h), 0, PD_NODE_SIZE - sizeof(*h));
-	h = (struct disk_node_header *)e->node.data;
+	h = (struct disk_node_header *) e->node.data;
 	h->csum = 0;
 	h->magic = cpu_to_le32(magic);
 	h->blocknr = cpu_to_le64(blocknr);
@@ -765,8 +765,8 @@ int bc_new(struct bc *bc, uint64_t blocknr, uint32_t magic, uint64_t gen,
 	return new_entry(bc, blocknr, magic, gen, NULL, out);
 }
 
-int bc_new_copy(struct bc *bc, uint64_t blocknr, uint32_t magic,
-		uint64_t gen, const void *src, struct bc_node **out)
+int bc_new_copy(struct bc *bc, uint64_t blocknr, uint32_t magic, uint64_t gen,
+		const void *src, struct bc_node **out)
 {
 	return new_entry(bc, blocknr, magic, gen, src, out);
 }
@@ -786,8 +786,8 @@ void bc_dirty(struct bc *bc, struct bc_node *n)
 
 static int cmp_entry(const void *a, const void *b)
 {
-	uint64_t x = (*(struct bc_entry *const *)a)->node.blocknr;
-	uint64_t y = (*(struct bc_entry *const *)b)->node.blocknr;
+	uint64_t x = (*(struct bc_entry *const *) a)->node.blocknr;
+	uint64_t y = (*(struct bc_entry *const *) b)->node.blocknr;
 
 	return x < y ? -1 : x > y;
 }
@@ -835,8 +835,8 @@ int bc_write_dirty(struct bc *bc)
 			r = io_write(bc->dev, bc->wbuf, run * PD_NODE_SIZE,
 				     v[i]->node.blocknr << PD_NODE_SHIFT);
 			if (r < 0) {
-				log_error("metadata nodes %" PRIu64
-					  "..%" PRIu64 ": write failed: %s",
+				log_error("metadata nodes %" PRIu64 "..%" PRIu64
+					  ": write failed: %s",
 					  v[i]->node.blocknr,
 					  v[i]->node.blocknr + run - 1,
 					  strerror(-r));

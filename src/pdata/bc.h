@@ -94,8 +94,8 @@ int bc_new(struct bc *bc, uint64_t blocknr, uint32_t magic, uint64_t gen,
  * reuse: a pinned node's data (a copy on write skips zeroing the node it
  * then overwrites).
  */
-int bc_new_copy(struct bc *bc, uint64_t blocknr, uint32_t magic,
-		uint64_t gen, const void *src, struct bc_node **out);
+int bc_new_copy(struct bc *bc, uint64_t blocknr, uint32_t magic, uint64_t gen,
+		const void *src, struct bc_node **out);
 
 void bc_put(struct bc *bc, struct bc_node *n);
 

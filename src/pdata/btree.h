@@ -54,9 +54,9 @@ struct tm;
 struct bc_node;
 struct check;
 
-#define BTREE_MAX_KEY 256u
-#define BTREE_MAX_VALUE 768u
-#define BTREE_MAX_DEPTH 32
+#define BTREE_MAX_KEY	  256u
+#define BTREE_MAX_VALUE	  768u
+#define BTREE_MAX_DEPTH	  32
 #define BTREE_HEADER_SIZE 64u /* node header + btree header */
 
 struct btree_vtype {
@@ -138,7 +138,10 @@ struct btree_hint {
 	uint64_t share_seq;   /* tm_share_seq when it was taken */
 	uint8_t hi[BTREE_MAX_KEY];
 };
-#define BTREE_HINT_INIT { .leaf = NULL }
+#define BTREE_HINT_INIT                                                        \
+	{                                                                      \
+		.leaf = NULL                                                   \
+	}
 
 int btree_put_hinted(const struct btree_info *info, struct tm_ref *root,
 		     struct btree_hint *hint, const void *key,
@@ -254,9 +257,8 @@ struct btree_cursor {
  * with c->valid false when there is no such key.  The cursor pins nodes
  * until btree_cursor_close (always call it, also after errors).
  */
-int btree_cursor_seek(const struct btree_info *info,
-		      const struct tm_ref *root, const void *key,
-		      struct btree_cursor *c);
+int btree_cursor_seek(const struct btree_info *info, const struct tm_ref *root,
+		      const void *key, struct btree_cursor *c);
 /* Advance; c->valid false at the end. */
 int btree_cursor_next(struct btree_cursor *c);
 /* Borrowed pointers into the pinned leaf, valid until next/close. */

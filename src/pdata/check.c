@@ -42,7 +42,7 @@ static void vmsg(struct check *ck, const char *fmt, va_list ap)
 }
 
 static void msg(struct check *ck, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
+    __attribute__((format(printf, 2, 3)));
 static void msg(struct check *ck, const char *fmt, ...)
 {
 	va_list ap;
@@ -83,8 +83,9 @@ bool check_node_ref(struct check *ck, uint64_t blocknr)
 	uint64_t limit = tm_dev(ck->tm)->size >> PD_NODE_SHIFT;
 
 	if (blocknr < 2 || blocknr >= limit) {
-		check_error(ck, "reference to metadata node %" PRIu64
-				", outside the metadata area",
+		check_error(ck,
+			    "reference to metadata node %" PRIu64
+			    ", outside the metadata area",
 			    blocknr);
 		return false;
 	}
@@ -99,11 +100,11 @@ bool check_node_ref(struct check *ck, uint64_t blocknr)
 void check_data_ref(struct check *ck, uint64_t block)
 {
 	if (block < tm_first_block(ck->tm) || block >= tm_nr_blocks(ck->tm)) {
-		check_error(ck, "reference to block %" PRIu64
-				", outside the data area (%" PRIu64
-				"..%" PRIu64 ")",
-			    block, tm_first_block(ck->tm),
-			    tm_nr_blocks(ck->tm) - 1);
+		check_error(
+		    ck,
+		    "reference to block %" PRIu64
+		    ", outside the data area (%" PRIu64 "..%" PRIu64 ")",
+		    block, tm_first_block(ck->tm), tm_nr_blocks(ck->tm) - 1);
 		return;
 	}
 	ck->rep->data_refs++;
@@ -125,14 +126,15 @@ static void compare(struct check *ck, const char *what, uint64_t addr,
 {
 	if (stored > found) {
 		ck->rep->leaks++;
-		msg(ck, "leak: %s %" PRIu64 " counted %" PRIu64
-			", referenced %" PRIu64,
+		msg(ck,
+		    "leak: %s %" PRIu64 " counted %" PRIu64
+		    ", referenced %" PRIu64,
 		    what, addr, stored, found);
 	} else if (stored < found) {
 		ck->rep->missing++;
-		msg(ck, "missing reference count: %s %" PRIu64
-			" counted %" PRIu64 ", referenced %" PRIu64
-			" (could be handed out twice)",
+		msg(ck,
+		    "missing reference count: %s %" PRIu64 " counted %" PRIu64
+		    ", referenced %" PRIu64 " (could be handed out twice)",
 		    what, addr, stored, found);
 	}
 }
@@ -167,9 +169,10 @@ static int compare_space_map(struct check *ck, uint64_t *data_used,
 			 * values: data mappings */
 			v = u64map_find(&ck->data, block);
 			if (v)
-				check_error(ck, "block %" PRIu64 " is a metadata "
-						"chunk, but mapped as data "
-						"%" PRIu64 " time%s",
+				check_error(ck,
+					    "block %" PRIu64 " is a metadata "
+					    "chunk, but mapped as data "
+					    "%" PRIu64 " time%s",
 					    block, *v, *v == 1 ? "" : "s");
 			check_data_ref(ck, block);
 		}
@@ -183,8 +186,9 @@ static int compare_space_map(struct check *ck, uint64_t *data_used,
 	pos = 0;
 	while (u64map_next(&ck->nodes, &pos, &key, &val))
 		if (!u64map_find(&chunk_set, key / npc))
-			check_error(ck, "metadata node %" PRIu64
-					" lies outside every metadata chunk",
+			check_error(ck,
+				    "metadata node %" PRIu64
+				    " lies outside every metadata chunk",
 				    key);
 
 	r = btree_cursor_seek(info, &root, NULL, &c);
@@ -196,10 +200,11 @@ static int compare_space_map(struct check *ck, uint64_t *data_used,
 		switch (key & SM_KEY_SPACE_MASK) {
 		case 0:
 			if (u64map_find(&chunk_set, key) && stored != 1)
-				check_error(ck, "metadata chunk %" PRIu64
-						" has count %" PRIu64
-						", not 1 (is it also used "
-						"for data?)",
+				check_error(ck,
+					    "metadata chunk %" PRIu64
+					    " has count %" PRIu64
+					    ", not 1 (is it also used "
+					    "for data?)",
 					    key, stored);
 			v = u64map_find(&ck->data, key);
 			compare(ck, "block", key, stored, v ? *v : 0);
@@ -208,8 +213,9 @@ static int compare_space_map(struct check *ck, uint64_t *data_used,
 			if (stored)
 				(*data_used)++;
 			else
-				check_error(ck, "space map stores a zero "
-						"count for block %" PRIu64,
+				check_error(ck,
+					    "space map stores a zero "
+					    "count for block %" PRIu64,
 					    key);
 			break;
 		case SM_KEY_META:
@@ -223,8 +229,9 @@ static int compare_space_map(struct check *ck, uint64_t *data_used,
 		case SM_KEY_CHUNK:
 			break;
 		default:
-			check_error(ck, "space map key %016" PRIx64
-					" in no known space",
+			check_error(ck,
+				    "space map key %016" PRIx64
+				    " in no known space",
 				    key);
 		}
 		r = btree_cursor_next(&c);
@@ -249,7 +256,10 @@ int check_run(struct tm *tm, const struct check_root *roots, unsigned int nr,
 	      FILE *out, unsigned int max_msgs, struct check_report *rep)
 {
 	struct check ck = {
-		.tm = tm, .rep = rep, .out = out, .max_msgs = max_msgs,
+	    .tm = tm,
+	    .rep = rep,
+	    .out = out,
+	    .max_msgs = max_msgs,
 	};
 	struct sm *sm = tm_sm(tm);
 	struct tm_ref smroot = sm_root(sm);
@@ -289,9 +299,10 @@ int check_run(struct tm *tm, const struct check_root *roots, unsigned int nr,
 	if (st.data_used != data_used || st.meta_nodes != meta_nodes ||
 	    st.meta_chunks != chunks) {
 		rep->counter_errors++;
-		msg(&ck, "usage counters: %" PRIu64 " blocks, %" PRIu64
-			 " nodes, %" PRIu64 " chunks recorded; %" PRIu64
-			 ", %" PRIu64 ", %" PRIu64 " found",
+		msg(&ck,
+		    "usage counters: %" PRIu64 " blocks, %" PRIu64
+		    " nodes, %" PRIu64 " chunks recorded; %" PRIu64 ", %" PRIu64
+		    ", %" PRIu64 " found",
 		    st.data_used, st.meta_nodes, st.meta_chunks, data_used,
 		    meta_nodes, chunks);
 	}

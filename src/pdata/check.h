@@ -31,18 +31,18 @@ struct check;
 struct btree_info;
 
 struct check_root {
-	unsigned int slot;		/* tm_root slot */
-	const struct btree_info *info;	/* how to walk it */
-	const char *name;		/* for messages */
+	unsigned int slot;	       /* tm_root slot */
+	const struct btree_info *info; /* how to walk it */
+	const char *name;	       /* for messages */
 };
 
 struct check_report {
-	uint64_t nodes;		/* distinct metadata nodes visited */
-	uint64_t node_refs;	/* references to them */
-	uint64_t data_refs;	/* references to pool blocks */
-	uint64_t errors;	/* structural errors */
-	uint64_t leaks;		/* counts higher than references */
-	uint64_t missing;	/* counts lower than references */
+	uint64_t nodes;		 /* distinct metadata nodes visited */
+	uint64_t node_refs;	 /* references to them */
+	uint64_t data_refs;	 /* references to pool blocks */
+	uint64_t errors;	 /* structural errors */
+	uint64_t leaks;		 /* counts higher than references */
+	uint64_t missing;	 /* counts lower than references */
 	uint64_t counter_errors; /* superblock usage counters wrong */
 };
 
@@ -71,7 +71,7 @@ void check_tree(struct check *ck, const struct btree_info *info,
 		const struct tm_ref *root);
 /* Report a structural problem (one line, formatted). */
 void check_error(struct check *ck, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
+    __attribute__((format(printf, 2, 3)));
 struct tm *check_tm(struct check *ck);
 
 #endif

@@ -30,7 +30,7 @@
 
 #include "util/endian.h"
 
-#define PD_NODE_SIZE 4096u
+#define PD_NODE_SIZE  4096u
 #define PD_NODE_SHIFT 12
 
 /* Node kinds (disk_node_header.magic), ASCII for hexdump readers. */
@@ -79,18 +79,18 @@ static inline void ref_from_disk(struct tm_ref *r, const struct disk_ref *d)
 static inline void ref_store(void *p, const struct tm_ref *r)
 {
 	put_le64(p, r->blocknr);
-	put_le64((uint8_t *)p + 8, r->gen);
+	put_le64((uint8_t *) p + 8, r->gen);
 }
 
 static inline void ref_load(struct tm_ref *r, const void *p)
 {
 	r->blocknr = get_le64(p);
-	r->gen = get_le64((const uint8_t *)p + 8);
+	r->gen = get_le64((const uint8_t *) p + 8);
 }
 
 static inline const struct disk_node_header *node_hdr(const void *data)
 {
-	return (const struct disk_node_header *)data;
+	return (const struct disk_node_header *) data;
 }
 
 #endif

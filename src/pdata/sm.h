@@ -53,18 +53,18 @@ enum sm_space { SM_DATA = 0, SM_META = 1 };
 #define SM_COUNT_MAX 0xffffffffu
 
 struct sm_stats {
-	uint64_t nr_blocks;	/* pool blocks in the allocatable range */
-	uint64_t data_used;	/* blocks with a count, chunks included */
-	uint64_t meta_chunks;	/* blocks holding metadata nodes */
-	uint64_t meta_nodes;	/* metadata nodes in use */
-	uint64_t pending_free;	/* freed this transaction, free at commit */
-	uint64_t allocatable;	/* could be allocated now */
-	uint64_t reserve;	/* R, in blocks */
-	uint64_t flush_rounds;	/* sm_flush rounds since open (cumulative) */
+	uint64_t nr_blocks;	 /* pool blocks in the allocatable range */
+	uint64_t data_used;	 /* blocks with a count, chunks included */
+	uint64_t meta_chunks;	 /* blocks holding metadata nodes */
+	uint64_t meta_nodes;	 /* metadata nodes in use */
+	uint64_t pending_free;	 /* freed this transaction, free at commit */
+	uint64_t allocatable;	 /* could be allocated now */
+	uint64_t reserve;	 /* R, in blocks */
+	uint64_t flush_rounds;	 /* sm_flush rounds since open (cumulative) */
 	uint64_t flush_tree_ops; /* tree changes by sm_flush (cumulative) */
-	uint64_t commit_need;	/* sm_commit_need now */
-	uint64_t need_exceeded;	/* commits that took more (cumulative) */
-	uint64_t secured;	/* free blocks reserved in the file (rule 7) */
+	uint64_t commit_need;	 /* sm_commit_need now */
+	uint64_t need_exceeded;	 /* commits that took more (cumulative) */
+	uint64_t secured;	 /* free blocks reserved in the file (rule 7) */
 };
 
 /*
@@ -206,9 +206,9 @@ struct tm_ref sm_root(const struct sm *sm);
  *   10  SM_META   metadata node number      value: count
  *   11  chunk     pool block holding nodes  value: 0 (the record itself)
  */
-#define SM_KEY_META (2ull << 62)
-#define SM_KEY_CHUNK (3ull << 62)
+#define SM_KEY_META	  (2ull << 62)
+#define SM_KEY_CHUNK	  (3ull << 62)
 #define SM_KEY_SPACE_MASK (3ull << 62)
-#define SM_TREE_TAG 0x50414d53u /* "SMAP" */
+#define SM_TREE_TAG	  0x50414d53u /* "SMAP" */
 
 #endif

@@ -32,10 +32,10 @@
 #include "util/endian.h"
 #include "util/log.h"
 
-#define SB_FORMAT_MAGIC "thinvol"
-#define SB_VERSION TM_FORMAT_VERSION
+#define SB_FORMAT_MAGIC	   "thinvol"
+#define SB_VERSION	   TM_FORMAT_VERSION
 #define DEFAULT_BLOCK_SIZE (64u << 10)
-#define DEFAULT_CACHE (64u << 20)
+#define DEFAULT_CACHE	   (64u << 20)
 
 struct disk_superblock {
 	struct disk_node_header hdr; /* magic PD_MAGIC_SUPER, blocknr 0/1 */
@@ -45,12 +45,12 @@ struct disk_superblock {
 	uint32_t block_size;	     /* le32: bytes, power of two */
 	uint32_t flags;		     /* le32: none defined, must be 0 */
 	uint8_t uuid[16];
-	uint64_t txn;		/* le64: == hdr.gen; superblock txn % 2 */
-	uint64_t nr_blocks;	/* le64: pool blocks, device size / bs */
-	uint64_t first_block;	/* le64: first allocatable block */
-	uint64_t data_used;	/* le64: blocks with a count (chunks too) */
-	uint64_t meta_nodes;	/* le64: metadata nodes in use */
-	uint64_t meta_chunks;	/* le64: blocks holding metadata */
+	uint64_t txn;	      /* le64: == hdr.gen; superblock txn % 2 */
+	uint64_t nr_blocks;   /* le64: pool blocks, device size / bs */
+	uint64_t first_block; /* le64: first allocatable block */
+	uint64_t data_used;   /* le64: blocks with a count (chunks too) */
+	uint64_t meta_nodes;  /* le64: metadata nodes in use */
+	uint64_t meta_chunks; /* le64: blocks holding metadata */
 	struct disk_ref sm_root;
 	struct disk_ref roots[TM_NR_ROOTS];
 	uint8_t user[TM_USER_BYTES];
@@ -83,10 +83,10 @@ struct tm {
 	struct sb_state cur; /* cur.txn: the open transaction */
 	struct sb_state com; /* last committed */
 
-	bool sm_loading;  /* sm_open is reading the sm tree (tm_read) */
-	int err;	  /* poisons the transaction */
-	bool read_only;	  /* in doubt: an error after the superblock
-			   * write began (rule 4) */
+	bool sm_loading; /* sm_open is reading the sm tree (tm_read) */
+	int err;	 /* poisons the transaction */
+	bool read_only;	 /* in doubt: an error after the superblock
+			  * write began (rule 4) */
 	/*
 	 * Generation stamped on the nodes of the open transaction:
 	 * (txn << TM_GEN_RAND_BITS) | random bits, new for every attempt.  A
@@ -98,7 +98,7 @@ struct tm {
 	 */
 	uint64_t node_gen;
 	uint64_t gen_seq;
-	uint64_t share_seq; /* tm_share_seq */
+	uint64_t share_seq;			/* tm_share_seq */
 	uint64_t sb_meta_nodes, sb_meta_chunks; /* as the superblock says */
 	/* The slot whose superblock did not validate at open while the
 	 * other did (-1: none), until a commit rewrites it. */
@@ -201,11 +201,11 @@ static int sb_write(struct io_dev *dev, const struct disk_superblock *sb)
 
 int tm_format(struct io_dev *dev, const struct tm_format_opts *opts)
 {
-	uint32_t bs = opts && opts->block_size ? opts->block_size
-					       : DEFAULT_BLOCK_SIZE;
+	uint32_t bs =
+	    opts && opts->block_size ? opts->block_size : DEFAULT_BLOCK_SIZE;
 	struct disk_superblock *sb;
-	struct sm_stats st = { 0 };
-	struct tm tm = { 0 };
+	struct sm_stats st = {0};
+	struct tm tm = {0};
 	uint64_t nr_blocks;
 	int r;
 
@@ -243,7 +243,7 @@ int tm_format(struct io_dev *dev, const struct tm_format_opts *opts)
 	 * failed and the caller reports it.
 	 */
 	for (uint64_t txn = 0; txn < 2; txn++) {
-		struct sb_state s = { .txn = txn, .nr_blocks = nr_blocks };
+		struct sb_state s = {.txn = txn, .nr_blocks = nr_blocks};
 
 		if (opts && opts->user)
 			memcpy(s.user, opts->user, TM_USER_BYTES);
@@ -264,7 +264,7 @@ out:
 static int sb_parse(const struct io_dev *dev, const struct disk_superblock *sb,
 		    uint64_t slot, struct tm *tm, struct sb_state *s)
 {
-	struct bc_expect exp = { .magic = PD_MAGIC_SUPER };
+	struct bc_expect exp = {.magic = PD_MAGIC_SUPER};
 	uint64_t tag = get_le64(sb->uuid);
 	uint32_t bs = le32_to_cpu(sb->block_size);
 	uint64_t txn = le64_to_cpu(sb->txn);
@@ -282,8 +282,7 @@ static int sb_parse(const struct io_dev *dev, const struct disk_superblock *sb,
 			  dev->name, slot, le32_to_cpu(sb->version));
 		return -EUCLEAN;
 	}
-	if (!is_pow2(bs) || bs < TM_MIN_BLOCK_SIZE ||
-	    bs > TM_MAX_BLOCK_SIZE ||
+	if (!is_pow2(bs) || bs < TM_MIN_BLOCK_SIZE || bs > TM_MAX_BLOCK_SIZE ||
 	    le64_to_cpu(sb->first_block) != first_block_for(bs) ||
 	    txn != le64_to_cpu(sb->hdr.gen) || txn % 2 != slot) {
 		log_error("%s: superblock %" PRIu64 ": inconsistent fields",
@@ -297,8 +296,8 @@ static int sb_parse(const struct io_dev *dev, const struct disk_superblock *sb,
 	s->meta_chunks = le64_to_cpu(sb->meta_chunks);
 	if (s->nr_blocks <= first_block_for(bs) ||
 	    s->data_used > s->nr_blocks) {
-		log_error("%s: superblock %" PRIu64
-			  ": bad size (%" PRIu64 " blocks, %" PRIu64 " used)",
+		log_error("%s: superblock %" PRIu64 ": bad size (%" PRIu64
+			  " blocks, %" PRIu64 " used)",
 			  dev->name, slot, s->nr_blocks, s->data_used);
 		return -EUCLEAN;
 	}
@@ -331,13 +330,13 @@ static int read_superblocks(struct tm *tm)
 			break;
 		}
 		r = io_read(tm->dev, sb, sizeof(*sb),
-			    (uint64_t)i << PD_NODE_SHIFT);
+			    (uint64_t) i << PD_NODE_SHIFT);
 		if (r < 0) {
 			log_error("%s: reading superblock %d: %s",
 				  tm->dev->name, i, strerror(-r));
 			goto out;
 		}
-		ok[i] = sb_parse(tm->dev, sb, (uint64_t)i, &t[i], &s[i]) == 0;
+		ok[i] = sb_parse(tm->dev, sb, (uint64_t) i, &t[i], &s[i]) == 0;
 		if (ok[i] && (best < 0 || s[i].txn > s[best].txn))
 			best = i;
 	}
@@ -389,8 +388,8 @@ out:
 int tm_open(struct io_dev *dev, const struct tm_open_opts *opts,
 	    struct tm **out)
 {
-	size_t cache = opts && opts->cache_bytes ? opts->cache_bytes
-						 : DEFAULT_CACHE;
+	size_t cache =
+	    opts && opts->cache_bytes ? opts->cache_bytes : DEFAULT_CACHE;
 	struct tm *tm = calloc(1, sizeof(*tm));
 	int r;
 
@@ -482,9 +481,9 @@ static int sb_begin(struct tm *tm, struct disk_superblock **out)
 
 int tm_settle(struct tm *tm)
 {
-	struct sm_stats st = { .data_used = tm->com.data_used,
-			       .meta_nodes = tm->sb_meta_nodes,
-			       .meta_chunks = tm->sb_meta_chunks };
+	struct sm_stats st = {.data_used = tm->com.data_used,
+			      .meta_nodes = tm->sb_meta_nodes,
+			      .meta_chunks = tm->sb_meta_chunks};
 	struct disk_superblock *sb;
 	int r = sb_begin(tm, &sb);
 
@@ -515,8 +514,8 @@ void tm_poison(struct tm *tm, int err)
  * the data ranges, sorted and merged, then one ranged sync with the slot
  * the new superblock goes to as the barrier.
  */
-static int sync_nodes_and(struct tm *tm, const struct io_range *data,
-			  size_t n, const struct io_range *slot)
+static int sync_nodes_and(struct tm *tm, const struct io_range *data, size_t n,
+			  const struct io_range *slot)
 {
 	const struct io_range *w;
 	struct io_range *v;
@@ -547,8 +546,8 @@ int tm_commit(struct tm *tm)
 int tm_commit_ranged(struct tm *tm, const struct io_range *data, size_t n)
 {
 	bool ranged = n != SIZE_MAX && (tm->dev->flags & IO_DEV_RANGED_SYNC);
-	struct io_range slot = { (tm->cur.txn % 2) << PD_NODE_SHIFT,
-				 PD_NODE_SIZE };
+	struct io_range slot = {(tm->cur.txn % 2) << PD_NODE_SHIFT,
+				PD_NODE_SIZE};
 	struct disk_superblock *sb;
 	struct sm_stats st, st0;
 	uint64_t t0, t1, t2, t3;
@@ -693,8 +692,7 @@ struct tm_ref *tm_root(struct tm *tm, unsigned int slot)
 	return slot < TM_NR_ROOTS ? &tm->cur.roots[slot] : NULL;
 }
 
-const struct tm_ref *tm_committed_root(const struct tm *tm,
-				       unsigned int slot)
+const struct tm_ref *tm_committed_root(const struct tm *tm, unsigned int slot)
 {
 	return slot < TM_NR_ROOTS ? &tm->com.roots[slot] : NULL;
 }

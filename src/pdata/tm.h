@@ -72,8 +72,8 @@ struct tm;
 struct sm;
 
 #define TM_FORMAT_VERSION 1
-#define TM_NR_ROOTS 8
-#define TM_USER_BYTES 512
+#define TM_NR_ROOTS	  8
+#define TM_USER_BYTES	  512
 #define TM_MIN_BLOCK_SIZE 4096u
 #define TM_MAX_BLOCK_SIZE (1u << 30)
 
@@ -104,8 +104,8 @@ struct tm_hooks {
 };
 
 struct tm_open_opts {
-	size_t cache_bytes; /* metadata cache budget; 0 = 64 MiB */
-	bool read_only;	    /* never write (commit returns -EROFS) */
+	size_t cache_bytes;	      /* metadata cache budget; 0 = 64 MiB */
+	bool read_only;		      /* never write (commit returns -EROFS) */
 	const struct tm_hooks *hooks; /* copied; NULL: none */
 };
 
@@ -158,10 +158,9 @@ void tm_poison(struct tm *tm, int err);
  * that a test can make it fail and check the fallback (tm.c,
  * new_node_gen).  Process-wide; set it while no store is open.
  */
-void tm_set_getrandom(ssize_t (*fn)(void *buf, size_t len,
-				    unsigned int flags));
+void tm_set_getrandom(ssize_t (*fn)(void *buf, size_t len, unsigned int flags));
 
-uint64_t tm_txn(const struct tm *tm);		/* the open transaction */
+uint64_t tm_txn(const struct tm *tm); /* the open transaction */
 /* The metadata counters the committed superblock records (for check). */
 void tm_sb_counters(const struct tm *tm, uint64_t *meta_nodes,
 		    uint64_t *meta_chunks);
@@ -178,14 +177,13 @@ uint8_t *tm_user(struct tm *tm);
  * be read while a transaction is open (rule 1: nothing they reference is
  * written, and rule 2: nothing they reference is reused), e.g. to ask what
  * the committed state shows. */
-const struct tm_ref *tm_committed_root(const struct tm *tm,
-				       unsigned int slot);
+const struct tm_ref *tm_committed_root(const struct tm *tm, unsigned int slot);
 
 /* Geometry. */
 uint32_t tm_block_size(const struct tm *tm);
-uint64_t tm_nr_blocks(const struct tm *tm);  /* pool blocks on the device */
+uint64_t tm_nr_blocks(const struct tm *tm);   /* pool blocks on the device */
 uint64_t tm_first_block(const struct tm *tm); /* first allocatable block */
-const uint8_t *tm_uuid(const struct tm *tm);	/* 16 bytes */
+const uint8_t *tm_uuid(const struct tm *tm);  /* 16 bytes */
 uint64_t tm_pool_tag(const struct tm *tm);
 struct sm *tm_sm(struct tm *tm);
 const struct tm_hooks *tm_hooks(const struct tm *tm);

@@ -62,7 +62,7 @@
 #include "io/io.h"
 #include "thin/thin-ext.h"
 
-#define CHUNK (1u << 20)
+#define CHUNK	       (1u << 20)
 #define FILE_STUCK_MAX 16 /* rule 3 */
 
 #ifndef MIN
@@ -83,32 +83,32 @@ enum fop {
 /* The client's file (rules 1 and 2). */
 struct file {
 	/* set before the first call, then the thread's to read */
-	int fd;		  /* the file: a duplicate when threaded */
-	int pfd;	  /* the pool's storage, likewise; -1: in memory */
+	int fd;	 /* the file: a duplicate when threaded */
+	int pfd; /* the pool's storage, likewise; -1: in memory */
 	bool threaded;
 	bool import;
-	char name[256];	  /* the file as the user named it (messages) */
-	uint8_t *buf;	  /* the chunk buffer, owned here */
+	char name[256]; /* the file as the user named it (messages) */
+	uint8_t *buf;	/* the chunk buffer, owned here */
 	size_t buf_len;
 	/* an export's hold on its target (FOP_CHECK) */
 	struct io_claim *claim;
-	int wfd;	  /* what writes go through: fd, or the claim's
-			   * exclusive descriptor of a block device */
+	int wfd; /* what writes go through: fd, or the claim's
+		  * exclusive descriptor of a block device */
 	/* one call at a time; lock guards what follows */
 	pthread_mutex_t lock;
 	pthread_cond_t cv;
-	int done_fd;	  /* eventfd: the call returned */
-	int refs;	  /* the copy's and the thread's */
-	bool busy;	  /* a call is asked for or running */
-	bool quit;	  /* the copy is done with the file */
-	bool stuck;	  /* abandoned in a call: counted in file_stuck */
+	int done_fd; /* eventfd: the call returned */
+	int refs;    /* the copy's and the thread's */
+	bool busy;   /* a call is asked for or running */
+	bool quit;   /* the copy is done with the file */
+	bool stuck;  /* abandoned in a call: counted in file_stuck */
 	enum fop op;
 	size_t pos, len;
 	int64_t off;
 	int whence;
-	int64_t ret;	  /* >= 0, or -errno */
+	int64_t ret; /* >= 0, or -errno */
 	struct stat st;
-	char msg[1024];	  /* FOP_CHECK: what it found, for c->msg */
+	char msg[1024]; /* FOP_CHECK: what it found, for c->msg */
 };
 
 /* Abandoned threads still in a call (rule 3). */
@@ -164,8 +164,7 @@ static bool all_zero(const uint8_t *p, size_t len)
 /* The end of the run of blocks of k->buf[pos, len) of one kind, all zero
  * or not (*zero says which), from pos: blocks of k->bs bytes, the last
  * one maybe shorter.  pos < len. */
-static size_t same_run(const struct copy *k, size_t pos, size_t len,
-		       bool *zero)
+static size_t same_run(const struct copy *k, size_t pos, size_t len, bool *zero)
 {
 	size_t end = pos;
 
@@ -288,25 +287,26 @@ static void run_op(struct file *f)
 		return;
 	case FOP_READ:
 		do {
-			n = f->off >= 0 ? pread(f->fd, p, f->len, (off_t)f->off)
-					: read(f->fd, p, f->len);
+			n = f->off >= 0
+				? pread(f->fd, p, f->len, (off_t) f->off)
+				: read(f->fd, p, f->len);
 		} while (n < 0 && errno == EINTR);
 		f->ret = n < 0 ? -errno : n;
 		return;
 	case FOP_WRITE:
 		do {
 			n = f->off >= 0
-				? pwrite(f->wfd, p, f->len, (off_t)f->off)
+				? pwrite(f->wfd, p, f->len, (off_t) f->off)
 				: write(f->wfd, p, f->len);
 		} while (n < 0 && errno == EINTR);
 		f->ret = n < 0 ? -errno : n;
 		return;
 	case FOP_SEEK:
-		o = lseek(f->fd, (off_t)f->off, f->whence);
+		o = lseek(f->fd, (off_t) f->off, f->whence);
 		f->ret = o < 0 ? -errno : o;
 		return;
 	case FOP_TRUNCATE:
-		f->ret = ftruncate(f->wfd, (off_t)f->off) < 0 ? -errno : 0;
+		f->ret = ftruncate(f->wfd, (off_t) f->off) < 0 ? -errno : 0;
 		return;
 	case FOP_SYNC:
 		f->ret = fsync(f->wfd) < 0 ? -errno : 0;
@@ -501,7 +501,7 @@ static int file_stat(struct copy *k, struct stat *st)
 
 	k->f->op = FOP_STAT;
 	r = file_call(k);
-	if (r == 0 && (r = (int)k->f->ret) < 0)
+	if (r == 0 && (r = (int) k->f->ret) < 0)
 		return copy_err(k, -EIO, "%s: %s", k->c->file, strerror(-r));
 	if (r == 0)
 		*st = k->f->st;
@@ -515,7 +515,7 @@ static int file_check(struct copy *k)
 
 	k->f->op = FOP_CHECK;
 	r = file_call(k);
-	if (r == 0 && (r = (int)k->f->ret) < 0)
+	if (r == 0 && (r = (int) k->f->ret) < 0)
 		return copy_err(k, r, "%s", k->f->msg);
 	return r;
 }
@@ -529,10 +529,10 @@ static ssize_t file_rw(struct copy *k, bool out, void *buf, size_t len,
 	struct file *f = k->f;
 	int r;
 
-	assert((uint8_t *)buf >= f->buf &&
-	       (uint8_t *)buf + len <= f->buf + f->buf_len);
+	assert((uint8_t *) buf >= f->buf &&
+	       (uint8_t *) buf + len <= f->buf + f->buf_len);
 	f->op = out ? FOP_WRITE : FOP_READ;
-	f->pos = (size_t)((uint8_t *)buf - f->buf);
+	f->pos = (size_t) ((uint8_t *) buf - f->buf);
 	f->len = len;
 	f->off = off;
 	r = file_call(k);
@@ -540,8 +540,9 @@ static ssize_t file_rw(struct copy *k, bool out, void *buf, size_t len,
 		return r;
 	if (f->ret < 0)
 		return copy_err(k, -EIO, "%s: %s: %s", k->c->file,
-				out ? "write" : "read", strerror((int)-f->ret));
-	return (ssize_t)f->ret;
+				out ? "write" : "read",
+				strerror((int) -f->ret));
+	return (ssize_t) f->ret;
 }
 
 /* lseek: the offset, or -errno (no message: the caller's to say). */
@@ -569,7 +570,7 @@ static int file_finish(struct copy *k, enum fop op, int64_t len)
 	if (r == 0 && f->ret < 0)
 		r = copy_err(k, -EIO, "%s: %s: %s", k->c->file,
 			     op == FOP_SYNC ? "sync" : "truncate",
-			     strerror((int)-f->ret));
+			     strerror((int) -f->ret));
 	return r;
 }
 
@@ -792,8 +793,8 @@ static int import_run(struct copy *k, int fd, const struct stat *st)
 			return import_zero(k, unmapped, off, vsize - off);
 		if (seek_data) {
 			/* skip the hole at off, in whole blocks */
-			int64_t d = file_seek(k, (int64_t) off, SEEK_DATA,
-					      &gave_up);
+			int64_t d =
+			    file_seek(k, (int64_t) off, SEEK_DATA, &gave_up);
 			uint64_t data;
 
 			if (gave_up)

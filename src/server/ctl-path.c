@@ -31,15 +31,13 @@ int ctl_socket_path(const char *pool_path, const char *suffix, char *out,
 	} else {
 		char *real = realpath(pool_path, NULL);
 
-		n = snprintf(out, max, "%s%s", real ? real : pool_path,
-			     suffix);
+		n = snprintf(out, max, "%s%s", real ? real : pool_path, suffix);
 		free(real);
 		/* too long to sit beside the file: in the run directory,
 		 * named after what the file is, not after its path */
-		if ((n < 0 || (size_t) n >= max) &&
-		    stat(pool_path, &st) == 0 && S_ISREG(st.st_mode))
-			n = snprintf(out, max,
-				     CTL_RUN_DIR "/file-%u:%u-%ju%s",
+		if ((n < 0 || (size_t) n >= max) && stat(pool_path, &st) == 0 &&
+		    S_ISREG(st.st_mode))
+			n = snprintf(out, max, CTL_RUN_DIR "/file-%u:%u-%ju%s",
 				     major(st.st_dev), minor(st.st_dev),
 				     (uintmax_t) st.st_ino, suffix);
 	}

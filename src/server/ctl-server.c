@@ -372,7 +372,7 @@ int ctl_server_start(const char *path, struct tv_pool *pool,
 		return -ENOMEM;
 	srv->pool = pool;
 	srv->hooks = hooks;
-	srv->sock = (struct usock)USOCK_INIT;
+	srv->sock = (struct usock) USOCK_INIT;
 	if (pipe2(srv->stop_pipe, O_CLOEXEC) < 0) {
 		r = -errno;
 		goto out_free;

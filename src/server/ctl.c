@@ -174,7 +174,7 @@ struct req {
 	const struct json_value *args; /* an object */
 	int fd;
 	const struct ctl_wait *wait; /* or NULL */
-	FILE *out; /* the result value */
+	FILE *out;		     /* the result value */
 	int err;
 	char msg[1280];
 	bool has_index;
@@ -448,8 +448,9 @@ int ctl_pool_reopen(struct tv_pool *pool, const struct ctl_hooks *hooks,
 	 * on the reopened pool.  Once it ran into the read-only pool it
 	 * fails and ends; until then, no reopen. */
 	if (atomic_load(&imports_running)) {
-		snprintf(msg, msglen, "an import is running through the "
-				      "daemon: reopen once it has ended");
+		snprintf(msg, msglen,
+			 "an import is running through the "
+			 "daemon: reopen once it has ended");
 		return -EBUSY;
 	}
 	/* the probe first: nobody is disconnected for a reopen that the
@@ -1051,8 +1052,7 @@ int ctl_handle(struct tv_pool *pool, const struct ctl_hooks *hooks,
 	       const struct ctl_wait *wait, const char *line, size_t len,
 	       int fd, char **reply, size_t *reply_len)
 {
-	struct req q = {
-	    .pool = pool, .hooks = hooks, .fd = fd, .wait = wait};
+	struct req q = {.pool = pool, .hooks = hooks, .fd = fd, .wait = wait};
 	struct json_value *doc = NULL;
 	struct json_error jerr;
 	char *res = NULL, *buf = NULL;

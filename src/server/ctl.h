@@ -22,7 +22,7 @@
 #include "thinvol.h"
 
 #define CTL_PROTO_VERSION 1
-#define CTL_MAX_LINE (1u << 20) /* bytes of one request or reply line */
+#define CTL_MAX_LINE	  (1u << 20) /* bytes of one request or reply line */
 
 /*
  * What the daemon does around metadata changes that affect NBD clients.

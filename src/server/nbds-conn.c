@@ -95,10 +95,10 @@
 #include "util/clock.h"
 #include "util/log.h"
 
-#define NBDS_SHUTDOWN_GRACE_S 5 /* replies still pending at shutdown */
-#define NBDS_THREAD_RESERVE 64	/* tasks kept from the NBD connections */
+#define NBDS_SHUTDOWN_GRACE_S 5	 /* replies still pending at shutdown */
+#define NBDS_THREAD_RESERVE   64 /* tasks kept from the NBD connections */
 #define NBDS_WATCHDOG_TICK_NS (250ull * 1000 * 1000) /* while contended */
-#define NS_PER_S 1000000000ull
+#define NS_PER_S	      1000000000ull
 
 /* ---- the gone flag and killing (rules 5, 6) ---- */
 
@@ -195,14 +195,13 @@ struct candidate {
 
 static int by_addr(const void *a, const void *b)
 {
-	return strcmp(((const struct candidate *)a)->c->addr,
-		      ((const struct candidate *)b)->c->addr);
+	return strcmp(((const struct candidate *) a)->c->addr,
+		      ((const struct candidate *) b)->c->addr);
 }
 
 /* The oldest counted connection still in its handshake, of addr (NULL:
  * any): what is closed when the list of candidates cannot be made. */
-static struct conn *oldest_negotiating_locked(struct nbds *s,
-					      const char *addr)
+static struct conn *oldest_negotiating_locked(struct nbds *s, const char *addr)
 {
 	struct conn *old = NULL;
 
@@ -265,9 +264,8 @@ static struct conn *victim_locked(struct nbds *s, const char *addr)
 static bool evict_locked(struct nbds *s, const char *addr, const char *why,
 			 const struct conn *by)
 {
-	static const char *const how[] = { "has sent nothing",
-					   "is negotiating",
-					   "is negotiating over TLS" };
+	static const char *const how[] = {"has sent nothing", "is negotiating",
+					  "is negotiating over TLS"};
 	struct conn *old = victim_locked(s, addr);
 
 	if (!old)
@@ -296,8 +294,7 @@ int nbds_conn_admit(struct nbds *s, struct conn *c)
 			n += o->counted && !strcmp(o->addr, c->addr);
 		snprintf(why, sizeof(why), "%u connections from %s", n,
 			 c->addr);
-		if (n >= s->max_per_peer &&
-		    !evict_locked(s, c->addr, why, c)) {
+		if (n >= s->max_per_peer && !evict_locked(s, c->addr, why, c)) {
 			nbds_note(s, LOG_LVL_WARN,
 				  "%s: refused: %s already (the limit per "
 				  "address, --max-connections-per-peer)",
@@ -371,7 +368,7 @@ int nbds_conn_attach(struct conn *c, const struct tv_vol_info *v)
 /* ---- new and released connections ---- */
 
 struct conn *nbds_conn_new(struct nbds *s, int fd, const char *peer,
-		      const char *addr)
+			   const char *addr)
 {
 	struct conn *c = calloc(1, sizeof(*c));
 
@@ -638,11 +635,11 @@ static uint64_t cgroup_room(const char *root, const char *dir)
 	for (;;) {
 		uint64_t max, cur;
 
-		snprintf(path, sizeof(path), "%s%.*s/pids.max", root, (int)n,
+		snprintf(path, sizeof(path), "%s%.*s/pids.max", root, (int) n,
 			 dir);
 		if (read_count(path, &max) && max != UINT64_MAX) {
 			snprintf(path, sizeof(path), "%s%.*s/pids.current",
-				 root, (int)n, dir);
+				 root, (int) n, dir);
 			if (!read_count(path, &cur))
 				cur = 0;
 			if (max - MIN(max, cur) < room)
@@ -697,7 +694,8 @@ static uint64_t task_room(void)
 			if (r == UINT64_MAX)
 				r = cgroup_room("/sys/fs/cgroup/unified", dir);
 		} else {
-			for (char *t = strtok(ctl, ","); t; t = strtok(NULL, ","))
+			for (char *t = strtok(ctl, ","); t;
+			     t = strtok(NULL, ","))
 				if (!strcmp(t, "pids"))
 					r = cgroup_room("/sys/fs/cgroup/pids",
 							dir);
@@ -722,10 +720,10 @@ static void set_threads(struct nbds *s, unsigned int max_threads)
 			return;
 		}
 	}
-	avail = max_threads ? room
+	avail = max_threads			 ? room
 		: room > 2 * NBDS_THREAD_RESERVE ? room - NBDS_THREAD_RESERVE
 						 : room / 2;
-	conns = MAX(MIN(avail / 2, (uint64_t)UINT_MAX), 1);
+	conns = MAX(MIN(avail / 2, (uint64_t) UINT_MAX), 1);
 	if (s->max_conns > conns)
 		log_warn("at most %" PRIu64 " NBD connections, not %u: %" PRIu64
 			 " threads may be started (RLIMIT_NPROC, pids.max, "
@@ -735,9 +733,9 @@ static void set_threads(struct nbds *s, unsigned int max_threads)
 			 max_threads ? 0 : NBDS_THREAD_RESERVE);
 	/* no limit (0) becomes this one: each connection takes a thread */
 	if (!s->max_conns || s->max_conns > conns)
-		s->max_conns = (unsigned int)conns;
-	s->max_helpers = (unsigned int)MIN(avail - MIN(avail, s->max_conns),
-					   (uint64_t)UINT_MAX - 1);
+		s->max_conns = (unsigned int) conns;
+	s->max_helpers = (unsigned int) MIN(avail - MIN(avail, s->max_conns),
+					    (uint64_t) UINT_MAX - 1);
 }
 
 /* ---- the watchdog (rules 2, 4) ---- */
@@ -763,14 +761,14 @@ static bool too_slow(const struct nbds *s, uint64_t since, uint64_t moved,
 
 	if (!since || since >= now || now - since < s->stall_ns)
 		return false;
-	t = (double)(now - since) / NS_PER_S;
+	t = (double) (now - since) / NS_PER_S;
 	*secs = t;
-	return (double)moved < t * NBDS_MIN_RATE;
+	return (double) moved < t * NBDS_MIN_RATE;
 }
 
 /* The write payload c's reader waits for. */
-static bool payload_too_slow(const struct nbds *s, struct conn *c,
-			     uint64_t now, double *secs, uint64_t *moved)
+static bool payload_too_slow(const struct nbds *s, struct conn *c, uint64_t now,
+			     double *secs, uint64_t *moved)
 {
 	uint64_t since = atomic_load(&c->rx_since);
 	uint64_t from = atomic_load(&c->rx_from);
@@ -783,8 +781,8 @@ static bool payload_too_slow(const struct nbds *s, struct conn *c,
 
 /* The reply being sent on c (xport.h: tx_since is stable around the
  * read of tx_from). */
-static bool reply_too_slow(const struct nbds *s, struct conn *c,
-			   uint64_t now, double *secs, uint64_t *moved)
+static bool reply_too_slow(const struct nbds *s, struct conn *c, uint64_t now,
+			   double *secs, uint64_t *moved)
 {
 	uint64_t since = atomic_load(&c->x.tx_since);
 	uint64_t from = atomic_load(&c->x.tx_from);
@@ -806,7 +804,7 @@ static uint64_t watch_locked(struct nbds *s, uint64_t now)
 	/* A reader that starts waiting for memory cannot wake us (it holds
 	 * mem_lock and a read_lock, under which srv->lock may not be
 	 * taken): with the stall rule on, look at least once a second. */
-	uint64_t next = !s->stall_ns ? 0
+	uint64_t next = !s->stall_ns	  ? 0
 			: short_of_memory ? now + NBDS_WATCHDOG_TICK_NS
 					  : now + NS_PER_S;
 
@@ -826,7 +824,7 @@ static uint64_t watch_locked(struct nbds *s, uint64_t now)
 					  "%.1f s (--handshake-timeout): "
 					  "closing",
 					  c->peer,
-					  (double)s->handshake_ns / NS_PER_S);
+					  (double) s->handshake_ns / NS_PER_S);
 				conn_kill_locked(c);
 				continue;
 			}
@@ -871,8 +869,8 @@ static void *watchdog(void *arg)
 			pthread_cond_wait(&s->wd_cond, &s->lock);
 		} else {
 			struct timespec ts = {
-				.tv_sec = (time_t)(next / NS_PER_S),
-				.tv_nsec = (long)(next % NS_PER_S),
+			    .tv_sec = (time_t) (next / NS_PER_S),
+			    .tv_nsec = (long) (next % NS_PER_S),
 			};
 			pthread_cond_timedwait(&s->wd_cond, &s->lock, &ts);
 		}
@@ -890,8 +888,8 @@ static uint64_t default_memory(void)
 	uint64_t m = 1ull << 30;
 
 	if (pages > 0 && psize > 0 &&
-	    (uint64_t)pages * (uint64_t)psize / 4 < m)
-		m = (uint64_t)pages * (uint64_t)psize / 4;
+	    (uint64_t) pages * (uint64_t) psize / 4 < m)
+		m = (uint64_t) pages * (uint64_t) psize / 4;
 	return m < (128ull << 20) ? 128ull << 20 : m;
 }
 
@@ -918,8 +916,8 @@ static void set_slots(struct nbds *s)
 		slot = NBDS_SLOT_MIN;
 	reserve = slot * s->max_conns;
 	s->slot = slot;
-	s->mem_shared = reserve <= s->mem_max / 2 ? s->mem_max - reserve
-						  : s->mem_max / 2;
+	s->mem_shared =
+	    reserve <= s->mem_max / 2 ? s->mem_max - reserve : s->mem_max / 2;
 }
 
 int nbds_new(const struct nbds_opts *o, struct nbds **out)
@@ -936,8 +934,8 @@ int nbds_new(const struct nbds_opts *o, struct nbds **out)
 	s->verbose = o->verbose;
 	s->max_conns = o->max_connections;
 	s->max_per_peer = o->max_per_peer;
-	s->handshake_ns = (uint64_t)o->handshake_ms * 1000000;
-	s->stall_ns = (uint64_t)o->stall_ms * 1000000;
+	s->handshake_ns = (uint64_t) o->handshake_ms * 1000000;
+	s->stall_ns = (uint64_t) o->stall_ms * 1000000;
 	set_threads(s, o->max_threads);
 	s->mem_max = o->max_memory ? o->max_memory : default_memory();
 	set_slots(s);
@@ -1008,8 +1006,9 @@ int nbds_claim(struct nbds *s, uint64_t id, bool force, char *msg,
 	 * finish, those not begun are dropped, then they unregister. */
 	if (n) {
 		if (id)
-			log_info("disconnecting %zu client%s of volume #%" PRIu64,
-				 n, n == 1 ? "" : "s", id);
+			log_info(
+			    "disconnecting %zu client%s of volume #%" PRIu64, n,
+			    n == 1 ? "" : "s", id);
 		else
 			log_info("disconnecting every client (%zu)", n);
 		for (struct conn *c = s->conns; c; c = c->next)

@@ -45,7 +45,7 @@
 /* A connection's requests hold at most this much buffer memory at once:
  * two aligned requests of the largest size (a request alone may exceed
  * it: one always proceeds). */
-#define NBDS_CONN_MEMORY (2 * ((uint64_t)NBDS_MAX_REQUEST + NBDS_REQ_OVERHEAD))
+#define NBDS_CONN_MEMORY (2 * ((uint64_t) NBDS_MAX_REQUEST + NBDS_REQ_OVERHEAD))
 /* A connection's slot: one small request of its own in flight, whatever
  * the others hold (nbds-conn.c, rule 3): a quarter of the budget shared
  * out among max_conns, within these bounds.  32 KiB takes a 4 KiB read
@@ -60,7 +60,7 @@
 #define NBDS_READ_AHEAD (256u << 10)
 /* option or write data read and dropped; beyond, the connection ends */
 #define NBDS_MAX_DISCARD (64u << 20)
-#define NBDS_CONTEXT_ID 1 /* base:allocation */
+#define NBDS_CONTEXT_ID	 1 /* base:allocation */
 
 struct req {
 	uint16_t flags, type;
@@ -84,7 +84,7 @@ struct conn {
 	/* srv->lock */
 	bool registered; /* admitted (set before its threads start) */
 	bool attached;	 /* in transmission (no handshake deadline) */
-	bool counted;  /* counts against the connection limits */
+	bool counted;	 /* counts against the connection limits */
 	/* its TLS handshake succeeded (set by its thread, read by the
 	 * eviction, nbds-conn.c rule 1) */
 	atomic_bool secured;
@@ -94,7 +94,7 @@ struct conn {
 			   * reading, drop the requests not yet begun */
 
 	/* negotiated in the handshake */
-	bool fixed;	/* the client set FIXED_NEWSTYLE */
+	bool fixed; /* the client set FIXED_NEWSTYLE */
 	bool no_zeroes, structured, meta_alloc;
 	uint64_t meta_id; /* the volume SET_META_CONTEXT named */
 	uint64_t id;	  /* the volume, once in transmission (0 before) */
@@ -109,18 +109,18 @@ struct conn {
 	bool rdone;		   /* DISC, EOF or error: stop reading */
 	unsigned int nthreads;	   /* in the transmission */
 	unsigned int waiting;	   /* of which wait for their turn to read */
-	uint32_t poll_ns; /* read_lock: how long to poll for the next
-			   * request before sleeping (read_header) */
+	uint32_t poll_ns;	   /* read_lock: how long to poll for the next
+				    * request before sleeping (read_header) */
 
-	_Atomic uint64_t mem; /* bytes its requests hold */
+	_Atomic uint64_t mem;  /* bytes its requests hold */
 	atomic_bool slot_busy; /* a request holds its slot */
-	atomic_bool held_up;  /* its reader waits for the server's budget */
+	atomic_bool held_up;   /* its reader waits for the server's budget */
 	/* while a write's payload is read: since when (0: none), and the
 	 * x.rx_bytes of then (nbds-conn.c, rule 4) */
 	_Atomic uint64_t rx_since, rx_from;
-	atomic_bool ended; /* it reads no more requests (DISC, EOF...) */
-	uint64_t read_ahead;  /* bytes of its read-ahead buffer (its own
-			       * thread's) */
+	atomic_bool ended;   /* it reads no more requests (DISC, EOF...) */
+	uint64_t read_ahead; /* bytes of its read-ahead buffer (its own
+			      * thread's) */
 
 	pthread_mutex_t send_lock;
 	bool send_failed;
@@ -146,16 +146,16 @@ struct nbds {
 
 	/* the memory budget (nbds-conn.c, rule 3) */
 	uint64_t mem_max;
-	uint64_t slot;		/* bytes of a connection's slot */
-	uint64_t mem_shared;	/* what the requests beyond the slots share */
-	_Atomic uint64_t mem_reqs;	    /* held by requests */
-	_Atomic uint64_t mem_ra;	    /* by read-ahead buffers */
+	uint64_t slot;	     /* bytes of a connection's slot */
+	uint64_t mem_shared; /* what the requests beyond the slots share */
+	_Atomic uint64_t mem_reqs;	   /* held by requests */
+	_Atomic uint64_t mem_ra;	   /* by read-ahead buffers */
 	_Atomic unsigned int mem_sleepers; /* readers in the slow path */
 	pthread_mutex_t mem_lock;
-	pthread_cond_t mem_cond;   /* bytes freed, a connection gone */
-	bool mem_stop;		   /* mem_lock: shutting down */
-	unsigned int mem_waiters;  /* mem_lock: readers the server's budget
-				    * holds up (watchdog, rule 4) */
+	pthread_cond_t mem_cond;  /* bytes freed, a connection gone */
+	bool mem_stop;		  /* mem_lock: shutting down */
+	unsigned int mem_waiters; /* mem_lock: readers the server's budget
+				   * holds up (watchdog, rule 4) */
 
 	/* the watchdog thread (srv->lock) */
 	pthread_t wd_thread;
@@ -163,7 +163,7 @@ struct nbds {
 	bool wd_started, wd_stop;
 
 	/* the thread budget (nbds-conn.c, rule 7) */
-	atomic_uint helpers;	   /* threads beyond each connection's first */
+	atomic_uint helpers;	  /* threads beyond each connection's first */
 	unsigned int max_helpers; /* UINT_MAX: no limit */
 
 	pthread_mutex_t rmw_lock; /* unaligned writes (read-modify-write) */
@@ -187,12 +187,12 @@ int nbds_handshake(struct conn *c);
 /* Log a line about what a client did (a refusal, a protocol error): at
  * most a few a second, the rest counted. */
 void nbds_note(struct nbds *s, enum log_level lvl, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 
 /* A new connection on fd (owned by it from now on); NULL without
  * memory (fd is then closed). */
 struct conn *nbds_conn_new(struct nbds *s, int fd, const char *peer,
-		      const char *addr);
+			   const char *addr);
 /* Admit c into the registry, within the limits (making room by closing
  * the oldest connection still in its handshake, if that is allowed), or
  * refuse it: -EAGAIN (over a limit) or -ESHUTDOWN.  On failure c is

@@ -50,8 +50,7 @@ static int opt_reply(struct conn *c, uint32_t opt, uint32_t type,
 		     const void *data, uint32_t len)
 {
 	uint8_t h[20];
-	struct iovec iov[2] = { { h, sizeof(h) },
-				{ (void *)data, len } };
+	struct iovec iov[2] = {{h, sizeof(h)}, {(void *) data, len}};
 
 	put_be64(h, NBDS_REP_MAGIC);
 	put_be32(h + 8, opt);
@@ -70,7 +69,8 @@ static const char *shown(char buf[NBDS_SHOWN], const char *s)
  * UTF-8 (a proto.md string): anything of the client's in it went through
  * shown(), and a cut falls between characters. */
 static int opt_error(struct conn *c, uint32_t opt, uint32_t type,
-		     const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+		     const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 static int opt_error(struct conn *c, uint32_t opt, uint32_t type,
 		     const char *fmt, ...)
 {
@@ -83,22 +83,25 @@ static int opt_error(struct conn *c, uint32_t opt, uint32_t type,
 	va_end(ap);
 	if (n < 0)
 		n = 0;
-	if ((size_t)n >= sizeof(msg)) {
+	if ((size_t) n >= sizeof(msg)) {
 		/* cut before a last character that lost its tail */
 		int k = n = sizeof(msg) - 1;
 		unsigned char lead;
 
-		while (k > 0 && ((unsigned char)msg[k - 1] & 0xc0) == 0x80)
+		while (k > 0 && ((unsigned char) msg[k - 1] & 0xc0) == 0x80)
 			k--;
-		lead = k > 0 ? (unsigned char)msg[k - 1] : 0;
-		if (lead >= 0xc0 &&
-		    k - 1 + (lead >= 0xf0 ? 4 : lead >= 0xe0 ? 3 : 2) > n)
+		lead = k > 0 ? (unsigned char) msg[k - 1] : 0;
+		if (lead >= 0xc0 && k - 1 +
+					    (lead >= 0xf0   ? 4
+					     : lead >= 0xe0 ? 3
+							    : 2) >
+					n)
 			n = k - 1;
 		msg[n] = 0;
 	}
 	if (c->srv->verbose)
 		log_info("%s: option %u: %s", c->peer, opt, msg);
-	return opt_reply(c, opt, type, msg, (uint32_t)n);
+	return opt_reply(c, opt, type, msg, (uint32_t) n);
 }
 
 static void describe(const struct tv_vol_info *v, char *buf, size_t len)
@@ -114,8 +117,7 @@ static void describe(const struct tv_vol_info *v, char *buf, size_t len)
 }
 
 /* Look an export name up: the volume's name, or "#ID". */
-static int find_export(struct conn *c, const char *name,
-		       struct tv_vol_info *v)
+static int find_export(struct conn *c, const char *name, struct tv_vol_info *v)
 {
 	uint64_t id;
 	int r;
@@ -133,20 +135,20 @@ static int find_export(struct conn *c, const char *name,
  * leave it clear if they have not been negotiated). */
 static uint16_t tflags(const struct conn *c, const struct tv_vol_info *v)
 {
-	uint16_t f = NBDS_TF_HAS_FLAGS | NBDS_TF_SEND_FLUSH |
-		     NBDS_TF_SEND_FUA | NBDS_TF_SEND_TRIM |
-		     NBDS_TF_SEND_WRITE_ZEROES | NBDS_TF_CAN_MULTI_CONN |
-		     NBDS_TF_SEND_CACHE | NBDS_TF_SEND_FAST_ZERO;
+	uint16_t f = NBDS_TF_HAS_FLAGS | NBDS_TF_SEND_FLUSH | NBDS_TF_SEND_FUA |
+		     NBDS_TF_SEND_TRIM | NBDS_TF_SEND_WRITE_ZEROES |
+		     NBDS_TF_CAN_MULTI_CONN | NBDS_TF_SEND_CACHE |
+		     NBDS_TF_SEND_FAST_ZERO;
 
 	if (c->structured)
 		f |= NBDS_TF_SEND_DF;
 
 	/* a read-only export offers nothing that writes */
 	if (v->flags & TV_VOL_READ_ONLY)
-		f = (uint16_t)((f & ~(NBDS_TF_SEND_FUA | NBDS_TF_SEND_TRIM |
-				      NBDS_TF_SEND_WRITE_ZEROES |
-				      NBDS_TF_SEND_FAST_ZERO)) |
-			       NBDS_TF_READ_ONLY);
+		f = (uint16_t) ((f & ~(NBDS_TF_SEND_FUA | NBDS_TF_SEND_TRIM |
+				       NBDS_TF_SEND_WRITE_ZEROES |
+				       NBDS_TF_SEND_FAST_ZERO)) |
+				NBDS_TF_READ_ONLY);
 	return f;
 }
 
@@ -167,11 +169,11 @@ static int reply_list(struct conn *c, const struct opt *o)
 
 			describe(&v[i], desc, sizeof(desc));
 			dl = strlen(desc);
-			put_be32(buf, (uint32_t)nl);
+			put_be32(buf, (uint32_t) nl);
 			memcpy(buf + 4, v[i].name, nl);
 			memcpy(buf + 4 + nl, desc, dl);
 			r = opt_reply(c, o->code, NBDS_REP_SERVER, buf,
-				      (uint32_t)(4 + nl + dl));
+				      (uint32_t) (4 + nl + dl));
 			if (r < 0)
 				return r;
 		}
@@ -340,11 +342,11 @@ static int reply_info_go(struct conn *c, const struct opt *o)
 	r = info_reply(c, o->code, NBDS_INFO_EXPORT, body, 10);
 	if (r == 0 && want_name)
 		r = info_reply(c, o->code, NBDS_INFO_NAME, v.name,
-			       (uint32_t)strlen(v.name));
+			       (uint32_t) strlen(v.name));
 	if (r == 0 && want_desc) {
 		describe(&v, desc, sizeof(desc));
 		r = info_reply(c, o->code, NBDS_INFO_DESCRIPTION, desc,
-			       (uint32_t)strlen(desc));
+			       (uint32_t) strlen(desc));
 	}
 	if (r == 0) {
 		/* any byte alignment works (unaligned writes are
@@ -534,7 +536,7 @@ static void tls_noted(void *arg, enum log_level lvl, const char *msg)
 static int reply_starttls(struct conn *c, const struct opt *o)
 {
 	struct nbds *s = c->srv;
-	struct tls_note note = { tls_noted, c };
+	struct tls_note note = {tls_noted, c};
 	int r;
 
 	if (o->len)
@@ -644,8 +646,7 @@ int nbds_handshake(struct conn *c)
 					      "data");
 			} else {
 				c->structured = true;
-				r = opt_reply(c, o.code, NBDS_REP_ACK, NULL,
-					      0);
+				r = opt_reply(c, o.code, NBDS_REP_ACK, NULL, 0);
 			}
 			break;
 		case NBDS_OPT_LIST_META_CONTEXT:
@@ -657,7 +658,7 @@ int nbds_handshake(struct conn *c)
 				      "option %u is not supported", o.code);
 			break;
 		}
-next:
+	next:
 		free(o.data);
 		if (r != 0)
 			return r;

@@ -88,13 +88,13 @@
 #include "util/escape.h"
 #include "util/log.h"
 
-#define NBDS_MAX_EXTENTS 1024	      /* block-status descriptors */
-#define NBDS_READ_EXTENTS 64	      /* hole/data runs of one read */
-#define NBDS_ZERO_CHUNK (1u << 20)      /* zeroes written at a time */
-#define NBDS_UNMAP_STEP (256u << 20)    /* bytes unmapped at a time */
-#define NBDS_IDLE_MS 2000u	      /* a helper thread with no work leaves */
-#define NBDS_POLL_MIN_NS 4000u	      /* read_header's polling window */
-#define NBDS_POLL_MAX_NS 64000u
+#define NBDS_MAX_EXTENTS  1024	       /* block-status descriptors */
+#define NBDS_READ_EXTENTS 64	       /* hole/data runs of one read */
+#define NBDS_ZERO_CHUNK	  (1u << 20)   /* zeroes written at a time */
+#define NBDS_UNMAP_STEP	  (256u << 20) /* bytes unmapped at a time */
+#define NBDS_IDLE_MS	  2000u	       /* a helper thread with no work leaves */
+#define NBDS_POLL_MIN_NS  4000u	       /* read_header's polling window */
+#define NBDS_POLL_MAX_NS  64000u
 
 /* ---- errors (rule 2) ---- */
 
@@ -153,7 +153,7 @@ static int simple_reply(struct conn *c, uint64_t cookie, uint32_t err,
 			const void *data, size_t len)
 {
 	uint8_t h[16];
-	struct iovec iov[2] = { { h, sizeof(h) }, { (void *)data, len } };
+	struct iovec iov[2] = {{h, sizeof(h)}, {(void *) data, len}};
 
 	put_be32(h, NBDS_SIMPLE_REPLY_MAGIC);
 	put_be32(h + 4, err);
@@ -189,8 +189,8 @@ static int status_reply(struct conn *c, const struct req *q, uint32_t err)
 		iov.iov_len = 20;
 		return send_all(c, &iov, 1);
 	}
-	chunk_header(h, NBDS_REPLY_FLAG_DONE, NBDS_REPLY_TYPE_ERROR,
-		     q->cookie, 6);
+	chunk_header(h, NBDS_REPLY_FLAG_DONE, NBDS_REPLY_TYPE_ERROR, q->cookie,
+		     6);
 	put_be32(h + 20, err);
 	put_be16(h + 24, 0); /* no message */
 	iov.iov_base = h;
@@ -211,8 +211,8 @@ static int reply_err(struct conn *c, const struct req *q, int err)
 static int vol_read(struct conn *c, void *buf, uint32_t len, uint64_t off,
 		    struct tv_extent *ext, size_t max, size_t *n)
 {
-	uint64_t a0 = off & ~(uint64_t)(TV_SECTOR - 1);
-	uint64_t a1 = (off + len + TV_SECTOR - 1) & ~(uint64_t)(TV_SECTOR - 1);
+	uint64_t a0 = off & ~(uint64_t) (TV_SECTOR - 1);
+	uint64_t a1 = (off + len + TV_SECTOR - 1) & ~(uint64_t) (TV_SECTOR - 1);
 	uint8_t *b;
 	int r;
 
@@ -220,8 +220,8 @@ static int vol_read(struct conn *c, void *buf, uint32_t len, uint64_t off,
 		return vio_read_map_nofill(c->srv->pool, c->id, buf, len, off,
 					   ext, max, n);
 	if (a0 == off && a1 == off + len)
-		return ext ? tv_vol_read_map(c->srv->pool, c->id, buf, len,
-					     off, ext, max, n)
+		return ext ? tv_vol_read_map(c->srv->pool, c->id, buf, len, off,
+					     ext, max, n)
 			   : tv_vol_read(c->srv->pool, c->id, buf, len, off);
 	b = malloc(a1 - a0);
 	if (!b)
@@ -244,8 +244,8 @@ static int vol_read(struct conn *c, void *buf, uint32_t len, uint64_t off,
 static int rmw_write(struct conn *c, const void *data, uint64_t len,
 		     uint64_t off, unsigned int flags)
 {
-	uint64_t a0 = off & ~(uint64_t)(TV_SECTOR - 1);
-	uint64_t a1 = (off + len + TV_SECTOR - 1) & ~(uint64_t)(TV_SECTOR - 1);
+	uint64_t a0 = off & ~(uint64_t) (TV_SECTOR - 1);
+	uint64_t a1 = (off + len + TV_SECTOR - 1) & ~(uint64_t) (TV_SECTOR - 1);
 	uint8_t *b;
 	int r;
 
@@ -284,7 +284,7 @@ static int vol_write(struct conn *c, const void *data, uint32_t len,
  */
 static bool client_left(struct conn *c)
 {
-	struct pollfd p = { .fd = c->fd, .events = POLLOUT };
+	struct pollfd p = {.fd = c->fd, .events = POLLOUT};
 
 	if (nbds_conn_is_gone(c))
 		return true;
@@ -303,7 +303,7 @@ static int vol_zero_blocks(struct conn *c, uint64_t len, uint64_t off)
 	int r = 0;
 
 	while (len && r == 0) {
-		uint64_t n = MIN(len, (uint64_t)NBDS_UNMAP_STEP);
+		uint64_t n = MIN(len, (uint64_t) NBDS_UNMAP_STEP);
 
 		if (client_left(c))
 			return -ECONNRESET; /* rule 5 */
@@ -320,8 +320,8 @@ static int vol_zero(struct conn *c, uint64_t len, uint64_t off, bool no_hole,
 		    bool discard)
 {
 	struct tv_pool *p = c->srv->pool;
-	uint64_t a0 = (off + TV_SECTOR - 1) & ~(uint64_t)(TV_SECTOR - 1);
-	uint64_t a1 = (off + len) & ~(uint64_t)(TV_SECTOR - 1);
+	uint64_t a0 = (off + TV_SECTOR - 1) & ~(uint64_t) (TV_SECTOR - 1);
+	uint64_t a1 = (off + len) & ~(uint64_t) (TV_SECTOR - 1);
 	int r = 0;
 
 	if (a0 >= a1) { /* inside one or two sectors */
@@ -339,8 +339,8 @@ static int vol_zero(struct conn *c, uint64_t len, uint64_t off, bool no_hole,
 	{
 		static const uint8_t zero[NBDS_ZERO_CHUNK];
 		for (uint64_t pos = a0; pos < a1 && r == 0;) {
-			uint64_t n = a1 - pos < sizeof(zero) ? a1 - pos
-							     : sizeof(zero);
+			uint64_t n =
+			    a1 - pos < sizeof(zero) ? a1 - pos : sizeof(zero);
 			if (client_left(c))
 				return -ECONNRESET; /* rule 5 */
 			r = tv_vol_write(p, c->id, zero, n, pos, 0);
@@ -438,7 +438,7 @@ static int do_read(struct conn *c, const struct req *q)
 		for (size_t i = 0; i < next; i++) {
 			bool last = i + 1 == next;
 			uint16_t fl = last ? NBDS_REPLY_FLAG_DONE : 0;
-			uint32_t len = (uint32_t)ext[i].len;
+			uint32_t len = (uint32_t) ext[i].len;
 
 			if (ext[i].flags & TV_EXTENT_HOLE) {
 				chunk_header(hdr[i], fl,
@@ -488,16 +488,16 @@ static int do_block_status(struct conn *c, const struct req *q)
 	}
 	put_be32(body, NBDS_CONTEXT_ID);
 	for (size_t i = 0; i < n; i++) {
-		put_be32(body + 4 + 8 * i, (uint32_t)ext[i].len);
+		put_be32(body + 4 + 8 * i, (uint32_t) ext[i].len);
 		put_be32(body + 8 + 8 * i,
 			 (ext[i].flags & TV_EXTENT_HOLE)
-				 ? NBDS_STATE_HOLE | NBDS_STATE_ZERO
-				 : 0);
+			     ? NBDS_STATE_HOLE | NBDS_STATE_ZERO
+			     : 0);
 	}
 	chunk_header(h, NBDS_REPLY_FLAG_DONE, NBDS_REPLY_TYPE_BLOCK_STATUS,
-		     q->cookie, (uint32_t)(4 + 8 * n));
+		     q->cookie, (uint32_t) (4 + 8 * n));
 	{
-		struct iovec iov[2] = { { h, 20 }, { body, 4 + 8 * n } };
+		struct iovec iov[2] = {{h, 20}, {body, 4 + 8 * n}};
 		r = send_all(c, iov, 2);
 	}
 out:
@@ -514,7 +514,7 @@ static int handle(struct conn *c, struct req *q)
 	int r = 0;
 
 	if (q->error)
-		return status_reply(c, q, (uint32_t)q->error);
+		return status_reply(c, q, (uint32_t) q->error);
 	switch (q->type) {
 	case NBDS_CMD_READ:
 		return do_read(c, q);
@@ -564,7 +564,7 @@ static void max_pollers_init(void)
 {
 	long n = sysconf(_SC_NPROCESSORS_ONLN);
 
-	max_pollers = n > 2 ? (unsigned int)(n / 2) : 1;
+	max_pollers = n > 2 ? (unsigned int) (n / 2) : 1;
 }
 
 static bool poll_begin(void)
@@ -612,7 +612,7 @@ static int read_header(struct conn *c, uint8_t *h, size_t len)
 				if (n == -EAGAIN)
 					n = 0;
 				if (n < 0)
-					r = (int)n;
+					r = (int) n;
 				got = xport_buffered(&c->x) - before;
 				if (before + got >= len)
 					break;
@@ -620,7 +620,7 @@ static int read_header(struct conn *c, uint8_t *h, size_t len)
 			}
 			n = recv(c->fd, h, len, MSG_DONTWAIT);
 			if (n > 0) {
-				got = (size_t)n;
+				got = (size_t) n;
 				break;
 			}
 			if (n == 0)
@@ -756,9 +756,9 @@ static int read_request(struct conn *c, struct req *q)
 			err = NBDS_EINVAL;
 		else if (q->off > c->size || q->len > c->size - q->off)
 			err = q->type == NBDS_CMD_WRITE ||
-					      q->type == NBDS_CMD_WRITE_ZEROES
-				      ? NBDS_ENOSPC
-				      : NBDS_EINVAL;
+				      q->type == NBDS_CMD_WRITE_ZEROES
+				  ? NBDS_ENOSPC
+				  : NBDS_EINVAL;
 	} else if (!err && (q->off || q->len)) {
 		err = NBDS_EINVAL; /* FLUSH: reserved fields must be zero */
 	}
@@ -767,9 +767,8 @@ static int read_request(struct conn *c, struct req *q)
 	 * which nothing else SHOULD ("Error values"). */
 	if (!err && (q->type == NBDS_CMD_READ || q->type == NBDS_CMD_WRITE) &&
 	    q->len > NBDS_MAX_REQUEST)
-		err = q->type == NBDS_CMD_READ && c->structured
-			      ? NBDS_EOVERFLOW
-			      : NBDS_EINVAL;
+		err = q->type == NBDS_CMD_READ && c->structured ? NBDS_EOVERFLOW
+								: NBDS_EINVAL;
 	/* The request's buffers come from the budget before anything more
 	 * is read (nbds-conn.c, rule 3): a client over its share waits
 	 * here, and the socket pushes back. */
@@ -815,8 +814,8 @@ static int read_request(struct conn *c, struct req *q)
 			uint32_t left = q->len;
 			r = 0;
 			while (left && r == 0) {
-				uint32_t n = left < sizeof(junk) ? left
-								 : sizeof(junk);
+				uint32_t n =
+				    left < sizeof(junk) ? left : sizeof(junk);
 				r = xport_read(&c->x, junk, n);
 				left -= n;
 			}
@@ -834,7 +833,7 @@ out:
 		log_info("%s: refused command %u flags %#x at %" PRIu64
 			 "+%u: error %u",
 			 c->peer, q->type, q->flags, q->off, q->len, err);
-	q->error = (int)err;
+	q->error = (int) err;
 	return 1;
 }
 
@@ -896,7 +895,7 @@ static bool take_turn(struct conn *c, bool may_leave)
 	}
 	clock_gettime(CLOCK_REALTIME, &until);
 	until.tv_sec += NBDS_IDLE_MS / 1000;
-	until.tv_nsec += (long)(NBDS_IDLE_MS % 1000) * 1000000;
+	until.tv_nsec += (long) (NBDS_IDLE_MS % 1000) * 1000000;
 	if (until.tv_nsec >= 1000000000) {
 		until.tv_sec++;
 		until.tv_nsec -= 1000000000;
@@ -938,7 +937,7 @@ static void serve_requests(struct conn *c, bool may_leave)
 		if (r <= 0) {
 			stop_reading(c);
 			if (r == -ECONNRESET)
-				(void)client_left(c);
+				(void) client_left(c);
 			pthread_mutex_unlock(&c->read_lock);
 			free(q);
 			if (r < 0 && r != -ECONNRESET && c->srv->verbose)
@@ -1006,7 +1005,7 @@ static bool transmission(struct conn *c, bool stay)
 	 * over, so nothing STARTTLS hands to GnuTLS can be in the buffer.
 	 * Without memory for it, reads go unbuffered. */
 	if (!c->x.tls && nbds_mem_read_ahead(c, NBDS_READ_AHEAD))
-		(void)xport_buffer(&c->x, NBDS_READ_AHEAD);
+		(void) xport_buffer(&c->x, NBDS_READ_AHEAD);
 	pthread_mutex_lock(&c->rlock);
 	c->nthreads = 1;
 	pthread_mutex_unlock(&c->rlock);

@@ -27,7 +27,7 @@ struct nbds;
 
 /* The daemon's defaults (thinvol serve); 0 in nbds_opts means none. */
 #define NBDS_DEFAULT_CONNECTIONS 1024
-#define NBDS_DEFAULT_PER_PEER 64
+#define NBDS_DEFAULT_PER_PEER	 64
 #define NBDS_DEFAULT_HANDSHAKE_S 10
 /* A reply that takes no byte for this long, while other requests wait
  * for memory, ends its connection. */
@@ -39,10 +39,10 @@ struct nbds_opts {
 	bool tls_required;    /* every option but STARTTLS needs TLS first */
 	bool verbose;	      /* a log line per connection event */
 	/* 0: no limit */
-	unsigned int max_connections;  /* at once, both transports */
-	unsigned int max_per_peer;     /* at once from one TCP address */
-	unsigned int handshake_ms;     /* from accept to transmission */
-	unsigned int stall_ms;	       /* see NBDS_DEFAULT_STALL_S */
+	unsigned int max_connections; /* at once, both transports */
+	unsigned int max_per_peer;    /* at once from one TCP address */
+	unsigned int handshake_ms;    /* from accept to transmission */
+	unsigned int stall_ms;	      /* see NBDS_DEFAULT_STALL_S */
 	/* buffer memory of the requests in flight, all connections; 0: a
 	 * quarter of the RAM, at most 1 GiB */
 	uint64_t max_memory;

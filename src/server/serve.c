@@ -64,7 +64,7 @@ struct daemon {
 	char tcp_addr[80]; /* what --listen bound: "ADDR:PORT" */
 	int pid_fd;	   /* the pidfile, locked; or -1 */
 	struct stat pid_st;
-	bool ready;	   /* it served: start() succeeded */
+	bool ready;   /* it served: start() succeeded */
 	int ready_fd; /* the detached child's pipe to its parent, or -1 */
 	const struct ctl_hooks *hooks; /* the control server's (recover) */
 	struct timespec last_recover;
@@ -80,14 +80,14 @@ static bool log_syslog;
 
 static void log_line(int level, const char *msg, void *ctx)
 {
-	static const char *const names[] = { "error", "warning", "info",
-					     "debug" };
-	(void)ctx;
+	static const char *const names[] = {"error", "warning", "info",
+					    "debug"};
+	(void) ctx;
 	if (level < 0 || level > 3)
 		level = 0;
 	if (log_syslog) {
-		static const int prio[] = { LOG_ERR, LOG_WARNING, LOG_INFO,
-					    LOG_DEBUG };
+		static const int prio[] = {LOG_ERR, LOG_WARNING, LOG_INFO,
+					   LOG_DEBUG};
 		syslog(prio[level], "%s", msg);
 		return;
 	}
@@ -100,15 +100,15 @@ static void log_line(int level, const char *msg, void *ctx)
 		localtime_r(&ts.tv_sec, &tm);
 		strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S", &tm);
 		fprintf(log_out, "%s.%03ld thinvol serve[%ld]: %s%s%s\n", when,
-			ts.tv_nsec / 1000000, (long)getpid(),
-			level <= 1 ? names[level] : "",
-			level <= 1 ? ": " : "", msg);
+			ts.tv_nsec / 1000000, (long) getpid(),
+			level <= 1 ? names[level] : "", level <= 1 ? ": " : "",
+			msg);
 		fflush(log_out);
 	}
 }
 
 static void say(int level, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
+    __attribute__((format(printf, 2, 3)));
 static void say(int level, const char *fmt, ...)
 {
 	char buf[1024];
@@ -123,7 +123,7 @@ static void say(int level, const char *fmt, ...)
 /* A fatal start-up error: logged, and told to a waiting parent as
  * "ERRNO MESSAGE".  Returns err (a negative errno). */
 static int fail(struct daemon *d, int err, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 static int fail(struct daemon *d, int err, const char *fmt, ...)
 {
 	char buf[1024], msg[1100];
@@ -137,7 +137,7 @@ static int fail(struct daemon *d, int err, const char *fmt, ...)
 	if (d->ready_fd >= 0) {
 		/* the parent prints it on its stderr too */
 		n = snprintf(msg, sizeof(msg), "%d %s", -err, buf);
-		if (n > 0 && write(d->ready_fd, msg, (size_t)n) < 0) {
+		if (n > 0 && write(d->ready_fd, msg, (size_t) n) < 0) {
 			/* the parent is gone: nobody to tell */
 		}
 		close(d->ready_fd);
@@ -163,14 +163,14 @@ int serve_parse_listen(const char *spec, char *host, size_t hostlen,
 		if (!e || e[1] != ':')
 			goto bad;
 		h = spec + 1;
-		hl = (size_t)(e - h);
+		hl = (size_t) (e - h);
 		p = e + 2;
 	} else {
 		const char *colon = strrchr(spec, ':');
 
 		if (!colon)
 			goto bad;
-		hl = (size_t)(colon - spec);
+		hl = (size_t) (colon - spec);
 		p = colon + 1;
 	}
 	if (hl >= hostlen)
@@ -188,7 +188,7 @@ int serve_parse_listen(const char *spec, char *host, size_t hostlen,
 	}
 	memcpy(host, h, hl);
 	host[hl] = 0;
-	*port = (unsigned int)v;
+	*port = (unsigned int) v;
 	return 0;
 bad:
 	snprintf(err, errlen, "--listen %s: want ADDR:PORT or [IPV6]:PORT",
@@ -244,21 +244,20 @@ static void bound_addr(int fd, char *buf, size_t len)
 	socklen_t sl = sizeof(ss);
 	char host[NI_MAXHOST], serv[NI_MAXSERV];
 
-	if (getsockname(fd, (struct sockaddr *)&ss, &sl) < 0 ||
-	    getnameinfo((struct sockaddr *)&ss, sl, host, sizeof(host), serv,
+	if (getsockname(fd, (struct sockaddr *) &ss, &sl) < 0 ||
+	    getnameinfo((struct sockaddr *) &ss, sl, host, sizeof(host), serv,
 			sizeof(serv), NI_NUMERICHOST | NI_NUMERICSERV) != 0) {
 		snprintf(buf, len, "?");
 		return;
 	}
-	snprintf(buf, len, strchr(host, ':') ? "[%s]:%s" : "%s:%s", host,
-		 serv);
+	snprintf(buf, len, strchr(host, ':') ? "[%s]:%s" : "%s:%s", host, serv);
 }
 
 static int tcp_listen(const char *spec, int *out, char *addr, size_t addrlen,
 		      char *err, size_t errlen)
 {
-	struct addrinfo hints = { .ai_socktype = SOCK_STREAM,
-				  .ai_flags = AI_PASSIVE | AI_NUMERICSERV };
+	struct addrinfo hints = {.ai_socktype = SOCK_STREAM,
+				 .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
 	struct addrinfo *res = NULL;
 	char host[256], port_s[8];
 	unsigned int port;
@@ -276,7 +275,8 @@ static int tcp_listen(const char *spec, int *out, char *addr, size_t addrlen,
 	fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0 ||
 	    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
-	    bind(fd, res->ai_addr, res->ai_addrlen) < 0 || listen(fd, 128) < 0) {
+	    bind(fd, res->ai_addr, res->ai_addrlen) < 0 ||
+	    listen(fd, 128) < 0) {
 		r = -errno;
 		snprintf(err, errlen, "--listen %s: %s", spec, strerror(-r));
 		if (fd >= 0)
@@ -314,8 +314,8 @@ static int pidfile_lock(struct daemon *d)
 	if (fd < 0) {
 		r = -errno;
 		return fail(d, r, "--pidfile %s: %s", path,
-			    r == -ELOOP	   ? "a symbolic link: refusing to "
-					     "follow it"
+			    r == -ELOOP	  ? "a symbolic link: refusing to "
+					    "follow it"
 			    : r == -ENXIO ? "not a regular file: refusing to "
 					    "write it"
 					  : strerror(-r));
@@ -341,7 +341,8 @@ static int pidfile_lock(struct daemon *d)
 		pid = r == -EBUSY ? io_lock_holder(st->st_dev, st->st_ino) : 0;
 		who[0] = 0;
 		if (pid > 0)
-			snprintf(who, sizeof(who), " (process %ld)", (long)pid);
+			snprintf(who, sizeof(who), " (process %ld)",
+				 (long) pid);
 		close(fd);
 		return fail(d, r, "--pidfile %s: %s%s", path,
 			    r == -EBUSY ? "locked by a running daemon"
@@ -356,10 +357,10 @@ static int pidfile_lock(struct daemon *d)
 static int pidfile_write(struct daemon *d)
 {
 	char buf[32];
-	int n = snprintf(buf, sizeof(buf), "%ld\n", (long)getpid());
+	int n = snprintf(buf, sizeof(buf), "%ld\n", (long) getpid());
 
 	if (ftruncate(d->pid_fd, 0) < 0 ||
-	    pwrite(d->pid_fd, buf, (size_t)n, 0) != n)
+	    pwrite(d->pid_fd, buf, (size_t) n, 0) != n)
 		return -(errno ? errno : EIO);
 	return 0;
 }
@@ -397,15 +398,14 @@ static int run_dir(struct daemon *d)
 		return fail(d, -errno, "%s: %s", CTL_RUN_DIR, strerror(errno));
 	if (lstat(CTL_RUN_DIR, &st) < 0)
 		return fail(d, -errno, "%s: %s", CTL_RUN_DIR, strerror(errno));
-	if (!S_ISDIR(st.st_mode) || (st.st_uid != 0 && st.st_uid != geteuid()) ||
-	    (st.st_mode & 0022))
+	if (!S_ISDIR(st.st_mode) ||
+	    (st.st_uid != 0 && st.st_uid != geteuid()) || (st.st_mode & 0022))
 		return fail(d, -EPERM,
 			    "%s: %s: refusing to put the pool's sockets there",
 			    CTL_RUN_DIR,
 			    !S_ISDIR(st.st_mode) ? "not a directory"
-			    : st.st_mode & 0022
-				? "others may write into it"
-				: "owned by another user");
+			    : st.st_mode & 0022	 ? "others may write into it"
+						 : "owned by another user");
 	return 0;
 }
 
@@ -434,25 +434,25 @@ static unsigned int fd_budget(unsigned int want, bool asked)
 		/* an infinite hard limit is not a number setrlimit takes
 		 * for descriptors (fs.nr_open caps it): ask for 2^20 */
 		struct rlimit up = {
-			.rlim_cur = rl.rlim_max == RLIM_INFINITY ? 1u << 20
-								 : rl.rlim_max,
-			.rlim_max = rl.rlim_max,
+		    .rlim_cur =
+			rl.rlim_max == RLIM_INFINITY ? 1u << 20 : rl.rlim_max,
+		    .rlim_max = rl.rlim_max,
 		};
 		if (setrlimit(RLIMIT_NOFILE, &up) == 0)
 			rl.rlim_cur = up.rlim_cur;
 	}
 	avail = rl.rlim_cur > 2 * SERVE_FD_RESERVE
-			? rl.rlim_cur - SERVE_FD_RESERVE
-			: rl.rlim_cur / 2;
+		    ? rl.rlim_cur - SERVE_FD_RESERVE
+		    : rl.rlim_cur / 2;
 	if (want > avail) {
 		say(asked ? 1 : 2,
 		    "at most %llu NBD connections, not %u: the descriptor "
 		    "limit (RLIMIT_NOFILE) is %llu, and %llu of them are kept "
 		    "for the control socket and the pool",
-		    (unsigned long long)avail, want,
-		    (unsigned long long)rl.rlim_cur,
-		    (unsigned long long)(rl.rlim_cur - avail));
-		want = (unsigned int)avail;
+		    (unsigned long long) avail, want,
+		    (unsigned long long) rl.rlim_cur,
+		    (unsigned long long) (rl.rlim_cur - avail));
+		want = (unsigned int) avail;
 	}
 	return want;
 }
@@ -510,8 +510,9 @@ static int open_pool_with_faults(struct daemon *d,
 	char why[640];
 	int r;
 
-	say(1, "%s=1: FAULT INJECTION IS ENABLED: the control op "
-	       "\"test.fault\" can fail this pool's I/O; for tests only",
+	say(1,
+	    "%s=1: FAULT INJECTION IS ENABLED: the control op "
+	    "\"test.fault\" can fail this pool's I/O; for tests only",
 	    TEST_FAULTS_ENV);
 	r = io_file_open(path, 0, 0, &file);
 	if (r < 0)
@@ -540,9 +541,9 @@ static int start(struct daemon *d, struct ctl_hooks *hooks)
 {
 	const struct serve_opts *o = d->o;
 	struct tv_pool_open_opts po = {
-		.commit_interval_ms = o->commit_interval_ms,
+	    .commit_interval_ms = o->commit_interval_ms,
 	};
-	struct nbds_opts no = { 0 };
+	struct nbds_opts no = {0};
 	struct tv_pool_info info;
 	char err[512], nbd_path[108];
 	int r;
@@ -599,13 +600,13 @@ static int start(struct daemon *d, struct ctl_hooks *hooks)
 	if (r == 0 && info.state != TV_POOL_RW)
 		return fail(d, -EROFS,
 			    "%s: the pool is read-only%s%s: run 'thinvol "
-			       "check' and fix the device first",
+			    "check' and fix the device first",
 			    o->pool, info.reason[0] ? ": " : "", info.reason);
 	if (o->tls_psk || o->tls_cert) {
-		struct tls_opts to = { .psk_file = o->tls_psk,
-				       .cert_file = o->tls_cert,
-				       .key_file = o->tls_key,
-				       .ca_file = o->tls_ca };
+		struct tls_opts to = {.psk_file = o->tls_psk,
+				      .cert_file = o->tls_cert,
+				      .key_file = o->tls_key,
+				      .ca_file = o->tls_ca};
 		err[0] = 0;
 		r = tls_ctx_new(&to, &d->tls, err, sizeof(err));
 		if (r < 0)
@@ -625,15 +626,14 @@ static int start(struct daemon *d, struct ctl_hooks *hooks)
 	no.tls = d->tls;
 	no.tls_required = d->tls && o->tls == SERVE_TLS_REQUIRE;
 	no.verbose = o->verbose;
-	no.max_connections = fd_budget(o->max_connections
-					       ? o->max_connections
-					       : NBDS_DEFAULT_CONNECTIONS,
-				       o->max_connections != 0);
-	no.max_per_peer = o->max_per_peer ? o->max_per_peer
-					  : NBDS_DEFAULT_PER_PEER;
-	no.handshake_ms = 1000 * (o->handshake_timeout_s
-					  ? o->handshake_timeout_s
-					  : NBDS_DEFAULT_HANDSHAKE_S);
+	no.max_connections = fd_budget(
+	    o->max_connections ? o->max_connections : NBDS_DEFAULT_CONNECTIONS,
+	    o->max_connections != 0);
+	no.max_per_peer =
+	    o->max_per_peer ? o->max_per_peer : NBDS_DEFAULT_PER_PEER;
+	no.handshake_ms =
+	    1000 * (o->handshake_timeout_s ? o->handshake_timeout_s
+					   : NBDS_DEFAULT_HANDSHAKE_S);
 	no.stall_ms = 1000 * NBDS_DEFAULT_STALL_S;
 	no.max_memory = o->max_memory;
 	r = nbds_new(&no, &d->nbds);
@@ -650,10 +650,11 @@ static int start(struct daemon *d, struct ctl_hooks *hooks)
 		if (r < 0)
 			return fail(d, r, "%s", err);
 		if (!serve_tcp_authenticated(o))
-			say(1, "listening on TCP %s %s: anyone who can reach "
-			       "it can read and write every volume "
-			       "(--allow-unauthenticated); use --tls-psk, or "
-			       "--tls-cert with --tls-ca, with --tls require",
+			say(1,
+			    "listening on TCP %s %s: anyone who can reach "
+			    "it can read and write every volume "
+			    "(--allow-unauthenticated); use --tls-psk, or "
+			    "--tls-cert with --tls-ca, with --tls require",
 			    d->tcp_addr,
 			    !d->tls ? "WITHOUT TLS"
 			    : o->tls != SERVE_TLS_REQUIRE
@@ -675,8 +676,9 @@ static int start(struct daemon *d, struct ctl_hooks *hooks)
 			return fail(d, r, "--pidfile %s: %s", o->pidfile,
 				    strerror(-r));
 	}
-	say(2, "serving %s (%" PRIu64 " volume%s) on "
-	       "nbd+unix:///VOLUME?socket=%s%s%s; control socket %s",
+	say(2,
+	    "serving %s (%" PRIu64 " volume%s) on "
+	    "nbd+unix:///VOLUME?socket=%s%s%s; control socket %s",
 	    o->pool, info.nr_volumes, info.nr_volumes == 1 ? "" : "s",
 	    d->nbd.path, o->listen ? " and TCP " : "", d->tcp_addr,
 	    d->ctl_path);
@@ -697,7 +699,7 @@ static void accept_one(struct daemon *d, int lfd, bool tcp)
 	char peer[64] = "unix", host[NI_MAXHOST] = "";
 	int fd;
 
-	fd = accept4(lfd, (struct sockaddr *)&ss, &sl, SOCK_CLOEXEC);
+	fd = accept4(lfd, (struct sockaddr *) &ss, &sl, SOCK_CLOEXEC);
 	if (fd < 0) {
 		if (errno != EINTR && errno != EAGAIN && errno != ECONNABORTED)
 			say(1, "accept: %s", strerror(errno));
@@ -708,13 +710,13 @@ static void accept_one(struct daemon *d, int lfd, bool tcp)
 	if (tcp) {
 		char serv[NI_MAXSERV];
 		int one = 1;
-		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one,
-			   sizeof(one));
-		if (getnameinfo((struct sockaddr *)&ss, sl, host, sizeof(host),
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+		if (getnameinfo((struct sockaddr *) &ss, sl, host, sizeof(host),
 				serv, sizeof(serv),
 				NI_NUMERICHOST | NI_NUMERICSERV) == 0)
 			snprintf(peer, sizeof(peer),
-				 strchr(host, ':') ? "[%.46s]:%.8s" : "%.46s:%.8s",
+				 strchr(host, ':') ? "[%.46s]:%.8s"
+						   : "%.46s:%.8s",
 				 host, serv);
 		else
 			snprintf(host, sizeof(host), "?"); /* one peer */
@@ -742,7 +744,7 @@ static void recover(struct daemon *d)
 
 	clock_gettime(CLOCK_MONOTONIC, &now);
 	if ((now.tv_sec - d->last_recover.tv_sec) * 1000 +
-		    (now.tv_nsec - d->last_recover.tv_nsec) / 1000000 <
+		(now.tv_nsec - d->last_recover.tv_nsec) / 1000000 <
 	    RECOVER_MS)
 		return;
 	d->last_recover = now;
@@ -751,9 +753,10 @@ static void recover(struct daemon *d)
 		return;
 	if (ctl_pool_reopen(d->pool, d->hooks, msg, sizeof(msg)) == 0 &&
 	    tv_pool_info(d->pool, &in) == 0)
-		say(2, "the pool's device takes writes again: reopened at "
-		       "transaction %" PRIu64 " (NBD clients were "
-		       "disconnected)",
+		say(2,
+		    "the pool's device takes writes again: reopened at "
+		    "transaction %" PRIu64 " (NBD clients were "
+		    "disconnected)",
 		    in.transaction);
 }
 
@@ -761,9 +764,9 @@ static int loop(struct daemon *d)
 {
 	for (;;) {
 		struct pollfd pf[3] = {
-			{ .fd = d->sig_fd, .events = POLLIN },
-			{ .fd = d->nbd.fd, .events = POLLIN },
-			{ .fd = d->tcp_fd, .events = POLLIN },
+		    {.fd = d->sig_fd, .events = POLLIN},
+		    {.fd = d->nbd.fd, .events = POLLIN},
+		    {.fd = d->tcp_fd, .events = POLLIN},
 		};
 		int r = poll(pf, d->tcp_fd >= 0 ? 3 : 2, RECOVER_MS);
 
@@ -779,7 +782,7 @@ static int loop(struct daemon *d)
 			struct signalfd_siginfo si;
 			if (read(d->sig_fd, &si, sizeof(si)) == sizeof(si)) {
 				say(2, "%s: shutting down",
-				    strsignal((int)si.ssi_signo));
+				    strsignal((int) si.ssi_signo));
 				return 0;
 			}
 		}
@@ -846,7 +849,7 @@ static int detach(struct daemon *d, int *parent_status)
 
 		close(p[1]);
 		while ((n = read(p[0], msg + got,
-				 sizeof(msg) - 1 - (size_t)got)) > 0)
+				 sizeof(msg) - 1 - (size_t) got)) > 0)
 			got += n;
 		close(p[0]);
 		msg[got] = 0;
@@ -861,7 +864,7 @@ static int detach(struct daemon *d, int *parent_status)
 			log_syslog = false;
 			say(0, "%s", *rest == ' ' ? rest + 1 : msg);
 			log_syslog = sl;
-			*parent_status = e > 0 && e < 4096 ? -(int)e : -EIO;
+			*parent_status = e > 0 && e < 4096 ? -(int) e : -EIO;
 		}
 		return -1;
 	}
@@ -886,10 +889,14 @@ static int detach(struct daemon *d, int *parent_status)
 int serve_run(const struct serve_opts *o)
 {
 	struct daemon d = {
-		.o = o, .nbd = USOCK_INIT, .tcp_fd = -1, .sig_fd = -1,
-		.pid_fd = -1, .ready_fd = -1,
+	    .o = o,
+	    .nbd = USOCK_INIT,
+	    .tcp_fd = -1,
+	    .sig_fd = -1,
+	    .pid_fd = -1,
+	    .ready_fd = -1,
 	};
-	struct ctl_hooks hooks = { 0 };
+	struct ctl_hooks hooks = {0};
 	sigset_t set;
 	int status;
 
@@ -926,8 +933,8 @@ int serve_run(const struct serve_opts *o)
 	signal(SIGPIPE, SIG_IGN);
 	d.sig_fd = signalfd(-1, &set, SFD_CLOEXEC);
 	if (d.sig_fd < 0)
-		return stop(&d, fail(&d, -errno, "signalfd: %s",
-				     strerror(errno)));
+		return stop(&d,
+			    fail(&d, -errno, "signalfd: %s", strerror(errno)));
 
 	status = start(&d, &hooks);
 	if (status)

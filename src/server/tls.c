@@ -52,18 +52,18 @@
  * secrecy), plain PSK last for old clients.  nbdkit and libnbd use the
  * same three.  Versions: 1.2 and 1.3 only.
  */
-#define TLS_PRIORITY                                                   \
-	"NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2:"                  \
+#define TLS_PRIORITY                                                           \
+	"NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2:"                          \
 	"+ECDHE-PSK:+DHE-PSK:+PSK"
 
 /* A client that stalls the handshake is dropped after this long. */
 #define TLS_HANDSHAKE_TIMEOUT_MS 20000u
 
 /* Limits on the PSK file: it is small; anything else is a mistake. */
-#define PSK_FILE_MAX      (1u << 20)
-#define PSK_IDENTITY_MAX  1024u
-#define PSK_KEY_MAX       512u /* bytes, after hex decoding */
-#define PSK_KEY_WEAK      16u  /* warn below this many bytes */
+#define PSK_FILE_MAX	 (1u << 20)
+#define PSK_IDENTITY_MAX 1024u
+#define PSK_KEY_MAX	 512u /* bytes, after hex decoding */
+#define PSK_KEY_WEAK	 16u  /* warn below this many bytes */
 
 struct psk_entry {
 	char *identity; /* NUL-terminated, no ':' */
@@ -73,9 +73,9 @@ struct psk_entry {
 };
 
 struct tls_ctx {
-	gnutls_psk_server_credentials_t psk; /* NULL without a PSK file */
+	gnutls_psk_server_credentials_t psk;   /* NULL without a PSK file */
 	gnutls_certificate_credentials_t x509; /* NULL without a cert */
-	bool verify_client;                    /* ca_file given */
+	bool verify_client;		       /* ca_file given */
 	gnutls_priority_t prio;
 	struct psk_entry *keys;
 	size_t nkeys;
@@ -83,7 +83,7 @@ struct tls_ctx {
 
 struct tls_session {
 	gnutls_session_t gs;
-	struct tls_ctx *ctx; /* borrowed (rule 1) */
+	struct tls_ctx *ctx;  /* borrowed (rule 1) */
 	struct tls_note note; /* fn NULL: the log */
 	/* Set by the PSK callback during the handshake, for the log. */
 	bool unknown_identity;
@@ -94,7 +94,7 @@ struct tls_session {
 
 /* Put the message in msg (if any) and log it once. */
 static void ctx_fail(char *msg, size_t msglen, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 
 static void ctx_fail(char *msg, size_t msglen, const char *fmt, ...)
 {
@@ -146,7 +146,7 @@ static void printable(char *dst, size_t dstlen, const void *src, size_t n)
 	size_t i, o = 0;
 
 	for (i = 0; i < n && o + 4 < dstlen; i++)
-		dst[o++] = (s[i] >= 0x20 && s[i] < 0x7f) ? (char)s[i] : '?';
+		dst[o++] = (s[i] >= 0x20 && s[i] < 0x7f) ? (char) s[i] : '?';
 	if (i < n && o + 4 <= dstlen) {
 		memcpy(dst + o, "...", 3);
 		o += 3;
@@ -184,15 +184,15 @@ static int read_small_file(const char *path, char **out, size_t *outlen,
 		ctx_fail(msg, msglen, "%s: not a regular file", path);
 		goto out_close;
 	}
-	if (st.st_size > (off_t)PSK_FILE_MAX) {
+	if (st.st_size > (off_t) PSK_FILE_MAX) {
 		r = -EFBIG;
 		ctx_fail(msg, msglen, "%s: too large (%lld bytes)", path,
-			 (long long)st.st_size);
+			 (long long) st.st_size);
 		goto out_close;
 	}
 	if (st.st_mode & (S_IRWXG | S_IRWXO))
 		log_warn("tls: %s: readable by group or others (mode %04o)",
-			 path, (unsigned int)(st.st_mode & 07777));
+			 path, (unsigned int) (st.st_mode & 07777));
 
 	/* One more than the limit: a file that grew since fstat is caught. */
 	buf = malloc(PSK_FILE_MAX + 2);
@@ -213,7 +213,7 @@ static int read_small_file(const char *path, char **out, size_t *outlen,
 		}
 		if (n == 0)
 			break;
-		len += (size_t)n;
+		len += (size_t) n;
 		if (len > PSK_FILE_MAX) {
 			r = -EFBIG;
 			ctx_fail(msg, msglen, "%s: too large for a PSK file",
@@ -265,8 +265,8 @@ static int add_psk_line(struct tls_ctx *ctx, const char *path,
 	unsigned char *key;
 
 	if (memchr(line, '\0', n)) {
-		ctx_fail(msg, msglen, "%s: line %u: contains a NUL byte",
-			 path, lineno);
+		ctx_fail(msg, msglen, "%s: line %u: contains a NUL byte", path,
+			 lineno);
 		return -EINVAL;
 	}
 	if (!colon) {
@@ -275,19 +275,19 @@ static int add_psk_line(struct tls_ctx *ctx, const char *path,
 			 path, lineno);
 		return -EINVAL;
 	}
-	idlen = (size_t)(colon - line);
+	idlen = (size_t) (colon - line);
 	hex = colon + 1;
 	hexlen = n - idlen - 1;
 	if (idlen == 0 || idlen > PSK_IDENTITY_MAX) {
 		ctx_fail(msg, msglen,
-			 "%s: line %u: identity empty or over %u bytes",
-			 path, lineno, PSK_IDENTITY_MAX);
+			 "%s: line %u: identity empty or over %u bytes", path,
+			 lineno, PSK_IDENTITY_MAX);
 		return -EINVAL;
 	}
 	if (hexlen == 0 || hexlen % 2 || hexlen / 2 > PSK_KEY_MAX) {
 		ctx_fail(msg, msglen,
-			 "%s: line %u: key not 2 to %u hex digits, even",
-			 path, lineno, 2 * PSK_KEY_MAX);
+			 "%s: line %u: key not 2 to %u hex digits, even", path,
+			 lineno, 2 * PSK_KEY_MAX);
 		return -EINVAL;
 	}
 	for (i = 0; i < ctx->nkeys; i++) {
@@ -354,9 +354,9 @@ static int load_psk_file(struct tls_ctx *ctx, const char *path, char *msg,
 	p = buf;
 	end = buf + len;
 	while (p < end) {
-		char *nl = memchr(p, '\n', (size_t)(end - p));
+		char *nl = memchr(p, '\n', (size_t) (end - p));
 		char *next = nl ? nl + 1 : end;
-		size_t n = (size_t)((nl ? nl : end) - p);
+		size_t n = (size_t) ((nl ? nl : end) - p);
 
 		lineno++;
 		if (n && p[n - 1] == '\r') /* tolerate CRLF files */
@@ -397,7 +397,7 @@ static int psk_lookup(gnutls_session_t gs, const gnutls_datum_t *user,
 		if (!key->data)
 			return -1;
 		memcpy(key->data, e->key, e->keylen);
-		key->size = (unsigned int)e->keylen;
+		key->size = (unsigned int) e->keylen;
 		printable(s->identity, sizeof(s->identity), user->data,
 			  user->size);
 		return 0;
@@ -420,8 +420,8 @@ static int check_readable(const char *path, const char *what, char *msg,
 	return 0;
 }
 
-static int load_x509(struct tls_ctx *ctx, const struct tls_opts *o,
-		     char *msg, size_t msglen)
+static int load_x509(struct tls_ctx *ctx, const struct tls_opts *o, char *msg,
+		     size_t msglen)
 {
 	int r;
 
@@ -442,9 +442,8 @@ static int load_x509(struct tls_ctx *ctx, const struct tls_opts *o,
 		return gnutls_fail(msg, msglen, "allocating X.509 credentials",
 				   r, -ENOMEM);
 	/* Also checks that the key belongs to the certificate. */
-	r = gnutls_certificate_set_x509_key_file(ctx->x509, o->cert_file,
-						 o->key_file,
-						 GNUTLS_X509_FMT_PEM);
+	r = gnutls_certificate_set_x509_key_file(
+	    ctx->x509, o->cert_file, o->key_file, GNUTLS_X509_FMT_PEM);
 	if (r < 0) {
 		ctx_fail(msg, msglen, "certificate %s with key %s: %s",
 			 o->cert_file, o->key_file, gnutls_strerror(r));
@@ -452,7 +451,7 @@ static int load_x509(struct tls_ctx *ctx, const struct tls_opts *o,
 	}
 	if (o->ca_file) {
 		r = gnutls_certificate_set_x509_trust_file(
-			ctx->x509, o->ca_file, GNUTLS_X509_FMT_PEM);
+		    ctx->x509, o->ca_file, GNUTLS_X509_FMT_PEM);
 		if (r <= 0) {
 			ctx_fail(msg, msglen, "CA file %s: %s", o->ca_file,
 				 r < 0 ? gnutls_strerror(r)
@@ -514,7 +513,7 @@ int tls_ctx_new(const struct tls_opts *o, struct tls_ctx **out, char *msg,
 		gnutls_psk_set_server_credentials_function2(ctx->psk,
 							    psk_lookup);
 		r = gnutls_psk_set_server_known_dh_params(
-			ctx->psk, GNUTLS_SEC_PARAM_MEDIUM);
+		    ctx->psk, GNUTLS_SEC_PARAM_MEDIUM);
 		if (r < 0) {
 			r = gnutls_fail(msg, msglen, "DH parameters", r,
 					-ENOMEM);
@@ -592,16 +591,15 @@ static int handshake_errno(const struct tls_session *s, int gr)
 }
 
 /* Why the client's certificate was refused, in words. */
-static int cert_status_text(const struct tls_session *s, char *buf,
-			    size_t len)
+static int cert_status_text(const struct tls_session *s, char *buf, size_t len)
 {
-	gnutls_datum_t txt = { NULL, 0 };
+	gnutls_datum_t txt = {NULL, 0};
 	unsigned int status = gnutls_session_get_verify_cert_status(s->gs);
 
 	if (gnutls_certificate_verification_status_print(
-		    status, GNUTLS_CRT_X509, &txt, 0) < 0)
+		status, GNUTLS_CRT_X509, &txt, 0) < 0)
 		return -EINVAL;
-	snprintf(buf, len, "%s", (const char *)txt.data);
+	snprintf(buf, len, "%s", (const char *) txt.data);
 	gnutls_free(txt.data);
 	return 0;
 }
@@ -637,7 +635,7 @@ static void log_handshake_failure(const struct tls_session *s, int gr)
  */
 static int verify_client(struct tls_session *s)
 {
-	gnutls_datum_t txt = { NULL, 0 };
+	gnutls_datum_t txt = {NULL, 0};
 	unsigned int status = 0;
 	int r;
 
@@ -653,7 +651,7 @@ static int verify_client(struct tls_session *s)
 	if (status == 0)
 		return 0;
 	if (gnutls_certificate_verification_status_print(
-		    status, GNUTLS_CRT_X509, &txt, 0) == 0) {
+		status, GNUTLS_CRT_X509, &txt, 0) == 0) {
 		say(s, LOG_LVL_WARN, "tls: client certificate refused: %s",
 		    txt.data);
 		gnutls_free(txt.data);
@@ -680,8 +678,8 @@ int tls_session_start(struct tls_ctx *ctx, int fd, const struct tls_note *note,
 		s->note = *note;
 
 	/* No SIGPIPE on a dead peer; no resumption (rule 5). */
-	gr = gnutls_init(&s->gs, GNUTLS_SERVER | GNUTLS_NO_SIGNAL |
-					 GNUTLS_NO_TICKETS);
+	gr = gnutls_init(&s->gs,
+			 GNUTLS_SERVER | GNUTLS_NO_SIGNAL | GNUTLS_NO_TICKETS);
 	if (gr < 0) {
 		log_error("tls: gnutls_init: %s", gnutls_strerror(gr));
 		free(s);
@@ -701,7 +699,7 @@ int tls_session_start(struct tls_ctx *ctx, int fd, const struct tls_note *note,
 			goto fail_setup;
 		if (ctx->verify_client) {
 			gnutls_certificate_server_set_request(
-				s->gs, GNUTLS_CERT_REQUIRE);
+			    s->gs, GNUTLS_CERT_REQUIRE);
 			/* Verify inside the handshake too (rule 4). */
 			gnutls_session_set_verify_cert(s->gs, NULL, 0);
 		}
@@ -738,8 +736,7 @@ int tls_session_start(struct tls_ctx *ctx, int fd, const struct tls_note *note,
 	if (log_get_level() >= LOG_LVL_DEBUG) {
 		char *desc = gnutls_session_get_desc(s->gs);
 		log_debug("tls: handshake done: %s%s%s", desc ? desc : "?",
-			  s->identity[0] ? ", PSK identity " : "",
-			  s->identity);
+			  s->identity[0] ? ", PSK identity " : "", s->identity);
 		gnutls_free(desc);
 	}
 	*out = s;
@@ -761,7 +758,7 @@ static ssize_t record_errno(const struct tls_session *s, ssize_t gr,
 	switch (gr) {
 	case GNUTLS_E_MEMORY_ERROR:
 		say(s, LOG_LVL_ERROR, "tls: %s: %s", op,
-		    gnutls_strerror((int)gr));
+		    gnutls_strerror((int) gr));
 		return -ENOMEM;
 	case GNUTLS_E_PUSH_ERROR:
 	case GNUTLS_E_PULL_ERROR:
@@ -769,7 +766,7 @@ static ssize_t record_errno(const struct tls_session *s, ssize_t gr,
 	case GNUTLS_E_SESSION_EOF:
 	case GNUTLS_E_INVALID_SESSION:
 		say(s, LOG_LVL_DEBUG, "tls: %s: %s", op,
-		    gnutls_strerror((int)gr));
+		    gnutls_strerror((int) gr));
 		return -ECONNRESET;
 	case GNUTLS_E_REHANDSHAKE:
 		say(s, LOG_LVL_WARN,
@@ -777,7 +774,7 @@ static ssize_t record_errno(const struct tls_session *s, ssize_t gr,
 		return -EPROTO;
 	default:
 		say(s, LOG_LVL_WARN, "tls: %s: %s", op,
-		    gnutls_strerror((int)gr));
+		    gnutls_strerror((int) gr));
 		return -EIO;
 	}
 }
@@ -842,8 +839,8 @@ void tls_session_bye(struct tls_session *s)
 	 * for the peer's close_notify. */
 	fd = gnutls_transport_get_int(s->gs);
 	fl = fcntl(fd, F_GETFL);
-	if (fl < 0 || (!(fl & O_NONBLOCK) &&
-		       fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)) {
+	if (fl < 0 ||
+	    (!(fl & O_NONBLOCK) && fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)) {
 		say(s, LOG_LVL_DEBUG, "tls: close_notify not sent: %s",
 		    strerror(errno));
 		return;
@@ -852,7 +849,7 @@ void tls_session_bye(struct tls_session *s)
 		gr = gnutls_bye(s->gs, GNUTLS_SHUT_WR);
 	while (gr == GNUTLS_E_INTERRUPTED);
 	if (!(fl & O_NONBLOCK))
-		(void)fcntl(fd, F_SETFL, fl);
+		(void) fcntl(fd, F_SETFL, fl);
 	if (gr < 0)
 		say(s, LOG_LVL_DEBUG, "tls: close_notify: %s",
 		    gnutls_strerror(gr));

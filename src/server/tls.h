@@ -20,7 +20,7 @@ struct tls_opts {
 	const char *psk_file;  /* "identity:hexkey" lines (psktool's format) */
 	const char *cert_file; /* PEM; with key_file */
 	const char *key_file;
-	const char *ca_file;   /* optional: require and verify client certs */
+	const char *ca_file; /* optional: require and verify client certs */
 };
 
 struct tls_ctx;

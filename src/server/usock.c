@@ -34,7 +34,7 @@ static bool alive(const struct sockaddr_un *sa)
 
 	if (fd < 0)
 		return true; /* cannot tell: do not remove it */
-	live = connect(fd, (const struct sockaddr *)sa, sizeof(*sa)) == 0 ||
+	live = connect(fd, (const struct sockaddr *) sa, sizeof(*sa)) == 0 ||
 	       (errno != ECONNREFUSED && errno != ENOENT);
 	close(fd);
 	return live;
@@ -50,7 +50,7 @@ static bool alive(const struct sockaddr_un *sa)
 static int bind_private(int fd, const struct sockaddr_un *sa)
 {
 	if (fchmod(fd, 0600) < 0 ||
-	    bind(fd, (const struct sockaddr *)sa, sizeof(*sa)) < 0)
+	    bind(fd, (const struct sockaddr *) sa, sizeof(*sa)) < 0)
 		return -errno;
 	return 0;
 }
@@ -110,9 +110,9 @@ static void owner(uid_t uid, char *buf, size_t len)
 		return;
 	if (getpwuid_r(uid, &pw, pwbuf, sizeof(pwbuf), &res) == 0 && res)
 		snprintf(buf, len, " (owned by %s, uid %u)", res->pw_name,
-			 (unsigned int)uid);
+			 (unsigned int) uid);
 	else
-		snprintf(buf, len, " (owned by uid %u)", (unsigned int)uid);
+		snprintf(buf, len, " (owned by uid %u)", (unsigned int) uid);
 }
 
 /*
@@ -135,7 +135,7 @@ static int path_lock(const char *path, int *out, char *msg, size_t msglen)
 {
 	struct timespec nap = {.tv_nsec = 10 * 1000 * 1000};
 	struct stat fst, pst;
-	char lock[sizeof(((struct sockaddr_un *)0)->sun_path) + 8];
+	char lock[sizeof(((struct sockaddr_un *) 0)->sun_path) + 8];
 	int fd = -1, waited = 0;
 
 	*out = -1;
@@ -145,7 +145,7 @@ static int path_lock(const char *path, int *out, char *msg, size_t msglen)
 			/* 0600: a umask can only narrow it */
 			fd = open(lock,
 				  O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC |
-					  O_NONBLOCK | O_NOCTTY,
+				      O_NONBLOCK | O_NOCTTY,
 				  0600);
 			if (fd < 0)
 				return 0; /* not ours to write, or a link */
@@ -175,7 +175,7 @@ static int path_lock(const char *path, int *out, char *msg, size_t msglen)
 
 			if (pid > 0)
 				snprintf(who, sizeof(who), "process %ld",
-					 (long)pid);
+					 (long) pid);
 			snprintf(msg, msglen,
 				 "%s stays locked by %s: cannot tell whether a "
 				 "server listens at the socket",
@@ -194,7 +194,7 @@ static int path_lock(const char *path, int *out, char *msg, size_t msglen)
  * new one), then let go. */
 static void path_unlock(int fd, const char *path)
 {
-	char lock[sizeof(((struct sockaddr_un *)0)->sun_path) + 8];
+	char lock[sizeof(((struct sockaddr_un *) 0)->sun_path) + 8];
 
 	if (fd < 0)
 		return;
@@ -293,9 +293,10 @@ int usock_listen(struct usock *u, const char *path, int backlog, char *msg,
 	r = restore_mode(path, &st);
 	if (r < 0) {
 		unlink(path);
-		snprintf(msg, msglen, "making the socket mode 0600 (the umask "
-			 "left it %03o): %s", (unsigned int)(st.st_mode & 0777),
-			 strerror(-r));
+		snprintf(msg, msglen,
+			 "making the socket mode 0600 (the umask "
+			 "left it %03o): %s",
+			 (unsigned int) (st.st_mode & 0777), strerror(-r));
 		goto out_close;
 	}
 	path_unlock(lk, path);

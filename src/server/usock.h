@@ -40,13 +40,16 @@
 
 struct usock {
 	int fd; /* listening, or -1 */
-	char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+	char path[sizeof(((struct sockaddr_un *) 0)->sun_path)];
 	dev_t dev; /* of the socket's inode, once bound */
 	ino_t ino;
 	bool bound;
 };
 
-#define USOCK_INIT { .fd = -1 }
+#define USOCK_INIT                                                             \
+	{                                                                      \
+		.fd = -1                                                       \
+	}
 
 /*
  * Listen on path.  Returns 0, -ENAMETOOLONG, -EADDRINUSE (a live socket

@@ -15,19 +15,19 @@
 static int read_direct(struct xport *x, char *p, size_t len)
 {
 	while (len) {
-		ssize_t n = x->tls ? tls_recv(x->tls, p, len)
-				   : recv(x->fd, p, len, 0);
+		ssize_t n =
+		    x->tls ? tls_recv(x->tls, p, len) : recv(x->fd, p, len, 0);
 		if (n < 0 && !x->tls)
 			n = -errno;
 		if (n == -EINTR || n == -EAGAIN)
 			continue;
 		if (n < 0)
-			return (int)n;
+			return (int) n;
 		if (n == 0)
 			return -ECONNRESET;
-		atomic_fetch_add(&x->rx_bytes, (uint64_t)n);
+		atomic_fetch_add(&x->rx_bytes, (uint64_t) n);
 		p += n;
-		len -= (size_t)n;
+		len -= (size_t) n;
 	}
 	return 0;
 }
@@ -50,9 +50,9 @@ static int fill(struct xport *x, int flags)
 		return errno == EWOULDBLOCK ? -EAGAIN : -errno;
 	if (n == 0)
 		return -ECONNRESET;
-	atomic_fetch_add(&x->rx_bytes, (uint64_t)n);
-	x->rlen += (size_t)n;
-	return (int)n;
+	atomic_fetch_add(&x->rx_bytes, (uint64_t) n);
+	x->rlen += (size_t) n;
+	return (int) n;
 }
 
 int xport_read(struct xport *x, void *buf, size_t len)
@@ -120,7 +120,7 @@ void xport_unbuffer(struct xport *x)
 
 int xport_write(struct xport *x, const void *buf, size_t len)
 {
-	struct iovec iov = { .iov_base = (void *)buf, .iov_len = len };
+	struct iovec iov = {.iov_base = (void *) buf, .iov_len = len};
 
 	return xport_writev(x, &iov, 1);
 }
@@ -135,10 +135,10 @@ static int writev_tls(struct xport *x, const struct iovec *iov, int n)
 			if (w == -EINTR || w == -EAGAIN)
 				continue;
 			if (w < 0)
-				return (int)w;
-			atomic_fetch_add(&x->tx_bytes, (uint64_t)w);
+				return (int) w;
+			atomic_fetch_add(&x->tx_bytes, (uint64_t) w);
 			p += w;
-			len -= (size_t)w;
+			len -= (size_t) w;
 		}
 	}
 	return 0;
@@ -158,30 +158,31 @@ static int writev_plain(struct xport *x, const struct iovec *iov, int n)
 
 		for (cnt = 0; cnt < 16 && i + cnt < n && total < XPORT_PIECE;
 		     cnt++) {
-			v[cnt].iov_base = (char *)iov[i + cnt].iov_base +
-					  (cnt ? 0 : off0);
-			v[cnt].iov_len = iov[i + cnt].iov_len - (cnt ? 0 : off0);
+			v[cnt].iov_base =
+			    (char *) iov[i + cnt].iov_base + (cnt ? 0 : off0);
+			v[cnt].iov_len =
+			    iov[i + cnt].iov_len - (cnt ? 0 : off0);
 			if (v[cnt].iov_len > XPORT_PIECE - total)
 				v[cnt].iov_len = XPORT_PIECE - total;
 			total += v[cnt].iov_len;
 		}
 		memset(&mh, 0, sizeof(mh));
 		mh.msg_iov = v;
-		mh.msg_iovlen = (size_t)cnt;
+		mh.msg_iovlen = (size_t) cnt;
 		w = sendmsg(x->fd, &mh, MSG_NOSIGNAL);
 		if (w < 0) {
 			if (errno == EINTR || errno == EAGAIN)
 				continue;
 			return -errno;
 		}
-		atomic_fetch_add(&x->tx_bytes, (uint64_t)w);
+		atomic_fetch_add(&x->tx_bytes, (uint64_t) w);
 		while (i < n) {
 			size_t rem = iov[i].iov_len - off;
-			if ((size_t)w < rem) {
-				off += (size_t)w;
+			if ((size_t) w < rem) {
+				off += (size_t) w;
 				break;
 			}
-			w -= (ssize_t)rem;
+			w -= (ssize_t) rem;
 			i++;
 			off = 0;
 		}

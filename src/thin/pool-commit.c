@@ -62,12 +62,12 @@ static void *user_logger_ctx;
 
 static void logger_tramp(enum log_level lvl, const char *msg, void *ctx)
 {
-	(void)ctx;
-	user_logger((int)lvl, msg, user_logger_ctx);
+	(void) ctx;
+	user_logger((int) lvl, msg, user_logger_ctx);
 }
 
-void tv_set_logger(void (*fn)(int level, const char *msg, void *ctx),
-		   void *ctx, int max_level)
+void tv_set_logger(void (*fn)(int level, const char *msg, void *ctx), void *ctx,
+		   int max_level)
 {
 	user_logger = fn;
 	user_logger_ctx = ctx;
@@ -76,12 +76,12 @@ void tv_set_logger(void (*fn)(int level, const char *msg, void *ctx),
 		max_level = LOG_LVL_ERROR;
 	if (max_level > LOG_LVL_DEBUG)
 		max_level = LOG_LVL_DEBUG;
-	log_set_level((enum log_level)max_level);
+	log_set_level((enum log_level) max_level);
 }
 
 struct disk_pool_user *pool_user(struct tv_pool *p)
 {
-	return (struct disk_pool_user *)tm_user(p->tm);
+	return (struct disk_pool_user *) tm_user(p->tm);
 }
 
 /* Syncs, rule 3: a writer waiting for the gate holds new readers off. */
@@ -90,8 +90,8 @@ void pool_sync_gate_init(struct tv_pool *p)
 	pthread_rwlockattr_t a;
 
 	pthread_rwlockattr_init(&a);
-	pthread_rwlockattr_setkind_np(&a,
-				      PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+	pthread_rwlockattr_setkind_np(
+	    &a, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
 	pthread_rwlock_init(&p->sync_gate, &a);
 	pthread_rwlockattr_destroy(&a);
 	atomic_init(&p->sync_err, 0);
@@ -165,8 +165,7 @@ void pool_set_read_only(struct tv_pool *p, int err, const char *why)
 		return;
 	p->read_only = true;
 	p->ro_err = err < 0 ? err : -EIO;
-	snprintf(p->reason, sizeof(p->reason), "%s: %s", why,
-		 strerror(-err));
+	snprintf(p->reason, sizeof(p->reason), "%s: %s", why, strerror(-err));
 	/* the fast path writes in place without meta_lock: make it ask
 	 * again, so that it sees the pool is read-only (a block it holds as
 	 * the volume's own may be shared by a transaction whose superblock
@@ -208,8 +207,9 @@ static int commit_locked(struct tv_pool *p, bool ranged)
 	if (r < 0) {
 		pool_sync_gate_leave(p);
 		sync_fail_locked(p, r);
-		return tv_err(r, "%s: commit refused: an earlier flush "
-				 "failed: %s",
+		return tv_err(r,
+			      "%s: commit refused: an earlier flush "
+			      "failed: %s",
 			      p->path, strerror(-r));
 	}
 	/* an incomplete list (out of memory): flush it all */
@@ -233,10 +233,11 @@ static int commit_locked(struct tv_pool *p, bool ranged)
 		tm_abort(p->tm);
 		pool_set_read_only(p, r, "metadata commit failed");
 		if (doubt)
-			return tv_err(r, "%s: commit failed after its "
-					 "superblock was written (%s): the "
-					 "change may or may not be in the "
-					 "pool; reopen it to see which",
+			return tv_err(r,
+				      "%s: commit failed after its "
+				      "superblock was written (%s): the "
+				      "change may or may not be in the "
+				      "pool; reopen it to see which",
 				      p->path, strerror(-r));
 		return tv_err(r, "%s: commit failed: %s", p->path,
 			      strerror(-r));
@@ -328,7 +329,7 @@ int pool_flush_locked(struct tv_pool *p)
 	}
 	return r;
 }
-#define DISCARD_BATCH 1024   /* freed blocks punched per round */
+#define DISCARD_BATCH 1024 /* freed blocks punched per round */
 
 /* Punch holes for blocks freed by committed transactions.  The blocks are
  * re-checked under meta_lock, which also keeps them from being allocated

@@ -161,24 +161,23 @@ void probe_add(struct room_probe *q, uint64_t nodes, uint64_t windows)
 }
 
 /* The table in root slot slot (NULL: none). */
-static const struct btree_info *table_info(struct tv_pool *p,
-					   unsigned int slot)
+static const struct btree_info *table_info(struct tv_pool *p, unsigned int slot)
 {
 	static const struct {
 		unsigned int slot;
 		size_t off;
 	} infos[] = {
-		{ SLOT_VOLS, offsetof(struct tv_pool, vols) },
-		{ SLOT_NAMES, offsetof(struct tv_pool, names) },
-		{ SLOT_BLOBIDX, offsetof(struct tv_pool, blobidx) },
-		{ SLOT_BLOBS, offsetof(struct tv_pool, blobs) },
-		{ SLOT_DEFERRED, offsetof(struct tv_pool, deferred) },
+	    {SLOT_VOLS, offsetof(struct tv_pool, vols)},
+	    {SLOT_NAMES, offsetof(struct tv_pool, names)},
+	    {SLOT_BLOBIDX, offsetof(struct tv_pool, blobidx)},
+	    {SLOT_BLOBS, offsetof(struct tv_pool, blobs)},
+	    {SLOT_DEFERRED, offsetof(struct tv_pool, deferred)},
 	};
 
 	for (size_t i = 0; i < ARRAY_SIZE(infos); i++)
 		if (infos[i].slot == slot)
-			return (const struct btree_info *)((const char *)p +
-							   infos[i].off);
+			return (const struct btree_info *) ((const char *) p +
+							    infos[i].off);
 	return NULL;
 }
 
@@ -239,9 +238,8 @@ int probe_table_append(struct room_probe *q, unsigned int slot, uint64_t n)
 	 * the level above.  And a new root. */
 	nodes = h + 1;
 	for (unsigned int level = 0; level <= h; level++) {
-		fit = room / (info->key_size +
-			      (level ? sizeof(struct disk_ref)
-				     : info->value.size));
+		fit = room / (info->key_size + (level ? sizeof(struct disk_ref)
+						      : info->value.size));
 		adds = 1 + adds / (fit - fit / 4);
 		nodes += adds;
 	}
@@ -287,8 +285,8 @@ int pool_defer_locked(struct tv_pool *p, const struct disk_ref *tree)
 }
 
 /* The last DEFERRED entry: its key and tree.  *found false when none. */
-static int deferred_last(struct tv_pool *p, uint8_t key[8],
-			 struct tm_ref *tree, bool *found)
+static int deferred_last(struct tv_pool *p, uint8_t key[8], struct tm_ref *tree,
+			 bool *found)
 {
 	uint8_t last[8];
 	struct disk_ref dref;
@@ -320,7 +318,7 @@ static int release_count(void *ctx, uint64_t node, const void *value,
 {
 	struct release_cost *w = ctx;
 
-	(void)alone;
+	(void) alone;
 	if (w->refs >= w->budget)
 		return 1;
 	w->refs++;
@@ -337,7 +335,7 @@ static int reclaim_whole(struct tv_pool *p, const uint8_t *key,
 {
 	struct tm_ref *droot = tm_root(p->tm, SLOT_DEFERRED);
 	struct room_probe q;
-	struct release_cost w = { &q, 0, budget };
+	struct release_cost w = {&q, 0, budget};
 	bool fits;
 	int r;
 
@@ -361,7 +359,7 @@ static int reclaim_whole(struct tv_pool *p, const uint8_t *key,
 }
 
 /* The most children a mapping tree's node has (8-byte keys). */
-#define MAP_FANOUT \
+#define MAP_FANOUT                                                             \
 	((PD_NODE_SIZE - BTREE_HEADER_SIZE) / (8 + sizeof(struct disk_ref)))
 
 /* Step 2, for a tree whose root is internal and this entry's alone: each

@@ -89,44 +89,50 @@ struct sig {
  * sectors come before the DOS partition table, whose 0x55AA they share.
  */
 static const struct sig sigs[] = {
-	{32, false, 8, "thinvol", "a thinvol pool"},
-	{4096 + 32, false, 8, "thinvol", "a thinvol pool"},
-	{1080, false, 2, "\x53\xef", "an ext2/3/4 filesystem"},
-	{0, false, 4, "XFSB", "an XFS filesystem"},
-	{65600, false, 8, "_BHRfS_M", "a btrfs filesystem"},
-	{1024, false, 4, "\x10\x20\xf5\xf2", "an F2FS filesystem"},
-	{0, false, 6, "LUKS\xba\xbe", "a LUKS volume"},
-	{4086, false, 10, "SWAPSPACE2", "swap space"},
-	{512, false, 8, "LABELONE", "an LVM physical volume"},
-	{536, false, 8, "LVM2 001", "an LVM physical volume"},
-	{4096, false, 4, "\xfc\x4e\x2b\xa9", "a Linux RAID (md) member"},
-	{0, false, 4, "\xfc\x4e\x2b\xa9", "a Linux RAID (md) member"},
-	{0, false, 4, "QFI\xfb", "a qcow2 image"},
-	{0, false, 4, "QED", "a QED image"},
-	{0, false, 4, "KDMV", "a VMDK image"},
-	{0, false, 21, "# Disk DescriptorFile", "a VMDK descriptor"},
-	{0, false, 8, "vhdxfile", "a VHDX image"},
-	{64, false, 4, "\x7f\x10\xda\xbe", "a VirtualBox VDI image"},
-	{0, false, 8, "conectix", "a VHD image"},
-	{512, true, 8, "conectix", "a VHD image"},
-	{32769, false, 5, "CD001", "an ISO 9660 image"},
-	{0, false, 4, "hsqs", "a squashfs image"},
-	{257, false, 5, "ustar", "a tar archive"},
-	{0, false, 2, "\x1f\x8b", "a gzip file"},
-	{0, false, 6, "\xfd" "7zXZ\0", "an xz file"},
-	{0, false, 4, "\x28\xb5\x2f\xfd", "a zstd file"},
-	{0, false, 3, "BZh", "a bzip2 file"},
-	{0, false, 4, "PK\x03\x04", "a zip archive"},
-	{0, false, 4, "\x7f" "ELF", "an ELF executable"},
-	{512, false, 8, "EFI PART", "a GPT partition table"},
-	{4096, false, 8, "EFI PART", "a GPT partition table"},
-	{512, true, 8, "EFI PART", "a GPT partition table (its backup)"},
-	{4096, true, 8, "EFI PART", "a GPT partition table (its backup)"},
-	{3, false, 8, "NTFS    ", "an NTFS filesystem"},
-	{3, false, 8, "EXFAT   ", "an exFAT filesystem"},
-	{54, false, 3, "FAT", "a FAT filesystem"},
-	{82, false, 5, "FAT32", "a FAT filesystem"},
-	{510, false, 2, "\x55\xaa", "a DOS (MBR) partition table"},
+    {32, false, 8, "thinvol", "a thinvol pool"},
+    {4096 + 32, false, 8, "thinvol", "a thinvol pool"},
+    {1080, false, 2, "\x53\xef", "an ext2/3/4 filesystem"},
+    {0, false, 4, "XFSB", "an XFS filesystem"},
+    {65600, false, 8, "_BHRfS_M", "a btrfs filesystem"},
+    {1024, false, 4, "\x10\x20\xf5\xf2", "an F2FS filesystem"},
+    {0, false, 6, "LUKS\xba\xbe", "a LUKS volume"},
+    {4086, false, 10, "SWAPSPACE2", "swap space"},
+    {512, false, 8, "LABELONE", "an LVM physical volume"},
+    {536, false, 8, "LVM2 001", "an LVM physical volume"},
+    {4096, false, 4, "\xfc\x4e\x2b\xa9", "a Linux RAID (md) member"},
+    {0, false, 4, "\xfc\x4e\x2b\xa9", "a Linux RAID (md) member"},
+    {0, false, 4, "QFI\xfb", "a qcow2 image"},
+    {0, false, 4, "QED", "a QED image"},
+    {0, false, 4, "KDMV", "a VMDK image"},
+    {0, false, 21, "# Disk DescriptorFile", "a VMDK descriptor"},
+    {0, false, 8, "vhdxfile", "a VHDX image"},
+    {64, false, 4, "\x7f\x10\xda\xbe", "a VirtualBox VDI image"},
+    {0, false, 8, "conectix", "a VHD image"},
+    {512, true, 8, "conectix", "a VHD image"},
+    {32769, false, 5, "CD001", "an ISO 9660 image"},
+    {0, false, 4, "hsqs", "a squashfs image"},
+    {257, false, 5, "ustar", "a tar archive"},
+    {0, false, 2, "\x1f\x8b", "a gzip file"},
+    {0, false, 6,
+     "\xfd"
+     "7zXZ\0",
+     "an xz file"},
+    {0, false, 4, "\x28\xb5\x2f\xfd", "a zstd file"},
+    {0, false, 3, "BZh", "a bzip2 file"},
+    {0, false, 4, "PK\x03\x04", "a zip archive"},
+    {0, false, 4,
+     "\x7f"
+     "ELF",
+     "an ELF executable"},
+    {512, false, 8, "EFI PART", "a GPT partition table"},
+    {4096, false, 8, "EFI PART", "a GPT partition table"},
+    {512, true, 8, "EFI PART", "a GPT partition table (its backup)"},
+    {4096, true, 8, "EFI PART", "a GPT partition table (its backup)"},
+    {3, false, 8, "NTFS    ", "an NTFS filesystem"},
+    {3, false, 8, "EXFAT   ", "an exFAT filesystem"},
+    {54, false, 3, "FAT", "a FAT filesystem"},
+    {82, false, 5, "FAT32", "a FAT filesystem"},
+    {510, false, 2, "\x55\xaa", "a DOS (MBR) partition table"},
 };
 
 static bool all_zero(const uint8_t *p, size_t len)
@@ -143,7 +149,7 @@ static bool all_zero(const uint8_t *p, size_t len)
 static const char *probe(struct io_dev *dev, int *err)
 {
 	uint64_t size = dev->size;
-	size_t head = (size_t)MIN(size, (uint64_t)PROBE_SPAN);
+	size_t head = (size_t) MIN(size, (uint64_t) PROBE_SPAN);
 	size_t tail = head;
 	uint64_t tail_off = size - tail;
 	uint8_t *h = calloc(2, PROBE_SPAN), *t = h + PROBE_SPAN;
@@ -164,7 +170,7 @@ static const char *probe(struct io_dev *dev, int *err)
 			if (g->off <= tail &&
 			    !memcmp(t + tail - g->off, g->magic, g->len))
 				what = g->what;
-		} else if ((size_t)g->off + g->len <= head &&
+		} else if ((size_t) g->off + g->len <= head &&
 			   !memcmp(h + g->off, g->magic, g->len)) {
 			what = g->what;
 		}
@@ -208,16 +214,16 @@ int pool_format_dev(struct io_dev *dev, const struct tv_pool_create_opts *o)
 {
 	uint32_t bs = o->block_size ? o->block_size : TV_BLOCK_DEFAULT;
 	int32_t blob = o->blob_size < 0 ? TV_BLOB_DEFAULT : o->blob_size;
-	struct tm_format_opts fo = { .block_size = bs };
+	struct tm_format_opts fo = {.block_size = bs};
 	struct disk_pool_user user;
 
 	if (blob > TV_BLOB_MAX)
 		return -EINVAL;
 	memset(&user, 0, sizeof(user));
 	user.next_id = cpu_to_le64(1);
-	user.blob_size = cpu_to_le32((uint32_t)blob);
+	user.blob_size = cpu_to_le32((uint32_t) blob);
 	memcpy(user.magic, ENGINE_MAGIC, 8);
-	fo.user = (const uint8_t *)&user;
+	fo.user = (const uint8_t *) &user;
 	return tm_format(dev, &fo);
 }
 
@@ -278,17 +284,16 @@ static int check_existing(struct io_dev *dev, const char *path)
 
 		if (getpwuid_r(st.st_uid, &pw, pwbuf, sizeof(pwbuf), &res) != 0)
 			res = NULL;
-		return tv_err(-EPERM,
-			      "%s: %s (owner %s%suid %u%s, mode %04o, %lu "
-			      "link%s): refusing to make a pool of it, with "
-			      "--force too; remove it, and pool create makes a "
-			      "new file of mode 0600",
-			      path, bad, res ? res->pw_name : "",
-			      res ? " (" : "", (unsigned int)st.st_uid,
-			      res ? ")" : "",
-			      (unsigned int)(st.st_mode & 07777),
-			      (unsigned long)st.st_nlink,
-			      st.st_nlink == 1 ? "" : "s");
+		return tv_err(
+		    -EPERM,
+		    "%s: %s (owner %s%suid %u%s, mode %04o, %lu "
+		    "link%s): refusing to make a pool of it, with "
+		    "--force too; remove it, and pool create makes a "
+		    "new file of mode 0600",
+		    path, bad, res ? res->pw_name : "", res ? " (" : "",
+		    (unsigned int) st.st_uid, res ? ")" : "",
+		    (unsigned int) (st.st_mode & 07777),
+		    (unsigned long) st.st_nlink, st.st_nlink == 1 ? "" : "s");
 	}
 	if ((st.st_mode & 077) && fchmod(fd, st.st_mode & 0700) < 0) {
 		r = -errno;
@@ -308,33 +313,37 @@ int tv_pool_create(const char *path, const struct tv_pool_create_opts *o)
 	int r;
 
 	if (bs < TM_MIN_BLOCK_SIZE || bs > TM_MAX_BLOCK_SIZE || (bs & (bs - 1)))
-		return tv_err(-EINVAL, "block size %u: a power of two from "
-				       "4K to 1G is needed",
+		return tv_err(-EINVAL,
+			      "block size %u: a power of two from "
+			      "4K to 1G is needed",
 			      bs);
 	if (blob > TV_BLOB_MAX)
 		return tv_err(-EINVAL, "blob size %d: at most %d bytes", blob,
 			      TV_BLOB_MAX);
 	if (stat(path, &st) == 0) {
 		if (!S_ISBLK(st.st_mode) && !S_ISREG(st.st_mode))
-			return tv_err(-EINVAL, "%s: not a file or block "
-					       "device",
+			return tv_err(-EINVAL,
+				      "%s: not a file or block "
+				      "device",
 				      path);
 		r = open_existing(path, &dev);
 		if (r < 0)
 			return r;
 	} else if (errno == ENOENT) {
 		if (!o->size)
-			return tv_err(-EINVAL, "%s: a size is needed to create "
-					       "a new file",
+			return tv_err(-EINVAL,
+				      "%s: a size is needed to create "
+				      "a new file",
 				      path);
 		/* O_EXCL: a name that appeared meanwhile, or a symbolic
 		 * link to nowhere, is not followed */
 		r = io_file_open(path, IO_FILE_CREATE | IO_FILE_EXCL, o->size,
 				 &dev);
 		if (r == -EEXIST)
-			return tv_err(r, "%s: something is in the way (a "
-					 "symbolic link to nowhere, or a file "
-					 "made meanwhile)",
+			return tv_err(r,
+				      "%s: something is in the way (a "
+				      "symbolic link to nowhere, or a file "
+				      "made meanwhile)",
 				      path);
 		if (r < 0)
 			return tv_err(r, "%s: %s", path, strerror(-r));
@@ -358,8 +367,9 @@ int tv_pool_create(const char *path, const struct tv_pool_create_opts *o)
 			goto out;
 		}
 		if (what) {
-			r = tv_err(-EEXIST, "%s already holds %s; use --force "
-					    "to overwrite it",
+			r = tv_err(-EEXIST,
+				   "%s already holds %s; use --force "
+				   "to overwrite it",
 				   path, what);
 			goto out;
 		}
@@ -373,8 +383,9 @@ int tv_pool_create(const char *path, const struct tv_pool_create_opts *o)
 	}
 	r = pool_format_dev(dev, o);
 	if (r == -EINVAL)
-		r = tv_err(r, "%s: %" PRIu64 " bytes is too small for a pool "
-			      "of %u-byte blocks",
+		r = tv_err(r,
+			   "%s: %" PRIu64 " bytes is too small for a pool "
+			   "of %u-byte blocks",
 			   path, dev->size, bs);
 	else if (r < 0)
 		r = tv_err(r, "%s: cannot create the pool: %s", path,
@@ -421,8 +432,8 @@ static void vol_check(void *ctx, const void *value, struct check *ck)
 	if (!nl || nl > TV_NAME_MAX || !le64_to_cpu(v->id) ||
 	    le64_to_cpu(v->size) % TV_SECTOR)
 		check_error(ck, "volume %" PRIu64 ": malformed record",
-			    (uint64_t)le64_to_cpu(v->id));
-	maptree_check(ctx, (const uint8_t *)value + MAPROOT_OFF, ck);
+			    (uint64_t) le64_to_cpu(v->id));
+	maptree_check(ctx, (const uint8_t *) value + MAPROOT_OFF, ck);
 }
 
 static int map_inc(void *ctx, const void *value)
@@ -441,7 +452,7 @@ static int map_dec(void *ctx, const void *value)
 
 static void map_check(void *ctx, const void *value, struct check *ck)
 {
-	(void)ctx;
+	(void) ctx;
 	check_data_ref(ck, get_le64(value));
 }
 
@@ -449,7 +460,7 @@ static void map_check(void *ctx, const void *value, struct check *ck)
  * and reopen. */
 static void pool_init_infos(struct tv_pool *p)
 {
-	struct btree_info base = { .tm = p->tm };
+	struct btree_info base = {.tm = p->tm};
 
 	p->blobidx_prefix = MIN(p->blob_size, BLOBIDX_PREFIX_MAX);
 	p->blob_chunk = MIN(p->blob_size, BLOB_CHUNK_MAX);
@@ -457,8 +468,8 @@ static void pool_init_infos(struct tv_pool *p)
 	p->vols = base;
 	p->vols.tag = TAG_VOLS;
 	p->vols.key_size = 8;
-	p->vols.value = (struct btree_vtype){ sizeof(struct disk_volume), p,
-					      NULL, NULL, vol_check };
+	p->vols.value = (struct btree_vtype){sizeof(struct disk_volume), p,
+					     NULL, NULL, vol_check};
 	p->names = base;
 	p->names.tag = TAG_NAMES;
 	p->names.key_size = 16;
@@ -472,13 +483,13 @@ static void pool_init_infos(struct tv_pool *p)
 	p->deferred = base;
 	p->deferred.tag = TAG_DEFERRED;
 	p->deferred.key_size = 8;
-	p->deferred.value = (struct btree_vtype){ sizeof(struct disk_ref), p,
-						  NULL, NULL, maptree_check };
+	p->deferred.value = (struct btree_vtype){sizeof(struct disk_ref), p,
+						 NULL, NULL, maptree_check};
 	p->map = base;
 	p->map.tag = TAG_MAP;
 	p->map.key_size = 8;
-	p->map.value = (struct btree_vtype){ sizeof(struct disk_mapping), p,
-					     map_inc, map_dec, map_check };
+	p->map.value = (struct btree_vtype){sizeof(struct disk_mapping), p,
+					    map_inc, map_dec, map_check};
 }
 
 /* The tables tv_pool_check walks from the root slots. */
@@ -487,16 +498,16 @@ static int check_roots(struct tv_pool *p, struct check_root *roots,
 {
 	unsigned int n = 0;
 
-	roots[n++] = (struct check_root){ SLOT_VOLS, &p->vols, "volumes" };
-	roots[n++] = (struct check_root){ SLOT_NAMES, &p->names, "names" };
+	roots[n++] = (struct check_root){SLOT_VOLS, &p->vols, "volumes"};
+	roots[n++] = (struct check_root){SLOT_NAMES, &p->names, "names"};
 	if (p->blob_size) {
-		roots[n++] = (struct check_root){ SLOT_BLOBIDX, &p->blobidx,
-						  "blob index" };
-		roots[n++] = (struct check_root){ SLOT_BLOBS, &p->blobs,
-						  "blobs" };
+		roots[n++] = (struct check_root){SLOT_BLOBIDX, &p->blobidx,
+						 "blob index"};
+		roots[n++] =
+		    (struct check_root){SLOT_BLOBS, &p->blobs, "blobs"};
 	}
-	roots[n++] = (struct check_root){ SLOT_DEFERRED, &p->deferred,
-					  "deferred deletes" };
+	roots[n++] = (struct check_root){SLOT_DEFERRED, &p->deferred,
+					 "deferred deletes"};
 	*nr = n;
 	return 0;
 }
@@ -574,9 +585,8 @@ int pool_open_dev(struct io_dev *dev, bool own_dev, const char *name,
 	abits_init(&p->chunk_bits);
 	p->read_only = p->opened_ro = o && o->read_only;
 	p->cache_bytes = o ? o->cache_bytes : 0;
-	p->commit_interval_ms = o && o->commit_interval_ms
-					? o->commit_interval_ms
-					: 1000;
+	p->commit_interval_ms =
+	    o && o->commit_interval_ms ? o->commit_interval_ms : 1000;
 	r = pool_open_common(p, name, o);
 	if (r == 0)
 		*out = p;
@@ -605,9 +615,9 @@ uint32_t pool_block_size(const struct tv_pool *p)
 static int open_store(struct tv_pool *p, const char *path, struct tm **out)
 {
 	struct tm_hooks hooks = *p->io->tm;
-	struct tm_open_opts to = { .cache_bytes = p->cache_bytes,
-				   .read_only = p->opened_ro,
-				   .hooks = &hooks };
+	struct tm_open_opts to = {.cache_bytes = p->cache_bytes,
+				  .read_only = p->opened_ro,
+				  .hooks = &hooks};
 	struct disk_pool_user *u;
 	struct tm *tm;
 	int r;
@@ -618,10 +628,11 @@ static int open_store(struct tv_pool *p, const char *path, struct tm **out)
 		return tv_err(r, "%s: cannot open the pool: %s", path,
 			      r == -EUCLEAN ? "not a thinvol pool, or damaged"
 					    : strerror(-r));
-	u = (struct disk_pool_user *)tm_user(tm);
+	u = (struct disk_pool_user *) tm_user(tm);
 	if (memcmp(u->magic, ENGINE_MAGIC, 8)) {
-		r = tv_err(-EUCLEAN, "%s: not a thinvol pool (no volume "
-				     "table)",
+		r = tv_err(-EUCLEAN,
+			   "%s: not a thinvol pool (no volume "
+			   "table)",
 			   path);
 		goto fail;
 	}
@@ -642,7 +653,7 @@ static int pool_open_common(struct tv_pool *p, const char *path,
 {
 	int r;
 
-	(void)o;
+	(void) o;
 	r = open_store(p, path, &p->tm);
 	if (r < 0)
 		goto fail;
@@ -719,7 +730,7 @@ static void *committer_main(void *arg)
 
 		clock_gettime(CLOCK_REALTIME, &ts);
 		ts.tv_sec += p->commit_interval_ms / 1000;
-		ts.tv_nsec += (long)(p->commit_interval_ms % 1000) * 1000000;
+		ts.tv_nsec += (long) (p->commit_interval_ms % 1000) * 1000000;
 		if (ts.tv_nsec >= 1000000000) {
 			ts.tv_sec++;
 			ts.tv_nsec -= 1000000000;
@@ -766,9 +777,10 @@ int tv_pool_info(struct tv_pool *p, struct tv_pool_info *out)
 	out->metadata = st.meta_chunks * bs;
 	/* volume.c, rule 6: at most what reclaim will free, so never more
 	 * than the data blocks in use (a damaged or crafted counter) */
-	out->reclaimable = MIN(le64_to_cpu(u->reclaimable),
-			       st.data_used - MIN(st.data_used, st.meta_chunks)) *
-			   bs;
+	out->reclaimable =
+	    MIN(le64_to_cpu(u->reclaimable),
+		st.data_used - MIN(st.data_used, st.meta_chunks)) *
+	    bs;
 	out->nr_volumes = le64_to_cpu(u->nr_volumes);
 	out->next_id = le64_to_cpu(u->next_id);
 	out->transaction = tm_committed_txn(p->tm);
@@ -816,8 +828,9 @@ static int after_error_locked(struct tv_pool *p)
 		return tv_err(-EINVAL, "%s: the pool was opened read-only",
 			      p->path);
 	if (!p->read_only)
-		return tv_err(-EINVAL, "%s: the pool is read-write: nothing "
-				       "to reopen",
+		return tv_err(-EINVAL,
+			      "%s: the pool is read-write: nothing "
+			      "to reopen",
 			      p->path);
 	return 0;
 }
@@ -838,7 +851,7 @@ static int after_error_locked(struct tv_pool *p)
  */
 static int probe_locked(struct tv_pool *p)
 {
-	uint64_t len = MIN((uint64_t)p->block_size, PROBE_BYTES), b = 0;
+	uint64_t len = MIN((uint64_t) p->block_size, PROBE_BYTES), b = 0;
 	struct sm *sm = tm_sm(p->tm);
 	void *zero = NULL;
 	bool have = false;
@@ -848,13 +861,13 @@ static int probe_locked(struct tv_pool *p)
 	have = sm_alloc_block(sm, &b) == 0;
 	sm_set_reserve_mode(sm, false);
 	if (have) {
-		r = posix_memalign(&zero, 4096, (size_t)len);
+		r = posix_memalign(&zero, 4096, (size_t) len);
 		if (r) {
 			sm_dec_block(sm, b, NULL);
 			return tv_err(-r, "out of memory");
 		}
-		memset(zero, 0, (size_t)len);
-		r = io_write(p->dev, zero, (size_t)len, b * p->block_size);
+		memset(zero, 0, (size_t) len);
+		r = io_write(p->dev, zero, (size_t) len, b * p->block_size);
 		free(zero);
 		if (r < 0)
 			goto out;
@@ -928,11 +941,12 @@ int tv_pool_reopen(struct tv_pool *p)
 	if (r < 0)
 		goto out;
 	if (tm_block_size(tm) != p->block_size ||
-	    le32_to_cpu(((struct disk_pool_user *)tm_user(tm))->blob_size) !=
-		    p->blob_size) {
+	    le32_to_cpu(((struct disk_pool_user *) tm_user(tm))->blob_size) !=
+		p->blob_size) {
 		tm_close(tm);
-		r = tv_err(-EUCLEAN, "%s: cannot reopen: the pool's block or "
-				     "blob size changed",
+		r = tv_err(-EUCLEAN,
+			   "%s: cannot reopen: the pool's block or "
+			   "blob size changed",
 			   p->path);
 		goto out;
 	}
@@ -944,8 +958,9 @@ int tv_pool_reopen(struct tv_pool *p)
 		r = tm_settle(tm);
 		if (r < 0) {
 			tm_close(tm);
-			r = tv_err(r, "%s: cannot reopen: writing the "
-				      "superblock again: %s",
+			r = tv_err(r,
+				   "%s: cannot reopen: writing the "
+				   "superblock again: %s",
 				   p->path, strerror(-r));
 			goto out;
 		}
@@ -984,8 +999,8 @@ int tv_pool_resize(struct tv_pool *p, uint64_t new_size)
 		goto out;
 	}
 	if (new_size / p->block_size < tm_nr_blocks(p->tm)) {
-		r = tv_err(-EINVAL, "%s: a pool can only grow (now %" PRIu64
-				    " bytes)",
+		r = tv_err(-EINVAL,
+			   "%s: a pool can only grow (now %" PRIu64 " bytes)",
 			   p->path, tm_nr_blocks(p->tm) * p->block_size);
 		goto out;
 	}
@@ -997,8 +1012,9 @@ int tv_pool_resize(struct tv_pool *p, uint64_t new_size)
 		p->io->held_locked(p, &hn, &hc);
 		r = sm_secure(tm_sm(p->tm), SM_ROOM_FREE, hn, hc + 1);
 		if (r < 0) {
-			r = tv_err(r, "%s: no room to commit the grow in the "
-				      "filesystem under the pool",
+			r = tv_err(r,
+				   "%s: no room to commit the grow in the "
+				   "filesystem under the pool",
 				   p->path);
 			goto out;
 		}
@@ -1006,7 +1022,8 @@ int tv_pool_resize(struct tv_pool *p, uint64_t new_size)
 	if (new_size > p->dev->size) {
 		r = io_resize(p->dev, new_size);
 		if (r < 0) {
-			r = tv_err(r, "%s: cannot grow to %" PRIu64 " bytes: %s",
+			r = tv_err(r,
+				   "%s: cannot grow to %" PRIu64 " bytes: %s",
 				   p->path, new_size, strerror(-r));
 			goto out;
 		}

@@ -45,8 +45,8 @@ int pool_open_dev(struct io_dev *dev, bool own_dev, const char *name,
 /* tv_vol_read_map that leaves the bytes of the hole extents it reports
  * unwritten (holes it had to report as data are zeroed): for the NBD
  * server, which answers holes without payload. */
-int vio_read_map_nofill(struct tv_pool *p, uint64_t id, void *buf,
-			size_t len, uint64_t off, struct tv_extent *ext,
-			size_t max, size_t *n);
+int vio_read_map_nofill(struct tv_pool *p, uint64_t id, void *buf, size_t len,
+			uint64_t off, struct tv_extent *ext, size_t max,
+			size_t *n);
 
 #endif

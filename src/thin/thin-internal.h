@@ -50,12 +50,12 @@ enum {
 	SLOT_DEFERRED = 4,
 };
 
-#define TAG_VOLS 0x534c4f56u	 /* "VOLS" */
-#define TAG_NAMES 0x454d414eu	 /* "NAME" */
-#define TAG_BLOBIDX 0x58444942u	 /* "BIDX" */
-#define TAG_BLOBS 0x53424c42u	 /* "BLBS" */
+#define TAG_VOLS     0x534c4f56u /* "VOLS" */
+#define TAG_NAMES    0x454d414eu /* "NAME" */
+#define TAG_BLOBIDX  0x58444942u /* "BIDX" */
+#define TAG_BLOBS    0x53424c42u /* "BLBS" */
 #define TAG_DEFERRED 0x52464544u /* "DEFR" */
-#define TAG_MAP 0x5350414du	 /* "MAPS" */
+#define TAG_MAP	     0x5350414du /* "MAPS" */
 
 /* Bytes of the blob that the index keys hold; longer prefixes are checked
  * against the stored blob. */
@@ -65,15 +65,15 @@ enum {
 #define BLOB_CHUNK_MAX 480u
 
 struct disk_pool_user {
-	uint64_t next_id;	  /* le64: next volume id (never reused) */
-	uint64_t epoch;		  /* le64: snapshot epoch counter */
-	uint64_t nr_volumes;	  /* le64 */
-	uint64_t deferred_seq;	  /* le64: next DEFERRED key */
-	uint64_t reclaimable;	  /* le64: blocks reclaim will free, at
-				   * least (volume.c, rule 6) */
-	uint32_t blob_size;	  /* le32: fixed at creation */
-	uint32_t flags;		  /* le32: POOL_F_* */
-	uint8_t magic[8];	  /* "tvengine" */
+	uint64_t next_id;      /* le64: next volume id (never reused) */
+	uint64_t epoch;	       /* le64: snapshot epoch counter */
+	uint64_t nr_volumes;   /* le64 */
+	uint64_t deferred_seq; /* le64: next DEFERRED key */
+	uint64_t reclaimable;  /* le64: blocks reclaim will free, at
+				* least (volume.c, rule 6) */
+	uint32_t blob_size;    /* le32: fixed at creation */
+	uint32_t flags;	       /* le32: POOL_F_* */
+	uint8_t magic[8];      /* "tvengine" */
 	uint8_t reserved[TM_USER_BYTES - 56];
 };
 _Static_assert(sizeof(struct disk_pool_user) == TM_USER_BYTES,
@@ -82,15 +82,15 @@ _Static_assert(sizeof(struct disk_pool_user) == TM_USER_BYTES,
 #define POOL_F_NEEDS_CHECK (1u << 0)
 
 struct disk_volume {
-	uint64_t id;		/* le64 */
+	uint64_t id; /* le64 */
 	uint8_t uuid[16];
-	uint64_t size;		/* le64: bytes */
-	uint32_t flags;		/* le32: TV_VOL_* */
-	uint32_t name_len;	/* le32: 1 .. TV_NAME_MAX */
-	uint64_t parent;	/* le64 */
-	uint64_t ctime_ns;	/* le64 */
-	uint64_t snap_epoch;	/* le64: pool epoch after its last snapshot */
-	uint64_t mapped;	/* le64: blocks mapped */
+	uint64_t size;	     /* le64: bytes */
+	uint32_t flags;	     /* le32: TV_VOL_* */
+	uint32_t name_len;   /* le32: 1 .. TV_NAME_MAX */
+	uint64_t parent;     /* le64 */
+	uint64_t ctime_ns;   /* le64 */
+	uint64_t snap_epoch; /* le64: pool epoch after its last snapshot */
+	uint64_t mapped;     /* le64: blocks mapped */
 	struct disk_ref map_root;
 	uint8_t name[TV_NAME_MAX];
 	uint8_t reserved[40];
@@ -98,8 +98,8 @@ struct disk_volume {
 _Static_assert(sizeof(struct disk_volume) == 256, "volume record");
 
 struct disk_mapping {
-	uint64_t block;	 /* le64: pool block */
-	uint64_t epoch;	 /* le64: pool epoch when written */
+	uint64_t block; /* le64: pool block */
+	uint64_t epoch; /* le64: pool epoch when written */
 };
 _Static_assert(sizeof(struct disk_mapping) == 16, "mapping");
 
@@ -114,10 +114,10 @@ struct tv_pool {
 	bool read_only;
 	/* the last room refused was the file's (pool-space.c, rule 2) */
 	bool fs_full;
-	bool opened_ro;	  /* opened read-only (not by an error) */
-	bool needs_check; /* damaged metadata met (pool_set_damaged) */
-	int ro_err;	  /* the error that made it read-only, or 0 */
-	char reason[160]; /* why read-only, when it is */
+	bool opened_ro;	    /* opened read-only (not by an error) */
+	bool needs_check;   /* damaged metadata met (pool_set_damaged) */
+	int ro_err;	    /* the error that made it read-only, or 0 */
+	char reason[160];   /* why read-only, when it is */
 	size_t cache_bytes; /* as opened (tv_pool_reopen) */
 
 	/* Syncs (pool-commit.c): the first error of any sync of the
@@ -136,11 +136,11 @@ struct tv_pool {
 	bool stopping;
 	pthread_cond_t wake;
 	unsigned int commit_interval_ms;
-	bool dirty; /* uncommitted changes exist */
+	bool dirty;	/* uncommitted changes exist */
 	bool committed; /* this process committed something (rule 3) */
 
 	const struct vio_hooks *io; /* the I/O path (pool_attach_io) */
-	struct vio *vio; /* I/O state (vio-internal.h) */
+	struct vio *vio;	    /* I/O state (vio-internal.h) */
 	/* vio-cache.c, rule 10: the blocks that are (or were, and not
 	 * taken for data since) metadata chunks, which the fast path tests
 	 * without meta_lock; set through the store's hooks (vio_hooks.tm) */
@@ -156,8 +156,8 @@ struct tv_pool {
  * volume records a leaf, more than 10^16 volumes): a copy and a split
  * per level, a new root, and their counts.
  */
-#define TABLE_DEPTH 8
-#define TABLE_OP_NODES (2 * TABLE_DEPTH + 1)
+#define TABLE_DEPTH	8
+#define TABLE_OP_NODES	(2 * TABLE_DEPTH + 1)
 #define TABLE_OP_COUNTS (4 * TABLE_DEPTH + 2)
 
 /* Error reporting: sets the thread's last-error message, returns err. */
@@ -254,7 +254,7 @@ struct room_probe {
 	const struct btree_info *info; /* of the path being read */
 	struct u64map seen;	       /* windows counted already */
 	uint64_t nodes, windows;
-	bool lost;		       /* out of memory: no room */
+	bool lost; /* out of memory: no room */
 };
 void probe_init(struct room_probe *q, struct tv_pool *p);
 void probe_free(struct room_probe *q);

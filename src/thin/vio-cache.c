@@ -64,7 +64,7 @@ static struct vstate *vstate_find_locked(struct tv_pool *p, uint64_t id)
 {
 	uint64_t *v = u64map_find(&p->vio->vols, id);
 
-	return v ? (struct vstate *)(uintptr_t)*v : NULL;
+	return v ? (struct vstate *) (uintptr_t) *v : NULL;
 }
 
 /* The vstate of a volume (created on first use; lives until close). */
@@ -82,7 +82,7 @@ struct vstate *vio_vstate_get(struct tv_pool *p, uint64_t id)
 			u64map_init(&vs->cache);
 			u64map_init(&vs->pending);
 			if (u64map_put(&p->vio->vols, id,
-				       (uint64_t)(uintptr_t)vs) < 0) {
+				       (uint64_t) (uintptr_t) vs) < 0) {
 				pthread_rwlock_destroy(&vs->lock);
 				free(vs);
 				vs = NULL;
@@ -192,7 +192,7 @@ void vio_forget_all_locked(struct tv_pool *p)
 		return;
 	pthread_mutex_lock(&p->vio->lock);
 	while (u64map_next(&p->vio->vols, &pos, &k, &val)) {
-		struct vstate *vs = (struct vstate *)(uintptr_t)val;
+		struct vstate *vs = (struct vstate *) (uintptr_t) val;
 
 		pthread_rwlock_wrlock(&vs->lock);
 		u64map_clear(&vs->cache);
@@ -213,7 +213,7 @@ static void fast_drain_locked(struct tv_pool *p)
 
 	pthread_mutex_lock(&p->vio->lock);
 	while (u64map_next(&p->vio->vols, &pos, &k, &val)) {
-		struct vstate *vs = (struct vstate *)(uintptr_t)val;
+		struct vstate *vs = (struct vstate *) (uintptr_t) val;
 
 		pthread_rwlock_wrlock(&vs->lock);
 		pthread_rwlock_unlock(&vs->lock);
@@ -254,9 +254,9 @@ static void hook_freed(void *ctx)
 }
 
 const struct tm_hooks vio_tm_hooks = {
-	.chunk = hook_chunk,
-	.data = hook_data,
-	.freed = hook_freed,
+    .chunk = hook_chunk,
+    .data = hook_data,
+    .freed = hook_freed,
 };
 
 /* ---- the cache ---- */
@@ -278,8 +278,8 @@ void vio_vstate_fill(struct tv_pool *p, struct vstate *vs,
 		return;
 	pthread_rwlock_wrlock(&vs->lock);
 	vs->size = le64_to_cpu(v->size);
-	vs->flags = le32_to_cpu(v->flags) |
-		    (p->read_only ? TV_VOL_READ_ONLY : 0);
+	vs->flags =
+	    le32_to_cpu(v->flags) | (p->read_only ? TV_VOL_READ_ONLY : 0);
 	vs->valid = true;
 	pthread_rwlock_unlock(&vs->lock);
 }
@@ -315,12 +315,13 @@ int vio_check_range(struct tv_pool *p, const struct disk_volume *v,
 {
 	if ((off | len) % TV_SECTOR ||
 	    range_outside(off, len, le64_to_cpu(v->size)))
-		return tv_err(-EINVAL, "volume '%.*s': range %" PRIu64
-				       "+%" PRIu64 " is not 512-aligned inside "
-				       "its %" PRIu64 " bytes",
-			      (int)MIN(le32_to_cpu(v->name_len), TV_NAME_MAX),
+		return tv_err(-EINVAL,
+			      "volume '%.*s': range %" PRIu64 "+%" PRIu64
+			      " is not 512-aligned inside "
+			      "its %" PRIu64 " bytes",
+			      (int) MIN(le32_to_cpu(v->name_len), TV_NAME_MAX),
 			      v->name, off, len, le64_to_cpu(v->size));
-	(void)p;
+	(void) p;
 	return 0;
 }
 
@@ -352,8 +353,8 @@ const char *vio_map_block_place(struct tv_pool *p, uint64_t block)
  * what it is), or the error reading its count.  O(1) but the count: a
  * lookup in the space map.  meta_lock held.
  */
-static int map_block_check(struct tv_pool *p, uint64_t block,
-			   uint32_t *count, const char **why)
+static int map_block_check(struct tv_pool *p, uint64_t block, uint32_t *count,
+			   const char **why)
 {
 	int r;
 
@@ -373,8 +374,7 @@ static int map_block_check(struct tv_pool *p, uint64_t block,
 /* Rule 10: reading v's mapping tree failed with r; a node that failed its
  * checks (EUCLEAN: damaged, or not in a metadata chunk) is damage the
  * pool must not write on.  meta_lock held, no vstate lock.  Returns r. */
-int vio_map_failed_locked(struct tv_pool *p,
-			  const struct disk_volume *v, int r)
+int vio_map_failed_locked(struct tv_pool *p, const struct disk_volume *v, int r)
 {
 	char what[160];
 
@@ -396,8 +396,8 @@ int vio_bad_mapping_locked(struct tv_pool *p, const struct disk_volume *v,
 	char what[160];
 
 	snprintf(what, sizeof(what),
-		 "volume #%" PRIu64 " maps block %" PRIu64 " to pool block %"
-		 PRIu64 ", %s",
+		 "volume #%" PRIu64 " maps block %" PRIu64
+		 " to pool block %" PRIu64 ", %s",
 		 le64_to_cpu(v->id), vblock, block, why);
 	pool_set_damaged(p, what);
 	return tv_err(-EIO, "%s: damaged metadata: %s; run thinvol check",

@@ -41,21 +41,21 @@
  * (pools of 2^47 blocks and more) are cached as shared: their writes
  * take the slow path, which is right, only slower.
  */
-#define C_OWN (1ull << 63)
-#define C_HOLE UINT64_MAX
-#define C_GEN_SHIFT 47
-#define C_GEN_MASK 0xffffu
+#define C_OWN	     (1ull << 63)
+#define C_HOLE	     UINT64_MAX
+#define C_GEN_SHIFT  47
+#define C_GEN_MASK   0xffffu
 #define C_BLOCK_MASK ((1ull << C_GEN_SHIFT) - 1)
-#define NO_BLOCK UINT64_MAX /* no block (struct prov.old) */
+#define NO_BLOCK     UINT64_MAX /* no block (struct prov.old) */
 
 struct vstate {
 	uint64_t id;
 	pthread_rwlock_t lock;
-	bool valid;	     /* size and flags below are current */
+	bool valid; /* size and flags below are current */
 	uint64_t size;
 	uint32_t flags;
-	uint32_t gen;	     /* snapshots of the volume, mod C_GEN_MASK + 1 */
-	struct u64map cache; /* vblock -> cached value (above) */
+	uint32_t gen;	       /* snapshots of the volume, mod C_GEN_MASK + 1 */
+	struct u64map cache;   /* vblock -> cached value (above) */
 	struct u64map pending; /* meta_lock: vblock -> block in flight */
 };
 
@@ -71,12 +71,12 @@ struct vio {
 	struct dead_cache *dead;
 
 	/* provisions in flight (rule 4), all under meta_lock */
-	pthread_cond_t done;	/* one finished, or a drain ended */
-	uint64_t nr_pending;	/* in all volumes */
-	unsigned int drainers;	/* threads waiting for nr_pending == 0 */
-	uint64_t unflushed;	/* bytes into new blocks since the last
-				 * flush before a commit (rule 5) */
-	uint64_t unsynced;	/* of those, in blocks of rule 7's list */
+	pthread_cond_t done;   /* one finished, or a drain ended */
+	uint64_t nr_pending;   /* in all volumes */
+	unsigned int drainers; /* threads waiting for nr_pending == 0 */
+	uint64_t unflushed;    /* bytes into new blocks since the last
+				* flush before a commit (rule 5) */
+	uint64_t unsynced;     /* of those, in blocks of rule 7's list */
 	/* rule 9: what the provisions in flight may add when mapped */
 	uint64_t held_nodes, held_counts;
 	/* one provisioning batch writes to a pool file at a time */
@@ -89,7 +89,7 @@ struct vio {
 	/* rule 7: blocks whose data the next commit must make durable */
 	uint64_t *sync;
 	size_t nr_sync, sync_cap;
-	bool sync_lost;		/* out of memory: flush everything */
+	bool sync_lost; /* out of memory: flush everything */
 };
 
 /* ---- vio-cache.c: the volumes' cached state (rules 1, 2 and 10) ---- */
@@ -144,8 +144,7 @@ void vio_destroy(struct tv_pool *p);
 void vio_reset_locked(struct tv_pool *p);
 void vio_drain_locked(struct tv_pool *p);
 void vio_before_commit_locked(struct tv_pool *p, bool ranged);
-int vio_sync_ranges_locked(struct tv_pool *p, struct io_range **out,
-			   size_t *n);
+int vio_sync_ranges_locked(struct tv_pool *p, struct io_range **out, size_t *n);
 void vio_sync_clear_locked(struct tv_pool *p);
 void vio_held_locked(struct tv_pool *p, uint64_t *nodes, uint64_t *counts);
 bool vio_had_io(struct tv_pool *p);
@@ -201,8 +200,8 @@ static inline void cache_put_locked(struct vstate *vs, uint64_t vblock,
 static inline uint64_t own_val(const struct vstate *vs, uint64_t block)
 {
 	return block < C_BLOCK_MASK
-		       ? C_OWN | (uint64_t)vs->gen << C_GEN_SHIFT | block
-		       : block;
+		   ? C_OWN | (uint64_t) vs->gen << C_GEN_SHIFT | block
+		   : block;
 }
 
 /* Whether a mapping of v is v's own (written since its last snapshot,

@@ -39,8 +39,7 @@ struct ext_acc {
 
 /* Account len bytes at out (hole or data); fills a hole with zeroes
  * unless the accumulator says it need not. */
-static void acc_add(struct ext_acc *a, uint8_t *out, uint64_t len,
-		    uint32_t fl)
+static void acc_add(struct ext_acc *a, uint8_t *out, uint64_t len, uint32_t fl)
 {
 	bool hole = fl & TV_EXTENT_HOLE;
 
@@ -113,8 +112,8 @@ static int read_window_locked(struct tv_pool *p, struct vstate *vs,
 	/* rule 10: which are data blocks in use (the counts in one walk of
 	 * the space map: a volume's blocks mostly ascend); what comes
 	 * before the first that is not is cached, that one is refused */
-	for (ok = 0;
-	     ok < n && !(why = vio_map_block_place(p, blocks[ok])); ok++)
+	for (ok = 0; ok < n && !(why = vio_map_block_place(p, blocks[ok]));
+	     ok++)
 		;
 	r = sm_block_counts(tm_sm(p->tm), blocks, ok, counts);
 	if (r < 0)
@@ -136,8 +135,8 @@ static int read_window_locked(struct tv_pool *p, struct vstate *vs,
 		/* own: see vio_mapping_use_locked */
 		cache_put_locked(vs, vbs[i],
 				 mapping_own(v, &dms[i]) && counts[i] == 1
-					 ? own_val(vs, blocks[i])
-					 : blocks[i]);
+				     ? own_val(vs, blocks[i])
+				     : blocks[i]);
 		at = vbs[i] + 1;
 	}
 	for (; at < (ok < n ? vbs[ok] : end); at++)
@@ -182,9 +181,9 @@ static int vol_read(struct tv_pool *p, uint64_t id, void *buf, size_t len,
 				if (*cv == C_HOLE) {
 					acc_add(acc, out, n, TV_EXTENT_HOLE);
 				} else {
-					r = io_read(p->dev, out, n,
-						    dev_off(p, c_block(*cv),
-							    in));
+					r = io_read(
+					    p->dev, out, n,
+					    dev_off(p, c_block(*cv), in));
 					if (r < 0)
 						break;
 					acc_add(acc, out, n, 0);
@@ -207,7 +206,7 @@ static int vol_read(struct tv_pool *p, uint64_t id, void *buf, size_t len,
 		n = MIN(len, bs - in);
 		{
 			struct disk_volume v;
-			struct disk_mapping m = { 0 };
+			struct disk_mapping m = {0};
 
 			pthread_mutex_lock(&p->meta_lock);
 			r = vol_lookup_locked(p, id, &v);
@@ -225,14 +224,14 @@ static int vol_read(struct tv_pool *p, uint64_t id, void *buf, size_t len,
 				r = 0;
 			} else if (r == 0) {
 				acc_add(acc, out, n, 0);
-				r = io_read(p->dev, out, n,
-					    dev_off(p, le64_to_cpu(m.block),
-						    in));
+				r = io_read(
+				    p->dev, out, n,
+				    dev_off(p, le64_to_cpu(m.block), in));
 			}
 			pthread_mutex_unlock(&p->meta_lock);
 			if (r < 0)
-				return tv_err(r, "volume #%" PRIu64
-					      ": read: %s",
+				return tv_err(r,
+					      "volume #%" PRIu64 ": read: %s",
 					      id, strerror(-r));
 		}
 		out += n;
@@ -252,7 +251,7 @@ static int read_map(struct tv_pool *p, uint64_t id, void *buf, size_t len,
 		    uint64_t off, struct tv_extent *ext, size_t max, size_t *n,
 		    bool nofill)
 {
-	struct ext_acc acc = { .e = ext, .max = max, .n = 0, .nofill = nofill };
+	struct ext_acc acc = {.e = ext, .max = max, .n = 0, .nofill = nofill};
 	int r;
 
 	if (!max)
@@ -269,9 +268,9 @@ int tv_vol_read_map(struct tv_pool *p, uint64_t id, void *buf, size_t len,
 	return read_map(p, id, buf, len, off, ext, max, n, false);
 }
 
-int vio_read_map_nofill(struct tv_pool *p, uint64_t id, void *buf,
-			size_t len, uint64_t off, struct tv_extent *ext,
-			size_t max, size_t *n)
+int vio_read_map_nofill(struct tv_pool *p, uint64_t id, void *buf, size_t len,
+			uint64_t off, struct tv_extent *ext, size_t max,
+			size_t *n)
 {
 	return read_map(p, id, buf, len, off, ext, max, n, true);
 }
@@ -303,9 +302,10 @@ int tv_vol_extents(struct tv_pool *p, uint64_t id, uint64_t off, uint64_t len,
 		goto out;
 	size = le64_to_cpu(v.size);
 	if (!len || range_outside(off, len, size)) {
-		r = tv_err(-EINVAL, "volume '%.*s': range %" PRIu64 "+%" PRIu64
-				    " is not inside its %" PRIu64 " bytes",
-			   (int)MIN(le32_to_cpu(v.name_len), TV_NAME_MAX),
+		r = tv_err(-EINVAL,
+			   "volume '%.*s': range %" PRIu64 "+%" PRIu64
+			   " is not inside its %" PRIu64 " bytes",
+			   (int) MIN(le32_to_cpu(v.name_len), TV_NAME_MAX),
 			   v.name, off, len, size);
 		goto out;
 	}

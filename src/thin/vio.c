@@ -116,9 +116,9 @@
 #include "util/checked.h"
 #include "util/endian.h"
 #include "util/log.h"
-#define SLOW_BATCH 16		     /* blocks per hold of meta_lock */
+#define SLOW_BATCH 16 /* blocks per hold of meta_lock */
 /* new-block bytes after which a commit flushes first without meta_lock */
-#define PREFLUSH_BYTES (16u << 20)
+#define PREFLUSH_BYTES	(16u << 20)
 #define PREFLUSH_ROUNDS 3
 /* rule 8: the pool file is allocated this much at a time */
 #define PREALLOC_BYTES (4u << 20)
@@ -128,20 +128,20 @@
  * changes when no node on its path is shared, and MAP_NODE_REFS more
  * counts per level when every one is (a copy references all its
  * entries). */
-#define MAP_DEPTH 8
-#define MAP_OP_NODES (2 * MAP_DEPTH + 1)
+#define MAP_DEPTH     8
+#define MAP_OP_NODES  (2 * MAP_DEPTH + 1)
 #define MAP_OP_COUNTS (4 * MAP_DEPTH + 2)
 #define MAP_NODE_REFS 170
 
 /* One provision (rule 3). */
 struct prov {
 	uint64_t vblock;
-	uint64_t block;	     /* the new block */
-	uint64_t old;	     /* copy-on-write: the shared block; or NO_BLOCK */
-	uint64_t in, len;    /* the range written, inside the block */
-	const uint8_t *buf;  /* the data; NULL: zeroes */
-	int r;		     /* how its data write went */
-	bool sync;	     /* rule 7: a commit must make its data durable */
+	uint64_t block;	    /* the new block */
+	uint64_t old;	    /* copy-on-write: the shared block; or NO_BLOCK */
+	uint64_t in, len;   /* the range written, inside the block */
+	const uint8_t *buf; /* the data; NULL: zeroes */
+	int r;		    /* how its data write went */
+	bool sync;	    /* rule 7: a commit must make its data durable */
 	uint64_t nodes, counts; /* rule 9: what mapping it may cost */
 };
 
@@ -155,7 +155,7 @@ struct cost {
 /* Rule 8: the unit of preallocation, at least a block. */
 static uint64_t prealloc_bytes(const struct tv_pool *p)
 {
-	return MAX((uint64_t)PREALLOC_BYTES, (uint64_t)p->block_size);
+	return MAX((uint64_t) PREALLOC_BYTES, (uint64_t) p->block_size);
 }
 
 int vio_init(struct tv_pool *p)
@@ -187,7 +187,7 @@ void vio_destroy(struct tv_pool *p)
 	if (!p->vio)
 		return;
 	while (u64map_next(&p->vio->vols, &pos, &k, &v)) {
-		struct vstate *vs = (struct vstate *)(uintptr_t)v;
+		struct vstate *vs = (struct vstate *) (uintptr_t) v;
 		u64map_free(&vs->cache);
 		u64map_free(&vs->pending);
 		pthread_rwlock_destroy(&vs->lock);
@@ -196,7 +196,7 @@ void vio_destroy(struct tv_pool *p)
 	u64map_free(&p->vio->vols);
 	vio_reap(p);
 	free(p->vio->sync);
-	free((void *)p->vio->pa_bits);
+	free((void *) p->vio->pa_bits);
 	pthread_cond_destroy(&p->vio->done);
 	pthread_mutex_destroy(&p->vio->wgate);
 	pthread_mutex_destroy(&p->vio->lock);
@@ -352,8 +352,7 @@ static int plan_block_locked(struct tv_pool *p, const struct disk_volume *v,
 		return r;
 	r = sm_alloc_block(tm_sm(p->tm), &nb);
 	if (r < 0)
-		return r == -ENOSPC ? tv_err(r, "%s: the pool is full",
-					     p->path)
+		return r == -ENOSPC ? tv_err(r, "%s: the pool is full", p->path)
 				    : r;
 	acc->blocks++;
 	acc->nodes += c.nodes;
@@ -381,7 +380,8 @@ static void prealloc_chunk(struct tv_pool *p, uint64_t at)
 
 	if (chunk >= io->pa_chunks ||
 	    (atomic_load_explicit(&io->pa_bits[chunk / 64],
-				  memory_order_relaxed) & bit) ||
+				  memory_order_relaxed) &
+	     bit) ||
 	    (atomic_fetch_or(&io->pa_bits[chunk / 64], bit) & bit))
 		return;
 	len = MIN(unit, p->dev->size - chunk * unit);
@@ -392,7 +392,8 @@ static void prealloc_chunk(struct tv_pool *p, uint64_t at)
 	r = io_prealloc(p->dev, chunk * unit, len);
 	if (r < 0 && r != -ENOSPC)
 		log_debug("%s: preallocating %" PRIu64 " bytes at %" PRIu64
-			  ": %s", p->path, len, chunk * unit, strerror(-r));
+			  ": %s",
+			  p->path, len, chunk * unit, strerror(-r));
 }
 
 /* Step b: the data of a new block (no lock needed: rule 3).  Sets
@@ -407,8 +408,8 @@ static int prov_write(struct tv_pool *p, struct prov *pv)
 	/* A hole of a sparse pool file (never written, or punched when
 	 * freed — the puncher runs under meta_lock and skips allocated
 	 * blocks) reads as zeroes, also after a crash. */
-	pv->sync = pv->old != NO_BLOCK || !pv->buf ||
-		   !io_is_hole(p->dev, at, bs);
+	pv->sync =
+	    pv->old != NO_BLOCK || !pv->buf || !io_is_hole(p->dev, at, bs);
 	if (!pv->sync)
 		prealloc_chunk(p, at);
 	if (pv->len == bs && pv->buf) /* nothing of the old block is kept */
@@ -432,8 +433,9 @@ static int prov_write(struct tv_pool *p, struct prov *pv)
 	tmp = pv->old == NO_BLOCK ? calloc(1, bs) : malloc(bs);
 	if (!tmp)
 		return -ENOMEM;
-	r = pv->old == NO_BLOCK ? 0
-				: io_read(p->dev, tmp, bs, dev_off(p, pv->old, 0));
+	r = pv->old == NO_BLOCK
+		? 0
+		: io_read(p->dev, tmp, bs, dev_off(p, pv->old, 0));
 	if (r == 0) {
 		if (pv->buf)
 			memcpy(tmp + pv->in, pv->buf, pv->len);
@@ -482,8 +484,7 @@ static void sync_add_locked(struct vio *io, uint64_t block)
 	io->sync[io->nr_sync++] = block;
 }
 
-int vio_sync_ranges_locked(struct tv_pool *p, struct io_range **out,
-			   size_t *n)
+int vio_sync_ranges_locked(struct tv_pool *p, struct io_range **out, size_t *n)
 {
 	struct vio *io = p->vio;
 	struct io_range *v;
@@ -498,8 +499,8 @@ int vio_sync_ranges_locked(struct tv_pool *p, struct io_range **out,
 	if (!v)
 		return -ENOMEM;
 	for (size_t i = 0; i < io->nr_sync; i++)
-		v[i] = (struct io_range){ dev_off(p, io->sync[i], 0),
-					  p->block_size };
+		v[i] = (struct io_range){dev_off(p, io->sync[i], 0),
+					 p->block_size};
 	*out = v;
 	*n = io->nr_sync;
 	return 0;
@@ -564,7 +565,7 @@ static int write_block_locked(struct tv_pool *p, struct disk_volume *v,
 			      struct vstate *vs, uint64_t vblock, uint64_t in,
 			      const uint8_t *buf, uint64_t len, bool copy)
 {
-	struct cost acc = { 0, 0, 0 };
+	struct cost acc = {0, 0, 0};
 	struct prov pv;
 	bool queued;
 	int r;
@@ -624,10 +625,9 @@ void vio_before_commit_locked(struct tv_pool *p, bool ranged)
 	if (!io)
 		return;
 	ranged = ranged && (p->dev->flags & IO_DEV_RANGED_SYNC);
-	for (int i = 0; i < PREFLUSH_ROUNDS && !p->read_only &&
-			!tm_state(p->tm) &&
-			(ranged ? io->unsynced : io->unflushed) >=
-				PREFLUSH_BYTES;
+	for (int i = 0;
+	     i < PREFLUSH_ROUNDS && !p->read_only && !tm_state(p->tm) &&
+	     (ranged ? io->unsynced : io->unflushed) >= PREFLUSH_BYTES;
 	     i++) {
 		struct io_range *rg = NULL;
 		size_t n = SIZE_MAX;
@@ -699,8 +699,7 @@ static int pending_finish_locked(struct tv_pool *p, struct vstate *vs,
 	if (poisoned) {
 		/* an abort waits for us in its drain: it frees the blocks */
 		r = tm_state(p->tm) ? tm_state(p->tm) : -EROFS;
-		r = tv_err(r, "%s: the pool failed during the write",
-			   p->path);
+		r = tv_err(r, "%s: the pool failed during the write", p->path);
 	} else {
 		r = vol_lookup_locked(p, id, &v);
 		have_v = r == 0;
@@ -714,9 +713,8 @@ static int pending_finish_locked(struct tv_pool *p, struct vstate *vs,
 			sm_fs_full(tm_sm(p->tm));
 		if (r == 0 && pv[i].r == 0) {
 			r = prov_insert_locked(p, &v, vs, &pv[i]);
-			uint64_t bytes = pv[i].old == NO_BLOCK
-						 ? pv[i].len
-						 : p->block_size;
+			uint64_t bytes =
+			    pv[i].old == NO_BLOCK ? pv[i].len : p->block_size;
 
 			p->vio->unflushed += bytes;
 			if (pv[i].sync)
@@ -888,7 +886,7 @@ static int slow_modify(struct tv_pool *p, struct vstate *vs, uint64_t id,
 	bool unmap = discard && in == 0 && n == bs;
 	struct prov pv[SLOW_BATCH];
 	struct disk_volume v, before;
-	struct cost acc = { 0, 0, 0 };
+	struct cost acc = {0, 0, 0};
 	unsigned int npv = 0, tries = 0;
 	int r, late = 0;
 
@@ -896,8 +894,7 @@ static int slow_modify(struct tv_pool *p, struct vstate *vs, uint64_t id,
 again:
 	/* rule 4: no new provision while a drain waits; and whatever is in
 	 * flight where we go first */
-	while (p->vio->drainers ||
-	       in_flight(vs, vblock, unmap ? len / bs : 1))
+	while (p->vio->drainers || in_flight(vs, vblock, unmap ? len / bs : 1))
 		pthread_cond_wait(&p->vio->done, &p->meta_lock);
 	r = vol_lookup_locked(p, id, &v);
 	if (r == 0)
@@ -937,8 +934,8 @@ again:
 
 			if (buf)
 				r = plan_block_locked(p, &v, vs, vblock, in,
-						      buf + did, n, false,
-						      &acc, &pv[npv], &queued);
+						      buf + did, n, false, &acc,
+						      &pv[npv], &queued);
 			else
 				r = write_block_locked(p, &v, vs, vblock, in,
 						       NULL, n, false);
@@ -974,8 +971,7 @@ again:
 			goto again;
 		}
 		if (r == -ENOSPC)
-			r = tv_err(r, "%s: %s", p->path,
-				   pool_full_what(p));
+			r = tv_err(r, "%s: %s", p->path, pool_full_what(p));
 		pthread_mutex_unlock(&p->meta_lock);
 		return r;
 	}
@@ -1043,17 +1039,17 @@ static int modify(struct tv_pool *p, uint64_t id, const uint8_t *buf,
 			if (checked || fast_ok(vs, len, off, true)) {
 				checked = true;
 				cv = u64map_find(&vs->cache, vblock);
-				if (cv && c_own(vs, *cv) && fast_val_ok(p, *cv)) {
-					r = io_write(p->dev, buf, n,
-						     dev_off(p, c_block(*cv),
-							     in));
+				if (cv && c_own(vs, *cv) &&
+				    fast_val_ok(p, *cv)) {
+					r = io_write(
+					    p->dev, buf, n,
+					    dev_off(p, c_block(*cv), in));
 					pthread_rwlock_unlock(&vs->lock);
 					if (r < 0)
-						return tv_err(
-							r,
-							"volume #%" PRIu64
-							": write: %s",
-							id, strerror(-r));
+						return tv_err(r,
+							      "volume #%" PRIu64
+							      ": write: %s",
+							      id, strerror(-r));
 					goto next;
 				}
 			}
@@ -1063,7 +1059,7 @@ static int modify(struct tv_pool *p, uint64_t id, const uint8_t *buf,
 				&n);
 		if (r < 0)
 			return r;
-next:
+	next:
 		if (buf)
 			buf += n;
 		off += n;
@@ -1100,7 +1096,7 @@ int tv_vol_write_zeroes(struct tv_pool *p, uint64_t id, uint64_t len,
 
 int tv_vol_flush(struct tv_pool *p, uint64_t id)
 {
-	(void)id;
+	(void) id;
 	return tv_pool_flush(p);
 }
 
@@ -1137,34 +1133,34 @@ int vio_zero_tail_locked(struct tv_pool *p, struct disk_volume *v,
 	free(tail);
 	if (r < 0)
 		return tv_err(r, "volume #%" PRIu64 ": read: %s",
-			      (uint64_t)le64_to_cpu(v->id), strerror(-r));
+			      (uint64_t) le64_to_cpu(v->id), strerror(-r));
 	if (zero)
 		return 0;
 	r = write_block_locked(p, v, NULL, from / bs, in, NULL, bs - in,
 			       !in_place);
 	/* a batch cannot commit early (rule 9): the pool is full for it */
-	return r == -EAGAIN ? tv_err(-ENOSPC, "%s: %s", p->path,
-				     pool_full_what(p))
-			    : r;
+	return r == -EAGAIN
+		   ? tv_err(-ENOSPC, "%s: %s", p->path, pool_full_what(p))
+		   : r;
 }
 
 /* ---- the pool's hooks (thin-internal.h) ---- */
 
 const struct vio_hooks vio_pool_hooks = {
-	.tm = &vio_tm_hooks,
-	.init = vio_init,
-	.destroy = vio_destroy,
-	.reset_locked = vio_reset_locked,
-	.before_commit_locked = vio_before_commit_locked,
-	.drain_locked = vio_drain_locked,
-	.sync_ranges_locked = vio_sync_ranges_locked,
-	.sync_clear_locked = vio_sync_clear_locked,
-	.held_locked = vio_held_locked,
-	.had_io = vio_had_io,
-	.forget_all_locked = vio_forget_all_locked,
-	.invalidate_locked = vio_invalidate_locked,
-	.snapshot_locked = vio_snapshot_locked,
-	.reap_pending = vio_reap_pending,
-	.reap = vio_reap,
-	.zero_tail_locked = vio_zero_tail_locked,
+    .tm = &vio_tm_hooks,
+    .init = vio_init,
+    .destroy = vio_destroy,
+    .reset_locked = vio_reset_locked,
+    .before_commit_locked = vio_before_commit_locked,
+    .drain_locked = vio_drain_locked,
+    .sync_ranges_locked = vio_sync_ranges_locked,
+    .sync_clear_locked = vio_sync_clear_locked,
+    .held_locked = vio_held_locked,
+    .had_io = vio_had_io,
+    .forget_all_locked = vio_forget_all_locked,
+    .invalidate_locked = vio_invalidate_locked,
+    .snapshot_locked = vio_snapshot_locked,
+    .reap_pending = vio_reap_pending,
+    .reap = vio_reap,
+    .zero_tail_locked = vio_zero_tail_locked,
 };

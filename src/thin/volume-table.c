@@ -33,18 +33,20 @@
  * starting with '#' (which names an id). */
 int vol_check_name(const char *name)
 {
-	const uint8_t *s = (const uint8_t *)name;
+	const uint8_t *s = (const uint8_t *) name;
 	size_t len = strlen(name);
 
 	if (!len)
 		return tv_err(-EINVAL, "a volume name cannot be empty");
 	if (len > TV_NAME_MAX)
-		return tv_err(-EINVAL, "volume name '%.40s...': longer than "
-				       "%d bytes",
+		return tv_err(-EINVAL,
+			      "volume name '%.40s...': longer than "
+			      "%d bytes",
 			      name, TV_NAME_MAX);
 	if (name[0] == '#')
-		return tv_err(-EINVAL, "volume name '%s': cannot start with "
-				       "'#' (that names an id)",
+		return tv_err(-EINVAL,
+			      "volume name '%s': cannot start with "
+			      "'#' (that names an id)",
 			      name);
 	for (size_t i = 0; i < len;) {
 		uint8_t c = s[i];
@@ -81,8 +83,7 @@ int vol_check_name(const char *name)
 		/* overlong forms, surrogates, beyond Unicode, C1 controls */
 		if ((n == 2 && cp < 0x80) || (n == 3 && cp < 0x800) ||
 		    (n == 4 && cp < 0x10000) || cp > 0x10ffff ||
-		    (cp >= 0xd800 && cp <= 0xdfff) ||
-		    (cp >= 0x80 && cp < 0xa0))
+		    (cp >= 0xd800 && cp <= 0xdfff) || (cp >= 0x80 && cp < 0xa0))
 			goto bad;
 		i += n;
 	}
@@ -96,7 +97,7 @@ static uint64_t name_hash(const char *name, size_t len)
 	uint64_t h = 0xcbf29ce484222325ull; /* FNV-1a, then a final mix */
 
 	for (size_t i = 0; i < len; i++) {
-		h ^= (uint8_t)name[i];
+		h ^= (uint8_t) name[i];
 		h *= 0x100000001b3ull;
 	}
 	h ^= h >> 33;
@@ -176,8 +177,8 @@ int vol_name_find_locked(struct tv_pool *p, const char *name, uint64_t *id)
 		put_be64(k + 8, cand + 1);
 		if (cand == UINT64_MAX)
 			break;
-		r = btree_cursor_seek(&p->names, tm_root(p->tm, SLOT_NAMES),
-				      k, &c);
+		r = btree_cursor_seek(&p->names, tm_root(p->tm, SLOT_NAMES), k,
+				      &c);
 	}
 	btree_cursor_close(&c);
 	if (r < 0)
@@ -193,15 +194,14 @@ int vol_names_add(struct tv_pool *p, const char *name, uint64_t id)
 	uint8_t k[16];
 
 	name_key(k, name, strlen(name), id);
-	return btree_insert(&p->names, tm_root(p->tm, SLOT_NAMES), k,
-			    no_value);
+	return btree_insert(&p->names, tm_root(p->tm, SLOT_NAMES), k, no_value);
 }
 
 int vol_names_del(struct tv_pool *p, const struct disk_volume *v)
 {
 	uint8_t k[16];
 
-	name_key(k, (const char *)v->name, le32_to_cpu(v->name_len),
+	name_key(k, (const char *) v->name, le32_to_cpu(v->name_len),
 		 le64_to_cpu(v->id));
 	return btree_remove(&p->names, tm_root(p->tm, SLOT_NAMES), k, NULL);
 }
@@ -231,8 +231,8 @@ uint32_t vol_blob_chunks(const struct tv_pool *p)
 static void blobs_key(uint8_t k[10], uint64_t id, uint32_t chunk)
 {
 	put_be64(k, id);
-	k[8] = (uint8_t)(chunk >> 8);
-	k[9] = (uint8_t)chunk;
+	k[8] = (uint8_t) (chunk >> 8);
+	k[9] = (uint8_t) chunk;
 }
 
 int vol_blob_load_locked(struct tv_pool *p, uint64_t id, uint8_t *blob)
@@ -241,7 +241,7 @@ int vol_blob_load_locked(struct tv_pool *p, uint64_t id, uint8_t *blob)
 
 	memset(blob, 0, p->blob_size);
 	for (uint32_t i = 0; i < vol_blob_chunks(p); i++) {
-		size_t off = (size_t)i * p->blob_chunk;
+		size_t off = (size_t) i * p->blob_chunk;
 		int r;
 
 		blobs_key(k, id, i);
@@ -257,8 +257,8 @@ int vol_blob_load_locked(struct tv_pool *p, uint64_t id, uint8_t *blob)
 }
 
 /* Replace a volume's blob (old may be NULL for a new volume). */
-int vol_blob_set_locked(struct tv_pool *p, uint64_t id,
-			const uint8_t *old, const uint8_t *blob)
+int vol_blob_set_locked(struct tv_pool *p, uint64_t id, const uint8_t *old,
+			const uint8_t *blob)
 {
 	uint8_t k[BTREE_MAX_KEY], buf[BLOB_CHUNK_MAX];
 	bool zero = all_zero(blob, p->blob_size);
@@ -279,7 +279,7 @@ int vol_blob_set_locked(struct tv_pool *p, uint64_t id,
 	if (r < 0)
 		return r;
 	for (uint32_t i = 0; i < vol_blob_chunks(p); i++) {
-		size_t off = (size_t)i * p->blob_chunk;
+		size_t off = (size_t) i * p->blob_chunk;
 		size_t n = MIN(p->blob_chunk, p->blob_size - off);
 
 		blobs_key(k, id, i);
@@ -328,7 +328,7 @@ int vol_blob_del_locked(struct tv_pool *p, uint64_t id, const uint8_t *old)
 int vol_read_only_err(const struct disk_volume *v)
 {
 	return tv_err(-EROFS, "volume '%.*s' is read-only",
-		      (int)MIN(le32_to_cpu(v->name_len), TV_NAME_MAX),
+		      (int) MIN(le32_to_cpu(v->name_len), TV_NAME_MAX),
 		      v->name);
 }
 
@@ -359,7 +359,7 @@ static int parse_id(const char *s, uint64_t *id)
 	for (; *s; s++) {
 		if (*s < '0' || *s > '9' || v > (UINT64_MAX - 9) / 10)
 			return -EINVAL;
-		v = v * 10 + (uint64_t)(*s - '0');
+		v = v * 10 + (uint64_t) (*s - '0');
 	}
 	*id = v;
 	return 0;
@@ -412,14 +412,13 @@ struct usage {
 	uint64_t mapped, exclusive;
 };
 
-static int usage_one(void *ctx, const void *key, const void *value,
-		     bool shared)
+static int usage_one(void *ctx, const void *key, const void *value, bool shared)
 {
 	struct usage *u = ctx;
 	uint32_t count;
 	int r;
 
-	(void)key;
+	(void) key;
 	u->mapped++;
 	if (shared)
 		return 0;
@@ -432,7 +431,7 @@ static int usage_one(void *ctx, const void *key, const void *value,
 int tv_vol_usage(struct tv_pool *p, uint64_t id, uint64_t *mapped,
 		 uint64_t *exclusive)
 {
-	struct usage u = { .p = p };
+	struct usage u = {.p = p};
 	struct disk_volume v;
 	struct tm_ref root;
 	int r;
@@ -498,7 +497,7 @@ int tv_vol_list(struct tv_pool *p, uint64_t *cursor, struct tv_vol_info *out,
 	if (n)
 		*cursor = out[n - 1].id == UINT64_MAX ? UINT64_MAX
 						      : out[n - 1].id + 1;
-	return (int)n;
+	return (int) n;
 }
 
 int tv_vol_find_blob(struct tv_pool *p, const void *prefix, size_t len,
@@ -512,8 +511,9 @@ int tv_vol_find_blob(struct tv_pool *p, const void *prefix, size_t len,
 	int r;
 
 	if (len > p->blob_size)
-		return tv_err(-EINVAL, "%zu bytes is longer than the pool's "
-				       "%u-byte blobs",
+		return tv_err(-EINVAL,
+			      "%zu bytes is longer than the pool's "
+			      "%u-byte blobs",
 			      len, p->blob_size);
 	if (!p->blob_size)
 		return tv_err(-EINVAL, "this pool has no blobs");
@@ -522,8 +522,7 @@ int tv_vol_find_blob(struct tv_pool *p, const void *prefix, size_t len,
 	pthread_mutex_lock(&p->meta_lock);
 	/* Candidates from the index: every key starting with the prefix
 	 * (as much of it as the keys hold). */
-	r = btree_cursor_seek(&p->blobidx, tm_root(p->tm, SLOT_BLOBIDX), k,
-			      &c);
+	r = btree_cursor_seek(&p->blobidx, tm_root(p->tm, SLOT_BLOBIDX), k, &c);
 	while (r == 0 && c.valid) {
 		const uint8_t *key = btree_cursor_key(&c);
 
@@ -567,13 +566,13 @@ int tv_vol_find_blob(struct tv_pool *p, const void *prefix, size_t len,
 	if (found && max)
 		memcpy(ids, cand, MIN(found, max) * sizeof(*ids));
 	free(cand);
-	return (int)MIN(found, (size_t)INT32_MAX);
+	return (int) MIN(found, (size_t) INT32_MAX);
 }
 
 /* ---- consistency of the table and its indexes (for check) ---- */
 
 static void idx_err(FILE *out, uint64_t *errors, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 static void idx_err(FILE *out, uint64_t *errors, const char *fmt, ...)
 {
 	va_list ap;
@@ -614,39 +613,42 @@ int vol_check_indexes_locked(struct tv_pool *p, FILE *out, uint64_t *errors)
 			break;
 		nvols++;
 		if (le64_to_cpu(v.id) != id || id >= next)
-			idx_err(out, errors, "volume #%" PRIu64 ": id %" PRIu64
-					     " in its record, next id %" PRIu64,
-				id, (uint64_t)le64_to_cpu(v.id), next);
+			idx_err(out, errors,
+				"volume #%" PRIu64 ": id %" PRIu64
+				" in its record, next id %" PRIu64,
+				id, (uint64_t) le64_to_cpu(v.id), next);
 		if (!le32_to_cpu(v.name_len) ||
 		    le32_to_cpu(v.name_len) > TV_NAME_MAX)
 			continue; /* vol_check reported it */
-		name_key(k, (const char *)v.name, le32_to_cpu(v.name_len), id);
+		name_key(k, (const char *) v.name, le32_to_cpu(v.name_len), id);
 		if (btree_lookup(&p->names, tm_root(p->tm, SLOT_NAMES), k,
 				 NULL))
-			idx_err(out, errors, "volume #%" PRIu64
-					     ": missing from the name index",
+			idx_err(out, errors,
+				"volume #%" PRIu64
+				": missing from the name index",
 				id);
 		if (!p->blob_size)
 			continue;
 		if (vol_blob_load_locked(p, id, blob) < 0) {
-			idx_err(out, errors, "volume #%" PRIu64
-					     ": blob unreadable", id);
+			idx_err(out, errors,
+				"volume #%" PRIu64 ": blob unreadable", id);
 			continue;
 		}
 		blobidx_key(p, k, blob, id);
 		if (btree_lookup(&p->blobidx, tm_root(p->tm, SLOT_BLOBIDX), k,
 				 NULL))
-			idx_err(out, errors, "volume #%" PRIu64
-					     ": missing from the blob index",
+			idx_err(out, errors,
+				"volume #%" PRIu64
+				": missing from the blob index",
 				id);
 	}
 	btree_cursor_close(&c);
 	if (r < 0)
 		return r;
 	if (nvols != le64_to_cpu(u->nr_volumes))
-		idx_err(out, errors, "%" PRIu64 " volumes, the pool counts %"
-				     PRIu64,
-			nvols, (uint64_t)le64_to_cpu(u->nr_volumes));
+		idx_err(out, errors,
+			"%" PRIu64 " volumes, the pool counts %" PRIu64, nvols,
+			(uint64_t) le64_to_cpu(u->nr_volumes));
 
 	/* indexes -> table: every entry names a volume that matches it */
 	r = btree_cursor_seek(&p->names, tm_root(p->tm, SLOT_NAMES), NULL, &c);
@@ -659,10 +661,11 @@ int vol_check_indexes_locked(struct tv_pool *p, FILE *out, uint64_t *errors)
 		put_be64(vk, id);
 		if (btree_lookup(&p->vols, tm_root(p->tm, SLOT_VOLS), vk, &v) ||
 		    le32_to_cpu(v.name_len) > TV_NAME_MAX ||
-		    name_hash((const char *)v.name, le32_to_cpu(v.name_len)) !=
-			    h)
-			idx_err(out, errors, "name index entry for #%" PRIu64
-					     " matches no volume",
+		    name_hash((const char *) v.name, le32_to_cpu(v.name_len)) !=
+			h)
+			idx_err(out, errors,
+				"name index entry for #%" PRIu64
+				" matches no volume",
 				id);
 		r = btree_cursor_next(&c);
 	}
@@ -672,7 +675,7 @@ int vol_check_indexes_locked(struct tv_pool *p, FILE *out, uint64_t *errors)
 	r = btree_cursor_seek(&p->blobidx, tm_root(p->tm, SLOT_BLOBIDX), NULL,
 			      &c);
 	while (r == 0 && c.valid) {
-		uint64_t id = get_be64((const uint8_t *)btree_cursor_key(&c) +
+		uint64_t id = get_be64((const uint8_t *) btree_cursor_key(&c) +
 				       p->blobidx_prefix);
 		uint8_t vk[8];
 
@@ -682,8 +685,9 @@ int vol_check_indexes_locked(struct tv_pool *p, FILE *out, uint64_t *errors)
 				 NULL) ||
 		    vol_blob_load_locked(p, id, blob) ||
 		    memcmp(blob, k, p->blobidx_prefix))
-			idx_err(out, errors, "blob index entry for #%" PRIu64
-					     " matches no volume's blob",
+			idx_err(out, errors,
+				"blob index entry for #%" PRIu64
+				" matches no volume's blob",
 				id);
 		r = btree_cursor_next(&c);
 	}

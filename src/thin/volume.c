@@ -66,14 +66,13 @@ struct alone {
 	uint64_t refs, limit, enough;
 };
 
-static int alone_count(void *ctx, uint64_t node, const void *value,
-		       bool alone)
+static int alone_count(void *ctx, uint64_t node, const void *value, bool alone)
 {
 	struct alone *a = ctx;
 	uint32_t count;
 	int r;
 
-	(void)node;
+	(void) node;
 	if (a->refs >= a->limit)
 		return 1;
 	a->refs++;
@@ -87,7 +86,7 @@ static int alone_count(void *ctx, uint64_t node, const void *value,
 	}
 	if (a->enough &&
 	    a->nodes + a->blocks * (a->p->block_size / PD_NODE_SIZE) >=
-		    a->enough)
+		a->enough)
 		return 1;
 	return 0;
 }
@@ -147,7 +146,7 @@ static uint64_t now_ns(void)
 	struct timespec ts;
 
 	clock_gettime(CLOCK_REALTIME, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+	return (uint64_t) ts.tv_sec * 1000000000ull + (uint64_t) ts.tv_nsec;
 }
 
 uint64_t volume_id_clock_real(void)
@@ -164,12 +163,14 @@ uint64_t (*volume_id_clock)(void) = volume_id_clock_real;
 static int check_size(uint64_t size)
 {
 	if (!size || size % TV_SECTOR)
-		return tv_err(-EINVAL, "size %" PRIu64 ": must be a non-zero "
-				       "multiple of 512",
+		return tv_err(-EINVAL,
+			      "size %" PRIu64 ": must be a non-zero "
+			      "multiple of 512",
 			      size);
 	if (size > (1ull << 60))
-		return tv_err(-EINVAL, "size %" PRIu64 ": too large (at most "
-				       "1 EiB)",
+		return tv_err(-EINVAL,
+			      "size %" PRIu64 ": too large (at most "
+			      "1 EiB)",
 			      size);
 	return 0;
 }
@@ -177,8 +178,9 @@ static int check_size(uint64_t size)
 static int check_blob(struct tv_pool *p, const void *blob, size_t len)
 {
 	if (blob && len != p->blob_size)
-		return tv_err(-EINVAL, "blob of %zu bytes: this pool's blobs "
-				       "are exactly %u bytes",
+		return tv_err(-EINVAL,
+			      "blob of %zu bytes: this pool's blobs "
+			      "are exactly %u bytes",
 			      len, p->blob_size);
 	return 0;
 }
@@ -187,7 +189,8 @@ static int new_volume(struct tv_pool *p, const char *name, uint64_t size,
 		      struct disk_volume *v)
 {
 	struct disk_pool_user *u = pool_user(p);
-	uint64_t id = le64_to_cpu(u->next_id), least = volume_id_clock ? volume_id_clock() : 0;
+	uint64_t id = le64_to_cpu(u->next_id),
+		 least = volume_id_clock ? volume_id_clock() : 0;
 	uint64_t other;
 	int r;
 
@@ -196,8 +199,9 @@ static int new_volume(struct tv_pool *p, const char *name, uint64_t size,
 		return r;
 	r = vol_name_find_locked(p, name, &other);
 	if (r == 0)
-		return tv_err(-EEXIST, "volume '%s': a volume of that name "
-				       "exists (#%" PRIu64 ")",
+		return tv_err(-EEXIST,
+			      "volume '%s': a volume of that name "
+			      "exists (#%" PRIu64 ")",
 			      name, other);
 	if (r != -ENOENT)
 		return r;
@@ -211,7 +215,7 @@ static int new_volume(struct tv_pool *p, const char *name, uint64_t size,
 	v->uuid[6] = (v->uuid[6] & 0x0f) | 0x40;
 	v->uuid[8] = (v->uuid[8] & 0x3f) | 0x80;
 	v->size = cpu_to_le64(size);
-	v->name_len = cpu_to_le32((uint32_t)strlen(name));
+	v->name_len = cpu_to_le32((uint32_t) strlen(name));
 	memcpy(v->name, name, strlen(name));
 	v->ctime_ns = cpu_to_le64(now_ns());
 	u->next_id = cpu_to_le64(id + 1);
@@ -222,7 +226,7 @@ static int new_volume(struct tv_pool *p, const char *name, uint64_t size,
 
 static int op_create(struct tv_pool *p, struct tv_op *op)
 {
-	uint8_t zero[TV_BLOB_MAX] = { 0 };
+	uint8_t zero[TV_BLOB_MAX] = {0};
 	struct disk_volume v;
 	int r;
 
@@ -243,7 +247,7 @@ static int op_create(struct tv_pool *p, struct tv_op *op)
 
 static int op_snapshot(struct tv_pool *p, struct tv_op *op)
 {
-	uint8_t zero[TV_BLOB_MAX] = { 0 };
+	uint8_t zero[TV_BLOB_MAX] = {0};
 	struct disk_pool_user *u = pool_user(p);
 	struct disk_volume o, v;
 	struct tm_ref root, clone;
@@ -340,8 +344,9 @@ static int op_rename(struct tv_pool *p, struct tv_op *op)
 	if (r == 0 && other == op->id)
 		return 0;
 	if (r == 0)
-		return tv_err(-EEXIST, "volume '%s': a volume of that name "
-				       "exists (#%" PRIu64 ")",
+		return tv_err(-EEXIST,
+			      "volume '%s': a volume of that name "
+			      "exists (#%" PRIu64 ")",
 			      op->name, other);
 	if (r != -ENOENT)
 		return r;
@@ -352,14 +357,13 @@ static int op_rename(struct tv_pool *p, struct tv_op *op)
 		return r;
 	memset(v.name, 0, sizeof(v.name));
 	memcpy(v.name, op->name, strlen(op->name));
-	v.name_len = cpu_to_le32((uint32_t)strlen(op->name));
+	v.name_len = cpu_to_le32((uint32_t) strlen(op->name));
 	return vol_store_locked(p, &v);
 }
 
 /* The size the committed state gives volume id (0 when it has none: a
  * volume made in this transaction). */
-static int committed_size_locked(struct tv_pool *p, uint64_t id,
-				 uint64_t *size)
+static int committed_size_locked(struct tv_pool *p, uint64_t id, uint64_t *size)
 {
 	struct disk_volume cv;
 	uint8_t k[8];
@@ -591,7 +595,7 @@ static int op_room_locked(struct tv_pool *p, const struct tv_op *op,
 				if (r == 0 &&
 				    a.nodes + a.blocks * (p->block_size /
 							  PD_NODE_SIZE) <
-					    q.nodes)
+					q.nodes)
 					kind = SM_ROOM_META;
 			}
 		}
@@ -602,8 +606,9 @@ static int op_room_locked(struct tv_pool *p, const struct tv_op *op,
 	if (r < 0)
 		return r;
 	if (!fits)
-		return tv_err(-ENOSPC, "%s: %s: no room to commit this "
-				       "operation",
+		return tv_err(-ENOSPC,
+			      "%s: %s: no room to commit this "
+			      "operation",
 			      p->path, pool_full_what(p));
 	*freeing = kind == SM_ROOM_FREE;
 	return 0;
@@ -640,7 +645,7 @@ static int apply_op(struct tv_pool *p, struct tv_op *op)
 	case TV_OP_SET_BLOB:
 		return op_set_blob(p, op);
 	}
-	return tv_err(-EINVAL, "unknown operation %d", (int)op->kind);
+	return tv_err(-EINVAL, "unknown operation %d", (int) op->kind);
 }
 
 int tv_batch(struct tv_pool *p, struct tv_op *ops, size_t n, size_t *failed)
@@ -724,8 +729,11 @@ static int one(struct tv_pool *p, struct tv_op *op)
 int tv_vol_create(struct tv_pool *p, const char *name, uint64_t size,
 		  const void *blob, size_t blob_len, uint64_t *id)
 {
-	struct tv_op op = { .kind = TV_OP_CREATE, .name = name, .size = size,
-			    .blob = blob, .blob_len = blob_len };
+	struct tv_op op = {.kind = TV_OP_CREATE,
+			   .name = name,
+			   .size = size,
+			   .blob = blob,
+			   .blob_len = blob_len};
 	int r = one(p, &op);
 
 	if (r == 0 && id)
@@ -737,9 +745,12 @@ int tv_vol_snapshot(struct tv_pool *p, uint64_t origin, const char *name,
 		    uint32_t flags, const void *blob, size_t blob_len,
 		    uint64_t *id)
 {
-	struct tv_op op = { .kind = TV_OP_SNAPSHOT, .id = origin, .name = name,
-			    .flags = flags, .blob = blob,
-			    .blob_len = blob_len };
+	struct tv_op op = {.kind = TV_OP_SNAPSHOT,
+			   .id = origin,
+			   .name = name,
+			   .flags = flags,
+			   .blob = blob,
+			   .blob_len = blob_len};
 	int r = one(p, &op);
 
 	if (r == 0 && id)
@@ -749,21 +760,21 @@ int tv_vol_snapshot(struct tv_pool *p, uint64_t origin, const char *name,
 
 int tv_vol_delete(struct tv_pool *p, uint64_t id)
 {
-	struct tv_op op = { .kind = TV_OP_DELETE, .id = id };
+	struct tv_op op = {.kind = TV_OP_DELETE, .id = id};
 
 	return one(p, &op);
 }
 
 int tv_vol_rename(struct tv_pool *p, uint64_t id, const char *name)
 {
-	struct tv_op op = { .kind = TV_OP_RENAME, .id = id, .name = name };
+	struct tv_op op = {.kind = TV_OP_RENAME, .id = id, .name = name};
 
 	return one(p, &op);
 }
 
 int tv_vol_resize(struct tv_pool *p, uint64_t id, uint64_t size)
 {
-	struct tv_op op = { .kind = TV_OP_RESIZE, .id = id, .size = size };
+	struct tv_op op = {.kind = TV_OP_RESIZE, .id = id, .size = size};
 
 	return one(p, &op);
 }
@@ -771,8 +782,8 @@ int tv_vol_resize(struct tv_pool *p, uint64_t id, uint64_t size)
 int tv_vol_set_blob(struct tv_pool *p, uint64_t id, const void *blob,
 		    size_t len)
 {
-	struct tv_op op = { .kind = TV_OP_SET_BLOB, .id = id, .blob = blob,
-			    .blob_len = len };
+	struct tv_op op = {
+	    .kind = TV_OP_SET_BLOB, .id = id, .blob = blob, .blob_len = len};
 
 	return one(p, &op);
 }

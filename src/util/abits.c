@@ -13,8 +13,8 @@ void abits_init(struct abits *a)
 /* The top level with room for page k (a new one published if needed). */
 static struct abits_top *top_for(struct abits *a, uint64_t k)
 {
-	struct abits_top *t = atomic_load_explicit(&a->top,
-						   memory_order_relaxed);
+	struct abits_top *t =
+	    atomic_load_explicit(&a->top, memory_order_relaxed);
 	struct abits_top *nt;
 	uint64_t n;
 
@@ -29,9 +29,9 @@ static struct abits_top *top_for(struct abits *a, uint64_t k)
 	nt->prev = t;
 	nt->n = n;
 	for (uint64_t i = 0; t && i < t->n; i++)
-		atomic_init(&nt->page[i],
-			    atomic_load_explicit(&t->page[i],
-						 memory_order_relaxed));
+		atomic_init(
+		    &nt->page[i],
+		    atomic_load_explicit(&t->page[i], memory_order_relaxed));
 	atomic_store_explicit(&a->top, nt, memory_order_release);
 	return nt;
 }
@@ -51,15 +51,15 @@ int abits_set(struct abits *a, uint64_t i)
 			return -ENOMEM;
 		atomic_store_explicit(&t->page[k], p, memory_order_release);
 	}
-	atomic_fetch_or_explicit(&p[i % ABITS_PAGE_BITS / 64],
-				 1ull << (i % 64), memory_order_release);
+	atomic_fetch_or_explicit(&p[i % ABITS_PAGE_BITS / 64], 1ull << (i % 64),
+				 memory_order_release);
 	return 0;
 }
 
 void abits_clear(struct abits *a, uint64_t i)
 {
-	struct abits_top *t = atomic_load_explicit(&a->top,
-						   memory_order_relaxed);
+	struct abits_top *t =
+	    atomic_load_explicit(&a->top, memory_order_relaxed);
 	_Atomic uint64_t *p;
 
 	if (!t || i / ABITS_PAGE_BITS >= t->n)
@@ -74,13 +74,13 @@ void abits_clear(struct abits *a, uint64_t i)
 
 void abits_free(struct abits *a)
 {
-	struct abits_top *t = atomic_load_explicit(&a->top,
-						   memory_order_relaxed);
+	struct abits_top *t =
+	    atomic_load_explicit(&a->top, memory_order_relaxed);
 
 	if (t)
 		for (uint64_t i = 0; i < t->n; i++)
-			free((void *)atomic_load_explicit(
-				&t->page[i], memory_order_relaxed));
+			free((void *) atomic_load_explicit(
+			    &t->page[i], memory_order_relaxed));
 	while (t) {
 		struct abits_top *prev = t->prev;
 

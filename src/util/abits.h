@@ -23,7 +23,7 @@
 #include <stdint.h>
 
 #define ABITS_PAGE_WORDS 512u /* 4 KiB */
-#define ABITS_PAGE_BITS (64u * ABITS_PAGE_WORDS)
+#define ABITS_PAGE_BITS	 (64u * ABITS_PAGE_WORDS)
 
 struct abits_top {
 	struct abits_top *prev; /* the one it replaced (freed at the end) */
@@ -41,8 +41,8 @@ int abits_set(struct abits *a, uint64_t i);
 void abits_clear(struct abits *a, uint64_t i);
 static inline bool abits_test(const struct abits *a, uint64_t i)
 {
-	struct abits_top *t = atomic_load_explicit(
-		&((struct abits *)a)->top, memory_order_acquire);
+	struct abits_top *t = atomic_load_explicit(&((struct abits *) a)->top,
+						   memory_order_acquire);
 	_Atomic uint64_t *p;
 
 	if (!t || i / ABITS_PAGE_BITS >= t->n)
@@ -51,7 +51,8 @@ static inline bool abits_test(const struct abits *a, uint64_t i)
 				 memory_order_acquire);
 	return p && (atomic_load_explicit(&p[i % ABITS_PAGE_BITS / 64],
 					  memory_order_relaxed) >>
-		     (i % 64)) & 1;
+		     (i % 64)) &
+			1;
 }
 void abits_free(struct abits *a);
 

@@ -30,9 +30,9 @@ static inline bool range_outside(uint64_t off, uint64_t len, uint64_t limit)
 	return add_overflow_u64(off, len, &end) || end > limit;
 }
 
-#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
-#define MIN(a, b) ((a) < (b) ? (a) : (b))
-#define MAX(a, b) ((a) > (b) ? (a) : (b))
-#define DIV_ROUND_UP(n, d) (((n) + (d) - 1) / (d))
+#define ARRAY_SIZE(a)	   (sizeof(a) / sizeof((a)[0]))
+#define MIN(a, b)	   ((a) < (b) ? (a) : (b))
+#define MAX(a, b)	   ((a) > (b) ? (a) : (b))
+#define DIV_ROUND_UP(n, d) (((n) + (d) -1) / (d))
 
 #endif

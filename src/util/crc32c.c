@@ -30,7 +30,7 @@ uint32_t crc32c_sw(uint32_t crc, const void *buf, size_t len)
 	if (!__atomic_load_n(&table_ready, __ATOMIC_ACQUIRE))
 		build_table(); /* idempotent: racing builders write the same */
 	crc = ~crc;
-	while (len && ((uintptr_t)p & 7)) {
+	while (len && ((uintptr_t) p & 7)) {
 		crc = (crc >> 8) ^ table[0][(crc ^ *p++) & 0xff];
 		len--;
 	}
@@ -82,7 +82,7 @@ __attribute__((target("sse4.2"))) static void build_zshift(void)
 
 		for (unsigned int k = 0; k < STREAM / 8; k++)
 			c = __builtin_ia32_crc32di(c, 0);
-		basis[i] = (uint32_t)c;
+		basis[i] = (uint32_t) c;
 	}
 	for (int b = 0; b < 4; b++)
 		for (uint32_t v = 0; v < 256; v++) {
@@ -109,8 +109,8 @@ crc32c_hw(uint32_t crc, const void *buf, size_t len)
 	const uint8_t *p = buf;
 	uint64_t c = ~crc;
 
-	while (len && ((uintptr_t)p & 7)) {
-		c = __builtin_ia32_crc32qi((uint32_t)c, *p++);
+	while (len && ((uintptr_t) p & 7)) {
+		c = __builtin_ia32_crc32qi((uint32_t) c, *p++);
 		len--;
 	}
 	if (len >= 3 * STREAM &&
@@ -129,8 +129,8 @@ crc32c_hw(uint32_t crc, const void *buf, size_t len)
 			c1 = __builtin_ia32_crc32di(c1, w1);
 			c2 = __builtin_ia32_crc32di(c2, w2);
 		}
-		c = zero_shift((uint32_t)c) ^ (uint32_t)c1;
-		c = zero_shift((uint32_t)c) ^ (uint32_t)c2;
+		c = zero_shift((uint32_t) c) ^ (uint32_t) c1;
+		c = zero_shift((uint32_t) c) ^ (uint32_t) c2;
 		p += 3 * STREAM;
 		len -= 3 * STREAM;
 	}
@@ -142,8 +142,8 @@ crc32c_hw(uint32_t crc, const void *buf, size_t len)
 		len -= 8;
 	}
 	while (len--)
-		c = __builtin_ia32_crc32qi((uint32_t)c, *p++);
-	return ~(uint32_t)c;
+		c = __builtin_ia32_crc32qi((uint32_t) c, *p++);
+	return ~(uint32_t) c;
 }
 
 static int hw_state; /* 0 unknown, 1 yes, 2 no */

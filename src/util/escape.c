@@ -70,16 +70,16 @@ static size_t utf8_seq(const unsigned char *p, size_t n, unsigned int *cp)
 static const struct {
 	unsigned int first, last;
 } hidden[] = {
-	{ 0x0080, 0x009f },   { 0x00ad, 0x00ad },   { 0x034f, 0x034f },
-	{ 0x0600, 0x0605 },   { 0x061c, 0x061c },   { 0x06dd, 0x06dd },
-	{ 0x070f, 0x070f },   { 0x0890, 0x0891 },   { 0x08e2, 0x08e2 },
-	{ 0x115f, 0x1160 },   { 0x17b4, 0x17b5 },   { 0x180b, 0x180f },
-	{ 0x200b, 0x200f },   { 0x2028, 0x202e },   { 0x2060, 0x206f },
-	{ 0x3164, 0x3164 },   { 0xe000, 0xf8ff },   { 0xfe00, 0xfe0f },
-	{ 0xfeff, 0xfeff },   { 0xffa0, 0xffa0 },   { 0xfff0, 0xfffb },
-	{ 0x110bd, 0x110bd }, { 0x110cd, 0x110cd }, { 0x13430, 0x1343f },
-	{ 0x1bca0, 0x1bca3 }, { 0x1d173, 0x1d17a }, { 0xe0000, 0xe0fff },
-	{ 0xf0000, 0xffffd }, { 0x100000, 0x10fffd },
+    {0x0080, 0x009f},	{0x00ad, 0x00ad},     {0x034f, 0x034f},
+    {0x0600, 0x0605},	{0x061c, 0x061c},     {0x06dd, 0x06dd},
+    {0x070f, 0x070f},	{0x0890, 0x0891},     {0x08e2, 0x08e2},
+    {0x115f, 0x1160},	{0x17b4, 0x17b5},     {0x180b, 0x180f},
+    {0x200b, 0x200f},	{0x2028, 0x202e},     {0x2060, 0x206f},
+    {0x3164, 0x3164},	{0xe000, 0xf8ff},     {0xfe00, 0xfe0f},
+    {0xfeff, 0xfeff},	{0xffa0, 0xffa0},     {0xfff0, 0xfffb},
+    {0x110bd, 0x110bd}, {0x110cd, 0x110cd},   {0x13430, 0x1343f},
+    {0x1bca0, 0x1bca3}, {0x1d173, 0x1d17a},   {0xe0000, 0xe0fff},
+    {0xf0000, 0xffffd}, {0x100000, 0x10fffd},
 };
 
 static bool invisible(unsigned int cp)
@@ -130,14 +130,14 @@ static size_t show_char(const unsigned char *p, size_t n, char *piece,
 		return 2;
 	}
 	if (len == 1 && cp >= 0x20 && cp < 0x7f) {
-		piece[0] = (char)cp;
+		piece[0] = (char) cp;
 		return 1;
 	}
 	if (len <= 1) /* malformed, C0 or DEL */
-		return (size_t)snprintf(piece, 12, "\\x%02x", p[0]);
+		return (size_t) snprintf(piece, 12, "\\x%02x", p[0]);
 	if (invisible(cp))
-		return (size_t)snprintf(piece, 12,
-					cp > 0xffff ? "\\U%08x" : "\\u%04x", cp);
+		return (size_t) snprintf(
+		    piece, 12, cp > 0xffff ? "\\U%08x" : "\\u%04x", cp);
 	memcpy(piece, p, len);
 	return len;
 }
@@ -174,15 +174,15 @@ char *esc_controls(char *out, size_t outlen, const char *s)
 
 	out[0] = 0;
 	for (size_t i = 0; i < n; i++) {
-		unsigned char c = (unsigned char)s[i];
+		unsigned char c = (unsigned char) s[i];
 		char piece[8];
 		size_t plen = 1;
 
 		if (c < 0x20 || c == 0x7f)
-			plen = (size_t)snprintf(piece, sizeof(piece), "\\x%02x",
-						c);
+			plen = (size_t) snprintf(piece, sizeof(piece),
+						 "\\x%02x", c);
 		else
-			piece[0] = (char)c;
+			piece[0] = (char) c;
 		if (!put(out, outlen, &o, piece, plen, i + 1 == n))
 			break;
 	}

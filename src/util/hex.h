@@ -44,7 +44,7 @@ static inline int hex_decode(const char *s, size_t slen, uint8_t *out,
 
 		if (hi < 0 || lo < 0)
 			return -EINVAL;
-		out[i / 2] = (uint8_t)(hi << 4 | lo);
+		out[i / 2] = (uint8_t) (hi << 4 | lo);
 	}
 	*len = slen / 2;
 	return 0;

@@ -15,10 +15,10 @@
 #include <string.h>
 
 const struct json_limits json_default_limits = {
-	.max_depth = 32,
-	.max_values = 1u << 21,
-	.max_members = 256,
-	.max_string = 64u << 10,
+    .max_depth = 32,
+    .max_values = 1u << 21,
+    .max_members = 256,
+    .max_string = 64u << 10,
 };
 
 struct parser {
@@ -30,7 +30,7 @@ struct parser {
 };
 
 static int fail(struct parser *p, size_t at, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 static int fail(struct parser *p, size_t at, const char *fmt, ...)
 {
 	va_list ap;
@@ -115,24 +115,24 @@ static size_t utf8_seq(const uint8_t *s, size_t n)
 static size_t put_utf8(uint8_t *o, uint32_t cp)
 {
 	if (cp < 0x80) {
-		o[0] = (uint8_t)cp;
+		o[0] = (uint8_t) cp;
 		return 1;
 	}
 	if (cp < 0x800) {
-		o[0] = (uint8_t)(0xc0 | cp >> 6);
-		o[1] = (uint8_t)(0x80 | (cp & 0x3f));
+		o[0] = (uint8_t) (0xc0 | cp >> 6);
+		o[1] = (uint8_t) (0x80 | (cp & 0x3f));
 		return 2;
 	}
 	if (cp < 0x10000) {
-		o[0] = (uint8_t)(0xe0 | cp >> 12);
-		o[1] = (uint8_t)(0x80 | ((cp >> 6) & 0x3f));
-		o[2] = (uint8_t)(0x80 | (cp & 0x3f));
+		o[0] = (uint8_t) (0xe0 | cp >> 12);
+		o[1] = (uint8_t) (0x80 | ((cp >> 6) & 0x3f));
+		o[2] = (uint8_t) (0x80 | (cp & 0x3f));
 		return 3;
 	}
-	o[0] = (uint8_t)(0xf0 | cp >> 18);
-	o[1] = (uint8_t)(0x80 | ((cp >> 12) & 0x3f));
-	o[2] = (uint8_t)(0x80 | ((cp >> 6) & 0x3f));
-	o[3] = (uint8_t)(0x80 | (cp & 0x3f));
+	o[0] = (uint8_t) (0xf0 | cp >> 18);
+	o[1] = (uint8_t) (0x80 | ((cp >> 12) & 0x3f));
+	o[2] = (uint8_t) (0x80 | ((cp >> 6) & 0x3f));
+	o[3] = (uint8_t) (0x80 | (cp & 0x3f));
 	return 4;
 }
 
@@ -153,11 +153,11 @@ static int hex4(struct parser *p, uint32_t *out)
 			d = c - 'A' + 10;
 		else
 			return p->pos >= p->len
-				       ? unexpected(p, "in a \\u escape")
-				       : fail(p, p->pos,
-					      "\\u escape needs four hex "
-					      "digits");
-		v = v << 4 | (uint32_t)d;
+				   ? unexpected(p, "in a \\u escape")
+				   : fail(p, p->pos,
+					  "\\u escape needs four hex "
+					  "digits");
+		v = v << 4 | (uint32_t) d;
 		p->pos++;
 	}
 	*out = v;
@@ -185,8 +185,9 @@ static int parse_string(struct parser *p, char **out, size_t *out_len)
 		if (p->s[end] == '\\')
 			end++;
 	if (end >= p->len)
-		return fail(p, p->len, "unexpected end of input: string "
-				       "starting at byte %zu is not closed",
+		return fail(p, p->len,
+			    "unexpected end of input: string "
+			    "starting at byte %zu is not closed",
 			    start);
 	o = malloc(end - p->pos + 1);
 	if (!o)
@@ -200,15 +201,17 @@ static int parse_string(struct parser *p, char **out, size_t *out_len)
 			goto fail;
 		}
 		if (c < 0x20) {
-			r = fail(p, p->pos, "control character 0x%02x in a "
-					    "string (escape it)",
+			r = fail(p, p->pos,
+				 "control character 0x%02x in a "
+				 "string (escape it)",
 				 c);
 			goto fail;
 		}
 		if (c >= 0x80) {
 			size_t k = utf8_seq(p->s + p->pos, end - p->pos);
 			if (!k) {
-				r = fail(p, p->pos, "invalid UTF-8 in a string");
+				r = fail(p, p->pos,
+					 "invalid UTF-8 in a string");
 				goto fail;
 			}
 			memcpy(o + n, p->s + p->pos, k);
@@ -225,7 +228,7 @@ static int parse_string(struct parser *p, char **out, size_t *out_len)
 		c = p->s[p->pos++];
 		esc = c ? strchr(esc_name, c) : NULL;
 		if (esc) {
-			o[n++] = (uint8_t)esc_byte[esc - esc_name];
+			o[n++] = (uint8_t) esc_byte[esc - esc_name];
 			continue;
 		}
 		switch (c) {
@@ -237,16 +240,17 @@ static int parse_string(struct parser *p, char **out, size_t *out_len)
 			if (r < 0)
 				goto fail;
 			if (cp >= 0xdc00 && cp <= 0xdfff) {
-				r = fail(p, at, "unpaired surrogate in a \\u "
-						"escape");
+				r = fail(p, at,
+					 "unpaired surrogate in a \\u "
+					 "escape");
 				goto fail;
 			}
 			if (cp >= 0xd800 && cp <= 0xdbff) {
-				if (p->pos + 1 >= end ||
-				    p->s[p->pos] != '\\' ||
+				if (p->pos + 1 >= end || p->s[p->pos] != '\\' ||
 				    p->s[p->pos + 1] != 'u') {
-					r = fail(p, at, "unpaired surrogate "
-							"in a \\u escape");
+					r = fail(p, at,
+						 "unpaired surrogate "
+						 "in a \\u escape");
 					goto fail;
 				}
 				p->pos += 2;
@@ -254,16 +258,18 @@ static int parse_string(struct parser *p, char **out, size_t *out_len)
 				if (r < 0)
 					goto fail;
 				if (lo < 0xdc00 || lo > 0xdfff) {
-					r = fail(p, at, "unpaired surrogate "
-							"in a \\u escape");
+					r = fail(p, at,
+						 "unpaired surrogate "
+						 "in a \\u escape");
 					goto fail;
 				}
 				cp = 0x10000 + ((cp - 0xd800) << 10) +
 				     (lo - 0xdc00);
 			}
 			if (!cp) {
-				r = fail(p, at, "\\u0000 is not allowed in a "
-						"string");
+				r = fail(p, at,
+					 "\\u0000 is not allowed in a "
+					 "string");
 				goto fail;
 			}
 			n += put_utf8(o + n, cp);
@@ -271,8 +277,8 @@ static int parse_string(struct parser *p, char **out, size_t *out_len)
 		}
 		default:
 			if (c > 0x20 && c < 0x7f)
-				r = fail(p, p->pos - 2,
-					 "invalid escape '\\%c'", c);
+				r = fail(p, p->pos - 2, "invalid escape '\\%c'",
+					 c);
 			else
 				r = fail(p, p->pos - 2, "invalid escape");
 			goto fail;
@@ -285,7 +291,7 @@ static int parse_string(struct parser *p, char **out, size_t *out_len)
 	}
 	p->pos = end + 1;
 	o[n] = 0;
-	*out = (char *)o;
+	*out = (char *) o;
 	*out_len = n;
 	return 0;
 fail:
@@ -309,7 +315,7 @@ static int parse_number(struct parser *p, struct json_value *v)
 	    p->s[p->pos + 1] >= '0' && p->s[p->pos + 1] <= '9')
 		return fail(p, p->pos, "leading zeros are not allowed");
 	while (at_digit(p)) {
-		unsigned int d = (unsigned int)(p->s[p->pos++] - '0');
+		unsigned int d = (unsigned int) (p->s[p->pos++] - '0');
 		if (u > (UINT64_MAX - d) / 10)
 			overflow = true;
 		else
@@ -454,8 +460,9 @@ static int parse_object(struct parser *p, struct json_value *v)
 			return unexpected(p, "expected a string (an object "
 					     "key)");
 		if (v->obj.n >= p->lim->max_members)
-			return fail(p, p->pos, "too many members in an "
-					       "object (more than %zu)",
+			return fail(p, p->pos,
+				    "too many members in an "
+				    "object (more than %zu)",
 				    p->lim->max_members);
 		nm = grow(v->obj.m, v->obj.n, &cap, sizeof(*nm));
 		if (!nm)
@@ -471,10 +478,9 @@ static int parse_object(struct parser *p, struct json_value *v)
 		for (size_t i = 0; i + 1 < v->obj.n; i++)
 			if (v->obj.m[i].key_len == m->key_len &&
 			    !memcmp(v->obj.m[i].key, m->key, m->key_len))
-				return fail(p, m->offset,
-					    "duplicate key \"%s\"",
-					    key_for_msg(m->key, kb,
-							sizeof(kb)));
+				return fail(
+				    p, m->offset, "duplicate key \"%s\"",
+				    key_for_msg(m->key, kb, sizeof(kb)));
 		skip_ws(p);
 		if (!take(p, ':'))
 			return unexpected(p, "expected ':' after an object "
@@ -516,8 +522,9 @@ static int parse_value(struct parser *p, struct json_value **out)
 	case '{':
 	case '[':
 		if (p->depth >= p->lim->max_depth)
-			return fail(p, p->pos, "nesting deeper than %zu "
-					       "levels",
+			return fail(p, p->pos,
+				    "nesting deeper than %zu "
+				    "levels",
 				    p->lim->max_depth);
 		p->depth++;
 		r = p->s[p->pos] == '{' ? parse_object(p, v)
@@ -559,10 +566,10 @@ int json_parse(const char *buf, size_t len, const struct json_limits *lim,
 {
 	struct json_error dummy;
 	struct parser p = {
-		.s = (const uint8_t *)buf,
-		.len = len,
-		.lim = lim ? lim : &json_default_limits,
-		.err = err ? err : &dummy,
+	    .s = (const uint8_t *) buf,
+	    .len = len,
+	    .lim = lim ? lim : &json_default_limits,
+	    .err = err ? err : &dummy,
 	};
 	struct json_value *v = NULL;
 	int r;
@@ -574,8 +581,9 @@ int json_parse(const char *buf, size_t len, const struct json_limits *lim,
 	if (r == 0) {
 		skip_ws(&p);
 		if (p.pos < p.len)
-			r = fail(&p, p.pos, "trailing characters after the "
-					    "JSON value");
+			r = fail(&p, p.pos,
+				 "trailing characters after the "
+				 "JSON value");
 	}
 	if (r < 0) {
 		if (r == -ENOMEM)
@@ -613,8 +621,7 @@ void json_free(struct json_value *v)
 	free(v);
 }
 
-const struct json_value *json_get(const struct json_value *obj,
-				  const char *key)
+const struct json_value *json_get(const struct json_value *obj, const char *key)
 {
 	if (!obj || obj->type != JSON_OBJECT)
 		return NULL;
@@ -645,7 +652,7 @@ const char *json_type_name(enum json_type t)
 
 void json_put_string(FILE *f, const char *s, size_t len)
 {
-	const uint8_t *u = (const uint8_t *)s;
+	const uint8_t *u = (const uint8_t *) s;
 
 	putc('"', f);
 	for (size_t i = 0; i < len;) {
@@ -675,7 +682,7 @@ void json_put_string(FILE *f, const char *s, size_t len)
 
 bool json_utf8_valid(const char *s, size_t len)
 {
-	const uint8_t *u = (const uint8_t *)s;
+	const uint8_t *u = (const uint8_t *) s;
 
 	for (size_t i = 0; i < len;) {
 		size_t k = utf8_seq(u + i, len - i);

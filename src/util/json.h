@@ -43,12 +43,12 @@ struct json_value {
 	union {
 		bool b;
 		struct {
-			bool is_uint;	/* no sign, fraction or exponent, and
-					 * fits 64 bits */
-			uint64_t u;	/* the value when is_uint */
+			bool is_uint; /* no sign, fraction or exponent, and
+				       * fits 64 bits */
+			uint64_t u;   /* the value when is_uint */
 		} num;
 		struct {
-			char *s;	/* NUL-terminated, no NUL inside */
+			char *s; /* NUL-terminated, no NUL inside */
 			size_t len;
 		} str;
 		struct {

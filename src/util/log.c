@@ -28,10 +28,10 @@ void log_set_sink(log_sink_fn fn, void *ctx)
 }
 
 static const char *const level_names[] = {
-	[LOG_LVL_ERROR] = "error",
-	[LOG_LVL_WARN] = "warning",
-	[LOG_LVL_INFO] = "info",
-	[LOG_LVL_DEBUG] = "debug",
+    [LOG_LVL_ERROR] = "error",
+    [LOG_LVL_WARN] = "warning",
+    [LOG_LVL_INFO] = "info",
+    [LOG_LVL_DEBUG] = "debug",
 };
 
 /*
@@ -62,9 +62,9 @@ void log_msg(enum log_level lvl, const char *fmt, ...)
 		char line[sizeof(buf) + 64];
 		int len = snprintf(line, sizeof(line), "thinvol: %s: %s\n",
 				   level_names[lvl], buf);
-		if (len > (int)sizeof(line) - 1)
-			len = (int)sizeof(line) - 1;
-		if (len > 0 && write(STDERR_FILENO, line, (size_t)len) < 0) {
+		if (len > (int) sizeof(line) - 1)
+			len = (int) sizeof(line) - 1;
+		if (len > 0 && write(STDERR_FILENO, line, (size_t) len) < 0) {
 			/* nowhere left to report it */
 		}
 	}

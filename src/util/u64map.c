@@ -10,7 +10,7 @@ static size_t slot_of(uint64_t key, size_t cap)
 	key ^= key >> 33;
 	key *= 0xff51afd7ed558ccdull;
 	key ^= key >> 33;
-	return (size_t)key & (cap - 1);
+	return (size_t) key & (cap - 1);
 }
 
 void u64map_init(struct u64map *m)

@@ -24,50 +24,49 @@
 
 #define TEST_SKIP 77
 
-_Noreturn static inline void tfail(const char *file, int line,
-				    const char *what)
+_Noreturn static inline void tfail(const char *file, int line, const char *what)
 {
 	fprintf(stderr, "FAIL %s:%d: %s\n", file, line, what);
 	fflush(NULL);
 	abort();
 }
 
-#define CHECK(cond)                                                     \
-	do {                                                            \
-		if (!(cond))                                            \
-			tfail(__FILE__, __LINE__, "CHECK(" #cond ")"); \
+#define CHECK(cond)                                                            \
+	do {                                                                   \
+		if (!(cond))                                                   \
+			tfail(__FILE__, __LINE__, "CHECK(" #cond ")");         \
 	} while (0)
 
-#define CHECK_OK(expr)                                                   \
-	do {                                                             \
-		long long _r = (long long)(expr);                        \
-		if (_r != 0) {                                           \
-			fprintf(stderr, "  %s returned %lld (%s)\n", #expr, \
-				_r, _r < 0 ? strerror((int)-_r) : "");   \
-			tfail(__FILE__, __LINE__, "CHECK_OK");           \
-		}                                                        \
+#define CHECK_OK(expr)                                                         \
+	do {                                                                   \
+		long long _r = (long long) (expr);                             \
+		if (_r != 0) {                                                 \
+			fprintf(stderr, "  %s returned %lld (%s)\n", #expr,    \
+				_r, _r < 0 ? strerror((int) -_r) : "");        \
+			tfail(__FILE__, __LINE__, "CHECK_OK");                 \
+		}                                                              \
 	} while (0)
 
-#define CHECK_ERR(expr, err)                                              \
-	do {                                                              \
-		long long _r = (long long)(expr);                         \
-		if (_r != (long long)(err)) {                             \
-			fprintf(stderr, "  %s returned %lld, want %lld\n", \
-				#expr, _r, (long long)(err));             \
-			tfail(__FILE__, __LINE__, "CHECK_ERR");           \
-		}                                                         \
+#define CHECK_ERR(expr, err)                                                   \
+	do {                                                                   \
+		long long _r = (long long) (expr);                             \
+		if (_r != (long long) (err)) {                                 \
+			fprintf(stderr, "  %s returned %lld, want %lld\n",     \
+				#expr, _r, (long long) (err));                 \
+			tfail(__FILE__, __LINE__, "CHECK_ERR");                \
+		}                                                              \
 	} while (0)
 
-#define CHECK_EQ(a, b)                                                    \
-	do {                                                              \
-		uint64_t _a = (uint64_t)(a), _b = (uint64_t)(b);          \
-		if (_a != _b) {                                           \
-			fprintf(stderr,                                   \
-				"  %s == %" PRIu64 " (0x%" PRIx64 "), "   \
-				"%s == %" PRIu64 " (0x%" PRIx64 ")\n",    \
-				#a, _a, _a, #b, _b, _b);                  \
-			tfail(__FILE__, __LINE__, "CHECK_EQ");            \
-		}                                                         \
+#define CHECK_EQ(a, b)                                                         \
+	do {                                                                   \
+		uint64_t _a = (uint64_t) (a), _b = (uint64_t) (b);             \
+		if (_a != _b) {                                                \
+			fprintf(stderr,                                        \
+				"  %s == %" PRIu64 " (0x%" PRIx64 "), "        \
+				"%s == %" PRIu64 " (0x%" PRIx64 ")\n",         \
+				#a, _a, _a, #b, _b, _b);                       \
+			tfail(__FILE__, __LINE__, "CHECK_EQ");                 \
+		}                                                              \
 	} while (0)
 
 /* xoshiro256** seeded through splitmix64: fast, good enough, replayable */
@@ -134,11 +133,11 @@ static inline uint64_t tseed(const char *test)
 	} else {
 		struct timespec ts;
 		clock_gettime(CLOCK_REALTIME, &ts);
-		seed = (uint64_t)ts.tv_sec * 1000000007ull ^
-		       (uint64_t)ts.tv_nsec;
+		seed = (uint64_t) ts.tv_sec * 1000000007ull ^
+		       (uint64_t) ts.tv_nsec;
 	}
-	printf("%s: seed %" PRIu64 " (replay with TV_SEED=%" PRIu64 ")\n",
-	       test, seed, seed);
+	printf("%s: seed %" PRIu64 " (replay with TV_SEED=%" PRIu64 ")\n", test,
+	       seed, seed);
 	fflush(stdout);
 	return seed;
 }

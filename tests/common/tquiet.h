@@ -12,9 +12,9 @@
 
 static inline void tquiet(enum log_level lvl, const char *msg, void *ctx)
 {
-	(void)lvl;
-	(void)msg;
-	(void)ctx;
+	(void) lvl;
+	(void) msg;
+	(void) ctx;
 }
 
 #endif

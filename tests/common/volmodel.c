@@ -51,8 +51,7 @@ void vm_copy(struct vm_model *d, const struct vm_model *s)
 void vm_settle(struct vm_model *m)
 {
 	for (int i = 0; i < VM_NV; i++)
-		for (uint64_t k = 0; m->v[i].live && k < m->v[i].sectors;
-		     k++) {
+		for (uint64_t k = 0; m->v[i].live && k < m->v[i].sectors; k++) {
 			struct vm_sect *s = &m->v[i].s[k];
 			s->c[0] = s->c[s->n - 1];
 			s->n = 1;
@@ -82,8 +81,8 @@ bool vm_matches(struct tv_pool *p, const struct vm_model *m, bool verbose)
 	if (pi.next_id <= m->max_id) {
 		if (verbose)
 			fprintf(stderr, "next id %llu went back (max %llu)\n",
-				(unsigned long long)pi.next_id,
-				(unsigned long long)m->max_id);
+				(unsigned long long) pi.next_id,
+				(unsigned long long) m->max_id);
 		return false;
 	}
 	for (int i = 0; i < VM_NV; i++)
@@ -91,8 +90,8 @@ bool vm_matches(struct tv_pool *p, const struct vm_model *m, bool verbose)
 	if (pi.nr_volumes != live) {
 		if (verbose)
 			fprintf(stderr, "%llu volumes, model %llu\n",
-				(unsigned long long)pi.nr_volumes,
-				(unsigned long long)live);
+				(unsigned long long) pi.nr_volumes,
+				(unsigned long long) live);
 		return false;
 	}
 	for (int i = 0; i < VM_NV; i++) {
@@ -104,9 +103,10 @@ bool vm_matches(struct tv_pool *p, const struct vm_model *m, bool verbose)
 		if (tv_vol_info(p, v->id, &vi) || strcmp(vi.name, v->name) ||
 		    vi.size != v->sectors * VM_SECT) {
 			if (verbose)
-				fprintf(stderr, "volume %s (#%llu) missing or "
-						"different\n",
-					v->name, (unsigned long long)v->id);
+				fprintf(stderr,
+					"volume %s (#%llu) missing or "
+					"different\n",
+					v->name, (unsigned long long) v->id);
 			return false;
 		}
 		buf = malloc(v->sectors * VM_SECT);
@@ -120,11 +120,12 @@ bool vm_matches(struct tv_pool *p, const struct vm_model *m, bool verbose)
 			ok |= v->s[k].lost;
 			if (!ok) {
 				if (verbose)
-					fprintf(stderr, "volume %s sector %llu: "
-							"content it never had "
-							"(%d candidates, "
-							"zero=%d)\n",
-						v->name, (unsigned long long)k,
+					fprintf(stderr,
+						"volume %s sector %llu: "
+						"content it never had "
+						"(%d candidates, "
+						"zero=%d)\n",
+						v->name, (unsigned long long) k,
 						v->s[k].n, h == vm_zero_hash);
 				free(buf);
 				return false;
@@ -138,7 +139,7 @@ bool vm_matches(struct tv_pool *p, const struct vm_model *m, bool verbose)
 int vm_pick(const struct vm_model *m, struct trng *rng, bool live)
 {
 	for (int k = 0; k < 16; k++) {
-		int i = (int)trng_below(rng, VM_NV);
+		int i = (int) trng_below(rng, VM_NV);
 
 		if (m->v[i].live == live)
 			return i;

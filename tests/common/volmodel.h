@@ -16,9 +16,9 @@
 
 #include "thinvol.h"
 
-#define VM_NV 5	      /* volumes a model tracks */
-#define VM_SECT 512u  /* sector size */
-#define VM_MAXC 32    /* contents kept per sector */
+#define VM_NV	5    /* volumes a model tracks */
+#define VM_SECT 512u /* sector size */
+#define VM_MAXC 32   /* contents kept per sector */
 
 /* A sector's possible contents: c[0] the durable one, then every one
  * written since, in order.  A crash image may show any of them (unflushed

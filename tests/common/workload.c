@@ -135,7 +135,7 @@ static int v_dec(void *ctx, const void *value)
 
 static void v_check(void *ctx, const void *value, struct check *ck)
 {
-	(void)ctx;
+	(void) ctx;
 	check_data_ref(ck, get_le64(value));
 }
 
@@ -215,8 +215,9 @@ uint64_t wl_committed_txn(const struct wl *wl)
 static void pattern(uint8_t *p, size_t len, uint64_t seed)
 {
 	for (size_t i = 0; i < len; i++)
-		p[i] = (uint8_t)((seed * 0x9E3779B97F4A7C15ull) >> (8 * (i % 8))) ^
-		       (uint8_t)i;
+		p[i] = (uint8_t) ((seed * 0x9E3779B97F4A7C15ull) >>
+				  (8 * (i % 8))) ^
+		       (uint8_t) i;
 }
 
 static bool pattern_ok(const uint8_t *p, size_t len, uint64_t seed)
@@ -259,8 +260,7 @@ int wl_commit(struct wl *wl, struct tm *tm)
 	/* every other commit a ranged one (only the transaction's nodes
 	 * are synced; the same as a full one on a device without ranged
 	 * syncs) */
-	r = wl->attempt.txn % 2 ? tm_commit_ranged(tm, NULL, 0)
-				: tm_commit(tm);
+	r = wl->attempt.txn % 2 ? tm_commit_ranged(tm, NULL, 0) : tm_commit(tm);
 	if (r < 0)
 		return r;
 	state_copy(&wl->com, &wl->attempt);
@@ -292,12 +292,12 @@ int wl_step(struct wl *wl, struct tm *tm, bool *committed)
 	struct btree_info info;
 	struct trng *g = &wl->rng;
 	/* most work on slot 0, which grows large; the others come and go */
-	unsigned int si = trng_below(g, 4) ? 0
-					   : (unsigned int)trng_below(g, WL_SLOTS);
+	unsigned int si =
+	    trng_below(g, 4) ? 0 : (unsigned int) trng_below(g, WL_SLOTS);
 	struct slot *s = &wl->cur.s[si];
 	struct tm_ref *root = tm_root(tm, si);
 	uint64_t key = trng_below(g, wl->o.key_range), payload;
-	unsigned int op = (unsigned int)trng_below(g, 200);
+	unsigned int op = (unsigned int) trng_below(g, 200);
 	uint8_t k[BTREE_MAX_KEY], v[BTREE_MAX_VALUE];
 	int r = 0;
 
@@ -381,18 +381,19 @@ int wl_step(struct wl *wl, struct tm *tm, bool *committed)
 		r = btree_lookup(&info, root, k, v);
 		if (!p)
 			return r == -ENOENT ? 0 : (r ? r : -EUCLEAN);
-		if (r == 0 && (get_le64(v + 8) != p->payload ||
-			       !pattern_ok(v + 16, wl->o.value_size - 16,
-					   p->payload))) {
-			fprintf(stderr, "lookup slot %u key %" PRIu64
-					": payload %" PRIu64
-					", model %" PRIu64 "\n",
+		if (r == 0 &&
+		    (get_le64(v + 8) != p->payload ||
+		     !pattern_ok(v + 16, wl->o.value_size - 16, p->payload))) {
+			fprintf(stderr,
+				"lookup slot %u key %" PRIu64
+				": payload %" PRIu64 ", model %" PRIu64 "\n",
 				si, key, get_le64(v + 8), p->payload);
 			return -EUCLEAN;
 		}
 	} else if (op < 197) { /* clone slot si into another slot */
 		/* never over slot 0: it is the big tree that keeps growing */
-		unsigned int di = 1 + (unsigned int)trng_below(g, WL_SLOTS - 1);
+		unsigned int di =
+		    1 + (unsigned int) trng_below(g, WL_SLOTS - 1);
 		if (di == si)
 			return 0;
 		struct tm_ref *droot = tm_root(tm, di);
@@ -403,7 +404,7 @@ int wl_step(struct wl *wl, struct tm *tm, bool *committed)
 			slot_copy(&wl->cur.s[di], s);
 	} else { /* delete a tree, not slot 0 */
 		if (si == 0) {
-			si = 1 + (unsigned int)trng_below(g, WL_SLOTS - 1);
+			si = 1 + (unsigned int) trng_below(g, WL_SLOTS - 1);
 			s = &wl->cur.s[si];
 			root = tm_root(tm, si);
 		}
@@ -430,9 +431,10 @@ int wl_verify(struct wl *wl, struct tm *tm, uint64_t txn)
 	else if (txn == wl->cur.txn)
 		st = &wl->cur;
 	else {
-		fprintf(stderr, "verify: txn %" PRIu64
-				" is neither the committed %" PRIu64
-				" nor the attempted one\n",
+		fprintf(stderr,
+			"verify: txn %" PRIu64
+			" is neither the committed %" PRIu64
+			" nor the attempted one\n",
 			txn, wl->com.txn);
 		return -EUCLEAN;
 	}
@@ -472,8 +474,9 @@ int wl_verify(struct wl *wl, struct tm *tm, uint64_t txn)
 		if (r < 0)
 			return r;
 		if (n != s->n) {
-			fprintf(stderr, "verify txn %" PRIu64 " slot %u: store "
-					"has %zu entries, model %zu\n",
+			fprintf(stderr,
+				"verify txn %" PRIu64 " slot %u: store "
+				"has %zu entries, model %zu\n",
 				txn, i, n, s->n);
 			return -EUCLEAN;
 		}

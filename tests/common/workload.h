@@ -31,7 +31,7 @@ struct wl;
 
 struct wl_opts {
 	uint64_t seed;
-	uint64_t key_range;    /* keys drawn from [0, key_range) */
+	uint64_t key_range;	   /* keys drawn from [0, key_range) */
 	unsigned int commit_every; /* mean ops between commits */
 	/* Key and value sizes (0: 8 and 16).  Bigger ones mean fewer
 	 * entries per node, so small workloads still build deep trees and

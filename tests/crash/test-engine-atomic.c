@@ -36,11 +36,10 @@
 #include "util/log.h"
 
 #define BLOB 16u
-#define NS 6	/* volume slots of the model */
-#define MAXB 6	/* blocks per volume at most */
+#define NS   6 /* volume slots of the model */
+#define MAXB 6 /* blocks per volume at most */
 
-static const struct tv_pool_open_opts oo = { .commit_interval_ms =
-						     3600000 };
+static const struct tv_pool_open_opts oo = {.commit_interval_ms = 3600000};
 
 /* ---- part 1 ---- */
 
@@ -54,7 +53,8 @@ static void expect_bytes(struct tv_pool *p, uint64_t id, uint64_t size,
 	CHECK_OK(tv_vol_info(p, id, &vi));
 	if (vi.size != size) {
 		fprintf(stderr, "%s: size %llu, want %llu\n", what,
-			(unsigned long long)vi.size, (unsigned long long)size);
+			(unsigned long long) vi.size,
+			(unsigned long long) size);
 		CHECK(0);
 	}
 	CHECK_OK(tv_vol_read(p, id, buf, size, 0));
@@ -63,7 +63,7 @@ static void expect_bytes(struct tv_pool *p, uint64_t id, uint64_t size,
 
 		if (buf[i] != want) {
 			fprintf(stderr, "%s: byte %llu is %#x, want %#x\n",
-				what, (unsigned long long)i, buf[i], want);
+				what, (unsigned long long) i, buf[i], want);
 			CHECK(0);
 		}
 	}
@@ -80,8 +80,7 @@ static void clean(struct tv_pool *p)
 
 static void part1(uint32_t bs)
 {
-	struct tv_pool_create_opts co = { .block_size = bs,
-					  .blob_size = BLOB };
+	struct tv_pool_create_opts co = {.block_size = bs, .blob_size = BLOB};
 	const uint64_t M = 1 << 20;
 	struct io_dev *mem;
 	struct tv_pool *p;
@@ -101,8 +100,8 @@ static void part1(uint32_t bs)
 	/* the batch: the shrink is rolled back with the batch */
 	{
 		struct tv_op ops[2] = {
-			{ .kind = TV_OP_RESIZE, .id = a, .size = 1024 },
-			{ .kind = TV_OP_CREATE, .name = "a", .size = M },
+		    {.kind = TV_OP_RESIZE, .id = a, .size = 1024},
+		    {.kind = TV_OP_CREATE, .name = "a", .size = M},
 		};
 		CHECK_ERR(tv_batch(p, ops, 2, &failed), -EEXIST);
 		CHECK_EQ(failed, 1);
@@ -111,9 +110,9 @@ static void part1(uint32_t bs)
 	/* shrink and grow in one batch that fails: still all 0xaa */
 	{
 		struct tv_op ops[3] = {
-			{ .kind = TV_OP_RESIZE, .id = a, .size = 1024 },
-			{ .kind = TV_OP_RESIZE, .id = a, .size = M },
-			{ .kind = TV_OP_RENAME, .id = 987654321, .name = "x" },
+		    {.kind = TV_OP_RESIZE, .id = a, .size = 1024},
+		    {.kind = TV_OP_RESIZE, .id = a, .size = M},
+		    {.kind = TV_OP_RENAME, .id = 987654321, .name = "x"},
 		};
 		CHECK_ERR(tv_batch(p, ops, 3, &failed), -ENOENT);
 		CHECK_EQ(failed, 2);
@@ -124,8 +123,8 @@ static void part1(uint32_t bs)
 	/* shrink and grow in one batch that commits: zeroes past 1024 */
 	{
 		struct tv_op ops[2] = {
-			{ .kind = TV_OP_RESIZE, .id = a, .size = 1024 },
-			{ .kind = TV_OP_RESIZE, .id = a, .size = M },
+		    {.kind = TV_OP_RESIZE, .id = a, .size = 1024},
+		    {.kind = TV_OP_RESIZE, .id = a, .size = M},
 		};
 		CHECK_OK(tv_batch(p, ops, 2, &failed));
 		expect_bytes(p, a, M, 1024, 0xaa, "shrink+grow, one batch");
@@ -140,8 +139,8 @@ static void part1(uint32_t bs)
 		     "shrunk snapshot, reopened");
 	{
 		struct tv_op ops[2] = {
-			{ .kind = TV_OP_RESIZE, .id = s, .size = M },
-			{ .kind = TV_OP_CREATE, .name = "s", .size = M },
+		    {.kind = TV_OP_RESIZE, .id = s, .size = M},
+		    {.kind = TV_OP_CREATE, .name = "s", .size = M},
 		};
 		CHECK_ERR(tv_batch(p, ops, 2, &failed), -EEXIST);
 		expect_bytes(p, s, 3 * 512 + 2 * bs, 3 * 512 + 2 * bs, 0xaa,
@@ -157,8 +156,8 @@ static void part1(uint32_t bs)
 	CHECK_OK(tv_vol_resize(p, other, 512));
 	{
 		struct tv_op ops[2] = {
-			{ .kind = TV_OP_RESIZE, .id = other, .size = M },
-			{ .kind = TV_OP_RESIZE, .id = other, .size = 0 },
+		    {.kind = TV_OP_RESIZE, .id = other, .size = M},
+		    {.kind = TV_OP_RESIZE, .id = other, .size = 0},
 		};
 		CHECK_ERR(tv_batch(p, ops, 2, &failed), -EINVAL);
 		expect_bytes(p, other, 512, 512, 0xaa, "grow rolled back");
@@ -214,7 +213,7 @@ static void model_copy(struct model *d, const struct model *s, uint32_t bs)
 
 		d->v[i] = s->v[i];
 		d->v[i].data = keep;
-		memcpy(keep, s->v[i].data, (size_t)MAXB * bs);
+		memcpy(keep, s->v[i].data, (size_t) MAXB * bs);
 	}
 }
 
@@ -230,7 +229,7 @@ static bool matches(struct tv_pool *p, const struct model *m, uint32_t bs,
 {
 	struct tv_vol_info list[NS + 1];
 	uint64_t cursor = 0;
-	uint8_t blob[BLOB], *buf = malloc((size_t)MAXB * bs);
+	uint8_t blob[BLOB], *buf = malloc((size_t) MAXB * bs);
 	int n = tv_vol_list(p, &cursor, list, NS + 1), live = 0;
 	bool ok = true;
 
@@ -253,10 +252,11 @@ static bool matches(struct tv_pool *p, const struct model *m, uint32_t bs,
 		    strcmp(vi.name, v->name) || vi.size != v->size ||
 		    vi.flags != v->flags || vi.parent != v->parent) {
 			if (verbose)
-				fprintf(stderr, "  volume #%llu (%s, %llu "
-						"bytes): record differs\n",
-					(unsigned long long)v->id, v->name,
-					(unsigned long long)v->size);
+				fprintf(stderr,
+					"  volume #%llu (%s, %llu "
+					"bytes): record differs\n",
+					(unsigned long long) v->id, v->name,
+					(unsigned long long) v->size);
 			ok = false;
 			break;
 		}
@@ -274,9 +274,10 @@ static bool matches(struct tv_pool *p, const struct model *m, uint32_t bs,
 			while (buf[k] == v->data[k])
 				k++;
 			if (verbose)
-				fprintf(stderr, "  volume %s: byte %llu is "
-						"%#x, want %#x\n",
-					v->name, (unsigned long long)k, buf[k],
+				fprintf(stderr,
+					"  volume %s: byte %llu is "
+					"%#x, want %#x\n",
+					v->name, (unsigned long long) k, buf[k],
 					v->data[k]);
 			ok = false;
 		}
@@ -287,7 +288,7 @@ static bool matches(struct tv_pool *p, const struct model *m, uint32_t bs,
 
 static int pick_slot(struct ctx *c, const struct model *m, bool live)
 {
-	int start = (int)trng_below(&c->rng, NS);
+	int start = (int) trng_below(&c->rng, NS);
 
 	for (int k = 0; k < NS; k++) {
 		int i = (start + k) % NS;
@@ -311,7 +312,7 @@ static uint64_t rand_size(struct ctx *c)
 static void rand_bytes(struct ctx *c, uint8_t *b, size_t n)
 {
 	for (size_t i = 0; i < n; i++)
-		b[i] = (uint8_t)trng_next(&c->rng);
+		b[i] = (uint8_t) trng_next(&c->rng);
 }
 
 /*
@@ -325,14 +326,14 @@ struct batch {
 	struct tv_op ops[8];
 	size_t n;
 	int slot_of[8];
-	int fail;	/* index of the refused op, or -1 */
-	int err;	/* its error */
+	int fail; /* index of the refused op, or -1 */
+	int err;  /* its error */
 	char names[8][16];
 	uint8_t blobs[8][BLOB + 1];
 };
 
-static void gen_batch(struct ctx *c, const struct model *m,
-		      struct model *after, struct batch *b)
+static void gen_batch(struct ctx *c, const struct model *m, struct model *after,
+		      struct batch *b)
 {
 	bool pre[NS];
 	size_t n = 1 + trng_below(&c->rng, 6);
@@ -341,20 +342,21 @@ static void gen_batch(struct ctx *c, const struct model *m,
 	model_copy(after, m, c->bs);
 	for (int i = 0; i < NS; i++)
 		pre[i] = m->v[i].live;
-	b->fail = trng_below(&c->rng, 3) == 0 ? (int)trng_below(&c->rng, n)
-					       : -1;
+	b->fail =
+	    trng_below(&c->rng, 3) == 0 ? (int) trng_below(&c->rng, n) : -1;
 	for (size_t k = 0; k < n; k++) {
 		struct tv_op *op = &b->ops[k];
-		unsigned int kind = (unsigned int)trng_below(&c->rng, 7);
+		unsigned int kind = (unsigned int) trng_below(&c->rng, 7);
 		int i = pick_slot(c, after, true);
 
 		b->slot_of[k] = -1;
 		if (i >= 0 && !pre[i])
 			i = -1; /* made in this batch: not nameable */
-		if ((int)k == b->fail) {
+		if ((int) k == b->fail) {
 			/* a request the engine refuses */
 			int j = pick_slot(c, after, true);
-			unsigned int why = (unsigned int)trng_below(&c->rng, 4);
+			unsigned int why =
+			    (unsigned int) trng_below(&c->rng, 4);
 
 			if (why == 0 && j < 0)
 				why = 1; /* no name to take */
@@ -397,12 +399,12 @@ static void gen_batch(struct ctx *c, const struct model *m,
 		if (kind == 6 && i < 0) {
 			/* every slot taken by this batch: stop here */
 			b->n = k;
-			if (b->fail >= (int)k)
+			if (b->fail >= (int) k)
 				b->fail = -1;
 			return;
 		}
 		switch (kind) {
-		case 0: /* create */
+		case 0:	  /* create */
 		case 1: { /* snapshot */
 			int t = pick_slot(c, after, false);
 			struct mvol *v = &after->v[t];
@@ -424,19 +426,19 @@ static void gen_batch(struct ctx *c, const struct model *m,
 				v->size = op->size;
 				v->flags = 0;
 				v->parent = 0;
-				memset(v->data, 0, (size_t)MAXB * c->bs);
+				memset(v->data, 0, (size_t) MAXB * c->bs);
 			} else {
 				const struct mvol *o = &after->v[i];
 
 				op->kind = TV_OP_SNAPSHOT;
 				op->id = o->id;
 				op->flags = trng_below(&c->rng, 4) == 0
-						    ? TV_VOL_READ_ONLY
-						    : 0;
+						? TV_VOL_READ_ONLY
+						: 0;
 				v->size = o->size;
 				v->flags = op->flags;
 				v->parent = o->id;
-				memcpy(v->data, o->data, (size_t)MAXB * c->bs);
+				memcpy(v->data, o->data, (size_t) MAXB * c->bs);
 			}
 			b->slot_of[k] = t;
 			break;
@@ -488,7 +490,7 @@ static void gen_batch(struct ctx *c, const struct model *m,
  * before the next batch, durable. */
 static void scribble(struct ctx *c, struct tv_pool *p, struct model *m)
 {
-	uint8_t *buf = malloc((size_t)MAXB * c->bs);
+	uint8_t *buf = malloc((size_t) MAXB * c->bs);
 
 	CHECK(buf);
 	for (int i = 0; i < NS; i++) {
@@ -503,8 +505,8 @@ static void scribble(struct ctx *c, struct tv_pool *p, struct model *m)
 			len = v->size;
 		} else {
 			off = trng_below(&c->rng, v->size / 512) * 512;
-			len = (1 + trng_below(&c->rng,
-					      (v->size - off) / 512)) * 512;
+			len = (1 + trng_below(&c->rng, (v->size - off) / 512)) *
+			      512;
 		}
 		rand_bytes(c, buf, len);
 		CHECK_OK(tv_vol_write(p, v->id, buf, len, off, 0));
@@ -526,9 +528,10 @@ static void verify_image(struct ctx *c, struct io_dev *img,
 	ok = matches(p, before, c->bs, false) ||
 	     (ok_after && matches(p, after, c->bs, false));
 	if (!ok) {
-		fprintf(stderr, "cut after write %llu: the image is neither "
-				"the state before the batch nor after it\n",
-			(unsigned long long)cut);
+		fprintf(stderr,
+			"cut after write %llu: the image is neither "
+			"the state before the batch nor after it\n",
+			(unsigned long long) cut);
 		fprintf(stderr, " against the state before:\n");
 		matches(p, before, c->bs, true);
 		if (ok_after) {
@@ -575,11 +578,11 @@ static struct io_dev *round_once(struct ctx *c, struct io_dev *base,
 	r = tv_batch(p, b.ops, b.n, &failed);
 	total = io_pc_ops(pc);
 	if (b.fail >= 0) {
-		if (r != b.err || failed != (size_t)b.fail) {
-			fprintf(stderr, "batch of %zu: op %zu failed with %d "
-					"(%s), want op %d with %d\n",
-				b.n, failed, r, tv_last_error(), b.fail,
-				b.err);
+		if (r != b.err || failed != (size_t) b.fail) {
+			fprintf(stderr,
+				"batch of %zu: op %zu failed with %d "
+				"(%s), want op %d with %d\n",
+				b.n, failed, r, tv_last_error(), b.fail, b.err);
 			CHECK(0);
 		}
 	} else {
@@ -603,8 +606,8 @@ static struct io_dev *round_once(struct ctx *c, struct io_dev *base,
 
 	/* the same batch, the power cut after each of its writes */
 	for (uint64_t k = 1; k <= total; k++) {
-		CHECK_OK(io_mem_create_from(io_mem_data(base), base->size,
-					    &mem));
+		CHECK_OK(
+		    io_mem_create_from(io_mem_data(base), base->size, &mem));
 		CHECK_OK(io_pc_wrap(mem, true, &pc));
 		CHECK_OK(pool_open_dev(pc, false, "pc", &oo, &p));
 		io_pc_set_cut_after(pc, k);
@@ -637,9 +640,8 @@ static struct io_dev *round_once(struct ctx *c, struct io_dev *base,
 static void part2(uint32_t bs, uint64_t seed, unsigned int rounds,
 		  uint64_t *cuts, uint64_t *images)
 {
-	struct tv_pool_create_opts co = { .block_size = bs,
-					  .blob_size = BLOB };
-	struct ctx c = { .bs = bs };
+	struct tv_pool_create_opts co = {.block_size = bs, .blob_size = BLOB};
+	struct ctx c = {.bs = bs};
 	struct io_dev *base;
 	struct model m;
 
@@ -653,9 +655,9 @@ static void part2(uint32_t bs, uint64_t seed, unsigned int rounds,
 	model_free(&m);
 	printf("  block size %u: %llu batches (%llu with a refused op), "
 	       "%llu power cuts, %llu crash images\n",
-	       bs, (unsigned long long)c.batches,
-	       (unsigned long long)c.failing, (unsigned long long)c.cuts,
-	       (unsigned long long)c.images);
+	       bs, (unsigned long long) c.batches,
+	       (unsigned long long) c.failing, (unsigned long long) c.cuts,
+	       (unsigned long long) c.images);
 	*cuts += c.cuts;
 	*images += c.images;
 }
@@ -663,8 +665,8 @@ static void part2(uint32_t bs, uint64_t seed, unsigned int rounds,
 int main(void)
 {
 	uint64_t seed = tseed("test-engine-atomic");
-	unsigned int rounds = (unsigned int)((tsanitized() ? 12 : 40) *
-					     tscale());
+	unsigned int rounds =
+	    (unsigned int) ((tsanitized() ? 12 : 40) * tscale());
 	uint64_t cuts = 0, images = 0;
 
 	if (!getenv("V"))
@@ -678,6 +680,6 @@ int main(void)
 	part2(16384, seed, rounds, &cuts, &images);
 	printf("test-engine-atomic: ok (%llu power cuts, %llu crash images "
 	       "checked)\n",
-	       (unsigned long long)cuts, (unsigned long long)images);
+	       (unsigned long long) cuts, (unsigned long long) images);
 	return 0;
 }

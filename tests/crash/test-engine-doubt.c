@@ -46,15 +46,15 @@
 #include "util/log.h"
 
 #define DEV_SIZE (16ull << 20)
-#define NBATCH 400
-#define NPOST 100
-#define NDATA 8 /* blocks of v written in T */
+#define NBATCH	 400
+#define NPOST	 100
+#define NDATA	 8 /* blocks of v written in T */
 
-static const struct tv_pool_open_opts oo = { .commit_interval_ms = 3600000 };
+static const struct tv_pool_open_opts oo = {.commit_interval_ms = 3600000};
 
 enum how { FAULT, LOST, STICKY, TORN_SB };
-static const char *const how_name[] = { "fault", "lost", "sticky",
-					"torn superblock" };
+static const char *const how_name[] = {"fault", "lost", "sticky",
+				       "torn superblock"};
 
 struct rig {
 	bool cow; /* the workload */
@@ -68,13 +68,13 @@ struct rig {
 /* v's block b (b < NDATA) as T wrote it */
 static uint8_t data_byte(uint64_t b)
 {
-	return (uint8_t)(0x40 + b);
+	return (uint8_t) (0x40 + b);
 }
 
 static void rig_open(struct rig *g, bool cow)
 {
-	struct tv_pool_create_opts co = { .block_size = cow ? 65536 : 4096,
-					  .blob_size = 16 };
+	struct tv_pool_create_opts co = {.block_size = cow ? 65536 : 4096,
+					 .blob_size = 16};
 
 	memset(g, 0, sizeof(*g));
 	g->cow = cow;
@@ -124,8 +124,8 @@ static int doomed(struct rig *g)
 		return tv_pool_flush(g->p);
 	for (int i = 0; i < NBATCH; i++) {
 		snprintf(names[i], sizeof(names[i]), "b%d", i);
-		ops[i] = (struct tv_op){ .kind = TV_OP_CREATE, .name = names[i],
-					 .size = 1 << 20 };
+		ops[i] = (struct tv_op){
+		    .kind = TV_OP_CREATE, .name = names[i], .size = 1 << 20};
 	}
 	return tv_batch(g->p, ops, NBATCH, NULL);
 }
@@ -154,7 +154,8 @@ static void expect_state(struct rig *g, struct tv_pool *p, uint64_t *which,
 		CHECK_OK(tv_vol_read(p, g->v, b, g->bs, k * g->bs));
 		for (uint32_t i = 0; i < g->bs; i++)
 			if (b[i] != data_byte(k)) {
-				fprintf(stderr, "%s: v block %" PRIu64
+				fprintf(stderr,
+					"%s: v block %" PRIu64
 					" byte %u is %#x\n",
 					what, k, i, b[i]);
 				CHECK(0);
@@ -171,10 +172,12 @@ static void expect_state(struct rig *g, struct tv_pool *p, uint64_t *which,
 		CHECK_OK(tv_vol_read(p, g->v, b, 65536, 0));
 		for (uint32_t i = 0; i < 65536; i++)
 			d1 += b[i] == 0xD1;
-		if (!((d1 == 0 || d1 == 4096) && (!d1 || !memcmp(b, b + 1, 4095)) &&
-		      b[4096] == 0xD0 && !memcmp(b + 4096, b + 4097, 61439) &&
+		if (!((d1 == 0 || d1 == 4096) &&
+		      (!d1 || !memcmp(b, b + 1, 4095)) && b[4096] == 0xD0 &&
+		      !memcmp(b + 4096, b + 4097, 61439) &&
 		      (d1 || b[0] == 0xD0))) {
-			fprintf(stderr, "%s: v block 0 reads %#x.. %#x..: "
+			fprintf(stderr,
+				"%s: v block 0 reads %#x.. %#x..: "
 				"neither T's nor T+1's\n",
 				what, b[0], b[4096]);
 			CHECK(0);
@@ -207,14 +210,15 @@ static void expect_images(struct rig *g, const uint64_t *ok, int nok,
 					   pol == 0   ? IO_PC_DROP_ALL
 					   : pol == 1 ? IO_PC_APPLY_ALL
 						      : IO_PC_RANDOM,
-					   (uint64_t)pol, &img));
+					   (uint64_t) pol, &img));
 		snprintf(w, sizeof(w), "%s, crash image %d", what, pol);
 		CHECK_OK(pool_open_dev(img, true, "img", &ro, &p));
 		expect_state(g, p, &which, w);
 		for (int i = 0; i < nok; i++)
 			found |= which == ok[i];
 		if (!found) {
-			fprintf(stderr, "%s: comes up at state %" PRIu64
+			fprintf(stderr,
+				"%s: comes up at state %" PRIu64
 				", not one allowed (%" PRIu64 ", %" PRIu64
 				")\n",
 				w, which, ok[0], ok[nok - 1]);
@@ -233,16 +237,16 @@ static void post_work(struct rig *g)
 {
 	static struct tv_op ops[NPOST];
 	static char names[NPOST][16];
-	struct io_fault_cfg fc = { .fail_at = 2, .error = -EIO,
-				   .op_mask = IO_OP_FLUSH };
+	struct io_fault_cfg fc = {
+	    .fail_at = 2, .error = -EIO, .op_mask = IO_OP_FLUSH};
 
 	memset(g->buf, 0xE0, g->bs);
 	for (uint64_t k = NDATA; k < 2 * NDATA; k++)
 		CHECK_OK(tv_vol_write(g->p, g->v, g->buf, g->bs, k * g->bs, 0));
 	for (int i = 0; i < NPOST; i++) {
 		snprintf(names[i], sizeof(names[i]), "p%d", i);
-		ops[i] = (struct tv_op){ .kind = TV_OP_CREATE, .name = names[i],
-					 .size = 1 << 20 };
+		ops[i] = (struct tv_op){
+		    .kind = TV_OP_CREATE, .name = names[i], .size = 1 << 20};
 	}
 	io_fault_arm(g->fault, &fc);
 	CHECK(tv_batch(g->p, ops, NPOST, NULL) < 0);
@@ -252,7 +256,7 @@ static void post_work(struct rig *g)
 /* The flushes (or writes) of the doomed operation (a dry run). */
 static uint64_t count_ops(bool cow, unsigned int mask)
 {
-	struct io_fault_cfg fc = { .fail_at = 0, .op_mask = mask };
+	struct io_fault_cfg fc = {.fail_at = 0, .op_mask = mask};
 	struct rig g;
 	uint64_t n;
 
@@ -276,32 +280,35 @@ static void one(bool cow, enum how how, uint64_t k, uint64_t seed)
 	t0 = cow ? 0 : 1;
 	t1 = cow ? 1 : 1 + NBATCH;
 	if (how == FAULT) {
-		struct io_fault_cfg fc = { .fail_at = k, .error = -EIO,
-					   .op_mask = IO_OP_FLUSH };
+		struct io_fault_cfg fc = {
+		    .fail_at = k, .error = -EIO, .op_mask = IO_OP_FLUSH};
 		io_fault_arm(g.fault, &fc);
 	} else if (how == TORN_SB) {
 		/* write k is the commit's last, its superblock: a prefix of
 		 * its sectors lands (seeded), then it fails */
-		struct io_fault_cfg fc = { .fail_at = k, .error = -EIO,
-					   .kind = IO_FAULT_SHORT,
-					   .op_mask = IO_OP_WRITE,
-					   .seed = seed };
+		struct io_fault_cfg fc = {.fail_at = k,
+					  .error = -EIO,
+					  .kind = IO_FAULT_SHORT,
+					  .op_mask = IO_OP_WRITE,
+					  .seed = seed};
 		io_fault_arm(g.fault, &fc);
 	} else {
-		struct io_pc_flush_fail ff = { .nth = k, .error = -EIO,
-					       .seed = seed,
-					       .sticky = how == STICKY };
+		struct io_pc_flush_fail ff = {.nth = k,
+					      .error = -EIO,
+					      .seed = seed,
+					      .sticky = how == STICKY};
 		io_pc_fail_flush(g.pc, &ff);
 	}
 	r = doomed(&g);
 	io_fault_disarm(g.fault);
-	snprintf(what, sizeof(what), "%s, %s, flush %" PRIu64 " of the commit "
+	snprintf(what, sizeof(what),
+		 "%s, %s, flush %" PRIu64 " of the commit "
 		 "fails (seed %" PRIu64 ")",
 		 cow ? "cow" : "batch", how_name[how], k, seed);
 	CHECK(r < 0);
 	/* 1. a crash now */
 	{
-		uint64_t ok[2] = { t0, t1 };
+		uint64_t ok[2] = {t0, t1};
 		expect_images(&g, ok, 2, what);
 	}
 	/* 2. reopened: T or T+1, read-write */
@@ -311,7 +318,7 @@ static void one(bool cow, enum how how, uint64_t k, uint64_t seed)
 	/* 3. new work, a crash: the reopened state or later */
 	post_work(&g);
 	{
-		uint64_t ok[2] = { at, cow ? at : at + NPOST };
+		uint64_t ok[2] = {at, cow ? at : at + NPOST};
 		char w2[200];
 
 		snprintf(w2, sizeof(w2), "%s, reopened at %s, then new work",

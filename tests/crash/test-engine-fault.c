@@ -33,7 +33,7 @@
 #include "util/log.h"
 #include "volmodel.h"
 
-#define BS 4096u
+#define BS	 4096u
 #define DEV_SIZE (4ull << 20)
 
 /* ---- a tracing device: remembers the kind of the last failed op ---- */
@@ -46,7 +46,7 @@ struct tdev {
 
 static struct tdev *T(struct io_dev *d)
 {
-	return (struct tdev *)d;
+	return (struct tdev *) d;
 }
 
 static int note(struct io_dev *d, unsigned int kind, int r)
@@ -61,8 +61,7 @@ static int t_read(struct io_dev *d, void *buf, size_t len, uint64_t off)
 	return note(d, IO_OP_READ, iowrap_read(d, buf, len, off));
 }
 
-static int t_write(struct io_dev *d, const void *buf, size_t len,
-		   uint64_t off)
+static int t_write(struct io_dev *d, const void *buf, size_t len, uint64_t off)
 {
 	return note(d, IO_OP_WRITE, iowrap_write(d, buf, len, off));
 }
@@ -88,13 +87,13 @@ static void t_close(struct io_dev *d)
 }
 
 static const struct io_ops tops = {
-	.read = t_read,
-	.write = t_write,
-	.flush = t_flush,
-	.discard = t_discard,
-	.write_zeroes = t_wz,
-	.resize = iowrap_no_resize,
-	.close = t_close,
+    .read = t_read,
+    .write = t_write,
+    .flush = t_flush,
+    .discard = t_discard,
+    .write_zeroes = t_wz,
+    .resize = iowrap_no_resize,
+    .close = t_close,
 };
 
 static struct io_dev *trace_wrap(struct io_dev *lower)
@@ -107,8 +106,8 @@ static struct io_dev *trace_wrap(struct io_dev *lower)
 }
 
 enum step_kind { S_NONE, S_CREATE, S_SNAPSHOT, S_DELETE, S_WRITE, S_FLUSH };
-static const char *const step_names[] = { "none", "create", "snapshot",
-					  "delete", "write", "flush" };
+static const char *const step_names[] = {"none",   "create", "snapshot",
+					 "delete", "write",  "flush"};
 
 struct run {
 	struct trng rng;
@@ -121,7 +120,7 @@ struct run {
 static int step(struct run *w, struct tv_pool *p)
 {
 	struct vm_model *m = &w->cur;
-	unsigned int op = (unsigned int)trng_below(&w->rng, 100);
+	unsigned int op = (unsigned int) trng_below(&w->rng, 100);
 	char name[16];
 	int i, r;
 
@@ -187,10 +186,11 @@ static int step(struct run *w, struct tv_pool *p)
 		} else {
 			first = trng_below(&w->rng, m->v[i].sectors);
 			n = 1 + trng_below(&w->rng, MIN(m->v[i].sectors - first,
-							 2 * BS / VM_SECT));
+							2 * BS / VM_SECT));
 		}
 		buf = vm_random_data(&w->rng, n);
-		r = tv_vol_write(p, m->v[i].id, buf, n * VM_SECT, first * VM_SECT, 0);
+		r = tv_vol_write(p, m->v[i].id, buf, n * VM_SECT,
+				 first * VM_SECT, 0);
 		vm_write(m, i, first, n, buf);
 		free(buf);
 		if (r < 0)
@@ -230,11 +230,13 @@ static bool is_dirty(struct tv_pool *p)
 static uint64_t run_one(uint64_t seed, uint64_t n, bool persistent,
 			struct stats *st)
 {
-	struct tv_pool_create_opts co = { .block_size = BS, .blob_size = 16 };
-	struct tv_pool_open_opts oo = { .commit_interval_ms = 3600000,
-					.cache_bytes = 64 << 10 };
-	struct io_fault_cfg fc = { .fail_at = n, .persistent = persistent,
-				   .error = -EIO, .kind = IO_FAULT_ERROR };
+	struct tv_pool_create_opts co = {.block_size = BS, .blob_size = 16};
+	struct tv_pool_open_opts oo = {.commit_interval_ms = 3600000,
+				       .cache_bytes = 64 << 10};
+	struct io_fault_cfg fc = {.fail_at = n,
+				  .persistent = persistent,
+				  .error = -EIO,
+				  .kind = IO_FAULT_ERROR};
 	struct io_dev *mem, *fault, *tr;
 	struct tv_check_report rep;
 	struct tv_pool_info pi;
@@ -273,18 +275,19 @@ static uint64_t run_one(uint64_t seed, uint64_t n, bool persistent,
 		 * no metadata to commit (a writeback error is reported only
 		 * once: pool.c, "syncs"); a failed write, when it was a
 		 * commit's */
-		bool commit = kind == IO_OP_FLUSH ||
-			      (((w.last == S_FLUSH && dirty) ||
-				w.last == S_CREATE || w.last == S_SNAPSHOT ||
-				w.last == S_DELETE) &&
-			       kind == IO_OP_WRITE);
+		bool commit =
+		    kind == IO_OP_FLUSH ||
+		    (((w.last == S_FLUSH && dirty) || w.last == S_CREATE ||
+		      w.last == S_SNAPSHOT || w.last == S_DELETE) &&
+		     kind == IO_OP_WRITE);
 
 		st->points++;
 		if (r == 0) {
-			fprintf(stderr, "fail at %llu (%s, %s): the %s step "
-					"%u returned 0 after op kind %#x "
-					"failed\n",
-				(unsigned long long)n,
+			fprintf(stderr,
+				"fail at %llu (%s, %s): the %s step "
+				"%u returned 0 after op kind %#x "
+				"failed\n",
+				(unsigned long long) n,
 				persistent ? "persistent" : "once",
 				"error swallowed", step_names[w.last], s, kind);
 			CHECK(0);
@@ -292,14 +295,15 @@ static uint64_t run_one(uint64_t seed, uint64_t n, bool persistent,
 		CHECK_OK(tv_pool_info(p, &pi));
 		if (commit) {
 			if (pi.state != TV_POOL_READ_ONLY || !pi.reason[0]) {
-				fprintf(stderr, "fail at %llu (%s): %s step %u: "
-						"a commit's op kind %#x "
-						"failed (%d), pool state %d "
-						"reason '%s'\n",
-					(unsigned long long)n,
+				fprintf(stderr,
+					"fail at %llu (%s): %s step %u: "
+					"a commit's op kind %#x "
+					"failed (%d), pool state %d "
+					"reason '%s'\n",
+					(unsigned long long) n,
 					persistent ? "persistent" : "once",
 					step_names[w.last], s, kind, r,
-					(int)pi.state, pi.reason);
+					(int) pi.state, pi.reason);
 				CHECK(0);
 			}
 			st->readonly_commit++;
@@ -327,9 +331,10 @@ static uint64_t run_one(uint64_t seed, uint64_t n, bool persistent,
 			st->in_flight_lost += ok;
 		}
 		if (!ok) {
-			fprintf(stderr, "fail at %llu (%s): after %s step %u "
-					"the pool does not match the model\n",
-				(unsigned long long)n,
+			fprintf(stderr,
+				"fail at %llu (%s): after %s step %u "
+				"the pool does not match the model\n",
+				(unsigned long long) n,
 				persistent ? "persistent" : "once",
 				step_names[w.last], s);
 			vm_matches(p, &w.cur, true);
@@ -340,7 +345,7 @@ static uint64_t run_one(uint64_t seed, uint64_t n, bool persistent,
 		CHECK_OK(tv_pool_check(p, stderr, &rep));
 		if (!rep.clean)
 			fprintf(stderr, "fail at %llu (%s): check not clean\n",
-				(unsigned long long)n,
+				(unsigned long long) n,
 				persistent ? "persistent" : "once");
 		CHECK(rep.clean);
 		CHECK_OK(tv_pool_close(p));
@@ -359,12 +364,13 @@ static uint64_t run_one(uint64_t seed, uint64_t n, bool persistent,
  */
 static void preflush_fault(void)
 {
-	struct tv_pool_create_opts co = { .block_size = 64 << 10,
-					  .blob_size = 16 };
-	struct tv_pool_open_opts oo = { .commit_interval_ms = 3600000 };
-	struct io_fault_cfg fc = { .fail_at = 1, .error = -EIO,
-				   .kind = IO_FAULT_ERROR,
-				   .op_mask = IO_OP_FLUSH };
+	struct tv_pool_create_opts co = {.block_size = 64 << 10,
+					 .blob_size = 16};
+	struct tv_pool_open_opts oo = {.commit_interval_ms = 3600000};
+	struct io_fault_cfg fc = {.fail_at = 1,
+				  .error = -EIO,
+				  .kind = IO_FAULT_ERROR,
+				  .op_mask = IO_OP_FLUSH};
 	size_t len = 24 << 20;
 	uint8_t *buf = malloc(len);
 	struct io_dev *mem, *fault;
@@ -413,16 +419,16 @@ int main(void)
 	volume_id_clock = NULL; /* plain counter: ids 1, 2, ... */
 	memset(st, 0, sizeof(st));
 	{
-		uint8_t zero[VM_SECT] = { 0 };
+		uint8_t zero[VM_SECT] = {0};
 		vm_zero_hash = vm_hash(zero);
 	}
 	if (!getenv("V"))
 		log_set_sink(tquiet, NULL);
-	nsteps = (unsigned int)((tsanitized() ? 120 : 400) * tscale());
+	nsteps = (unsigned int) ((tsanitized() ? 120 : 400) * tscale());
 	preflush_fault();
 	total = run_one(seed, 0, false, &st[0]);
 	printf("  workload of %u steps: %llu I/O operations to fail\n", nsteps,
-	       (unsigned long long)total);
+	       (unsigned long long) total);
 	fflush(stdout);
 	for (int mode = 0; mode < 2; mode++) {
 		for (uint64_t n = 1; n <= total; n++)
@@ -432,16 +438,16 @@ int main(void)
 		       "pool read-write, close failed %llu times; op in "
 		       "flight landed %llu / lost %llu\n",
 		       mode ? "every op from N on fails" : "only op N fails",
-		       (unsigned long long)st[mode].points,
-		       (unsigned long long)st[mode].readonly_commit,
-		       (unsigned long long)st[mode].meta_read_rw,
-		       (unsigned long long)st[mode].close_failed,
-		       (unsigned long long)st[mode].in_flight_landed,
-		       (unsigned long long)st[mode].in_flight_lost);
+		       (unsigned long long) st[mode].points,
+		       (unsigned long long) st[mode].readonly_commit,
+		       (unsigned long long) st[mode].meta_read_rw,
+		       (unsigned long long) st[mode].close_failed,
+		       (unsigned long long) st[mode].in_flight_landed,
+		       (unsigned long long) st[mode].in_flight_lost);
 		fflush(stdout);
 		CHECK_EQ(st[mode].points, total);
 	}
 	printf("test-engine-fault: ok (%llu fault points)\n",
-	       (unsigned long long)(st[0].points + st[1].points));
+	       (unsigned long long) (st[0].points + st[1].points));
 	return 0;
 }

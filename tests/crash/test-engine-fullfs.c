@@ -39,12 +39,12 @@
 #include "thinvol.h"
 #include "util/log.h"
 
-#define MiB (1ull << 20)
+#define MiB	 (1ull << 20)
 #define DEV_SIZE (256 * MiB)
-#define ROOM (24 * MiB)
+#define ROOM	 (24 * MiB)
 #define VOL_SIZE (64 * MiB)
 
-static const struct tv_pool_open_opts oo = { .commit_interval_ms = 20 };
+static const struct tv_pool_open_opts oo = {.commit_interval_ms = 20};
 
 /* What a block of v may read: one of two bytes (a == b: exactly). */
 struct allowed {
@@ -85,7 +85,8 @@ static void expect_bytes(struct rig *g, const char *what)
 		for (uint32_t i = 0; i < g->bs; i++) {
 			if (g->buf[i] == g->m[b].a || g->buf[i] == g->m[b].b)
 				continue;
-			fprintf(stderr, "%s: v block %" PRIu64 " byte %u is "
+			fprintf(stderr,
+				"%s: v block %" PRIu64 " byte %u is "
 				"%#x, not %#x or %#x\n",
 				what, b, i, g->buf[i], g->m[b].a, g->m[b].b);
 			CHECK(0);
@@ -111,8 +112,8 @@ static int write_blocks(struct rig *g, uint64_t first, uint64_t n, uint8_t c)
 		CHECK(0);
 	}
 	for (uint64_t b = first; b < first + n; b++)
-		g->m[b] = r ? (struct allowed){ g->m[b].a, c }
-			    : (struct allowed){ c, c };
+		g->m[b] =
+		    r ? (struct allowed){g->m[b].a, c} : (struct allowed){c, c};
 	return r;
 }
 
@@ -143,7 +144,7 @@ static void flush_ok(struct rig *g, const char *what)
 
 static void run(uint32_t bs)
 {
-	struct tv_pool_create_opts co = { .block_size = bs, .blob_size = 16 };
+	struct tv_pool_create_opts co = {.block_size = bs, .blob_size = 16};
 	struct tv_check_report rep;
 	uint64_t per_mib, kept = 0, w, ids[8];
 	unsigned int created = 0, refused = 0, trims = 0, trims_refused = 0;
@@ -166,7 +167,8 @@ static void run(uint32_t bs)
 
 	/* 1. an import until the filesystem is full */
 	for (w = 0; w < VOL_SIZE / MiB; w++) {
-		if (write_blocks(&g, w * per_mib, per_mib, (uint8_t)(0x40 + w)))
+		if (write_blocks(&g, w * per_mib, per_mib,
+				 (uint8_t) (0x40 + w)))
 			break;
 		kept = w + 1;
 	}
@@ -208,7 +210,7 @@ static void run(uint32_t bs)
 		r = tv_vol_discard(g.p, g.v, bs, b * bs);
 		meta_ok(&g, r, what);
 		if (r == 0)
-			g.m[b] = (struct allowed){ 0, 0 };
+			g.m[b] = (struct allowed){0, 0};
 		trims++;
 		trims_refused += r != 0;
 		if (k % 50 == 49)
@@ -273,7 +275,7 @@ static void run(uint32_t bs)
  */
 static void holey_chunks(uint32_t bs)
 {
-	struct tv_pool_create_opts co = { .block_size = bs, .blob_size = 16 };
+	struct tv_pool_create_opts co = {.block_size = bs, .blob_size = 16};
 	uint32_t npc = bs / PD_NODE_SIZE;
 	struct tv_check_report rep;
 	struct io_dev *mem, *fs;
@@ -299,8 +301,8 @@ static void holey_chunks(uint32_t bs)
 		ro.read_only = true;
 		CHECK_OK(pool_open_dev(fs, false, "fullfs", &ro, &p));
 		pthread_mutex_lock(&p->meta_lock);
-		for (uint64_t b = tm_first_block(p->tm); b < tm_nr_blocks(p->tm);
-		     b++) {
+		for (uint64_t b = tm_first_block(p->tm);
+		     b < tm_nr_blocks(p->tm); b++) {
 			if (!sm_is_chunk(tm_sm(p->tm), b))
 				continue;
 			for (uint32_t i = 0; i < npc; i++) {
@@ -310,9 +312,9 @@ static void holey_chunks(uint32_t bs)
 						       b * npc + i, &count));
 				if (count)
 					continue;
-				CHECK_OK(io_discard(fs, (b * npc + i) *
-							    PD_NODE_SIZE,
-						    PD_NODE_SIZE));
+				CHECK_OK(
+				    io_discard(fs, (b * npc + i) * PD_NODE_SIZE,
+					       PD_NODE_SIZE));
 				holes++;
 			}
 		}
@@ -344,8 +346,10 @@ static void holey_chunks(uint32_t bs)
 
 			CHECK_OK(tv_pool_info(p, &pi));
 			if (pi.state != TV_POOL_RW) {
-				fprintf(stderr, "holey chunks, %u-byte blocks: "
-					"%s\n", bs, pi.reason);
+				fprintf(stderr,
+					"holey chunks, %u-byte blocks: "
+					"%s\n",
+					bs, pi.reason);
 				CHECK(0);
 			}
 		}

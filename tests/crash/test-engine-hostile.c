@@ -56,24 +56,24 @@
 #include "util/endian.h"
 #include "util/log.h"
 
-#define BS (64u << 10)
-#define NPC (BS / PD_NODE_SIZE)
-#define DEV_SIZE (16ull << 20)
+#define BS	   (64u << 10)
+#define NPC	   (BS / PD_NODE_SIZE)
+#define DEV_SIZE   (16ull << 20)
 #define SB_SM_ROOT 120 /* disk_superblock.sm_root (docs/format.md) */
 
-static const struct tv_pool_open_opts oo = { .commit_interval_ms = 3600000,
-					     .cache_bytes = 1u << 20 };
-static uint8_t *base;	 /* the base image */
+static const struct tv_pool_open_opts oo = {.commit_interval_ms = 3600000,
+					    .cache_bytes = 1u << 20};
+static uint8_t *base; /* the base image */
 static uint64_t a_id, b_id, b_block;
 
 static uint8_t pattern(uint64_t vol, uint64_t vblock)
 {
-	return (uint8_t)(0x10 * vol + vblock + 1);
+	return (uint8_t) (0x10 * vol + vblock + 1);
 }
 
 static void build_base(void)
 {
-	struct tv_pool_create_opts co = { .block_size = BS, .blob_size = 16 };
+	struct tv_pool_create_opts co = {.block_size = BS, .blob_size = 16};
 	uint8_t *buf = malloc(BS);
 	struct io_dev *mem;
 	struct tv_pool *p;
@@ -120,15 +120,16 @@ static uint64_t value_at(struct tv_pool *p, const struct btree_info *info,
 	uint64_t off;
 
 	put_be64(key, k);
-	CHECK_OK(btree_cursor_seek(info, root, k == UINT64_MAX ? NULL : key,
-				   &c));
+	CHECK_OK(
+	    btree_cursor_seek(info, root, k == UINT64_MAX ? NULL : key, &c));
 	CHECK(c.valid);
 	leaf = c.path[c.depth - 1].node;
 	*node = leaf->blocknr;
-	off = leaf->blocknr * PD_NODE_SIZE +
-	      (uint64_t)((const uint8_t *)btree_cursor_value(&c) - leaf->data);
+	off =
+	    leaf->blocknr * PD_NODE_SIZE +
+	    (uint64_t) ((const uint8_t *) btree_cursor_value(&c) - leaf->data);
 	btree_cursor_close(&c);
-	(void)p;
+	(void) p;
 	return off;
 }
 
@@ -276,8 +277,9 @@ static void expect_refused(uint8_t *img, const char *msg, const char *what)
 		expect_b(p);
 		tv_pool_close(p);
 		if (memcmp(io_mem_data(dev), img, DEV_SIZE)) {
-			fprintf(stderr, "%s: the refused write changed the "
-					"device\n",
+			fprintf(stderr,
+				"%s: the refused write changed the "
+				"device\n",
 				what);
 			CHECK(0);
 		}
@@ -334,21 +336,21 @@ static void map_case(uint64_t (*target)(struct tv_pool *, uint64_t node),
 
 static uint64_t t_superblock(struct tv_pool *p, uint64_t node)
 {
-	(void)p;
-	(void)node;
+	(void) p;
+	(void) node;
 	return 0;
 }
 
 static uint64_t t_overflow(struct tv_pool *p, uint64_t node)
 {
-	(void)p;
-	(void)node;
+	(void) p;
+	(void) node;
 	return 1ull << 48; /* * 64 KiB == 2^64: offset 0 if unchecked */
 }
 
 static uint64_t t_past_end(struct tv_pool *p, uint64_t node)
 {
-	(void)node;
+	(void) node;
 	return tm_nr_blocks(p->tm);
 }
 
@@ -360,7 +362,7 @@ static uint64_t t_metadata(struct tv_pool *p, uint64_t node)
 
 static uint64_t t_free(struct tv_pool *p, uint64_t node)
 {
-	(void)node;
+	(void) node;
 	/* a free block of the data area, far from what the base uses */
 	for (uint64_t b = tm_nr_blocks(p->tm) - 1;; b--) {
 		uint32_t count;
@@ -390,8 +392,8 @@ static void map_free_all(void)
 	memcpy(img, base, DEV_SIZE);
 	p = open_img(img, &dev);
 	pthread_mutex_lock(&p->meta_lock);
-	for (uint64_t b = tm_first_block(p->tm); b < tm_nr_blocks(p->tm) && n < 4;
-	     b++) {
+	for (uint64_t b = tm_first_block(p->tm);
+	     b < tm_nr_blocks(p->tm) && n < 4; b++) {
 		uint32_t count;
 
 		CHECK_OK(sm_block_count(tm_sm(p->tm), b, &count));
@@ -465,7 +467,8 @@ static void map_shared(void)
  */
 static void shared_reused(void)
 {
-	uint8_t *img = malloc(DEV_SIZE), *buf = malloc(BS), *before = malloc(BS);
+	uint8_t *img = malloc(DEV_SIZE), *buf = malloc(BS),
+		*before = malloc(BS);
 	struct io_dev *dev, *dev2;
 	struct tv_pool *p;
 	uint64_t off, node;
@@ -603,8 +606,9 @@ static void root_in_data(void)
 	io_close(dev);
 	memcpy(&v, img + off, sizeof(v));
 	forge_node(img, le64_to_cpu(v.map_root.blocknr), to);
-	patch_u64(img, off + offsetof(struct disk_volume, map_root) +
-			       offsetof(struct disk_ref, blocknr),
+	patch_u64(img,
+		  off + offsetof(struct disk_volume, map_root) +
+		      offsetof(struct disk_ref, blocknr),
 		  to);
 	/* the I/O path: EUCLEAN from the tree, needs-check, nothing written */
 	p = open_img(img, &dev);

@@ -45,17 +45,16 @@ int __wrap_pthread_create(pthread_t *t, const pthread_attr_t *a,
 
 static void quiet(enum log_level lvl, const char *msg, void *ctx)
 {
-	(void)lvl;
-	(void)msg;
-	(void)ctx;
+	(void) lvl;
+	(void) msg;
+	(void) ctx;
 }
 
 /* A pool with a volume and some data on a memory device. */
 static struct io_dev *make_pool(void)
 {
-	struct tv_pool_create_opts co = { .block_size = 4096,
-					  .blob_size = 16 };
-	struct tv_pool_open_opts oo = { .commit_interval_ms = 3600000 };
+	struct tv_pool_create_opts co = {.block_size = 4096, .blob_size = 16};
+	struct tv_pool_open_opts oo = {.commit_interval_ms = 3600000};
 	uint8_t buf[8192];
 	struct io_dev *mem;
 	struct tv_pool *p;
@@ -73,13 +72,15 @@ static struct io_dev *make_pool(void)
 
 /* One open of mem through a fault wrapper failing the nth op; whether
  * the fault was met. */
-static bool open_once(struct io_dev *mem, uint64_t n, bool persistent,
-		      bool ro, bool own, uint64_t *fails)
+static bool open_once(struct io_dev *mem, uint64_t n, bool persistent, bool ro,
+		      bool own, uint64_t *fails)
 {
-	struct tv_pool_open_opts oo = { .commit_interval_ms = 3600000,
-					.read_only = ro };
-	struct io_fault_cfg fc = { .fail_at = n, .persistent = persistent,
-				   .error = -EIO, .kind = IO_FAULT_ERROR };
+	struct tv_pool_open_opts oo = {.commit_interval_ms = 3600000,
+				       .read_only = ro};
+	struct io_fault_cfg fc = {.fail_at = n,
+				  .persistent = persistent,
+				  .error = -EIO,
+				  .kind = IO_FAULT_ERROR};
 	struct tv_check_report rep;
 	struct io_dev *fault;
 	struct tv_pool *p = NULL;
@@ -138,7 +139,7 @@ static void open_faults(void)
  * state, closes an owned device, and leaves a borrowed one usable. */
 static void thread_fails(void)
 {
-	struct tv_pool_open_opts oo = { .commit_interval_ms = 3600000 };
+	struct tv_pool_open_opts oo = {.commit_interval_ms = 3600000};
 	struct io_dev *mem = make_pool(), *fault;
 	struct tv_check_report rep;
 	struct tv_pool *p = NULL;
@@ -146,7 +147,8 @@ static void thread_fails(void)
 	for (int own = 0; own < 2; own++) {
 		CHECK_OK(io_fault_wrap(mem, false, &fault));
 		fail_threads = true;
-		CHECK_EQ(pool_open_dev(fault, own, "nothread", &oo, &p), -EAGAIN);
+		CHECK_EQ(pool_open_dev(fault, own, "nothread", &oo, &p),
+			 -EAGAIN);
 		fail_threads = false;
 		if (!own) {
 			CHECK_OK(pool_open_dev(fault, false, "again", &oo, &p));
@@ -181,7 +183,7 @@ static void not_a_pool(void)
 	CHECK(fd >= 0);
 	memset(junk, 0x33, sizeof(junk));
 	for (int i = 0; i < 64; i++)
-		CHECK(write(fd, junk, sizeof(junk)) == (ssize_t)sizeof(junk));
+		CHECK(write(fd, junk, sizeof(junk)) == (ssize_t) sizeof(junk));
 	close(fd);
 	r1 = tv_pool_open(path, NULL, &p);
 	r2 = tv_pool_open(path, NULL, &p);

@@ -27,11 +27,10 @@
 #include "util/log.h"
 #include "volmodel.h"
 
-
 struct run {
 	struct trng rng;
-	struct vm_model cur;	  /* as the workload sees it */
-	struct vm_model before_op;	  /* before the metadata op in flight */
+	struct vm_model cur;	   /* as the workload sees it */
+	struct vm_model before_op; /* before the metadata op in flight */
 	bool op_in_flight;
 	unsigned int seq;
 	uint32_t bs;
@@ -43,7 +42,7 @@ struct run {
 static int step(struct run *w, struct tv_pool *p)
 {
 	struct vm_model *m = &w->cur;
-	unsigned int op = (unsigned int)trng_below(&w->rng, 100);
+	unsigned int op = (unsigned int) trng_below(&w->rng, 100);
 	char name[16];
 	int i, r;
 
@@ -55,8 +54,8 @@ static int step(struct run *w, struct tv_pool *p)
 		vm_begin_meta(m, &w->before_op);
 		w->op_in_flight = true;
 		snprintf(name, sizeof(name), "v%u", w->seq++);
-		want = vm_create(m, i, name,
-				 (2 + trng_below(&w->rng, 6)) * w->bs / VM_SECT);
+		want = vm_create(
+		    m, i, name, (2 + trng_below(&w->rng, 6)) * w->bs / VM_SECT);
 		r = tv_vol_create(p, m->v[i].name, m->v[i].sectors * VM_SECT,
 				  NULL, 0, &id);
 		if (r < 0)
@@ -108,10 +107,11 @@ static int step(struct run *w, struct tv_pool *p)
 		} else {
 			first = trng_below(&w->rng, m->v[i].sectors);
 			n = 1 + trng_below(&w->rng, MIN(m->v[i].sectors - first,
-							 2 * w->bs / VM_SECT));
+							2 * w->bs / VM_SECT));
 		}
 		buf = vm_random_data(&w->rng, n);
-		r = tv_vol_write(p, m->v[i].id, buf, n * VM_SECT, first * VM_SECT, 0);
+		r = tv_vol_write(p, m->v[i].id, buf, n * VM_SECT,
+				 first * VM_SECT, 0);
 		vm_write(m, i, first, n, buf);
 		free(buf);
 		if (r < 0)
@@ -148,10 +148,9 @@ static int step(struct run *w, struct tv_pool *p)
 	return 0;
 }
 
-
 static void verify_image(struct io_dev *img, struct run *w, uint64_t *n)
 {
-	struct tv_pool_open_opts oo = { .commit_interval_ms = 3600000 };
+	struct tv_pool_open_opts oo = {.commit_interval_ms = 3600000};
 	struct tv_check_report rep;
 	struct tv_pool *p;
 	bool ok;
@@ -175,7 +174,7 @@ static void verify_image(struct io_dev *img, struct run *w, uint64_t *n)
 static void run_workload(struct run *w, struct io_dev *pc, uint64_t seed,
 			 uint32_t bs, unsigned int steps)
 {
-	struct tv_pool_open_opts oo = { .commit_interval_ms = 3600000 };
+	struct tv_pool_open_opts oo = {.commit_interval_ms = 3600000};
 	struct tv_pool *p;
 
 	memset(w, 0, sizeof(*w));
@@ -207,9 +206,8 @@ static void run_workload(struct run *w, struct io_dev *pc, uint64_t seed,
  * a commit names it, and a block written in part must read zeroes around
  * the write.
  */
-static struct io_dev *pc_pool_dev(uint64_t dev_size,
-				  const struct tv_pool_create_opts *co,
-				  bool stale)
+static struct io_dev *
+pc_pool_dev(uint64_t dev_size, const struct tv_pool_create_opts *co, bool stale)
 {
 	struct io_dev *mem, *pc;
 
@@ -218,7 +216,7 @@ static struct io_dev *pc_pool_dev(uint64_t dev_size,
 		uint8_t junk[4096];
 
 		for (size_t i = 0; i < sizeof(junk); i++)
-			junk[i] = (uint8_t)(0xee ^ i);
+			junk[i] = (uint8_t) (0xee ^ i);
 		for (uint64_t off = 0; off < dev_size; off += sizeof(junk))
 			CHECK_OK(io_write(mem, junk, sizeof(junk), off));
 		mem->flags |= IO_DEV_BLOCKDEV;
@@ -234,7 +232,7 @@ static void run_config(uint32_t bs, uint64_t dev_size, uint64_t seed,
 		       uint64_t *cuts, uint64_t *images)
 {
 	struct trng pick;
-	struct tv_pool_create_opts co = { .block_size = bs, .blob_size = 16 };
+	struct tv_pool_create_opts co = {.block_size = bs, .blob_size = 16};
 	struct io_dev *pc, *img;
 	uint64_t total;
 	struct run w;
@@ -248,7 +246,7 @@ static void run_config(uint32_t bs, uint64_t dev_size, uint64_t seed,
 	printf("  block size %u, %u steps%s: %llu mutating ops, cutting at "
 	       "%s\n",
 	       bs, steps, stale ? ", a block device of stale data" : "",
-	       (unsigned long long)total,
+	       (unsigned long long) total,
 	       sample ? "random ones" : "every one");
 	fflush(stdout);
 	trng_init(&pick, seed * 31);
@@ -261,7 +259,7 @@ static void run_config(uint32_t bs, uint64_t dev_size, uint64_t seed,
 		run_workload(&w, pc, seed, bs, steps);
 		if (getenv("V"))
 			fprintf(stderr, "cut %llu in flight %d\n",
-				(unsigned long long)k, w.op_in_flight);
+				(unsigned long long) k, w.op_in_flight);
 		(*cuts)++;
 		CHECK_OK(io_pc_crash_image(pc, IO_PC_DROP_ALL, 0, &img));
 		verify_image(img, &w, images);
@@ -281,17 +279,15 @@ static void run_config(uint32_t bs, uint64_t dev_size, uint64_t seed,
 	}
 }
 
-
 /* The committer's ranged commit leaves a write into a hole of the pool
  * unflushed, a copied block flushed, and closing the pool flushes all.
  * stale (pc_pool_dev): on a block device there is no hole, and the
  * ranged commit syncs the new block's data too, zeroes around it. */
 static void ranged_commit_test(bool stale)
 {
-	struct tv_pool_open_opts oo = { .commit_interval_ms = 3600000 };
-	struct tv_pool_create_opts co = { .block_size = 65536,
-					  .blob_size = 16 };
-	uint8_t a[4096], b[4096], got[4096], zero[4096] = { 0 };
+	struct tv_pool_open_opts oo = {.commit_interval_ms = 3600000};
+	struct tv_pool_create_opts co = {.block_size = 65536, .blob_size = 16};
+	uint8_t a[4096], b[4096], got[4096], zero[4096] = {0};
 	struct io_dev *pc, *img;
 	struct tv_pool *p, *q;
 	uint64_t id, snap;
@@ -352,10 +348,10 @@ static void ranged_commit_test(bool stale)
 int main(void)
 {
 	uint64_t seed = tseed("test-engine-powercut");
-	unsigned int steps = (unsigned int)((tsanitized() ? 60 : 150) *
-					    tscale());
+	unsigned int steps =
+	    (unsigned int) ((tsanitized() ? 60 : 150) * tscale());
 	uint64_t cuts = 0, images = 0;
-	uint8_t zero[VM_SECT] = { 0 };
+	uint8_t zero[VM_SECT] = {0};
 
 	volume_id_clock = NULL; /* plain counter: ids 1, 2, ... */
 	vm_zero_hash = vm_hash(zero);
@@ -369,13 +365,13 @@ int main(void)
 	run_config(64 << 10, 6 << 20, seed + 1, steps, 0, false, &cuts,
 		   &images);
 	/* a longer workload, at random points of it */
-	run_config(4096, 4 << 20, seed + 2, steps * 6,
-		   tsanitized() ? 40 : 150, false, &cuts, &images);
+	run_config(4096, 4 << 20, seed + 2, steps * 6, tsanitized() ? 40 : 150,
+		   false, &cuts, &images);
 	/* a block device: no holes, stale data in every block not written */
 	run_config(64 << 10, 6 << 20, seed + 3, steps * 2,
 		   tsanitized() ? 40 : 150, true, &cuts, &images);
 	printf("test-engine-powercut: %llu cut points explored, %llu crash "
 	       "images verified\n",
-	       (unsigned long long)cuts, (unsigned long long)images);
+	       (unsigned long long) cuts, (unsigned long long) images);
 	return 0;
 }

@@ -41,11 +41,11 @@
 #include "thinvol.h"
 #include "util/log.h"
 
-#define BS (64u << 10)
+#define BS	 (64u << 10)
 #define DEV_SIZE (256ull << 20)
 #define VOL_SIZE (64ull << 20)
 
-static const struct tv_pool_open_opts oo = { .commit_interval_ms = 3600000 };
+static const struct tv_pool_open_opts oo = {.commit_interval_ms = 3600000};
 
 struct rig {
 	struct io_dev *mem, *pc, *fault;
@@ -58,7 +58,7 @@ struct rig {
  * volume "v" with block 0 written and committed. */
 static void rig_open(struct rig *g, bool ranged)
 {
-	struct tv_pool_create_opts co = { .block_size = BS, .blob_size = 16 };
+	struct tv_pool_create_opts co = {.block_size = BS, .blob_size = 16};
 
 	memset(g, 0, sizeof(*g));
 	g->old = malloc(BS);
@@ -104,9 +104,10 @@ static bool is_dirty(struct tv_pool *p)
 /* The next counted sync (a flush or a ranged sync) fails, once. */
 static void fail_next_sync(struct rig *g)
 {
-	struct io_fault_cfg fc = { .fail_at = 1, .error = -EIO,
-				   .kind = IO_FAULT_ERROR,
-				   .op_mask = IO_OP_FLUSH };
+	struct io_fault_cfg fc = {.fail_at = 1,
+				  .error = -EIO,
+				  .kind = IO_FAULT_ERROR,
+				  .op_mask = IO_OP_FLUSH};
 
 	io_fault_arm(g->fault, &fc);
 }
@@ -138,8 +139,7 @@ static void expect_stuck(struct rig *g, const char *what)
 		CHECK_OK(tv_pool_info(g->p, &pi));
 		if (pi.state != TV_POOL_READ_ONLY || !pi.reason[0]) {
 			fprintf(stderr, "%s: pool state %s, reason '%s'\n",
-				what, tv_pool_state_name(pi.state),
-				pi.reason);
+				what, tv_pool_state_name(pi.state), pi.reason);
 			CHECK(0);
 		}
 		CHECK(strstr(pi.reason, "Input/output error"));
@@ -188,9 +188,11 @@ static void expect_stuck(struct rig *g, const char *what)
  * lost transaction's new block. */
 static void reopen_while_failing(void)
 {
-	struct io_fault_cfg fc = { .fail_at = 1, .persistent = true,
-				   .error = -ENOSPC, .kind = IO_FAULT_ERROR,
-				   .op_mask = IO_OP_WRITE };
+	struct io_fault_cfg fc = {.fail_at = 1,
+				  .persistent = true,
+				  .error = -ENOSPC,
+				  .kind = IO_FAULT_ERROR,
+				  .op_mask = IO_OP_WRITE};
 	struct tv_pool_open_opts ro = oo;
 	struct tv_pool_info pi;
 	struct tv_pool *q;
@@ -225,7 +227,7 @@ static void reopen_while_failing(void)
 	/* a pool opened read-only has nothing to reopen */
 	CHECK_OK(io_mem_create(DEV_SIZE, &g.mem));
 	{
-		struct tv_pool_create_opts co = { .block_size = BS };
+		struct tv_pool_create_opts co = {.block_size = BS};
 
 		CHECK_OK(pool_format_dev(g.mem, &co));
 	}
@@ -355,7 +357,7 @@ struct edev {
 
 static struct edev *E(struct io_dev *d)
 {
-	return (struct edev *)d;
+	return (struct edev *) d;
 }
 
 static void e_close(struct io_dev *d)
@@ -396,13 +398,13 @@ static int e_flush(struct io_dev *d)
 }
 
 static const struct io_ops eops = {
-	.read = iowrap_read,
-	.write = iowrap_write,
-	.flush = e_flush,
-	.discard = iowrap_discard,
-	.write_zeroes = iowrap_write_zeroes,
-	.resize = iowrap_no_resize,
-	.close = e_close,
+    .read = iowrap_read,
+    .write = iowrap_write,
+    .flush = e_flush,
+    .discard = iowrap_discard,
+    .write_zeroes = iowrap_write_zeroes,
+    .resize = iowrap_no_resize,
+    .close = e_close,
 };
 
 static struct io_dev *edev_wrap(struct io_dev *lower)
@@ -433,7 +435,7 @@ static void *flusher_main(void *arg)
  * error: 0 a metadata operation (a commit), 1 a flush. */
 static void concurrent(int other)
 {
-	struct tv_pool_create_opts co = { .block_size = BS, .blob_size = 16 };
+	struct tv_pool_create_opts co = {.block_size = BS, .blob_size = 16};
 	struct io_dev *mem, *dev;
 	struct flusher f;
 	struct tv_pool_info pi;
@@ -470,8 +472,9 @@ static void concurrent(int other)
 		  : tv_vol_create(p, "w", VOL_SIZE, NULL, 0, &id2);
 	pthread_join(t, NULL);
 	if (r == 0) {
-		fprintf(stderr, "concurrent: the %s returned 0 while the other "
-				"flush was told of the error (%d)\n",
+		fprintf(stderr,
+			"concurrent: the %s returned 0 while the other "
+			"flush was told of the error (%d)\n",
 			other ? "flush" : "commit", f.r);
 		CHECK(0);
 	}

@@ -43,8 +43,8 @@ struct config {
 	uint32_t block_size;
 	uint64_t dev_size;
 	size_t cache_bytes;
-	unsigned int steps;	/* workload steps, then a final commit */
-	unsigned int after;	/* steps after recovery, then a commit */
+	unsigned int steps; /* workload steps, then a final commit */
+	unsigned int after; /* steps after recovery, then a commit */
 	unsigned int commit_every;
 	unsigned int reopen_every; /* commits between reopens */
 	uint64_t key_range;
@@ -52,13 +52,13 @@ struct config {
 };
 
 struct totals {
-	uint64_t points;	/* fault points injected */
-	uint64_t surfaced;	/* errors that reached the caller */
-	uint64_t at_open;	/* ... of which tm_open returned */
-	uint64_t read_only;	/* the store went read-only */
-	uint64_t reopens;	/* reopen checks */
-	uint64_t aborts;	/* tm_abort checks on the same tm */
-	uint64_t landed;	/* a failed commit whose superblock landed */
+	uint64_t points;    /* fault points injected */
+	uint64_t surfaced;  /* errors that reached the caller */
+	uint64_t at_open;   /* ... of which tm_open returned */
+	uint64_t read_only; /* the store went read-only */
+	uint64_t reopens;   /* reopen checks */
+	uint64_t aborts;    /* tm_abort checks on the same tm */
+	uint64_t landed;    /* a failed commit whose superblock landed */
 };
 
 static bool verbose;
@@ -96,10 +96,8 @@ static struct tm *open_tm(const struct config *cf, struct io_dev *dev)
 {
 	struct tm *tm;
 
-	CHECK_OK(tm_open(dev,
-			 &(struct tm_open_opts){ .cache_bytes =
-							 cf->cache_bytes },
-			 &tm));
+	CHECK_OK(tm_open(
+	    dev, &(struct tm_open_opts){.cache_bytes = cf->cache_bytes}, &tm));
 	return tm;
 }
 
@@ -126,8 +124,8 @@ static int run_steps(const struct config *cf, struct wl *wl, struct tm **tm,
 			tm_close(*tm);
 			*tm = NULL;
 			r = tm_open(dev,
-				    &(struct tm_open_opts){
-					    .cache_bytes = cf->cache_bytes },
+				    &(struct tm_open_opts){.cache_bytes =
+							       cf->cache_bytes},
 				    tm);
 			if (r < 0) {
 				*tm = NULL;
@@ -138,14 +136,14 @@ static int run_steps(const struct config *cf, struct wl *wl, struct tm **tm,
 	return wl_commit(wl, *tm);
 }
 
-static void verify(struct wl *wl, struct tm *tm, const char *what,
-		   uint64_t n)
+static void verify(struct wl *wl, struct tm *tm, const char *what, uint64_t n)
 {
 	uint64_t txn = tm_committed_txn(tm);
 
 	if (wl_verify(wl, tm, txn) != 0) {
-		fprintf(stderr, "fault point %" PRIu64 ": %s: store at txn %"
-				PRIu64 " differs from the model\n",
+		fprintf(stderr,
+			"fault point %" PRIu64 ": %s: store at txn %" PRIu64
+			" differs from the model\n",
 			n, what, txn);
 		CHECK(0);
 	}
@@ -156,11 +154,12 @@ static uint64_t count_ops(const struct config *cf, uint64_t seed,
 			  unsigned int mask, struct wl **wl_out,
 			  struct tm **tm_out, struct io_dev **dev_out)
 {
-	struct wl_opts wo = { .seed = seed, .key_range = cf->key_range,
-			      .commit_every = cf->commit_every,
-			      .key_size = cf->key_size,
-			      .value_size = cf->value_size };
-	struct tm_format_opts fo = { .block_size = cf->block_size };
+	struct wl_opts wo = {.seed = seed,
+			     .key_range = cf->key_range,
+			     .commit_every = cf->commit_every,
+			     .key_size = cf->key_size,
+			     .value_size = cf->value_size};
+	struct tm_format_opts fo = {.block_size = cf->block_size};
 	struct io_dev *mem, *fdev;
 	unsigned int done;
 	uint64_t total;
@@ -171,7 +170,7 @@ static uint64_t count_ops(const struct config *cf, uint64_t seed,
 	CHECK_OK(tm_format(mem, &fo));
 	CHECK_OK(io_fault_wrap(mem, true, &fdev));
 	CHECK_OK(wl_create(&wo, &wl));
-	io_fault_arm(fdev, &(struct io_fault_cfg){ .op_mask = mask });
+	io_fault_arm(fdev, &(struct io_fault_cfg){.op_mask = mask});
 	tm = open_tm(cf, fdev);
 	CHECK_OK(run_steps(cf, wl, &tm, fdev, cf->steps, &done));
 	total = io_fault_count(fdev);
@@ -190,8 +189,7 @@ static uint64_t count_ops(const struct config *cf, uint64_t seed,
 
 /* More work on a recovered store: it must succeed and verify. */
 static struct tm *continue_after(const struct config *cf, struct wl *wl,
-				 struct tm *tm, struct io_dev *mem,
-				 uint64_t n)
+				 struct tm *tm, struct io_dev *mem, uint64_t n)
 {
 	unsigned int done;
 
@@ -207,17 +205,18 @@ static struct tm *continue_after(const struct config *cf, struct wl *wl,
 static void run_point(const struct config *cf, uint64_t seed, uint64_t n,
 		      struct totals *t)
 {
-	struct wl_opts wo = { .seed = seed, .key_range = cf->key_range,
-			      .commit_every = cf->commit_every,
-			      .key_size = cf->key_size,
-			      .value_size = cf->value_size };
-	struct tm_format_opts fo = { .block_size = cf->block_size };
+	struct wl_opts wo = {.seed = seed,
+			     .key_range = cf->key_range,
+			     .commit_every = cf->commit_every,
+			     .key_size = cf->key_size,
+			     .value_size = cf->value_size};
+	struct tm_format_opts fo = {.block_size = cf->block_size};
 	struct io_fault_cfg fc = {
-		.fail_at = n,
-		.persistent = n & 1,
-		.error = n & 2 ? -ENOSPC : -EIO,
-		.kind = n & 4 ? IO_FAULT_SHORT : IO_FAULT_ERROR,
-		.seed = seed ^ n,
+	    .fail_at = n,
+	    .persistent = n & 1,
+	    .error = n & 2 ? -ENOSPC : -EIO,
+	    .kind = n & 4 ? IO_FAULT_SHORT : IO_FAULT_ERROR,
+	    .seed = seed ^ n,
 	};
 	bool use_abort = n & 8;
 	struct io_dev *mem, *fdev;
@@ -234,9 +233,8 @@ static void run_point(const struct config *cf, uint64_t seed, uint64_t n,
 
 	mute();
 	io_fault_arm(fdev, &fc);
-	r = tm_open(fdev,
-		    &(struct tm_open_opts){ .cache_bytes = cf->cache_bytes },
-		    &tm);
+	r = tm_open(
+	    fdev, &(struct tm_open_opts){.cache_bytes = cf->cache_bytes}, &tm);
 	if (r == 0)
 		r = run_steps(cf, wl, &tm, fdev, cf->steps, &done);
 	io_fault_disarm(fdev);
@@ -297,8 +295,7 @@ static void run_point(const struct config *cf, uint64_t seed, uint64_t n,
 	io_close(mem);
 }
 
-static void run_config(const struct config *cf, uint64_t seed,
-		       struct totals *t)
+static void run_config(const struct config *cf, uint64_t seed, struct totals *t)
 {
 	uint64_t total, reads, writes, flushes, commits;
 	struct io_dev *fdev;
@@ -318,8 +315,8 @@ static void run_config(const struct config *cf, uint64_t seed,
 	printf("  block size %u: %u steps, %" PRIu64 " commits: %" PRIu64
 	       " I/O ops to fail (%" PRIu64 " reads, %" PRIu64
 	       " writes, %" PRIu64 " flushes, %" PRIu64 " other)\n",
-	       cf->block_size, cf->steps, commits, total,
-	       reads, writes, flushes, total - reads - writes - flushes);
+	       cf->block_size, cf->steps, commits, total, reads, writes,
+	       flushes, total - reads - writes - flushes);
 	fflush(stdout);
 
 	for (uint64_t n = 1; n <= total; n++)
@@ -329,16 +326,15 @@ static void run_config(const struct config *cf, uint64_t seed,
 int main(void)
 {
 	uint64_t seed = tseed("test-fault");
-	unsigned int scale = (unsigned int)tscale();
+	unsigned int scale = (unsigned int) tscale();
 	unsigned int steps = (tsanitized() ? 800 : 1500) * scale;
 	struct config cfs[] = {
-		/* a 16-node cache under trees of ~60 nodes: reads miss and
-		 * evictions write dirty nodes early, so faults hit both */
-		{ 64 << 10, 16 << 20, 16 * 4096, steps, 20, 10, 3, 150, 240,
-		  264 },
-		{ 4096, 8 << 20, 16 * 4096, steps, 20, 12, 3, 2000, 8, 16 },
+	    /* a 16-node cache under trees of ~60 nodes: reads miss and
+	     * evictions write dirty nodes early, so faults hit both */
+	    {64 << 10, 16 << 20, 16 * 4096, steps, 20, 10, 3, 150, 240, 264},
+	    {4096, 8 << 20, 16 * 4096, steps, 20, 12, 3, 2000, 8, 16},
 	};
-	struct totals t = { 0 };
+	struct totals t = {0};
 
 	verbose = getenv("V") != NULL;
 	if (!verbose)
@@ -347,8 +343,8 @@ int main(void)
 		run_config(&cfs[i], seed + i, &t);
 	printf("test-fault: %" PRIu64 " fault points injected, %" PRIu64
 	       " errors surfaced (%" PRIu64 " by tm_open, %" PRIu64
-	       " left the store read-only), %" PRIu64 " reopen checks (%"
-	       PRIu64 " found the failed commit landed), %" PRIu64
+	       " left the store read-only), %" PRIu64 " reopen checks (%" PRIu64
+	       " found the failed commit landed), %" PRIu64
 	       " tm_abort checks\n",
 	       t.points, t.surfaced, t.at_open, t.read_only, t.reopens,
 	       t.landed, t.aborts);

@@ -40,23 +40,23 @@ static void run_until_cut(const struct config *cf, uint64_t seed,
 			  struct io_dev *pc, struct wl *wl)
 {
 	struct tm *tm;
-	int r = tm_open(pc, &(struct tm_open_opts){
-				    .cache_bytes = cf->cache_bytes },
-			&tm);
+	int r = tm_open(
+	    pc, &(struct tm_open_opts){.cache_bytes = cf->cache_bytes}, &tm);
 
 	if (r < 0) {
 		CHECK(io_pc_is_cut(pc));
 		return;
 	}
-	(void)seed;
+	(void) seed;
 	for (unsigned int i = 0; i < cf->steps; i++) {
 		bool committed;
 
 		r = wl_step(wl, tm, &committed);
 		if (r < 0) {
 			if (!io_pc_is_cut(pc)) {
-				fprintf(stderr, "step %u failed (%d) before "
-						"the cut\n",
+				fprintf(stderr,
+					"step %u failed (%d) before "
+					"the cut\n",
 					i, r);
 				CHECK(0);
 			}
@@ -66,8 +66,7 @@ static void run_until_cut(const struct config *cf, uint64_t seed,
 	tm_close(tm);
 }
 
-static void verify_image(struct io_dev *img, struct wl *wl,
-			 struct totals *t)
+static void verify_image(struct io_dev *img, struct wl *wl, struct totals *t)
 {
 	struct tm *tm;
 	uint64_t txn;
@@ -84,8 +83,9 @@ static void verify_image(struct io_dev *img, struct wl *wl,
 		return;
 	}
 	if (wl_verify(wl, tm, txn) != 0) {
-		fprintf(stderr, "image at txn %" PRIu64
-				" (model committed %" PRIu64 ") differs\n",
+		fprintf(stderr,
+			"image at txn %" PRIu64 " (model committed %" PRIu64
+			") differs\n",
 			txn, wl_committed_txn(wl));
 		CHECK(0);
 	}
@@ -97,14 +97,14 @@ static void verify_image(struct io_dev *img, struct wl *wl,
 	tm_close(tm);
 }
 
-static void run_config(const struct config *cf, uint64_t seed,
-		       struct totals *t)
+static void run_config(const struct config *cf, uint64_t seed, struct totals *t)
 {
-	struct wl_opts wo = { .seed = seed, .key_range = cf->key_range,
-			      .commit_every = cf->commit_every,
-			      .key_size = cf->key_size,
-			      .value_size = cf->value_size };
-	struct tm_format_opts fo = { .block_size = cf->block_size };
+	struct wl_opts wo = {.seed = seed,
+			     .key_range = cf->key_range,
+			     .commit_every = cf->commit_every,
+			     .key_size = cf->key_size,
+			     .value_size = cf->value_size};
+	struct tm_format_opts fo = {.block_size = cf->block_size};
 	uint64_t total;
 	struct io_dev *mem, *pc;
 	struct wl *wl;
@@ -134,8 +134,8 @@ static void run_config(const struct config *cf, uint64_t seed,
 	fflush(stdout);
 
 	for (uint64_t k = 1; k <= total; k++) {
-		static const enum io_pc_policy fixed[] = { IO_PC_DROP_ALL,
-							   IO_PC_APPLY_ALL };
+		static const enum io_pc_policy fixed[] = {IO_PC_DROP_ALL,
+							  IO_PC_APPLY_ALL};
 		struct io_dev *img;
 
 		CHECK_OK(io_mem_create(cf->dev_size, &mem));
@@ -166,20 +166,19 @@ static void run_config(const struct config *cf, uint64_t seed,
 int main(void)
 {
 	uint64_t seed = tseed("test-powercut");
-	unsigned int scale = (unsigned int)tscale();
+	unsigned int scale = (unsigned int) tscale();
 	unsigned int steps = (tsanitized() ? 400 : 800) * scale;
 	struct config cfs[] = {
-		/* big keys and values: 8 entries a leaf, 15 an internal
-		 * node, so 150 keys make a three-level tree */
-		{ 64 << 10, 16 << 20, 256 << 10, steps, 8, 200, 240, 264 },
-		{ 4096, 8 << 20, 128 << 10, steps, 8, 600, 240, 264 },
-		/* a commit after every change, as the engine's single ops
-		 * do: hot chunks reused commit after commit (sm.c, rule
-		 * 4), and the space map's changes mostly in hinted leaves */
-		{ 64 << 10, 16 << 20, 256 << 10, steps / 4, 1, 200, 240,
-		  264 },
+	    /* big keys and values: 8 entries a leaf, 15 an internal
+	     * node, so 150 keys make a three-level tree */
+	    {64 << 10, 16 << 20, 256 << 10, steps, 8, 200, 240, 264},
+	    {4096, 8 << 20, 128 << 10, steps, 8, 600, 240, 264},
+	    /* a commit after every change, as the engine's single ops
+	     * do: hot chunks reused commit after commit (sm.c, rule
+	     * 4), and the space map's changes mostly in hinted leaves */
+	    {64 << 10, 16 << 20, 256 << 10, steps / 4, 1, 200, 240, 264},
 	};
-	struct totals t = { 0 };
+	struct totals t = {0};
 
 	if (!getenv("V"))
 		log_set_sink(tquiet, NULL);
@@ -188,8 +187,8 @@ int main(void)
 	/* the workload must reach internal levels, or the test proves less */
 	CHECK(t.max_height >= (tsanitized() ? 1 : 2));
 	printf("test-powercut: %" PRIu64 " cut points explored, %" PRIu64
-	       " crash images verified (%" PRIu64 " at the last commit, %"
-	       PRIu64 " at the commit in flight)\n",
+	       " crash images verified (%" PRIu64
+	       " at the last commit, %" PRIu64 " at the commit in flight)\n",
 	       t.cut_points, t.images, t.at_commit, t.at_attempt);
 	return 0;
 }

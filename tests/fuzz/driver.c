@@ -40,7 +40,7 @@ static int run_afl(void)
 	__AFL_INIT();
 	shm = __AFL_FUZZ_TESTCASE_BUF;
 	while (__AFL_LOOP(10000)) {
-		size_t len = (size_t)__AFL_FUZZ_TESTCASE_LEN;
+		size_t len = (size_t) __AFL_FUZZ_TESTCASE_LEN;
 		/* an exact-size copy, so ASan sees reads past the end */
 		uint8_t *buf = malloc(len ? len : 1);
 
@@ -116,7 +116,7 @@ static int run_file(const char *path)
 
 static int by_name(const void *a, const void *b)
 {
-	return strcmp(*(char *const *)a, *(char *const *)b);
+	return strcmp(*(char *const *) a, *(char *const *) b);
 }
 
 static int run_dir(const char *dir, size_t *count)

@@ -49,8 +49,8 @@ static struct cli_pool fake_pool;
 static const uint8_t *cur;
 static size_t cur_len;
 
-static const char *const names[] = { "alpha", "beta", "gamma", "delta",
-				     "epsilon" };
+static const char *const names[] = {"alpha", "beta", "gamma", "delta",
+				    "epsilon"};
 
 int cli_error(int status, const char *fmt, ...)
 {
@@ -76,19 +76,19 @@ int cli_fail(int err, const char *fmt, ...)
 
 int cli_usage(const struct cli_cmd *cmd, const char *fmt, ...)
 {
-	(void)cmd;
-	(void)fmt;
+	(void) cmd;
+	(void) fmt;
 	return EXIT_USAGE;
 }
 
 int cli_getopt(const struct cli_cmd *cmd, int argc, char **argv,
 	       const char *shortopts, const struct option *longopts)
 {
-	(void)cmd;
-	(void)argc;
-	(void)argv;
-	(void)shortopts;
-	(void)longopts;
+	(void) cmd;
+	(void) argc;
+	(void) argv;
+	(void) shortopts;
+	(void) longopts;
 	optind = 1;
 	return -1;
 }
@@ -97,7 +97,7 @@ int cli_read_all(const char *path, size_t max, char **buf, size_t *len)
 {
 	char *b;
 
-	(void)path;
+	(void) path;
 	if (cur_len > max)
 		return EXIT_USAGE;
 	if (!(b = malloc(cur_len + 1)))
@@ -109,11 +109,11 @@ int cli_read_all(const char *path, size_t max, char **buf, size_t *len)
 	return 0;
 }
 
-int cli_open(const char *path, enum cli_open_mode mode,
-	     struct cli_pool **pool, struct tv_pool_info *info)
+int cli_open(const char *path, enum cli_open_mode mode, struct cli_pool **pool,
+	     struct tv_pool_info *info)
 {
-	(void)path;
-	(void)mode;
+	(void) path;
+	(void) mode;
 	memset(info, 0, sizeof(*info));
 	info->blob_size = STUB_BLOB;
 	info->block_size = 4096;
@@ -123,7 +123,7 @@ int cli_open(const char *path, enum cli_open_mode mode,
 
 int cli_close(struct cli_pool *pool, const char *path, int status)
 {
-	(void)path;
+	(void) path;
 	if (pool != &fake_pool)
 		fuzz_die("cli_close: not the pool cli_open returned");
 	return status;
@@ -140,7 +140,8 @@ int cli_blob_hex(const char *ctx, const char *opt, const char *hex,
 		return cli_error(EXIT_USAGE, "%s: %s: malformed hex: %s", ctx,
 				 opt, why);
 	if (len != blob_size)
-		return cli_error(EXIT_USAGE, "%s: %s: %zu bytes", ctx, opt, len);
+		return cli_error(EXIT_USAGE, "%s: %s: %zu bytes", ctx, opt,
+				 len);
 	return 0;
 }
 
@@ -166,10 +167,10 @@ int cli_resolve(struct cli_pool *pool, const char *ctx, const char *spec,
 	return cli_fail(-ENOENT, "%s", ctx);
 }
 
-int cli_batch(struct cli_pool *p, struct tv_op *ops, size_t n,
-	      size_t *failed, bool force)
+int cli_batch(struct cli_pool *p, struct tv_op *ops, size_t n, size_t *failed,
+	      bool force)
 {
-	(void)force;
+	(void) force;
 	if (p != &fake_pool || !n)
 		fuzz_die("cli_batch: bad pool or empty batch");
 	for (size_t i = 0; i < n; i++) {
@@ -179,14 +180,15 @@ int cli_batch(struct cli_pool *p, struct tv_op *ops, size_t n,
 				  op->kind == TV_OP_RENAME;
 		bool needs_id = op->kind != TV_OP_CREATE;
 
-		if ((unsigned int)op->kind > TV_OP_SET_BLOB ||
+		if ((unsigned int) op->kind > TV_OP_SET_BLOB ||
 		    (needs_name && !op->name) ||
 		    (needs_id && (op->id < 1 || op->id > 5)) ||
 		    (op->blob && op->blob_len != STUB_BLOB) ||
 		    (op->kind == TV_OP_SET_BLOB && !op->blob) ||
 		    (op->flags & ~TV_VOL_READ_ONLY))
 			fuzz_die("batch op %zu (kind %d) passed the parser "
-				 "unchecked", i, (int)op->kind);
+				 "unchecked",
+				 i, (int) op->kind);
 		ops[i].result_id = 100 + i;
 	}
 	/* an engine refusal of the last op: the error path after parsing */
@@ -216,7 +218,7 @@ static void t_size(const uint8_t *d, size_t n)
 	uint64_t v, w;
 
 	if (parse_u64(s, &v) == 0) {
-		snprintf(back, sizeof(back), "%llu", (unsigned long long)v);
+		snprintf(back, sizeof(back), "%llu", (unsigned long long) v);
 		if (parse_u64(back, &w) != 0 || w != v)
 			fuzz_die("parse_u64 round trip: '%s' -> %s", s, back);
 		if (parse_size(s, &w) != 0 || w != v)
@@ -224,7 +226,7 @@ static void t_size(const uint8_t *d, size_t n)
 				 s);
 	}
 	if (parse_size(s, &v) == 0) {
-		snprintf(back, sizeof(back), "%llu", (unsigned long long)v);
+		snprintf(back, sizeof(back), "%llu", (unsigned long long) v);
 		if (parse_size(back, &w) != 0 || w != v)
 			fuzz_die("parse_size round trip: '%s' -> %s", s, back);
 		fmt_size(v, human, sizeof(human));
@@ -276,24 +278,24 @@ static void put_strings(FILE *f, const struct json_value *v)
 
 static void t_json(const uint8_t *d, size_t n)
 {
-	static const struct json_limits tight = { 4, 64, 8, 32 };
+	static const struct json_limits tight = {4, 64, 8, 32};
 	struct json_value *doc;
 	struct json_error err;
 	char *out = NULL;
 	size_t out_len = 0;
 	FILE *f;
 
-	if (json_parse((const char *)d, n, &tight, &doc, &err) == 0)
+	if (json_parse((const char *) d, n, &tight, &doc, &err) == 0)
 		json_free(doc);
 	else if (err.offset > n || !memchr(err.msg, 0, sizeof(err.msg)))
 		fuzz_die("json: error offset %zu past %zu", err.offset, n);
-	if (json_parse((const char *)d, n, NULL, &doc, &err) < 0)
+	if (json_parse((const char *) d, n, NULL, &doc, &err) < 0)
 		return;
 	/* json_put_string of anything must parse back as one string */
 	f = open_memstream(&out, &out_len);
 	if (!f)
 		fuzz_die("open_memstream: %m");
-	json_put_string(f, (const char *)d, n);
+	json_put_string(f, (const char *) d, n);
 	fclose(f);
 	json_free(doc);
 	if (json_parse(out, out_len, NULL, &doc, &err) < 0 ||
@@ -302,7 +304,7 @@ static void t_json(const uint8_t *d, size_t n)
 	json_free(doc);
 	free(out);
 	/* and every string it parsed can be written back */
-	if (json_parse((const char *)d, n, NULL, &doc, &err) == 0) {
+	if (json_parse((const char *) d, n, NULL, &doc, &err) == 0) {
 		f = fopen("/dev/null", "w");
 		if (f) {
 			put_strings(f, doc);
@@ -315,7 +317,7 @@ static void t_json(const uint8_t *d, size_t n)
 static void t_batch(const uint8_t *d, size_t n)
 {
 	static char a0[] = "batch", a1[] = "POOL";
-	char *argv[] = { a0, a1, NULL };
+	char *argv[] = {a0, a1, NULL};
 
 	cur = d;
 	cur_len = n;
@@ -324,8 +326,8 @@ static void t_batch(const uint8_t *d, size_t n)
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
-	(void)argc;
-	(void)argv;
+	(void) argc;
+	(void) argv;
 	fuzz_quiet();
 	/* the batch's results are printed on stdout */
 	if (!freopen("/dev/null", "w", stdout))

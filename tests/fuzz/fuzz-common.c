@@ -31,16 +31,16 @@ void fuzz_die(const char *fmt, ...)
 
 static void drop(enum log_level lvl, const char *msg, void *ctx)
 {
-	(void)lvl;
-	(void)msg;
-	(void)ctx;
+	(void) lvl;
+	(void) msg;
+	(void) ctx;
 }
 
 static void drop_tv(int level, const char *msg, void *ctx)
 {
-	(void)level;
-	(void)msg;
-	(void)ctx;
+	(void) level;
+	(void) msg;
+	(void) ctx;
 }
 
 int fuzz_verbose;
@@ -63,23 +63,23 @@ static void fill(uint8_t *p, size_t len, uint32_t seed)
 {
 	for (size_t i = 0; i < len; i++) {
 		seed = seed * 1103515245u + 12345u;
-		p[i] = (uint8_t)(seed >> 16);
+		p[i] = (uint8_t) (seed >> 16);
 	}
 }
 
-#define OK(expr)                                                   \
-	do {                                                       \
-		int r_ = (expr);                                   \
-		if (r_ < 0)                                        \
-			fuzz_die("%s: %s", #expr, strerror(-r_)); \
+#define OK(expr)                                                               \
+	do {                                                                   \
+		int r_ = (expr);                                               \
+		if (r_ < 0)                                                    \
+			fuzz_die("%s: %s", #expr, strerror(-r_));              \
 	} while (0)
 
 uint8_t *fuzz_base_build(void)
 {
-	struct tv_pool_create_opts co = { .size = FUZZ_POOL_SIZE,
-					  .block_size = FUZZ_BLOCK,
-					  .blob_size = FUZZ_BLOB };
-	struct tv_pool_open_opts oo = { .cache_bytes = 1u << 20 };
+	struct tv_pool_create_opts co = {.size = FUZZ_POOL_SIZE,
+					 .block_size = FUZZ_BLOCK,
+					 .blob_size = FUZZ_BLOB};
+	struct tv_pool_open_opts oo = {.cache_bytes = 1u << 20};
 	uint8_t blob[FUZZ_BLOB], *img, *buf;
 	uint64_t a, snap, b, g, d, id;
 	struct io_dev *mem;
@@ -134,7 +134,7 @@ uint8_t *fuzz_base_build(void)
 	 * index */
 	for (unsigned int i = 0; i < 10; i++) {
 		snprintf(name, sizeof(name), "v%02u", i);
-		memset(blob, (int)i, sizeof(blob));
+		memset(blob, (int) i, sizeof(blob));
 		OK(tv_vol_create(p, name, 64u << 10, blob, sizeof(blob), &id));
 	}
 	OK(tv_pool_flush(p));
@@ -192,8 +192,8 @@ static void file_init(void)
 
 struct tv_pool *fuzz_pool_file_open(void)
 {
-	struct tv_pool_open_opts oo = { .cache_bytes = 1u << 20,
-					.commit_interval_ms = 3600000 };
+	struct tv_pool_open_opts oo = {.cache_bytes = 1u << 20,
+				       .commit_interval_ms = 3600000};
 	struct tv_pool *p;
 	int fd, r;
 
@@ -201,12 +201,11 @@ struct tv_pool *fuzz_pool_file_open(void)
 		file_init();
 	/* truncating to 0 first zeroes whatever the last run wrote */
 	fd = open(pool_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-	if (fd < 0 || ftruncate(fd, 0) < 0 ||
-	    ftruncate(fd, FUZZ_POOL_SIZE) < 0)
+	if (fd < 0 || ftruncate(fd, 0) < 0 || ftruncate(fd, FUZZ_POOL_SIZE) < 0)
 		fuzz_die("%s: %s", pool_path, strerror(errno));
 	for (size_t i = 0; i < nr_pages; i++)
 		if (pwrite(fd, base + pages[i] * 4096, 4096,
-			   (off_t)pages[i] * 4096) != 4096)
+			   (off_t) pages[i] * 4096) != 4096)
 			fuzz_die("%s: write: %s", pool_path, strerror(errno));
 	close(fd);
 	r = tv_pool_open(pool_path, &oo, &p);
@@ -224,13 +223,13 @@ int fuzz_file_dev(const uint8_t *img, size_t size, struct io_dev **out)
 	/* truncating to 0 first zeroes whatever the last run wrote; the
 	 * image's zero pages stay holes, as in a real pool file */
 	fd = open(pool_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-	if (fd < 0 || ftruncate(fd, 0) < 0 || ftruncate(fd, (off_t)size) < 0)
+	if (fd < 0 || ftruncate(fd, 0) < 0 || ftruncate(fd, (off_t) size) < 0)
 		fuzz_die("%s: %s", pool_path, strerror(errno));
 	for (size_t off = 0; off < size; off += 4096) {
 		size_t n = size - off < 4096 ? size - off : 4096;
 
 		if (memcmp(img + off, zero, n) &&
-		    pwrite(fd, img + off, n, (off_t)off) != (ssize_t)n)
+		    pwrite(fd, img + off, n, (off_t) off) != (ssize_t) n)
 			fuzz_die("%s: write: %s", pool_path, strerror(errno));
 	}
 	close(fd);

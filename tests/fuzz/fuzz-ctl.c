@@ -31,10 +31,9 @@
 
 #define MAX_LINES 16
 
-static int claim(void *ctx, uint64_t id, bool force, char *msg,
-		 size_t msglen)
+static int claim(void *ctx, uint64_t id, bool force, char *msg, size_t msglen)
 {
-	(void)ctx;
+	(void) ctx;
 	if (id == 2 && !force) {
 		snprintf(msg, msglen, "volume #2 is exported to 1 NBD client");
 		return -EBUSY;
@@ -44,16 +43,16 @@ static int claim(void *ctx, uint64_t id, bool force, char *msg,
 
 static void release(void *ctx, uint64_t id)
 {
-	(void)ctx;
-	(void)id;
+	(void) ctx;
+	(void) id;
 }
 
-static const struct ctl_hooks hooks = { NULL, claim, release };
+static const struct ctl_hooks hooks = {NULL, claim, release};
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
-	(void)argc;
-	(void)argv;
+	(void) argc;
+	(void) argv;
 	fuzz_quiet();
 	return 0;
 }
@@ -77,7 +76,7 @@ static int data_fd(void)
 	memset(b, 0xc3, sizeof(b));
 	if (pipe(p) < 0)
 		fuzz_die("pipe: %m");
-	if (write(p[1], b, sizeof(b)) != (ssize_t)sizeof(b))
+	if (write(p[1], b, sizeof(b)) != (ssize_t) sizeof(b))
 		fuzz_die("pipe write: %m");
 	close(p[1]);
 	return p[0];
@@ -91,31 +90,32 @@ static void check_reply(const char *reply, size_t len)
 
 	if (!len || reply[len - 1] != '\n' ||
 	    memchr(reply, '\n', len - 1) != NULL)
-		fuzz_die("reply is not one line: %.*s", (int)len, reply);
+		fuzz_die("reply is not one line: %.*s", (int) len, reply);
 	if (json_parse(reply, len - 1, NULL, &doc, &err) < 0)
 		fuzz_die("reply is not JSON (byte %zu: %s): %.*s", err.offset,
-			 err.msg, (int)len, reply);
+			 err.msg, (int) len, reply);
 	res = json_get(doc, "result");
 	e = json_get(doc, "error");
 	if (doc->type != JSON_OBJECT || !json_get(doc, "v") ||
 	    (res == NULL) == (e == NULL))
-		fuzz_die("malformed reply: %.*s", (int)len, reply);
+		fuzz_die("malformed reply: %.*s", (int) len, reply);
 	json_free(doc);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	const char *s = (const char *)data, *end = s + size;
+	const char *s = (const char *) data, *end = s + size;
 	struct tv_pool *p = fuzz_pool_file_open();
 
 	for (int i = 0; i < MAX_LINES && s <= end; i++) {
-		const char *nl = memchr(s, '\n', (size_t)(end - s));
-		size_t len = nl ? (size_t)(nl - s) : (size_t)(end - s);
+		const char *nl = memchr(s, '\n', (size_t) (end - s));
+		size_t len = nl ? (size_t) (nl - s) : (size_t) (end - s);
 		int fd = contains(s, len, "vol.import") ? data_fd() : -1;
 		size_t rlen;
 		char *reply;
 
-		if (ctl_handle(p, &hooks, NULL, s, len, fd, &reply, &rlen) == 0) {
+		if (ctl_handle(p, &hooks, NULL, s, len, fd, &reply, &rlen) ==
+		    0) {
 			check_reply(reply, rlen);
 			if (fuzz_verbose)
 				fprintf(stderr, "%s", reply);

@@ -45,8 +45,8 @@ static void *serve(void *arg)
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
-	(void)argc;
-	(void)argv;
+	(void) argc;
+	(void) argv;
 	fuzz_quiet();
 	/* our writes to a server that closed early: EPIPE, not a signal */
 	signal(SIGPIPE, SIG_IGN);
@@ -62,7 +62,7 @@ static void talk(int fd, const uint8_t *data, size_t size)
 	if (fcntl(fd, F_SETFL, O_NONBLOCK) < 0)
 		fuzz_die("fcntl: %m");
 	for (;;) {
-		struct pollfd pfd = { .fd = fd, .events = POLLIN };
+		struct pollfd pfd = {.fd = fd, .events = POLLIN};
 		ssize_t n;
 
 		if (wr_open && sent == size) {
@@ -86,7 +86,7 @@ static void talk(int fd, const uint8_t *data, size_t size)
 		if (wr_open && (pfd.revents & POLLOUT)) {
 			n = write(fd, data + sent, size - sent);
 			if (n > 0)
-				sent += (size_t)n;
+				sent += (size_t) n;
 			else if (n < 0 && errno != EAGAIN && errno != EINTR)
 				wr_open = false; /* EPIPE: it stopped reading */
 		}
@@ -95,7 +95,7 @@ static void talk(int fd, const uint8_t *data, size_t size)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	struct nbds_opts o = { 0 };
+	struct nbds_opts o = {0};
 	struct conn c;
 	pthread_t t;
 	int sv[2], r;

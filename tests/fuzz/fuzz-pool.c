@@ -70,9 +70,9 @@
 #include "util/crc32c.h"
 #include "util/endian.h"
 
-#define MAX_VOLS 64
-#define READ_CAP (1u << 20)
-#define CHUNK (64u << 10)
+#define MAX_VOLS      64
+#define READ_CAP      (1u << 20)
+#define CHUNK	      (64u << 10)
 #define OVERWRITE_CAP 64 /* mapped blocks phase 2 overwrites */
 
 static uint8_t *base;
@@ -82,8 +82,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
 	const char *dump;
 
-	(void)argc;
-	(void)argv;
+	(void) argc;
+	(void) argv;
 	fuzz_quiet();
 	base = fuzz_base_build();
 	dump = getenv("FUZZ_POOL_DUMP");
@@ -164,7 +164,7 @@ struct guard {
 
 static struct guard *G(struct io_dev *d)
 {
-	return (struct guard *)d;
+	return (struct guard *) d;
 }
 
 /* [at, at + len) of buf are sealed nodes, each at its own place. */
@@ -199,17 +199,17 @@ static void guard_check(struct guard *g, const char *op, uint64_t off,
 		const char *what = b < tm_first_block(p->tm) ? "the superblocks"
 				   : b >= tm_nr_blocks(p->tm) ? "past the pool"
 				   : sm_is_chunk(tm_sm(p->tm), b)
-					   ? "a metadata chunk"
-					   : NULL;
+				       ? "a metadata chunk"
+				       : NULL;
 
 		if (what && !sealed_nodes(bytes ? bytes + (lo - off) : NULL, lo,
 					  hi - lo))
 			fuzz_die("guard: a %s of %llu bytes at %llu reached %s "
 				 "(block %llu) with bytes that are no sealed "
 				 "node",
-				 op, (unsigned long long)len,
-				 (unsigned long long)off, what,
-				 (unsigned long long)b);
+				 op, (unsigned long long) len,
+				 (unsigned long long) off, what,
+				 (unsigned long long) b);
 	}
 }
 
@@ -218,8 +218,7 @@ static int g_read(struct io_dev *d, void *to, size_t len, uint64_t off)
 	return io_read(G(d)->lower, to, len, off);
 }
 
-static int g_write(struct io_dev *d, const void *from, size_t len,
-		   uint64_t off)
+static int g_write(struct io_dev *d, const void *from, size_t len, uint64_t off)
 {
 	guard_check(G(d), "write", off, len, from);
 	return io_write(G(d)->lower, from, len, off);
@@ -265,23 +264,23 @@ static int g_prealloc(struct io_dev *d, uint64_t off, uint64_t len)
 	return io_prealloc(G(d)->lower, off, len);
 }
 
-static int g_sync_ranges(struct io_dev *d, const struct io_range *r,
-			 size_t n, const struct io_range *barrier)
+static int g_sync_ranges(struct io_dev *d, const struct io_range *r, size_t n,
+			 const struct io_range *barrier)
 {
 	return io_sync_ranges(G(d)->lower, r, n, barrier);
 }
 
 static const struct io_ops guard_ops = {
-	.read = g_read,
-	.write = g_write,
-	.flush = g_flush,
-	.discard = g_discard,
-	.write_zeroes = g_wz,
-	.resize = g_resize,
-	.close = g_close,
-	.is_hole = g_is_hole,
-	.prealloc = g_prealloc,
-	.sync_ranges = g_sync_ranges,
+    .read = g_read,
+    .write = g_write,
+    .flush = g_flush,
+    .discard = g_discard,
+    .write_zeroes = g_wz,
+    .resize = g_resize,
+    .close = g_close,
+    .is_hole = g_is_hole,
+    .prealloc = g_prealloc,
+    .sync_ranges = g_sync_ranges,
 };
 
 static struct io_dev *guard_wrap(struct io_dev *lower)
@@ -331,8 +330,8 @@ static int walk_mapping(void *ctx, const void *key, const void *value,
 	struct tv_pool *p = w->p;
 	uint64_t b = get_le64(value);
 
-	(void)key;
-	(void)shared;
+	(void) key;
+	(void) shared;
 	if (b < tm_first_block(p->tm) || b >= tm_nr_blocks(p->tm) ||
 	    sm_is_chunk(tm_sm(p->tm), b)) {
 		if (!w->bad++)
@@ -353,17 +352,17 @@ static void walk_tree(struct walk *w, const struct disk_ref *d)
 static int walk_volume(void *ctx, const void *key, const void *value,
 		       bool shared)
 {
-	(void)key;
-	(void)shared;
-	walk_tree(ctx, &((const struct disk_volume *)value)->map_root);
+	(void) key;
+	(void) shared;
+	walk_tree(ctx, &((const struct disk_volume *) value)->map_root);
 	return 0;
 }
 
 static int walk_deferred(void *ctx, const void *key, const void *value,
 			 bool shared)
 {
-	(void)key;
-	(void)shared;
+	(void) key;
+	(void) shared;
 	walk_tree(ctx, value);
 	return 0;
 }
@@ -374,7 +373,7 @@ static void expect_check_sees_bad_mappings(struct tv_pool *p,
 					   const struct tv_check_report *rep,
 					   int check_r)
 {
-	struct walk w = { .p = p };
+	struct walk w = {.p = p};
 
 	pthread_mutex_lock(&p->meta_lock);
 	btree_walk(&p->vols, tm_root(p->tm, SLOT_VOLS), walk_volume, &w);
@@ -384,8 +383,8 @@ static void expect_check_sees_bad_mappings(struct tv_pool *p,
 	if (w.bad && check_r == 0 && rep->clean)
 		fuzz_die("the check calls the pool clean, but %llu mappings "
 			 "name no data block (the first, block %llu)",
-			 (unsigned long long)w.bad,
-			 (unsigned long long)w.block);
+			 (unsigned long long) w.bad,
+			 (unsigned long long) w.block);
 }
 
 static void read_volume(struct tv_pool *p, const struct tv_vol_info *v,
@@ -396,7 +395,7 @@ static void read_volume(struct tv_pool *p, const struct tv_vol_info *v,
 	uint64_t mapped, excl, id, off = 0;
 	size_t n;
 
-	tv_vol_info(p, v->id, &(struct tv_vol_info){ 0 });
+	tv_vol_info(p, v->id, &(struct tv_vol_info){0});
 	tv_vol_get_blob(p, v->id, blob, sizeof(blob));
 	tv_vol_usage(p, v->id, &mapped, &excl);
 	if (tv_vol_resolve(p, v->name, &id) == 0 && id != v->id) {
@@ -404,17 +403,17 @@ static void read_volume(struct tv_pool *p, const struct tv_vol_info *v,
 		 * should have refused to open; tolerated, not a crash */
 	}
 	if (v->size)
-		tv_vol_extents(p, v->id, 0, v->size < (1u << 30) ? v->size
-								: 1u << 30,
-			       ext, 32, &n);
+		tv_vol_extents(p, v->id, 0,
+			       v->size < (1u << 30) ? v->size : 1u << 30, ext,
+			       32, &n);
 	while (off < v->size && *budget >= TV_SECTOR) {
 		size_t len = CHUNK;
 
 		if (len > *budget)
 			len = *budget;
 		if (len > v->size - off)
-			len = (size_t)(v->size - off);
-		len &= ~(size_t)(TV_SECTOR - 1);
+			len = (size_t) (v->size - off);
+		len &= ~(size_t) (TV_SECTOR - 1);
 		if (!len)
 			break;
 		if (off & 1)
@@ -431,12 +430,12 @@ static void read_volume(struct tv_pool *p, const struct tv_vol_info *v,
 /* Returns whether the pool opened and checked clean. */
 static bool phase_ro(struct io_dev *dev)
 {
-	struct tv_pool_open_opts oo = { .read_only = true,
-					.cache_bytes = 1u << 20,
-					.commit_interval_ms = 3600000 };
+	struct tv_pool_open_opts oo = {.read_only = true,
+				       .cache_bytes = 1u << 20,
+				       .commit_interval_ms = 3600000};
 	struct tv_vol_info *vols;
-	struct tv_check_report rep = { 0 };
-	struct tv_pool_info in = { 0 };
+	struct tv_check_report rep = {0};
+	struct tv_pool_info in = {0};
 	struct tv_pool *p;
 	uint64_t cursor = 0, ids[8];
 	size_t budget = READ_CAP;
@@ -458,7 +457,7 @@ static bool phase_ro(struct io_dev *dev)
 	expect_check_sees_bad_mappings(p, &rep, cr);
 	while (total < MAX_VOLS &&
 	       (n = tv_vol_list(p, &cursor, vols + total,
-				(size_t)(MAX_VOLS - total))) > 0)
+				(size_t) (MAX_VOLS - total))) > 0)
 		total += n;
 	if (fuzz_verbose)
 		fprintf(stderr, "fuzz-pool: opened, check %s, %d volumes\n",
@@ -502,8 +501,8 @@ static void overwrite_mapped(struct tv_pool *p, const struct tv_vol_info *v,
 /* was_clean: phase 1 found the pool clean (it must stay so). */
 static void phase_rw(struct io_dev *dev, bool was_clean)
 {
-	struct tv_pool_open_opts oo = { .cache_bytes = 1u << 20,
-					.commit_interval_ms = 3600000 };
+	struct tv_pool_open_opts oo = {.cache_bytes = 1u << 20,
+				       .commit_interval_ms = 3600000};
 	struct tv_check_report rep;
 	struct tv_vol_info v[4];
 	struct tv_pool *p;

@@ -32,11 +32,11 @@ void fuzz_quiet(void);
 extern int fuzz_verbose;
 
 /* Abort with a message: a harness invariant broke (not an input error). */
-void fuzz_die(const char *fmt, ...) __attribute__((format(printf, 1, 2),
-						   noreturn));
+void fuzz_die(const char *fmt, ...)
+    __attribute__((format(printf, 1, 2), noreturn));
 
-#define FUZZ_BLOCK 4096u
-#define FUZZ_BLOB 16u
+#define FUZZ_BLOCK     4096u
+#define FUZZ_BLOB      16u
 #define FUZZ_POOL_SIZE (4u << 20)
 
 /*

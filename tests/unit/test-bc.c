@@ -7,23 +7,23 @@
 #include "tcheck.h"
 #include "util/log.h"
 
-#define TAG 0x1122334455667788ull
+#define TAG   0x1122334455667788ull
 #define MAGIC 0x54534554u
 
 static int validate_first_byte(const struct bc_node *n, const void *ctx)
 {
-	(void)ctx;
+	(void) ctx;
 	return n->data[100] == 0xEE ? -EUCLEAN : 0;
 }
 
 static void fill(struct bc_node *n, uint64_t v)
 {
-	memset(n->data + 64, (int)(v & 0xff), PD_NODE_SIZE - 64);
+	memset(n->data + 64, (int) (v & 0xff), PD_NODE_SIZE - 64);
 }
 
 int main(void)
 {
-	struct bc_expect exp = { .magic = MAGIC };
+	struct bc_expect exp = {.magic = MAGIC};
 	struct io_dev *dev;
 	struct bc *bc;
 	struct bc_node *n;
@@ -62,8 +62,8 @@ int main(void)
 		struct bc_node *pinned[70];
 		exp.gen = 0;
 		for (int i = 0; i < 70; i++)
-			CHECK_OK(bc_get(bc, 10 + (uint64_t)i, &exp,
-					&pinned[i]));
+			CHECK_OK(
+			    bc_get(bc, 10 + (uint64_t) i, &exp, &pinned[i]));
 		for (int i = 0; i < 70; i++)
 			CHECK_EQ(pinned[i]->data[200], (10 + i) & 0xff);
 		for (int i = 0; i < 70; i++)
@@ -126,8 +126,8 @@ int main(void)
 	/* write errors surface and keep the node dirty */
 	{
 		struct io_dev *fdev;
-		struct io_fault_cfg cfg = { .fail_at = 1, .error = -EIO,
-					    .op_mask = IO_OP_WRITE };
+		struct io_fault_cfg cfg = {
+		    .fail_at = 1, .error = -EIO, .op_mask = IO_OP_WRITE};
 		CHECK_OK(io_fault_wrap(dev, false, &fdev));
 		CHECK_OK(bc_create(fdev, TAG, 64 * PD_NODE_SIZE, &bc));
 		CHECK_OK(bc_new(bc, 700, MAGIC, 3, &n));

@@ -126,7 +126,7 @@ run_check(struct env *e, const struct btree_info *info, unsigned int nr)
 	/* with no trees, everything they hold looks leaked; a corrupt store
 	 * is expected to fail: no messages then */
 	FILE *out = nr && !quiet ? stderr : NULL;
-	struct check_root roots[TM_NR_ROOTS] = { 0 };
+	struct check_root roots[TM_NR_ROOTS] = {0};
 	struct check_report rep;
 
 	for (unsigned int i = 0; i < nr; i++) {
@@ -587,16 +587,15 @@ static void test_remove_shared_prefix(void)
 	env_reopen(&e);
 	tm_commit_stats(e.tm, &c0);
 	bc_stats(tm_bc(e.tm), &st0);
-	CHECK_OK(btree_remove_range(&e.info, tm_root(e.tm, 1), NULL, hi,
-				    NULL));
+	CHECK_OK(btree_remove_range(&e.info, tm_root(e.tm, 1), NULL, hi, NULL));
 	bc_stats(tm_bc(e.tm), &st1);
 	CHECK_EQ(commit_check(&e, &e.info, 2) > 0, 1);
 	tm_commit_stats(e.tm, &c1);
 	printf("remove_range of the first %llu of %llu keys shared with a "
 	       "clone: %llu node reads, %llu nodes written\n",
-	       (unsigned long long)cut, (unsigned long long)n,
-	       (unsigned long long)(st1.reads - st0.reads),
-	       (unsigned long long)(c1.nodes_written - c0.nodes_written));
+	       (unsigned long long) cut, (unsigned long long) n,
+	       (unsigned long long) (st1.reads - st0.reads),
+	       (unsigned long long) (c1.nodes_written - c0.nodes_written));
 	/* a tree of three levels: the two nodes above the cut copied, the
 	 * subtrees before it dropped unread (descending into the first
 	 * of them, as before, read 11 nodes and wrote 9) */
@@ -1509,8 +1508,8 @@ static void put_hinted(struct env *e, struct btree_hint *h, unsigned int slot,
 
 	key_of(&e->big, k, key);
 	val_of(0, payload, v, e->big.value.size);
-	CHECK_OK(btree_put_hinted(&e->big, tm_root(e->tm, slot), h, key, v,
-				  &ins));
+	CHECK_OK(
+	    btree_put_hinted(&e->big, tm_root(e->tm, slot), h, key, v, &ins));
 	CHECK(!ins);
 }
 
@@ -1542,8 +1541,7 @@ static void test_hinted_clone(void)
 	CHECK_OK(btree_clone(&e.big, tm_root(e.tm, 0), tm_root(e.tm, 1)));
 	put_hinted(&e, &h, 0, 101, 1001);
 	key_of(&e.big, 102, key);
-	CHECK_OK(btree_remove_hinted(&e.big, tm_root(e.tm, 0), &h, key,
-				     NULL));
+	CHECK_OK(btree_remove_hinted(&e.big, tm_root(e.tm, 0), &h, key, NULL));
 	btree_hint_drop(&e.big, &h);
 	CHECK(tm_root(e.tm, 0)->blocknr != tm_root(e.tm, 1)->blocknr);
 	expect(&e, &e.big, 1, 100, 1000); /* before the clone */
@@ -1625,8 +1623,8 @@ static void test_hinted_snapshots(void)
 				unsigned int s = 1 + trng_below(&r, NS - 1);
 
 				if (tm_root(e.tm, s)->blocknr)
-					CHECK_OK(btree_del(info,
-							   tm_root(e.tm, s)));
+					CHECK_OK(
+					    btree_del(info, tm_root(e.tm, s)));
 				CHECK_OK(btree_clone(info, tm_root(e.tm, 0),
 						     tm_root(e.tm, s)));
 				memcpy(model[s], model[0],
@@ -1653,9 +1651,8 @@ static void test_hinted_snapshots(void)
 				bool ins;
 
 				val_of(0, pl, v, info->value.size);
-				CHECK_OK(btree_put_hinted(info,
-							  tm_root(e.tm, 0), &h,
-							  key, v, &ins));
+				CHECK_OK(btree_put_hinted(
+				    info, tm_root(e.tm, 0), &h, key, v, &ins));
 				CHECK_EQ(ins, !model[0][k]);
 				model[0][k] = pl;
 			}

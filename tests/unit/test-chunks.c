@@ -196,8 +196,10 @@ static void word_boundaries(uint32_t npc)
 	for (uint64_t k = 0; k < 130; k++) {
 		uint64_t block = 1000 - k;
 
-		insert(&m, block, (uint32_t)(block % 3 == 0 ? npc
-				      : block % 3 == 1 ? 0 : npc / 2));
+		insert(&m, block,
+		       (uint32_t) (block % 3 == 0   ? npc
+				   : block % 3 == 1 ? 0
+						    : npc / 2));
 	}
 	/* every chunk full: no room anywhere; then one at each edge */
 	for (size_t i = 0; i < m.n; i++)
@@ -231,7 +233,7 @@ static void rebuild(void)
 	for (uint64_t b = 0; b < 100; b++)
 		insert(&m, 2 * b + 1, 16);
 	for (size_t i = 0; i < m.n; i++)
-		m.c[i]->busy = (uint32_t)(i % 17);
+		m.c[i]->busy = (uint32_t) (i % 17);
 	sm_cvec_room_rebuild(&m.v, m.npc);
 	verify(&m);
 	fini(&m);
@@ -266,13 +268,13 @@ static void random_run(struct trng *rng, uint32_t npc, unsigned int ops)
 
 	init(&m, npc);
 	for (unsigned int op = 0; op < ops; op++) {
-		unsigned int what = (unsigned int)trng_below(rng, 10);
+		unsigned int what = (unsigned int) trng_below(rng, 10);
 
 		if (m.n && what < 3) {
 			remove_at(&m, trng_below(rng, m.n));
 		} else if (m.n && what < 6) {
 			set_busy(&m, trng_below(rng, m.n),
-				 (uint32_t)trng_below(rng, npc + 1));
+				 (uint32_t) trng_below(rng, npc + 1));
 		} else if (m.n && what < 7) {
 			m.v.hint = trng_below(rng, m.n);
 		} else if (m.n < MAX_CHUNKS) {
@@ -281,7 +283,7 @@ static void random_run(struct trng *rng, uint32_t npc, unsigned int ops)
 			do {
 				block = trng_below(rng, 4 * MAX_CHUNKS);
 			} while (has_block(&m, block));
-			insert(&m, block, (uint32_t)trng_below(rng, npc + 1));
+			insert(&m, block, (uint32_t) trng_below(rng, npc + 1));
 		}
 	}
 	fini(&m);

@@ -12,7 +12,7 @@ int main(void)
 	/* RFC 3720 appendix B.4 test vectors */
 	memset(ones, 0xff, sizeof(ones));
 	for (int i = 0; i < 32; i++)
-		inc[i] = (uint8_t)i;
+		inc[i] = (uint8_t) i;
 	CHECK_EQ(crc32c(0, "123456789", 9), 0xE3069283u);
 	CHECK_EQ(crc32c(0, zeros, 32), 0x8A9136AAu);
 	CHECK_EQ(crc32c(0, ones, 32), 0x62A8AB43u);
@@ -28,7 +28,7 @@ int main(void)
 		uint32_t whole;
 
 		for (size_t i = 0; i < sizeof(buf); i++)
-			buf[i] = (uint8_t)trng_next(&r);
+			buf[i] = (uint8_t) trng_next(&r);
 		whole = crc32c(0, buf + off, len);
 		CHECK_EQ(whole, crc32c_sw(0, buf + off, len));
 		CHECK_EQ(whole, crc32c(crc32c(0, buf + off, cut),
@@ -38,12 +38,11 @@ int main(void)
 	 * bytes; a node's checksum covers 4092 bytes from offset 4 */
 	{
 		static uint8_t big[3 * 4096 + 16];
-		static const size_t lens[] = { 4079, 4080, 4081, 4088, 4092,
-					       4096, 8159, 8160, 8168,
-					       3 * 4096 };
+		static const size_t lens[] = {4079, 4080, 4081, 4088, 4092,
+					      4096, 8159, 8160, 8168, 3 * 4096};
 
 		for (size_t i = 0; i < sizeof(big); i++)
-			big[i] = (uint8_t)trng_next(&r);
+			big[i] = (uint8_t) trng_next(&r);
 		for (size_t i = 0; i < sizeof(lens) / sizeof(lens[0]); i++)
 			for (size_t off = 0; off < 16; off++) {
 				uint32_t whole = crc32c(0, big + off, lens[i]);

@@ -8,8 +8,8 @@
  * mode (made without touching the umask), a stale socket replaced and a
  * live one refused, hello's op list against the ops answered and
  * documented, and the claim / release hooks around deletes and shrinks
- * (-EBUSY reaches the client with the hook's message).  Then ctl_handle on random and mutated lines:
- * every one gets a well-formed reply.
+ * (-EBUSY reaches the client with the hook's message).  Then ctl_handle on
+ * random and mutated lines: every one gets a well-formed reply.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -309,15 +309,15 @@ static void check_hello_ops(struct conn *c, const struct json_value *res)
 		CHECK_EQ(seen, 1);
 		for (k = 0; k < i; k++)
 			CHECK(strcmp(ops->arr.items[k]->str.s, o->str.s));
-		snprintf(req, sizeof(req),
-			 "{\"v\":1,\"id\":%zu,\"op\":\"%s\"}", 100 + i,
-			 o->str.s);
+		snprintf(req, sizeof(req), "{\"v\":1,\"id\":%zu,\"op\":\"%s\"}",
+			 100 + i, o->str.s);
 		d = ask(c, req, -1);
 		CHECK(code_of(d) != -EOPNOTSUPP);
 		json_free(d);
 	}
-	want_err(c, "{\"v\":1,\"id\":99,\"op\":\"test.fault\",\"args\":"
-		    "{\"fail_at\":0}}",
+	want_err(c,
+		 "{\"v\":1,\"id\":99,\"op\":\"test.fault\",\"args\":"
+		 "{\"fail_at\":0}}",
 		 -EOPNOTSUPP, "unknown op");
 }
 
@@ -405,8 +405,8 @@ static void fuzz(struct tv_pool *pool, uint64_t seed)
 			}
 		}
 		/* no hooks: as offline, nothing is claimed */
-		CHECK_OK(ctl_handle(pool, NULL, NULL, buf, len, -1, &reply,
-				    &rlen));
+		CHECK_OK(
+		    ctl_handle(pool, NULL, NULL, buf, len, -1, &reply, &rlen));
 		CHECK(rlen > 0 && reply[rlen - 1] == '\n');
 		CHECK(!memchr(reply, '\n', rlen - 1));
 		reply[rlen - 1] = 0;
@@ -448,9 +448,9 @@ int main(void)
 	CHECK(!strcmp(sock_path, "no/such/dir/x.pool.ctl.sock"));
 	memset(req, 'a', 120);
 	req[120] = 0;
-	CHECK_ERR(ctl_socket_path(req, ".ctl.sock", sock_path,
-				  sizeof(sock_path)),
-		  -ENAMETOOLONG);
+	CHECK_ERR(
+	    ctl_socket_path(req, ".ctl.sock", sock_path, sizeof(sock_path)),
+	    -ENAMETOOLONG);
 	{
 		char link[300], via[108];
 
@@ -462,8 +462,8 @@ int main(void)
 		CHECK(!strcmp(via, sock_path));
 		unlink(link);
 	}
-	CHECK_OK(ctl_socket_path(path, ".ctl.sock", sock_path,
-				 sizeof(sock_path)));
+	CHECK_OK(
+	    ctl_socket_path(path, ".ctl.sock", sock_path, sizeof(sock_path)));
 
 	/* only a stale socket is replaced: a regular file, or a symlink to
 	 * a stale socket, in the way is -EEXIST and stays as it was */

@@ -16,8 +16,8 @@
 
 static struct tv_pool *fresh(struct io_dev **mem)
 {
-	struct tv_pool_create_opts co = { .blob_size = 32 };
-	struct tv_pool_open_opts oo = { .commit_interval_ms = 3600000 };
+	struct tv_pool_create_opts co = {.blob_size = 32};
+	struct tv_pool_open_opts oo = {.commit_interval_ms = 3600000};
 	struct tv_pool *p;
 	uint8_t blob[32];
 	uint64_t id;
@@ -56,8 +56,8 @@ int main(void)
 	p = fresh(&mem);
 	CHECK(is_clean(p));
 	pthread_mutex_lock(&p->meta_lock);
-	CHECK_OK(btree_cursor_seek(&p->names, tm_root(p->tm, SLOT_NAMES), NULL,
-				   &c));
+	CHECK_OK(
+	    btree_cursor_seek(&p->names, tm_root(p->tm, SLOT_NAMES), NULL, &c));
 	memcpy(k, btree_cursor_key(&c), 16);
 	btree_cursor_close(&c);
 	CHECK_OK(btree_remove(&p->names, tm_root(p->tm, SLOT_NAMES), k, NULL));
@@ -72,8 +72,7 @@ int main(void)
 	pthread_mutex_lock(&p->meta_lock);
 	memset(k, 0x77, p->blobidx_prefix);
 	put_be64(k + p->blobidx_prefix, 3);
-	CHECK_OK(btree_insert(&p->blobidx, tm_root(p->tm, SLOT_BLOBIDX), k,
-			      k));
+	CHECK_OK(btree_insert(&p->blobidx, tm_root(p->tm, SLOT_BLOBIDX), k, k));
 	p->dirty = true;
 	pthread_mutex_unlock(&p->meta_lock);
 	CHECK(!is_clean(p));

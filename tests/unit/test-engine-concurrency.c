@@ -61,9 +61,9 @@
 #include "util/checked.h"
 #include "util/log.h"
 
-#define BS 4096u
+#define BS   4096u
 #define SECT 512u
-#define SPB (BS / SECT)
+#define SPB  (BS / SECT)
 #ifndef MAPPED_SCALE
 #define MAPPED_SCALE 1 /* tv_vol_info.mapped is in bytes */
 #endif
@@ -77,7 +77,7 @@ static double now_s(void)
 	struct timespec ts;
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+	return (double) ts.tv_sec + (double) ts.tv_nsec / 1e9;
 }
 
 static uint64_t mix(uint64_t a, uint64_t b, uint64_t c)
@@ -91,7 +91,7 @@ static uint64_t mix(uint64_t a, uint64_t b, uint64_t c)
 /* A sector of write (tag, sector, version): a header and a pattern. */
 static void pattern(uint8_t *p, uint64_t tag, uint64_t sector, uint64_t ver)
 {
-	uint64_t h[3] = { tag + 1, sector, ver };
+	uint64_t h[3] = {tag + 1, sector, ver};
 
 	memcpy(p, h, sizeof(h));
 	for (unsigned int k = 24; k < SECT; k += 8) {
@@ -132,11 +132,12 @@ static void clean(const char *what)
 
 	CHECK_OK(tv_pool_check(pool, stderr, &rep));
 	if (!rep.clean)
-		fprintf(stderr, "%s: check: %llu errors %llu leaks %llu "
-				"missing\n",
-			what, (unsigned long long)rep.errors,
-			(unsigned long long)rep.leaks,
-			(unsigned long long)rep.missing);
+		fprintf(stderr,
+			"%s: check: %llu errors %llu leaks %llu "
+			"missing\n",
+			what, (unsigned long long) rep.errors,
+			(unsigned long long) rep.leaks,
+			(unsigned long long) rep.missing);
 	CHECK(rep.clean);
 	CHECK_OK(tv_pool_info(pool, &pi));
 	CHECK_EQ(pi.state, TV_POOL_RW);
@@ -144,11 +145,11 @@ static void clean(const char *what)
 
 /* ================= Part A ================= */
 
-#define NW 4
-#define A_REGION 192		/* contiguous sectors per writer */
-#define A_UNITS 96		/* interleaved 2-sector units per writer */
+#define NW	  4
+#define A_REGION  192 /* contiguous sectors per writer */
+#define A_UNITS	  96  /* interleaved 2-sector units per writer */
 #define A_SECTORS (NW * A_REGION + NW * A_UNITS * 2)
-#define A_MAXW 2000000
+#define A_MAXW	  2000000
 #define A_MAXSNAP 200
 
 struct wlog {
@@ -177,8 +178,8 @@ static atomic_bool a_stop;
 static int owner(uint64_t s)
 {
 	if (s < NW * A_REGION)
-		return (int)(s / A_REGION);
-	return (int)(((s - NW * A_REGION) / 2) % NW);
+		return (int) (s / A_REGION);
+	return (int) (((s - NW * A_REGION) / 2) % NW);
 }
 
 static void *writer_main(void *arg)
@@ -188,31 +189,31 @@ static void *writer_main(void *arg)
 	uint8_t *buf = malloc(24 * SECT);
 
 	CHECK(buf);
-	trng_init(&r, seed ^ (0xA000u + (unsigned)w->t));
+	trng_init(&r, seed ^ (0xA000u + (unsigned) w->t));
 	for (uint64_t k = 1; k < A_MAXW && !atomic_load(&a_stop); k++) {
 		uint64_t first, n;
 		int ret;
 
 		if (trng_below(&r, 2)) {
-			first = (uint64_t)w->t * A_REGION +
+			first = (uint64_t) w->t * A_REGION +
 				trng_below(&r, A_REGION);
-			n = 1 + trng_below(&r, MIN(24, (uint64_t)w->t *
-								A_REGION +
-							A_REGION - first));
+			n = 1 +
+			    trng_below(&r, MIN(24, (uint64_t) w->t * A_REGION +
+						       A_REGION - first));
 		} else {
 			uint64_t u = trng_below(&r, A_UNITS);
-			first = NW * A_REGION + (u * NW + (uint64_t)w->t) * 2;
+			first = NW * A_REGION + (u * NW + (uint64_t) w->t) * 2;
 			n = 1 + trng_below(&r, 2);
 		}
 		for (uint64_t s = 0; s < n; s++)
 			pattern(buf + s * SECT, 0, first + s, k);
-		w->log[k].first = (uint32_t)first;
-		w->log[k].n = (uint16_t)n;
+		w->log[k].first = (uint32_t) first;
+		w->log[k].n = (uint16_t) n;
 		atomic_store(&w->issued, k);
 		ret = tv_vol_write(pool, a_vol, buf, n * SECT, first * SECT, 0);
 		if (ret) {
-			fprintf(stderr, "writer %d: write %llu: %s (%s)\n", w->t,
-				(unsigned long long)k, strerror(-ret),
+			fprintf(stderr, "writer %d: write %llu: %s (%s)\n",
+				w->t, (unsigned long long) k, strerror(-ret),
 				tv_last_error());
 			CHECK(0);
 		}
@@ -229,7 +230,7 @@ static void *snapper_main(void *arg)
 	double end = now_s() + budget_s;
 	char name[32];
 
-	(void)arg;
+	(void) arg;
 	while (nsnaps < A_MAXSNAP && now_s() < end) {
 		struct snap *s = &snaps[nsnaps];
 		int r;
@@ -241,8 +242,8 @@ static void *snapper_main(void *arg)
 		for (int t = 0; t < NW; t++)
 			s->cb[t] = atomic_load(&writers[t].completed);
 		snprintf(name, sizeof(name), "a-snap%d", nsnaps);
-		r = tv_vol_snapshot(pool, a_vol, name, TV_VOL_READ_ONLY, NULL, 0,
-				    &s->id);
+		r = tv_vol_snapshot(pool, a_vol, name, TV_VOL_READ_ONLY, NULL,
+				    0, &s->id);
 		for (int t = 0; t < NW; t++)
 			s->ia[t] = atomic_load(&writers[t].issued);
 		if (r) {
@@ -251,7 +252,7 @@ static void *snapper_main(void *arg)
 			CHECK(0);
 		}
 		nsnaps++;
-		usleep(2000 + (unsigned)(nsnaps % 7) * 1500);
+		usleep(2000 + (unsigned) (nsnaps % 7) * 1500);
 	}
 out:
 	atomic_store(&a_stop, true);
@@ -279,7 +280,7 @@ static bool covers(int t, uint64_t k, uint64_t s)
 {
 	const struct wlog *l = &writers[t].log[k];
 
-	return s >= l->first && s < (uint64_t)l->first + l->n;
+	return s >= l->first && s < (uint64_t) l->first + l->n;
 }
 
 /* Check one volume against cb/ia: 0 if fine. */
@@ -288,12 +289,12 @@ static uint64_t check_snapshot(uint64_t id, const uint64_t *cb,
 			       uint64_t *inflight_seen)
 {
 	uint64_t *ver = malloc(A_SECTORS * sizeof(*ver));
-	uint8_t *buf = malloc((size_t)A_SECTORS * SECT);
+	uint8_t *buf = malloc((size_t) A_SECTORS * SECT);
 	uint64_t bad = 0;
 
 	CHECK(ver && buf);
 	replay(cb, ver);
-	CHECK_OK(tv_vol_read(pool, id, buf, (size_t)A_SECTORS * SECT, 0));
+	CHECK_OK(tv_vol_read(pool, id, buf, (size_t) A_SECTORS * SECT, 0));
 	for (uint64_t s = 0; s < A_SECTORS; s++) {
 		int t = owner(s);
 		uint64_t v;
@@ -310,16 +311,17 @@ static uint64_t check_snapshot(uint64_t id, const uint64_t *cb,
 				(*inflight_seen)++;
 		}
 		if (!ok && bad++ < 5)
-			fprintf(stderr, "%s: sector %llu (block %llu, writer "
-					"%d) holds version %lld; expected %llu "
-					"(completed before: %llu, issued "
-					"after: %llu)\n",
-				what, (unsigned long long)s,
-				(unsigned long long)(s / SPB), t,
-				v == UINT64_MAX ? -1ll : (long long)v,
-				(unsigned long long)ver[s],
-				(unsigned long long)cb[t],
-				(unsigned long long)ia[t]);
+			fprintf(stderr,
+				"%s: sector %llu (block %llu, writer "
+				"%d) holds version %lld; expected %llu "
+				"(completed before: %llu, issued "
+				"after: %llu)\n",
+				what, (unsigned long long) s,
+				(unsigned long long) (s / SPB), t,
+				v == UINT64_MAX ? -1ll : (long long) v,
+				(unsigned long long) ver[s],
+				(unsigned long long) cb[t],
+				(unsigned long long) ia[t]);
 	}
 	free(ver);
 	free(buf);
@@ -331,7 +333,7 @@ static void part_a(void)
 	pthread_t snapper;
 	uint64_t fin[NW], bad = 0, inflight = 0, total = 0;
 
-	CHECK_OK(tv_vol_create(pool, "a", (uint64_t)A_SECTORS * SECT, NULL, 0,
+	CHECK_OK(tv_vol_create(pool, "a", (uint64_t) A_SECTORS * SECT, NULL, 0,
 			       &a_vol));
 	atomic_store(&a_stop, false);
 	for (int t = 0; t < NW; t++) {
@@ -355,15 +357,15 @@ static void part_a(void)
 	for (int i = 0; i < nsnaps; i++) {
 		char what[48];
 		snprintf(what, sizeof(what), "snapshot %d (#%llu)", i,
-			 (unsigned long long)snaps[i].id);
+			 (unsigned long long) snaps[i].id);
 		bad += check_snapshot(snaps[i].id, snaps[i].cb, snaps[i].ia,
 				      what, &inflight);
 	}
 	bad += check_snapshot(a_vol, fin, fin, "origin", &inflight);
 	printf("  part A: %d writers, %llu writes, %d snapshots verified "
 	       "(%llu sectors held writes in flight during the snapshot)\n",
-	       NW, (unsigned long long)total, nsnaps,
-	       (unsigned long long)inflight);
+	       NW, (unsigned long long) total, nsnaps,
+	       (unsigned long long) inflight);
 	fflush(stdout);
 	CHECK(nsnaps >= 4);
 	CHECK_EQ(bad, 0);
@@ -419,7 +421,7 @@ static void race(uint64_t vol, uint64_t b, uint64_t off0, uint64_t len0,
 	for (int i = 0; i < 2; i++) {
 		bufs[i] = malloc(BS);
 		for (unsigned int s = 0; s < SPB; s++)
-			pattern(bufs[i] + s * SECT, 100 + (uint64_t)i,
+			pattern(bufs[i] + s * SECT, 100 + (uint64_t) i,
 				b * SPB + s, b);
 		rc[i].bar = &bar;
 		rc[i].vol = vol;
@@ -438,7 +440,7 @@ static void race(uint64_t vol, uint64_t b, uint64_t off0, uint64_t len0,
 	CHECK_EQ(mapped_of(vol) - m0, expect_mapped_delta);
 	CHECK_OK(tv_vol_read(pool, vol, got, BS, b * BS));
 	for (unsigned int s = 0; s < SPB; s++) {
-		uint64_t o = (uint64_t)s * SECT;
+		uint64_t o = (uint64_t) s * SECT;
 		bool in0 = o >= off0 && o < off0 + len0;
 		bool in1 = o >= off1 && o < off1 + len1;
 		bool is0 = !memcmp(got + o, bufs[0] + o, SECT);
@@ -449,16 +451,18 @@ static void race(uint64_t vol, uint64_t b, uint64_t off0, uint64_t len0,
 		if (in0 && in1)
 			both_orders[is1]++;
 		if (!ok) {
-			fprintf(stderr, "race on block %llu (%llu+%llu vs "
-					"%llu+%llu): sector %u holds %s\n",
-				(unsigned long long)b,
-				(unsigned long long)off0,
-				(unsigned long long)len0,
-				(unsigned long long)off1,
-				(unsigned long long)len1, s,
-				is0 ? "write 0's data"
+			fprintf(stderr,
+				"race on block %llu (%llu+%llu vs "
+				"%llu+%llu): sector %u holds %s\n",
+				(unsigned long long) b,
+				(unsigned long long) off0,
+				(unsigned long long) len0,
+				(unsigned long long) off1,
+				(unsigned long long) len1, s,
+				is0   ? "write 0's data"
 				: is1 ? "write 1's data"
-				: isb ? "the old data" : "something else");
+				: isb ? "the old data"
+				      : "something else");
 			CHECK(0);
 		}
 	}
@@ -468,7 +472,7 @@ static void race(uint64_t vol, uint64_t b, uint64_t off0, uint64_t len0,
 
 static void part_b(unsigned int trials)
 {
-	uint64_t vol, snap, orders[2] = { 0, 0 };
+	uint64_t vol, snap, orders[2] = {0, 0};
 	uint8_t zero[BS], *snapdata;
 	uint64_t nb = trials;
 	struct trng r;
@@ -523,8 +527,8 @@ static void part_b(unsigned int trials)
 	}
 	printf("  part B: %llu provisioning races, %llu copy-on-write races "
 	       "(same-sector outcome: first %llu, second %llu)\n",
-	       (unsigned long long)nb, (unsigned long long)nb,
-	       (unsigned long long)orders[0], (unsigned long long)orders[1]);
+	       (unsigned long long) nb, (unsigned long long) nb,
+	       (unsigned long long) orders[0], (unsigned long long) orders[1]);
 	fflush(stdout);
 	free(snapdata);
 	clean("part B");
@@ -534,10 +538,10 @@ static void part_b(unsigned int trials)
 
 /* ================= Part C ================= */
 
-#define NT 6
-#define NV 6
-#define C_UNIT 4	/* sectors per unit */
-#define C_UNITS 192	/* units per volume: 384 KiB volumes */
+#define NT	  6
+#define NV	  6
+#define C_UNIT	  4   /* sectors per unit */
+#define C_UNITS	  192 /* units per volume: 384 KiB volumes */
 #define C_SECTORS (C_UNIT * C_UNITS)
 
 static uint64_t c_vol[NV];
@@ -559,19 +563,20 @@ static void *c_main(void *arg)
 	struct trng r;
 	unsigned int mine = C_UNITS / NT;
 
-	trng_init(&r, seed ^ (0xC000u + (unsigned)c->t));
+	trng_init(&r, seed ^ (0xC000u + (unsigned) c->t));
 	while (!atomic_load(&c_stop)) {
-		int v = (int)trng_below(&r, NV);
-		uint64_t u = trng_below(&r, mine) * NT + (uint64_t)c->t;
+		int v = (int) trng_below(&r, NV);
+		uint64_t u = trng_below(&r, mine) * NT + (uint64_t) c->t;
 		uint64_t s0 = u * C_UNIT + trng_below(&r, C_UNIT), n;
-		unsigned int op = (unsigned int)trng_below(&r, 10);
+		unsigned int op = (unsigned int) trng_below(&r, 10);
 		int ret;
 
 		n = 1 + trng_below(&r, u * C_UNIT + C_UNIT - s0);
 		if (op < 5) { /* write */
 			ver++;
 			for (uint64_t s = 0; s < n; s++)
-				pattern(buf + s * SECT, (uint64_t)v, s0 + s, ver);
+				pattern(buf + s * SECT, (uint64_t) v, s0 + s,
+					ver);
 			ret = tv_vol_write(pool, c_vol[v], buf, n * SECT,
 					   s0 * SECT, 0);
 			for (uint64_t s = 0; s < n; s++)
@@ -582,16 +587,17 @@ static void *c_main(void *arg)
 					  s0 * SECT);
 			for (uint64_t s = 0; !ret && s < n; s++) {
 				uint64_t got;
-				if (decode(buf + s * SECT, (uint64_t)v, s0 + s,
+				if (decode(buf + s * SECT, (uint64_t) v, s0 + s,
 					   &got) < 0 ||
 				    got != c_model[v][s0 + s]) {
-					fprintf(stderr, "thread %d: volume %d "
-							"sector %llu: not what "
-							"it wrote (%llu)\n",
+					fprintf(stderr,
+						"thread %d: volume %d "
+						"sector %llu: not what "
+						"it wrote (%llu)\n",
 						c->t, v,
-						(unsigned long long)(s0 + s),
+						(unsigned long long) (s0 + s),
 						(unsigned long long)
-							c_model[v][s0 + s]);
+						    c_model[v][s0 + s]);
 					CHECK(0);
 				}
 			}
@@ -608,8 +614,9 @@ static void *c_main(void *arg)
 			atomic_fetch_add(&c_ops[2], 1);
 		}
 		if (ret) {
-			fprintf(stderr, "thread %d: op %u on volume %d: %s "
-					"(%s)\n",
+			fprintf(stderr,
+				"thread %d: op %u on volume %d: %s "
+				"(%s)\n",
 				c->t, op, v, strerror(-ret), tv_last_error());
 			CHECK(0);
 		}
@@ -619,22 +626,22 @@ static void *c_main(void *arg)
 
 static void *c_meta_main(void *arg)
 {
-	uint64_t ss[8] = { 0 };
+	uint64_t ss[8] = {0};
 	unsigned int seq = 0;
 	struct trng r;
 
-	(void)arg;
+	(void) arg;
 	trng_init(&r, seed ^ 0xCAFE);
 	while (!atomic_load(&c_stop)) {
-		unsigned int slot = (unsigned int)trng_below(&r, 8);
+		unsigned int slot = (unsigned int) trng_below(&r, 8);
 		char name[32];
 		uint8_t buf[BS];
 
 		if (ss[slot]) {
 			/* read a bit of the snapshot, then drop it */
-			CHECK_OK(tv_vol_read(pool, ss[slot], buf, BS,
-					     trng_below(&r, C_SECTORS / SPB) *
-						     BS));
+			CHECK_OK(
+			    tv_vol_read(pool, ss[slot], buf, BS,
+					trng_below(&r, C_SECTORS / SPB) * BS));
 			CHECK_OK(tv_vol_delete(pool, ss[slot]));
 			ss[slot] = 0;
 			atomic_fetch_add(&c_ops[4], 1);
@@ -642,8 +649,7 @@ static void *c_meta_main(void *arg)
 			snprintf(name, sizeof(name), "c-snap%u", seq++);
 			CHECK_OK(tv_vol_snapshot(pool,
 						 c_vol[trng_below(&r, NV)],
-						 name, 0, NULL, 0,
-						 &ss[slot]));
+						 name, 0, NULL, 0, &ss[slot]));
 			atomic_fetch_add(&c_ops[3], 1);
 		}
 		usleep(1000);
@@ -656,7 +662,7 @@ static void *c_meta_main(void *arg)
 
 static void *c_flush_main(void *arg)
 {
-	(void)arg;
+	(void) arg;
 	while (!atomic_load(&c_stop)) {
 		CHECK_OK(tv_pool_flush(pool));
 		atomic_fetch_add(&c_ops[5], 1);
@@ -667,20 +673,21 @@ static void *c_flush_main(void *arg)
 
 static void c_verify(const char *what)
 {
-	uint8_t *buf = malloc((size_t)C_SECTORS * SECT);
+	uint8_t *buf = malloc((size_t) C_SECTORS * SECT);
 
 	CHECK(buf);
 	for (int v = 0; v < NV; v++) {
 		CHECK_OK(tv_vol_read(pool, c_vol[v], buf,
-				     (size_t)C_SECTORS * SECT, 0));
+				     (size_t) C_SECTORS * SECT, 0));
 		for (uint64_t s = 0; s < C_SECTORS; s++) {
 			uint64_t got;
-			if (decode(buf + s * SECT, (uint64_t)v, s, &got) < 0 ||
+			if (decode(buf + s * SECT, (uint64_t) v, s, &got) < 0 ||
 			    got != c_model[v][s]) {
-				fprintf(stderr, "%s: volume %d sector %llu "
-						"differs (want version %llu)\n",
-					what, v, (unsigned long long)s,
-					(unsigned long long)c_model[v][s]);
+				fprintf(stderr,
+					"%s: volume %d sector %llu "
+					"differs (want version %llu)\n",
+					what, v, (unsigned long long) s,
+					(unsigned long long) c_model[v][s]);
 				CHECK(0);
 			}
 		}
@@ -696,7 +703,7 @@ static void part_c(const char *path, const struct tv_pool_open_opts *oo)
 	for (int v = 0; v < NV; v++) {
 		char name[16];
 		snprintf(name, sizeof(name), "c%d", v);
-		CHECK_OK(tv_vol_create(pool, name, (uint64_t)C_SECTORS * SECT,
+		CHECK_OK(tv_vol_create(pool, name, (uint64_t) C_SECTORS * SECT,
 				       NULL, 0, &c_vol[v]));
 	}
 	atomic_store(&c_stop, false);
@@ -706,7 +713,7 @@ static void part_c(const char *path, const struct tv_pool_open_opts *oo)
 	}
 	CHECK(!pthread_create(&meta, NULL, c_meta_main, NULL));
 	CHECK(!pthread_create(&fl, NULL, c_flush_main, NULL));
-	usleep((useconds_t)(budget_s * 1e6));
+	usleep((useconds_t) (budget_s * 1e6));
 	atomic_store(&c_stop, true);
 	for (int t = 0; t < NT; t++)
 		CHECK(!pthread_join(th[t].th, NULL));
@@ -715,10 +722,10 @@ static void part_c(const char *path, const struct tv_pool_open_opts *oo)
 	printf("  part C: %d threads on %d volumes: %llu writes, %llu reads, "
 	       "%llu zeroes/discards, %llu snapshots, %llu deletes, %llu "
 	       "flushes\n",
-	       NT, NV, (unsigned long long)c_ops[0],
-	       (unsigned long long)c_ops[1], (unsigned long long)c_ops[2],
-	       (unsigned long long)c_ops[3], (unsigned long long)c_ops[4],
-	       (unsigned long long)c_ops[5]);
+	       NT, NV, (unsigned long long) c_ops[0],
+	       (unsigned long long) c_ops[1], (unsigned long long) c_ops[2],
+	       (unsigned long long) c_ops[3], (unsigned long long) c_ops[4],
+	       (unsigned long long) c_ops[5]);
 	fflush(stdout);
 	c_verify("part C");
 	clean("part C");
@@ -728,15 +735,14 @@ static void part_c(const char *path, const struct tv_pool_open_opts *oo)
 	clean("part C, reopened");
 }
 
-
 /* ================= Part D ================= */
 
-#define ND 4
-#define D_UNITS 64			/* interleaved 2-sector units each */
-#define D_REGION (48 * SPB)		/* contiguous sectors each */
-#define D_ZONE1 (ND * D_UNITS * 2)
+#define ND	  4
+#define D_UNITS	  64	     /* interleaved 2-sector units each */
+#define D_REGION  (48 * SPB) /* contiguous sectors each */
+#define D_ZONE1	  (ND * D_UNITS * 2)
 #define D_SECTORS (D_ZONE1 + ND * D_REGION)
-#define D_MAXW (40 * SPB)		/* sectors per write, at most */
+#define D_MAXW	  (40 * SPB) /* sectors per write, at most */
 
 static uint64_t d_vol;
 static _Atomic uint64_t d_scratch; /* 0 while deleted */
@@ -760,7 +766,7 @@ static void d_write(uint64_t vol, uint8_t *buf, uint64_t s0, uint64_t n,
 	if (model) {
 		if (ret)
 			fprintf(stderr, "part D: write %llu+%llu: %s (%s)\n",
-				(unsigned long long)s0, (unsigned long long)n,
+				(unsigned long long) s0, (unsigned long long) n,
 				strerror(-ret), tv_last_error());
 		CHECK_OK(ret);
 		for (uint64_t s = 0; s < n; s++)
@@ -778,10 +784,11 @@ static void d_check(const uint8_t *buf, uint64_t s0, uint64_t n,
 		uint64_t got;
 		if (decode(buf + s * SECT, 0xD, s0 + s, &got) < 0 ||
 		    got != d_model[s0 + s]) {
-			fprintf(stderr, "%s: sector %llu differs (want "
-					"version %llu)\n",
-				what, (unsigned long long)(s0 + s),
-				(unsigned long long)d_model[s0 + s]);
+			fprintf(stderr,
+				"%s: sector %llu differs (want "
+				"version %llu)\n",
+				what, (unsigned long long) (s0 + s),
+				(unsigned long long) d_model[s0 + s]);
 			CHECK(0);
 		}
 	}
@@ -790,19 +797,19 @@ static void d_check(const uint8_t *buf, uint64_t s0, uint64_t n,
 static void *d_main(void *arg)
 {
 	struct dthread *d = arg;
-	uint8_t *buf = malloc((size_t)D_MAXW * SECT);
-	uint64_t base = D_ZONE1 + (uint64_t)d->t * D_REGION, ver = 0;
+	uint8_t *buf = malloc((size_t) D_MAXW * SECT);
+	uint64_t base = D_ZONE1 + (uint64_t) d->t * D_REGION, ver = 0;
 	struct trng r;
 
 	CHECK(buf);
-	trng_init(&r, seed ^ (0xD000u + (unsigned)d->t));
+	trng_init(&r, seed ^ (0xD000u + (unsigned) d->t));
 	while (!atomic_load(&d_stop)) {
-		unsigned int op = (unsigned int)trng_below(&r, 10);
+		unsigned int op = (unsigned int) trng_below(&r, 10);
 		uint64_t s0, n;
 
 		if (op < 3) { /* my units of the shared blocks */
-			uint64_t u = trng_below(&r, D_UNITS) * ND +
-				     (uint64_t)d->t;
+			uint64_t u =
+			    trng_below(&r, D_UNITS) * ND + (uint64_t) d->t;
 			d_write(d_vol, buf, u * 2, 2, ++ver, true);
 			atomic_fetch_add(&d_ops[0], 1);
 			continue;
@@ -813,8 +820,8 @@ static void *d_main(void *arg)
 			d_write(d_vol, buf, s0, n, ++ver, true);
 			atomic_fetch_add(&d_ops[1], 1);
 		} else if (op < 8) { /* read it back */
-			CHECK_OK(tv_vol_read(pool, d_vol, buf, n * SECT,
-					     s0 * SECT));
+			CHECK_OK(
+			    tv_vol_read(pool, d_vol, buf, n * SECT, s0 * SECT));
 			d_check(buf, s0, n, "part D, read");
 		} else { /* unmap whole blocks of my region */
 			uint64_t b0 = DIV_ROUND_UP(s0, SPB) * SPB;
@@ -824,10 +831,9 @@ static void *d_main(void *arg)
 			CHECK_OK(op == 8 ? tv_vol_discard(pool, d_vol,
 							  (b1 - b0) * SECT,
 							  b0 * SECT)
-					 : tv_vol_write_zeroes(
-						   pool, d_vol,
-						   (b1 - b0) * SECT,
-						   b0 * SECT));
+					 : tv_vol_write_zeroes(pool, d_vol,
+							       (b1 - b0) * SECT,
+							       b0 * SECT));
 			for (uint64_t s = b0; s < b1; s++)
 				d_model[s] = 0;
 			atomic_fetch_add(&d_ops[2], 1);
@@ -840,11 +846,11 @@ static void *d_main(void *arg)
 /* First writes to a volume that comes and goes. */
 static void *d_scratch_main(void *arg)
 {
-	uint8_t *buf = malloc((size_t)D_MAXW * SECT);
+	uint8_t *buf = malloc((size_t) D_MAXW * SECT);
 	uint64_t ver = 0;
 	struct trng r;
 
-	(void)arg;
+	(void) arg;
 	CHECK(buf);
 	trng_init(&r, seed ^ 0xD5C4);
 	while (!atomic_load(&d_stop)) {
@@ -864,10 +870,10 @@ static void *d_meta_main(void *arg)
 	unsigned int seq = 0;
 	struct trng r;
 
-	(void)arg;
+	(void) arg;
 	trng_init(&r, seed ^ 0xD3E7A);
 	while (!atomic_load(&d_stop)) {
-		unsigned int op = (unsigned int)trng_below(&r, 4);
+		unsigned int op = (unsigned int) trng_below(&r, 4);
 		char name[32];
 		uint64_t id;
 
@@ -882,7 +888,7 @@ static void *d_meta_main(void *arg)
 			CHECK_OK(tv_vol_delete(pool, id));
 			snprintf(name, sizeof(name), "d-scratch%u", seq++);
 			CHECK_OK(tv_vol_create(pool, name,
-					       (uint64_t)D_SECTORS * SECT,
+					       (uint64_t) D_SECTORS * SECT,
 					       NULL, 0, &id));
 			atomic_store(&d_scratch, id);
 			atomic_fetch_add(&d_ops[4], 1);
@@ -897,15 +903,15 @@ static void *d_meta_main(void *arg)
 
 static void part_d(const char *path, const struct tv_pool_open_opts *oo)
 {
-	uint8_t *buf = malloc((size_t)D_SECTORS * SECT);
+	uint8_t *buf = malloc((size_t) D_SECTORS * SECT);
 	struct dthread th[ND];
 	pthread_t meta, scratch, fl;
 	uint64_t id;
 
 	CHECK(buf);
-	CHECK_OK(tv_vol_create(pool, "d", (uint64_t)D_SECTORS * SECT, NULL, 0,
+	CHECK_OK(tv_vol_create(pool, "d", (uint64_t) D_SECTORS * SECT, NULL, 0,
 			       &d_vol));
-	CHECK_OK(tv_vol_create(pool, "d-scratch", (uint64_t)D_SECTORS * SECT,
+	CHECK_OK(tv_vol_create(pool, "d-scratch", (uint64_t) D_SECTORS * SECT,
 			       NULL, 0, &id));
 	atomic_store(&d_scratch, id);
 	atomic_store(&d_stop, false);
@@ -917,7 +923,7 @@ static void part_d(const char *path, const struct tv_pool_open_opts *oo)
 	CHECK(!pthread_create(&scratch, NULL, d_scratch_main, NULL));
 	CHECK(!pthread_create(&meta, NULL, d_meta_main, NULL));
 	CHECK(!pthread_create(&fl, NULL, c_flush_main, NULL));
-	usleep((useconds_t)(budget_s * 1e6));
+	usleep((useconds_t) (budget_s * 1e6));
 	atomic_store(&d_stop, true);
 	atomic_store(&c_stop, true);
 	for (int t = 0; t < ND; t++)
@@ -928,16 +934,16 @@ static void part_d(const char *path, const struct tv_pool_open_opts *oo)
 	printf("  part D: %d threads: %llu shared-block writes, %llu runs, "
 	       "%llu unmaps; %llu snapshots, %llu scratch volumes, %llu live "
 	       "checks\n",
-	       ND, (unsigned long long)d_ops[0], (unsigned long long)d_ops[1],
-	       (unsigned long long)d_ops[2], (unsigned long long)d_ops[3],
-	       (unsigned long long)d_ops[4], (unsigned long long)d_ops[5]);
+	       ND, (unsigned long long) d_ops[0], (unsigned long long) d_ops[1],
+	       (unsigned long long) d_ops[2], (unsigned long long) d_ops[3],
+	       (unsigned long long) d_ops[4], (unsigned long long) d_ops[5]);
 	fflush(stdout);
-	CHECK_OK(tv_vol_read(pool, d_vol, buf, (size_t)D_SECTORS * SECT, 0));
+	CHECK_OK(tv_vol_read(pool, d_vol, buf, (size_t) D_SECTORS * SECT, 0));
 	d_check(buf, 0, D_SECTORS, "part D");
 	clean("part D");
 	CHECK_OK(tv_pool_close(pool));
 	CHECK_OK(tv_pool_open(path, oo, &pool));
-	CHECK_OK(tv_vol_read(pool, d_vol, buf, (size_t)D_SECTORS * SECT, 0));
+	CHECK_OK(tv_vol_read(pool, d_vol, buf, (size_t) D_SECTORS * SECT, 0));
 	d_check(buf, 0, D_SECTORS, "part D, reopened");
 	clean("part D, reopened");
 	free(buf);
@@ -946,9 +952,9 @@ static void part_d(const char *path, const struct tv_pool_open_opts *oo)
 int main(void)
 {
 	char dir[] = "/tmp/tv-conc-XXXXXX", path[256];
-	struct tv_pool_create_opts co = { .size = 256ull << 20,
-					  .block_size = BS, .blob_size = 16 };
-	struct tv_pool_open_opts oo = { .commit_interval_ms = 100 };
+	struct tv_pool_create_opts co = {
+	    .size = 256ull << 20, .block_size = BS, .blob_size = 16};
+	struct tv_pool_open_opts oo = {.commit_interval_ms = 100};
 	const char *e = getenv("TV_CONC_SECONDS");
 
 	seed = tseed("test-engine-concurrency");

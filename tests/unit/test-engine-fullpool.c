@@ -48,16 +48,16 @@
 #include "util/checked.h"
 #include "util/log.h"
 
-#define BS 4096u
-#define POOL (512ull << 20)
-#define BIG (2 * POOL) /* volume a: more than the pool holds */
-#define ND 48	       /* small volumes for the delete storm */
-#define DBLOCKS 64     /* their blocks each */
-#define NS 8	       /* snapshots at most */
-#define CHUNK 256      /* blocks per write of a fill */
-#define HUGE (1ull << 60) /* the largest volume */
-#define XBLOCKS 81920ull  /* more than a close reclaims (65536) */
-#define USIZE (2 * BS + 1536) /* a size inside a block */
+#define BS	4096u
+#define POOL	(512ull << 20)
+#define BIG	(2 * POOL)	/* volume a: more than the pool holds */
+#define ND	48		/* small volumes for the delete storm */
+#define DBLOCKS 64		/* their blocks each */
+#define NS	8		/* snapshots at most */
+#define CHUNK	256		/* blocks per write of a fill */
+#define HUGE	(1ull << 60)	/* the largest volume */
+#define XBLOCKS 81920ull	/* more than a close reclaims (65536) */
+#define USIZE	(2 * BS + 1536) /* a size inside a block */
 
 struct mvol {
 	bool live;
@@ -76,7 +76,7 @@ static uint8_t *buf, *got;
 /* What write number g put into block vb. */
 static void pattern(uint8_t *out, uint64_t vb, uint32_t g)
 {
-	uint64_t x = (uint64_t)g * 0x9E3779B97F4A7C15ull ^ vb;
+	uint64_t x = (uint64_t) g * 0x9E3779B97F4A7C15ull ^ vb;
 
 	memcpy(out, &vb, 8);
 	memcpy(out + 8, &g, 4);
@@ -134,12 +134,12 @@ static int wr(struct mvol *v, uint64_t vb, uint64_t n)
 	r = tv_vol_write(pool, v->id, buf, n * BS, vb * BS, 0);
 	if (r == 0) {
 		for (uint64_t i = 0; i < n; i++)
-			v->gen[vb + i] = g0 + (uint32_t)i;
+			v->gen[vb + i] = g0 + (uint32_t) i;
 		return 0;
 	}
 	if (r != -ENOSPC) {
 		fprintf(stderr, "write %s %llu+%llu: %s\n", v->name,
-			(unsigned long long)vb, (unsigned long long)n,
+			(unsigned long long) vb, (unsigned long long) n,
 			tv_last_error());
 		CHECK(0);
 	}
@@ -157,7 +157,7 @@ static int wr(struct mvol *v, uint64_t vb, uint64_t n)
 		CHECK_OK(tv_vol_extents(pool, v->id, (vb + i) * BS, BS, &ex, 1,
 					&ne));
 		if (!(ex.flags & TV_EXTENT_HOLE))
-			v->gen[vb + i] = g0 + (uint32_t)i;
+			v->gen[vb + i] = g0 + (uint32_t) i;
 	}
 	return r;
 }
@@ -213,7 +213,7 @@ static void verify(const struct mvol *v, const char *phase, bool all)
 	if (!v->live)
 		return;
 	for (uint64_t vb = 0; vb < v->blocks; vb += CHUNK) {
-		uint64_t n = MIN((uint64_t)CHUNK, v->blocks - vb);
+		uint64_t n = MIN((uint64_t) CHUNK, v->blocks - vb);
 		bool look = all || trng_below(&rng, 16) == 0;
 
 		for (uint64_t i = 0; !look && i < n; i++)
@@ -230,10 +230,11 @@ static void verify(const struct mvol *v, const char *phase, bool all)
 			else
 				memset(want, 0, BS);
 			if (memcmp(got + i * BS, want, BS)) {
-				fprintf(stderr, "%s: %s block %llu: not the "
-						"contents of write %u\n",
+				fprintf(stderr,
+					"%s: %s block %llu: not the "
+					"contents of write %u\n",
 					phase, v->name,
-					(unsigned long long)(vb + i), g);
+					(unsigned long long) (vb + i), g);
 				CHECK(0);
 			}
 		}
@@ -257,9 +258,10 @@ static void pool_state(const char *phase, struct tv_pool_info *pi)
 	sm_get_stats(tm_sm(pool->tm), &st);
 	pthread_mutex_unlock(&pool->meta_lock);
 	if (st.need_exceeded) {
-		fprintf(stderr, "%s: %llu commits took more room than the "
-				"space map estimated\n",
-			phase, (unsigned long long)st.need_exceeded);
+		fprintf(stderr,
+			"%s: %llu commits took more room than the "
+			"space map estimated\n",
+			phase, (unsigned long long) st.need_exceeded);
 		CHECK(0);
 	}
 }
@@ -279,9 +281,9 @@ static void phase_done(const char *phase, bool all)
 	pool_state(phase, &pi);
 	printf("  %-40s used %4llu MiB free %6llu KiB reclaimable %6llu "
 	       "KiB\n",
-	       phase, (unsigned long long)(pi.used >> 20),
-	       (unsigned long long)(pi.free >> 10),
-	       (unsigned long long)(pi.reclaimable >> 10));
+	       phase, (unsigned long long) (pi.used >> 20),
+	       (unsigned long long) (pi.free >> 10),
+	       (unsigned long long) (pi.reclaimable >> 10));
 	fflush(stdout);
 }
 
@@ -296,8 +298,7 @@ static uint64_t free_bytes(void)
 /* Trim n mapped blocks of v spread over [0, upto): every trim must
  * succeed when must, else succeed or fail with -ENOSPC; returns how
  * many succeeded. */
-static uint64_t trim_storm(struct mvol *v, uint64_t upto, uint64_t n,
-			   bool must)
+static uint64_t trim_storm(struct mvol *v, uint64_t upto, uint64_t n, bool must)
 {
 	uint64_t ok = 0, step = MAX(upto / n, 1), vb = trng_below(&rng, step);
 
@@ -311,8 +312,8 @@ static uint64_t trim_storm(struct mvol *v, uint64_t upto, uint64_t n,
 		}
 		if (must || r != -ENOSPC) {
 			fprintf(stderr, "trim %llu of %s block %llu: %s\n",
-				(unsigned long long)k, v->name,
-				(unsigned long long)vb, tv_last_error());
+				(unsigned long long) k, v->name,
+				(unsigned long long) vb, tv_last_error());
 			CHECK(0);
 		}
 	}
@@ -329,11 +330,13 @@ static uint64_t trim_storm(struct mvol *v, uint64_t upto, uint64_t n,
  */
 static void close_reclaim_fails(void)
 {
-	struct tv_pool_create_opts co = { .block_size = BS, .blob_size = 16 };
-	struct tv_pool_open_opts oo = { .commit_interval_ms = 3600000 };
-	struct io_fault_cfg fc = { .fail_at = 1, .persistent = true,
-				   .error = -EIO, .kind = IO_FAULT_ERROR,
-				   .op_mask = IO_OP_READ };
+	struct tv_pool_create_opts co = {.block_size = BS, .blob_size = 16};
+	struct tv_pool_open_opts oo = {.commit_interval_ms = 3600000};
+	struct io_fault_cfg fc = {.fail_at = 1,
+				  .persistent = true,
+				  .error = -EIO,
+				  .kind = IO_FAULT_ERROR,
+				  .op_mask = IO_OP_READ};
 	struct tv_check_report rep;
 	struct io_dev *m, *fault;
 	struct tv_pool *p;
@@ -373,11 +376,11 @@ static void close_reclaim_fails(void)
 
 int main(void)
 {
-	struct tv_pool_create_opts co = { .block_size = BS, .blob_size = 16 };
-	struct tv_pool_open_opts oo = { .commit_interval_ms = 3600000 };
+	struct tv_pool_create_opts co = {.block_size = BS, .blob_size = 16};
+	struct tv_pool_open_opts oo = {.commit_interval_ms = 3600000};
 	uint64_t seed = tseed("test-engine-fullpool");
 	uint64_t next = 0, n, f0, trims, nsnap = 0, size, huge, u, us;
-	const uint64_t huge_at[3] = { 0, 1ull << 40, HUGE - BS };
+	const uint64_t huge_at[3] = {0, 1ull << 40, HUGE - BS};
 	struct tv_pool_info pi;
 	struct io_dev *mem;
 	char name[16];
@@ -413,7 +416,7 @@ int main(void)
 	new_vol(&a, "a", BIG / BS);
 	n = fill(&a, &next);
 	printf("  filled: %llu MiB into a, then -ENOSPC\n",
-	       (unsigned long long)(n * BS >> 20));
+	       (unsigned long long) (n * BS >> 20));
 	CHECK(n * BS > POOL * 9 / 10);
 	phase_done("1: full", false);
 	f0 = free_bytes();
@@ -450,7 +453,7 @@ int main(void)
 	/* the writes find no room, and reclaim makes it */
 	n = fill(&a, &next);
 	printf("  after the deletes: %llu blocks written\n",
-	       (unsigned long long)n);
+	       (unsigned long long) n);
 	CHECK(n >= ND * DBLOCKS * 9 / 10);
 	phase_done("2: the deleted space written again", false);
 
@@ -468,7 +471,7 @@ int main(void)
 			drop_vol(&s[i]);
 	}
 	printf("  %llu of %d snapshots taken on the full pool\n",
-	       (unsigned long long)nsnap, NS);
+	       (unsigned long long) nsnap, NS);
 	CHECK(nsnap > 0);
 	{
 		/* full to the last block: a scratch volume takes the rest */
@@ -500,7 +503,7 @@ int main(void)
 	 * unmaps */
 	CHECK_OK(tv_pool_info(pool, &pi));
 	printf("  free after the trims in the snapshots: %llu KiB\n",
-	       (unsigned long long)(pi.free >> 10));
+	       (unsigned long long) (pi.free >> 10));
 	trim_storm(&t, 256, 256, true);
 	phase_done("3: trims of a volume never snapshotted", false);
 	for (int i = 0; i < NS; i++) {
@@ -533,7 +536,7 @@ int main(void)
 	trims = trim_storm(&a, next, 2000, true);
 	n = fill_holes(&a, next);
 	printf("  %llu of %llu trimmed blocks of the origin written again\n",
-	       (unsigned long long)n, (unsigned long long)trims);
+	       (unsigned long long) n, (unsigned long long) trims);
 	CHECK(n >= trims * 9 / 10);
 	phase_done("3: origin trimmed and written", false);
 
@@ -564,7 +567,7 @@ int main(void)
 	next = 0;
 	n = fill(&e, &next);
 	printf("  after the shrink: %llu MiB written into a new volume\n",
-	       (unsigned long long)(n * BS >> 20));
+	       (unsigned long long) (n * BS >> 20));
 	CHECK(n * BS >= POOL / 3);
 	phase_done("4: shrunk, space written again", false);
 
@@ -587,8 +590,8 @@ int main(void)
 	CHECK_OK(pool_open_dev(mem, false, "mem", &oo, &pool));
 	CHECK_OK(tv_pool_info(pool, &pi));
 	printf("  a close after deletes: data %llu -> %llu KiB\n",
-	       (unsigned long long)(size >> 10),
-	       (unsigned long long)((pi.used - pi.metadata) >> 10));
+	       (unsigned long long) (size >> 10),
+	       (unsigned long long) ((pi.used - pi.metadata) >> 10));
 	CHECK(pi.used - pi.metadata + 50000ull * BS <= size);
 	CHECK(pi.used - pi.metadata + 65536ull * BS >= size);
 	CHECK(tm_root(pool->tm, SLOT_DEFERRED)->blocknr);

@@ -48,8 +48,8 @@ static uint64_t now_us_since_epoch(void)
 	struct timespec ts;
 
 	CHECK(clock_gettime(CLOCK_REALTIME, &ts) == 0);
-	return ((uint64_t)ts.tv_sec - TV_ID_EPOCH) * 1000000ull +
-	       (uint64_t)ts.tv_nsec / 1000;
+	return ((uint64_t) ts.tv_sec - TV_ID_EPOCH) * 1000000ull +
+	       (uint64_t) ts.tv_nsec / 1000;
 }
 
 static void clean(struct tv_pool *p)
@@ -71,7 +71,7 @@ static void copy_file(const char *from, const char *to)
 	out = open(to, O_WRONLY | O_CREAT | O_TRUNC, 0600);
 	CHECK(out >= 0);
 	while ((n = read(in, buf, sizeof(buf))) > 0)
-		CHECK(write(out, buf, (size_t)n) == n);
+		CHECK(write(out, buf, (size_t) n) == n);
 	CHECK(n == 0);
 	CHECK(close(in) == 0);
 	CHECK(close(out) == 0);
@@ -79,7 +79,7 @@ static void copy_file(const char *from, const char *to)
 
 int main(void)
 {
-	struct tv_pool_create_opts co = { .size = 64 << 20, .blob_size = 0 };
+	struct tv_pool_create_opts co = {.size = 64 << 20, .blob_size = 0};
 	char path[] = "/tmp/tv-ids-XXXXXX", backup[64];
 	struct tv_op ops[100];
 	char names[100][16];
@@ -123,13 +123,12 @@ int main(void)
 	fake_now = 2000000;
 	for (int i = 0; i < 100; i++) {
 		snprintf(names[i], sizeof(names[i]), "batch%d", i);
-		ops[i] = (struct tv_op){ .kind = TV_OP_CREATE,
-					 .name = names[i],
-					 .size = 1 << 20 };
+		ops[i] = (struct tv_op){
+		    .kind = TV_OP_CREATE, .name = names[i], .size = 1 << 20};
 	}
 	CHECK_OK(tv_batch(p, ops, 100, NULL));
 	for (int i = 0; i < 100; i++)
-		CHECK_EQ(ops[i].result_id, 2000000 + (uint64_t)i);
+		CHECK_EQ(ops[i].result_id, 2000000 + (uint64_t) i);
 	/* a refused batch uses up no ids */
 	ops[1] = ops[0];
 	CHECK_ERR(tv_batch(p, ops, 2, NULL), -EEXIST);

@@ -40,9 +40,9 @@ static void clean(struct tv_pool *p)
 	CHECK_OK(tv_pool_check(p, stderr, &rep));
 	if (!rep.clean)
 		fprintf(stderr, "check: %llu errors %llu leaks %llu missing\n",
-			(unsigned long long)rep.errors,
-			(unsigned long long)rep.leaks,
-			(unsigned long long)rep.missing);
+			(unsigned long long) rep.errors,
+			(unsigned long long) rep.leaks,
+			(unsigned long long) rep.missing);
 	CHECK(rep.clean);
 }
 
@@ -53,13 +53,13 @@ static int pick_live(void)
 	for (int i = 0; i < MAXV; i++)
 		if (vols[i].live)
 			idx[n++] = i;
-	return n ? idx[trng_below(&rng, (uint64_t)n)] : -1;
+	return n ? idx[trng_below(&rng, (uint64_t) n)] : -1;
 }
 
 static int pick_free(void)
 {
 	for (int k = 0; k < MAXV; k++) {
-		int i = (int)trng_below(&rng, MAXV);
+		int i = (int) trng_below(&rng, MAXV);
 		if (!vols[i].live)
 			return i;
 	}
@@ -70,7 +70,7 @@ static void range(const struct mvol *v, uint64_t *off, uint64_t *len)
 {
 	uint64_t sectors = v->size / 512;
 	uint64_t a = trng_below(&rng, sectors);
-	uint64_t maxn = MIN(sectors - a, (uint64_t)(3 * bs / 512));
+	uint64_t maxn = MIN(sectors - a, (uint64_t) (3 * bs / 512));
 	*off = a * 512;
 	*len = (1 + trng_below(&rng, maxn)) * 512;
 }
@@ -91,11 +91,11 @@ static void verify_all(struct tv_pool *p)
 		if (memcmp(buf, v->data, v->size)) {
 			for (uint64_t k = 0; k < v->size; k++)
 				if (buf[k] != v->data[k]) {
-					fprintf(stderr, "volume %s byte %llu: "
-							"%02x, model %02x\n",
-						v->name,
-						(unsigned long long)k, buf[k],
-						v->data[k]);
+					fprintf(stderr,
+						"volume %s byte %llu: "
+						"%02x, model %02x\n",
+						v->name, (unsigned long long) k,
+						buf[k], v->data[k]);
 					break;
 				}
 			CHECK(0);
@@ -117,7 +117,7 @@ static void read_map_check(struct tv_pool *p, const struct mvol *v,
 	struct tv_extent ext[4];
 
 	for (int nofill = 0; nofill < 2; nofill++) {
-		size_t max = 1 + (size_t)trng_below(&rng, 4), n = 0;
+		size_t max = 1 + (size_t) trng_below(&rng, 4), n = 0;
 		uint64_t pos = 0;
 
 		memset(buf, 0xa5, len);
@@ -133,9 +133,9 @@ static void read_map_check(struct tv_pool *p, const struct mvol *v,
 			CHECK(ext[e].len > 0 && ext[e].len <= len - pos);
 			for (uint64_t k = 0; hole && k < ext[e].len;
 			     k += sizeof(zero))
-				CHECK(!memcmp(want + k, zero,
-					      MIN(sizeof(zero),
-						  ext[e].len - k)));
+				CHECK(
+				    !memcmp(want + k, zero,
+					    MIN(sizeof(zero), ext[e].len - k)));
 			if (!hole || !nofill)
 				CHECK(!memcmp(buf + pos, want, ext[e].len));
 			pos += ext[e].len;
@@ -146,7 +146,7 @@ static void read_map_check(struct tv_pool *p, const struct mvol *v,
 
 static void step(struct tv_pool *p, unsigned int *seq)
 {
-	unsigned int op = (unsigned int)trng_below(&rng, 100);
+	unsigned int op = (unsigned int) trng_below(&rng, 100);
 	int i = pick_live(), j;
 	uint64_t off, len, id;
 
@@ -156,8 +156,8 @@ static void step(struct tv_pool *p, unsigned int *seq)
 			return;
 		vols[j].size = (1 + trng_below(&rng, 8 * bs / 512)) * 512;
 		snprintf(vols[j].name, sizeof(vols[j].name), "v%u", (*seq)++);
-		CHECK_OK(tv_vol_create(p, vols[j].name, vols[j].size, NULL, 0,
-				       &id));
+		CHECK_OK(
+		    tv_vol_create(p, vols[j].name, vols[j].size, NULL, 0, &id));
 		vols[j].id = id;
 		vols[j].live = true;
 		vols[j].ro = false;
@@ -202,14 +202,14 @@ static void step(struct tv_pool *p, unsigned int *seq)
 		range(&vols[i], &off, &len);
 		buf = malloc(len);
 		for (uint64_t k = 0; k < len; k++)
-			buf[k] = (uint8_t)trng_next(&rng);
+			buf[k] = (uint8_t) trng_next(&rng);
 		if (vols[i].ro) {
 			CHECK_ERR(tv_vol_write(p, vols[i].id, buf, len, off, 0),
 				  -EROFS);
 		} else {
-			CHECK_OK(tv_vol_write(p, vols[i].id, buf, len, off,
-					      trng_below(&rng, 20) ? 0
-								   : TV_IO_FUA));
+			CHECK_OK(
+			    tv_vol_write(p, vols[i].id, buf, len, off,
+					 trng_below(&rng, 20) ? 0 : TV_IO_FUA));
 			memcpy(vols[i].data + off, buf, len);
 		}
 		free(buf);
@@ -221,11 +221,11 @@ static void step(struct tv_pool *p, unsigned int *seq)
 				  -EROFS);
 		} else {
 			if (trng_below(&rng, 2))
-				CHECK_OK(tv_vol_discard(p, vols[i].id, len,
-							off));
+				CHECK_OK(
+				    tv_vol_discard(p, vols[i].id, len, off));
 			else
-				CHECK_OK(tv_vol_write_zeroes(p, vols[i].id,
-							     len, off));
+				CHECK_OK(tv_vol_write_zeroes(p, vols[i].id, len,
+							     off));
 			memset(vols[i].data + off, 0, len);
 		}
 		ops_done[5]++;
@@ -252,10 +252,9 @@ static void step(struct tv_pool *p, unsigned int *seq)
 static void run(uint32_t block_size, uint64_t seed, unsigned int steps)
 {
 	char dir[] = "/tmp/tv-eio-XXXXXX", path[256];
-	struct tv_pool_create_opts co = { .size = 64 << 20,
-					  .block_size = block_size,
-					  .blob_size = -1 };
-	struct tv_pool_open_opts oo = { .commit_interval_ms = 50 };
+	struct tv_pool_create_opts co = {
+	    .size = 64 << 20, .block_size = block_size, .blob_size = -1};
+	struct tv_pool_open_opts oo = {.commit_interval_ms = 50};
 	struct tv_pool *p;
 	unsigned int seq = 0;
 
@@ -300,11 +299,12 @@ static void run(uint32_t block_size, uint64_t seed, unsigned int steps)
 		CHECK_OK(tv_pool_flush(p));
 		CHECK_OK(tv_pool_info(p, &pi));
 		if (pi.reclaimable || pi.used != pi.metadata)
-			fprintf(stderr, "after reclaim: reclaimable %llu used "
-					"%llu metadata %llu\n",
-				(unsigned long long)pi.reclaimable,
-				(unsigned long long)pi.used,
-				(unsigned long long)pi.metadata);
+			fprintf(stderr,
+				"after reclaim: reclaimable %llu used "
+				"%llu metadata %llu\n",
+				(unsigned long long) pi.reclaimable,
+				(unsigned long long) pi.used,
+				(unsigned long long) pi.metadata);
 		CHECK_EQ(pi.reclaimable, 0);
 		CHECK_EQ(pi.nr_volumes, 0);
 		CHECK_EQ(pi.used, pi.metadata); /* no data block left */
@@ -321,8 +321,8 @@ static void run(uint32_t block_size, uint64_t seed, unsigned int steps)
 static void usage_test(void)
 {
 	char dir[] = "/tmp/tv-usage-XXXXXX", path[256];
-	struct tv_pool_create_opts co = { .size = 64 << 20, .blob_size = -1 };
-	struct tv_pool_open_opts oo = { .commit_interval_ms = 20 };
+	struct tv_pool_create_opts co = {.size = 64 << 20, .blob_size = -1};
+	struct tv_pool_open_opts oo = {.commit_interval_ms = 20};
 	uint64_t a, s, mapped, excl, bsz = 64 << 10;
 	struct tv_pool *p;
 	uint8_t *buf = malloc(8 * bsz);
@@ -377,10 +377,10 @@ static void snapshot_gen_test(void)
 {
 	enum { PER = 1024, ROUNDS = 65536 / PER };
 	char dir[] = "/tmp/tv-gen-XXXXXX", path[256];
-	struct tv_pool_create_opts co = { .size = 64 << 20, .blob_size = 0 };
-	struct tv_pool_open_opts oo = { .commit_interval_ms = 1000 };
+	struct tv_pool_create_opts co = {.size = 64 << 20, .blob_size = 0};
+	struct tv_pool_open_opts oo = {.commit_interval_ms = 1000};
 	struct tv_op *ops = calloc(PER, sizeof(*ops));
-	char (*names)[16] = calloc(PER, sizeof(*names));
+	char(*names)[16] = calloc(PER, sizeof(*names));
 	uint8_t a_data[512], b_data[512], got[512];
 	uint64_t a, s, keep = 0;
 	struct tv_pool *p;
@@ -411,19 +411,18 @@ static void snapshot_gen_test(void)
 	for (int r = 0; r < ROUNDS; r++) {
 		for (int i = 0; i < PER; i++) {
 			snprintf(names[i], sizeof(names[i]), "g%d", i);
-			ops[i] = (struct tv_op){ .kind = TV_OP_SNAPSHOT,
-						 .id = a, .name = names[i] };
+			ops[i] = (struct tv_op){
+			    .kind = TV_OP_SNAPSHOT, .id = a, .name = names[i]};
 		}
 		CHECK_OK(tv_batch(p, ops, PER, NULL));
 		for (int i = 0; i < PER; i++) {
 			uint64_t id = ops[i].result_id;
-			ops[i] = (struct tv_op){ .kind = TV_OP_DELETE,
-						 .id = id };
+			ops[i] = (struct tv_op){.kind = TV_OP_DELETE, .id = id};
 			if (r == ROUNDS - 1 && i == PER - 1)
 				keep = id; /* the last one stays */
 		}
-		CHECK_OK(tv_batch(p, ops, r == ROUNDS - 1 ? PER - 1 : PER,
-				  NULL));
+		CHECK_OK(
+		    tv_batch(p, ops, r == ROUNDS - 1 ? PER - 1 : PER, NULL));
 	}
 	CHECK_OK(tv_vol_write(p, a, b_data, 512, 0, 0));
 	CHECK_OK(tv_vol_read(p, keep, got, 512, 0));
@@ -463,8 +462,7 @@ static void shrink_race_test(void)
 {
 	const size_t len = 64u << 20, small = 4u << 20;
 	char dir[] = "/tmp/tv-shrink-XXXXXX", path[256];
-	struct tv_pool_create_opts co = { .size = 512u << 20,
-					  .blob_size = 0 };
+	struct tv_pool_create_opts co = {.size = 512u << 20, .blob_size = 0};
 	uint8_t *buf = malloc(len), *back = malloc(len);
 	struct tv_pool *p;
 
@@ -475,22 +473,23 @@ static void shrink_race_test(void)
 	CHECK_OK(tv_pool_create(path, &co));
 	CHECK_OK(tv_pool_open(path, NULL, &p));
 	for (int round = 0; round < 6; round++) {
-		struct shrink_writer w = { .p = p, .buf = buf, .len = len };
+		struct shrink_writer w = {.p = p, .buf = buf, .len = len};
 		char name[16];
 		pthread_t t;
 
 		snprintf(name, sizeof(name), "s%d", round);
 		CHECK_OK(tv_vol_create(p, name, len, NULL, 0, &w.id));
 		CHECK(pthread_create(&t, NULL, shrink_writer, &w) == 0);
-		usleep(200u * (unsigned int)round);
+		usleep(200u * (unsigned int) round);
 		CHECK_OK(tv_vol_resize(p, w.id, small));
 		pthread_join(t, NULL);
 		CHECK_OK(tv_vol_resize(p, w.id, len));
 		CHECK_OK(tv_vol_read(p, w.id, back, len, 0));
 		for (size_t i = small; i < len; i++)
 			if (back[i]) {
-				fprintf(stderr, "round %d: byte %zu past the "
-						"shrink reads %#x (write: %d)\n",
+				fprintf(stderr,
+					"round %d: byte %zu past the "
+					"shrink reads %#x (write: %d)\n",
 					round, i, back[i], w.r);
 				CHECK(0);
 			}
@@ -507,8 +506,8 @@ static void shrink_race_test(void)
 int main(void)
 {
 	uint64_t seed = tseed("test-engine-io");
-	unsigned int steps = (unsigned int)((tsanitized() ? 1500 : 4000) *
-					    tscale());
+	unsigned int steps =
+	    (unsigned int) ((tsanitized() ? 1500 : 4000) * tscale());
 
 	if (!getenv("V"))
 		log_set_sink(tquiet, NULL);
@@ -517,14 +516,12 @@ int main(void)
 	shrink_race_test();
 	run(4096, seed, steps);
 	run(64 << 10, seed + 1, steps);
-	printf("test-engine-io: creates %llu snapshots %llu deletes %llu "
-	       "resizes %llu writes %llu discards %llu reads %llu\n",
-	       (unsigned long long)ops_done[0],
-	       (unsigned long long)ops_done[1],
-	       (unsigned long long)ops_done[2],
-	       (unsigned long long)ops_done[3],
-	       (unsigned long long)ops_done[4],
-	       (unsigned long long)ops_done[5],
-	       (unsigned long long)ops_done[6]);
+	printf(
+	    "test-engine-io: creates %llu snapshots %llu deletes %llu "
+	    "resizes %llu writes %llu discards %llu reads %llu\n",
+	    (unsigned long long) ops_done[0], (unsigned long long) ops_done[1],
+	    (unsigned long long) ops_done[2], (unsigned long long) ops_done[3],
+	    (unsigned long long) ops_done[4], (unsigned long long) ops_done[5],
+	    (unsigned long long) ops_done[6]);
 	return 0;
 }

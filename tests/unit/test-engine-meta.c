@@ -54,7 +54,7 @@ static uint64_t nr_vols(struct tv_pool *p)
 int main(void)
 {
 	char dir[] = "/tmp/tv-engine-XXXXXX", path[256];
-	struct tv_pool_create_opts co = { .size = 256 << 20, .blob_size = 100 };
+	struct tv_pool_create_opts co = {.size = 256 << 20, .blob_size = 100};
 	struct tv_pool *p, *p2;
 	struct tv_vol_info vi, list[8];
 	uint8_t blob[100], b2[100];
@@ -69,16 +69,16 @@ int main(void)
 	CHECK(mkdtemp(dir));
 	snprintf(path, sizeof(path), "%s/p.pool", dir);
 
-	CHECK_ERR(tv_pool_create(path, &(struct tv_pool_create_opts){
-					       .size = 0 }),
+	CHECK_ERR(
+	    tv_pool_create(path, &(struct tv_pool_create_opts){.size = 0}),
+	    -EINVAL);
+	CHECK_ERR(tv_pool_create(
+		      path, &(struct tv_pool_create_opts){.size = 1 << 30,
+							  .block_size = 3000}),
 		  -EINVAL);
-	CHECK_ERR(tv_pool_create(path, &(struct tv_pool_create_opts){
-					       .size = 1 << 30,
-					       .block_size = 3000 }),
-		  -EINVAL);
-	CHECK_ERR(tv_pool_create(path, &(struct tv_pool_create_opts){
-					       .size = 1 << 30,
-					       .blob_size = 5000 }),
+	CHECK_ERR(tv_pool_create(
+		      path, &(struct tv_pool_create_opts){.size = 1 << 30,
+							  .blob_size = 5000}),
 		  -EINVAL);
 	CHECK(access(path, F_OK) != 0);
 	CHECK_OK(tv_pool_create(path, &co));
@@ -142,8 +142,8 @@ int main(void)
 	clean(p);
 
 	/* snapshot, rename, resize, set-blob */
-	CHECK_OK(tv_vol_snapshot(p, a, "alpha-snap", TV_VOL_READ_ONLY, NULL, 0,
-				 &s));
+	CHECK_OK(
+	    tv_vol_snapshot(p, a, "alpha-snap", TV_VOL_READ_ONLY, NULL, 0, &s));
 	CHECK_OK(tv_vol_info(p, s, &vi));
 	CHECK_EQ(vi.parent, a);
 	CHECK_EQ(vi.flags, TV_VOL_READ_ONLY);
@@ -179,11 +179,11 @@ int main(void)
 
 	/* a batch with one bad op changes nothing */
 	memset(ops, 0, sizeof(ops));
-	ops[0] = (struct tv_op){ .kind = TV_OP_CREATE, .name = "d1",
-				 .size = 8192 };
-	ops[1] = (struct tv_op){ .kind = TV_OP_DELETE, .id = a };
-	ops[2] = (struct tv_op){ .kind = TV_OP_CREATE, .name = "gamma",
-				 .size = 8192 };
+	ops[0] =
+	    (struct tv_op){.kind = TV_OP_CREATE, .name = "d1", .size = 8192};
+	ops[1] = (struct tv_op){.kind = TV_OP_DELETE, .id = a};
+	ops[2] =
+	    (struct tv_op){.kind = TV_OP_CREATE, .name = "gamma", .size = 8192};
 	CHECK_ERR(tv_batch(p, ops, 3, &failed), -EEXIST);
 	CHECK_EQ(failed, 2);
 	CHECK_ERR(tv_vol_resolve(p, "d1", &id), -ENOENT);
@@ -235,9 +235,8 @@ int main(void)
 	CHECK_OK(tv_pool_close(p));
 
 	/* read-only open: changes refused, state says so */
-	CHECK_OK(tv_pool_open(path, &(struct tv_pool_open_opts){
-					    .read_only = true },
-			      &p));
+	CHECK_OK(tv_pool_open(
+	    path, &(struct tv_pool_open_opts){.read_only = true}, &p));
 	CHECK_ERR(tv_vol_create(p, "ro", 4096, NULL, 0, &id), -EROFS);
 	{
 		struct tv_pool_info pi;
@@ -250,13 +249,13 @@ int main(void)
 	/* what the filesystem under the pool is worth a warning for, as the
 	 * device found it; and the daemon's view (thin-ext.h) */
 	{
-		struct tv_pool_open_opts oo = { .commit_interval_ms = 3600000 };
+		struct tv_pool_open_opts oo = {.commit_interval_ms = 3600000};
 		struct io_dev *mem;
 
 		CHECK_OK(io_mem_create(32 << 20, &mem));
-		CHECK_OK(pool_format_dev(mem, &(struct tv_pool_create_opts){
-						      .block_size = 8192,
-						      .blob_size = -1 }));
+		CHECK_OK(pool_format_dev(
+		    mem, &(struct tv_pool_create_opts){.block_size = 8192,
+						       .blob_size = -1}));
 		CHECK_OK(pool_open_dev(mem, true, "memory pool", &oo, &p));
 		CHECK(pool_dev(p) == mem);
 		CHECK(!strcmp(pool_name(p), "memory pool"));
@@ -265,7 +264,8 @@ int main(void)
 		mem->flags |= IO_DEV_FS_NO_JOURNAL;
 		CHECK_EQ(tv_pool_fs_flags(p), TV_POOL_FS_NO_JOURNAL);
 		mem->flags |= IO_DEV_FS_COW;
-		CHECK_EQ(tv_pool_fs_flags(p), TV_POOL_FS_NO_JOURNAL | TV_POOL_FS_COW);
+		CHECK_EQ(tv_pool_fs_flags(p),
+			 TV_POOL_FS_NO_JOURNAL | TV_POOL_FS_COW);
 		mem->flags &= ~IO_DEV_FS_NO_JOURNAL;
 		CHECK_EQ(tv_pool_fs_flags(p), TV_POOL_FS_COW);
 		CHECK_OK(tv_pool_close(p));

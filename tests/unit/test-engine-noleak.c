@@ -18,7 +18,7 @@
 #include "thinvol.h"
 #include "util/log.h"
 
-#define BS (64u << 10)
+#define BS	   (64u << 10)
 #define VOL_BLOCKS 40u
 
 /* Phase 1 on a clean pool: leave freed blocks full of old patterns. */
@@ -60,8 +60,8 @@ static int write_pieces(struct tv_pool *p, struct trng *r, uint64_t ids[2],
 			return ret;
 		for (unsigned int k = 0; k < VOL_BLOCKS; k++) {
 			where[v][k] = k * BS + trng_below(r, BS / 512) * 512;
-			ret = tv_vol_write(p, ids[v], piece, 512, where[v][k],
-					   0);
+			ret =
+			    tv_vol_write(p, ids[v], piece, 512, where[v][k], 0);
 			if (ret < 0)
 				return ret;
 		}
@@ -72,7 +72,7 @@ static int write_pieces(struct tv_pool *p, struct trng *r, uint64_t ids[2],
 /* Every byte is zero or (in a piece we wrote) 0x5c. */
 static void verify(struct tv_pool *p, uint64_t where[2][VOL_BLOCKS])
 {
-	const char *names[2] = { "new-c", "new-d" };
+	const char *names[2] = {"new-c", "new-d"};
 	uint8_t *buf = malloc(VOL_BLOCKS * BS);
 
 	for (int v = 0; v < 2; v++) {
@@ -83,12 +83,12 @@ static void verify(struct tv_pool *p, uint64_t where[2][VOL_BLOCKS])
 		CHECK_OK(tv_vol_read(p, id, buf, VOL_BLOCKS * BS, 0));
 		for (unsigned int k = 0; k < VOL_BLOCKS; k++)
 			for (uint64_t o = k * BS; o < (k + 1) * BS; o++) {
-				bool piece = o >= where[v][k] &&
-					     o < where[v][k] + 512;
+				bool piece =
+				    o >= where[v][k] && o < where[v][k] + 512;
 				if (buf[o] == 0 || (piece && buf[o] == 0x5c))
 					continue;
 				fprintf(stderr, "%s byte %llu reads %02x\n",
-					names[v], (unsigned long long)o,
+					names[v], (unsigned long long) o,
 					buf[o]);
 				CHECK(0);
 			}
@@ -99,8 +99,8 @@ static void verify(struct tv_pool *p, uint64_t where[2][VOL_BLOCKS])
 int main(void)
 {
 	uint64_t seed = tseed("test-engine-noleak");
-	struct tv_pool_create_opts co = { .block_size = BS, .blob_size = 0 };
-	struct tv_pool_open_opts oo = { .commit_interval_ms = 3600000 };
+	struct tv_pool_create_opts co = {.block_size = BS, .blob_size = 0};
+	struct tv_pool_open_opts oo = {.commit_interval_ms = 3600000};
 	uint64_t where[2][VOL_BLOCKS], ids[2], total, opened, cuts = 0;
 	struct io_dev *mem, *pc, *img;
 	struct tv_check_report rep;
@@ -108,7 +108,7 @@ int main(void)
 	struct trng r;
 	/* room for the old volumes and little else: the new ones must reuse
 	 * their blocks */
-	uint64_t dev = (2 * VOL_BLOCKS + 24) * (uint64_t)BS;
+	uint64_t dev = (2 * VOL_BLOCKS + 24) * (uint64_t) BS;
 	uint8_t *base;
 
 	if (!getenv("V"))
@@ -151,8 +151,7 @@ int main(void)
 	io_close(pc);
 	for (uint64_t k = 1; k <= total; k++) {
 		static const enum io_pc_policy pol[] = {
-			IO_PC_DROP_ALL, IO_PC_APPLY_ALL, IO_PC_RANDOM
-		};
+		    IO_PC_DROP_ALL, IO_PC_APPLY_ALL, IO_PC_RANDOM};
 		CHECK_OK(io_mem_create_from(base, dev, &mem));
 		CHECK_OK(io_pc_wrap(mem, true, &pc));
 		CHECK_OK(pool_open_dev(pc, false, "pc", &oo, &p));
@@ -174,6 +173,6 @@ int main(void)
 	}
 	free(base);
 	printf("test-engine-noleak: ok, %llu cut points\n",
-	       (unsigned long long)cuts);
+	       (unsigned long long) cuts);
 	return 0;
 }

@@ -31,7 +31,7 @@
 #include "util/checked.h"
 #include "util/log.h"
 
-#define BS (64u << 10)
+#define BS    (64u << 10)
 #define POOL0 (8ull << 20)
 #define POOL1 (16ull << 20)
 #ifndef MAPPED_SCALE
@@ -68,7 +68,7 @@ static void state_rw(const char *phase)
 	CHECK_OK(tv_pool_info(pool, &pi));
 	if (pi.state != TV_POOL_RW || pi.reason[0]) {
 		fprintf(stderr, "%s: pool state %d reason '%s'\n", phase,
-			(int)pi.state, pi.reason);
+			(int) pi.state, pi.reason);
 		CHECK(0);
 	}
 }
@@ -79,12 +79,13 @@ static void clean(const char *phase)
 
 	CHECK_OK(tv_pool_check(pool, stderr, &rep));
 	if (!rep.clean)
-		fprintf(stderr, "%s: check: %llu errors %llu leaks %llu "
-				"missing %llu counter errors\n",
-			phase, (unsigned long long)rep.errors,
-			(unsigned long long)rep.leaks,
-			(unsigned long long)rep.missing,
-			(unsigned long long)rep.counter_errors);
+		fprintf(stderr,
+			"%s: check: %llu errors %llu leaks %llu "
+			"missing %llu counter errors\n",
+			phase, (unsigned long long) rep.errors,
+			(unsigned long long) rep.leaks,
+			(unsigned long long) rep.missing,
+			(unsigned long long) rep.counter_errors);
 	CHECK(rep.clean);
 	state_rw(phase);
 }
@@ -106,10 +107,11 @@ static void verify(const char *phase)
 			uint64_t k = 0;
 			while (buf[k] == vols[i].data[k])
 				k++;
-			fprintf(stderr, "%s: volume %s differs from the model "
-					"at byte %llu (block %llu)\n",
-				phase, vols[i].name, (unsigned long long)k,
-				(unsigned long long)(k / BS));
+			fprintf(stderr,
+				"%s: volume %s differs from the model "
+				"at byte %llu (block %llu)\n",
+				phase, vols[i].name, (unsigned long long) k,
+				(unsigned long long) (k / BS));
 			CHECK(0);
 		}
 		free(buf);
@@ -125,10 +127,10 @@ static void phase_done(const char *phase)
 		CHECK_OK(tv_pool_info(pool, &pi));
 		printf("  %-34s size %3llu MiB used %4llu KiB free %4llu KiB "
 		       "reclaimable %llu KiB\n",
-		       phase, (unsigned long long)(pi.size >> 20),
-		       (unsigned long long)(pi.used >> 10),
-		       (unsigned long long)(pi.free >> 10),
-		       (unsigned long long)(pi.reclaimable >> 10));
+		       phase, (unsigned long long) (pi.size >> 20),
+		       (unsigned long long) (pi.used >> 10),
+		       (unsigned long long) (pi.free >> 10),
+		       (unsigned long long) (pi.reclaimable >> 10));
 		fflush(stdout);
 	}
 }
@@ -190,12 +192,12 @@ static uint64_t write_until_full(uint64_t *next, const char *phase)
 	}
 	if (r < 0 && r != -ENOSPC) {
 		fprintf(stderr, "%s: write of block %llu: %s (%s)\n", phase,
-			(unsigned long long)*next, strerror(-r),
+			(unsigned long long) *next, strerror(-r),
 			tv_last_error());
 		CHECK(0);
 	}
 	printf("  %-34s %llu blocks written, then %s\n", phase,
-	       (unsigned long long)n, r ? "-ENOSPC" : "the volume's end");
+	       (unsigned long long) n, r ? "-ENOSPC" : "the volume's end");
 	fflush(stdout);
 	return n;
 }
@@ -203,9 +205,9 @@ static uint64_t write_until_full(uint64_t *next, const char *phase)
 int main(void)
 {
 	char dir[] = "/tmp/tv-nospace-XXXXXX", path[256];
-	struct tv_pool_create_opts co = { .size = POOL0, .block_size = BS,
-					  .blob_size = 16 };
-	struct tv_pool_open_opts oo = { .commit_interval_ms = 20 };
+	struct tv_pool_create_opts co = {
+	    .size = POOL0, .block_size = BS, .blob_size = 16};
+	struct tv_pool_open_opts oo = {.commit_interval_ms = 20};
 	uint64_t seed = tseed("test-engine-nospace");
 	uint64_t filled, nextA, shared_upto, n;
 	struct tv_pool_info pi, pi2;
@@ -252,9 +254,8 @@ int main(void)
 		uint64_t s = trng_below(&rng, BS / 512 - 1);
 		uint64_t cnt = 1 + trng_below(&rng, BS / 512 - 1 - s);
 		if (k & 1)
-			CHECK_OK(tv_vol_write_zeroes(pool, vols[VA].id,
-						     cnt * 512,
-						     b * BS + s * 512));
+			CHECK_OK(tv_vol_write_zeroes(
+			    pool, vols[VA].id, cnt * 512, b * BS + s * 512));
 		else
 			CHECK_OK(tv_vol_discard(pool, vols[VA].id, cnt * 512,
 						b * BS + s * 512));
@@ -319,8 +320,8 @@ int main(void)
 	CHECK_OK(tv_pool_flush(pool));
 	CHECK_OK(tv_pool_info(pool, &pi2));
 	printf("  discard of 8 blocks: free %llu -> %llu KiB\n",
-	       (unsigned long long)(pi.free >> 10),
-	       (unsigned long long)(pi2.free >> 10));
+	       (unsigned long long) (pi.free >> 10),
+	       (unsigned long long) (pi2.free >> 10));
 	n = write_until_full(&nextA, "phase 3a: after discard");
 	CHECK(n >= 1);
 	phase_done("phase 3a: discard made room");
@@ -334,18 +335,19 @@ int main(void)
 		if (!pi2.reclaimable && pi2.free >= pi.free + 8 * BS)
 			break;
 		if (t == 1000) {
-			fprintf(stderr, "delete: space never came back: free "
-					"%llu -> %llu, reclaimable %llu\n",
-				(unsigned long long)pi.free,
-				(unsigned long long)pi2.free,
-				(unsigned long long)pi2.reclaimable);
+			fprintf(stderr,
+				"delete: space never came back: free "
+				"%llu -> %llu, reclaimable %llu\n",
+				(unsigned long long) pi.free,
+				(unsigned long long) pi2.free,
+				(unsigned long long) pi2.reclaimable);
 			CHECK(0);
 		}
 		usleep(10000);
 	}
 	printf("  delete of 16 blocks: free %llu -> %llu KiB\n",
-	       (unsigned long long)(pi.free >> 10),
-	       (unsigned long long)(pi2.free >> 10));
+	       (unsigned long long) (pi.free >> 10),
+	       (unsigned long long) (pi2.free >> 10));
 	n = write_until_full(&nextA, "phase 3b: after delete");
 	CHECK(n >= 8);
 	phase_done("phase 3b: delete made room");
@@ -376,6 +378,6 @@ int main(void)
 	rmdir(dir);
 	printf("test-engine-nospace: ok (%llu writes done, %llu refused "
 	       "with -ENOSPC)\n",
-	       (unsigned long long)nwrites, (unsigned long long)nenospc);
+	       (unsigned long long) nwrites, (unsigned long long) nenospc);
 	return 0;
 }

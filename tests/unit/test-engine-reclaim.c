@@ -45,7 +45,7 @@
 #include "util/endian.h"
 #include "util/log.h"
 
-#define BS 4096u
+#define BS  4096u
 #define MIB (1ull << 20)
 
 static struct tv_pool *pool;
@@ -65,8 +65,8 @@ static void pattern(uint8_t *out, uint64_t id, uint64_t vb)
 
 static void open_pool(uint64_t size)
 {
-	struct tv_pool_create_opts co = { .block_size = BS, .blob_size = 16 };
-	struct tv_pool_open_opts oo = { .commit_interval_ms = 3600000 };
+	struct tv_pool_create_opts co = {.block_size = BS, .blob_size = 16};
+	struct tv_pool_open_opts oo = {.commit_interval_ms = 3600000};
 
 	CHECK_OK(io_mem_create(size, &mem));
 	CHECK_OK(pool_format_dev(mem, &co));
@@ -90,8 +90,8 @@ static int wr(uint64_t id, uint64_t vb, uint64_t n)
 	r = tv_vol_write(pool, id, buf, n * BS, vb * BS, 0);
 	if (r && r != -ENOSPC) {
 		fprintf(stderr, "write #%llu %llu+%llu: %s\n",
-			(unsigned long long)id, (unsigned long long)vb,
-			(unsigned long long)n, tv_last_error());
+			(unsigned long long) id, (unsigned long long) vb,
+			(unsigned long long) n, tv_last_error());
 		CHECK(0);
 	}
 	return r;
@@ -109,7 +109,7 @@ static void expect_block(uint64_t id, uint64_t vb, uint64_t pid, uint64_t pvb)
 		memset(want, 0, BS);
 	if (memcmp(got, want, BS)) {
 		fprintf(stderr, "volume #%llu block %llu: wrong contents\n",
-			(unsigned long long)id, (unsigned long long)vb);
+			(unsigned long long) id, (unsigned long long) vb);
 		CHECK(0);
 	}
 }
@@ -147,8 +147,8 @@ static uint64_t deferred_entries(void)
 	uint64_t n = 0;
 
 	pthread_mutex_lock(&pool->meta_lock);
-	CHECK_OK(btree_count(&pool->deferred, tm_root(pool->tm, SLOT_DEFERRED),
-			     &n));
+	CHECK_OK(
+	    btree_count(&pool->deferred, tm_root(pool->tm, SLOT_DEFERRED), &n));
 	pthread_mutex_unlock(&pool->meta_lock);
 	return n;
 }
@@ -192,17 +192,17 @@ static void sane(const char *phase)
 	CHECK(pi.reclaimable <= pi.used - pi.metadata);
 	printf("  %-44s used %4llu MiB free %6llu KiB reclaimable %6llu KiB"
 	       "\n",
-	       phase, (unsigned long long)(pi.used >> 20),
-	       (unsigned long long)(pi.free >> 10),
-	       (unsigned long long)(pi.reclaimable >> 10));
+	       phase, (unsigned long long) (pi.used >> 20),
+	       (unsigned long long) (pi.free >> 10),
+	       (unsigned long long) (pi.reclaimable >> 10));
 	fflush(stdout);
 }
 
 /* ---- 1: snapshot shrinks on a full pool ---- */
 
 #define W_POOL (160 * MIB)
-#define W_NB 16000
-#define W_NS 1500
+#define W_NB   16000
+#define W_NS   1500
 
 static void phase_wedge(void)
 {
@@ -222,7 +222,7 @@ static void phase_wedge(void)
 	}
 	nf = fill("fill", &f);
 	printf("  full: 'fill' holds %llu MiB, %d snapshots of %d blocks\n",
-	       (unsigned long long)(nf * BS >> 20), W_NS, W_NB);
+	       (unsigned long long) (nf * BS >> 20), W_NS, W_NB);
 	sane("1: full");
 
 	/* 200 shrinks (the reserve is not reached yet: all pass); their cuts
@@ -239,8 +239,8 @@ static void phase_wedge(void)
 		committer_round();
 	CHECK_EQ(deferred_entries(), 0);
 	printf("  free: %llu KiB, after the shrinks %llu KiB\n",
-	       (unsigned long long)(free0 >> 10),
-	       (unsigned long long)(info().free >> 10));
+	       (unsigned long long) (free0 >> 10),
+	       (unsigned long long) (info().free >> 10));
 	sane("1: their cuts reclaimed");
 	/* the rest: once the reserve is reached, they are refused */
 	ok = 200;
@@ -251,7 +251,7 @@ static void phase_wedge(void)
 		ok += r == 0;
 	}
 	printf("  shrinks of the snapshots to one block: %llu of %d\n",
-	       (unsigned long long)ok, W_NS);
+	       (unsigned long long) ok, W_NS);
 	CHECK(ok < W_NS);
 	sane("1: snapshots shrunk");
 
@@ -262,8 +262,8 @@ static void phase_wedge(void)
 	for (int i = 0; i < 4; i++)
 		committer_round();
 	printf("  free after the delete and 4 rounds: %llu -> %llu MiB\n",
-	       (unsigned long long)(free0 >> 20),
-	       (unsigned long long)(info().free >> 20));
+	       (unsigned long long) (free0 >> 20),
+	       (unsigned long long) (info().free >> 20));
 	CHECK(info().free >= free0 + nf * BS * 9 / 10);
 	sane("1: 'fill' deleted, 4 rounds");
 
@@ -275,7 +275,7 @@ static void phase_wedge(void)
 		later++;
 	}
 	printf("  the %llu refused shrinks, again: all pass\n",
-	       (unsigned long long)later);
+	       (unsigned long long) later);
 	/* and a new volume gets 64 MiB */
 	CHECK_OK(tv_vol_create(pool, "new", 64 * MIB, NULL, 0, &f));
 	for (uint64_t vb = 0; vb < 64 * MIB / BS; vb += 256)
@@ -298,7 +298,7 @@ static void phase_wedge(void)
 	expect_block(f, 12345, f, 12345);
 	CHECK_OK(tv_pool_close(pool));
 	{
-		struct tv_pool_open_opts oo = { .commit_interval_ms = 3600000 };
+		struct tv_pool_open_opts oo = {.commit_interval_ms = 3600000};
 
 		CHECK_OK(pool_open_dev(mem, false, "mem", &oo, &pool));
 	}
@@ -349,8 +349,8 @@ static void phase_split(void)
 	}
 	printf("  a's %llu blocks reclaimed in %llu rounds, DEFERRED at most "
 	       "%llu entries\n",
-	       (unsigned long long)na, (unsigned long long)rounds,
-	       (unsigned long long)most);
+	       (unsigned long long) na, (unsigned long long) rounds,
+	       (unsigned long long) most);
 	/* depth first: a node's children a level at most (168 a node
 	 * with 8-byte keys), two levels above the leaves */
 	CHECK(most <= 2 * 168);
@@ -473,7 +473,7 @@ static void phase_reclaimable(void)
 /* ---- 5: a storm on a small pool ---- */
 
 #define S_POOL (16 * MIB)
-#define S_OPS 3000
+#define S_OPS  3000
 #define S_VOLS 48
 
 static uint64_t vol_blocks(uint64_t id)
@@ -504,8 +504,8 @@ static void phase_storm(uint64_t seed)
 	trng_init(&rng, seed);
 	open_pool(S_POOL);
 	for (int op = 0; op < S_OPS; op++) {
-		unsigned int k = (unsigned int)trng_below(&rng, 10);
-		unsigned int i = nv ? (unsigned int)trng_below(&rng, nv) : 0;
+		unsigned int k = (unsigned int) trng_below(&rng, 10);
+		unsigned int i = nv ? (unsigned int) trng_below(&rng, nv) : 0;
 
 		r = 0;
 		if (nv < 2 || (k == 0 && nv < S_VOLS)) {
@@ -545,10 +545,10 @@ static void phase_storm(uint64_t seed)
 			if (trng_below(&rng, 4) == 0)
 				committer_round();
 		} else {
-			r = tv_vol_resize(pool, ids[i],
-					  (vol_blocks(ids[i]) + 1 +
-					   trng_below(&rng, 100)) *
-					      BS);
+			r = tv_vol_resize(
+			    pool, ids[i],
+			    (vol_blocks(ids[i]) + 1 + trng_below(&rng, 100)) *
+				BS);
 		}
 		if (r && r != -ENOSPC) {
 			fprintf(stderr, "storm op %d (kind %u): %s\n", op, k,
@@ -561,7 +561,7 @@ static void phase_storm(uint64_t seed)
 		CHECK(pi.reclaimable <= pi.used - pi.metadata);
 	}
 	printf("  storm: %d operations, %llu refused with -ENOSPC\n", S_OPS,
-	       (unsigned long long)full);
+	       (unsigned long long) full);
 	CHECK(full > 0); /* it did get full */
 	for (int i = 0; i < 100 && deferred_entries(); i++)
 		committer_round();

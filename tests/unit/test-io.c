@@ -40,7 +40,7 @@ static char log_last[1024];
 
 static void log_capture(enum log_level lvl, const char *msg, void *ctx)
 {
-	(void)ctx;
+	(void) ctx;
 	pthread_mutex_lock(&log_lock);
 	if (lvl == LOG_LVL_ERROR)
 		log_errors++;
@@ -90,9 +90,9 @@ static bool all_zero(const uint8_t *p, size_t len)
 /* The whole device, read through the front door.  Caller frees. */
 static uint8_t *read_all(struct io_dev *dev)
 {
-	uint8_t *buf = xcalloc((size_t)dev->size);
+	uint8_t *buf = xcalloc((size_t) dev->size);
 
-	CHECK_OK(io_read(dev, buf, (size_t)dev->size, 0));
+	CHECK_OK(io_read(dev, buf, (size_t) dev->size, 0));
 	return buf;
 }
 
@@ -100,7 +100,7 @@ static void check_contents(struct io_dev *dev, const uint8_t *want)
 {
 	uint8_t *got = read_all(dev);
 
-	CHECK(memcmp(got, want, (size_t)dev->size) == 0);
+	CHECK(memcmp(got, want, (size_t) dev->size) == 0);
 	free(got);
 }
 
@@ -210,8 +210,7 @@ static void test_mem(void)
 
 	/* concurrency: private regions stay private */
 	for (unsigned int i = 0; i < 4; i++) {
-		th[i] = (struct mem_thread){ dev, 65536 * (i + 1) - 8192,
-					     i + 1 };
+		th[i] = (struct mem_thread){dev, 65536 * (i + 1) - 8192, i + 1};
 		CHECK(pthread_create(&tid[i], NULL, mem_worker, &th[i]) == 0);
 	}
 	for (unsigned int i = 0; i < 4; i++)
@@ -230,7 +229,7 @@ static uint64_t blocks_of(const char *path)
 	struct stat st;
 
 	CHECK(stat(path, &st) == 0);
-	return (uint64_t)st.st_blocks;
+	return (uint64_t) st.st_blocks;
 }
 
 static void test_file_direct(const char *path)
@@ -262,7 +261,7 @@ static void test_file_direct(const char *path)
 	CHECK_OK(io_discard(dev, 65536 + 8192, 8192));
 	CHECK_OK(io_read(dev, r, 65536, 65536));
 	CHECK(all_zero(r, 16384));
-	CHECK(memcmp((uint8_t *)w + 16384, (uint8_t *)r + 16384,
+	CHECK(memcmp((uint8_t *) w + 16384, (uint8_t *) r + 16384,
 		     65536 - 16384) == 0);
 	/* put the bytes back for the caller's reference model */
 	CHECK_OK(io_write(dev, o, 65536, 65536));
@@ -302,9 +301,9 @@ static void test_file(void)
 	{
 		struct io_dev *d2;
 
-		CHECK_ERR(io_file_open(path, IO_FILE_CREATE | IO_FILE_EXCL,
-				       sz, &d2),
-			  -EEXIST);
+		CHECK_ERR(
+		    io_file_open(path, IO_FILE_CREATE | IO_FILE_EXCL, sz, &d2),
+		    -EEXIST);
 		CHECK_EQ(logged_errors(), 1);
 	}
 	quiet(false);
@@ -378,8 +377,7 @@ static void test_file(void)
 
 		snprintf(p2, sizeof(p2), "%s/missing", g_dir);
 		CHECK_ERR(io_file_open(p2, 0, 0, &d2), -ENOENT);
-		CHECK_ERR(io_file_open(g_dir, IO_FILE_RDONLY, 0, &d2),
-			  -EINVAL);
+		CHECK_ERR(io_file_open(g_dir, IO_FILE_RDONLY, 0, &d2), -EINVAL);
 		CHECK_ERR(io_file_open(p2, IO_FILE_CREATE | IO_FILE_RDONLY,
 				       4096, &d2),
 			  -EINVAL);
@@ -405,7 +403,7 @@ static int run_cmd(const char *cmd, char *out, size_t outlen)
 	out[0] = '\0';
 	if (!p)
 		return -1;
-	if (fgets(out, (int)outlen, p))
+	if (fgets(out, (int) outlen, p))
 		out[strcspn(out, "\n")] = '\0';
 	while (fgetc(p) != EOF) {
 	}
@@ -426,7 +424,7 @@ static void test_blockdev(void)
 	snprintf(backing, sizeof(backing), "%s/backing", g_dir);
 	fd = open(backing, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 	CHECK(fd >= 0);
-	CHECK(ftruncate(fd, (off_t)sz) == 0);
+	CHECK(ftruncate(fd, (off_t) sz) == 0);
 	close(fd);
 
 	snprintf(cmd, sizeof(cmd), "losetup -f --show '%s' 2>&1", backing);
@@ -442,8 +440,7 @@ static void test_blockdev(void)
 	 * loop device goes away even if a CHECK below aborts the test */
 	snprintf(cmd, sizeof(cmd), "losetup -d '%s' 2>&1", loopdev);
 	if (run_cmd(cmd, errmsg, sizeof(errmsg)) != 0)
-		printf("blockdev: losetup -d %s failed: %s\n", loopdev,
-		       errmsg);
+		printf("blockdev: losetup -d %s failed: %s\n", loopdev, errmsg);
 	if (r) {
 		printf("blockdev: skipped: cannot open %s: %s\n", loopdev,
 		       strerror(-r));
@@ -458,7 +455,7 @@ static void test_blockdev(void)
 	check_ranges(dev);
 
 	tpattern(ref, sz, 20);
-	CHECK_OK(io_write(dev, ref, (size_t)sz, 0));
+	CHECK_OK(io_write(dev, ref, (size_t) sz, 0));
 	CHECK_OK(io_flush(dev));
 	check_contents(dev, ref);
 	b1 = blocks_of(backing);
@@ -466,9 +463,9 @@ static void test_blockdev(void)
 	/* a ranged sync writes the ranges back to the device: here the loop
 	 * device's backing file, read through a descriptor of its own */
 	{
-		const struct io_range rg[2] = { { 3 << 20, 65536 },
-						{ 7 << 20, 4096 } };
-		const struct io_range bar = { 0, 4096 };
+		const struct io_range rg[2] = {{3 << 20, 65536},
+					       {7 << 20, 4096}};
+		const struct io_range bar = {0, 4096};
 		uint8_t *got = xcalloc(65536);
 
 		tpattern(ref + (3 << 20), 65536, 21);
@@ -479,8 +476,8 @@ static void test_blockdev(void)
 		fd = open(backing, O_RDONLY | O_CLOEXEC);
 		CHECK(fd >= 0);
 		for (int i = 0; i < 2; i++) {
-			CHECK(pread(fd, got, rg[i].len, (off_t)rg[i].off) ==
-			      (ssize_t)rg[i].len);
+			CHECK(pread(fd, got, rg[i].len, (off_t) rg[i].off) ==
+			      (ssize_t) rg[i].len);
 			CHECK(memcmp(got, ref + rg[i].off, rg[i].len) == 0);
 		}
 		close(fd);
@@ -551,21 +548,18 @@ struct wop {
 
 /* A small workload touching every operation type, on a 64 KiB device. */
 static const struct wop workload[] = {
-	{ W_WRITE, 0, 8192 },	    { W_READ, 0, 8192 },
-	{ W_WRITE, 4096, 1000 },    { W_FLUSH, 0, 0 },
-	{ W_DISCARD, 2048, 4096 },  { W_ZERO, 10000, 3000 },
-	{ W_READ, 0, 16384 },	    { W_WRITE, 12000, 5000 },
-	{ W_FLUSH, 0, 0 },	    { W_WRITE, 30000, 2000 },
-	{ W_DISCARD, 0, 512 },	    { W_READ, 8000, 30000 },
-	{ W_ZERO, 60000, 5536 },    { W_WRITE, 65000, 536 },
+    {W_WRITE, 0, 8192},	    {W_READ, 0, 8192},	     {W_WRITE, 4096, 1000},
+    {W_FLUSH, 0, 0},	    {W_DISCARD, 2048, 4096}, {W_ZERO, 10000, 3000},
+    {W_READ, 0, 16384},	    {W_WRITE, 12000, 5000},  {W_FLUSH, 0, 0},
+    {W_WRITE, 30000, 2000}, {W_DISCARD, 0, 512},     {W_READ, 8000, 30000},
+    {W_ZERO, 60000, 5536},  {W_WRITE, 65000, 536},
 };
 #define WSIZE 65536u
 
 static unsigned int wop_mask(int type)
 {
-	static const unsigned int m[] = { IO_OP_READ, IO_OP_WRITE,
-					  IO_OP_FLUSH, IO_OP_DISCARD,
-					  IO_OP_WRITE_ZEROES };
+	static const unsigned int m[] = {IO_OP_READ, IO_OP_WRITE, IO_OP_FLUSH,
+					 IO_OP_DISCARD, IO_OP_WRITE_ZEROES};
 	return m[type];
 }
 
@@ -589,9 +583,9 @@ static void run_workload(struct io_dev *dev, const struct io_fault_cfg *cfg)
 
 		if (wop_mask(w->type) & mask) {
 			idx++;
-			fail = cfg->fail_at && (cfg->persistent ?
-							idx >= cfg->fail_at :
-							idx == cfg->fail_at);
+			fail = cfg->fail_at &&
+			       (cfg->persistent ? idx >= cfg->fail_at
+						: idx == cfg->fail_at);
 		}
 		switch (w->type) {
 		case W_READ:
@@ -611,9 +605,9 @@ static void run_workload(struct io_dev *dev, const struct io_fault_cfg *cfg)
 			break;
 		case W_DISCARD:
 		case W_ZERO:
-			r = w->type == W_ZERO ?
-				    io_write_zeroes(dev, w->off, w->len) :
-				    io_discard(dev, w->off, w->len);
+			r = w->type == W_ZERO
+				? io_write_zeroes(dev, w->off, w->len)
+				: io_discard(dev, w->off, w->len);
 			if (!r)
 				memset(ref + w->off, 0, w->len);
 			break;
@@ -660,8 +654,8 @@ static uint64_t fault_one_write(enum io_fault_kind kind, uint64_t seed,
 {
 	const uint64_t sz = 16384;
 	uint8_t *old = xcalloc(sz), *new = xcalloc(sz), *img;
-	struct io_fault_cfg cfg = { .fail_at = 1, .error = -ENOSPC,
-				    .kind = kind, .seed = seed };
+	struct io_fault_cfg cfg = {
+	    .fail_at = 1, .error = -ENOSPC, .kind = kind, .seed = seed};
 	struct io_dev *mem, *dev;
 	uint64_t s, e, bits = 0, npieces = 0;
 	bool prefix_ended = false;
@@ -725,7 +719,7 @@ static void *fault_worker(void *arg)
 	struct fault_thread *t = arg;
 	uint8_t buf[512];
 
-	memset(buf, (int)t->id, sizeof(buf));
+	memset(buf, (int) t->id, sizeof(buf));
 	for (unsigned int i = 0; i < 500; i++) {
 		int r = io_write(t->dev, buf, sizeof(buf), t->id * 512);
 
@@ -740,10 +734,9 @@ static void *fault_worker(void *arg)
 static void test_fault(void)
 {
 	static const unsigned int masks[] = {
-		0, IO_OP_WRITE, IO_OP_READ | IO_OP_FLUSH,
-		IO_OP_DISCARD | IO_OP_WRITE_ZEROES, IO_OP_ALL
-	};
-	static const int errs[] = { -EIO, -ENOSPC };
+	    0, IO_OP_WRITE, IO_OP_READ | IO_OP_FLUSH,
+	    IO_OP_DISCARD | IO_OP_WRITE_ZEROES, IO_OP_ALL};
+	static const int errs[] = {-EIO, -ENOSPC};
 	struct io_dev *mem, *dev;
 	unsigned int runs = 0;
 	uint64_t seen_short = 0, seen_torn = 0, bits;
@@ -754,16 +747,16 @@ static void test_fault(void)
 			for (int p = 0; p < 2; p++)
 				for (size_t e = 0; e < ARRAY_SIZE(errs); e++) {
 					struct io_fault_cfg cfg = {
-						.fail_at = n,
-						.persistent = p,
-						.error = errs[e],
-						.kind = IO_FAULT_ERROR,
-						.op_mask = masks[m],
+					    .fail_at = n,
+					    .persistent = p,
+					    .error = errs[e],
+					    .kind = IO_FAULT_ERROR,
+					    .op_mask = masks[m],
 					};
 
 					CHECK_OK(io_mem_create(WSIZE, &mem));
-					CHECK_OK(io_fault_wrap(mem, true,
-							       &dev));
+					CHECK_OK(
+					    io_fault_wrap(mem, true, &dev));
 					CHECK_EQ(dev->size, WSIZE);
 					run_workload(dev, &cfg);
 					io_close(dev);
@@ -776,10 +769,10 @@ static void test_fault(void)
 	for (int k = IO_FAULT_SHORT; k <= IO_FAULT_TORN; k++)
 		for (uint64_t n = 1; n <= ARRAY_SIZE(workload); n++) {
 			struct io_fault_cfg cfg = {
-				.fail_at = n,
-				.error = -EIO,
-				.kind = (enum io_fault_kind)k,
-				.op_mask = IO_OP_ALL & ~IO_OP_WRITE,
+			    .fail_at = n,
+			    .error = -EIO,
+			    .kind = (enum io_fault_kind) k,
+			    .op_mask = IO_OP_ALL & ~IO_OP_WRITE,
 			};
 
 			run_workload(dev, &cfg);
@@ -815,16 +808,15 @@ static void test_fault(void)
 	{
 		struct fault_thread th[4];
 		pthread_t tid[4];
-		struct io_fault_cfg cfg = { .fail_at = 1001,
-					    .persistent = true,
-					    .error = -EIO };
+		struct io_fault_cfg cfg = {
+		    .fail_at = 1001, .persistent = true, .error = -EIO};
 		unsigned int nfailed = 0;
 
 		CHECK_OK(io_mem_create(WSIZE, &mem));
 		CHECK_OK(io_fault_wrap(mem, false, &dev));
 		io_fault_arm(dev, &cfg);
 		for (unsigned int i = 0; i < 4; i++) {
-			th[i] = (struct fault_thread){ dev, i + 1, 0 };
+			th[i] = (struct fault_thread){dev, i + 1, 0};
 			CHECK(pthread_create(&tid[i], NULL, fault_worker,
 					     &th[i]) == 0);
 		}
@@ -852,7 +844,7 @@ static void check_image(struct io_dev *pc, enum io_pc_policy policy,
 	CHECK_OK(io_pc_crash_image(pc, policy, seed, &img));
 	CHECK_EQ(img->size, pc->size);
 	CHECK(io_mem_data(img) != NULL);
-	CHECK(memcmp(io_mem_data(img), want, (size_t)img->size) == 0);
+	CHECK(memcmp(io_mem_data(img), want, (size_t) img->size) == 0);
 	io_close(img);
 }
 
@@ -935,7 +927,7 @@ static void test_pc_cut(void)
 	io_pc_set_cut_after(pc, 3);
 	tpattern(d1, 1024, 1);
 	CHECK_OK(io_write(pc, d1, 1024, 0)); /* 1 */
-	CHECK_OK(io_read(pc, buf, 512, 0)); /* reads don't count */
+	CHECK_OK(io_read(pc, buf, 512, 0));  /* reads don't count */
 	tpattern(d1 + 4096, 512, 2);
 	CHECK_OK(io_write(pc, d1 + 4096, 512, 4096)); /* 2 */
 	CHECK(!io_pc_is_cut(pc));
@@ -1001,13 +993,13 @@ static void test_pc_random(void)
 {
 	/* sector-aligned except one op alone in its sectors */
 	static const struct wop ops[] = {
-		{ W_WRITE, 0, 4096 },	   /* A */
-		{ W_WRITE, 0, 2048 },	   /* B over A's head */
-		{ W_DISCARD, 8192, 4096 },
-		{ W_WRITE, 16384, 8192 },  /* W: alone, 16 sectors */
-		{ W_ZERO, 24576, 1024 },
-		{ W_WRITE, 28672 + 100, 1400 }, /* unaligned, alone */
-		{ W_WRITE, 10240, 4096 },  /* over the discard's tail */
+	    {W_WRITE, 0, 4096}, /* A */
+	    {W_WRITE, 0, 2048}, /* B over A's head */
+	    {W_DISCARD, 8192, 4096},
+	    {W_WRITE, 16384, 8192}, /* W: alone, 16 sectors */
+	    {W_ZERO, 24576, 1024},
+	    {W_WRITE, 28672 + 100, 1400}, /* unaligned, alone */
+	    {W_WRITE, 10240, 4096},	  /* over the discard's tail */
 	};
 	const uint64_t sz = 32768, nsec = sz / IO_SECTOR;
 	uint8_t *old = xcalloc(sz), *data[ARRAY_SIZE(ops)];
@@ -1025,15 +1017,14 @@ static void test_pc_random(void)
 		memcpy(data[i], old, sz);
 		if (ops[i].type == W_WRITE) {
 			tpattern(data[i] + ops[i].off, ops[i].len, 50 + i);
-			CHECK_OK(io_write(pc, data[i] + ops[i].off,
-					  ops[i].len, ops[i].off));
+			CHECK_OK(io_write(pc, data[i] + ops[i].off, ops[i].len,
+					  ops[i].off));
 		} else {
 			memset(data[i] + ops[i].off, 0, ops[i].len);
-			CHECK_OK(ops[i].type == W_ZERO ?
-					 io_write_zeroes(pc, ops[i].off,
-							 ops[i].len) :
-					 io_discard(pc, ops[i].off,
-						    ops[i].len));
+			CHECK_OK(
+			    ops[i].type == W_ZERO
+				? io_write_zeroes(pc, ops[i].off, ops[i].len)
+				: io_discard(pc, ops[i].off, ops[i].len));
 		}
 	}
 	CHECK_EQ(io_pc_pending(pc), ARRAY_SIZE(ops));
@@ -1046,8 +1037,8 @@ static void test_pc_random(void)
 		im = io_mem_data(img);
 		for (uint64_t s = 0; s < nsec; s++) {
 			const uint8_t *sec = im + s * IO_SECTOR;
-			bool ok = memcmp(sec, old + s * IO_SECTOR,
-					 IO_SECTOR) == 0;
+			bool ok =
+			    memcmp(sec, old + s * IO_SECTOR, IO_SECTOR) == 0;
 
 			for (size_t i = 0; i < ARRAY_SIZE(ops) && !ok; i++) {
 				memcpy(cand, data[i] + s * IO_SECTOR,
@@ -1055,9 +1046,9 @@ static void test_pc_random(void)
 				ok = memcmp(sec, cand, IO_SECTOR) == 0;
 			}
 			if (!ok)
-				fprintf(stderr, "  seed %" PRIu64
-						": sector %" PRIu64
-						" is no op's\n",
+				fprintf(stderr,
+					"  seed %" PRIu64 ": sector %" PRIu64
+					" is no op's\n",
 					seed, s);
 			CHECK(ok);
 			if (s >= 32 && s < 48)
@@ -1175,14 +1166,13 @@ static void test_pc_file(void)
 	free(cur);
 }
 
-
 /* Ranged syncs (rule 7 of io-powercut.c): what becomes durable, what stays
  * pending, and that a discard after a write wins over it for good. */
 static void test_pc_ranged(void)
 {
 	const uint64_t sz = 65536;
 	uint8_t *old = xcalloc(sz), *cur = xcalloc(sz), *dur = xcalloc(sz);
-	const struct io_range rg = { 8192, 8192 }, bar = { 32768, 512 };
+	const struct io_range rg = {8192, 8192}, bar = {32768, 512};
 	struct io_dev *mem, *pc, *img;
 	uint64_t ops;
 
@@ -1219,11 +1209,9 @@ static void test_pc_ranged(void)
 
 	/* bad requests change nothing and are not counted */
 	ops = io_pc_ops(pc);
-	CHECK_EQ(io_sync_ranges(pc, &(struct io_range){ sz - 10, 20 }, 1,
-				&bar),
+	CHECK_EQ(io_sync_ranges(pc, &(struct io_range){sz - 10, 20}, 1, &bar),
 		 -EINVAL);
-	CHECK_EQ(io_sync_ranges(pc, &rg, 1, &(struct io_range){ 0, 0 }),
-		 -EINVAL);
+	CHECK_EQ(io_sync_ranges(pc, &rg, 1, &(struct io_range){0, 0}), -EINVAL);
 	CHECK_EQ(io_pc_ops(pc), ops);
 	/* no barrier: a preparation, nothing becomes durable */
 	CHECK_OK(io_sync_ranges(pc, &rg, 1, NULL));
@@ -1314,7 +1302,7 @@ static void *hole_worker(void *arg)
 
 	memset(buf, 0x77, sizeof(buf));
 	for (unsigned int b = w->first; b < w->nblocks; b += w->step) {
-		uint64_t off = (uint64_t)b << 16;
+		uint64_t off = (uint64_t) b << 16;
 
 		CHECK_EQ(io_is_hole(w->dev, off, 65536), 1);
 		CHECK_OK(io_write(w->dev, buf, sizeof(buf), off + 4096));
@@ -1335,7 +1323,7 @@ static void *race_write(void *arg)
 {
 	uint8_t b[512];
 
-	(void)arg;
+	(void) arg;
 	memset(b, 0x5a, sizeof(b));
 	CHECK_OK(io_write(race_dev, b, sizeof(b), race_off));
 	return NULL;
@@ -1370,15 +1358,16 @@ static void test_file_sync_ranges_in(const char *dir)
 	const uint64_t sz = 8ull << 20;
 	char path[PATH_MAX];
 	uint8_t *want = xcalloc(sz);
-	struct io_range rg[3] = { { 1 << 20, 65536 },
-				  { 4096, 8192 },
-				  { 1 << 20, 4096 } }; /* unsorted, overlapping */
-	const struct io_range bar = { 0, 4096 };
+	struct io_range rg[3] = {{1 << 20, 65536},
+				 {4096, 8192},
+				 {1 << 20, 4096}}; /* unsorted, overlapping */
+	const struct io_range bar = {0, 4096};
 	struct statfs sfs;
 	struct io_dev *dev, *fault;
 	bool ranged_fs;
 
-	snprintf(path, sizeof(path), "%s/tv-test-io-ranged.%d", dir, (int)getpid());
+	snprintf(path, sizeof(path), "%s/tv-test-io-ranged.%d", dir,
+		 (int) getpid());
 	CHECK_OK(io_file_open(path, IO_FILE_CREATE | IO_FILE_EXCL, sz, &dev));
 	CHECK(statfs(dir, &sfs) == 0);
 	ranged_fs = sfs.f_type == 0xef53 || sfs.f_type == 0x58465342 ||
@@ -1399,16 +1388,16 @@ static void test_file_sync_ranges_in(const char *dir)
 	CHECK_OK(io_sync_ranges(dev, NULL, 0, &bar));
 	check_contents(dev, want);
 	CHECK_EQ(io_is_hole(dev, 2 << 20, 1 << 20), 1);
-	CHECK_EQ(io_sync_ranges(dev, &(struct io_range){ sz, 1 }, 1, &bar),
+	CHECK_EQ(io_sync_ranges(dev, &(struct io_range){sz, 1}, 1, &bar),
 		 -EINVAL);
-	CHECK_EQ(io_sync_ranges(dev, rg, 1, &(struct io_range){ sz - 1, 2 }),
+	CHECK_EQ(io_sync_ranges(dev, rg, 1, &(struct io_range){sz - 1, 2}),
 		 -EINVAL);
 
 	/* a fault device counts it as a flush and can fail it */
 	CHECK_OK(io_fault_wrap(dev, false, &fault));
-	io_fault_arm(fault, &(struct io_fault_cfg){
-				    .fail_at = 1, .error = -EIO,
-				    .op_mask = IO_OP_FLUSH });
+	io_fault_arm(fault, &(struct io_fault_cfg){.fail_at = 1,
+						   .error = -EIO,
+						   .op_mask = IO_OP_FLUSH});
 	CHECK_EQ(io_sync_ranges(fault, rg, 3, &bar), -EIO);
 	CHECK_OK(io_sync_ranges(fault, rg, 3, &bar));
 	CHECK_EQ(io_fault_count(fault), 2);
@@ -1440,7 +1429,6 @@ static void test_file_sync_ranges(void)
 		test_file_sync_ranges_in("/dev/shm");
 }
 
-
 /* Preallocation (io_prealloc): a regular file gets unwritten extents that
  * read as zeroes and still count as holes; data already there stays. */
 static void test_file_prealloc_in(const char *dir)
@@ -1454,7 +1442,7 @@ static void test_file_prealloc_in(const char *dir)
 	int hole;
 
 	snprintf(path, sizeof(path), "%s/tv-test-io-prealloc.%d", dir,
-		 (int)getpid());
+		 (int) getpid());
 	CHECK_OK(io_file_open(path, IO_FILE_CREATE | IO_FILE_EXCL, sz, &dev));
 	tpattern(want + (5 << 20), 65536, 9);
 	CHECK_OK(io_write(dev, want + (5 << 20), 65536, 5 << 20));
@@ -1472,8 +1460,8 @@ static void test_file_prealloc_in(const char *dir)
 	}
 	CHECK_OK(io_prealloc(dev, 4 << 20, 4 << 20));
 	CHECK(stat(path, &st1) == 0);
-	CHECK((uint64_t)(st1.st_blocks - st0.st_blocks) * 512 >= (3u << 20));
-	CHECK_EQ(st1.st_size, (off_t)sz); /* KEEP_SIZE */
+	CHECK((uint64_t) (st1.st_blocks - st0.st_blocks) * 512 >= (3u << 20));
+	CHECK_EQ(st1.st_size, (off_t) sz); /* KEEP_SIZE */
 	check_contents(dev, want);
 	/* a hint: ext4 and XFS report unwritten extents as holes */
 	hole = io_is_hole(dev, 4 << 20, 1 << 20);
@@ -1489,8 +1477,8 @@ static void test_file_prealloc_in(const char *dir)
 	io_close(mem);
 	unlink(path);
 	free(want);
-	printf("file prealloc in %s: ok (preallocated range %s a hole)\n",
-	       dir, hole ? "still counts as" : "no longer counts as");
+	printf("file prealloc in %s: ok (preallocated range %s a hole)\n", dir,
+	       hole ? "still counts as" : "no longer counts as");
 }
 
 static void test_file_prealloc(void)
@@ -1528,9 +1516,9 @@ static void test_fs_kind(const char *kind, const char *dir)
 		tfail(__FILE__, __LINE__, "TEST_IO_FS");
 	}
 	snprintf(path, sizeof(path), "%s/tv-test-io-kind.%d", dir,
-		 (int)getpid());
-	CHECK_OK(io_file_open(path, IO_FILE_CREATE | IO_FILE_EXCL, 1 << 20,
-			      &dev));
+		 (int) getpid());
+	CHECK_OK(
+	    io_file_open(path, IO_FILE_CREATE | IO_FILE_EXCL, 1 << 20, &dev));
 	CHECK_EQ(!!(dev->flags & IO_DEV_RANGED_SYNC), want);
 	/* the daemon warns about this one (where the kernel tells:
 	 * test-io-fs.sh sets TEST_IO_NO_JOURNAL_TASK before Linux 5.1) */
@@ -1658,13 +1646,13 @@ static void test_file_holes(void)
 	CHECK_EQ(io_is_hole(dev, 12ull << 20, 65536), 1);
 	/* writers racing with each other's queries */
 	for (unsigned int i = 0; i < 4; i++) {
-		w[i] = (struct hole_worker){ dev, 256 + i, 4, 1024 };
+		w[i] = (struct hole_worker){dev, 256 + i, 4, 1024};
 		CHECK(pthread_create(&t[i], NULL, hole_worker, &w[i]) == 0);
 	}
 	for (unsigned int i = 0; i < 4; i++)
 		pthread_join(t[i], NULL);
 	for (unsigned int b = 256; b < 1024; b++)
-		CHECK_EQ(io_is_hole(dev, (uint64_t)b << 16, 65536), 0);
+		CHECK_EQ(io_is_hole(dev, (uint64_t) b << 16, 65536), 0);
 	io_close(dev);
 	unlink(path);
 }

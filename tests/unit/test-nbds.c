@@ -49,7 +49,7 @@ static void rd(int fd, void *buf, size_t len)
 		ssize_t n = read(fd, p, len);
 		CHECK(n > 0);
 		p += n;
-		len -= (size_t)n;
+		len -= (size_t) n;
 	}
 }
 
@@ -61,7 +61,7 @@ static void wr(int fd, const void *buf, size_t len)
 		ssize_t n = write(fd, p, len);
 		CHECK(n > 0);
 		p += n;
-		len -= (size_t)n;
+		len -= (size_t) n;
 	}
 }
 
@@ -136,10 +136,10 @@ static uint64_t go(int fd, const char *name, uint16_t *tflags)
 	uint64_t size = 0;
 	uint32_t t, len;
 
-	put_be32(d, (uint32_t)nl);
+	put_be32(d, (uint32_t) nl);
 	memcpy(d + 4, name, nl);
 	put_be16(d + 4 + nl, 0);
-	send_opt(fd, NBDS_OPT_GO, d, (uint32_t)(4 + nl + 2));
+	send_opt(fd, NBDS_OPT_GO, d, (uint32_t) (4 + nl + 2));
 	while ((t = get_reply(fd, NBDS_OPT_GO, buf, &len)) == NBDS_REP_INFO) {
 		if (get_be16(buf) == NBDS_INFO_EXPORT) {
 			CHECK(len == 12);
@@ -263,7 +263,7 @@ static void test_requests(void)
 
 	/* a write and a read back */
 	for (size_t i = 0; i < 8192; i++)
-		buf[i] = (uint8_t)(i * 7 + 1);
+		buf[i] = (uint8_t) (i * 7 + 1);
 	request(fd, 0, NBDS_CMD_WRITE, 1, 65536, 8192);
 	wr(fd, buf, 8192);
 	CHECK(simple(fd, 1, NULL, 0) == 0);
@@ -357,13 +357,13 @@ static void pause_us_for(unsigned int us)
 	do
 		clock_gettime(CLOCK_MONOTONIC, &b);
 	while ((b.tv_sec - a.tv_sec) * 1000000000L + b.tv_nsec - a.tv_nsec <
-	       (long)us * 1000);
+	       (long) us * 1000);
 }
 
 static void test_paced(void)
 {
-	static const unsigned int pause_us[] = { 0, 1, 3, 10, 30, 50, 70,
-						 100, 300, 1000 };
+	static const unsigned int pause_us[] = {0,  1,	3,   10,  30,
+						50, 70, 100, 300, 1000};
 	static uint8_t buf[4096], back[4096];
 	struct served s;
 	uint16_t tf = 0;
@@ -378,7 +378,7 @@ static void test_paced(void)
 	for (int round = 0; round < 3; round++) {
 		for (size_t i = 0; i < ARRAY_SIZE(pause_us); i++) {
 			uint8_t h[28];
-			size_t cut = (i * 5 + (size_t)round) % 28;
+			size_t cut = (i * 5 + (size_t) round) % 28;
 
 			/* a few quick ones, so that the window grows */
 			for (int k = 0; k < 8; k++) {
@@ -404,7 +404,6 @@ static void test_paced(void)
 	CHECK(simple(fd, cookie++, back, 4096) == 0);
 	done(&s, fd);
 }
-
 
 /*
  * Pipelined requests, as a deep queue sends them: one stream of 64 4 KiB
@@ -444,7 +443,7 @@ static void test_pipelined(void)
 	size_t cap = 64 * (28 + 4096) + (28 + 4096) + (28 + big) + 65 * 28;
 	uint8_t *blob = malloc(cap), *p = blob, *want = calloc(1, 2 * big);
 	uint8_t *got = malloc(big);
-	bool seen[200] = { false };
+	bool seen[200] = {false};
 	struct served s;
 	struct blob b;
 	pthread_t t;
@@ -455,9 +454,9 @@ static void test_pipelined(void)
 	CHECK(blob && want && got);
 	size = go(fd, "vol", &tf);
 	for (uint32_t i = 0; i < 64; i++) { /* cookies 0..63 */
-		p = put_req(p, NBDS_CMD_WRITE, i, (uint64_t)i * 4096, 4096);
-		memset(want + (size_t)i * 4096, (int)(i + 1), 4096);
-		memcpy(p, want + (size_t)i * 4096, 4096);
+		p = put_req(p, NBDS_CMD_WRITE, i, (uint64_t) i * 4096, 4096);
+		memset(want + (size_t) i * 4096, (int) (i + 1), 4096);
+		memcpy(p, want + (size_t) i * 4096, 4096);
 		p += 4096;
 	}
 	p = put_req(p, NBDS_CMD_WRITE, 64, size, 4096); /* refused */
@@ -465,17 +464,17 @@ static void test_pipelined(void)
 	p += 4096;
 	p = put_req(p, NBDS_CMD_WRITE, 65, big, big);
 	for (uint32_t i = 0; i < big; i++)
-		want[big + i] = (uint8_t)(i * 7 + 3);
+		want[big + i] = (uint8_t) (i * 7 + 3);
 	memcpy(p, want + big, big);
 	p += big;
 	for (uint32_t i = 0; i < 64; i++) /* cookies 100..163 */
-		p = put_req(p, NBDS_CMD_READ, 100 + i, (uint64_t)i * 4096,
+		p = put_req(p, NBDS_CMD_READ, 100 + i, (uint64_t) i * 4096,
 			    4096);
 	p = put_req(p, NBDS_CMD_READ, 199, big, big);
-	b = (struct blob){ fd, blob, (size_t)(p - blob) };
+	b = (struct blob){fd, blob, (size_t) (p - blob)};
 	/* the reads may overtake the writes they follow (no ordering in
 	 * NBD without FLUSH): the 64 + 1 + 1 writes are checked first */
-	b.len = (size_t)(p - blob) - 65 * 28;
+	b.len = (size_t) (p - blob) - 65 * 28;
 	CHECK(pthread_create(&t, NULL, send_blob, &b) == 0);
 	for (int n = 0; n < 66; n++) {
 		uint8_t h[16];
@@ -546,7 +545,7 @@ static uint64_t now_ms(void)
 	struct timespec t;
 
 	clock_gettime(CLOCK_MONOTONIC, &t);
-	return (uint64_t)t.tv_sec * 1000 + (uint64_t)t.tv_nsec / 1000000;
+	return (uint64_t) t.tv_sec * 1000 + (uint64_t) t.tv_nsec / 1000000;
 }
 
 /* A connection handed to s by nbds_accept, as the daemon does: returns
@@ -588,8 +587,8 @@ static int silent(struct nbds *s, const char *addr)
 /* Whether the server closed fd within ms (EOF after what it sent). */
 static bool closed_within(int fd, unsigned int ms)
 {
-	struct timeval tv = { .tv_sec = ms / 1000,
-			      .tv_usec = (ms % 1000) * 1000 };
+	struct timeval tv = {.tv_sec = ms / 1000,
+			     .tv_usec = (ms % 1000) * 1000};
 	uint8_t junk[65536];
 	ssize_t n;
 
@@ -597,7 +596,7 @@ static bool closed_within(int fd, unsigned int ms)
 	while ((n = read(fd, junk, sizeof(junk))) > 0)
 		;
 	if (n < 0 && errno != ECONNRESET) /* a Unix socket closed with our
-					     * bytes unread resets */
+					   * bytes unread resets */
 		fprintf(stderr, "not closed: %s\n", strerror(errno));
 	return n == 0 || errno == ECONNRESET;
 }
@@ -637,8 +636,8 @@ static void test_admission(struct nbds_opts base)
 	CHECK(a4 >= 0 && closed_within(a3, 2000));
 	go(a4, "vol", &tf);
 	CHECK(accepted(s, "192.0.2.1") == -1); /* both established */
-	a5 = accepted(s, "198.51.100.7"); /* another address: its own */
-	u1 = accepted(s, NULL);		  /* Unix: no per-peer limit */
+	a5 = accepted(s, "198.51.100.7");      /* another address: its own */
+	u1 = accepted(s, NULL);		       /* Unix: no per-peer limit */
 	CHECK(a5 >= 0 && u1 >= 0);
 	wait_connections(s, 4);
 	u2 = accepted(s, NULL); /* the total: closes a5, the oldest */
@@ -742,7 +741,7 @@ static int hog_reads(struct nbds *s, unsigned int n, uint32_t len)
 		put_be16(h + 4, 0);
 		put_be16(h + 6, NBDS_CMD_READ);
 		put_be64(h + 8, i);
-		put_be64(h + 16, (uint64_t)i * len);
+		put_be64(h + 16, (uint64_t) i * len);
 		put_be32(h + 24, len);
 	}
 	wr(fd, reqs, 28 * n);
@@ -774,7 +773,7 @@ static void test_memory(struct nbds_opts base, struct tv_pool *pool)
 	t0 = now_ms();
 	{
 		/* without rule 4 the read below waits for ever */
-		struct timeval tv = { .tv_sec = 5 };
+		struct timeval tv = {.tv_sec = 5};
 		setsockopt(other, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 	}
 	request(other, 0, NBDS_CMD_READ, 99, 0, 1 << 20);
@@ -792,8 +791,8 @@ static void test_memory(struct nbds_opts base, struct tv_pool *pool)
 /* A reply within ms, or the test fails (rd() checks every read). */
 static void answer_within(int fd, unsigned int ms)
 {
-	struct timeval tv = { .tv_sec = ms / 1000,
-			      .tv_usec = (ms % 1000) * 1000 };
+	struct timeval tv = {.tv_sec = ms / 1000,
+			     .tv_usec = (ms % 1000) * 1000};
 
 	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 }
@@ -924,7 +923,7 @@ static void test_fair_memory(struct nbds_opts base, struct tv_pool *pool)
 	/* (c) a trickle reader */
 	CHECK(nbds_new(&base, &s) == 0);
 	{
-		struct trickle t = { .fd = hog_reads(s, 16, 1 << 20) };
+		struct trickle t = {.fd = hog_reads(s, 16, 1 << 20)};
 		pthread_t th;
 		uint64_t t0;
 
@@ -938,7 +937,8 @@ static void test_fair_memory(struct nbds_opts base, struct tv_pool *pool)
 		CHECK(simple(other, 9, got, sizeof(got)) == 0);
 		CHECK(!memcmp(want, got, sizeof(got)));
 		printf("trickle reader: the other client answered after "
-		       "%llu ms\n", (unsigned long long)(now_ms() - t0));
+		       "%llu ms\n",
+		       (unsigned long long) (now_ms() - t0));
 		pthread_join(th, NULL);
 		CHECK(t.closed); /* by the server: EOF */
 		close(t.fd);
@@ -967,7 +967,7 @@ static char warned[1024];
 
 static void capture_warning(enum log_level lvl, const char *msg, void *ctx)
 {
-	(void)ctx;
+	(void) ctx;
 	if (lvl == LOG_LVL_WARN && strstr(msg, "NBD connections"))
 		snprintf(warned, sizeof(warned), "%s", msg);
 }
@@ -1016,8 +1016,8 @@ static char logged[8192];
 
 static void capture(enum log_level lvl, const char *msg, void *ctx)
 {
-	(void)lvl;
-	(void)ctx;
+	(void) lvl;
+	(void) ctx;
 	snprintf(logged, sizeof(logged), "%s", msg);
 }
 
@@ -1025,24 +1025,24 @@ static void capture(enum log_level lvl, const char *msg, void *ctx)
 static size_t utf8_put(uint8_t *b, unsigned int cp)
 {
 	if (cp < 0x80) {
-		b[0] = (uint8_t)cp;
+		b[0] = (uint8_t) cp;
 		return 1;
 	}
 	if (cp < 0x800) {
-		b[0] = (uint8_t)(0xc0 | cp >> 6);
-		b[1] = (uint8_t)(0x80 | (cp & 0x3f));
+		b[0] = (uint8_t) (0xc0 | cp >> 6);
+		b[1] = (uint8_t) (0x80 | (cp & 0x3f));
 		return 2;
 	}
 	if (cp < 0x10000) {
-		b[0] = (uint8_t)(0xe0 | cp >> 12);
-		b[1] = (uint8_t)(0x80 | ((cp >> 6) & 0x3f));
-		b[2] = (uint8_t)(0x80 | (cp & 0x3f));
+		b[0] = (uint8_t) (0xe0 | cp >> 12);
+		b[1] = (uint8_t) (0x80 | ((cp >> 6) & 0x3f));
+		b[2] = (uint8_t) (0x80 | (cp & 0x3f));
 		return 3;
 	}
-	b[0] = (uint8_t)(0xf0 | cp >> 18);
-	b[1] = (uint8_t)(0x80 | ((cp >> 12) & 0x3f));
-	b[2] = (uint8_t)(0x80 | ((cp >> 6) & 0x3f));
-	b[3] = (uint8_t)(0x80 | (cp & 0x3f));
+	b[0] = (uint8_t) (0xf0 | cp >> 18);
+	b[1] = (uint8_t) (0x80 | ((cp >> 12) & 0x3f));
+	b[2] = (uint8_t) (0x80 | ((cp >> 6) & 0x3f));
+	b[3] = (uint8_t) (0x80 | (cp & 0x3f));
 	return 4;
 }
 
@@ -1055,8 +1055,7 @@ static bool escaped(unsigned int cp)
 	size_t n = utf8_put(b, cp);
 
 	esc_text(out, sizeof(out), b, n);
-	snprintf(want, sizeof(want), cp > 0xffff ? "\\U%08x" : "\\u%04x",
-		 cp);
+	snprintf(want, sizeof(want), cp > 0xffff ? "\\U%08x" : "\\u%04x", cp);
 	if (!strcmp(out, want))
 		return true;
 	if (strlen(out) != n || memcmp(out, b, n)) {
@@ -1081,60 +1080,60 @@ static void test_escape_hidden(void)
 		unsigned int first, last;
 		const char *what;
 	} ranges[] = {
-		{ 0x0080, 0x009f, "C1 controls (Cc)" },
-		{ 0x00ad, 0x00ad, "soft hyphen (Cf)" },
-		{ 0x034f, 0x034f, "combining grapheme joiner (DI)" },
-		{ 0x0600, 0x0605, "Arabic number signs (Cf)" },
-		{ 0x061c, 0x061c, "Arabic letter mark (Cf)" },
-		{ 0x06dd, 0x06dd, "Arabic end of ayah (Cf)" },
-		{ 0x070f, 0x070f, "Syriac abbreviation mark (Cf)" },
-		{ 0x0890, 0x0891, "Arabic pound/piastre mark above (Cf)" },
-		{ 0x08e2, 0x08e2, "Arabic disputed end of ayah (Cf)" },
-		{ 0x115f, 0x1160, "Hangul choseong/jungseong fillers (DI)" },
-		{ 0x17b4, 0x17b5, "Khmer inherent vowels (DI)" },
-		{ 0x180b, 0x180d, "Mongolian variation selectors (DI)" },
-		{ 0x180e, 0x180e, "Mongolian vowel separator (Cf)" },
-		{ 0x180f, 0x180f, "Mongolian variation selector four (DI)" },
-		{ 0x200b, 0x200f, "zero-width, LRM, RLM (Cf)" },
-		{ 0x2028, 0x2028, "line separator (Zl)" },
-		{ 0x2029, 0x2029, "paragraph separator (Zp)" },
-		{ 0x202a, 0x202e, "bidi embeddings and overrides (Cf)" },
-		{ 0x2060, 0x2064, "word joiner, invisible operators (Cf)" },
-		{ 0x2065, 0x2065, "reserved (DI)" },
-		{ 0x2066, 0x206f, "bidi isolates, deprecated formats (Cf)" },
-		{ 0x3164, 0x3164, "Hangul filler (DI)" },
-		{ 0xe000, 0xf8ff, "private use (Co)" },
-		{ 0xfe00, 0xfe0f, "variation selectors (DI)" },
-		{ 0xfeff, 0xfeff, "zero-width no-break space (Cf)" },
-		{ 0xffa0, 0xffa0, "halfwidth Hangul filler (DI)" },
-		{ 0xfff0, 0xfff8, "reserved (DI)" },
-		{ 0xfff9, 0xfffb, "interlinear annotation (Cf)" },
-		{ 0x110bd, 0x110bd, "Kaithi number sign (Cf)" },
-		{ 0x110cd, 0x110cd, "Kaithi number sign above (Cf)" },
-		{ 0x13430, 0x1343f, "Egyptian hieroglyph format (Cf)" },
-		{ 0x1bca0, 0x1bca3, "shorthand format controls (Cf)" },
-		{ 0x1d173, 0x1d17a, "musical symbol beams (Cf)" },
-		{ 0xe0000, 0xe0000, "reserved (DI)" },
-		{ 0xe0001, 0xe0001, "language tag (Cf)" },
-		{ 0xe0002, 0xe001f, "reserved (DI)" },
-		{ 0xe0020, 0xe007f, "tag characters (Cf)" },
-		{ 0xe0080, 0xe00ff, "reserved (DI)" },
-		{ 0xe0100, 0xe01ef, "variation selectors 17-256 (DI)" },
-		{ 0xe01f0, 0xe0fff, "reserved (DI)" },
-		{ 0xf0000, 0xffffd, "supplementary private use A (Co)" },
-		{ 0x100000, 0x10fffd, "supplementary private use B (Co)" },
+	    {0x0080, 0x009f, "C1 controls (Cc)"},
+	    {0x00ad, 0x00ad, "soft hyphen (Cf)"},
+	    {0x034f, 0x034f, "combining grapheme joiner (DI)"},
+	    {0x0600, 0x0605, "Arabic number signs (Cf)"},
+	    {0x061c, 0x061c, "Arabic letter mark (Cf)"},
+	    {0x06dd, 0x06dd, "Arabic end of ayah (Cf)"},
+	    {0x070f, 0x070f, "Syriac abbreviation mark (Cf)"},
+	    {0x0890, 0x0891, "Arabic pound/piastre mark above (Cf)"},
+	    {0x08e2, 0x08e2, "Arabic disputed end of ayah (Cf)"},
+	    {0x115f, 0x1160, "Hangul choseong/jungseong fillers (DI)"},
+	    {0x17b4, 0x17b5, "Khmer inherent vowels (DI)"},
+	    {0x180b, 0x180d, "Mongolian variation selectors (DI)"},
+	    {0x180e, 0x180e, "Mongolian vowel separator (Cf)"},
+	    {0x180f, 0x180f, "Mongolian variation selector four (DI)"},
+	    {0x200b, 0x200f, "zero-width, LRM, RLM (Cf)"},
+	    {0x2028, 0x2028, "line separator (Zl)"},
+	    {0x2029, 0x2029, "paragraph separator (Zp)"},
+	    {0x202a, 0x202e, "bidi embeddings and overrides (Cf)"},
+	    {0x2060, 0x2064, "word joiner, invisible operators (Cf)"},
+	    {0x2065, 0x2065, "reserved (DI)"},
+	    {0x2066, 0x206f, "bidi isolates, deprecated formats (Cf)"},
+	    {0x3164, 0x3164, "Hangul filler (DI)"},
+	    {0xe000, 0xf8ff, "private use (Co)"},
+	    {0xfe00, 0xfe0f, "variation selectors (DI)"},
+	    {0xfeff, 0xfeff, "zero-width no-break space (Cf)"},
+	    {0xffa0, 0xffa0, "halfwidth Hangul filler (DI)"},
+	    {0xfff0, 0xfff8, "reserved (DI)"},
+	    {0xfff9, 0xfffb, "interlinear annotation (Cf)"},
+	    {0x110bd, 0x110bd, "Kaithi number sign (Cf)"},
+	    {0x110cd, 0x110cd, "Kaithi number sign above (Cf)"},
+	    {0x13430, 0x1343f, "Egyptian hieroglyph format (Cf)"},
+	    {0x1bca0, 0x1bca3, "shorthand format controls (Cf)"},
+	    {0x1d173, 0x1d17a, "musical symbol beams (Cf)"},
+	    {0xe0000, 0xe0000, "reserved (DI)"},
+	    {0xe0001, 0xe0001, "language tag (Cf)"},
+	    {0xe0002, 0xe001f, "reserved (DI)"},
+	    {0xe0020, 0xe007f, "tag characters (Cf)"},
+	    {0xe0080, 0xe00ff, "reserved (DI)"},
+	    {0xe0100, 0xe01ef, "variation selectors 17-256 (DI)"},
+	    {0xe01f0, 0xe0fff, "reserved (DI)"},
+	    {0xf0000, 0xffffd, "supplementary private use A (Co)"},
+	    {0x100000, 0x10fffd, "supplementary private use B (Co)"},
 	};
 	uint64_t want = 0, got = 0;
 
 	for (size_t i = 0; i < ARRAY_SIZE(ranges); i++) {
 		unsigned int a = ranges[i].first, b = ranges[i].last;
 		bool in_before = i && ranges[i - 1].last + 1 == a;
-		bool in_after = i + 1 < ARRAY_SIZE(ranges) &&
-				ranges[i + 1].first == b + 1;
+		bool in_after =
+		    i + 1 < ARRAY_SIZE(ranges) && ranges[i + 1].first == b + 1;
 
 		if (!escaped(a) || !escaped(b) || !escaped(a + (b - a) / 2)) {
-			fprintf(stderr, "U+%04X..U+%04X (%s) not escaped\n",
-				a, b, ranges[i].what);
+			fprintf(stderr, "U+%04X..U+%04X (%s) not escaped\n", a,
+				b, ranges[i].what);
 			CHECK(0);
 		}
 		/* the neighbours (surrogates have no UTF-8) */
@@ -1150,7 +1149,7 @@ static void test_escape_hidden(void)
 			got++;
 	if (got != want) {
 		fprintf(stderr, "%llu code points escaped, %llu listed\n",
-			(unsigned long long)got, (unsigned long long)want);
+			(unsigned long long) got, (unsigned long long) want);
 		CHECK(0);
 	}
 }
@@ -1162,21 +1161,21 @@ static void test_escape(void)
 		size_t len;
 		const char *out;
 	} cases[] = {
-		{ "plain name", 10, "plain name" },
-		{ "a\nb", 3, "a\\x0ab" },
-		{ "back\\slash", 10, "back\\\\slash" },
-		{ "\xff\xfe", 2, "\\xff\\xfe" },
-		{ "\xc0\xaf", 2, "\\xc0\\xaf" },	       /* overlong '/' */
-		{ "\xed\xa0\x80", 3, "\\xed\\xa0\\x80" }, /* surrogate */
-		{ "\xf4\x90\x80\x80", 4, "\\xf4\\x90\\x80\\x80" },
-		{ "caf\xc3\xa9", 5, "caf\xc3\xa9" }, /* UTF-8 stays */
-		{ "\xf0\x9f\x92\xbe", 4, "\xf0\x9f\x92\xbe" },
-		{ "e\xe2\x80\xaegnp", 7, "e\\u202egnp" }, /* bidi override */
-		{ "\xc2\x85x", 3, "\\u0085x" },		 /* NEL */
-		{ "\xe2\x80\xa8", 3, "\\u2028" },	 /* line separator */
-		{ "nul\0in", 6, "nul\\x00in" },
-		{ "\x7f\x1b[31m", 6, "\\x7f\\x1b[31m" },
-		{ "\xe2\x82", 2, "\\xe2\\x82" }, /* cut short */
+	    {"plain name", 10, "plain name"},
+	    {"a\nb", 3, "a\\x0ab"},
+	    {"back\\slash", 10, "back\\\\slash"},
+	    {"\xff\xfe", 2, "\\xff\\xfe"},
+	    {"\xc0\xaf", 2, "\\xc0\\xaf"},	    /* overlong '/' */
+	    {"\xed\xa0\x80", 3, "\\xed\\xa0\\x80"}, /* surrogate */
+	    {"\xf4\x90\x80\x80", 4, "\\xf4\\x90\\x80\\x80"},
+	    {"caf\xc3\xa9", 5, "caf\xc3\xa9"}, /* UTF-8 stays */
+	    {"\xf0\x9f\x92\xbe", 4, "\xf0\x9f\x92\xbe"},
+	    {"e\xe2\x80\xaegnp", 7, "e\\u202egnp"}, /* bidi override */
+	    {"\xc2\x85x", 3, "\\u0085x"},	    /* NEL */
+	    {"\xe2\x80\xa8", 3, "\\u2028"},	    /* line separator */
+	    {"nul\0in", 6, "nul\\x00in"},
+	    {"\x7f\x1b[31m", 6, "\\x7f\\x1b[31m"},
+	    {"\xe2\x82", 2, "\\xe2\\x82"}, /* cut short */
 	};
 	char out[64], small[12];
 
@@ -1214,10 +1213,9 @@ static void test_escape(void)
 int main(void)
 {
 	char path[] = "/tmp/test-nbds-XXXXXX";
-	struct tv_pool_create_opts co = { .size = 256u << 20,
-					  .block_size = 0,
-					  .blob_size = -1 };
-	struct nbds_opts no = { 0 };
+	struct tv_pool_create_opts co = {
+	    .size = 256u << 20, .block_size = 0, .blob_size = -1};
+	struct nbds_opts no = {0};
 	struct tv_pool *pool;
 	uint64_t id, ro;
 	int fd = mkstemp(path);
@@ -1230,8 +1228,8 @@ int main(void)
 	CHECK(tv_pool_open(path, NULL, &pool) == 0);
 	CHECK(tv_vol_create(pool, "vol", 64u << 20, NULL, 0, &id) == 0);
 	CHECK(id == 1);
-	CHECK(tv_vol_snapshot(pool, id, "ro", TV_VOL_READ_ONLY, NULL, 0,
-			      &ro) == 0);
+	CHECK(tv_vol_snapshot(pool, id, "ro", TV_VOL_READ_ONLY, NULL, 0, &ro) ==
+	      0);
 	no.pool = pool;
 	CHECK(nbds_new(&no, &srv) == 0);
 

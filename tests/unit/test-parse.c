@@ -106,9 +106,9 @@ static void test_hex(void)
 	CHECK_ERR(parse_hex("0x00", out, 8, &len, why, sizeof(why)), -EINVAL);
 	CHECK_ERR(parse_hex("abc", out, 8, &len, why, sizeof(why)), -EINVAL);
 	CHECK(!strcmp(why, "odd number of hex digits (3)"));
-	CHECK_ERR(parse_hex("000000000000000000", out, 8, &len, why,
-			    sizeof(why)),
-		  -EINVAL);
+	CHECK_ERR(
+	    parse_hex("000000000000000000", out, 8, &len, why, sizeof(why)),
+	    -EINVAL);
 	CHECK(!strcmp(why, "longer than 8 bytes"));
 	memset(s, 'f', 8192);
 	s[8192] = 0;
@@ -123,8 +123,8 @@ static void test_hex(void)
  * exactly the hex digits, no sign and no space where scanf takes one. */
 static void test_hex_decode(void)
 {
-	static const char *const bad[] = {"+f", "-f", " f", "f ", "0x",
-					   "\tf", "g0", "0", "abc"};
+	static const char *const bad[] = {"+f",	 "-f", " f", "f ", "0x",
+					  "\tf", "g0", "0",  "abc"};
 	uint8_t out[4] = {0};
 	size_t len = 99;
 
@@ -153,8 +153,9 @@ static void json_bad(const char *doc, size_t off, const char *msg)
 	int r = json_parse(doc, strlen(doc), NULL, &v, &e);
 
 	if (r != -EINVAL || e.offset != off || strcmp(e.msg, msg)) {
-		fprintf(stderr, "json %s: r %d, byte %zu: %s\n  want byte %zu: "
-				"%s\n",
+		fprintf(stderr,
+			"json %s: r %d, byte %zu: %s\n  want byte %zu: "
+			"%s\n",
 			doc, r, e.offset, e.msg, off, msg);
 		CHECK(!"json error");
 	}
@@ -233,19 +234,25 @@ static void test_json_errors(void)
 	json_bad("", 0, "unexpected end of input: expected a value");
 	json_bad("   ", 3, "unexpected end of input: expected a value");
 	json_bad("[1,]", 3, "unexpected character ']': expected a value");
-	json_bad("[1 2]", 3, "unexpected character '2': expected ',' or ']' "
-			     "after an array element");
-	json_bad("[1", 2, "unexpected end of input: expected ',' or ']' after "
-			  "an array element");
-	json_bad("{\"a\":1,}", 7, "unexpected character '}': expected a "
-				  "string (an object key)");
-	json_bad("{\"a\" 1}", 5, "unexpected character '1': expected ':' "
-				 "after an object key");
-	json_bad("{\"a\":1 \"b\":2}", 7, "unexpected character '\"': "
-					 "expected ',' or '}' after an "
-					 "object member");
-	json_bad("{a:1}", 1, "unexpected character 'a': expected a string "
-			     "(an object key)");
+	json_bad("[1 2]", 3,
+		 "unexpected character '2': expected ',' or ']' "
+		 "after an array element");
+	json_bad("[1", 2,
+		 "unexpected end of input: expected ',' or ']' after "
+		 "an array element");
+	json_bad("{\"a\":1,}", 7,
+		 "unexpected character '}': expected a "
+		 "string (an object key)");
+	json_bad("{\"a\" 1}", 5,
+		 "unexpected character '1': expected ':' "
+		 "after an object key");
+	json_bad("{\"a\":1 \"b\":2}", 7,
+		 "unexpected character '\"': "
+		 "expected ',' or '}' after an "
+		 "object member");
+	json_bad("{a:1}", 1,
+		 "unexpected character 'a': expected a string "
+		 "(an object key)");
 	json_bad("{\"op\":1,\"x\":2,\"op\":3}", 14, "duplicate key \"op\"");
 	json_bad("{\"\\u0061\":1,\"a\":2}", 12, "duplicate key \"a\"");
 	json_bad("[1] x", 4, "trailing characters after the JSON value");
@@ -259,26 +266,33 @@ static void test_json_errors(void)
 	json_bad("01", 0, "leading zeros are not allowed");
 	json_bad("-", 1, "unexpected end of input: expected a digit");
 	json_bad("-a", 1, "unexpected character 'a': expected a digit");
-	json_bad("1.", 2, "unexpected end of input: expected a digit after "
-			  "'.'");
-	json_bad("1.e5", 2, "unexpected character 'e': expected a digit "
-			    "after '.'");
-	json_bad("1e+", 3, "unexpected end of input: expected a digit in the "
-			   "exponent");
+	json_bad("1.", 2,
+		 "unexpected end of input: expected a digit after "
+		 "'.'");
+	json_bad("1.e5", 2,
+		 "unexpected character 'e': expected a digit "
+		 "after '.'");
+	json_bad("1e+", 3,
+		 "unexpected end of input: expected a digit in the "
+		 "exponent");
 	json_bad("+1", 0, "unexpected character '+': expected a value");
 	json_bad(".5", 0, "unexpected character '.': expected a value");
-	json_bad("\"abc", 4, "unexpected end of input: string starting at "
-			     "byte 0 is not closed");
-	json_bad("[\"a\nb\"]", 3, "control character 0x0a in a string "
-				  "(escape it)");
+	json_bad("\"abc", 4,
+		 "unexpected end of input: string starting at "
+		 "byte 0 is not closed");
+	json_bad("[\"a\nb\"]", 3,
+		 "control character 0x0a in a string "
+		 "(escape it)");
 	json_bad("\"\\x\"", 1, "invalid escape '\\x'");
 	json_bad("\"\\u12\"", 5, "\\u escape needs four hex digits");
-	json_bad("\"\\u12", 5, "unexpected end of input: string starting at "
-			       "byte 0 is not closed");
+	json_bad("\"\\u12", 5,
+		 "unexpected end of input: string starting at "
+		 "byte 0 is not closed");
 	json_bad("\"\\ud800\"", 1, "unpaired surrogate in a \\u escape");
 	json_bad("\"\\udc00\"", 1, "unpaired surrogate in a \\u escape");
-	json_bad("\"\\ud800\\u0041\"", 1, "unpaired surrogate in a \\u "
-					  "escape");
+	json_bad("\"\\ud800\\u0041\"", 1,
+		 "unpaired surrogate in a \\u "
+		 "escape");
 	json_bad("\"\\u0000\"", 1, "\\u0000 is not allowed in a string");
 	json_bad("\"\xff\"", 1, "invalid UTF-8 in a string");
 	json_bad("\"\xc0\xaf\"", 1, "invalid UTF-8 in a string"); /* overlong */
@@ -297,8 +311,8 @@ static void test_json_errors(void)
 
 static void test_json_limits(void)
 {
-	struct json_limits lim = { .max_depth = 3, .max_values = 5,
-				   .max_members = 2, .max_string = 4 };
+	struct json_limits lim = {
+	    .max_depth = 3, .max_values = 5, .max_members = 2, .max_string = 4};
 	struct json_value *v = NULL;
 	struct json_error e;
 	char deep[200];
@@ -339,7 +353,8 @@ static void test_json_writer(void)
 	CHECK(f);
 	json_put_string(f, "a\"b\\c\n\x01\x7f\xc3\xa9\xff", 11);
 	fclose(f);
-	CHECK(!strcmp(buf, "\"a\\\"b\\\\c\\u000a\\u0001\\u007f\xc3\xa9\\ufffd\""));
+	CHECK(!strcmp(buf,
+		      "\"a\\\"b\\\\c\\u000a\\u0001\\u007f\xc3\xa9\\ufffd\""));
 	free(buf);
 }
 
@@ -348,10 +363,10 @@ static void test_json_writer(void)
 static void test_json_fuzz(void)
 {
 	static const char seed[] =
-		"[{\"op\":\"create\",\"name\":\"vm\\u00e9\",\"size\":\"1G\","
-		"\"blob_hex\":\"00ff\"},{\"op\":\"snapshot\",\"origin\":\"#1\","
-		"\"name\":\"s\",\"read_only\":true},{\"op\":\"resize\","
-		"\"volume\":\"vm\",\"size\":1048576e0}]";
+	    "[{\"op\":\"create\",\"name\":\"vm\\u00e9\",\"size\":\"1G\","
+	    "\"blob_hex\":\"00ff\"},{\"op\":\"snapshot\",\"origin\":\"#1\","
+	    "\"name\":\"s\",\"read_only\":true},{\"op\":\"resize\","
+	    "\"volume\":\"vm\",\"size\":1048576e0}]";
 	static const char alphabet[] = "[]{}\",:\\0123456789.eE+-tfnu \t\n\x80"
 				       "\xc3\xff";
 	struct trng rng;
@@ -362,13 +377,13 @@ static void test_json_fuzz(void)
 		struct json_value *v = NULL;
 		struct json_error e;
 		size_t len = sizeof(seed) - 1;
-		int nmut = 1 + (int)trng_below(&rng, 4);
+		int nmut = 1 + (int) trng_below(&rng, 4);
 
 		memcpy(doc, seed, len);
 		for (int m = 0; m < nmut; m++) {
 			size_t at = trng_below(&rng, len);
-			char c = alphabet[trng_below(&rng,
-						     sizeof(alphabet) - 1)];
+			char c =
+			    alphabet[trng_below(&rng, sizeof(alphabet) - 1)];
 
 			switch (trng_below(&rng, 3)) {
 			case 0:

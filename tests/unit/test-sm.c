@@ -39,7 +39,7 @@ static int v_dec(void *ctx, const void *v)
 
 static void v_check(void *ctx, const void *v, struct check *ck)
 {
-	(void)ctx;
+	(void) ctx;
 	check_data_ref(ck, get_le64(v));
 }
 
@@ -83,9 +83,9 @@ static void check_clean_store(struct tm *tm)
 
 	info_for(tm, &info);
 	data_info_for(tm, &dinfo);
-	roots[0] = (struct check_root){ 0, &info, "t" };
+	roots[0] = (struct check_root){0, &info, "t"};
 	for (unsigned int i = 1; i < TM_NR_ROOTS; i++)
-		roots[i] = (struct check_root){ i, &dinfo, "data" };
+		roots[i] = (struct check_root){i, &dinfo, "data"};
 	CHECK_OK(check_run(tm, roots, TM_NR_ROOTS, stderr, 20, &rep));
 	CHECK(check_clean(&rep));
 }
@@ -119,8 +119,8 @@ static struct tm *tree_store(struct io_dev **mem, struct btree_info *info,
  * Placement (sm.c, rule 4): one change per commit to a big tree.  The
  * nodes each commit copies again (the root, the path) go to hot chunks,
  * which are reused without acquiring chunks in steady state (a reopen
- * adopts the fullest chunks with room), and a commit writes few nodes: the tree's path,
- * and the few space map leaves that count them.
+ * adopts the fullest chunks with room), and a commit writes few nodes: the
+ * tree's path, and the few space map leaves that count them.
  */
 static void test_hot_chunks(void)
 {
@@ -160,8 +160,8 @@ static void test_hot_chunks(void)
 		sm_get_stats(tm_sm(tm), &st2);
 		printf("one update a commit: %.1f nodes written a commit, "
 		       "metadata chunks %" PRIu64 " -> %" PRIu64 "\n",
-		       (double)(c1.nodes_written - c0.nodes_written) /
-			       (double)(c1.commits - c0.commits),
+		       (double) (c1.nodes_written - c0.nodes_written) /
+			   (double) (c1.commits - c0.commits),
 		       st.meta_chunks, st2.meta_chunks);
 		/* the path (height + 1 nodes), the leaves counting the
 		 * copies and the originals, and the sm tree's own path */
@@ -364,7 +364,9 @@ int main(void)
 	CHECK_OK(tm_commit(tm));
 	sm_get_stats(sm, &st2);
 	CHECK(st2.meta_chunks < st.meta_chunks);
-	printf("metadata chunks %" PRIu64 " -> %" PRIu64 ", nodes %" PRIu64 " -> %" PRIu64 "\n", st.meta_chunks, st2.meta_chunks, st.meta_nodes, st2.meta_nodes);
+	printf("metadata chunks %" PRIu64 " -> %" PRIu64 ", nodes %" PRIu64
+	       " -> %" PRIu64 "\n",
+	       st.meta_chunks, st2.meta_chunks, st.meta_nodes, st2.meta_nodes);
 	CHECK(st2.meta_chunks <= DIV_ROUND_UP(st2.meta_nodes, 16) + 4);
 	check_clean_store(tm);
 
@@ -422,13 +424,14 @@ int main(void)
 		int filled = 0;
 
 		CHECK_ERR(io_mem_create((min + 1) * 4096, &small), 0);
-		CHECK_ERR(tm_format(small, &(struct tm_format_opts){
-						   .block_size = 4096 }),
-			  -EINVAL);
+		CHECK_ERR(
+		    tm_format(small,
+			      &(struct tm_format_opts){.block_size = 4096}),
+		    -EINVAL);
 		io_close(small);
 		CHECK_OK(io_mem_create((min + 2) * 4096, &small));
-		CHECK_OK(tm_format(small, &(struct tm_format_opts){
-						  .block_size = 4096 }));
+		CHECK_OK(tm_format(
+		    small, &(struct tm_format_opts){.block_size = 4096}));
 		CHECK_OK(tm_open(small, NULL, &tm));
 		sm = tm_sm(tm);
 		for (int round = 0; round < 8; round++) {

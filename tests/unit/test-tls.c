@@ -39,7 +39,7 @@
 #include "tcheck.h"
 #include "util/log.h"
 
-#define MIB (1u << 20)
+#define MIB	  (1u << 20)
 #define MIN(a, b) ((a) < (b) ? (a) : (b))
 
 static struct trng g_rng;
@@ -47,9 +47,9 @@ static pthread_mutex_t rng_lock = PTHREAD_MUTEX_INITIALIZER;
 static char g_dir[] = "/tmp/test-tls.XXXXXX";
 static char g_psk[256];
 static const unsigned char alice_key[32] = {
-	0x3e, 0xbe, 0x46, 0xdc, 0xd2, 0x06, 0xea, 0x78, 0x30, 0xd3, 0xaf,
-	0x94, 0x39, 0x4e, 0x74, 0xf4, 0x22, 0x28, 0x00, 0xc4, 0x16, 0xc3,
-	0x4e, 0xfe, 0xc2, 0x8c, 0xb8, 0xe5, 0x78, 0xd8, 0x43, 0x4d,
+    0x3e, 0xbe, 0x46, 0xdc, 0xd2, 0x06, 0xea, 0x78, 0x30, 0xd3, 0xaf,
+    0x94, 0x39, 0x4e, 0x74, 0xf4, 0x22, 0x28, 0x00, 0xc4, 0x16, 0xc3,
+    0x4e, 0xfe, 0xc2, 0x8c, 0xb8, 0xe5, 0x78, 0xd8, 0x43, 0x4d,
 };
 
 /* ---- log capture ---- */
@@ -60,14 +60,14 @@ static size_t log_len;
 
 static void log_capture(enum log_level lvl, const char *msg, void *ctx)
 {
-	(void)ctx;
+	(void) ctx;
 	pthread_mutex_lock(&log_lock);
 	if (getenv("TV_VERBOSE") || lvl == LOG_LVL_ERROR)
 		fprintf(stderr, "  log: %s\n", msg);
-	int n = snprintf(log_buf + log_len, sizeof(log_buf) - log_len,
-			 "%s\n", msg);
+	int n =
+	    snprintf(log_buf + log_len, sizeof(log_buf) - log_len, "%s\n", msg);
 	if (n > 0)
-		log_len = MIN(log_len + (size_t)n, sizeof(log_buf) - 1);
+		log_len = MIN(log_len + (size_t) n, sizeof(log_buf) - 1);
 	pthread_mutex_unlock(&log_lock);
 }
 
@@ -96,7 +96,7 @@ static size_t rnd_below(size_t n)
 	size_t r;
 
 	pthread_mutex_lock(&rng_lock);
-	r = (size_t)trng_below(&g_rng, n);
+	r = (size_t) trng_below(&g_rng, n);
 	pthread_mutex_unlock(&rng_lock);
 	return r;
 }
@@ -106,7 +106,7 @@ static void write_file(const char *path, const void *data, size_t len)
 	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
 
 	CHECK(fd >= 0);
-	CHECK((size_t)write(fd, data, len) == len);
+	CHECK((size_t) write(fd, data, len) == len);
 	CHECK(close(fd) == 0);
 }
 
@@ -115,7 +115,7 @@ static double now(void)
 	struct timespec ts;
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+	return (double) ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
 /* ---- the server end: tls_session_start in a thread ---- */
@@ -171,15 +171,15 @@ static void srv_done(struct srv *v)
 /* ---- the client end: plain GnuTLS ---- */
 
 #define PRIO_PSK "+ECDHE-PSK:+DHE-PSK:+PSK"
-#define PRIO_13  "NORMAL:-VERS-ALL:+VERS-TLS1.3:" PRIO_PSK
-#define PRIO_12  "NORMAL:-VERS-ALL:+VERS-TLS1.2:" PRIO_PSK
+#define PRIO_13	 "NORMAL:-VERS-ALL:+VERS-TLS1.3:" PRIO_PSK
+#define PRIO_12	 "NORMAL:-VERS-ALL:+VERS-TLS1.2:" PRIO_PSK
 
 struct copts {
 	const char *prio;
 	const char *user; /* PSK identity, or NULL */
 	const unsigned char *key;
 	size_t keylen;
-	const char *ca;   /* trust for the server certificate, or NULL */
+	const char *ca;	  /* trust for the server certificate, or NULL */
 	const char *cert; /* client certificate and key, or NULL */
 	const char *certkey;
 };
@@ -200,22 +200,22 @@ static int client_handshake(struct client *c, int fd, const struct copts *o)
 	c->fd = fd;
 	CHECK(gnutls_init(&c->gs, GNUTLS_CLIENT | GNUTLS_NO_SIGNAL) == 0);
 	if (o->user) {
-		gnutls_datum_t k = { (unsigned char *)o->key,
-				     (unsigned int)o->keylen };
+		gnutls_datum_t k = {(unsigned char *) o->key,
+				    (unsigned int) o->keylen};
 		CHECK(gnutls_psk_allocate_client_credentials(&c->psk) == 0);
 		CHECK(gnutls_psk_set_client_credentials(
-			      c->psk, o->user, &k, GNUTLS_PSK_KEY_RAW) == 0);
+			  c->psk, o->user, &k, GNUTLS_PSK_KEY_RAW) == 0);
 		CHECK(gnutls_credentials_set(c->gs, GNUTLS_CRD_PSK, c->psk) ==
 		      0);
 	}
 	if (o->ca) {
 		CHECK(gnutls_certificate_allocate_credentials(&c->x509) == 0);
 		CHECK(gnutls_certificate_set_x509_trust_file(
-			      c->x509, o->ca, GNUTLS_X509_FMT_PEM) > 0);
+			  c->x509, o->ca, GNUTLS_X509_FMT_PEM) > 0);
 		if (o->cert)
 			CHECK(gnutls_certificate_set_x509_key_file(
-				      c->x509, o->cert, o->certkey,
-				      GNUTLS_X509_FMT_PEM) == 0);
+				  c->x509, o->cert, o->certkey,
+				  GNUTLS_X509_FMT_PEM) == 0);
 		CHECK(gnutls_credentials_set(c->gs, GNUTLS_CRD_CERTIFICATE,
 					     c->x509) == 0);
 		gnutls_session_set_verify_cert(c->gs, "localhost", 0);
@@ -245,48 +245,48 @@ static void client_done(struct client *c)
 static void srv_send_all(struct tls_session *s, const uint8_t *p, size_t len)
 {
 	while (len) {
-		size_t n = 1 + rnd_below(MIN(len, (size_t)200000));
+		size_t n = 1 + rnd_below(MIN(len, (size_t) 200000));
 		ssize_t w = tls_send(s, p, n);
-		CHECK(w > 0 && (size_t)w <= n);
+		CHECK(w > 0 && (size_t) w <= n);
 		p += w;
-		len -= (size_t)w;
+		len -= (size_t) w;
 	}
 }
 
 static void srv_recv_all(struct tls_session *s, uint8_t *p, size_t len)
 {
 	while (len) {
-		size_t n = 1 + rnd_below(MIN(len, (size_t)200000));
+		size_t n = 1 + rnd_below(MIN(len, (size_t) 200000));
 		ssize_t r = tls_recv(s, p, n);
-		CHECK(r > 0 && (size_t)r <= n);
+		CHECK(r > 0 && (size_t) r <= n);
 		p += r;
-		len -= (size_t)r;
+		len -= (size_t) r;
 	}
 }
 
 static void cli_send_all(gnutls_session_t gs, const uint8_t *p, size_t len)
 {
 	while (len) {
-		size_t n = 1 + rnd_below(MIN(len, (size_t)200000));
+		size_t n = 1 + rnd_below(MIN(len, (size_t) 200000));
 		ssize_t w = gnutls_record_send(gs, p, n);
 		if (w == GNUTLS_E_AGAIN || w == GNUTLS_E_INTERRUPTED)
 			continue;
 		CHECK(w > 0);
 		p += w;
-		len -= (size_t)w;
+		len -= (size_t) w;
 	}
 }
 
 static void cli_recv_all(gnutls_session_t gs, uint8_t *p, size_t len)
 {
 	while (len) {
-		size_t n = 1 + rnd_below(MIN(len, (size_t)200000));
+		size_t n = 1 + rnd_below(MIN(len, (size_t) 200000));
 		ssize_t r = gnutls_record_recv(gs, p, n);
 		if (r == GNUTLS_E_AGAIN || r == GNUTLS_E_INTERRUPTED)
 			continue;
 		CHECK(r > 0);
 		p += r;
-		len -= (size_t)r;
+		len -= (size_t) r;
 	}
 }
 
@@ -323,8 +323,7 @@ static void *flow_main(void *arg)
 }
 
 static void flow_start(struct flow *f, struct tls_session *s,
-		       gnutls_session_t gs, bool send, uint64_t tag,
-		       size_t len)
+		       gnutls_session_t gs, bool send, uint64_t tag, size_t len)
 {
 	f->s = s;
 	f->gs = gs;
@@ -349,10 +348,10 @@ static void exchange(struct tls_session *s, gnutls_session_t gs)
 	uint8_t small[5];
 
 	/* client -> server -> client */
-	cli_send_all(gs, (const uint8_t *)"hello", 5);
+	cli_send_all(gs, (const uint8_t *) "hello", 5);
 	srv_recv_all(s, small, 5);
 	CHECK(memcmp(small, "hello", 5) == 0);
-	srv_send_all(s, (const uint8_t *)"world", 5);
+	srv_send_all(s, (const uint8_t *) "world", 5);
 	cli_recv_all(gs, small, 5);
 	CHECK(memcmp(small, "world", 5) == 0);
 
@@ -375,14 +374,14 @@ static void exchange(struct tls_session *s, gnutls_session_t gs)
 		flow_start(&f[0], NULL, gs, false, 3, MIB);
 		ssize_t w = tls_send(s, a, MIB);
 		CHECK(w > 0);
-		srv_send_all(s, a + w, MIB - (size_t)w);
+		srv_send_all(s, a + w, MIB - (size_t) w);
 		flow_join(&f[0]);
 		flow_start(&f[0], NULL, gs, true, 4, MIB);
 		tpattern(a, MIB, 4);
 		while (got < MIB) {
 			ssize_t r = tls_recv(s, b + got, MIB - got);
 			CHECK(r > 0);
-			got += (size_t)r;
+			got += (size_t) r;
 		}
 		flow_join(&f[0]);
 		CHECK(memcmp(a, b, MIB) == 0);
@@ -401,8 +400,7 @@ static void exchange(struct tls_session *s, gnutls_session_t gs)
 
 /* Handshake both ends; expect success and the given version. */
 static void good(struct tls_ctx *ctx, const struct copts *o,
-		 gnutls_protocol_t ver, gnutls_kx_algorithm_t kx,
-		 bool full)
+		 gnutls_protocol_t ver, gnutls_kx_algorithm_t kx, bool full)
 {
 	int sv[2], r;
 	struct srv v;
@@ -430,7 +428,7 @@ static void good(struct tls_ctx *ctx, const struct copts *o,
 		exchange(v.s, c.gs);
 	} else {
 		uint8_t b[3];
-		cli_send_all(c.gs, (const uint8_t *)"abc", 3);
+		cli_send_all(c.gs, (const uint8_t *) "abc", 3);
 		srv_recv_all(v.s, b, 3);
 		CHECK(memcmp(b, "abc", 3) == 0);
 	}
@@ -500,13 +498,12 @@ static void bad(struct tls_ctx *ctx, const struct copts *o, int want,
 
 static void test_psk(void)
 {
-	struct tls_opts o = { .psk_file = g_psk };
+	struct tls_opts o = {.psk_file = g_psk};
 	struct tls_ctx *ctx;
 	char msg[256];
 	unsigned char wrong[32];
-	struct copts co = { .user = "alice",
-			    .key = alice_key,
-			    .keylen = sizeof(alice_key) };
+	struct copts co = {
+	    .user = "alice", .key = alice_key, .keylen = sizeof(alice_key)};
 
 	CHECK_OK(tls_ctx_new(&o, &ctx, msg, sizeof(msg)));
 
@@ -521,16 +518,15 @@ static void test_psk(void)
 		const char *prio;
 		gnutls_kx_algorithm_t kx;
 	} kx[] = {
-		{ "NORMAL:-VERS-ALL:+VERS-TLS1.2:-KX-ALL:+ECDHE-PSK",
-		  GNUTLS_KX_ECDHE_PSK },
-		{ "NORMAL:-VERS-ALL:+VERS-TLS1.2:-KX-ALL:+DHE-PSK",
-		  GNUTLS_KX_DHE_PSK },
-		{ "NORMAL:-VERS-ALL:+VERS-TLS1.2:-KX-ALL:+PSK", GNUTLS_KX_PSK },
-		{ "NORMAL:-VERS-ALL:+VERS-TLS1.3:-GROUP-ALL:+GROUP-FFDHE2048:"
-		  "-KX-ALL:+DHE-PSK",
-		  GNUTLS_KX_UNKNOWN },
-		{ "NORMAL:-VERS-ALL:+VERS-TLS1.3:-KX-ALL:+PSK",
-		  GNUTLS_KX_UNKNOWN },
+	    {"NORMAL:-VERS-ALL:+VERS-TLS1.2:-KX-ALL:+ECDHE-PSK",
+	     GNUTLS_KX_ECDHE_PSK},
+	    {"NORMAL:-VERS-ALL:+VERS-TLS1.2:-KX-ALL:+DHE-PSK",
+	     GNUTLS_KX_DHE_PSK},
+	    {"NORMAL:-VERS-ALL:+VERS-TLS1.2:-KX-ALL:+PSK", GNUTLS_KX_PSK},
+	    {"NORMAL:-VERS-ALL:+VERS-TLS1.3:-GROUP-ALL:+GROUP-FFDHE2048:"
+	     "-KX-ALL:+DHE-PSK",
+	     GNUTLS_KX_UNKNOWN},
+	    {"NORMAL:-VERS-ALL:+VERS-TLS1.3:-KX-ALL:+PSK", GNUTLS_KX_UNKNOWN},
 	};
 	for (size_t i = 0; i < sizeof(kx) / sizeof(kx[0]); i++) {
 		printf("  psk: %s\n", kx[i].prio);
@@ -575,7 +571,7 @@ static void test_psk(void)
 /* Not TLS at all, a hang-up, and silence: errors, in bounded time. */
 static void test_not_tls(void)
 {
-	struct tls_opts o = { .psk_file = g_psk };
+	struct tls_opts o = {.psk_file = g_psk};
 	struct tls_ctx *ctx;
 	struct srv v;
 	int sv[2];
@@ -587,7 +583,7 @@ static void test_not_tls(void)
 	printf("  not tls: garbage\n");
 	log_reset();
 	CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
-	CHECK(write(sv[1], junk, sizeof(junk)) == (ssize_t)sizeof(junk));
+	CHECK(write(sv[1], junk, sizeof(junk)) == (ssize_t) sizeof(junk));
 	srv_spawn(&v, ctx, sv[0]);
 	srv_join(&v);
 	printf("    server %d (%s) after %.2fs\n", v.rc, strerror(-v.rc),
@@ -662,12 +658,12 @@ static void *bye_main(void *arg)
  */
 static void test_note_and_bye(void)
 {
-	struct tls_opts o = { .psk_file = g_psk };
-	struct tls_note note = { note_capture, noted };
-	struct copts co = { .prio = PRIO_13,
-			    .user = "mallory",
-			    .key = alice_key,
-			    .keylen = sizeof(alice_key) };
+	struct tls_opts o = {.psk_file = g_psk};
+	struct tls_note note = {note_capture, noted};
+	struct copts co = {.prio = PRIO_13,
+			   .user = "mallory",
+			   .key = alice_key,
+			   .keylen = sizeof(alice_key)};
 	static uint8_t junk[65536];
 	struct tls_ctx *ctx;
 	struct timespec until;
@@ -712,7 +708,7 @@ static void test_note_and_bye(void)
 			CHECK(errno == EAGAIN || errno == EWOULDBLOCK);
 			break;
 		}
-		filled += (size_t)n;
+		filled += (size_t) n;
 	}
 	CHECK(fcntl(v.fd, F_SETFL, fcntl(v.fd, F_GETFL) & ~O_NONBLOCK) == 0);
 	printf("    %zu bytes wait in the socket\n", filled);
@@ -735,12 +731,12 @@ static void test_note_and_bye(void)
 
 /* ---- malformed PSK files ---- */
 
-static void bad_file(const char *name, const void *data, size_t len,
-		     int want, const char *needle)
+static void bad_file(const char *name, const void *data, size_t len, int want,
+		     const char *needle)
 {
 	char path[512], msg[256];
-	struct tls_opts o = { .psk_file = path };
-	struct tls_ctx *ctx = (struct tls_ctx *)&ctx; /* must stay */
+	struct tls_opts o = {.psk_file = path};
+	struct tls_ctx *ctx = (struct tls_ctx *) &ctx; /* must stay */
 
 	snprintf(path, sizeof(path), "%s/%s", g_dir, name);
 	if (data)
@@ -748,7 +744,7 @@ static void bad_file(const char *name, const void *data, size_t len,
 	log_reset();
 	memset(msg, 'x', sizeof(msg));
 	CHECK_ERR(tls_ctx_new(&o, &ctx, msg, sizeof(msg)), want);
-	CHECK(ctx == (struct tls_ctx *)&ctx);
+	CHECK(ctx == (struct tls_ctx *) &ctx);
 	CHECK(memchr(msg, '\0', sizeof(msg)));
 	printf("  %-12s -> %s\n", name, msg);
 	CHECK(strstr(msg, path));
@@ -783,7 +779,7 @@ static void test_psk_files(void)
 
 	/* a directory is not a PSK file */
 	{
-		struct tls_opts o = { .psk_file = g_dir };
+		struct tls_opts o = {.psk_file = g_dir};
 		CHECK_ERR(tls_ctx_new(&o, &ctx, msg, sizeof(msg)), -EINVAL);
 		CHECK(strstr(msg, g_dir));
 	}
@@ -793,17 +789,17 @@ static void test_psk_files(void)
 	snprintf(path, sizeof(path), "%s/multi", g_dir);
 	{
 		static const char multi[] =
-			"bob:00112233445566778899aabbccddeeff\r\n"
-			"alice:3EBE46DCD206EA7830D3AF94394E74F4"
-			"222800C416C34EFEC28CB8E578D8434D";
-		struct tls_opts o = { .psk_file = path };
-		struct copts co = { .prio = PRIO_13,
-				    .user = "alice",
-				    .key = alice_key,
-				    .keylen = sizeof(alice_key) };
+		    "bob:00112233445566778899aabbccddeeff\r\n"
+		    "alice:3EBE46DCD206EA7830D3AF94394E74F4"
+		    "222800C416C34EFEC28CB8E578D8434D";
+		struct tls_opts o = {.psk_file = path};
+		struct copts co = {.prio = PRIO_13,
+				   .user = "alice",
+				   .key = alice_key,
+				   .keylen = sizeof(alice_key)};
 		static const unsigned char bob_key[16] = {
-			0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77,
-			0x88, 0x99, 0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0xff,
+		    0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77,
+		    0x88, 0x99, 0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0xff,
 		};
 
 		write_file(path, multi, sizeof(multi) - 1);
@@ -824,12 +820,11 @@ static void test_psk_files(void)
 
 	/* the options themselves */
 	{
-		struct tls_opts none = { 0 };
-		struct tls_opts nokey = { .cert_file = path };
-		struct tls_opts noca = { .psk_file = g_psk, .ca_file = path };
+		struct tls_opts none = {0};
+		struct tls_opts nokey = {.cert_file = path};
+		struct tls_opts noca = {.psk_file = g_psk, .ca_file = path};
 		CHECK_ERR(tls_ctx_new(&none, &ctx, msg, sizeof(msg)), -EINVAL);
-		CHECK_ERR(tls_ctx_new(&nokey, &ctx, msg, sizeof(msg)),
-			  -EINVAL);
+		CHECK_ERR(tls_ctx_new(&nokey, &ctx, msg, sizeof(msg)), -EINVAL);
 		CHECK_ERR(tls_ctx_new(&noca, &ctx, msg, sizeof(msg)), -EINVAL);
 		/* msg may be NULL */
 		CHECK_ERR(tls_ctx_new(&none, &ctx, NULL, 0), -EINVAL);
@@ -903,8 +898,8 @@ static void make_certs(void)
 		  "--load-ca-certificate %s --load-ca-privkey %s "
 		  "--template %s --outfile %s %s",
 		  xpath("server-key.pem"), xpath("ca-cert.pem"),
-		  xpath("ca-key.pem"), xpath("srv.t"),
-		  xpath("server-cert.pem"), q) == 0);
+		  xpath("ca-key.pem"), xpath("srv.t"), xpath("server-cert.pem"),
+		  q) == 0);
 	for (int i = 0; i < 2; i++) {
 		const char *ca = i ? "rogue" : "ca";
 		CHECK(run("certtool --generate-privkey --key-type=ecdsa "
@@ -922,11 +917,11 @@ static void make_certs(void)
 
 static void test_x509(void)
 {
-	struct tls_opts o = { .cert_file = xpath("server-cert.pem"),
-			      .key_file = xpath("server-key.pem") };
+	struct tls_opts o = {.cert_file = xpath("server-cert.pem"),
+			     .key_file = xpath("server-key.pem")};
 	struct tls_ctx *ctx;
 	char msg[256];
-	struct copts co = { .ca = xpath("ca-cert.pem") };
+	struct copts co = {.ca = xpath("ca-cert.pem")};
 
 	if (run("certtool --version >/dev/null 2>&1") != 0) {
 		printf("  x509: SKIPPED: certtool (gnutls-bin) is missing\n");
@@ -1010,8 +1005,8 @@ static void test_x509(void)
 		struct tls_opts b;
 		ctx = NULL;
 
-		b = (struct tls_opts){ .cert_file = xpath("nonexistent.pem"),
-				       .key_file = xpath("server-key.pem") };
+		b = (struct tls_opts){.cert_file = xpath("nonexistent.pem"),
+				      .key_file = xpath("server-key.pem")};
 		CHECK_ERR(tls_ctx_new(&b, &ctx, msg, sizeof(msg)), -ENOENT);
 		printf("  x509: %s\n", msg);
 		CHECK(strstr(msg, "nonexistent.pem"));
@@ -1064,10 +1059,10 @@ int main(void)
 	{
 		int n = snprintf(line, sizeof(line), "alice:");
 		for (size_t i = 0; i < sizeof(alice_key); i++)
-			n += snprintf(line + n, sizeof(line) - (size_t)n,
+			n += snprintf(line + n, sizeof(line) - (size_t) n,
 				      "%02x", alice_key[i]);
 		line[n++] = '\n';
-		write_file(g_psk, line, (size_t)n);
+		write_file(g_psk, line, (size_t) n);
 	}
 
 	printf("psk files\n");

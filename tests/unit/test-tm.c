@@ -26,8 +26,7 @@ static void info_for(struct tm *tm, struct btree_info *info)
 	info->value.size = 8;
 }
 
-static void put_n(struct tm *tm, unsigned int slot, uint64_t from,
-		  uint64_t n)
+static void put_n(struct tm *tm, unsigned int slot, uint64_t from, uint64_t n)
 {
 	struct btree_info info;
 	uint8_t k[8], v[8];
@@ -54,9 +53,9 @@ static uint64_t count(struct tm *tm, unsigned int slot)
  * filter: node generations come from the fallback. */
 static ssize_t no_random(void *buf, size_t len, unsigned int flags)
 {
-	(void)buf;
-	(void)len;
-	(void)flags;
+	(void) buf;
+	(void) len;
+	(void) flags;
 	errno = ENOSYS;
 	return -1;
 }
@@ -105,16 +104,16 @@ int main(void)
 
 	/* geometry is validated */
 	CHECK_OK(io_mem_create(64 << 20, &mem));
-	CHECK_ERR(tm_format(mem, &(struct tm_format_opts){ .block_size = 3000 }),
+	CHECK_ERR(tm_format(mem, &(struct tm_format_opts){.block_size = 3000}),
 		  -EINVAL);
-	CHECK_ERR(tm_format(mem, &(struct tm_format_opts){ .block_size = 2048 }),
+	CHECK_ERR(tm_format(mem, &(struct tm_format_opts){.block_size = 2048}),
 		  -EINVAL);
-	CHECK_ERR(tm_format(mem, &(struct tm_format_opts){
-					 .block_size = 1u << 31 }),
-		  -EINVAL);
-	CHECK_ERR(tm_format(mem, &(struct tm_format_opts){
-					 .block_size = 16 << 20 }),
-		  -EINVAL); /* only 4 blocks */
+	CHECK_ERR(
+	    tm_format(mem, &(struct tm_format_opts){.block_size = 1u << 31}),
+	    -EINVAL);
+	CHECK_ERR(
+	    tm_format(mem, &(struct tm_format_opts){.block_size = 16 << 20}),
+	    -EINVAL); /* only 4 blocks */
 	/* an unformatted device does not open */
 	CHECK_ERR(tm_open(mem, NULL, &tm), -EUCLEAN);
 
@@ -175,7 +174,7 @@ int main(void)
 		struct tm *t2;
 		struct check_report rep;
 		uint8_t keep[4096];
-		memcpy(keep, img + 4096, 4096); /* txn 3 lives in slot 1 */
+		memcpy(keep, img + 4096, 4096);	    /* txn 3 lives in slot 1 */
 		put_le64(img + 4096 + 104, 999999); /* meta_nodes */
 		bc_seal(img + 4096);
 		CHECK_OK(tm_open(mem, NULL, &t2));
@@ -186,13 +185,12 @@ int main(void)
 	}
 
 	/* read-only open: reads work, changes are refused */
-	CHECK_OK(tm_open(mem, &(struct tm_open_opts){ .read_only = true },
-			 &tm));
+	CHECK_OK(tm_open(mem, &(struct tm_open_opts){.read_only = true}, &tm));
 	CHECK_EQ(count(tm, 0), 5010);
 	CHECK_ERR(tm_commit(tm), -EROFS);
 	{
 		struct btree_info info;
-		uint8_t k[8] = { 0 }, v[8] = { 0 };
+		uint8_t k[8] = {0}, v[8] = {0};
 		info_for(tm, &info);
 		CHECK(btree_put(&info, tm_root(tm, 0), k, v, NULL) < 0);
 	}
@@ -200,8 +198,7 @@ int main(void)
 
 	/* an error poisons the transaction until abort */
 	CHECK_OK(io_fault_wrap(mem, false, &fdev));
-	CHECK_OK(tm_open(fdev, &(struct tm_open_opts){ .cache_bytes = 1 },
-			 &tm));
+	CHECK_OK(tm_open(fdev, &(struct tm_open_opts){.cache_bytes = 1}, &tm));
 	tm_poison(tm, -EIO);
 	CHECK_ERR(tm_state(tm), -EIO);
 	CHECK_ERR(tm_commit(tm), -EIO);
@@ -210,9 +207,9 @@ int main(void)
 
 	/* a failed node write: poisoned, previous transaction intact */
 	put_n(tm, 0, 10000, 2000);
-	io_fault_arm(fdev, &(struct io_fault_cfg){ .fail_at = 1,
-						   .error = -EIO,
-						   .op_mask = IO_OP_WRITE });
+	io_fault_arm(fdev, &(struct io_fault_cfg){.fail_at = 1,
+						  .error = -EIO,
+						  .op_mask = IO_OP_WRITE});
 	CHECK_ERR(tm_commit(tm), -EIO);
 	CHECK(!tm_read_only(tm));
 	CHECK_ERR(tm_commit(tm), -EIO);
@@ -228,11 +225,11 @@ int main(void)
 	put_n(tm, 0, 20000, 100);
 	{
 		uint64_t before = io_fault_count(fdev);
-		(void)before;
+		(void) before;
 	}
-	io_fault_arm(fdev, &(struct io_fault_cfg){ .fail_at = 2,
-						   .error = -EIO,
-						   .op_mask = IO_OP_FLUSH });
+	io_fault_arm(fdev, &(struct io_fault_cfg){.fail_at = 2,
+						  .error = -EIO,
+						  .op_mask = IO_OP_FLUSH});
 	CHECK_ERR(tm_commit(tm), -EIO);
 	CHECK(tm_read_only(tm));
 	io_fault_disarm(fdev);
@@ -261,7 +258,7 @@ int main(void)
 	CHECK_ERR(tm_open(mem, NULL, &tm), -EUCLEAN);
 
 	/* 4 KiB blocks: superblocks take blocks 0 and 1 */
-	CHECK_OK(tm_format(mem, &(struct tm_format_opts){ .block_size = 4096 }));
+	CHECK_OK(tm_format(mem, &(struct tm_format_opts){.block_size = 4096}));
 	CHECK_OK(tm_open(mem, NULL, &tm));
 	CHECK_EQ(tm_first_block(tm), 2);
 	put_n(tm, 0, 0, 3000);
