@@ -48,9 +48,11 @@ build-release: $(RELEASE_BUILD)/build.ninja
 
 # The whole suite, in the normal build (gcc) and under ASan+UBSan (clang),
 # so every change also compiles warning-free with both compilers; the
-# release build is compiled too (not run), for its warnings.
+# release build is compiled too (not run), for its warnings; and the
+# sources must be formatted as .clang-format says (make format).
 # (The quick start: dependencies first, then the builds, in that order.)
 test: deps
+	@scripts/check-format
 	@$(MAKE) --no-print-directory build build-asan build-release
 	@scripts/run-tests $(BUILD) $(ASAN_BUILD)
 
@@ -104,8 +106,10 @@ install: $(BUILD)/build.ninja
 	$(MESON) install -C $(BUILD) --no-rebuild \
 		$(if $(DESTDIR),--destdir $(abspath $(DESTDIR)))
 
+# Formats what check-format checks (in a commit of its own).
 format:
-	clang-format -i $$(git ls-files '*.c' '*.h')
+	git ls-files -z -- 'src/*.[ch]' 'include/*.[ch]' 'tests/*.[ch]' \
+		'bench/*.[ch]' | xargs -0 clang-format -i
 
 # Whether every tracked .c and .h under src, include, tests and bench is
 # formatted as .clang-format says (lists the files that are not).
