@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
+/* parse.c - the parsers and formatters of parse.h (its contract). */
 #include "cli/parse.h"
 #include "util/hex.h"
 

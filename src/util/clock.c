@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
+/* clock.c - contract in clock.h. */
 #include "util/clock.h"
 
 #include <time.h>

@@ -1,4 +1,6 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
+/* crc32c.c - CRC-32C: the SSE4.2 and the table paths; contract in
+ * crc32c.h. */
 #include "util/crc32c.h"
 
 #include <string.h>

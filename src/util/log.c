@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
+/* log.c - the log sink and its default (stderr); contract in log.h. */
 #include "util/log.h"
 
 #include "util/escape.h"

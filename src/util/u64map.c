@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
+/* u64map.c - contract in u64map.h. */
 #include "util/u64map.h"
 
 #include <errno.h>
