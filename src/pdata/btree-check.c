@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
- * btree-check.c - what a btree node must look like: a tree's geometry,
- * the validator every node read passes (bc_expect.validate, also run on
- * every pin), and btree_check, which walks a whole tree and verifies the
- * invariants of btree-internal.h.
+ * btree-check.c - btree_check, which walks a whole tree and verifies the
+ * invariants of btree-internal.h (what one node must look like,
+ * btree_validate, is in btree.c, beside the reads that run it on every
+ * pin).
  *
  * A bad node is an error (-EUCLEAN, logged once here), never an assert:
  * its bytes come from disk.
@@ -16,121 +16,6 @@
 #include "pdata/check.h"
 #include "pdata/tm.h"
 #include "util/log.h"
-
-static int btree_validate(const struct bc_node *n, const void *ctx);
-
-int btree_geom_init(const struct btree_info *info, struct geom *g)
-{
-	uint32_t ks, vs;
-
-	if (!info || !info->tm)
-		return -EINVAL;
-	ks = info->key_size;
-	vs = info->value.size;
-	if (ks == 0 || ks > BTREE_MAX_KEY || vs > BTREE_MAX_VALUE)
-		return -EINVAL;
-	g->tag = info->tag;
-	g->key_size = ks;
-	g->leaf_vsize = vs;
-	g->leaf_max = BTREE_PAYLOAD / (ks + vs);
-	g->int_max = BTREE_PAYLOAD / (ks + REF_SIZE);
-	/* min = max / 4 must be >= 2 for splits and merges to work */
-	if (g->leaf_max < BTREE_MIN_MAX_ENTRIES ||
-	    g->int_max < BTREE_MIN_MAX_ENTRIES)
-		return -EINVAL;
-	return 0;
-}
-
-int btree_bt_init(struct bt *b, const struct btree_info *info)
-{
-	int r = btree_geom_init(info, &b->g);
-
-	if (r)
-		return r;
-	b->info = info;
-	b->tm = info->tm;
-	b->exp.magic = PD_MAGIC_BTREE;
-	b->exp.gen = 0; /* tm_read takes it from the ref */
-	b->exp.validate = btree_validate;
-	b->exp.ctx = &b->g;
-	return 0;
-}
-
-/* ---- validation ---- */
-
-int btree_bad_field(const struct bc_node *n, const char *field,
-		    unsigned long long expected, unsigned long long found)
-{
-	log_error("btree node %llu: bad %s: expected %llu, found %llu",
-		  (unsigned long long) n->blocknr, field, expected, found);
-	return -EUCLEAN;
-}
-
-/* bc_expect.validate: the btree header against the tree's geometry.
- * Also run on every pin (cheap), because bc skips it on cache hits and a
- * corrupt pointer may lead into a cached node of another tree. */
-static int btree_validate(const struct bc_node *n, const void *ctx)
-{
-	const struct geom *g = ctx;
-	const struct disk_btree_header *h = bth(n);
-	unsigned int flags = le16_to_cpu(h->flags);
-	unsigned int level = le16_to_cpu(h->level);
-	unsigned int nr = le16_to_cpu(h->nr_entries);
-	unsigned int max = le16_to_cpu(h->max_entries);
-	bool leaf = flags & BTREE_FLAG_LEAF;
-
-	if (le32_to_cpu(h->tag) != g->tag) {
-		log_error("btree node %llu: bad tree tag: expected %#x, found "
-			  "%#x (a pointer into another kind of tree?)",
-			  (unsigned long long) n->blocknr, g->tag,
-			  le32_to_cpu(h->tag));
-		return -EUCLEAN;
-	}
-	if (flags & ~BTREE_FLAG_LEAF)
-		return btree_bad_field(n, "flags", flags & BTREE_FLAG_LEAF,
-				       flags);
-	if (level >= BTREE_MAX_DEPTH)
-		return btree_bad_field(n, "level (max)", BTREE_MAX_DEPTH - 1,
-				       level);
-	if (leaf != (level == 0))
-		return btree_bad_field(n, "level (leaf iff 0)", leaf ? 0 : 1,
-				       level);
-	if (le16_to_cpu(h->key_size) != g->key_size)
-		return btree_bad_field(n, "key_size", g->key_size,
-				       le16_to_cpu(h->key_size));
-	if (le16_to_cpu(h->value_size) != (leaf ? g->leaf_vsize : REF_SIZE))
-		return btree_bad_field(n, "value_size",
-				       leaf ? g->leaf_vsize : REF_SIZE,
-				       le16_to_cpu(h->value_size));
-	if (max != (leaf ? g->leaf_max : g->int_max))
-		return btree_bad_field(n, "max_entries",
-				       leaf ? g->leaf_max : g->int_max, max);
-	if (nr > max)
-		return btree_bad_field(n, "nr_entries (max)", max, nr);
-	for (size_t i = 0; i < sizeof(h->reserved); i++)
-		if (h->reserved[i])
-			return btree_bad_field(n, "reserved byte", 0,
-					       h->reserved[i]);
-	return 0;
-}
-
-/*
- * What a parent promises about a child: level one less, and an internal
- * node has children.  level < 0: no expectation (a root).
- */
-int btree_check_pinned(struct bt *b, const struct bc_node *n, int level)
-{
-	int r = btree_validate(n, &b->g);
-
-	if (r)
-		return r;
-	if (level >= 0 && level_of(n) != (unsigned int) level)
-		return btree_bad_field(n, "level (parent's - 1)",
-				       (unsigned int) level, level_of(n));
-	if (!is_leaf(n) && nr_of(n) == 0)
-		return btree_bad_field(n, "nr_entries of internal node", 1, 0);
-	return 0;
-}
 
 /* ---- checker ---- */
 

@@ -345,6 +345,9 @@ static inline int take_value(const struct bt *b, const struct bc_node *n,
 /* The geometry of info's tree; -EINVAL for a description the tree
  * cannot have (sizes out of range, a fanout below 8). */
 int btree_geom_init(const struct btree_info *info, struct geom *g);
+/* bc_expect.validate of every btree node: its header against the tree
+ * geometry ctx (a struct geom).  -EUCLEAN, logged, when it does not fit. */
+int btree_validate(const struct bc_node *n, const void *ctx);
 /* Set up an operation on info's tree (its geometry and validator). */
 int btree_bt_init(struct bt *b, const struct btree_info *info);
 /* Log a header field that is not what it must be; -EUCLEAN. */
@@ -356,9 +359,19 @@ int btree_check_pinned(struct bt *b, const struct bc_node *n, int level);
 
 /* ---- btree.c: the spine, lookup, cursors, insertion ---- */
 
-/* Child i's reference in *ref; -EUCLEAN (logged) when it is null. */
-int btree_child(const struct bt *b, const struct bc_node *n, unsigned int i,
-		struct tm_ref *ref);
+/* -EUCLEAN, logged: child i of n is a null reference. */
+int btree_null_child(const struct bc_node *n, unsigned int i);
+
+/* Child i's reference in *ref; -EUCLEAN (logged) when it is null.  Inline:
+ * every step down a tree takes it. */
+static inline int btree_child(const struct bt *b, const struct bc_node *n,
+			      unsigned int i, struct tm_ref *ref)
+{
+	child_ref(b, n, i, ref);
+	if (__builtin_expect(ref->blocknr != 0, 1))
+		return 0;
+	return btree_null_child(n, i);
+}
 /* Pin the node ref names (or child i of n), read-only; level as for
  * btree_check_pinned. */
 int btree_node_read(struct bt *b, const struct tm_ref *ref, int level,

@@ -20,23 +20,6 @@
 #include "util/log.h"
 #include "util/u64map.h"
 
-struct mchunk *sm_chunk_find(const struct sm *sm, uint64_t block)
-{
-	uint64_t *v = u64map_find(&sm->chunk_idx, block);
-
-	return v ? (struct mchunk *) (uintptr_t) *v : NULL;
-}
-
-struct mchunk *sm_chunk_of_node(const struct sm *sm, uint64_t node,
-				uint32_t *index)
-{
-	struct mchunk *c = sm_chunk_find(sm, node / sm->npc);
-
-	if (c)
-		*index = (uint32_t) (node % sm->npc);
-	return c;
-}
-
 /* Allocatable nodes of c changed by delta: keep m_free and s_free. */
 void sm_free_add(struct sm *sm, const struct mchunk *c, int64_t delta)
 {
@@ -292,23 +275,12 @@ void sm_d_set(struct sm *sm, struct dentry *e, uint32_t now)
 	sm_win_note(sm, e->block);
 }
 
-int sm_check_block(const struct sm *sm, uint64_t block)
+int sm_bad_block(const struct sm *sm, uint64_t block)
 {
-	if (block < sm->first_block || block >= sm->nr_blocks) {
-		log_error("space map: reference to block %" PRIu64
-			  " outside the pool (%" PRIu64 "..%" PRIu64 ")",
-			  block, sm->first_block, sm->nr_blocks - 1);
-		return -EUCLEAN;
-	}
-	return 0;
-}
-
-uint64_t sm_allocatable(const struct sm *sm)
-{
-	uint64_t range = sm->nr_blocks - sm->first_block;
-	uint64_t busy = sm->d_used + sm->d_pending;
-
-	return busy >= range ? 0 : range - busy;
+	log_error("space map: reference to block %" PRIu64
+		  " outside the pool (%" PRIu64 "..%" PRIu64 ")",
+		  block, sm->first_block, sm->nr_blocks - 1);
+	return -EUCLEAN;
 }
 
 /* ---- rule 7: room in the pool file ---- */

@@ -143,9 +143,22 @@ int sm_u64_room(uint64_t **v, size_t n, size_t *cap, size_t first);
 
 /* The chunk at block (NULL: none); the chunk that holds node, and the
  * node's index in it. */
-struct mchunk *sm_chunk_find(const struct sm *sm, uint64_t block);
-struct mchunk *sm_chunk_of_node(const struct sm *sm, uint64_t node,
-				uint32_t *index);
+static inline struct mchunk *sm_chunk_find(const struct sm *sm, uint64_t block)
+{
+	uint64_t *v = u64map_find(&sm->chunk_idx, block);
+
+	return v ? (struct mchunk *) (uintptr_t) *v : NULL;
+}
+
+static inline struct mchunk *sm_chunk_of_node(const struct sm *sm,
+					      uint64_t node, uint32_t *index)
+{
+	struct mchunk *c = sm_chunk_find(sm, node / sm->npc);
+
+	if (c)
+		*index = (uint32_t) (node % sm->npc);
+	return c;
+}
 /* Allocatable nodes of c changed by delta: keep m_free and s_free. */
 void sm_free_add(struct sm *sm, const struct mchunk *c, int64_t delta);
 void sm_chunk_free(struct mchunk *c);
@@ -170,10 +183,26 @@ int sm_tree_count(struct sm *sm, uint64_t key, uint32_t *count);
 int sm_d_get(struct sm *sm, uint64_t block, bool create, struct dentry **out);
 /* Set e's current count, keeping the counters. */
 void sm_d_set(struct sm *sm, struct dentry *e, uint32_t now);
+/* -EUCLEAN, logged: block is outside the pool. */
+int sm_bad_block(const struct sm *sm, uint64_t block);
+
 /* -EUCLEAN (logged) for a block outside the pool. */
-int sm_check_block(const struct sm *sm, uint64_t block);
+static inline int sm_check_block(const struct sm *sm, uint64_t block)
+{
+	if (__builtin_expect(block >= sm->first_block && block < sm->nr_blocks,
+			     1))
+		return 0;
+	return sm_bad_block(sm, block);
+}
+
 /* Blocks neither in use nor freed in this transaction. */
-uint64_t sm_allocatable(const struct sm *sm);
+static inline uint64_t sm_allocatable(const struct sm *sm)
+{
+	uint64_t range = sm->nr_blocks - sm->first_block;
+	uint64_t busy = sm->d_used + sm->d_pending;
+
+	return busy >= range ? 0 : range - busy;
+}
 /* Rule 7: the secured set. */
 bool sm_res_has(const struct sm *sm, uint64_t block);
 int sm_res_add(struct sm *sm, uint64_t block);
@@ -193,7 +222,13 @@ int sm_chunk_set_sm(struct sm *sm, struct mchunk *c);
 /* Rule 2: free nodes ready before each change of the sm tree. */
 int sm_ensure_spare(struct sm *sm);
 /* Whether the chunk at block is hot (rule 4). */
-bool sm_is_hot(const struct sm *sm, uint64_t block);
+static inline bool sm_is_hot(const struct sm *sm, uint64_t block)
+{
+	for (unsigned int k = 0; k < sm->nr_hot; k++)
+		if (sm->hot[k] == block)
+			return true;
+	return false;
+}
 /* At open: offer chunk c as a hot chunk (rule 4). */
 void sm_hot_offer(struct sm *sm, const struct mchunk *c);
 

@@ -425,14 +425,6 @@ static int alloc_sm(struct sm *sm, uint64_t *node)
 	return take_node(sm, v->v[ci], node);
 }
 
-bool sm_is_hot(const struct sm *sm, uint64_t block)
-{
-	for (unsigned int k = 0; k < sm->nr_hot; k++)
-		if (sm->hot[k] == block)
-			return true;
-	return false;
-}
-
 /* Hot chunk k (an ordinary chunk: hot_drop keeps it so). */
 static struct mchunk *hot_chunk(const struct sm *sm, unsigned int k)
 {
